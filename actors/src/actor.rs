@@ -1,0 +1,241 @@
+//! The per-agent ractor actor: the shell around an [`AgentKernel`].
+//!
+//! The actor sequences its agent's steps, outcomes and heartbeats, reads the clock, publishes
+//! decision and halt events, and tells its supervisor about halts (for cascades). The kernel
+//! itself lives in the shared [`AgentCore`], not in the actor's state: if the actor panics, its
+//! supervisor starts a new one over the same core, so halts, open reservations and spend
+//! survive the crash (ractor skips `post_stop` on a panic, so nothing may depend on it).
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::decision::{Decision, DecisionEvent, HaltKind, HaltRecord, Verdict};
+use crate::event::{Event, EventBus};
+use crate::ids::{AgentId, StepId};
+use crate::kernel::{AgentKernel, Outcome, SettleError, SettleReport};
+use crate::step::Step;
+
+/// A halt that happened inside an agent actor, sent to the supervisor for cascading.
+#[derive(Clone, Debug)]
+pub struct HaltNotice {
+    /// The agent.
+    pub agent: AgentId,
+    /// Its halt.
+    pub record: HaltRecord,
+}
+
+/// Prometheus counters of one agent's pool, resolved once at spawn so the hot path only bumps
+/// an atomic (no label lookups). No per-agent labels: the label is the pool.
+#[derive(Clone)]
+pub struct AgentMetrics {
+    decisions: [metrics::Counter; 4],
+    halts: [metrics::Counter; 8],
+}
+
+impl AgentMetrics {
+    /// Counters labelled with `pool`.
+    pub fn for_pool(pool: &str) -> Self {
+        let pool = pool.to_string();
+        let decision = |v: Verdict| {
+            metrics::counter!("warden_decisions_total", "decision" => v.name(), "pool" => pool.clone())
+        };
+        let halt = |k: HaltKind| {
+            metrics::counter!("warden_halts_total", "kind" => k.name(), "pool" => pool.clone())
+        };
+        Self {
+            decisions: [
+                decision(Verdict::Allow),
+                decision(Verdict::RequireApproval),
+                decision(Verdict::Deny),
+                decision(Verdict::Halt),
+            ],
+            halts: HaltKind::ALL.map(halt),
+        }
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, verdict: Verdict) {
+        self.decisions[verdict as usize].increment(1);
+    }
+
+    /// Counts one halt.
+    pub fn halt(&self, kind: HaltKind) {
+        self.halts[kind as usize].increment(1);
+    }
+}
+
+/// Everything about one agent that must outlive its actor: the kernel and its wiring.
+pub struct AgentCore {
+    id: AgentId,
+    kernel: Mutex<AgentKernel>,
+    clock: Arc<dyn Clock>,
+    events: EventBus,
+    halts: Option<mpsc::Sender<HaltNotice>>,
+    metrics: AgentMetrics,
+}
+
+impl std::fmt::Debug for AgentCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCore").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl AgentCore {
+    /// Wires a kernel to a clock, an event bus and (optionally) a supervisor's halt channel.
+    pub fn new(
+        kernel: AgentKernel,
+        clock: Arc<dyn Clock>,
+        events: EventBus,
+        halts: Option<mpsc::Sender<HaltNotice>>,
+        metrics: AgentMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: kernel.id().clone(),
+            kernel: Mutex::new(kernel),
+            clock,
+            events,
+            halts,
+            metrics,
+        })
+    }
+
+    /// The agent.
+    pub fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Runs `f` with the kernel locked. Supervisors use this for halts, resumes and snapshots,
+    /// which must take effect at once rather than queue behind the agent's steps.
+    pub fn with_kernel<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> R {
+        f(&mut self.kernel.lock())
+    }
+
+    /// Publishes a halt event and counts it (the caller has already applied the halt).
+    pub fn announce_halt(&self, record: &HaltRecord) {
+        self.metrics.halt(record.kind);
+        self.events.publish(Event::Halt {
+            agent: self.id.clone(),
+            record: record.clone(),
+        });
+    }
+
+    /// Decides a step right here, without the actor (the actor calls this too). Publishes
+    /// the decision and, for a new halt, the halt; returns the halt for the caller to forward.
+    pub fn decide_now(&self, step: &Step) -> (Decision, Option<HaltRecord>) {
+        let now = self.clock.now_ms();
+        let decided = self.kernel.lock().decide(step, now);
+        self.metrics.decision(decided.decision.decision);
+        if self.events.has_subscribers() {
+            self.events.publish(Event::Decision(DecisionEvent {
+                agent: self.id.clone(),
+                tool: Arc::from(step.tool()),
+                decision: decided.decision.clone(),
+            }));
+        }
+        if let Some(record) = &decided.new_halt {
+            self.announce_halt(record);
+        }
+        (decided.decision, decided.new_halt)
+    }
+
+    async fn forward_halt(&self, record: HaltRecord) {
+        if let Some(tx) = &self.halts {
+            // Bounded channel: if the supervisor is behind, this actor waits (backpressure)
+            // rather than dropping a halt that must cascade.
+            let _ = tx
+                .send(HaltNotice {
+                    agent: self.id.clone(),
+                    record,
+                })
+                .await;
+        }
+    }
+}
+
+/// Messages an agent actor handles.
+#[derive(Debug)]
+pub enum AgentMsg {
+    /// Decide and reserve.
+    Step(Step, RpcReplyPort<Decision>),
+    /// Settle an allowed step.
+    Outcome(StepId, Outcome, RpcReplyPort<Result<SettleReport, SettleError>>),
+    /// A sign of life.
+    Heartbeat,
+    /// Fault injection for tests and the simulator: the actor panics with this message.
+    Crash(String),
+}
+
+/// The actor. Stateless itself: its state is the shared [`AgentCore`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentActor;
+
+impl Actor for AgentActor {
+    type Msg = AgentMsg;
+    type State = Arc<AgentCore>;
+    type Arguments = Arc<AgentCore>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        core: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(core)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        core: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Step(step, reply) => {
+                let (decision, new_halt) = core.decide_now(&step);
+                let _ = reply.send(decision);
+                if let Some(record) = new_halt {
+                    core.forward_halt(record).await;
+                }
+            }
+            AgentMsg::Outcome(step, outcome, reply) => {
+                let now = core.clock.now_ms();
+                let result = core.kernel.lock().settle(step, &outcome, now);
+                let new_halt = result.as_ref().ok().and_then(|r| r.halt.clone());
+                let _ = reply.send(result);
+                if let Some(record) = new_halt {
+                    core.announce_halt(&record);
+                    core.forward_halt(record).await;
+                }
+            }
+            AgentMsg::Heartbeat => {
+                let now = core.clock.now_ms();
+                core.kernel.lock().heartbeat(now);
+            }
+            AgentMsg::Crash(why) => {
+                panic!("injected crash in agent {}: {why}", core.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spawns an actor over `core` on the current tokio runtime, linked to `supervisor` if given
+/// (so its panics reach the supervisor as `ActorFailed`).
+pub async fn spawn_agent_actor(
+    core: Arc<AgentCore>,
+    supervisor: Option<ActorCell>,
+) -> Result<ActorRef<AgentMsg>, SpawnErr> {
+    let (actor, _join) = match supervisor {
+        Some(sup) => Actor::spawn_linked(None, AgentActor, core, sup).await?,
+        None => Actor::spawn(None, AgentActor, core).await?,
+    };
+    Ok(actor)
+}

@@ -1,0 +1,167 @@
+//! Events: decisions, halts, resumes, restarts. Published on a bounded broadcast bus.
+//!
+//! The bus holds at most `capacity` events per subscriber; a subscriber that falls further
+//! behind is told how many it missed ([`EventError::Lagged`]) and continues from the oldest
+//! event still held. Publishing never blocks and costs one atomic load when nobody listens.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use futures_core::Stream;
+use tokio::sync::broadcast;
+
+use crate::decision::{DecisionEvent, HaltRecord};
+use crate::ids::AgentId;
+
+/// Default number of events a subscriber may fall behind before it starts losing them.
+pub const DEFAULT_EVENT_CAPACITY: usize = 16_384;
+
+/// Something that happened in a swarm.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A step was decided.
+    Decision(DecisionEvent),
+    /// An agent was halted.
+    Halt {
+        /// The agent.
+        agent: AgentId,
+        /// The halt.
+        record: HaltRecord,
+    },
+    /// An operator lifted a halt.
+    Resume {
+        /// The agent.
+        agent: AgentId,
+        /// Who resumed it.
+        by: String,
+        /// The halt that was lifted.
+        lifted: HaltRecord,
+    },
+    /// A crashed agent actor was restarted (its budgets and spend are untouched).
+    Restart {
+        /// The agent.
+        agent: AgentId,
+        /// The team whose strategy restarted it.
+        team: String,
+        /// Why (the crash message, or the sibling that crashed).
+        reason: String,
+    },
+    /// A team exceeded its restart intensity and handed the failure to its parent.
+    Escalation {
+        /// The team that gave up.
+        team: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The agent the event is about, if any.
+    pub fn agent(&self) -> Option<&AgentId> {
+        match self {
+            Event::Decision(d) => Some(&d.agent),
+            Event::Halt { agent, .. }
+            | Event::Resume { agent, .. }
+            | Event::Restart { agent, .. } => Some(agent),
+            Event::Escalation { .. } => None,
+        }
+    }
+}
+
+/// The publishing side. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+    subscribers: Arc<AtomicUsize>,
+}
+
+impl EventBus {
+    /// A bus holding up to `capacity` events per subscriber.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            tx,
+            subscribers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// True when someone listens (publishers may skip building events otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Publishes; never blocks.
+    pub fn publish(&self, event: Event) {
+        if self.has_subscribers() {
+            let _ = self.tx.send(event);
+        }
+    }
+
+    /// A new subscription, starting with the next event.
+    pub fn subscribe(&self) -> EventStream {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        EventStream {
+            inner: tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe()),
+            subscribers: Arc::clone(&self.subscribers),
+        }
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(DEFAULT_EVENT_CAPACITY)
+    }
+}
+
+/// Why a subscription yielded no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The subscriber fell more than the bus capacity behind and missed this many events.
+    #[error("event subscriber fell behind and missed {0} events")]
+    Lagged(u64),
+}
+
+/// A subscription: a [`futures_core::Stream`] of events.
+pub struct EventStream {
+    inner: tokio_stream::wrappers::BroadcastStream<Event>,
+    subscribers: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    /// The next event; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Result<Event, EventError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = Result<Event, EventError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
+            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => {
+                Poll::Ready(Some(Err(EventError::Lagged(n))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}

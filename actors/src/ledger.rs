@@ -1,0 +1,496 @@
+//! The ledger: hierarchical accounts that every spend debits all-or-nothing.
+//!
+//! An [`Account`] is a pool (`swarm`, `swarm/research`) or an agent's own budget, and knows its
+//! parent. [`Account::reserve`] locks the account and every ancestor (always leaf to root, so
+//! two reservations can never wait on each other in a cycle), checks that the amount fits
+//! everywhere, and only then adds it everywhere. Admission is therefore linearizable: 1,000
+//! concurrent steps against a pool with room for 10 admit exactly 10.
+//!
+//! Spending lives here, not in actor state: an actor that panics and restarts finds the
+//! same accounts with the same totals, so a restart never gives spent budget back.
+//!
+//! Invariant (asserted on every change): for every account and dimension,
+//! `spent + reserved <= limit`.
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use smallvec::SmallVec;
+
+use crate::budget::{Amounts, CustomDim, Dimension, LedgerDim, Limits};
+
+/// Deepest account tree accepted (root = depth 0). Bounds the locks one reservation holds.
+pub const MAX_ACCOUNT_DEPTH: usize = 16;
+
+/// Why an account could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // the fields are named for what they hold
+pub enum LedgerError {
+    /// The tree would be deeper than [`MAX_ACCOUNT_DEPTH`].
+    #[error("account {name:?} would sit at depth {depth}; the limit is {MAX_ACCOUNT_DEPTH}")]
+    TooDeep { name: String, depth: usize },
+}
+
+/// A reservation that did not fit: which account, which dimension, how much was asked and how
+/// much was left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The account that was short.
+    pub account: Arc<str>,
+    /// Its depth: the agent's own account is the deepest on its path.
+    pub depth: usize,
+    /// The dimension.
+    pub dimension: Dimension,
+    /// What the step asked for.
+    pub requested: u64,
+    /// What was left (limit - spent - reserved).
+    pub available: u64,
+}
+
+/// What remains, per built-in dimension, on a whole path: the minimum over the agent's account
+/// and every pool above it. `None` means no account on the path limits that dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Remaining(pub [Option<u64>; 4]);
+
+impl Remaining {
+    /// Remaining in one dimension.
+    pub fn get(&self, dim: LedgerDim) -> Option<u64> {
+        self.0[dim as usize]
+    }
+}
+
+#[derive(Debug)]
+struct AccountState {
+    limits: Limits,
+    spent: Amounts,
+    reserved: Amounts,
+    overrun: Amounts,
+}
+
+impl AccountState {
+    fn available(&self, dim: LedgerDim) -> u64 {
+        match self.limits.get(dim) {
+            None => u64::MAX,
+            Some(limit) => limit
+                .saturating_sub(self.spent.get(dim))
+                .saturating_sub(self.reserved.get(dim)),
+        }
+    }
+
+    fn available_custom(&self, dim: &CustomDim) -> u64 {
+        match self.limits.custom(dim) {
+            None => u64::MAX,
+            Some(limit) => limit
+                .saturating_sub(self.spent.custom(dim))
+                .saturating_sub(self.reserved.custom(dim)),
+        }
+    }
+
+    fn check_bound(&self, name: &str) {
+        for dim in LedgerDim::ALL {
+            if let Some(limit) = self.limits.get(dim) {
+                assert!(
+                    self.spent.get(dim) + self.reserved.get(dim) <= limit,
+                    "ledger bound broken on {name}/{}: spent {} + reserved {} > limit {limit}",
+                    dim.name(),
+                    self.spent.get(dim),
+                    self.reserved.get(dim)
+                );
+            }
+        }
+    }
+}
+
+/// One node of the budget tree.
+#[derive(Debug)]
+pub struct Account {
+    name: Arc<str>,
+    depth: usize,
+    parent: Option<Arc<Account>>,
+    state: Mutex<AccountState>,
+}
+
+/// A point-in-time copy of an account's totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSnapshot {
+    /// The account's name (a pool path or an agent id).
+    pub name: Arc<str>,
+    /// Its limits.
+    pub limits: Limits,
+    /// Settled spend.
+    pub spent: Amounts,
+    /// Reserved by steps still running.
+    pub reserved: Amounts,
+    /// Settled usage that exceeded what the path could cover and was therefore not counted as
+    /// spend (the agent that caused it is halted).
+    pub overrun: Amounts,
+}
+
+impl AccountSnapshot {
+    /// `limit - spent - reserved` for one dimension, `None` when unlimited.
+    pub fn remaining(&self, dim: LedgerDim) -> Option<u64> {
+        self.limits.get(dim).map(|l| {
+            l.saturating_sub(self.spent.get(dim))
+                .saturating_sub(self.reserved.get(dim))
+        })
+    }
+}
+
+type Guards<'a> = SmallVec<[MutexGuard<'a, AccountState>; 8]>;
+
+impl Account {
+    /// A root account (a swarm's top pool).
+    pub fn root(name: impl Into<Arc<str>>, limits: Limits) -> Arc<Account> {
+        Arc::new(Account {
+            name: name.into(),
+            depth: 0,
+            parent: None,
+            state: Mutex::new(AccountState {
+                limits,
+                spent: Amounts::ZERO,
+                reserved: Amounts::ZERO,
+                overrun: Amounts::ZERO,
+            }),
+        })
+    }
+
+    /// A child account under `self`.
+    pub fn child(
+        self: &Arc<Self>,
+        name: impl Into<Arc<str>>,
+        limits: Limits,
+    ) -> Result<Arc<Account>, LedgerError> {
+        let name = name.into();
+        let depth = self.depth + 1;
+        if depth >= MAX_ACCOUNT_DEPTH {
+            return Err(LedgerError::TooDeep {
+                name: name.to_string(),
+                depth,
+            });
+        }
+        Ok(Arc::new(Account {
+            name,
+            depth,
+            parent: Some(Arc::clone(self)),
+            state: Mutex::new(AccountState {
+                limits,
+                spent: Amounts::ZERO,
+                reserved: Amounts::ZERO,
+                overrun: Amounts::ZERO,
+            }),
+        }))
+    }
+
+    /// The account's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The parent account, if any.
+    pub fn parent(&self) -> Option<&Arc<Account>> {
+        self.parent.as_ref()
+    }
+
+    /// Depth in the tree (root = 0).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Locks this account and its ancestors, leaf to root. A fixed order (strictly decreasing
+    /// depth along one path) rules out lock cycles between concurrent reservations.
+    fn lock_path(&self) -> (Guards<'_>, SmallVec<[&Account; 8]>) {
+        let mut guards = Guards::new();
+        let mut accounts = SmallVec::new();
+        let mut cur: Option<&Account> = Some(self);
+        while let Some(acc) = cur {
+            guards.push(acc.state.lock());
+            accounts.push(acc);
+            cur = acc.parent.as_deref();
+        }
+        (guards, accounts)
+    }
+
+    /// Reserves `amounts` on this account and every ancestor, all or nothing.
+    ///
+    /// On success the reservation must later be [settled](Account::settle) or
+    /// [cancelled](Account::cancel); dropping the returned [`Reservation`] cancels it.
+    pub fn reserve(self: &Arc<Self>, amounts: &Amounts) -> Result<(Reservation, Remaining), Shortfall> {
+        let (mut guards, accounts) = self.lock_path();
+        for (state, acc) in guards.iter().zip(accounts.iter()) {
+            for dim in LedgerDim::ALL {
+                let want = amounts.get(dim);
+                if want == 0 {
+                    continue;
+                }
+                let available = state.available(dim);
+                if want > available {
+                    return Err(Shortfall {
+                        account: Arc::clone(&acc.name),
+                        depth: acc.depth,
+                        dimension: dim.into(),
+                        requested: want,
+                        available,
+                    });
+                }
+            }
+            for (dim, want) in amounts.custom_entries() {
+                let available = state.available_custom(dim);
+                if *want > available {
+                    return Err(Shortfall {
+                        account: Arc::clone(&acc.name),
+                        depth: acc.depth,
+                        dimension: Dimension::Custom(dim.clone()),
+                        requested: *want,
+                        available,
+                    });
+                }
+            }
+        }
+        let mut remaining = Remaining::default();
+        for (state, acc) in guards.iter_mut().zip(accounts.iter()) {
+            state.reserved = state.reserved.saturating_add(amounts);
+            for dim in LedgerDim::ALL {
+                if let Some(limit) = state.limits.get(dim) {
+                    let left = limit
+                        .saturating_sub(state.spent.get(dim))
+                        .saturating_sub(state.reserved.get(dim));
+                    let slot = &mut remaining.0[dim as usize];
+                    *slot = Some(slot.map_or(left, |r| r.min(left)));
+                }
+            }
+            debug_assert!({
+                state.check_bound(&acc.name);
+                true
+            });
+        }
+        drop(guards);
+        Ok((
+            Reservation {
+                account: Some(Arc::clone(self)),
+                amounts: amounts.clone(),
+            },
+            remaining,
+        ))
+    }
+
+    /// Settles a reservation with the real usage `actual`. The reserved amount is released; the
+    /// actual amount is charged. Usage above the reservation is charged only as far as every
+    /// account on the path still has room, all or nothing per dimension; what does not fit is
+    /// recorded as overrun and returned, so the bound `spent <= limit` never breaks.
+    pub fn settle(&self, mut reservation: Reservation, actual: &Amounts) -> Settlement {
+        let account = reservation
+            .account
+            .take()
+            .expect("a reservation is settled once");
+        debug_assert!(std::ptr::eq(Arc::as_ptr(&account), self));
+        let reserved = std::mem::take(&mut reservation.amounts);
+        let (mut guards, _) = account.lock_path();
+        for state in guards.iter_mut() {
+            state.reserved = state.reserved.saturating_sub(&reserved);
+        }
+        // Within the reservation, the actual usage always fits: it was held for us.
+        let covered = actual.min(&reserved);
+        let excess = actual.saturating_sub(&reserved);
+        let mut extra = Amounts::ZERO;
+        for dim in LedgerDim::ALL {
+            let want = excess.get(dim);
+            if want == 0 {
+                continue;
+            }
+            let room = guards
+                .iter()
+                .map(|s| s.available(dim).saturating_sub(covered.get(dim)))
+                .min()
+                .unwrap_or(0);
+            extra.set(dim, want.min(room));
+        }
+        for (dim, want) in excess.custom_entries() {
+            let room = guards
+                .iter()
+                .map(|s| s.available_custom(dim).saturating_sub(covered.custom(dim)))
+                .min()
+                .unwrap_or(0);
+            extra.set_custom(dim.clone(), (*want).min(room));
+        }
+        let charged = covered.saturating_add(&extra);
+        let overrun = excess.saturating_sub(&extra);
+        for state in guards.iter_mut() {
+            state.spent = state.spent.saturating_add(&charged);
+            if !overrun.is_zero() {
+                state.overrun = state.overrun.saturating_add(&overrun);
+            }
+        }
+        debug_assert!({
+            let mut cur: Option<&Account> = Some(&account);
+            for state in guards.iter() {
+                state.check_bound(&cur.unwrap().name);
+                cur = cur.unwrap().parent.as_deref();
+            }
+            true
+        });
+        Settlement {
+            refunded: reserved.saturating_sub(actual),
+            charged,
+            overrun,
+        }
+    }
+
+    /// Releases a reservation without charging anything.
+    pub fn cancel(&self, reservation: Reservation) {
+        self.settle(reservation, &Amounts::ZERO);
+    }
+
+    /// The account's totals right now.
+    pub fn snapshot(&self) -> AccountSnapshot {
+        let state = self.state.lock();
+        AccountSnapshot {
+            name: Arc::clone(&self.name),
+            limits: state.limits.clone(),
+            spent: state.spent.clone(),
+            reserved: state.reserved.clone(),
+            overrun: state.overrun.clone(),
+        }
+    }
+
+    /// Remaining on the whole path from this account to the root, per built-in dimension.
+    pub fn remaining_on_path(&self) -> Remaining {
+        let (guards, _) = self.lock_path();
+        let mut remaining = Remaining::default();
+        for state in guards.iter() {
+            for dim in LedgerDim::ALL {
+                if state.limits.get(dim).is_some() {
+                    let left = state.available(dim);
+                    let slot = &mut remaining.0[dim as usize];
+                    *slot = Some(slot.map_or(left, |r| r.min(left)));
+                }
+            }
+        }
+        remaining
+    }
+}
+
+/// Budget held for one running step. Settle or cancel it through its account; if it is
+/// dropped instead (a bug, or a panic unwinding), it cancels itself so nothing leaks.
+#[derive(Debug)]
+pub struct Reservation {
+    account: Option<Arc<Account>>,
+    amounts: Amounts,
+}
+
+impl Reservation {
+    /// What is held.
+    pub fn amounts(&self) -> &Amounts {
+        &self.amounts
+    }
+
+    /// The account it was taken on.
+    pub fn account(&self) -> &Arc<Account> {
+        self.account.as_ref().expect("live reservation")
+    }
+
+    /// Settles with the real usage (see [`Account::settle`]).
+    pub fn settle(self, actual: &Amounts) -> Settlement {
+        let account = Arc::clone(self.account());
+        account.settle(self, actual)
+    }
+
+    /// Releases without charge.
+    pub fn cancel(self) {
+        let account = Arc::clone(self.account());
+        account.cancel(self);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(account) = self.account.take() {
+            let amounts = std::mem::take(&mut self.amounts);
+            let (mut guards, _) = account.lock_path();
+            for state in guards.iter_mut() {
+                state.reserved = state.reserved.saturating_sub(&amounts);
+            }
+        }
+    }
+}
+
+/// The result of settling a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settlement {
+    /// Charged as spend on every account of the path.
+    pub charged: Amounts,
+    /// Reserved but not used, given back.
+    pub refunded: Amounts,
+    /// Used beyond what the path could cover; not counted as spend.
+    pub overrun: Amounts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(n: u64) -> Amounts {
+        Amounts::new(0, n, 0, 0)
+    }
+
+    #[test]
+    fn reservation_debits_every_account_on_the_path_or_none() {
+        let root = Account::root("swarm", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)));
+        let team = root
+            .child("swarm/a", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(60)))
+            .unwrap();
+        let agent = team.child("a1", Limits::UNLIMITED).unwrap();
+        let (r1, remaining) = agent.reserve(&tokens(50)).unwrap();
+        assert_eq!(remaining.get(LedgerDim::Tokens), Some(10));
+        let short = agent.reserve(&tokens(20)).unwrap_err();
+        assert_eq!(&*short.account, "swarm/a");
+        assert_eq!(short.available, 10);
+        assert_eq!(root.snapshot().reserved.get(LedgerDim::Tokens), 50);
+        let s = r1.settle(&tokens(30));
+        assert_eq!(s.refunded.get(LedgerDim::Tokens), 20);
+        assert_eq!(root.snapshot().spent.get(LedgerDim::Tokens), 30);
+        assert_eq!(root.snapshot().reserved.get(LedgerDim::Tokens), 0);
+    }
+
+    #[test]
+    fn overrun_is_capped_at_the_limit_and_reported() {
+        let root = Account::root("swarm", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)));
+        let (r, _) = root.reserve(&tokens(10)).unwrap();
+        let s = r.settle(&tokens(150));
+        assert_eq!(s.charged.get(LedgerDim::Tokens), 100);
+        assert_eq!(s.overrun.get(LedgerDim::Tokens), 50);
+        let snap = root.snapshot();
+        assert_eq!(snap.spent.get(LedgerDim::Tokens), 100);
+        assert_eq!(snap.overrun.get(LedgerDim::Tokens), 50);
+    }
+
+    #[test]
+    fn dropped_reservation_releases_its_hold() {
+        let root = Account::root("swarm", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(10)));
+        {
+            let _r = root.reserve(&tokens(10)).unwrap();
+            assert!(root.reserve(&tokens(1)).is_err());
+        }
+        assert_eq!(root.snapshot().remaining(LedgerDim::Tokens), Some(10));
+    }
+
+    #[test]
+    fn custom_dimensions_are_limited_like_built_ins() {
+        let gpu = CustomDim::new("gpu_seconds").unwrap();
+        let root = Account::root("swarm", Limits::UNLIMITED.with_custom(gpu.clone(), 5));
+        let mut want = Amounts::ZERO;
+        want.set_custom(gpu.clone(), 3);
+        let (_a, _) = root.reserve(&want).unwrap();
+        let short = root.reserve(&want).unwrap_err();
+        assert_eq!(short.dimension, Dimension::Custom(gpu));
+        assert_eq!(short.available, 2);
+    }
+
+    #[test]
+    fn tree_depth_is_bounded() {
+        let mut acc = Account::root("r", Limits::UNLIMITED);
+        for i in 1..MAX_ACCOUNT_DEPTH {
+            acc = acc.child(format!("c{i}"), Limits::UNLIMITED).unwrap();
+        }
+        assert!(acc.child("too-deep", Limits::UNLIMITED).is_err());
+    }
+}

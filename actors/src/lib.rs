@@ -1,0 +1,60 @@
+//! # warden-actors: the governance kernel for one agent
+//!
+//! Everything warden decides about a single agent lives here, and nothing here does I/O or
+//! reads a clock on its own: time is a parameter, so every decision can be replayed.
+//!
+//! - [`step`]: the validated [`Step`] an agent asks to take.
+//! - [`budget`]: budget dimensions and the integer amounts the ledger counts.
+//! - [`ledger`]: hierarchical accounts with atomic, all-or-nothing reservation.
+//! - [`kernel`]: [`AgentKernel`], which decides allow / deny / halt and settles outcomes.
+//! - [`stagnation`]: repeat and flat-progress detection.
+//! - [`decision`]: verdicts, halt kinds, halt records.
+//! - [`actor`]: the ractor actor that sequences one agent's messages.
+//! - [`event`]: the bounded event bus.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use warden_actors::{Account, ActionClass, AgentId, AgentKernel, Budgets, KernelConfig,
+//!     LedgerDim, Limits, Outcome, Step, Verdict};
+//!
+//! // A pool with 1,000 tokens, and an agent under it allowed 2 steps.
+//! let pool = Account::root("swarm", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(1_000)));
+//! let account = pool.child("a1", Budgets { steps: Some(2), ..Default::default() }.ledger_limits()).unwrap();
+//! let mut kernel = AgentKernel::new(AgentId::new("a1").unwrap(), account, &KernelConfig::default(), None, 0);
+//!
+//! let step = Step::builder("web.search", ActionClass::Read).tokens(600).build().unwrap();
+//! let first = kernel.decide(&step, 1).decision;
+//! assert_eq!(first.decision, Verdict::Allow);
+//! // The pool has 400 tokens left: the same step no longer fits and is denied.
+//! assert_eq!(kernel.decide(&step, 2).decision.decision, Verdict::Deny);
+//! // Settling with the real usage refunds the rest.
+//! kernel.settle(first.step, &Outcome::success().with_actual(warden_actors::Cost::new(100, 0)), 3).unwrap();
+//! assert_eq!(pool.snapshot().spent.get(LedgerDim::Tokens), 100);
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod actor;
+pub mod budget;
+pub mod clock;
+pub mod decision;
+pub mod event;
+pub mod ids;
+pub mod kernel;
+pub mod ledger;
+pub mod stagnation;
+pub mod step;
+
+pub use actor::{spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice};
+pub use budget::{Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MICROS_PER_UNIT};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{CauseLink, Decision, DecisionEvent, HaltKind, HaltRecord, Verdict};
+pub use event::{Event, EventBus, EventError, EventStream};
+pub use ids::{AgentId, IdError, StepId};
+pub use kernel::{
+    AgentKernel, AgentSnapshot, AgentState, Decided, KernelConfig, Outcome, OutcomeStatus,
+    PolicyContext, PolicyOutcome, SettleError, SettleReport, StepPolicy,
+};
+pub use ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
+pub use stagnation::StagnationConfig;
+pub use step::{ActionClass, Cost, Step, StepError};

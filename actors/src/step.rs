@@ -1,0 +1,622 @@
+//! [`Step`]: what an agent wants to do next, validated.
+//!
+//! The only ways to get a `Step` are [`Step::builder`] (which checks at `build`) and
+//! deserializing the step JSON (which runs the same checks), so raw, unchecked input never
+//! reaches the kernel.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::budget::{Amounts, CustomDim, MICROS_PER_UNIT};
+
+/// Longest tool name accepted.
+pub const MAX_TOOL_LEN: usize = 256;
+/// Deepest nesting accepted in `args`.
+pub const MAX_ARGS_DEPTH: usize = 32;
+/// Most JSON values (objects, arrays, scalars) accepted in `args`.
+pub const MAX_ARGS_NODES: usize = 10_000;
+/// Most custom cost entries on one step.
+pub const MAX_CUSTOM_COSTS: usize = 16;
+/// Largest money amount on one step: one billion dollars.
+pub const MAX_COST_USD: f64 = 1e9;
+/// Largest risk score on one step.
+pub const MAX_RISK: f64 = 1_000.0;
+
+/// The class of effect a step has. Policies and pools reason about classes, not tool names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionClass {
+    /// Reads data, no side effects.
+    Read,
+    /// Changes stored state.
+    Write,
+    /// Runs code or commands.
+    Execute,
+    /// Talks to the outside world.
+    Network,
+    /// Moves money.
+    Spend,
+}
+
+impl ActionClass {
+    /// The name used in JSON and policies.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ActionClass::Read => "read",
+            ActionClass::Write => "write",
+            ActionClass::Execute => "execute",
+            ActionClass::Network => "network",
+            ActionClass::Spend => "spend",
+        }
+    }
+}
+
+impl fmt::Display for ActionClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a step was refused before the kernel saw it. Each variant names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[allow(missing_docs)] // the fields are named for what they hold
+pub enum StepError {
+    /// `tool` was missing or empty.
+    #[error("step.tool is empty; name the tool the agent wants to call")]
+    EmptyTool,
+    /// `tool` was too long.
+    #[error("step.tool is {0} bytes long; the limit is {MAX_TOOL_LEN}")]
+    ToolTooLong(usize),
+    /// `tool` held whitespace or a control character.
+    #[error("step.tool {tool:?} contains {found:?}; tool names are printable ASCII without spaces")]
+    BadToolChar { tool: String, found: char },
+    /// `args` nested too deep.
+    #[error("step.args nests deeper than {MAX_ARGS_DEPTH} levels")]
+    ArgsTooDeep,
+    /// `args` had too many values.
+    #[error("step.args holds more than {MAX_ARGS_NODES} values")]
+    ArgsTooLarge,
+    /// A money amount was negative, not finite or too large.
+    #[error("step.cost.cost_usd = {0} is not an amount between 0 and {MAX_COST_USD}")]
+    BadCost(f64),
+    /// Both spellings of the money cost were given.
+    #[error("step.cost has both cost_usd and cost_micro_usd; give one")]
+    DuplicateCost,
+    /// A risk score out of range.
+    #[error("step.signals.risk = {0} must be a number between 0 and {MAX_RISK}")]
+    BadRisk(f64),
+    /// A progress value out of range.
+    #[error("step.signals.progress = {0} must be a number between 0 and 1")]
+    BadProgress(f64),
+    /// A custom cost dimension had a bad name.
+    #[error("step.cost.custom: {0}")]
+    BadCustom(String),
+    /// Too many custom cost entries.
+    #[error("step.cost.custom has more than {MAX_CUSTOM_COSTS} entries")]
+    TooManyCustom,
+}
+
+/// What a step expects to use. Money is integer micro-USD; floats exist only at the JSON edge.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    tokens: u64,
+    cost_micro_usd: u64,
+    custom: Vec<(CustomDim, u64)>,
+}
+
+impl Cost {
+    /// A cost in tokens and micro-USD.
+    pub fn new(tokens: u64, cost_micro_usd: u64) -> Self {
+        Self {
+            tokens,
+            cost_micro_usd,
+            custom: Vec::new(),
+        }
+    }
+
+    /// Adds an amount in a custom dimension.
+    pub fn with_custom(mut self, dim: CustomDim, amount: u64) -> Self {
+        match self.custom.binary_search_by(|(d, _)| d.cmp(&dim)) {
+            Ok(i) => self.custom[i].1 = amount,
+            Err(i) => self.custom.insert(i, (dim, amount)),
+        }
+        self
+    }
+
+    /// Tokens.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Money in micro-USD.
+    pub fn cost_micro_usd(&self) -> u64 {
+        self.cost_micro_usd
+    }
+
+    /// Custom dimensions.
+    pub fn custom(&self) -> &[(CustomDim, u64)] {
+        &self.custom
+    }
+
+    /// As ledger amounts, with `steps` and `risk_micro` supplied by the caller.
+    pub fn to_amounts(&self, steps: u64, risk_micro: u64) -> Amounts {
+        let mut a = Amounts::new(steps, self.tokens, self.cost_micro_usd, risk_micro);
+        for (d, v) in &self.custom {
+            a.set_custom(d.clone(), *v);
+        }
+        a
+    }
+}
+
+/// What the agent reports about itself with a step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Signals {
+    progress: Option<f64>,
+    risk_micro: u64,
+}
+
+impl Signals {
+    /// Progress towards the goal in [0, 1], if the agent reports it.
+    pub fn progress(&self) -> Option<f64> {
+        self.progress
+    }
+
+    /// The step's risk score in micro-units.
+    pub fn risk_micro(&self) -> u64 {
+        self.risk_micro
+    }
+}
+
+/// A validated step. Cheap to clone (the tool name is shared; args are cloned).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    tool: Arc<str>,
+    action: ActionClass,
+    args: Value,
+    cost: Cost,
+    signals: Signals,
+    fingerprint: u64,
+    tool_key: u64,
+}
+
+impl Step {
+    /// Starts a step for `tool` with action class `action`.
+    pub fn builder(tool: impl Into<String>, action: ActionClass) -> StepBuilder {
+        StepBuilder {
+            tool: tool.into(),
+            action,
+            args: Value::Object(Default::default()),
+            tokens: 0,
+            cost_micro_usd: 0,
+            custom: Vec::new(),
+            progress: None,
+            risk: 0.0,
+        }
+    }
+
+    /// The tool name.
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// The action class.
+    pub fn action(&self) -> ActionClass {
+        self.action
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &Value {
+        &self.args
+    }
+
+    /// The expected cost.
+    pub fn cost(&self) -> &Cost {
+        &self.cost
+    }
+
+    /// The signals.
+    pub fn signals(&self) -> &Signals {
+        &self.signals
+    }
+
+    /// A stable 64-bit hash of tool and args (object keys in sorted order), used to spot an
+    /// agent repeating itself. Stable across runs and platforms.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// A stable hash of tool and action class, used to count distinct tools tried.
+    pub fn tool_key(&self) -> u64 {
+        self.tool_key
+    }
+
+    /// What this step reserves in the ledger: one step, its tokens, money, risk and customs.
+    pub fn reservation(&self) -> Amounts {
+        self.cost.to_amounts(1, self.signals.risk_micro)
+    }
+
+    /// Converts to the wire shape (for journals and events).
+    pub fn to_raw(&self) -> RawStep {
+        RawStep {
+            tool: self.tool.to_string(),
+            action: self.action,
+            args: self.args.clone(),
+            cost: RawCost {
+                tokens: self.cost.tokens,
+                cost_usd: None,
+                cost_micro_usd: Some(self.cost.cost_micro_usd),
+                custom: self
+                    .cost
+                    .custom
+                    .iter()
+                    .map(|(d, v)| (d.as_str().to_string(), *v))
+                    .collect(),
+            },
+            signals: RawSignals {
+                progress: self.signals.progress,
+                risk: Some(self.signals.risk_micro as f64 / MICROS_PER_UNIT as f64),
+            },
+        }
+    }
+}
+
+/// Collects a step's fields; [`StepBuilder::build`] checks them.
+#[derive(Clone, Debug)]
+pub struct StepBuilder {
+    tool: String,
+    action: ActionClass,
+    args: Value,
+    tokens: u64,
+    cost_micro_usd: u64,
+    custom: Vec<(String, u64)>,
+    progress: Option<f64>,
+    risk: f64,
+}
+
+impl StepBuilder {
+    /// The arguments, as JSON.
+    pub fn args(mut self, args: Value) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// Expected tokens.
+    pub fn tokens(mut self, tokens: u64) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Expected money in micro-USD.
+    pub fn cost_micro_usd(mut self, micro_usd: u64) -> Self {
+        self.cost_micro_usd = micro_usd;
+        self
+    }
+
+    /// Expected use of a custom dimension.
+    pub fn custom(mut self, dim: impl Into<String>, amount: u64) -> Self {
+        self.custom.push((dim.into(), amount));
+        self
+    }
+
+    /// Reported progress in [0, 1].
+    pub fn progress(mut self, progress: f64) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Reported risk score in [0, 1000].
+    pub fn risk(mut self, risk: f64) -> Self {
+        self.risk = risk;
+        self
+    }
+
+    /// Checks every field and makes the step.
+    pub fn build(self) -> Result<Step, StepError> {
+        let mut custom = Vec::with_capacity(self.custom.len());
+        if self.custom.len() > MAX_CUSTOM_COSTS {
+            return Err(StepError::TooManyCustom);
+        }
+        for (name, amount) in self.custom {
+            let dim = CustomDim::new(&name).map_err(|e| StepError::BadCustom(e.to_string()))?;
+            custom.push((dim, amount));
+        }
+        validate(
+            self.tool,
+            self.action,
+            self.args,
+            self.tokens,
+            self.cost_micro_usd,
+            custom,
+            self.progress,
+            self.risk,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    tool: String,
+    action: ActionClass,
+    args: Value,
+    tokens: u64,
+    cost_micro_usd: u64,
+    custom: Vec<(CustomDim, u64)>,
+    progress: Option<f64>,
+    risk: f64,
+) -> Result<Step, StepError> {
+    if tool.is_empty() {
+        return Err(StepError::EmptyTool);
+    }
+    if tool.len() > MAX_TOOL_LEN {
+        return Err(StepError::ToolTooLong(tool.len()));
+    }
+    if let Some(found) = tool.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(StepError::BadToolChar { tool, found });
+    }
+    if !(risk.is_finite() && (0.0..=MAX_RISK).contains(&risk)) {
+        return Err(StepError::BadRisk(risk));
+    }
+    if let Some(p) = progress {
+        if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
+            return Err(StepError::BadProgress(p));
+        }
+    }
+    let mut hasher = Fnv64::new();
+    hasher.write(tool.as_bytes());
+    hasher.write_u8(0xff);
+    let mut nodes = 0usize;
+    hash_value(&args, 0, &mut nodes, &mut hasher)?;
+    let fingerprint = hasher.finish();
+    let mut tool_hasher = Fnv64::new();
+    tool_hasher.write(tool.as_bytes());
+    tool_hasher.write_u8(action as u8);
+    let mut cost = Cost::new(tokens, cost_micro_usd);
+    for (d, v) in custom {
+        cost = cost.with_custom(d, v);
+    }
+    Ok(Step {
+        tool: Arc::from(tool),
+        action,
+        args,
+        cost,
+        signals: Signals {
+            progress,
+            risk_micro: (risk * MICROS_PER_UNIT as f64).round() as u64,
+        },
+        fingerprint,
+        tool_key: tool_hasher.finish(),
+    })
+}
+
+/// FNV-1a, 64 bit: tiny, stable across platforms and Rust versions (unlike `DefaultHasher`),
+/// which replay needs.
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.write(&[b]);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Hashes a JSON value canonically (serde_json's map is a BTreeMap: keys come sorted) and
+/// enforces the depth and size bounds on the way.
+fn hash_value(v: &Value, depth: usize, nodes: &mut usize, h: &mut Fnv64) -> Result<(), StepError> {
+    if depth > MAX_ARGS_DEPTH {
+        return Err(StepError::ArgsTooDeep);
+    }
+    *nodes += 1;
+    if *nodes > MAX_ARGS_NODES {
+        return Err(StepError::ArgsTooLarge);
+    }
+    match v {
+        Value::Null => h.write_u8(0),
+        Value::Bool(b) => {
+            h.write_u8(1);
+            h.write_u8(*b as u8);
+        }
+        Value::Number(n) => {
+            h.write_u8(2);
+            h.write(n.to_string().as_bytes());
+        }
+        Value::String(s) => {
+            h.write_u8(3);
+            h.write(&(s.len() as u64).to_le_bytes());
+            h.write(s.as_bytes());
+        }
+        Value::Array(items) => {
+            h.write_u8(4);
+            h.write(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                hash_value(item, depth + 1, nodes, h)?;
+            }
+        }
+        Value::Object(map) => {
+            h.write_u8(5);
+            h.write(&(map.len() as u64).to_le_bytes());
+            for (k, item) in map {
+                h.write(&(k.len() as u64).to_le_bytes());
+                h.write(k.as_bytes());
+                hash_value(item, depth + 1, nodes, h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The step JSON as it arrives. Deserializing a [`Step`] goes through this and validates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Tool name.
+    pub tool: String,
+    /// Action class.
+    pub action: ActionClass,
+    /// Arguments (any JSON; `{}` when absent).
+    #[serde(default = "empty_object")]
+    pub args: Value,
+    /// Expected cost.
+    #[serde(default)]
+    pub cost: RawCost,
+    /// Signals.
+    #[serde(default)]
+    pub signals: RawSignals,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// The `cost` object of the step JSON. Money is `cost_usd` (a decimal number of dollars,
+/// rounded to the micro-dollar) or `cost_micro_usd` (an integer), not both.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    /// Tokens.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Micro-dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micro_usd: Option<u64>,
+    /// Custom dimensions by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom: std::collections::BTreeMap<String, u64>,
+}
+
+/// The `signals` object of the step JSON.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignals {
+    /// Progress in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// Risk score in [0, 1000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<f64>,
+}
+
+impl TryFrom<RawStep> for Step {
+    type Error = StepError;
+
+    fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
+        let cost_micro_usd = match (raw.cost.cost_usd, raw.cost.cost_micro_usd) {
+            (Some(_), Some(_)) => return Err(StepError::DuplicateCost),
+            (Some(usd), None) => usd_to_micro(usd)?,
+            (None, Some(micro)) => micro,
+            (None, None) => 0,
+        };
+        if raw.cost.custom.len() > MAX_CUSTOM_COSTS {
+            return Err(StepError::TooManyCustom);
+        }
+        let mut custom = Vec::with_capacity(raw.cost.custom.len());
+        for (name, amount) in raw.cost.custom {
+            let dim = CustomDim::new(&name).map_err(|e| StepError::BadCustom(e.to_string()))?;
+            custom.push((dim, amount));
+        }
+        validate(
+            raw.tool,
+            raw.action,
+            raw.args,
+            raw.cost.tokens,
+            cost_micro_usd,
+            custom,
+            raw.signals.progress,
+            raw.signals.risk.unwrap_or(0.0),
+        )
+    }
+}
+
+/// Dollars (JSON number) to integer micro-dollars, rounded to the nearest micro-dollar.
+pub fn usd_to_micro(usd: f64) -> Result<u64, StepError> {
+    if !(usd.is_finite() && (0.0..=MAX_COST_USD).contains(&usd)) {
+        return Err(StepError::BadCost(usd));
+    }
+    Ok((usd * MICROS_PER_UNIT as f64).round() as u64)
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawStep::deserialize(d)?;
+        Step::try_from(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_raw().serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn step_json_is_validated_on_deserialize() {
+        let ok: Step = serde_json::from_value(json!({
+            "tool": "shell", "action": "execute", "args": {"command": "ls"},
+            "cost": {"tokens": 1200, "cost_usd": 0.004}, "signals": {"progress": 0.4, "risk": 0.5}
+        }))
+        .unwrap();
+        assert_eq!(ok.cost().cost_micro_usd(), 4_000);
+        assert_eq!(ok.signals().risk_micro(), 500_000);
+        let bad = serde_json::from_value::<Step>(json!({
+            "tool": "shell", "action": "execute", "signals": {"risk": -1.0}
+        }));
+        assert!(bad.unwrap_err().to_string().contains("step.signals.risk"));
+        let unknown = serde_json::from_value::<Step>(json!({"tool": "x", "action": "fly"}));
+        assert!(unknown.is_err());
+        let typo = serde_json::from_value::<Step>(json!({"tool": "x", "action": "read", "cots": {}}));
+        assert!(typo.unwrap_err().to_string().contains("cots"));
+        let nan_cost = Step::builder("x", ActionClass::Read).risk(f64::NAN).build();
+        assert!(nan_cost.is_err());
+        let spaced = Step::builder("a b", ActionClass::Read).build();
+        assert!(matches!(spaced, Err(StepError::BadToolChar { .. })));
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_but_not_values() {
+        let a: Step = serde_json::from_str(
+            r#"{"tool":"t","action":"read","args":{"a":1,"b":[true,"x"]}}"#,
+        )
+        .unwrap();
+        let b: Step = serde_json::from_str(
+            r#"{"tool":"t","action":"read","args":{"b":[true,"x"],"a":1}}"#,
+        )
+        .unwrap();
+        let c: Step = serde_json::from_str(
+            r#"{"tool":"t","action":"read","args":{"b":[true,"y"],"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn deeply_nested_args_are_refused() {
+        let mut v = json!(1);
+        for _ in 0..40 {
+            v = json!([v]);
+        }
+        let r = Step::builder("t", ActionClass::Read).args(v).build();
+        assert_eq!(r.unwrap_err(), StepError::ArgsTooDeep);
+    }
+}

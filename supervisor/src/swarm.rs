@@ -1,0 +1,1349 @@
+//! The swarm: a supervision tree of teams and agents over one pool tree.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::{DashMap, DashSet};
+use parking_lot::{Mutex, RwLock};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent,
+};
+use ractor::rpc::CallResult;
+use tokio::sync::{mpsc, watch};
+use warden_actors::{
+    spawn_agent_actor, Account, AccountSnapshot, AgentCore, AgentId, AgentKernel, AgentMetrics,
+    AgentMsg, AgentSnapshot, Budgets, CauseLink, Clock, Decision, Event, EventBus, EventStream,
+    HaltKind, HaltNotice, HaltRecord, KernelConfig, Limits, Outcome, SettleError, SettleReport,
+    StagnationConfig, Step, StepId, StepPolicy, SystemClock,
+};
+
+use crate::runtime::{Layout, Shards};
+use crate::tree::{parse_team_path, Scope, Strategy, TeamSpec};
+use crate::waitfor::{WaitError, WaitGraph};
+
+/// Default bound on agents in one swarm.
+pub const DEFAULT_MAX_AGENTS: usize = 2_000_000;
+/// Capacity of the channel that carries halts from agent actors to the supervisor.
+pub const HALT_CHANNEL_CAPACITY: usize = 65_536;
+/// How often a request is re-delivered to an agent whose actor is being restarted.
+pub const DELIVERY_ATTEMPTS: usize = 3;
+/// How long a request waits for a restarting actor before giving up.
+pub const RESTART_WAIT_MS: u64 = 2_000;
+
+/// Errors from swarm operations. Each names the agent or team and says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwarmError {
+    /// The id is taken.
+    #[error("agent {0} already exists in this swarm; pick another id")]
+    DuplicateAgent(AgentId),
+    /// No such agent.
+    #[error("no agent {0} in this swarm")]
+    UnknownAgent(AgentId),
+    /// No such team.
+    #[error("no team {path:?} in this swarm; known teams: {known}")]
+    UnknownTeam {
+        /// The path asked for.
+        path: String,
+        /// The teams there are.
+        known: String,
+    },
+    /// A team spec was refused.
+    #[error("team {path:?}: {reason}")]
+    BadTeam {
+        /// The team.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The team is halted; nothing new may start in it.
+    #[error("team {0} is halted; resume it before spawning agents into it")]
+    TeamHalted(String),
+    /// An agent spec was refused.
+    #[error("agent {agent}: {reason}")]
+    BadSpec {
+        /// The agent.
+        agent: AgentId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The swarm is full.
+    #[error("the swarm already holds its limit of {0} agents; raise SwarmBuilder::max_agents")]
+    TooManyAgents(usize),
+    /// Resume of an agent that runs.
+    #[error("agent {0} is not halted")]
+    NotHalted(AgentId),
+    /// A wait-for edge was refused.
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    /// The actor runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// Errors from an agent's requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// The actor stopped while it held the request. The request may or may not have been
+    /// applied; the agent's snapshot shows its open steps.
+    #[error("agent {0}'s actor stopped while handling the request (it is being restarted); check the agent's open steps before retrying")]
+    Interrupted(AgentId),
+    /// The actor did not come back in time.
+    #[error("agent {0}'s actor is down and was not restarted within {RESTART_WAIT_MS} ms")]
+    Unavailable(AgentId),
+    /// The outcome could not be settled.
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+}
+
+/// What to halt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One agent.
+    Agent(AgentId),
+    /// A team and its whole subtree.
+    Team(String),
+}
+
+impl From<AgentId> for Target {
+    fn from(id: AgentId) -> Self {
+        Target::Agent(id)
+    }
+}
+
+impl From<&AgentId> for Target {
+    fn from(id: &AgentId) -> Self {
+        Target::Agent(id.clone())
+    }
+}
+
+/// How to start one agent.
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    /// Its id.
+    pub id: AgentId,
+    /// Its team path (default: the root team).
+    pub team: Option<String>,
+    /// Budgets, stagnation, heartbeat timeout.
+    pub config: KernelConfig,
+    /// The agent that spawned this one (for `subtree` cascades).
+    pub parent: Option<AgentId>,
+    /// Agents this one depends on (for `dependents` cascades).
+    pub depends_on: Vec<AgentId>,
+}
+
+impl AgentSpec {
+    /// An agent with id `id` in the root team, no budgets and default stagnation checks.
+    pub fn new(id: AgentId) -> Self {
+        Self {
+            id,
+            team: None,
+            config: KernelConfig::default(),
+            parent: None,
+            depends_on: Vec::new(),
+        }
+    }
+
+    /// Puts the agent in team `path`.
+    pub fn team(mut self, path: impl Into<String>) -> Self {
+        self.team = Some(path.into());
+        self
+    }
+
+    /// Sets its budgets.
+    pub fn budgets(mut self, budgets: Budgets) -> Self {
+        self.config.budgets = budgets;
+        self
+    }
+
+    /// Sets stagnation detection.
+    pub fn stagnation(mut self, stagnation: StagnationConfig) -> Self {
+        self.config.stagnation = stagnation;
+        self
+    }
+
+    /// Halts the agent as `lost` after this much silence.
+    pub fn heartbeat_timeout_ms(mut self, timeout_ms: u64) -> Self {
+        self.config.heartbeat_timeout_ms = Some(timeout_ms);
+        self
+    }
+
+    /// Declares the agent that spawned this one.
+    pub fn parent(mut self, parent: AgentId) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Declares a dependency.
+    pub fn depends_on(mut self, other: AgentId) -> Self {
+        self.depends_on.push(other);
+        self
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Child {
+    Agent(AgentId),
+    Team(usize),
+}
+
+struct Team {
+    spec: TeamSpec,
+    parent: Option<usize>,
+    account: Arc<Account>,
+    children: Vec<Child>,
+    members: Vec<AgentId>,
+    subtree_agents: usize,
+    recent_halts: VecDeque<u64>,
+    restarts: VecDeque<u64>,
+    halted: bool,
+    metrics: AgentMetrics,
+}
+
+#[derive(Default)]
+struct Tree {
+    teams: Vec<Team>,
+    by_path: HashMap<String, usize>,
+    spawned_children: HashMap<AgentId, Vec<AgentId>>,
+    dependents: HashMap<AgentId, Vec<AgentId>>,
+}
+
+impl Tree {
+    fn team_index(&self, path: &str) -> Result<usize, SwarmError> {
+        self.by_path.get(path).copied().ok_or_else(|| {
+            let mut known: Vec<&str> = self.by_path.keys().map(|s| s.as_str()).collect();
+            known.sort_unstable();
+            SwarmError::UnknownTeam {
+                path: path.to_string(),
+                known: known.join(", "),
+            }
+        })
+    }
+
+    /// Every agent in team `t` and its nested teams, in creation order.
+    fn subtree_agents(&self, t: usize, out: &mut Vec<AgentId>) {
+        for c in &self.teams[t].children {
+            match c {
+                Child::Agent(a) => out.push(a.clone()),
+                Child::Team(x) => self.subtree_agents(*x, out),
+            }
+        }
+    }
+
+    fn subtree_teams(&self, t: usize, out: &mut Vec<usize>) {
+        out.push(t);
+        for c in &self.teams[t].children {
+            if let Child::Team(x) = c {
+                self.subtree_teams(*x, out);
+            }
+        }
+    }
+
+    fn transitive(map: &HashMap<AgentId, Vec<AgentId>>, from: &AgentId) -> Vec<AgentId> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: VecDeque<&AgentId> = VecDeque::from([from]);
+        seen.insert(from.clone());
+        while let Some(a) = queue.pop_front() {
+            if let Some(next) = map.get(a) {
+                for n in next {
+                    if seen.insert(n.clone()) {
+                        out.push(n.clone());
+                        queue.push_back(n);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+struct AgentEntry {
+    core: Arc<AgentCore>,
+    team: usize,
+    shard: usize,
+    actor: RwLock<Option<ActorRef<AgentMsg>>>,
+    generation: watch::Sender<u64>,
+}
+
+impl AgentEntry {
+    fn current(&self) -> (Option<ActorRef<AgentMsg>>, u64) {
+        (self.actor.read().clone(), *self.generation.borrow())
+    }
+
+    async fn await_restart(&self, seen: u64) -> bool {
+        let mut rx = self.generation.subscribe();
+        let wait = rx.wait_for(|g| *g != seen);
+        let result = tokio::time::timeout(Duration::from_millis(RESTART_WAIT_MS), wait).await;
+        matches!(result, Ok(Ok(_)))
+    }
+}
+
+struct SwarmInner {
+    root: String,
+    clock: Arc<dyn Clock>,
+    events: EventBus,
+    shards: Shards,
+    policy: Option<Arc<dyn StepPolicy>>,
+    tree: RwLock<Tree>,
+    agents: DashMap<AgentId, Arc<AgentEntry>>,
+    by_actor: DashMap<ActorId, AgentId>,
+    heartbeat_watch: DashSet<AgentId>,
+    waits: Mutex<WaitGraph>,
+    halts_tx: mpsc::Sender<HaltNotice>,
+    supervisor: OnceLock<ActorRef<()>>,
+    max_agents: usize,
+    count: AtomicUsize,
+}
+
+/// Builds a [`Swarm`].
+pub struct SwarmBuilder {
+    root: TeamSpec,
+    teams: Vec<TeamSpec>,
+    clock: Arc<dyn Clock>,
+    layout: Layout,
+    event_capacity: usize,
+    heartbeat_sweep_ms: u64,
+    policy: Option<Arc<dyn StepPolicy>>,
+    max_agents: usize,
+}
+
+impl Default for SwarmBuilder {
+    fn default() -> Self {
+        Self {
+            root: TeamSpec::new("swarm"),
+            teams: Vec::new(),
+            clock: Arc::new(SystemClock::new()),
+            layout: Layout::default(),
+            event_capacity: warden_actors::event::DEFAULT_EVENT_CAPACITY,
+            heartbeat_sweep_ms: 250,
+            policy: None,
+            max_agents: DEFAULT_MAX_AGENTS,
+        }
+    }
+}
+
+impl SwarmBuilder {
+    /// The root team (its path is the swarm's name, `swarm` by default).
+    pub fn root(mut self, root: TeamSpec) -> Self {
+        self.root = root;
+        self
+    }
+
+    /// Shorthand: the root pool's limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.root.limits = limits;
+        self
+    }
+
+    /// Adds a team. Its parent (the path minus its last segment) must be the root or another
+    /// team; order does not matter.
+    pub fn team(mut self, team: TeamSpec) -> Self {
+        self.teams.push(team);
+        self
+    }
+
+    /// The clock (default: the system clock). Tests and the simulator pass a manual clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where actors run (default: one `current_thread` shard per core).
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// How far an event subscriber may fall behind (default 16,384 events).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// How often silent agents are looked for (default 250 ms; 0 turns the background sweep
+    /// off, leaving [`Swarm::sweep_heartbeats`] to the caller).
+    pub fn heartbeat_sweep_ms(mut self, every_ms: u64) -> Self {
+        self.heartbeat_sweep_ms = every_ms;
+        self
+    }
+
+    /// A policy consulted on every step of every agent.
+    pub fn policy(mut self, policy: Arc<dyn StepPolicy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Most agents the swarm accepts (default 2,000,000).
+    pub fn max_agents(mut self, max: usize) -> Self {
+        self.max_agents = max;
+        self
+    }
+
+    /// Checks the teams, starts the runtime shards and the supervisor.
+    pub async fn build(self) -> Result<Swarm, SwarmError> {
+        let root_path = self.root.path.clone();
+        let segs = parse_team_path(&root_path).map_err(|reason| SwarmError::BadTeam {
+            path: root_path.clone(),
+            reason,
+        })?;
+        if segs.len() != 1 {
+            return Err(SwarmError::BadTeam {
+                path: root_path,
+                reason: "the root team's path is a single name, such as `swarm`".into(),
+            });
+        }
+        let mut tree = Tree::default();
+        let root_account = Account::root(root_path.as_str(), self.root.limits.clone());
+        tree.teams.push(Team {
+            metrics: AgentMetrics::for_pool(&root_path),
+            spec: self.root,
+            parent: None,
+            account: root_account,
+            children: Vec::new(),
+            members: Vec::new(),
+            subtree_agents: 0,
+            recent_halts: VecDeque::new(),
+            restarts: VecDeque::new(),
+            halted: false,
+        });
+        tree.by_path.insert(root_path.clone(), 0);
+        let mut teams = self.teams;
+        teams.sort_by_key(|t| t.path.matches('/').count());
+        for spec in teams {
+            let segs = parse_team_path(&spec.path).map_err(|reason| SwarmError::BadTeam {
+                path: spec.path.clone(),
+                reason,
+            })?;
+            if segs.len() < 2 || segs[0] != root_path {
+                return Err(SwarmError::BadTeam {
+                    path: spec.path.clone(),
+                    reason: format!("team paths start with the root team, e.g. {root_path}/research"),
+                });
+            }
+            if tree.by_path.contains_key(&spec.path) {
+                return Err(SwarmError::BadTeam {
+                    path: spec.path.clone(),
+                    reason: "declared twice".into(),
+                });
+            }
+            let parent_path = spec.path[..spec.path.rfind('/').unwrap()].to_string();
+            let parent = tree.by_path.get(&parent_path).copied().ok_or_else(|| {
+                SwarmError::BadTeam {
+                    path: spec.path.clone(),
+                    reason: format!("its parent team {parent_path:?} is not declared"),
+                }
+            })?;
+            if let Some(b) = &spec.breaker {
+                if !(1..=100).contains(&b.threshold_pct) || b.window_ms == 0 {
+                    return Err(SwarmError::BadTeam {
+                        path: spec.path.clone(),
+                        reason: "breaker.threshold_pct must be 1..=100 and window_ms above 0".into(),
+                    });
+                }
+            }
+            let account = tree.teams[parent]
+                .account
+                .child(spec.path.as_str(), spec.limits.clone())
+                .map_err(|e| SwarmError::BadTeam {
+                    path: spec.path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let idx = tree.teams.len();
+            tree.teams[parent].children.push(Child::Team(idx));
+            tree.by_path.insert(spec.path.clone(), idx);
+            tree.teams.push(Team {
+                metrics: AgentMetrics::for_pool(&spec.path),
+                spec,
+                parent: Some(parent),
+                account,
+                children: Vec::new(),
+                members: Vec::new(),
+                subtree_agents: 0,
+                recent_halts: VecDeque::new(),
+                restarts: VecDeque::new(),
+                halted: false,
+            });
+        }
+
+        let shards = Shards::start(self.layout).map_err(|e| SwarmError::Runtime(e.to_string()))?;
+        let (halts_tx, halts_rx) = mpsc::channel(HALT_CHANNEL_CAPACITY);
+        let inner = Arc::new(SwarmInner {
+            root: root_path,
+            clock: self.clock,
+            events: EventBus::new(self.event_capacity),
+            shards,
+            policy: self.policy,
+            tree: RwLock::new(tree),
+            agents: DashMap::new(),
+            by_actor: DashMap::new(),
+            heartbeat_watch: DashSet::new(),
+            waits: Mutex::new(WaitGraph::default()),
+            halts_tx,
+            supervisor: OnceLock::new(),
+            max_agents: self.max_agents,
+            count: AtomicUsize::new(0),
+        });
+
+        let weak = Arc::downgrade(&inner);
+        let sup = inner
+            .shards
+            .spawn_on(0, async move {
+                Actor::spawn(None, SwarmSupervisor, weak)
+                    .await
+                    .map(|(r, _)| r)
+            })
+            .await
+            .map_err(|e| SwarmError::Runtime(e.to_string()))?
+            .map_err(|e| SwarmError::Runtime(e.to_string()))?;
+        let _ = inner.supervisor.set(sup);
+
+        let weak = Arc::downgrade(&inner);
+        inner.shards.spawn_on(0, halt_loop(weak, halts_rx));
+        if self.heartbeat_sweep_ms > 0 {
+            let weak = Arc::downgrade(&inner);
+            inner
+                .shards
+                .spawn_on(0, heartbeat_loop(weak, self.heartbeat_sweep_ms));
+        }
+        Ok(Swarm { inner })
+    }
+}
+
+async fn halt_loop(inner: Weak<SwarmInner>, mut rx: mpsc::Receiver<HaltNotice>) {
+    while let Some(notice) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        inner.after_halt(notice.agent, notice.record);
+    }
+}
+
+async fn heartbeat_loop(inner: Weak<SwarmInner>, every_ms: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.sweep_heartbeats();
+    }
+}
+
+/// A swarm of governed agents. Cheap to clone; every clone is the same swarm.
+#[derive(Clone)]
+pub struct Swarm {
+    inner: Arc<SwarmInner>,
+}
+
+impl std::fmt::Debug for Swarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swarm")
+            .field("root", &self.inner.root)
+            .field("agents", &self.inner.agents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Swarm {
+    /// Starts building a swarm.
+    pub fn builder() -> SwarmBuilder {
+        SwarmBuilder::default()
+    }
+
+    /// The root team's path.
+    pub fn root(&self) -> &str {
+        &self.inner.root
+    }
+
+    /// Number of runtime shards.
+    pub fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Spawns one governed agent: its own budget account under its team's pool, a kernel, and
+    /// an actor on its shard, linked to the swarm's supervisor.
+    pub async fn spawn_agent(&self, spec: AgentSpec) -> Result<AgentHandle, SwarmError> {
+        let inner = &self.inner;
+        let id = spec.id.clone();
+        let bad = |reason: String| SwarmError::BadSpec {
+            agent: id.clone(),
+            reason,
+        };
+        spec.config.stagnation.validate().map_err(bad)?;
+        if spec.depends_on.len() > crate::waitfor::MAX_WAITS_PER_AGENT {
+            return Err(bad(format!(
+                "declares {} dependencies; the limit is {}",
+                spec.depends_on.len(),
+                crate::waitfor::MAX_WAITS_PER_AGENT
+            )));
+        }
+        for other in spec.parent.iter().chain(spec.depends_on.iter()) {
+            if !inner.agents.contains_key(other) {
+                return Err(bad(format!(
+                    "refers to agent {other}, which does not exist (spawn it first)"
+                )));
+            }
+        }
+        let (team_idx, account, metrics) = {
+            let tree = inner.tree.read();
+            let path = spec.team.as_deref().unwrap_or(&inner.root);
+            let idx = tree.team_index(path)?;
+            let team = &tree.teams[idx];
+            if team.halted {
+                return Err(SwarmError::TeamHalted(team.spec.path.clone()));
+            }
+            let account = team
+                .account
+                .child(id.as_str(), spec.config.budgets.ledger_limits())
+                .map_err(|e| bad(e.to_string()))?;
+            (idx, account, team.metrics.clone())
+        };
+        if inner.count.fetch_add(1, Ordering::SeqCst) >= inner.max_agents {
+            inner.count.fetch_sub(1, Ordering::SeqCst);
+            return Err(SwarmError::TooManyAgents(inner.max_agents));
+        }
+        let now = inner.clock.now_ms();
+        let kernel = AgentKernel::new(id.clone(), account, &spec.config, inner.policy.clone(), now);
+        let core = AgentCore::new(
+            kernel,
+            Arc::clone(&inner.clock),
+            inner.events.clone(),
+            Some(inner.halts_tx.clone()),
+            metrics,
+        );
+        let shard = inner.shards.shard_of(id.as_str());
+        let entry = Arc::new(AgentEntry {
+            core: Arc::clone(&core),
+            team: team_idx,
+            shard,
+            actor: RwLock::new(None),
+            generation: watch::channel(0).0,
+        });
+        match inner.agents.entry(id.clone()) {
+            dashmap::Entry::Occupied(_) => {
+                inner.count.fetch_sub(1, Ordering::SeqCst);
+                return Err(SwarmError::DuplicateAgent(id));
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Arc::clone(&entry));
+            }
+        }
+        let sup = inner.supervisor_cell();
+        let spawned = inner
+            .shards
+            .spawn_on(shard, spawn_agent_actor(core, Some(sup)))
+            .await;
+        let actor = match spawned {
+            Ok(Ok(actor)) => actor,
+            Ok(Err(e)) => {
+                inner.agents.remove(&id);
+                inner.count.fetch_sub(1, Ordering::SeqCst);
+                return Err(SwarmError::Runtime(format!("spawning agent {id}: {e}")));
+            }
+            Err(e) => {
+                inner.agents.remove(&id);
+                inner.count.fetch_sub(1, Ordering::SeqCst);
+                return Err(SwarmError::Runtime(format!("spawning agent {id}: {e}")));
+            }
+        };
+        inner.by_actor.insert(actor.get_id(), id.clone());
+        *entry.actor.write() = Some(actor);
+        {
+            let mut tree = inner.tree.write();
+            tree.teams[team_idx].children.push(Child::Agent(id.clone()));
+            tree.teams[team_idx].members.push(id.clone());
+            let mut t = Some(team_idx);
+            while let Some(i) = t {
+                tree.teams[i].subtree_agents += 1;
+                t = tree.teams[i].parent;
+            }
+            if let Some(p) = &spec.parent {
+                tree.spawned_children
+                    .entry(p.clone())
+                    .or_default()
+                    .push(id.clone());
+            }
+            for d in &spec.depends_on {
+                tree.dependents.entry(d.clone()).or_default().push(id.clone());
+            }
+        }
+        if spec.config.heartbeat_timeout_ms.is_some() {
+            inner.heartbeat_watch.insert(id.clone());
+        }
+        Ok(AgentHandle {
+            entry,
+            inner: Arc::clone(inner),
+        })
+    }
+
+    /// The handle of an existing agent.
+    pub fn agent(&self, id: &AgentId) -> Option<AgentHandle> {
+        self.inner.agents.get(id).map(|e| AgentHandle {
+            entry: Arc::clone(e.value()),
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Number of agents.
+    pub fn len(&self) -> usize {
+        self.inner.agents.len()
+    }
+
+    /// True when the swarm has no agents.
+    pub fn is_empty(&self) -> bool {
+        self.inner.agents.is_empty()
+    }
+
+    /// Halts an agent or a team (with its subtree) as `external` (operator or parent), then
+    /// applies cascade rules and breakers. Returns every agent halted by this call, cascades
+    /// included, in order. Already-halted agents are left as they are.
+    pub async fn halt(
+        &self,
+        target: impl Into<Target>,
+        reason: impl Into<String>,
+    ) -> Result<Vec<AgentId>, SwarmError> {
+        self.halt_with_kind(target, HaltKind::External, reason).await
+    }
+
+    /// Like [`Swarm::halt`], with an explicit halt kind (a parent supervisor, a safety monitor,
+    /// the simulator's fault models).
+    pub async fn halt_with_kind(
+        &self,
+        target: impl Into<Target>,
+        kind: HaltKind,
+        reason: impl Into<String>,
+    ) -> Result<Vec<AgentId>, SwarmError> {
+        let reason = reason.into();
+        let now = self.inner.clock.now_ms();
+        let mut halted = Vec::new();
+        match target.into() {
+            Target::Agent(id) => {
+                let entry = self.inner.entry(&id)?;
+                let rule: Arc<str> = Arc::from("operator");
+                if let Some(record) = entry
+                    .core
+                    .with_kernel(|k| k.halt(kind, Some(rule), reason, Vec::new(), now))
+                {
+                    entry.core.announce_halt(&record);
+                    halted.push(id.clone());
+                    halted.extend(self.inner.after_halt(id, record));
+                }
+            }
+            Target::Team(path) => {
+                let agents = {
+                    let mut tree = self.inner.tree.write();
+                    let idx = tree.team_index(&path)?;
+                    let mut teams = Vec::new();
+                    tree.subtree_teams(idx, &mut teams);
+                    for t in teams {
+                        tree.teams[t].halted = true;
+                    }
+                    let mut agents = Vec::new();
+                    tree.subtree_agents(idx, &mut agents);
+                    agents
+                };
+                let link = CauseLink {
+                    agent: path.clone(),
+                    kind,
+                    reason: reason.clone(),
+                };
+                for id in agents {
+                    let Ok(entry) = self.inner.entry(&id) else { continue };
+                    let record = entry.core.with_kernel(|k| {
+                        k.halt(
+                            kind,
+                            Some(Arc::from(format!("team.{path}"))),
+                            format!("team {path} halted: {reason}"),
+                            vec![link.clone()],
+                            now,
+                        )
+                    });
+                    if let Some(record) = record {
+                        entry.core.announce_halt(&record);
+                        halted.push(id.clone());
+                        halted.extend(self.inner.after_halt(id, record));
+                    }
+                }
+            }
+        }
+        Ok(halted)
+    }
+
+    /// Lifts an agent's halt (an explicit, announced act: a `resume` event names `by`).
+    /// Spend is not given back; failures and stagnation history start afresh.
+    pub async fn resume(&self, id: &AgentId, by: impl Into<String>) -> Result<HaltRecord, SwarmError> {
+        let entry = self.inner.entry(id)?;
+        let now = self.inner.clock.now_ms();
+        let lifted = entry
+            .core
+            .with_kernel(|k| k.resume(now))
+            .ok_or_else(|| SwarmError::NotHalted(id.clone()))?;
+        self.inner.events.publish(Event::Resume {
+            agent: id.clone(),
+            by: by.into(),
+            lifted: lifted.clone(),
+        });
+        Ok(lifted)
+    }
+
+    /// Clears a team's halted mark (and its subtree's), so agents may be spawned into it
+    /// again. Agents stay halted until resumed one by one.
+    pub fn reopen_team(&self, path: &str) -> Result<(), SwarmError> {
+        let mut tree = self.inner.tree.write();
+        let idx = tree.team_index(path)?;
+        let mut teams = Vec::new();
+        tree.subtree_teams(idx, &mut teams);
+        for t in teams {
+            tree.teams[t].halted = false;
+        }
+        Ok(())
+    }
+
+    /// Subscribes to decisions, halts, resumes, restarts and escalations.
+    pub fn events(&self) -> EventStream {
+        self.inner.events.subscribe()
+    }
+
+    /// A team pool's totals.
+    pub fn pool(&self, path: &str) -> Option<AccountSnapshot> {
+        let tree = self.inner.tree.read();
+        tree.by_path
+            .get(path)
+            .map(|i| tree.teams[*i].account.snapshot())
+    }
+
+    /// Every team pool's totals, root first.
+    pub fn pools(&self) -> Vec<AccountSnapshot> {
+        let tree = self.inner.tree.read();
+        tree.teams.iter().map(|t| t.account.snapshot()).collect()
+    }
+
+    /// True when the team is halted (team halt or contagion breaker).
+    pub fn team_halted(&self, path: &str) -> Result<bool, SwarmError> {
+        let tree = self.inner.tree.read();
+        Ok(tree.teams[tree.team_index(path)?].halted)
+    }
+
+    /// Halts, as `lost`, every agent silent past its heartbeat timeout, releasing its open
+    /// reservations; returns them. The background sweep calls this; tests with a manual clock
+    /// call it directly.
+    pub fn sweep_heartbeats(&self) -> Vec<AgentId> {
+        self.inner.sweep_heartbeats()
+    }
+
+    /// Declares that `waiter` waits on `awaited`. If that closes a wait-for cycle, every agent
+    /// in the cycle is halted as `deadlock` and the cycle is returned.
+    pub fn wait_for(
+        &self,
+        waiter: &AgentId,
+        awaited: &AgentId,
+    ) -> Result<Option<Vec<AgentId>>, SwarmError> {
+        self.inner.entry(waiter)?;
+        self.inner.entry(awaited)?;
+        let cycle = self.inner.waits.lock().add(waiter, awaited)?;
+        if let Some(cycle) = &cycle {
+            let now = self.inner.clock.now_ms();
+            let names: Vec<&str> = cycle.iter().map(|a| a.as_str()).collect();
+            let reason = format!("wait-for cycle {} -> {}", names.join(" -> "), names[0]);
+            let chain: Vec<CauseLink> = cycle
+                .iter()
+                .map(|a| CauseLink {
+                    agent: a.to_string(),
+                    kind: HaltKind::Deadlock,
+                    reason: "waits in the cycle".into(),
+                })
+                .collect();
+            for a in cycle {
+                let entry = self.inner.entry(a)?;
+                let record = entry.core.with_kernel(|k| {
+                    k.halt(
+                        HaltKind::Deadlock,
+                        Some(Arc::from("deadlock")),
+                        reason.clone(),
+                        chain.clone(),
+                        now,
+                    )
+                });
+                if let Some(record) = record {
+                    entry.core.announce_halt(&record);
+                    self.inner.after_halt(a.clone(), record);
+                }
+            }
+        }
+        Ok(cycle)
+    }
+
+    /// Withdraws a wait-for edge.
+    pub fn release_wait(&self, waiter: &AgentId, awaited: &AgentId) {
+        self.inner.waits.lock().remove(waiter, awaited);
+    }
+
+    /// Runs `fut` on the runtime shard of `agent`, so its calls to that agent stay on one
+    /// thread (the fast path; see [`crate::runtime`]).
+    pub fn spawn_on_shard_of<F>(&self, agent: &AgentHandle, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.shards.spawn_on(agent.entry.shard, fut)
+    }
+
+    /// Runs `fut` on shard `shard` (0-based, below [`Swarm::shards`]).
+    pub fn spawn_on_shard<F>(&self, shard: usize, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.shards.spawn_on(shard % self.inner.shards.len(), fut)
+    }
+
+    /// Stops every actor and the shard threads. Handles still held get errors afterwards.
+    pub async fn shutdown(self) {
+        for e in self.inner.agents.iter() {
+            if let Some(a) = e.actor.write().take() {
+                a.stop(Some("swarm shutdown".into()));
+            }
+        }
+        if let Some(sup) = self.inner.supervisor.get() {
+            sup.stop(Some("swarm shutdown".into()));
+        }
+        let inner = Arc::clone(&self.inner);
+        // Joining threads blocks: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || inner.shards.stop()).await;
+    }
+}
+
+impl SwarmInner {
+    fn entry(&self, id: &AgentId) -> Result<Arc<AgentEntry>, SwarmError> {
+        self.agents
+            .get(id)
+            .map(|e| Arc::clone(e.value()))
+            .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))
+    }
+
+    fn supervisor_cell(&self) -> ActorCell {
+        self.supervisor
+            .get()
+            .expect("the supervisor starts before any agent")
+            .get_cell()
+    }
+
+    fn sweep_heartbeats(&self) -> Vec<AgentId> {
+        let now = self.clock.now_ms();
+        let mut lost = Vec::new();
+        let watched: Vec<AgentId> = self.heartbeat_watch.iter().map(|a| a.clone()).collect();
+        for id in watched {
+            let Ok(entry) = self.entry(&id) else { continue };
+            let record = entry.core.with_kernel(|k| {
+                if k.is_lost(now) {
+                    let timeout = k.heartbeat_timeout_ms().unwrap_or(0);
+                    k.halt(
+                        HaltKind::Lost,
+                        Some(Arc::from("heartbeat")),
+                        format!("no heartbeat, step or outcome for more than {timeout} ms; open reservations released"),
+                        Vec::new(),
+                        now,
+                    )
+                } else {
+                    None
+                }
+            });
+            if let Some(record) = record {
+                entry.core.announce_halt(&record);
+                lost.push(id.clone());
+                self.after_halt(id, record);
+            }
+        }
+        lost
+    }
+
+    /// Everything that follows a halt: wait edges dropped, cascade rules, contagion breakers.
+    /// Returns the agents halted by cascade, in order.
+    fn after_halt(&self, origin: AgentId, record: HaltRecord) -> Vec<AgentId> {
+        let now = self.clock.now_ms();
+        let mut cascaded = Vec::new();
+        let mut work: VecDeque<(AgentId, HaltRecord)> = VecDeque::from([(origin, record)]);
+        while let Some((agent, rec)) = work.pop_front() {
+            self.waits.lock().forget(&agent);
+            let Ok(entry) = self.entry(&agent) else { continue };
+            let mut chain = rec.cause.clone();
+            chain.push(CauseLink {
+                agent: agent.to_string(),
+                kind: rec.kind,
+                reason: rec.reason.clone(),
+            });
+            // (target, rule, reason)
+            let mut to_halt: Vec<(AgentId, String, String)> = Vec::new();
+            {
+                let mut tree = self.tree.write();
+                let team = entry.team;
+                if let Some(rule) = tree.teams[team].spec.cascade.clone() {
+                    if rule.on.contains(&rec.kind) {
+                        let targets = match rule.scope {
+                            Scope::Siblings => tree.teams[team]
+                                .members
+                                .iter()
+                                .filter(|a| **a != agent)
+                                .cloned()
+                                .collect(),
+                            Scope::Team => {
+                                let mut v = Vec::new();
+                                tree.subtree_agents(team, &mut v);
+                                v.retain(|a| *a != agent);
+                                v
+                            }
+                            Scope::Subtree => Tree::transitive(&tree.spawned_children, &agent),
+                            Scope::Dependents => Tree::transitive(&tree.dependents, &agent),
+                        };
+                        let why = format!(
+                            "{} halt of {agent} ({}) spread to its {}",
+                            rec.kind,
+                            rec.reason,
+                            rule.scope.name()
+                        );
+                        for t in targets {
+                            to_halt.push((t, format!("cascade.{}", rule.scope.name()), why.clone()));
+                        }
+                    }
+                }
+                if rec.kind != HaltKind::Cascade {
+                    let mut t = Some(team);
+                    while let Some(i) = t {
+                        let parent = tree.teams[i].parent;
+                        if let Some(b) = tree.teams[i].spec.breaker {
+                            let size = tree.teams[i].subtree_agents.max(1);
+                            let team_state = &mut tree.teams[i];
+                            team_state.recent_halts.push_back(now);
+                            while team_state
+                                .recent_halts
+                                .front()
+                                .is_some_and(|t0| now.saturating_sub(*t0) > b.window_ms)
+                            {
+                                team_state.recent_halts.pop_front();
+                            }
+                            while team_state.recent_halts.len() > size {
+                                team_state.recent_halts.pop_front();
+                            }
+                            let count = team_state.recent_halts.len();
+                            if !team_state.halted
+                                && (count as u64) * 100 >= u64::from(b.threshold_pct) * size as u64
+                            {
+                                let path = team_state.spec.path.clone();
+                                let why = format!(
+                                    "contagion breaker of team {path}: {count} of {size} agents halted within {} ms (threshold {}%)",
+                                    b.window_ms, b.threshold_pct
+                                );
+                                team_state.recent_halts.clear();
+                                let mut teams = Vec::new();
+                                tree.subtree_teams(i, &mut teams);
+                                for x in teams {
+                                    tree.teams[x].halted = true;
+                                }
+                                let mut agents = Vec::new();
+                                tree.subtree_agents(i, &mut agents);
+                                for a in agents {
+                                    to_halt.push((a, format!("breaker.{path}"), why.clone()));
+                                }
+                            }
+                        }
+                        t = parent;
+                    }
+                }
+            }
+            for (target, rule, why) in to_halt {
+                let Ok(te) = self.entry(&target) else { continue };
+                let new = te.core.with_kernel(|k| {
+                    k.halt(
+                        HaltKind::Cascade,
+                        Some(Arc::from(rule)),
+                        why,
+                        chain.clone(),
+                        now,
+                    )
+                });
+                if let Some(new) = new {
+                    te.core.announce_halt(&new);
+                    cascaded.push(target.clone());
+                    work.push_back((target, new));
+                }
+            }
+        }
+        cascaded
+    }
+
+    /// Works out, under the tree lock, which agents a crash restarts, walking up the tree when
+    /// a team exceeds its restart intensity.
+    fn plan_failure(&self, tree: &mut Tree, team: usize, failed: Child, reason: &str, now: u64, plan: &mut RestartPlan) {
+        let t = &mut tree.teams[team];
+        let policy = t.spec.restart;
+        t.restarts.push_back(now);
+        while t
+            .restarts
+            .front()
+            .is_some_and(|t0| now.saturating_sub(*t0) > policy.within_ms)
+        {
+            t.restarts.pop_front();
+        }
+        if t.restarts.len() > policy.max_restarts as usize {
+            t.restarts.clear();
+            let path = t.spec.path.clone();
+            let why = format!(
+                "team {path} exceeded {} restarts within {} ms ({reason})",
+                policy.max_restarts, policy.within_ms
+            );
+            plan.escalations.push((path, why.clone()));
+            match t.parent {
+                Some(p) => self.plan_failure(tree, p, Child::Team(team), &why, now, plan),
+                None => plan.halt_all = Some(why),
+            }
+            return;
+        }
+        let children: Vec<Child> = match policy.strategy {
+            Strategy::OneForOne => vec![failed],
+            Strategy::OneForAll => t.children.clone(),
+            Strategy::RestForOne => {
+                let from = t.children.iter().position(|c| *c == failed).unwrap_or(0);
+                t.children[from..].to_vec()
+            }
+        };
+        let path = t.spec.path.clone();
+        for c in children {
+            match c {
+                Child::Agent(a) => plan.restart.push((a, path.clone())),
+                Child::Team(x) => {
+                    let mut agents = Vec::new();
+                    tree.subtree_agents(x, &mut agents);
+                    tree.teams[x].restarts.clear();
+                    plan.restart
+                        .extend(agents.into_iter().map(|a| (a, path.clone())));
+                }
+            }
+        }
+    }
+
+    async fn restart_agent(&self, id: &AgentId, team: &str, reason: &str, sup: ActorCell) {
+        let Ok(entry) = self.entry(id) else { return };
+        let old = entry.actor.write().take();
+        if let Some(old) = old {
+            self.by_actor.remove(&old.get_id());
+            // Finish what is queued, refuse what comes after; callers re-deliver to the new
+            // actor.
+            let _ = old.drain();
+        }
+        let core = Arc::clone(&entry.core);
+        let spawned = self
+            .shards
+            .spawn_on(entry.shard, spawn_agent_actor(core, Some(sup)))
+            .await;
+        if let Ok(Ok(actor)) = spawned {
+            self.by_actor.insert(actor.get_id(), id.clone());
+            *entry.actor.write() = Some(actor);
+            entry.generation.send_modify(|g| *g += 1);
+            self.events.publish(Event::Restart {
+                agent: id.clone(),
+                team: team.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+}
+
+#[derive(Default)]
+struct RestartPlan {
+    restart: Vec<(AgentId, String)>,
+    escalations: Vec<(String, String)>,
+    halt_all: Option<String>,
+}
+
+/// The swarm's supervisor actor: receives agent actors' failures and applies the teams'
+/// restart strategies (ractor has none built in).
+struct SwarmSupervisor;
+
+impl Actor for SwarmSupervisor {
+    type Msg = ();
+    type State = Weak<SwarmInner>;
+    type Arguments = Weak<SwarmInner>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        inner: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(inner)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        inner: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, err) = event else {
+            return Ok(());
+        };
+        let Some(inner) = inner.upgrade() else {
+            return Ok(());
+        };
+        let Some((_, agent)) = inner.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let Ok(entry) = inner.entry(&agent) else {
+            return Ok(());
+        };
+        let now = inner.clock.now_ms();
+        let reason = format!("agent {agent} crashed: {err}");
+        let mut plan = RestartPlan::default();
+        {
+            let mut tree = inner.tree.write();
+            inner.plan_failure(&mut tree, entry.team, Child::Agent(agent.clone()), &reason, now, &mut plan);
+        }
+        for (team, why) in &plan.escalations {
+            inner.events.publish(Event::Escalation {
+                team: team.clone(),
+                reason: why.clone(),
+            });
+        }
+        if let Some(why) = &plan.halt_all {
+            // The root gave up: stop governing by halting everyone (terminal until resume).
+            let ids: Vec<AgentId> = inner.agents.iter().map(|e| e.key().clone()).collect();
+            for id in ids {
+                let Ok(e) = inner.entry(&id) else { continue };
+                let rec = e.core.with_kernel(|k| {
+                    k.halt(
+                        HaltKind::External,
+                        Some(Arc::from("restart.intensity")),
+                        why.clone(),
+                        Vec::new(),
+                        now,
+                    )
+                });
+                if let Some(rec) = rec {
+                    e.core.announce_halt(&rec);
+                }
+            }
+            // The crashed actor still comes back, so its handle keeps getting (halt) answers.
+            plan.restart = vec![(agent.clone(), inner.root.clone())];
+        }
+        for (id, team) in &plan.restart {
+            inner.restart_agent(id, team, &reason, myself.get_cell()).await;
+        }
+        Ok(())
+    }
+}
+
+/// A handle to one governed agent. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentHandle {
+    entry: Arc<AgentEntry>,
+    inner: Arc<SwarmInner>,
+}
+
+impl std::fmt::Debug for AgentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHandle")
+            .field("id", self.entry.core.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentHandle {
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        self.entry.core.id()
+    }
+
+    /// Asks to take a step: the actor decides, and an allow reserves the expected cost on the
+    /// agent's budget and every pool above it, atomically.
+    pub async fn step(&self, step: Step) -> Result<Decision, AgentError> {
+        let mut step = step;
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let (actor, generation) = self.entry.current();
+            if let Some(actor) = actor {
+                match actor.call(|port| AgentMsg::Step(step, port), None).await {
+                    Ok(CallResult::Success(decision)) => return Ok(decision),
+                    Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
+                    Err(MessagingErr::SendErr(AgentMsg::Step(s, _))) => step = s,
+                    Err(_) => return Err(AgentError::Interrupted(self.id().clone())),
+                }
+            }
+            if !self.entry.await_restart(generation).await {
+                break;
+            }
+        }
+        Err(AgentError::Unavailable(self.id().clone()))
+    }
+
+    /// Reports a step's outcome: the real cost is charged and the rest refunded.
+    pub async fn outcome(&self, step: StepId, outcome: Outcome) -> Result<SettleReport, AgentError> {
+        let mut outcome = outcome;
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let (actor, generation) = self.entry.current();
+            if let Some(actor) = actor {
+                match actor
+                    .call(|port| AgentMsg::Outcome(step, outcome, port), None)
+                    .await
+                {
+                    Ok(CallResult::Success(result)) => return result.map_err(AgentError::from),
+                    Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
+                    Err(MessagingErr::SendErr(AgentMsg::Outcome(_, o, _))) => outcome = o,
+                    Err(_) => return Err(AgentError::Interrupted(self.id().clone())),
+                }
+            }
+            if !self.entry.await_restart(generation).await {
+                break;
+            }
+        }
+        Err(AgentError::Unavailable(self.id().clone()))
+    }
+
+    /// A sign of life (keeps a `heartbeat_timeout` from halting the agent as `lost`).
+    pub fn heartbeat(&self) {
+        let sent = self
+            .entry
+            .actor
+            .read()
+            .as_ref()
+            .is_some_and(|a| a.send_message(AgentMsg::Heartbeat).is_ok());
+        if !sent {
+            let now = self.inner.clock.now_ms();
+            self.entry.core.with_kernel(|k| k.heartbeat(now));
+        }
+    }
+
+    /// Declares that this agent waits on `other` (see [`Swarm::wait_for`]).
+    pub fn wait_for(&self, other: &AgentId) -> Result<Option<Vec<AgentId>>, SwarmError> {
+        Swarm {
+            inner: Arc::clone(&self.inner),
+        }
+        .wait_for(self.id(), other)
+    }
+
+    /// The agent's governance state.
+    pub fn snapshot(&self) -> AgentSnapshot {
+        self.entry.core.with_kernel(|k| k.snapshot())
+    }
+
+    /// The agent's team path.
+    pub fn team(&self) -> String {
+        self.inner.tree.read().teams[self.entry.team].spec.path.clone()
+    }
+
+    /// Fault injection (tests, simulator): makes the agent's actor panic. Its supervisor
+    /// restarts it by its team's strategy; halts and spend are untouched.
+    pub fn inject_crash(&self, why: impl Into<String>) {
+        if let Some(a) = self.entry.actor.read().as_ref() {
+            let _ = a.send_message(AgentMsg::Crash(why.into()));
+        }
+    }
+
+    /// Decides a step on the caller's thread, bypassing the actor's mailbox (the kernel is
+    /// still sequenced by its lock). For callers that cannot run on the agent's shard and
+    /// cannot afford a cross-thread hop; the decision, events and halts are the same.
+    pub fn step_inline(&self, step: &Step) -> Decision {
+        let (decision, new_halt) = self.entry.core.decide_now(step);
+        if let Some(record) = new_halt {
+            self.inner.after_halt(self.id().clone(), record);
+        }
+        decision
+    }
+}
