@@ -40,12 +40,8 @@ impl AgentMetrics {
     /// Counters labelled with `pool`.
     pub fn for_pool(pool: &str) -> Self {
         let pool = pool.to_string();
-        let decision = |v: Verdict| {
-            metrics::counter!("warden_decisions_total", "decision" => v.name(), "pool" => pool.clone())
-        };
-        let halt = |k: HaltKind| {
-            metrics::counter!("warden_halts_total", "kind" => k.name(), "pool" => pool.clone())
-        };
+        let decision = |v: Verdict| metrics::counter!("warden_decisions_total", "decision" => v.name(), "pool" => pool.clone());
+        let halt = |k: HaltKind| metrics::counter!("warden_halts_total", "kind" => k.name(), "pool" => pool.clone());
         Self {
             decisions: [
                 decision(Verdict::Allow),
@@ -80,7 +76,9 @@ pub struct AgentCore {
 
 impl std::fmt::Debug for AgentCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentCore").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("AgentCore")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +165,11 @@ pub enum AgentMsg {
     /// Decide and reserve.
     Step(Step, RpcReplyPort<Decision>),
     /// Settle an allowed step.
-    Outcome(StepId, Outcome, RpcReplyPort<Result<SettleReport, SettleError>>),
+    Outcome(
+        StepId,
+        Outcome,
+        RpcReplyPort<Result<SettleReport, SettleError>>,
+    ),
     /// A sign of life.
     Heartbeat,
     /// Fault injection for tests and the simulator: the actor panics with this message.

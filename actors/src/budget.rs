@@ -294,10 +294,7 @@ impl Limits {
 
     /// The limit of one custom dimension (`None`: unlimited).
     pub fn custom(&self, dim: &CustomDim) -> Option<u64> {
-        self.custom
-            .iter()
-            .find(|(d, _)| d == dim)
-            .map(|(_, v)| *v)
+        self.custom.iter().find(|(d, _)| d == dim).map(|(_, v)| *v)
     }
 
     /// The limited custom dimensions.

@@ -231,6 +231,9 @@ mod tests {
             ]
         );
         assert_eq!("overrisk".parse::<HaltKind>(), Ok(HaltKind::Overrisk));
-        assert!("nope".parse::<HaltKind>().unwrap_err().contains("exhaustion"));
+        assert!("nope"
+            .parse::<HaltKind>()
+            .unwrap_err()
+            .contains("exhaustion"));
     }
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use serde::Serialize;
 use futures_core::Stream;
+use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::decision::{DecisionEvent, HaltRecord};

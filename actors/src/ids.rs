@@ -186,7 +186,10 @@ mod tests {
         );
         assert!(AgentId::new("").is_err());
         assert!(AgentId::new("a".repeat(129)).is_err());
-        assert_eq!(AgentId::new("team-a:worker_1.x").unwrap().as_str(), "team-a:worker_1.x");
+        assert_eq!(
+            AgentId::new("team-a:worker_1.x").unwrap().as_str(),
+            "team-a:worker_1.x"
+        );
     }
 
     #[test]

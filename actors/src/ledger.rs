@@ -214,7 +214,10 @@ impl Account {
     ///
     /// On success the reservation must later be [settled](Account::settle) or
     /// [cancelled](Account::cancel); dropping the returned [`Reservation`] cancels it.
-    pub fn reserve(self: &Arc<Self>, amounts: &Amounts) -> Result<(Reservation, Remaining), Shortfall> {
+    pub fn reserve(
+        self: &Arc<Self>,
+        amounts: &Amounts,
+    ) -> Result<(Reservation, Remaining), Shortfall> {
         let (mut guards, accounts) = self.lock_path();
         for (state, acc) in guards.iter().zip(accounts.iter()) {
             for dim in LedgerDim::ALL {
@@ -434,9 +437,15 @@ mod tests {
 
     #[test]
     fn reservation_debits_every_account_on_the_path_or_none() {
-        let root = Account::root("swarm", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)));
+        let root = Account::root(
+            "swarm",
+            Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)),
+        );
         let team = root
-            .child("swarm/a", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(60)))
+            .child(
+                "swarm/a",
+                Limits::UNLIMITED.with(LedgerDim::Tokens, Some(60)),
+            )
             .unwrap();
         let agent = team.child("a1", Limits::UNLIMITED).unwrap();
         let (r1, remaining) = agent.reserve(&tokens(50)).unwrap();
@@ -453,7 +462,10 @@ mod tests {
 
     #[test]
     fn overrun_is_capped_at_the_limit_and_reported() {
-        let root = Account::root("swarm", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)));
+        let root = Account::root(
+            "swarm",
+            Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)),
+        );
         let (r, _) = root.reserve(&tokens(10)).unwrap();
         let s = r.settle(&tokens(150));
         assert_eq!(s.charged.get(LedgerDim::Tokens), 100);

@@ -172,8 +172,18 @@ mod tests {
 
     #[test]
     fn window_bounds_are_checked() {
-        assert!(StagnationConfig { repeat_limit: 5, window: 2 }.validate().is_err());
-        assert!(StagnationConfig { repeat_limit: 1, window: 5000 }.validate().is_err());
+        assert!(StagnationConfig {
+            repeat_limit: 5,
+            window: 2
+        }
+        .validate()
+        .is_err());
+        assert!(StagnationConfig {
+            repeat_limit: 1,
+            window: 5000
+        }
+        .validate()
+        .is_err());
         assert!(StagnationConfig::default().validate().is_ok());
     }
 }

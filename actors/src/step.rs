@@ -71,7 +71,9 @@ pub enum StepError {
     #[error("step.tool is {0} bytes long; the limit is {MAX_TOOL_LEN}")]
     ToolTooLong(usize),
     /// `tool` held whitespace or a control character.
-    #[error("step.tool {tool:?} contains {found:?}; tool names are printable ASCII without spaces")]
+    #[error(
+        "step.tool {tool:?} contains {found:?}; tool names are printable ASCII without spaces"
+    )]
     BadToolChar { tool: String, found: char },
     /// `args` nested too deep.
     #[error("step.args nests deeper than {MAX_ARGS_DEPTH} levels")]
@@ -584,7 +586,8 @@ mod tests {
         assert!(bad.unwrap_err().to_string().contains("step.signals.risk"));
         let unknown = serde_json::from_value::<Step>(json!({"tool": "x", "action": "fly"}));
         assert!(unknown.is_err());
-        let typo = serde_json::from_value::<Step>(json!({"tool": "x", "action": "read", "cots": {}}));
+        let typo =
+            serde_json::from_value::<Step>(json!({"tool": "x", "action": "read", "cots": {}}));
         assert!(typo.unwrap_err().to_string().contains("cots"));
         let nan_cost = Step::builder("x", ActionClass::Read).risk(f64::NAN).build();
         assert!(nan_cost.is_err());
@@ -594,18 +597,15 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_key_order_but_not_values() {
-        let a: Step = serde_json::from_str(
-            r#"{"tool":"t","action":"read","args":{"a":1,"b":[true,"x"]}}"#,
-        )
-        .unwrap();
-        let b: Step = serde_json::from_str(
-            r#"{"tool":"t","action":"read","args":{"b":[true,"x"],"a":1}}"#,
-        )
-        .unwrap();
-        let c: Step = serde_json::from_str(
-            r#"{"tool":"t","action":"read","args":{"b":[true,"y"],"a":1}}"#,
-        )
-        .unwrap();
+        let a: Step =
+            serde_json::from_str(r#"{"tool":"t","action":"read","args":{"a":1,"b":[true,"x"]}}"#)
+                .unwrap();
+        let b: Step =
+            serde_json::from_str(r#"{"tool":"t","action":"read","args":{"b":[true,"x"],"a":1}}"#)
+                .unwrap();
+        let c: Step =
+            serde_json::from_str(r#"{"tool":"t","action":"read","args":{"b":[true,"y"],"a":1}}"#)
+                .unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
     }

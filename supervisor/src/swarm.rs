@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use dashmap::{DashMap, DashSet};
 use parking_lot::{Mutex, RwLock};
+use ractor::rpc::CallResult;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent,
 };
-use ractor::rpc::CallResult;
 use tokio::sync::{mpsc, watch};
 use warden_actors::{
     spawn_agent_actor, Account, AccountSnapshot, AgentCore, AgentId, AgentKernel, AgentMetrics,
@@ -420,7 +420,9 @@ impl SwarmBuilder {
             if segs.len() < 2 || segs[0] != root_path {
                 return Err(SwarmError::BadTeam {
                     path: spec.path.clone(),
-                    reason: format!("team paths start with the root team, e.g. {root_path}/research"),
+                    reason: format!(
+                        "team paths start with the root team, e.g. {root_path}/research"
+                    ),
                 });
             }
             if tree.by_path.contains_key(&spec.path) {
@@ -430,17 +432,20 @@ impl SwarmBuilder {
                 });
             }
             let parent_path = spec.path[..spec.path.rfind('/').unwrap()].to_string();
-            let parent = tree.by_path.get(&parent_path).copied().ok_or_else(|| {
-                SwarmError::BadTeam {
-                    path: spec.path.clone(),
-                    reason: format!("its parent team {parent_path:?} is not declared"),
-                }
-            })?;
+            let parent =
+                tree.by_path
+                    .get(&parent_path)
+                    .copied()
+                    .ok_or_else(|| SwarmError::BadTeam {
+                        path: spec.path.clone(),
+                        reason: format!("its parent team {parent_path:?} is not declared"),
+                    })?;
             if let Some(b) = &spec.breaker {
                 if !(1..=100).contains(&b.threshold_pct) || b.window_ms == 0 {
                     return Err(SwarmError::BadTeam {
                         path: spec.path.clone(),
-                        reason: "breaker.threshold_pct must be 1..=100 and window_ms above 0".into(),
+                        reason: "breaker.threshold_pct must be 1..=100 and window_ms above 0"
+                            .into(),
                     });
                 }
             }
@@ -664,7 +669,10 @@ impl Swarm {
                     .push(id.clone());
             }
             for d in &spec.depends_on {
-                tree.dependents.entry(d.clone()).or_default().push(id.clone());
+                tree.dependents
+                    .entry(d.clone())
+                    .or_default()
+                    .push(id.clone());
             }
         }
         if spec.config.heartbeat_timeout_ms.is_some() {
@@ -702,7 +710,8 @@ impl Swarm {
         target: impl Into<Target>,
         reason: impl Into<String>,
     ) -> Result<Vec<AgentId>, SwarmError> {
-        self.halt_with_kind(target, HaltKind::External, reason).await
+        self.halt_with_kind(target, HaltKind::External, reason)
+            .await
     }
 
     /// Like [`Swarm::halt`], with an explicit halt kind (a parent supervisor, a safety monitor,
@@ -748,7 +757,9 @@ impl Swarm {
                     reason: reason.clone(),
                 };
                 for id in agents {
-                    let Ok(entry) = self.inner.entry(&id) else { continue };
+                    let Ok(entry) = self.inner.entry(&id) else {
+                        continue;
+                    };
                     let record = entry.core.with_kernel(|k| {
                         k.halt(
                             kind,
@@ -771,7 +782,11 @@ impl Swarm {
 
     /// Lifts an agent's halt (an explicit, announced act: a `resume` event names `by`).
     /// Spend is not given back; failures and stagnation history start afresh.
-    pub async fn resume(&self, id: &AgentId, by: impl Into<String>) -> Result<HaltRecord, SwarmError> {
+    pub async fn resume(
+        &self,
+        id: &AgentId,
+        by: impl Into<String>,
+    ) -> Result<HaltRecord, SwarmError> {
         let entry = self.inner.entry(id)?;
         let now = self.inner.clock.now_ms();
         let lifted = entry
@@ -880,7 +895,11 @@ impl Swarm {
 
     /// Runs `fut` on the runtime shard of `agent`, so its calls to that agent stay on one
     /// thread (the fast path; see [`crate::runtime`]).
-    pub fn spawn_on_shard_of<F>(&self, agent: &AgentHandle, fut: F) -> tokio::task::JoinHandle<F::Output>
+    pub fn spawn_on_shard_of<F>(
+        &self,
+        agent: &AgentHandle,
+        fut: F,
+    ) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -894,7 +913,9 @@ impl Swarm {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.inner.shards.spawn_on(shard % self.inner.shards.len(), fut)
+        self.inner
+            .shards
+            .spawn_on(shard % self.inner.shards.len(), fut)
     }
 
     /// Stops every actor and the shard threads. Handles still held get errors afterwards.
@@ -965,7 +986,9 @@ impl SwarmInner {
         let mut work: VecDeque<(AgentId, HaltRecord)> = VecDeque::from([(origin, record)]);
         while let Some((agent, rec)) = work.pop_front() {
             self.waits.lock().forget(&agent);
-            let Ok(entry) = self.entry(&agent) else { continue };
+            let Ok(entry) = self.entry(&agent) else {
+                continue;
+            };
             let mut chain = rec.cause.clone();
             chain.push(CauseLink {
                 agent: agent.to_string(),
@@ -1002,7 +1025,11 @@ impl SwarmInner {
                             rule.scope.name()
                         );
                         for t in targets {
-                            to_halt.push((t, format!("cascade.{}", rule.scope.name()), why.clone()));
+                            to_halt.push((
+                                t,
+                                format!("cascade.{}", rule.scope.name()),
+                                why.clone(),
+                            ));
                         }
                     }
                 }
@@ -1051,7 +1078,9 @@ impl SwarmInner {
                 }
             }
             for (target, rule, why) in to_halt {
-                let Ok(te) = self.entry(&target) else { continue };
+                let Ok(te) = self.entry(&target) else {
+                    continue;
+                };
                 let new = te.core.with_kernel(|k| {
                     k.halt(
                         HaltKind::Cascade,
@@ -1073,7 +1102,15 @@ impl SwarmInner {
 
     /// Works out, under the tree lock, which agents a crash restarts, walking up the tree when
     /// a team exceeds its restart intensity.
-    fn plan_failure(&self, tree: &mut Tree, team: usize, failed: Child, reason: &str, now: u64, plan: &mut RestartPlan) {
+    fn plan_failure(
+        &self,
+        tree: &mut Tree,
+        team: usize,
+        failed: Child,
+        reason: &str,
+        now: u64,
+        plan: &mut RestartPlan,
+    ) {
         let t = &mut tree.teams[team];
         let policy = t.spec.restart;
         t.restarts.push_back(now);
@@ -1195,7 +1232,14 @@ impl Actor for SwarmSupervisor {
         let mut plan = RestartPlan::default();
         {
             let mut tree = inner.tree.write();
-            inner.plan_failure(&mut tree, entry.team, Child::Agent(agent.clone()), &reason, now, &mut plan);
+            inner.plan_failure(
+                &mut tree,
+                entry.team,
+                Child::Agent(agent.clone()),
+                &reason,
+                now,
+                &mut plan,
+            );
         }
         for (team, why) in &plan.escalations {
             inner.events.publish(Event::Escalation {
@@ -1225,7 +1269,9 @@ impl Actor for SwarmSupervisor {
             plan.restart = vec![(agent.clone(), inner.root.clone())];
         }
         for (id, team) in &plan.restart {
-            inner.restart_agent(id, team, &reason, myself.get_cell()).await;
+            inner
+                .restart_agent(id, team, &reason, myself.get_cell())
+                .await;
         }
         Ok(())
     }
@@ -1274,7 +1320,11 @@ impl AgentHandle {
     }
 
     /// Reports a step's outcome: the real cost is charged and the rest refunded.
-    pub async fn outcome(&self, step: StepId, outcome: Outcome) -> Result<SettleReport, AgentError> {
+    pub async fn outcome(
+        &self,
+        step: StepId,
+        outcome: Outcome,
+    ) -> Result<SettleReport, AgentError> {
         let mut outcome = outcome;
         for _ in 0..DELIVERY_ATTEMPTS {
             let (actor, generation) = self.entry.current();
@@ -1325,7 +1375,10 @@ impl AgentHandle {
 
     /// The agent's team path.
     pub fn team(&self) -> String {
-        self.inner.tree.read().teams[self.entry.team].spec.path.clone()
+        self.inner.tree.read().teams[self.entry.team]
+            .spec
+            .path
+            .clone()
     }
 
     /// Fault injection (tests, simulator): makes the agent's actor panic. Its supervisor

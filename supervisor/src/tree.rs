@@ -161,7 +161,8 @@ pub fn parse_team_path(path: &str) -> Result<Vec<&str>, String> {
     }
     for seg in &segments {
         warden_actors::AgentId::new(seg).map_err(|e| {
-            format!("team path {path:?} has a bad segment {seg:?}: {e}").replace("agent id", "segment")
+            format!("team path {path:?} has a bad segment {seg:?}: {e}")
+                .replace("agent id", "segment")
         })?;
     }
     Ok(segments)
