@@ -351,7 +351,7 @@ impl SwarmBuilder {
         self
     }
 
-    /// Where actors run (default: one `current_thread` shard per core).
+    /// Where actors run (default: one single-worker shard per core).
     pub fn layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
         self
@@ -1398,5 +1398,24 @@ impl AgentHandle {
             self.inner.after_halt(self.id().clone(), record);
         }
         decision
+    }
+
+    /// Settles an outcome on the caller's thread (the counterpart of
+    /// [`AgentHandle::step_inline`]).
+    pub fn outcome_inline(
+        &self,
+        step: StepId,
+        outcome: &Outcome,
+    ) -> Result<SettleReport, SettleError> {
+        let now = self.inner.clock.now_ms();
+        let report = self
+            .entry
+            .core
+            .with_kernel(|k| k.settle(step, outcome, now))?;
+        if let Some(record) = &report.halt {
+            self.entry.core.announce_halt(record);
+            self.inner.after_halt(self.id().clone(), record.clone());
+        }
+        Ok(report)
     }
 }
