@@ -49,3 +49,8 @@ pub use warden_supervisor::{
     AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, Layout, RestartPolicy, Scope,
     Strategy, Swarm, SwarmBuilder, SwarmError, Target, TeamSpec,
 };
+
+/// The README's examples are compiled as doc tests, so the README stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
