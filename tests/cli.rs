@@ -14,7 +14,10 @@ fn help_and_version_work() {
     let out = warden(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("supervisor for swarms of AI agents"), "{text}");
+    assert!(
+        text.contains("supervisor for swarms of AI agents"),
+        "{text}"
+    );
     let out = warden(&["--version"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("warden "));

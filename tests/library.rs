@@ -38,13 +38,22 @@ async fn two_teams_show_a_cascade_and_a_pool_running_dry() {
         .await
         .unwrap();
     let mut events = swarm.events();
-    let ops1 = swarm.spawn_agent(AgentSpec::new(id("ops1")).team("swarm/ops")).await.unwrap();
-    let ops2 = swarm.spawn_agent(AgentSpec::new(id("ops2")).team("swarm/ops")).await.unwrap();
+    let ops1 = swarm
+        .spawn_agent(AgentSpec::new(id("ops1")).team("swarm/ops"))
+        .await
+        .unwrap();
+    let ops2 = swarm
+        .spawn_agent(AgentSpec::new(id("ops2")).team("swarm/ops"))
+        .await
+        .unwrap();
     let r1 = swarm
         .spawn_agent(
             AgentSpec::new(id("r1"))
                 .team("swarm/research")
-                .budgets(Budgets { cost_micro_usd: Some(1_000_000), ..Default::default() })
+                .budgets(Budgets {
+                    cost_micro_usd: Some(1_000_000),
+                    ..Default::default()
+                })
                 .stagnation(StagnationConfig::OFF),
         )
         .await
@@ -64,12 +73,36 @@ async fn two_teams_show_a_cascade_and_a_pool_running_dry() {
         }
         verdicts.push(d.decision);
     }
-    assert_eq!(verdicts, [Verdict::Allow, Verdict::Allow, Verdict::Allow, Verdict::Deny]);
-    assert_eq!(swarm.pool("swarm/research").unwrap().spent.get(LedgerDim::CostMicroUsd), 30_000);
-    assert_eq!(swarm.pool("swarm").unwrap().spent.get(LedgerDim::CostMicroUsd), 30_000);
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Allow,
+            Verdict::Allow,
+            Verdict::Allow,
+            Verdict::Deny
+        ]
+    );
+    assert_eq!(
+        swarm
+            .pool("swarm/research")
+            .unwrap()
+            .spent
+            .get(LedgerDim::CostMicroUsd),
+        30_000
+    );
+    assert_eq!(
+        swarm
+            .pool("swarm")
+            .unwrap()
+            .spent
+            .get(LedgerDim::CostMicroUsd),
+        30_000
+    );
 
     // A safety halt in ops spreads to its sibling and leaves research alone.
-    let pay = Step::builder("payments.transfer", ActionClass::Spend).build().unwrap();
+    let pay = Step::builder("payments.transfer", ActionClass::Spend)
+        .build()
+        .unwrap();
     assert_eq!(ops1.step(pay).await.unwrap().decision, Verdict::Halt);
     let halt = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -84,7 +117,10 @@ async fn two_teams_show_a_cascade_and_a_pool_running_dry() {
     .unwrap();
     assert_eq!(halt.kind, HaltKind::Cascade);
     assert_eq!(halt.cause[0].agent, "ops1");
-    assert_eq!(ops2.snapshot().halt.map(|h| h.kind), Some(HaltKind::Cascade));
+    assert_eq!(
+        ops2.snapshot().halt.map(|h| h.kind),
+        Some(HaltKind::Cascade)
+    );
     assert_eq!(r1.snapshot().halt, None);
     swarm.shutdown().await;
 }
