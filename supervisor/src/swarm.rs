@@ -232,6 +232,19 @@ impl Tree {
         }
     }
 
+    /// Marks team `t` and its nested teams halted (or reopens them) and returns the agents of
+    /// the subtree.
+    fn set_subtree_halted(&mut self, t: usize, halted: bool) -> Vec<AgentId> {
+        let mut teams = Vec::new();
+        self.subtree_teams(t, &mut teams);
+        for x in teams {
+            self.teams[x].halted = halted;
+        }
+        let mut agents = Vec::new();
+        self.subtree_agents(t, &mut agents);
+        agents
+    }
+
     fn subtree_teams(&self, t: usize, out: &mut Vec<usize>) {
         out.push(t);
         for c in &self.teams[t].children {
@@ -728,12 +741,9 @@ impl Swarm {
         match target.into() {
             Target::Agent(id) => {
                 let entry = self.inner.entry(&id)?;
-                let rule: Arc<str> = Arc::from("operator");
-                if let Some(record) = entry
-                    .core
-                    .with_kernel(|k| k.halt(kind, Some(rule), reason, Vec::new(), now))
+                if let Some(record) =
+                    SwarmInner::halt_agent(&entry, kind, "operator", reason, Vec::new(), now)
                 {
-                    entry.core.announce_halt(&record);
                     halted.push(id.clone());
                     halted.extend(self.inner.after_halt(id, record));
                 }
@@ -742,14 +752,7 @@ impl Swarm {
                 let agents = {
                     let mut tree = self.inner.tree.write();
                     let idx = tree.team_index(&path)?;
-                    let mut teams = Vec::new();
-                    tree.subtree_teams(idx, &mut teams);
-                    for t in teams {
-                        tree.teams[t].halted = true;
-                    }
-                    let mut agents = Vec::new();
-                    tree.subtree_agents(idx, &mut agents);
-                    agents
+                    tree.set_subtree_halted(idx, true)
                 };
                 let link = CauseLink {
                     agent: path.clone(),
@@ -760,17 +763,15 @@ impl Swarm {
                     let Ok(entry) = self.inner.entry(&id) else {
                         continue;
                     };
-                    let record = entry.core.with_kernel(|k| {
-                        k.halt(
-                            kind,
-                            Some(Arc::from(format!("team.{path}"))),
-                            format!("team {path} halted: {reason}"),
-                            vec![link.clone()],
-                            now,
-                        )
-                    });
+                    let record = SwarmInner::halt_agent(
+                        &entry,
+                        kind,
+                        &format!("team.{path}"),
+                        format!("team {path} halted: {reason}"),
+                        vec![link.clone()],
+                        now,
+                    );
                     if let Some(record) = record {
-                        entry.core.announce_halt(&record);
                         halted.push(id.clone());
                         halted.extend(self.inner.after_halt(id, record));
                     }
@@ -806,11 +807,7 @@ impl Swarm {
     pub fn reopen_team(&self, path: &str) -> Result<(), SwarmError> {
         let mut tree = self.inner.tree.write();
         let idx = tree.team_index(path)?;
-        let mut teams = Vec::new();
-        tree.subtree_teams(idx, &mut teams);
-        for t in teams {
-            tree.teams[t].halted = false;
-        }
+        tree.set_subtree_halted(idx, false);
         Ok(())
     }
 
@@ -870,17 +867,15 @@ impl Swarm {
                 .collect();
             for a in cycle {
                 let entry = self.inner.entry(a)?;
-                let record = entry.core.with_kernel(|k| {
-                    k.halt(
-                        HaltKind::Deadlock,
-                        Some(Arc::from("deadlock")),
-                        reason.clone(),
-                        chain.clone(),
-                        now,
-                    )
-                });
+                let record = SwarmInner::halt_agent(
+                    &entry,
+                    HaltKind::Deadlock,
+                    "deadlock",
+                    reason.clone(),
+                    chain.clone(),
+                    now,
+                );
                 if let Some(record) = record {
-                    entry.core.announce_halt(&record);
                     self.inner.after_halt(a.clone(), record);
                 }
             }
@@ -940,6 +935,23 @@ impl SwarmInner {
             .get(id)
             .map(|e| Arc::clone(e.value()))
             .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))
+    }
+
+    /// Halts one agent now, if it runs, and announces the halt. The caller then runs
+    /// [`SwarmInner::after_halt`] for cascades.
+    fn halt_agent(
+        entry: &AgentEntry,
+        kind: HaltKind,
+        rule: &str,
+        reason: String,
+        cause: Vec<CauseLink>,
+        now: u64,
+    ) -> Option<HaltRecord> {
+        let record = entry
+            .core
+            .with_kernel(|k| k.halt(kind, Some(Arc::from(rule)), reason, cause, now))?;
+        entry.core.announce_halt(&record);
+        Some(record)
     }
 
     fn supervisor_cell(&self) -> ActorCell {
@@ -1061,14 +1073,7 @@ impl SwarmInner {
                                     b.window_ms, b.threshold_pct
                                 );
                                 team_state.recent_halts.clear();
-                                let mut teams = Vec::new();
-                                tree.subtree_teams(i, &mut teams);
-                                for x in teams {
-                                    tree.teams[x].halted = true;
-                                }
-                                let mut agents = Vec::new();
-                                tree.subtree_agents(i, &mut agents);
-                                for a in agents {
+                                for a in tree.set_subtree_halted(i, true) {
                                     to_halt.push((a, format!("breaker.{path}"), why.clone()));
                                 }
                             }
@@ -1081,17 +1086,9 @@ impl SwarmInner {
                 let Ok(te) = self.entry(&target) else {
                     continue;
                 };
-                let new = te.core.with_kernel(|k| {
-                    k.halt(
-                        HaltKind::Cascade,
-                        Some(Arc::from(rule)),
-                        why,
-                        chain.clone(),
-                        now,
-                    )
-                });
+                let new =
+                    SwarmInner::halt_agent(&te, HaltKind::Cascade, &rule, why, chain.clone(), now);
                 if let Some(new) = new {
-                    te.core.announce_halt(&new);
                     cascaded.push(target.clone());
                     work.push_back((target, new));
                 }
@@ -1252,18 +1249,14 @@ impl Actor for SwarmSupervisor {
             let ids: Vec<AgentId> = inner.agents.iter().map(|e| e.key().clone()).collect();
             for id in ids {
                 let Ok(e) = inner.entry(&id) else { continue };
-                let rec = e.core.with_kernel(|k| {
-                    k.halt(
-                        HaltKind::External,
-                        Some(Arc::from("restart.intensity")),
-                        why.clone(),
-                        Vec::new(),
-                        now,
-                    )
-                });
-                if let Some(rec) = rec {
-                    e.core.announce_halt(&rec);
-                }
+                SwarmInner::halt_agent(
+                    &e,
+                    HaltKind::External,
+                    "restart.intensity",
+                    why.clone(),
+                    Vec::new(),
+                    now,
+                );
             }
             // The crashed actor still comes back, so its handle keeps getting (halt) answers.
             plan.restart = vec![(agent.clone(), inner.root.clone())];
