@@ -3,7 +3,7 @@
 //! criterion does not: p99 of single calls, decisions per second across 1,000 agents, and RSS.
 //!
 //! Run: `cargo bench --bench swarm_load` (all parts) or
-//! `cargo bench --bench swarm_load -- latency throughput hostile memory` (some of them).
+//! `cargo bench --bench swarm_load -- latency throughput hostile memory detectors` (some).
 //! `WARDEN_BENCH_AGENTS=100000,1000000` sets the agent counts of the memory part (default
 //! `100000`). Results are printed as markdown; docs/benchmarks.md records them.
 
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use warden::actors::policy::PolicySet;
 use warden::{
     actors::{Account, AgentKernel},
     ActionClass, AgentId, AgentSpec, KernelConfig, Layout, LedgerDim, Limits, Outcome,
@@ -26,6 +27,39 @@ fn steps() -> Arc<Vec<Step>> {
             .map(|i| {
                 Step::builder("web.search", ActionClass::Read)
                     .args(json!({ "q": i }))
+                    .tokens(100)
+                    .build()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// A policy with `n` rules over `n` registered tools: a third regex rules, a third numeric,
+/// a third glob, plus a detector rule; the steps below call random registered tools.
+fn policy_text(n: usize) -> String {
+    let mut t = String::from("version: 1\ntools:\n");
+    for i in 0..n {
+        t.push_str(&format!("  tool_{i}: {{action: read}}\n"));
+    }
+    t.push_str("rules:\n");
+    for i in 0..n {
+        let rule = match i % 3 {
+            0 => format!("  - {{id: r{i}, match: {{tool: tool_{i}, args: {{command: {{regex: 'rm\\s+-rf|sudo{i}'}}}}}}, decision: halt, kind: safety}}\n"),
+            1 => format!("  - {{id: r{i}, match: {{tool: tool_{i}, args: {{amount: {{gt: {}}}}}}}, decision: require_approval}}\n", 1000 + i),
+            _ => format!("  - {{id: r{i}, match: {{tool: tool_{i}, args: {{path: {{glob: '/etc/{i}/*'}}}}}}, decision: deny}}\n"),
+        };
+        t.push_str(&rule);
+    }
+    t
+}
+
+fn policy_steps(n: usize) -> Arc<Vec<Step>> {
+    Arc::new(
+        (0..256)
+            .map(|i| {
+                Step::builder(format!("tool_{}", (i * 7919) % n), ActionClass::Read)
+                    .args(json!({ "command": format!("ls -la /srv/{i}"), "amount": i, "path": format!("/tmp/{i}") }))
                     .tokens(100)
                     .build()
                     .unwrap()
@@ -91,6 +125,39 @@ fn latency() {
         row("kernel only (no actor)", &pcts(samples));
     }
 
+    // Kernel with a 100-rule policy.
+    {
+        let policy: Arc<dyn warden::StepPolicy> =
+            Arc::new(PolicySet::parse(&policy_text(100)).unwrap());
+        let steps = policy_steps(100);
+        let root = Account::root("swarm", Limits::UNLIMITED);
+        let account = root.child("a", Limits::UNLIMITED).unwrap();
+        let config = KernelConfig {
+            stagnation: StagnationConfig::OFF,
+            ..Default::default()
+        };
+        let mut k = AgentKernel::new(
+            AgentId::new("a").unwrap(),
+            account,
+            &config,
+            Some(policy),
+            0,
+        );
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for i in 0..SAMPLES + 20_000 {
+            let step = &steps[i % steps.len()];
+            let start = Instant::now();
+            let d = std::hint::black_box(k.decide(step, i as u64)).decision;
+            let ns = start.elapsed().as_nanos() as u64;
+            assert!(d.is_allow());
+            k.settle(d.step, &Outcome::success(), i as u64).unwrap();
+            if i >= 20_000 {
+                samples.push(ns);
+            }
+        }
+        row("kernel + 100-rule policy (no actor)", &pcts(samples));
+    }
+
     let driver = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,6 +208,41 @@ fn latency() {
             }
         }
         row("actor, sharded, caller on another thread", &pcts(samples));
+        driver.block_on(swarm.shutdown());
+    }
+    // Sharded, caller on the agent's shard, 100-rule policy.
+    {
+        let swarm = driver
+            .block_on(
+                Swarm::builder()
+                    .layout(Layout::Sharded { shards: 2 })
+                    .policy_set(PolicySet::parse(&policy_text(100)).unwrap())
+                    .build(),
+            )
+            .unwrap();
+        let agent = driver.block_on(swarm.spawn_agent(spec("a"))).unwrap();
+        let (a, s) = (agent.clone(), policy_steps(100));
+        let samples = driver
+            .block_on(swarm.spawn_on_shard_of(&agent, async move {
+                let mut samples = Vec::with_capacity(SAMPLES);
+                for i in 0..SAMPLES + 20_000 {
+                    let step = s[i % s.len()].clone();
+                    let start = Instant::now();
+                    let d = a.step(step).await.unwrap();
+                    let ns = start.elapsed().as_nanos() as u64;
+                    assert!(d.is_allow(), "{d:?}");
+                    a.outcome(d.step, Outcome::success()).await.unwrap();
+                    if i >= 20_000 {
+                        samples.push(ns);
+                    }
+                }
+                samples
+            }))
+            .unwrap();
+        row(
+            "actor + 100-rule policy, caller on the agent's shard",
+            &pcts(samples),
+        );
         driver.block_on(swarm.shutdown());
     }
     // Multi-thread runtime, cross-thread calls.
@@ -269,7 +371,7 @@ fn throughput_sharded(agents: usize, secs: u64, settle: bool) -> f64 {
 /// step bound is raised (budgets are unlimited).
 fn load_spec(i: usize) -> AgentSpec {
     let mut spec = spec(&format!("t{i}"));
-    spec.config.max_open_steps = 1 << 24;
+    spec.max_open_steps = Some(1 << 24);
     spec
 }
 
@@ -504,6 +606,30 @@ fn memory() {
     }
 }
 
+/// Detector cost on a typical benign 199-byte args string (no hit: the common case).
+fn detectors() {
+    use warden::actors::policy::Detector;
+    const ARGS: &str = r###"{"tool":"fs.write","path":"/home/agent/work/report-2024-06-11.md","content":"## Summary\nBuild passed on commit 3f78685 after 12 retries; see logs/ci/run-4821.txt.","mode":"overwrite","append":false}"###;
+    println!(
+        "\n### Detectors: one `find` on a benign {}-byte args string (µs)\n",
+        ARGS.len()
+    );
+    println!("| detector | p50 | p99 | p99.9 |\n|---|---|---|---|");
+    for d in Detector::ALL {
+        assert!(d.find(ARGS).is_none());
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for i in 0..SAMPLES + 20_000 {
+            let start = Instant::now();
+            std::hint::black_box(d.find(std::hint::black_box(ARGS)));
+            let ns = start.elapsed().as_nanos() as u64;
+            if i >= 20_000 {
+                samples.push(ns);
+            }
+        }
+        row(d.name(), &pcts(samples));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -525,5 +651,8 @@ fn main() {
     }
     if want("memory") {
         memory();
+    }
+    if want("detectors") {
+        detectors();
     }
 }

@@ -1,21 +1,333 @@
 //! The `warden` command line.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use warden::actors::policy::{PolicySet, Severity};
+use warden::actors::{Account, AgentId, Amounts, LedgerDim, PolicyContext, PolicyOutcome, Step};
 
 /// warden: a supervisor for swarms of AI agents.
 ///
-/// The library (spawn agents under a supervisor, ask before every step) is available now; see
-/// `cargo run --release --example swarm` for a runnable tour. The node (`warden node`), the
-/// policy tools (`warden policy`), the simulator (`warden sim`) and the audit tools
-/// (`warden audit`) arrive with their issues; until then this binary only prints its help and
-/// version.
+/// Budgets, allow/deny/approval/halt decisions for every step, shared pools that are never
+/// overspent, cascade halts. The library is the main way in today (see
+/// `cargo run --release --example swarm`); this binary checks and evaluates policies. The node,
+/// simulator and audit commands arrive with their issues.
 #[derive(Parser, Debug)]
 #[command(name = "warden", version, about, long_about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    use clap::CommandFactory;
-    let _ = Cli::command().print_help();
-    println!();
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check and try out policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Report every error (with line:column and a hint) and warning in a policy file.
+    ///
+    /// Exits 1 when the policy has errors, 0 otherwise (warnings alone do not fail).
+    Check {
+        /// The policy YAML file.
+        file: PathBuf,
+        /// Print diagnostics as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a policy decides for one step, and every rule that matched.
+    ///
+    /// This judges the policy (rules, tool registry, rate limits) for the given agent state;
+    /// budgets and stagnation belong to a running agent and are not simulated, except for
+    /// `remaining_below` rules, which see the `spent` amounts of --state against the policy's
+    /// default budgets.
+    Eval {
+        /// The policy YAML file.
+        file: PathBuf,
+        /// The step, as step JSON: {"tool": ..., "action": ..., "args": {...}, "cost": {...}}.
+        #[arg(long)]
+        step: String,
+        /// Agent state JSON: {"agent", "team", "failures", "steps", "now" (RFC 3339, UTC) or
+        /// "now_ms", "spent": {"steps", "tokens", "cost_usd", "risk"}}; all optional.
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+/// What `policy eval` prints, in this field order.
+#[derive(serde::Serialize)]
+struct EvalOutput {
+    decision: &'static str,
+    rule: Option<String>,
+    kind: Option<&'static str>,
+    reason: String,
+    risk_micro: u64,
+    remaining: serde_json::Map<String, serde_json::Value>,
+    matched: Vec<warden::actors::policy::MatchedRule>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct EvalState {
+    agent: Option<String>,
+    team: Option<String>,
+    #[serde(default)]
+    failures: u32,
+    #[serde(default)]
+    steps: u64,
+    now: Option<String>,
+    now_ms: Option<u64>,
+    #[serde(default)]
+    spent: SpentState,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct SpentState {
+    #[serde(default)]
+    steps: u64,
+    #[serde(default)]
+    tokens: u64,
+    #[serde(default)]
+    cost_usd: f64,
+    #[serde(default)]
+    risk: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(file: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Policy(PolicyCommand::Check { file, json }) => {
+            let text = read(&file)?;
+            let diags = PolicySet::check(&text);
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            let warnings = diags.len() - errors;
+            for d in &diags {
+                if json {
+                    let mut v = serde_json::to_value(d)?;
+                    v["file"] = serde_json::Value::String(file.display().to_string());
+                    println!("{v}");
+                } else {
+                    println!("{}:{d}", file.display());
+                }
+            }
+            if !json {
+                let plural =
+                    |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+                if errors == 0 {
+                    let rules = PolicySet::parse(&text).map(|p| p.rule_count()).unwrap_or(0);
+                    println!(
+                        "{}: ok, {} ({})",
+                        file.display(),
+                        plural(rules, "rule"),
+                        plural(warnings, "warning")
+                    );
+                } else {
+                    println!(
+                        "{}: {}, {}",
+                        file.display(),
+                        plural(errors, "error"),
+                        plural(warnings, "warning")
+                    );
+                }
+            }
+            Ok(if errors > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Policy(PolicyCommand::Eval { file, step, state }) => {
+            let text = read(&file)?;
+            let policy = match PolicySet::parse(&text) {
+                Ok(p) => p,
+                Err(e) => {
+                    for d in &e.diagnostics {
+                        eprintln!("{}:{d}", file.display());
+                    }
+                    bail!(
+                        "{} is not a valid policy; run `warden policy check` on it",
+                        file.display()
+                    );
+                }
+            };
+            let step: Step =
+                serde_json::from_str(&step).context("--step is not valid step JSON")?;
+            let state: EvalState = match state {
+                Some(s) => serde_json::from_str(&s).context("--state is not valid state JSON")?,
+                None => EvalState::default(),
+            };
+            let now_ms = match (&state.now, state.now_ms) {
+                (Some(_), Some(_)) => bail!("--state has both now and now_ms; give one"),
+                (Some(t), None) => parse_rfc3339_utc(t).with_context(|| {
+                    format!("--state now = {t:?} is not a UTC time like 2026-11-23T10:00:00Z")
+                })?,
+                (None, Some(ms)) => ms,
+                (None, None) => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            };
+            let root_name = policy
+                .doc()
+                .pools
+                .first()
+                .map_or("swarm".to_string(), |p| p.path.clone());
+            let team = state.team.clone().unwrap_or_else(|| root_name.clone());
+            let agent = AgentId::new(state.agent.as_deref().unwrap_or("agent"))
+                .context("--state agent is not a valid agent id")?;
+            let team_account = Account::root(team.as_str(), warden::Limits::UNLIMITED);
+            let account = team_account
+                .child(agent.as_str(), policy.default_budgets().ledger_limits())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let spent = Amounts::new(
+                state.spent.steps,
+                state.spent.tokens,
+                warden::actors::step::usd_to_micro(state.spent.cost_usd)
+                    .map_err(|e| anyhow::anyhow!("--state spent: {e}"))?,
+                (state.spent.risk.max(0.0) * 1e6).round() as u64,
+            );
+            if !spent.is_zero() {
+                match account.reserve(&spent) {
+                    Ok((r, _)) => {
+                        r.settle(&spent);
+                    }
+                    Err(s) => bail!(
+                        "--state spent {} {} exceeds the default budget ({} left)",
+                        s.requested,
+                        s.dimension,
+                        s.available
+                    ),
+                }
+            }
+            let ctx = PolicyContext {
+                agent: &agent,
+                step: &step,
+                consecutive_failures: state.failures,
+                steps_decided: state.steps,
+                now_ms,
+                team: &team,
+                account: &account,
+            };
+            let e = policy.evaluate(&ctx);
+            let (decision, rule, kind, reason) = match &e.outcome {
+                PolicyOutcome::Allow => ("allow", None, None, String::new()),
+                PolicyOutcome::RequireApproval { rule, reason } => (
+                    "require_approval",
+                    Some(rule.to_string()),
+                    None,
+                    reason.clone(),
+                ),
+                PolicyOutcome::Deny { rule, reason } => {
+                    ("deny", Some(rule.to_string()), None, reason.clone())
+                }
+                PolicyOutcome::Halt { rule, kind, reason } => (
+                    "halt",
+                    Some(rule.to_string()),
+                    Some(kind.name()),
+                    reason.clone(),
+                ),
+            };
+            let remaining = account.remaining_on_path();
+            let mut rem = serde_json::Map::new();
+            for dim in LedgerDim::ALL {
+                if let Some(v) = remaining.get(dim) {
+                    let key = match dim {
+                        LedgerDim::CostMicroUsd => "cost_micro_usd",
+                        LedgerDim::RiskMicro => "risk_micro",
+                        d => d.name(),
+                    };
+                    rem.insert(key.into(), v.into());
+                }
+            }
+            let out = EvalOutput {
+                decision,
+                rule,
+                kind,
+                reason,
+                risk_micro: e.risk_floor_micro.max(step.signals().risk_micro()),
+                remaining: rem,
+                matched: e.matched,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` to Unix milliseconds.
+fn parse_rfc3339_utc(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, u32, u32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':');
+    let (hh, mm, ss): (u64, u64, u64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let ms: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    if days < 0 {
+        return None;
+    }
+    Some(days as u64 * 86_400_000 + hh * 3_600_000 + mm * 60_000 + ss * 1_000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_utc_times_parse() {
+        assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_utc("2026-11-23T10:00:00Z"),
+            Some(1_795_428_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_utc("2000-02-29T12:30:15.250Z"),
+            Some(951_827_415_250)
+        );
+        assert_eq!(parse_rfc3339_utc("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_utc("2026-11-23 10:00"), None);
+    }
 }

@@ -30,3 +30,117 @@ fn an_unknown_argument_fails_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("frobnicate"), "{err}");
 }
+
+#[test]
+fn policy_check_passes_every_example_policy() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = warden(&["policy", "check", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {text}", path.display());
+        assert!(text.contains(": ok, "), "{text}");
+        assert!(text.contains("(0 warnings)"), "{text}");
+        checked += 1;
+    }
+    assert!(
+        checked >= 4,
+        "coding, research, payments and design examples"
+    );
+}
+
+#[test]
+fn policy_check_reports_errors_with_file_line_column_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\ntools:\n  shell: {action: execute}\nrules:\n  - {id: a, match: {tool: shel}, decision: deny}\n  - {id: b, match: {tool: shell, args: {cmd: {regex: '('}}}, decision: deny}\n",
+    )
+    .unwrap();
+    let out = warden(&["policy", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f = file.display();
+    assert!(
+        text.contains(&format!(
+            "{f}:5:27: error: rule `a` names unknown tool `shel`\n  hint: did you mean `shell`?"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{f}:6:54: error: bad regex")),
+        "{text}"
+    );
+    assert!(text.contains("2 errors, 0 warnings"), "{text}");
+    let json = warden(&["policy", "check", "--json", file.to_str().unwrap()]);
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&json.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["line"], 5);
+    assert_eq!(first["severity"], "error");
+    let missing = warden(&["policy", "check", "/nonexistent/p.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/p.yaml"));
+}
+
+#[test]
+fn policy_eval_prints_the_decision_and_every_matched_rule() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/policies/payments-agent.yaml"
+    );
+    let step = r#"{"tool": "payments.transfer", "action": "spend", "args": {"amount": 20000, "recipient": {"country": "FR"}}}"#;
+    let out = warden(&[
+        "policy",
+        "eval",
+        file,
+        "--step",
+        step,
+        "--state",
+        r#"{"now": "2026-11-24T10:00:00Z"}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["rule"], "huge-transfer");
+    let ids: Vec<&str> = v["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["big-transfer", "huge-transfer"]);
+    assert_eq!(v["risk_micro"], 5_000_000);
+    // On a Saturday night the same small transfer needs approval twice over.
+    let small = r#"{"tool": "payments.transfer", "action": "spend", "args": {"amount": 10, "recipient": {"country": "FR"}}}"#;
+    let out = warden(&[
+        "policy",
+        "eval",
+        file,
+        "--step",
+        small,
+        "--state",
+        r#"{"now": "2026-11-28T23:00:00Z"}"#,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "require_approval");
+    assert_eq!(v["matched"].as_array().unwrap().len(), 2);
+    // Bad step JSON: exit 2 with the reason.
+    let bad = warden(&["policy", "eval", file, "--step", r#"{"tool": "x"}"#]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("missing field `action`"));
+}

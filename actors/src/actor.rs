@@ -16,7 +16,9 @@ use crate::clock::Clock;
 use crate::decision::{Decision, DecisionEvent, HaltKind, HaltRecord, Verdict};
 use crate::event::{Event, EventBus};
 use crate::ids::{AgentId, StepId};
-use crate::kernel::{AgentKernel, Outcome, SettleError, SettleReport};
+use crate::kernel::{
+    AgentKernel, ApprovalAnswer, ApprovalError, Outcome, PendingApproval, SettleError, SettleReport,
+};
 use crate::step::Step;
 
 /// A halt that happened inside an agent actor, sent to the supervisor for cascading.
@@ -64,10 +66,15 @@ impl AgentMetrics {
     }
 }
 
+/// Most final decisions of answered approvals kept for callers that have not collected them.
+pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 1_024;
+
 /// Everything about one agent that must outlive its actor: the kernel and its wiring.
 pub struct AgentCore {
     id: AgentId,
     kernel: Mutex<AgentKernel>,
+    resolved: Mutex<std::collections::BTreeMap<StepId, Decision>>,
+    resolved_notify: tokio::sync::Notify,
     clock: Arc<dyn Clock>,
     events: EventBus,
     halts: Option<mpsc::Sender<HaltNotice>>,
@@ -94,6 +101,8 @@ impl AgentCore {
         Arc::new(Self {
             id: kernel.id().clone(),
             kernel: Mutex::new(kernel),
+            resolved: Mutex::new(Default::default()),
+            resolved_notify: tokio::sync::Notify::new(),
             clock,
             events,
             halts,
@@ -114,7 +123,72 @@ impl AgentCore {
     /// Runs `f` with the kernel locked. Supervisors use this for halts, resumes and snapshots,
     /// which must take effect at once rather than queue behind the agent's steps.
     pub fn with_kernel<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> R {
-        f(&mut self.kernel.lock())
+        let (out, denials) = {
+            let mut k = self.kernel.lock();
+            let out = f(&mut k);
+            (out, k.take_halt_denials())
+        };
+        for d in denials {
+            self.resolve(d);
+        }
+        out
+    }
+
+    /// Records a parked step's final decision, announces it and wakes whoever waits on it.
+    fn resolve(&self, decision: Decision) {
+        if let Some(approval) = decision.approval.clone() {
+            self.events.publish(Event::ApprovalResolved {
+                agent: self.id.clone(),
+                approval,
+                decision: decision.clone(),
+            });
+        }
+        {
+            let mut map = self.resolved.lock();
+            map.insert(decision.step, decision);
+            while map.len() > MAX_UNCOLLECTED_RESOLUTIONS {
+                map.pop_first();
+            }
+        }
+        self.resolved_notify.notify_waiters();
+    }
+
+    /// Answers a parked step (approve, deny, timeout) and delivers its final decision.
+    pub fn answer_approval(
+        &self,
+        step: StepId,
+        answer: &ApprovalAnswer,
+    ) -> Result<Decision, ApprovalError> {
+        let now = self.clock.now_ms();
+        let decision = self.with_kernel(|k| k.answer_approval(step, answer, now))?;
+        self.resolve(decision.clone());
+        Ok(decision)
+    }
+
+    /// The final decision of an answered approval, if it is waiting to be collected.
+    pub fn take_resolution(&self, step: StepId) -> Option<Decision> {
+        self.resolved.lock().remove(&step)
+    }
+
+    /// Waits for the final decision of a parked step, at most `timeout`. The decision is
+    /// handed out once.
+    pub async fn await_resolution(
+        &self,
+        step: StepId,
+        timeout: std::time::Duration,
+    ) -> Option<Decision> {
+        let wait = async {
+            loop {
+                let notified = self.resolved_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(d) = self.resolved.lock().remove(&step) {
+                    return d;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
     }
 
     /// Publishes a halt event and counts it (the caller has already applied the halt).
@@ -130,7 +204,7 @@ impl AgentCore {
     /// the decision and, for a new halt, the halt; returns the halt for the caller to forward.
     pub fn decide_now(&self, step: &Step) -> (Decision, Option<HaltRecord>) {
         let now = self.clock.now_ms();
-        let decided = self.kernel.lock().decide(step, now);
+        let decided = self.with_kernel(|k| k.decide(step, now));
         self.metrics.decision(decided.decision.decision);
         if self.events.has_subscribers() {
             self.events.publish(Event::Decision(DecisionEvent {
@@ -142,7 +216,21 @@ impl AgentCore {
         if let Some(record) = &decided.new_halt {
             self.announce_halt(record);
         }
+        if let Some(p) = &decided.new_approval {
+            self.announce_approval(p);
+        }
         (decided.decision, decided.new_halt)
+    }
+
+    fn announce_approval(&self, p: &PendingApproval) {
+        self.events.publish(Event::ApprovalRequested {
+            agent: self.id.clone(),
+            approval: p.id.clone(),
+            tool: Arc::from(p.step.tool()),
+            rule: Arc::clone(&p.rule),
+            reason: p.reason.clone(),
+            expires_at_ms: p.expires_at_ms,
+        });
     }
 
     async fn forward_halt(&self, record: HaltRecord) {
@@ -209,7 +297,7 @@ impl Actor for AgentActor {
             }
             AgentMsg::Outcome(step, outcome, reply) => {
                 let now = core.clock.now_ms();
-                let result = core.kernel.lock().settle(step, &outcome, now);
+                let result = core.with_kernel(|k| k.settle(step, &outcome, now));
                 let new_halt = result.as_ref().ok().and_then(|r| r.halt.clone());
                 let _ = reply.send(result);
                 if let Some(record) = new_halt {
@@ -219,7 +307,7 @@ impl Actor for AgentActor {
             }
             AgentMsg::Heartbeat => {
                 let now = core.clock.now_ms();
-                core.kernel.lock().heartbeat(now);
+                core.with_kernel(|k| k.heartbeat(now));
             }
             AgentMsg::Crash(why) => {
                 panic!("injected crash in agent {}: {why}", core.id);

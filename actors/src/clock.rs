@@ -1,26 +1,34 @@
 //! Time enters the kernel only as a parameter. The actor shell reads a [`Clock`]; the simulator
 //! and tests drive a [`ManualClock`], so every decision is reproducible.
+//!
+//! Times are milliseconds since the Unix epoch, so policies can use calendar windows
+//! ("weekdays 09:00-17:00 UTC"), but they never run backwards: budgets measure durations.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// A monotonic source of milliseconds. Implementations must never go backwards.
+/// A monotonic source of Unix-epoch milliseconds. Implementations must never go backwards.
 pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since an arbitrary, fixed origin.
+    /// Milliseconds since 1970-01-01T00:00:00Z, never decreasing.
     fn now_ms(&self) -> u64;
 }
 
-/// Wall-clock time measured from the moment the clock was made (monotonic, via [`Instant`]).
+/// The system's time: the wall clock read once at creation, advanced by the monotonic clock
+/// (so a wall-clock step backwards cannot shrink a measured duration).
 #[derive(Debug)]
 pub struct SystemClock {
     origin: Instant,
+    origin_unix_ms: u64,
 }
 
 impl SystemClock {
-    /// A clock whose origin is now.
+    /// A clock starting at the current wall-clock time.
     pub fn new() -> Self {
         Self {
             origin: Instant::now(),
+            origin_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
 }
@@ -33,7 +41,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+        self.origin_unix_ms + self.origin.elapsed().as_millis() as u64
     }
 }
 

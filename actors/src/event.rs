@@ -41,6 +41,31 @@ pub enum Event {
         /// The halt that was lifted.
         lifted: HaltRecord,
     },
+    /// A step was parked until a human answers.
+    ApprovalRequested {
+        /// The agent.
+        agent: AgentId,
+        /// The approval id (`<agent>/<step>`).
+        approval: String,
+        /// The step's tool.
+        tool: Arc<str>,
+        /// The rule that asked.
+        rule: Arc<str>,
+        /// Its message.
+        reason: String,
+        /// When it is denied if nobody answers (Unix ms).
+        expires_at_ms: u64,
+    },
+    /// A parked step got its final decision (approved, denied, timed out, or cancelled by a
+    /// halt).
+    ApprovalResolved {
+        /// The agent.
+        agent: AgentId,
+        /// The approval id.
+        approval: String,
+        /// The final decision (allow or deny) with its reason.
+        decision: crate::decision::Decision,
+    },
     /// A crashed agent actor was restarted (its budgets and spend are untouched).
     Restart {
         /// The agent.
@@ -65,6 +90,8 @@ impl Event {
         match self {
             Event::Decision(d) => Some(&d.agent),
             Event::Halt { agent, .. }
+            | Event::ApprovalRequested { agent, .. }
+            | Event::ApprovalResolved { agent, .. }
             | Event::Resume { agent, .. }
             | Event::Restart { agent, .. } => Some(agent),
             Event::Escalation { .. } => None,

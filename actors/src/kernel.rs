@@ -40,11 +40,46 @@ pub struct KernelConfig {
     pub max_open_steps: usize,
 }
 
-/// A policy consulted on every step, before budgets. The Policy issue supplies the YAML engine;
-/// any type that can judge a step can plug in here.
+/// Default time a step waits for a human before it is denied: 10 minutes.
+pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
+
+/// A policy consulted on every step, before budgets. [`crate::policy::PolicySet`] is the YAML
+/// engine; any type that can judge a step can plug in here.
 pub trait StepPolicy: Send + Sync + 'static {
-    /// Judges one step. Must be pure: same inputs, same answer.
+    /// Judges one step. Same inputs (and, for rate limits, same earlier calls), same answer.
     fn evaluate(&self, ctx: &PolicyContext<'_>) -> PolicyOutcome;
+
+    /// The least risk this step is charged, in micro-units (e.g. its tool's registered risk);
+    /// the step's own `signals.risk` counts when higher.
+    fn risk_floor_micro(&self, _step: &Step) -> u64 {
+        0
+    }
+
+    /// How long a `require_approval` step waits for an answer before it is denied.
+    fn approval_timeout_ms(&self) -> u64 {
+        DEFAULT_APPROVAL_TIMEOUT_MS
+    }
+
+    /// Everything the kernel asks the policy about one step, in one call, so that a policy
+    /// swapped concurrently is seen whole (old or new), never mixed.
+    fn judge(&self, ctx: &PolicyContext<'_>) -> Judgement {
+        Judgement {
+            outcome: self.evaluate(ctx),
+            risk_floor_micro: self.risk_floor_micro(ctx.step),
+            approval_timeout_ms: self.approval_timeout_ms(),
+        }
+    }
+}
+
+/// A policy's full answer about one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    /// Allow, deny, approval or halt.
+    pub outcome: PolicyOutcome,
+    /// The least risk charged (micro-units).
+    pub risk_floor_micro: u64,
+    /// Approval timeout if the outcome asks for approval.
+    pub approval_timeout_ms: u64,
 }
 
 /// What a policy sees.
@@ -58,8 +93,12 @@ pub struct PolicyContext<'a> {
     pub consecutive_failures: u32,
     /// Steps decided so far (any verdict).
     pub steps_decided: u64,
-    /// The time of the decision.
+    /// The time of the decision (Unix milliseconds).
     pub now_ms: u64,
+    /// The agent's team path (its pool), e.g. `swarm/research`.
+    pub team: &'a str,
+    /// The agent's own budget account (for rules on remaining budget).
+    pub account: &'a Arc<Account>,
 }
 
 /// A policy's answer.
@@ -67,6 +106,13 @@ pub struct PolicyContext<'a> {
 pub enum PolicyOutcome {
     /// No objection: budgets decide.
     Allow,
+    /// Park the step until a human approves or denies it.
+    RequireApproval {
+        /// Rule id.
+        rule: Arc<str>,
+        /// Message.
+        reason: String,
+    },
     /// Refuse this step.
     Deny {
         /// Rule id.
@@ -159,13 +205,76 @@ pub struct SettleReport {
     pub halt: Option<HaltRecord>,
 }
 
-/// The kernel's answer to a step, plus the halt it started, if any.
+/// The kernel's answer to a step, plus the halt or approval request it started, if any.
 #[derive(Debug, Clone)]
 pub struct Decided {
     /// The decision for the caller.
     pub decision: Decision,
     /// Set when this step halted the agent (not when it was already halted).
     pub new_halt: Option<HaltRecord>,
+    /// Set when this step was parked for approval.
+    pub new_approval: Option<PendingApproval>,
+}
+
+/// A step parked until a human answers. Its expected cost is already reserved, so an approval
+/// never fails for budget; the agent's wall time does not run while any step waits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingApproval {
+    /// `<agent>/<step>`, unique in a swarm.
+    pub id: String,
+    /// The agent.
+    pub agent: AgentId,
+    /// The parked step's id.
+    pub step_id: StepId,
+    /// The parked step.
+    pub step: Step,
+    /// The rule that asked for approval.
+    pub rule: Arc<str>,
+    /// Its message.
+    pub reason: String,
+    /// When it was parked.
+    pub requested_at_ms: u64,
+    /// When it is denied if nobody answers.
+    pub expires_at_ms: u64,
+}
+
+impl PendingApproval {
+    /// The approval id for a step.
+    pub fn id_for(agent: &AgentId, step: StepId) -> String {
+        format!("{agent}/{step}")
+    }
+}
+
+/// A human's answer, or the lack of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalAnswer {
+    /// Go ahead: the step becomes an allowed, open step.
+    Approve {
+        /// Who approved.
+        by: String,
+    },
+    /// No: the reservation is released and the step denied.
+    Deny {
+        /// Who denied.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nobody answered in time: denied.
+    Timeout,
+}
+
+/// Why an approval could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    /// Unknown id, or already answered.
+    #[error("no pending approval {0}: it was never requested, was already answered, or timed out")]
+    NotPending(String),
+}
+
+struct Parked {
+    approval: PendingApproval,
+    reservation: Reservation,
 }
 
 /// Is the agent running or halted?
@@ -193,6 +302,8 @@ pub struct AgentSnapshot {
     pub steps_allowed: u64,
     /// Steps allowed and not yet settled.
     pub open_steps: usize,
+    /// Steps waiting for approval.
+    pub pending_approvals: usize,
     /// Consecutive failures.
     pub consecutive_failures: u32,
     /// Distinct tools tried.
@@ -221,6 +332,10 @@ pub struct AgentKernel {
     consecutive_failures: u32,
     explored: HashSet<u64>,
     open: HashMap<StepId, Reservation>,
+    parked: HashMap<StepId, Parked>,
+    halt_denials: Vec<Decision>,
+    paused_total_ms: u64,
+    paused_since_ms: Option<u64>,
     halt: Option<HaltRecord>,
 }
 
@@ -267,6 +382,10 @@ impl AgentKernel {
             consecutive_failures: 0,
             explored: HashSet::new(),
             open: HashMap::new(),
+            parked: HashMap::new(),
+            halt_denials: Vec::new(),
+            paused_total_ms: 0,
+            paused_since_ms: None,
             halt: None,
         }
     }
@@ -343,6 +462,7 @@ impl AgentKernel {
                 self.account.remaining_on_path(),
             ),
             new_halt: Some(record),
+            new_approval: None,
         }
     }
 
@@ -353,7 +473,47 @@ impl AgentKernel {
                 reservation.cancel();
             }
         }
+        // A halted agent runs nothing new: parked steps are denied and their holds released.
+        // (Their ids stay unknown afterwards; answering one reports it as not pending.)
+        let now = record.at_ms;
+        let mut parked: Vec<(StepId, Parked)> = self.parked.drain().collect();
+        parked.sort_by_key(|(id, _)| *id);
+        for (step, p) in parked {
+            p.reservation.cancel();
+            let mut d = self.decision(
+                step,
+                Verdict::Deny,
+                Some(Arc::clone(&p.approval.rule)),
+                None,
+                format!(
+                    "agent halted ({}) while the step waited: {}",
+                    record.kind, record.reason
+                ),
+                Remaining::default(),
+            );
+            d.approval = Some(p.approval.id);
+            self.halt_denials.push(d);
+        }
+        self.resume_clock(now);
         self.halt = Some(record);
+    }
+
+    /// Active time: since start, less the time spent with at least one step parked.
+    fn active_ms(&self, now_ms: u64) -> u64 {
+        let paused_now = self
+            .paused_since_ms
+            .map_or(0, |since| now_ms.saturating_sub(since));
+        now_ms
+            .saturating_sub(self.started_at_ms)
+            .saturating_sub(self.paused_total_ms + paused_now)
+    }
+
+    fn resume_clock(&mut self, now_ms: u64) {
+        if self.parked.is_empty() {
+            if let Some(since) = self.paused_since_ms.take() {
+                self.paused_total_ms += now_ms.saturating_sub(since);
+            }
+        }
     }
 
     /// Decides one step at time `now_ms`. An allow reserves the step's expected cost on the
@@ -377,11 +537,12 @@ impl AgentKernel {
                     self.account.remaining_on_path(),
                 ),
                 new_halt: None,
+                new_approval: None,
             };
         }
 
         if let Some(limit) = self.wall_time_ms {
-            let active = now_ms.saturating_sub(self.started_at_ms);
+            let active = self.active_ms(now_ms);
             if active >= limit {
                 return self.halt_now(
                     step_id,
@@ -393,16 +554,26 @@ impl AgentKernel {
             }
         }
 
-        let policy_outcome = match &self.policy {
-            None => PolicyOutcome::Allow,
-            Some(policy) => policy.evaluate(&PolicyContext {
-                agent: &self.id,
-                step,
-                consecutive_failures: self.consecutive_failures,
-                steps_decided: step_id.seq() - 1,
-                now_ms,
-            }),
+        let judgement = match &self.policy {
+            None => Judgement {
+                outcome: PolicyOutcome::Allow,
+                risk_floor_micro: 0,
+                approval_timeout_ms: DEFAULT_APPROVAL_TIMEOUT_MS,
+            },
+            Some(policy) => {
+                let team = self.account.parent().map_or("", |p| &**p.name());
+                policy.judge(&PolicyContext {
+                    agent: &self.id,
+                    step,
+                    consecutive_failures: self.consecutive_failures,
+                    steps_decided: step_id.seq() - 1,
+                    now_ms,
+                    team,
+                    account: &self.account,
+                })
+            }
         };
+        let policy_outcome = judgement.outcome;
         if let PolicyOutcome::Halt { rule, kind, reason } = policy_outcome {
             return self.halt_now(step_id, kind, rule, reason, now_ms);
         }
@@ -456,19 +627,65 @@ impl AgentKernel {
             }
         }
 
-        if self.open.len() >= self.max_open_steps {
+        if self.open.len() + self.parked.len() >= self.max_open_steps {
             return self.deny(
                 step_id,
                 Arc::from("limit.open_steps"),
                 format!(
-                    "{} steps are allowed but not yet settled (limit {}); report outcomes first",
-                    self.open.len(),
+                    "{} steps are allowed or awaiting approval but not yet settled (limit {}); report outcomes first",
+                    self.open.len() + self.parked.len(),
                     self.max_open_steps
                 ),
             );
         }
 
-        match self.account.reserve(&step.reservation()) {
+        let mut amounts = step.reservation();
+        if judgement.risk_floor_micro > amounts.get(LedgerDim::RiskMicro) {
+            amounts.set(LedgerDim::RiskMicro, judgement.risk_floor_micro);
+        }
+        let approval = match policy_outcome {
+            PolicyOutcome::RequireApproval { rule, reason } => Some((rule, reason)),
+            _ => None,
+        };
+        match self.account.reserve(&amounts) {
+            Ok((reservation, remaining)) if approval.is_some() => {
+                let (rule, reason) = approval.expect("checked");
+                let timeout = judgement.approval_timeout_ms;
+                let pending = PendingApproval {
+                    id: PendingApproval::id_for(&self.id, step_id),
+                    agent: self.id.clone(),
+                    step_id,
+                    step: step.clone(),
+                    rule: Arc::clone(&rule),
+                    reason: reason.clone(),
+                    requested_at_ms: now_ms,
+                    expires_at_ms: now_ms.saturating_add(timeout),
+                };
+                if self.parked.is_empty() {
+                    self.paused_since_ms = Some(now_ms);
+                }
+                self.parked.insert(
+                    step_id,
+                    Parked {
+                        approval: pending.clone(),
+                        reservation,
+                    },
+                );
+                let mut decision = self.decision(
+                    step_id,
+                    Verdict::RequireApproval,
+                    Some(rule),
+                    None,
+                    reason,
+                    remaining,
+                );
+                decision.approval = Some(pending.id.clone());
+                Decided {
+                    decision,
+                    new_halt: None,
+                    new_approval: Some(pending),
+                }
+            }
             Ok((reservation, remaining)) => {
                 self.open.insert(step_id, reservation);
                 self.steps_allowed += 1;
@@ -488,10 +705,101 @@ impl AgentKernel {
                         remaining,
                     ),
                     new_halt: None,
+                    new_approval: None,
                 }
             }
             Err(short) => self.shortfall(step_id, short, now_ms),
         }
+    }
+
+    /// Answers a parked step. Approve: the step becomes allowed and open (settle it as usual).
+    /// Deny or timeout: its reservation is released and it is denied. Either way the returned
+    /// decision is the step's final one.
+    pub fn answer_approval(
+        &mut self,
+        step: StepId,
+        answer: &ApprovalAnswer,
+        now_ms: u64,
+    ) -> Result<Decision, ApprovalError> {
+        let parked = self
+            .parked
+            .remove(&step)
+            .ok_or_else(|| ApprovalError::NotPending(PendingApproval::id_for(&self.id, step)))?;
+        self.resume_clock(now_ms);
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        let rule = Some(Arc::clone(&parked.approval.rule));
+        match answer {
+            ApprovalAnswer::Approve { by } => {
+                self.open.insert(step, parked.reservation);
+                self.steps_allowed += 1;
+                let mut d = self.decision(
+                    step,
+                    Verdict::Allow,
+                    rule,
+                    None,
+                    format!("approved by {by}"),
+                    self.account.remaining_on_path(),
+                );
+                d.approval = Some(parked.approval.id);
+                Ok(d)
+            }
+            ApprovalAnswer::Deny { by, reason } => {
+                parked.reservation.cancel();
+                let mut d = self.decision(
+                    step,
+                    Verdict::Deny,
+                    rule,
+                    None,
+                    format!("denied by {by}: {reason}"),
+                    self.account.remaining_on_path(),
+                );
+                d.approval = Some(parked.approval.id);
+                Ok(d)
+            }
+            ApprovalAnswer::Timeout => {
+                parked.reservation.cancel();
+                let mut d = self.decision(
+                    step,
+                    Verdict::Deny,
+                    rule,
+                    None,
+                    format!(
+                        "nobody answered approval {} within {} ms",
+                        parked.approval.id,
+                        parked.approval.expires_at_ms - parked.approval.requested_at_ms
+                    ),
+                    self.account.remaining_on_path(),
+                );
+                d.approval = Some(parked.approval.id);
+                Ok(d)
+            }
+        }
+    }
+
+    /// Parked steps whose time is up at `now_ms`.
+    pub fn expired_approvals(&self, now_ms: u64) -> Vec<StepId> {
+        let mut v: Vec<StepId> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.approval.expires_at_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Final (deny) decisions of parked steps that a halt cancelled, for the shell to deliver
+    /// to whoever waits on them.
+    pub fn take_halt_denials(&mut self) -> Vec<Decision> {
+        std::mem::take(&mut self.halt_denials)
+    }
+
+    /// Steps waiting for an answer, oldest first.
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        let mut v: Vec<PendingApproval> =
+            self.parked.values().map(|p| p.approval.clone()).collect();
+        v.sort_by_key(|p| p.step_id);
+        v
     }
 
     fn stagnation_window(&self) -> u32 {
@@ -509,6 +817,7 @@ impl AgentKernel {
                 self.account.remaining_on_path(),
             ),
             new_halt: None,
+            new_approval: None,
         }
     }
 
@@ -689,6 +998,7 @@ impl AgentKernel {
             steps_decided: self.next_seq - 1,
             steps_allowed: self.steps_allowed,
             open_steps: self.open.len(),
+            pending_approvals: self.parked.len(),
             consecutive_failures: self.consecutive_failures,
             explored: self.explored.len(),
             account: self.account.snapshot(),

@@ -343,6 +343,42 @@ impl Account {
         self.settle(reservation, &Amounts::ZERO);
     }
 
+    /// Would `limits` hold what is already spent and reserved? Says which dimension would not.
+    pub fn check_limits(&self, limits: &Limits) -> Result<(), String> {
+        let state = self.state.lock();
+        for dim in LedgerDim::ALL {
+            if let Some(limit) = limits.get(dim) {
+                let used = state.spent.get(dim) + state.reserved.get(dim);
+                if used > limit {
+                    return Err(format!(
+                        "new {} limit {limit} is below what is already spent and reserved ({used})",
+                        dim.name()
+                    ));
+                }
+            }
+        }
+        for (dim, limit) in limits.custom_entries() {
+            let used = state.spent.custom(dim) + state.reserved.custom(dim);
+            if used > *limit {
+                return Err(format!(
+                    "new {} limit {limit} is below what is already spent and reserved ({used})",
+                    dim.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the limits (hot reload). Refused, changing nothing, if any new limit is below
+    /// what is already spent and reserved, so the bound `spent + reserved <= limit` holds.
+    pub fn set_limits(&self, limits: Limits) -> Result<(), String> {
+        self.check_limits(&limits)?;
+        let mut state = self.state.lock();
+        state.limits = limits;
+        state.check_bound(&self.name);
+        Ok(())
+    }
+
     /// The account's totals right now.
     pub fn snapshot(&self) -> AccountSnapshot {
         let state = self.state.lock();

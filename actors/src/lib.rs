@@ -42,8 +42,10 @@ pub mod event;
 pub mod ids;
 pub mod kernel;
 pub mod ledger;
+pub mod policy;
 pub mod stagnation;
 pub mod step;
+pub mod team;
 
 pub use actor::{spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice};
 pub use budget::{Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MICROS_PER_UNIT};
@@ -52,9 +54,11 @@ pub use decision::{CauseLink, Decision, DecisionEvent, HaltKind, HaltRecord, Ver
 pub use event::{Event, EventBus, EventError, EventStream};
 pub use ids::{AgentId, IdError, StepId};
 pub use kernel::{
-    AgentKernel, AgentSnapshot, AgentState, Decided, KernelConfig, Outcome, OutcomeStatus,
-    PolicyContext, PolicyOutcome, SettleError, SettleReport, StepPolicy,
+    AgentKernel, AgentSnapshot, AgentState, ApprovalAnswer, ApprovalError, Decided, Judgement,
+    KernelConfig, Outcome, OutcomeStatus, PendingApproval, PolicyContext, PolicyOutcome,
+    SettleError, SettleReport, StepPolicy,
 };
 pub use ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
 pub use stagnation::StagnationConfig;
 pub use step::{ActionClass, Cost, Step, StepError};
+pub use team::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};

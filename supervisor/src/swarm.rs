@@ -13,11 +13,13 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent,
 };
 use tokio::sync::{mpsc, watch};
+use warden_actors::policy::{Diagnostic, PolicyErrors, PolicySet, Severity, SwappablePolicy};
 use warden_actors::{
     spawn_agent_actor, Account, AccountSnapshot, AgentCore, AgentId, AgentKernel, AgentMetrics,
-    AgentMsg, AgentSnapshot, Budgets, CauseLink, Clock, Decision, Event, EventBus, EventStream,
-    HaltKind, HaltNotice, HaltRecord, KernelConfig, Limits, Outcome, SettleError, SettleReport,
-    StagnationConfig, Step, StepId, StepPolicy, SystemClock,
+    AgentMsg, AgentSnapshot, ApprovalAnswer, ApprovalError, Budgets, CauseLink, Clock, Decision,
+    Event, EventBus, EventStream, HaltKind, HaltNotice, HaltRecord, KernelConfig, Limits, Outcome,
+    PendingApproval, SettleError, SettleReport, StagnationConfig, Step, StepId, StepPolicy,
+    SystemClock, Verdict,
 };
 
 use crate::runtime::{Layout, Shards};
@@ -75,6 +77,12 @@ pub enum SwarmError {
     /// Resume of an agent that runs.
     #[error("agent {0} is not halted")]
     NotHalted(AgentId),
+    /// An approval id that is not pending.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    /// A policy reload was refused; the old policy stays in force.
+    #[error("{0}")]
+    Policy(PolicyErrors),
     /// A wait-for edge was refused.
     #[error(transparent)]
     Wait(#[from] WaitError),
@@ -96,6 +104,9 @@ pub enum AgentError {
     /// The outcome could not be settled.
     #[error(transparent)]
     Settle(#[from] SettleError),
+    /// No final decision came for a step awaited as an approval.
+    #[error("agent {0} has no approval outcome for step {1}: it was not parked, its answer was already collected, or no answer came in time")]
+    NotAwaiting(AgentId, StepId),
 }
 
 /// What to halt.
@@ -126,8 +137,14 @@ pub struct AgentSpec {
     pub id: AgentId,
     /// Its team path (default: the root team).
     pub team: Option<String>,
-    /// Budgets, stagnation, heartbeat timeout.
-    pub config: KernelConfig,
+    /// Budgets (default: the policy's `defaults.budgets`, or none without a policy).
+    pub budgets: Option<Budgets>,
+    /// Stagnation detection (default: the policy's, or 5 repeats in 20 steps).
+    pub stagnation: Option<StagnationConfig>,
+    /// Halt as `lost` after this much silence (default: the policy's, or never).
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Bound on allowed-but-unsettled steps (default 1,024).
+    pub max_open_steps: Option<usize>,
     /// The agent that spawned this one (for `subtree` cascades).
     pub parent: Option<AgentId>,
     /// Agents this one depends on (for `dependents` cascades).
@@ -140,7 +157,10 @@ impl AgentSpec {
         Self {
             id,
             team: None,
-            config: KernelConfig::default(),
+            budgets: None,
+            stagnation: None,
+            heartbeat_timeout_ms: None,
+            max_open_steps: None,
             parent: None,
             depends_on: Vec::new(),
         }
@@ -154,20 +174,39 @@ impl AgentSpec {
 
     /// Sets its budgets.
     pub fn budgets(mut self, budgets: Budgets) -> Self {
-        self.config.budgets = budgets;
+        self.budgets = Some(budgets);
         self
     }
 
     /// Sets stagnation detection.
     pub fn stagnation(mut self, stagnation: StagnationConfig) -> Self {
-        self.config.stagnation = stagnation;
+        self.stagnation = Some(stagnation);
         self
     }
 
     /// Halts the agent as `lost` after this much silence.
     pub fn heartbeat_timeout_ms(mut self, timeout_ms: u64) -> Self {
-        self.config.heartbeat_timeout_ms = Some(timeout_ms);
+        self.heartbeat_timeout_ms = Some(timeout_ms);
         self
+    }
+
+    /// Bounds allowed-but-unsettled steps.
+    pub fn max_open_steps(mut self, max: usize) -> Self {
+        self.max_open_steps = Some(max);
+        self
+    }
+
+    /// The kernel configuration: `defaults` overridden by what this spec sets.
+    pub fn resolve(&self, defaults: &KernelConfig) -> KernelConfig {
+        KernelConfig {
+            budgets: self
+                .budgets
+                .clone()
+                .unwrap_or_else(|| defaults.budgets.clone()),
+            stagnation: self.stagnation.unwrap_or(defaults.stagnation),
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms.or(defaults.heartbeat_timeout_ms),
+            max_open_steps: self.max_open_steps.unwrap_or(defaults.max_open_steps),
+        }
     }
 
     /// Declares the agent that spawned this one.
@@ -299,8 +338,9 @@ struct SwarmInner {
     clock: Arc<dyn Clock>,
     events: EventBus,
     shards: Shards,
-    policy: Option<Arc<dyn StepPolicy>>,
+    policy: Option<Arc<SwappablePolicy>>,
     tree: RwLock<Tree>,
+    approval_agents: DashSet<AgentId>,
     agents: DashMap<AgentId, Arc<AgentEntry>>,
     by_actor: DashMap<ActorId, AgentId>,
     heartbeat_watch: DashSet<AgentId>,
@@ -319,7 +359,7 @@ pub struct SwarmBuilder {
     layout: Layout,
     event_capacity: usize,
     heartbeat_sweep_ms: u64,
-    policy: Option<Arc<dyn StepPolicy>>,
+    policy: Option<Arc<SwappablePolicy>>,
     max_agents: usize,
 }
 
@@ -383,9 +423,31 @@ impl SwarmBuilder {
         self
     }
 
-    /// A policy consulted on every step of every agent.
+    /// A policy consulted on every step of every agent (any [`StepPolicy`]).
     pub fn policy(mut self, policy: Arc<dyn StepPolicy>) -> Self {
-        self.policy = Some(policy);
+        self.policy = Some(Arc::new(SwappablePolicy::from_policy(policy)));
+        self
+    }
+
+    /// A compiled YAML policy: its rules judge every step, its pools become the swarm's teams
+    /// (the root pool is the root team), and its defaults configure agents spawned without
+    /// their own settings. Replace it later with [`Swarm::reload_policy`].
+    pub fn policy_set(mut self, set: PolicySet) -> Self {
+        let doc = set.doc();
+        for pool in &doc.pools {
+            let mut team = TeamSpec::new(pool.path.clone()).limits(pool.limits.clone());
+            team.cascade = pool.cascade.clone();
+            team.breaker = pool.breaker;
+            if let Some(r) = pool.restart {
+                team.restart = r;
+            }
+            if pool.path.contains('/') {
+                self.teams.push(team);
+            } else {
+                self.root = team;
+            }
+        }
+        self.policy = Some(Arc::new(SwappablePolicy::new(Arc::new(set))));
         self
     }
 
@@ -495,6 +557,7 @@ impl SwarmBuilder {
             shards,
             policy: self.policy,
             tree: RwLock::new(tree),
+            approval_agents: DashSet::new(),
             agents: DashMap::new(),
             by_actor: DashMap::new(),
             heartbeat_watch: DashSet::new(),
@@ -544,6 +607,7 @@ async fn heartbeat_loop(inner: Weak<SwarmInner>, every_ms: u64) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         inner.sweep_heartbeats();
+        inner.sweep_approvals();
     }
 }
 
@@ -587,7 +651,8 @@ impl Swarm {
             agent: id.clone(),
             reason,
         };
-        spec.config.stagnation.validate().map_err(bad)?;
+        let config = spec.resolve(&inner.agent_defaults());
+        config.stagnation.validate().map_err(bad)?;
         if spec.depends_on.len() > crate::waitfor::MAX_WAITS_PER_AGENT {
             return Err(bad(format!(
                 "declares {} dependencies; the limit is {}",
@@ -612,7 +677,7 @@ impl Swarm {
             }
             let account = team
                 .account
-                .child(id.as_str(), spec.config.budgets.ledger_limits())
+                .child(id.as_str(), config.budgets.ledger_limits())
                 .map_err(|e| bad(e.to_string()))?;
             (idx, account, team.metrics.clone())
         };
@@ -621,7 +686,11 @@ impl Swarm {
             return Err(SwarmError::TooManyAgents(inner.max_agents));
         }
         let now = inner.clock.now_ms();
-        let kernel = AgentKernel::new(id.clone(), account, &spec.config, inner.policy.clone(), now);
+        let policy = inner
+            .policy
+            .as_ref()
+            .map(|p| Arc::clone(p) as Arc<dyn StepPolicy>);
+        let kernel = AgentKernel::new(id.clone(), account, &config, policy, now);
         let core = AgentCore::new(
             kernel,
             Arc::clone(&inner.clock),
@@ -688,7 +757,7 @@ impl Swarm {
                     .push(id.clone());
             }
         }
-        if spec.config.heartbeat_timeout_ms.is_some() {
+        if config.heartbeat_timeout_ms.is_some() {
             inner.heartbeat_watch.insert(id.clone());
         }
         Ok(AgentHandle {
@@ -913,6 +982,143 @@ impl Swarm {
             .spawn_on(shard % self.inner.shards.len(), fut)
     }
 
+    /// Steps waiting for a human, oldest first within each agent.
+    pub fn approvals(&self) -> Vec<PendingApproval> {
+        let mut out = Vec::new();
+        let agents: Vec<AgentId> = self
+            .inner
+            .approval_agents
+            .iter()
+            .map(|a| a.clone())
+            .collect();
+        for id in agents {
+            let Ok(entry) = self.inner.entry(&id) else {
+                continue;
+            };
+            let pending = entry.core.with_kernel(|k| k.pending_approvals());
+            if pending.is_empty() {
+                self.inner.approval_agents.remove(&id);
+            }
+            out.extend(pending);
+        }
+        out.sort_by(|a, b| {
+            a.requested_at_ms
+                .cmp(&b.requested_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        out
+    }
+
+    /// Answers a pending approval (`<agent>/<step>`): approve makes the step an allowed, open
+    /// step (its reservation was made when it was parked); deny releases it. Returns the
+    /// step's final decision, which the waiting agent also receives.
+    pub fn answer_approval(
+        &self,
+        id: &str,
+        answer: ApprovalAnswer,
+    ) -> Result<Decision, SwarmError> {
+        let not_pending = || SwarmError::Approval(ApprovalError::NotPending(id.to_string()));
+        let (agent, step) = id.rsplit_once('/').ok_or_else(not_pending)?;
+        let agent = AgentId::new(agent).map_err(|_| not_pending())?;
+        let step: StepId = step.parse().map_err(|_| not_pending())?;
+        let entry = self.inner.entry(&agent).map_err(|_| not_pending())?;
+        Ok(entry.core.answer_approval(step, &answer)?)
+    }
+
+    /// Denies every approval whose time is up; returns their final decisions. The background
+    /// sweep calls this; tests with a manual clock call it directly.
+    pub fn sweep_approvals(&self) -> Vec<Decision> {
+        self.inner.sweep_approvals()
+    }
+
+    /// Replaces the policy for every agent at once, if `text` is a valid policy. On any error
+    /// the old policy stays in force and every error is returned. Pool limits, cascade rules,
+    /// breakers and restart strategies of existing teams are updated too; adding or removing
+    /// pools needs a new swarm. Returns the new version and the new policy's warnings.
+    pub fn reload_policy(&self, text: &str) -> Result<(u64, Vec<Diagnostic>), SwarmError> {
+        let set = PolicySet::parse(text).map_err(SwarmError::Policy)?;
+        let Some(slot) = &self.inner.policy else {
+            return Err(SwarmError::Policy(PolicyErrors {
+                diagnostics: vec![Diagnostic {
+                    severity: Severity::Error,
+                    line: 1,
+                    col: 1,
+                    message: "this swarm was built without a policy; there is none to replace"
+                        .into(),
+                    hint: Some("build it with SwarmBuilder::policy_set".into()),
+                }],
+            }));
+        };
+        let mut tree = self.inner.tree.write();
+        let mut problems = Vec::new();
+        let mut updates = Vec::new();
+        for pool in &set.doc().pools {
+            match tree.by_path.get(&pool.path) {
+                None => problems.push(Diagnostic {
+                    severity: Severity::Error,
+                    line: pool.pos.line,
+                    col: pool.pos.col,
+                    message: format!("pool {} does not exist in the running swarm; pools cannot be added while it runs", pool.path),
+                    hint: Some("restart with the new policy to change the pool tree".into()),
+                }),
+                Some(&i) => {
+                    if let Err(msg) = tree.teams[i].account.check_limits(&pool.limits) {
+                        problems.push(Diagnostic {
+                            severity: Severity::Error,
+                            line: pool.pos.line,
+                            col: pool.pos.col,
+                            message: format!("pool {}: {msg}", pool.path),
+                            hint: Some("raise the limit, or wait for reservations to settle".into()),
+                        });
+                    } else {
+                        updates.push((i, pool.clone()));
+                    }
+                }
+            }
+        }
+        if !set.doc().pools.is_empty() {
+            for (path, _) in tree.by_path.iter() {
+                if !set.doc().pools.iter().any(|p| &p.path == path) {
+                    problems.push(Diagnostic {
+                        severity: Severity::Error,
+                        line: 1,
+                        col: 1,
+                        message: format!(
+                            "pool {path} is missing; pools cannot be removed while the swarm runs"
+                        ),
+                        hint: Some(format!("keep `- {{path: {path}}}` in `pools:`")),
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort_by_key(|d| (d.line, d.col));
+            return Err(SwarmError::Policy(PolicyErrors {
+                diagnostics: problems,
+            }));
+        }
+        for (i, pool) in updates {
+            let team = &mut tree.teams[i];
+            team.account
+                .set_limits(pool.limits.clone())
+                .expect("checked under the same lock");
+            team.spec.limits = pool.limits;
+            team.spec.cascade = pool.cascade;
+            team.spec.breaker = pool.breaker;
+            if let Some(r) = pool.restart {
+                team.spec.restart = r;
+            }
+        }
+        let warnings = set.warnings().to_vec();
+        let version = slot.store(Arc::new(set));
+        Ok((version, warnings))
+    }
+
+    /// The policy version in force (1 for the first; `None` without a policy).
+    pub fn policy_version(&self) -> Option<u64> {
+        self.inner.policy.as_ref().map(|p| p.version())
+    }
+
     /// Stops every actor and the shard threads. Handles still held get errors afterwards.
     pub async fn shutdown(self) {
         for e in self.inner.agents.iter() {
@@ -952,6 +1158,30 @@ impl SwarmInner {
             .with_kernel(|k| k.halt(kind, Some(Arc::from(rule)), reason, cause, now))?;
         entry.core.announce_halt(&record);
         Some(record)
+    }
+
+    fn agent_defaults(&self) -> KernelConfig {
+        self.policy
+            .as_ref()
+            .and_then(|p| p.policy_set())
+            .map(|s| s.agent_config())
+            .unwrap_or_default()
+    }
+
+    fn sweep_approvals(&self) -> Vec<Decision> {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        let agents: Vec<AgentId> = self.approval_agents.iter().map(|a| a.clone()).collect();
+        for id in agents {
+            let Ok(entry) = self.entry(&id) else { continue };
+            let expired = entry.core.with_kernel(|k| k.expired_approvals(now));
+            for step in expired {
+                if let Ok(d) = entry.core.answer_approval(step, &ApprovalAnswer::Timeout) {
+                    out.push(d);
+                }
+            }
+        }
+        out
     }
 
     fn supervisor_cell(&self) -> ActorCell {
@@ -1299,7 +1529,12 @@ impl AgentHandle {
             let (actor, generation) = self.entry.current();
             if let Some(actor) = actor {
                 match actor.call(|port| AgentMsg::Step(step, port), None).await {
-                    Ok(CallResult::Success(decision)) => return Ok(decision),
+                    Ok(CallResult::Success(decision)) => {
+                        if decision.decision == Verdict::RequireApproval {
+                            self.inner.approval_agents.insert(self.id().clone());
+                        }
+                        return Ok(decision);
+                    }
                     Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
                     Err(MessagingErr::SendErr(AgentMsg::Step(s, _))) => step = s,
                     Err(_) => return Err(AgentError::Interrupted(self.id().clone())),
@@ -1337,6 +1572,36 @@ impl AgentHandle {
             }
         }
         Err(AgentError::Unavailable(self.id().clone()))
+    }
+
+    /// Waits for the final decision of a step that was parked for approval (`decision` is the
+    /// `require_approval` answer). Returns the allow or deny it ends with, whether a human
+    /// answered, the approval timed out, or a halt cancelled it.
+    pub async fn await_approval(&self, decision: &Decision) -> Result<Decision, AgentError> {
+        let step = decision.step;
+        let expires = self.entry.core.with_kernel(|k| {
+            k.pending_approvals()
+                .into_iter()
+                .find(|p| p.step_id == step)
+                .map(|p| p.expires_at_ms)
+        });
+        let Some(expires) = expires else {
+            // Not waiting: answered already (collect it) or never parked.
+            return self
+                .entry
+                .core
+                .take_resolution(step)
+                .ok_or_else(|| AgentError::NotAwaiting(self.id().clone(), step));
+        };
+        // Past the deadline, the sweep answers within one interval; allow a generous margin.
+        let wait_ms = expires
+            .saturating_sub(self.inner.clock.now_ms())
+            .saturating_add(60_000);
+        self.entry
+            .core
+            .await_resolution(step, Duration::from_millis(wait_ms))
+            .await
+            .ok_or_else(|| AgentError::NotAwaiting(self.id().clone(), step))
     }
 
     /// A sign of life (keeps a `heartbeat_timeout` from halting the agent as `lost`).
@@ -1387,6 +1652,9 @@ impl AgentHandle {
     /// cannot afford a cross-thread hop; the decision, events and halts are the same.
     pub fn step_inline(&self, step: &Step) -> Decision {
         let (decision, new_halt) = self.entry.core.decide_now(step);
+        if decision.decision == Verdict::RequireApproval {
+            self.inner.approval_agents.insert(self.id().clone());
+        }
         if let Some(record) = new_halt {
             self.inner.after_halt(self.id().clone(), record);
         }

@@ -1,0 +1,285 @@
+//! Semantic checks over a readable policy: unknown or unreachable tools, rules that can never
+//! decide because a stronger rule always matches too, rules that contradict each other, pool
+//! limits above their parent's.
+
+use super::glob;
+use super::model::{ArgCond, MatchDef, PolicyDoc, RuleDef};
+use super::source::{suggest, Reader};
+use crate::budget::LedgerDim;
+use crate::decision::Verdict;
+
+pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
+    check_tools(r, doc);
+    check_overlaps(r, doc);
+    check_pools(r, doc);
+}
+
+fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
+    let names: Vec<&str> = doc.tools.iter().map(|t| &*t.name).collect();
+    if names.is_empty() && !doc.rules.is_empty() && doc.default_decision != Verdict::Allow {
+        r.warn(
+            doc.rules[0].pos,
+            format!(
+                "the policy has no `tools:` registry, so every step gets default_decision ({})",
+                doc.default_decision
+            ),
+            Some("list the tools agents may use under `tools:`".into()),
+        );
+        return;
+    }
+    for rule in &doc.rules {
+        for (tool, at) in &rule.matcher.tools {
+            let known = if glob::is_glob(tool) {
+                let re = regex::Regex::new(&glob::to_regex(tool)).ok();
+                re.is_some_and(|re| names.iter().any(|n| re.is_match(n)))
+            } else {
+                names.contains(&tool.as_str())
+            };
+            if known || doc.default_decision == Verdict::Allow {
+                continue;
+            }
+            if !glob::is_glob(tool) {
+                if let Some(s) = suggest(tool, names.iter().copied()) {
+                    r.err(
+                        *at,
+                        format!("rule `{}` names unknown tool `{tool}`", rule.id),
+                        Some(format!("did you mean `{s}`?")),
+                    );
+                    continue;
+                }
+            }
+            if rule.decision <= doc.default_decision {
+                r.warn(
+                    *at,
+                    format!(
+                        "rule `{}` is unreachable: tool `{tool}` is not in the tool registry, so its steps already get default_decision ({})",
+                        rule.id, doc.default_decision
+                    ),
+                    Some(format!("register `{tool}` under `tools:` or remove the rule")),
+                );
+            }
+        }
+    }
+}
+
+fn same_args(a: &[ArgCond], b: &[ArgCond]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| same_arg(x, y)))
+}
+
+fn same_arg(x: &ArgCond, y: &ArgCond) -> bool {
+    x.segments == y.segments
+        && x.ops.len() == y.ops.len()
+        && x.ops.iter().all(|(o, _)| y.ops.iter().any(|(p, _)| o == p))
+}
+
+fn same_match(a: &MatchDef, b: &MatchDef) -> bool {
+    let set_eq = |x: &[String], y: &[String]| {
+        x.iter().all(|t| y.contains(t)) && y.iter().all(|t| x.contains(t))
+    };
+    let ta: Vec<String> = a.tools.iter().map(|(t, _)| t.clone()).collect();
+    let tb: Vec<String> = b.tools.iter().map(|(t, _)| t.clone()).collect();
+    set_eq(&ta, &tb)
+        && a.actions.iter().all(|x| b.actions.contains(x))
+        && b.actions.iter().all(|x| a.actions.contains(x))
+        && same_args(&a.args, &b.args)
+        && a.failures_at_least == b.failures_at_least
+        && a.steps_at_least == b.steps_at_least
+        && a.remaining_below == b.remaining_below
+        && a.time == b.time
+        && set_eq(&a.teams, &b.teams)
+        && a.detectors.iter().all(|d| b.detectors.contains(d))
+        && b.detectors.iter().all(|d| a.detectors.contains(d))
+}
+
+/// True when every step `b` matches is also matched by `a`.
+fn covers(a: &MatchDef, b: &MatchDef) -> bool {
+    if !a.tools.is_empty() {
+        if b.tools.is_empty() {
+            return false;
+        }
+        let patterns: Vec<Option<regex::Regex>> = a
+            .tools
+            .iter()
+            .map(|(t, _)| {
+                glob::is_glob(t)
+                    .then(|| regex::Regex::new(&glob::to_regex(t)).ok())
+                    .flatten()
+            })
+            .collect();
+        let covered = |t: &str| {
+            a.tools.iter().zip(&patterns).any(|((at, _), re)| match re {
+                Some(re) => re.is_match(t) && !glob::is_glob(t),
+                None => at == t,
+            })
+        };
+        if !b.tools.iter().all(|(t, _)| covered(t)) {
+            return false;
+        }
+    }
+    if !a.actions.is_empty()
+        && (b.actions.is_empty() || !b.actions.iter().all(|x| a.actions.contains(x)))
+    {
+        return false;
+    }
+    if !a.args.iter().all(|x| b.args.iter().any(|y| same_arg(x, y))) {
+        return false;
+    }
+    let at_least = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(x), Some(y)) => x <= y,
+    };
+    if !at_least(
+        a.failures_at_least.map(u64::from),
+        b.failures_at_least.map(u64::from),
+    ) || !at_least(a.steps_at_least, b.steps_at_least)
+    {
+        return false;
+    }
+    if !a
+        .remaining_below
+        .iter()
+        .all(|(d, f)| b.remaining_below.iter().any(|(e, g)| d == e && g <= f))
+    {
+        return false;
+    }
+    if a.time.is_some() && a.time != b.time {
+        return false;
+    }
+    if !a.teams.is_empty()
+        && (b.teams.is_empty()
+            || !b.teams.iter().all(|t| {
+                a.teams.iter().any(|p| {
+                    t == p
+                        || (t.starts_with(p.as_str()) && t.as_bytes().get(p.len()) == Some(&b'/'))
+                })
+            }))
+    {
+        return false;
+    }
+    if !a.detectors.is_empty()
+        && (b.detectors.is_empty() || !b.detectors.iter().all(|d| a.detectors.contains(d)))
+    {
+        return false;
+    }
+    true
+}
+
+/// Could `a` ever meet `b`'s steps? Cheap prefilter by tool and action.
+fn may_overlap(a: &RuleDef, b: &RuleDef) -> bool {
+    if a.matcher.tools.is_empty() {
+        return true;
+    }
+    a.matcher.tools.iter().any(|(t, _)| glob::is_glob(t))
+        || b.matcher
+            .tools
+            .iter()
+            .any(|(t, _)| a.matcher.tools.iter().any(|(u, _)| u == t))
+}
+
+fn check_overlaps(r: &mut Reader, doc: &PolicyDoc) {
+    let rules = &doc.rules;
+    // Bucket rules by exact tool so large policies stay near-linear.
+    let mut by_tool: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    let mut general = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.matcher.tools.is_empty() || rule.matcher.tools.iter().any(|(t, _)| glob::is_glob(t))
+        {
+            general.push(i);
+        } else {
+            for (t, _) in &rule.matcher.tools {
+                by_tool.entry(t.as_str()).or_default().push(i);
+            }
+        }
+    }
+    for (bi, b) in rules.iter().enumerate() {
+        let mut candidates: Vec<usize> = general.clone();
+        for (t, _) in &b.matcher.tools {
+            if let Some(list) = by_tool.get(t.as_str()) {
+                candidates.extend_from_slice(list);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        // At most one warning of each sort per rule.
+        let (mut conflict_told, mut shadow_told) = (false, false);
+        for ai in candidates {
+            if ai == bi {
+                continue;
+            }
+            let a = &rules[ai];
+            if !may_overlap(a, b) {
+                continue;
+            }
+            if !conflict_told
+                && a.rate_limit.is_none()
+                && b.rate_limit.is_none()
+                && ai < bi
+                && a.decision != b.decision
+                && same_match(&a.matcher, &b.matcher)
+            {
+                r.warn(
+                    b.pos,
+                    format!(
+                        "rules `{}` (line {}) and `{}` match exactly the same steps but decide {} and {}; the stronger ({}) always wins",
+                        a.id, a.pos.line, b.id, a.decision, b.decision, a.decision.max(b.decision)
+                    ),
+                    Some("remove one, or make their matches differ".into()),
+                );
+                conflict_told = true;
+            }
+            if !shadow_told
+                && a.rate_limit.is_none()
+                && a.decision > b.decision
+                && covers(&a.matcher, &b.matcher)
+                && !same_match(&a.matcher, &b.matcher)
+            {
+                r.warn(
+                    b.pos,
+                    format!(
+                        "rule `{}` is shadowed by `{}` (line {}): every step it matches, `{}` matches too and its {} is stronger",
+                        b.id, a.id, a.pos.line, a.id, a.decision
+                    ),
+                    Some(format!("narrow `{}`'s match, or remove `{}`", a.id, b.id)),
+                );
+                shadow_told = true;
+            }
+        }
+    }
+}
+
+fn check_pools(r: &mut Reader, doc: &PolicyDoc) {
+    for pool in &doc.pools {
+        let Some(slash) = pool.path.rfind('/') else {
+            continue;
+        };
+        let parent_path = &pool.path[..slash];
+        let Some(parent) = doc.pools.iter().find(|p| p.path == parent_path) else {
+            continue;
+        };
+        for dim in LedgerDim::ALL {
+            if let (Some(c), Some(p)) = (pool.limits.get(dim), parent.limits.get(dim)) {
+                if c > p {
+                    let show = |v: u64| match dim {
+                        LedgerDim::CostMicroUsd | LedgerDim::RiskMicro => {
+                            format!("{}", v as f64 / 1e6)
+                        }
+                        _ => v.to_string(),
+                    };
+                    r.warn(
+                        pool.pos,
+                        format!(
+                            "pool {} allows {} {} but its parent {} only {}: the parent's limit binds first",
+                            pool.path,
+                            show(c),
+                            dim.name(),
+                            parent.path,
+                            show(p)
+                        ),
+                        Some(format!("lower {}'s {} limit to at most {}", pool.path, dim.name(), show(p))),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Hot reload: every agent's kernel holds the same [`SwappablePolicy`]; storing a new policy
+//! swaps it for all of them at once. Each decision loads the current policy exactly once, so
+//! it sees the old policy or the new one, never a mix.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::PolicySet;
+use crate::kernel::{Judgement, PolicyContext, PolicyOutcome, StepPolicy};
+use crate::step::Step;
+
+struct Slot {
+    policy: Arc<dyn StepPolicy>,
+    set: Option<Arc<PolicySet>>,
+    version: u64,
+}
+
+/// A policy that can be replaced while agents run.
+pub struct SwappablePolicy {
+    current: ArcSwap<Slot>,
+    versions: AtomicU64,
+}
+
+impl std::fmt::Debug for SwappablePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwappablePolicy")
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl SwappablePolicy {
+    /// Starts with a compiled policy set (version 1).
+    pub fn new(set: Arc<PolicySet>) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Slot {
+                policy: Arc::clone(&set) as Arc<dyn StepPolicy>,
+                set: Some(set),
+                version: 1,
+            }),
+            versions: AtomicU64::new(1),
+        }
+    }
+
+    /// Starts with any policy (version 1).
+    pub fn from_policy(policy: Arc<dyn StepPolicy>) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Slot {
+                policy,
+                set: None,
+                version: 1,
+            }),
+            versions: AtomicU64::new(1),
+        }
+    }
+
+    /// Replaces the policy; returns the new version number.
+    pub fn store(&self, set: Arc<PolicySet>) -> u64 {
+        let version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+        self.current.store(Arc::new(Slot {
+            policy: Arc::clone(&set) as Arc<dyn StepPolicy>,
+            set: Some(set),
+            version,
+        }));
+        version
+    }
+
+    /// The version in force.
+    pub fn version(&self) -> u64 {
+        self.current.load().version
+    }
+
+    /// The policy set in force, if it is a [`PolicySet`].
+    pub fn policy_set(&self) -> Option<Arc<PolicySet>> {
+        self.current.load().set.clone()
+    }
+}
+
+impl StepPolicy for SwappablePolicy {
+    fn evaluate(&self, ctx: &PolicyContext<'_>) -> PolicyOutcome {
+        self.current.load().policy.evaluate(ctx)
+    }
+
+    fn risk_floor_micro(&self, step: &Step) -> u64 {
+        self.current.load().policy.risk_floor_micro(step)
+    }
+
+    fn approval_timeout_ms(&self) -> u64 {
+        self.current.load().policy.approval_timeout_ms()
+    }
+
+    fn judge(&self, ctx: &PolicyContext<'_>) -> Judgement {
+        self.current.load().policy.judge(ctx)
+    }
+}

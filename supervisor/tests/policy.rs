@@ -1,0 +1,341 @@
+//! A YAML policy driving a swarm: pools become teams, defaults configure agents, approvals
+//! park steps (with wall time paused), and hot reload swaps the policy atomically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warden_actors::policy::PolicySet;
+use warden_actors::{
+    ActionClass, AgentId, ApprovalAnswer, Event, HaltKind, LedgerDim, ManualClock, Outcome, Step,
+    Verdict,
+};
+use warden_supervisor::{AgentSpec, Swarm, SwarmError};
+
+const POLICY: &str = "
+version: 1
+defaults:
+  budgets: {steps: 100, tokens: 10000, wall_time: 10s}
+  stagnation: {repeat_limit: 0, window: 0}
+  approval_timeout: 1m
+pools:
+  - {path: swarm, limits: {tokens: 50000}}
+  - {path: swarm/pay, limits: {tokens: 20000}, cascade: {on: [safety], scope: siblings}}
+tools:
+  payments.transfer: {action: spend, risk: 1.0}
+  web.search: {action: read}
+rules:
+  - {id: big-transfer, match: {tool: payments.transfer, args: {amount: {gt: 1000}}}, decision: require_approval}
+  - {id: sanctioned, match: {tool: payments.transfer, args: {country: KP}}, decision: halt, kind: safety}
+";
+
+fn id(s: &str) -> AgentId {
+    AgentId::new(s).unwrap()
+}
+
+fn transfer(amount: u64) -> Step {
+    Step::builder("payments.transfer", ActionClass::Spend)
+        .args(json!({"amount": amount, "country": "FR"}))
+        .tokens(100)
+        .build()
+        .unwrap()
+}
+
+async fn swarm_with(clock: Arc<ManualClock>) -> Swarm {
+    Swarm::builder()
+        .clock(clock)
+        .heartbeat_sweep_ms(0)
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pools_become_teams_and_defaults_configure_agents() {
+    let swarm = swarm_with(Arc::new(ManualClock::new(0))).await;
+    assert_eq!(
+        swarm
+            .pool("swarm/pay")
+            .unwrap()
+            .limits
+            .get(LedgerDim::Tokens),
+        Some(20_000)
+    );
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    assert_eq!(a.snapshot().account.limits.get(LedgerDim::Steps), Some(100));
+    assert_eq!(
+        a.snapshot().account.limits.get(LedgerDim::Tokens),
+        Some(10_000)
+    );
+    // Unregistered tools are denied by default; registered ones within budget are allowed.
+    let rogue = Step::builder("nmap", ActionClass::Network).build().unwrap();
+    assert_eq!(
+        a.step(rogue).await.unwrap().rule.as_deref(),
+        Some("default_decision")
+    );
+    let d = a.step(transfer(10)).await.unwrap();
+    assert!(d.is_allow());
+    // The tool's registered risk (1.0) is charged.
+    assert_eq!(
+        a.snapshot().account.reserved.get(LedgerDim::RiskMicro),
+        1_000_000
+    );
+    swarm.shutdown().await;
+}
+
+#[tokio::test]
+async fn approval_parks_the_step_then_approve_allows_it() {
+    let clock = Arc::new(ManualClock::new(0));
+    let swarm = swarm_with(clock.clone()).await;
+    let mut events = swarm.events();
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    let d = a.step(transfer(5_000)).await.unwrap();
+    assert_eq!(d.decision, Verdict::RequireApproval);
+    assert_eq!(d.approval.as_deref(), Some("p1/s-1"));
+    // Its cost is held while it waits.
+    assert_eq!(
+        swarm
+            .pool("swarm/pay")
+            .unwrap()
+            .reserved
+            .get(LedgerDim::Tokens),
+        100
+    );
+    let pending = swarm.approvals();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].rule.as_ref(), "big-transfer");
+    assert_eq!(pending[0].expires_at_ms, 60_000);
+
+    let waiter = {
+        let a = a.clone();
+        let d = d.clone();
+        tokio::spawn(async move { a.await_approval(&d).await })
+    };
+    let answered = swarm
+        .answer_approval("p1/s-1", ApprovalAnswer::Approve { by: "alice".into() })
+        .unwrap();
+    assert_eq!(answered.decision, Verdict::Allow);
+    assert_eq!(answered.reason, "approved by alice");
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.decision, Verdict::Allow);
+    assert!(swarm.approvals().is_empty());
+    // The approved step is an open step: it settles like any other.
+    a.outcome(d.step, Outcome::success()).await.unwrap();
+    assert_eq!(
+        swarm
+            .pool("swarm/pay")
+            .unwrap()
+            .spent
+            .get(LedgerDim::Tokens),
+        100
+    );
+    // Both ends were announced.
+    let mut saw = (false, false);
+    while let Ok(Some(Ok(e))) =
+        tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+    {
+        match e {
+            Event::ApprovalRequested { approval, .. } if approval == "p1/s-1" => saw.0 = true,
+            Event::ApprovalResolved {
+                approval, decision, ..
+            } if approval == "p1/s-1" => {
+                assert_eq!(decision.decision, Verdict::Allow);
+                saw.1 = true;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(saw, (true, true));
+    // Answering twice is refused.
+    assert!(matches!(
+        swarm.answer_approval("p1/s-1", ApprovalAnswer::Approve { by: "bob".into() }),
+        Err(SwarmError::Approval(_))
+    ));
+    swarm.shutdown().await;
+}
+
+#[tokio::test]
+async fn denied_and_timed_out_approvals_release_their_hold() {
+    let clock = Arc::new(ManualClock::new(0));
+    let swarm = swarm_with(clock.clone()).await;
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    let d1 = a.step(transfer(2_000)).await.unwrap();
+    let d2 = a.step(transfer(3_000)).await.unwrap();
+    assert_eq!(
+        swarm.pool("swarm").unwrap().reserved.get(LedgerDim::Tokens),
+        200
+    );
+    let denied = swarm
+        .answer_approval(
+            d1.approval.as_deref().unwrap(),
+            ApprovalAnswer::Deny {
+                by: "bob".into(),
+                reason: "unknown payee".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(denied.decision, Verdict::Deny);
+    assert_eq!(denied.reason, "denied by bob: unknown payee");
+    clock.advance_ms(59_999);
+    assert!(swarm.sweep_approvals().is_empty());
+    clock.advance_ms(1);
+    let timed_out = swarm.sweep_approvals();
+    assert_eq!(timed_out.len(), 1);
+    assert_eq!(timed_out[0].step, d2.step);
+    assert_eq!(timed_out[0].decision, Verdict::Deny);
+    assert!(timed_out[0].reason.contains("nobody answered"));
+    assert_eq!(
+        swarm.pool("swarm").unwrap().reserved.get(LedgerDim::Tokens),
+        0
+    );
+    assert_eq!(a.await_approval(&d2).await.unwrap().decision, Verdict::Deny);
+    swarm.shutdown().await;
+}
+
+#[tokio::test]
+async fn wall_time_does_not_run_while_a_step_waits_for_approval() {
+    let clock = Arc::new(ManualClock::new(0));
+    let swarm = swarm_with(clock.clone()).await;
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    clock.advance_ms(4_000);
+    let d = a.step(transfer(5_000)).await.unwrap();
+    // 50 s parked: far past the 10 s wall-time budget if it counted.
+    clock.advance_ms(50_000);
+    swarm
+        .answer_approval(
+            d.approval.as_deref().unwrap(),
+            ApprovalAnswer::Approve { by: "alice".into() },
+        )
+        .unwrap();
+    clock.advance_ms(5_000);
+    let search = Step::builder("web.search", ActionClass::Read)
+        .build()
+        .unwrap();
+    assert!(
+        a.step(search.clone()).await.unwrap().is_allow(),
+        "9 s active"
+    );
+    clock.advance_ms(1_000);
+    let d = a.step(search).await.unwrap();
+    assert_eq!(
+        (d.decision, d.rule.as_deref()),
+        (Verdict::Halt, Some("budget.wall_time"))
+    );
+    swarm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_halt_cancels_waiting_approvals() {
+    let swarm = swarm_with(Arc::new(ManualClock::new(0))).await;
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    let d = a.step(transfer(5_000)).await.unwrap();
+    let bad = Step::builder("payments.transfer", ActionClass::Spend)
+        .args(json!({"amount": 5, "country": "KP"}))
+        .build()
+        .unwrap();
+    let h = a.step(bad).await.unwrap();
+    assert_eq!(
+        (h.decision, h.kind),
+        (Verdict::Halt, Some(HaltKind::Safety))
+    );
+    let final_d = a.await_approval(&d).await.unwrap();
+    assert_eq!(final_d.decision, Verdict::Deny);
+    assert!(final_d.reason.contains("halted"), "{}", final_d.reason);
+    assert!(swarm.approvals().is_empty());
+    assert_eq!(
+        swarm.pool("swarm").unwrap().reserved.get(LedgerDim::Tokens),
+        0
+    );
+    swarm.shutdown().await;
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_the_policy_and_an_invalid_one_changes_nothing() {
+    let swarm = swarm_with(Arc::new(ManualClock::new(0))).await;
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    assert_eq!(swarm.policy_version(), Some(1));
+    assert_eq!(
+        a.step(transfer(5_000)).await.unwrap().decision,
+        Verdict::RequireApproval
+    );
+
+    // Invalid: every error comes back, the old policy stays.
+    let broken = POLICY.replace("decision: require_approval", "decison: require_approval");
+    let err = swarm.reload_policy(&broken).unwrap_err();
+    let SwarmError::Policy(errors) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        errors
+            .errors()
+            .next()
+            .unwrap()
+            .to_string()
+            .starts_with("14:86: error: unknown key `decison`"),
+        "{errors}"
+    );
+    assert_eq!(swarm.policy_version(), Some(1));
+    assert_eq!(
+        a.step(transfer(6_000)).await.unwrap().decision,
+        Verdict::RequireApproval
+    );
+
+    // Valid: big transfers are now denied outright, and the pool limit grows.
+    let stricter = POLICY
+        .replace("decision: require_approval", "decision: deny")
+        .replace("limits: {tokens: 20000}", "limits: {tokens: 30000}");
+    let (version, warnings) = swarm.reload_policy(&stricter).unwrap();
+    assert_eq!((version, warnings.len()), (2, 0));
+    assert_eq!(
+        a.step(transfer(7_000)).await.unwrap().decision,
+        Verdict::Deny
+    );
+    assert_eq!(
+        swarm
+            .pool("swarm/pay")
+            .unwrap()
+            .limits
+            .get(LedgerDim::Tokens),
+        Some(30_000)
+    );
+
+    // A limit below what is already reserved is refused, naming the pool.
+    let too_low = POLICY.replace("limits: {tokens: 20000}", "limits: {tokens: 50}");
+    let err = swarm.reload_policy(&too_low).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "pool swarm/pay: new tokens limit 50 is below what is already spent and reserved (200)"
+        ),
+        "{err}"
+    );
+    assert_eq!(swarm.policy_version(), Some(2));
+    // Pools cannot be added while running.
+    let more = POLICY
+        .replace("pools:\n", "pools:\n  - {path: swarm/new}\n")
+        .replace("  - {path: swarm, limits: {tokens: 50000}}\n", "");
+    assert!(swarm.reload_policy(&more).is_err());
+    swarm.shutdown().await;
+}
