@@ -79,6 +79,14 @@ pub struct AgentCore {
     events: EventBus,
     halts: Option<mpsc::Sender<HaltNotice>>,
     metrics: AgentMetrics,
+    parked_sink: Option<Arc<dyn ParkedSink>>,
+}
+
+/// Told when an agent parks a step for approval, right after the kernel parked it, so a
+/// supervisor can index agents with pending approvals however the caller's request ends.
+pub trait ParkedSink: Send + Sync + 'static {
+    /// `agent` has at least one step waiting for approval.
+    fn parked(&self, agent: &AgentId);
 }
 
 impl std::fmt::Debug for AgentCore {
@@ -97,6 +105,7 @@ impl AgentCore {
         events: EventBus,
         halts: Option<mpsc::Sender<HaltNotice>>,
         metrics: AgentMetrics,
+        parked_sink: Option<Arc<dyn ParkedSink>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id: kernel.id().clone(),
@@ -107,6 +116,7 @@ impl AgentCore {
             events,
             halts,
             metrics,
+            parked_sink,
         })
     }
 
@@ -126,28 +136,40 @@ impl AgentCore {
         let (out, denials) = {
             let mut k = self.kernel.lock();
             let out = f(&mut k);
-            (out, k.take_halt_denials())
+            let denials = k.take_halt_denials();
+            // Stored before the kernel lock is released: whoever then finds the step no
+            // longer parked is sure to find its final decision.
+            self.store_resolutions(&denials);
+            (out, denials)
         };
-        for d in denials {
-            self.resolve(d);
-        }
+        self.announce_resolutions(denials);
         out
     }
 
-    /// Records a parked step's final decision, announces it and wakes whoever waits on it.
-    fn resolve(&self, decision: Decision) {
-        if let Some(approval) = decision.approval.clone() {
-            self.events.publish(Event::ApprovalResolved {
-                agent: self.id.clone(),
-                approval,
-                decision: decision.clone(),
-            });
+    fn store_resolutions(&self, decisions: &[Decision]) {
+        if decisions.is_empty() {
+            return;
         }
-        {
-            let mut map = self.resolved.lock();
-            map.insert(decision.step, decision);
-            while map.len() > MAX_UNCOLLECTED_RESOLUTIONS {
-                map.pop_first();
+        let mut map = self.resolved.lock();
+        for d in decisions {
+            map.insert(d.step, d.clone());
+        }
+        while map.len() > MAX_UNCOLLECTED_RESOLUTIONS {
+            map.pop_first();
+        }
+    }
+
+    fn announce_resolutions(&self, decisions: Vec<Decision>) {
+        if decisions.is_empty() {
+            return;
+        }
+        for decision in decisions {
+            if let Some(approval) = decision.approval.clone() {
+                self.events.publish(Event::ApprovalResolved {
+                    agent: self.id.clone(),
+                    approval,
+                    decision,
+                });
             }
         }
         self.resolved_notify.notify_waiters();
@@ -160,8 +182,12 @@ impl AgentCore {
         answer: &ApprovalAnswer,
     ) -> Result<Decision, ApprovalError> {
         let now = self.clock.now_ms();
-        let decision = self.with_kernel(|k| k.answer_approval(step, answer, now))?;
-        self.resolve(decision.clone());
+        let decision = self.with_kernel(|k| {
+            let d = k.answer_approval(step, answer, now)?;
+            self.store_resolutions(std::slice::from_ref(&d));
+            Ok::<_, ApprovalError>(d)
+        })?;
+        self.announce_resolutions(vec![decision.clone()]);
         Ok(decision)
     }
 
@@ -217,6 +243,9 @@ impl AgentCore {
             self.announce_halt(record);
         }
         if let Some(p) = &decided.new_approval {
+            if let Some(sink) = &self.parked_sink {
+                sink.parked(&self.id);
+            }
             self.announce_approval(p);
         }
         (decided.decision, decided.new_halt)

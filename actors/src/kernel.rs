@@ -67,12 +67,16 @@ pub trait StepPolicy: Send + Sync + 'static {
             outcome: self.evaluate(ctx),
             risk_floor_micro: self.risk_floor_micro(ctx.step),
             approval_timeout_ms: self.approval_timeout_ms(),
+            commit: None,
         }
     }
 }
 
+/// Counts a step against its rate limits once the kernel has admitted it; on a miss (a
+/// concurrent step took the last slot) it returns the rule and reason, and the step is denied.
+pub type RateCommit = Box<dyn FnOnce(u64) -> Result<(), (Arc<str>, String)> + Send>;
+
 /// A policy's full answer about one step.
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Judgement {
     /// Allow, deny, approval or halt.
     pub outcome: PolicyOutcome,
@@ -80,6 +84,18 @@ pub struct Judgement {
     pub risk_floor_micro: u64,
     /// Approval timeout if the outcome asks for approval.
     pub approval_timeout_ms: u64,
+    /// Rate limits to count once the step goes ahead.
+    pub commit: Option<RateCommit>,
+}
+
+impl std::fmt::Debug for Judgement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Judgement")
+            .field("outcome", &self.outcome)
+            .field("risk_floor_micro", &self.risk_floor_micro)
+            .field("rate_commit", &self.commit.is_some())
+            .finish()
+    }
 }
 
 /// What a policy sees.
@@ -489,7 +505,7 @@ impl AgentKernel {
                     "agent halted ({}) while the step waited: {}",
                     record.kind, record.reason
                 ),
-                Remaining::default(),
+                self.account.remaining_on_path(),
             );
             d.approval = Some(p.approval.id);
             self.halt_denials.push(d);
@@ -559,6 +575,7 @@ impl AgentKernel {
                 outcome: PolicyOutcome::Allow,
                 risk_floor_micro: 0,
                 approval_timeout_ms: DEFAULT_APPROVAL_TIMEOUT_MS,
+                commit: None,
             },
             Some(policy) => {
                 let team = self.account.parent().map_or("", |p| &**p.name());
@@ -573,7 +590,12 @@ impl AgentKernel {
                 })
             }
         };
-        let policy_outcome = judgement.outcome;
+        let Judgement {
+            outcome: policy_outcome,
+            risk_floor_micro,
+            approval_timeout_ms,
+            commit: rate_commit,
+        } = judgement;
         if let PolicyOutcome::Halt { rule, kind, reason } = policy_outcome {
             return self.halt_now(step_id, kind, rule, reason, now_ms);
         }
@@ -640,17 +662,25 @@ impl AgentKernel {
         }
 
         let mut amounts = step.reservation();
-        if judgement.risk_floor_micro > amounts.get(LedgerDim::RiskMicro) {
-            amounts.set(LedgerDim::RiskMicro, judgement.risk_floor_micro);
+        if risk_floor_micro > amounts.get(LedgerDim::RiskMicro) {
+            amounts.set(LedgerDim::RiskMicro, risk_floor_micro);
         }
         let approval = match policy_outcome {
             PolicyOutcome::RequireApproval { rule, reason } => Some((rule, reason)),
             _ => None,
         };
-        match self.account.reserve(&amounts) {
+        let reserved = self.account.reserve(&amounts);
+        if let (Ok(_), Some(commit)) = (&reserved, rate_commit) {
+            // Budgets admitted the step: only now does it count against its rate limits.
+            if let Err((rule, reason)) = commit(now_ms) {
+                drop(reserved); // releases the reservation
+                return self.deny(step_id, rule, reason);
+            }
+        }
+        match reserved {
             Ok((reservation, remaining)) if approval.is_some() => {
                 let (rule, reason) = approval.expect("checked");
-                let timeout = judgement.approval_timeout_ms;
+                let timeout = approval_timeout_ms;
                 let pending = PendingApproval {
                     id: PendingApproval::id_for(&self.id, step_id),
                     agent: self.id.clone(),
@@ -732,6 +762,10 @@ impl AgentKernel {
             ApprovalAnswer::Approve { by } => {
                 self.open.insert(step, parked.reservation);
                 self.steps_allowed += 1;
+                let key = parked.approval.step.tool_key();
+                if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {
+                    self.explored.insert(key);
+                }
                 let mut d = self.decision(
                     step,
                     Verdict::Allow,
@@ -821,14 +855,22 @@ impl AgentKernel {
         }
     }
 
-    /// A step that does not fit. On the agent's own account: risk halts as `overrisk`; a
-    /// dimension with nothing left halts as `exhaustion`; otherwise the step is denied (a
-    /// smaller one may still fit). On a shared pool: denied, since other agents' refunds may
-    /// make room again.
+    /// A step that does not fit. On the agent's own account, when no settlement of running
+    /// steps could make room (tokens and money are judged on spend alone, since settlements
+    /// may refund; steps and risk are charged as reserved): risk halts as `overrisk`, a
+    /// used-up dimension halts as `exhaustion`. Otherwise the step is denied:
+    /// refunds of running steps, or a smaller step, may still fit. On a shared pool: denied,
+    /// since other agents' refunds may make room again.
     fn shortfall(&mut self, step: StepId, short: Shortfall, now_ms: u64) -> Decided {
         let own = short.depth == self.account.depth();
         let dim = short.dimension.name().to_string();
-        if own && short.dimension == Dimension::Risk {
+        // Steps and risk are always charged exactly as reserved, so what is reserved is as
+        // good as spent; tokens, money and custom dimensions may be refunded at settlement.
+        let settled_room = match short.dimension {
+            Dimension::Steps | Dimension::Risk => short.available,
+            _ => short.unspent,
+        };
+        if own && short.dimension == Dimension::Risk && short.requested > settled_room {
             return self.halt_now(
                 step,
                 HaltKind::Overrisk,
@@ -840,7 +882,7 @@ impl AgentKernel {
                 now_ms,
             );
         }
-        if own && short.available == 0 {
+        if own && short.dimension != Dimension::Risk && settled_room == 0 {
             return self.halt_now(
                 step,
                 HaltKind::Exhaustion,

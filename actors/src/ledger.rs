@@ -45,6 +45,9 @@ pub struct Shortfall {
     pub requested: u64,
     /// What was left (limit - spent - reserved).
     pub available: u64,
+    /// What would be left once every open reservation is released (limit - spent): zero means
+    /// the dimension is used up for good.
+    pub unspent: u64,
 }
 
 /// What remains, per built-in dimension, on a whole path: the minimum over the agent's account
@@ -77,6 +80,26 @@ impl AccountState {
         }
     }
 
+    fn unspent(&self, dim: &Dimension) -> u64 {
+        match dim {
+            Dimension::Custom(c) => self
+                .limits
+                .custom(c)
+                .map_or(u64::MAX, |l| l.saturating_sub(self.spent.custom(c))),
+            other => {
+                let d = match other {
+                    Dimension::Steps => LedgerDim::Steps,
+                    Dimension::Tokens => LedgerDim::Tokens,
+                    Dimension::CostUsd => LedgerDim::CostMicroUsd,
+                    _ => LedgerDim::RiskMicro,
+                };
+                self.limits
+                    .get(d)
+                    .map_or(u64::MAX, |l| l.saturating_sub(self.spent.get(d)))
+            }
+        }
+    }
+
     fn available_custom(&self, dim: &CustomDim) -> u64 {
         match self.limits.custom(dim) {
             None => u64::MAX,
@@ -90,7 +113,7 @@ impl AccountState {
         for dim in LedgerDim::ALL {
             if let Some(limit) = self.limits.get(dim) {
                 assert!(
-                    self.spent.get(dim) + self.reserved.get(dim) <= limit,
+                    self.spent.get(dim).saturating_add(self.reserved.get(dim)) <= limit,
                     "ledger bound broken on {name}/{}: spent {} + reserved {} > limit {limit}",
                     dim.name(),
                     self.spent.get(dim),
@@ -137,6 +160,34 @@ impl AccountSnapshot {
 }
 
 type Guards<'a> = SmallVec<[MutexGuard<'a, AccountState>; 8]>;
+
+/// Would `limits` hold what `state` has already spent and reserved?
+fn fits(state: &AccountState, limits: &Limits) -> Result<(), String> {
+    for dim in LedgerDim::ALL {
+        if let Some(limit) = limits.get(dim) {
+            let used = state.spent.get(dim).saturating_add(state.reserved.get(dim));
+            if used > limit {
+                return Err(format!(
+                    "new {} limit {limit} is below what is already spent and reserved ({used})",
+                    dim.name()
+                ));
+            }
+        }
+    }
+    for (dim, limit) in limits.custom_entries() {
+        let used = state
+            .spent
+            .custom(dim)
+            .saturating_add(state.reserved.custom(dim));
+        if used > *limit {
+            return Err(format!(
+                "new {} limit {limit} is below what is already spent and reserved ({used})",
+                dim.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
 
 impl Account {
     /// A root account (a swarm's top pool).
@@ -227,10 +278,12 @@ impl Account {
                 }
                 let available = state.available(dim);
                 if want > available {
+                    let dimension: Dimension = dim.into();
                     return Err(Shortfall {
                         account: Arc::clone(&acc.name),
                         depth: acc.depth,
-                        dimension: dim.into(),
+                        unspent: state.unspent(&dimension),
+                        dimension,
                         requested: want,
                         available,
                     });
@@ -239,10 +292,12 @@ impl Account {
             for (dim, want) in amounts.custom_entries() {
                 let available = state.available_custom(dim);
                 if *want > available {
+                    let dimension = Dimension::Custom(dim.clone());
                     return Err(Shortfall {
                         account: Arc::clone(&acc.name),
                         depth: acc.depth,
-                        dimension: Dimension::Custom(dim.clone()),
+                        unspent: state.unspent(&dimension),
+                        dimension,
                         requested: *want,
                         available,
                     });
@@ -343,39 +398,37 @@ impl Account {
         self.settle(reservation, &Amounts::ZERO);
     }
 
-    /// Would `limits` hold what is already spent and reserved? Says which dimension would not.
-    pub fn check_limits(&self, limits: &Limits) -> Result<(), String> {
-        let state = self.state.lock();
-        for dim in LedgerDim::ALL {
-            if let Some(limit) = limits.get(dim) {
-                let used = state.spent.get(dim) + state.reserved.get(dim);
-                if used > limit {
-                    return Err(format!(
-                        "new {} limit {limit} is below what is already spent and reserved ({used})",
-                        dim.name()
-                    ));
-                }
-            }
-        }
-        for (dim, limit) in limits.custom_entries() {
-            let used = state.spent.custom(dim) + state.reserved.custom(dim);
-            if used > *limit {
-                return Err(format!(
-                    "new {} limit {limit} is below what is already spent and reserved ({used})",
-                    dim.as_str()
-                ));
-            }
-        }
+    /// Replaces the limits (hot reload), checking under the same lock that every new limit
+    /// holds what is already spent and reserved; refused, changing nothing, otherwise.
+    pub fn set_limits(&self, limits: Limits) -> Result<(), String> {
+        let mut state = self.state.lock();
+        fits(&state, &limits)?;
+        state.limits = limits;
         Ok(())
     }
 
-    /// Replaces the limits (hot reload). Refused, changing nothing, if any new limit is below
-    /// what is already spent and reserved, so the bound `spent + reserved <= limit` holds.
-    pub fn set_limits(&self, limits: Limits) -> Result<(), String> {
-        self.check_limits(&limits)?;
-        let mut state = self.state.lock();
-        state.limits = limits;
-        state.check_bound(&self.name);
+    /// Replaces the limits of several accounts at once: all are locked (deepest first, the
+    /// same order reservations use, so no deadlock), all are checked, and only then are all
+    /// set. On any misfit nothing changes; the error names the account.
+    pub fn set_limits_all(changes: &[(Arc<Account>, Limits)]) -> Result<(), String> {
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        order.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(changes[i].0.depth),
+                Arc::as_ptr(&changes[i].0) as usize,
+            )
+        });
+        let mut guards: Vec<(usize, MutexGuard<'_, AccountState>)> =
+            Vec::with_capacity(changes.len());
+        for i in order {
+            guards.push((i, changes[i].0.state.lock()));
+        }
+        for (i, state) in &guards {
+            fits(state, &changes[*i].1).map_err(|e| format!("{}: {e}", changes[*i].0.name))?;
+        }
+        for (i, state) in guards.iter_mut() {
+            state.limits = changes[*i].1.clone();
+        }
         Ok(())
     }
 

@@ -47,7 +47,9 @@ pub mod stagnation;
 pub mod step;
 pub mod team;
 
-pub use actor::{spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice};
+pub use actor::{
+    spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice, ParkedSink,
+};
 pub use budget::{Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MICROS_PER_UNIT};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{CauseLink, Decision, DecisionEvent, HaltKind, HaltRecord, Verdict};
@@ -56,7 +58,7 @@ pub use ids::{AgentId, IdError, StepId};
 pub use kernel::{
     AgentKernel, AgentSnapshot, AgentState, ApprovalAnswer, ApprovalError, Decided, Judgement,
     KernelConfig, Outcome, OutcomeStatus, PendingApproval, PolicyContext, PolicyOutcome,
-    SettleError, SettleReport, StepPolicy,
+    RateCommit, SettleError, SettleReport, StepPolicy,
 };
 pub use ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
 pub use stagnation::StagnationConfig;

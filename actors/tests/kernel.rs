@@ -455,3 +455,31 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 }
+
+#[test]
+fn a_budget_held_by_running_steps_denies_rather_than_halts() {
+    let (mut k, _) = kernel_with(
+        Budgets {
+            tokens: Some(1_000),
+            ..Default::default()
+        },
+        Limits::UNLIMITED,
+        StagnationConfig::OFF,
+    );
+    // Reserves the whole budget but will use little of it.
+    let big = k.decide(&step("t", 1, 1_000), 1).decision;
+    assert!(big.is_allow());
+    let d = k.decide(&step("t", 2, 1), 2).decision;
+    assert_eq!(
+        (d.decision, d.rule.as_deref()),
+        (Verdict::Deny, Some("budget.tokens"))
+    );
+    assert!(!k.is_halted(), "the refund may make room: no halt yet");
+    k.settle(
+        big.step,
+        &Outcome::success().with_actual(Cost::new(10, 0)),
+        3,
+    )
+    .unwrap();
+    assert!(k.decide(&step("t", 3, 1), 4).decision.is_allow());
+}

@@ -57,7 +57,12 @@ impl Ctx {
         };
         let e = p.evaluate(&ctx);
         let matched = e.matched.iter().map(|m| m.id.to_string()).collect();
-        let (v, rule) = match e.outcome {
+        // As the kernel does once budgets admit the step: count it against its rate limits.
+        let outcome = match e.rate_ticket.map(|t| t.commit(now_ms)) {
+            Some(Err((rule, reason))) => PolicyOutcome::Deny { rule, reason },
+            _ => e.outcome,
+        };
+        let (v, rule) = match outcome {
             PolicyOutcome::Allow => (Verdict::Allow, None),
             PolicyOutcome::RequireApproval { rule, .. } => {
                 (Verdict::RequireApproval, Some(rule.to_string()))
@@ -451,6 +456,47 @@ fn rate_limits_use_the_injected_clock_and_scope() {
 }
 
 #[test]
+fn several_exceeded_rate_limits_decide_by_strength_not_by_file_order() {
+    let a = "  - {id: r-deny, match: {tool: shell}, rate_limit: {max: 1, per: 1h}}\n";
+    let b = "  - {id: r-halt, match: {tool: shell}, decision: halt, kind: overrisk, rate_limit: {max: 1, per: 1h}}\n";
+    for order in [format!("{a}{b}"), format!("{b}{a}")] {
+        let p = policy(&order);
+        let c = Ctx::new("swarm/t");
+        let s = step("shell", ActionClass::Execute, json!({}));
+        assert_eq!(c.eval(&p, &s, 0, 0, 0).0, Verdict::Allow);
+        let (v, rule, matched) = c.eval(&p, &s, 0, 0, 0);
+        assert_eq!(
+            (v, rule.as_deref()),
+            (Verdict::Halt, Some("r-halt")),
+            "{order}"
+        );
+        assert_eq!(matched, vec!["r-deny", "r-halt"]);
+    }
+}
+
+#[test]
+fn evaluation_alone_counts_nothing_against_a_rate_limit() {
+    let p = policy("  - {id: rate, match: {tool: shell}, rate_limit: {max: 1, per: 1h}}\n");
+    let c = Ctx::new("swarm/t");
+    let s = step("shell", ActionClass::Execute, json!({}));
+    let ctx = PolicyContext {
+        agent: &c.agent,
+        step: &s,
+        consecutive_failures: 0,
+        steps_decided: 0,
+        now_ms: 0,
+        team: &c.team,
+        account: &c.account,
+    };
+    for _ in 0..5 {
+        // Evaluated but never committed (as when budgets then deny the step).
+        assert!(p.evaluate(&ctx).rate_ticket.is_some());
+    }
+    assert_eq!(c.eval(&p, &s, 0, 0, 0).0, Verdict::Allow);
+    assert_eq!(c.eval(&p, &s, 0, 0, 0).1.as_deref(), Some("rate"));
+}
+
+#[test]
 fn steps_denied_by_another_rule_do_not_use_up_a_rate_limit() {
     let p = policy("  - {id: rate, match: {tool: shell}, rate_limit: {max: 1, per: 1h}}\n  - {id: no-sudo, match: {tool: shell, args: {command: {regex: sudo}}}, decision: deny}\n");
     let c = Ctx::new("swarm/t");
@@ -692,4 +738,58 @@ fn deeply_nested_and_huge_inputs_are_refused_not_crashed() {
     );
     let huge = "#".repeat(2 << 20);
     assert!(errors(&huge)[0].contains("the limit is 1048576"));
+}
+
+#[test]
+fn bad_globs_empty_lists_and_oversized_numbers_are_located() {
+    let text = "\
+version: 1
+tools:
+  shell: {action: execute}
+rules:
+  - {id: g, match: {tool: '[z-a]*'}, decision: deny}
+  - {id: e, match: {tool: []}, decision: halt, kind: safety}
+  - {id: p, match: {tool: shell, args: {path: {glob: '[!]x'}}}, decision: deny}
+  - {id: f, match: {tool: shell, failures: {at_least: 99999999999}}, decision: deny}
+";
+    let e = errors(text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(
+        e[0].starts_with("5:27: error: bad glob \"[z-a]*\""),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[1].starts_with("6:27: error: an empty list here matches nothing useful"),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[2].starts_with("7:54: error: bad glob \"[!]x\""),
+        "{}",
+        e[2]
+    );
+    assert!(
+        e[3].starts_with("8:55: error: failures.at_least = 99999999999 is too large"),
+        "{}",
+        e[3]
+    );
+}
+
+#[test]
+fn large_integers_compare_exactly() {
+    let p = policy("  - {id: big, match: {tool: payments.transfer, args: {account: 9007199254740993}}, decision: deny}\n");
+    let c = Ctx::new("swarm/t");
+    let hit = step(
+        "payments.transfer",
+        ActionClass::Spend,
+        json!({"account": 9007199254740993u64}),
+    );
+    let near = step(
+        "payments.transfer",
+        ActionClass::Spend,
+        json!({"account": 9007199254740992u64}),
+    );
+    assert_eq!(c.eval(&p, &hit, 0, 0, 0).0, Verdict::Deny);
+    assert_eq!(c.eval(&p, &near, 0, 0, 0).0, Verdict::Allow);
 }

@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod journal;
 pub mod runtime;
 pub mod swarm;
 pub mod tree;

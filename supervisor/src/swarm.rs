@@ -19,7 +19,7 @@ use warden_actors::{
     AgentMsg, AgentSnapshot, ApprovalAnswer, ApprovalError, Budgets, CauseLink, Clock, Decision,
     Event, EventBus, EventStream, HaltKind, HaltNotice, HaltRecord, KernelConfig, Limits, Outcome,
     PendingApproval, SettleError, SettleReport, StagnationConfig, Step, StepId, StepPolicy,
-    SystemClock, Verdict,
+    SystemClock,
 };
 
 use crate::runtime::{Layout, Shards};
@@ -333,6 +333,16 @@ impl AgentEntry {
     }
 }
 
+/// Agents that may have steps waiting for approval (a hint; each kernel is the truth).
+#[derive(Default)]
+struct ApprovalIndex(DashSet<AgentId>);
+
+impl warden_actors::ParkedSink for ApprovalIndex {
+    fn parked(&self, agent: &AgentId) {
+        self.0.insert(agent.clone());
+    }
+}
+
 struct SwarmInner {
     root: String,
     clock: Arc<dyn Clock>,
@@ -340,7 +350,7 @@ struct SwarmInner {
     shards: Shards,
     policy: Option<Arc<SwappablePolicy>>,
     tree: RwLock<Tree>,
-    approval_agents: DashSet<AgentId>,
+    approval_agents: Arc<ApprovalIndex>,
     agents: DashMap<AgentId, Arc<AgentEntry>>,
     by_actor: DashMap<ActorId, AgentId>,
     heartbeat_watch: DashSet<AgentId>,
@@ -557,7 +567,7 @@ impl SwarmBuilder {
             shards,
             policy: self.policy,
             tree: RwLock::new(tree),
-            approval_agents: DashSet::new(),
+            approval_agents: Arc::new(ApprovalIndex::default()),
             agents: DashMap::new(),
             by_actor: DashMap::new(),
             heartbeat_watch: DashSet::new(),
@@ -697,6 +707,7 @@ impl Swarm {
             inner.events.clone(),
             Some(inner.halts_tx.clone()),
             metrics,
+            Some(Arc::clone(&inner.approval_agents) as Arc<dyn warden_actors::ParkedSink>),
         );
         let shard = inner.shards.shard_of(id.as_str());
         let entry = Arc::new(AgentEntry {
@@ -734,9 +745,20 @@ impl Swarm {
             }
         };
         inner.by_actor.insert(actor.get_id(), id.clone());
-        *entry.actor.write() = Some(actor);
+        *entry.actor.write() = Some(actor.clone());
         {
             let mut tree = inner.tree.write();
+            if tree.teams[team_idx].halted {
+                // The team was halted while the actor started: undo the spawn, so no running
+                // agent ever sits in a halted team.
+                let path = tree.teams[team_idx].spec.path.clone();
+                drop(tree);
+                inner.by_actor.remove(&actor.get_id());
+                actor.stop(Some("team halted during spawn".into()));
+                inner.agents.remove(&id);
+                inner.count.fetch_sub(1, Ordering::SeqCst);
+                return Err(SwarmError::TeamHalted(path));
+            }
             tree.teams[team_idx].children.push(Child::Agent(id.clone()));
             tree.teams[team_idx].members.push(id.clone());
             let mut t = Some(team_idx);
@@ -988,6 +1010,7 @@ impl Swarm {
         let agents: Vec<AgentId> = self
             .inner
             .approval_agents
+            .0
             .iter()
             .map(|a| a.clone())
             .collect();
@@ -997,7 +1020,15 @@ impl Swarm {
             };
             let pending = entry.core.with_kernel(|k| k.pending_approvals());
             if pending.is_empty() {
-                self.inner.approval_agents.remove(&id);
+                // Remove, then look again: a step parked in between registers itself after
+                // parking, so it is either seen here or registered after the removal.
+                self.inner.approval_agents.0.remove(&id);
+                if entry
+                    .core
+                    .with_kernel(|k| !k.pending_approvals().is_empty())
+                {
+                    self.inner.approval_agents.0.insert(id.clone());
+                }
             }
             out.extend(pending);
         }
@@ -1061,34 +1092,49 @@ impl Swarm {
                     message: format!("pool {} does not exist in the running swarm; pools cannot be added while it runs", pool.path),
                     hint: Some("restart with the new policy to change the pool tree".into()),
                 }),
-                Some(&i) => {
-                    if let Err(msg) = tree.teams[i].account.check_limits(&pool.limits) {
-                        problems.push(Diagnostic {
-                            severity: Severity::Error,
-                            line: pool.pos.line,
-                            col: pool.pos.col,
-                            message: format!("pool {}: {msg}", pool.path),
-                            hint: Some("raise the limit, or wait for reservations to settle".into()),
-                        });
-                    } else {
-                        updates.push((i, pool.clone()));
-                    }
-                }
+                Some(&i) => updates.push((i, pool.clone())),
             }
         }
         if !set.doc().pools.is_empty() {
-            for (path, _) in tree.by_path.iter() {
-                if !set.doc().pools.iter().any(|p| &p.path == path) {
-                    problems.push(Diagnostic {
-                        severity: Severity::Error,
-                        line: 1,
-                        col: 1,
-                        message: format!(
-                            "pool {path} is missing; pools cannot be removed while the swarm runs"
-                        ),
-                        hint: Some(format!("keep `- {{path: {path}}}` in `pools:`")),
+            let mut missing: Vec<&String> = tree
+                .by_path
+                .keys()
+                .filter(|path| !set.doc().pools.iter().any(|p| &p.path == *path))
+                .collect();
+            missing.sort();
+            for path in missing {
+                problems.push(Diagnostic {
+                    severity: Severity::Error,
+                    line: 1,
+                    col: 1,
+                    message: format!(
+                        "pool {path} is missing; pools cannot be removed while the swarm runs"
+                    ),
+                    hint: Some(format!("keep `- {{path: {path}}}` in `pools:`")),
+                });
+            }
+        }
+        if problems.is_empty() {
+            // All limits change at once or not at all: every pool account is locked, checked
+            // against what it has spent and reserved, and only then set.
+            let changes: Vec<(Arc<Account>, Limits)> = updates
+                .iter()
+                .map(|(i, pool)| (Arc::clone(&tree.teams[*i].account), pool.limits.clone()))
+                .collect();
+            if let Err(msg) = Account::set_limits_all(&changes) {
+                let at = updates
+                    .iter()
+                    .find(|(_, p)| msg.starts_with(&format!("{}:", p.path)))
+                    .map_or(warden_actors::policy::Pos { line: 1, col: 1 }, |(_, p)| {
+                        p.pos
                     });
-                }
+                problems.push(Diagnostic {
+                    severity: Severity::Error,
+                    line: at.line,
+                    col: at.col,
+                    message: format!("pool {msg}"),
+                    hint: Some("raise the limit, or wait for reservations to settle".into()),
+                });
             }
         }
         if !problems.is_empty() {
@@ -1099,15 +1145,13 @@ impl Swarm {
         }
         for (i, pool) in updates {
             let team = &mut tree.teams[i];
-            team.account
-                .set_limits(pool.limits.clone())
-                .expect("checked under the same lock");
             team.spec.limits = pool.limits;
             team.spec.cascade = pool.cascade;
             team.spec.breaker = pool.breaker;
-            if let Some(r) = pool.restart {
-                team.spec.restart = r;
-            }
+            team.spec.restart = pool.restart.unwrap_or_default();
+        }
+        if let Some(old) = slot.policy_set() {
+            set.inherit_rate_limits(&old);
         }
         let warnings = set.warnings().to_vec();
         let version = slot.store(Arc::new(set));
@@ -1171,7 +1215,7 @@ impl SwarmInner {
     fn sweep_approvals(&self) -> Vec<Decision> {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
-        let agents: Vec<AgentId> = self.approval_agents.iter().map(|a| a.clone()).collect();
+        let agents: Vec<AgentId> = self.approval_agents.0.iter().map(|a| a.clone()).collect();
         for id in agents {
             let Ok(entry) = self.entry(&id) else { continue };
             let expired = entry.core.with_kernel(|k| k.expired_approvals(now));
@@ -1530,9 +1574,6 @@ impl AgentHandle {
             if let Some(actor) = actor {
                 match actor.call(|port| AgentMsg::Step(step, port), None).await {
                     Ok(CallResult::Success(decision)) => {
-                        if decision.decision == Verdict::RequireApproval {
-                            self.inner.approval_agents.insert(self.id().clone());
-                        }
                         return Ok(decision);
                     }
                     Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
@@ -1652,9 +1693,6 @@ impl AgentHandle {
     /// cannot afford a cross-thread hop; the decision, events and halts are the same.
     pub fn step_inline(&self, step: &Step) -> Decision {
         let (decision, new_halt) = self.entry.core.decide_now(step);
-        if decision.decision == Verdict::RequireApproval {
-            self.inner.approval_agents.insert(self.id().clone());
-        }
         if let Some(record) = new_halt {
             self.inner.after_halt(self.id().clone(), record);
         }

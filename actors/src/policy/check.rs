@@ -92,22 +92,13 @@ fn same_match(a: &MatchDef, b: &MatchDef) -> bool {
 }
 
 /// True when every step `b` matches is also matched by `a`.
-fn covers(a: &MatchDef, b: &MatchDef) -> bool {
+fn covers(a: &MatchDef, a_globs: &[Option<regex::Regex>], b: &MatchDef) -> bool {
     if !a.tools.is_empty() {
         if b.tools.is_empty() {
             return false;
         }
-        let patterns: Vec<Option<regex::Regex>> = a
-            .tools
-            .iter()
-            .map(|(t, _)| {
-                glob::is_glob(t)
-                    .then(|| regex::Regex::new(&glob::to_regex(t)).ok())
-                    .flatten()
-            })
-            .collect();
         let covered = |t: &str| {
-            a.tools.iter().zip(&patterns).any(|((at, _), re)| match re {
+            a.tools.iter().zip(a_globs).any(|((at, _), re)| match re {
                 Some(re) => re.is_match(t) && !glob::is_glob(t),
                 None => at == t,
             })
@@ -177,8 +168,22 @@ fn may_overlap(a: &RuleDef, b: &RuleDef) -> bool {
             .any(|(t, _)| a.matcher.tools.iter().any(|(u, _)| u == t))
 }
 
+/// Each rule's tool patterns compiled once (None for exact names).
+fn tool_globs(rule: &RuleDef) -> Vec<Option<regex::Regex>> {
+    rule.matcher
+        .tools
+        .iter()
+        .map(|(t, _)| {
+            glob::is_glob(t)
+                .then(|| regex::Regex::new(&glob::to_regex(t)).ok())
+                .flatten()
+        })
+        .collect()
+}
+
 fn check_overlaps(r: &mut Reader, doc: &PolicyDoc) {
     let rules = &doc.rules;
+    let globs: Vec<Vec<Option<regex::Regex>>> = rules.iter().map(tool_globs).collect();
     // Bucket rules by exact tool so large policies stay near-linear.
     let mut by_tool: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     let mut general = Vec::new();
@@ -231,7 +236,7 @@ fn check_overlaps(r: &mut Reader, doc: &PolicyDoc) {
             if !shadow_told
                 && a.rate_limit.is_none()
                 && a.decision > b.decision
-                && covers(&a.matcher, &b.matcher)
+                && covers(&a.matcher, &globs[ai], &b.matcher)
                 && !same_match(&a.matcher, &b.matcher)
             {
                 r.warn(

@@ -26,13 +26,20 @@ impl Default for RateLimiter {
 }
 
 /// One limit to check: which rule, which key, its parameters.
-pub struct RateRequest<'a> {
+#[derive(Clone, Debug)]
+pub struct RateRequest {
     /// Rule index.
     pub rule: u32,
     /// Scope key (agent id, team path, tool name).
     pub key: Arc<str>,
     /// The limit.
-    pub def: &'a RateDef,
+    pub def: RateDef,
+}
+
+fn gcra(def: &RateDef) -> (u64, u64) {
+    let emission = (def.per_ms.saturating_mul(1_000) / u64::from(def.max)).max(1);
+    let tolerance = emission.saturating_mul(u64::from(def.max) - 1);
+    (emission, tolerance)
 }
 
 impl RateLimiter {
@@ -44,23 +51,42 @@ impl RateLimiter {
         }
     }
 
+    /// Every request over its limit now, with how long until it would pass (ms). Counts
+    /// nothing.
+    pub fn over_limit(&self, requests: &[RateRequest], now_ms: u64) -> Vec<(usize, u64)> {
+        let now = now_ms.saturating_mul(1_000);
+        let map = self.tat_us.lock();
+        let mut out = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            let (_, tolerance) = gcra(&r.def);
+            let tat = map
+                .get(&(r.rule, Arc::clone(&r.key)))
+                .copied()
+                .unwrap_or(0)
+                .max(now);
+            if tat - now > tolerance {
+                out.push((i, (tat - now - tolerance).div_ceil(1_000)));
+            }
+        }
+        out
+    }
+
     /// Checks every request and, only if all pass, counts the step against each (atomically,
-    /// under one lock). Returns the index of the first request over its limit and how long
-    /// until it would pass, in milliseconds.
-    pub fn admit(&self, requests: &[RateRequest<'_>], now_ms: u64) -> Result<(), (usize, u64)> {
+    /// under one lock). Otherwise returns the first request over its limit and how long until
+    /// it would pass, in milliseconds, and counts nothing.
+    pub fn admit(&self, requests: &[RateRequest], now_ms: u64) -> Result<(), (usize, u64)> {
         let now = now_ms.saturating_mul(1_000);
         let mut map = self.tat_us.lock();
         let mut updates: Vec<u64> = Vec::with_capacity(requests.len());
         for (i, r) in requests.iter().enumerate() {
-            let emission = (r.def.per_ms.saturating_mul(1_000) / u64::from(r.def.max)).max(1);
-            let tolerance = emission.saturating_mul(u64::from(r.def.max) - 1);
+            let (emission, tolerance) = gcra(&r.def);
             let stored = map.get(&(r.rule, Arc::clone(&r.key))).copied().unwrap_or(0);
             let tat = stored.max(now);
             if tat - now > tolerance {
                 let retry_us = tat - now - tolerance;
                 return Err((i, retry_us.div_ceil(1_000)));
             }
-            updates.push(tat + emission);
+            updates.push(tat.saturating_add(emission));
         }
         for (r, new_tat) in requests.iter().zip(updates) {
             map.insert((r.rule, Arc::clone(&r.key)), new_tat);
@@ -72,11 +98,27 @@ impl RateLimiter {
             if map.len() > self.max_keys {
                 let mut tats: Vec<u64> = map.values().copied().collect();
                 tats.sort_unstable();
-                let cut = tats[map.len() - self.max_keys * 3 / 4];
+                let keep = self.max_keys * 3 / 4;
+                let cut = tats[tats.len().saturating_sub(keep + 1).min(tats.len() - 1)];
                 map.retain(|_, tat| *tat > cut);
             }
         }
         Ok(())
+    }
+
+    /// Copies the state of rule `from` of `old` to rule `to` here (a reload that kept the
+    /// rule keeps its counts).
+    pub fn inherit(&self, old: &RateLimiter, pairs: &[(u32, u32)]) {
+        if pairs.is_empty() {
+            return;
+        }
+        let src = old.tat_us.lock();
+        let mut dst = self.tat_us.lock();
+        for ((rule, key), tat) in src.iter() {
+            if let Some((_, to)) = pairs.iter().find(|(from, _)| from == rule) {
+                dst.insert((*to, Arc::clone(key)), *tat);
+            }
+        }
     }
 
     /// Keys tracked now.
@@ -108,7 +150,7 @@ mod tests {
             [RateRequest {
                 rule: 0,
                 key: Arc::clone(k),
-                def: &def,
+                def,
             }]
         };
         for i in 0..10 {
@@ -141,12 +183,12 @@ mod tests {
             RateRequest {
                 rule: 1,
                 key: Arc::clone(&t),
-                def: &loose,
+                def: loose,
             },
             RateRequest {
                 rule: 0,
                 key: Arc::clone(&a),
-                def: &tight,
+                def: tight,
             },
         ];
         assert!(lim.admit(&both, 0).is_ok());
@@ -155,12 +197,36 @@ mod tests {
         let only_loose = [RateRequest {
             rule: 1,
             key: t,
-            def: &loose,
+            def: loose,
         }];
         for _ in 0..99 {
             assert!(lim.admit(&only_loose, 0).is_ok());
         }
         assert!(lim.admit(&only_loose, 0).is_err());
+    }
+
+    #[test]
+    fn a_limiter_of_one_key_evicts_without_panicking() {
+        let def = RateDef {
+            max: 1,
+            per_ms: 1_000,
+            scope: RateScope::Agent,
+        };
+        let lim = RateLimiter::new(1);
+        for i in 0..10u64 {
+            let key: Arc<str> = Arc::from(format!("k{i}"));
+            assert!(lim.admit(&[RateRequest { rule: 0, key, def }], 0).is_ok());
+        }
+        assert!(lim
+            .admit(
+                &[RateRequest {
+                    rule: 0,
+                    key: Arc::from("z"),
+                    def
+                }],
+                u64::MAX
+            )
+            .is_ok());
     }
 
     #[test]
@@ -174,14 +240,7 @@ mod tests {
         for i in 0..1_000u64 {
             let key: Arc<str> = Arc::from(format!("k{i}"));
             assert!(lim
-                .admit(
-                    &[RateRequest {
-                        rule: 0,
-                        key,
-                        def: &def
-                    }],
-                    i * 10
-                )
+                .admit(&[RateRequest { rule: 0, key, def }], i * 10)
                 .is_ok());
             assert!(lim.len() <= 100);
         }

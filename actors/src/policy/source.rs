@@ -215,10 +215,47 @@ impl Reader {
         }
     }
 
+    /// One item or a list of them. An empty list is an error: it would silently mean "no
+    /// restriction" where the writer meant "nothing".
     fn list<'a>(&mut self, n: &'a Node) -> Vec<&'a Node> {
         match &n.data {
+            Data::Sequence(items) if items.is_empty() => {
+                self.err(
+                    pos(n),
+                    "an empty list here matches nothing useful",
+                    Some("list at least one value, or remove the key".into()),
+                );
+                Vec::new()
+            }
             Data::Sequence(items) => items.iter().collect(),
             _ => vec![n],
+        }
+    }
+
+    /// A whole number that fits in a u32.
+    fn uint32(&mut self, n: &Node, what: &str) -> Option<u32> {
+        let v = self.uint(n, what)?;
+        match u32::try_from(v) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.err(
+                    pos(n),
+                    format!("{what} = {v} is too large (at most {})", u32::MAX),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks that a glob compiles; reports it at its own position.
+    fn check_glob(&mut self, n: &Node, glob: &str) -> bool {
+        match regex::Regex::new(&super::glob::to_regex(glob)) {
+            Ok(_) => true,
+            Err(_) => {
+                self.err(pos(n), format!("bad glob {glob:?}"), Some("use * for any run of characters, ? for one, [abc] or [!abc] for a class (a-z ranges low to high)".into()));
+                false
+            }
         }
     }
 
@@ -535,7 +572,7 @@ fn read_defaults(r: &mut Reader, n: &Node) -> Defaults {
             "stagnation" => {
                 if let Some(e) = r.mapping(v, "defaults.stagnation", &["repeat_limit", "window"]) {
                     for (k, _, x) in e {
-                        let val = r.uint(x, &format!("stagnation.{k}")).unwrap_or(0) as u32;
+                        let val = r.uint32(x, &format!("stagnation.{k}")).unwrap_or(0);
                         if k == "repeat_limit" {
                             d.stagnation.repeat_limit = val;
                         } else {
@@ -601,16 +638,8 @@ fn read_budgets(r: &mut Reader, n: &Node) -> Budgets {
             "cost_usd" => b.cost_micro_usd = r.micros(v, "cost_usd", "5.00"),
             "risk" => b.risk_micro = r.micros(v, "risk", "10.0"),
             "wall_time" => b.wall_time_ms = r.duration_ms(v, "budgets.wall_time"),
-            "failures" => {
-                b.failures = r
-                    .uint(v, "budgets.failures")
-                    .map(|x| x.min(u32::MAX as u64) as u32)
-            }
-            "exploration" => {
-                b.exploration = r
-                    .uint(v, "budgets.exploration")
-                    .map(|x| x.min(u32::MAX as u64) as u32)
-            }
+            "failures" => b.failures = r.uint32(v, "budgets.failures"),
+            "exploration" => b.exploration = r.uint32(v, "budgets.exploration"),
             "custom" => b.custom = read_custom(r, v, "budgets.custom"),
             _ => {}
         }
@@ -851,9 +880,7 @@ fn read_restart(r: &mut Reader, n: &Node) -> Option<RestartPolicy> {
                     ],
                 )?
             }
-            "max_restarts" => {
-                p.max_restarts = r.uint(v, "restart.max_restarts")?.min(u32::MAX as u64) as u32
-            }
+            "max_restarts" => p.max_restarts = r.uint32(v, "restart.max_restarts")?,
             _ => p.within_ms = r.duration_ms(v, "restart.within")?,
         }
     }
@@ -947,19 +974,21 @@ fn read_rules(r: &mut Reader, n: &Node) -> Vec<RuleDef> {
         return Vec::new();
     }
     let mut out: Vec<RuleDef> = Vec::new();
+    let mut seen: std::collections::HashMap<Arc<str>, usize> = std::collections::HashMap::new();
     for item in items {
         if let Some(rule) = read_rule(r, item) {
-            if let Some(first) = out.iter().find(|x| x.id == rule.id) {
+            if let Some(first_line) = seen.get(&rule.id) {
                 r.err(
                     rule.pos,
                     format!(
-                        "rule id `{}` is used twice (first at line {})",
-                        rule.id, first.pos.line
+                        "rule id `{}` is used twice (first at line {first_line})",
+                        rule.id
                     ),
                     None,
                 );
                 continue;
             }
+            seen.insert(Arc::clone(&rule.id), rule.pos.line);
             out.push(rule);
         }
     }
@@ -1141,6 +1170,9 @@ fn read_match(r: &mut Reader, n: &Node) -> MatchDef {
             "tool" => {
                 for item in r.list(v) {
                     if let Some(t) = r.text(item, "match.tool") {
+                        if super::glob::is_glob(&t) && !r.check_glob(item, &t) {
+                            continue;
+                        }
                         m.tools.push((t, pos(item)));
                     }
                 }
@@ -1164,11 +1196,10 @@ fn read_match(r: &mut Reader, n: &Node) -> MatchDef {
             "failures" | "steps" => {
                 if let Some(e) = r.mapping(v, &format!("match.{key}"), &["at_least"]) {
                     for (_, _, x) in e {
-                        let val = r.uint(x, &format!("{key}.at_least"));
                         if key == "failures" {
-                            m.failures_at_least = val.map(|x| x.min(u32::MAX as u64) as u32);
+                            m.failures_at_least = r.uint32(x, "failures.at_least");
                         } else {
-                            m.steps_at_least = val;
+                            m.steps_at_least = r.uint(x, "steps.at_least");
                         }
                     }
                 }
@@ -1290,7 +1321,7 @@ fn read_arg_cond(r: &mut Reader, path: &str, ppos: Pos, v: &Node) -> Option<ArgC
                             None
                         }
                     }),
-                    "glob" => r.text(x, "glob").map(ArgOp::Glob),
+                    "glob" => r.text(x, "glob").filter(|g| r.check_glob(x, g)).map(ArgOp::Glob),
                     _ => match &x.data {
                         Data::Value(Scalar::Boolean(b)) => Some(ArgOp::Exists(*b)),
                         _ => {

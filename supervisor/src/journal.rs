@@ -1,0 +1,832 @@
+//! The audit journal: an append-only, hash-chained log of every decision, settlement, halt,
+//! approval and policy change. It is also the node's write-ahead log (replay rebuilds state),
+//! so it is written with group commit and read back with full verification.
+//!
+//! ## On disk
+//! `DIR/journal/<first_seq:020>.seg` files. Each segment starts with a header
+//! (`WARDENJ1`, the first sequence number, the hash of the previous segment's last entry, a
+//! CRC) so a segment can be verified on its own and the chain continues across rotation. Then
+//! frames, one per entry:
+//!
+//! ```text
+//! u32 body_len | u32 crc32(body) | body
+//! body = u64 seq | u64 ts_ms | u8 kind | [32] prev_hash | payload (body_len - 49 bytes)
+//! hash(entry) = BLAKE3(body)          (so each hash covers the previous one)
+//! ```
+//!
+//! ## Durability
+//! One writer thread owns the file. Appenders send entries over a bounded channel and wait for
+//! an acknowledgement; the writer takes everything queued (up to `max_batch`), writes it in one
+//! go and, in [`FsyncMode::Always`] (the default), calls `fdatasync` before acknowledging any
+//! of it: no caller learns of an entry before it is durable, and one sync serves the whole
+//! group. [`FsyncMode::Batch`] acknowledges after the write and syncs at most every
+//! `batch_sync_ms`; [`FsyncMode::Off`] leaves syncing to the OS.
+//!
+//! ## Recovery
+//! [`Journal::open`] verifies every segment. A torn tail (the last frame of the last segment
+//! incomplete or failing its CRC, with nothing valid after it) is cut back to the last valid
+//! entry and reported; any other damage (a bad frame with valid frames after it, a broken hash
+//! chain, a bad header) is an error naming the entry: it is never skipped silently.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// Segment header magic.
+const MAGIC: &[u8; 8] = b"WARDENJ1";
+/// Header: magic + first seq + prev hash + crc.
+const HEADER_LEN: usize = 8 + 8 + 32 + 4;
+/// Fixed part of a body: seq + ts + kind + prev hash.
+const BODY_FIXED: usize = 8 + 8 + 1 + 32;
+/// Largest payload accepted (1 MiB): larger appends are refused.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Default queue between appenders and the writer.
+pub const DEFAULT_QUEUE: usize = 65_536;
+
+/// A 32-byte BLAKE3 hash.
+pub type Hash = [u8; 32];
+
+/// The hash before the first entry.
+pub const GENESIS: Hash = [0; 32];
+
+/// When the writer calls `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// Before acknowledging each group (durable acknowledgements).
+    #[default]
+    Always,
+    /// At most every `batch_sync_ms`; acknowledgements may precede durability by that much.
+    Batch,
+    /// Never (the OS writes back when it likes).
+    Off,
+}
+
+/// What an entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum EntryKind {
+    /// An agent was registered.
+    AgentRegistered = 1,
+    /// A step was decided (and, if allowed, reserved).
+    Decision = 2,
+    /// An outcome was settled.
+    Settlement = 3,
+    /// An agent was halted.
+    Halt = 4,
+    /// An agent was resumed.
+    Resume = 5,
+    /// An approval was answered or timed out.
+    Approval = 6,
+    /// The policy changed.
+    PolicyChange = 7,
+    /// Anything else an operator should see in the record.
+    Note = 8,
+}
+
+impl EntryKind {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => Self::AgentRegistered,
+            2 => Self::Decision,
+            3 => Self::Settlement,
+            4 => Self::Halt,
+            5 => Self::Resume,
+            6 => Self::Approval,
+            7 => Self::PolicyChange,
+            8 => Self::Note,
+            _ => return None,
+        })
+    }
+
+    /// The name used in queries and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AgentRegistered => "agent_registered",
+            Self::Decision => "decision",
+            Self::Settlement => "settlement",
+            Self::Halt => "halt",
+            Self::Resume => "resume",
+            Self::Approval => "approval",
+            Self::PolicyChange => "policy_change",
+            Self::Note => "note",
+        }
+    }
+}
+
+/// One verified entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// When it was appended (Unix ms, from the appender's clock).
+    pub ts_ms: u64,
+    /// What it records.
+    pub kind: EntryKind,
+    /// The previous entry's hash.
+    pub prev_hash: Hash,
+    /// Its own hash.
+    pub hash: Hash,
+    /// The payload (JSON by convention).
+    pub payload: Vec<u8>,
+}
+
+/// Journal settings.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The node's data directory; segments go to `DIR/journal/`.
+    pub dir: PathBuf,
+    /// When to sync.
+    pub fsync: FsyncMode,
+    /// Sync interval for [`FsyncMode::Batch`].
+    pub batch_sync_ms: u64,
+    /// Start a new segment beyond this size.
+    pub segment_bytes: u64,
+    /// Most entries written (and synced) as one group.
+    pub max_batch: usize,
+    /// Bound on queued appends; appenders wait when it is full.
+    pub queue: usize,
+}
+
+impl JournalConfig {
+    /// Defaults for `dir`: fsync always, 64 MiB segments, groups of up to 4,096.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            fsync: FsyncMode::Always,
+            batch_sync_ms: 10,
+            segment_bytes: 64 << 20,
+            max_batch: 4_096,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The file system said no.
+    #[error("journal I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Damage that is not a torn tail.
+    #[error("journal corrupt at entry {seq} ({path}, byte {offset}): {reason}")]
+    Corrupt {
+        /// The entry that should have been there.
+        seq: u64,
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset in the segment.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The payload is larger than [`MAX_PAYLOAD_BYTES`].
+    #[error("journal entry payload of {0} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")]
+    TooLarge(usize),
+    /// The writer has stopped (after an I/O error, or at shutdown).
+    #[error("the journal writer has stopped: {0}")]
+    Stopped(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+fn encode_header(first_seq: u64, prev: &Hash) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&first_seq.to_le_bytes());
+    h[16..48].copy_from_slice(prev);
+    let crc = crc32fast::hash(&h[..48]);
+    h[48..52].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Encodes one frame into `out`; returns the entry's hash.
+fn encode_frame(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts_ms: u64,
+    kind: EntryKind,
+    prev: &Hash,
+    payload: &[u8],
+) -> Hash {
+    let body_len = BODY_FIXED + payload.len();
+    let start = out.len();
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let body_start = out.len();
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&ts_ms.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(prev);
+    out.extend_from_slice(payload);
+    let body = &out[body_start..];
+    let crc = crc32fast::hash(body);
+    let hash = *blake3::hash(body).as_bytes();
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    hash
+}
+
+/// The segments in `DIR/journal/`, in order.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let jdir = dir.join("journal");
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(&jdir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(&jdir)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io_err(&jdir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push((n, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What verification found.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    /// Entries that verified.
+    pub entries: u64,
+    /// Segments read.
+    pub segments: usize,
+    /// The last entry's sequence number and hash.
+    pub head: Option<(u64, Hash)>,
+    /// Bytes of a torn tail found after the last valid entry (not removed by `verify`).
+    pub torn_tail_bytes: u64,
+}
+
+/// Reads and verifies every entry under `dir`, calling `visit` for each in order. Stops with
+/// [`JournalError::Corrupt`] at the first damage that is not a torn tail.
+pub fn read_all(dir: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyReport, JournalError> {
+    let segs = segments(dir)?;
+    let mut report = VerifyReport {
+        segments: segs.len(),
+        ..Default::default()
+    };
+    let mut prev = GENESIS;
+    let mut next_seq = 1u64;
+    for (i, (first_seq, path)) in segs.iter().enumerate() {
+        let last_segment = i + 1 == segs.len();
+        let mut bytes = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io_err(path))?;
+        let corrupt = |seq: u64, offset: usize, reason: String| JournalError::Corrupt {
+            seq,
+            path: path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+            return Err(corrupt(next_seq, 0, "missing or bad segment header".into()));
+        }
+        let crc = u32::from_le_bytes(bytes[48..52].try_into().expect("4 bytes"));
+        if crc != crc32fast::hash(&bytes[..48]) {
+            return Err(corrupt(
+                next_seq,
+                0,
+                "segment header checksum mismatch".into(),
+            ));
+        }
+        let head_seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let head_prev: Hash = bytes[16..48].try_into().expect("32 bytes");
+        if head_seq != *first_seq || head_seq != next_seq || head_prev != prev {
+            return Err(corrupt(
+                next_seq,
+                0,
+                format!(
+                    "segment starts at entry {head_seq} (file name says {first_seq}) but entry {next_seq} was expected next, or its chain link does not match the previous segment"
+                ),
+            ));
+        }
+        let mut off = HEADER_LEN;
+        while off < bytes.len() {
+            let frame_ok = parse_frame(&bytes, off);
+            match frame_ok {
+                Ok((entry_len, body)) => {
+                    let seq = u64::from_le_bytes(body[..8].try_into().expect("8"));
+                    let ts_ms = u64::from_le_bytes(body[8..16].try_into().expect("8"));
+                    let kind_byte = body[16];
+                    let link: Hash = body[17..49].try_into().expect("32");
+                    if seq != next_seq {
+                        return Err(corrupt(
+                            next_seq,
+                            off,
+                            format!("found entry {seq} where {next_seq} belongs"),
+                        ));
+                    }
+                    if link != prev {
+                        return Err(corrupt(
+                            seq,
+                            off,
+                            "hash chain broken: the entry does not link to the one before".into(),
+                        ));
+                    }
+                    let Some(kind) = EntryKind::from_u8(kind_byte) else {
+                        return Err(corrupt(seq, off, format!("unknown entry kind {kind_byte}")));
+                    };
+                    let hash = *blake3::hash(body).as_bytes();
+                    visit(&Entry {
+                        seq,
+                        ts_ms,
+                        kind,
+                        prev_hash: link,
+                        hash,
+                        payload: body[BODY_FIXED..].to_vec(),
+                    });
+                    prev = hash;
+                    next_seq += 1;
+                    report.entries += 1;
+                    report.head = Some((seq, hash));
+                    off += entry_len;
+                }
+                Err(reason) => {
+                    // A torn tail is a bad frame at the end of the last segment with nothing
+                    // valid after it; anything else is corruption.
+                    if last_segment && !valid_frame_after(&bytes, off) {
+                        report.torn_tail_bytes = (bytes.len() - off) as u64;
+                        break;
+                    }
+                    return Err(corrupt(next_seq, off, reason));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Parses the frame at `off`: (frame length, body).
+fn parse_frame(bytes: &[u8], off: usize) -> Result<(usize, &[u8]), String> {
+    if bytes.len() - off < 8 {
+        return Err("truncated frame header".into());
+    }
+    let body_len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
+    let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().expect("4"));
+    if !(BODY_FIXED..=BODY_FIXED + MAX_PAYLOAD_BYTES).contains(&body_len) {
+        return Err(format!("frame length {body_len} out of range"));
+    }
+    if bytes.len() - off - 8 < body_len {
+        return Err("truncated frame body".into());
+    }
+    let body = &bytes[off + 8..off + 8 + body_len];
+    if crc32fast::hash(body) != crc {
+        return Err("frame checksum mismatch".into());
+    }
+    Ok((8 + body_len, body))
+}
+
+/// Is there any valid frame after a bad one at `bad`? Tries every later offset (bounded: only
+/// runs when recovering from damage).
+fn valid_frame_after(bytes: &[u8], bad: usize) -> bool {
+    (bad + 1..bytes.len().saturating_sub(8)).any(|o| parse_frame(bytes, o).is_ok())
+}
+
+/// Verifies `dir` without changing it.
+pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
+    read_all(dir, |_| {})
+}
+
+struct Append {
+    kind: EntryKind,
+    ts_ms: u64,
+    payload: Vec<u8>,
+    ack: oneshot::Sender<Result<(u64, Hash), String>>,
+}
+
+/// The appending side. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    tx: mpsc::Sender<Append>,
+}
+
+/// What opening found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The verified state before opening.
+    pub verified: VerifyReport,
+    /// Bytes of torn tail cut off.
+    pub truncated_bytes: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `config.dir`, verifies it, cuts a torn tail, and
+    /// starts the writer thread. `visit` sees every existing entry (replay).
+    pub fn open(
+        config: JournalConfig,
+        visit: impl FnMut(&Entry),
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        let jdir = config.dir.join("journal");
+        fs::create_dir_all(&jdir).map_err(io_err(&jdir))?;
+        let verified = read_all(&config.dir, visit)?;
+        let segs = segments(&config.dir)?;
+        let (next_seq, prev) = verified.head.map_or((1, GENESIS), |(s, h)| (s + 1, h));
+        let (path, file, size) = match segs.last() {
+            Some((_, path)) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
+                let len = file.metadata().map_err(io_err(path))?.len();
+                let keep = len - verified.torn_tail_bytes;
+                if verified.torn_tail_bytes > 0 {
+                    file.set_len(keep).map_err(io_err(path))?;
+                    file.sync_all().map_err(io_err(path))?;
+                }
+                (path.clone(), file, keep)
+            }
+            None => {
+                let path = jdir.join(segment_name(1));
+                let mut file = OpenOptions::new()
+                    .create_new(true)
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                file.write_all(&encode_header(1, &GENESIS))
+                    .map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
+                File::open(&jdir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err(&jdir))?;
+                (path, file, HEADER_LEN as u64)
+            }
+        };
+        let mut file = file;
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let writer = Writer {
+            config,
+            jdir,
+            path,
+            out: BufWriter::with_capacity(1 << 20, file),
+            size,
+            next_seq,
+            prev,
+            last_sync: Instant::now(),
+            dirty: false,
+        };
+        std::thread::Builder::new()
+            .name("warden-journal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(Path::new("journal writer thread")))?;
+        let truncated_bytes = verified.torn_tail_bytes;
+        Ok((
+            Journal { tx },
+            OpenReport {
+                verified,
+                truncated_bytes,
+            },
+        ))
+    }
+
+    /// Appends an entry; resolves once it is written (and, with [`FsyncMode::Always`],
+    /// durable). Returns its sequence number and hash.
+    pub async fn append(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<(u64, Hash), JournalError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(JournalError::TooLarge(payload.len()));
+        }
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Append {
+                kind,
+                ts_ms,
+                payload,
+                ack,
+            })
+            .await
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
+        done.await
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?
+            .map_err(JournalError::Stopped)
+    }
+
+    /// Appends a JSON payload.
+    pub async fn append_json<T: Serialize>(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: &T,
+    ) -> Result<(u64, Hash), JournalError> {
+        let bytes = serde_json::to_vec(payload)
+            .map_err(|e| JournalError::Stopped(format!("cannot encode entry: {e}")))?;
+        self.append(kind, ts_ms, bytes).await
+    }
+}
+
+struct Writer {
+    config: JournalConfig,
+    jdir: PathBuf,
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    next_seq: u64,
+    prev: Hash,
+    last_sync: Instant,
+    dirty: bool,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+        let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut failed: Option<String> = None;
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(_) => break,
+                }
+            }
+            if let Some(why) = &failed {
+                for a in batch.drain(..) {
+                    let _ = a.ack.send(Err(why.clone()));
+                }
+                continue;
+            }
+            match self.write_group(&batch, &mut buf) {
+                Ok(acks) => {
+                    for (a, ack) in batch.drain(..).zip(acks) {
+                        let _ = a.ack.send(Ok(ack));
+                    }
+                }
+                Err(e) => {
+                    // After an I/O error the file's tail is unknown: refuse everything from
+                    // now on rather than acknowledge entries that may not be there.
+                    let why = format!("write to {} failed: {e}", self.path.display());
+                    for a in batch.drain(..) {
+                        let _ = a.ack.send(Err(why.clone()));
+                    }
+                    failed = Some(why);
+                }
+            }
+        }
+        let _ = self.out.flush();
+        let _ = self.out.get_ref().sync_data();
+    }
+
+    fn write_group(&mut self, batch: &[Append], buf: &mut Vec<u8>) -> io::Result<Vec<(u64, Hash)>> {
+        let mut acks = Vec::with_capacity(batch.len());
+        buf.clear();
+        for a in batch {
+            if self.size + buf.len() as u64 > self.config.segment_bytes
+                && self.size > HEADER_LEN as u64
+            {
+                self.out.write_all(buf)?;
+                self.size += buf.len() as u64;
+                buf.clear();
+                self.rotate()?;
+            }
+            let seq = self.next_seq;
+            let hash = encode_frame(buf, seq, a.ts_ms, a.kind, &self.prev, &a.payload);
+            self.prev = hash;
+            self.next_seq += 1;
+            acks.push((seq, hash));
+        }
+        self.out.write_all(buf)?;
+        self.size += buf.len() as u64;
+        self.out.flush()?;
+        self.dirty = true;
+        match self.config.fsync {
+            FsyncMode::Always => self.sync()?,
+            FsyncMode::Batch => {
+                if self.last_sync.elapsed() >= Duration::from_millis(self.config.batch_sync_ms) {
+                    self.sync()?;
+                }
+            }
+            FsyncMode::Off => {}
+        }
+        Ok(acks)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.out.get_ref().sync_data()?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        let path = self.jdir.join(segment_name(self.next_seq));
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)?;
+        file.write_all(&encode_header(self.next_seq, &self.prev))?;
+        file.sync_all()?;
+        File::open(&self.jdir)?.sync_all()?;
+        self.out = BufWriter::with_capacity(1 << 20, file);
+        self.path = path;
+        self.size = HEADER_LEN as u64;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("warden-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    async fn write_n(dir: &Path, n: u64, segment_bytes: u64) -> Vec<(u64, Hash)> {
+        let mut cfg = JournalConfig::new(dir);
+        cfg.segment_bytes = segment_bytes;
+        let (j, _) = Journal::open(cfg, |_| {}).unwrap();
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(
+                j.append(
+                    EntryKind::Decision,
+                    1_000 + i,
+                    format!("{{\"i\":{i}}}").into_bytes(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn entries_chain_across_segments_and_reopen_continues_the_chain() {
+        let dir = tmp("chain");
+        let acks = write_n(&dir, 500, 4_096).await;
+        assert_eq!(acks.last().unwrap().0, 500);
+        let report = verify(&dir).unwrap();
+        assert_eq!(report.entries, 500);
+        assert!(report.segments > 5, "rotated: {}", report.segments);
+        assert_eq!(report.head, Some(*acks.last().unwrap()));
+        // Reopen: replay sees every entry, and new appends continue the chain.
+        let mut seen = Vec::new();
+        let (j, open) = Journal::open(JournalConfig::new(&dir), |e| {
+            seen.push((e.seq, e.payload.clone()))
+        })
+        .unwrap();
+        assert_eq!(open.truncated_bytes, 0);
+        assert_eq!(seen.len(), 500);
+        assert_eq!(seen[41].1, b"{\"i\":41}");
+        let (seq, _) = j.append(EntryKind::Note, 9, b"x".to_vec()).await.unwrap();
+        assert_eq!(seq, 501);
+        // Acknowledged means written and synced: it is on disk already.
+        assert_eq!(verify(&dir).unwrap().entries, 501);
+        drop(j);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_back_and_reported() {
+        let dir = tmp("torn");
+        write_n(&dir, 20, 1 << 20).await;
+        let (_, seg) = segments(&dir).unwrap().pop().unwrap();
+        let len = fs::metadata(&seg).unwrap().len();
+        // Half of the last frame is lost in a crash.
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let report = verify(&dir).unwrap();
+        assert_eq!(report.entries, 19);
+        assert!(report.torn_tail_bytes > 0);
+        let (j, open) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+        assert_eq!(open.verified.entries, 19);
+        assert!(open.truncated_bytes > 0);
+        assert_eq!(j.append(EntryKind::Note, 1, vec![]).await.unwrap().0, 20);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_in_the_middle_is_reported_with_its_entry() {
+        let dir = tmp("tamper");
+        write_n(&dir, 50, 1 << 20).await;
+        let (_, seg) = segments(&dir).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&seg).unwrap();
+        // Entry 10's payload starts after the header and nine frames.
+        let frame = 8 + BODY_FIXED + b"{\"i\":0}".len();
+        let at = HEADER_LEN + 9 * frame + 8 + BODY_FIXED + 2;
+        bytes[at] ^= 0x01;
+        fs::write(&seg, &bytes).unwrap();
+        match verify(&dir) {
+            Err(JournalError::Corrupt { seq, reason, .. }) => {
+                assert_eq!(seq, 10);
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Opening refuses too: corruption is never skipped.
+        assert!(Journal::open(JournalConfig::new(&dir), |_| {}).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_entry_with_a_fixed_checksum_breaks_the_chain() {
+        let dir = tmp("rewrite");
+        write_n(&dir, 30, 1 << 20).await;
+        let (_, seg) = segments(&dir).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&seg).unwrap();
+        let frame = 8 + BODY_FIXED + b"{\"i\":0}".len();
+        let off = HEADER_LEN + 4 * frame;
+        let body_start = off + 8;
+        bytes[body_start + BODY_FIXED + 2] = b'9';
+        let crc = crc32fast::hash(&bytes[body_start..body_start + frame - 8]);
+        bytes[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&seg, &bytes).unwrap();
+        match verify(&dir) {
+            Err(JournalError::Corrupt { seq, reason, .. }) => {
+                assert_eq!(
+                    seq, 6,
+                    "entry 5 verifies alone; entry 6 no longer links to it"
+                );
+                assert!(reason.contains("chain"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_form_one_gapless_chain() {
+        let dir = tmp("concurrent");
+        let (j, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let j = j.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..100 {
+                    seqs.push(
+                        j.append(EntryKind::Decision, i, vec![t as u8; 10])
+                            .await
+                            .unwrap()
+                            .0,
+                    );
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        assert_eq!(verify(&dir).unwrap().entries, 800);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_payloads_are_refused_and_change_nothing() {
+        let dir = tmp("large");
+        let (j, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+        let err = j
+            .append(EntryKind::Note, 0, vec![0; MAX_PAYLOAD_BYTES + 1])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JournalError::TooLarge(_)));
+        assert_eq!(j.append(EntryKind::Note, 0, vec![]).await.unwrap().0, 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
