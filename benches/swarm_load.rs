@@ -3,7 +3,7 @@
 //! criterion does not: p99 of single calls, decisions per second across 1,000 agents, and RSS.
 //!
 //! Run: `cargo bench --bench swarm_load` (all parts) or
-//! `cargo bench --bench swarm_load -- latency throughput hostile memory detectors` (some).
+//! `cargo bench --bench swarm_load -- latency throughput hostile memory detectors journal`.
 //! `WARDEN_BENCH_AGENTS=100000,1000000` sets the agent counts of the memory part (default
 //! `100000`). Results are printed as markdown; docs/benchmarks.md records them.
 
@@ -606,6 +606,57 @@ fn memory() {
     }
 }
 
+/// Audit journal: appends per second from 256 concurrent appenders in each durability mode,
+/// then verification speed over what was written.
+fn journal() {
+    use warden::supervisor::journal::{self, EntryKind, FsyncMode, Journal, JournalConfig};
+    let per_mode = 400_000u64;
+    let appenders = 256u64;
+    println!("\n### Audit journal: group commit ({appenders} concurrent appenders, ~200-byte entries)\n");
+    println!("| fsync mode | entries | seconds | entries/s | verify entries/s |\n|---|---|---|---|---|");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let payload = vec![b'x'; 200];
+    for mode in [FsyncMode::Always, FsyncMode::Batch, FsyncMode::Off] {
+        let dir = std::env::temp_dir().join(format!("warden-bench-journal-{}-{mode:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = JournalConfig::new(&dir);
+        cfg.fsync = mode;
+        let (j, _) = Journal::open(cfg, |_| {}).unwrap();
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for a in 0..appenders {
+                let (j, payload) = (j.clone(), payload.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..per_mode / appenders {
+                        j.append(EntryKind::Decision, a * 1_000_000 + i, payload.clone()).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        drop(j);
+        let start = Instant::now();
+        let report = journal::verify(&dir).unwrap();
+        let verify_secs = start.elapsed().as_secs_f64();
+        assert_eq!(report.entries, per_mode / appenders * appenders);
+        println!(
+            "| {mode:?} | {} | {secs:.2} | {:.0} | {:.0} |",
+            report.entries,
+            report.entries as f64 / secs,
+            report.entries as f64 / verify_secs
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Detector cost on a typical benign 199-byte args string (no hit: the common case).
 fn detectors() {
     use warden::actors::policy::Detector;
@@ -654,5 +705,8 @@ fn main() {
     }
     if want("detectors") {
         detectors();
+    }
+    if want("journal") {
+        journal();
     }
 }
