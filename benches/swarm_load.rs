@@ -612,8 +612,12 @@ fn journal() {
     use warden::supervisor::journal::{self, EntryKind, FsyncMode, Journal, JournalConfig};
     let per_mode = 400_000u64;
     let appenders = 256u64;
-    println!("\n### Audit journal: group commit ({appenders} concurrent appenders, ~200-byte entries)\n");
-    println!("| fsync mode | entries | seconds | entries/s | verify entries/s |\n|---|---|---|---|---|");
+    println!(
+        "\n### Audit journal: group commit ({appenders} concurrent appenders, ~200-byte entries)\n"
+    );
+    println!(
+        "| fsync mode | entries | seconds | entries/s | verify entries/s |\n|---|---|---|---|---|"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -621,7 +625,10 @@ fn journal() {
         .unwrap();
     let payload = vec![b'x'; 200];
     for mode in [FsyncMode::Always, FsyncMode::Batch, FsyncMode::Off] {
-        let dir = std::env::temp_dir().join(format!("warden-bench-journal-{}-{mode:?}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "warden-bench-journal-{}-{mode:?}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = JournalConfig::new(&dir);
         cfg.fsync = mode;
@@ -633,7 +640,9 @@ fn journal() {
                 let (j, payload) = (j.clone(), payload.clone());
                 tasks.push(tokio::spawn(async move {
                     for i in 0..per_mode / appenders {
-                        j.append(EntryKind::Decision, a * 1_000_000 + i, payload.clone()).await.unwrap();
+                        j.append(EntryKind::Decision, a * 1_000_000 + i, payload.clone())
+                            .await
+                            .unwrap();
                     }
                 }));
             }

@@ -144,3 +144,46 @@ fn policy_eval_prints_the_decision_and_every_matched_rule() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("missing field `action`"));
 }
+
+#[test]
+fn audit_verify_passes_an_intact_journal_and_names_the_first_bad_entry() {
+    use warden::supervisor::journal::{EntryKind, Journal, JournalConfig};
+    let dir = std::env::temp_dir().join(format!("warden-cli-audit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (j, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+        for i in 0..100u64 {
+            j.append(
+                EntryKind::Decision,
+                i,
+                format!("{{\"n\":{:03}}}", i).into_bytes(),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let ok = warden(&["audit", "verify", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{text}");
+    assert!(text.contains("ok, 100 entries in 1 segments"), "{text}");
+
+    // Flip one byte inside entry 42's payload.
+    let seg = dir.join("journal").join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let header = 52;
+    let frame = 8 + 49 + b"{\"n\":000}".len();
+    bytes[header + 41 * frame + 8 + 49 + 6] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let bad = warden(&["audit", "verify", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    assert!(text.contains("journal corrupt at entry 42"), "{text}");
+
+    let none = warden(&["audit", "verify", "/nonexistent"]);
+    assert_eq!(none.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
