@@ -357,31 +357,25 @@ fn scalar_json(n: &Node) -> Option<Value> {
     }
 }
 
+// Names come from the types themselves, so the policy language and the JSON can never drift.
 const VERDICTS: [(&str, Verdict); 4] = [
-    ("allow", Verdict::Allow),
-    ("deny", Verdict::Deny),
-    ("require_approval", Verdict::RequireApproval),
-    ("halt", Verdict::Halt),
+    (Verdict::Allow.name(), Verdict::Allow),
+    (Verdict::Deny.name(), Verdict::Deny),
+    (Verdict::RequireApproval.name(), Verdict::RequireApproval),
+    (Verdict::Halt.name(), Verdict::Halt),
 ];
 
 const ACTIONS: [(&str, ActionClass); 5] = [
-    ("read", ActionClass::Read),
-    ("write", ActionClass::Write),
-    ("execute", ActionClass::Execute),
-    ("network", ActionClass::Network),
-    ("spend", ActionClass::Spend),
+    (ActionClass::Read.name(), ActionClass::Read),
+    (ActionClass::Write.name(), ActionClass::Write),
+    (ActionClass::Execute.name(), ActionClass::Execute),
+    (ActionClass::Network.name(), ActionClass::Network),
+    (ActionClass::Spend.name(), ActionClass::Spend),
 ];
 
-const KINDS: [(&str, HaltKind); 8] = [
-    ("exhaustion", HaltKind::Exhaustion),
-    ("stagnation", HaltKind::Stagnation),
-    ("overrisk", HaltKind::Overrisk),
-    ("safety", HaltKind::Safety),
-    ("external", HaltKind::External),
-    ("cascade", HaltKind::Cascade),
-    ("deadlock", HaltKind::Deadlock),
-    ("lost", HaltKind::Lost),
-];
+fn kinds() -> [(&'static str, HaltKind); 8] {
+    HaltKind::ALL.map(|k| (k.name(), k))
+}
 
 /// Checks the text for things the loader must never see: too large, too deep, aliases
 /// (which expand and can blow up memory). Returns false after reporting.
@@ -791,7 +785,7 @@ fn read_cascade(r: &mut Reader, n: &Node) -> Option<CascadeRule> {
     for (k, _, v) in entries {
         if k == "on" {
             for item in r.list(v) {
-                if let Some(kind) = r.named(item, "halt kind", &KINDS) {
+                if let Some(kind) = r.named(item, "halt kind", &kinds()) {
                     on.push(kind);
                 }
             }
@@ -1040,7 +1034,7 @@ fn read_rule(r: &mut Reader, n: &Node) -> Option<RuleDef> {
         }
     };
     let decision = get("decision").and_then(|d| r.named(d, "decision", &VERDICTS));
-    let kind = get("kind").and_then(|k| r.named(k, "halt kind", &KINDS));
+    let kind = get("kind").and_then(|k| r.named(k, "halt kind", &kinds()));
     let message = get("message").and_then(|m| r.text(m, "message"));
     let rate_limit = get("rate_limit").and_then(|rl| read_rate(r, rl));
     let decision = match (decision, rate_limit.is_some()) {
