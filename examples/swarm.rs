@@ -1,55 +1,42 @@
-//! A tour of warden as a library: two teams under one swarm, a safety halt that cascades
-//! through a team, and a shared pool that runs dry.
+//! A tour of warden as a library: a YAML policy, two teams under one swarm, a safety halt that
+//! cascades through a team, and a shared pool that runs dry.
 //!
 //! Run it with `cargo run --release --example swarm`.
 
-use std::sync::Arc;
-
 use serde_json::json;
-use warden::{
-    ActionClass, AgentId, AgentSpec, Budgets, Event, HaltKind, LedgerDim, Limits, Outcome,
-    PolicyContext, PolicyOutcome, Scope, StagnationConfig, Step, StepPolicy, Swarm, TeamSpec,
-    Verdict,
-};
+use warden::actors::policy::PolicySet;
+use warden::{ActionClass, AgentId, AgentSpec, Event, LedgerDim, Outcome, Step, Swarm, Verdict};
 
 fn id(s: &str) -> AgentId {
     AgentId::new(s).expect("valid id")
 }
 
+/// The policy of the tour: two teams under a $2 swarm pool, a tool registry, one safety rule.
+const POLICY: &str = r#"
+version: 1
+defaults:
+  budgets: {steps: 100, cost_usd: 1.00}
+  stagnation: {repeat_limit: 0, window: 0}
+pools:
+  - {path: swarm, limits: {cost_usd: 2.00}}
+  - {path: swarm/coders, cascade: {on: [safety, overrisk], scope: siblings}}
+  - {path: swarm/research, limits: {tokens: 10000}}
+tools:
+  shell: {action: execute, risk: 0.5}
+  web.search: {action: read}
+rules:
+  - id: no-rm-rf
+    match: {tool: shell, args: {command: {regex: 'rm\s+-rf'}}}
+    decision: halt
+    kind: safety
+    message: recursive delete
+"#;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A stand-in for the policy engine: `rm -rf` is a safety halt.
-    let policy: Arc<dyn StepPolicy> = Arc::new(|ctx: &PolicyContext<'_>| {
-        let cmd = ctx
-            .step
-            .args()
-            .get("command")
-            .and_then(|c| c.as_str())
-            .unwrap_or("");
-        if ctx.step.tool() == "shell" && cmd.contains("rm -rf") {
-            PolicyOutcome::Halt {
-                rule: Arc::from("no-rm-rf"),
-                kind: HaltKind::Safety,
-                reason: format!("destructive command {cmd:?}"),
-            }
-        } else {
-            PolicyOutcome::Allow
-        }
-    });
-
-    let swarm = Swarm::builder()
-        .limits(Limits::UNLIMITED.with(LedgerDim::CostMicroUsd, Some(2_000_000)))
-        .team(
-            TeamSpec::new("swarm/coders")
-                .cascade([HaltKind::Safety, HaltKind::Overrisk], Scope::Siblings),
-        )
-        .team(
-            TeamSpec::new("swarm/research")
-                .limits(Limits::UNLIMITED.with(LedgerDim::Tokens, Some(10_000))),
-        )
-        .policy(policy)
-        .build()
-        .await?;
+    // The YAML policy engine: its pools become the swarm's teams.
+    let policy = PolicySet::parse(POLICY).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let swarm = Swarm::builder().policy_set(policy).build().await?;
     println!("swarm up: {} runtime shards", swarm.shards());
 
     // Print halts as they happen, with their cause chains.
@@ -77,20 +64,11 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let budgets = Budgets {
-        steps: Some(100),
-        cost_micro_usd: Some(1_000_000),
-        ..Default::default()
-    };
     let mut coders = Vec::new();
     for name in ["coder-1", "coder-2", "coder-3"] {
         coders.push(
             swarm
-                .spawn_agent(
-                    AgentSpec::new(id(name))
-                        .team("swarm/coders")
-                        .budgets(budgets.clone()),
-                )
+                .spawn_agent(AgentSpec::new(id(name)).team("swarm/coders"))
                 .await?,
         );
     }
@@ -98,12 +76,7 @@ async fn main() -> anyhow::Result<()> {
     for name in ["scout-1", "scout-2"] {
         researchers.push(
             swarm
-                .spawn_agent(
-                    AgentSpec::new(id(name))
-                        .team("swarm/research")
-                        .budgets(budgets.clone())
-                        .stagnation(StagnationConfig::OFF),
-                )
+                .spawn_agent(AgentSpec::new(id(name)).team("swarm/research"))
                 .await?,
         );
     }
