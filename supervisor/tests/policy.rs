@@ -339,3 +339,43 @@ async fn hot_reload_swaps_the_policy_and_an_invalid_one_changes_nothing() {
     assert!(swarm.reload_policy(&more).is_err());
     swarm.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_counts_of_unchanged_rate_limits() {
+    let with_rate = POLICY.to_string()
+        + "  - {id: search-rate, match: {tool: web.search}, rate_limit: {max: 1, per: 1h}}\n";
+    let swarm = Swarm::builder()
+        .clock(Arc::new(ManualClock::new(0)))
+        .heartbeat_sweep_ms(0)
+        .policy_set(PolicySet::parse(&with_rate).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .await
+        .unwrap();
+    let search = |n: u64| {
+        Step::builder("web.search", ActionClass::Read)
+            .args(json!({"n": n}))
+            .build()
+            .unwrap()
+    };
+    assert!(a.step(search(1)).await.unwrap().is_allow());
+    assert_eq!(
+        a.step(search(2)).await.unwrap().rule.as_deref(),
+        Some("search-rate")
+    );
+    swarm.reload_policy(&with_rate).unwrap();
+    assert_eq!(
+        a.step(search(3)).await.unwrap().rule.as_deref(),
+        Some("search-rate"),
+        "the reload must not hand out a fresh burst"
+    );
+    // A changed limit starts afresh.
+    swarm
+        .reload_policy(&with_rate.replace("max: 1, per: 1h", "max: 5, per: 1h"))
+        .unwrap();
+    assert!(a.step(search(4)).await.unwrap().is_allow());
+    swarm.shutdown().await;
+}
