@@ -67,7 +67,7 @@ impl AgentMetrics {
 }
 
 /// Most final decisions of answered approvals kept for callers that have not collected them.
-pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 1_024;
+pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 65_536;
 
 /// Everything about one agent that must outlive its actor: the kernel and its wiring.
 pub struct AgentCore {
@@ -243,10 +243,11 @@ impl AgentCore {
             self.announce_halt(record);
         }
         if let Some(p) = &decided.new_approval {
+            // Announce first, so no reader sees an approval resolved before it was requested.
+            self.announce_approval(p);
             if let Some(sink) = &self.parked_sink {
                 sink.parked(&self.id);
             }
-            self.announce_approval(p);
         }
         (decided.decision, decided.new_halt)
     }

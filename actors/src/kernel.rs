@@ -74,7 +74,7 @@ pub trait StepPolicy: Send + Sync + 'static {
 
 /// Counts a step against its rate limits once the kernel has admitted it; on a miss (a
 /// concurrent step took the last slot) it returns the rule and reason, and the step is denied.
-pub type RateCommit = Box<dyn FnOnce(u64) -> Result<(), (Arc<str>, String)> + Send>;
+pub type RateCommit = Box<dyn FnOnce(u64) -> Result<(), PolicyOutcome> + Send>;
 
 /// A policy's full answer about one step.
 pub struct Judgement {
@@ -665,16 +665,29 @@ impl AgentKernel {
         if risk_floor_micro > amounts.get(LedgerDim::RiskMicro) {
             amounts.set(LedgerDim::RiskMicro, risk_floor_micro);
         }
-        let approval = match policy_outcome {
+        let mut approval = match policy_outcome {
             PolicyOutcome::RequireApproval { rule, reason } => Some((rule, reason)),
             _ => None,
         };
         let reserved = self.account.reserve(&amounts);
         if let (Ok(_), Some(commit)) = (&reserved, rate_commit) {
-            // Budgets admitted the step: only now does it count against its rate limits.
-            if let Err((rule, reason)) = commit(now_ms) {
-                drop(reserved); // releases the reservation
-                return self.deny(step_id, rule, reason);
+            // Budgets admitted the step: only now does it count against its rate limits. A
+            // limit found full at this point (another agent took the last slot) applies the
+            // same verdict its rule gives when evaluation sees it full.
+            match commit(now_ms) {
+                Ok(()) => {}
+                Err(PolicyOutcome::Halt { rule, kind, reason }) => {
+                    drop(reserved); // releases the reservation
+                    return self.halt_now(step_id, kind, rule, reason, now_ms);
+                }
+                Err(PolicyOutcome::RequireApproval { rule, reason }) => {
+                    approval = Some((rule, reason)); // parks below, with the reservation held
+                }
+                Err(PolicyOutcome::Deny { rule, reason }) => {
+                    drop(reserved);
+                    return self.deny(step_id, rule, reason);
+                }
+                Err(PolicyOutcome::Allow) => {}
             }
         }
         match reserved {

@@ -412,6 +412,11 @@ impl Account {
     /// set. On any misfit nothing changes; the error names the account.
     pub fn set_limits_all(changes: &[(Arc<Account>, Limits)]) -> Result<(), String> {
         let mut order: Vec<usize> = (0..changes.len()).collect();
+        for (i, (a, _)) in changes.iter().enumerate() {
+            if changes[..i].iter().any(|(b, _)| Arc::ptr_eq(a, b)) {
+                return Err(format!("{}: listed twice", a.name));
+            }
+        }
         order.sort_by_key(|&i| {
             (
                 std::cmp::Reverse(changes[i].0.depth),

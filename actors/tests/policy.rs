@@ -59,7 +59,7 @@ impl Ctx {
         let matched = e.matched.iter().map(|m| m.id.to_string()).collect();
         // As the kernel does once budgets admit the step: count it against its rate limits.
         let outcome = match e.rate_ticket.map(|t| t.commit(now_ms)) {
-            Some(Err((rule, reason))) => PolicyOutcome::Deny { rule, reason },
+            Some(Err(missed)) => missed,
             _ => e.outcome,
         };
         let (v, rule) = match outcome {

@@ -29,9 +29,9 @@
 //! chain, a bad header) is an error naming the entry: it is never skipped silently.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -370,7 +370,7 @@ pub fn read_all(dir: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyRepor
                 Err(reason) => {
                     // A torn tail is a bad frame at the end of the last segment with nothing
                     // valid after it; anything else is corruption.
-                    if last_segment && !valid_frame_after(&bytes, off) {
+                    if last_segment && !valid_frame_after(&bytes, off, next_seq) {
                         report.torn_tail_bytes = (bytes.len() - off) as u64;
                         break;
                     }
@@ -402,10 +402,18 @@ fn parse_frame(bytes: &[u8], off: usize) -> Result<(usize, &[u8]), String> {
     Ok((8 + body_len, body))
 }
 
-/// Is there any valid frame after a bad one at `bad`? Tries every later offset (bounded: only
-/// runs when recovering from damage).
-fn valid_frame_after(bytes: &[u8], bad: usize) -> bool {
-    (bad + 1..bytes.len().saturating_sub(8)).any(|o| parse_frame(bytes, o).is_ok())
+/// Is there any valid frame after a bad one at `bad`? Only frames that could really follow
+/// count: a later sequence number (within 2^32 of the expected one) and a known kind, checked
+/// before the (costlier) checksum, so a garbage tail is scanned quickly.
+fn valid_frame_after(bytes: &[u8], bad: usize, next_seq: u64) -> bool {
+    (bad + 1..bytes.len().saturating_sub(8 + BODY_FIXED)).any(|o| {
+        let seq = u64::from_le_bytes(bytes[o + 8..o + 16].try_into().expect("8"));
+        let kind = bytes[o + 8 + 16];
+        seq > next_seq
+            && seq - next_seq < (1 << 32)
+            && EntryKind::from_u8(kind).is_some()
+            && parse_frame(bytes, o).is_ok()
+    })
 }
 
 /// Verifies `dir` without changing it.
@@ -423,7 +431,13 @@ struct Append {
 /// The appending side. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Journal {
-    tx: mpsc::Sender<Append>,
+    tx: mpsc::Sender<Msg>,
+}
+
+enum Msg {
+    Append(Append),
+    /// Finish what is queued, sync, release the file and the lock, then acknowledge.
+    Stop(oneshot::Sender<()>),
 }
 
 /// What opening found.
@@ -435,19 +449,66 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
 }
 
+/// Creates segment `first_seq` crash-safely: the header is written and synced under a
+/// temporary name, then renamed, then the directory is synced. A crash leaves either no
+/// segment or a complete header, never a half-made segment.
+fn create_segment(jdir: &Path, first_seq: u64, prev: &Hash) -> io::Result<(PathBuf, File)> {
+    let path = jdir.join(segment_name(first_seq));
+    let tmp = jdir.join(format!("{}.tmp", segment_name(first_seq)));
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)?;
+        f.write_all(&encode_header(first_seq, prev))?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    File::open(jdir)?.sync_all()?;
+    let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+    file.seek(SeekFrom::End(0))?;
+    Ok((path, file))
+}
+
 impl Journal {
     /// Opens (or creates) the journal in `config.dir`, verifies it, cuts a torn tail, and
-    /// starts the writer thread. `visit` sees every existing entry (replay).
+    /// starts the writer thread. `visit` sees every existing entry (replay). Only one writer
+    /// may hold a journal: a second `open` fails while the first writer lives.
     pub fn open(
         config: JournalConfig,
         visit: impl FnMut(&Entry),
     ) -> Result<(Journal, OpenReport), JournalError> {
         let jdir = config.dir.join("journal");
         fs::create_dir_all(&jdir).map_err(io_err(&jdir))?;
+        let lock_path = jdir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.try_lock().map_err(|_| JournalError::Io {
+            path: lock_path.clone(),
+            source: io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another writer holds this journal (is a node already running on this data directory?)",
+            ),
+        })?;
+        // A segment whose creation a crash interrupted never got its final name: drop it.
+        for entry in fs::read_dir(&jdir).map_err(io_err(&jdir))?.flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".seg.tmp"))
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let verified = read_all(&config.dir, visit)?;
         let segs = segments(&config.dir)?;
         let (next_seq, prev) = verified.head.map_or((1, GENESIS), |(s, h)| (s + 1, h));
-        let (path, file, size) = match segs.last() {
+        let (path, mut file, size) = match segs.last() {
             Some((_, path)) => {
                 let file = OpenOptions::new()
                     .read(true)
@@ -455,7 +516,14 @@ impl Journal {
                     .open(path)
                     .map_err(io_err(path))?;
                 let len = file.metadata().map_err(io_err(path))?.len();
-                let keep = len - verified.torn_tail_bytes;
+                let keep = len.checked_sub(verified.torn_tail_bytes).ok_or_else(|| {
+                    JournalError::Corrupt {
+                        seq: next_seq,
+                        path: path.clone(),
+                        offset: len,
+                        reason: "the segment shrank while the journal was being opened".into(),
+                    }
+                })?;
                 if verified.torn_tail_bytes > 0 {
                     file.set_len(keep).map_err(io_err(path))?;
                     file.sync_all().map_err(io_err(path))?;
@@ -463,35 +531,22 @@ impl Journal {
                 (path.clone(), file, keep)
             }
             None => {
-                let path = jdir.join(segment_name(1));
-                let mut file = OpenOptions::new()
-                    .create_new(true)
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                file.write_all(&encode_header(1, &GENESIS))
-                    .map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-                File::open(&jdir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_err(&jdir))?;
+                let (path, file) = create_segment(&jdir, 1, &GENESIS).map_err(io_err(&jdir))?;
                 (path, file, HEADER_LEN as u64)
             }
         };
-        let mut file = file;
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let writer = Writer {
             config,
             jdir,
             path,
-            out: BufWriter::with_capacity(1 << 20, file),
+            file,
             size,
             next_seq,
             prev,
-            last_sync: Instant::now(),
             dirty: false,
+            _lock: lock,
         };
         std::thread::Builder::new()
             .name("warden-journal".into())
@@ -520,17 +575,27 @@ impl Journal {
         }
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Append {
+            .send(Msg::Append(Append {
                 kind,
                 ts_ms,
                 payload,
                 ack,
-            })
+            }))
             .await
             .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
         done.await
             .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?
             .map_err(JournalError::Stopped)
+    }
+
+    /// Stops the writer: everything queued before is written and synced, the segment and the
+    /// writer lock are released, and only then does this return. Appends through other clones
+    /// fail afterwards.
+    pub async fn shutdown(self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     /// Appends a JSON payload.
@@ -550,26 +615,73 @@ struct Writer {
     config: JournalConfig,
     jdir: PathBuf,
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    /// Bytes of the current segment that are written (acknowledged or about to be).
     size: u64,
     next_seq: u64,
     prev: Hash,
-    last_sync: Instant,
     dirty: bool,
+    _lock: File,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // A one-thread runtime only to wait for appends with a timeout (batch-mode syncs when
+        // idle); all file work is plain blocking I/O on this dedicated thread.
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            return;
+        };
+        let stop = rt.block_on(self.serve(rx));
+        if self.dirty {
+            let _ = self.file.sync_data();
+        }
+        // Release the segment and the lock before acknowledging a stop.
+        drop(self);
+        if let Some(done) = stop {
+            let _ = done.send(());
+        }
+    }
+
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
         let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch);
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut failed: Option<String> = None;
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < self.config.max_batch {
+        loop {
+            let first = if self.dirty && self.config.fsync == FsyncMode::Batch {
+                let wait = Duration::from_millis(self.config.batch_sync_ms.max(1));
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return None,
+                    Err(_) => {
+                        if failed.is_none() && self.file.sync_data().is_ok() {
+                            self.dirty = false;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                match rx.recv().await {
+                    Some(m) => m,
+                    None => return None,
+                }
+            };
+            let mut stop = None;
+            match first {
+                Msg::Append(a) => batch.push(a),
+                Msg::Stop(done) => stop = Some(done),
+            }
+            while stop.is_none() && batch.len() < self.config.max_batch {
                 match rx.try_recv() {
-                    Ok(a) => batch.push(a),
+                    Ok(Msg::Append(a)) => batch.push(a),
+                    Ok(Msg::Stop(done)) => stop = Some(done),
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                return stop;
             }
             if let Some(why) = &failed {
                 for a in batch.drain(..) {
@@ -577,6 +689,7 @@ impl Writer {
                 }
                 continue;
             }
+            let before = (self.path.clone(), self.size, self.next_seq, self.prev);
             match self.write_group(&batch, &mut buf) {
                 Ok(acks) => {
                     for (a, ack) in batch.drain(..).zip(acks) {
@@ -584,28 +697,37 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    // After an I/O error the file's tail is unknown: refuse everything from
-                    // now on rather than acknowledge entries that may not be there.
+                    // The group failed: none of it is acknowledged, so none of it may stay on
+                    // disk (replay must not see entries whose callers were told they failed).
+                    // Cut the segment back to the last acknowledged byte and refuse everything
+                    // from now on: the tail is no longer trusted.
                     let why = format!("write to {} failed: {e}", self.path.display());
+                    if self.path == before.0 {
+                        let _ = self.file.set_len(before.1);
+                        let _ = self.file.sync_data();
+                    }
                     for a in batch.drain(..) {
                         let _ = a.ack.send(Err(why.clone()));
                     }
                     failed = Some(why);
+                    self.dirty = false;
                 }
             }
+            if stop.is_some() {
+                return stop;
+            }
         }
-        let _ = self.out.flush();
-        let _ = self.out.get_ref().sync_data();
     }
 
     fn write_group(&mut self, batch: &[Append], buf: &mut Vec<u8>) -> io::Result<Vec<(u64, Hash)>> {
         let mut acks = Vec::with_capacity(batch.len());
         buf.clear();
         for a in batch {
-            if self.size + buf.len() as u64 > self.config.segment_bytes
-                && self.size > HEADER_LEN as u64
+            let frame_len = (8 + BODY_FIXED + a.payload.len()) as u64;
+            let in_segment = self.size + buf.len() as u64;
+            if in_segment > HEADER_LEN as u64 && in_segment + frame_len > self.config.segment_bytes
             {
-                self.out.write_all(buf)?;
+                self.file.write_all(buf)?;
                 self.size += buf.len() as u64;
                 buf.clear();
                 self.rotate()?;
@@ -616,43 +738,20 @@ impl Writer {
             self.next_seq += 1;
             acks.push((seq, hash));
         }
-        self.out.write_all(buf)?;
+        self.file.write_all(buf)?;
         self.size += buf.len() as u64;
-        self.out.flush()?;
         self.dirty = true;
-        match self.config.fsync {
-            FsyncMode::Always => self.sync()?,
-            FsyncMode::Batch => {
-                if self.last_sync.elapsed() >= Duration::from_millis(self.config.batch_sync_ms) {
-                    self.sync()?;
-                }
-            }
-            FsyncMode::Off => {}
+        if self.config.fsync == FsyncMode::Always {
+            self.file.sync_data()?;
+            self.dirty = false;
         }
         Ok(acks)
     }
 
-    fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.out.get_ref().sync_data()?;
-            self.dirty = false;
-        }
-        self.last_sync = Instant::now();
-        Ok(())
-    }
-
     fn rotate(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        let path = self.jdir.join(segment_name(self.next_seq));
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)?;
-        file.write_all(&encode_header(self.next_seq, &self.prev))?;
-        file.sync_all()?;
-        File::open(&self.jdir)?.sync_all()?;
-        self.out = BufWriter::with_capacity(1 << 20, file);
+        self.file.sync_data()?;
+        let (path, file) = create_segment(&self.jdir, self.next_seq, &self.prev)?;
+        self.file = file;
         self.path = path;
         self.size = HEADER_LEN as u64;
         self.dirty = false;
@@ -686,6 +785,7 @@ mod tests {
                 .unwrap(),
             );
         }
+        j.shutdown().await;
         out
     }
 
@@ -827,6 +927,63 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, JournalError::TooLarge(_)));
         assert_eq!(j.append(EntryKind::Note, 0, vec![]).await.unwrap().0, 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn segments_stay_within_their_size_even_for_large_concurrent_groups() {
+        let dir = tmp("rotate-groups");
+        let mut cfg = JournalConfig::new(&dir);
+        cfg.segment_bytes = 4_096;
+        let (j, _) = Journal::open(cfg, |_| {}).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..64u8 {
+            let j = j.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20 {
+                    j.append(EntryKind::Decision, i, vec![t; 40]).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        j.shutdown().await;
+        let frame = (8 + BODY_FIXED + 40) as u64;
+        for (_, path) in segments(&dir).unwrap() {
+            let len = fs::metadata(&path).unwrap().len();
+            assert!(len <= 4_096 + frame, "{} is {len} bytes", path.display());
+        }
+        assert_eq!(verify(&dir).unwrap().entries, 64 * 20);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused_and_a_half_made_segment_is_dropped() {
+        let dir = tmp("lock");
+        let (j, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+        j.append(EntryKind::Note, 1, vec![]).await.unwrap();
+        let err = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("another writer holds this journal"),
+            "{err}"
+        );
+        j.shutdown().await;
+        // A crash while creating the next segment leaves only a temporary file behind.
+        fs::write(
+            dir.join("journal").join(format!("{}.tmp", segment_name(2))),
+            b"WARD",
+        )
+        .unwrap();
+        let (j, open) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+        assert_eq!(open.verified.entries, 1);
+        assert_eq!(j.append(EntryKind::Note, 2, vec![]).await.unwrap().0, 2);
+        j.shutdown().await;
+        assert!(!dir
+            .join("journal")
+            .join(format!("{}.tmp", segment_name(2)))
+            .exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -753,6 +753,19 @@ impl Swarm {
                 // agent ever sits in a halted team.
                 let path = tree.teams[team_idx].spec.path.clone();
                 drop(tree);
+                // Handles taken during the spawn may still exist: halt the kernel so they get
+                // halts, and drop any wait-for edges that named the agent.
+                let now = inner.clock.now_ms();
+                entry.core.with_kernel(|k| {
+                    k.halt(
+                        HaltKind::Cascade,
+                        Some(Arc::from(format!("team.{path}"))),
+                        format!("team {path} was halted while the agent was being spawned"),
+                        Vec::new(),
+                        now,
+                    )
+                });
+                inner.waits.lock().forget(&id);
                 inner.by_actor.remove(&actor.get_id());
                 actor.stop(Some("team halted during spawn".into()));
                 inner.agents.remove(&id);
@@ -1218,7 +1231,21 @@ impl SwarmInner {
         let agents: Vec<AgentId> = self.approval_agents.0.iter().map(|a| a.clone()).collect();
         for id in agents {
             let Ok(entry) = self.entry(&id) else { continue };
-            let expired = entry.core.with_kernel(|k| k.expired_approvals(now));
+            let (expired, none_left) = entry.core.with_kernel(|k| {
+                let expired = k.expired_approvals(now);
+                let none_left = k.pending_approvals().len() == expired.len();
+                (expired, none_left)
+            });
+            if expired.is_empty() && none_left {
+                // Nothing parked: drop the hint (remove, then re-check, as in approvals()).
+                self.approval_agents.0.remove(&id);
+                if entry
+                    .core
+                    .with_kernel(|k| !k.pending_approvals().is_empty())
+                {
+                    self.approval_agents.0.insert(id.clone());
+                }
+            }
             for step in expired {
                 if let Ok(d) = entry.core.answer_approval(step, &ApprovalAnswer::Timeout) {
                     out.push(d);

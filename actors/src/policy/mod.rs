@@ -156,19 +156,29 @@ pub struct Evaluation {
 pub struct RateTicket {
     limiter: Arc<RateLimiter>,
     requests: Vec<RateRequest>,
-    rules: Vec<(Arc<str>, String)>,
+    rules: Vec<(Arc<str>, String, Verdict, Option<HaltKind>)>,
 }
 
 impl RateTicket {
     /// Counts the step against every limit, atomically, re-checking them (another agent may
     /// have used the last slot since evaluation). On a miss, nothing is counted and the rule
     /// and reason are returned.
-    pub fn commit(self, now_ms: u64) -> Result<(), (Arc<str>, String)> {
+    pub fn commit(self, now_ms: u64) -> Result<(), PolicyOutcome> {
         self.limiter
             .admit(&self.requests, now_ms)
             .map_err(|(i, retry_ms)| {
-                let (rule, msg) = &self.rules[i];
-                (Arc::clone(rule), format!("{msg}; retry in {retry_ms} ms"))
+                let (rule, msg, verdict, kind) = &self.rules[i];
+                let rule = Arc::clone(rule);
+                let reason = format!("{msg}; retry in {retry_ms} ms");
+                match verdict {
+                    Verdict::Halt => PolicyOutcome::Halt {
+                        rule,
+                        kind: kind.unwrap_or(HaltKind::Safety),
+                        reason,
+                    },
+                    Verdict::RequireApproval => PolicyOutcome::RequireApproval { rule, reason },
+                    _ => PolicyOutcome::Deny { rule, reason },
+                }
             })
     }
 }
@@ -397,7 +407,12 @@ impl PolicySet {
                 .size_limit(64 << 20)
                 // A large lazy-DFA cache keeps big sets (thousands of patterns) off the slow
                 // PikeVM fallback: measured 590 µs -> ~1 µs p99 at 2,500 globs on one field.
-                .dfa_size_limit(16 << 20)
+                // Small sets keep the default (the cache is per thread and per set).
+                .dfa_size_limit(if patterns.len() > 256 {
+                    16 << 20
+                } else {
+                    2 << 20
+                })
                 .build()
                 .map_err(|e| Diagnostic {
                     severity: Severity::Error,
@@ -603,7 +618,7 @@ impl PolicySet {
                     .iter()
                     .map(|&i| {
                         let r = &self.rules[i as usize];
-                        (Arc::clone(&r.id), r.message.clone())
+                        (Arc::clone(&r.id), r.message.clone(), r.verdict, r.kind)
                     })
                     .collect();
                 rate_ticket = Some(RateTicket {

@@ -185,7 +185,7 @@ pub(super) fn luhn_valid(digits: &str) -> bool {
         sum += d;
         count += 1;
     }
-    count > 0 && sum % 10 == 0
+    count > 0 && sum.is_multiple_of(10)
 }
 
 /// Whether a digit string of this length carries a known card issuer prefix.
