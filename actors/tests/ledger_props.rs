@@ -249,3 +249,75 @@ fn a_thousand_concurrent_reservations_on_room_for_ten_admit_exactly_ten() {
         assert_eq!(pool.snapshot().reserved.get(LedgerDim::Tokens), 0);
     }
 }
+
+#[test]
+fn limit_changes_racing_with_reservations_never_break_the_bound() {
+    for round in 0..20u64 {
+        let root = Account::root(
+            "swarm",
+            Limits::UNLIMITED.with(LedgerDim::Tokens, Some(10_000)),
+        );
+        let team = root
+            .child(
+                "swarm/t",
+                Limits::UNLIMITED.with(LedgerDim::Tokens, Some(5_000)),
+            )
+            .unwrap();
+        let agents: Vec<_> = (0..4)
+            .map(|i| team.child(format!("a{i}"), Limits::UNLIMITED).unwrap())
+            .collect();
+        let accounts = vec![Arc::clone(&root), Arc::clone(&team)];
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for a in &agents {
+                let (stop, accounts) = (&stop, &accounts);
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok((r, _)) = a.reserve(&Amounts::new(0, 97, 0, 0)) {
+                            held.push(r);
+                        }
+                        if held.len() > 8 {
+                            held.remove(0).cancel();
+                        }
+                        check_bound(accounts);
+                    }
+                });
+            }
+            // Meanwhile, lower and raise the limits, all-or-none, many times.
+            let mut applied = 0;
+            for i in 0..500u64 {
+                let team_limit = 1_000 + ((i * 7 + round) % 40) * 100;
+                let changes = vec![
+                    (
+                        Arc::clone(&team),
+                        Limits::UNLIMITED.with(LedgerDim::Tokens, Some(team_limit)),
+                    ),
+                    (
+                        Arc::clone(&root),
+                        Limits::UNLIMITED.with(LedgerDim::Tokens, Some(team_limit + 500)),
+                    ),
+                ];
+                if Account::set_limits_all(&changes).is_ok() {
+                    applied += 1;
+                    // Both changed together: the team's limit never exceeds what the root allows.
+                    let (t, r) = (team.snapshot(), root.snapshot());
+                    assert!(t.limits.get(LedgerDim::Tokens) <= r.limits.get(LedgerDim::Tokens));
+                }
+                check_bound(&accounts);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(applied > 0, "some limit changes must fit");
+        });
+        check_bound(&accounts);
+    }
+}
+
+#[test]
+fn set_limits_all_refuses_the_same_account_twice() {
+    let root = Account::root("swarm", Limits::UNLIMITED);
+    let l = Limits::UNLIMITED.with(LedgerDim::Tokens, Some(10));
+    let err = Account::set_limits_all(&[(Arc::clone(&root), l.clone()), (Arc::clone(&root), l)])
+        .unwrap_err();
+    assert!(err.contains("listed twice"), "{err}");
+}
