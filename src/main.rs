@@ -30,7 +30,27 @@ enum Command {
     /// Inspect a node's audit journal.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a coordinator node: agents register, step and report outcomes over HTTP.
+    ///
+    /// With no arguments: data in ./warden-data, the bundled example policy, listening on
+    /// 127.0.0.1:7700. The operator token comes from WARDEN_OPERATOR_TOKEN or
+    /// DATA_DIR/operator.token (created, mode 0600, on first start). Stops cleanly on
+    /// SIGINT/SIGTERM.
+    Node {
+        /// The policy YAML file (default: the bundled example policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The data directory.
+        #[arg(long, default_value = "warden-data")]
+        data: PathBuf,
+        /// The address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: std::net::SocketAddr,
+    },
 }
+
+/// The bundled example policy (`examples/policies/design.yaml`).
+const DEFAULT_POLICY: &str = include_str!("../examples/policies/design.yaml");
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
@@ -116,6 +136,20 @@ struct SpentState {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Node {
+        policy,
+        data,
+        listen,
+    } = cli.command
+    {
+        return match run_node(policy, data, listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("warden node: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -131,6 +165,7 @@ fn read(file: &PathBuf) -> anyhow::Result<String> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Node { .. } => unreachable!("handled in main"),
         Command::Audit(AuditCommand::Verify { dir }) => {
             use warden::supervisor::journal::{self, JournalError};
             if !dir.join("journal").is_dir() {
@@ -326,6 +361,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_node(
+    policy: Option<PathBuf>,
+    data: PathBuf,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let (policy_text, policy_source) = match &policy {
+        Some(p) => (read(p)?, p.display().to_string()),
+        None => (
+            DEFAULT_POLICY.to_string(),
+            "the bundled example policy".to_string(),
+        ),
+    };
+    let config = warden::supervisor::node::NodeConfig {
+        listen,
+        data_dir: data.clone(),
+        policy_text,
+        operator_token: std::env::var("WARDEN_OPERATOR_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        max_body_bytes: warden::supervisor::node::DEFAULT_MAX_BODY_BYTES,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let node = match warden::supervisor::node::start(config).await {
+            Ok(n) => n,
+            Err(warden::supervisor::node::NodeError::Policy(errors)) => {
+                for d in &errors.diagnostics {
+                    eprintln!("{policy_source}:{d}");
+                }
+                bail!("{policy_source} is not a valid policy");
+            }
+            Err(e) => return Err(e.into()),
+        };
+        println!("warden node listening on http://{}", node.addr);
+        println!(
+            "policy: {policy_source}; data: {}; operator token: {}",
+            data.display(),
+            node.operator_token_source
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        println!("warden node: shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` to Unix milliseconds.

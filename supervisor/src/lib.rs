@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod journal;
+pub mod node;
 pub mod runtime;
 pub mod swarm;
 pub mod tree;

@@ -809,6 +809,18 @@ impl Swarm {
         })
     }
 
+    /// The configuration a new agent gets from the policy's defaults.
+    pub fn policy_defaults(&self) -> KernelConfig {
+        self.inner.agent_defaults()
+    }
+
+    /// Every agent's id, sorted.
+    pub fn agent_ids(&self) -> Vec<AgentId> {
+        let mut ids: Vec<AgentId> = self.inner.agents.iter().map(|e| e.key().clone()).collect();
+        ids.sort();
+        ids
+    }
+
     /// Number of agents.
     pub fn len(&self) -> usize {
         self.inner.agents.len()

@@ -1,0 +1,876 @@
+//! The node runtime: `warden node`'s HTTP API over a [`Swarm`].
+//!
+//! This first slice serves the agent, pool, approval and policy endpoints of DESIGN.md with
+//! per-agent tokens, an operator token, JSON errors, body limits and Prometheus metrics.
+//! Journaling every decision (write-ahead), replay on start, server-sent events, the web page,
+//! webhooks and the enforcement proxy build on it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use warden_actors::policy::PolicySet;
+use warden_actors::{
+    AgentId, ApprovalAnswer, Cost, LedgerDim, Outcome, OutcomeStatus, Step, StepId,
+};
+
+use crate::swarm::{AgentSpec, Swarm, SwarmError};
+
+/// Largest request body accepted by default (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Most labels per agent, and the longest label key or value.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key or value.
+pub const MAX_LABEL_LEN: usize = 256;
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where to listen (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The data directory (operator token; the journal later).
+    pub data_dir: PathBuf,
+    /// The policy YAML text.
+    pub policy_text: String,
+    /// The operator token; `None` reads `DATA_DIR/operator.token`, creating it if absent.
+    pub operator_token: Option<String>,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The policy is invalid.
+    #[error("{0}")]
+    Policy(warden_actors::policy::PolicyErrors),
+    /// The swarm could not start.
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    /// A file or socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+struct NodeState {
+    swarm: Swarm,
+    operator_token: String,
+    agent_tokens: DashMap<AgentId, String>,
+    labels: DashMap<AgentId, BTreeMap<String, String>>,
+    policy_text: RwLock<String>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// A running node: its address, and how to stop it.
+pub struct RunningNode {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Where the operator token came from (printed at start-up).
+    pub operator_token_source: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    swarm: Swarm,
+}
+
+impl RunningNode {
+    /// Stops accepting, finishes in-flight requests, stops the swarm.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        self.swarm.shutdown().await;
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn operator_token(config: &NodeConfig) -> Result<(String, String), NodeError> {
+    if let Some(t) = &config.operator_token {
+        return Ok((t.clone(), "the configuration".into()));
+    }
+    let path = config.data_dir.join("operator.token");
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| NodeError::Io { what, source }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_string(), path.display().to_string())),
+        _ => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(io("creating the data directory for"))?;
+            let token = random_token();
+            use std::io::Write;
+            #[cfg(unix)]
+            let mut file = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io("writing"))?
+            };
+            #[cfg(not(unix))]
+            let mut file = std::fs::File::create(&path).map_err(io("writing"))?;
+            file.write_all(token.as_bytes()).map_err(io("writing"))?;
+            Ok((token, format!("{} (new)", path.display())))
+        }
+    }
+}
+
+/// Starts a node on the current tokio runtime.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let policy = PolicySet::parse(&config.policy_text).map_err(NodeError::Policy)?;
+    let (operator_token, operator_token_source) = operator_token(&config)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let swarm = Swarm::builder().policy_set(policy).build().await?;
+    let state = Arc::new(NodeState {
+        swarm: swarm.clone(),
+        operator_token,
+        agent_tokens: DashMap::new(),
+        labels: DashMap::new(),
+        policy_text: RwLock::new(config.policy_text.clone()),
+        metrics,
+    });
+    let app = router(state, config.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Io {
+            what: format!("listening on {}", config.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Io {
+        what: "reading the bound address".into(),
+        source,
+    })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(RunningNode {
+        addr,
+        operator_token_source,
+        stop,
+        task,
+        swarm,
+    })
+}
+
+fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(|| async { Json(json!({"status": "ready"})) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/v1/agents", post(register).get(list_agents))
+        .route("/v1/agents/{id}", get(get_agent))
+        .route("/v1/agents/{id}/steps", post(step))
+        .route("/v1/agents/{id}/steps/{step}/outcome", post(outcome))
+        .route("/v1/agents/{id}/halt", post(halt))
+        .route("/v1/agents/{id}/resume", post(resume))
+        .route("/v1/agents/{id}/heartbeat", post(heartbeat))
+        .route("/v1/pools", get(pools))
+        .route("/v1/pools/{*path}", get(pool))
+        .route("/v1/approvals", get(approvals))
+        .route("/v1/approvals/{*id}", post(answer))
+        .route("/v1/policy", get(get_policy).put(put_policy))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see DESIGN.md's HTTP API",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// A JSON error: `{"error": {"code", "message"}}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(d) = self.details {
+            body["error"]["details"] = d;
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "bad_json",
+        };
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<SwarmError> for ApiError {
+    fn from(e: SwarmError) -> Self {
+        let (status, code) = match &e {
+            SwarmError::UnknownAgent(_) => (StatusCode::NOT_FOUND, "unknown_agent"),
+            SwarmError::DuplicateAgent(_) => (StatusCode::CONFLICT, "duplicate_agent"),
+            SwarmError::UnknownTeam { .. } => (StatusCode::BAD_REQUEST, "unknown_pool"),
+            SwarmError::NotHalted(_) => (StatusCode::CONFLICT, "not_halted"),
+            SwarmError::Approval(_) => (StatusCode::NOT_FOUND, "unknown_approval"),
+            SwarmError::TeamHalted(_) => (StatusCode::CONFLICT, "pool_halted"),
+            SwarmError::TooManyAgents(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_agents"),
+            SwarmError::Policy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
+            _ => (StatusCode::BAD_REQUEST, "bad_request"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong token: send Authorization: Bearer <token>",
+    )
+}
+
+fn require_operator(state: &NodeState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match bearer(headers) {
+        Some(t) if same(t, &state.operator_token) => Ok(()),
+        _ => Err(unauthorized()),
+    }
+}
+
+fn agent_id(raw: &str) -> Result<AgentId, ApiError> {
+    AgentId::new(raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_agent_id", e.to_string()))
+}
+
+/// The agent itself, with its own token. `operator_too` also admits the operator.
+fn require_agent(
+    state: &NodeState,
+    headers: &HeaderMap,
+    id: &AgentId,
+    operator_too: bool,
+) -> Result<(), ApiError> {
+    let token = bearer(headers).ok_or_else(unauthorized)?;
+    if operator_too && same(token, &state.operator_token) {
+        return Ok(());
+    }
+    match state.agent_tokens.get(id) {
+        Some(t) if same(token, t.value()) => Ok(()),
+        Some(_) | None => {
+            // A valid token of another agent: known caller, wrong target.
+            let someone = state.agent_tokens.iter().any(|e| same(token, e.value()));
+            if someone || same(token, &state.operator_token) {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this token may not act as agent {id}"),
+                ))
+            } else if state.swarm.agent(id).is_none() {
+                Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_agent",
+                    format!("no agent {id}"),
+                ))
+            } else {
+                Err(unauthorized())
+            }
+        }
+    }
+}
+
+async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_metrics",
+            "another metrics recorder is installed in this process",
+        )
+        .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    id: Option<String>,
+    pool: Option<String>,
+    budgets: Option<ApiBudgets>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    heartbeat_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiBudgets {
+    steps: Option<u64>,
+    tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    risk: Option<f64>,
+    wall_time: Option<String>,
+    failures: Option<u32>,
+    exploration: Option<u32>,
+}
+
+fn duration(field: &str, text: &str) -> Result<u64, ApiError> {
+    warden_actors::policy::source::parse_duration_ms(text).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_duration",
+            format!("{field} = {text:?} is not a duration; write e.g. 30s, 10m, 1h"),
+        )
+    })
+}
+
+fn micros(field: &str, v: f64) -> Result<u64, ApiError> {
+    warden_actors::step::usd_to_micro(v).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_amount",
+            format!("{field} = {v} must be a number from 0 to 10^9"),
+        )
+    })
+}
+
+async fn register(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: Result<Json<RegisterBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_operator(&state, &headers)?;
+    let Json(body) = body?;
+    let id = match &body.id {
+        Some(raw) => agent_id(raw)?,
+        None => AgentId::new(format!("agent-{}", &random_token()[..12])).expect("valid"),
+    };
+    if body.labels.len() > MAX_LABELS
+        || body
+            .labels
+            .iter()
+            .any(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+            format!("at most {MAX_LABELS} labels of at most {MAX_LABEL_LEN} characters each"),
+        ));
+    }
+    let mut spec = AgentSpec::new(id.clone());
+    if let Some(pool) = &body.pool {
+        spec = spec.team(pool.clone());
+    }
+    if let Some(b) = &body.budgets {
+        let mut budgets = state.swarm.policy_defaults().budgets;
+        budgets.steps = b.steps.or(budgets.steps);
+        budgets.tokens = b.tokens.or(budgets.tokens);
+        if let Some(v) = b.cost_usd {
+            budgets.cost_micro_usd = Some(micros("budgets.cost_usd", v)?);
+        }
+        if let Some(v) = b.risk {
+            budgets.risk_micro = Some(micros("budgets.risk", v)?);
+        }
+        if let Some(w) = &b.wall_time {
+            budgets.wall_time_ms = Some(duration("budgets.wall_time", w)?);
+        }
+        budgets.failures = b.failures.or(budgets.failures);
+        budgets.exploration = b.exploration.or(budgets.exploration);
+        spec = spec.budgets(budgets);
+    }
+    if let Some(h) = &body.heartbeat_timeout {
+        spec = spec.heartbeat_timeout_ms(duration("heartbeat_timeout", h)?);
+    }
+    let handle = state.swarm.spawn_agent(spec).await?;
+    let token = random_token();
+    state.agent_tokens.insert(id.clone(), token.clone());
+    state.labels.insert(id.clone(), body.labels);
+    let mut agent = agent_json(&state, &handle.snapshot(), &handle.team());
+    agent["token"] = Value::String(token);
+    Ok((StatusCode::CREATED, Json(agent)).into_response())
+}
+
+fn amounts_json(a: &warden_actors::Amounts) -> Value {
+    json!({
+        "steps": a.get(LedgerDim::Steps),
+        "tokens": a.get(LedgerDim::Tokens),
+        "cost_micro_usd": a.get(LedgerDim::CostMicroUsd),
+        "risk_micro": a.get(LedgerDim::RiskMicro),
+    })
+}
+
+fn limits_json(l: &warden_actors::Limits) -> Value {
+    let mut m = serde_json::Map::new();
+    for dim in LedgerDim::ALL {
+        if let Some(v) = l.get(dim) {
+            let key = match dim {
+                LedgerDim::CostMicroUsd => "cost_micro_usd",
+                LedgerDim::RiskMicro => "risk_micro",
+                d => d.name(),
+            };
+            m.insert(key.into(), v.into());
+        }
+    }
+    Value::Object(m)
+}
+
+fn agent_json(state: &NodeState, s: &warden_actors::AgentSnapshot, pool: &str) -> Value {
+    json!({
+        "id": s.id,
+        "pool": pool,
+        "state": s.state,
+        "halt": s.halt,
+        "steps_decided": s.steps_decided,
+        "steps_allowed": s.steps_allowed,
+        "open_steps": s.open_steps,
+        "pending_approvals": s.pending_approvals,
+        "consecutive_failures": s.consecutive_failures,
+        "limits": limits_json(&s.account.limits),
+        "spent": amounts_json(&s.account.spent),
+        "reserved": amounts_json(&s.account.reserved),
+        "labels": state.labels.get(&s.id).map(|l| l.clone()).unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    pool: Option<String>,
+}
+
+async fn list_agents(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let mut out = Vec::new();
+    for id in state.swarm.agent_ids() {
+        let Some(h) = state.swarm.agent(&id) else {
+            continue;
+        };
+        let snap = h.snapshot();
+        let pool = h.team();
+        let st = serde_json::to_value(snap.state).unwrap_or(Value::Null);
+        if q.state.as_deref().is_some_and(|s| st != s) {
+            continue;
+        }
+        if q.pool
+            .as_deref()
+            .is_some_and(|p| pool != p && !pool.starts_with(&format!("{p}/")))
+        {
+            continue;
+        }
+        out.push(agent_json(&state, &snap, &pool));
+    }
+    Ok(Json(json!({ "agents": out })))
+}
+
+async fn get_agent(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = agent_id(&id)?;
+    require_agent(&state, &headers, &id, true)?;
+    let h = state
+        .swarm
+        .agent(&id)
+        .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))?;
+    Ok(Json(agent_json(&state, &h.snapshot(), &h.team())))
+}
+
+async fn step(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = agent_id(&id)?;
+    require_agent(&state, &headers, &id, false)?;
+    let Json(raw) = body?;
+    let step: Step = serde_json::from_value(raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_step", e.to_string()))?;
+    let h = state
+        .swarm
+        .agent(&id)
+        .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))?;
+    let decision = h.step(step).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(serde_json::to_value(&decision).unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeBody {
+    status: OutcomeStatus,
+    #[serde(default)]
+    cost: Option<OutcomeCost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeCost {
+    #[serde(default)]
+    tokens: u64,
+    cost_usd: Option<f64>,
+}
+
+async fn outcome(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, String)>,
+    body: Result<Json<OutcomeBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = agent_id(&id)?;
+    require_agent(&state, &headers, &id, false)?;
+    let step: StepId = step.parse().map_err(|e: warden_actors::IdError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_step_id", e.to_string())
+    })?;
+    let Json(body) = body?;
+    let mut outcome = match body.status {
+        OutcomeStatus::Success => Outcome::success(),
+        OutcomeStatus::Failure => Outcome::failure(),
+    };
+    if let Some(c) = body.cost {
+        let usd = match c.cost_usd {
+            Some(v) => micros("cost.cost_usd", v)?,
+            None => 0,
+        };
+        outcome = outcome.with_actual(Cost::new(c.tokens, usd));
+    }
+    let h = state
+        .swarm
+        .agent(&id)
+        .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))?;
+    match h.outcome(step, outcome).await {
+        Ok(report) => Ok(Json(json!({
+            "step": step,
+            "charged": amounts_json(&report.settlement.charged),
+            "refunded": amounts_json(&report.settlement.refunded),
+            "overrun": amounts_json(&report.settlement.overrun),
+            "halt": report.halt,
+        }))),
+        Err(crate::swarm::AgentError::Settle(e)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_step",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unavailable",
+            e.to_string(),
+        )),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+    by: Option<String>,
+}
+
+async fn halt(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let id = agent_id(&id)?;
+    let Json(body) = body?;
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "halted by an operator".into());
+    let halted = state.swarm.halt(id, reason).await?;
+    Ok(Json(json!({ "halted": halted })))
+}
+
+async fn resume(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ReasonBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let id = agent_id(&id)?;
+    let Json(body) = body?;
+    let lifted = state
+        .swarm
+        .resume(&id, body.by.unwrap_or_else(|| "operator".into()))
+        .await?;
+    Ok(Json(json!({ "resumed": id, "lifted": lifted })))
+}
+
+async fn heartbeat(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = agent_id(&id)?;
+    require_agent(&state, &headers, &id, false)?;
+    let h = state
+        .swarm
+        .agent(&id)
+        .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))?;
+    h.heartbeat();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn pool_json(p: &warden_actors::AccountSnapshot) -> Value {
+    let mut remaining = serde_json::Map::new();
+    for dim in LedgerDim::ALL {
+        if let Some(v) = p.remaining(dim) {
+            let key = match dim {
+                LedgerDim::CostMicroUsd => "cost_micro_usd",
+                LedgerDim::RiskMicro => "risk_micro",
+                d => d.name(),
+            };
+            remaining.insert(key.into(), v.into());
+        }
+    }
+    json!({
+        "path": p.name,
+        "limits": limits_json(&p.limits),
+        "spent": amounts_json(&p.spent),
+        "reserved": amounts_json(&p.reserved),
+        "remaining": remaining,
+    })
+}
+
+async fn pools(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let pools: Vec<Value> = state.swarm.pools().iter().map(pool_json).collect();
+    Ok(Json(json!({ "pools": pools })))
+}
+
+async fn pool(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let p = state.swarm.pool(&path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_pool",
+            format!("no pool {path:?}"),
+        )
+    })?;
+    Ok(Json(pool_json(&p)))
+}
+
+#[derive(Serialize)]
+struct ApprovalView {
+    id: String,
+    agent: AgentId,
+    step: StepId,
+    tool: String,
+    args: Value,
+    rule: String,
+    reason: String,
+    requested_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+async fn approvals(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let list: Vec<ApprovalView> = state
+        .swarm
+        .approvals()
+        .into_iter()
+        .map(|p| ApprovalView {
+            id: p.id,
+            agent: p.agent,
+            step: p.step_id,
+            tool: p.step.tool().to_string(),
+            args: p.step.args().clone(),
+            rule: p.rule.to_string(),
+            reason: p.reason,
+            requested_at_ms: p.requested_at_ms,
+            expires_at_ms: p.expires_at_ms,
+        })
+        .collect();
+    Ok(Json(json!({ "approvals": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    decision: String,
+    reason: Option<String>,
+    by: Option<String>,
+}
+
+async fn answer(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<AnswerBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let Json(body) = body?;
+    let by = body.by.unwrap_or_else(|| "operator".into());
+    let answer = match body.decision.as_str() {
+        "approve" => ApprovalAnswer::Approve { by },
+        "deny" => ApprovalAnswer::Deny {
+            by,
+            reason: body
+                .reason
+                .unwrap_or_else(|| "denied by an operator".into()),
+        },
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_decision",
+                format!("decision {other:?} is not approve or deny"),
+            ))
+        }
+    };
+    let decision = state.swarm.answer_approval(&id, answer)?;
+    Ok(Json(serde_json::to_value(&decision).unwrap_or(Value::Null)))
+}
+
+async fn get_policy(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_operator(&state, &headers)?;
+    let version = state.swarm.policy_version().unwrap_or(0).to_string();
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/yaml".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-warden-policy-version"),
+                version,
+            ),
+        ],
+        state.policy_text.read().clone(),
+    )
+        .into_response())
+}
+
+async fn put_policy(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    match state.swarm.reload_policy(&body) {
+        Ok((version, warnings)) => {
+            *state.policy_text.write() = body;
+            Ok(Json(json!({
+                "version": version,
+                "warnings": warnings,
+            })))
+        }
+        Err(SwarmError::Policy(errors)) => {
+            let mut e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_policy",
+                format!(
+                    "the policy has errors; the previous policy stays active. {}",
+                    errors
+                        .errors()
+                        .next()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                ),
+            );
+            e.details = serde_json::to_value(&errors.diagnostics).ok();
+            Err(e)
+        }
+        Err(other) => Err(other.into()),
+    }
+}

@@ -1,0 +1,361 @@
+//! `warden node` end to end: the real binary on an ephemeral port, talked to over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "test-operator-token";
+
+struct Node {
+    child: Child,
+    base: String,
+    http: ureq::Agent,
+    _dir: std::path::PathBuf,
+}
+
+impl Node {
+    fn start(name: &str) -> Node {
+        let dir = std::env::temp_dir().join(format!("warden-node-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args([
+                "node",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                dir.to_str().unwrap(),
+            ])
+            .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the warden binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the node prints its address");
+        let base = first
+            .strip_prefix("warden node listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Node {
+            child,
+            base,
+            http,
+            _dir: dir,
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.http.get(&url);
+                if let Some(t) = token {
+                    r = r.header("Authorization", &format!("Bearer {t}"));
+                }
+                r.call().unwrap()
+            }
+            (m, body) => {
+                let mut r = if m == "PUT" {
+                    self.http.put(&url)
+                } else {
+                    self.http.post(&url)
+                };
+                if let Some(t) = token {
+                    r = r.header("Authorization", &format!("Bearer {t}"));
+                }
+                r = r.header(
+                    "Content-Type",
+                    if m == "PUT" {
+                        "application/yaml"
+                    } else {
+                        "application/json"
+                    },
+                );
+                r.send(body.unwrap_or("{}")).unwrap()
+            }
+        };
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.call("POST", path, token, Some(&body.to_string()))
+    }
+
+    /// Announces a 2 MiB body (the limit is 1 MiB) and sends only its start, as a client
+    /// streaming a huge upload would; the node must answer 413 without reading it all.
+    fn oversized(&self, path: &str, token: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let addr = self.base.strip_prefix("http://").unwrap();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            2 << 20
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        // Past the limit, but not the whole announced body: the node must stop reading at
+        // its limit and answer.
+        let mut writer = s.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let chunk = [b' '; 64 << 10];
+            for _ in 0..18 {
+                if writer.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let _ = sender.join();
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(text.clone())),
+        )
+    }
+
+    fn register(&self, id: &str, pool: &str) -> String {
+        let (status, agent) = self.post(
+            "/v1/agents",
+            Some(OPERATOR),
+            json!({"id": id, "pool": pool}),
+        );
+        assert_eq!(status, 201, "{agent}");
+        agent["token"].as_str().unwrap().to_string()
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        send_sigterm(self.child.id());
+        wait_bounded(&mut self.child)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_sigterm(pid: u32) {
+    // SIGTERM through the kill command, as an operator would.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the node did not stop within 10 s of SIGTERM");
+}
+
+#[test]
+fn agents_step_settle_and_are_governed_over_http() {
+    let node = Node::start("agents");
+    assert_eq!(node.call("GET", "/healthz", None, None).0, 200);
+    let t1 = node.register("a1", "swarm/research");
+    let t2 = node.register("a2", "swarm/research");
+
+    let search = json!({"tool": "web.search", "action": "read", "args": {"q": "rust"}, "cost": {"tokens": 1000}});
+    let (status, d) = node.post("/v1/agents/a1/steps", Some(&t1), search.clone());
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["decision"], "allow");
+    let step = d["step"].as_str().unwrap().to_string();
+    let (status, settled) = node.post(
+        &format!("/v1/agents/a1/steps/{step}/outcome"),
+        Some(&t1),
+        json!({"status": "success", "cost": {"tokens": 400}}),
+    );
+    assert_eq!(status, 200, "{settled}");
+    assert_eq!(settled["refunded"]["tokens"], 600);
+
+    // Unknown tools are denied by the registry default; rm -rf halts with kind safety.
+    let (_, d) = node.post(
+        "/v1/agents/a1/steps",
+        Some(&t1),
+        json!({"tool": "nmap", "action": "network"}),
+    );
+    assert_eq!(
+        (d["decision"].as_str(), d["rule"].as_str()),
+        (Some("deny"), Some("default_decision"))
+    );
+    let (_, d) = node.post(
+        "/v1/agents/a1/steps",
+        Some(&t1),
+        json!({"tool": "shell", "action": "execute", "args": {"command": "rm -rf /"}}),
+    );
+    assert_eq!(
+        (d["decision"].as_str(), d["kind"].as_str()),
+        (Some("halt"), Some("safety"))
+    );
+    let (_, agent) = node.call("GET", "/v1/agents/a1", Some(&t1), None);
+    assert_eq!(agent["state"], "halted");
+    let (status, _) = node.post(
+        "/v1/agents/a1/resume",
+        Some(OPERATOR),
+        json!({"by": "alice"}),
+    );
+    assert_eq!(status, 200);
+    let (_, d) = node.post("/v1/agents/a1/steps", Some(&t1), search.clone());
+    assert_eq!(d["decision"], "allow");
+
+    // Pools show the spend; metrics count the decisions.
+    let (_, pools) = node.call("GET", "/v1/pools", Some(OPERATOR), None);
+    let research = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "swarm/research")
+        .unwrap()
+        .clone();
+    assert_eq!(research["spent"]["tokens"], 400);
+    let (status, text) = node.call("GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    assert!(
+        text.as_str().unwrap().contains("warden_decisions_total"),
+        "{text}"
+    );
+
+    // Errors: each a JSON error with a fitting status, and nothing changes.
+    let (status, e) = node.post("/v1/agents/a1/steps", Some(&t2), search.clone());
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, _) = node.post("/v1/agents/a1/steps", None, search.clone());
+    assert_eq!(status, 401);
+    let (status, e) = node.call("POST", "/v1/agents/a1/steps", Some(&t1), Some("{not json"));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_json"))
+    );
+    let (status, e) = node.post("/v1/agents/a1/steps", Some(&t1), json!({"tool": "x"}));
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = node.oversized("/v1/agents/a1/steps", &t1);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{e}"
+    );
+    let (status, e) = node.call("GET", "/v1/agents/nobody", Some(OPERATOR), None);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("unknown_agent"))
+    );
+    let (status, _) = node.post("/v1/agents", Some(&t1), json!({"id": "intruder"}));
+    assert_eq!(status, 401, "agents cannot register agents");
+    let (_, agent) = node.call("GET", "/v1/agents/a1", Some(OPERATOR), None);
+    assert_eq!(
+        agent["steps_allowed"], 2,
+        "the refused requests changed nothing"
+    );
+
+    assert!(node.stop().success(), "SIGTERM exits 0");
+}
+
+#[test]
+fn approvals_are_answered_over_http() {
+    let node = Node::start("approvals");
+    let t = node.register("payer", "swarm");
+    let (_, d) = node.post(
+        "/v1/agents/payer/steps",
+        Some(&t),
+        json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 5000}}),
+    );
+    assert_eq!(d["decision"], "require_approval", "{d}");
+    let id = d["approval"].as_str().unwrap().to_string();
+    let (_, list) = node.call("GET", "/v1/approvals", Some(OPERATOR), None);
+    assert_eq!(list["approvals"][0]["id"], id.as_str());
+    assert_eq!(list["approvals"][0]["args"]["amount"], 5000);
+    let (status, answered) = node.post(
+        &format!("/v1/approvals/{id}"),
+        Some(OPERATOR),
+        json!({"decision": "approve", "by": "alice"}),
+    );
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(answered["decision"], "allow");
+    let (status, _) = node.post(
+        &format!("/v1/approvals/{id}"),
+        Some(OPERATOR),
+        json!({"decision": "approve"}),
+    );
+    assert_eq!(status, 404, "answered twice");
+}
+
+#[test]
+fn an_invalid_policy_is_rejected_with_line_and_column_and_the_old_one_stays() {
+    let node = Node::start("policy");
+    let t = node.register("a1", "swarm/research");
+    let (_, old) = node.call("GET", "/v1/policy", Some(OPERATOR), None);
+    let old = old.as_str().unwrap().to_string();
+    let broken = old.replace("decision: halt", "decison: halt");
+    let (status, e) = node.call("PUT", "/v1/policy", Some(OPERATOR), Some(&broken));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_policy")),
+        "{e}"
+    );
+    let first = &e["error"]["details"][0];
+    assert!(
+        first["line"].as_u64().unwrap() > 0 && first["col"].as_u64().unwrap() > 0,
+        "{e}"
+    );
+    assert!(
+        first["message"].as_str().unwrap().contains("decison"),
+        "{e}"
+    );
+    let (_, still) = node.call("GET", "/v1/policy", Some(OPERATOR), None);
+    assert_eq!(still.as_str().unwrap(), old);
+    let (_, d) = node.post(
+        "/v1/agents/a1/steps",
+        Some(&t),
+        json!({"tool": "shell", "action": "execute", "args": {"command": "rm -rf /"}}),
+    );
+    assert_eq!(d["decision"], "halt", "the old policy still decides");
+    // A valid one replaces it.
+    let (status, ok) = node.call(
+        "PUT",
+        "/v1/policy",
+        Some(OPERATOR),
+        Some(&old.replace("gt: 1000", "gt: 10")),
+    );
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["version"], 2);
+}
