@@ -30,6 +30,20 @@ enum Command {
     /// Inspect a node's audit journal.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Look at and act on a running node's agents.
+    Agents {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// List and answer a running node's pending approvals.
+    Approvals {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Run a coordinator node: agents register, step and report outcomes over HTTP.
     ///
     /// With no arguments: data in ./warden-data, the bundled example policy, listening on
@@ -51,6 +65,89 @@ enum Command {
 
 /// The bundled example policy (`examples/policies/design.yaml`).
 const DEFAULT_POLICY: &str = include_str!("../examples/policies/design.yaml");
+
+/// Where the node is and how to prove you are its operator.
+#[derive(clap::Args, Debug)]
+struct Remote {
+    /// The node's URL.
+    #[arg(
+        long,
+        env = "WARDEN_NODE",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
+    node: String,
+    /// The operator token (see DATA_DIR/operator.token on the node).
+    #[arg(
+        long,
+        env = "WARDEN_OPERATOR_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// Print the node's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentsCommand {
+    /// Every agent, optionally only those in a state or a pool.
+    List {
+        /// running or halted.
+        #[arg(long)]
+        state: Option<String>,
+        /// A pool path (its nested pools included).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// One agent in full.
+    Show {
+        /// The agent id.
+        id: String,
+    },
+    /// Halt an agent (kind external); cascade rules apply.
+    Halt {
+        /// The agent id.
+        id: String,
+        /// Why (kept in the halt record).
+        #[arg(long, default_value = "halted by an operator")]
+        reason: String,
+    },
+    /// Lift an agent's halt.
+    Resume {
+        /// The agent id.
+        id: String,
+        /// Who resumes it (kept in the record).
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalsCommand {
+    /// Steps waiting for a human.
+    List,
+    /// Let a waiting step go ahead.
+    Approve {
+        /// The approval id (`<agent>/<step>`).
+        id: String,
+        /// Who approves.
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Refuse a waiting step.
+    Deny {
+        /// The approval id.
+        id: String,
+        /// Who denies.
+        #[arg(long, default_value = "operator")]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
@@ -163,8 +260,171 @@ fn read(file: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
 }
 
+/// One request to a node; JSON in, JSON out, with the node's error message on failure.
+fn remote_call(
+    remote: &Remote,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let token = remote
+        .token
+        .as_deref()
+        .context("no operator token: pass --token or set WARDEN_OPERATOR_TOKEN (the node keeps it in DATA_DIR/operator.token)")?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let url = format!("{}{path}", remote.node.trim_end_matches('/'));
+    let auth = format!("Bearer {token}");
+    let result = match method {
+        "GET" => agent.get(&url).header("Authorization", &auth).call(),
+        _ => agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .send_json(body.unwrap_or_else(|| serde_json::json!({}))),
+    };
+    let mut resp = result.with_context(|| format!("cannot reach the node at {}", remote.node))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let value: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if status >= 400 {
+        let msg = value["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        bail!("the node answered {status}: {msg}");
+    }
+    Ok(value)
+}
+
+fn print_agents(agents: &[serde_json::Value]) {
+    println!(
+        "{:<24} {:<24} {:<8} {:>8} {:>12} {:<10}",
+        "AGENT", "POOL", "STATE", "STEPS", "TOKENS", "HALT"
+    );
+    for a in agents {
+        println!(
+            "{:<24} {:<24} {:<8} {:>8} {:>12} {:<10}",
+            a["id"].as_str().unwrap_or("?"),
+            a["pool"].as_str().unwrap_or("?"),
+            a["state"].as_str().unwrap_or("?"),
+            a["steps_decided"],
+            a["spent"]["tokens"],
+            a["halt"]["kind"].as_str().unwrap_or("-")
+        );
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Agents { remote, command } => {
+            let out = match &command {
+                AgentsCommand::List { state, pool } => {
+                    let mut q = Vec::new();
+                    if let Some(s) = state {
+                        q.push(format!("state={s}"));
+                    }
+                    if let Some(p) = pool {
+                        q.push(format!("pool={p}"));
+                    }
+                    let path = if q.is_empty() {
+                        "/v1/agents".to_string()
+                    } else {
+                        format!("/v1/agents?{}", q.join("&"))
+                    };
+                    remote_call(&remote, "GET", &path, None)?
+                }
+                AgentsCommand::Show { id } => {
+                    remote_call(&remote, "GET", &format!("/v1/agents/{id}"), None)?
+                }
+                AgentsCommand::Halt { id, reason } => remote_call(
+                    &remote,
+                    "POST",
+                    &format!("/v1/agents/{id}/halt"),
+                    Some(serde_json::json!({"reason": reason})),
+                )?,
+                AgentsCommand::Resume { id, by } => remote_call(
+                    &remote,
+                    "POST",
+                    &format!("/v1/agents/{id}/resume"),
+                    Some(serde_json::json!({"by": by})),
+                )?,
+            };
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                match &command {
+                    AgentsCommand::List { .. } => {
+                        print_agents(out["agents"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+                    }
+                    AgentsCommand::Show { .. } => {
+                        println!("{}", serde_json::to_string_pretty(&out)?)
+                    }
+                    AgentsCommand::Halt { id, .. } => {
+                        let halted: Vec<&str> = out["halted"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                            .unwrap_or_default();
+                        if halted.is_empty() {
+                            println!("{id} was already halted");
+                        } else {
+                            println!("halted: {}", halted.join(", "));
+                        }
+                    }
+                    AgentsCommand::Resume { id, .. } => println!(
+                        "resumed {id} (its {} halt is lifted)",
+                        out["lifted"]["kind"].as_str().unwrap_or("?")
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approvals { remote, command } => {
+            let out = match &command {
+                ApprovalsCommand::List => remote_call(&remote, "GET", "/v1/approvals", None)?,
+                ApprovalsCommand::Approve { id, by } => remote_call(
+                    &remote,
+                    "POST",
+                    &format!("/v1/approvals/{id}"),
+                    Some(serde_json::json!({"decision": "approve", "by": by})),
+                )?,
+                ApprovalsCommand::Deny { id, by, reason } => remote_call(
+                    &remote,
+                    "POST",
+                    &format!("/v1/approvals/{id}"),
+                    Some(serde_json::json!({"decision": "deny", "by": by, "reason": reason})),
+                )?,
+            };
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if let ApprovalsCommand::List = command {
+                println!("{:<28} {:<20} {:<18} REASON", "APPROVAL", "TOOL", "RULE");
+                for a in out["approvals"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                {
+                    println!(
+                        "{:<28} {:<20} {:<18} {}",
+                        a["id"].as_str().unwrap_or("?"),
+                        a["tool"].as_str().unwrap_or("?"),
+                        a["rule"].as_str().unwrap_or("?"),
+                        a["reason"].as_str().unwrap_or("")
+                    );
+                }
+            } else {
+                println!(
+                    "{}: {} ({})",
+                    out["approval"].as_str().unwrap_or("?"),
+                    out["decision"].as_str().unwrap_or("?"),
+                    out["reason"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Node { .. } => unreachable!("handled in main"),
         Command::Audit(AuditCommand::Verify { dir }) => {
             use warden::supervisor::journal::{self, JournalError};

@@ -359,3 +359,120 @@ fn an_invalid_policy_is_rejected_with_line_and_column_and_the_old_one_stays() {
     assert_eq!(status, 200, "{ok}");
     assert_eq!(ok["version"], 2);
 }
+
+#[test]
+fn events_stream_halts_and_decisions_as_server_sent_events() {
+    use std::io::{Read, Write};
+    let node = Node::start("events");
+    let t = node.register("a1", "swarm/research");
+    let addr = node.base.strip_prefix("http://").unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {OPERATOR}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    // Wait until the stream is open (headers arrived), then make something happen.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        let n = s.read(&mut buf).expect("headers within 10 s");
+        assert!(n > 0, "stream closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    let (_, d) = node.post(
+        "/v1/agents/a1/steps",
+        Some(&t),
+        json!({"tool": "shell", "action": "execute", "args": {"command": "rm -rf /"}}),
+    );
+    assert_eq!(d["decision"], "halt");
+    while !(seen.contains("event: halt") && seen.contains("\"kind\":\"safety\"")) {
+        let n = s.read(&mut buf).expect("the halt event within 10 s");
+        assert!(n > 0, "stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("event: decision"), "{seen}");
+}
+
+fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("WARDEN_NODE", &node.base)
+        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn the_operator_cli_lists_halts_resumes_and_answers_approvals() {
+    let node = Node::start("cli");
+    let t = node.register("payer", "swarm");
+    node.register("scout", "swarm/research");
+    let (ok, out, err) = cli(&node, &["agents", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("payer") && out.contains("swarm/research"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(
+        &node,
+        &["agents", "halt", "scout", "--reason", "looks stuck"],
+    );
+    assert!(ok);
+    assert_eq!(out.trim(), "halted: scout");
+    let (_, out, _) = cli(&node, &["agents", "list", "--state", "halted", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["agents"][0]["halt"]["reason"], "looks stuck");
+    let (ok, out, _) = cli(&node, &["agents", "resume", "scout", "--by", "alice"]);
+    assert!(ok);
+    assert!(
+        out.contains("resumed scout (its external halt is lifted)"),
+        "{out}"
+    );
+
+    let (_, d) = node.post(
+        "/v1/agents/payer/steps",
+        Some(&t),
+        json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 9000}}),
+    );
+    let id = d["approval"].as_str().unwrap().to_string();
+    let (_, out, _) = cli(&node, &["approvals", "list"]);
+    assert!(out.contains(&id) && out.contains("big-transfer"), "{out}");
+    let (ok, out, _) = cli(
+        &node,
+        &["approvals", "deny", &id, "--reason", "unknown payee"],
+    );
+    assert!(ok);
+    assert!(
+        out.contains("deny") && out.contains("unknown payee"),
+        "{out}"
+    );
+
+    // Clear errors: a wrong token, an unknown agent, no node.
+    let bad = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["agents", "list", "--node", &node.base, "--token", "wrong"])
+        .env_remove("WARDEN_OPERATOR_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("the node answered 401"));
+    let (ok, _, err) = cli(&node, &["agents", "show", "ghost"]);
+    assert!(!ok);
+    assert!(err.contains("404") && err.contains("ghost"), "{err}");
+    let none = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "approvals",
+            "list",
+            "--node",
+            "http://127.0.0.1:1",
+            "--token",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&none.stderr)
+        .contains("cannot reach the node at http://127.0.0.1:1"));
+}

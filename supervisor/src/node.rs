@@ -202,6 +202,7 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{*id}", post(answer))
         .route("/v1/policy", get(get_policy).put(put_policy))
+        .route("/v1/events", get(events))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -817,6 +818,34 @@ async fn answer(
     };
     let decision = state.swarm.answer_approval(&id, answer)?;
     Ok(Json(serde_json::to_value(&decision).unwrap_or(Value::Null)))
+}
+
+/// Server-sent events: every decision, halt, resume, approval and restart, as JSON, with the
+/// event type as the SSE event name. A subscriber that falls more than the bus capacity behind
+/// gets a `lagged` event with the number it missed, then continues.
+async fn events(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_operator(&state, &headers)?;
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    let stream = state.swarm.events().map(|item| {
+        let event = match item {
+            Ok(e) => {
+                let data = serde_json::to_value(&e).unwrap_or(Value::Null);
+                let name = data["type"].as_str().unwrap_or("event").to_string();
+                SseEvent::default().event(name).data(data.to_string())
+            }
+            Err(warden_actors::EventError::Lagged(n)) => SseEvent::default()
+                .event("lagged")
+                .data(json!({"missed": n}).to_string()),
+        };
+        Ok::<_, std::convert::Infallible>(event)
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn get_policy(
