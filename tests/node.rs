@@ -476,3 +476,19 @@ fn the_operator_cli_lists_halts_resumes_and_answers_approvals() {
     assert!(String::from_utf8_lossy(&none.stderr)
         .contains("cannot reach the node at http://127.0.0.1:1"));
 }
+
+#[test]
+fn unknown_tokens_learn_nothing_about_which_agents_exist() {
+    let node = Node::start("oracle");
+    let t = node.register("a1", "swarm");
+    let step = json!({"tool": "web.search", "action": "read"});
+    let (known, _) = node.post("/v1/agents/a1/steps", Some("guess"), step.clone());
+    let (unknown, _) = node.post("/v1/agents/nobody/steps", Some("guess"), step.clone());
+    assert_eq!((known, unknown), (401, 401));
+    // A real caller is told the agent is missing.
+    let (status, e) = node.post("/v1/agents/nobody/steps", Some(&t), step);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("unknown_agent"))
+    );
+}

@@ -328,14 +328,12 @@ fn require_agent(
     match state.agent_tokens.get(id) {
         Some(t) if same(token, t.value()) => Ok(()),
         Some(_) | None => {
-            // A valid token of another agent: known caller, wrong target.
-            let someone = state.agent_tokens.iter().any(|e| same(token, e.value()));
-            if someone || same(token, &state.operator_token) {
-                Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("this token may not act as agent {id}"),
-                ))
+            // Unknown tokens learn nothing (not even whether the agent exists); known callers
+            // are told whether the agent is missing or simply not theirs.
+            let someone = state.agent_tokens.iter().any(|e| same(token, e.value()))
+                || same(token, &state.operator_token);
+            if !someone {
+                Err(unauthorized())
             } else if state.swarm.agent(id).is_none() {
                 Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -343,7 +341,11 @@ fn require_agent(
                     format!("no agent {id}"),
                 ))
             } else {
-                Err(unauthorized())
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this token may not act as agent {id}"),
+                ))
             }
         }
     }
