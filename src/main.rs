@@ -47,20 +47,34 @@ enum Command {
     /// Run a coordinator node: agents register, step and report outcomes over HTTP.
     ///
     /// With no arguments: data in ./warden-data, the bundled example policy, listening on
-    /// 127.0.0.1:7700. The operator token comes from WARDEN_OPERATOR_TOKEN or
+    /// 127.0.0.1:7700. Flags override the config file; the environment's
+    /// WARDEN_OPERATOR_TOKEN overrides the file's operator_token. The operator token comes from WARDEN_OPERATOR_TOKEN or
     /// DATA_DIR/operator.token (created, mode 0600, on first start). Stops cleanly on
     /// SIGINT/SIGTERM.
     Node {
+        /// A YAML config file (listen, data_dir, policy, operator_token, fsync, limits);
+        /// flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The policy YAML file (default: the bundled example policy).
         #[arg(long)]
         policy: Option<PathBuf>,
-        /// The data directory.
-        #[arg(long, default_value = "warden-data")]
-        data: PathBuf,
-        /// The address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:7700")]
-        listen: std::net::SocketAddr,
+        /// The data directory (default: ./warden-data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The address to listen on (default 127.0.0.1:7700; port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
+}
+
+/// Prints a status line; a closed stdout (a supervisor that stopped reading) is not an error
+/// for a long-running node.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 /// The bundled example policy (`examples/policies/design.yaml`).
@@ -234,12 +248,13 @@ struct SpentState {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Node {
+        config,
         policy,
         data,
         listen,
     } = cli.command
     {
-        return match run_node(policy, data, listen) {
+        return match run_node(config, policy, data, listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("warden node: {e:#}");
@@ -624,10 +639,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_node(
+    config: Option<PathBuf>,
     policy: Option<PathBuf>,
-    data: PathBuf,
-    listen: std::net::SocketAddr,
+    data: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
+    let file = match &config {
+        Some(path) => warden::supervisor::node::read_config(&read(path)?).map_err(|errors| {
+            for e in &errors {
+                eprintln!("{}:{e}", path.display());
+            }
+            anyhow::anyhow!("{} has {} error(s)", path.display(), errors.len())
+        })?,
+        None => Default::default(),
+    };
+    let policy = policy.or(file.policy);
+    let data = data
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("warden-data"));
+    let listen = listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid"));
     let (policy_text, policy_source) = match &policy {
         Some(p) => (read(p)?, p.display().to_string()),
         None => (
@@ -641,8 +673,11 @@ fn run_node(
         policy_text,
         operator_token: std::env::var("WARDEN_OPERATOR_TOKEN")
             .ok()
-            .filter(|t| !t.is_empty()),
-        max_body_bytes: warden::supervisor::node::DEFAULT_MAX_BODY_BYTES,
+            .filter(|t| !t.is_empty())
+            .or(file.operator_token),
+        max_body_bytes: file
+            .max_body_bytes
+            .unwrap_or(warden::supervisor::node::DEFAULT_MAX_BODY_BYTES),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -659,8 +694,8 @@ fn run_node(
             }
             Err(e) => return Err(e.into()),
         };
-        println!("warden node listening on http://{}", node.addr);
-        println!(
+        say!("warden node listening on http://{}", node.addr);
+        say!(
             "policy: {policy_source}; data: {}; operator token: {}",
             data.display(),
             node.operator_token_source
@@ -670,7 +705,7 @@ fn run_node(
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        println!("warden node: shutting down");
+        say!("warden node: shutting down");
         node.shutdown().await;
         Ok(())
     })

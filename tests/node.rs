@@ -492,3 +492,69 @@ fn unknown_tokens_learn_nothing_about_which_agents_exist() {
         (404, Some("unknown_agent"))
     );
 }
+
+#[test]
+fn a_config_file_is_read_and_its_errors_are_located() {
+    let dir = std::env::temp_dir().join(format!("warden-node-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "listen: 127.0.0.1:0\ndata_dri: /tmp/x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["node", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2:1: unknown key `data_dri`; did you mean `data_dir`?",
+            bad.display()
+        )),
+        "{err}"
+    );
+
+    let good = dir.join("node.yaml");
+    let data = dir.join("data");
+    std::fs::write(
+        &good,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: {}\noperator_token: config-token-0123456789\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["node", "--config", good.to_str().unwrap()])
+        .env_remove("WARDEN_OPERATOR_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("warden node listening on ")
+        .unwrap()
+        .to_string();
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = http
+        .get(format!("{base}/v1/pools"))
+        .header("Authorization", "Bearer config-token-0123456789")
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(
+        status.as_u16(),
+        200,
+        "the operator token comes from the config file"
+    );
+    send_sigterm(child.id());
+    assert!(wait_bounded(&mut child).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -905,3 +905,158 @@ async fn put_policy(
         Err(other) => Err(other.into()),
     }
 }
+
+/// The node's config file, as written (every key optional; flags override it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `listen: 127.0.0.1:7700`
+    pub listen: Option<SocketAddr>,
+    /// `data_dir: /var/lib/warden`
+    pub data_dir: Option<PathBuf>,
+    /// `policy: /etc/warden/policy.yaml`
+    pub policy: Option<PathBuf>,
+    /// `operator_token: ...`
+    pub operator_token: Option<String>,
+    /// `fsync: always | batch | off` (for the journal).
+    pub fsync: Option<crate::journal::FsyncMode>,
+    /// `limits: {max_body_bytes: 1048576}`
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Keys DESIGN.md reserves for the config file that this version does not read yet.
+const NOT_YET: [&str; 4] = ["sync", "upstreams", "prices", "webhooks"];
+
+/// Reads a node config file. Every problem is reported with its line and column.
+pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
+    use saphyr::{
+        LoadableYamlNode, MarkedYamlOwned as Node, ScalarOwned as Scalar, YamlDataOwned as Data,
+    };
+    let at = |n: &Node| format!("{}:{}", n.span.start.line(), n.span.start.col() + 1);
+    let docs = Node::load_from_str(text).map_err(|e| {
+        vec![format!(
+            "{}:{}: YAML syntax: {}",
+            e.marker().line(),
+            e.marker().col() + 1,
+            e.info()
+        )]
+    })?;
+    let mut cfg = FileConfig::default();
+    let Some(root) = docs.first() else {
+        return Ok(cfg);
+    };
+    let Data::Mapping(map) = &root.data else {
+        return Err(vec![format!(
+            "{}: the config must be a mapping of keys to values",
+            at(root)
+        )]);
+    };
+    let mut errors = Vec::new();
+    let text_of = |v: &Node| match &v.data {
+        Data::Value(Scalar::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    const KEYS: [&str; 6] = [
+        "listen",
+        "data_dir",
+        "policy",
+        "operator_token",
+        "fsync",
+        "limits",
+    ];
+    for (k, v) in map.iter() {
+        let Some(key) = text_of(k) else {
+            errors.push(format!("{}: keys must be text", at(k)));
+            continue;
+        };
+        match key.as_str() {
+            "listen" => match text_of(v).and_then(|s| s.parse().ok()) {
+                Some(a) => cfg.listen = Some(a),
+                None => errors.push(format!("{}: listen must be an address like 127.0.0.1:7700", at(v))),
+            },
+            "data_dir" | "policy" => match text_of(v) {
+                Some(p) if key == "data_dir" => cfg.data_dir = Some(p.into()),
+                Some(p) => cfg.policy = Some(p.into()),
+                None => errors.push(format!("{}: {key} must be a path", at(v))),
+            },
+            "operator_token" => match text_of(v) {
+                Some(t) if t.len() >= 16 => cfg.operator_token = Some(t),
+                _ => errors.push(format!("{}: operator_token must be text of at least 16 characters", at(v))),
+            },
+            "fsync" => match text_of(v).as_deref() {
+                Some("always") => cfg.fsync = Some(crate::journal::FsyncMode::Always),
+                Some("batch") => cfg.fsync = Some(crate::journal::FsyncMode::Batch),
+                Some("off") => cfg.fsync = Some(crate::journal::FsyncMode::Off),
+                _ => errors.push(format!("{}: fsync must be always, batch or off", at(v))),
+            },
+            "limits" => match &v.data {
+                Data::Mapping(m) => {
+                    for (lk, lv) in m.iter() {
+                        match (text_of(lk).as_deref(), &lv.data) {
+                            (Some("max_body_bytes"), Data::Value(Scalar::Integer(n))) if *n >= 1024 => {
+                                cfg.max_body_bytes = Some(*n as usize)
+                            }
+                            (Some("max_body_bytes"), _) => {
+                                errors.push(format!("{}: limits.max_body_bytes must be a number of at least 1024", at(lv)))
+                            }
+                            (other, _) => errors.push(format!(
+                                "{}: unknown key `{}` in limits; expected max_body_bytes",
+                                at(lk),
+                                other.unwrap_or("?")
+                            )),
+                        }
+                    }
+                }
+                _ => errors.push(format!("{}: limits must be a mapping", at(v))),
+            },
+            k if NOT_YET.contains(&k) => errors.push(format!(
+                "{}: `{k}` is part of the config format but this version of warden does not support it yet; remove it",
+                at(k_node(k, map))
+            )),
+            other => {
+                let hint = KEYS
+                    .iter()
+                    .map(|c| (strsim::levenshtein(other, c), *c))
+                    .filter(|(d, _)| *d <= 2)
+                    .min()
+                    .map_or(format!("expected one of: {}", KEYS.join(", ")), |(_, c)| format!("did you mean `{c}`?"));
+                errors.push(format!("{}: unknown key `{other}`; {hint}", at(k)));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+fn k_node<'a>(
+    key: &str,
+    map: &'a saphyr::AnnotatedMappingOwned<saphyr::MarkedYamlOwned>,
+) -> &'a saphyr::MarkedYamlOwned {
+    map.keys()
+        .find(|k| matches!(&k.data, saphyr::YamlDataOwned::Value(saphyr::ScalarOwned::String(s)) if s == key))
+        .expect("the key is in the map")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_are_read_with_located_errors() {
+        let ok = read_config("listen: 127.0.0.1:9000\ndata_dir: /tmp/w\nfsync: batch\nlimits: {max_body_bytes: 4096}\n").unwrap();
+        assert_eq!(ok.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(ok.fsync, Some(crate::journal::FsyncMode::Batch));
+        assert_eq!(ok.max_body_bytes, Some(4096));
+        let errs = read_config("listne: x\nfsync: sometimes\nwebhooks: []\n").unwrap_err();
+        assert_eq!(errs[0], "1:1: unknown key `listne`; did you mean `listen`?");
+        assert_eq!(errs[1], "2:8: fsync must be always, batch or off");
+        assert!(
+            errs[2].starts_with("3:1: `webhooks` is part of the config format"),
+            "{}",
+            errs[2]
+        );
+        assert!(read_config("listen: [\n").unwrap_err()[0].contains("YAML syntax"));
+    }
+}
