@@ -27,6 +27,31 @@ use warden_actors::{
 
 use crate::swarm::{AgentSpec, Swarm, SwarmError};
 
+/// The API's OpenAPI document (kept in the repository as `docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Every route the node serves, as written in the OpenAPI document (a test keeps the two in
+/// step).
+pub const ROUTES: [&str; 17] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/openapi.json",
+    "/v1/agents",
+    "/v1/agents/{id}",
+    "/v1/agents/{id}/steps",
+    "/v1/agents/{id}/steps/{step}/outcome",
+    "/v1/agents/{id}/halt",
+    "/v1/agents/{id}/resume",
+    "/v1/agents/{id}/heartbeat",
+    "/v1/pools",
+    "/v1/pools/{path}",
+    "/v1/approvals",
+    "/v1/approvals/{id}",
+    "/v1/policy",
+    "/v1/events",
+];
+
 /// Largest request body accepted by default (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Most labels per agent, and the longest label key or value.
@@ -203,6 +228,15 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
         .route("/v1/approvals/{*id}", post(answer))
         .route("/v1/policy", get(get_policy).put(put_policy))
         .route("/v1/events", get(events))
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -1042,6 +1076,26 @@ fn k_node<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_openapi_document_is_valid_json_and_names_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        for route in ROUTES {
+            assert!(
+                doc["paths"].get(route).is_some(),
+                "{route} is missing from docs/openapi.json"
+            );
+        }
+        let documented = doc["paths"].as_object().unwrap().len();
+        let served: std::collections::BTreeSet<&str> = ROUTES.iter().copied().collect();
+        assert_eq!(
+            documented,
+            served.len(),
+            "docs/openapi.json documents routes the node does not serve"
+        );
+    }
 
     #[test]
     fn config_files_are_read_with_located_errors() {
