@@ -97,6 +97,8 @@ struct NodeState {
     swarm: Swarm,
     operator_token: String,
     agent_tokens: DashMap<AgentId, String>,
+    /// token -> agent, so telling a known caller from a stranger is one lookup, not a scan.
+    token_owner: DashMap<String, AgentId>,
     labels: DashMap<AgentId, BTreeMap<String, String>>,
     policy_text: RwLock<String>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -175,6 +177,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         swarm: swarm.clone(),
         operator_token,
         agent_tokens: DashMap::new(),
+        token_owner: DashMap::new(),
         labels: DashMap::new(),
         policy_text: RwLock::new(config.policy_text.clone()),
         metrics,
@@ -364,8 +367,8 @@ fn require_agent(
         Some(_) | None => {
             // Unknown tokens learn nothing (not even whether the agent exists); known callers
             // are told whether the agent is missing or simply not theirs.
-            let someone = state.agent_tokens.iter().any(|e| same(token, e.value()))
-                || same(token, &state.operator_token);
+            let someone =
+                state.token_owner.contains_key(token) || same(token, &state.operator_token);
             if !someone {
                 Err(unauthorized())
             } else if state.swarm.agent(id).is_none() {
@@ -497,6 +500,7 @@ async fn register(
     let handle = state.swarm.spawn_agent(spec).await?;
     let token = random_token();
     state.agent_tokens.insert(id.clone(), token.clone());
+    state.token_owner.insert(token.clone(), id.clone());
     state.labels.insert(id.clone(), body.labels);
     let mut agent = agent_json(&state, &handle.snapshot(), &handle.team());
     agent["token"] = Value::String(token);
