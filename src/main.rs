@@ -684,6 +684,9 @@ fn run_node(
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Signal handlers first: a SIGTERM right after start-up must still stop cleanly.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let node = match warden::supervisor::node::start(config).await {
             Ok(n) => n,
             Err(warden::supervisor::node::NodeError::Policy(errors)) => {
@@ -700,13 +703,16 @@ fn run_node(
             data.display(),
             node.operator_token_source
         );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        say!("warden node: shutting down");
-        node.shutdown().await;
+        say!("warden node: shutting down (a second signal stops at once)");
+        tokio::select! {
+            _ = node.shutdown() => {}
+            _ = int.recv() => std::process::exit(130),
+            _ = term.recv() => std::process::exit(143),
+        }
         Ok(())
     })
 }

@@ -485,8 +485,14 @@ fn unknown_tokens_learn_nothing_about_which_agents_exist() {
     let (known, _) = node.post("/v1/agents/a1/steps", Some("guess"), step.clone());
     let (unknown, _) = node.post("/v1/agents/nobody/steps", Some("guess"), step.clone());
     assert_eq!((known, unknown), (401, 401));
-    // A real caller is told the agent is missing.
+    // Agents cannot probe either: any id not theirs is simply forbidden.
     let (status, e) = node.post("/v1/agents/nobody/steps", Some(&t), step);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    // The operator is told the agent is missing.
+    let (status, e) = node.call("GET", "/v1/agents/nobody", Some(OPERATOR), None);
     assert_eq!(
         (status, e["error"]["code"].as_str()),
         (404, Some("unknown_agent"))
@@ -562,7 +568,12 @@ fn a_config_file_is_read_and_its_errors_are_located() {
 #[test]
 fn every_documented_route_is_served() {
     let node = Node::start("openapi");
-    let (status, doc) = node.call("GET", "/v1/openapi.json", None, None);
+    assert_eq!(
+        node.call("GET", "/v1/openapi.json", None, None).0,
+        401,
+        "only health and metrics are open"
+    );
+    let (status, doc) = node.call("GET", "/v1/openapi.json", Some(OPERATOR), None);
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 17);
@@ -593,4 +604,98 @@ fn every_documented_route_is_served() {
         (status, e["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
+}
+
+#[test]
+fn framework_errors_are_json_too() {
+    let node = Node::start("json-errors");
+    // A wrong method, a bad query value, a path that is not UTF-8.
+    let resp = node
+        .http
+        .delete(format!("{}/v1/agents", node.base))
+        .header("Authorization", &format!("Bearer {OPERATOR}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert!(resp.headers().get("allow").is_some());
+    let mut resp = resp;
+    let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let (status, e) = node.call("GET", "/v1/agents?state=bogus", Some(OPERATOR), None);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_query")),
+        "{e}"
+    );
+    let (status, e) = node.call("GET", "/v1/agents/%FF", Some(OPERATOR), None);
+    assert_eq!(status, 400);
+    assert_eq!(e["error"]["code"], "bad_request", "{e}");
+}
+
+#[test]
+fn an_event_stream_does_not_hold_up_shutdown() {
+    use std::io::{Read, Write};
+    let node = Node::start("sse-shutdown");
+    let addr = node.base.strip_prefix("http://").unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {OPERATOR}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+    assert!(
+        node.stop().success(),
+        "SIGTERM with an open event stream still exits 0, promptly"
+    );
+}
+
+#[test]
+fn weak_or_exposed_operator_tokens_are_refused() {
+    let dir = std::env::temp_dir().join(format!("warden-node-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let short = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.to_str().unwrap(),
+        ])
+        .env("WARDEN_OPERATOR_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("use at least 16"));
+    let file = dir.join("operator.token");
+    std::fs::write(&file, "0123456789abcdef0123").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.to_str().unwrap(),
+        ])
+        .env_remove("WARDEN_OPERATOR_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(exposed.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&exposed.stderr).contains("readable by other users"),
+        "{}",
+        String::from_utf8_lossy(&exposed.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "0123456789abcdef0123",
+        "never replaced"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

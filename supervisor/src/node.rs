@@ -102,6 +102,27 @@ struct NodeState {
     labels: DashMap<AgentId, BTreeMap<String, String>>,
     policy_text: RwLock<String>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Set at shutdown: long-lived responses (event streams) end so the server can drain.
+    shutting_down: tokio::sync::watch::Sender<bool>,
+}
+
+/// A stream that ends when the node shuts down.
+struct UntilShutdown<S> {
+    inner: S,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl<S: futures_core::Stream + Unpin> futures_core::Stream for UntilShutdown<S> {
+    type Item = S::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 /// A running node: its address, and how to stop it.
@@ -113,13 +134,25 @@ pub struct RunningNode {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     swarm: Swarm,
+    shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
+/// How long in-flight requests get to finish at shutdown.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RunningNode {
-    /// Stops accepting, finishes in-flight requests, stops the swarm.
+    /// Stops accepting, ends event streams, gives in-flight requests up to
+    /// [`SHUTDOWN_GRACE`] to finish, then stops the swarm.
     pub async fn shutdown(self) {
+        let _ = self.shutting_down.send(true);
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
         self.swarm.shutdown().await;
     }
 }
@@ -130,9 +163,22 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Shortest operator token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 fn operator_token(config: &NodeConfig) -> Result<(String, String), NodeError> {
+    let bad = |what: String| NodeError::Io {
+        what,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "refused"),
+    };
     if let Some(t) = &config.operator_token {
-        return Ok((t.clone(), "the configuration".into()));
+        if t.len() < MIN_TOKEN_LEN {
+            return Err(bad(format!(
+                "the operator token is {} characters long; use at least {MIN_TOKEN_LEN}",
+                t.len()
+            )));
+        }
+        return Ok((t.clone(), "WARDEN_OPERATOR_TOKEN or the config file".into()));
     }
     let path = config.data_dir.join("operator.token");
     let io = |what: &str| {
@@ -140,8 +186,44 @@ fn operator_token(config: &NodeConfig) -> Result<(String, String), NodeError> {
         move |source| NodeError::Io { what, source }
     };
     match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_string(), path.display().to_string())),
-        _ => {
+        Ok(t) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path)
+                    .map_err(io("reading"))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(bad(format!(
+                        "{} is readable by other users (mode {:o}); run chmod 600 on it",
+                        path.display(),
+                        mode & 0o777
+                    )));
+                }
+            }
+            let t = t.trim().to_string();
+            if t.len() < MIN_TOKEN_LEN {
+                return Err(bad(format!(
+                    "{} holds a token shorter than {MIN_TOKEN_LEN} characters; remove the file to get a new one",
+                    path.display()
+                )));
+            }
+            Ok((t, path.display().to_string()))
+        }
+        // Only a missing file is created; any other read failure is an error, never a
+        // silent replacement of the operator's token.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&config.data_dir)
+                    .map_err(io("creating the data directory for"))?;
+            }
+            #[cfg(not(unix))]
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(io("creating the data directory for"))?;
             let token = random_token();
@@ -151,17 +233,22 @@ fn operator_token(config: &NodeConfig) -> Result<(String, String), NodeError> {
                 use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(true)
+                    .create_new(true)
                     .mode(0o600)
                     .open(&path)
-                    .map_err(io("writing"))?
+                    .map_err(io("creating"))?
             };
             #[cfg(not(unix))]
-            let mut file = std::fs::File::create(&path).map_err(io("writing"))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io("creating"))?;
             file.write_all(token.as_bytes()).map_err(io("writing"))?;
+            file.sync_all().map_err(io("writing"))?;
             Ok((token, format!("{} (new)", path.display())))
         }
+        Err(e) => Err(io("reading")(e)),
     }
 }
 
@@ -181,7 +268,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         labels: DashMap::new(),
         policy_text: RwLock::new(config.policy_text.clone()),
         metrics,
+        shutting_down: tokio::sync::watch::channel(false).0,
     });
+    let shutting_down = state.shutting_down.clone();
     let app = router(state, config.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -207,6 +296,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         stop,
         task,
         swarm,
+        shutting_down,
     })
 }
 
@@ -231,15 +321,7 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
         .route("/v1/approvals/{*id}", post(answer))
         .route("/v1/policy", get(get_policy).put(put_policy))
         .route("/v1/events", get(events))
-        .route(
-            "/v1/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    OPENAPI,
-                )
-            }),
-        )
+        .route("/v1/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -247,8 +329,65 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
                 "no such endpoint; see DESIGN.md's HTTP API",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see /v1/openapi.json",
+            )
+        })
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+async fn openapi(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_operator(&state, &headers)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response())
+}
+
+/// Turns any error the framework answers in plain text (a bad path parameter or query string,
+/// a body that is not UTF-8, a body over the limit read as text) into the JSON error shape.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        out.headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    out
 }
 
 /// A JSON error: `{"error": {"code", "message"}}`.
@@ -367,11 +506,10 @@ fn require_agent(
         Some(_) | None => {
             // Unknown tokens learn nothing (not even whether the agent exists); known callers
             // are told whether the agent is missing or simply not theirs.
-            let someone =
-                state.token_owner.contains_key(token) || same(token, &state.operator_token);
-            if !someone {
+            let operator = same(token, &state.operator_token);
+            if !operator && !state.token_owner.contains_key(token) {
                 Err(unauthorized())
-            } else if state.swarm.agent(id).is_none() {
+            } else if operator && state.swarm.agent(id).is_none() {
                 Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "unknown_agent",
@@ -550,17 +688,28 @@ fn agent_json(state: &NodeState, s: &warden_actors::AgentSnapshot, pool: &str) -
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
-    state: Option<String>,
+    state: Option<warden_actors::AgentState>,
     pool: Option<String>,
 }
 
 async fn list_agents(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     require_operator(&state, &headers)?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "{}; state is running or halted, pool a pool path",
+                e.body_text()
+            ),
+        )
+    })?;
     let mut out = Vec::new();
     for id in state.swarm.agent_ids() {
         let Some(h) = state.swarm.agent(&id) else {
@@ -568,8 +717,7 @@ async fn list_agents(
         };
         let snap = h.snapshot();
         let pool = h.team();
-        let st = serde_json::to_value(snap.state).unwrap_or(Value::Null);
-        if q.state.as_deref().is_some_and(|s| st != s) {
+        if q.state.is_some_and(|s| s != snap.state) {
             continue;
         }
         if q.pool
@@ -883,6 +1031,13 @@ async fn events(
         };
         Ok::<_, std::convert::Infallible>(event)
     });
+    let mut rx = state.shutting_down.subscribe();
+    let stream = UntilShutdown {
+        inner: stream,
+        stop: Box::pin(async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }),
+    };
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
