@@ -109,7 +109,7 @@ enum AgentsCommand {
     /// Every agent, optionally only those in a state or a pool.
     List {
         /// running or halted.
-        #[arg(long)]
+        #[arg(long, value_parser = ["running", "halted"])]
         state: Option<String>,
         /// A pool path (its nested pools included).
         #[arg(long)]
@@ -302,7 +302,12 @@ fn remote_call(
     };
     let mut resp = result.with_context(|| format!("cannot reach the node at {}", remote.node))?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .with_context(|| format!("reading the node's answer to {method} {path}"))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     if status >= 400 {
@@ -336,21 +341,52 @@ fn print_agents(agents: &[serde_json::Value]) {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Agents { remote, command } => {
+            // Ids and pool paths travel in URLs: check them here, with a clear message, rather
+            // than send something the URL would change.
+            let checked = |id: &str| -> anyhow::Result<()> {
+                warden::AgentId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(())
+            };
+            match &command {
+                AgentsCommand::Show { id }
+                | AgentsCommand::Halt { id, .. }
+                | AgentsCommand::Resume { id, .. } => checked(id)?,
+                AgentsCommand::List { pool: Some(p), .. } => {
+                    for seg in p.split('/') {
+                        checked(seg).with_context(|| format!("--pool {p:?}"))?;
+                    }
+                }
+                AgentsCommand::List { .. } => {}
+            }
             let out = match &command {
                 AgentsCommand::List { state, pool } => {
-                    let mut q = Vec::new();
-                    if let Some(s) = state {
-                        q.push(format!("state={s}"));
+                    // Every page, following `next`.
+                    let mut all = Vec::new();
+                    let mut after: Option<String> = None;
+                    loop {
+                        let mut q = vec!["limit=10000".to_string()];
+                        if let Some(s) = state {
+                            q.push(format!("state={s}"));
+                        }
+                        if let Some(p) = pool {
+                            q.push(format!("pool={p}"));
+                        }
+                        if let Some(a) = &after {
+                            q.push(format!("after={a}"));
+                        }
+                        let page = remote_call(
+                            &remote,
+                            "GET",
+                            &format!("/v1/agents?{}", q.join("&")),
+                            None,
+                        )?;
+                        all.extend(page["agents"].as_array().cloned().unwrap_or_default());
+                        match page["next"].as_str() {
+                            Some(n) => after = Some(n.to_string()),
+                            None => break,
+                        }
                     }
-                    if let Some(p) = pool {
-                        q.push(format!("pool={p}"));
-                    }
-                    let path = if q.is_empty() {
-                        "/v1/agents".to_string()
-                    } else {
-                        format!("/v1/agents?{}", q.join("&"))
-                    };
-                    remote_call(&remote, "GET", &path, None)?
+                    serde_json::json!({ "agents": all })
                 }
                 AgentsCommand::Show { id } => {
                     remote_call(&remote, "GET", &format!("/v1/agents/{id}"), None)?
@@ -398,6 +434,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Approvals { remote, command } => {
+            if let ApprovalsCommand::Approve { id, .. } | ApprovalsCommand::Deny { id, .. } =
+                &command
+            {
+                let ok = id.rsplit_once('/').is_some_and(|(agent, step)| {
+                    warden::AgentId::new(agent).is_ok() && step.parse::<warden::StepId>().is_ok()
+                });
+                if !ok {
+                    bail!("{id:?} is not an approval id; they look like <agent>/s-<n>, e.g. payer/s-3 (see `warden approvals list`)");
+                }
+            }
             let out = match &command {
                 ApprovalsCommand::List => remote_call(&remote, "GET", "/v1/approvals", None)?,
                 ApprovalsCommand::Approve { id, by } => remote_call(

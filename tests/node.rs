@@ -451,6 +451,28 @@ fn the_operator_cli_lists_halts_resumes_and_answers_approvals() {
         "{out}"
     );
 
+    // Pages: the API hands out `next`; the CLI follows it.
+    let (_, page) = node.call("GET", "/v1/agents?limit=1", Some(OPERATOR), None);
+    assert_eq!(page["agents"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap().to_string();
+    let (_, page2) = node.call(
+        "GET",
+        &format!("/v1/agents?limit=1&after={next}"),
+        Some(OPERATOR),
+        None,
+    );
+    assert_eq!(page2["agents"][0]["id"], "scout");
+    assert!(page2["next"].is_null());
+    let (_, out, _) = cli(&node, &["agents", "list", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["agents"].as_array().unwrap().len(), 2);
+    let (ok, _, err) = cli(&node, &["agents", "show", "a1/halt"]);
+    assert!(!ok);
+    assert!(err.contains("agent id \"a1/halt\" contains '/'"), "{err}");
+    let (ok, _, err) = cli(&node, &["approvals", "approve", "nonsense"]);
+    assert!(!ok);
+    assert!(err.contains("is not an approval id"), "{err}");
+
     // Clear errors: a wrong token, an unknown agent, no node.
     let bad = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["agents", "list", "--node", &node.base, "--token", "wrong"])

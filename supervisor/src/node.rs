@@ -635,11 +635,21 @@ async fn register(
     if let Some(h) = &body.heartbeat_timeout {
         spec = spec.heartbeat_timeout_ms(duration("heartbeat_timeout", h)?);
     }
-    let handle = state.swarm.spawn_agent(spec).await?;
-    let token = random_token();
-    state.agent_tokens.insert(id.clone(), token.clone());
-    state.token_owner.insert(token.clone(), id.clone());
-    state.labels.insert(id.clone(), body.labels);
+    // Spawning and issuing the token run as their own task: a client that disconnects
+    // mid-request cancels only its wait, never a half-done registration.
+    let task_state = Arc::clone(&state);
+    let labels = body.labels;
+    let done = tokio::spawn(async move {
+        let handle = task_state.swarm.spawn_agent(spec).await?;
+        let token = random_token();
+        task_state.agent_tokens.insert(id.clone(), token.clone());
+        task_state.token_owner.insert(token.clone(), id.clone());
+        task_state.labels.insert(id.clone(), labels);
+        Ok::<_, SwarmError>((handle, token))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let (handle, token) = done?;
     let mut agent = agent_json(&state, &handle.snapshot(), &handle.team());
     agent["token"] = Value::String(token);
     Ok((StatusCode::CREATED, Json(agent)).into_response())
@@ -692,7 +702,16 @@ fn agent_json(state: &NodeState, s: &warden_actors::AgentSnapshot, pool: &str) -
 struct ListQuery {
     state: Option<warden_actors::AgentState>,
     pool: Option<String>,
+    /// Page size (default 1,000, at most 10,000).
+    limit: Option<usize>,
+    /// Start after this agent id (the previous page's `next`).
+    after: Option<String>,
 }
+
+/// Default page size for lists.
+pub const DEFAULT_PAGE: usize = 1_000;
+/// Largest page size for lists.
+pub const MAX_PAGE: usize = 10_000;
 
 async fn list_agents(
     State(state): State<Arc<NodeState>>,
@@ -710,8 +729,20 @@ async fn list_agents(
             ),
         )
     })?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let mut out = Vec::new();
+    let mut next = None;
     for id in state.swarm.agent_ids() {
+        if q.after.as_deref().is_some_and(|after| id.as_str() <= after) {
+            continue;
+        }
+        if out.len() == limit {
+            next = out
+                .last()
+                .and_then(|a: &Value| a["id"].as_str())
+                .map(str::to_string);
+            break;
+        }
         let Some(h) = state.swarm.agent(&id) else {
             continue;
         };
@@ -728,7 +759,8 @@ async fn list_agents(
         }
         out.push(agent_json(&state, &snap, &pool));
     }
-    Ok(Json(json!({ "agents": out })))
+    // `next`: pass it as `after` for the following page; absent on the last page.
+    Ok(Json(json!({ "agents": out, "next": next })))
 }
 
 async fn get_agent(
@@ -967,6 +999,7 @@ async fn approvals(
             requested_at_ms: p.requested_at_ms,
             expires_at_ms: p.expires_at_ms,
         })
+        .take(MAX_PAGE)
         .collect();
     Ok(Json(json!({ "approvals": list })))
 }
