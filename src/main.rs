@@ -12,9 +12,11 @@ use warden::actors::{Account, AgentId, Amounts, LedgerDim, PolicyContext, Policy
 /// warden: a supervisor for swarms of AI agents.
 ///
 /// Budgets, allow/deny/approval/halt decisions for every step, shared pools that are never
-/// overspent, cascade halts. The library is the main way in today (see
-/// `cargo run --release --example swarm`); this binary checks and evaluates policies. The node,
-/// simulator and audit commands arrive with their issues.
+/// overspent, cascade halts. This binary runs a coordinator node (`warden node`), talks to one
+/// as its operator (`warden agents`, `warden approvals`), checks and evaluates policies
+/// (`warden policy`) and verifies audit journals (`warden audit verify`). The simulator and the
+/// other audit commands arrive with their issues; the library tour is
+/// `cargo run --release --example swarm`.
 #[derive(Parser, Debug)]
 #[command(name = "warden", version, about, long_about)]
 struct Cli {
