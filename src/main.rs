@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
+use warden::actors::decision::RemainingView;
 use warden::actors::policy::{PolicySet, Severity};
-use warden::actors::{Account, AgentId, Amounts, LedgerDim, PolicyContext, PolicyOutcome, Step};
+use warden::actors::{Account, AgentId, Amounts, PolicyContext, PolicyOutcome, Step};
 
 /// warden: a supervisor for swarms of AI agents.
 ///
@@ -215,7 +216,7 @@ struct EvalOutput {
     kind: Option<&'static str>,
     reason: String,
     risk_micro: u64,
-    remaining: serde_json::Map<String, serde_json::Value>,
+    remaining: RemainingView,
     matched: Vec<warden::actors::policy::MatchedRule>,
 }
 
@@ -659,25 +660,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     reason.clone(),
                 ),
             };
-            let remaining = account.remaining_on_path();
-            let mut rem = serde_json::Map::new();
-            for dim in LedgerDim::ALL {
-                if let Some(v) = remaining.get(dim) {
-                    let key = match dim {
-                        LedgerDim::CostMicroUsd => "cost_micro_usd",
-                        LedgerDim::RiskMicro => "risk_micro",
-                        d => d.name(),
-                    };
-                    rem.insert(key.into(), v.into());
-                }
-            }
             let out = EvalOutput {
                 decision,
                 rule,
                 kind,
                 reason,
                 risk_micro: e.risk_floor_micro.max(step.signals().risk_micro()),
-                remaining: rem,
+                remaining: RemainingView(account.remaining_on_path()),
                 matched: e.matched,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);

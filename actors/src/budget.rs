@@ -38,6 +38,17 @@ impl LedgerDim {
         LedgerDim::RiskMicro,
     ];
 
+    /// The key of an integer amount of this dimension in JSON (`cost_micro_usd`, `risk_micro`:
+    /// the unit is in the name, so nobody mistakes micro-dollars for dollars).
+    pub const fn key(self) -> &'static str {
+        match self {
+            LedgerDim::Steps => "steps",
+            LedgerDim::Tokens => "tokens",
+            LedgerDim::CostMicroUsd => "cost_micro_usd",
+            LedgerDim::RiskMicro => "risk_micro",
+        }
+    }
+
     /// The user-facing name (`cost_usd`, not `cost_micro_usd`: the unit is an internal detail
     /// of storage; [`Amounts`] documents it).
     pub const fn name(self) -> &'static str {

@@ -153,11 +153,7 @@ impl Serialize for RemainingView {
         let mut map = s.serialize_map(Some(count))?;
         for dim in LedgerDim::ALL {
             if let Some(v) = self.0.get(dim) {
-                match dim {
-                    LedgerDim::CostMicroUsd => map.serialize_entry("cost_micro_usd", &v)?,
-                    LedgerDim::RiskMicro => map.serialize_entry("risk_micro", &v)?,
-                    _ => map.serialize_entry(dim.name(), &v)?,
-                }
+                map.serialize_entry(dim.key(), &v)?;
             }
         }
         map.end()

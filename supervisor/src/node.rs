@@ -655,28 +655,21 @@ async fn register(
     Ok((StatusCode::CREATED, Json(agent)).into_response())
 }
 
+/// One JSON key per dimension that has a value (`LedgerDim::key` names them).
+fn per_dim(value: impl Fn(LedgerDim) -> Option<u64>) -> Value {
+    let map = LedgerDim::ALL
+        .into_iter()
+        .filter_map(|dim| value(dim).map(|v| (dim.key().to_string(), Value::from(v))))
+        .collect();
+    Value::Object(map)
+}
+
 fn amounts_json(a: &warden_actors::Amounts) -> Value {
-    json!({
-        "steps": a.get(LedgerDim::Steps),
-        "tokens": a.get(LedgerDim::Tokens),
-        "cost_micro_usd": a.get(LedgerDim::CostMicroUsd),
-        "risk_micro": a.get(LedgerDim::RiskMicro),
-    })
+    per_dim(|d| Some(a.get(d)))
 }
 
 fn limits_json(l: &warden_actors::Limits) -> Value {
-    let mut m = serde_json::Map::new();
-    for dim in LedgerDim::ALL {
-        if let Some(v) = l.get(dim) {
-            let key = match dim {
-                LedgerDim::CostMicroUsd => "cost_micro_usd",
-                LedgerDim::RiskMicro => "risk_micro",
-                d => d.name(),
-            };
-            m.insert(key.into(), v.into());
-        }
-    }
-    Value::Object(m)
+    per_dim(|d| l.get(d))
 }
 
 fn agent_json(state: &NodeState, s: &warden_actors::AgentSnapshot, pool: &str) -> Value {
@@ -921,17 +914,7 @@ async fn heartbeat(
 }
 
 fn pool_json(p: &warden_actors::AccountSnapshot) -> Value {
-    let mut remaining = serde_json::Map::new();
-    for dim in LedgerDim::ALL {
-        if let Some(v) = p.remaining(dim) {
-            let key = match dim {
-                LedgerDim::CostMicroUsd => "cost_micro_usd",
-                LedgerDim::RiskMicro => "risk_micro",
-                d => d.name(),
-            };
-            remaining.insert(key.into(), v.into());
-        }
-    }
+    let remaining = per_dim(|d| p.remaining(d));
     json!({
         "path": p.name,
         "limits": limits_json(&p.limits),

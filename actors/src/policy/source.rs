@@ -65,6 +65,14 @@ fn kind_of(n: &Node) -> &'static str {
 
 type Entries<'a> = Vec<(String, Pos, &'a Node)>;
 
+/// The value under `key` in a checked mapping.
+fn field<'a>(entries: &Entries<'a>, key: &str) -> Option<&'a Node> {
+    entries
+        .iter()
+        .find(|(k, _, _)| k == key)
+        .map(|(_, _, v)| *v)
+}
+
 impl Reader {
     pub(super) fn err(&mut self, at: Pos, message: impl Into<String>, hint: Option<String>) {
         self.diags.push(Diagnostic {
@@ -491,7 +499,7 @@ pub(super) fn read(r: &mut Reader, text: &str) -> Option<PolicyDoc> {
             "rules",
         ],
     )?;
-    let get = |k: &str| top.iter().find(|(key, _, _)| key == k).map(|(_, _, v)| *v);
+    let get = |k: &str| field(&top, k);
 
     let mut version = 1;
     match get("version") {
@@ -683,12 +691,7 @@ fn read_pools(r: &mut Reader, n: &Node) -> Vec<PoolDef> {
         ) else {
             continue;
         };
-        let get = |k: &str| {
-            entries
-                .iter()
-                .find(|(key, _, _)| key == k)
-                .map(|(_, _, v)| *v)
-        };
+        let get = |k: &str| field(&entries, k);
         let Some(path_node) = get("path") else {
             r.err(
                 pos(item),
@@ -998,12 +1001,7 @@ fn read_rule(r: &mut Reader, n: &Node) -> Option<RuleDef> {
     )?;
     // A misspelt key was already reported; do not also complain that the key is missing.
     let misspelt = r.diags.len() > before;
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|(key, _, _)| key == k)
-            .map(|(_, _, v)| *v)
-    };
+    let get = |k: &str| field(&entries, k);
     let Some(id_node) = get("id") else {
         r.err(
             pos(n),
