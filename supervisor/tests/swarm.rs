@@ -500,11 +500,16 @@ async fn too_many_restarts_escalate_to_the_parent_and_then_halt_at_the_root() {
         matches!(&e, Event::Escalation { team, .. } if team == "swarm"),
         "{e:?}"
     );
-    next_matching(
-        &mut events,
-        |e| matches!(e, Event::Halt { agent, .. } if agent.as_str() == "b"),
-    )
-    .await;
+    // The root halts every agent in map order: wait for both halts before looking.
+    for n in ["a", "b"] {
+        if halted(&swarm, n).is_none() {
+            next_matching(
+                &mut events,
+                |e| matches!(e, Event::Halt { agent, .. } if agent.as_str() == n),
+            )
+            .await;
+        }
+    }
     for n in ["a", "b"] {
         let rec = swarm.agent(&id(n)).unwrap().snapshot().halt.unwrap();
         assert_eq!(rec.kind, HaltKind::External);
