@@ -707,6 +707,7 @@ fn run_node(
     let config = warden::supervisor::node::NodeConfig {
         listen,
         data_dir: data.clone(),
+        policy_explicit: policy.is_some(),
         policy_text,
         operator_token: std::env::var("WARDEN_OPERATOR_TOKEN")
             .ok()
@@ -715,6 +716,7 @@ fn run_node(
         max_body_bytes: file
             .max_body_bytes
             .unwrap_or(warden::supervisor::node::DEFAULT_MAX_BODY_BYTES),
+        fsync: file.fsync.unwrap_or_default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -739,6 +741,22 @@ fn run_node(
             "policy: {policy_source}; data: {}; operator token: {}",
             data.display(),
             node.operator_token_source
+        );
+        let r = &node.recovered;
+        let open = &node.journal_open;
+        say!(
+            "journal: {} entries verified in {} segment(s){}; recovered {} agents ({} halted, {} open steps, {} pending approvals)",
+            open.verified.entries,
+            open.verified.segments,
+            if open.truncated_bytes > 0 {
+                format!("; cut a torn tail of {} bytes", open.truncated_bytes)
+            } else {
+                String::new()
+            },
+            r.agents,
+            r.halted,
+            r.open_steps,
+            r.pending_approvals
         );
         tokio::select! {
             _ = int.recv() => {}

@@ -19,6 +19,7 @@ use crate::ids::{AgentId, StepId};
 use crate::kernel::{
     AgentKernel, ApprovalAnswer, ApprovalError, Outcome, PendingApproval, SettleError, SettleReport,
 };
+use crate::record::Recorder;
 use crate::step::Step;
 
 /// A halt that happened inside an agent actor, sent to the supervisor for cascading.
@@ -80,6 +81,7 @@ pub struct AgentCore {
     halts: Option<mpsc::Sender<HaltNotice>>,
     metrics: AgentMetrics,
     parked_sink: Option<Arc<dyn ParkedSink>>,
+    recorder: std::sync::OnceLock<Arc<dyn Recorder>>,
 }
 
 /// Told when an agent parks a step for approval, right after the kernel parked it, so a
@@ -117,7 +119,19 @@ impl AgentCore {
             halts,
             metrics,
             parked_sink,
+            recorder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, every change to this agent's state is handed to `recorder` (under the
+    /// kernel lock, in order). Set once; later calls are ignored and return false.
+    pub fn attach_recorder(&self, recorder: Arc<dyn Recorder>) -> bool {
+        let mut k = self.kernel.lock();
+        if self.recorder.set(recorder).is_err() {
+            return false;
+        }
+        k.set_recording(true);
+        true
     }
 
     /// The agent.
@@ -133,17 +147,28 @@ impl AgentCore {
     /// Runs `f` with the kernel locked. Supervisors use this for halts, resumes and snapshots,
     /// which must take effect at once rather than queue behind the agent's steps.
     pub fn with_kernel<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> R {
-        let (out, denials) = {
+        self.with_kernel_recorded(f).0
+    }
+
+    /// [`with_kernel`](Self::with_kernel), also returning the recorder's sequence number of
+    /// the first record the change made.
+    fn with_kernel_recorded<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> (R, Option<u64>) {
+        let (out, denials, seq) = {
             let mut k = self.kernel.lock();
             let out = f(&mut k);
+            let records = k.take_records();
+            let seq = match (records.is_empty(), self.recorder.get()) {
+                (false, Some(r)) => r.record(&self.id, records),
+                _ => None,
+            };
             let denials = k.take_halt_denials();
             // Stored before the kernel lock is released: whoever then finds the step no
             // longer parked is sure to find its final decision.
             self.store_resolutions(&denials);
-            (out, denials)
+            (out, denials, seq)
         };
         self.announce_resolutions(denials);
-        out
+        (out, seq)
     }
 
     fn store_resolutions(&self, decisions: &[Decision]) {
@@ -230,7 +255,8 @@ impl AgentCore {
     /// the decision and, for a new halt, the halt; returns the halt for the caller to forward.
     pub fn decide_now(&self, step: &Step) -> (Decision, Option<HaltRecord>) {
         let now = self.clock.now_ms();
-        let decided = self.with_kernel(|k| k.decide(step, now));
+        let (mut decided, seq) = self.with_kernel_recorded(|k| k.decide(step, now));
+        decided.decision.audit_seq = seq;
         self.metrics.decision(decided.decision.decision);
         if self.events.has_subscribers() {
             self.events.publish(Event::Decision(DecisionEvent {

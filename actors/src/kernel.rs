@@ -13,6 +13,7 @@ use crate::budget::{Amounts, Budgets, Dimension, LedgerDim};
 use crate::decision::{CauseLink, Decision, HaltKind, HaltRecord, RemainingView, Verdict};
 use crate::ids::{AgentId, StepId};
 use crate::ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
+use crate::record::KernelRecord;
 use crate::stagnation::{StagnationConfig, StagnationDetector, StagnationHit};
 use crate::step::{Cost, Step};
 
@@ -262,7 +263,8 @@ impl PendingApproval {
 }
 
 /// A human's answer, or the lack of one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
 pub enum ApprovalAnswer {
     /// Go ahead: the step becomes an allowed, open step.
     Approve {
@@ -353,6 +355,8 @@ pub struct AgentKernel {
     paused_total_ms: u64,
     paused_since_ms: Option<u64>,
     halt: Option<HaltRecord>,
+    /// Records of state changes, when recording is on (see [`crate::record`]).
+    outbox: Option<Vec<KernelRecord>>,
 }
 
 impl std::fmt::Debug for AgentKernel {
@@ -403,7 +407,41 @@ impl AgentKernel {
             paused_total_ms: 0,
             paused_since_ms: None,
             halt: None,
+            outbox: None,
         }
+    }
+
+    /// Turns recording of state changes on or off (see [`crate::record`]).
+    pub fn set_recording(&mut self, on: bool) {
+        match (on, self.outbox.is_some()) {
+            (true, false) => self.outbox = Some(Vec::new()),
+            (false, true) => self.outbox = None,
+            _ => {}
+        }
+    }
+
+    /// True when recording is on.
+    pub fn is_recording(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// The records made since the last call, oldest first (empty when recording is off).
+    pub fn take_records(&mut self) -> Vec<KernelRecord> {
+        match &mut self.outbox {
+            Some(v) if !v.is_empty() => std::mem::take(v),
+            _ => Vec::new(),
+        }
+    }
+
+    fn push_record(&mut self, at: usize, record: impl FnOnce() -> KernelRecord) {
+        if let Some(v) = &mut self.outbox {
+            let at = at.min(v.len());
+            v.insert(at, record());
+        }
+    }
+
+    fn outbox_len(&self) -> usize {
+        self.outbox.as_ref().map_or(0, Vec::len)
     }
 
     /// The agent.
@@ -511,6 +549,10 @@ impl AgentKernel {
             self.halt_denials.push(d);
         }
         self.resume_clock(now);
+        let len = self.outbox_len();
+        self.push_record(len, || KernelRecord::Halt {
+            record: record.clone(),
+        });
         self.halt = Some(record);
     }
 
@@ -535,6 +577,36 @@ impl AgentKernel {
     /// Decides one step at time `now_ms`. An allow reserves the step's expected cost on the
     /// agent's account and every pool above it; the caller must later [settle](Self::settle).
     pub fn decide(&mut self, step: &Step, now_ms: u64) -> Decided {
+        let mark = self.outbox_len();
+        let decided = self.decide_inner(step, now_ms);
+        if self.outbox.is_some() {
+            let d = &decided.decision;
+            let reserved = match d.decision {
+                Verdict::Allow => self.open.get(&d.step).map(|r| r.amounts().clone()),
+                Verdict::RequireApproval => self
+                    .parked
+                    .get(&d.step)
+                    .map(|p| p.reservation.amounts().clone()),
+                _ => None,
+            };
+            let record = KernelRecord::Decision {
+                step: step.clone(),
+                step_id: d.step,
+                decision: d.decision,
+                rule: d.rule.as_deref().map(str::to_string),
+                kind: d.kind,
+                reason: d.reason.clone(),
+                reserved,
+                approval_expires_at_ms: decided.new_approval.as_ref().map(|p| p.expires_at_ms),
+                at_ms: now_ms,
+            };
+            // Before any halt the decision caused, so the journal reads in causal order.
+            self.push_record(mark, || record);
+        }
+        decided
+    }
+
+    fn decide_inner(&mut self, step: &Step, now_ms: u64) -> Decided {
         let step_id = StepId::from_seq(self.next_seq);
         self.next_seq += 1;
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
@@ -764,6 +836,23 @@ impl AgentKernel {
         answer: &ApprovalAnswer,
         now_ms: u64,
     ) -> Result<Decision, ApprovalError> {
+        let d = self.answer_approval_inner(step, answer, now_ms)?;
+        let len = self.outbox_len();
+        self.push_record(len, || KernelRecord::Approval {
+            step_id: step,
+            answer: answer.clone(),
+            decision: d.decision,
+            at_ms: now_ms,
+        });
+        Ok(d)
+    }
+
+    fn answer_approval_inner(
+        &mut self,
+        step: StepId,
+        answer: &ApprovalAnswer,
+        now_ms: u64,
+    ) -> Result<Decision, ApprovalError> {
         let parked = self
             .parked
             .remove(&step)
@@ -931,6 +1020,34 @@ impl AgentKernel {
         outcome: &Outcome,
         now_ms: u64,
     ) -> Result<SettleReport, SettleError> {
+        let mark = self.outbox_len();
+        let risk = self
+            .open
+            .get(&step)
+            .map_or(0, |r| r.amounts().get(LedgerDim::RiskMicro));
+        let report = self.settle_inner(step, outcome, now_ms)?;
+        if self.outbox.is_some() {
+            let s = &report.settlement;
+            let record = KernelRecord::Settlement {
+                step_id: step,
+                status: outcome.status,
+                actual: outcome.actual.as_ref().map(|c| c.to_amounts(1, risk)),
+                charged: s.charged.clone(),
+                refunded: s.refunded.clone(),
+                overrun: s.overrun.clone(),
+                at_ms: now_ms,
+            };
+            self.push_record(mark, || record);
+        }
+        Ok(report)
+    }
+
+    fn settle_inner(
+        &mut self,
+        step: StepId,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) -> Result<SettleReport, SettleError> {
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
         let reservation = self
             .open
@@ -1008,11 +1125,132 @@ impl AgentKernel {
     /// Lifts a halt. Returns the halt that was lifted, or `None` if the agent was running.
     /// Failure count and stagnation history start afresh; spend does not.
     pub fn resume(&mut self, now_ms: u64) -> Option<HaltRecord> {
+        self.resume_by(now_ms, "")
+    }
+
+    /// [`resume`](Self::resume), naming who lifted the halt (for the record).
+    pub fn resume_by(&mut self, now_ms: u64, by: &str) -> Option<HaltRecord> {
         let old = self.halt.take()?;
         self.consecutive_failures = 0;
         self.stagnation.reset();
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        let len = self.outbox_len();
+        self.push_record(len, || KernelRecord::Resume {
+            lifted: old.clone(),
+            by: by.to_string(),
+            at_ms: now_ms,
+        });
         Some(old)
+    }
+
+    /// Applies a journaled change again (recovery). Effects are applied as recorded, not
+    /// judged again: a decision reserves exactly what it reserved then, a settlement charges
+    /// what it charged. Stagnation history is rebuilt from decisions; rate limits are not
+    /// (they start afresh). Records for steps it does not know are reported, not applied.
+    pub fn restore(&mut self, record: &KernelRecord) -> Result<(), String> {
+        match record {
+            KernelRecord::Decision {
+                step,
+                step_id,
+                decision,
+                rule,
+                reason,
+                reserved,
+                approval_expires_at_ms,
+                at_ms,
+                ..
+            } => {
+                self.next_seq = self.next_seq.max(step_id.seq() + 1);
+                self.last_seen_ms = self.last_seen_ms.max(*at_ms);
+                if *decision != Verdict::Halt {
+                    self.stagnation
+                        .observe(step.fingerprint(), step.signals().progress());
+                }
+                let reserve = || reserved.clone().unwrap_or_else(|| step.reservation());
+                match decision {
+                    Verdict::Allow => {
+                        let r = self.account.restore_reservation(&reserve());
+                        self.open.insert(*step_id, r);
+                        self.steps_allowed += 1;
+                        if self.exploration_limit.is_some()
+                            || self.explored.len() < MAX_EXPLORED_TRACKED
+                        {
+                            self.explored.insert(step.tool_key());
+                        }
+                    }
+                    Verdict::RequireApproval => {
+                        let reservation = self.account.restore_reservation(&reserve());
+                        let rule: Arc<str> = Arc::from(rule.as_deref().unwrap_or("approval"));
+                        let approval = PendingApproval {
+                            id: PendingApproval::id_for(&self.id, *step_id),
+                            agent: self.id.clone(),
+                            step_id: *step_id,
+                            step: step.clone(),
+                            rule,
+                            reason: reason.clone(),
+                            requested_at_ms: *at_ms,
+                            expires_at_ms: approval_expires_at_ms
+                                .unwrap_or(at_ms.saturating_add(DEFAULT_APPROVAL_TIMEOUT_MS)),
+                        };
+                        if self.parked.is_empty() {
+                            self.paused_since_ms = Some(*at_ms);
+                        }
+                        self.parked.insert(
+                            *step_id,
+                            Parked {
+                                approval,
+                                reservation,
+                            },
+                        );
+                    }
+                    Verdict::Deny | Verdict::Halt => {}
+                }
+                Ok(())
+            }
+            KernelRecord::Settlement {
+                step_id,
+                status,
+                actual,
+                at_ms,
+                ..
+            } => {
+                self.last_seen_ms = self.last_seen_ms.max(*at_ms);
+                let reservation = self
+                    .open
+                    .remove(step_id)
+                    .ok_or_else(|| format!("settlement of step {step_id}, which is not open"))?;
+                let actual = actual
+                    .clone()
+                    .unwrap_or_else(|| reservation.amounts().clone());
+                // A halt the settlement caused has its own record, which follows.
+                let _ = reservation.settle(&actual);
+                match status {
+                    OutcomeStatus::Success => self.consecutive_failures = 0,
+                    OutcomeStatus::Failure => self.consecutive_failures += 1,
+                }
+                Ok(())
+            }
+            KernelRecord::Halt { record } => {
+                if self.halt.is_none() {
+                    self.apply_halt(record.clone());
+                }
+                self.take_halt_denials();
+                Ok(())
+            }
+            KernelRecord::Resume { at_ms, .. } => {
+                self.resume(*at_ms);
+                Ok(())
+            }
+            KernelRecord::Approval {
+                step_id,
+                answer,
+                at_ms,
+                ..
+            } => self
+                .answer_approval_inner(*step_id, answer, *at_ms)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// Records a sign of life.

@@ -331,6 +331,20 @@ impl Account {
         ))
     }
 
+    /// Re-creates a reservation that the journal says was taken, without checking limits
+    /// (recovery applies what happened; it does not judge again). Only recovery calls this.
+    pub fn restore_reservation(self: &Arc<Self>, amounts: &Amounts) -> Reservation {
+        let (mut guards, _) = self.lock_path();
+        for state in guards.iter_mut() {
+            state.reserved = state.reserved.saturating_add(amounts);
+        }
+        drop(guards);
+        Reservation {
+            account: Some(Arc::clone(self)),
+            amounts: amounts.clone(),
+        }
+    }
+
     /// Settles a reservation with the real usage `actual`. The reserved amount is released; the
     /// actual amount is charged. Usage above the reservation is charged only as far as every
     /// account on the path still has room, all or nothing per dimension; what does not fit is
@@ -411,6 +425,16 @@ impl Account {
     /// same order reservations use, so no deadlock), all are checked, and only then are all
     /// set. On any misfit nothing changes; the error names the account.
     pub fn set_limits_all(changes: &[(Arc<Account>, Limits)]) -> Result<(), String> {
+        Self::change_limits(changes, true)
+    }
+
+    /// Sets limits as a journal recorded them, without checking them against what is spent
+    /// (recovery: they fitted when they were set). Only recovery calls this.
+    pub fn restore_limits_all(changes: &[(Arc<Account>, Limits)]) -> Result<(), String> {
+        Self::change_limits(changes, false)
+    }
+
+    fn change_limits(changes: &[(Arc<Account>, Limits)], check: bool) -> Result<(), String> {
         let mut order: Vec<usize> = (0..changes.len()).collect();
         for (i, (a, _)) in changes.iter().enumerate() {
             if changes[..i].iter().any(|(b, _)| Arc::ptr_eq(a, b)) {
@@ -429,7 +453,9 @@ impl Account {
             guards.push((i, changes[i].0.state.lock()));
         }
         for (i, state) in &guards {
-            fits(state, &changes[*i].1).map_err(|e| format!("{}: {e}", changes[*i].0.name))?;
+            if check {
+                fits(state, &changes[*i].1).map_err(|e| format!("{}: {e}", changes[*i].0.name))?;
+            }
         }
         for (i, state) in guards.iter_mut() {
             state.limits = changes[*i].1.clone();

@@ -11,6 +11,7 @@
 //! - [`decision`]: verdicts, halt kinds, halt records.
 //! - [`actor`]: the ractor actor that sequences one agent's messages.
 //! - [`event`]: the bounded event bus.
+//! - [`record`]: the records of state changes that the journal keeps and recovery re-applies.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -43,6 +44,7 @@ pub mod ids;
 pub mod kernel;
 pub mod ledger;
 pub mod policy;
+pub mod record;
 pub mod stagnation;
 pub mod step;
 pub mod team;
@@ -61,6 +63,7 @@ pub use kernel::{
     RateCommit, SettleError, SettleReport, StepPolicy,
 };
 pub use ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
+pub use record::{KernelRecord, Recorder};
 pub use stagnation::StagnationConfig;
 pub use step::{ActionClass, Cost, Step, StepError};
 pub use team::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};

@@ -422,16 +422,49 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
 }
 
 struct Append {
+    seq: u64,
     kind: EntryKind,
     ts_ms: u64,
     payload: Vec<u8>,
-    ack: oneshot::Sender<Result<(u64, Hash), String>>,
+    /// For [`Journal::append`], which reports the entry's hash too.
+    ack: Option<oneshot::Sender<Hash>>,
+}
+
+/// How far the writer got: everything up to `seq` is acknowledged (durable with
+/// [`FsyncMode::Always`]); `failed` once it refuses to go on.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    seq: u64,
+    failed: Option<String>,
+}
+
+/// The submitting side's shared state: sequence numbers are assigned here, in the order
+/// entries enter the writer's queue.
+#[derive(Debug)]
+struct Submitter {
+    next_seq: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    submit: std::sync::Mutex<Submitter>,
+    /// Entries submitted and not yet taken by the writer.
+    queued: std::sync::atomic::AtomicUsize,
+    /// Bound on `queued`.
+    max_queued: usize,
+    progress: tokio::sync::watch::Sender<Progress>,
 }
 
 /// The appending side. Cheap to clone.
+///
+/// Two ways to append: [`Journal::append`] waits for its entry; [`Journal::submit`] only
+/// enqueues it and returns its sequence number at once (no `await`, so it can run under a
+/// lock that orders the entries, such as an agent's kernel lock), and
+/// [`Journal::wait_durable`] later waits for it. Entries are written in submission order.
 #[derive(Clone, Debug)]
 pub struct Journal {
-    tx: mpsc::Sender<Msg>,
+    shared: std::sync::Arc<Shared>,
 }
 
 enum Msg {
@@ -439,7 +472,6 @@ enum Msg {
     /// Finish what is queued, sync, release the file and the lock, then acknowledge.
     Stop(oneshot::Sender<()>),
 }
-
 /// What opening found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenReport {
@@ -536,7 +568,16 @@ impl Journal {
             }
         };
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = std::sync::Arc::new(Shared {
+            submit: std::sync::Mutex::new(Submitter { next_seq, tx }),
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            max_queued: config.queue.max(1),
+            progress: tokio::sync::watch::Sender::new(Progress {
+                seq: next_seq - 1,
+                failed: None,
+            }),
+        });
         let writer = Writer {
             config,
             jdir,
@@ -546,6 +587,7 @@ impl Journal {
             next_seq,
             prev,
             dirty: false,
+            shared: std::sync::Arc::clone(&shared),
             _lock: lock,
         };
         std::thread::Builder::new()
@@ -554,12 +596,107 @@ impl Journal {
             .map_err(io_err(Path::new("journal writer thread")))?;
         let truncated_bytes = verified.torn_tail_bytes;
         Ok((
-            Journal { tx },
+            Journal { shared },
             OpenReport {
                 verified,
                 truncated_bytes,
             },
         ))
+    }
+
+    /// Enqueues an entry and returns its sequence number, without waiting. Entries are
+    /// written in the order of their `submit` calls. Fails when the payload is too large, the
+    /// writer has stopped, or more than `config.queue` entries wait (the disk cannot keep
+    /// up: the journal then refuses everything, so callers fail closed rather than act on
+    /// entries that may never be written).
+    pub fn submit(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<u64, JournalError> {
+        self.enqueue(kind, ts_ms, payload, None)
+    }
+
+    fn enqueue(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+        ack: Option<oneshot::Sender<Hash>>,
+    ) -> Result<u64, JournalError> {
+        use std::sync::atomic::Ordering;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(JournalError::TooLarge(payload.len()));
+        }
+        if let Some(why) = &self.shared.progress.borrow().failed {
+            return Err(JournalError::Stopped(why.clone()));
+        }
+        let mut sub = self.shared.submit.lock().unwrap_or_else(|e| e.into_inner());
+        if self.shared.queued.load(Ordering::Relaxed) >= self.shared.max_queued {
+            let why = format!(
+                "more than {} entries wait for the disk; the journal stops taking entries",
+                self.shared.max_queued
+            );
+            self.shared
+                .progress
+                .send_modify(|p| p.failed = Some(why.clone()));
+            return Err(JournalError::Stopped(why));
+        }
+        let seq = sub.next_seq;
+        sub.tx
+            .send(Msg::Append(Append {
+                seq,
+                kind,
+                ts_ms,
+                payload,
+                ack,
+            }))
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
+        sub.next_seq += 1;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Waits until entry `seq` (and so every entry before it) is acknowledged by the writer:
+    /// durable with [`FsyncMode::Always`], written with the other modes.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        let mut rx = self.shared.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.seq >= seq || p.failed.is_some())
+            .await
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
+        if p.seq >= seq {
+            return Ok(());
+        }
+        Err(JournalError::Stopped(p.failed.clone().unwrap_or_default()))
+    }
+
+    /// Waits until every entry submitted so far is acknowledged.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        let last = self
+            .shared
+            .submit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_seq
+            - 1;
+        self.wait_durable(last).await
+    }
+
+    /// The last sequence number submitted (0 before the first entry).
+    pub fn last_submitted(&self) -> u64 {
+        self.shared
+            .submit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_seq
+            - 1
+    }
+
+    /// Why the journal stopped taking entries, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.progress.borrow().failed.clone()
     }
 
     /// Appends an entry; resolves once it is written (and, with [`FsyncMode::Always`],
@@ -570,22 +707,13 @@ impl Journal {
         ts_ms: u64,
         payload: Vec<u8>,
     ) -> Result<(u64, Hash), JournalError> {
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(JournalError::TooLarge(payload.len()));
-        }
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Msg::Append(Append {
-                kind,
-                ts_ms,
-                payload,
-                ack,
-            }))
+        let (ack, hash) = oneshot::channel();
+        let seq = self.enqueue(kind, ts_ms, payload, Some(ack))?;
+        self.wait_durable(seq).await?;
+        let hash = hash
             .await
             .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
-        done.await
-            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?
-            .map_err(JournalError::Stopped)
+        Ok((seq, hash))
     }
 
     /// Stops the writer: everything queued before is written and synced, the segment and the
@@ -593,7 +721,15 @@ impl Journal {
     /// fail afterwards.
     pub async fn shutdown(self) {
         let (done, stopped) = oneshot::channel();
-        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+        let sent = self
+            .shared
+            .submit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tx
+            .send(Msg::Stop(done))
+            .is_ok();
+        if sent {
             let _ = stopped.await;
         }
     }
@@ -621,22 +757,27 @@ struct Writer {
     next_seq: u64,
     prev: Hash,
     dirty: bool,
+    shared: std::sync::Arc<Shared>,
     _lock: File,
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+    fn run(mut self, rx: mpsc::UnboundedReceiver<Msg>) {
         // A one-thread runtime only to wait for appends with a timeout (batch-mode syncs when
         // idle); all file work is plain blocking I/O on this dedicated thread.
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
         else {
+            self.fail("the journal writer could not start its runtime".into());
             return;
         };
         let stop = rt.block_on(self.serve(rx));
         if self.dirty {
             let _ = self.file.sync_data();
+        }
+        if self.shared.progress.borrow().failed.is_none() {
+            self.fail("the journal is shut down".into());
         }
         // Release the segment and the lock before acknowledging a stop.
         drop(self);
@@ -645,10 +786,18 @@ impl Writer {
         }
     }
 
-    async fn serve(&mut self, mut rx: mpsc::Receiver<Msg>) -> Option<oneshot::Sender<()>> {
+    fn fail(&self, why: String) {
+        self.shared.progress.send_modify(|p| {
+            if p.failed.is_none() {
+                p.failed = Some(why);
+            }
+        });
+    }
+
+    async fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Option<oneshot::Sender<()>> {
+        use std::sync::atomic::Ordering;
         let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch);
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut failed: Option<String> = None;
         loop {
             let first = if self.dirty && self.config.fsync == FsyncMode::Batch {
                 let wait = Duration::from_millis(self.config.batch_sync_ms.max(1));
@@ -656,7 +805,7 @@ impl Writer {
                     Ok(Some(m)) => m,
                     Ok(None) => return None,
                     Err(_) => {
-                        if failed.is_none() && self.file.sync_data().is_ok() {
+                        if self.file.sync_data().is_ok() {
                             self.dirty = false;
                         }
                         continue;
@@ -680,21 +829,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             if batch.is_empty() {
                 return stop;
             }
-            if let Some(why) = &failed {
-                for a in batch.drain(..) {
-                    let _ = a.ack.send(Err(why.clone()));
+            if self.shared.progress.borrow().failed.is_some() {
+                // Nothing after a failure is written (waiters see the failure).
+                batch.clear();
+                if stop.is_some() {
+                    return stop;
                 }
                 continue;
             }
             let before = (self.path.clone(), self.size, self.next_seq, self.prev);
             match self.write_group(&batch, &mut buf) {
-                Ok(acks) => {
-                    for (a, ack) in batch.drain(..).zip(acks) {
-                        let _ = a.ack.send(Ok(ack));
+                Ok(hashes) => {
+                    let last = self.next_seq - 1;
+                    for (a, hash) in batch.drain(..).zip(hashes) {
+                        if let Some(ack) = a.ack {
+                            let _ = ack.send(hash);
+                        }
                     }
+                    self.shared.progress.send_modify(|p| p.seq = last);
                 }
                 Err(e) => {
                     // The group failed: none of it is acknowledged, so none of it may stay on
@@ -706,10 +862,8 @@ impl Writer {
                         let _ = self.file.set_len(before.1);
                         let _ = self.file.sync_data();
                     }
-                    for a in batch.drain(..) {
-                        let _ = a.ack.send(Err(why.clone()));
-                    }
-                    failed = Some(why);
+                    batch.clear();
+                    self.fail(why);
                     self.dirty = false;
                 }
             }
@@ -719,10 +873,16 @@ impl Writer {
         }
     }
 
-    fn write_group(&mut self, batch: &[Append], buf: &mut Vec<u8>) -> io::Result<Vec<(u64, Hash)>> {
-        let mut acks = Vec::with_capacity(batch.len());
+    fn write_group(&mut self, batch: &[Append], buf: &mut Vec<u8>) -> io::Result<Vec<Hash>> {
+        let mut hashes = Vec::with_capacity(batch.len());
         buf.clear();
         for a in batch {
+            if a.seq != self.next_seq {
+                return Err(io::Error::other(format!(
+                    "entry {} arrived where {} was due",
+                    a.seq, self.next_seq
+                )));
+            }
             let frame_len = (8 + BODY_FIXED + a.payload.len()) as u64;
             let in_segment = self.size + buf.len() as u64;
             if in_segment > HEADER_LEN as u64 && in_segment + frame_len > self.config.segment_bytes
@@ -732,11 +892,10 @@ impl Writer {
                 buf.clear();
                 self.rotate()?;
             }
-            let seq = self.next_seq;
-            let hash = encode_frame(buf, seq, a.ts_ms, a.kind, &self.prev, &a.payload);
+            let hash = encode_frame(buf, a.seq, a.ts_ms, a.kind, &self.prev, &a.payload);
             self.prev = hash;
             self.next_seq += 1;
-            acks.push((seq, hash));
+            hashes.push(hash);
         }
         self.file.write_all(buf)?;
         self.size += buf.len() as u64;
@@ -745,7 +904,7 @@ impl Writer {
             self.file.sync_data()?;
             self.dirty = false;
         }
-        Ok(acks)
+        Ok(hashes)
     }
 
     fn rotate(&mut self) -> io::Result<()> {

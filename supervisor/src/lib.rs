@@ -44,6 +44,7 @@ pub mod runtime;
 pub mod swarm;
 pub mod tree;
 pub mod waitfor;
+pub mod wal;
 
 pub use runtime::Layout;
 pub use swarm::{AgentError, AgentHandle, AgentSpec, Swarm, SwarmBuilder, SwarmError, Target};

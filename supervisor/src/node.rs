@@ -25,6 +25,7 @@ use warden_actors::{
     AgentId, ApprovalAnswer, Cost, LedgerDim, Outcome, OutcomeStatus, Step, StepId,
 };
 
+use crate::journal::Journal;
 use crate::swarm::{AgentSpec, Swarm, SwarmError};
 
 /// The API's OpenAPI document (kept in the repository as `docs/openapi.json`).
@@ -72,6 +73,28 @@ pub struct NodeConfig {
     pub operator_token: Option<String>,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// The journal's sync mode.
+    pub fsync: crate::journal::FsyncMode,
+    /// True when `policy_text` was asked for (a `--policy` flag or the config file): it then
+    /// replaces the policy the journal last recorded. The bundled default never does.
+    pub policy_explicit: bool,
+}
+
+impl NodeConfig {
+    /// A config with the defaults of `warden node`: the given address, data directory and
+    /// policy text; operator token from `DATA_DIR/operator.token`; 1 MiB bodies; fsync
+    /// always.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>, policy_text: String) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            policy_text,
+            operator_token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            fsync: crate::journal::FsyncMode::Always,
+            policy_explicit: false,
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -83,6 +106,9 @@ pub enum NodeError {
     /// The swarm could not start.
     #[error(transparent)]
     Swarm(#[from] SwarmError),
+    /// The journal could not be opened or replayed.
+    #[error("audit journal: {0}")]
+    Journal(String),
     /// A file or socket failed.
     #[error("{what}: {source}")]
     Io {
@@ -96,6 +122,7 @@ pub enum NodeError {
 struct NodeState {
     swarm: Swarm,
     operator_token: String,
+    /// agent -> BLAKE3 digest of its token (tokens themselves are never stored).
     agent_tokens: DashMap<AgentId, String>,
     /// token -> agent, so telling a known caller from a stranger is one lookup, not a scan.
     token_owner: DashMap<String, AgentId>,
@@ -135,6 +162,11 @@ pub struct RunningNode {
     task: tokio::task::JoinHandle<()>,
     swarm: Swarm,
     shutting_down: tokio::sync::watch::Sender<bool>,
+    journal: Journal,
+    /// What recovery rebuilt from the journal at start.
+    pub recovered: crate::wal::RecoveryReport,
+    /// What opening the journal found (entries verified, torn tail cut).
+    pub journal_open: crate::journal::OpenReport,
 }
 
 /// How long in-flight requests get to finish at shutdown.
@@ -154,6 +186,9 @@ impl RunningNode {
             task.abort();
         }
         self.swarm.shutdown().await;
+        // Everything acknowledged is already durable; this writes and syncs the rest (a
+        // background sweep's timeouts, say) and releases the journal's lock.
+        self.journal.shutdown().await;
     }
 }
 
@@ -252,24 +287,92 @@ fn operator_token(config: &NodeConfig) -> Result<(String, String), NodeError> {
     }
 }
 
-/// Starts a node on the current tokio runtime.
+/// The hex BLAKE3 digest of a token: the node keeps and journals digests, never tokens.
+fn token_digest(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+/// Starts a node on the current tokio runtime: opens and verifies the journal, rebuilds the
+/// swarm from it, then serves.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    let policy = PolicySet::parse(&config.policy_text).map_err(NodeError::Policy)?;
+    let configured = PolicySet::parse(&config.policy_text).map_err(NodeError::Policy)?;
     let (operator_token, operator_token_source) = operator_token(&config)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
-    let swarm = Swarm::builder().policy_set(policy).build().await?;
+
+    let mut jconfig = crate::journal::JournalConfig::new(&config.data_dir);
+    jconfig.fsync = config.fsync;
+    let mut entries = Vec::new();
+    let (journal, journal_open) = Journal::open(jconfig, |e| entries.push(e.clone()))
+        .map_err(|e| NodeError::Journal(e.to_string()))?;
+    // The policy to run: the one asked for, else the one the journal last recorded, else
+    // the configured default.
+    let mut last_journaled = None;
+    for e in entries.iter().rev() {
+        if let Ok(crate::wal::Record::Policy(p)) = crate::wal::Record::parse(e) {
+            last_journaled = Some(p.text);
+            break;
+        }
+    }
+    let (policy, policy_text) = match (&last_journaled, config.policy_explicit) {
+        (Some(text), false) => (
+            PolicySet::parse(text).map_err(NodeError::Policy)?,
+            text.clone(),
+        ),
+        _ => (configured, config.policy_text.clone()),
+    };
+    let clock = Arc::new(crate::wal::RecoveryClock::new());
+    let swarm = Swarm::builder()
+        .clock(Arc::clone(&clock) as Arc<dyn warden_actors::Clock>)
+        .policy_set(policy)
+        .build()
+        .await?;
+    let recovered = swarm
+        .recover(&entries, Some(&clock))
+        .await
+        .map_err(|e| NodeError::Journal(e.to_string()))?;
+    drop(entries);
+    match &recovered.policy {
+        // A fresh journal: record the policy in force.
+        None => swarm.attach_journal(journal.clone(), Some(&policy_text))?,
+        Some(p) => {
+            swarm.attach_journal(journal.clone(), None)?;
+            if p.text != policy_text {
+                // The policy asked for differs from the journal's: activate (and journal) it,
+                // checked against the recovered spend like any reload.
+                swarm.reload_policy(&policy_text).map_err(|e| match e {
+                    SwarmError::Policy(errors) => NodeError::Policy(errors),
+                    other => NodeError::Swarm(other),
+                })?;
+            }
+        }
+    }
+    swarm
+        .durable()
+        .await
+        .map_err(|e| NodeError::Journal(e.to_string()))?;
     let state = Arc::new(NodeState {
         swarm: swarm.clone(),
         operator_token,
         agent_tokens: DashMap::new(),
         token_owner: DashMap::new(),
         labels: DashMap::new(),
-        policy_text: RwLock::new(config.policy_text.clone()),
+        policy_text: RwLock::new(policy_text),
         metrics,
         shutting_down: tokio::sync::watch::channel(false).0,
     });
+    for (agent, meta) in &recovered.meta {
+        if let Some(digest) = meta["token_blake3"].as_str() {
+            state.agent_tokens.insert(agent.clone(), digest.to_string());
+            state.token_owner.insert(digest.to_string(), agent.clone());
+        }
+        if let Ok(labels) =
+            serde_json::from_value::<BTreeMap<String, String>>(meta["labels"].clone())
+        {
+            state.labels.insert(agent.clone(), labels);
+        }
+    }
     let shutting_down = state.shutting_down.clone();
     let app = router(state, config.max_body_bytes);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -297,6 +400,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         task,
         swarm,
         shutting_down,
+        journal,
+        recovered,
+        journal_open,
     })
 }
 
@@ -305,7 +411,16 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
             "/readyz",
-            get(|| async { Json(json!({"status": "ready"})) }),
+            get(|State(state): State<Arc<NodeState>>| async move {
+                // Not ready once the journal has failed: the node then acknowledges nothing.
+                match state.swarm.journal_failure() {
+                    None => Json(json!({"status": "ready"})).into_response(),
+                    Some(why) => {
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable", why)
+                            .into_response()
+                    }
+                }
+            }),
         )
         .route("/metrics", get(metrics))
         .route("/v1/agents", post(register).get(list_agents))
@@ -447,6 +562,7 @@ impl From<SwarmError> for ApiError {
             SwarmError::TeamHalted(_) => (StatusCode::CONFLICT, "pool_halted"),
             SwarmError::TooManyAgents(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_agents"),
             SwarmError::Policy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
+            SwarmError::Journal(_) => (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable"),
             _ => (StatusCode::BAD_REQUEST, "bad_request"),
         };
         ApiError::new(status, code, e.to_string())
@@ -501,13 +617,14 @@ fn require_agent(
     if operator_too && same(token, &state.operator_token) {
         return Ok(());
     }
+    let digest = token_digest(token);
     match state.agent_tokens.get(id) {
-        Some(t) if same(token, t.value()) => Ok(()),
+        Some(t) if same(&digest, t.value()) => Ok(()),
         Some(_) | None => {
             // Unknown tokens learn nothing (not even whether the agent exists); known callers
             // are told whether the agent is missing or simply not theirs.
             let operator = same(token, &state.operator_token);
-            if !operator && !state.token_owner.contains_key(token) {
+            if !operator && !state.token_owner.contains_key(&digest) {
                 Err(unauthorized())
             } else if operator && state.swarm.agent(id).is_none() {
                 Err(ApiError::new(
@@ -639,11 +756,15 @@ async fn register(
     // mid-request cancels only its wait, never a half-done registration.
     let task_state = Arc::clone(&state);
     let labels = body.labels;
+    let token = random_token();
+    let digest = token_digest(&token);
+    // The journal keeps the token's digest and the labels with the registration, so both
+    // survive a restart.
+    spec = spec.meta(json!({ "token_blake3": digest, "labels": labels }));
     let done = tokio::spawn(async move {
         let handle = task_state.swarm.spawn_agent(spec).await?;
-        let token = random_token();
-        task_state.agent_tokens.insert(id.clone(), token.clone());
-        task_state.token_owner.insert(token.clone(), id.clone());
+        task_state.agent_tokens.insert(id.clone(), digest.clone());
+        task_state.token_owner.insert(digest, id.clone());
         task_state.labels.insert(id.clone(), labels);
         Ok::<_, SwarmError>((handle, token))
     })
@@ -785,13 +906,7 @@ async fn step(
         .swarm
         .agent(&id)
         .ok_or_else(|| SwarmError::UnknownAgent(id.clone()))?;
-    let decision = h.step(step).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "agent_unavailable",
-            e.to_string(),
-        )
-    })?;
+    let decision = h.step(step).await.map_err(agent_error)?;
     Ok(Json(serde_json::to_value(&decision).unwrap_or(Value::Null)))
 }
 
@@ -851,12 +966,16 @@ async fn outcome(
             "unknown_step",
             e.to_string(),
         )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "agent_unavailable",
-            e.to_string(),
-        )),
+        Err(e) => Err(agent_error(e)),
     }
+}
+
+fn agent_error(e: crate::swarm::AgentError) -> ApiError {
+    let code = match e {
+        crate::swarm::AgentError::Journal(_) => "journal_unavailable",
+        _ => "agent_unavailable",
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
 }
 
 #[derive(Deserialize, Default)]
@@ -879,6 +998,7 @@ async fn halt(
         .reason
         .unwrap_or_else(|| "halted by an operator".into());
     let halted = state.swarm.halt(id, reason).await?;
+    state.swarm.durable().await?;
     Ok(Json(json!({ "halted": halted })))
 }
 
@@ -1021,6 +1141,7 @@ async fn answer(
         }
     };
     let decision = state.swarm.answer_approval(&id, answer)?;
+    state.swarm.durable().await?;
     Ok(Json(serde_json::to_value(&decision).unwrap_or(Value::Null)))
 }
 
@@ -1090,6 +1211,7 @@ async fn put_policy(
     match state.swarm.reload_policy(&body) {
         Ok((version, warnings)) => {
             *state.policy_text.write() = body;
+            state.swarm.durable().await?;
             Ok(Json(json!({
                 "version": version,
                 "warnings": warnings,

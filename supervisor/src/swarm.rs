@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -22,9 +22,11 @@ use warden_actors::{
     SystemClock,
 };
 
+use crate::journal::{EntryKind, Journal};
 use crate::runtime::{Layout, Shards};
 use crate::tree::{parse_team_path, Scope, Strategy, TeamSpec};
 use crate::waitfor::{WaitError, WaitGraph};
+use crate::wal::{JournalRecorder, Note, PolicyRecord, Registration};
 
 /// Default bound on agents in one swarm.
 pub const DEFAULT_MAX_AGENTS: usize = 2_000_000;
@@ -87,6 +89,12 @@ pub enum SwarmError {
     #[error(transparent)]
     Wait(#[from] WaitError),
     /// The actor runtime failed.
+    #[error("audit journal: {0}")]
+    Journal(String),
+    /// Recovery found an entry it cannot apply.
+    #[error("recovery: {0}")]
+    Recovery(String),
+    /// The runtime failed.
     #[error("runtime: {0}")]
     Runtime(String),
 }
@@ -107,6 +115,9 @@ pub enum AgentError {
     /// No final decision came for a step awaited as an approval.
     #[error("agent {0} has no approval outcome for step {1}: it was not parked, its answer was already collected, or no answer came in time")]
     NotAwaiting(AgentId, StepId),
+    /// The decision was made but could not be made durable: it must not be acted on.
+    #[error("the audit journal did not record the decision ({0}); do not act on it")]
+    Journal(String),
 }
 
 /// What to halt.
@@ -149,6 +160,9 @@ pub struct AgentSpec {
     pub parent: Option<AgentId>,
     /// Agents this one depends on (for `dependents` cascades).
     pub depends_on: Vec<AgentId>,
+    /// Kept with the agent's registration in the journal and handed back by recovery
+    /// (the node keeps its token's hash and labels here).
+    pub meta: serde_json::Value,
 }
 
 impl AgentSpec {
@@ -163,7 +177,14 @@ impl AgentSpec {
             max_open_steps: None,
             parent: None,
             depends_on: Vec::new(),
+            meta: serde_json::Value::Null,
         }
+    }
+
+    /// Sets what the journal keeps with the registration.
+    pub fn meta(mut self, meta: serde_json::Value) -> Self {
+        self.meta = meta;
+        self
     }
 
     /// Puts the agent in team `path`.
@@ -359,6 +380,10 @@ struct SwarmInner {
     supervisor: OnceLock<ActorRef<()>>,
     max_agents: usize,
     count: AtomicUsize,
+    /// The write-ahead journal, once attached.
+    journal: OnceLock<(Journal, Arc<JournalRecorder>)>,
+    /// Background sweeps (heartbeats, approval timeouts) pause while recovery runs.
+    sweeps_paused: AtomicBool,
 }
 
 /// Builds a [`Swarm`].
@@ -576,6 +601,8 @@ impl SwarmBuilder {
             supervisor: OnceLock::new(),
             max_agents: self.max_agents,
             count: AtomicUsize::new(0),
+            journal: OnceLock::new(),
+            sweeps_paused: AtomicBool::new(false),
         });
 
         let weak = Arc::downgrade(&inner);
@@ -616,6 +643,9 @@ async fn heartbeat_loop(inner: Weak<SwarmInner>, every_ms: u64) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
+        if inner.sweeps_paused.load(Ordering::SeqCst) {
+            continue;
+        }
         inner.sweep_heartbeats();
         inner.sweep_approvals();
     }
@@ -723,6 +753,25 @@ impl Swarm {
                 return Err(SwarmError::DuplicateAgent(id));
             }
             dashmap::Entry::Vacant(v) => {
+                if let Some((journal, recorder)) = inner.journal.get() {
+                    // Registered in the journal before anything else can happen to the agent.
+                    let team = inner.tree.read().teams[team_idx].spec.path.clone();
+                    let reg = Registration {
+                        agent: id.clone(),
+                        team,
+                        config: config.clone(),
+                        parent: spec.parent.clone(),
+                        depends_on: spec.depends_on.clone(),
+                        meta: spec.meta.clone(),
+                        at_ms: now,
+                    };
+                    let payload = serde_json::to_vec(&reg).unwrap_or_default();
+                    if let Err(e) = journal.submit(EntryKind::AgentRegistered, now, payload) {
+                        inner.count.fetch_sub(1, Ordering::SeqCst);
+                        return Err(SwarmError::Journal(e.to_string()));
+                    }
+                    core.attach_recorder(Arc::clone(recorder) as Arc<dyn warden_actors::Recorder>);
+                }
                 v.insert(Arc::clone(&entry));
             }
         }
@@ -734,13 +783,11 @@ impl Swarm {
         let actor = match spawned {
             Ok(Ok(actor)) => actor,
             Ok(Err(e)) => {
-                inner.agents.remove(&id);
-                inner.count.fetch_sub(1, Ordering::SeqCst);
+                inner.unregister(&id);
                 return Err(SwarmError::Runtime(format!("spawning agent {id}: {e}")));
             }
             Err(e) => {
-                inner.agents.remove(&id);
-                inner.count.fetch_sub(1, Ordering::SeqCst);
+                inner.unregister(&id);
                 return Err(SwarmError::Runtime(format!("spawning agent {id}: {e}")));
             }
         };
@@ -768,8 +815,7 @@ impl Swarm {
                 inner.waits.lock().forget(&id);
                 inner.by_actor.remove(&actor.get_id());
                 actor.stop(Some("team halted during spawn".into()));
-                inner.agents.remove(&id);
-                inner.count.fetch_sub(1, Ordering::SeqCst);
+                inner.unregister(&id);
                 return Err(SwarmError::TeamHalted(path));
             }
             tree.teams[team_idx].children.push(Child::Agent(id.clone()));
@@ -795,6 +841,7 @@ impl Swarm {
         if config.heartbeat_timeout_ms.is_some() {
             inner.heartbeat_watch.insert(id.clone());
         }
+        inner.flush().await.map_err(SwarmError::Journal)?;
         Ok(AgentHandle {
             entry,
             inner: Arc::clone(inner),
@@ -870,6 +917,11 @@ impl Swarm {
                     let idx = tree.team_index(&path)?;
                     tree.set_subtree_halted(idx, true)
                 };
+                self.inner.note(&Note::TeamHalted {
+                    team: path.clone(),
+                    halted: true,
+                    reason: reason.clone(),
+                });
                 let link = CauseLink {
                     agent: path.clone(),
                     kind,
@@ -906,15 +958,17 @@ impl Swarm {
     ) -> Result<HaltRecord, SwarmError> {
         let entry = self.inner.entry(id)?;
         let now = self.inner.clock.now_ms();
+        let by = by.into();
         let lifted = entry
             .core
-            .with_kernel(|k| k.resume(now))
+            .with_kernel(|k| k.resume_by(now, &by))
             .ok_or_else(|| SwarmError::NotHalted(id.clone()))?;
         self.inner.events.publish(Event::Resume {
             agent: id.clone(),
-            by: by.into(),
+            by,
             lifted: lifted.clone(),
         });
+        self.inner.flush().await.map_err(SwarmError::Journal)?;
         Ok(lifted)
     }
 
@@ -924,6 +978,12 @@ impl Swarm {
         let mut tree = self.inner.tree.write();
         let idx = tree.team_index(path)?;
         tree.set_subtree_halted(idx, false);
+        drop(tree);
+        self.inner.note(&Note::TeamHalted {
+            team: path.to_string(),
+            halted: false,
+            reason: String::new(),
+        });
         Ok(())
     }
 
@@ -1092,6 +1152,14 @@ impl Swarm {
     /// breakers and restart strategies of existing teams are updated too; adding or removing
     /// pools needs a new swarm. Returns the new version and the new policy's warnings.
     pub fn reload_policy(&self, text: &str) -> Result<(u64, Vec<Diagnostic>), SwarmError> {
+        self.install_policy(text, false)
+    }
+
+    fn install_policy(
+        &self,
+        text: &str,
+        recovering: bool,
+    ) -> Result<(u64, Vec<Diagnostic>), SwarmError> {
         let set = PolicySet::parse(text).map_err(SwarmError::Policy)?;
         let Some(slot) = &self.inner.policy else {
             return Err(SwarmError::Policy(PolicyErrors {
@@ -1110,6 +1178,9 @@ impl Swarm {
         let mut updates = Vec::new();
         for pool in &set.doc().pools {
             match tree.by_path.get(&pool.path) {
+                // Recovery replays the policies of the past over today's pool tree: pools
+                // that no longer exist are skipped.
+                None if recovering => {}
                 None => problems.push(Diagnostic {
                     severity: Severity::Error,
                     line: pool.pos.line,
@@ -1120,7 +1191,7 @@ impl Swarm {
                 Some(&i) => updates.push((i, pool.clone())),
             }
         }
-        if !set.doc().pools.is_empty() {
+        if !set.doc().pools.is_empty() && !recovering {
             let mut missing: Vec<&String> = tree
                 .by_path
                 .keys()
@@ -1146,7 +1217,12 @@ impl Swarm {
                 .iter()
                 .map(|(i, pool)| (Arc::clone(&tree.teams[*i].account), pool.limits.clone()))
                 .collect();
-            if let Err(msg) = Account::set_limits_all(&changes) {
+            let changed = if recovering {
+                Account::restore_limits_all(&changes)
+            } else {
+                Account::set_limits_all(&changes)
+            };
+            if let Err(msg) = changed {
                 let at = updates
                     .iter()
                     .find(|(_, p)| msg.starts_with(&format!("{}:", p.path)))
@@ -1180,7 +1256,195 @@ impl Swarm {
         }
         let warnings = set.warnings().to_vec();
         let version = slot.store(Arc::new(set));
+        drop(tree);
+        if !recovering {
+            self.record_policy(version, text);
+        }
         Ok((version, warnings))
+    }
+
+    /// Journals `text` as the policy in force at `version` (no-op without a journal).
+    fn record_policy(&self, version: u64, text: &str) {
+        if let Some((journal, _)) = self.inner.journal.get() {
+            let record = PolicyRecord {
+                version,
+                hash: PolicyRecord::hash_of(text),
+                text: text.to_string(),
+                by: String::new(),
+            };
+            let payload = serde_json::to_vec(&record).unwrap_or_default();
+            let _ = journal.submit(EntryKind::PolicyChange, self.inner.clock.now_ms(), payload);
+        }
+    }
+
+    /// Rebuilds the swarm's state from journal entries (recovery after a restart or a
+    /// crash): agents, their budgets and spend, open steps, halts, pending approvals, team
+    /// marks and the policy in force. Effects are re-applied as journaled, not judged again.
+    /// With `clock` (the swarm's own clock), time is pinned to each entry's time while it is
+    /// applied. Background sweeps pause meanwhile; afterwards every agent's heartbeat clock
+    /// starts now (downtime is not the agents' silence). Call before
+    /// [`attach_journal`](Self::attach_journal). Fails naming the first entry it cannot apply.
+    pub async fn recover(
+        &self,
+        entries: &[crate::journal::Entry],
+        clock: Option<&crate::wal::RecoveryClock>,
+    ) -> Result<crate::wal::RecoveryReport, SwarmError> {
+        if self.inner.journal.get().is_some() {
+            return Err(SwarmError::Recovery(
+                "recover before attaching the journal".into(),
+            ));
+        }
+        self.inner.sweeps_paused.store(true, Ordering::SeqCst);
+        let result = self.recover_entries(entries, clock).await;
+        if let Some(c) = clock {
+            c.release();
+        }
+        let now = self.inner.clock.now_ms();
+        for e in self.inner.agents.iter() {
+            e.value().core.with_kernel(|k| k.heartbeat(now));
+        }
+        self.inner.sweeps_paused.store(false, Ordering::SeqCst);
+        result
+    }
+
+    async fn recover_entries(
+        &self,
+        entries: &[crate::journal::Entry],
+        clock: Option<&crate::wal::RecoveryClock>,
+    ) -> Result<crate::wal::RecoveryReport, SwarmError> {
+        use crate::wal::{AgentRecord, Record};
+        use warden_actors::{KernelRecord, ParkedSink, Verdict};
+        let mut report = crate::wal::RecoveryReport::default();
+        let mut parsed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            parsed.push((entry, Record::parse(entry).map_err(SwarmError::Recovery)?));
+        }
+        // Registrations rolled back during their spawn never existed.
+        let removed: std::collections::HashSet<AgentId> = parsed
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Record::Note(Note::AgentRemoved { agent }) => Some(agent.clone()),
+                _ => None,
+            })
+            .collect();
+        for (entry, record) in parsed {
+            if let Some(c) = clock {
+                c.pin(entry.ts_ms);
+            }
+            let at = |what: String| {
+                SwarmError::Recovery(format!(
+                    "entry {} ({}): {what}",
+                    entry.seq,
+                    entry.kind.name()
+                ))
+            };
+            match record {
+                Record::Registered(reg) => {
+                    if removed.contains(&reg.agent) {
+                        continue;
+                    }
+                    let mut spec = AgentSpec::new(reg.agent.clone())
+                        .team(reg.team)
+                        .budgets(reg.config.budgets)
+                        .stagnation(reg.config.stagnation)
+                        .max_open_steps(reg.config.max_open_steps)
+                        .meta(reg.meta.clone());
+                    if let Some(t) = reg.config.heartbeat_timeout_ms {
+                        spec = spec.heartbeat_timeout_ms(t);
+                    }
+                    spec.parent = reg.parent;
+                    spec.depends_on = reg.depends_on;
+                    self.spawn_agent(spec)
+                        .await
+                        .map_err(|e| at(format!("re-registering agent {}: {e}", reg.agent)))?;
+                    report.meta.push((reg.agent, reg.meta));
+                }
+                Record::Agent(AgentRecord { agent, record }) => {
+                    if removed.contains(&agent) {
+                        continue;
+                    }
+                    let e = self
+                        .inner
+                        .entry(&agent)
+                        .map_err(|_| at(format!("agent {agent} was never registered")))?;
+                    let parks = matches!(
+                        record,
+                        KernelRecord::Decision {
+                            decision: Verdict::RequireApproval,
+                            ..
+                        }
+                    );
+                    if matches!(record, KernelRecord::Decision { .. }) {
+                        report.decisions += 1;
+                    }
+                    e.core
+                        .with_kernel(|k| k.restore(&record))
+                        .map_err(|why| at(format!("agent {agent}: {why}")))?;
+                    if parks {
+                        self.inner.approval_agents.parked(&agent);
+                    }
+                }
+                Record::Policy(p) => {
+                    self.install_policy(&p.text, true)
+                        .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
+                    report.policy = Some(p);
+                }
+                Record::Note(Note::TeamHalted { team, halted, .. }) => {
+                    let mut tree = self.inner.tree.write();
+                    let idx = tree.team_index(&team).map_err(|e| at(e.to_string()))?;
+                    tree.set_subtree_halted(idx, halted);
+                }
+                Record::Note(Note::AgentRemoved { .. }) => {}
+            }
+            report.entries += 1;
+        }
+        report.agents = self.inner.agents.len();
+        for e in self.inner.agents.iter() {
+            let snap = e.value().core.with_kernel(|k| k.snapshot());
+            report.halted += usize::from(snap.halt.is_some());
+            report.pending_approvals += snap.pending_approvals;
+            report.open_steps += snap.open_steps;
+        }
+        Ok(report)
+    }
+
+    /// Waits until every change journaled so far is durable. Without a journal, returns at
+    /// once. Fails if the journal has failed: then nothing since may be relied on.
+    pub async fn durable(&self) -> Result<(), SwarmError> {
+        self.inner.flush().await.map_err(SwarmError::Journal)
+    }
+
+    /// Why the journal stopped taking entries, if it did (the node then fails closed).
+    pub fn journal_failure(&self) -> Option<String> {
+        self.inner.journal.get().and_then(|(j, _)| j.failure())
+    }
+
+    /// Makes `journal` the swarm's write-ahead log: from now on every registration, decision,
+    /// settlement, halt, resume, approval, policy change and team mark is journaled, and
+    /// steps wait for their entry to be durable. `policy_text`, if given, is journaled as the
+    /// policy in force (a fresh journal, or a policy changed at start). Attach once, after
+    /// [`recover`](Self::recover) and before serving.
+    pub fn attach_journal(
+        &self,
+        journal: Journal,
+        policy_text: Option<&str>,
+    ) -> Result<(), SwarmError> {
+        let recorder = Arc::new(JournalRecorder {
+            journal: journal.clone(),
+        });
+        self.inner
+            .journal
+            .set((journal, Arc::clone(&recorder)))
+            .map_err(|_| SwarmError::Journal("a journal is already attached".into()))?;
+        for e in self.inner.agents.iter() {
+            e.value()
+                .core
+                .attach_recorder(Arc::clone(&recorder) as Arc<dyn warden_actors::Recorder>);
+        }
+        if let Some(text) = policy_text {
+            self.record_policy(self.policy_version().unwrap_or(0), text);
+        }
+        Ok(())
     }
 
     /// The policy version in force (1 for the first; `None` without a policy).
@@ -1205,6 +1469,44 @@ impl Swarm {
 }
 
 impl SwarmInner {
+    /// Takes a just-registered agent out again (a failed spawn), with a journal note.
+    fn unregister(&self, id: &AgentId) {
+        if self.agents.remove(id).is_some() {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            self.note(&Note::AgentRemoved { agent: id.clone() });
+        }
+    }
+
+    /// Journals a swarm-level fact (no-op without a journal).
+    fn note(&self, note: &Note) {
+        if let Some((journal, _)) = self.journal.get() {
+            let payload = serde_json::to_vec(note).unwrap_or_default();
+            let _ = journal.submit(EntryKind::Note, self.clock.now_ms(), payload);
+        }
+    }
+
+    /// Waits until everything journaled so far is durable (no-op without a journal).
+    async fn flush(&self) -> Result<(), String> {
+        match self.journal.get() {
+            Some((journal, _)) => journal.flush().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until journal entry `seq` is durable (no-op without a journal).
+    async fn wait_durable(&self, seq: Option<u64>) -> Result<(), String> {
+        match (self.journal.get(), seq) {
+            (Some((journal, _)), Some(seq)) => {
+                journal.wait_durable(seq).await.map_err(|e| e.to_string())
+            }
+            (Some((journal, _)), None) => match journal.failure() {
+                Some(why) => Err(why),
+                None => Ok(()),
+            },
+            (None, _) => Ok(()),
+        }
+    }
+
     fn entry(&self, id: &AgentId) -> Result<Arc<AgentEntry>, SwarmError> {
         self.agents
             .get(id)
@@ -1322,6 +1624,7 @@ impl SwarmInner {
             });
             // (target, rule, reason)
             let mut to_halt: Vec<(AgentId, String, String)> = Vec::new();
+            let mut notes: Vec<Note> = Vec::new();
             {
                 let mut tree = self.tree.write();
                 let team = entry.team;
@@ -1389,11 +1692,19 @@ impl SwarmInner {
                                 for a in tree.set_subtree_halted(i, true) {
                                     to_halt.push((a, format!("breaker.{path}"), why.clone()));
                                 }
+                                notes.push(Note::TeamHalted {
+                                    team: path,
+                                    halted: true,
+                                    reason: why,
+                                });
                             }
                         }
                         t = parent;
                     }
                 }
+            }
+            for note in &notes {
+                self.note(note);
             }
             for (target, rule, why) in to_halt {
                 let Ok(te) = self.entry(&target) else {
@@ -1613,6 +1924,11 @@ impl AgentHandle {
             if let Some(actor) = actor {
                 match actor.call(|port| AgentMsg::Step(step, port), None).await {
                     Ok(CallResult::Success(decision)) => {
+                        // No decision leaves before its journal entry is durable.
+                        self.inner
+                            .wait_durable(decision.audit_seq)
+                            .await
+                            .map_err(AgentError::Journal)?;
                         return Ok(decision);
                     }
                     Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
@@ -1641,7 +1957,11 @@ impl AgentHandle {
                     .call(|port| AgentMsg::Outcome(step, outcome, port), None)
                     .await
                 {
-                    Ok(CallResult::Success(result)) => return result.map_err(AgentError::from),
+                    Ok(CallResult::Success(result)) => {
+                        let report = result.map_err(AgentError::from)?;
+                        self.inner.flush().await.map_err(AgentError::Journal)?;
+                        return Ok(report);
+                    }
                     Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
                     Err(MessagingErr::SendErr(AgentMsg::Outcome(_, o, _))) => outcome = o,
                     Err(_) => return Err(AgentError::Interrupted(self.id().clone())),

@@ -1,0 +1,205 @@
+//! What an agent's kernel changed, as records: the node's write-ahead journal stores them, and
+//! recovery applies them again to rebuild the state after a crash.
+//!
+//! A kernel with recording on ([`AgentKernel::set_recording`](crate::AgentKernel::set_recording))
+//! appends one [`KernelRecord`] per state change to an outbox; [`AgentCore`](crate::AgentCore)
+//! hands the outbox to its [`Recorder`] while it still holds the kernel lock, so one agent's
+//! records reach the recorder in exactly the order the kernel made the changes.
+//!
+//! Recovery re-applies effects rather than re-deciding: a decision record carries the amounts
+//! it reserved, and [`AgentKernel::restore`](crate::AgentKernel::restore) reserves exactly
+//! those, whatever the policy or the other agents' order. So the rebuilt ledger is the sum
+//! of what was journaled, never a new judgement.
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{Amounts, CustomDim, LedgerDim};
+use crate::decision::{HaltKind, HaltRecord, Verdict};
+use crate::ids::{AgentId, StepId};
+use crate::kernel::{ApprovalAnswer, OutcomeStatus};
+use crate::step::Step;
+
+/// One change to one agent's governance state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KernelRecord {
+    /// A step was decided; `allow` and `require_approval` reserved `reserved`.
+    Decision {
+        /// The step as the agent asked for it.
+        step: Step,
+        /// Its id within the agent.
+        step_id: StepId,
+        /// The verdict.
+        decision: Verdict,
+        /// The rule that decided, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// For halts: the kind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<HaltKind>,
+        /// Why (empty for a plain allow).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        /// What was reserved (allow and require_approval).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reserved: Option<Amounts>,
+        /// For require_approval: when the step is denied if nobody answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval_expires_at_ms: Option<u64>,
+        /// When.
+        at_ms: u64,
+    },
+    /// An allowed step was settled.
+    Settlement {
+        /// The step.
+        step_id: StepId,
+        /// Success or failure.
+        status: OutcomeStatus,
+        /// What it really used, as reported (`None`: exactly what was reserved).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        actual: Option<Amounts>,
+        /// What the ledger charged.
+        charged: Amounts,
+        /// What it gave back.
+        refunded: Amounts,
+        /// What no pool could cover.
+        #[serde(default, skip_serializing_if = "Amounts::is_zero")]
+        overrun: Amounts,
+        /// When.
+        at_ms: u64,
+    },
+    /// The agent was halted.
+    Halt {
+        /// The halt.
+        record: HaltRecord,
+    },
+    /// The halt was lifted.
+    Resume {
+        /// The halt that was lifted.
+        lifted: HaltRecord,
+        /// Who resumed it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        by: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A parked step was answered.
+    Approval {
+        /// The step.
+        step_id: StepId,
+        /// The answer.
+        answer: ApprovalAnswer,
+        /// The step's final verdict.
+        decision: Verdict,
+        /// When.
+        at_ms: u64,
+    },
+}
+
+impl KernelRecord {
+    /// When the change happened (the kernel's clock).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            KernelRecord::Decision { at_ms, .. }
+            | KernelRecord::Settlement { at_ms, .. }
+            | KernelRecord::Resume { at_ms, .. }
+            | KernelRecord::Approval { at_ms, .. } => *at_ms,
+            KernelRecord::Halt { record } => record.at_ms,
+        }
+    }
+}
+
+/// Takes an agent's records as they happen. Called with the agent's kernel lock held: it must
+/// not block (enqueue, don't write).
+pub trait Recorder: Send + Sync + 'static {
+    /// Records `records` (in order) for `agent`; returns the sequence number given to the
+    /// first one, if the recorder numbers them.
+    fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<u64>;
+}
+
+/// The JSON shape of [`Amounts`]: one key per built-in dimension that is not zero
+/// ([`LedgerDim::key`]), and `custom` for named dimensions.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AmountsJson {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    steps: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    cost_micro_usd: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    risk_micro: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    custom: Vec<(CustomDim, u64)>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Serialize for Amounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AmountsJson {
+            steps: self.get(LedgerDim::Steps),
+            tokens: self.get(LedgerDim::Tokens),
+            cost_micro_usd: self.get(LedgerDim::CostMicroUsd),
+            risk_micro: self.get(LedgerDim::RiskMicro),
+            custom: self.custom_entries().to_vec(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Amounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let j = AmountsJson::deserialize(d)?;
+        let mut a = Amounts::new(j.steps, j.tokens, j.cost_micro_usd, j.risk_micro);
+        for (dim, v) in j.custom {
+            a.set_custom(dim, v);
+        }
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::ActionClass;
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let mut reserved = Amounts::new(1, 500, 2_000, 300_000);
+        reserved.set_custom(CustomDim::new("gpu_seconds").unwrap(), 7);
+        let rec = KernelRecord::Decision {
+            step: Step::builder("web.search", ActionClass::Read)
+                .tokens(500)
+                .build()
+                .unwrap(),
+            step_id: StepId::from_seq(3),
+            decision: Verdict::Allow,
+            rule: None,
+            kind: None,
+            reason: String::new(),
+            reserved: Some(reserved),
+            approval_expires_at_ms: None,
+            at_ms: 42,
+        };
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(text.contains(r#""type":"decision""#), "{text}");
+        let back: KernelRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, rec);
+        let answer = KernelRecord::Approval {
+            step_id: StepId::from_seq(4),
+            answer: ApprovalAnswer::Deny {
+                by: "ops".into(),
+                reason: "no".into(),
+            },
+            decision: Verdict::Deny,
+            at_ms: 9,
+        };
+        let back: KernelRecord =
+            serde_json::from_str(&serde_json::to_string(&answer).unwrap()).unwrap();
+        assert_eq!(back, answer);
+    }
+}

@@ -1,0 +1,265 @@
+//! The journal as the swarm's write-ahead log: what each entry's payload holds, the recorder
+//! that journals every agent's state changes in order, and recovery, which rebuilds a swarm
+//! from the entries.
+//!
+//! ## Payloads (JSON)
+//! | entry kind | payload |
+//! |---|---|
+//! | `agent_registered` | [`Registration`]: id, team, resolved configuration, opaque `meta` |
+//! | `decision`, `settlement`, `halt`, `resume`, `approval` | `{"agent": id, ...}` + a [`KernelRecord`] |
+//! | `policy_change` | [`PolicyRecord`]: version, BLAKE3 of the text, the YAML text |
+//! | `note` | [`Note`]: team halted marks, agents removed again during spawn |
+//!
+//! ## Ordering
+//! An agent's records are submitted under its kernel lock ([`warden_actors::Recorder`]), so
+//! they are journaled in the order the kernel made them. Across agents the journal order is
+//! the order of submission; recovery never depends on it, because it re-applies effects (a
+//! decision reserves what it reserved) instead of judging again.
+//!
+//! ## Durability
+//! [`AgentHandle::step`](crate::AgentHandle::step) waits until its decision's entry is
+//! acknowledged (durable with `fsync: always`) before returning it; outcomes, halts, resumes,
+//! approvals, registrations and policy changes wait for everything submitted before them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use warden_actors::{AgentId, Clock, KernelConfig, KernelRecord, Recorder};
+
+use crate::journal::{Entry, EntryKind, Journal, MAX_PAYLOAD_BYTES};
+
+/// An agent as registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The agent.
+    pub agent: AgentId,
+    /// Its team path.
+    pub team: String,
+    /// Its configuration, resolved against the policy defaults of the time.
+    pub config: KernelConfig,
+    /// The agent that spawned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<AgentId>,
+    /// Agents it depends on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<AgentId>,
+    /// Whatever the embedder keeps with the agent (the node: its token's hash and labels).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub meta: Value,
+    /// When.
+    pub at_ms: u64,
+}
+
+/// One agent's state change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// The agent.
+    pub agent: AgentId,
+    /// What changed.
+    #[serde(flatten)]
+    pub record: KernelRecord,
+}
+
+/// A policy that became active.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// The version the swarm gave it (1 for the first).
+    pub version: u64,
+    /// BLAKE3 of the text, hex.
+    pub hash: String,
+    /// The YAML text.
+    pub text: String,
+    /// Who installed it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
+}
+
+impl PolicyRecord {
+    /// The hex BLAKE3 hash of a policy text.
+    pub fn hash_of(text: &str) -> String {
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
+}
+
+/// Swarm-level facts that are not one agent's change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Note {
+    /// A team (and its subtree) was marked halted, or reopened.
+    TeamHalted {
+        /// The team path.
+        team: String,
+        /// Halted (true) or reopened (false).
+        halted: bool,
+        /// Why.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
+    /// A registration was rolled back (its team was halted while the agent started).
+    AgentRemoved {
+        /// The agent.
+        agent: AgentId,
+    },
+}
+
+/// A journal entry, read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// `agent_registered`.
+    Registered(Registration),
+    /// `decision`, `settlement`, `halt`, `resume`, `approval`.
+    Agent(AgentRecord),
+    /// `policy_change`.
+    Policy(PolicyRecord),
+    /// `note`.
+    Note(Note),
+}
+
+impl Record {
+    /// Reads an entry's payload.
+    pub fn parse(entry: &Entry) -> Result<Record, String> {
+        let bad = |e: serde_json::Error| {
+            format!(
+                "entry {} ({}): payload does not parse: {e}",
+                entry.seq,
+                entry.kind.name()
+            )
+        };
+        Ok(match entry.kind {
+            EntryKind::AgentRegistered => {
+                Record::Registered(serde_json::from_slice(&entry.payload).map_err(bad)?)
+            }
+            EntryKind::Decision
+            | EntryKind::Settlement
+            | EntryKind::Halt
+            | EntryKind::Resume
+            | EntryKind::Approval => {
+                Record::Agent(serde_json::from_slice(&entry.payload).map_err(bad)?)
+            }
+            EntryKind::PolicyChange => {
+                Record::Policy(serde_json::from_slice(&entry.payload).map_err(bad)?)
+            }
+            EntryKind::Note => Record::Note(serde_json::from_slice(&entry.payload).map_err(bad)?),
+        })
+    }
+}
+
+fn kind_of(record: &KernelRecord) -> EntryKind {
+    match record {
+        KernelRecord::Decision { .. } => EntryKind::Decision,
+        KernelRecord::Settlement { .. } => EntryKind::Settlement,
+        KernelRecord::Halt { .. } => EntryKind::Halt,
+        KernelRecord::Resume { .. } => EntryKind::Resume,
+        KernelRecord::Approval { .. } => EntryKind::Approval,
+    }
+}
+
+/// Journals agents' records (see [`warden_actors::record`]).
+#[derive(Debug)]
+pub(crate) struct JournalRecorder {
+    pub(crate) journal: Journal,
+}
+
+impl JournalRecorder {
+    fn encode(agent: &AgentId, record: KernelRecord) -> Vec<u8> {
+        let entry = AgentRecord {
+            agent: agent.clone(),
+            record,
+        };
+        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+        if bytes.len() <= MAX_PAYLOAD_BYTES {
+            return bytes;
+        }
+        // A step whose arguments alone fill the entry: keep everything but the arguments
+        // (recovery needs the reserved amounts, not the arguments).
+        let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
+        if let Some(step) = value.get_mut("step") {
+            step["args"] = serde_json::json!({ "_omitted_bytes": bytes.len() });
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+impl Recorder for JournalRecorder {
+    fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<u64> {
+        let mut first = None;
+        for record in records {
+            let kind = kind_of(&record);
+            let at = record.at_ms();
+            let payload = Self::encode(agent, record);
+            // A refused entry puts the journal in its failed state: every later wait for
+            // durability fails, so nothing decided from here on is acknowledged.
+            if let Ok(seq) = self.journal.submit(kind, at, payload) {
+                first.get_or_insert(seq);
+            }
+        }
+        first
+    }
+}
+
+/// A clock that recovery can pin to the journaled times, so agents rebuilt from the journal
+/// get the start times, approval deadlines and halt times they had; otherwise the system
+/// clock.
+#[derive(Debug)]
+pub struct RecoveryClock {
+    live: warden_actors::SystemClock,
+    /// 0 when live.
+    pinned: AtomicU64,
+}
+
+impl RecoveryClock {
+    /// A live clock.
+    pub fn new() -> Self {
+        Self {
+            live: warden_actors::SystemClock::new(),
+            pinned: AtomicU64::new(0),
+        }
+    }
+
+    /// Pins the time (recovery).
+    pub fn pin(&self, ms: u64) {
+        self.pinned.store(ms.max(1), Ordering::SeqCst);
+    }
+
+    /// Back to the system clock.
+    pub fn release(&self) {
+        self.pinned.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Clock for RecoveryClock {
+    fn now_ms(&self) -> u64 {
+        match self.pinned.load(Ordering::SeqCst) {
+            0 => self.live.now_ms(),
+            t => t,
+        }
+    }
+}
+
+/// What recovery rebuilt.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecoveryReport {
+    /// Entries applied.
+    pub entries: u64,
+    /// Agents registered (and not removed again).
+    pub agents: usize,
+    /// Decisions re-applied.
+    pub decisions: u64,
+    /// Agents halted after recovery.
+    pub halted: usize,
+    /// Steps parked for approval after recovery.
+    pub pending_approvals: usize,
+    /// Open (allowed, unsettled) steps after recovery.
+    pub open_steps: usize,
+    /// The last policy journaled, if any.
+    pub policy: Option<PolicyRecord>,
+    /// Each agent's `meta`, as registered.
+    pub meta: Vec<(AgentId, Value)>,
+}
+
+impl Default for RecoveryClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
