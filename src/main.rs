@@ -175,6 +175,58 @@ enum AuditCommand {
         /// The node's data directory (the journal is in DIR/journal/).
         dir: PathBuf,
     },
+    /// Print journal entries as JSON lines (`seq`, `ts_ms`, `kind`, `hash`, `entry`),
+    /// filtered. The chain is verified while reading.
+    ///
+    /// Example: `warden audit query warden-data --agent a1 --kind halt --since 2026-11-23T00:00:00Z`
+    Query {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// Only this agent's entries.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only entries of this kind (repeatable): agent_registered, decision, settlement,
+        /// halt, resume, approval, policy_change, note.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only decisions and approval answers with this verdict: allow, deny,
+        /// require_approval, halt.
+        #[arg(long)]
+        decision: Option<String>,
+        /// From this time (RFC 3339 UTC, e.g. 2026-11-23T09:00:00Z, or Unix ms).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (exclusive; same formats).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Rebuild the journal's state and re-run every decision; report those that come out
+    /// differently. With --policy, judge by that candidate policy throughout: "what would
+    /// this policy have decided differently?", before anyone activates it. Exits 0 when none
+    /// differ, 1 when some do.
+    Replay {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// A candidate policy file to judge every journaled step by.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print the differences as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a compliance summary: chain check, policy versions with hashes, spend per pool,
+    /// halts by kind with reasons, approvals with who and when (for record-keeping reviews
+    /// such as EU AI Act Article 12).
+    Report {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// md or html.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -492,12 +544,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node { .. } => unreachable!("handled in main"),
         Command::Audit(AuditCommand::Verify { dir }) => {
             use warden::supervisor::journal::{self, JournalError};
-            if !dir.join("journal").is_dir() {
-                bail!(
-                    "{} has no journal/ directory; give a node's data directory",
-                    dir.display()
-                );
-            }
+            has_journal(&dir)?;
             let start = std::time::Instant::now();
             match journal::verify(&dir) {
                 Ok(r) => {
@@ -526,6 +573,152 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        Command::Audit(AuditCommand::Query {
+            dir,
+            agent,
+            kinds,
+            decision,
+            since,
+            until,
+        }) => {
+            use warden::supervisor::audit;
+            has_journal(&dir)?;
+            let time = |what: &str, t: &Option<String>| -> anyhow::Result<Option<u64>> {
+                t.as_deref()
+                    .map(|t| {
+                        t.parse::<u64>().ok().or_else(|| parse_rfc3339_utc(t)).with_context(|| {
+                            format!("--{what} {t:?} is not a time; write e.g. 2026-11-23T09:00:00Z or Unix milliseconds")
+                        })
+                    })
+                    .transpose()
+            };
+            let mut filter = audit::Filter {
+                agent: agent
+                    .as_deref()
+                    .map(AgentId::new)
+                    .transpose()
+                    .context("--agent")?,
+                since_ms: time("since", &since)?,
+                until_ms: time("until", &until)?,
+                ..Default::default()
+            };
+            for k in &kinds {
+                let kind: warden::supervisor::journal::EntryKind =
+                    serde_json::from_value(serde_json::Value::String(k.clone())).map_err(|_| {
+                        anyhow::anyhow!("--kind {k:?}: expected agent_registered, decision, settlement, halt, resume, approval, policy_change or note")
+                    })?;
+                filter.kinds.push(kind);
+            }
+            if let Some(d) = &decision {
+                filter.decision = Some(
+                    serde_json::from_value(serde_json::Value::String(d.clone())).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--decision {d:?}: expected allow, deny, require_approval or halt"
+                        )
+                    })?,
+                );
+            }
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut broken = false;
+            let (matched, _) = audit::query(&dir, &filter, |v| {
+                if !broken && writeln!(out, "{v}").is_err() {
+                    broken = true; // a closed pipe (| head): stop printing
+                }
+            })?;
+            let _ = out.flush();
+            drop(out);
+            eprintln!("{matched} matching entries");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Replay { dir, policy, json }) => {
+            has_journal(&dir)?;
+            let candidate = match &policy {
+                Some(p) => {
+                    let text = read(p)?;
+                    if let Err(errors) = PolicySet::parse(&text) {
+                        for d in &errors.diagnostics {
+                            eprintln!("{}:{d}", p.display());
+                        }
+                        bail!("{} is not a valid policy", p.display());
+                    }
+                    Some(text)
+                }
+                None => None,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let start = std::time::Instant::now();
+            let report = rt.block_on(warden::supervisor::audit::replay(
+                &dir,
+                candidate.as_deref(),
+            ))?;
+            let by = policy
+                .as_ref()
+                .map_or("the policies in force at the time".to_string(), |p| {
+                    p.display().to_string()
+                });
+            for d in &report.differences {
+                if json {
+                    println!("{}", serde_json::to_value(d)?);
+                } else {
+                    println!(
+                        "entry {} agent {} step {} ({}): journal {}{}, replay {}{}",
+                        d.seq,
+                        d.agent,
+                        d.step_id,
+                        d.tool,
+                        d.journaled.name(),
+                        d.journaled_rule
+                            .as_deref()
+                            .map(|r| format!(" [{r}]"))
+                            .unwrap_or_default(),
+                        d.replayed.name(),
+                        d.replayed_rule
+                            .as_deref()
+                            .map(|r| format!(" [{r}]"))
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            eprintln!(
+                "replayed {} entries ({} decisions, {} agents) by {by} in {:.2} s: {} decision(s) differ",
+                report.entries,
+                report.decisions,
+                report.agents,
+                start.elapsed().as_secs_f64(),
+                report.differences.len()
+            );
+            Ok(if report.differences.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Audit(AuditCommand::Report { dir, format, out }) => {
+            use warden::supervisor::audit::{self, ReportFormat};
+            has_journal(&dir)?;
+            let format = match format.as_str() {
+                "md" | "markdown" => ReportFormat::Markdown,
+                "html" => ReportFormat::Html,
+                other => bail!("--format {other:?}: expected md or html"),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let text = rt.block_on(audit::report(&dir, format))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Check { file, json }) => {
             let text = read(&file)?;
@@ -770,6 +963,16 @@ fn run_node(
         }
         Ok(())
     })
+}
+
+fn has_journal(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.join("journal").is_dir() {
+        bail!(
+            "{} has no journal/ directory; give a node's data directory",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` to Unix milliseconds.

@@ -547,3 +547,143 @@ fn one_flipped_byte_in_a_segment_fails_verification_naming_the_entry() {
     assert!(!status.success());
     assert!(err.contains("entry 10"), "{err}");
 }
+
+fn warden(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn audit_query_replay_and_report_read_the_journal_of_a_real_node() {
+    let (dir, policy) = fresh_dir("audit");
+    let node = Node::start(&dir, &policy, "always");
+    let a = node.register("a");
+    let b = node.register("b");
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for n in 0..5 {
+        let step =
+            json!({"tool": "work", "action": "read", "args": {"n": n}, "cost": {"tokens": 100}});
+        let d = node.ok("POST", "/v1/agents/a/steps", &a, Some(step));
+        let id = d["step"].as_str().unwrap();
+        node.ok(
+            "POST",
+            &format!("/v1/agents/a/steps/{id}/outcome"),
+            &a,
+            Some(json!({"status": "success", "cost": {"tokens": 40}})),
+        );
+    }
+    let parked = node.ok(
+        "POST",
+        "/v1/agents/b/steps",
+        &b,
+        Some(json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 5}})),
+    );
+    let approval = parked["approval"].as_str().unwrap().to_string();
+    node.ok(
+        "POST",
+        &format!("/v1/approvals/{approval}"),
+        OPERATOR,
+        Some(json!({"decision": "deny", "by": "carol", "reason": "not today"})),
+    );
+    node.ok(
+        "POST",
+        "/v1/agents/b/halt",
+        OPERATOR,
+        Some(json!({"reason": "audit <drill>"})),
+    );
+    drop(node);
+
+    // query: filters by agent, kind, verdict and time, as JSON lines.
+    let lines = |out: &str| -> Vec<Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let (code, out, _) = warden(
+        &["audit", "query", "--agent", "a", "--kind", "settlement"],
+        &dir,
+    );
+    assert_eq!(code, 0);
+    let settlements = lines(&out);
+    assert_eq!(settlements.len(), 5);
+    assert!(settlements
+        .iter()
+        .all(|v| v["entry"]["agent"] == "a" && v["entry"]["charged"]["tokens"] == 40));
+    let (_, out, _) = warden(&["audit", "query", "--decision", "require_approval"], &dir);
+    let asked = lines(&out);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0]["entry"]["step"]["tool"], "payments.transfer");
+    let (_, out, _) = warden(
+        &["audit", "query", "--kind", "approval", "--decision", "deny"],
+        &dir,
+    );
+    assert_eq!(lines(&out)[0]["entry"]["answer"]["by"], "carol");
+    let since = (t0 + 60_000).to_string();
+    let (_, out, _) = warden(&["audit", "query", "--since", &since], &dir);
+    assert!(out.is_empty(), "nothing after a minute from now: {out}");
+    let (code, _, err) = warden(&["audit", "query", "--kind", "decisions"], &dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("expected agent_registered"), "{err}");
+
+    // replay: the same policies decide the same; a candidate shows what would change.
+    let (code, _, err) = warden(&["audit", "replay"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 decision(s) differ"), "{err}");
+    let candidate = dir.with_extension("candidate.yaml");
+    std::fs::write(
+        &candidate,
+        POLICY.replace(
+            "rules:\n",
+            "rules:\n  - {id: small-work-only, match: {tool: work, args: {n: {gte: 3}}}, decision: deny}\n",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = warden(
+        &[
+            "audit",
+            "replay",
+            "--json",
+            "--policy",
+            candidate.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(code, 1, "{err}");
+    let diffs = lines(&out);
+    assert_eq!(diffs.len(), 2, "steps n=3 and n=4 would be denied: {out}");
+    assert!(diffs.iter().all(|d| d["journaled"] == "allow"
+        && d["replayed"] == "deny"
+        && d["replayed_rule"] == "small-work-only"));
+
+    // report: markdown and HTML with the record-keeping content.
+    let (code, md, err) = warden(&["audit", "report", "--format", "md"], &dir);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "chain **verified**",
+        "## Policy versions",
+        "## Spend per pool",
+        "| swarm/load | tokens | 200 |",
+        "audit <drill>",
+        "carol",
+        "denied",
+        "Article 12",
+    ] {
+        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+    }
+    let (code, html, _) = warden(&["audit", "report", "--format", "html"], &dir);
+    assert_eq!(code, 0);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("audit &lt;drill&gt;"), "HTML-escaped");
+    assert!(!html.contains("audit <drill>"));
+}

@@ -233,6 +233,9 @@ pub struct Decided {
     pub new_approval: Option<PendingApproval>,
 }
 
+/// A replayed decision's new verdict and rule ([`AgentKernel::replay_decision`]).
+pub type Rejudged = (Verdict, Option<Arc<str>>);
+
 /// A step parked until a human answers. Its expected cost is already reserved, so an approval
 /// never fails for budget; the agent's wall time does not run while any step waits.
 #[derive(Debug, Clone, PartialEq)]
@@ -1143,29 +1146,94 @@ impl AgentKernel {
         Some(old)
     }
 
+    /// Re-runs a journaled decision against today's state and policy (`warden audit
+    /// replay`): decides the recorded step at its recorded time under its recorded id, and
+    /// compares. Returns `None` when the verdict is the same, else the new verdict and rule.
+    /// Either way the state then follows the journal (a differing verdict's effects are
+    /// undone and the journaled ones applied), so later decisions are judged from the state
+    /// the agent really had. A halt the journal did not have is lifted again, but steps it
+    /// cancelled stay cancelled. Other records are applied as in [`restore`](Self::restore).
+    pub fn replay_decision(&mut self, record: &KernelRecord) -> Result<Option<Rejudged>, String> {
+        let KernelRecord::Decision {
+            step,
+            step_id,
+            decision,
+            reserved,
+            at_ms,
+            ..
+        } = record
+        else {
+            return self.restore(record).map(|()| None);
+        };
+        self.next_seq = step_id.seq();
+        let was_halted = self.halt.is_some();
+        let now = self.decide(step, *at_ms).decision;
+        let same_amounts = match (now.decision, reserved) {
+            (Verdict::Allow, Some(r)) => self.open.get(step_id).map(|x| x.amounts()) == Some(r),
+            _ => true,
+        };
+        if now.decision == *decision && same_amounts {
+            return Ok(None);
+        }
+        match now.decision {
+            Verdict::Allow => {
+                if let Some(r) = self.open.remove(step_id) {
+                    r.cancel();
+                    self.steps_allowed = self.steps_allowed.saturating_sub(1);
+                }
+            }
+            Verdict::RequireApproval => {
+                if let Some(p) = self.parked.remove(step_id) {
+                    p.reservation.cancel();
+                    self.resume_clock(*at_ms);
+                }
+            }
+            Verdict::Halt if !was_halted => {
+                self.halt = None;
+                self.take_halt_denials();
+            }
+            _ => {}
+        }
+        // Apply what the journal says happened (without observing the step twice).
+        self.next_seq = step_id.seq();
+        self.restore_decision_effects(record);
+        Ok(Some((now.decision, now.rule)))
+    }
+
     /// Applies a journaled change again (recovery). Effects are applied as recorded, not
     /// judged again: a decision reserves exactly what it reserved then, a settlement charges
     /// what it charged. Stagnation history is rebuilt from decisions; rate limits are not
     /// (they start afresh). Records for steps it does not know are reported, not applied.
     pub fn restore(&mut self, record: &KernelRecord) -> Result<(), String> {
         match record {
-            KernelRecord::Decision {
-                step,
-                step_id,
-                decision,
-                rule,
-                reason,
-                reserved,
-                approval_expires_at_ms,
-                at_ms,
-                ..
-            } => {
-                self.next_seq = self.next_seq.max(step_id.seq() + 1);
-                self.last_seen_ms = self.last_seen_ms.max(*at_ms);
+            KernelRecord::Decision { step, decision, .. } => {
                 if *decision != Verdict::Halt {
                     self.stagnation
                         .observe(step.fingerprint(), step.signals().progress());
                 }
+                self.restore_decision_effects(record);
+                Ok(())
+            }
+            _ => self.restore_other(record),
+        }
+    }
+
+    fn restore_decision_effects(&mut self, record: &KernelRecord) {
+        if let KernelRecord::Decision {
+            step,
+            step_id,
+            decision,
+            rule,
+            reason,
+            reserved,
+            approval_expires_at_ms,
+            at_ms,
+            ..
+        } = record
+        {
+            {
+                self.next_seq = self.next_seq.max(step_id.seq() + 1);
+                self.last_seen_ms = self.last_seen_ms.max(*at_ms);
                 let reserve = || reserved.clone().unwrap_or_else(|| step.reservation());
                 match decision {
                     Verdict::Allow => {
@@ -1205,8 +1273,13 @@ impl AgentKernel {
                     }
                     Verdict::Deny | Verdict::Halt => {}
                 }
-                Ok(())
             }
+        }
+    }
+
+    fn restore_other(&mut self, record: &KernelRecord) -> Result<(), String> {
+        match record {
+            KernelRecord::Decision { .. } => Ok(()),
             KernelRecord::Settlement {
                 step_id,
                 status,

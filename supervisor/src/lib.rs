@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod journal;
 pub mod node;
 pub mod runtime;

@@ -1295,7 +1295,12 @@ impl Swarm {
             ));
         }
         self.inner.sweeps_paused.store(true, Ordering::SeqCst);
-        let result = self.recover_entries(entries, clock).await;
+        let pin = |ms: u64| {
+            if let Some(c) = clock {
+                c.pin(ms);
+            }
+        };
+        let result = self.recover_entries(entries, &pin, None).await;
         if let Some(c) = clock {
             c.release();
         }
@@ -1307,10 +1312,30 @@ impl Swarm {
         result
     }
 
+    /// Re-runs a journal's decisions (`warden audit replay`) in a swarm built for it (with
+    /// `clock` as its clock and no journal attached): state is rebuilt entry by entry as in
+    /// [`recover`](Self::recover), but each decision is judged again, by the policy the
+    /// journal had in force at the time, or by `candidate` throughout when given (its
+    /// policy changes are then ignored). Decisions that come out differently are listed in
+    /// the report's `differences`; the state then follows the journal.
+    pub async fn replay_journal(
+        &self,
+        entries: &[crate::journal::Entry],
+        clock: &warden_actors::ManualClock,
+        candidate: bool,
+    ) -> Result<crate::wal::RecoveryReport, SwarmError> {
+        self.inner.sweeps_paused.store(true, Ordering::SeqCst);
+        let pin = |ms: u64| clock.set_ms(ms);
+        self.recover_entries(entries, &pin, Some(candidate)).await
+    }
+
+    /// `replay`: `None` recovers; `Some(candidate)` re-judges decisions (ignoring journaled
+    /// policies when `candidate`).
     async fn recover_entries(
         &self,
         entries: &[crate::journal::Entry],
-        clock: Option<&crate::wal::RecoveryClock>,
+        pin: &dyn Fn(u64),
+        replay: Option<bool>,
     ) -> Result<crate::wal::RecoveryReport, SwarmError> {
         use crate::wal::{AgentRecord, Record};
         use warden_actors::{KernelRecord, ParkedSink, Verdict};
@@ -1328,9 +1353,7 @@ impl Swarm {
             })
             .collect();
         for (entry, record) in parsed {
-            if let Some(c) = clock {
-                c.pin(entry.ts_ms);
-            }
+            pin(entry.ts_ms);
             let at = |what: String| {
                 SwarmError::Recovery(format!(
                     "entry {} ({}): {what}",
@@ -1377,16 +1400,48 @@ impl Swarm {
                     if matches!(record, KernelRecord::Decision { .. }) {
                         report.decisions += 1;
                     }
-                    e.core
-                        .with_kernel(|k| k.restore(&record))
-                        .map_err(|why| at(format!("agent {agent}: {why}")))?;
+                    if replay.is_some() {
+                        let differs = e
+                            .core
+                            .with_kernel(|k| k.replay_decision(&record))
+                            .map_err(|why| at(format!("agent {agent}: {why}")))?;
+                        if let (
+                            Some((replayed, replayed_rule)),
+                            KernelRecord::Decision {
+                                step,
+                                step_id,
+                                decision,
+                                rule,
+                                ..
+                            },
+                        ) = (differs, &record)
+                        {
+                            report.differences.push(crate::wal::Difference {
+                                seq: entry.seq,
+                                ts_ms: entry.ts_ms,
+                                agent: agent.clone(),
+                                step_id: *step_id,
+                                tool: step.tool().to_string(),
+                                journaled: *decision,
+                                journaled_rule: rule.clone(),
+                                replayed,
+                                replayed_rule: replayed_rule.map(|r| r.to_string()),
+                            });
+                        }
+                    } else {
+                        e.core
+                            .with_kernel(|k| k.restore(&record))
+                            .map_err(|why| at(format!("agent {agent}: {why}")))?;
+                    }
                     if parks {
                         self.inner.approval_agents.parked(&agent);
                     }
                 }
                 Record::Policy(p) => {
-                    self.install_policy(&p.text, true)
-                        .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
+                    if replay != Some(true) {
+                        self.install_policy(&p.text, true)
+                            .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
+                    }
                     report.policy = Some(p);
                 }
                 Record::Note(Note::TeamHalted { team, halted, .. }) => {

@@ -256,6 +256,31 @@ pub struct RecoveryReport {
     pub policy: Option<PolicyRecord>,
     /// Each agent's `meta`, as registered.
     pub meta: Vec<(AgentId, Value)>,
+    /// Replay only: decisions that came out differently.
+    pub differences: Vec<Difference>,
+}
+
+/// A decision that a replay judged differently from the journal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Difference {
+    /// The decision's journal entry.
+    pub seq: u64,
+    /// When it was decided.
+    pub ts_ms: u64,
+    /// The agent.
+    pub agent: AgentId,
+    /// The step.
+    pub step_id: warden_actors::StepId,
+    /// Its tool.
+    pub tool: String,
+    /// What the journal says.
+    pub journaled: warden_actors::Verdict,
+    /// The rule then.
+    pub journaled_rule: Option<String>,
+    /// What the replay decided.
+    pub replayed: warden_actors::Verdict,
+    /// The rule now.
+    pub replayed_rule: Option<String>,
 }
 
 impl Default for RecoveryClock {
