@@ -31,9 +31,15 @@ use crate::swarm::{AgentSpec, Swarm, SwarmError};
 /// The API's OpenAPI document (kept in the repository as `docs/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
+/// The web page served at `GET /`: one self-contained HTML file (inline CSS and JS, nothing
+/// loaded from elsewhere, no build step). It holds no data and needs no token to load; every
+/// API call it makes sends the operator token the user gives it.
+pub const INDEX_HTML: &str = include_str!("web/index.html");
+
 /// Every route the node serves, as written in the OpenAPI document (a test keeps the two in
 /// step).
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 18] = [
+    "/",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -408,6 +414,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
 fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
             "/readyz",
@@ -454,6 +461,27 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// The page's own rules for the browser: it loads nothing from elsewhere, talks only to this
+/// node, and may not be framed (its buttons answer approvals).
+const INDEX_CSP: &str =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn index() -> Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, INDEX_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
 }
 
 async fn openapi(
