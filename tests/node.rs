@@ -248,10 +248,23 @@ fn agents_step_settle_and_are_governed_over_http() {
     assert_eq!(research["spent"]["tokens"], 400);
     let (status, text) = node.call("GET", "/metrics", None, None);
     assert_eq!(status, 200);
-    assert!(
-        text.as_str().unwrap().contains("warden_decisions_total"),
-        "{text}"
-    );
+    let text = text.as_str().unwrap();
+    // Every node metric of DESIGN.md (the proxy's and sync's come with those parts).
+    for line in [
+        r#"warden_decisions_total{decision="allow",pool="swarm/research"}"#,
+        r#"warden_agents{state="running",pool="swarm/research"} 1"#,
+        r#"warden_agents{state="halted",pool="swarm/research"} 1"#,
+        r#"warden_budget_spent_total{pool="swarm/research",dimension="tokens"} 400"#,
+        r#"warden_budget_limit{pool="swarm/research",dimension="tokens"} 10000000"#,
+        r#"warden_budget_remaining{pool="swarm/research",dimension="tokens"}"#,
+        "warden_approvals_pending 0",
+        "warden_decision_duration_seconds_bucket",
+        "warden_audit_entries_total",
+        "warden_audit_commit_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
+    }
+    assert!(!text.contains("agent=\""), "no per-agent labels");
 
     // Errors: each a JSON error with a fitting status, and nothing changes.
     let (status, e) = node.post("/v1/agents/a1/steps", Some(&t2), search.clone());

@@ -37,6 +37,7 @@ pub struct HaltNotice {
 pub struct AgentMetrics {
     decisions: [metrics::Counter; 4],
     halts: [metrics::Counter; 8],
+    duration: metrics::Histogram,
 }
 
 impl AgentMetrics {
@@ -53,7 +54,13 @@ impl AgentMetrics {
                 decision(Verdict::Halt),
             ],
             halts: HaltKind::ALL.map(halt),
+            duration: metrics::histogram!("warden_decision_duration_seconds"),
         }
+    }
+
+    /// Records how long one decision took in the kernel (lock, judge, reserve, record).
+    pub fn decision_duration(&self, seconds: f64) {
+        self.duration.record(seconds);
     }
 
     /// Counts one decision.
@@ -255,7 +262,10 @@ impl AgentCore {
     /// the decision and, for a new halt, the halt; returns the halt for the caller to forward.
     pub fn decide_now(&self, step: &Step) -> (Decision, Option<HaltRecord>) {
         let now = self.clock.now_ms();
+        let started = std::time::Instant::now();
         let (mut decided, seq) = self.with_kernel_recorded(|k| k.decide(step, now));
+        self.metrics
+            .decision_duration(started.elapsed().as_secs_f64());
         decided.decision.audit_seq = seq;
         self.metrics.decision(decided.decision.decision);
         if self.events.has_subscribers() {

@@ -842,8 +842,12 @@ impl Writer {
                 continue;
             }
             let before = (self.path.clone(), self.size, self.next_seq, self.prev);
+            let started = std::time::Instant::now();
             match self.write_group(&batch, &mut buf) {
                 Ok(hashes) => {
+                    metrics::histogram!("warden_audit_commit_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("warden_audit_entries_total").increment(batch.len() as u64);
                     let last = self.next_seq - 1;
                     for (a, hash) in batch.drain(..).zip(hashes) {
                         if let Some(ack) = a.ack {

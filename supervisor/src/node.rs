@@ -59,6 +59,11 @@ pub const ROUTES: [&str; 18] = [
     "/v1/events",
 ];
 
+/// Histogram buckets for `*_duration_seconds`: 1 µs to 1 s.
+const DURATION_BUCKETS: [f64; 13] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 1e-1, 1.0,
+];
+
 /// Largest request body accepted by default (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Most labels per agent, and the longest label key or value.
@@ -304,8 +309,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let configured = PolicySet::parse(&config.policy_text).map_err(NodeError::Policy)?;
     let (operator_token, operator_token_source) = operator_token(&config)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
+            &DURATION_BUCKETS,
+        )
+        .ok()
+        .and_then(|b| b.install_recorder().ok());
 
     let mut jconfig = crate::journal::JournalConfig::new(&config.data_dir);
     jconfig.fsync = config.fsync;
@@ -671,7 +680,33 @@ fn require_agent(
     }
 }
 
+/// Sets the gauges that describe the swarm now (agents, budgets, approvals) just before a
+/// scrape renders them: one pass over pools and agents per scrape, nothing on the hot path.
+fn refresh_gauges(swarm: &Swarm) {
+    for (pool, running, halted) in swarm.agent_counts() {
+        metrics::gauge!("warden_agents", "state" => "running", "pool" => pool.clone())
+            .set(running as f64);
+        metrics::gauge!("warden_agents", "state" => "halted", "pool" => pool).set(halted as f64);
+    }
+    for p in swarm.pools() {
+        let pool = p.name.to_string();
+        for dim in LedgerDim::ALL {
+            let d = dim.key();
+            metrics::counter!("warden_budget_spent_total", "pool" => pool.clone(), "dimension" => d)
+                .absolute(p.spent.get(dim));
+            if let Some(limit) = p.limits.get(dim) {
+                metrics::gauge!("warden_budget_limit", "pool" => pool.clone(), "dimension" => d)
+                    .set(limit as f64);
+                metrics::gauge!("warden_budget_remaining", "pool" => pool.clone(), "dimension" => d)
+                    .set(p.remaining(dim).unwrap_or(0) as f64);
+            }
+        }
+    }
+    metrics::gauge!("warden_approvals_pending").set(swarm.approvals().len() as f64);
+}
+
 async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    refresh_gauges(&state.swarm);
     match &state.metrics {
         Some(h) => (
             [(

@@ -1006,6 +1006,30 @@ impl Swarm {
         tree.teams.iter().map(|t| t.account.snapshot()).collect()
     }
 
+    /// Agents per team: `(team path, running, halted)` for every team, in tree order. One
+    /// pass over the agents (for metrics scrapes and status pages).
+    pub fn agent_counts(&self) -> Vec<(String, u64, u64)> {
+        let teams: Vec<String> = {
+            let tree = self.inner.tree.read();
+            tree.teams.iter().map(|t| t.spec.path.clone()).collect()
+        };
+        let mut counts = vec![(0u64, 0u64); teams.len()];
+        for e in self.inner.agents.iter() {
+            let halted = e.value().core.with_kernel(|k| k.is_halted());
+            let c = &mut counts[e.value().team];
+            if halted {
+                c.1 += 1;
+            } else {
+                c.0 += 1;
+            }
+        }
+        teams
+            .into_iter()
+            .zip(counts)
+            .map(|(t, (r, h))| (t, r, h))
+            .collect()
+    }
+
     /// True when the team is halted (team halt or contagion breaker).
     pub fn team_halted(&self, path: &str) -> Result<bool, SwarmError> {
         let tree = self.inner.tree.read();
