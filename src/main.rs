@@ -910,6 +910,7 @@ fn run_node(
             .max_body_bytes
             .unwrap_or(warden::supervisor::node::DEFAULT_MAX_BODY_BYTES),
         fsync: file.fsync.unwrap_or_default(),
+        webhooks: file.webhooks,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

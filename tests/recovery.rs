@@ -40,8 +40,13 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, policy: &Path, fsync: &str) -> Node {
+        Self::start_with(dir, policy, &format!("fsync: {fsync}\n"))
+    }
+
+    /// With a config file holding `config`.
+    fn start_with(dir: &Path, policy: &Path, config_text: &str) -> Node {
         let config = dir.with_extension("yaml");
-        std::fs::write(&config, format!("fsync: {fsync}\n")).unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["node", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir)
@@ -686,4 +691,201 @@ fn audit_query_replay_and_report_read_the_journal_of_a_real_node() {
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("audit &lt;drill&gt;"), "HTML-escaped");
     assert!(!html.contains("audit <drill>"));
+}
+
+/// A request a receiver got: headers (lower-cased names) and body.
+type Request = (BTreeMap<String, String>, Vec<u8>);
+
+/// A minimal HTTP receiver: answers the first `fail_first` requests with 500, then 200, and
+/// passes each request's headers (lower-cased names) and body on.
+fn receiver(fail_first: usize) -> (String, std::sync::mpsc::Receiver<Request>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/warden", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut served = 0usize;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = Vec::new();
+            loop {
+                // One request: headers to the blank line, then Content-Length bytes.
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i);
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let Some(head_end) = head_end else { break };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let headers: BTreeMap<String, String> = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                    .collect();
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + 4 + len {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = buf[head_end + 4..head_end + 4 + len].to_vec();
+                buf.drain(..head_end + 4 + len);
+                served += 1;
+                let status = if served <= fail_first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                );
+                let _ = tx.send((headers, body));
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// HMAC-SHA256 computed by Python's standard library (an implementation independent of
+/// warden's), or `None` when python3 is missing and not required.
+fn python_hmac(secret: &str, message: &[u8]) -> Option<String> {
+    let script = "import hmac,hashlib,sys; k=sys.argv[1].encode(); m=sys.stdin.buffer.read(); print(hmac.new(k, m, hashlib.sha256).hexdigest())";
+    let child = Command::new("python3")
+        .args(["-c", script, secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("WARDEN_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
+                "python3 is required to check webhook signatures independently (apt-get install python3): {e}"
+            );
+            eprintln!("skipping the independent HMAC check: python3 not found ({e})");
+            return None;
+        }
+    };
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
+}
+
+#[test]
+fn webhooks_announce_halts_and_approvals_signed_and_retried() {
+    const SECRET: &str = "webhook-secret-0123456789";
+    let (url, hooks) = receiver(1);
+    let (dir, policy) = fresh_dir("webhooks");
+    let node = Node::start_with(
+        &dir,
+        &policy,
+        &format!("webhooks:\n  - url: {url}\n    events: [halt, approval_requested]\n    secret: {SECRET}\n"),
+    );
+    let w = node.register("w");
+    let p = node.register("p");
+    node.ok(
+        "POST",
+        "/v1/agents/w/halt",
+        OPERATOR,
+        Some(json!({"reason": "paging the on-call"})),
+    );
+    let parked = node.ok(
+        "POST",
+        "/v1/agents/p/steps",
+        &p,
+        Some(json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 1}})),
+    );
+    assert_eq!(parked["decision"], "require_approval");
+    // Decisions are not subscribed: a plain allow sends nothing.
+    node.ok(
+        "POST",
+        "/v1/agents/p/steps",
+        &p,
+        Some(json!({"tool": "work", "action": "read"})),
+    );
+    let _ = w;
+
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let (headers, body) = hooks
+            .recv_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|_| panic!("webhook deliveries so far: {}", got.len()));
+        got.push((headers, body));
+    }
+    // The first attempt got a 500 and was retried: same delivery id twice.
+    assert_eq!(
+        got[0].0["x-warden-delivery"], got[1].0["x-warden-delivery"],
+        "retried"
+    );
+    let first: Value = serde_json::from_slice(&got[1].1).unwrap();
+    assert_eq!(first["type"], "halt");
+    assert_eq!(first["event"]["agent"], "w");
+    assert_eq!(first["event"]["record"]["reason"], "paging the on-call");
+    let second: Value = serde_json::from_slice(&got[2].1).unwrap();
+    assert_eq!(second["type"], "approval_requested");
+    assert_eq!(second["event"]["approval"], parked["approval"]);
+    assert_ne!(got[1].0["x-warden-delivery"], got[2].0["x-warden-delivery"]);
+    for (headers, body) in &got {
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(
+            headers["x-warden-event"],
+            serde_json::from_slice::<Value>(body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+        );
+        let ts = &headers["x-warden-timestamp"];
+        let mut signed = format!("{ts}.").into_bytes();
+        signed.extend_from_slice(body);
+        if let Some(expected) = python_hmac(SECRET, &signed) {
+            assert_eq!(headers["x-warden-signature"], format!("sha256={expected}"));
+        }
+    }
+    assert!(
+        hooks.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing else was subscribed"
+    );
+}
+
+#[test]
+fn bad_webhook_config_is_refused_with_its_location() {
+    let (dir, policy) = fresh_dir("badhooks");
+    let config = dir.with_extension("yaml");
+    std::fs::write(
+        &config,
+        "webhooks:\n  - url: ftp://example.com\n    secret: 0123456789abcdef\n  - url: http://127.0.0.1:1/x\n    events: [halts]\n    secret: 0123456789abcdef\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["node", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&dir)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--config")
+        .arg(&config)
+        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":2:5: webhook: url \"ftp://example.com\" must be an http:// or https:// URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":4:5: webhook: unknown event \"halts\""),
+        "{err}"
+    );
+    assert!(!dir.join("journal").exists(), "nothing started");
 }

@@ -46,6 +46,7 @@ pub mod swarm;
 pub mod tree;
 pub mod waitfor;
 pub mod wal;
+pub mod webhook;
 
 pub use runtime::Layout;
 pub use swarm::{AgentError, AgentHandle, AgentSpec, Swarm, SwarmBuilder, SwarmError, Target};

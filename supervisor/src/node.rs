@@ -89,6 +89,8 @@ pub struct NodeConfig {
     /// True when `policy_text` was asked for (a `--policy` flag or the config file): it then
     /// replaces the policy the journal last recorded. The bundled default never does.
     pub policy_explicit: bool,
+    /// Where to announce halts and approval requests.
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 impl NodeConfig {
@@ -104,6 +106,7 @@ impl NodeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             fsync: crate::journal::FsyncMode::Always,
             policy_explicit: false,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -174,6 +177,7 @@ pub struct RunningNode {
     swarm: Swarm,
     shutting_down: tokio::sync::watch::Sender<bool>,
     journal: Journal,
+    webhooks: Option<crate::webhook::Webhooks>,
     /// What recovery rebuilt from the journal at start.
     pub recovered: crate::wal::RecoveryReport,
     /// What opening the journal found (entries verified, torn tail cut).
@@ -195,6 +199,9 @@ impl RunningNode {
             .is_err()
         {
             task.abort();
+        }
+        if let Some(w) = self.webhooks {
+            w.shutdown().await;
         }
         self.swarm.shutdown().await;
         // Everything acknowledged is already durable; this writes and syncs the rest (a
@@ -367,6 +374,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .durable()
         .await
         .map_err(|e| NodeError::Journal(e.to_string()))?;
+    let webhooks = (!config.webhooks.is_empty())
+        .then(|| crate::webhook::start(config.webhooks.clone(), swarm.events()));
     let state = Arc::new(NodeState {
         swarm: swarm.clone(),
         operator_token,
@@ -416,6 +425,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         swarm,
         shutting_down,
         journal,
+        webhooks,
         recovered,
         journal_open,
     })
@@ -1315,10 +1325,12 @@ pub struct FileConfig {
     pub fsync: Option<crate::journal::FsyncMode>,
     /// `limits: {max_body_bytes: 1048576}`
     pub max_body_bytes: Option<usize>,
+    /// `webhooks: [{url, events, secret}]`
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 /// Keys DESIGN.md reserves for the config file that this version does not read yet.
-const NOT_YET: [&str; 4] = ["sync", "upstreams", "prices", "webhooks"];
+const NOT_YET: [&str; 3] = ["sync", "upstreams", "prices"];
 
 /// Reads a node config file. Every problem is reported with its line and column.
 pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
@@ -1349,13 +1361,14 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
         Data::Value(Scalar::String(s)) => Some(s.clone()),
         _ => None,
     };
-    const KEYS: [&str; 6] = [
+    const KEYS: [&str; 7] = [
         "listen",
         "data_dir",
         "policy",
         "operator_token",
         "fsync",
         "limits",
+        "webhooks",
     ];
     for (k, v) in map.iter() {
         let Some(key) = text_of(k) else {
@@ -1401,6 +1414,50 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
                     }
                 }
                 _ => errors.push(format!("{}: limits must be a mapping", at(v))),
+            },
+            "webhooks" => match &v.data {
+                Data::Sequence(items) => {
+                    if items.len() > crate::webhook::MAX_WEBHOOKS {
+                        errors.push(format!(
+                            "{}: at most {} webhooks",
+                            at(v),
+                            crate::webhook::MAX_WEBHOOKS
+                        ));
+                    }
+                    for item in items {
+                        let Data::Mapping(m) = &item.data else {
+                            errors.push(format!("{}: a webhook is a mapping with url, events and secret", at(item)));
+                            continue;
+                        };
+                        let mut hook = crate::webhook::WebhookConfig {
+                            url: String::new(),
+                            events: vec!["halt".into(), "approval_requested".into()],
+                            secret: String::new(),
+                        };
+                        for (hk, hv) in m.iter() {
+                            match text_of(hk).as_deref() {
+                                Some("url") => hook.url = text_of(hv).unwrap_or_default(),
+                                Some("secret") => hook.secret = text_of(hv).unwrap_or_default(),
+                                Some("events") => match &hv.data {
+                                    Data::Sequence(evs) => {
+                                        hook.events = evs.iter().filter_map(&text_of).collect();
+                                    }
+                                    _ => errors.push(format!("{}: events is a list such as [halt, approval_requested]", at(hv))),
+                                },
+                                other => errors.push(format!(
+                                    "{}: unknown key `{}` in a webhook; expected url, events, secret",
+                                    at(hk),
+                                    other.unwrap_or("?")
+                                )),
+                            }
+                        }
+                        match hook.validate() {
+                            Ok(()) => cfg.webhooks.push(hook),
+                            Err(why) => errors.push(format!("{}: webhook: {why}", at(item))),
+                        }
+                    }
+                }
+                _ => errors.push(format!("{}: webhooks must be a list of {{url, events, secret}}", at(v))),
             },
             k if NOT_YET.contains(&k) => errors.push(format!(
                 "{}: `{k}` is part of the config format but this version of warden does not support it yet; remove it",
@@ -1463,11 +1520,11 @@ mod tests {
         assert_eq!(ok.listen, Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(ok.fsync, Some(crate::journal::FsyncMode::Batch));
         assert_eq!(ok.max_body_bytes, Some(4096));
-        let errs = read_config("listne: x\nfsync: sometimes\nwebhooks: []\n").unwrap_err();
+        let errs = read_config("listne: x\nfsync: sometimes\nprices: []\n").unwrap_err();
         assert_eq!(errs[0], "1:1: unknown key `listne`; did you mean `listen`?");
         assert_eq!(errs[1], "2:8: fsync must be always, batch or off");
         assert!(
-            errs[2].starts_with("3:1: `webhooks` is part of the config format"),
+            errs[2].starts_with("3:1: `prices` is part of the config format"),
             "{}",
             errs[2]
         );
