@@ -213,6 +213,10 @@ enum AuditCommand {
         /// Print the differences as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Only report this agent's differences (the whole journal is still replayed, since
+        /// agents share pools).
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// Write a compliance summary: chain check, policy versions with hashes, spend per pool,
     /// halts by kind with reasons, approvals with who and when (for record-keeping reviews
@@ -633,8 +637,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("{matched} matching entries");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Replay { dir, policy, json }) => {
+        Command::Audit(AuditCommand::Replay {
+            dir,
+            policy,
+            json,
+            agent,
+        }) => {
             has_journal(&dir)?;
+            let agent = agent
+                .as_deref()
+                .map(AgentId::new)
+                .transpose()
+                .context("--agent")?;
             let candidate = match &policy {
                 Some(p) => {
                     let text = read(p)?;
@@ -652,10 +666,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let start = std::time::Instant::now();
-            let report = rt.block_on(warden::supervisor::audit::replay(
+            let mut report = rt.block_on(warden::supervisor::audit::replay(
                 &dir,
                 candidate.as_deref(),
             ))?;
+            if let Some(a) = &agent {
+                report.differences.retain(|d| &d.agent == a);
+            }
             let by = policy
                 .as_ref()
                 .map_or("the policies in force at the time".to_string(), |p| {
@@ -897,6 +914,7 @@ fn run_node(
             "the bundled example policy".to_string(),
         ),
     };
+    let explicit = policy.is_some();
     let config = warden::supervisor::node::NodeConfig {
         listen,
         data_dir: data.clone(),
@@ -931,6 +949,11 @@ fn run_node(
             Err(e) => return Err(e.into()),
         };
         say!("warden node listening on http://{}", node.addr);
+        let policy_source = if node.recovered.policy.is_some() && !explicit {
+            "the one last recorded in the journal (pass --policy to replace it)".to_string()
+        } else {
+            policy_source
+        };
         say!(
             "policy: {policy_source}; data: {}; operator token: {}",
             data.display(),

@@ -1,9 +1,12 @@
 //! The node runtime: `warden node`'s HTTP API over a [`Swarm`].
 //!
-//! This first slice serves the agent, pool, approval and policy endpoints of DESIGN.md with
-//! per-agent tokens, an operator token, JSON errors, body limits and Prometheus metrics.
-//! Journaling every decision (write-ahead), replay on start, server-sent events, the web page,
-//! webhooks and the enforcement proxy build on it.
+//! At start the node opens and verifies its journal (`DATA_DIR/journal/`), rebuilds the swarm
+//! from it ([`Swarm::recover`]) and attaches it as the write-ahead log: from then on no
+//! decision, settlement, halt, resume, approval answer, registration or policy change is
+//! answered before its entry is durable ([`crate::wal`]). It serves every endpoint of
+//! DESIGN.md's HTTP API with per-agent tokens (kept as digests), an operator token, JSON
+//! errors, body limits, server-sent events, the web page at `/`, Prometheus metrics and
+//! webhooks ([`crate::webhook`]). The enforcement proxy builds on it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
