@@ -15,11 +15,13 @@
 //! ```
 //!
 //! ## Durability
-//! One writer thread owns the file. Appenders send entries over a bounded channel and wait for
-//! an acknowledgement; the writer takes everything queued (up to `max_batch`), writes it in one
-//! go and, in [`FsyncMode::Always`] (the default), calls `fdatasync` before acknowledging any
-//! of it: no caller learns of an entry before it is durable, and one sync serves the whole
-//! group. [`FsyncMode::Batch`] acknowledges after the write and syncs at most every
+//! One writer thread owns the file. [`Journal::submit`] numbers an entry and queues it
+//! without waiting (so it can run under the lock that orders the entries); the writer takes
+//! everything queued (up to `max_batch`), writes it in one go and, in [`FsyncMode::Always`]
+//! (the default), calls `fdatasync` before acknowledging any of it; [`Journal::wait_durable`]
+//! waits for an entry's acknowledgement. No caller learns of an entry before it is durable,
+//! and one sync serves the whole group. The queue is bounded by `queue` entries; past it, or
+//! after a failed write, the journal refuses everything (callers fail closed). [`FsyncMode::Batch`] acknowledges after the write and syncs at most every
 //! `batch_sync_ms`; [`FsyncMode::Off`] leaves syncing to the OS.
 //!
 //! ## Recovery
@@ -44,8 +46,10 @@ const HEADER_LEN: usize = 8 + 8 + 32 + 4;
 const BODY_FIXED: usize = 8 + 8 + 1 + 32;
 /// Largest payload accepted (1 MiB): larger appends are refused.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
-/// Default queue between appenders and the writer.
-pub const DEFAULT_QUEUE: usize = 65_536;
+/// Default bound on entries submitted and not yet taken by the writer: 4,194,304 (about
+/// 1 GiB at typical entry sizes). Large because one act can submit one entry per agent (a
+/// team halt over a million agents); past it the journal refuses entries and fails closed.
+pub const DEFAULT_QUEUE: usize = 1 << 22;
 
 /// A 32-byte BLAKE3 hash.
 pub type Hash = [u8; 32];
@@ -149,7 +153,8 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Most entries written (and synced) as one group.
     pub max_batch: usize,
-    /// Bound on queued appends; appenders wait when it is full.
+    /// Bound on entries submitted and not yet taken by the writer; past it the journal
+    /// refuses entries for good (it has failed: the disk cannot keep up).
     pub queue: usize,
 }
 
