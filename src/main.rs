@@ -702,12 +702,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             eprintln!(
-                "replayed {} entries ({} decisions, {} agents) by {by} in {:.2} s: {} decision(s) differ",
+                "replayed {} entries ({} decisions, {} agents) by {by} in {:.2} s: {} decision(s) differ{}",
                 report.entries,
                 report.decisions,
                 report.agents,
                 start.elapsed().as_secs_f64(),
-                report.differences.len()
+                report.differences.len(),
+                if report.unapplied > 0 {
+                    format!("; {} later record(s) no longer applied after a difference", report.unapplied)
+                } else {
+                    String::new()
+                }
             );
             Ok(if report.differences.is_empty() {
                 ExitCode::SUCCESS

@@ -1158,6 +1158,8 @@ impl AgentKernel {
             step,
             step_id,
             decision,
+            rule,
+            kind,
             reserved,
             at_ms,
             ..
@@ -1170,9 +1172,16 @@ impl AgentKernel {
         let now = self.decide(step, *at_ms).decision;
         let same_amounts = match (now.decision, reserved) {
             (Verdict::Allow, Some(r)) => self.open.get(step_id).map(|x| x.amounts()) == Some(r),
+            (Verdict::RequireApproval, Some(r)) => {
+                self.parked.get(step_id).map(|p| p.reservation.amounts()) == Some(r)
+            }
             _ => true,
         };
-        if now.decision == *decision && same_amounts {
+        // Same verdict, same amounts, and for anything but a plain allow the same rule and
+        // halt kind (a deny by another rule is a different decision).
+        let same_reason = now.decision == Verdict::Allow
+            || (now.rule.as_deref() == rule.as_deref() && now.kind == *kind);
+        if now.decision == *decision && same_amounts && same_reason {
             return Ok(None);
         }
         match now.decision {
@@ -1283,7 +1292,8 @@ impl AgentKernel {
             KernelRecord::Settlement {
                 step_id,
                 status,
-                actual,
+                charged,
+                overrun,
                 at_ms,
                 ..
             } => {
@@ -1292,11 +1302,9 @@ impl AgentKernel {
                     .open
                     .remove(step_id)
                     .ok_or_else(|| format!("settlement of step {step_id}, which is not open"))?;
-                let actual = actual
-                    .clone()
-                    .unwrap_or_else(|| reservation.amounts().clone());
-                // A halt the settlement caused has its own record, which follows.
-                let _ = reservation.settle(&actual);
+                // Exactly what was charged then (a halt it caused has its own record).
+                let account = Arc::clone(reservation.account());
+                account.restore_settlement(reservation, charged, overrun);
                 match status {
                     OutcomeStatus::Success => self.consecutive_failures = 0,
                     OutcomeStatus::Failure => self.consecutive_failures += 1,

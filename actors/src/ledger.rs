@@ -407,6 +407,31 @@ impl Account {
         }
     }
 
+    /// Settles a reservation as a journal recorded it: the reservation is released and
+    /// exactly `charged` is spent (and `overrun` recorded), whatever room the path has now.
+    /// Recovery only: the journal's order across agents is not the ledger's, so judging the
+    /// charge again could come out differently.
+    pub fn restore_settlement(
+        &self,
+        mut reservation: Reservation,
+        charged: &Amounts,
+        overrun: &Amounts,
+    ) {
+        let account = reservation
+            .account
+            .take()
+            .expect("a reservation is settled once");
+        let reserved = std::mem::take(&mut reservation.amounts);
+        let (mut guards, _) = account.lock_path();
+        for state in guards.iter_mut() {
+            state.reserved = state.reserved.saturating_sub(&reserved);
+            state.spent = state.spent.saturating_add(charged);
+            if !overrun.is_zero() {
+                state.overrun = state.overrun.saturating_add(overrun);
+            }
+        }
+    }
+
     /// Releases a reservation without charging anything.
     pub fn cancel(&self, reservation: Reservation) {
         self.settle(reservation, &Amounts::ZERO);

@@ -193,6 +193,7 @@ struct Facts {
     policies: Vec<(u64, u64, PolicyRecord)>,
     team_marks: Vec<(u64, String, bool, String)>,
     agents: u64,
+    starts: u64,
 }
 
 fn time(ms: u64) -> String {
@@ -285,6 +286,7 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
                 reason,
             }) => f.team_marks.push((e.ts_ms, team, halted, reason)),
             Record::Note(Note::AgentRemoved { .. }) => f.agents = f.agents.saturating_sub(1),
+            Record::Note(Note::NodeStarted {}) => f.starts += 1,
         }
     }
     // Spend per pool: the state the journal rebuilds to.
@@ -381,7 +383,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
     );
 
     t.section("Decisions");
-    t.para(format!("{} agents registered.", f.agents));
+    t.para(format!(
+        "{} agents registered; the node started {} time(s) on this journal. Counts are of first decisions: a step approved later counts under require_approval (its answer is under Human approvals).",
+        f.agents, f.starts
+    ));
     t.table(
         &["verdict", "count"],
         f.verdicts
@@ -471,10 +476,11 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
             })
             .collect(),
     );
+    let answered: std::collections::HashSet<&String> = f.answers.iter().map(|a| &a.1).collect();
     let open: Vec<&String> = f
         .requested
         .keys()
-        .filter(|id| !f.answers.iter().any(|a| &a.1 == *id))
+        .filter(|id| !answered.contains(id))
         .collect();
     t.para(format!(
         "{} approval(s) requested, {} answered or timed out, {} still open or cancelled by a halt.",

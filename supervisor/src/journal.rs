@@ -677,8 +677,13 @@ impl Journal {
         Err(JournalError::Stopped(p.failed.clone().unwrap_or_default()))
     }
 
-    /// Waits until every entry submitted so far is acknowledged.
+    /// Waits until every entry submitted so far is acknowledged. Fails at once if the journal
+    /// has failed (an entry may have been refused, so "everything so far" cannot be vouched
+    /// for).
     pub async fn flush(&self) -> Result<(), JournalError> {
+        if let Some(why) = self.failure() {
+            return Err(JournalError::Stopped(why));
+        }
         let last = self
             .shared
             .submit
@@ -697,6 +702,17 @@ impl Journal {
             .unwrap_or_else(|e| e.into_inner())
             .next_seq
             - 1
+    }
+
+    /// Puts the journal in its failed state (an entry that had to be written could not be):
+    /// every later submit and wait fails, so nothing after it is acknowledged.
+    pub fn fail(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.shared.progress.send_modify(|p| {
+            if p.failed.is_none() {
+                p.failed = Some(why);
+            }
+        });
     }
 
     /// Why the journal stopped taking entries, if it did.

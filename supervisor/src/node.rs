@@ -1061,6 +1061,22 @@ struct ReasonBody {
     by: Option<String>,
 }
 
+/// Longest `reason` or `by` accepted (they go into the journal and every event).
+pub const MAX_TEXT_LEN: usize = 4_096;
+
+fn check_texts(texts: &[(&str, &Option<String>)]) -> Result<(), ApiError> {
+    for (field, t) in texts {
+        if t.as_ref().is_some_and(|t| t.len() > MAX_TEXT_LEN) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "text_too_long",
+                format!("{field} is longer than {MAX_TEXT_LEN} bytes; shorten it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn halt(
     State(state): State<Arc<NodeState>>,
     headers: HeaderMap,
@@ -1070,6 +1086,7 @@ async fn halt(
     require_operator(&state, &headers)?;
     let id = agent_id(&id)?;
     let Json(body) = body?;
+    check_texts(&[("reason", &body.reason), ("by", &body.by)])?;
     let reason = body
         .reason
         .unwrap_or_else(|| "halted by an operator".into());
@@ -1087,6 +1104,7 @@ async fn resume(
     require_operator(&state, &headers)?;
     let id = agent_id(&id)?;
     let Json(body) = body?;
+    check_texts(&[("reason", &body.reason), ("by", &body.by)])?;
     let lifted = state
         .swarm
         .resume(&id, body.by.unwrap_or_else(|| "operator".into()))
@@ -1199,6 +1217,7 @@ async fn answer(
 ) -> Result<Json<Value>, ApiError> {
     require_operator(&state, &headers)?;
     let Json(body) = body?;
+    check_texts(&[("reason", &body.reason), ("by", &body.by)])?;
     let by = body.by.unwrap_or_else(|| "operator".into());
     let answer = match body.decision.as_str() {
         "approve" => ApprovalAnswer::Approve { by },

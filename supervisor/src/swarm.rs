@@ -163,6 +163,9 @@ pub struct AgentSpec {
     /// Kept with the agent's registration in the journal and handed back by recovery
     /// (the node keeps its token's hash and labels here).
     pub meta: serde_json::Value,
+    /// Recovery: the configuration exactly as journaled, not resolved against today's
+    /// defaults.
+    exact: Option<KernelConfig>,
 }
 
 impl AgentSpec {
@@ -178,6 +181,7 @@ impl AgentSpec {
             parent: None,
             depends_on: Vec::new(),
             meta: serde_json::Value::Null,
+            exact: None,
         }
     }
 
@@ -219,6 +223,9 @@ impl AgentSpec {
 
     /// The kernel configuration: `defaults` overridden by what this spec sets.
     pub fn resolve(&self, defaults: &KernelConfig) -> KernelConfig {
+        if let Some(exact) = &self.exact {
+            return exact.clone();
+        }
         KernelConfig {
             budgets: self
                 .budgets
@@ -754,8 +761,18 @@ impl Swarm {
             }
             dashmap::Entry::Vacant(v) => {
                 if let Some((journal, recorder)) = inner.journal.get() {
-                    // Registered in the journal before anything else can happen to the agent.
-                    let team = inner.tree.read().teams[team_idx].spec.path.clone();
+                    // Registered in the journal before anything else can happen to the agent,
+                    // and under the tree lock that team marks are journaled under: a team
+                    // halted before this point refuses the agent, one halted after it is
+                    // journaled after the registration.
+                    let tree = inner.tree.read();
+                    if tree.teams[team_idx].halted {
+                        inner.count.fetch_sub(1, Ordering::SeqCst);
+                        return Err(SwarmError::TeamHalted(
+                            tree.teams[team_idx].spec.path.clone(),
+                        ));
+                    }
+                    let team = tree.teams[team_idx].spec.path.clone();
                     let reg = Registration {
                         agent: id.clone(),
                         team,
@@ -770,6 +787,7 @@ impl Swarm {
                         inner.count.fetch_sub(1, Ordering::SeqCst);
                         return Err(SwarmError::Journal(e.to_string()));
                     }
+                    drop(tree);
                     core.attach_recorder(Arc::clone(recorder) as Arc<dyn warden_actors::Recorder>);
                 }
                 v.insert(Arc::clone(&entry));
@@ -915,13 +933,15 @@ impl Swarm {
                 let agents = {
                     let mut tree = self.inner.tree.write();
                     let idx = tree.team_index(&path)?;
-                    tree.set_subtree_halted(idx, true)
+                    let agents = tree.set_subtree_halted(idx, true);
+                    // Journaled under the tree lock, like registrations (see spawn_agent).
+                    self.inner.note(&Note::TeamHalted {
+                        team: path.clone(),
+                        halted: true,
+                        reason: reason.clone(),
+                    });
+                    agents
                 };
-                self.inner.note(&Note::TeamHalted {
-                    team: path.clone(),
-                    halted: true,
-                    reason: reason.clone(),
-                });
                 let link = CauseLink {
                     agent: path.clone(),
                     kind,
@@ -946,6 +966,8 @@ impl Swarm {
                 }
             }
         }
+        // Answered only once the halts are durable (with a journal attached).
+        self.inner.flush().await.map_err(SwarmError::Journal)?;
         Ok(halted)
     }
 
@@ -978,7 +1000,6 @@ impl Swarm {
         let mut tree = self.inner.tree.write();
         let idx = tree.team_index(path)?;
         tree.set_subtree_halted(idx, false);
-        drop(tree);
         self.inner.note(&Note::TeamHalted {
             team: path.to_string(),
             halted: false,
@@ -1305,9 +1326,11 @@ impl Swarm {
     /// crash): agents, their budgets and spend, open steps, halts, pending approvals, team
     /// marks and the policy in force. Effects are re-applied as journaled, not judged again.
     /// With `clock` (the swarm's own clock), time is pinned to each entry's time while it is
-    /// applied. Background sweeps pause meanwhile; afterwards every agent's heartbeat clock
-    /// starts now (downtime is not the agents' silence). Call before
-    /// [`attach_journal`](Self::attach_journal). Fails naming the first entry it cannot apply.
+    /// applied. Background sweeps (heartbeats, approval timeouts) pause from here until
+    /// [`attach_journal`](Self::attach_journal), so no change goes unjournaled; every agent's
+    /// heartbeat clock starts now (downtime is not the agents' silence). Approval deadlines
+    /// keep their journaled times: one that passed during downtime is denied by the first
+    /// sweep after attaching. Fails naming the first entry it cannot apply.
     pub async fn recover(
         &self,
         entries: &[crate::journal::Entry],
@@ -1332,7 +1355,8 @@ impl Swarm {
         for e in self.inner.agents.iter() {
             e.value().core.with_kernel(|k| k.heartbeat(now));
         }
-        self.inner.sweeps_paused.store(false, Ordering::SeqCst);
+        // Sweeps stay paused until the journal is attached: a timeout applied before that
+        // would never be journaled.
         result
     }
 
@@ -1368,14 +1392,28 @@ impl Swarm {
         for entry in entries {
             parsed.push((entry, Record::parse(entry).map_err(SwarmError::Recovery)?));
         }
-        // Registrations rolled back during their spawn never existed.
-        let removed: std::collections::HashSet<AgentId> = parsed
-            .iter()
-            .filter_map(|(_, r)| match r {
-                Record::Note(Note::AgentRemoved { agent }) => Some(agent.clone()),
-                _ => None,
-            })
-            .collect();
+        // Registrations rolled back during their spawn never existed: each `agent_removed`
+        // note cancels the registration of that id just before it (a later registration of
+        // the same id stands).
+        let mut removed: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        {
+            let mut last_registration: HashMap<&AgentId, u64> = HashMap::new();
+            for (entry, r) in &parsed {
+                match r {
+                    Record::Registered(reg) => {
+                        last_registration.insert(&reg.agent, entry.seq);
+                    }
+                    Record::Note(Note::AgentRemoved { agent }) => {
+                        if let Some(seq) = last_registration.get(agent) {
+                            removed.insert(*seq);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Agents whose current registration does not count: their records are skipped.
+        let mut skipping: std::collections::HashSet<AgentId> = std::collections::HashSet::new();
         for (entry, record) in parsed {
             pin(entry.ts_ms);
             let at = |what: String| {
@@ -1387,27 +1425,36 @@ impl Swarm {
             };
             match record {
                 Record::Registered(reg) => {
-                    if removed.contains(&reg.agent) {
+                    if removed.contains(&entry.seq) {
+                        skipping.insert(reg.agent.clone());
                         continue;
                     }
+                    skipping.remove(&reg.agent);
                     let mut spec = AgentSpec::new(reg.agent.clone())
                         .team(reg.team)
-                        .budgets(reg.config.budgets)
-                        .stagnation(reg.config.stagnation)
-                        .max_open_steps(reg.config.max_open_steps)
                         .meta(reg.meta.clone());
-                    if let Some(t) = reg.config.heartbeat_timeout_ms {
-                        spec = spec.heartbeat_timeout_ms(t);
+                    spec.exact = Some(reg.config);
+                    // A parent or dependency whose registration was rolled back is gone.
+                    spec.parent = reg.parent.filter(|p| self.inner.agents.contains_key(p));
+                    spec.depends_on = reg
+                        .depends_on
+                        .into_iter()
+                        .filter(|d| self.inner.agents.contains_key(d))
+                        .collect();
+                    match self.spawn_agent(spec).await {
+                        Ok(_) => report.meta.push((reg.agent, reg.meta)),
+                        // Registered while its team was being halted: the live node rolled
+                        // it back (its note may not have reached the disk before a crash).
+                        Err(SwarmError::TeamHalted(_)) => {
+                            skipping.insert(reg.agent);
+                        }
+                        Err(e) => {
+                            return Err(at(format!("re-registering agent {}: {e}", reg.agent)))
+                        }
                     }
-                    spec.parent = reg.parent;
-                    spec.depends_on = reg.depends_on;
-                    self.spawn_agent(spec)
-                        .await
-                        .map_err(|e| at(format!("re-registering agent {}: {e}", reg.agent)))?;
-                    report.meta.push((reg.agent, reg.meta));
                 }
                 Record::Agent(AgentRecord { agent, record }) => {
-                    if removed.contains(&agent) {
+                    if skipping.contains(&agent) {
                         continue;
                     }
                     let e = self
@@ -1425,10 +1472,12 @@ impl Swarm {
                         report.decisions += 1;
                     }
                     if replay.is_some() {
-                        let differs = e
-                            .core
-                            .with_kernel(|k| k.replay_decision(&record))
-                            .map_err(|why| at(format!("agent {agent}: {why}")))?;
+                        // A record the re-judged state cannot take (an approval answered for a
+                        // step a different verdict never parked) is counted, not fatal.
+                        let Ok(differs) = e.core.with_kernel(|k| k.replay_decision(&record)) else {
+                            report.unapplied += 1;
+                            continue;
+                        };
                         if let (
                             Some((replayed, replayed_rule)),
                             KernelRecord::Decision {
@@ -1465,6 +1514,9 @@ impl Swarm {
                     if replay != Some(true) {
                         self.install_policy(&p.text, true)
                             .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
+                        if let Some(slot) = &self.inner.policy {
+                            slot.set_version(p.version);
+                        }
                     }
                     report.policy = Some(p);
                 }
@@ -1474,6 +1526,13 @@ impl Swarm {
                     tree.set_subtree_halted(idx, halted);
                 }
                 Record::Note(Note::AgentRemoved { .. }) => {}
+                Record::Note(Note::NodeStarted {}) => {
+                    if replay.is_some() {
+                        if let Some(set) = self.inner.policy.as_ref().and_then(|p| p.policy_set()) {
+                            set.reset_rate_limits();
+                        }
+                    }
+                }
             }
             report.entries += 1;
         }
@@ -1520,6 +1579,8 @@ impl Swarm {
                 .core
                 .attach_recorder(Arc::clone(&recorder) as Arc<dyn warden_actors::Recorder>);
         }
+        self.inner.sweeps_paused.store(false, Ordering::SeqCst);
+        self.inner.note(&Note::NodeStarted {});
         if let Some(text) = policy_text {
             self.record_policy(self.policy_version().unwrap_or(0), text);
         }
@@ -1569,20 +1630,6 @@ impl SwarmInner {
         match self.journal.get() {
             Some((journal, _)) => journal.flush().await.map_err(|e| e.to_string()),
             None => Ok(()),
-        }
-    }
-
-    /// Waits until journal entry `seq` is durable (no-op without a journal).
-    async fn wait_durable(&self, seq: Option<u64>) -> Result<(), String> {
-        match (self.journal.get(), seq) {
-            (Some((journal, _)), Some(seq)) => {
-                journal.wait_durable(seq).await.map_err(|e| e.to_string())
-            }
-            (Some((journal, _)), None) => match journal.failure() {
-                Some(why) => Err(why),
-                None => Ok(()),
-            },
-            (None, _) => Ok(()),
         }
     }
 
@@ -1703,7 +1750,6 @@ impl SwarmInner {
             });
             // (target, rule, reason)
             let mut to_halt: Vec<(AgentId, String, String)> = Vec::new();
-            let mut notes: Vec<Note> = Vec::new();
             {
                 let mut tree = self.tree.write();
                 let team = entry.team;
@@ -1771,7 +1817,7 @@ impl SwarmInner {
                                 for a in tree.set_subtree_halted(i, true) {
                                     to_halt.push((a, format!("breaker.{path}"), why.clone()));
                                 }
-                                notes.push(Note::TeamHalted {
+                                self.note(&Note::TeamHalted {
                                     team: path,
                                     halted: true,
                                     reason: why,
@@ -1781,9 +1827,6 @@ impl SwarmInner {
                         t = parent;
                     }
                 }
-            }
-            for note in &notes {
-                self.note(note);
             }
             for (target, rule, why) in to_halt {
                 let Ok(te) = self.entry(&target) else {
@@ -1997,17 +2040,20 @@ impl AgentHandle {
     /// Asks to take a step: the actor decides, and an allow reserves the expected cost on the
     /// agent's budget and every pool above it, atomically.
     pub async fn step(&self, step: Step) -> Result<Decision, AgentError> {
+        // A failed journal acknowledges nothing: refuse before deciding, so no reservation
+        // is made that could never be reported.
+        if let Some(why) = self.inner.journal.get().and_then(|(j, _)| j.failure()) {
+            return Err(AgentError::Journal(why));
+        }
         let mut step = step;
         for _ in 0..DELIVERY_ATTEMPTS {
             let (actor, generation) = self.entry.current();
             if let Some(actor) = actor {
                 match actor.call(|port| AgentMsg::Step(step, port), None).await {
                     Ok(CallResult::Success(decision)) => {
-                        // No decision leaves before its journal entry is durable.
-                        self.inner
-                            .wait_durable(decision.audit_seq)
-                            .await
-                            .map_err(AgentError::Journal)?;
+                        // No decision leaves before its journal entries (the decision and any
+                        // halt it caused, submitted before the actor answered) are durable.
+                        self.inner.flush().await.map_err(AgentError::Journal)?;
                         return Ok(decision);
                     }
                     Ok(_) => return Err(AgentError::Interrupted(self.id().clone())),
@@ -2028,6 +2074,9 @@ impl AgentHandle {
         step: StepId,
         outcome: Outcome,
     ) -> Result<SettleReport, AgentError> {
+        if let Some(why) = self.inner.journal.get().and_then(|(j, _)| j.failure()) {
+            return Err(AgentError::Journal(why));
+        }
         let mut outcome = outcome;
         for _ in 0..DELIVERY_ATTEMPTS {
             let (actor, generation) = self.entry.current();

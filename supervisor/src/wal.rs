@@ -101,6 +101,9 @@ pub enum Note {
         /// The agent.
         agent: AgentId,
     },
+    /// A node attached this journal (started): what it does not rebuild (rate-limit
+    /// buckets) starts afresh here, and `audit replay` does the same.
+    NodeStarted {},
 }
 
 /// A journal entry, read.
@@ -171,13 +174,34 @@ impl JournalRecorder {
         if bytes.len() <= MAX_PAYLOAD_BYTES {
             return bytes;
         }
-        // A step whose arguments alone fill the entry: keep everything but the arguments
-        // (recovery needs the reserved amounts, not the arguments).
+        // Too large: keep everything recovery needs (ids, verdicts, amounts) and shorten what
+        // it does not: the step's arguments go, long texts (reasons) are cut.
         let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
         if let Some(step) = value.get_mut("step") {
             step["args"] = serde_json::json!({ "_omitted_bytes": bytes.len() });
         }
+        shorten_texts(&mut value);
         serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+/// Longest text kept in an entry that would otherwise be too large.
+const MAX_TEXT: usize = 4_096;
+
+fn shorten_texts(v: &mut Value) {
+    match v {
+        Value::String(s) if s.len() > MAX_TEXT => {
+            let mut cut = MAX_TEXT;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let dropped = s.len() - cut;
+            s.truncate(cut);
+            s.push_str(&format!("… [{dropped} bytes cut]"));
+        }
+        Value::Array(items) => items.iter_mut().for_each(shorten_texts),
+        Value::Object(map) => map.values_mut().for_each(shorten_texts),
+        _ => {}
     }
 }
 
@@ -188,10 +212,16 @@ impl Recorder for JournalRecorder {
             let kind = kind_of(&record);
             let at = record.at_ms();
             let payload = Self::encode(agent, record);
-            // A refused entry puts the journal in its failed state: every later wait for
-            // durability fails, so nothing decided from here on is acknowledged.
-            if let Ok(seq) = self.journal.submit(kind, at, payload) {
-                first.get_or_insert(seq);
+            match self.journal.submit(kind, at, payload) {
+                Ok(seq) => {
+                    first.get_or_insert(seq);
+                }
+                // A change that cannot be journaled must not be acknowledged, nor anything
+                // after it: the journal fails, and every wait for durability with it.
+                Err(e) => self.journal.fail(format!(
+                    "agent {agent}: a {} entry was refused: {e}",
+                    kind.name()
+                )),
             }
         }
         first
@@ -258,6 +288,9 @@ pub struct RecoveryReport {
     pub meta: Vec<(AgentId, Value)>,
     /// Replay only: decisions that came out differently.
     pub differences: Vec<Difference>,
+    /// Replay only: records that could not be applied to the re-judged state (an approval
+    /// answer for a step that was not parked this time, say).
+    pub unapplied: u64,
 }
 
 /// A decision that a replay judged differently from the journal.

@@ -126,6 +126,20 @@ struct Delivery {
     body: Vec<u8>,
 }
 
+/// The `type` an event has in JSON.
+fn event_type(e: &warden_actors::Event) -> &'static str {
+    use warden_actors::Event;
+    match e {
+        Event::Decision(_) => "decision",
+        Event::Halt { .. } => "halt",
+        Event::Resume { .. } => "resume",
+        Event::ApprovalRequested { .. } => "approval_requested",
+        Event::ApprovalResolved { .. } => "approval_resolved",
+        Event::Restart { .. } => "restart",
+        Event::Escalation { .. } => "escalation",
+    }
+}
+
 /// Running webhook delivery: a dispatcher task over the event stream and a thread per hook.
 pub struct Webhooks {
     dispatcher: tokio::task::JoinHandle<()>,
@@ -166,17 +180,21 @@ pub fn start(hooks: Vec<WebhookConfig>, mut events: EventStream) -> Webhooks {
                 Ok(e) => e,
                 Err(EventError::Lagged(missed)) => {
                     // The bus outran this reader: those events are gone for every hook.
-                    for _ in 0..missed.min(1_000_000) {
-                        count("dropped");
-                    }
+                    metrics::counter!("warden_webhook_deliveries_total", "result" => "dropped")
+                        .increment(missed);
                     continue;
                 }
             };
-            let value = serde_json::to_value(&event).unwrap_or(Value::Null);
-            let kind = value["type"].as_str().unwrap_or("event").to_string();
-            if !senders.iter().any(|(h, _)| h.events.contains(&kind)) {
+            // Decide on the type before any encoding: decisions can come a million a second.
+            let kind = event_type(&event);
+            if !senders
+                .iter()
+                .any(|(h, _)| h.events.iter().any(|e| e == kind))
+            {
                 continue;
             }
+            let kind = kind.to_string();
+            let value = serde_json::to_value(&event).unwrap_or(Value::Null);
             n += 1;
             let at_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -228,19 +246,26 @@ fn deliver_loop(
     rx: &Receiver<Arc<Delivery>>,
     deadline: &parking_lot::Mutex<Option<Instant>>,
 ) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(ATTEMPT_TIMEOUT))
-        .build()
-        .into();
     while let Ok(d) = rx.recv() {
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
             let stopping = *deadline.lock();
-            if stopping.is_some_and(|t| Instant::now() >= t) {
+            // An attempt never outlives the shutdown grace.
+            let limit = match stopping {
+                Some(t) => t
+                    .saturating_duration_since(Instant::now())
+                    .min(ATTEMPT_TIMEOUT),
+                None => ATTEMPT_TIMEOUT,
+            };
+            if limit.is_zero() {
                 count("dropped");
                 break;
             }
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(limit))
+                .build()
+                .into();
             let ts = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -275,7 +300,11 @@ fn deliver_loop(
                 break;
             }
             count("retried");
-            std::thread::sleep(backoff);
+            // Sleep in short slices, so a shutdown does not wait out a long backoff.
+            let until = Instant::now() + backoff;
+            while Instant::now() < until && deadline.lock().is_none() {
+                std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+            }
             backoff *= 2;
         }
     }

@@ -489,8 +489,13 @@ impl PolicySet {
         &self.doc.defaults.budgets
     }
 
-    /// Keeps the rate-limit counts of `old` for rules that exist in both with the same id and
-    /// the same limit (used by hot reload, so a reload does not hand out fresh bursts).
+    /// Empties every rate-limit bucket (what a node restart does; `audit replay` mirrors it).
+    pub fn reset_rate_limits(&self) {
+        self.limiter.clear();
+    }
+
+    /// Carries the rate-limit state of `old`'s rules over to the same rules here (same id,
+    /// same limit), so a reload does not reset them.
     pub fn inherit_rate_limits(&self, old: &PolicySet) {
         let mut pairs = Vec::new();
         for (to, r) in self.rules.iter().enumerate() {

@@ -121,6 +121,11 @@ impl RateLimiter {
         }
     }
 
+    /// Forgets every key (a restart: buckets start empty).
+    pub fn clear(&self) {
+        self.tat_us.lock().clear();
+    }
+
     /// Keys tracked now.
     pub fn len(&self) -> usize {
         self.tat_us.lock().len()

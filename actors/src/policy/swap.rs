@@ -67,6 +67,18 @@ impl SwappablePolicy {
         version
     }
 
+    /// Gives the policy in force version `version`, and the next one `version + 1`
+    /// (recovery: versions continue where the journal left them).
+    pub fn set_version(&self, version: u64) {
+        let cur = self.current.load_full();
+        self.current.store(Arc::new(Slot {
+            policy: Arc::clone(&cur.policy),
+            set: cur.set.clone(),
+            version,
+        }));
+        self.versions.store(version, Ordering::SeqCst);
+    }
+
     /// The version in force.
     pub fn version(&self) -> u64 {
         self.current.load().version
