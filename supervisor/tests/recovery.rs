@@ -1,0 +1,287 @@
+//! Recovery round trip: random operations on a journaled swarm (steps that fit or not,
+//! outcomes under and over their reservation, failures, safety halts that cascade, operator
+//! halts and resumes, approvals answered or left pending, team halts), then a fresh swarm
+//! rebuilt from the journal must hold exactly the same agents, spend, reservations, halts and
+//! pending approvals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::json;
+use warden_actors::policy::PolicySet;
+use warden_actors::{ActionClass, AgentId, ApprovalAnswer, Cost, Outcome, StepId, Verdict};
+use warden_supervisor::journal::{Journal, JournalConfig};
+use warden_supervisor::wal::RecoveryClock;
+use warden_supervisor::{AgentSpec, Swarm, Target};
+
+const POLICY: &str = "
+version: 1
+defaults:
+  budgets: {steps: 40, tokens: 3000, failures: 3}
+  stagnation: {repeat_limit: 0, window: 0}
+pools:
+  - {path: swarm, limits: {tokens: 12000}}
+  - {path: swarm/a, limits: {tokens: 6000}, cascade: {on: [safety], scope: siblings}}
+  - {path: swarm/b, limits: {tokens: 6000}}
+tools:
+  work: {action: read}
+  pay: {action: spend}
+  bad: {action: execute}
+rules:
+  - {id: pay-needs-a-human, match: {tool: pay}, decision: require_approval}
+  - {id: bad-is-unsafe, match: {tool: bad}, decision: halt, kind: safety}
+";
+
+const AGENTS: [(&str, &str); 5] = [
+    ("a0", "swarm/a"),
+    ("a1", "swarm/a"),
+    ("a2", "swarm/a"),
+    ("b0", "swarm/b"),
+    ("b1", "swarm/b"),
+];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Step {
+        agent: usize,
+        tool: u8,
+        tokens: u64,
+    },
+    Outcome {
+        agent: usize,
+        pick: usize,
+        used: u64,
+        ok: bool,
+    },
+    Halt {
+        agent: usize,
+    },
+    Resume {
+        agent: usize,
+    },
+    Answer {
+        pick: usize,
+        approve: bool,
+    },
+    HaltTeam,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..5usize, 0..10u8, 0..1500u64).prop_map(|(agent, tool, tokens)| Op::Step { agent, tool, tokens }),
+        5 => (0..5usize, 0..8usize, 0..2000u64, prop::bool::weighted(0.7)).prop_map(|(agent, pick, used, ok)| Op::Outcome { agent, pick, used, ok }),
+        1 => (0..5usize).prop_map(|agent| Op::Halt { agent }),
+        1 => (0..5usize).prop_map(|agent| Op::Resume { agent }),
+        1 => (0..8usize, any::<bool>()).prop_map(|(pick, approve)| Op::Answer { pick, approve }),
+        1 => Just(Op::HaltTeam),
+    ]
+}
+
+/// Everything recovery must rebuild, in a comparable form.
+fn state(swarm: &Swarm) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, _) in AGENTS {
+        let Some(h) = swarm.agent(&AgentId::new(name).unwrap()) else {
+            out.push(format!("{name}: absent"));
+            continue;
+        };
+        let s = h.snapshot();
+        out.push(format!(
+            "{name}: {:?} halt={:?} decided={} allowed={} open={} parked={} failures={} spent={:?} reserved={:?}",
+            s.state,
+            s.halt.as_ref().map(|h| (h.kind, h.rule.clone(), h.reason.clone())),
+            s.steps_decided,
+            s.steps_allowed,
+            s.open_steps,
+            s.pending_approvals,
+            s.consecutive_failures,
+            s.account.spent,
+            s.account.reserved,
+        ));
+    }
+    for p in swarm.pools() {
+        out.push(format!(
+            "pool {}: spent={:?} reserved={:?} overrun={:?} limits={:?}",
+            p.name, p.spent, p.reserved, p.overrun, p.limits
+        ));
+    }
+    let mut approvals: Vec<String> = swarm
+        .approvals()
+        .into_iter()
+        .map(|a| format!("approval {} expires {}", a.id, a.expires_at_ms))
+        .collect();
+    approvals.sort();
+    out.extend(approvals);
+    for team in ["swarm/a", "swarm/b"] {
+        out.push(format!(
+            "{team} halted={}",
+            swarm.team_halted(team).unwrap()
+        ));
+    }
+    out
+}
+
+async fn quiesce(swarm: &Swarm) {
+    // Cascades run in the supervisor after the halting call returns; give them a moment,
+    // then make everything durable.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    swarm.durable().await.unwrap();
+}
+
+async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
+    let dir =
+        std::env::temp_dir().join(format!("warden-sup-recovery-{}-{case}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+    let swarm = Swarm::builder()
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .build()
+        .await
+        .unwrap();
+    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    for (name, team) in AGENTS {
+        swarm
+            .spawn_agent(AgentSpec::new(AgentId::new(name).unwrap()).team(team))
+            .await
+            .unwrap();
+    }
+    let mut open: Vec<Vec<StepId>> = vec![Vec::new(); AGENTS.len()];
+    let mut parked: Vec<String> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Step {
+                agent,
+                tool,
+                tokens,
+            } => {
+                let h = swarm
+                    .agent(&AgentId::new(AGENTS[agent].0).unwrap())
+                    .unwrap();
+                let (name, class) = match tool {
+                    0 => ("bad", ActionClass::Execute),
+                    1 | 2 => ("pay", ActionClass::Spend),
+                    _ => ("work", ActionClass::Read),
+                };
+                let step = warden_actors::Step::builder(name, class)
+                    .args(json!({ "n": tokens }))
+                    .tokens(tokens)
+                    .build()
+                    .unwrap();
+                let d = h.step(step).await.unwrap();
+                match d.decision {
+                    Verdict::Allow => open[agent].push(d.step),
+                    Verdict::RequireApproval => parked.push(d.approval.clone().unwrap()),
+                    _ => {}
+                }
+            }
+            Op::Outcome {
+                agent,
+                pick,
+                used,
+                ok,
+            } => {
+                if open[agent].is_empty() {
+                    continue;
+                }
+                let at = pick % open[agent].len();
+                let step = open[agent].remove(at);
+                let h = swarm
+                    .agent(&AgentId::new(AGENTS[agent].0).unwrap())
+                    .unwrap();
+                let outcome = if ok {
+                    Outcome::success()
+                } else {
+                    Outcome::failure()
+                };
+                // Unknown steps (a lost halt released them) are fine to report.
+                let _ = h
+                    .outcome(step, outcome.with_actual(Cost::new(used, 0)))
+                    .await;
+            }
+            Op::Halt { agent } => {
+                let _ = swarm
+                    .halt(AgentId::new(AGENTS[agent].0).unwrap(), "drill")
+                    .await;
+            }
+            Op::Resume { agent } => {
+                let _ = swarm
+                    .resume(&AgentId::new(AGENTS[agent].0).unwrap(), "ops")
+                    .await;
+            }
+            Op::Answer { pick, approve } => {
+                if parked.is_empty() {
+                    continue;
+                }
+                let at = pick % parked.len();
+                let id = parked.remove(at);
+                let answer = if approve {
+                    ApprovalAnswer::Approve { by: "alice".into() }
+                } else {
+                    ApprovalAnswer::Deny {
+                        by: "bob".into(),
+                        reason: "no".into(),
+                    }
+                };
+                if let Ok(d) = swarm.answer_approval(&id, answer) {
+                    if d.decision == Verdict::Allow {
+                        let agent = AGENTS
+                            .iter()
+                            .position(|(n, _)| id.starts_with(&format!("{n}/")))
+                            .unwrap();
+                        open[agent].push(d.step);
+                    }
+                }
+            }
+            Op::HaltTeam => {
+                let _ = swarm
+                    .halt(Target::Team("swarm/b".into()), "team drill")
+                    .await;
+            }
+        }
+        quiesce(&swarm).await;
+    }
+    quiesce(&swarm).await;
+    let before = state(&swarm);
+    swarm.shutdown().await;
+    journal.shutdown().await;
+
+    let mut entries = Vec::new();
+    let (journal, _) =
+        Journal::open(JournalConfig::new(&dir), |e| entries.push(e.clone())).unwrap();
+    let clock = Arc::new(RecoveryClock::new());
+    let rebuilt = Swarm::builder()
+        .clock(Arc::clone(&clock) as Arc<dyn warden_actors::Clock>)
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let report = rebuilt.recover(&entries, Some(&clock)).await;
+    let after = state(&rebuilt);
+    rebuilt.shutdown().await;
+    journal.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report.map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(report.agents, AGENTS.len());
+    for (b, a) in before.iter().zip(after.iter()) {
+        prop_assert_eq!(b, a);
+    }
+    prop_assert_eq!(before.len(), after.len());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_swarm_rebuilt_from_its_journal_equals_the_original(ops in prop::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let case = CASE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        rt.block_on(run(ops, case))?;
+    }
+}
