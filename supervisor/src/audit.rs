@@ -287,6 +287,7 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
             }) => f.team_marks.push((e.ts_ms, team, halted, reason)),
             Record::Note(Note::AgentRemoved { .. }) => f.agents = f.agents.saturating_sub(1),
             Record::Note(Note::NodeStarted {}) => f.starts += 1,
+            Record::Note(Note::CascadeDone { .. }) => {}
         }
     }
     // Spend per pool: the state the journal rebuilds to.

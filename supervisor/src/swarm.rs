@@ -391,6 +391,8 @@ struct SwarmInner {
     journal: OnceLock<(Journal, Arc<JournalRecorder>)>,
     /// Background sweeps (heartbeats, approval timeouts) pause while recovery runs.
     sweeps_paused: AtomicBool,
+    /// Halts recovery found whose cascades a crash cut off; run when the journal attaches.
+    unfinished_cascades: Mutex<Vec<(AgentId, HaltRecord)>>,
 }
 
 /// Builds a [`Swarm`].
@@ -610,6 +612,7 @@ impl SwarmBuilder {
             count: AtomicUsize::new(0),
             journal: OnceLock::new(),
             sweeps_paused: AtomicBool::new(false),
+            unfinished_cascades: Mutex::new(Vec::new()),
         });
 
         let weak = Arc::downgrade(&inner);
@@ -1414,6 +1417,9 @@ impl Swarm {
         }
         // Agents whose current registration does not count: their records are skipped.
         let mut skipping: std::collections::HashSet<AgentId> = std::collections::HashSet::new();
+        // Halts the supervisor spreads (all but cascades themselves and the root's give-up),
+        // until their `cascade_done` note.
+        let mut unfinished: HashMap<AgentId, warden_actors::HaltRecord> = HashMap::new();
         for (entry, record) in parsed {
             pin(entry.ts_ms);
             let at = |what: String| {
@@ -1509,6 +1515,13 @@ impl Swarm {
                     if parks {
                         self.inner.approval_agents.parked(&agent);
                     }
+                    if let KernelRecord::Halt { record: h } = &record {
+                        if h.kind != HaltKind::Cascade
+                            && h.rule.as_deref() != Some("restart.intensity")
+                        {
+                            unfinished.insert(agent.clone(), h.clone());
+                        }
+                    }
                 }
                 Record::Policy(p) => {
                     if replay != Some(true) {
@@ -1526,6 +1539,9 @@ impl Swarm {
                     tree.set_subtree_halted(idx, halted);
                 }
                 Record::Note(Note::AgentRemoved { .. }) => {}
+                Record::Note(Note::CascadeDone { agent }) => {
+                    unfinished.remove(&agent);
+                }
                 Record::Note(Note::NodeStarted {}) => {
                     if replay.is_some() {
                         if let Some(set) = self.inner.policy.as_ref().and_then(|p| p.policy_set()) {
@@ -1535,6 +1551,13 @@ impl Swarm {
                 }
             }
             report.entries += 1;
+        }
+        if replay.is_none() {
+            let mut cut: Vec<(AgentId, warden_actors::HaltRecord)> =
+                unfinished.into_iter().collect();
+            cut.sort_by(|a, b| a.0.cmp(&b.0));
+            report.unfinished_cascades = cut.len();
+            *self.inner.unfinished_cascades.lock() = cut;
         }
         report.agents = self.inner.agents.len();
         for e in self.inner.agents.iter() {
@@ -1581,6 +1604,18 @@ impl Swarm {
         }
         self.inner.sweeps_paused.store(false, Ordering::SeqCst);
         self.inner.note(&Note::NodeStarted {});
+        // Halts whose cascades a crash cut off: finish them now, journaled.
+        let unfinished = std::mem::take(&mut *self.inner.unfinished_cascades.lock());
+        for (agent, record) in unfinished {
+            let current = self
+                .inner
+                .entry(&agent)
+                .ok()
+                .and_then(|e| e.core.with_kernel(|k| k.halt_record().cloned()));
+            if current.as_ref() == Some(&record) {
+                self.inner.after_halt(agent, record);
+            }
+        }
         if let Some(text) = policy_text {
             self.record_policy(self.policy_version().unwrap_or(0), text);
         }
@@ -1734,6 +1769,13 @@ impl SwarmInner {
     /// Everything that follows a halt: wait edges dropped, cascade rules, contagion breakers.
     /// Returns the agents halted by cascade, in order.
     fn after_halt(&self, origin: AgentId, record: HaltRecord) -> Vec<AgentId> {
+        let cascaded = self.spread_halt(origin.clone(), record);
+        // Journaled after every halt it caused: a halt without this note was cut short.
+        self.note(&Note::CascadeDone { agent: origin });
+        cascaded
+    }
+
+    fn spread_halt(&self, origin: AgentId, record: HaltRecord) -> Vec<AgentId> {
         let now = self.clock.now_ms();
         let mut cascaded = Vec::new();
         let mut work: VecDeque<(AgentId, HaltRecord)> = VecDeque::from([(origin, record)]);

@@ -104,6 +104,12 @@ pub enum Note {
     /// A node attached this journal (started): what it does not rebuild (rate-limit
     /// buckets) starts afresh here, and `audit replay` does the same.
     NodeStarted {},
+    /// The supervisor finished what `agent`'s halt sets off (cascades, breakers). A halt
+    /// without one was cut by a crash: recovery finishes it.
+    CascadeDone {
+        /// The halted agent.
+        agent: AgentId,
+    },
 }
 
 /// A journal entry, read.
@@ -288,6 +294,8 @@ pub struct RecoveryReport {
     pub meta: Vec<(AgentId, Value)>,
     /// Replay only: decisions that came out differently.
     pub differences: Vec<Difference>,
+    /// Halts whose cascades a crash cut off; finished when the journal is attached.
+    pub unfinished_cascades: usize,
     /// Replay only: records that could not be applied to the re-judged state (an approval
     /// answer for a step that was not parked this time, say).
     pub unapplied: u64,

@@ -285,3 +285,102 @@ proptest! {
         rt.block_on(run(ops, case))?;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_cut_off_by_a_crash_is_finished_when_the_journal_attaches() {
+    use warden_actors::{HaltKind, HaltRecord, KernelConfig, KernelRecord};
+    use warden_supervisor::journal::EntryKind;
+    use warden_supervisor::wal::{AgentRecord, Note, PolicyRecord, Record, Registration};
+
+    let dir = std::env::temp_dir().join(format!("warden-sup-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The journal a node leaves when it dies right after a0's safety halt, before the
+    // supervisor spread it to a0's siblings (swarm/a cascades safety halts to siblings).
+    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+    let policy = PolicyRecord {
+        version: 1,
+        hash: PolicyRecord::hash_of(POLICY),
+        text: POLICY.into(),
+        by: String::new(),
+    };
+    journal
+        .append_json(EntryKind::PolicyChange, 1_000, &policy)
+        .await
+        .unwrap();
+    for (name, team) in [("a0", "swarm/a"), ("a1", "swarm/a"), ("b0", "swarm/b")] {
+        let reg = Registration {
+            agent: AgentId::new(name).unwrap(),
+            team: team.into(),
+            config: KernelConfig::default(),
+            parent: None,
+            depends_on: Vec::new(),
+            meta: serde_json::Value::Null,
+            at_ms: 1_001,
+        };
+        journal
+            .append_json(EntryKind::AgentRegistered, 1_001, &reg)
+            .await
+            .unwrap();
+    }
+    let halt = HaltRecord {
+        kind: HaltKind::Safety,
+        rule: Some("bad-is-unsafe".into()),
+        reason: "rule bad-is-unsafe matched".into(),
+        at_ms: 1_002,
+        cause: Vec::new(),
+    };
+    let rec = AgentRecord {
+        agent: AgentId::new("a0").unwrap(),
+        record: KernelRecord::Halt {
+            record: halt.clone(),
+        },
+    };
+    journal
+        .append_json(EntryKind::Halt, 1_002, &rec)
+        .await
+        .unwrap();
+    journal.shutdown().await;
+
+    let recover = |dir: std::path::PathBuf| async move {
+        let mut entries = Vec::new();
+        let (journal, _) =
+            Journal::open(JournalConfig::new(&dir), |e| entries.push(e.clone())).unwrap();
+        let swarm = Swarm::builder()
+            .policy_set(PolicySet::parse(POLICY).unwrap())
+            .build()
+            .await
+            .unwrap();
+        let report = swarm.recover(&entries, None).await.unwrap();
+        (swarm, journal, report, entries)
+    };
+    let (swarm, journal, report, _) = recover(dir.clone()).await;
+    assert_eq!(report.unfinished_cascades, 1);
+    let halted = |s: &Swarm, n: &str| s.agent(&AgentId::new(n).unwrap()).unwrap().snapshot().halt;
+    assert!(
+        halted(&swarm, "a1").is_none(),
+        "not spread before the journal attaches"
+    );
+    swarm.attach_journal(journal.clone(), None).unwrap();
+    swarm.durable().await.unwrap();
+    let a1 = halted(&swarm, "a1").expect("the cascade is finished");
+    assert_eq!(a1.kind, HaltKind::Cascade);
+    assert_eq!(a1.cause[0].agent, "a0");
+    assert!(halted(&swarm, "b0").is_none(), "other teams are untouched");
+    swarm.shutdown().await;
+    journal.shutdown().await;
+
+    // Journaled: the next recovery finds nothing left to finish and a1 halted.
+    let (swarm, journal, report, entries) = recover(dir.clone()).await;
+    assert_eq!(report.unfinished_cascades, 0);
+    assert_eq!(
+        halted(&swarm, "a1").map(|h| h.kind),
+        Some(HaltKind::Cascade)
+    );
+    assert!(entries.iter().any(|e| matches!(
+        Record::parse(e),
+        Ok(Record::Note(Note::CascadeDone { agent })) if agent.as_str() == "a0"
+    )));
+    swarm.shutdown().await;
+    journal.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
