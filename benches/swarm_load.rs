@@ -690,6 +690,71 @@ fn detectors() {
     }
 }
 
+/// A journal snapshot (retention) of 100,000 agents with an open step each: how long every
+/// agent is held still, how long until it is durable, and how large it is.
+fn snapshot() {
+    use warden::supervisor::journal::{FsyncMode, Journal, JournalConfig};
+    let n = 100_000usize;
+    println!("\n### Journal snapshot of {n} agents (retention)\n");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = std::env::temp_dir().join(format!("warden-bench-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = JournalConfig::new(&dir);
+        cfg.fsync = FsyncMode::Always;
+        let (journal, _) = Journal::open(cfg, |_| {}).unwrap();
+        let swarm = Swarm::builder()
+            .layout(Layout::Sharded { shards: 2 })
+            .max_agents(n + 1)
+            .build()
+            .await
+            .unwrap();
+        swarm.attach_journal(journal.clone(), None).unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        let mut next = 0usize;
+        while next < n || !set.is_empty() {
+            while next < n && set.len() < 512 {
+                let swarm = swarm.clone();
+                let name = format!("s{next}");
+                set.spawn(async move {
+                    let h = swarm.spawn_agent(spec(&name)).await.unwrap();
+                    let step = Step::builder("t", ActionClass::Read).tokens(10).build().unwrap();
+                    assert!(h.step(step).await.unwrap().is_allow());
+                });
+                next += 1;
+            }
+            if let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        }
+        swarm.durable().await.unwrap();
+        let size_before = journal.size_bytes();
+        let start = Instant::now();
+        let begin = swarm.write_snapshot().unwrap();
+        let held = start.elapsed();
+        swarm.durable().await.unwrap();
+        let durable = start.elapsed();
+        let (segments, bytes) = journal.remove_segments_before(begin).unwrap();
+        println!("| agents | agents held still | until durable (fsync always) | snapshot size | removed before it |\n|---|---|---|---|---|");
+        println!(
+            "| {n} | {:.0} ms ({:.2} µs per agent) | {:.0} ms | {:.1} MiB | {segments} segment(s), {:.1} MiB |",
+            held.as_secs_f64() * 1e3,
+            held.as_secs_f64() * 1e6 / n as f64,
+            durable.as_secs_f64() * 1e3,
+            (journal.size_bytes() as f64) / (1u64 << 20) as f64,
+            bytes as f64 / (1u64 << 20) as f64,
+        );
+        let _ = size_before;
+        swarm.shutdown().await;
+        journal.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -717,5 +782,8 @@ fn main() {
     }
     if want("journal") {
         journal();
+    }
+    if want("snapshot") {
+        snapshot();
     }
 }

@@ -563,6 +563,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         r.segments,
                         start.elapsed().as_secs_f64()
                     );
+                    if r.first_seq > 1 {
+                        println!(
+                            "note: the journal starts at entry {} (older segments were removed by retention after a snapshot; the chain is anchored at that segment's header)",
+                            r.first_seq
+                        );
+                    }
                     if r.torn_tail_bytes > 0 {
                         println!(
                             "note: {} bytes of an unfinished entry after the last one (a crash during a write); the node cuts them at its next start",
@@ -934,6 +940,12 @@ fn run_node(
             .unwrap_or(warden::supervisor::node::DEFAULT_MAX_BODY_BYTES),
         fsync: file.fsync.unwrap_or_default(),
         webhooks: file.webhooks,
+        journal_bytes: file
+            .journal_bytes
+            .unwrap_or(warden::supervisor::node::DEFAULT_JOURNAL_BYTES),
+        segment_bytes: file
+            .segment_bytes
+            .unwrap_or(warden::supervisor::node::DEFAULT_SEGMENT_BYTES),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -889,3 +889,122 @@ fn bad_webhook_config_is_refused_with_its_location() {
     );
     assert!(!dir.join("journal").exists(), "nothing started");
 }
+
+#[test]
+fn retention_keeps_the_journal_small_and_a_restart_still_rebuilds_everything() {
+    let (dir, policy) = fresh_dir("retention");
+    let config = "fsync: always\nlimits: {journal_bytes: 65536, segment_bytes: 8192}\n";
+    let node = Node::start_with(&dir, &policy, config);
+    let tokens: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let id = format!("r{i}");
+            let t = node.register(&id);
+            (id, t)
+        })
+        .collect();
+    let held = node.register("held");
+    node.ok(
+        "POST",
+        "/v1/agents/held/halt",
+        OPERATOR,
+        Some(json!({"reason": "kept"})),
+    );
+    let _ = held;
+    let payer = node.register("payer");
+    let parked = node.ok(
+        "POST",
+        "/v1/agents/payer/steps",
+        &payer,
+        Some(json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 3}})),
+    );
+    let approval = parked["approval"].as_str().unwrap().to_string();
+    let first_segment = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir.join("journal"))
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse()
+                    .ok()
+            })
+            .min()
+            .unwrap()
+    };
+    // Steps and outcomes until retention has removed the first segments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut n = 0u64;
+    let mut open_step = None;
+    while first_segment(&dir) == 1 {
+        assert!(std::time::Instant::now() < deadline, "retention never ran");
+        let (id, token) = &tokens[(n % 3) as usize];
+        n += 1;
+        let step =
+            json!({"tool": "work", "action": "read", "args": {"n": n}, "cost": {"tokens": 10}});
+        let d = node.ok("POST", &format!("/v1/agents/{id}/steps"), token, Some(step));
+        let s = d["step"].as_str().unwrap().to_string();
+        if n.is_multiple_of(50) {
+            open_step = Some((id.clone(), token.clone(), s)); // left open across the restart
+        } else {
+            node.ok(
+                "POST",
+                &format!("/v1/agents/{id}/steps/{s}/outcome"),
+                token,
+                Some(json!({"status": "success", "cost": {"tokens": 7}})),
+            );
+        }
+    }
+    // A few more after the snapshot, then the state as the node sees it.
+    for m in 0..5 {
+        let (id, token) = &tokens[0];
+        let step =
+            json!({"tool": "work", "action": "read", "args": {"after": m}, "cost": {"tokens": 10}});
+        let d = node.ok("POST", &format!("/v1/agents/{id}/steps"), token, Some(step));
+        let s = d["step"].as_str().unwrap();
+        node.ok(
+            "POST",
+            &format!("/v1/agents/{id}/steps/{s}/outcome"),
+            token,
+            Some(json!({"status": "success", "cost": {"tokens": 7}})),
+        );
+    }
+    let before = pool(&node);
+    let agents_before = node.ok("GET", "/v1/agents", OPERATOR, None);
+    drop(node); // SIGKILL
+    let kept: u64 = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(kept < 3 * 65_536, "journal kept small: {kept} bytes");
+    let (ok, out) = audit_verify(&dir);
+    assert!(ok, "{out}");
+    assert!(out.contains("the journal starts at entry"), "{out}");
+
+    let node = Node::start_with(&dir, &policy, config);
+    assert_eq!(
+        pool(&node),
+        before,
+        "spent and reserved rebuilt from the snapshot and what followed"
+    );
+    let agents_after = node.ok("GET", "/v1/agents", OPERATOR, None);
+    assert_eq!(agents_before["agents"], agents_after["agents"]);
+    let h = node.ok("GET", "/v1/agents/held", OPERATOR, None);
+    assert_eq!(h["halt"]["reason"], "kept");
+    let list = node.ok("GET", "/v1/approvals", OPERATOR, None);
+    assert_eq!(list["approvals"][0]["id"], approval.as_str());
+    // The step left open before the snapshot can still be settled, with its agent's token.
+    let (id, token, s) = open_step.expect("an open step");
+    let r = node.ok(
+        "POST",
+        &format!("/v1/agents/{id}/steps/{s}/outcome"),
+        &token,
+        Some(json!({"status": "success", "cost": {"tokens": 1}})),
+    );
+    assert_eq!(r["charged"]["tokens"], 1, "{r}");
+    // The audit tools read a journal without its beginning.
+    let (code, md, err) = warden(&["audit", "report"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(md.contains("| swarm/load | tokens |"), "{md}");
+}

@@ -151,6 +151,12 @@ impl AgentCore {
         &self.clock
     }
 
+    /// Holds the kernel still (a journal snapshot locks every agent at once). Changes made
+    /// through this guard are not recorded: read only.
+    pub fn lock_kernel(&self) -> parking_lot::MutexGuard<'_, AgentKernel> {
+        self.kernel.lock()
+    }
+
     /// Runs `f` with the kernel locked. Supervisors use this for halts, resumes and snapshots,
     /// which must take effect at once rather than queue behind the agent's steps.
     pub fn with_kernel<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> R {

@@ -1209,6 +1209,71 @@ impl AgentKernel {
         Ok(Some((now.decision, now.rule)))
     }
 
+    /// The whole state, for a journal snapshot (retention). `at_ms` is the snapshot's time.
+    pub fn export_state(&self, at_ms: u64) -> crate::record::AgentStateRecord {
+        let mut open: Vec<(StepId, Amounts)> = self
+            .open
+            .iter()
+            .map(|(id, r)| (*id, r.amounts().clone()))
+            .collect();
+        open.sort_by_key(|(id, _)| *id);
+        let mut parked: Vec<&Parked> = self.parked.values().collect();
+        parked.sort_by_key(|p| p.approval.step_id);
+        let parked = parked
+            .into_iter()
+            .map(|p| KernelRecord::Decision {
+                step: p.approval.step.clone(),
+                step_id: p.approval.step_id,
+                decision: Verdict::RequireApproval,
+                rule: Some(p.approval.rule.to_string()),
+                kind: None,
+                reason: p.approval.reason.clone(),
+                reserved: Some(p.reservation.amounts().clone()),
+                approval_expires_at_ms: Some(p.approval.expires_at_ms),
+                at_ms: p.approval.requested_at_ms,
+            })
+            .collect();
+        let mut explored: Vec<u64> = self.explored.iter().copied().collect();
+        explored.sort_unstable();
+        let own = self.account.snapshot();
+        crate::record::AgentStateRecord {
+            at_ms,
+            started_at_ms: self.started_at_ms,
+            next_seq: self.next_seq,
+            steps_allowed: self.steps_allowed,
+            consecutive_failures: self.consecutive_failures,
+            explored,
+            paused_total_ms: self.paused_total_ms,
+            paused_since_ms: self.paused_since_ms,
+            halt: self.halt.clone(),
+            open,
+            parked,
+            spent: own.spent,
+            overrun: own.overrun,
+        }
+    }
+
+    fn restore_state(&mut self, s: &crate::record::AgentStateRecord) {
+        self.started_at_ms = s.started_at_ms;
+        self.next_seq = s.next_seq;
+        self.steps_allowed = s.steps_allowed;
+        self.consecutive_failures = s.consecutive_failures;
+        self.explored = s.explored.iter().copied().collect();
+        self.halt = s.halt.clone();
+        self.last_seen_ms = self.last_seen_ms.max(s.at_ms);
+        self.account.restore_totals(&s.spent, &s.overrun);
+        for (id, amounts) in &s.open {
+            let r = self.account.restore_reservation(amounts);
+            self.open.insert(*id, r);
+        }
+        for p in &s.parked {
+            self.restore_decision_effects(p);
+        }
+        // After the parked steps, which set a pause of their own.
+        self.paused_total_ms = s.paused_total_ms;
+        self.paused_since_ms = s.paused_since_ms;
+    }
+
     /// Applies a journaled change again (recovery). Effects are applied as recorded, not
     /// judged again: a decision reserves exactly what it reserved then, a settlement charges
     /// what it charged. Stagnation history is rebuilt from decisions; rate limits are not
@@ -1320,6 +1385,10 @@ impl AgentKernel {
             }
             KernelRecord::Resume { at_ms, .. } => {
                 self.resume(*at_ms);
+                Ok(())
+            }
+            KernelRecord::State(s) => {
+                self.restore_state(s);
                 Ok(())
             }
             KernelRecord::Approval {

@@ -432,6 +432,14 @@ impl Account {
         }
     }
 
+    /// Sets this account's own spent and overrun totals (not its ancestors'), as a journal
+    /// snapshot recorded them. Recovery only; reservations are restored separately.
+    pub fn restore_totals(&self, spent: &Amounts, overrun: &Amounts) {
+        let mut state = self.state.lock();
+        state.spent = spent.clone();
+        state.overrun = overrun.clone();
+    }
+
     /// Releases a reservation without charging anything.
     pub fn cancel(&self, reservation: Reservation) {
         self.settle(reservation, &Amounts::ZERO);

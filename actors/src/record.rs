@@ -83,6 +83,9 @@ pub enum KernelRecord {
         /// When.
         at_ms: u64,
     },
+    /// The whole state of the agent at a journal snapshot (retention): with its
+    /// registration, enough to rebuild the agent without the entries before it.
+    State(Box<AgentStateRecord>),
     /// A parked step was answered.
     Approval {
         /// The step.
@@ -105,8 +108,46 @@ impl KernelRecord {
             | KernelRecord::Resume { at_ms, .. }
             | KernelRecord::Approval { at_ms, .. } => *at_ms,
             KernelRecord::Halt { record } => record.at_ms,
+            KernelRecord::State(s) => s.at_ms,
         }
     }
+}
+
+/// An agent's governance state, as a snapshot keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentStateRecord {
+    /// When the snapshot was taken.
+    pub at_ms: u64,
+    /// When the agent started (wall time counts from here).
+    pub started_at_ms: u64,
+    /// The next step's sequence number.
+    pub next_seq: u64,
+    /// Steps allowed so far.
+    pub steps_allowed: u64,
+    /// Consecutive failures.
+    pub consecutive_failures: u32,
+    /// Tools tried (their keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub explored: Vec<u64>,
+    /// Time spent parked before the current pause.
+    pub paused_total_ms: u64,
+    /// Since when steps are parked, if any are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_since_ms: Option<u64>,
+    /// The active halt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<HaltRecord>,
+    /// Allowed, unsettled steps and what each holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<(StepId, Amounts)>,
+    /// Steps parked for approval: their decision records (verdict require_approval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<KernelRecord>,
+    /// The agent's own account: spent.
+    pub spent: Amounts,
+    /// The agent's own account: overrun.
+    #[serde(default, skip_serializing_if = "Amounts::is_zero")]
+    pub overrun: Amounts,
 }
 
 /// Takes an agent's records as they happen. Called with the agent's kernel lock held: it must

@@ -129,11 +129,18 @@ fn read_entries(dir: &Path) -> Result<(Vec<Entry>, VerifyReport), AuditError> {
     Ok((entries, report))
 }
 
+/// The policy text of the first `policy_change` entry or snapshot, whichever comes first.
 fn first_policy(entries: &[Entry]) -> Result<Option<String>, AuditError> {
     for e in entries {
-        if e.kind == EntryKind::PolicyChange {
-            if let Record::Policy(p) = Record::parse(e).map_err(AuditError::Entry)? {
-                return Ok(Some(p.text));
+        if matches!(e.kind, EntryKind::PolicyChange | EntryKind::Snapshot) {
+            match Record::parse(e).map_err(AuditError::Entry)? {
+                Record::Policy(p) => return Ok(Some(p.text)),
+                Record::Snapshot(item) => {
+                    if let crate::wal::SnapshotItem::Policy(p) = *item {
+                        return Ok(Some(p.text));
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -194,6 +201,8 @@ struct Facts {
     team_marks: Vec<(u64, String, bool, String)>,
     agents: u64,
     starts: u64,
+    snapshots: u64,
+    snapshot_policy: Option<String>,
 }
 
 fn time(ms: u64) -> String {
@@ -277,8 +286,14 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
                         decision.name().to_string(),
                     ));
                 }
-                KernelRecord::Settlement { .. } => {}
+                KernelRecord::Settlement { .. } | KernelRecord::State(_) => {}
             },
+            Record::Snapshot(item) => {
+                f.snapshots += 1;
+                if let crate::wal::SnapshotItem::Policy(p) = *item {
+                    f.snapshot_policy = Some(p.text);
+                }
+            }
             Record::Policy(p) => f.policies.push((e.seq, e.ts_ms, p)),
             Record::Note(Note::TeamHalted {
                 team,
@@ -292,9 +307,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
     }
     // Spend per pool: the state the journal rebuilds to.
     let clock = Arc::new(ManualClock::new(0));
-    let policy = match f.policies.last() {
-        Some((_, _, p)) => Some(p.text.clone()),
-        None => first_policy(&entries)?,
+    let policy = match (f.policies.last(), &f.snapshot_policy) {
+        (Some((_, _, p)), _) => Some(p.text.clone()),
+        (None, Some(text)) => Some(text.clone()),
+        (None, None) => first_policy(&entries)?,
     };
     let swarm = swarm_for(policy.as_deref(), Arc::clone(&clock)).await?;
     let recovered = swarm.recover(&entries, None).await;
@@ -313,6 +329,12 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
         title: format!("warden audit report: {}", dir.display()),
         blocks: Vec::new(),
     };
+    if verified.first_seq > 1 {
+        t.para(format!(
+            "Entries before {} were removed by retention after a state snapshot; spend and state below include them (the snapshot carries them), the lists of events do not.",
+            verified.first_seq
+        ));
+    }
     t.para(format!(
         "Generated from the hash-chained audit journal in `{}`. Period covered: {range}. Every entry was read and checked: {} entries in {} segment(s), chain **verified**{} (head {head}).",
         dir.join("journal").display(),

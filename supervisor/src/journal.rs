@@ -91,6 +91,9 @@ pub enum EntryKind {
     PolicyChange = 7,
     /// Anything else an operator should see in the record.
     Note = 8,
+    /// Part of a state snapshot (retention: the segments before a complete snapshot may be
+    /// removed).
+    Snapshot = 9,
 }
 
 impl EntryKind {
@@ -104,6 +107,7 @@ impl EntryKind {
             6 => Self::Approval,
             7 => Self::PolicyChange,
             8 => Self::Note,
+            9 => Self::Snapshot,
             _ => return None,
         })
     }
@@ -119,6 +123,7 @@ impl EntryKind {
             Self::Approval => "approval",
             Self::PolicyChange => "policy_change",
             Self::Note => "note",
+            Self::Snapshot => "snapshot",
         }
     }
 }
@@ -274,9 +279,18 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     Ok(out)
 }
 
+/// The header bytes of a segment.
+fn read_header(path: &Path) -> io::Result<[u8; HEADER_LEN]> {
+    let mut h = [0u8; HEADER_LEN];
+    File::open(path)?.read_exact(&mut h)?;
+    Ok(h)
+}
+
 /// What verification found.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct VerifyReport {
+    /// The first entry kept (1 unless retention removed older segments).
+    pub first_seq: u64,
     /// Entries that verified.
     pub entries: u64,
     /// Segments read.
@@ -293,11 +307,21 @@ pub fn read_all(dir: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyRepor
     let segs = segments(dir)?;
     let mut report = VerifyReport {
         segments: segs.len(),
+        first_seq: 1,
         ..Default::default()
     };
     let mut prev = GENESIS;
     let mut next_seq = 1u64;
     for (i, (first_seq, path)) in segs.iter().enumerate() {
+        if i == 0 && *first_seq > 1 {
+            // Older segments were removed by retention: the chain is anchored at this
+            // segment's header (the hash of the last removed entry).
+            if let Ok(bytes) = read_header(path) {
+                next_seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+                prev = bytes[16..48].try_into().expect("32 bytes");
+                report.first_seq = next_seq;
+            }
+        }
         let last_segment = i + 1 == segs.len();
         let mut bytes = Vec::new();
         File::open(path)
@@ -428,6 +452,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, JournalError> {
 
 struct Append {
     seq: u64,
+    /// Start a new segment before this entry (a snapshot's first entry).
+    rotate: bool,
     kind: EntryKind,
     ts_ms: u64,
     payload: Vec<u8>,
@@ -453,6 +479,8 @@ struct Submitter {
 
 #[derive(Debug)]
 struct Shared {
+    /// The data directory.
+    dir: PathBuf,
     submit: std::sync::Mutex<Submitter>,
     /// Entries submitted and not yet taken by the writer.
     queued: std::sync::atomic::AtomicUsize,
@@ -575,6 +603,7 @@ impl Journal {
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = std::sync::Arc::new(Shared {
+            dir: config.dir.clone(),
             submit: std::sync::Mutex::new(Submitter { next_seq, tx }),
             queued: std::sync::atomic::AtomicUsize::new(0),
             max_queued: config.queue.max(1),
@@ -620,7 +649,54 @@ impl Journal {
         ts_ms: u64,
         payload: Vec<u8>,
     ) -> Result<u64, JournalError> {
-        self.enqueue(kind, ts_ms, payload, None)
+        self.enqueue(kind, ts_ms, payload, None, false)
+    }
+
+    /// [`submit`](Self::submit), starting a new segment with this entry (so every segment
+    /// before it can later be removed: see
+    /// [`remove_segments_before`](Self::remove_segments_before)).
+    pub fn submit_in_new_segment(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<u64, JournalError> {
+        self.enqueue(kind, ts_ms, payload, None, true)
+    }
+
+    /// Bytes in the journal's segment files now.
+    pub fn size_bytes(&self) -> u64 {
+        segments(&self.shared.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(_, p)| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Removes every segment whose entries all come before entry `seq` (retention, once a
+    /// snapshot starting at `seq` is durable). Returns the number of segments and bytes
+    /// removed. The segment holding `seq` and all after it stay.
+    pub fn remove_segments_before(&self, seq: u64) -> Result<(usize, u64), JournalError> {
+        let segs = segments(&self.shared.dir)?;
+        let mut removed = (0, 0);
+        for pair in segs.windows(2) {
+            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if *next_first > seq {
+                break;
+            }
+            let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(path).map_err(io_err(path))?;
+            removed.0 += 1;
+            removed.1 += len;
+        }
+        if removed.0 > 0 {
+            let jdir = self.shared.dir.join("journal");
+            File::open(&jdir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&jdir))?;
+        }
+        Ok(removed)
     }
 
     fn enqueue(
@@ -629,6 +705,7 @@ impl Journal {
         ts_ms: u64,
         payload: Vec<u8>,
         ack: Option<oneshot::Sender<Hash>>,
+        rotate: bool,
     ) -> Result<u64, JournalError> {
         use std::sync::atomic::Ordering;
         if payload.len() > MAX_PAYLOAD_BYTES {
@@ -652,6 +729,7 @@ impl Journal {
         sub.tx
             .send(Msg::Append(Append {
                 seq,
+                rotate,
                 kind,
                 ts_ms,
                 payload,
@@ -729,7 +807,7 @@ impl Journal {
         payload: Vec<u8>,
     ) -> Result<(u64, Hash), JournalError> {
         let (ack, hash) = oneshot::channel();
-        let seq = self.enqueue(kind, ts_ms, payload, Some(ack))?;
+        let seq = self.enqueue(kind, ts_ms, payload, Some(ack), false)?;
         self.wait_durable(seq).await?;
         let hash = hash
             .await
@@ -910,7 +988,8 @@ impl Writer {
             }
             let frame_len = (8 + BODY_FIXED + a.payload.len()) as u64;
             let in_segment = self.size + buf.len() as u64;
-            if in_segment > HEADER_LEN as u64 && in_segment + frame_len > self.config.segment_bytes
+            if in_segment > HEADER_LEN as u64
+                && (a.rotate || in_segment + frame_len > self.config.segment_bytes)
             {
                 self.file.write_all(buf)?;
                 self.size += buf.len() as u64;

@@ -67,6 +67,11 @@ const DURATION_BUCKETS: [f64; 13] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 1e-1, 1.0,
 ];
 
+/// Journal kept before retention compacts it, by default (4 GiB).
+pub const DEFAULT_JOURNAL_BYTES: u64 = 4 << 30;
+/// Journal segment size by default (64 MiB).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
 /// Largest request body accepted by default (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Most labels per agent, and the longest label key or value.
@@ -87,6 +92,11 @@ pub struct NodeConfig {
     pub operator_token: Option<String>,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Retention: past this many bytes of journal, the node writes a snapshot and removes
+    /// the segments before it.
+    pub journal_bytes: u64,
+    /// Journal segment size.
+    pub segment_bytes: u64,
     /// The journal's sync mode.
     pub fsync: crate::journal::FsyncMode,
     /// True when `policy_text` was asked for (a `--policy` flag or the config file): it then
@@ -107,6 +117,8 @@ impl NodeConfig {
             policy_text,
             operator_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            journal_bytes: DEFAULT_JOURNAL_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             fsync: crate::journal::FsyncMode::Always,
             policy_explicit: false,
             webhooks: Vec::new(),
@@ -181,6 +193,7 @@ pub struct RunningNode {
     shutting_down: tokio::sync::watch::Sender<bool>,
     journal: Journal,
     webhooks: Option<crate::webhook::Webhooks>,
+    retention: tokio::task::JoinHandle<()>,
     /// What recovery rebuilt from the journal at start.
     pub recovered: crate::wal::RecoveryReport,
     /// What opening the journal found (entries verified, torn tail cut).
@@ -203,6 +216,7 @@ impl RunningNode {
         {
             task.abort();
         }
+        self.retention.abort();
         if let Some(w) = self.webhooks {
             w.shutdown().await;
         }
@@ -308,6 +322,47 @@ fn operator_token(config: &NodeConfig) -> Result<(String, String), NodeError> {
     }
 }
 
+/// Retention: once the journal holds more than `limit` bytes, write a snapshot (the whole
+/// state, in a new segment), wait until it is durable, and remove every segment before it.
+/// The next compaction waits until the journal has grown by half the limit again, so a
+/// snapshot larger than the limit does not loop.
+async fn retain(swarm: Swarm, journal: Journal, limit: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut floor = 0u64;
+    loop {
+        tick.tick().await;
+        let size = journal.size_bytes();
+        if size <= limit.max(floor) {
+            continue;
+        }
+        let Ok(begin) = swarm.write_snapshot() else {
+            return; // the journal failed: the node is failing closed already
+        };
+        if swarm.durable().await.is_err() {
+            return;
+        }
+        match journal.remove_segments_before(begin) {
+            Ok((segments, bytes)) => {
+                metrics::counter!("warden_audit_segments_removed_total").increment(segments as u64);
+                let left = journal.size_bytes();
+                floor = left + limit / 2;
+                tracing_line(&format!(
+                    "journal retention: snapshot at entry {begin}; removed {segments} segment(s), {bytes} bytes; {left} bytes kept"
+                ));
+            }
+            Err(e) => tracing_line(&format!(
+                "journal retention: removing old segments failed: {e}"
+            )),
+        }
+    }
+}
+
+/// One line on standard error (the node has no logger yet).
+fn tracing_line(line: &str) {
+    eprintln!("warden node: {line}");
+}
+
 /// The hex BLAKE3 digest of a token: the node keeps and journals digests, never tokens.
 fn token_digest(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
@@ -328,6 +383,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let mut jconfig = crate::journal::JournalConfig::new(&config.data_dir);
     jconfig.fsync = config.fsync;
+    jconfig.segment_bytes = config.segment_bytes;
     let mut entries = Vec::new();
     let (journal, journal_open) = Journal::open(jconfig, |e| entries.push(e.clone()))
         .map_err(|e| NodeError::Journal(e.to_string()))?;
@@ -377,6 +433,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .durable()
         .await
         .map_err(|e| NodeError::Journal(e.to_string()))?;
+    let retention = tokio::spawn(retain(swarm.clone(), journal.clone(), config.journal_bytes));
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), swarm.events()));
     let state = Arc::new(NodeState {
@@ -429,6 +486,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         shutting_down,
         journal,
         webhooks,
+        retention,
         recovered,
         journal_open,
     })
@@ -1347,6 +1405,10 @@ pub struct FileConfig {
     pub fsync: Option<crate::journal::FsyncMode>,
     /// `limits: {max_body_bytes: 1048576}`
     pub max_body_bytes: Option<usize>,
+    /// `limits: {journal_bytes: 4294967296}`
+    pub journal_bytes: Option<u64>,
+    /// `limits: {segment_bytes: 67108864}`
+    pub segment_bytes: Option<u64>,
     /// `webhooks: [{url, events, secret}]`
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
@@ -1427,8 +1489,22 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
                             (Some("max_body_bytes"), _) => {
                                 errors.push(format!("{}: limits.max_body_bytes must be a number of at least 1024", at(lv)))
                             }
+                            (Some("journal_bytes"), Data::Value(Scalar::Integer(n))) if *n >= 65_536 => {
+                                cfg.journal_bytes = Some(*n as u64)
+                            }
+                            (Some("journal_bytes"), _) => errors.push(format!(
+                                "{}: limits.journal_bytes must be a number of at least 65536 (bytes of journal kept before a snapshot lets older segments go)",
+                                at(lv)
+                            )),
+                            (Some("segment_bytes"), Data::Value(Scalar::Integer(n))) if *n >= 4_096 => {
+                                cfg.segment_bytes = Some(*n as u64)
+                            }
+                            (Some("segment_bytes"), _) => errors.push(format!(
+                                "{}: limits.segment_bytes must be a number of at least 4096",
+                                at(lv)
+                            )),
                             (other, _) => errors.push(format!(
-                                "{}: unknown key `{}` in limits; expected max_body_bytes",
+                                "{}: unknown key `{}` in limits; expected max_body_bytes, journal_bytes or segment_bytes",
                                 at(lk),
                                 other.unwrap_or("?")
                             )),

@@ -112,6 +112,48 @@ pub enum Note {
     },
 }
 
+/// One entry of a state snapshot. A snapshot is written in one go while every agent's kernel
+/// and the team tree are locked, so it is the exact state at one point of the journal:
+/// `begin`, the policy, every team and pool, every agent (registration and state), `end`.
+/// Recovery starts at the last complete snapshot; retention removes the segments before it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+// Nearly every item of a snapshot is an `Agent`: boxing it would add an allocation to each.
+#[allow(clippy::large_enum_variant)]
+pub enum SnapshotItem {
+    /// The first entry (it starts a new segment).
+    Begin {
+        /// Agents in it.
+        agents: u64,
+    },
+    /// The policy in force.
+    Policy(PolicyRecord),
+    /// A team: its halted mark and its pool account's own totals.
+    Team {
+        /// The team path.
+        team: String,
+        /// Marked halted.
+        halted: bool,
+        /// Spent (its own account, which includes everything below it).
+        spent: warden_actors::Amounts,
+        /// Overrun.
+        #[serde(default, skip_serializing_if = "warden_actors::Amounts::is_zero")]
+        overrun: warden_actors::Amounts,
+    },
+    /// An agent: its registration and its state.
+    Agent {
+        /// As registered.
+        registration: Registration,
+        /// Its state ([`KernelRecord::State`]).
+        state: KernelRecord,
+    },
+    /// The last entry: the snapshot is complete.
+    End {
+        /// The sequence number of its `begin`.
+        begin: u64,
+    },
+}
+
 /// A journal entry, read.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -123,6 +165,8 @@ pub enum Record {
     Policy(PolicyRecord),
     /// `note`.
     Note(Note),
+    /// `snapshot`.
+    Snapshot(Box<SnapshotItem>),
 }
 
 impl Record {
@@ -150,6 +194,9 @@ impl Record {
                 Record::Policy(serde_json::from_slice(&entry.payload).map_err(bad)?)
             }
             EntryKind::Note => Record::Note(serde_json::from_slice(&entry.payload).map_err(bad)?),
+            EntryKind::Snapshot => Record::Snapshot(Box::new(
+                serde_json::from_slice(&entry.payload).map_err(bad)?,
+            )),
         })
     }
 }
@@ -161,6 +208,7 @@ fn kind_of(record: &KernelRecord) -> EntryKind {
         KernelRecord::Halt { .. } => EntryKind::Halt,
         KernelRecord::Resume { .. } => EntryKind::Resume,
         KernelRecord::Approval { .. } => EntryKind::Approval,
+        KernelRecord::State(_) => EntryKind::Snapshot,
     }
 }
 

@@ -1,8 +1,8 @@
 //! Recovery round trip: random operations on a journaled swarm (steps that fit or not,
 //! outcomes under and over their reservation, failures, safety halts that cascade, operator
-//! halts and resumes, approvals answered or left pending, team halts), then a fresh swarm
-//! rebuilt from the journal must hold exactly the same agents, spend, reservations, halts and
-//! pending approvals.
+//! halts and resumes, approvals answered or left pending, team halts, snapshots with the
+//! segments before them removed), then a fresh swarm rebuilt from the journal must hold
+//! exactly the same agents, spend, reservations, halts and pending approvals.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +65,8 @@ enum Op {
         approve: bool,
     },
     HaltTeam,
+    /// A journal snapshot, then the segments before it removed (retention).
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -75,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize).prop_map(|agent| Op::Resume { agent }),
         1 => (0..8usize, any::<bool>()).prop_map(|(pick, approve)| Op::Answer { pick, approve }),
         1 => Just(Op::HaltTeam),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -232,6 +235,11 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
                         open[agent].push(d.step);
                     }
                 }
+            }
+            Op::Compact => {
+                let begin = swarm.write_snapshot().unwrap();
+                swarm.durable().await.unwrap();
+                journal.remove_segments_before(begin).unwrap();
             }
             Op::HaltTeam => {
                 let _ = swarm
