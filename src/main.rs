@@ -940,6 +940,12 @@ fn run_node(
             .unwrap_or(warden::supervisor::node::DEFAULT_MAX_BODY_BYTES),
         fsync: file.fsync.unwrap_or_default(),
         webhooks: file.webhooks,
+        request_timeout_ms: file
+            .request_timeout_ms
+            .unwrap_or(warden::supervisor::node::DEFAULT_REQUEST_TIMEOUT_MS),
+        max_connections: file
+            .max_connections
+            .unwrap_or(warden::supervisor::node::DEFAULT_MAX_CONNECTIONS),
         journal_bytes: file
             .journal_bytes
             .unwrap_or(warden::supervisor::node::DEFAULT_JOURNAL_BYTES),

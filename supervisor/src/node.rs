@@ -92,6 +92,10 @@ pub struct NodeConfig {
     pub operator_token: Option<String>,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long one request may take (event streams excepted).
+    pub request_timeout_ms: u64,
     /// Retention: past this many bytes of journal, the node writes a snapshot and removes
     /// the segments before it.
     pub journal_bytes: u64,
@@ -117,6 +121,8 @@ impl NodeConfig {
             policy_text,
             operator_token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             journal_bytes: DEFAULT_JOURNAL_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             fsync: crate::journal::FsyncMode::Always,
@@ -160,6 +166,7 @@ struct NodeState {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Set at shutdown: long-lived responses (event streams) end so the server can drain.
     shutting_down: tokio::sync::watch::Sender<bool>,
+    request_timeout_ms: u64,
 }
 
 /// A stream that ends when the node shuts down.
@@ -445,6 +452,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         policy_text: RwLock::new(policy_text),
         metrics,
         shutting_down: tokio::sync::watch::channel(false).0,
+        request_timeout_ms: config.request_timeout_ms,
     });
     for (agent, meta) in &recovered.meta {
         if let Some(digest) = meta["token_blake3"].as_str() {
@@ -470,6 +478,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         source,
     })?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = Limited {
+        inner: listener,
+        permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
+    };
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -539,8 +551,137 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
             )
         })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            deadline,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// How long one request may take by default, reading its body included (event streams
+/// excepted).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// Ends a request that takes longer than the request timeout (a client trickling its body,
+/// say) with 408. A step whose decision was made but not yet answered is like one whose
+/// client went away: journaled, but never acknowledged.
+async fn deadline(
+    State(state): State<Arc<NodeState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/v1/events" {
+        return next.run(req).await;
+    }
+    let limit = std::time::Duration::from_millis(state.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request took longer than {} ms; send the body at once",
+                state.request_timeout_ms
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Most connections served at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+
+/// A listener that holds at most `permits` connections open: at the limit it stops
+/// accepting (new connections wait in the kernel's backlog) until one closes. Sets
+/// `TCP_NODELAY` on every connection (answers are small and latency matters).
+struct Limited {
+    inner: tokio::net::TcpListener,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection holding its permit.
+struct LimitedIo {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = LimitedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        LimitedIo {
+                            stream,
+                            _permit: permit,
+                        },
+                        addr,
+                    );
+                }
+                // Out of file descriptors and the like: wait a little, as axum does.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for LimitedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// The page's own rules for the browser: it loads nothing from elsewhere, talks only to this
@@ -1405,6 +1546,10 @@ pub struct FileConfig {
     pub fsync: Option<crate::journal::FsyncMode>,
     /// `limits: {max_body_bytes: 1048576}`
     pub max_body_bytes: Option<usize>,
+    /// `limits: {max_connections: 4096}`
+    pub max_connections: Option<usize>,
+    /// `limits: {request_timeout: 30s}`
+    pub request_timeout_ms: Option<u64>,
     /// `limits: {journal_bytes: 4294967296}`
     pub journal_bytes: Option<u64>,
     /// `limits: {segment_bytes: 67108864}`
@@ -1489,6 +1634,23 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
                             (Some("max_body_bytes"), _) => {
                                 errors.push(format!("{}: limits.max_body_bytes must be a number of at least 1024", at(lv)))
                             }
+                            (Some("request_timeout"), _) => match text_of(lv)
+                                .as_deref()
+                                .and_then(warden_actors::policy::source::parse_duration_ms)
+                            {
+                                Some(ms) if ms >= 100 => cfg.request_timeout_ms = Some(ms),
+                                _ => errors.push(format!(
+                                    "{}: limits.request_timeout must be a duration of at least 100ms, like 30s",
+                                    at(lv)
+                                )),
+                            },
+                            (Some("max_connections"), Data::Value(Scalar::Integer(n))) if *n >= 1 => {
+                                cfg.max_connections = Some(*n as usize)
+                            }
+                            (Some("max_connections"), _) => errors.push(format!(
+                                "{}: limits.max_connections must be a positive number",
+                                at(lv)
+                            )),
                             (Some("journal_bytes"), Data::Value(Scalar::Integer(n))) if *n >= 65_536 => {
                                 cfg.journal_bytes = Some(*n as u64)
                             }
@@ -1504,7 +1666,7 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
                                 at(lv)
                             )),
                             (other, _) => errors.push(format!(
-                                "{}: unknown key `{}` in limits; expected max_body_bytes, journal_bytes or segment_bytes",
+                                "{}: unknown key `{}` in limits; expected max_body_bytes, max_connections, request_timeout, journal_bytes or segment_bytes",
                                 at(lk),
                                 other.unwrap_or("?")
                             )),
