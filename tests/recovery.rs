@@ -607,6 +607,44 @@ fn audit_query_replay_and_report_read_the_journal_of_a_real_node() {
         OPERATOR,
         Some(json!({"reason": "audit <drill>"})),
     );
+    // GET /v1/audit: the same entries over HTTP, in pages.
+    let mut seen = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page = node.ok(
+            "GET",
+            &format!("/v1/audit?agent=a&kind=settlement&limit=2&after={after}"),
+            OPERATOR,
+            None,
+        );
+        for e in page["entries"].as_array().unwrap() {
+            assert_eq!(e["kind"], "settlement");
+            assert_eq!(e["entry"]["agent"], "a");
+            seen.push(e["seq"].as_u64().unwrap());
+        }
+        match page["next"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let denied = node.ok(
+        "GET",
+        "/v1/audit?kind=approval&decision=deny",
+        OPERATOR,
+        None,
+    );
+    assert_eq!(denied["entries"][0]["entry"]["answer"]["by"], "carol");
+    let (status, e) = node
+        .call("GET", "/v1/audit?kind=decisions", OPERATOR, None)
+        .unwrap();
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_query"))
+    );
+    let (status, _) = node.call("GET", "/v1/audit", &a, None).unwrap();
+    assert_eq!(status, 401, "agents may not read the journal");
     drop(node);
 
     // query: filters by agent, kind, verdict and time, as JSON lines.

@@ -41,7 +41,7 @@ pub const INDEX_HTML: &str = include_str!("web/index.html");
 
 /// Every route the node serves, as written in the OpenAPI document (a test keeps the two in
 /// step).
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 19] = [
     "/",
     "/healthz",
     "/readyz",
@@ -60,6 +60,7 @@ pub const ROUTES: [&str; 18] = [
     "/v1/approvals/{id}",
     "/v1/policy",
     "/v1/events",
+    "/v1/audit",
 ];
 
 /// Histogram buckets for `*_duration_seconds`: 1 µs to 1 s.
@@ -167,6 +168,7 @@ struct NodeState {
     /// Set at shutdown: long-lived responses (event streams) end so the server can drain.
     shutting_down: tokio::sync::watch::Sender<bool>,
     request_timeout_ms: u64,
+    data_dir: PathBuf,
 }
 
 /// A stream that ends when the node shuts down.
@@ -453,6 +455,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         metrics,
         shutting_down: tokio::sync::watch::channel(false).0,
         request_timeout_ms: config.request_timeout_ms,
+        data_dir: config.data_dir.clone(),
     });
     for (agent, meta) in &recovered.meta {
         if let Some(digest) = meta["token_blake3"].as_str() {
@@ -535,6 +538,7 @@ fn router(state: Arc<NodeState>, max_body_bytes: usize) -> Router {
         .route("/v1/approvals/{*id}", post(answer))
         .route("/v1/policy", get(get_policy).put(put_policy))
         .route("/v1/events", get(events))
+        .route("/v1/audit", get(audit))
         .route("/v1/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(
@@ -1472,6 +1476,94 @@ async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    agent: Option<String>,
+    /// Comma-separated entry kinds.
+    kind: Option<String>,
+    decision: Option<warden_actors::Verdict>,
+    /// Unix ms, inclusive.
+    since: Option<u64>,
+    /// Unix ms, exclusive.
+    until: Option<u64>,
+    /// Entries after this sequence number (the previous page's `next`).
+    after: Option<u64>,
+    /// Page size (default 1,000, at most 10,000).
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit`: journal entries as `warden audit query` prints them, filtered, in pages
+/// (`after` = the previous page's `next`). Reads the journal from disk, verifying the chain
+/// as it goes (bounded by retention), on a blocking thread.
+async fn audit(
+    State(state): State<Arc<NodeState>>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let Query(q) = q.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!(
+                "{}; parameters: agent, kind (comma-separated), decision, since, until (Unix ms), after, limit",
+                e.body_text()
+            ),
+        )
+    })?;
+    let mut filter = crate::audit::Filter {
+        agent: q.agent.as_deref().map(agent_id).transpose()?,
+        decision: q.decision,
+        since_ms: q.since,
+        until_ms: q.until,
+        ..Default::default()
+    };
+    for k in q.kind.iter().flat_map(|k| k.split(',')) {
+        let kind: crate::journal::EntryKind = serde_json::from_value(Value::String(k.trim().into()))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("kind {k:?}: expected agent_registered, decision, settlement, halt, resume, approval, policy_change, note or snapshot"),
+                )
+            })?;
+        filter.kinds.push(kind);
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let after = q.after.unwrap_or(0);
+    let dir = state.data_dir.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut more = false;
+        let r = crate::audit::query(&dir, &filter, |v| {
+            if v["seq"].as_u64().unwrap_or(0) <= after {
+                return;
+            }
+            if out.len() < limit {
+                out.push(v);
+            } else {
+                more = true;
+            }
+        });
+        r.map(|_| (out, more))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "journal_unreadable",
+            e.to_string(),
+        )
+    })?;
+    let (entries, more) = page;
+    let next = more
+        .then(|| entries.last().and_then(|v| v["seq"].as_u64()))
+        .flatten();
+    Ok(Json(json!({ "entries": entries, "next": next })))
 }
 
 async fn get_policy(
