@@ -1236,7 +1236,10 @@ impl AgentKernel {
         let mut explored: Vec<u64> = self.explored.iter().copied().collect();
         explored.sort_unstable();
         let own = self.account.snapshot();
+        let (recent_steps, recent_progress) = self.stagnation.history();
         crate::record::AgentStateRecord {
+            recent_steps,
+            recent_progress,
             at_ms,
             started_at_ms: self.started_at_ms,
             next_seq: self.next_seq,
@@ -1259,6 +1262,8 @@ impl AgentKernel {
         self.steps_allowed = s.steps_allowed;
         self.consecutive_failures = s.consecutive_failures;
         self.explored = s.explored.iter().copied().collect();
+        self.stagnation
+            .restore_history(&s.recent_steps, &s.recent_progress);
         self.halt = s.halt.clone();
         self.last_seen_ms = self.last_seen_ms.max(s.at_ms);
         self.account.restore_totals(&s.spent, &s.overrun);

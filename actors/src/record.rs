@@ -148,6 +148,12 @@ pub struct AgentStateRecord {
     /// The agent's own account: overrun.
     #[serde(default, skip_serializing_if = "Amounts::is_zero")]
     pub overrun: Amounts,
+    /// Stagnation history: recent step fingerprints, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_steps: Vec<u64>,
+    /// Stagnation history: recent progress values, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_progress: Vec<f64>,
 }
 
 /// Takes an agent's records as they happen. Called with the agent's kernel lock held: it must

@@ -84,6 +84,22 @@ impl StagnationDetector {
         self.config
     }
 
+    /// The history: recent fingerprints and progress values, oldest first (snapshots).
+    pub fn history(&self) -> (Vec<u64>, Vec<f64>) {
+        (
+            self.recent.iter().copied().collect(),
+            self.progress.iter().copied().collect(),
+        )
+    }
+
+    /// Replaces the history (recovery from a snapshot); kept within the window.
+    pub fn restore_history(&mut self, recent: &[u64], progress: &[f64]) {
+        let window = self.config.window as usize;
+        let keep = |n: usize| n.saturating_sub(window);
+        self.recent = recent[keep(recent.len())..].iter().copied().collect();
+        self.progress = progress[keep(progress.len())..].iter().copied().collect();
+    }
+
     /// Forgets history (on resume).
     pub fn reset(&mut self) {
         self.recent.clear();

@@ -312,15 +312,17 @@ pub fn read_all(dir: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyRepor
     };
     let mut prev = GENESIS;
     let mut next_seq = 1u64;
+    let mut anchored = false;
     for (i, (first_seq, path)) in segs.iter().enumerate() {
         if i == 0 && *first_seq > 1 {
             // Older segments were removed by retention: the chain is anchored at this
-            // segment's header (the hash of the last removed entry).
-            if let Ok(bytes) = read_header(path) {
-                next_seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-                prev = bytes[16..48].try_into().expect("32 bytes");
-                report.first_seq = next_seq;
-            }
+            // segment's header (the hash of the last removed entry). Retention removes only
+            // segments before a snapshot, which starts a segment: anything else is damage.
+            let bytes = read_header(path).map_err(io_err(path))?;
+            next_seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+            prev = bytes[16..48].try_into().expect("32 bytes");
+            report.first_seq = next_seq;
+            anchored = true;
         }
         let last_segment = i + 1 == segs.len();
         let mut bytes = Vec::new();
@@ -381,6 +383,13 @@ pub fn read_all(dir: &Path, mut visit: impl FnMut(&Entry)) -> Result<VerifyRepor
                     let Some(kind) = EntryKind::from_u8(kind_byte) else {
                         return Err(corrupt(seq, off, format!("unknown entry kind {kind_byte}")));
                     };
+                    if anchored && report.entries == 0 && kind != EntryKind::Snapshot {
+                        return Err(corrupt(
+                            seq,
+                            off,
+                            "the journal does not start at entry 1, and its first entry is not a snapshot: segments were removed that retention would have kept".into(),
+                        ));
+                    }
                     let hash = *blake3::hash(body).as_bytes();
                     visit(&Entry {
                         seq,

@@ -345,11 +345,21 @@ async fn retain(swarm: Swarm, journal: Journal, limit: u64) {
         if size <= limit.max(floor) {
             continue;
         }
-        let Ok(begin) = swarm.write_snapshot() else {
-            return; // the journal failed: the node is failing closed already
+        // Locking every agent takes a while: off the async workers.
+        let s = swarm.clone();
+        let begin = match tokio::task::spawn_blocking(move || s.write_snapshot()).await {
+            Ok(Ok(begin)) => begin,
+            Ok(Err(e)) => {
+                tracing_line(&format!(
+                    "journal retention: {e}; next try after more growth"
+                ));
+                floor = size + limit / 2;
+                continue;
+            }
+            Err(_) => return,
         };
         if swarm.durable().await.is_err() {
-            return;
+            return; // the journal failed: the node is failing closed already
         }
         match journal.remove_segments_before(begin) {
             Ok((segments, bytes)) => {
@@ -360,9 +370,12 @@ async fn retain(swarm: Swarm, journal: Journal, limit: u64) {
                     "journal retention: snapshot at entry {begin}; removed {segments} segment(s), {bytes} bytes; {left} bytes kept"
                 ));
             }
-            Err(e) => tracing_line(&format!(
-                "journal retention: removing old segments failed: {e}"
-            )),
+            Err(e) => {
+                tracing_line(&format!(
+                    "journal retention: removing old segments failed: {e}"
+                ));
+                floor = size + limit / 2;
+            }
         }
     }
 }
@@ -400,9 +413,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     // the configured default.
     let mut last_journaled = None;
     for e in entries.iter().rev() {
-        if let Ok(crate::wal::Record::Policy(p)) = crate::wal::Record::parse(e) {
-            last_journaled = Some(p.text);
-            break;
+        match crate::wal::Record::parse(e) {
+            Ok(crate::wal::Record::Policy(p)) => {
+                last_journaled = Some(p.text);
+                break;
+            }
+            // A snapshot repeats the policy in force (its policy_change may be gone).
+            Ok(crate::wal::Record::Snapshot(item)) => {
+                if let crate::wal::SnapshotItem::Policy(p) = *item {
+                    last_journaled = Some(p.text);
+                    break;
+                }
+            }
+            _ => {}
         }
     }
     let (policy, policy_text) = match (&last_journaled, config.policy_explicit) {

@@ -344,6 +344,8 @@ struct AgentEntry {
     core: Arc<AgentCore>,
     /// As registered (journal snapshots repeat it).
     registration: Registration,
+    /// Its place in registration order.
+    order: u64,
     team: usize,
     shard: usize,
     actor: RwLock<Option<ActorRef<AgentMsg>>>,
@@ -397,6 +399,15 @@ struct SwarmInner {
     unfinished_cascades: Mutex<Vec<(AgentId, HaltRecord)>>,
     /// The text of the policy in force, when known (journal snapshots repeat it).
     policy_text: Mutex<Option<String>>,
+    /// Agents in registration order (journal snapshots write them in this order, so a
+    /// parent comes before its children). Changed only under the tree lock, together with
+    /// the registration's journal entry.
+    registry: Mutex<std::collections::BTreeMap<u64, Arc<AgentEntry>>>,
+    next_registration: std::sync::atomic::AtomicU64,
+    /// Halts journaled whose spreading (cascades, breakers) is not yet journaled as done:
+    /// added by the recorder under the halted agent's kernel lock, so a snapshot, which
+    /// holds every kernel, sees exactly those pending at its point.
+    pending_cascades: Arc<Mutex<HashMap<AgentId, HaltRecord>>>,
 }
 
 /// Builds a [`Swarm`].
@@ -618,6 +629,9 @@ impl SwarmBuilder {
             sweeps_paused: AtomicBool::new(false),
             unfinished_cascades: Mutex::new(Vec::new()),
             policy_text: Mutex::new(None),
+            registry: Mutex::new(std::collections::BTreeMap::new()),
+            next_registration: std::sync::atomic::AtomicU64::new(0),
+            pending_cascades: Arc::new(Mutex::new(HashMap::new())),
         });
 
         let weak = Arc::downgrade(&inner);
@@ -767,6 +781,7 @@ impl Swarm {
         let entry = Arc::new(AgentEntry {
             core: Arc::clone(&core),
             registration,
+            order: inner.next_registration.fetch_add(1, Ordering::SeqCst),
             team: team_idx,
             shard,
             actor: RwLock::new(None),
@@ -778,12 +793,12 @@ impl Swarm {
                 return Err(SwarmError::DuplicateAgent(id));
             }
             dashmap::Entry::Vacant(v) => {
+                // Registered (journal entry and registry) under the tree lock, which team
+                // marks are journaled under and which a snapshot holds for writing: a team
+                // halted before this point refuses the agent, one halted after it is
+                // journaled after the registration; a registration is in a snapshot or after.
+                let tree = inner.tree.read();
                 if let Some((journal, recorder)) = inner.journal.get() {
-                    // Registered in the journal before anything else can happen to the agent,
-                    // and under the tree lock that team marks are journaled under: a team
-                    // halted before this point refuses the agent, one halted after it is
-                    // journaled after the registration.
-                    let tree = inner.tree.read();
                     if tree.teams[team_idx].halted {
                         inner.count.fetch_sub(1, Ordering::SeqCst);
                         return Err(SwarmError::TeamHalted(
@@ -795,9 +810,13 @@ impl Swarm {
                         inner.count.fetch_sub(1, Ordering::SeqCst);
                         return Err(SwarmError::Journal(e.to_string()));
                     }
-                    drop(tree);
                     core.attach_recorder(Arc::clone(recorder) as Arc<dyn warden_actors::Recorder>);
                 }
+                inner
+                    .registry
+                    .lock()
+                    .insert(entry.order, Arc::clone(&entry));
+                drop(tree);
                 v.insert(Arc::clone(&entry));
             }
         }
@@ -1348,16 +1367,12 @@ impl Swarm {
             .journal
             .get()
             .ok_or_else(|| SwarmError::Journal("no journal is attached".into()))?;
-        let mut agents: Vec<Arc<AgentEntry>> = self
-            .inner
-            .agents
-            .iter()
-            .map(|e| Arc::clone(e.value()))
-            .collect();
-        agents.sort_by(|a, b| a.registration.agent.cmp(&b.registration.agent));
-        // Every kernel, then the tree: no path takes a kernel lock while holding the tree's.
+        // The tree first (no registration, team mark or limit change can start), then every
+        // registered agent's kernel in registration order (so parents come before their
+        // children). No path takes the tree lock while holding a kernel's.
+        let tree = self.inner.tree.write();
+        let agents: Vec<Arc<AgentEntry>> = self.inner.registry.lock().values().cloned().collect();
         let guards: Vec<_> = agents.iter().map(|e| e.core.lock_kernel()).collect();
-        let tree = self.inner.tree.read();
         let now = self.inner.clock.now_ms();
         let encode = |item: &SnapshotItem| {
             let bytes = serde_json::to_vec(item).unwrap_or_default();
@@ -1376,9 +1391,10 @@ impl Swarm {
             }
             serde_json::to_vec(&v).unwrap_or_default()
         };
+        // A refused entry leaves the snapshot without its `end`: recovery ignores an
+        // incomplete snapshot, and nothing is removed, so the journal goes on.
         let fail = |e: crate::journal::JournalError| {
-            journal.fail(format!("a snapshot entry was refused: {e}"));
-            SwarmError::Journal(e.to_string())
+            SwarmError::Journal(format!("snapshot abandoned: {e}"))
         };
         let begin = journal
             .submit_in_new_segment(
@@ -1414,6 +1430,17 @@ impl Swarm {
                 registration: e.registration.clone(),
                 state: warden_actors::KernelRecord::State(Box::new(k.export_state(now))),
             });
+        }
+        let mut pending: Vec<(AgentId, HaltRecord)> = self
+            .inner
+            .pending_cascades
+            .lock()
+            .iter()
+            .map(|(a, h)| (a.clone(), h.clone()))
+            .collect();
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        if !pending.is_empty() {
+            items.push(SnapshotItem::Cascades { pending });
         }
         items.push(SnapshotItem::End { begin });
         for item in &items {
@@ -1535,6 +1562,9 @@ impl Swarm {
         // note cancels the registration of that id just before it (a later registration of
         // the same id stands).
         let mut removed: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        // `agent_removed` notes whose registration is before the start (in the snapshot).
+        let mut from_snapshot_removals: std::collections::HashSet<u64> =
+            std::collections::HashSet::new();
         {
             let mut last_registration: HashMap<&AgentId, u64> = HashMap::new();
             for (entry, r) in &parsed {
@@ -1543,8 +1573,13 @@ impl Swarm {
                         last_registration.insert(&reg.agent, entry.seq);
                     }
                     Record::Note(Note::AgentRemoved { agent }) => {
-                        if let Some(seq) = last_registration.get(agent) {
-                            removed.insert(*seq);
+                        match last_registration.get(agent) {
+                            Some(seq) => {
+                                removed.insert(*seq);
+                            }
+                            None => {
+                                from_snapshot_removals.insert(entry.seq);
+                            }
                         }
                     }
                     _ => {}
@@ -1679,12 +1714,17 @@ impl Swarm {
                     crate::wal::SnapshotItem::Begin { .. }
                     | crate::wal::SnapshotItem::End { .. } => {}
                     crate::wal::SnapshotItem::Policy(p) => {
-                        self.install_policy(&p.text, true)
-                            .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
-                        if let Some(slot) = &self.inner.policy {
-                            slot.set_version(p.version);
+                        if replay != Some(true) {
+                            self.install_policy(&p.text, true)
+                                .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
+                            if let Some(slot) = &self.inner.policy {
+                                slot.set_version(p.version);
+                            }
                         }
                         report.policy = Some(p);
+                    }
+                    crate::wal::SnapshotItem::Cascades { pending } => {
+                        unfinished.extend(pending);
                     }
                     crate::wal::SnapshotItem::Team {
                         team,
@@ -1742,9 +1782,18 @@ impl Swarm {
                         report.meta.push((agent, registration.meta));
                     }
                 },
-                Record::Note(Note::AgentRemoved { .. }) => {}
-                Record::Note(Note::CascadeDone { agent }) => {
-                    unfinished.remove(&agent);
+                Record::Note(Note::AgentRemoved { agent }) => {
+                    // A registration before the start point (in the snapshot) rolled back
+                    // after it: take the restored agent out again.
+                    if from_snapshot_removals.contains(&entry.seq) {
+                        self.inner.forget(&agent);
+                        skipping.insert(agent);
+                    }
+                }
+                Record::Note(Note::CascadeDone { agent, at_ms }) => {
+                    if at_ms.is_none_or(|t| unfinished.get(&agent).is_some_and(|h| h.at_ms == t)) {
+                        unfinished.remove(&agent);
+                    }
                 }
                 Record::Note(Note::NodeStarted {}) => {
                     if replay.is_some() {
@@ -1796,6 +1845,7 @@ impl Swarm {
     ) -> Result<(), SwarmError> {
         let recorder = Arc::new(JournalRecorder {
             journal: journal.clone(),
+            pending_cascades: Arc::clone(&self.inner.pending_cascades),
         });
         self.inner
             .journal
@@ -1851,9 +1901,41 @@ impl Swarm {
 impl SwarmInner {
     /// Takes a just-registered agent out again (a failed spawn), with a journal note.
     fn unregister(&self, id: &AgentId) {
-        if self.agents.remove(id).is_some() {
+        if let Some((_, e)) = self.agents.remove(id) {
             self.count.fetch_sub(1, Ordering::SeqCst);
+            let _tree = self.tree.read();
+            self.registry.lock().remove(&e.order);
             self.note(&Note::AgentRemoved { agent: id.clone() });
+        }
+    }
+
+    /// Recovery: takes out an agent a snapshot restored whose spawn was then rolled back
+    /// (an `agent_removed` note after the snapshot).
+    fn forget(&self, id: &AgentId) {
+        let Some((_, e)) = self.agents.remove(id) else {
+            return;
+        };
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        {
+            let mut tree = self.tree.write();
+            self.registry.lock().remove(&e.order);
+            let team = &mut tree.teams[e.team];
+            team.members.retain(|a| a != id);
+            team.children
+                .retain(|c| !matches!(c, Child::Agent(a) if a == id));
+            let mut t = Some(e.team);
+            while let Some(i) = t {
+                tree.teams[i].subtree_agents = tree.teams[i].subtree_agents.saturating_sub(1);
+                t = tree.teams[i].parent;
+            }
+        }
+        self.heartbeat_watch.remove(id);
+        self.approval_agents.0.remove(id);
+        self.waits.lock().forget(id);
+        let actor = e.actor.write().take();
+        if let Some(actor) = actor {
+            self.by_actor.remove(&actor.get_id());
+            actor.stop(Some("registration rolled back".into()));
         }
     }
 
@@ -1976,9 +2058,17 @@ impl SwarmInner {
     /// Everything that follows a halt: wait edges dropped, cascade rules, contagion breakers.
     /// Returns the agents halted by cascade, in order.
     fn after_halt(&self, origin: AgentId, record: HaltRecord) -> Vec<AgentId> {
+        let at_ms = record.at_ms;
         let cascaded = self.spread_halt(origin.clone(), record);
         // Journaled after every halt it caused: a halt without this note was cut short.
-        self.note(&Note::CascadeDone { agent: origin });
+        self.note(&Note::CascadeDone {
+            agent: origin.clone(),
+            at_ms: Some(at_ms),
+        });
+        let mut pending = self.pending_cascades.lock();
+        if pending.get(&origin).is_some_and(|h| h.at_ms == at_ms) {
+            pending.remove(&origin);
+        }
         cascaded
     }
 

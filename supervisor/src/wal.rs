@@ -109,6 +109,9 @@ pub enum Note {
     CascadeDone {
         /// The halted agent.
         agent: AgentId,
+        /// The finished halt's time (which halt, if the agent was halted again since).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<u64>,
     },
 }
 
@@ -146,6 +149,11 @@ pub enum SnapshotItem {
         registration: Registration,
         /// Its state ([`KernelRecord::State`]).
         state: KernelRecord,
+    },
+    /// Halts whose spreading was not yet journaled as done at the snapshot.
+    Cascades {
+        /// Agent and halt.
+        pending: Vec<(AgentId, warden_actors::HaltRecord)>,
     },
     /// The last entry: the snapshot is complete.
     End {
@@ -216,6 +224,10 @@ fn kind_of(record: &KernelRecord) -> EntryKind {
 #[derive(Debug)]
 pub(crate) struct JournalRecorder {
     pub(crate) journal: Journal,
+    /// The swarm's halts awaiting their spreading (see `Note::CascadeDone`).
+    pub(crate) pending_cascades: std::sync::Arc<
+        parking_lot::Mutex<std::collections::HashMap<AgentId, warden_actors::HaltRecord>>,
+    >,
 }
 
 impl JournalRecorder {
@@ -263,6 +275,17 @@ impl Recorder for JournalRecorder {
     fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<u64> {
         let mut first = None;
         for record in records {
+            if let KernelRecord::Halt { record: h } = &record {
+                // Spread by the supervisor later (all but cascades themselves and the root's
+                // give-up): pending until its `cascade_done`.
+                if h.kind != warden_actors::HaltKind::Cascade
+                    && h.rule.as_deref() != Some("restart.intensity")
+                {
+                    self.pending_cascades
+                        .lock()
+                        .insert(agent.clone(), h.clone());
+                }
+            }
             let kind = kind_of(&record);
             let at = record.at_ms();
             let payload = Self::encode(agent, record);

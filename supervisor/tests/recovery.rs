@@ -19,11 +19,11 @@ const POLICY: &str = "
 version: 1
 defaults:
   budgets: {steps: 40, tokens: 3000, failures: 3}
-  stagnation: {repeat_limit: 0, window: 0}
+  stagnation: {repeat_limit: 3, window: 8}
 pools:
   - {path: swarm, limits: {tokens: 12000}}
   - {path: swarm/a, limits: {tokens: 6000}, cascade: {on: [safety], scope: siblings}}
-  - {path: swarm/b, limits: {tokens: 6000}}
+  - {path: swarm/b, limits: {tokens: 6000}, cascade: {on: [external], scope: subtree}}
 tools:
   work: {action: read}
   pay: {action: spend}
@@ -33,11 +33,13 @@ rules:
   - {id: bad-is-unsafe, match: {tool: bad}, decision: halt, kind: safety}
 ";
 
+/// Agents, in spawn order: `b1` is `zb`'s child (its id sorts before its parent's, so a
+/// snapshot must keep registration order for the link to survive).
 const AGENTS: [(&str, &str); 5] = [
     ("a0", "swarm/a"),
     ("a1", "swarm/a"),
     ("a2", "swarm/a"),
-    ("b0", "swarm/b"),
+    ("zb", "swarm/b"),
     ("b1", "swarm/b"),
 ];
 
@@ -91,7 +93,7 @@ fn state(swarm: &Swarm) -> Vec<String> {
         };
         let s = h.snapshot();
         out.push(format!(
-            "{name}: {:?} halt={:?} decided={} allowed={} open={} parked={} failures={} spent={:?} reserved={:?}",
+            "{name}: {:?} halt={:?} decided={} allowed={} open={} parked={} failures={} explored={} overrun={:?} spent={:?} reserved={:?}",
             s.state,
             s.halt.as_ref().map(|h| (h.kind, h.rule.clone(), h.reason.clone())),
             s.steps_decided,
@@ -99,6 +101,8 @@ fn state(swarm: &Swarm) -> Vec<String> {
             s.open_steps,
             s.pending_approvals,
             s.consecutive_failures,
+            s.explored,
+            s.account.overrun,
             s.account.spent,
             s.account.reserved,
         ));
@@ -122,6 +126,7 @@ fn state(swarm: &Swarm) -> Vec<String> {
             swarm.team_halted(team).unwrap()
         ));
     }
+    out.push(format!("policy version {:?}", swarm.policy_version()));
     out
 }
 
@@ -144,10 +149,11 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
         .unwrap();
     swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
     for (name, team) in AGENTS {
-        swarm
-            .spawn_agent(AgentSpec::new(AgentId::new(name).unwrap()).team(team))
-            .await
-            .unwrap();
+        let mut spec = AgentSpec::new(AgentId::new(name).unwrap()).team(team);
+        if name == "b1" {
+            spec = spec.parent(AgentId::new("zb").unwrap());
+        }
+        swarm.spawn_agent(spec).await.unwrap();
     }
     let mut open: Vec<Vec<StepId>> = vec![Vec::new(); AGENTS.len()];
     let mut parked: Vec<String> = Vec::new();
@@ -167,7 +173,8 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
                     _ => ("work", ActionClass::Read),
                 };
                 let step = warden_actors::Step::builder(name, class)
-                    .args(json!({ "n": tokens }))
+                    // Few distinct args: repeats happen, and stagnation halts with them.
+                    .args(json!({ "n": tokens % 5 }))
                     .tokens(tokens)
                     .build()
                     .unwrap();
@@ -386,9 +393,175 @@ async fn a_cascade_cut_off_by_a_crash_is_finished_when_the_journal_attaches() {
     );
     assert!(entries.iter().any(|e| matches!(
         Record::parse(e),
-        Ok(Record::Note(Note::CascadeDone { agent })) if agent.as_str() == "a0"
+        Ok(Record::Note(Note::CascadeDone { agent, .. })) if agent.as_str() == "a0"
     )));
     swarm.shutdown().await;
     journal.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn aid(s: &str) -> AgentId {
+    AgentId::new(s).unwrap()
+}
+
+async fn reopen(dir: &std::path::Path) -> (Swarm, Journal, warden_supervisor::wal::RecoveryReport) {
+    let mut entries = Vec::new();
+    let (journal, _) = Journal::open(JournalConfig::new(dir), |e| entries.push(e.clone())).unwrap();
+    let clock = Arc::new(RecoveryClock::new());
+    let swarm = Swarm::builder()
+        .clock(Arc::clone(&clock) as Arc<dyn warden_actors::Clock>)
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .max_agents(1_000_000)
+        .build()
+        .await
+        .unwrap();
+    let report = swarm.recover(&entries, Some(&clock)).await.unwrap();
+    (swarm, journal, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_racing_snapshots_are_all_recovered() {
+    let dir = std::env::temp_dir().join(format!("warden-sup-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+    let swarm = Swarm::builder()
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .max_agents(1_000_000)
+        .build()
+        .await
+        .unwrap();
+    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    for i in 0..1_000 {
+        swarm
+            .spawn_agent(AgentSpec::new(aid(&format!("base{i}"))).team("swarm/a"))
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, st) = (swarm.clone(), Arc::clone(&stop));
+    let spawner = tokio::spawn(async move {
+        let mut i = 0;
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            s2.spawn_agent(AgentSpec::new(aid(&format!("new{i}"))).team("swarm/b"))
+                .await
+                .unwrap();
+            i += 1;
+        }
+        i
+    });
+    let mut last = 0;
+    for _ in 0..20 {
+        let s = swarm.clone();
+        last = tokio::task::spawn_blocking(move || s.write_snapshot().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let spawned = spawner.await.unwrap();
+    swarm.durable().await.unwrap();
+    journal.remove_segments_before(last).unwrap();
+    let before = swarm.len();
+    assert!(spawned > 0);
+    swarm.shutdown().await;
+    journal.shutdown().await;
+    let (rebuilt, journal, report) = reopen(&dir).await;
+    assert_eq!(
+        report.agents, before,
+        "every registration is in a snapshot or after it"
+    );
+    assert_eq!(rebuilt.len(), before);
+    rebuilt.shutdown().await;
+    journal.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_keeps_parents_whose_ids_sort_after_their_children() {
+    let dir = std::env::temp_dir().join(format!("warden-sup-parent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+    let swarm = Swarm::builder()
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .build()
+        .await
+        .unwrap();
+    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    swarm
+        .spawn_agent(AgentSpec::new(aid("zparent")).team("swarm/b"))
+        .await
+        .unwrap();
+    swarm
+        .spawn_agent(
+            AgentSpec::new(aid("achild"))
+                .team("swarm/b")
+                .parent(aid("zparent")),
+        )
+        .await
+        .unwrap();
+    let begin = swarm.write_snapshot().unwrap();
+    swarm.durable().await.unwrap();
+    journal.remove_segments_before(begin).unwrap();
+    swarm.shutdown().await;
+    journal.shutdown().await;
+    let (rebuilt, journal, _) = reopen(&dir).await;
+    rebuilt.attach_journal(journal.clone(), None).unwrap();
+    rebuilt.halt(aid("zparent"), "drill").await.unwrap();
+    let child = rebuilt.agent(&aid("achild")).unwrap().snapshot().halt;
+    assert_eq!(
+        child.map(|h| h.kind),
+        Some(warden_actors::HaltKind::Cascade),
+        "swarm/b spreads external halts to the subtree"
+    );
+    rebuilt.shutdown().await;
+    journal.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_a_compacted_journal_keeps_the_journal_policy() {
+    use warden_supervisor::wal::Record;
+    let dir = std::env::temp_dir().join(format!("warden-sup-pol-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+    let swarm = Swarm::builder()
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .build()
+        .await
+        .unwrap();
+    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    // A hot reload, then a snapshot that lets the policy_change entries go.
+    let reloaded = POLICY.replace("budgets: {steps: 40,", "budgets: {steps: 41,");
+    swarm.reload_policy(&reloaded).unwrap();
+    let begin = swarm.write_snapshot().unwrap();
+    swarm.durable().await.unwrap();
+    journal.remove_segments_before(begin).unwrap();
+    swarm.shutdown().await;
+    journal.shutdown().await;
+
+    // Restarted without an explicit policy (the bundled default would be POLICY).
+    let mut cfg = warden_supervisor::node::NodeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &dir,
+        POLICY.to_string(),
+    );
+    cfg.operator_token = Some("0123456789abcdef0123".into());
+    let node = warden_supervisor::node::start(cfg).await.unwrap();
+    assert_eq!(
+        node.recovered.policy.as_ref().map(|p| p.text.as_str()),
+        Some(reloaded.as_str())
+    );
+    node.shutdown().await;
+    let mut changes = 0;
+    warden_supervisor::journal::read_all(&dir, |e| {
+        if let Ok(Record::Policy(_)) = Record::parse(e) {
+            changes += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        changes, 0,
+        "the restart must not switch back to the configured default"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
