@@ -1,5 +1,7 @@
 //! `warden node` end to end: the real binary on an ephemeral port, talked to over HTTP.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,33 +21,7 @@ impl Node {
     fn start(name: &str) -> Node {
         let dir = std::env::temp_dir().join(format!("warden-node-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args([
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                dir.to_str().unwrap(),
-            ])
-            .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the warden binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node prints its address");
-        let base = first
-            .strip_prefix("warden node listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let (child, base) = common::start_node(&dir, &[], OPERATOR);
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))

@@ -3,8 +3,9 @@
 //! acknowledged and against its own journal. Also: SIGTERM under load, and a tampered
 //! segment.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,32 +48,16 @@ impl Node {
     fn start_with(dir: &Path, policy: &Path, config_text: &str) -> Node {
         let config = dir.with_extension("yaml");
         std::fs::write(&config, config_text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["node", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir)
-            .arg("--policy")
-            .arg(policy)
-            .arg("--config")
-            .arg(&config)
-            .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the warden binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the node prints its address");
-        let base = first
-            .strip_prefix("warden node listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let (child, base) = common::start_node(
+            dir,
+            &[
+                "--policy".as_ref(),
+                policy.as_os_str(),
+                "--config".as_ref(),
+                config.as_os_str(),
+            ],
+            OPERATOR,
+        );
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))

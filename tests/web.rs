@@ -8,7 +8,8 @@
 //! `WARDEN_REQUIRE_EXTERNAL=1` (CI), where it fails. Set `WARDEN_WEB_SCREENSHOT=FILE.png` to
 //! keep a screenshot of the page.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,33 +36,7 @@ impl Node {
     fn start(name: &str) -> Node {
         let dir = std::env::temp_dir().join(format!("warden-web-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args([
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                dir.to_str().unwrap(),
-            ])
-            .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the warden binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node prints its address");
-        let base = first
-            .strip_prefix("warden node listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let (child, base) = common::start_node(&dir, &[], OPERATOR);
         Node {
             child,
             base,

@@ -1491,6 +1491,31 @@ impl Swarm {
         result
     }
 
+    /// The spec that re-creates a journaled registration: its exact configuration, and its
+    /// parent and dependencies if they exist (one whose registration was rolled back is gone).
+    fn spec_from(&self, reg: Registration) -> AgentSpec {
+        let mut spec = AgentSpec::new(reg.agent).team(reg.team).meta(reg.meta);
+        spec.exact = Some(reg.config);
+        spec.parent = reg.parent.filter(|p| self.inner.agents.contains_key(p));
+        spec.depends_on = reg
+            .depends_on
+            .into_iter()
+            .filter(|d| self.inner.agents.contains_key(d))
+            .collect();
+        spec
+    }
+
+    /// Installs a journaled policy as recovery does: pool limits unchecked, missing pools
+    /// skipped, the journaled version kept.
+    fn restore_policy(&self, p: &PolicyRecord) -> Result<(), SwarmError> {
+        self.install_policy(&p.text, true)
+            .map_err(|e| SwarmError::Recovery(format!("policy version {}: {e}", p.version)))?;
+        if let Some(slot) = &self.inner.policy {
+            slot.set_version(p.version);
+        }
+        Ok(())
+    }
+
     /// Re-runs a journal's decisions (`warden audit replay`) in a swarm built for it (with
     /// `clock` as its clock and no journal attached): state is rebuilt entry by entry as in
     /// [`recover`](Self::recover), but each decision is judged again, by the policy the
@@ -1607,27 +1632,15 @@ impl Swarm {
                         continue;
                     }
                     skipping.remove(&reg.agent);
-                    let mut spec = AgentSpec::new(reg.agent.clone())
-                        .team(reg.team)
-                        .meta(reg.meta.clone());
-                    spec.exact = Some(reg.config);
-                    // A parent or dependency whose registration was rolled back is gone.
-                    spec.parent = reg.parent.filter(|p| self.inner.agents.contains_key(p));
-                    spec.depends_on = reg
-                        .depends_on
-                        .into_iter()
-                        .filter(|d| self.inner.agents.contains_key(d))
-                        .collect();
-                    match self.spawn_agent(spec).await {
-                        Ok(_) => report.meta.push((reg.agent, reg.meta)),
+                    let (agent, meta) = (reg.agent.clone(), reg.meta.clone());
+                    match self.spawn_agent(self.spec_from(reg)).await {
+                        Ok(_) => report.meta.push((agent, meta)),
                         // Registered while its team was being halted: the live node rolled
                         // it back (its note may not have reached the disk before a crash).
                         Err(SwarmError::TeamHalted(_)) => {
-                            skipping.insert(reg.agent);
+                            skipping.insert(agent);
                         }
-                        Err(e) => {
-                            return Err(at(format!("re-registering agent {}: {e}", reg.agent)))
-                        }
+                        Err(e) => return Err(at(format!("re-registering agent {agent}: {e}"))),
                     }
                 }
                 Record::Agent(AgentRecord { agent, record }) => {
@@ -1695,12 +1708,9 @@ impl Swarm {
                     }
                 }
                 Record::Policy(p) => {
+                    // A candidate replay keeps the candidate throughout.
                     if replay != Some(true) {
-                        self.install_policy(&p.text, true)
-                            .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
-                        if let Some(slot) = &self.inner.policy {
-                            slot.set_version(p.version);
-                        }
+                        self.restore_policy(&p).map_err(|e| at(e.to_string()))?;
                     }
                     report.policy = Some(p);
                 }
@@ -1715,11 +1725,7 @@ impl Swarm {
                     | crate::wal::SnapshotItem::End { .. } => {}
                     crate::wal::SnapshotItem::Policy(p) => {
                         if replay != Some(true) {
-                            self.install_policy(&p.text, true)
-                                .map_err(|e| at(format!("policy version {}: {e}", p.version)))?;
-                            if let Some(slot) = &self.inner.policy {
-                                slot.set_version(p.version);
-                            }
+                            self.restore_policy(&p).map_err(|e| at(e.to_string()))?;
                         }
                         report.policy = Some(p);
                     }
@@ -1744,18 +1750,8 @@ impl Swarm {
                         state,
                     } => {
                         let agent = registration.agent.clone();
-                        let mut spec = AgentSpec::new(agent.clone())
-                            .team(registration.team)
-                            .meta(registration.meta.clone());
-                        spec.exact = Some(registration.config);
-                        spec.parent = registration
-                            .parent
-                            .filter(|p| self.inner.agents.contains_key(p));
-                        spec.depends_on = registration
-                            .depends_on
-                            .into_iter()
-                            .filter(|d| self.inner.agents.contains_key(d))
-                            .collect();
+                        let meta = registration.meta.clone();
+                        let spec = self.spec_from(registration);
                         // Restored, not spawned anew: a halted team does not refuse it.
                         let halted_team = {
                             let mut tree = self.inner.tree.write();
@@ -1779,7 +1775,7 @@ impl Swarm {
                         if e.snapshot().pending_approvals > 0 {
                             self.inner.approval_agents.parked(&agent);
                         }
-                        report.meta.push((agent, registration.meta));
+                        report.meta.push((agent, meta));
                     }
                 },
                 Record::Note(Note::AgentRemoved { agent }) => {
