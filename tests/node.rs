@@ -203,6 +203,15 @@ fn agents_step_settle_and_are_governed_over_http() {
     );
     let (_, agent) = node.call("GET", "/v1/agents/a1", Some(&t1), None);
     assert_eq!(agent["state"], "halted");
+    assert_eq!(
+        agent["remaining"]["tokens"].as_u64(),
+        Some(
+            agent["limits"]["tokens"].as_u64().unwrap()
+                - agent["spent"]["tokens"].as_u64().unwrap()
+                - agent["reserved"]["tokens"].as_u64().unwrap()
+        ),
+        "{agent}"
+    );
     let (status, _) = node.post(
         "/v1/agents/a1/resume",
         Some(OPERATOR),

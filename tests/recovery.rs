@@ -269,7 +269,7 @@ fn kill_9_under_load_loses_nothing_acknowledged_and_recovery_matches_the_journal
         "POST",
         "/v1/agents/held/halt",
         OPERATOR,
-        Some(json!({"reason": "under review"})),
+        Some(json!({"reason": "under review", "by": "alice"})),
     );
     let payer = node.register("payer");
     let parked = node.ok(
@@ -377,7 +377,7 @@ fn kill_9_under_load_loses_nothing_acknowledged_and_recovery_matches_the_journal
     // The halt and the pending approval are back; agents' tokens still work.
     let h = node.ok("GET", "/v1/agents/held", OPERATOR, None);
     assert_eq!(h["state"], "halted", "{h}");
-    assert_eq!(h["halt"]["reason"], "under review");
+    assert_eq!(h["halt"]["reason"], "under review (by alice)");
     let list = node.ok("GET", "/v1/approvals", OPERATOR, None);
     assert_eq!(list["approvals"][0]["id"], approval.as_str(), "{list}");
     let (status, d) = node

@@ -1109,6 +1109,9 @@ fn agent_json(state: &NodeState, s: &warden_actors::AgentSnapshot, pool: &str) -
         "limits": limits_json(&s.account.limits),
         "spent": amounts_json(&s.account.spent),
         "reserved": amounts_json(&s.account.reserved),
+        // Of the agent's own budget (pools above it may have less: see a decision's
+        // `remaining`, the minimum over the path).
+        "remaining": per_dim(|d| s.account.remaining(d)),
         "labels": state.labels.get(&s.id).map(|l| l.clone()).unwrap_or_default(),
     })
 }
@@ -1175,7 +1178,7 @@ async fn list_agents(
         }
         out.push(agent_json(&state, &snap, &pool));
     }
-    // `next`: pass it as `after` for the following page; absent on the last page.
+    // `next`: pass it as `after` for the following page; null on the last page.
     Ok(Json(json!({ "agents": out, "next": next })))
 }
 
@@ -1316,6 +1319,11 @@ async fn halt(
     let reason = body
         .reason
         .unwrap_or_else(|| "halted by an operator".into());
+    // Who halted goes into the record (and so the journal and the events).
+    let reason = match &body.by {
+        Some(by) => format!("{reason} (by {by})"),
+        None => reason,
+    };
     let halted = state.swarm.halt(id, reason).await?;
     state.swarm.durable().await?;
     Ok(Json(json!({ "halted": halted })))
