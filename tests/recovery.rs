@@ -1086,6 +1086,19 @@ fn slow_bodies_time_out_and_connections_beyond_the_limit_wait() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(hold2);
     drop(third);
+    // An idle connection is closed after twice the request timeout (1 s here), freeing its
+    // slot: the read sees the end of the stream.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0, "closed by the node");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
     // The timed-out registration changed nothing. (The test's HTTP client keeps its
     // connection open, so it is used only now, not while the slots are counted above.)
     let list = node.ok("GET", "/v1/agents", OPERATOR, None);

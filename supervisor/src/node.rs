@@ -507,6 +507,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let listener = Limited {
         inner: listener,
         permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
+        // Longer than any request may take, so only a connection with nothing going on ends.
+        idle: std::time::Duration::from_millis(config.request_timeout_ms.saturating_mul(2)),
     };
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -621,16 +623,28 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
 
 /// A listener that holds at most `permits` connections open: at the limit it stops
 /// accepting (new connections wait in the kernel's backlog) until one closes. Sets
-/// `TCP_NODELAY` on every connection (answers are small and latency matters).
+/// `TCP_NODELAY` on every connection (answers are small and latency matters), and ends a
+/// connection that neither reads nor writes for `idle` (so idle clients cannot hold the
+/// slots; event streams write a keep-alive every 15 s).
 struct Limited {
     inner: tokio::net::TcpListener,
     permits: Arc<tokio::sync::Semaphore>,
+    idle: std::time::Duration,
 }
 
 /// A connection holding its permit.
 struct LimitedIo {
     stream: tokio::net::TcpStream,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    idle: std::time::Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LimitedIo {
+    fn touch(&mut self) {
+        let at = tokio::time::Instant::now() + self.idle;
+        self.timer.as_mut().reset(at);
+    }
 }
 
 impl axum::serve::Listener for Limited {
@@ -650,6 +664,8 @@ impl axum::serve::Listener for Limited {
                         LimitedIo {
                             stream,
                             _permit: permit,
+                            idle: self.idle,
+                            timer: Box::pin(tokio::time::sleep(self.idle)),
                         },
                         addr,
                     );
@@ -671,7 +687,19 @@ impl tokio::io::AsyncRead for LimitedIo {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                self.touch();
+                std::task::Poll::Ready(r)
+            }
+            // Idle too long: report end of stream, and the server closes the connection.
+            std::task::Poll::Pending
+                if std::future::Future::poll(self.timer.as_mut(), cx).is_ready() =>
+            {
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -681,7 +709,11 @@ impl tokio::io::AsyncWrite for LimitedIo {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
     }
 
     fn poll_flush(
@@ -703,7 +735,11 @@ impl tokio::io::AsyncWrite for LimitedIo {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let r = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
