@@ -739,16 +739,16 @@ fn snapshot() {
         swarm.durable().await.unwrap();
         let durable = start.elapsed();
         let (segments, bytes) = journal.remove_segments_before(begin).unwrap();
-        println!("| agents | agents held still | until durable (fsync always) | snapshot size | removed before it |\n|---|---|---|---|---|");
+        println!("| agents | journal before | agents held still | until durable (fsync always) | journal after | removed before it |\n|---|---|---|---|---|---|");
         println!(
-            "| {n} | {:.0} ms ({:.2} µs per agent) | {:.0} ms | {:.1} MiB | {segments} segment(s), {:.1} MiB |",
+            "| {n} | {:.1} MiB | {:.0} ms ({:.2} µs per agent) | {:.0} ms | {:.1} MiB | {segments} segment(s), {:.1} MiB |",
+            size_before as f64 / (1u64 << 20) as f64,
             held.as_secs_f64() * 1e3,
             held.as_secs_f64() * 1e6 / n as f64,
             durable.as_secs_f64() * 1e3,
             (journal.size_bytes() as f64) / (1u64 << 20) as f64,
             bytes as f64 / (1u64 << 20) as f64,
         );
-        let _ = size_before;
         swarm.shutdown().await;
         journal.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);

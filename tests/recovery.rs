@@ -396,7 +396,15 @@ fn kill_9_under_load_loses_nothing_acknowledged_and_recovery_matches_the_journal
         Some(json!({"decision": "approve", "by": "auditor"})),
     );
     assert_eq!(answered["decision"], "allow", "{answered}");
-    let _ = payer;
+    // The approved step is the payer's to settle, with the token it had before the crash.
+    let step = answered["step"].as_str().unwrap();
+    let settled = node.ok(
+        "POST",
+        &format!("/v1/agents/payer/steps/{step}/outcome"),
+        &payer,
+        Some(json!({"status": "success"})),
+    );
+    assert_eq!(settled["charged"]["steps"], 1, "{settled}");
 
     // Governing goes on where it stopped: the pool admits exactly what is left.
     let (id, token) = &agents[0];
@@ -838,7 +846,14 @@ fn webhooks_announce_halts_and_approvals_signed_and_retried() {
         &p,
         Some(json!({"tool": "work", "action": "read"})),
     );
-    let _ = w;
+    // The halted agent is answered with halts (its halt was announced above).
+    let d = node.ok(
+        "POST",
+        "/v1/agents/w/steps",
+        &w,
+        Some(json!({"tool": "work", "action": "read"})),
+    );
+    assert_eq!(d["decision"], "halt");
 
     let mut got = Vec::new();
     while got.len() < 3 {
@@ -932,7 +947,6 @@ fn retention_keeps_the_journal_small_and_a_restart_still_rebuilds_everything() {
         OPERATOR,
         Some(json!({"reason": "kept"})),
     );
-    let _ = held;
     let payer = node.register("payer");
     let parked = node.ok(
         "POST",
@@ -1015,6 +1029,16 @@ fn retention_keeps_the_journal_small_and_a_restart_still_rebuilds_everything() {
     assert_eq!(agents_before["agents"], agents_after["agents"]);
     let h = node.ok("GET", "/v1/agents/held", OPERATOR, None);
     assert_eq!(h["halt"]["reason"], "kept");
+    let d = node.ok(
+        "POST",
+        "/v1/agents/held/steps",
+        &held,
+        Some(json!({"tool": "work", "action": "read"})),
+    );
+    assert_eq!(
+        d["decision"], "halt",
+        "the token from before the snapshot still works"
+    );
     let list = node.ok("GET", "/v1/approvals", OPERATOR, None);
     assert_eq!(list["approvals"][0]["id"], approval.as_str());
     // The step left open before the snapshot can still be settled, with its agent's token.
