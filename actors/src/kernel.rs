@@ -1298,7 +1298,7 @@ impl AgentKernel {
     }
 
     fn restore_decision_effects(&mut self, record: &KernelRecord) {
-        if let KernelRecord::Decision {
+        let KernelRecord::Decision {
             step,
             step_id,
             decision,
@@ -1309,50 +1309,47 @@ impl AgentKernel {
             at_ms,
             ..
         } = record
-        {
-            {
-                self.next_seq = self.next_seq.max(step_id.seq() + 1);
-                self.last_seen_ms = self.last_seen_ms.max(*at_ms);
-                let reserve = || reserved.clone().unwrap_or_else(|| step.reservation());
-                match decision {
-                    Verdict::Allow => {
-                        let r = self.account.restore_reservation(&reserve());
-                        self.open.insert(*step_id, r);
-                        self.steps_allowed += 1;
-                        if self.exploration_limit.is_some()
-                            || self.explored.len() < MAX_EXPLORED_TRACKED
-                        {
-                            self.explored.insert(step.tool_key());
-                        }
-                    }
-                    Verdict::RequireApproval => {
-                        let reservation = self.account.restore_reservation(&reserve());
-                        let rule: Arc<str> = Arc::from(rule.as_deref().unwrap_or("approval"));
-                        let approval = PendingApproval {
-                            id: PendingApproval::id_for(&self.id, *step_id),
-                            agent: self.id.clone(),
-                            step_id: *step_id,
-                            step: step.clone(),
-                            rule,
-                            reason: reason.clone(),
-                            requested_at_ms: *at_ms,
-                            expires_at_ms: approval_expires_at_ms
-                                .unwrap_or(at_ms.saturating_add(DEFAULT_APPROVAL_TIMEOUT_MS)),
-                        };
-                        if self.parked.is_empty() {
-                            self.paused_since_ms = Some(*at_ms);
-                        }
-                        self.parked.insert(
-                            *step_id,
-                            Parked {
-                                approval,
-                                reservation,
-                            },
-                        );
-                    }
-                    Verdict::Deny | Verdict::Halt => {}
+        else {
+            return;
+        };
+        self.next_seq = self.next_seq.max(step_id.seq() + 1);
+        self.last_seen_ms = self.last_seen_ms.max(*at_ms);
+        let reserve = || reserved.clone().unwrap_or_else(|| step.reservation());
+        match decision {
+            Verdict::Allow => {
+                let r = self.account.restore_reservation(&reserve());
+                self.open.insert(*step_id, r);
+                self.steps_allowed += 1;
+                if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {
+                    self.explored.insert(step.tool_key());
                 }
             }
+            Verdict::RequireApproval => {
+                let reservation = self.account.restore_reservation(&reserve());
+                let rule: Arc<str> = Arc::from(rule.as_deref().unwrap_or("approval"));
+                let approval = PendingApproval {
+                    id: PendingApproval::id_for(&self.id, *step_id),
+                    agent: self.id.clone(),
+                    step_id: *step_id,
+                    step: step.clone(),
+                    rule,
+                    reason: reason.clone(),
+                    requested_at_ms: *at_ms,
+                    expires_at_ms: approval_expires_at_ms
+                        .unwrap_or(at_ms.saturating_add(DEFAULT_APPROVAL_TIMEOUT_MS)),
+                };
+                if self.parked.is_empty() {
+                    self.paused_since_ms = Some(*at_ms);
+                }
+                self.parked.insert(
+                    *step_id,
+                    Parked {
+                        approval,
+                        reservation,
+                    },
+                );
+            }
+            Verdict::Deny | Verdict::Halt => {}
         }
     }
 

@@ -771,14 +771,7 @@ impl Journal {
         if let Some(why) = self.failure() {
             return Err(JournalError::Stopped(why));
         }
-        let last = self
-            .shared
-            .submit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_seq
-            - 1;
-        self.wait_durable(last).await
+        self.wait_durable(self.last_submitted()).await
     }
 
     /// The last sequence number submitted (0 before the first entry).

@@ -83,6 +83,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A swarm on POLICY with a fresh journal in `dir` attached (the policy journaled).
+async fn journaled_swarm(dir: &std::path::Path) -> (Swarm, Journal) {
+    let (journal, _) = Journal::open(JournalConfig::new(dir), |_| {}).unwrap();
+    let swarm = Swarm::builder()
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .max_agents(1_000_000)
+        .build()
+        .await
+        .unwrap();
+    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    (swarm, journal)
+}
+
 /// Everything recovery must rebuild, in a comparable form.
 fn state(swarm: &Swarm) -> Vec<String> {
     let mut out = Vec::new();
@@ -141,13 +154,7 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
     let dir =
         std::env::temp_dir().join(format!("warden-sup-recovery-{}-{case}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
-    let swarm = Swarm::builder()
-        .policy_set(PolicySet::parse(POLICY).unwrap())
-        .build()
-        .await
-        .unwrap();
-    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    let (swarm, journal) = journaled_swarm(&dir).await;
     for (name, team) in AGENTS {
         let mut spec = AgentSpec::new(AgentId::new(name).unwrap()).team(team);
         if name == "b1" {
@@ -423,14 +430,7 @@ async fn reopen(dir: &std::path::Path) -> (Swarm, Journal, warden_supervisor::wa
 async fn registrations_racing_snapshots_are_all_recovered() {
     let dir = std::env::temp_dir().join(format!("warden-sup-race-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
-    let swarm = Swarm::builder()
-        .policy_set(PolicySet::parse(POLICY).unwrap())
-        .max_agents(1_000_000)
-        .build()
-        .await
-        .unwrap();
-    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    let (swarm, journal) = journaled_swarm(&dir).await;
     for i in 0..1_000 {
         swarm
             .spawn_agent(AgentSpec::new(aid(&format!("base{i}"))).team("swarm/a"))
@@ -480,13 +480,7 @@ async fn registrations_racing_snapshots_are_all_recovered() {
 async fn a_snapshot_keeps_parents_whose_ids_sort_after_their_children() {
     let dir = std::env::temp_dir().join(format!("warden-sup-parent-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
-    let swarm = Swarm::builder()
-        .policy_set(PolicySet::parse(POLICY).unwrap())
-        .build()
-        .await
-        .unwrap();
-    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    let (swarm, journal) = journaled_swarm(&dir).await;
     swarm
         .spawn_agent(AgentSpec::new(aid("zparent")).team("swarm/b"))
         .await
@@ -523,13 +517,7 @@ async fn a_node_restarted_on_a_compacted_journal_keeps_the_journal_policy() {
     use warden_supervisor::wal::Record;
     let dir = std::env::temp_dir().join(format!("warden-sup-pol-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
-    let swarm = Swarm::builder()
-        .policy_set(PolicySet::parse(POLICY).unwrap())
-        .build()
-        .await
-        .unwrap();
-    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    let (swarm, journal) = journaled_swarm(&dir).await;
     // A hot reload, then a snapshot that lets the policy_change entries go.
     let reloaded = POLICY.replace("budgets: {steps: 40,", "budgets: {steps: 41,");
     swarm.reload_policy(&reloaded).unwrap();
