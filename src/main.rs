@@ -80,9 +80,6 @@ macro_rules! say {
     }};
 }
 
-/// The bundled example policy (`examples/policies/design.yaml`).
-const DEFAULT_POLICY: &str = include_str!("../examples/policies/design.yaml");
-
 /// Where the node is and how to prove you are its operator.
 #[derive(clap::Args, Debug)]
 struct Remote {
@@ -902,57 +899,18 @@ fn run_node(
     data: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
-    let file = match &config {
-        Some(path) => warden::supervisor::node::read_config(&read(path)?).map_err(|errors| {
-            for e in &errors {
-                eprintln!("{}:{e}", path.display());
-            }
-            anyhow::anyhow!("{} has {} error(s)", path.display(), errors.len())
-        })?,
-        None => Default::default(),
-    };
-    let policy = policy.or(file.policy);
-    let data = data
-        .or(file.data_dir)
-        .unwrap_or_else(|| PathBuf::from("warden-data"));
-    let listen = listen
-        .or(file.listen)
-        .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid"));
-    let (policy_text, policy_source) = match &policy {
-        Some(p) => (read(p)?, p.display().to_string()),
-        None => (
-            DEFAULT_POLICY.to_string(),
-            "the bundled example policy".to_string(),
-        ),
-    };
-    let explicit = policy.is_some();
-    let config = warden::supervisor::node::NodeConfig {
+    use warden::adapters::config::{resolve, Flags, OPERATOR_TOKEN_ENV};
+    let flags = Flags {
+        config,
+        policy,
+        data,
         listen,
-        data_dir: data.clone(),
-        policy_explicit: policy.is_some(),
-        policy_text,
-        operator_token: std::env::var("WARDEN_OPERATOR_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .or(file.operator_token),
-        max_body_bytes: file
-            .max_body_bytes
-            .unwrap_or(warden::supervisor::node::DEFAULT_MAX_BODY_BYTES),
-        fsync: file.fsync.unwrap_or_default(),
-        webhooks: file.webhooks,
-        request_timeout_ms: file
-            .request_timeout_ms
-            .unwrap_or(warden::supervisor::node::DEFAULT_REQUEST_TIMEOUT_MS),
-        max_connections: file
-            .max_connections
-            .unwrap_or(warden::supervisor::node::DEFAULT_MAX_CONNECTIONS),
-        journal_bytes: file
-            .journal_bytes
-            .unwrap_or(warden::supervisor::node::DEFAULT_JOURNAL_BYTES),
-        segment_bytes: file
-            .segment_bytes
-            .unwrap_or(warden::supervisor::node::DEFAULT_SEGMENT_BYTES),
     };
+    let resolved = resolve(flags, std::env::var(OPERATOR_TOKEN_ENV).ok())?;
+    let policy_source = resolved.policy_source;
+    let mut config = resolved.config;
+    let data = config.node.data_dir.clone();
+    config.metrics = install_recorder();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -961,9 +919,11 @@ fn run_node(
         // Signal handlers first: a SIGTERM right after start-up must still stop cleanly.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let node = match warden::supervisor::node::start(config).await {
+        let node = match warden::adapters::http::start(config).await {
             Ok(n) => n,
-            Err(warden::supervisor::node::NodeError::Policy(errors)) => {
+            Err(warden::adapters::http::StartError::Node(
+                warden::supervisor::NodeError::Policy(errors),
+            )) => {
                 for d in &errors.diagnostics {
                     eprintln!("{policy_source}:{d}");
                 }
@@ -972,7 +932,7 @@ fn run_node(
             Err(e) => return Err(e.into()),
         };
         say!("warden node listening on http://{}", node.addr);
-        let policy_source = if node.recovered.policy.is_some() && !explicit {
+        let policy_source = if node.node.policy_from_journal {
             "the one last recorded in the journal (pass --policy to replace it)".to_string()
         } else {
             policy_source
@@ -982,8 +942,8 @@ fn run_node(
             data.display(),
             node.operator_token_source
         );
-        let r = &node.recovered;
-        let open = &node.journal_open;
+        let r = &node.node.recovered;
+        let open = &node.node.journal_open;
         say!(
             "journal: {} entries verified in {} segment(s){}; recovered {} agents ({} halted, {} open steps, {} pending approvals)",
             open.verified.entries,
@@ -1010,6 +970,19 @@ fn run_node(
         }
         Ok(())
     })
+}
+
+/// Installs the process-wide Prometheus recorder (the binary's job, never a library's), with
+/// the shared bucket layout for `*_duration_seconds`; `None` if another is installed.
+fn install_recorder() -> Option<warden::adapters::http::MetricsRender> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use warden::supervisor::metrics::{DURATION_BUCKETS, DURATION_SUFFIX};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.into()), &DURATION_BUCKETS)
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    Some(std::sync::Arc::new(move || handle.render()))
 }
 
 fn has_journal(dir: &std::path::Path) -> anyhow::Result<()> {

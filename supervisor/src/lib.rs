@@ -40,14 +40,15 @@
 
 pub mod audit;
 pub mod journal;
+pub mod metrics;
 pub mod node;
 pub mod runtime;
 pub mod swarm;
 pub mod tree;
 pub mod waitfor;
 pub mod wal;
-pub mod webhook;
 
+pub use node::{Node, NodeError, NodeOptions};
 pub use runtime::Layout;
 pub use swarm::{AgentError, AgentHandle, AgentSpec, Swarm, SwarmBuilder, SwarmError, Target};
 pub use tree::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy, TeamSpec};

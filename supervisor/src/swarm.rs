@@ -1873,6 +1873,13 @@ impl Swarm {
         Ok(())
     }
 
+    /// The policy in force: its version and YAML text, read together (0 and empty text
+    /// without a policy).
+    pub fn policy_text(&self) -> (u64, Arc<str>) {
+        let text = self.inner.policy_text.lock().clone().unwrap_or_default();
+        (self.policy_version().unwrap_or(0), Arc::from(text))
+    }
+
     /// The policy version in force (1 for the first; `None` without a policy).
     pub fn policy_version(&self) -> Option<u64> {
         self.inner.policy.as_ref().map(|p| p.version())

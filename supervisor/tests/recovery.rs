@@ -528,13 +528,9 @@ async fn a_node_restarted_on_a_compacted_journal_keeps_the_journal_policy() {
     journal.shutdown().await;
 
     // Restarted without an explicit policy (the bundled default would be POLICY).
-    let mut cfg = warden_supervisor::node::NodeConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        &dir,
-        POLICY.to_string(),
-    );
-    cfg.operator_token = Some("0123456789abcdef0123".into());
-    let node = warden_supervisor::node::start(cfg).await.unwrap();
+    let opts = warden_supervisor::NodeOptions::new(&dir, POLICY);
+    let node = warden_supervisor::Node::open(opts).await.unwrap();
+    assert!(node.policy_from_journal);
     assert_eq!(
         node.recovered.policy.as_ref().map(|p| p.text.as_str()),
         Some(reloaded.as_str())

@@ -16,13 +16,13 @@
 //! constant time, and rejects old timestamps (replays).
 //!
 //! ## Limits
-//! Each webhook has its own delivery thread and a queue of [`QUEUE`] events; when the queue
+//! Each webhook has its own delivery thread and a queue of [`WEBHOOK_QUEUE_EVENTS_MAX`](crate::limits::WEBHOOK_QUEUE_EVENTS_MAX) events; when the queue
 //! is full (a receiver down for long), new events for it are dropped and counted
 //! (`warden_webhook_deliveries_total{result="dropped"}`), never blocking governance. An
-//! attempt times out after [`ATTEMPT_TIMEOUT`]; transport errors, 429 and 5xx are retried up
-//! to [`MAX_ATTEMPTS`] times with exponential backoff from [`FIRST_BACKOFF`]; any other 4xx
+//! attempt times out after [`WEBHOOK_ATTEMPT_TIMEOUT`](crate::limits::WEBHOOK_ATTEMPT_TIMEOUT); transport errors, 429 and 5xx are retried up
+//! to [`WEBHOOK_ATTEMPTS_MAX`](crate::limits::WEBHOOK_ATTEMPTS_MAX) times with exponential backoff from [`WEBHOOK_BACKOFF_FIRST`](crate::limits::WEBHOOK_BACKOFF_FIRST); any other 4xx
 //! is final (`rejected`). At shutdown, queued deliveries get one attempt each within
-//! [`SHUTDOWN_GRACE`].
+//! [`WEBHOOK_SHUTDOWN_GRACE`](crate::limits::WEBHOOK_SHUTDOWN_GRACE).
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -31,20 +31,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use warden_actors::{EventError, EventStream};
 
-/// Most webhooks a node takes.
-pub const MAX_WEBHOOKS: usize = 16;
-/// Events queued per webhook.
-pub const QUEUE: usize = 1_024;
-/// Attempts per delivery.
-pub const MAX_ATTEMPTS: u32 = 6;
-/// Wait before the first retry; doubled each time (0.25, 0.5, 1, 2, 4 s).
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// One attempt's limit (connect, send, answer).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// At shutdown: time left for queued deliveries.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Shortest secret accepted.
-pub const MIN_SECRET_LEN: usize = 16;
+use crate::limits::{
+    WEBHOOK_ATTEMPTS_MAX, WEBHOOK_ATTEMPT_TIMEOUT, WEBHOOK_BACKOFF_FIRST, WEBHOOK_QUEUE_EVENTS_MAX,
+    WEBHOOK_SECRET_LEN_MIN, WEBHOOK_SHUTDOWN_GRACE,
+};
 
 /// Event types a webhook may subscribe to.
 pub const EVENT_TYPES: [&str; 7] = [
@@ -92,9 +82,9 @@ impl WebhookConfig {
                 ));
             }
         }
-        if self.secret.len() < MIN_SECRET_LEN {
+        if self.secret.len() < WEBHOOK_SECRET_LEN_MIN {
             return Err(format!(
-                "secret must be at least {MIN_SECRET_LEN} characters (it keys the HMAC signature)"
+                "secret must be at least {WEBHOOK_SECRET_LEN_MIN} characters (it keys the HMAC signature)"
             ));
         }
         Ok(())
@@ -157,7 +147,7 @@ pub fn start(hooks: Vec<WebhookConfig>, mut events: EventStream) -> Webhooks {
     let mut senders: Vec<(WebhookConfig, SyncSender<Arc<Delivery>>)> = Vec::new();
     let mut threads = Vec::new();
     for hook in hooks {
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(WEBHOOK_QUEUE_EVENTS_MAX);
         let (h, d) = (hook.clone(), Arc::clone(&deadline));
         let spawned = std::thread::Builder::new()
             .name("warden-webhook".into())
@@ -226,9 +216,9 @@ pub fn start(hooks: Vec<WebhookConfig>, mut events: EventStream) -> Webhooks {
 
 impl Webhooks {
     /// Stops taking events; queued deliveries get one attempt each within
-    /// [`SHUTDOWN_GRACE`], then the threads end.
+    /// [`WEBHOOK_SHUTDOWN_GRACE`], then the threads end.
     pub async fn shutdown(self) {
-        *self.deadline.lock() = Some(Instant::now() + SHUTDOWN_GRACE);
+        *self.deadline.lock() = Some(Instant::now() + WEBHOOK_SHUTDOWN_GRACE);
         self.dispatcher.abort();
         let _ = self.dispatcher.await; // drops the senders: threads see the end of the queue
         let threads = self.threads;
@@ -247,15 +237,15 @@ fn deliver_loop(
     deadline: &parking_lot::Mutex<Option<Instant>>,
 ) {
     while let Ok(d) = rx.recv() {
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=MAX_ATTEMPTS {
+        let mut backoff = WEBHOOK_BACKOFF_FIRST;
+        for attempt in 1..=WEBHOOK_ATTEMPTS_MAX {
             let stopping = *deadline.lock();
             // An attempt never outlives the shutdown grace.
             let limit = match stopping {
                 Some(t) => t
                     .saturating_duration_since(Instant::now())
-                    .min(ATTEMPT_TIMEOUT),
-                None => ATTEMPT_TIMEOUT,
+                    .min(WEBHOOK_ATTEMPT_TIMEOUT),
+                None => WEBHOOK_ATTEMPT_TIMEOUT,
             };
             if limit.is_zero() {
                 count("dropped");
@@ -295,7 +285,7 @@ fn deliver_loop(
             if !retry {
                 break;
             }
-            if attempt == MAX_ATTEMPTS || stopping.is_some() {
+            if attempt == WEBHOOK_ATTEMPTS_MAX || stopping.is_some() {
                 count("failed");
                 break;
             }

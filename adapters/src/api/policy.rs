@@ -1,0 +1,69 @@
+//! `GET /v1/policy` (the YAML text in force, its version in `X-Warden-Policy-Version`) and
+//! `PUT /v1/policy` (the body is the new policy's YAML text; the answer is the new version and
+//! its warnings, or 400 `invalid_policy` with every error at line:column in `details`, and the
+//! old policy stays in force). Operator only.
+
+use axum::extract::State;
+use axum::http::{header, HeaderName};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use warden_supervisor::SwarmError;
+
+use crate::http::auth::Operator;
+use crate::http::error::ApiError;
+use crate::http::wire::PolicyVersionView;
+use crate::http::AppState;
+
+/// The policy routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/policy", get(show).put(replace))
+}
+
+async fn show(_: Operator, State(state): State<AppState>) -> Response {
+    let (version, text) = state.swarm.policy_text();
+    (
+        [
+            (header::CONTENT_TYPE, "application/yaml".to_string()),
+            (
+                HeaderName::from_static("x-warden-policy-version"),
+                version.to_string(),
+            ),
+        ],
+        text.to_string(),
+    )
+        .into_response()
+}
+
+async fn replace(
+    _: Operator,
+    State(state): State<AppState>,
+    body: String,
+) -> Result<Json<PolicyVersionView>, ApiError> {
+    match state.swarm.reload_policy(&body) {
+        Ok((version, warnings)) => {
+            state.swarm.durable().await?;
+            let warnings = warnings
+                .iter()
+                .filter_map(|w| serde_json::to_value(w).ok())
+                .collect();
+            Ok(Json(PolicyVersionView { version, warnings }))
+        }
+        Err(SwarmError::Policy(errors)) => {
+            let first = errors
+                .errors()
+                .next()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            let e = ApiError::bad_request(
+                "invalid_policy",
+                format!("the policy has errors; the previous policy stays active. {first}"),
+            );
+            Err(match serde_json::to_value(&errors.diagnostics) {
+                Ok(details) => e.with_details(details),
+                Err(_) => e,
+            })
+        }
+        Err(other) => Err(other.into()),
+    }
+}

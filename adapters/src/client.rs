@@ -1,0 +1,354 @@
+//! A typed, blocking client of the node's `/v1` API, for the CLI, the end-to-end tests and the
+//! benchmarks. Bodies are the types of [`crate::http::wire`], so client and server share one
+//! definition of every shape. Errors keep the node's status, code and message.
+//!
+//! ```no_run
+//! use warden_adapters::client::Client;
+//! use warden_adapters::http::wire::RegisterRequest;
+//!
+//! let operator = Client::new("http://127.0.0.1:7700", "the-operator-token");
+//! let agent = operator
+//!     .register(&RegisterRequest { id: Some("scout-1".into()), ..Default::default() })
+//!     .unwrap();
+//! let me = operator.with_token(agent.token.as_deref().unwrap());
+//! let decision = me
+//!     .step("scout-1", &serde_json::json!({"tool": "web.search", "action": "read"}))
+//!     .unwrap();
+//! println!("{:?}", decision.decision);
+//! ```
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use warden_actors::StepId;
+
+use crate::http::wire::{
+    AgentPage, AgentView, AnswerRequest, ApprovalView, AuditPage, DecisionView, OutcomeRequest,
+    OutcomeView, PolicyVersionView, PoolView, ReasonRequest, RegisterRequest,
+};
+use crate::limits::{CLIENT_ANSWER_BYTES_MAX, CLIENT_TIMEOUT_DEFAULT};
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node could not be reached, or its answer could not be read.
+    #[error("cannot reach the node at {base}: {message}")]
+    Transport {
+        /// The node's base URL.
+        base: String,
+        /// What failed.
+        message: String,
+    },
+    /// The node answered with an error.
+    #[error("the node answered {status}: {message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error code (`unknown_agent`, ...), empty when the body was not the error shape.
+        code: String,
+        /// The node's message.
+        message: String,
+        /// The whole error body.
+        body: Value,
+    },
+    /// A 2xx answer that does not have the expected shape.
+    #[error("unexpected answer to {what}: {message}")]
+    Shape {
+        /// The request.
+        what: String,
+        /// The decoding error.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An answer: its status and its body (JSON, or the text as a JSON string).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+    /// Response headers the caller may need (`x-warden-policy-version`).
+    pub policy_version: Option<u64>,
+}
+
+/// A client bound to a node and a token (the operator's or an agent's).
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the node at `base` (`http://127.0.0.1:7700`) sending `token`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self::build(base.into(), Some(token.into()), CLIENT_TIMEOUT_DEFAULT)
+    }
+
+    /// A client that sends no token (for `/healthz`, `/readyz`, `/metrics`, and to test
+    /// refusals).
+    pub fn anonymous(base: impl Into<String>) -> Self {
+        Self::build(base.into(), None, CLIENT_TIMEOUT_DEFAULT)
+    }
+
+    fn build(base: String, token: Option<String>, timeout: Duration) -> Self {
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    /// The same node with another token (an agent's, say); shares the connection pool.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The same node and token with another timeout per request.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self::build(self.base.clone(), self.token.clone(), timeout)
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request, any status. `method` is `GET`, `PUT` or (anything else) `POST`; `body`
+    /// is sent as JSON, or as the raw text for a [`Body::Text`] (a policy's YAML).
+    pub fn call(&self, method: &str, path: &str, body: Body) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let result = if method == "GET" {
+            let r = self.http.get(&url);
+            match &auth {
+                Some(a) => r.header("Authorization", a).call(),
+                None => r.call(),
+            }
+        } else {
+            let r = match method {
+                "PUT" => self.http.put(&url),
+                _ => self.http.post(&url),
+            };
+            let r = match &auth {
+                Some(a) => r.header("Authorization", a),
+                None => r,
+            };
+            match body {
+                Body::None => r.header("Content-Type", "application/json").send("{}"),
+                Body::Json(v) => r
+                    .header("Content-Type", "application/json")
+                    .send(v.to_string()),
+                Body::Text(t, ctype) => r.header("Content-Type", ctype).send(t),
+            }
+        };
+        let transport = |e: ureq::Error| ClientError::Transport {
+            base: self.base.clone(),
+            message: e.to_string(),
+        };
+        let mut resp = result.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let policy_version = resp
+            .headers()
+            .get("x-warden-policy-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(CLIENT_ANSWER_BYTES_MAX)
+            .read_to_string()
+            .map_err(transport)?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer {
+            status,
+            body,
+            policy_version,
+        })
+    }
+
+    /// A request whose success is a 2xx with a body of type `T`; anything else is an error.
+    fn typed<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body,
+    ) -> Result<T, ClientError> {
+        let answer = self.ok(method, path, body)?;
+        serde_json::from_value(answer.body).map_err(|e| ClientError::Shape {
+            what: format!("{method} {path}"),
+            message: e.to_string(),
+        })
+    }
+
+    /// A request whose success is any 2xx; the answer as it came.
+    pub fn ok(&self, method: &str, path: &str, body: Body) -> Result<Answer, ClientError> {
+        let answer = self.call(method, path, body)?;
+        if (200..300).contains(&answer.status) {
+            return Ok(answer);
+        }
+        let err = &answer.body["error"];
+        Err(ClientError::Api {
+            status: answer.status,
+            code: err["code"].as_str().unwrap_or_default().to_string(),
+            message: err["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| answer.body.to_string()),
+            body: answer.body,
+        })
+    }
+
+    /// `POST /v1/agents`: the new agent, with its token.
+    pub fn register(&self, req: &RegisterRequest) -> Result<AgentView, ClientError> {
+        self.typed("POST", "/v1/agents", Body::json(req))
+    }
+
+    /// `GET /v1/agents?...`: one page; `query` is the query string without `?` (`state=halted`).
+    pub fn agents(&self, query: &str) -> Result<AgentPage, ClientError> {
+        self.typed("GET", &with_query("/v1/agents", query), Body::None)
+    }
+
+    /// `GET /v1/agents/{id}`.
+    pub fn agent(&self, id: &str) -> Result<AgentView, ClientError> {
+        self.typed("GET", &format!("/v1/agents/{id}"), Body::None)
+    }
+
+    /// `POST /v1/agents/{id}/steps` with a step as JSON (the API validates it).
+    pub fn step(&self, id: &str, step: &Value) -> Result<DecisionView, ClientError> {
+        self.typed(
+            "POST",
+            &format!("/v1/agents/{id}/steps"),
+            Body::Json(step.clone()),
+        )
+    }
+
+    /// `POST /v1/agents/{id}/steps/{step}/outcome`.
+    pub fn outcome(
+        &self,
+        id: &str,
+        step: StepId,
+        req: &OutcomeRequest,
+    ) -> Result<OutcomeView, ClientError> {
+        let path = format!("/v1/agents/{id}/steps/{step}/outcome");
+        self.typed("POST", &path, Body::json(req))
+    }
+
+    /// `POST /v1/agents/{id}/heartbeat`.
+    pub fn heartbeat(&self, id: &str) -> Result<(), ClientError> {
+        self.ok("POST", &format!("/v1/agents/{id}/heartbeat"), Body::None)
+            .map(|_| ())
+    }
+
+    /// `POST /v1/agents/{id}/halt`: the agents halted (the cascade included).
+    pub fn halt(&self, id: &str, req: &ReasonRequest) -> Result<Value, ClientError> {
+        let path = format!("/v1/agents/{id}/halt");
+        self.ok("POST", &path, Body::json(req)).map(|a| a.body)
+    }
+
+    /// `POST /v1/agents/{id}/resume`.
+    pub fn resume(&self, id: &str, req: &ReasonRequest) -> Result<Value, ClientError> {
+        let path = format!("/v1/agents/{id}/resume");
+        self.ok("POST", &path, Body::json(req)).map(|a| a.body)
+    }
+
+    /// `GET /v1/pools`.
+    pub fn pools(&self) -> Result<Vec<PoolView>, ClientError> {
+        let v: Value = self.typed("GET", "/v1/pools", Body::None)?;
+        decode("GET /v1/pools", v["pools"].clone())
+    }
+
+    /// `GET /v1/pools/{path}`.
+    pub fn pool(&self, path: &str) -> Result<PoolView, ClientError> {
+        self.typed("GET", &format!("/v1/pools/{path}"), Body::None)
+    }
+
+    /// `GET /v1/approvals`.
+    pub fn approvals(&self) -> Result<Vec<ApprovalView>, ClientError> {
+        let v: Value = self.typed("GET", "/v1/approvals", Body::None)?;
+        decode("GET /v1/approvals", v["approvals"].clone())
+    }
+
+    /// `POST /v1/approvals/{id}`: the step's final decision.
+    pub fn answer(&self, id: &str, req: &AnswerRequest) -> Result<DecisionView, ClientError> {
+        self.typed("POST", &format!("/v1/approvals/{id}"), Body::json(req))
+    }
+
+    /// `GET /v1/policy`: the version and the YAML text in force.
+    pub fn policy(&self) -> Result<(u64, String), ClientError> {
+        let a = self.ok("GET", "/v1/policy", Body::None)?;
+        let text = match a.body {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        Ok((a.policy_version.unwrap_or(0), text))
+    }
+
+    /// `PUT /v1/policy` with the YAML text.
+    pub fn put_policy(&self, yaml: &str) -> Result<PolicyVersionView, ClientError> {
+        self.typed(
+            "PUT",
+            "/v1/policy",
+            Body::Text(yaml.to_string(), "application/yaml"),
+        )
+    }
+
+    /// `GET /v1/audit?...`: one page; `query` without `?`.
+    pub fn audit(&self, query: &str) -> Result<AuditPage, ClientError> {
+        self.typed("GET", &with_query("/v1/audit", query), Body::None)
+    }
+}
+
+/// A request body.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// None (a POST sends `{}`).
+    None,
+    /// JSON.
+    Json(Value),
+    /// Text with its content type.
+    Text(String, &'static str),
+}
+
+impl Body {
+    /// Any serializable value as JSON.
+    pub fn json(v: &impl Serialize) -> Body {
+        Body::Json(serde_json::to_value(v).unwrap_or(Value::Null))
+    }
+}
+
+fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, v: Value) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Shape {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}

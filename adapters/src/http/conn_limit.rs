@@ -1,0 +1,147 @@
+//! The connection limit: a listener that serves a bounded number of connections at once and
+//! closes idle ones. At the bound, new connections wait in the kernel's accept backlog
+//! (backpressure, not refusal); an idle connection ends so idle clients cannot hold the slots.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::limits::ACCEPT_RETRY_MS;
+
+/// A listener that holds at most `permits` connections open: at the limit it stops
+/// accepting (new connections wait in the kernel's backlog) until one closes. Sets
+/// `TCP_NODELAY` on every connection (answers are small and latency matters), and ends a
+/// connection that neither reads nor writes for `idle` (so idle clients cannot hold the
+/// slots; event streams write a keep-alive every 15 s).
+pub struct Limited {
+    inner: tokio::net::TcpListener,
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: Duration,
+}
+
+impl Limited {
+    /// Serves at most `connections_max` connections of `inner` at once; closes one that
+    /// stays idle for `idle`.
+    pub fn new(inner: tokio::net::TcpListener, connections_max: usize, idle: Duration) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(tokio::sync::Semaphore::new(connections_max.max(1))),
+            idle,
+        }
+    }
+}
+
+/// A connection holding its permit.
+pub struct LimitedIo {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LimitedIo {
+    fn touch(&mut self) {
+        let at = tokio::time::Instant::now() + self.idle;
+        self.timer.as_mut().reset(at);
+    }
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = LimitedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        LimitedIo {
+                            stream,
+                            _permit: permit,
+                            idle: self.idle,
+                            timer: Box::pin(tokio::time::sleep(self.idle)),
+                        },
+                        addr,
+                    );
+                }
+                // Out of file descriptors and the like: wait a little, as axum does.
+                Err(_) => tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for LimitedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                self.touch();
+                std::task::Poll::Ready(r)
+            }
+            // Idle too long: report end of stream, and the server closes the connection.
+            std::task::Poll::Pending
+                if std::future::Future::poll(self.timer.as_mut(), cx).is_ready() =>
+            {
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}

@@ -1,0 +1,216 @@
+//! The node's HTTP server: [`start`] opens the durable node ([`warden_supervisor::Node`]),
+//! binds the listener and serves every router of [`crate::api`] on it, with the operator
+//! token, body and connection limits, a request deadline and JSON errors; [`RunningNode`]
+//! shuts it all down gracefully.
+
+pub mod auth;
+pub mod conn_limit;
+pub mod error;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+use warden_actors::AgentId;
+use warden_supervisor::{Node, NodeError, Swarm};
+
+use crate::config::NodeConfig;
+use crate::limits::{IDLE_TIMEOUTS_PER_CONNECTION, SHUTDOWN_GRACE};
+use auth::Auth;
+use error::ApiError;
+
+/// Renders the process's metrics in Prometheus' text format. The binary installs the
+/// recorder and hands the node this; without it `/metrics` answers 503.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The state behind [`AppState`].
+pub struct Shared {
+    /// The swarm the node governs.
+    pub swarm: Swarm,
+    /// The operator's and the agents' tokens.
+    pub auth: Auth,
+    /// Each agent's labels (journaled with its registration).
+    pub labels: DashMap<AgentId, BTreeMap<String, String>>,
+    /// The metrics renderer, if the process installed a recorder.
+    pub metrics: Option<MetricsRender>,
+    /// Set at shutdown: long-lived responses (event streams) end so the server can drain.
+    pub shutting_down: tokio::sync::watch::Sender<bool>,
+    /// How long one request may take.
+    pub request_timeout_ms: u64,
+    /// The node's data directory (the journal, for `GET /v1/audit`).
+    pub data_dir: PathBuf,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The state of a node over `swarm`, with the given operator token.
+    pub fn new(swarm: Swarm, operator_token: String, config: &NodeConfig) -> Self {
+        AppState(Arc::new(Shared {
+            swarm,
+            auth: Auth::new(operator_token),
+            labels: DashMap::new(),
+            metrics: config.metrics.clone(),
+            shutting_down: tokio::sync::watch::channel(false).0,
+            request_timeout_ms: config.request_timeout_ms,
+            data_dir: config.node.data_dir.clone(),
+        }))
+    }
+
+    /// Takes back each recovered agent's token digest and labels from its registration's
+    /// `meta`.
+    fn restore(&self, meta: &[(AgentId, serde_json::Value)]) {
+        for (agent, meta) in meta {
+            if let Some(digest) = meta["token_blake3"].as_str() {
+                self.auth.insert_digest(agent.clone(), digest.to_string());
+            }
+            if let Ok(labels) = serde_json::from_value(meta["labels"].clone()) {
+                self.labels.insert(agent.clone(), labels);
+            }
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The durable node could not open (policy, journal, recovery).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The operator token is missing, weak or exposed.
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    /// The listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A running node: its address, and how to stop it.
+pub struct RunningNode {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Where the operator token came from (printed at start-up).
+    pub operator_token_source: String,
+    /// The durable node (recovery report, journal report, swarm).
+    pub node: Node,
+    state: AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    webhooks: Option<crate::webhook::Webhooks>,
+}
+
+impl RunningNode {
+    /// Stops accepting, ends event streams, gives in-flight requests up to
+    /// [`SHUTDOWN_GRACE`] to finish, then stops webhooks, the swarm and the journal.
+    pub async fn shutdown(self) {
+        let _ = self.state.shutting_down.send(true);
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        if let Some(w) = self.webhooks {
+            w.shutdown().await;
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// Starts a node on the current tokio runtime: the operator token, the durable node (journal,
+/// recovery), webhooks, then the HTTP server on `config.listen`.
+///
+/// # Errors
+/// [`StartError`] says which part failed; nothing is served then.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    let (operator_token, operator_token_source) =
+        auth::operator_token(config.operator_token.as_deref(), &config.node.data_dir)?;
+    let node = Node::open(config.node.clone()).await?;
+    let state = AppState::new(node.swarm().clone(), operator_token, &config);
+    state.restore(&node.recovered.meta);
+    let webhooks = (!config.webhooks.is_empty())
+        .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    // Longer than any request may take, so only a connection with nothing going on ends.
+    let idle = Duration::from_millis(
+        config
+            .request_timeout_ms
+            .saturating_mul(IDLE_TIMEOUTS_PER_CONNECTION as u64),
+    );
+    let listener = conn_limit::Limited::new(listener, config.max_connections, idle);
+    let app = crate::api::router(state.clone(), config.max_body_bytes);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(RunningNode {
+        addr,
+        operator_token_source,
+        node,
+        state,
+        stop,
+        task,
+        webhooks,
+    })
+}
+
+/// Ends a request that takes longer than the request timeout (a client trickling its body,
+/// say) with 408. A step whose decision was made but not yet answered is like one whose
+/// client went away: journaled, but never acknowledged. Event streams are exempt.
+pub async fn deadline(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/v1/events" {
+        return next.run(req).await;
+    }
+    let limit = Duration::from_millis(state.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request took longer than {} ms; send the body at once",
+                state.request_timeout_ms
+            ),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,75 @@
+//! Every bound of the network surface, in one place. Names carry their unit last; the
+//! relationships between bounds are asserted at compile time below. What happens at each bound
+//! is designed: a request over a limit gets a 4xx JSON error naming the limit, a full queue
+//! sheds (and counts) rather than blocking governance, a connection over the limit waits in
+//! the kernel's backlog.
+
+use std::time::Duration;
+
+/// Largest request body accepted by default (1 MiB); `limits.max_body_bytes` in the config.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Smallest `limits.max_body_bytes` the config accepts.
+pub const BODY_BYTES_MAX_MIN: usize = 1_024;
+/// Most connections served at once by default; `limits.max_connections`. More wait to be
+/// accepted.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4_096;
+/// How long one request may take by default, reading its body included (event streams
+/// excepted); `limits.request_timeout`. Past it: 408.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Shortest `limits.request_timeout` the config accepts.
+pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
+/// A connection with no reads or writes for this many request timeouts is closed, so idle
+/// clients cannot hold the connection slots (event streams write a keep-alive every 15 s).
+pub const IDLE_TIMEOUTS_PER_CONNECTION: u32 = 2;
+/// Wait before accepting again after `accept` fails (out of file descriptors and the like).
+pub const ACCEPT_RETRY_MS: u64 = 50;
+/// How long in-flight requests get to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Default page size of list endpoints (`?limit=`).
+pub const PAGE_ENTRIES_DEFAULT: usize = 1_000;
+/// Largest page size of list endpoints.
+pub const PAGE_ENTRIES_MAX: usize = 10_000;
+/// Most labels per agent.
+pub const LABELS_MAX: usize = 32;
+/// Longest label key or value, bytes.
+pub const LABEL_BYTES_MAX: usize = 256;
+/// Longest `reason` or `by` accepted (they go into the journal and every event), bytes.
+pub const TEXT_BYTES_MAX: usize = 4_096;
+/// Bytes of a framework's plain-text error kept when it is turned into the JSON shape.
+pub const FRAMEWORK_ERROR_BYTES_MAX: usize = 4_096;
+
+/// Shortest operator token accepted, characters.
+pub const OPERATOR_TOKEN_LEN_MIN: usize = 16;
+/// Random bytes in a token the node makes (shown as twice as many hex characters).
+pub const TOKEN_RANDOM_BYTES: usize = 24;
+
+/// Most webhooks a node takes.
+pub const WEBHOOKS_MAX: usize = 16;
+/// Events queued per webhook; past it new events for that hook are dropped and counted.
+pub const WEBHOOK_QUEUE_EVENTS_MAX: usize = 1_024;
+/// Attempts per webhook delivery.
+pub const WEBHOOK_ATTEMPTS_MAX: u32 = 6;
+/// Wait before the first webhook retry; doubled each time (0.25, 0.5, 1, 2, 4 s).
+pub const WEBHOOK_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// One webhook attempt's limit (connect, send, answer).
+pub const WEBHOOK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// At shutdown: time left for queued webhook deliveries.
+pub const WEBHOOK_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Shortest webhook secret accepted, characters.
+pub const WEBHOOK_SECRET_LEN_MIN: usize = 16;
+
+/// The typed client's default timeout for one request.
+pub const CLIENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Largest answer the typed client reads (a full page of agents or journal entries fits).
+pub const CLIENT_ANSWER_BYTES_MAX: u64 = 256 << 20;
+
+const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);
+const _: () = assert!(REQUEST_TIMEOUT_MS_MIN <= REQUEST_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(PAGE_ENTRIES_DEFAULT <= PAGE_ENTRIES_MAX);
+// A token the node makes is long enough to be accepted as an operator token.
+const _: () = assert!(TOKEN_RANDOM_BYTES * 2 >= OPERATOR_TOKEN_LEN_MIN);
+// Every entry of a full page fits in what the client reads (an entry is well under 16 KiB).
+const _: () = assert!(PAGE_ENTRIES_MAX as u64 * (16 << 10) <= CLIENT_ANSWER_BYTES_MAX);
+// A text field fits in any accepted body.
+const _: () = assert!(TEXT_BYTES_MAX < BODY_BYTES_MAX_MIN * 8);

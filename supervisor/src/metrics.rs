@@ -1,0 +1,45 @@
+//! The node's metrics that describe state rather than events: the histogram bucket layout
+//! every `*_duration_seconds` metric shares, and the gauges refreshed just before a scrape.
+//!
+//! Library code only *records* through the `metrics` facade; the process that wants them
+//! exported (the `warden` binary) installs the recorder, with [`DURATION_BUCKETS`]. Labels are
+//! pools and dimensions, never agents: a million agents must not mean a million series.
+
+use warden_actors::LedgerDim;
+
+use crate::Swarm;
+
+/// Histogram buckets for every `*_duration_seconds` metric: 1 µs to 1 s (decisions take about
+/// a microsecond in process; a journal commit with fsync takes milliseconds).
+pub const DURATION_BUCKETS: [f64; 13] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 1e-1, 1.0,
+];
+
+/// The suffix of the metric names [`DURATION_BUCKETS`] applies to.
+pub const DURATION_SUFFIX: &str = "duration_seconds";
+
+/// Sets the gauges that describe the swarm now (`warden_agents`, `warden_budget_limit`,
+/// `warden_budget_spent_total`, `warden_budget_remaining`, `warden_approvals_pending`): one pass
+/// over pools and agents per scrape, nothing on the decision path.
+pub fn refresh_gauges(swarm: &Swarm) {
+    for (pool, running, halted) in swarm.agent_counts() {
+        metrics::gauge!("warden_agents", "state" => "running", "pool" => pool.clone())
+            .set(running as f64);
+        metrics::gauge!("warden_agents", "state" => "halted", "pool" => pool).set(halted as f64);
+    }
+    for p in swarm.pools() {
+        let pool = p.name.to_string();
+        for dim in LedgerDim::ALL {
+            let d = dim.key();
+            metrics::counter!("warden_budget_spent_total", "pool" => pool.clone(), "dimension" => d)
+                .absolute(p.spent.get(dim));
+            if let Some(limit) = p.limits.get(dim) {
+                metrics::gauge!("warden_budget_limit", "pool" => pool.clone(), "dimension" => d)
+                    .set(limit as f64);
+                metrics::gauge!("warden_budget_remaining", "pool" => pool.clone(), "dimension" => d)
+                    .set(p.remaining(dim).unwrap_or(0) as f64);
+            }
+        }
+    }
+    metrics::gauge!("warden_approvals_pending").set(swarm.approvals().len() as f64);
+}
