@@ -141,8 +141,9 @@ fn print_table(agents: &[Value]) {
             a["id"].as_str().unwrap_or("?"),
             a["pool"].as_str().unwrap_or("?"),
             a["state"].as_str().unwrap_or("?"),
-            a["steps_decided"],
-            a["spent"]["tokens"],
+            // Numbers through `to_string`: a JSON value's `Display` ignores the width.
+            a["steps_decided"].to_string(),
+            a["spent"]["tokens"].to_string(),
             a["halt"]["kind"].as_str().unwrap_or("-")
         );
     }
