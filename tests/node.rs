@@ -153,13 +153,11 @@ fn send_sigterm(pid: u32) {
 }
 
 fn wait_bounded(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the node did not stop within 10 s of SIGTERM");
+    common::wait_for(
+        Duration::from_secs(10),
+        "the node to stop after SIGTERM",
+        || child.try_wait().unwrap(),
+    )
 }
 
 #[test]

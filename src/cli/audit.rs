@@ -1,0 +1,328 @@
+//! `warden audit verify|query|replay|report`: a node's journal, read from its data directory
+//! (the node may be stopped; nothing here writes to the journal).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use warden::actors::policy::PolicySet;
+use warden::actors::AgentId;
+use warden::supervisor::audit;
+
+use super::shared::{parse_rfc3339_utc, print_policy_errors, read};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify the journal's checksums and hash chain.
+    ///
+    /// Checks every frame's checksum and the hash chain across segments. Exits 1 naming the
+    /// first bad entry; a torn tail (an unfinished last entry after a crash) is reported but
+    /// is not an error.
+    Verify {
+        /// The node's data directory (the journal is in DIR/journal/).
+        dir: PathBuf,
+    },
+    /// Print journal entries as JSON lines, filtered.
+    ///
+    /// Each line holds `seq`, `ts_ms`, `kind`, `hash` and `entry`. The chain is verified while
+    /// reading.
+    ///
+    /// Example: `warden audit query warden-data --agent a1 --kind halt --since 2026-11-23T00:00:00Z`
+    Query {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// Only this agent's entries.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only entries of this kind (repeatable): agent_registered, decision, settlement,
+        /// halt, resume, approval, policy_change, note.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Only decisions and approval answers with this verdict: allow, deny,
+        /// require_approval, halt.
+        #[arg(long)]
+        decision: Option<String>,
+        /// From this time (RFC 3339 UTC, e.g. 2026-11-23T09:00:00Z, or Unix ms).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (exclusive; same formats).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Re-run every journaled decision and report those that come out differently.
+    ///
+    /// Rebuilds the journal's state and re-runs every decision. With --policy, judges by that
+    /// candidate policy throughout: "what would this policy have decided differently?", before
+    /// anyone activates it. Exits 0 when none differ, 1 when some do.
+    Replay {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// A candidate policy file to judge every journaled step by.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print the differences as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Only report this agent's differences (the whole journal is still replayed, since
+        /// agents share pools).
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Write a compliance summary of the journal.
+    ///
+    /// Chain check, policy versions with hashes, spend per pool, halts by kind with reasons,
+    /// approvals with who and when (for record-keeping reviews such as EU AI Act Article 12).
+    Report {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// md or html.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs one `warden audit` command.
+pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { dir } => verify(&dir),
+        AuditCommand::Query {
+            dir,
+            agent,
+            kinds,
+            decision,
+            since,
+            until,
+        } => {
+            has_journal(&dir)?;
+            let filter = query_filter(agent, &kinds, decision, since, until)?;
+            query(&dir, &filter)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Replay {
+            dir,
+            policy,
+            json,
+            agent,
+        } => replay(&dir, policy.as_deref(), json, agent),
+        AuditCommand::Report { dir, format, out } => {
+            report(&dir, &format, out.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Fails unless `dir` looks like a node's data directory.
+fn has_journal(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join("journal").is_dir() {
+        bail!(
+            "{} has no journal/ directory; give a node's data directory",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A runtime for the audit functions that read the journal asynchronously.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `audit verify`: exit 0 on an intact chain, 1 on the first corrupt entry.
+fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
+    use warden::supervisor::journal::{self, JournalError};
+    has_journal(dir)?;
+    let start = std::time::Instant::now();
+    let r = match journal::verify(dir) {
+        Ok(r) => r,
+        Err(e @ JournalError::Corrupt { .. }) => {
+            println!("{}: FAILED: {e}", dir.display());
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let head = r.head.map_or("empty".to_string(), |(seq, hash)| {
+        let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("head entry {seq}, hash {hex}…")
+    });
+    println!(
+        "{}: ok, {} entries in {} segments verified in {:.2} s ({head})",
+        dir.display(),
+        r.entries,
+        r.segments,
+        start.elapsed().as_secs_f64()
+    );
+    if r.first_seq > 1 {
+        println!(
+            "note: the journal starts at entry {} (older segments were removed by retention after a snapshot; the chain is anchored at that segment's header)",
+            r.first_seq
+        );
+    }
+    if r.torn_tail_bytes > 0 {
+        println!(
+            "note: {} bytes of an unfinished entry after the last one (a crash during a write); the node cuts them at its next start",
+            r.torn_tail_bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `audit query` flags as a filter, each checked with a message naming the flag.
+fn query_filter(
+    agent: Option<String>,
+    kinds: &[String],
+    decision: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+) -> anyhow::Result<audit::Filter> {
+    let time = |what: &str, t: Option<String>| -> anyhow::Result<Option<u64>> {
+        t.map(|t| {
+            t.parse::<u64>().ok().or_else(|| parse_rfc3339_utc(&t)).with_context(|| {
+                format!("--{what} {t:?} is not a time; write e.g. 2026-11-23T09:00:00Z or Unix milliseconds")
+            })
+        })
+        .transpose()
+    };
+    let mut filter = audit::Filter {
+        agent: agent
+            .as_deref()
+            .map(AgentId::new)
+            .transpose()
+            .context("--agent")?,
+        since_ms: time("since", since)?,
+        until_ms: time("until", until)?,
+        ..Default::default()
+    };
+    for k in kinds {
+        let kind: warden::supervisor::journal::EntryKind =
+            serde_json::from_value(serde_json::Value::String(k.clone())).map_err(|_| {
+                anyhow::anyhow!("--kind {k:?}: expected agent_registered, decision, settlement, halt, resume, approval, policy_change or note")
+            })?;
+        filter.kinds.push(kind);
+    }
+    if let Some(d) = decision {
+        filter.decision = Some(
+            serde_json::from_value(serde_json::Value::String(d.clone())).map_err(|_| {
+                anyhow::anyhow!("--decision {d:?}: expected allow, deny, require_approval or halt")
+            })?,
+        );
+    }
+    Ok(filter)
+}
+
+/// `audit query`: matching entries as JSON lines on standard output, their count on standard
+/// error. A closed pipe (`| head`) stops the printing, not the count.
+fn query(dir: &Path, filter: &audit::Filter) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut broken = false;
+    let (matched, _) = audit::query(dir, filter, |v| {
+        if !broken && writeln!(out, "{v}").is_err() {
+            broken = true;
+        }
+    })?;
+    let _ = out.flush();
+    drop(out);
+    eprintln!("{matched} matching entries");
+    Ok(())
+}
+
+/// `audit replay`: the differences on standard output, a summary on standard error; exit 1
+/// when any decision differs.
+fn replay(
+    dir: &Path,
+    policy: Option<&Path>,
+    json: bool,
+    agent: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    has_journal(dir)?;
+    let agent = agent
+        .as_deref()
+        .map(AgentId::new)
+        .transpose()
+        .context("--agent")?;
+    let candidate = policy.map(candidate_policy).transpose()?;
+    let start = std::time::Instant::now();
+    let mut report = runtime()?.block_on(audit::replay(dir, candidate.as_deref()))?;
+    if let Some(a) = &agent {
+        report.differences.retain(|d| &d.agent == a);
+    }
+    let by = policy.map_or("the policies in force at the time".to_string(), |p| {
+        p.display().to_string()
+    });
+    for d in &report.differences {
+        if json {
+            println!("{}", serde_json::to_value(d)?);
+        } else {
+            let rule =
+                |r: &Option<String>| r.as_deref().map(|r| format!(" [{r}]")).unwrap_or_default();
+            println!(
+                "entry {} agent {} step {} ({}): journal {}{}, replay {}{}",
+                d.seq,
+                d.agent,
+                d.step_id,
+                d.tool,
+                d.journaled.name(),
+                rule(&d.journaled_rule),
+                d.replayed.name(),
+                rule(&d.replayed_rule),
+            );
+        }
+    }
+    eprintln!(
+        "replayed {} entries ({} decisions, {} agents) by {by} in {:.2} s: {} decision(s) differ{}",
+        report.entries,
+        report.decisions,
+        report.agents,
+        start.elapsed().as_secs_f64(),
+        report.differences.len(),
+        if report.unapplied > 0 {
+            format!(
+                "; {} later record(s) no longer applied after a difference",
+                report.unapplied
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(if report.differences.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The text of the candidate policy for `audit replay --policy`, checked first.
+fn candidate_policy(file: &Path) -> anyhow::Result<String> {
+    let text = read(file)?;
+    if let Err(errors) = PolicySet::parse(&text) {
+        print_policy_errors(&file.display().to_string(), &errors);
+        bail!("{} is not a valid policy", file.display());
+    }
+    Ok(text)
+}
+
+/// `audit report`: the summary in Markdown or HTML, to standard output or `out`.
+fn report(dir: &Path, format: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    use warden::supervisor::audit::ReportFormat;
+    has_journal(dir)?;
+    let format = match format {
+        "md" | "markdown" => ReportFormat::Markdown,
+        "html" => ReportFormat::Html,
+        other => bail!("--format {other:?}: expected md or html"),
+    };
+    let text = runtime()?.block_on(audit::report(dir, format))?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
