@@ -12,6 +12,7 @@
 //! - [`actor`]: the ractor actor that sequences one agent's messages.
 //! - [`event`]: the bounded event bus.
 //! - [`record`]: the records of state changes that the journal keeps and recovery re-applies.
+//! - [`rules`]: every built-in rule id (`budget.tokens`, `heartbeat`, `cascade.siblings`, ...).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -45,6 +46,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod policy;
 pub mod record;
+pub mod rules;
 pub mod stagnation;
 pub mod step;
 pub mod team;

@@ -522,7 +522,7 @@ impl PolicySet {
             None => {
                 if self.doc.default_decision != Verdict::Allow {
                     matched.push(MatchedRule {
-                        id: Arc::from("default_decision"),
+                        id: Arc::from(crate::rules::DEFAULT_DECISION),
                         decision: self.doc.default_decision,
                         kind: None,
                         reason: format!(
@@ -536,7 +536,7 @@ impl PolicySet {
                 risk_floor_micro = info.risk_micro;
                 if info.action != step.action() {
                     matched.push(MatchedRule {
-                        id: Arc::from("registry.action"),
+                        id: Arc::from(crate::rules::REGISTRY_ACTION),
                         decision: Verdict::Deny,
                         kind: None,
                         reason: format!(
