@@ -317,3 +317,166 @@ fn suggestions_pick_close_names_only() {
     assert_eq!(suggest("decison", ["decision", "kind"]), Some("decision"));
     assert_eq!(suggest("zzz", ["decision", "kind"]), None);
 }
+
+/// Every key of the node's config file, read the way `adapters/src/config.rs` will: this
+/// test is the proof that the API covers them (and a template for that reader).
+#[test]
+fn the_node_config_keys_read_with_this_api() {
+    const CONFIG: Source<'static> = Source::new("config file", "config files");
+    let text = r#"
+listen: 127.0.0.1:7700
+data_dir: /var/lib/warden
+policy: /etc/warden/policy.yaml
+operator_token: 0123456789abcdef0123
+fsync: batch
+limits: {max_body_bytes: 1MiB, max_connections: 4096, request_timeout: 30s, journal_bytes: 4294967296}
+webhooks:
+  - {url: "https://hooks.example/w", events: [halt, approval_requested], secret: s3cret}
+upstreams:
+  search: {url: "http://127.0.0.1:9000", headers: {x-api-key: "env:SEARCH_API_KEY"}, timeout: 30s}
+  openai: {url: "http://127.0.0.1:9100/v1", kind: openai}
+prices:
+  gpt-4o-mini: {upstream: openai, input: 0.15, output: 0.60, max_output_tokens: 16384}
+"#;
+    let mut r = Reader::new();
+    let root = r.parse(text, &CONFIG).unwrap();
+    let keys = [
+        "listen",
+        "data_dir",
+        "policy",
+        "operator_token",
+        "fsync",
+        "limits",
+        "webhooks",
+        "upstreams",
+        "prices",
+    ];
+    let top = r.mapping(&root, "the config", &keys).unwrap();
+    let listen: Option<std::net::SocketAddr> = top
+        .get("listen")
+        .and_then(|n| r.parsed(n, "listen", "an address like 127.0.0.1:7700"));
+    assert_eq!(listen, Some("127.0.0.1:7700".parse().unwrap()));
+    let data_dir = top.get("data_dir").and_then(|n| r.text(n, "data_dir"));
+    assert_eq!(data_dir.as_deref(), Some("/var/lib/warden"));
+    assert!(top
+        .get("policy")
+        .and_then(|n| r.text(n, "policy"))
+        .is_some());
+    assert!(top
+        .get("operator_token")
+        .and_then(|n| r.text(n, "operator_token"))
+        .is_some());
+    let fsync = top
+        .get("fsync")
+        .and_then(|n| r.named(n, "fsync", &[("always", 'a'), ("batch", 'b'), ("off", 'o')]));
+    assert_eq!(fsync, Some('b'));
+
+    let limit_keys = [
+        "max_body_bytes",
+        "max_connections",
+        "request_timeout",
+        "journal_bytes",
+        "segment_bytes",
+    ];
+    let limits = r
+        .mapping(top.get("limits").unwrap(), "limits", &limit_keys)
+        .unwrap();
+    for e in limits.iter() {
+        let ok = match e.key() {
+            "max_body_bytes" => r.bytes(e.value, "limits.max_body_bytes") == Some(1 << 20),
+            "max_connections" => {
+                r.uint_at_least(e.value, "limits.max_connections", 1) == Some(4096)
+            }
+            "request_timeout" => r.duration_ms(e.value, "limits.request_timeout") == Some(30_000),
+            _ => r.bytes(e.value, "limits.journal_bytes") == Some(1 << 32),
+        };
+        assert!(ok, "{}", e.key());
+    }
+
+    let hooks = r
+        .sequence(top.get("webhooks").unwrap(), "webhooks", None)
+        .unwrap();
+    for item in hooks {
+        let hook = r
+            .mapping(item, "a webhook", &["url", "events", "secret"])
+            .unwrap();
+        let url = r
+            .require(&hook, "url", "a webhook", None)
+            .and_then(|n| r.text(n, "url"));
+        assert_eq!(url.as_deref(), Some("https://hooks.example/w"));
+        let events: Vec<String> = hook
+            .get("events")
+            .map(|n| {
+                r.one_or_more(n)
+                    .into_iter()
+                    .filter_map(|e| r.text(e, "events"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(events, ["halt", "approval_requested"]);
+    }
+
+    // Names chosen by the writer: an open mapping (empty `allowed`), each value a mapping.
+    let upstreams = r
+        .mapping(top.get("upstreams").unwrap(), "upstreams", &[])
+        .unwrap();
+    let mut seen = Vec::new();
+    for e in upstreams.iter() {
+        let what = format!("upstream {}", e.key());
+        let u = r
+            .mapping(e.value, &what, &["url", "kind", "headers", "timeout"])
+            .unwrap();
+        let url = r
+            .require(&u, "url", &what, None)
+            .and_then(|n| r.text(n, "url"));
+        let kind = u.get("kind").and_then(|n| {
+            r.named(
+                n,
+                "kind",
+                &[("http", 0), ("openai", 1), ("anthropic", 2), ("mcp", 3)],
+            )
+        });
+        let timeout_ms = u.get("timeout").and_then(|n| r.duration_ms(n, "timeout"));
+        let headers: Vec<(String, String)> = match u.get("headers") {
+            Some(h) => r
+                .mapping(h, "headers", &[])
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|e| Some((e.key().to_string(), r.text(e.value, e.key())?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        seen.push((e.key().to_string(), url.unwrap(), kind, timeout_ms, headers));
+    }
+    assert_eq!(
+        seen[0].4,
+        [("x-api-key".to_string(), "env:SEARCH_API_KEY".to_string())]
+    );
+    assert_eq!((seen[0].3, seen[1].2), (Some(30_000), Some(1)));
+
+    let prices = r
+        .mapping(top.get("prices").unwrap(), "prices", &[])
+        .unwrap();
+    for e in prices.iter() {
+        let p = r
+            .mapping(
+                e.value,
+                "a price",
+                &["upstream", "input", "output", "max_output_tokens"],
+            )
+            .unwrap();
+        let input = p.get("input").and_then(|n| r.number(n, "input"));
+        let micros = p.get("output").and_then(|n| r.micros(n, "output", "0.60"));
+        let max = p
+            .get("max_output_tokens")
+            .and_then(|n| r.uint(n, "max_output_tokens"));
+        let upstream = p.get("upstream").and_then(|n| r.text(n, "upstream"));
+        assert_eq!(
+            (input, micros, max, upstream.as_deref()),
+            (Some(0.15), Some(600_000), Some(16_384), Some("openai"))
+        );
+    }
+    assert!(!r.has_errors(), "{:?}", r.diagnostics());
+}
