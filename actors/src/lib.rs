@@ -12,6 +12,8 @@
 //! - [`actor`]: the ractor actor that sequences one agent's messages.
 //! - [`event`]: the bounded event bus.
 //! - [`record`]: the records of state changes that the journal keeps and recovery re-applies.
+//! - [`yaml`]: the located-YAML reader and [`yaml::Diagnostic`] (policies and the node's config).
+//! - [`rules`]: every built-in rule id (`budget.tokens`, `heartbeat`, `cascade.siblings`, ...).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -45,9 +47,11 @@ pub mod kernel;
 pub mod ledger;
 pub mod policy;
 pub mod record;
+pub mod rules;
 pub mod stagnation;
 pub mod step;
 pub mod team;
+pub mod yaml;
 
 pub use actor::{
     spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice, ParkedSink,

@@ -4,9 +4,9 @@
 
 use super::glob;
 use super::model::{ArgCond, MatchDef, PolicyDoc, RuleDef};
-use super::source::{suggest, Reader};
 use crate::budget::LedgerDim;
 use crate::decision::Verdict;
+use crate::yaml::{suggest, Reader};
 
 pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
     check_tools(r, doc);
@@ -17,7 +17,7 @@ pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
 fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
     let names: Vec<&str> = doc.tools.iter().map(|t| &*t.name).collect();
     if names.is_empty() && !doc.rules.is_empty() && doc.default_decision != Verdict::Allow {
-        r.warn(
+        r.warning(
             doc.rules[0].pos,
             format!(
                 "the policy has no `tools:` registry, so every step gets default_decision ({})",
@@ -40,7 +40,7 @@ fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
             }
             if !glob::is_glob(tool) {
                 if let Some(s) = suggest(tool, names.iter().copied()) {
-                    r.err(
+                    r.error(
                         *at,
                         format!("rule `{}` names unknown tool `{tool}`", rule.id),
                         Some(format!("did you mean `{s}`?")),
@@ -49,7 +49,7 @@ fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
                 }
             }
             if rule.decision <= doc.default_decision {
-                r.warn(
+                r.warning(
                     *at,
                     format!(
                         "rule `{}` is unreachable: tool `{tool}` is not in the tool registry, so its steps already get default_decision ({})",
@@ -223,7 +223,7 @@ fn check_overlaps(r: &mut Reader, doc: &PolicyDoc) {
                 && a.decision != b.decision
                 && same_match(&a.matcher, &b.matcher)
             {
-                r.warn(
+                r.warning(
                     b.pos,
                     format!(
                         "rules `{}` (line {}) and `{}` match exactly the same steps but decide {} and {}; the stronger ({}) always wins",
@@ -239,7 +239,7 @@ fn check_overlaps(r: &mut Reader, doc: &PolicyDoc) {
                 && covers(&a.matcher, &globs[ai], &b.matcher)
                 && !same_match(&a.matcher, &b.matcher)
             {
-                r.warn(
+                r.warning(
                     b.pos,
                     format!(
                         "rule `{}` is shadowed by `{}` (line {}): every step it matches, `{}` matches too and its {} is stronger",
@@ -271,7 +271,7 @@ fn check_pools(r: &mut Reader, doc: &PolicyDoc) {
                         }
                         _ => v.to_string(),
                     };
-                    r.warn(
+                    r.warning(
                         pool.pos,
                         format!(
                             "pool {} allows {} {} but its parent {} only {}: the parent's limit binds first",

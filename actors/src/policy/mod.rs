@@ -24,7 +24,9 @@
 //! ```
 
 pub mod check;
+mod compile;
 pub mod detect;
+mod eval;
 pub mod glob;
 pub mod model;
 pub mod rate;
@@ -39,56 +41,21 @@ use regex::RegexSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::budget::{Budgets, LedgerDim};
+use crate::budget::Budgets;
 use crate::decision::{HaltKind, Verdict};
 use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepPolicy};
-use crate::step::{ActionClass, Step};
+use crate::step::Step;
 
 pub use detect::Detector;
 pub use model::{PolicyDoc, PoolDef, Pos, RateScope, RuleDef, ToolDef};
 pub use swap::SwappablePolicy;
+// The one diagnostic type of every YAML reader; kept here too, where it was first.
+pub use crate::yaml::{Diagnostic, Severity};
 
-use model::{ArgOp, PathSeg, RateDef, TimeWindow};
+use compile::{CArg, CRule, Field, ToolInfo};
+use eval::{in_window, json_eq, EvalCache};
+use model::PathSeg;
 use rate::{RateLimiter, RateRequest};
-
-/// Error or warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// The policy cannot be used.
-    Error,
-    /// The policy works, but probably not as meant.
-    Warning,
-}
-
-/// A problem in a policy, at a line and column (both from 1), with a hint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Diagnostic {
-    /// Error or warning.
-    pub severity: Severity,
-    /// Line, from 1.
-    pub line: usize,
-    /// Column, from 1.
-    pub col: usize,
-    /// What is wrong.
-    pub message: String,
-    /// What to do about it.
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sev = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(f, "{}:{}: {sev}: {}", self.line, self.col, self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, "\n  hint: {h}")?;
-        }
-        Ok(())
-    }
-}
 
 /// A policy that could not be used: every error (and warning) found, in text order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,39 +150,6 @@ impl RateTicket {
     }
 }
 
-enum CArg {
-    Eq(Value),
-    In(Vec<Value>),
-    Cmp(fn(f64, f64) -> bool, f64),
-    Set { field: u32, idx: u32 },
-    Exists(bool),
-}
-
-struct CRule {
-    id: Arc<str>,
-    verdict: Verdict,
-    kind: Option<HaltKind>,
-    message: String,
-    actions_mask: u8,
-    args: Vec<(u32, CArg)>,
-    failures_at_least: Option<u32>,
-    steps_at_least: Option<u64>,
-    remaining_below: Vec<(LedgerDim, f64)>,
-    time: Option<TimeWindow>,
-    teams: Vec<String>,
-    detectors: Vec<Detector>,
-    rate: Option<RateDef>,
-}
-
-struct Field {
-    set: RegexSet,
-}
-
-struct ToolInfo {
-    action: ActionClass,
-    risk_micro: u64,
-}
-
 /// A compiled, checked policy. Cheap to share (`Arc`); evaluation takes `&self`.
 pub struct PolicySet {
     doc: PolicyDoc,
@@ -264,13 +198,12 @@ impl PolicySet {
     /// Reads, checks and compiles a policy. All errors are reported at once; on success the
     /// set carries its warnings ([`PolicySet::warnings`]).
     pub fn parse(text: &str) -> Result<PolicySet, PolicyErrors> {
-        let mut reader = source::Reader { diags: Vec::new() };
+        let mut reader = crate::yaml::Reader::new();
         let doc = source::read(&mut reader, text);
         if let Some(doc) = &doc {
             check::check(&mut reader, doc);
         }
-        let mut diags = reader.diags;
-        diags.sort_by_key(|d| (d.line, d.col, d.severity));
+        let diags = reader.into_diagnostics();
         match doc {
             Some(doc) if !diags.iter().any(|d| d.severity == Severity::Error) => {
                 Self::compile(doc, diags, fnv_hex(text)).map_err(|d| PolicyErrors {
@@ -279,179 +212,6 @@ impl PolicySet {
             }
             _ => Err(PolicyErrors { diagnostics: diags }),
         }
-    }
-
-    fn compile(
-        doc: PolicyDoc,
-        warnings: Vec<Diagnostic>,
-        source_hash: String,
-    ) -> Result<PolicySet, Diagnostic> {
-        let tools = doc
-            .tools
-            .iter()
-            .map(|t| {
-                (
-                    Arc::clone(&t.name),
-                    ToolInfo {
-                        action: t.action,
-                        risk_micro: t.risk_micro,
-                    },
-                )
-            })
-            .collect();
-        let mut paths: Vec<Vec<PathSeg>> = Vec::new();
-        let mut field_patterns: Vec<Vec<String>> = Vec::new();
-        let mut rules = Vec::with_capacity(doc.rules.len());
-        let mut by_tool: HashMap<Arc<str>, Vec<u32>> = HashMap::new();
-        let mut glob_patterns: Vec<String> = Vec::new();
-        let mut glob_rules: Vec<Vec<u32>> = Vec::new();
-        let mut by_action: [Vec<u32>; 5] = Default::default();
-        let mut any = Vec::new();
-        for (i, r) in doc.rules.iter().enumerate() {
-            let idx = i as u32;
-            let mut args = Vec::new();
-            for cond in &r.matcher.args {
-                let p = match paths.iter().position(|x| *x == cond.segments) {
-                    Some(p) => p,
-                    None => {
-                        paths.push(cond.segments.clone());
-                        field_patterns.push(Vec::new());
-                        paths.len() - 1
-                    }
-                };
-                for (op, _) in &cond.ops {
-                    let c = match op {
-                        ArgOp::Eq(v) => CArg::Eq(v.clone()),
-                        ArgOp::In(v) => CArg::In(v.clone()),
-                        ArgOp::Gt(x) => CArg::Cmp(|a, b| a > b, *x),
-                        ArgOp::Gte(x) => CArg::Cmp(|a, b| a >= b, *x),
-                        ArgOp::Lt(x) => CArg::Cmp(|a, b| a < b, *x),
-                        ArgOp::Lte(x) => CArg::Cmp(|a, b| a <= b, *x),
-                        ArgOp::Exists(b) => CArg::Exists(*b),
-                        ArgOp::Regex(re) | ArgOp::Glob(re) => {
-                            let pattern = match op {
-                                ArgOp::Glob(g) => glob::to_regex(g),
-                                _ => re.clone(),
-                            };
-                            let list = &mut field_patterns[p];
-                            let at = list.iter().position(|x| *x == pattern).unwrap_or_else(|| {
-                                list.push(pattern);
-                                list.len() - 1
-                            });
-                            CArg::Set {
-                                field: p as u32,
-                                idx: at as u32,
-                            }
-                        }
-                    };
-                    args.push((p as u32, c));
-                }
-            }
-            let actions_mask = r
-                .matcher
-                .actions
-                .iter()
-                .fold(0u8, |m, a| m | (1 << (*a as u8)));
-            if !r.matcher.tools.is_empty() {
-                for (t, _) in &r.matcher.tools {
-                    if glob::is_glob(t) {
-                        let pattern = glob::to_regex(t);
-                        let at = glob_patterns
-                            .iter()
-                            .position(|x| *x == pattern)
-                            .unwrap_or_else(|| {
-                                glob_patterns.push(pattern);
-                                glob_rules.push(Vec::new());
-                                glob_patterns.len() - 1
-                            });
-                        glob_rules[at].push(idx);
-                    } else {
-                        by_tool.entry(Arc::from(t.as_str())).or_default().push(idx);
-                    }
-                }
-            } else if actions_mask != 0 {
-                for (a, list) in by_action.iter_mut().enumerate() {
-                    if actions_mask & (1 << a) != 0 {
-                        list.push(idx);
-                    }
-                }
-            } else {
-                any.push(idx);
-            }
-            rules.push(CRule {
-                id: Arc::clone(&r.id),
-                verdict: r.decision,
-                kind: r.kind,
-                message: r.message.clone().unwrap_or_else(|| match &r.rate_limit {
-                    Some(rl) => format!(
-                        "rate limit {} per {} ms per {} exceeded",
-                        rl.max,
-                        rl.per_ms,
-                        rl.scope.name()
-                    ),
-                    None => format!("rule {} matched", r.id),
-                }),
-                actions_mask,
-                args,
-                failures_at_least: r.matcher.failures_at_least,
-                steps_at_least: r.matcher.steps_at_least,
-                remaining_below: r.matcher.remaining_below.clone(),
-                time: r.matcher.time,
-                teams: r.matcher.teams.clone(),
-                detectors: r.matcher.detectors.clone(),
-                rate: r.rate_limit,
-            });
-        }
-        let build = |patterns: &[String]| {
-            regex::RegexSetBuilder::new(patterns)
-                .size_limit(64 << 20)
-                // A large lazy-DFA cache keeps big sets (thousands of patterns) off the slow
-                // PikeVM fallback: measured 590 µs -> ~1 µs p99 at 2,500 globs on one field.
-                // Small sets keep the default (the cache is per thread and per set).
-                .dfa_size_limit(if patterns.len() > 256 {
-                    16 << 20
-                } else {
-                    2 << 20
-                })
-                .build()
-                .map_err(|e| Diagnostic {
-                    severity: Severity::Error,
-                    line: 1,
-                    col: 1,
-                    message: format!(
-                        "the policy's patterns together are too large to compile: {e}"
-                    ),
-                    hint: Some("use fewer or simpler regexes".into()),
-                })
-        };
-        let mut fields = Vec::with_capacity(field_patterns.len());
-        for pats in &field_patterns {
-            fields.push(if pats.is_empty() {
-                None
-            } else {
-                Some(Field { set: build(pats)? })
-            });
-        }
-        let tool_globs = if glob_patterns.is_empty() {
-            None
-        } else {
-            Some(build(&glob_patterns)?)
-        };
-        Ok(PolicySet {
-            doc,
-            warnings,
-            source_hash,
-            tools,
-            rules,
-            paths,
-            fields,
-            by_tool,
-            tool_globs,
-            glob_rules,
-            by_action,
-            any,
-            limiter: Arc::new(RateLimiter::default()),
-        })
     }
 
     /// The document this set was compiled from (pools, tools, defaults, rules as written).
@@ -517,56 +277,11 @@ impl PolicySet {
     pub fn evaluate(&self, ctx: &PolicyContext<'_>) -> Evaluation {
         let step = ctx.step;
         let mut matched: Vec<MatchedRule> = Vec::new();
-        let mut risk_floor_micro = 0;
-        match self.tools.get(step.tool()) {
-            None => {
-                if self.doc.default_decision != Verdict::Allow {
-                    matched.push(MatchedRule {
-                        id: Arc::from("default_decision"),
-                        decision: self.doc.default_decision,
-                        kind: None,
-                        reason: format!(
-                            "tool {} is not in the policy's tool registry",
-                            step.tool()
-                        ),
-                    });
-                }
-            }
-            Some(info) => {
-                risk_floor_micro = info.risk_micro;
-                if info.action != step.action() {
-                    matched.push(MatchedRule {
-                        id: Arc::from("registry.action"),
-                        decision: Verdict::Deny,
-                        kind: None,
-                        reason: format!(
-                            "tool {} is registered as {}, but the step says {}",
-                            step.tool(),
-                            info.action,
-                            step.action()
-                        ),
-                    });
-                }
-            }
-        }
-
-        let mut candidates: smallvec::SmallVec<[u32; 16]> = smallvec::SmallVec::new();
-        if let Some(list) = self.by_tool.get(step.tool()) {
-            candidates.extend_from_slice(list);
-        }
-        if let Some(set) = &self.tool_globs {
-            for i in set.matches(step.tool()).iter() {
-                candidates.extend_from_slice(&self.glob_rules[i]);
-            }
-        }
-        candidates.extend_from_slice(&self.by_action[step.action() as usize]);
-        candidates.extend_from_slice(&self.any);
-        candidates.sort_unstable();
-        candidates.dedup();
+        let risk_floor_micro = self.registry(step, &mut matched);
 
         let mut eval = EvalCache::new(self, step);
         let mut rate_rules: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
-        for &i in &candidates {
+        for i in self.candidates(step) {
             let r = &self.rules[i as usize];
             if !self.matches(r, ctx, &mut eval) {
                 continue;
@@ -583,74 +298,15 @@ impl PolicySet {
             }
         }
 
-        let strongest = |m: &[MatchedRule]| -> Option<usize> {
-            (0..m.len()).max_by(|&a, &b| {
-                m[a].decision
-                    .cmp(&m[b].decision)
-                    .then_with(|| m[b].id.cmp(&m[a].id))
-            })
-        };
         let before_rates = strongest(&matched).map(|i| matched[i].decision);
         let mut rate_ticket = None;
         if !rate_rules.is_empty() && before_rates.is_none_or(|v| v <= Verdict::RequireApproval) {
-            let requests: Vec<RateRequest> = rate_rules
-                .iter()
-                .map(|&i| {
-                    let r = &self.rules[i as usize];
-                    let def = r.rate.expect("rate rule");
-                    let key: Arc<str> = match def.scope {
-                        RateScope::Agent => Arc::from(ctx.agent.as_str()),
-                        RateScope::Team | RateScope::Pool => Arc::from(ctx.team),
-                        RateScope::Tool => Arc::from(step.tool()),
-                    };
-                    RateRequest { rule: i, key, def }
-                })
-                .collect();
-            // Every limit over its count takes part in strongest-wins, so the outcome does
-            // not depend on which rate rule comes first in the file.
-            let over = self.limiter.over_limit(&requests, ctx.now_ms);
-            for (which, retry_ms) in &over {
-                let r = &self.rules[rate_rules[*which] as usize];
-                matched.push(MatchedRule {
-                    id: Arc::clone(&r.id),
-                    decision: r.verdict,
-                    kind: r.kind,
-                    reason: format!("{}; retry in {retry_ms} ms", r.message),
-                });
-            }
-            if over.is_empty() {
-                let rules = rate_rules
-                    .iter()
-                    .map(|&i| {
-                        let r = &self.rules[i as usize];
-                        (Arc::clone(&r.id), r.message.clone(), r.verdict, r.kind)
-                    })
-                    .collect();
-                rate_ticket = Some(RateTicket {
-                    limiter: Arc::clone(&self.limiter),
-                    requests,
-                    rules,
-                });
-            }
+            rate_ticket = self.rate_limits(ctx, &rate_rules, &mut matched);
         }
 
         let outcome = match strongest(&matched) {
             None => PolicyOutcome::Allow,
-            Some(i) => {
-                let m = &matched[i];
-                let rule = Arc::clone(&m.id);
-                let reason = m.reason.clone();
-                match m.decision {
-                    Verdict::Allow => PolicyOutcome::Allow,
-                    Verdict::RequireApproval => PolicyOutcome::RequireApproval { rule, reason },
-                    Verdict::Deny => PolicyOutcome::Deny { rule, reason },
-                    Verdict::Halt => PolicyOutcome::Halt {
-                        rule,
-                        kind: m.kind.unwrap_or(HaltKind::Safety),
-                        reason,
-                    },
-                }
-            }
+            Some(i) => outcome_of(&matched[i]),
         };
         matched.sort_by(|a, b| a.id.cmp(&b.id));
         let rate_ticket = match outcome {
@@ -663,6 +319,105 @@ impl PolicySet {
             risk_floor_micro,
             rate_ticket,
         }
+    }
+
+    /// The registry's verdicts on the step's tool (unregistered: `default_decision`; another
+    /// action class than registered: deny). Returns the tool's registered risk.
+    fn registry(&self, step: &Step, matched: &mut Vec<MatchedRule>) -> u64 {
+        let Some(info) = self.tools.get(step.tool()) else {
+            if self.doc.default_decision != Verdict::Allow {
+                matched.push(MatchedRule {
+                    id: Arc::from(crate::rules::DEFAULT_DECISION),
+                    decision: self.doc.default_decision,
+                    kind: None,
+                    reason: format!("tool {} is not in the policy's tool registry", step.tool()),
+                });
+            }
+            return 0;
+        };
+        if info.action != step.action() {
+            matched.push(MatchedRule {
+                id: Arc::from(crate::rules::REGISTRY_ACTION),
+                decision: Verdict::Deny,
+                kind: None,
+                reason: format!(
+                    "tool {} is registered as {}, but the step says {}",
+                    step.tool(),
+                    info.action,
+                    step.action()
+                ),
+            });
+        }
+        info.risk_micro
+    }
+
+    /// The rules that can apply to the step (by tool name, tool glob, action class, or
+    /// matching any step), each once, in rule order.
+    fn candidates(&self, step: &Step) -> smallvec::SmallVec<[u32; 16]> {
+        let mut candidates: smallvec::SmallVec<[u32; 16]> = smallvec::SmallVec::new();
+        if let Some(list) = self.by_tool.get(step.tool()) {
+            candidates.extend_from_slice(list);
+        }
+        if let Some(set) = &self.tool_globs {
+            for i in set.matches(step.tool()).iter() {
+                candidates.extend_from_slice(&self.glob_rules[i]);
+            }
+        }
+        candidates.extend_from_slice(&self.by_action[step.action() as usize]);
+        candidates.extend_from_slice(&self.any);
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+    }
+
+    /// Checks the matched rate rules: each limit over its count joins `matched`; when none
+    /// is, a ticket to count the step once it goes ahead.
+    fn rate_limits(
+        &self,
+        ctx: &PolicyContext<'_>,
+        rate_rules: &[u32],
+        matched: &mut Vec<MatchedRule>,
+    ) -> Option<RateTicket> {
+        let requests: Vec<RateRequest> = rate_rules
+            .iter()
+            .map(|&i| {
+                let r = &self.rules[i as usize];
+                let def = r.rate.expect("rate rule");
+                let key: Arc<str> = match def.scope {
+                    RateScope::Agent => Arc::from(ctx.agent.as_str()),
+                    RateScope::Team | RateScope::Pool => Arc::from(ctx.team),
+                    RateScope::Tool => Arc::from(ctx.step.tool()),
+                };
+                RateRequest { rule: i, key, def }
+            })
+            .collect();
+        // Every limit over its count takes part in strongest-wins, so the outcome does
+        // not depend on which rate rule comes first in the file.
+        let over = self.limiter.over_limit(&requests, ctx.now_ms);
+        for (which, retry_ms) in &over {
+            let r = &self.rules[rate_rules[*which] as usize];
+            matched.push(MatchedRule {
+                id: Arc::clone(&r.id),
+                decision: r.verdict,
+                kind: r.kind,
+                reason: format!("{}; retry in {retry_ms} ms", r.message),
+            });
+        }
+        if !over.is_empty() {
+            return None;
+        }
+        let rules = rate_rules
+            .iter()
+            .map(|&i| {
+                let r = &self.rules[i as usize];
+                (Arc::clone(&r.id), r.message.clone(), r.verdict, r.kind)
+            })
+            .collect();
+        Some(RateTicket {
+            limiter: Arc::clone(&self.limiter),
+            requests,
+            rules,
+        })
     }
 
     fn matches(&self, r: &CRule, ctx: &PolicyContext<'_>, eval: &mut EvalCache<'_>) -> bool {
@@ -729,98 +484,28 @@ impl PolicySet {
     }
 }
 
-fn in_window(w: &TimeWindow, now_ms: u64) -> bool {
-    let days = now_ms / 86_400_000;
-    let weekday = ((days + 3) % 7) as u8; // 1970-01-01 was a Thursday; 0 = Monday
-    let minute = ((now_ms % 86_400_000) / 60_000) as u16;
-    if w.start_min < w.end_min {
-        w.days_mask & (1 << weekday) != 0 && minute >= w.start_min && minute < w.end_min
-    } else {
-        // Wraps past midnight: the part after midnight belongs to the previous day's window.
-        let yesterday = (weekday + 6) % 7;
-        (w.days_mask & (1 << weekday) != 0 && minute >= w.start_min)
-            || (w.days_mask & (1 << yesterday) != 0 && minute < w.end_min)
-    }
+/// The strongest matched rule; among equals, the smallest id (so the reported rule does not
+/// depend on rule order).
+fn strongest(m: &[MatchedRule]) -> Option<usize> {
+    (0..m.len()).max_by(|&a, &b| {
+        m[a].decision
+            .cmp(&m[b].decision)
+            .then_with(|| m[b].id.cmp(&m[a].id))
+    })
 }
 
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-                // Integers compare exactly (f64 would merge neighbours above 2^53).
-                (Some(i), Some(j), _, _) => i == j,
-                (_, _, Some(i), Some(j)) => i == j,
-                _ => x.as_f64() == y.as_f64(),
-            }
-        }
-        _ => a == b,
-    }
-}
-
-fn lookup<'v>(mut v: &'v Value, path: &[PathSeg]) -> Option<&'v Value> {
-    for seg in path {
-        v = match (seg, v) {
-            (PathSeg::Key(k), Value::Object(m)) => m.get(k)?,
-            (PathSeg::Index(i), Value::Array(a)) => a.get(*i)?,
-            _ => return None,
-        };
-    }
-    Some(v)
-}
-
-/// Per-evaluation memo: values at paths, regex-set results per field, detector results.
-struct EvalCache<'a> {
-    policy: &'a PolicySet,
-    step: &'a Step,
-    values: smallvec::SmallVec<[(u32, Option<&'a Value>); 4]>,
-    sets: smallvec::SmallVec<[(u32, Option<regex::SetMatches>); 2]>,
-    detectors: [Option<bool>; 3],
-}
-
-impl<'a> EvalCache<'a> {
-    fn new(policy: &'a PolicySet, step: &'a Step) -> Self {
-        Self {
-            policy,
-            step,
-            values: Default::default(),
-            sets: Default::default(),
-            detectors: [None; 3],
-        }
-    }
-
-    fn value(&mut self, path: u32) -> Option<&'a Value> {
-        if let Some((_, v)) = self.values.iter().find(|(p, _)| *p == path) {
-            return *v;
-        }
-        let v = lookup(self.step.args(), &self.policy.paths[path as usize]);
-        self.values.push((path, v));
-        v
-    }
-
-    fn set_hit(&mut self, field: u32, idx: u32) -> bool {
-        if let Some((_, m)) = self.sets.iter().find(|(f, _)| *f == field) {
-            return m.as_ref().is_some_and(|m| m.matched(idx as usize));
-        }
-        let Some(Some(f)) = self.policy.fields.get(field as usize) else {
-            return false;
-        };
-        // Regexes and globs see strings as they are, numbers and booleans as their JSON text;
-        // a missing value, an object or an array never matches.
-        let text: Option<std::borrow::Cow<'_, str>> = match self.value(field) {
-            Some(Value::String(s)) => Some(s.as_str().into()),
-            Some(Value::Number(n)) => Some(n.to_string().into()),
-            Some(Value::Bool(b)) => Some(if *b { "true" } else { "false" }.into()),
-            _ => None,
-        };
-        let m = text.map(|t| f.set.matches(&t));
-        let hit = m.as_ref().is_some_and(|m| m.matched(idx as usize));
-        self.sets.push((field, m));
-        hit
-    }
-
-    fn detector(&mut self, d: Detector) -> bool {
-        let slot = &mut self.detectors[d as usize];
-        *slot.get_or_insert_with(|| d.find_in_json(self.step.args()).is_some())
+fn outcome_of(m: &MatchedRule) -> PolicyOutcome {
+    let rule = Arc::clone(&m.id);
+    let reason = m.reason.clone();
+    match m.decision {
+        Verdict::Allow => PolicyOutcome::Allow,
+        Verdict::RequireApproval => PolicyOutcome::RequireApproval { rule, reason },
+        Verdict::Deny => PolicyOutcome::Deny { rule, reason },
+        Verdict::Halt => PolicyOutcome::Halt {
+            rule,
+            kind: m.kind.unwrap_or(HaltKind::Safety),
+            reason,
+        },
     }
 }
 
@@ -847,41 +532,5 @@ impl StepPolicy for PolicySet {
                 .rate_ticket
                 .map(|t| Box::new(move |now_ms| t.commit(now_ms)) as crate::kernel::RateCommit),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_handle_weekdays_and_midnight_wrap() {
-        // 2026-11-23 is a Monday.
-        let monday_10h = 1_795_392_000_000 + 10 * 3_600_000;
-        let w = TimeWindow {
-            days_mask: 0x1f,
-            start_min: 9 * 60,
-            end_min: 17 * 60,
-        };
-        assert!(in_window(&w, monday_10h));
-        assert!(!in_window(&w, monday_10h + 8 * 3_600_000));
-        assert!(!in_window(&w, monday_10h - 2 * 86_400_000), "Saturday");
-        let night = TimeWindow {
-            days_mask: 1,
-            start_min: 22 * 60,
-            end_min: 6 * 60,
-        };
-        assert!(
-            in_window(&night, monday_10h + 13 * 3_600_000),
-            "Monday 23:00"
-        );
-        assert!(
-            in_window(&night, monday_10h + 14 * 3_600_000 + 30 * 60_000),
-            "Tuesday 00:30 belongs to Monday"
-        );
-        assert!(
-            !in_window(&night, monday_10h - 10 * 3_600_000 + 30 * 60_000),
-            "Monday 00:30 belongs to Sunday"
-        );
     }
 }

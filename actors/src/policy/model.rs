@@ -14,13 +14,7 @@ use crate::team::{Breaker, CascadeRule, RestartPolicy};
 use super::detect::Detector;
 
 /// A place in the policy text: 1-based line and column.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pos {
-    /// Line, from 1.
-    pub line: usize,
-    /// Column, from 1.
-    pub col: usize,
-}
+pub use crate::yaml::Pos;
 
 /// Defaults for agents that do not bring their own settings.
 #[derive(Clone, Debug, PartialEq)]
