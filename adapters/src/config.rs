@@ -19,6 +19,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use warden_actors::yaml::{one_of_hint, Diagnostic, Entry, Node, Pos, Reader, Source};
 use warden_supervisor::journal::FsyncMode;
 use warden_supervisor::NodeOptions;
 
@@ -57,6 +58,11 @@ pub struct NodeConfig {
     pub webhooks: Vec<WebhookConfig>,
     /// Renders `/metrics`; set by the process that installed the recorder.
     pub metrics: Option<MetricsRender>,
+    /// Where the proxy forwards, credentials resolved (read and checked; the proxy that uses
+    /// them is the next part of this crate).
+    pub upstreams: Vec<Upstream>,
+    /// Model prices for the LLM proxy.
+    pub prices: Vec<Price>,
 }
 
 impl NodeConfig {
@@ -73,6 +79,8 @@ impl NodeConfig {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             webhooks: Vec::new(),
             metrics: None,
+            upstreams: Vec::new(),
+            prices: Vec::new(),
         }
     }
 }
@@ -102,12 +110,22 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file has errors, each `line:column: message`.
-    #[error("{} has {} error(s):\n{}", path.display(), errors.len(), errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>().join("\n"))]
+    #[error("{} has {} error(s):\n{}", path.display(), errors.iter().filter(|d| d.is_error()).count(), errors.iter().map(|e| format!("{}:{e}", path.display())).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// Each error, located.
-        errors: Vec<String>,
+        /// Each diagnostic, located.
+        errors: Vec<Diagnostic>,
+    },
+    /// A credential refers to an environment variable that is not set.
+    #[error("upstream `{upstream}`, header `{header}`: the environment variable {var} is not set; set it or write the value in the config")]
+    MissingEnv {
+        /// The upstream.
+        upstream: String,
+        /// The header.
+        header: String,
+        /// The variable.
+        var: String,
     },
 }
 
@@ -119,10 +137,13 @@ pub struct Resolved {
     pub policy_source: String,
 }
 
-/// Applies every source in one place: flags over the environment's operator token
-/// (`env_token`, the value of [`OPERATOR_TOKEN_ENV`]) over the config file over the defaults.
-/// Reads the config file and the policy file it names.
-pub fn resolve(flags: Flags, env_token: Option<String>) -> Result<Resolved, ConfigError> {
+/// Applies every source in one place: flags over the environment (`env` looks a variable up:
+/// [`OPERATOR_TOKEN_ENV`], and every `env:NAME` in an upstream's headers) over the config file
+/// over the defaults. Reads the config file and the policy file it names.
+pub fn resolve(
+    flags: Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Resolved, ConfigError> {
     let file = match &flags.config {
         Some(path) => read_config(&read(path)?).map_err(|errors| ConfigError::Invalid {
             path: path.clone(),
@@ -148,7 +169,9 @@ pub fn resolve(flags: Flags, env_token: Option<String>) -> Result<Resolved, Conf
     };
     let mut config = NodeConfig::new(listen, data, policy_text);
     config.node.policy_explicit = policy.is_some();
-    config.operator_token = env_token.filter(|t| !t.is_empty()).or(file.operator_token);
+    config.operator_token = env(OPERATOR_TOKEN_ENV)
+        .filter(|t| !t.is_empty())
+        .or(file.operator_token);
     if let Some(v) = file.max_body_bytes {
         config.max_body_bytes = v;
     }
@@ -168,10 +191,45 @@ pub fn resolve(flags: Flags, env_token: Option<String>) -> Result<Resolved, Conf
         config.node.segment_bytes = v;
     }
     config.webhooks = file.webhooks;
+    config.upstreams = file
+        .upstreams
+        .into_iter()
+        .map(|u| with_credentials(u, env))
+        .collect::<Result<_, _>>()?;
+    config.prices = file.prices;
     Ok(Resolved {
         config,
         policy_source,
     })
+}
+
+/// Replaces every `env:NAME` in the upstream's header values (NAME: letters, digits and `_`)
+/// with the variable's value: `authorization: "Bearer env:OPENAI_API_KEY"`.
+fn with_credentials(
+    mut u: Upstream,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Upstream, ConfigError> {
+    for (header, value) in &mut u.headers {
+        let mut out = String::new();
+        let mut rest = value.as_str();
+        while let Some(at) = rest.find("env:") {
+            out.push_str(&rest[..at]);
+            let name_len = rest[at + 4..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len() - at - 4);
+            let var = &rest[at + 4..at + 4 + name_len];
+            let found = env(var).filter(|_| !var.is_empty());
+            out.push_str(&found.ok_or_else(|| ConfigError::MissingEnv {
+                upstream: u.name.clone(),
+                header: header.clone(),
+                var: var.to_string(),
+            })?);
+            rest = &rest[at + 4 + name_len..];
+        }
+        out.push_str(rest);
+        *value = out;
+    }
+    Ok(u)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -182,7 +240,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// The node's config file, as written (every key optional; flags override it).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FileConfig {
     /// `listen: 127.0.0.1:7700`
     pub listen: Option<SocketAddr>,
@@ -194,230 +252,546 @@ pub struct FileConfig {
     pub operator_token: Option<String>,
     /// `fsync: always | batch | off` (for the journal).
     pub fsync: Option<FsyncMode>,
-    /// `limits: {max_body_bytes: 1048576}`
+    /// `limits: {max_body_bytes: 1MiB}`
     pub max_body_bytes: Option<usize>,
     /// `limits: {max_connections: 4096}`
     pub max_connections: Option<usize>,
     /// `limits: {request_timeout: 30s}`
     pub request_timeout_ms: Option<u64>,
-    /// `limits: {journal_bytes: 4294967296}`
+    /// `limits: {journal_bytes: 4GiB}`
     pub journal_bytes: Option<u64>,
-    /// `limits: {segment_bytes: 67108864}`
+    /// `limits: {segment_bytes: 64MiB}`
     pub segment_bytes: Option<u64>,
     /// `webhooks: [{url, events, secret}]`
     pub webhooks: Vec<WebhookConfig>,
+    /// `upstreams: {name: {url, kind, headers, timeout}}`, in name order.
+    pub upstreams: Vec<Upstream>,
+    /// `prices: {model: {upstream, input, output, max_output_tokens}}`, in model order.
+    pub prices: Vec<Price>,
 }
 
-/// Keys DESIGN.md reserves for the config file that this version does not read yet.
-const NOT_YET: [&str; 3] = ["sync", "upstreams", "prices"];
+/// What an upstream speaks: plain HTTP (a tool), an LLM API, or MCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// Any HTTP tool (the default).
+    Http,
+    /// OpenAI's API shapes (`/v1/chat/completions`, `/v1/responses`).
+    OpenAi,
+    /// Anthropic's (`/v1/messages`).
+    Anthropic,
+    /// An MCP server (streamable HTTP).
+    Mcp,
+}
 
-/// Reads a node config file. Every problem is reported with its line and column.
-pub fn read_config(text: &str) -> Result<FileConfig, Vec<String>> {
-    use saphyr::{
-        LoadableYamlNode, MarkedYamlOwned as Node, ScalarOwned as Scalar, YamlDataOwned as Data,
-    };
-    let at = |n: &Node| format!("{}:{}", n.span.start.line(), n.span.start.col() + 1);
-    let docs = Node::load_from_str(text).map_err(|e| {
-        vec![format!(
-            "{}:{}: YAML syntax: {}",
-            e.marker().line(),
-            e.marker().col() + 1,
-            e.info()
-        )]
-    })?;
+/// Where the proxy forwards a tool's or a model's requests. The credentials in `headers`
+/// never leave the node: `Debug` shows header names only.
+#[derive(Clone, PartialEq)]
+pub struct Upstream {
+    /// The name policies and prices refer to.
+    pub name: String,
+    /// The base URL (`http://` or `https://`).
+    pub url: String,
+    /// What it speaks.
+    pub kind: UpstreamKind,
+    /// Headers the proxy adds, as written (`env:NAME` is replaced by the environment's value
+    /// when the config is resolved).
+    pub headers: Vec<(String, String)>,
+    /// How long one forwarded request may take.
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("kind", &self.kind)
+            .field("headers", &names)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// A model's price: USD per million tokens, held as integer micro-USD per million tokens.
+/// A model without a price is refused by the LLM proxy (fail closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Price {
+    /// The model name as clients send it.
+    pub model: String,
+    /// The upstream (of kind `openai` or `anthropic`) that serves it.
+    pub upstream: String,
+    /// Input tokens, micro-USD per million.
+    pub input_micro_usd_per_mtok: u64,
+    /// Output tokens, micro-USD per million.
+    pub output_micro_usd_per_mtok: u64,
+    /// The most output tokens a request may ask for (what is reserved when it says nothing).
+    pub max_output_tokens: u64,
+}
+
+/// How the config file is read: 1 MiB at most, 64 levels, an empty file is every key absent.
+const CONFIG: Source<'static> = Source::new("config file", "config files");
+/// The top-level keys.
+const KEYS: [&str; 9] = [
+    "listen",
+    "data_dir",
+    "policy",
+    "operator_token",
+    "fsync",
+    "limits",
+    "webhooks",
+    "upstreams",
+    "prices",
+];
+/// Keys of the config format whose parts this version does not have yet: refused, never
+/// silently ignored.
+const NOT_YET: [&str; 2] = ["sync", "export"];
+/// Default timeout of a forwarded request.
+pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Reads a node config file. Every problem is reported, each with its line and column.
+///
+/// # Errors
+/// Every diagnostic (errors and warnings) when any error was found; nothing is half-applied.
+pub fn read_config(text: &str) -> Result<FileConfig, Vec<Diagnostic>> {
+    let mut r = Reader::new();
     let mut cfg = FileConfig::default();
-    let Some(root) = docs.first() else {
-        return Ok(cfg);
+    let Some(root) = r.parse(text, &CONFIG) else {
+        return Err(r.into_diagnostics());
     };
-    let Data::Mapping(map) = &root.data else {
-        return Err(vec![format!(
-            "{}: the config must be a mapping of keys to values",
-            at(root)
-        )]);
-    };
-    let mut errors = Vec::new();
-    let text_of = |v: &Node| match &v.data {
-        Data::Value(Scalar::String(s)) => Some(s.clone()),
-        _ => None,
-    };
-    const KEYS: [&str; 7] = [
-        "listen",
-        "data_dir",
-        "policy",
-        "operator_token",
-        "fsync",
-        "limits",
-        "webhooks",
-    ];
-    for (k, v) in map.iter() {
-        let Some(key) = text_of(k) else {
-            errors.push(format!("{}: keys must be text", at(k)));
-            continue;
-        };
-        match key.as_str() {
-            "listen" => match text_of(v).and_then(|s| s.parse().ok()) {
-                Some(a) => cfg.listen = Some(a),
-                None => errors.push(format!("{}: listen must be an address like 127.0.0.1:7700", at(v))),
-            },
-            "data_dir" | "policy" => match text_of(v) {
-                Some(p) if key == "data_dir" => cfg.data_dir = Some(p.into()),
-                Some(p) => cfg.policy = Some(p.into()),
-                None => errors.push(format!("{}: {key} must be a path", at(v))),
-            },
-            "operator_token" => match text_of(v) {
-                Some(t) if t.len() >= OPERATOR_TOKEN_LEN_MIN => cfg.operator_token = Some(t),
-                _ => errors.push(format!("{}: operator_token must be text of at least 16 characters", at(v))),
-            },
-            "fsync" => match text_of(v).as_deref() {
-                Some("always") => cfg.fsync = Some(FsyncMode::Always),
-                Some("batch") => cfg.fsync = Some(FsyncMode::Batch),
-                Some("off") => cfg.fsync = Some(FsyncMode::Off),
-                _ => errors.push(format!("{}: fsync must be always, batch or off", at(v))),
-            },
-            "limits" => match &v.data {
-                Data::Mapping(m) => {
-                    for (lk, lv) in m.iter() {
-                        match (text_of(lk).as_deref(), &lv.data) {
-                            (Some("max_body_bytes"), Data::Value(Scalar::Integer(n))) if *n >= BODY_BYTES_MAX_MIN as i64 => {
-                                cfg.max_body_bytes = Some(*n as usize)
-                            }
-                            (Some("max_body_bytes"), _) => {
-                                errors.push(format!("{}: limits.max_body_bytes must be a number of at least 1024", at(lv)))
-                            }
-                            (Some("request_timeout"), _) => match text_of(lv)
-                                .as_deref()
-                                .and_then(warden_actors::policy::source::parse_duration_ms)
-                            {
-                                Some(ms) if ms >= REQUEST_TIMEOUT_MS_MIN => cfg.request_timeout_ms = Some(ms),
-                                _ => errors.push(format!(
-                                    "{}: limits.request_timeout must be a duration of at least 100ms, like 30s",
-                                    at(lv)
-                                )),
-                            },
-                            (Some("max_connections"), Data::Value(Scalar::Integer(n))) if *n >= 1 => {
-                                cfg.max_connections = Some(*n as usize)
-                            }
-                            (Some("max_connections"), _) => errors.push(format!(
-                                "{}: limits.max_connections must be a positive number",
-                                at(lv)
-                            )),
-                            (Some("journal_bytes"), Data::Value(Scalar::Integer(n))) if *n >= 65_536 => {
-                                cfg.journal_bytes = Some(*n as u64)
-                            }
-                            (Some("journal_bytes"), _) => errors.push(format!(
-                                "{}: limits.journal_bytes must be a number of at least 65536 (bytes of journal kept before a snapshot lets older segments go)",
-                                at(lv)
-                            )),
-                            (Some("segment_bytes"), Data::Value(Scalar::Integer(n))) if *n >= 4_096 => {
-                                cfg.segment_bytes = Some(*n as u64)
-                            }
-                            (Some("segment_bytes"), _) => errors.push(format!(
-                                "{}: limits.segment_bytes must be a number of at least 4096",
-                                at(lv)
-                            )),
-                            (other, _) => errors.push(format!(
-                                "{}: unknown key `{}` in limits; expected max_body_bytes, max_connections, request_timeout, journal_bytes or segment_bytes",
-                                at(lk),
-                                other.unwrap_or("?")
-                            )),
-                        }
-                    }
-                }
-                _ => errors.push(format!("{}: limits must be a mapping", at(v))),
-            },
-            "webhooks" => match &v.data {
-                Data::Sequence(items) => {
-                    if items.len() > WEBHOOKS_MAX {
-                        errors.push(format!(
-                            "{}: at most {} webhooks",
-                            at(v),
-                            WEBHOOKS_MAX
-                        ));
-                    }
-                    for item in items {
-                        let Data::Mapping(m) = &item.data else {
-                            errors.push(format!("{}: a webhook is a mapping with url, events and secret", at(item)));
-                            continue;
-                        };
-                        let mut hook = WebhookConfig {
-                            url: String::new(),
-                            events: vec!["halt".into(), "approval_requested".into()],
-                            secret: String::new(),
-                        };
-                        for (hk, hv) in m.iter() {
-                            match text_of(hk).as_deref() {
-                                Some("url") => hook.url = text_of(hv).unwrap_or_default(),
-                                Some("secret") => hook.secret = text_of(hv).unwrap_or_default(),
-                                Some("events") => match &hv.data {
-                                    Data::Sequence(evs) => {
-                                        hook.events = evs.iter().filter_map(&text_of).collect();
-                                    }
-                                    _ => errors.push(format!("{}: events is a list such as [halt, approval_requested]", at(hv))),
-                                },
-                                other => errors.push(format!(
-                                    "{}: unknown key `{}` in a webhook; expected url, events, secret",
-                                    at(hk),
-                                    other.unwrap_or("?")
-                                )),
-                            }
-                        }
-                        match hook.validate() {
-                            Ok(()) => cfg.webhooks.push(hook),
-                            Err(why) => errors.push(format!("{}: webhook: {why}", at(item))),
-                        }
-                    }
-                }
-                _ => errors.push(format!("{}: webhooks must be a list of {{url, events, secret}}", at(v))),
-            },
-            k if NOT_YET.contains(&k) => errors.push(format!(
-                "{}: `{k}` is part of the config format but this version of warden does not support it yet; remove it",
-                at(k_node(k, map))
-            )),
-            other => {
-                let hint = KEYS
-                    .iter()
-                    .map(|c| (strsim::levenshtein(other, c), *c))
-                    .filter(|(d, _)| *d <= 2)
-                    .min()
-                    .map_or(format!("expected one of: {}", KEYS.join(", ")), |(_, c)| format!("did you mean `{c}`?"));
-                errors.push(format!("{}: unknown key `{other}`; {hint}", at(k)));
-            }
+    if let Some(top) = r.mapping(&root, "the config", &[KEYS.as_slice(), &NOT_YET].concat()) {
+        for e in top.iter() {
+            read_key(&mut r, &mut cfg, e);
         }
     }
-    if errors.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(errors)
+    check_prices(&mut r, &cfg, text);
+    r.finish(cfg).map(|(cfg, _)| cfg)
+}
+
+/// One top-level key.
+fn read_key(r: &mut Reader, cfg: &mut FileConfig, e: &Entry<'_>) {
+    let v = e.value;
+    match e.key() {
+        "listen" => cfg.listen = r.parsed(v, "listen", "an address like 127.0.0.1:7700"),
+        "data_dir" => cfg.data_dir = r.text(v, "data_dir").map(PathBuf::from),
+        "policy" => cfg.policy = r.text(v, "policy").map(PathBuf::from),
+        "operator_token" => cfg.operator_token = operator_token(r, v),
+        "fsync" => {
+            let modes = [
+                ("always", FsyncMode::Always),
+                ("batch", FsyncMode::Batch),
+                ("off", FsyncMode::Off),
+            ];
+            cfg.fsync = r.named(v, "fsync", &modes);
+        }
+        "limits" => read_limits(r, cfg, v),
+        "webhooks" => cfg.webhooks = read_webhooks(r, v),
+        "upstreams" => cfg.upstreams = read_upstreams(r, v),
+        "prices" => cfg.prices = read_prices(r, v),
+        key => r.error(
+            e.key_pos,
+            format!("`{key}` is part of the config format but this version of warden does not support it yet"),
+            Some("remove it".into()),
+        ),
     }
 }
 
-fn k_node<'a>(
-    key: &str,
-    map: &'a saphyr::AnnotatedMappingOwned<saphyr::MarkedYamlOwned>,
-) -> &'a saphyr::MarkedYamlOwned {
-    map.keys()
-        .find(|k| matches!(&k.data, saphyr::YamlDataOwned::Value(saphyr::ScalarOwned::String(s)) if s == key))
-        .expect("the key is in the map")
+fn operator_token(r: &mut Reader, v: &Node) -> Option<String> {
+    let t = r.text(v, "operator_token")?;
+    if t.len() < OPERATOR_TOKEN_LEN_MIN {
+        r.error(
+            v.pos,
+            format!("operator_token must be at least {OPERATOR_TOKEN_LEN_MIN} characters"),
+            Some("leave it out and the node makes one in DATA_DIR/operator.token".into()),
+        );
+        return None;
+    }
+    Some(t)
+}
+
+fn read_limits(r: &mut Reader, cfg: &mut FileConfig, v: &Node) {
+    const LIMITS: [&str; 5] = [
+        "max_body_bytes",
+        "max_connections",
+        "request_timeout",
+        "journal_bytes",
+        "segment_bytes",
+    ];
+    let Some(m) = r.mapping(v, "limits", &LIMITS) else {
+        return;
+    };
+    for e in m.iter() {
+        let n = e.value;
+        match e.key() {
+            "max_body_bytes" => {
+                cfg.max_body_bytes =
+                    at_least(r, n, "limits.max_body_bytes", BODY_BYTES_MAX_MIN as u64)
+                        .map(|b| b as usize)
+            }
+            "max_connections" => {
+                cfg.max_connections = r
+                    .uint_at_least(n, "limits.max_connections", 1)
+                    .map(|c| c as usize)
+            }
+            "request_timeout" => {
+                cfg.request_timeout_ms = r
+                    .duration_ms(n, "limits.request_timeout")
+                    .filter(|ms| duration_at_least(r, n, *ms, REQUEST_TIMEOUT_MS_MIN))
+            }
+            "journal_bytes" => {
+                cfg.journal_bytes = at_least(r, n, "limits.journal_bytes", JOURNAL_BYTES_MIN)
+            }
+            _ => cfg.segment_bytes = at_least(r, n, "limits.segment_bytes", SEGMENT_BYTES_MIN),
+        }
+    }
+}
+
+/// Smallest `limits.journal_bytes`.
+const JOURNAL_BYTES_MIN: u64 = 65_536;
+/// Smallest `limits.segment_bytes`.
+const SEGMENT_BYTES_MIN: u64 = 4_096;
+
+/// A byte size (`4096`, `64KiB`, `1 GiB`) of at least `min`.
+fn at_least(r: &mut Reader, n: &Node, what: &str, min: u64) -> Option<u64> {
+    let b = r.bytes(n, what)?;
+    if b < min {
+        r.error(
+            n.pos,
+            format!("{what} must be at least {min} bytes, found {b}"),
+            None,
+        );
+        return None;
+    }
+    Some(b)
+}
+
+fn duration_at_least(r: &mut Reader, n: &Node, ms: u64, min_ms: u64) -> bool {
+    if ms < min_ms {
+        r.error(
+            n.pos,
+            format!("limits.request_timeout must be at least {min_ms}ms"),
+            Some("write e.g. 30s".into()),
+        );
+    }
+    ms >= min_ms
+}
+
+fn read_webhooks(r: &mut Reader, v: &Node) -> Vec<WebhookConfig> {
+    let hint = Some("a list of {url, events, secret}".to_string());
+    let Some(items) = r.sequence(v, "webhooks", hint) else {
+        return Vec::new();
+    };
+    if items.len() > WEBHOOKS_MAX {
+        r.error(v.pos, format!("at most {WEBHOOKS_MAX} webhooks"), None);
+    }
+    items
+        .iter()
+        .filter_map(|item| read_webhook(r, item))
+        .collect()
+}
+
+fn read_webhook(r: &mut Reader, item: &Node) -> Option<WebhookConfig> {
+    let m = r.mapping(item, "a webhook", &["url", "events", "secret"])?;
+    let mut hook = WebhookConfig {
+        url: String::new(),
+        events: vec!["halt".into(), "approval_requested".into()],
+        secret: String::new(),
+    };
+    if let Some(url) = r.require(&m, "url", "a webhook", None) {
+        hook.url = r.text(url, "url")?;
+    }
+    if let Some(secret) = r.require(&m, "secret", "a webhook", None) {
+        hook.secret = r.text(secret, "secret")?;
+    }
+    if let Some(events) = m.get("events") {
+        let hint = Some("e.g. [halt, approval_requested]".to_string());
+        let list = r.sequence(events, "events", hint)?;
+        hook.events = list.iter().filter_map(|e| r.text(e, "an event")).collect();
+    }
+    match hook.validate() {
+        Ok(()) => Some(hook),
+        Err(why) => {
+            r.error(item.pos, format!("webhook: {why}"), None);
+            None
+        }
+    }
+}
+
+fn read_upstreams(r: &mut Reader, v: &Node) -> Vec<Upstream> {
+    let Some(m) = r.mapping(v, "upstreams", &[]) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Upstream> = m.iter().filter_map(|e| read_upstream(r, e)).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
+    let what = format!("upstream `{}`", e.key());
+    let m = r.mapping(e.value, &what, &["url", "kind", "headers", "timeout"])?;
+    let url_node = r.require(
+        &m,
+        "url",
+        &what,
+        Some("e.g. url: http://127.0.0.1:9000".into()),
+    )?;
+    let url = r.text(url_node, "url")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        r.error(
+            url_node.pos,
+            format!("url {url:?} must start with http:// or https://"),
+            None,
+        );
+        return None;
+    }
+    let kinds = [
+        ("http", UpstreamKind::Http),
+        ("openai", UpstreamKind::OpenAi),
+        ("anthropic", UpstreamKind::Anthropic),
+        ("mcp", UpstreamKind::Mcp),
+    ];
+    let kind = match m.get("kind") {
+        Some(k) => r.named(k, "kind", &kinds)?,
+        None => UpstreamKind::Http,
+    };
+    let timeout_ms = match m.get("timeout") {
+        Some(t) => r.duration_ms(t, "timeout")?,
+        None => UPSTREAM_TIMEOUT_MS_DEFAULT,
+    };
+    let headers = match m.get("headers") {
+        Some(h) => read_headers(r, h)?,
+        None => Vec::new(),
+    };
+    Some(Upstream {
+        name: e.key().to_string(),
+        url,
+        kind,
+        headers,
+        timeout_ms,
+    })
+}
+
+fn read_headers(r: &mut Reader, h: &Node) -> Option<Vec<(String, String)>> {
+    let m = r.mapping(h, "headers", &[])?;
+    let mut out = Vec::new();
+    for e in m.iter() {
+        let name = e.key().to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            r.error(
+                e.key_pos,
+                format!("`{}` is not a header name", e.key()),
+                None,
+            );
+            continue;
+        }
+        if let Some(value) = r.text(e.value, e.key()) {
+            out.push((name, value));
+        }
+    }
+    Some(out)
+}
+
+fn read_prices(r: &mut Reader, v: &Node) -> Vec<Price> {
+    let Some(m) = r.mapping(v, "prices", &[]) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Price> = m.iter().filter_map(|e| read_price(r, e)).collect();
+    out.sort_by(|a, b| a.model.cmp(&b.model));
+    out
+}
+
+fn read_price(r: &mut Reader, e: &Entry<'_>) -> Option<Price> {
+    let what = format!("price of `{}`", e.key());
+    let keys = ["upstream", "input", "output", "max_output_tokens"];
+    let m = r.mapping(e.value, &what, &keys)?;
+    let field = |r: &mut Reader, key: &str| r.require(&m, key, &what, None);
+    let upstream = field(r, "upstream").and_then(|n| r.text(n, "upstream"));
+    let input =
+        field(r, "input").and_then(|n| r.micros(n, "input", "0.15 (USD per million tokens)"));
+    let output =
+        field(r, "output").and_then(|n| r.micros(n, "output", "0.60 (USD per million tokens)"));
+    let max_output =
+        field(r, "max_output_tokens").and_then(|n| r.uint_at_least(n, "max_output_tokens", 1));
+    Some(Price {
+        model: e.key().to_string(),
+        upstream: upstream?,
+        input_micro_usd_per_mtok: input?,
+        output_micro_usd_per_mtok: output?,
+        max_output_tokens: max_output?,
+    })
+}
+
+/// Each price names an upstream that exists and speaks an LLM API.
+fn check_prices(r: &mut Reader, cfg: &FileConfig, text: &str) {
+    for p in &cfg.prices {
+        let at = locate(text, &format!("{}:", p.model));
+        match cfg.upstreams.iter().find(|u| u.name == p.upstream) {
+            None => r.error(
+                at,
+                format!("price of `{}`: no upstream `{}`", p.model, p.upstream),
+                Some(one_of_hint(
+                    &p.upstream,
+                    &cfg.upstreams
+                        .iter()
+                        .map(|u| u.name.as_str())
+                        .collect::<Vec<_>>(),
+                )),
+            ),
+            Some(u) if !matches!(u.kind, UpstreamKind::OpenAi | UpstreamKind::Anthropic) => r
+                .error(
+                    at,
+                    format!(
+                        "price of `{}`: upstream `{}` is not an LLM API",
+                        p.model, p.upstream
+                    ),
+                    Some("give that upstream `kind: openai` or `kind: anthropic`".into()),
+                ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Where `needle` first appears in `text` (for checks across keys), else the start.
+fn locate(text: &str, needle: &str) -> Pos {
+    text.lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            l.find(needle).map(|c| Pos {
+                line: i + 1,
+                col: c + 1,
+            })
+        })
+        .unwrap_or(Pos::START)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn messages(errs: &[Diagnostic]) -> Vec<String> {
+        errs.iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.col, d.message))
+            .collect()
+    }
+
     #[test]
     fn config_files_are_read_with_located_errors() {
-        let ok = read_config("listen: 127.0.0.1:9000\ndata_dir: /tmp/w\nfsync: batch\nlimits: {max_body_bytes: 4096}\n").unwrap();
+        let ok = read_config("listen: 127.0.0.1:9000\ndata_dir: /tmp/w\nfsync: batch\nlimits: {max_body_bytes: 4096, request_timeout: 2s, journal_bytes: 1GiB}\n").unwrap();
         assert_eq!(ok.listen, Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(ok.fsync, Some(FsyncMode::Batch));
         assert_eq!(ok.max_body_bytes, Some(4096));
-        let errs = read_config("listne: x\nfsync: sometimes\nprices: []\n").unwrap_err();
-        assert_eq!(errs[0], "1:1: unknown key `listne`; did you mean `listen`?");
-        assert_eq!(errs[1], "2:8: fsync must be always, batch or off");
+        assert_eq!(ok.request_timeout_ms, Some(2_000));
+        assert_eq!(ok.journal_bytes, Some(1 << 30));
+        let errs =
+            read_config("listne: x\nfsync: sometimes\nsync: {}\nlimits: {max_body_bytes: 10}\n")
+                .unwrap_err();
+        let m = messages(&errs);
+        assert_eq!(m[0], "1:1: unknown key `listne` in the config");
+        assert_eq!(errs[0].hint.as_deref(), Some("did you mean `listen`?"));
+        assert_eq!(m[1], "2:8: fsync `sometimes` is not known");
         assert!(
-            errs[2].starts_with("3:1: `prices` is part of the config format"),
+            m[2].starts_with("3:1: `sync` is part of the config format"),
             "{}",
-            errs[2]
+            m[2]
         );
-        assert!(read_config("listen: [\n").unwrap_err()[0].contains("YAML syntax"));
+        assert_eq!(
+            m[3],
+            "4:26: limits.max_body_bytes must be at least 1024 bytes, found 10"
+        );
+        assert!(messages(&read_config("listen: [\n").unwrap_err())[0].contains("YAML"));
+        assert!(read_config("").unwrap() == FileConfig::default());
+    }
+
+    #[test]
+    fn upstreams_and_prices_are_read_and_checked_against_each_other() {
+        let text = r#"
+upstreams:
+  search: {url: "http://127.0.0.1:9000", headers: {X-Api-Key: "env:SEARCH_API_KEY"}, timeout: 5s}
+  openai: {url: "http://127.0.0.1:9100/v1", kind: openai, headers: {authorization: "Bearer env:OPENAI_API_KEY"}}
+prices:
+  gpt-4o-mini: {upstream: openai, input: 0.15, output: 0.60, max_output_tokens: 16384}
+"#;
+        let cfg = read_config(text).unwrap();
+        assert_eq!(cfg.upstreams.len(), 2);
+        let openai = &cfg.upstreams[0];
+        assert_eq!(
+            (openai.name.as_str(), openai.kind),
+            ("openai", UpstreamKind::OpenAi)
+        );
+        assert_eq!(openai.timeout_ms, UPSTREAM_TIMEOUT_MS_DEFAULT);
+        let search = &cfg.upstreams[1];
+        assert_eq!(
+            search.headers,
+            [("x-api-key".to_string(), "env:SEARCH_API_KEY".to_string())]
+        );
+        assert_eq!(search.timeout_ms, 5_000);
+        assert_eq!(
+            cfg.prices,
+            [Price {
+                model: "gpt-4o-mini".into(),
+                upstream: "openai".into(),
+                input_micro_usd_per_mtok: 150_000,
+                output_micro_usd_per_mtok: 600_000,
+                max_output_tokens: 16_384,
+            }]
+        );
+        // Credentials never show in Debug output.
+        let shown = format!("{cfg:?}");
+        assert!(
+            shown.contains("x-api-key") && !shown.contains("env:SEARCH"),
+            "{shown}"
+        );
+
+        let bad = "upstreams:\n  search: {url: \"ftp://x\"}\n  tool: {url: \"http://x\"}\nprices:\n  m1: {upstream: tool, input: 1, output: 1, max_output_tokens: 10}\n  m2: {upstream: nope, input: -1, output: 1, max_output_tokens: 10}\n";
+        let m = messages(&read_config(bad).unwrap_err());
+        assert!(
+            m.iter().any(|e| e.starts_with("2:17: url \"ftp://x\"")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.starts_with("6:31:") && e.contains("input")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|e| e == "5:3: price of `m1`: upstream `tool` is not an LLM API"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn resolve_applies_flags_over_env_over_file_and_fills_credentials() {
+        let dir = std::env::temp_dir().join(format!("warden-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.yaml");
+        std::fs::write(
+            &file,
+            "listen: 127.0.0.1:9001\ndata_dir: /tmp/from-file\noperator_token: from-file-0123456789\nupstreams:\n  openai: {url: \"http://x\", kind: openai, headers: {authorization: \"Bearer env:KEY\"}}\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(file.clone()),
+            data: Some("/tmp/from-flag".into()),
+            ..Default::default()
+        };
+        let env = |k: &str| match k {
+            "KEY" => Some("sk-123".to_string()),
+            OPERATOR_TOKEN_ENV => Some("from-env-0123456789".to_string()),
+            _ => None,
+        };
+        let r = resolve(flags.clone(), &env).unwrap();
+        assert_eq!(r.config.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(r.config.node.data_dir, PathBuf::from("/tmp/from-flag"));
+        assert_eq!(
+            r.config.operator_token.as_deref(),
+            Some("from-env-0123456789")
+        );
+        assert_eq!(r.config.upstreams[0].headers[0].1, "Bearer sk-123");
+        assert_eq!(r.policy_source, "the bundled example policy");
+        assert!(!r.config.node.policy_explicit);
+        let missing = resolve(flags, &|_| None).err().unwrap().to_string();
+        assert!(missing.contains("KEY is not set"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use warden::adapters::config::{
-    resolve, ConfigError, Flags, NodeConfig, Resolved, OPERATOR_TOKEN_ENV,
-};
+use warden::adapters::config::{resolve, ConfigError, Flags, NodeConfig, Resolved};
 use warden::adapters::http::{start, MetricsRender, RunningNode, StartError};
 use warden::supervisor::NodeError;
 
@@ -61,13 +59,14 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let Resolved {
         mut config,
         policy_source,
-    } = resolve(flags, std::env::var(OPERATOR_TOKEN_ENV).ok()).map_err(|e| {
+    } = resolve(flags, &|name| std::env::var(name).ok()).map_err(|e| {
         // Each config error on its own line, `FILE:line:column: message`.
         if let ConfigError::Invalid { path, errors } = &e {
             for err in errors {
                 eprintln!("{}:{err}", path.display());
             }
-            return anyhow::anyhow!("{} has {} error(s)", path.display(), errors.len());
+            let count = errors.iter().filter(|d| d.is_error()).count();
+            return anyhow::anyhow!("{} has {count} error(s)", path.display());
         }
         e.into()
     })?;

@@ -54,7 +54,7 @@ pub fn handle(state: &AppState, id: &AgentId) -> Result<AgentHandle, ApiError> {
 
 /// A duration of the API (`30s`, `10m`, `1h`), or 400 `bad_duration` naming the field.
 pub fn duration(field: &str, text: &str) -> Result<u64, ApiError> {
-    warden_actors::policy::source::parse_duration_ms(text).ok_or_else(|| {
+    warden_actors::yaml::parse_duration_ms(text).ok_or_else(|| {
         ApiError::bad_request(
             "bad_duration",
             format!("{field} = {text:?} is not a duration; write e.g. 30s, 10m, 1h"),
