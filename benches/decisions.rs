@@ -39,6 +39,9 @@ fn spec(name: &str) -> AgentSpec {
     AgentSpec::new(AgentId::new(name).unwrap()).stagnation(StagnationConfig::OFF)
 }
 
+/// Every decision path, one criterion group. One piece on purpose: the groups share the
+/// swarms and runtimes built at the top, and the order of the rows is the order of the
+/// table in docs/benchmarks.md.
 fn bench(c: &mut Criterion) {
     let steps = Arc::new(steps());
     let mut group = c.benchmark_group("decision");

@@ -97,6 +97,10 @@ fn row(name: &str, p: &Pcts) {
     );
 }
 
+/// One table row per decision path, each block the same measurement loop (20,000 warm-up
+/// steps, then `SAMPLES` timed ones). One piece on purpose: the blocks run in table order on
+/// one driver runtime, and keeping the loops written out keeps nothing between the clock
+/// reads but the call measured.
 fn latency() {
     println!("\n### Decision latency (one `step`, µs; {SAMPLES} samples after 20,000 warm-up)\n");
     println!("| path | p50 | p99 | p99.9 |\n|---|---|---|---|");

@@ -32,6 +32,8 @@ rules:
     message: recursive delete
 "#;
 
+/// The tour, one piece on purpose: it reads top to bottom as the story the README tells
+/// (spawn, step, cascade, pool running dry), each part printing what it shows.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The YAML policy engine: its pools become the swarm's teams.
