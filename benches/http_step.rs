@@ -13,6 +13,11 @@
 //! `POST /v1/agents/{id}/steps` with the agent's own token over a kept-alive connection, and
 //! every answer is checked to be a 200 `allow`.
 //!
+//! The setup (registering the agents, reading their tokens) goes through the typed client of
+//! the `/v1` API (`warden::adapters::client`), as the CLI and the end-to-end tests do; the
+//! measured load does not, on purpose: it is what is measured, and raw requests on connections
+//! kept alive by hand keep the client's own cost and connection handling out of the figures.
+//!
 //! Run: `cargo bench --bench http_step` (10,000 req/s, fsync always, 10 s) or
 //! `cargo bench --bench http_step -- RATE SECONDS FSYNC` e.g. `-- 1000 10 batch`.
 
@@ -21,7 +26,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use warden::adapters::client::Client;
+use warden::adapters::http::wire::RegisterRequest;
 
 const OPERATOR: &str = "bench-operator-token-0123";
 const AGENTS: usize = 1_000;
@@ -79,24 +85,21 @@ fn main() {
         .to_string();
     std::thread::spawn(move || for _ in lines {});
 
-    let http = |_: ()| -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into()
-    };
-    let admin = http(());
+    let operator = Client::new(base.clone(), OPERATOR).with_timeout(Duration::from_secs(10));
     let mut agents = Vec::new();
     for i in 0..AGENTS {
         let id = format!("b{i}");
-        let mut r = admin
-            .post(&format!("{base}/v1/agents"))
-            .header("Authorization", &format!("Bearer {OPERATOR}"))
-            .send_json(json!({"id": id}))
-            .unwrap();
-        let v: Value = r.body_mut().read_json().unwrap();
-        agents.push((id, v["token"].as_str().unwrap().to_string()));
+        let request = RegisterRequest {
+            id: Some(id.clone()),
+            ..Default::default()
+        };
+        let agent = operator
+            .register(&request)
+            .unwrap_or_else(|e| panic!("registering {id}: {e}"));
+        let token = agent
+            .token
+            .unwrap_or_else(|| panic!("registering {id}: the answer has no token"));
+        agents.push((id, token));
     }
     let agents = Arc::new(agents);
 
@@ -104,7 +107,8 @@ fn main() {
     let total = ((warmup + seconds) * rate) as u64;
     let addr: std::net::SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
     // The load generator: one thread, one tokio task per connection, raw HTTP/1.1 (a few
-    // µs of client CPU per request, so the node, not the client, is what is measured).
+    // µs of client CPU per request, so the node, not the client, is what is measured). Not
+    // the typed client: its cost and its connection pool would be measured with the node.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Body, Client};
 use serde_json::{json, Value};
+use warden_actors::AgentState;
 
 const OPERATOR: &str = "test-operator-token-web";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -28,7 +30,8 @@ const POLL: Duration = Duration::from_millis(50);
 struct Node {
     child: Child,
     base: String,
-    http: ureq::Agent,
+    /// The node's operator, through the typed client (`with_token` gives an agent's).
+    op: Client,
     dir: PathBuf,
 }
 
@@ -37,41 +40,18 @@ impl Node {
         let dir = std::env::temp_dir().join(format!("warden-web-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (child, base) = common::start_node(&dir, &[], OPERATOR);
+        let op = common::client(&base, Some(OPERATOR));
         Node {
             child,
             base,
-            http: http_agent(Duration::from_secs(10)),
+            op,
             dir,
         }
     }
 
-    fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut r = self.http.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.header("Authorization", &format!("Bearer {t}"));
-        }
-        answer(r.call().unwrap())
-    }
-
-    fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {token}"))
-            .send_json(&body)
-            .unwrap();
-        answer(resp)
-    }
-
-    fn register(&self, id: &str, pool: &str) -> String {
-        let (status, agent) = self.post("/v1/agents", OPERATOR, json!({"id": id, "pool": pool}));
-        assert_eq!(status, 201, "{agent}");
-        agent["token"].as_str().unwrap().to_string()
-    }
-
     /// The ids of the pending approvals, as the API lists them.
     fn pending(&self) -> Vec<String> {
-        let (status, list) = self.get("/v1/approvals", Some(OPERATOR));
+        let (status, list) = common::call(&self.op, "GET", "/v1/approvals", Body::None);
         assert_eq!(status, 200, "{list}");
         list["approvals"]
             .as_array()
@@ -90,6 +70,8 @@ impl Drop for Node {
     }
 }
 
+/// A plain HTTP client, for ChromeDriver (W3C WebDriver, not the node's API) and for the one
+/// request that reads the page's own headers. The node's API goes through `common::client`.
 fn http_agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -98,6 +80,7 @@ fn http_agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// The status and body (JSON, or the text as a JSON string) of a [`http_agent`] answer.
 fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
@@ -411,7 +394,12 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[test]
 fn the_page_is_served_without_a_token_and_loads_nothing_from_elsewhere() {
     let node = Node::start("page");
-    let resp = node.http.get(format!("{}/", node.base)).call().unwrap();
+    // Raw ureq: the test reads the answer's headers (content type, CSP), which the client does
+    // not hand out.
+    let resp = http_agent(Duration::from_secs(10))
+        .get(format!("{}/", node.base))
+        .call()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let header = |name: &str| {
         resp.headers()
@@ -439,7 +427,11 @@ fn the_page_is_served_without_a_token_and_loads_nothing_from_elsewhere() {
         "data goes into the page as text only"
     );
     // The data stays behind the token.
-    assert_eq!(node.get("/v1/agents", None).0, 401);
+    let anonymous = common::client(&node.base, None);
+    assert_eq!(
+        common::call(&anonymous, "GET", "/v1/agents", Body::None).0,
+        401
+    );
 }
 
 #[test]
@@ -449,7 +441,7 @@ fn the_page_shows_a_halt_live_and_answers_approvals_by_clicking() {
     }
     let started = Instant::now();
     let node = Node::start("browser");
-    node.register("scout-1", "swarm");
+    common::register(&node.op, "scout-1", "swarm");
     let browser = Browser::start("browser");
 
     // A wrong token is said to be wrong.
@@ -472,10 +464,11 @@ fn the_page_shows_a_halt_live_and_answers_approvals_by_clicking() {
 
     // A halt made through the API shows up live: the halts list is fed only by the page's
     // event stream, never by its periodic refresh.
-    let (status, halted) = node.post(
+    let (status, halted) = common::call(
+        &node.op,
+        "POST",
         "/v1/agents/scout-1/halt",
-        OPERATOR,
-        json!({"reason": "stopped by the web test"}),
+        Body::Json(json!({"reason": "stopped by the web test"})),
     );
     assert_eq!(status, 200, "{halted}");
     let halt = browser.wait("the halt in the halts list", || {
@@ -501,13 +494,18 @@ fn the_page_shows_a_halt_live_and_answers_approvals_by_clicking() {
     });
 
     // Two transfers over the approval threshold of the bundled policy (big-transfer).
-    let payer = node.register("payer", "swarm");
+    let payer = node
+        .op
+        .with_token(&common::register(&node.op, "payer", "swarm"));
     let mut ids = Vec::new();
     for amount in [5000, 7000] {
-        let (status, d) = node.post(
-            "/v1/agents/payer/steps",
+        let (status, d) = common::call(
             &payer,
-            json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": amount, "to": "acme"}}),
+            "POST",
+            "/v1/agents/payer/steps",
+            Body::Json(
+                json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": amount, "to": "acme"}}),
+            ),
         );
         assert_eq!(status, 200, "{d}");
         assert_eq!(d["decision"], "require_approval", "{d}");
@@ -569,10 +567,10 @@ fn the_page_shows_a_halt_live_and_answers_approvals_by_clicking() {
     );
 
     // The agent's record agrees: one step allowed (the approved one), none waiting.
-    let (_, agent) = node.get("/v1/agents/payer", Some(OPERATOR));
-    assert_eq!(agent["state"], "running", "{agent}");
-    assert_eq!(agent["pending_approvals"], 0, "{agent}");
-    assert_eq!(agent["steps_allowed"], 1, "{agent}");
+    let agent = node.op.agent("payer").unwrap();
+    assert_eq!(agent.state, AgentState::Running, "{agent:?}");
+    assert_eq!(agent.pending_approvals, 0, "{agent:?}");
+    assert_eq!(agent.steps_allowed, 1, "{agent:?}");
     browser.wait("the approvals table empty", || {
         (browser.script("return document.querySelectorAll('#approvals tr').length") == 0)
             .then_some(())

@@ -1,10 +1,15 @@
-//! What the end-to-end tests share: starting the real `warden node` binary, and waiting for
-//! an event with a bound instead of sleeping.
+//! What the end-to-end tests share: starting the real `warden node` binary, talking to it
+//! through the typed client of its `/v1` API (`warden::adapters::client`, the one the CLI and
+//! the benchmarks use), and waiting for an event with a bound instead of sleeping.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+pub use warden::adapters::client::{Body, Client};
+use warden::adapters::http::wire::{AgentView, RegisterRequest};
 
 /// Starts `warden node --listen 127.0.0.1:0 --data DIR` with `extra` arguments after it and
 /// `WARDEN_OPERATOR_TOKEN=operator`, waits for its first line (`warden node listening on
@@ -57,4 +62,45 @@ pub fn wait_for<T>(bound: Duration, what: &str, mut probe: impl FnMut() -> Optio
 #[allow(dead_code)] // each test crate compiles this module; not all of them wait
 pub fn wait_until(bound: Duration, what: &str, mut done: impl FnMut() -> bool) {
     wait_for(bound, what, || done().then_some(()));
+}
+
+/// A client of the node at `base` sending `token` (none: anonymous): the typed client of the
+/// `/v1` API that the CLI and the benchmarks use too, with a 10 s bound per request.
+/// [`Client::with_token`] on it gives an agent's client on the same connections.
+#[allow(dead_code)] // each test crate compiles this module; not all of them talk HTTP
+pub fn client(base: &str, token: Option<&str>) -> Client {
+    let client = match token {
+        Some(token) => Client::new(base, token),
+        None => Client::anonymous(base),
+    };
+    client.with_timeout(Duration::from_secs(10))
+}
+
+/// One request through `client`, any status: the status and the body (JSON, or the text as a
+/// JSON string), for tests that assert on statuses and error bodies. Panics naming the request
+/// when no answer came.
+#[allow(dead_code)] // each test crate compiles this module; not all of them talk HTTP
+pub fn call(client: &Client, method: &str, path: &str, body: Body) -> (u16, Value) {
+    let answer = client
+        .call(method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (answer.status, answer.body)
+}
+
+/// Registers the agent `id` in `pool` as the operator `operator` is, asserts the node answered
+/// 201 Created, and returns the agent's token.
+#[allow(dead_code)] // each test crate compiles this module; not all of them talk HTTP
+pub fn register(operator: &Client, id: &str, pool: &str) -> String {
+    let request = RegisterRequest {
+        id: Some(id.to_string()),
+        pool: Some(pool.to_string()),
+        ..Default::default()
+    };
+    let (status, body) = call(operator, "POST", "/v1/agents", Body::json(&request));
+    assert_eq!(status, 201, "registering {id}: {body}");
+    let agent: AgentView = serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("registering {id}: not an agent ({e}): {body}"));
+    agent
+        .token
+        .unwrap_or_else(|| panic!("registering {id}: no token in {body}"))
 }
