@@ -497,7 +497,7 @@ fn a_config_file_is_read_and_its_errors_are_located() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "{}:2:1: unknown key `data_dri`; did you mean `data_dir`?",
+            "{}:2:1: error: unknown key `data_dri` in the config\n  hint: did you mean `data_dir`?",
             bad.display()
         )),
         "{err}"

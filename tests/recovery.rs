@@ -868,11 +868,11 @@ fn bad_webhook_config_is_refused_with_its_location() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(":2:5: webhook: url \"ftp://example.com\" must be an http:// or https:// URL"),
+        err.contains(":2:5: error: webhook: url \"ftp://example.com\" must be an http:// or https:// URL"),
         "{err}"
     );
     assert!(
-        err.contains(":4:5: webhook: unknown event \"halts\""),
+        err.contains(":4:5: error: webhook: unknown event \"halts\""),
         "{err}"
     );
     assert!(!dir.join("journal").exists(), "nothing started");
