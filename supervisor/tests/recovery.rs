@@ -143,10 +143,24 @@ fn state(swarm: &Swarm) -> Vec<String> {
     out
 }
 
+/// Polls `done` until it holds, failing the test after 10 s (`what` says what was awaited).
+/// Polls because what is awaited has no event of its own (a cascade finished in the halt
+/// loop, another task's progress); the bound keeps a lost event from hanging the test.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn quiesce(swarm: &Swarm) {
-    // Cascades run in the supervisor after the halting call returns; give them a moment,
-    // then make everything durable.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Cascades run in the supervisor after the halting call returns: wait until every halt
+    // has spread, then make everything durable.
+    wait_until("spreading every halt", || swarm.cascades_pending() == 0).await;
     swarm.durable().await.unwrap();
 }
 
@@ -455,7 +469,9 @@ async fn registrations_racing_snapshots_are_all_recovered() {
         last = tokio::task::spawn_blocking(move || s.write_snapshot().unwrap())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        // Registrations race the next snapshot: let at least one land after this one.
+        let after = swarm.len();
+        wait_until("a registration after the snapshot", || swarm.len() > after).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let spawned = spawner.await.unwrap();
