@@ -37,7 +37,7 @@
 //!    older version starts a new segment before the first new entry, so no segment mixes
 //!    versions.
 //! 5. `tests/data/journal-v<N>/` keeps a journal written by each version, and
-//!    `supervisor/tests/golden.rs` recovers a swarm from each: a reader that can no longer
+//!    `supervisor/tests/golden_journal.rs` recovers a swarm from each: a reader that can no longer
 //!    read an old version fails CI.
 
 use serde::{Deserialize, Serialize};
