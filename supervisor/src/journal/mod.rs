@@ -5,7 +5,7 @@
 //! | module | what |
 //! |---|---|
 //! | this one | the handle: [`Journal::open`], [`submit`](Journal::submit), [`wait_durable`](Journal::wait_durable), [`flush`](Journal::flush), retention |
-//! | [`format`] | the bytes: segment headers, frames, the hash chain, the format version rule |
+//! | [`format`](mod@format) | the bytes: segment headers, frames, the hash chain, the format version rule |
 //! | [`read`] | reading back and verifying ([`read_all`], [`verify`]) |
 //! | `writer` | the group-commit writer thread |
 //! | [`records`] | what the payloads hold: the typed records the swarm journals and recovery reads |
@@ -124,7 +124,7 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
-    /// A segment written by a later version of warden (see [`format`]).
+    /// A segment written by a later version of warden (see [`format`](mod@format)).
     #[error("journal segment {path} has format version {version}; this warden reads versions 1 to {FORMAT_VERSION}: read it with the warden that wrote it, or a later one")]
     NewerFormat {
         /// The segment.
