@@ -107,6 +107,19 @@ impl EntryKind {
         Self::ALL.into_iter().find(|k| *k as u8 == b)
     }
 
+    /// The kind named `name` (as in queries, e.g. `policy_change`); the error lists every
+    /// name, for callers that parse a user's filter (the CLI, the API).
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                let (last, rest) = names.split_last().expect("kinds exist");
+                format!("expected {} or {last}", rest.join(", "))
+            })
+    }
+
     /// The name used in queries and reports (the same as its serialized name).
     pub const fn name(self) -> &'static str {
         match self {
@@ -282,6 +295,14 @@ mod tests {
             let json = serde_json::to_value(k).unwrap();
             assert_eq!(json, k.name(), "the query name is the serialized name");
         }
+        assert_eq!(
+            EntryKind::from_name("policy_change"),
+            Ok(EntryKind::PolicyChange)
+        );
+        assert_eq!(
+            EntryKind::from_name("nope").unwrap_err(),
+            "expected agent_registered, decision, settlement, halt, resume, approval, policy_change, note or snapshot"
+        );
         assert_eq!(EntryKind::from_u8(0), None);
         assert_eq!(EntryKind::from_u8(10), None);
     }
