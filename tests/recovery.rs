@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use warden::adapters::client::ClientError;
 use warden::adapters::http::wire::{AnswerRequest, CostRequest, OutcomeRequest, ReasonRequest};
 use warden::supervisor::journal;
-use warden::supervisor::wal::{AgentRecord, Record};
+use warden::supervisor::journal::records::{AgentRecord, Record};
 use warden_actors::{AgentState, KernelRecord, LedgerDim, OutcomeStatus, Verdict};
 
 const OPERATOR: &str = "recovery-operator-token";
@@ -868,7 +868,9 @@ fn bad_webhook_config_is_refused_with_its_location() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(":2:5: error: webhook: url \"ftp://example.com\" must be an http:// or https:// URL"),
+        err.contains(
+            ":2:5: error: webhook: url \"ftp://example.com\" must be an http:// or https:// URL"
+        ),
         "{err}"
     );
     assert!(

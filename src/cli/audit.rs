@@ -198,10 +198,8 @@ fn query_filter(
         ..Default::default()
     };
     for k in kinds {
-        let kind: warden::supervisor::journal::EntryKind =
-            serde_json::from_value(serde_json::Value::String(k.clone())).map_err(|_| {
-                anyhow::anyhow!("--kind {k:?}: expected agent_registered, decision, settlement, halt, resume, approval, policy_change or note")
-            })?;
+        let kind = warden::supervisor::journal::EntryKind::from_name(k)
+            .map_err(|why| anyhow::anyhow!("--kind {k:?}: {why}"))?;
         filter.kinds.push(kind);
     }
     if let Some(d) = decision {

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use warden_actors::policy::PolicySet;
 use warden_actors::{AgentId, HaltKind, KernelRecord, LedgerDim, ManualClock, Verdict};
 
+use crate::journal::records::{AgentRecord, Note, PolicyRecord, Record, RecoveryReport};
 use crate::journal::{self, Entry, EntryKind, VerifyReport};
 use crate::swarm::{Swarm, SwarmError};
-use crate::wal::{AgentRecord, Note, PolicyRecord, Record, RecoveryReport};
 
 /// Why an audit command failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,7 @@ fn first_policy(entries: &[Entry]) -> Result<Option<String>, AuditError> {
             match Record::parse(e).map_err(AuditError::Entry)? {
                 Record::Policy(p) => return Ok(Some(p.text)),
                 Record::Snapshot(item) => {
-                    if let crate::wal::SnapshotItem::Policy(p) = *item {
+                    if let crate::journal::records::SnapshotItem::Policy(p) = *item {
                         return Ok(Some(p.text));
                     }
                 }
@@ -233,91 +233,126 @@ fn time(ms: u64) -> String {
 /// automatic logging over the system's lifetime, traceability of its functioning).
 pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditError> {
     let (entries, verified) = read_entries(dir)?;
-    let mut f = Facts::default();
-    for e in &entries {
-        match Record::parse(e).map_err(AuditError::Entry)? {
-            Record::Registered(_) => f.agents += 1,
-            Record::Agent(AgentRecord { agent, record }) => match record {
-                KernelRecord::Decision {
-                    decision,
-                    step,
-                    step_id,
-                    rule,
-                    reason,
-                    ..
-                } => {
-                    *f.verdicts.entry(decision.name()).or_default() += 1;
-                    if decision == Verdict::RequireApproval {
-                        f.requested.insert(
+    let f = Facts::gather(&entries)?;
+    let pools = rebuilt_pools(&entries, &f).await?;
+    let mut t = Tables {
+        title: format!("warden audit report: {}", dir.display()),
+        blocks: Vec::new(),
+    };
+    intro(&mut t, dir, &entries, &verified);
+    policy_section(&mut t, &f);
+    spend_section(&mut t, &pools);
+    decision_section(&mut t, &f);
+    halt_section(&mut t, &f);
+    approval_section(&mut t, &f);
+    resume_section(&mut t, &f);
+    Ok(match format {
+        ReportFormat::Markdown => t.markdown(),
+        ReportFormat::Html => t.html(),
+    })
+}
+
+impl Facts {
+    /// Reads every entry's record into the facts the report lists.
+    fn gather(entries: &[Entry]) -> Result<Facts, AuditError> {
+        let mut f = Facts::default();
+        for e in entries {
+            match Record::parse(e).map_err(AuditError::Entry)? {
+                Record::Registered(_) => f.agents += 1,
+                Record::Agent(AgentRecord { agent, record }) => match record {
+                    KernelRecord::Decision {
+                        decision,
+                        step,
+                        step_id,
+                        rule,
+                        reason,
+                        ..
+                    } => {
+                        *f.verdicts.entry(decision.name()).or_default() += 1;
+                        if decision == Verdict::RequireApproval {
+                            f.requested.insert(
+                                format!("{agent}/{step_id}"),
+                                (
+                                    e.ts_ms,
+                                    agent.clone(),
+                                    step.tool().to_string(),
+                                    rule.unwrap_or_default(),
+                                    reason,
+                                ),
+                            );
+                        }
+                    }
+                    KernelRecord::Halt { record } => {
+                        *f.halts_by_kind.entry(record.kind.name()).or_default() += 1;
+                        f.halts.push((e.ts_ms, agent, record));
+                    }
+                    KernelRecord::Resume { by, .. } => f.resumes.push((e.ts_ms, agent, by)),
+                    KernelRecord::Approval {
+                        step_id,
+                        answer,
+                        decision,
+                        ..
+                    } => {
+                        let (what, by) = match answer {
+                            warden_actors::ApprovalAnswer::Approve { by } => ("approved", by),
+                            warden_actors::ApprovalAnswer::Deny { by, .. } => ("denied", by),
+                            warden_actors::ApprovalAnswer::Timeout => {
+                                ("timed out", "(nobody)".to_string())
+                            }
+                        };
+                        f.answers.push((
+                            e.ts_ms,
                             format!("{agent}/{step_id}"),
-                            (
-                                e.ts_ms,
-                                agent.clone(),
-                                step.tool().to_string(),
-                                rule.unwrap_or_default(),
-                                reason,
-                            ),
-                        );
+                            what.to_string(),
+                            by,
+                            decision.name().to_string(),
+                        ));
+                    }
+                    KernelRecord::Settlement { .. } | KernelRecord::State(_) => {}
+                },
+                Record::Snapshot(item) => {
+                    f.snapshots += 1;
+                    if let crate::journal::records::SnapshotItem::Policy(p) = *item {
+                        f.snapshot_policy = Some(p.text);
                     }
                 }
-                KernelRecord::Halt { record } => {
-                    *f.halts_by_kind.entry(record.kind.name()).or_default() += 1;
-                    f.halts.push((e.ts_ms, agent, record));
-                }
-                KernelRecord::Resume { by, .. } => f.resumes.push((e.ts_ms, agent, by)),
-                KernelRecord::Approval {
-                    step_id,
-                    answer,
-                    decision,
-                    ..
-                } => {
-                    let (what, by) = match answer {
-                        warden_actors::ApprovalAnswer::Approve { by } => ("approved", by),
-                        warden_actors::ApprovalAnswer::Deny { by, .. } => ("denied", by),
-                        warden_actors::ApprovalAnswer::Timeout => {
-                            ("timed out", "(nobody)".to_string())
-                        }
-                    };
-                    f.answers.push((
-                        e.ts_ms,
-                        format!("{agent}/{step_id}"),
-                        what.to_string(),
-                        by,
-                        decision.name().to_string(),
-                    ));
-                }
-                KernelRecord::Settlement { .. } | KernelRecord::State(_) => {}
-            },
-            Record::Snapshot(item) => {
-                f.snapshots += 1;
-                if let crate::wal::SnapshotItem::Policy(p) = *item {
-                    f.snapshot_policy = Some(p.text);
-                }
+                Record::Policy(p) => f.policies.push((e.seq, e.ts_ms, p)),
+                Record::Note(Note::TeamHalted {
+                    team,
+                    halted,
+                    reason,
+                }) => f.team_marks.push((e.ts_ms, team, halted, reason)),
+                Record::Note(Note::AgentRemoved { .. }) => f.agents = f.agents.saturating_sub(1),
+                Record::Note(Note::NodeStarted {}) => f.starts += 1,
+                Record::Note(Note::CascadeDone { .. }) => {}
             }
-            Record::Policy(p) => f.policies.push((e.seq, e.ts_ms, p)),
-            Record::Note(Note::TeamHalted {
-                team,
-                halted,
-                reason,
-            }) => f.team_marks.push((e.ts_ms, team, halted, reason)),
-            Record::Note(Note::AgentRemoved { .. }) => f.agents = f.agents.saturating_sub(1),
-            Record::Note(Note::NodeStarted {}) => f.starts += 1,
-            Record::Note(Note::CascadeDone { .. }) => {}
         }
+        Ok(f)
     }
-    // Spend per pool: the state the journal rebuilds to.
+}
+
+/// The pools' spend and reservations as the journal rebuilds them (with the last policy the
+/// journal names, so pools of that policy are there).
+async fn rebuilt_pools(
+    entries: &[Entry],
+    f: &Facts,
+) -> Result<Vec<warden_actors::AccountSnapshot>, AuditError> {
     let clock = Arc::new(ManualClock::new(0));
     let policy = match (f.policies.last(), &f.snapshot_policy) {
         (Some((_, _, p)), _) => Some(p.text.clone()),
         (None, Some(text)) => Some(text.clone()),
-        (None, None) => first_policy(&entries)?,
+        (None, None) => first_policy(entries)?,
     };
     let swarm = swarm_for(policy.as_deref(), Arc::clone(&clock)).await?;
-    let recovered = swarm.recover(&entries, None).await;
+    let recovered = swarm.recover(entries, None).await;
     let pools = swarm.pools();
     swarm.shutdown().await;
     recovered?;
+    Ok(pools)
+}
 
+/// The report's opening: what was read, how it was checked, what the journal is for.
+fn intro(t: &mut Tables, dir: &Path, entries: &[Entry], verified: &VerifyReport) {
     let range = match (entries.first(), entries.last()) {
         (Some(a), Some(b)) => format!("{} to {}", time(a.ts_ms), time(b.ts_ms)),
         _ => "no entries".into(),
@@ -325,10 +360,6 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
     let head = verified.head.map_or("none".to_string(), |(s, h)| {
         format!("entry {s}, BLAKE3 {}", hex(&h))
     });
-    let mut t = Tables {
-        title: format!("warden audit report: {}", dir.display()),
-        blocks: Vec::new(),
-    };
     if verified.first_seq > 1 {
         t.para(format!(
             "Entries before {} were removed by retention after a state snapshot; spend and state below include them (the snapshot carries them), the lists of events do not.",
@@ -347,7 +378,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
         }
     ));
     t.para("Record-keeping (EU AI Act Article 12): the journal records every governance event automatically over the system's lifetime: each decision with the rule that made it, each settlement of cost, each halt with its kind, reason and cause chain, each human approval with who answered and when, and each policy version by hash. Entries are append-only, checksummed and chained with BLAKE3, so any change to a past entry is detected (`warden audit verify`).".to_string());
+}
 
+/// Policy versions, with the hash of each text.
+fn policy_section(t: &mut Tables, f: &Facts) {
     t.section("Policy versions");
     t.table(
         &[
@@ -370,7 +404,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
             })
             .collect(),
     );
+}
 
+/// Spend, reservations and limits per pool and dimension.
+fn spend_section(t: &mut Tables, pools: &[warden_actors::AccountSnapshot]) {
     t.section("Spend per pool");
     let dims = [
         LedgerDim::Steps,
@@ -384,7 +421,7 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
         _ => v.to_string(),
     };
     let mut rows = Vec::new();
-    for p in &pools {
+    for p in pools {
         for d in dims {
             let spent = p.spent.get(d);
             let limit = p.limits.get(d);
@@ -404,7 +441,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
         &["pool", "dimension", "spent", "reserved (open)", "limit"],
         rows,
     );
+}
 
+/// Decisions by verdict.
+fn decision_section(t: &mut Tables, f: &Facts) {
     t.section("Decisions");
     t.para(format!(
         "{} agents registered; the node started {} time(s) on this journal. Counts are of first decisions: a step approved later counts under require_approval (its answer is under Human approvals).",
@@ -417,7 +457,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
             .map(|(v, n)| vec![v.to_string(), n.to_string()])
             .collect(),
     );
+}
 
+/// Halts by kind, each halt with its cause chain, and team marks.
+fn halt_section(t: &mut Tables, f: &Facts) {
     t.section("Halts by kind");
     t.table(
         &["kind", "count"],
@@ -466,7 +509,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
                 .collect(),
         );
     }
+}
 
+/// Approvals requested and answered.
+fn approval_section(t: &mut Tables, f: &Facts) {
     t.section("Human approvals");
     t.table(
         &["requested", "approval", "agent", "tool", "rule", "reason"],
@@ -511,7 +557,10 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
         f.answers.len(),
         open.len()
     ));
+}
 
+/// Resumes, with who resumed.
+fn resume_section(t: &mut Tables, f: &Facts) {
     t.section("Resumes");
     t.table(
         &["time", "agent", "by"],
@@ -520,10 +569,6 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
             .map(|(ts, agent, by)| vec![time(*ts), agent.to_string(), by.clone()])
             .collect(),
     );
-    Ok(match format {
-        ReportFormat::Markdown => t.markdown(),
-        ReportFormat::Html => t.html(),
-    })
 }
 
 enum Block {

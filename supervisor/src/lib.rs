@@ -40,16 +40,17 @@
 
 pub mod audit;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod runtime;
 pub mod swarm;
-pub mod tree;
 pub mod waitfor;
-pub mod wal;
 
 pub use node::{Node, NodeError, NodeOptions};
 pub use runtime::Layout;
-pub use swarm::{AgentError, AgentHandle, AgentSpec, Swarm, SwarmBuilder, SwarmError, Target};
-pub use tree::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy, TeamSpec};
+pub use swarm::{
+    AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, RestartPolicy, Scope, Strategy,
+    Swarm, SwarmBuilder, SwarmError, Target, TeamSpec,
+};
 pub use waitfor::{WaitError, WaitGraph};

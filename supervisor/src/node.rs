@@ -1,7 +1,7 @@
 //! The durable node runtime, without a network: [`Node::open`] opens and verifies the journal
 //! (`DATA_DIR/journal/`), chooses the policy to run, rebuilds the swarm from the journal
 //! ([`Swarm::recover`]), attaches the journal as the write-ahead log (from then on nothing is
-//! acknowledged before its entry is durable, [`crate::wal`]) and runs retention. It opens no
+//! acknowledged before its entry is durable, [`crate::journal::records`]) and runs retention. It opens no
 //! listener and installs no metrics recorder: the HTTP surface is `warden-adapters`', the
 //! recorder the binary's. The simulator can open a node the same way.
 //!
@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use warden_actors::policy::{PolicyErrors, PolicySet};
 
+use crate::journal::records::{Record, RecoveryClock, RecoveryReport, SnapshotItem};
 use crate::journal::{FsyncMode, Journal, JournalConfig, OpenReport};
 use crate::swarm::{Swarm, SwarmError};
-use crate::wal::{Record, RecoveryClock, RecoveryReport, SnapshotItem};
 
 /// Journal kept before retention compacts it, by default (4 GiB).
 pub const DEFAULT_JOURNAL_BYTES: u64 = 4 << 30;

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use tokio::runtime::{Handle, Runtime};
 
+use crate::limits::SHARDS_MAX;
+
 /// How the swarm places its actors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -31,9 +33,6 @@ impl Default for Layout {
         Layout::Sharded { shards: 0 }
     }
 }
-
-/// Most shards accepted.
-pub const MAX_SHARDS: usize = 256;
 
 /// The runtimes agents run on.
 pub(crate) struct Shards {
@@ -55,7 +54,7 @@ impl Shards {
                 } else {
                     shards
                 }
-                .min(MAX_SHARDS);
+                .min(SHARDS_MAX);
                 let mut runtimes = Vec::with_capacity(n);
                 for i in 0..n {
                     // One worker per shard. The multi-threaded flavour with a single worker,

@@ -4,8 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use warden_actors::AgentId;
 
-/// Most wait-for edges one agent may declare.
-pub const MAX_WAITS_PER_AGENT: usize = 64;
+use crate::limits::WAITS_PER_AGENT_MAX;
 
 /// Directed edges `waiter -> awaited`.
 #[derive(Debug, Default)]
@@ -20,7 +19,7 @@ pub enum WaitError {
     #[error("agent {0} cannot wait on itself")]
     SelfWait(AgentId),
     /// Too many edges from one agent.
-    #[error("agent {0} already waits on {MAX_WAITS_PER_AGENT} agents; release some first")]
+    #[error("agent {0} already waits on {WAITS_PER_AGENT_MAX} agents; release some first")]
     TooMany(AgentId),
 }
 
@@ -36,7 +35,7 @@ impl WaitGraph {
             return Err(WaitError::SelfWait(waiter.clone()));
         }
         let out = self.edges.entry(waiter.clone()).or_default();
-        if out.len() >= MAX_WAITS_PER_AGENT && !out.contains(awaited) {
+        if out.len() >= WAITS_PER_AGENT_MAX && !out.contains(awaited) {
             return Err(WaitError::TooMany(waiter.clone()));
         }
         out.insert(awaited.clone());

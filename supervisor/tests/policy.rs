@@ -379,3 +379,73 @@ async fn a_reload_keeps_the_counts_of_unchanged_rate_limits() {
     assert!(a.step(search(4)).await.unwrap().is_allow());
     swarm.shutdown().await;
 }
+
+/// One run of the same inputs: agents spawned in a scrambled order, each with a step parked
+/// for approval and a heartbeat timeout, then time passes. Returns what the listings and the
+/// sweeps said, in their order, and the sweeps' agents.
+async fn listings_and_sweeps() -> (Vec<String>, Vec<String>, Vec<String>) {
+    let clock = Arc::new(ManualClock::new(0));
+    let swarm = swarm_with(clock.clone()).await;
+    for i in 0..40 {
+        let name = format!("a{:02}", (i * 17) % 40);
+        let a = swarm
+            .spawn_agent(
+                AgentSpec::new(id(&name))
+                    .team("swarm/pay")
+                    .heartbeat_timeout_ms(120_000),
+            )
+            .await
+            .unwrap();
+        let d = a.step(transfer(2_000)).await.unwrap();
+        assert_eq!(d.decision, Verdict::RequireApproval);
+    }
+    let mut listed = vec![format!("{:?}", swarm.agent_ids())];
+    listed.push(format!(
+        "{:?}",
+        swarm
+            .approvals()
+            .into_iter()
+            .map(|a| a.id)
+            .collect::<Vec<_>>()
+    ));
+    listed.push(format!(
+        "{:?}",
+        swarm
+            .pools()
+            .into_iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+    ));
+    listed.push(format!("{:?}", swarm.agent_counts()));
+    clock.advance_ms(60_000);
+    let timed_out: Vec<String> = swarm
+        .sweep_approvals()
+        .into_iter()
+        .map(|d| d.approval.expect("a timed-out approval names itself"))
+        .collect();
+    // Silent for longer than the heartbeat timeout after the last sign of life.
+    clock.advance_ms(120_001);
+    let lost: Vec<String> = swarm
+        .sweep_heartbeats()
+        .into_iter()
+        .map(|a| a.to_string())
+        .collect();
+    swarm.shutdown().await;
+    (listed, timed_out, lost)
+}
+
+#[tokio::test]
+async fn listings_and_sweeps_come_in_the_same_order_in_two_identical_runs() {
+    let first = listings_and_sweeps().await;
+    let second = listings_and_sweeps().await;
+    assert_eq!(first, second);
+    let (_, timed_out, lost) = first;
+    // The order is the agents' ids, not a hash map's (which differs between two swarms).
+    let expected: Vec<String> = (0..40).map(|i| format!("a{i:02}")).collect();
+    assert_eq!(lost, expected);
+    let agents: Vec<&str> = timed_out
+        .iter()
+        .map(|a| a.split('/').next().unwrap())
+        .collect();
+    assert_eq!(agents, expected);
+}

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use serde_json::json;
 use warden_actors::policy::PolicySet;
 use warden_actors::{ActionClass, AgentId, ApprovalAnswer, Cost, Outcome, StepId, Verdict};
+use warden_supervisor::journal::records::RecoveryClock;
 use warden_supervisor::journal::{Journal, JournalConfig};
-use warden_supervisor::wal::RecoveryClock;
 use warden_supervisor::{AgentSpec, Swarm, Target};
 
 const POLICY: &str = "
@@ -143,10 +143,24 @@ fn state(swarm: &Swarm) -> Vec<String> {
     out
 }
 
+/// Polls `done` until it holds, failing the test after 10 s (`what` says what was awaited).
+/// Polls because what is awaited has no event of its own (a cascade finished in the halt
+/// loop, another task's progress); the bound keeps a lost event from hanging the test.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn quiesce(swarm: &Swarm) {
-    // Cascades run in the supervisor after the halting call returns; give them a moment,
-    // then make everything durable.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Cascades run in the supervisor after the halting call returns: wait until every halt
+    // has spread, then make everything durable.
+    wait_until("spreading every halt", || swarm.cascades_pending() == 0).await;
     swarm.durable().await.unwrap();
 }
 
@@ -311,8 +325,10 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cascade_cut_off_by_a_crash_is_finished_when_the_journal_attaches() {
     use warden_actors::{HaltKind, HaltRecord, KernelConfig, KernelRecord};
+    use warden_supervisor::journal::records::{
+        AgentRecord, Note, PolicyRecord, Record, Registration,
+    };
     use warden_supervisor::journal::EntryKind;
-    use warden_supervisor::wal::{AgentRecord, Note, PolicyRecord, Record, Registration};
 
     let dir = std::env::temp_dir().join(format!("warden-sup-cut-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -411,7 +427,13 @@ fn aid(s: &str) -> AgentId {
     AgentId::new(s).unwrap()
 }
 
-async fn reopen(dir: &std::path::Path) -> (Swarm, Journal, warden_supervisor::wal::RecoveryReport) {
+async fn reopen(
+    dir: &std::path::Path,
+) -> (
+    Swarm,
+    Journal,
+    warden_supervisor::journal::records::RecoveryReport,
+) {
     let mut entries = Vec::new();
     let (journal, _) = Journal::open(JournalConfig::new(dir), |e| entries.push(e.clone())).unwrap();
     let clock = Arc::new(RecoveryClock::new());
@@ -455,7 +477,9 @@ async fn registrations_racing_snapshots_are_all_recovered() {
         last = tokio::task::spawn_blocking(move || s.write_snapshot().unwrap())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        // Registrations race the next snapshot: let at least one land after this one.
+        let after = swarm.len();
+        wait_until("a registration after the snapshot", || swarm.len() > after).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let spawned = spawner.await.unwrap();
@@ -514,7 +538,7 @@ async fn a_snapshot_keeps_parents_whose_ids_sort_after_their_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_on_a_compacted_journal_keeps_the_journal_policy() {
-    use warden_supervisor::wal::Record;
+    use warden_supervisor::journal::records::Record;
     let dir = std::env::temp_dir().join(format!("warden-sup-pol-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (swarm, journal) = journaled_swarm(&dir).await;

@@ -50,13 +50,8 @@ fn filter(q: &AuditQuery) -> Result<Filter, ApiError> {
         ..Default::default()
     };
     for k in q.kind.iter().flat_map(|k| k.split(',')) {
-        let kind: EntryKind = serde_json::from_value(Value::String(k.trim().into()))
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "bad_query",
-                    format!("kind {k:?}: expected agent_registered, decision, settlement, halt, resume, approval, policy_change, note or snapshot"),
-                )
-            })?;
+        let kind = EntryKind::from_name(k)
+            .map_err(|why| ApiError::bad_request("bad_query", format!("kind {k:?}: {why}")))?;
         filter.kinds.push(kind);
     }
     Ok(filter)

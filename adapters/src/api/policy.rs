@@ -20,9 +20,13 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/policy", get(show).put(replace))
 }
 
-async fn show(_: Operator, State(state): State<AppState>) -> Response {
-    let (version, text) = state.swarm.policy_text();
-    (
+async fn show(_: Operator, State(state): State<AppState>) -> Result<Response, ApiError> {
+    // Version and text are read together: a concurrent reload never mixes them.
+    let (version, text) = state
+        .swarm
+        .policy_text()
+        .ok_or_else(|| ApiError::internal("the node holds no policy text"))?;
+    Ok((
         [
             (header::CONTENT_TYPE, "application/yaml".to_string()),
             (
@@ -30,9 +34,9 @@ async fn show(_: Operator, State(state): State<AppState>) -> Response {
                 version.to_string(),
             ),
         ],
-        text.to_string(),
+        text,
     )
-        .into_response()
+        .into_response())
 }
 
 async fn replace(

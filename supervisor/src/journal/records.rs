@@ -1,14 +1,19 @@
-//! The journal as the swarm's write-ahead log: what each entry's payload holds, the recorder
-//! that journals every agent's state changes in order, and recovery, which rebuilds a swarm
-//! from the entries.
+//! What the journal's payloads hold: the typed records the swarm journals and recovery reads,
+//! the recorder that journals every agent's state changes in order, and what recovery
+//! reports. (This was `wal.rs`: the journal as the swarm's write-ahead log.)
 //!
-//! ## Payloads (JSON)
+//! ## Payloads (JSON, [format version](super::format) 1)
 //! | entry kind | payload |
 //! |---|---|
 //! | `agent_registered` | [`Registration`]: id, team, resolved configuration, opaque `meta` |
 //! | `decision`, `settlement`, `halt`, `resume`, `approval` | `{"agent": id, ...}` + a [`KernelRecord`] |
 //! | `policy_change` | [`PolicyRecord`]: version, BLAKE3 of the text, the YAML text |
-//! | `note` | [`Note`]: team halted marks, agents removed again during spawn |
+//! | `note` | [`Note`]: team halted marks, agents removed again during spawn, node starts, finished cascades |
+//! | `snapshot` | [`SnapshotItem`]: one piece of a state snapshot |
+//!
+//! A record that cannot be encoded fails the journal ([`JournalError::Encode`](super::JournalError::Encode)); one too
+//! large for an entry is shortened first (step arguments dropped, long texts cut), never
+//! replaced by an empty entry.
 //!
 //! ## Ordering
 //! An agent's records are submitted under its kernel lock ([`warden_actors::Recorder`]), so
@@ -27,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use warden_actors::{AgentId, Clock, KernelConfig, KernelRecord, Recorder};
 
-use crate::journal::{Entry, EntryKind, Journal, MAX_PAYLOAD_BYTES};
+use super::{Entry, EntryKind, Journal};
+use crate::limits::{ENTRY_PAYLOAD_BYTES_MAX, RECORD_TEXT_BYTES_MAX};
 
 /// An agent as registered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,8 +184,20 @@ pub enum Record {
 }
 
 impl Record {
-    /// Reads an entry's payload.
+    /// Reads an entry's payload, by the rules of its [format version](super::format).
     pub fn parse(entry: &Entry) -> Result<Record, String> {
+        match entry.format {
+            1 => Self::parse_v1(entry),
+            v => Err(format!(
+                "entry {} ({}) has format version {v}, which this warden cannot read",
+                entry.seq,
+                entry.kind.name()
+            )),
+        }
+    }
+
+    /// Version 1: JSON payloads as described in the module docs.
+    fn parse_v1(entry: &Entry) -> Result<Record, String> {
         let bad = |e: serde_json::Error| {
             format!(
                 "entry {} ({}): payload does not parse: {e}",
@@ -231,33 +249,43 @@ pub(crate) struct JournalRecorder {
 }
 
 impl JournalRecorder {
-    fn encode(agent: &AgentId, record: KernelRecord) -> Vec<u8> {
+    fn encode(agent: &AgentId, record: KernelRecord) -> Result<Vec<u8>, serde_json::Error> {
         let entry = AgentRecord {
             agent: agent.clone(),
             record,
         };
-        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-        if bytes.len() <= MAX_PAYLOAD_BYTES {
-            return bytes;
-        }
         // Too large: keep everything recovery needs (ids, verdicts, amounts) and shorten what
         // it does not: the step's arguments go, long texts (reasons) are cut.
-        let mut value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-        if let Some(step) = value.get_mut("step") {
-            step["args"] = serde_json::json!({ "_omitted_bytes": bytes.len() });
-        }
-        shorten_texts(&mut value);
-        serde_json::to_vec(&value).unwrap_or_default()
+        encode_fitting(&entry, |value, bytes| {
+            if let Some(step) = value.get_mut("step") {
+                step["args"] = serde_json::json!({ "_omitted_bytes": bytes });
+            }
+            shorten_texts(value);
+        })
     }
 }
 
-/// Longest text kept in an entry that would otherwise be too large.
-const MAX_TEXT: usize = 4_096;
+/// Encodes `value` as JSON. If that is larger than [`ENTRY_PAYLOAD_BYTES_MAX`], `shorten`
+/// first cuts its JSON form (given the full size) of what recovery does not need. Errors are
+/// the encoder's: the caller fails the journal ([`Journal::encoded`]), it never writes an
+/// empty entry instead.
+pub(crate) fn encode_fitting<T: Serialize + ?Sized>(
+    value: &T,
+    shorten: impl FnOnce(&mut Value, usize),
+) -> Result<Vec<u8>, serde_json::Error> {
+    let bytes = serde_json::to_vec(value)?;
+    if bytes.len() <= ENTRY_PAYLOAD_BYTES_MAX {
+        return Ok(bytes);
+    }
+    let mut v = serde_json::to_value(value)?;
+    shorten(&mut v, bytes.len());
+    serde_json::to_vec(&v)
+}
 
 fn shorten_texts(v: &mut Value) {
     match v {
-        Value::String(s) if s.len() > MAX_TEXT => {
-            let mut cut = MAX_TEXT;
+        Value::String(s) if s.len() > RECORD_TEXT_BYTES_MAX => {
+            let mut cut = RECORD_TEXT_BYTES_MAX;
             while !s.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -279,7 +307,7 @@ impl Recorder for JournalRecorder {
                 // Spread by the supervisor later (all but cascades themselves and the root's
                 // give-up): pending until its `cascade_done`.
                 if h.kind != warden_actors::HaltKind::Cascade
-                    && h.rule.as_deref() != Some("restart.intensity")
+                    && h.rule.as_deref() != Some(warden_actors::rules::RESTART_INTENSITY)
                 {
                     self.pending_cascades
                         .lock()
@@ -288,8 +316,11 @@ impl Recorder for JournalRecorder {
             }
             let kind = kind_of(&record);
             let at = record.at_ms();
-            let payload = Self::encode(agent, record);
-            match self.journal.submit(kind, at, payload) {
+            let submitted = self
+                .journal
+                .encoded(Self::encode(agent, record))
+                .and_then(|payload| self.journal.submit(kind, at, payload));
+            match submitted {
                 Ok(seq) => {
                     first.get_or_insert(seq);
                 }

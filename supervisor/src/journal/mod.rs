@@ -1,0 +1,512 @@
+//! The audit journal: an append-only, hash-chained log of every decision, settlement, halt,
+//! approval and policy change. It is also the node's write-ahead log (replay rebuilds state),
+//! so it is written with group commit and read back with full verification.
+//!
+//! | module | what |
+//! |---|---|
+//! | this one | the handle: [`Journal::open`], [`submit`](Journal::submit), [`wait_durable`](Journal::wait_durable), [`flush`](Journal::flush), retention |
+//! | [`format`](mod@format) | the bytes: segment headers, frames, the hash chain, the format version rule |
+//! | [`read`] | reading back and verifying ([`read_all`], [`verify`]) |
+//! | `writer` | the group-commit writer thread |
+//! | [`records`] | what the payloads hold: the typed records the swarm journals and recovery reads |
+//! | [`storage`] | where segments live: files, or memory with injected faults |
+//!
+//! ## Durability
+//! One writer thread owns the open segment. [`Journal::submit`] numbers an entry and queues
+//! it without waiting (so it can run under the lock that orders the entries); the writer
+//! takes everything queued (up to `max_batch`), writes it in one go and, in
+//! [`FsyncMode::Always`] (the default), syncs before acknowledging any of it;
+//! [`Journal::wait_durable`] waits for an entry's acknowledgement. No caller learns of an
+//! entry before it is durable, and one sync serves the whole group. The queue is bounded by
+//! `queue` entries; past it, or after a failed write, the journal refuses everything (callers
+//! fail closed). [`FsyncMode::Batch`] acknowledges after the write and syncs at most every
+//! `batch_sync_ms`; [`FsyncMode::Off`] leaves syncing to the OS.
+//!
+//! ## Recovery
+//! [`Journal::open`] verifies every segment. A torn tail (the last frame of the last segment
+//! incomplete or failing its CRC, with nothing valid after it) is cut back to the last valid
+//! entry and reported; any other damage is an error naming the entry: it is never skipped.
+
+pub mod format;
+pub mod read;
+pub mod records;
+pub mod storage;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use format::{Entry, EntryKind, Hash, FORMAT_VERSION, GENESIS};
+pub use read::{read_all, read_storage, verify, VerifyReport};
+pub use storage::{Faults, FileStorage, MemStorage, SegmentWriter, Storage};
+
+use crate::limits::{
+    BATCH_SYNC_INTERVAL_MS_DEFAULT, ENTRY_PAYLOAD_BYTES_MAX, GROUP_ENTRIES_MAX_DEFAULT,
+    QUEUE_ENTRIES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT,
+};
+use format::{encode_header, segment_name, SEGMENT_HEADER_BYTES};
+use writer::{Append, Msg, Progress, Writer};
+
+/// When the writer calls `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// Before acknowledging each group (durable acknowledgements).
+    #[default]
+    Always,
+    /// At most every `batch_sync_ms`; acknowledgements may precede durability by that much.
+    Batch,
+    /// Never (the OS writes back when it likes).
+    Off,
+}
+
+/// Journal settings.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The node's data directory; segments go to `DIR/journal/`.
+    pub dir: PathBuf,
+    /// When to sync.
+    pub fsync: FsyncMode,
+    /// Sync interval for [`FsyncMode::Batch`].
+    pub batch_sync_ms: u64,
+    /// Start a new segment beyond this size.
+    pub segment_bytes: u64,
+    /// Most entries written (and synced) as one group.
+    pub max_batch: usize,
+    /// Bound on entries submitted and not yet taken by the writer; past it the journal
+    /// refuses entries for good (it has failed: the disk cannot keep up).
+    pub queue: usize,
+}
+
+impl JournalConfig {
+    /// Defaults for `dir` (see [`crate::limits`]): fsync always, 64 MiB segments, groups of up
+    /// to 4,096.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            fsync: FsyncMode::Always,
+            batch_sync_ms: BATCH_SYNC_INTERVAL_MS_DEFAULT,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            max_batch: GROUP_ENTRIES_MAX_DEFAULT,
+            queue: QUEUE_ENTRIES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The file system said no.
+    #[error("journal I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Damage that is not a torn tail.
+    #[error("journal corrupt at entry {seq} ({path}, byte {offset}): {reason}")]
+    Corrupt {
+        /// The entry that should have been there.
+        seq: u64,
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset in the segment.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A segment written by a later version of warden (see [`format`](mod@format)).
+    #[error("journal segment {path} has format version {version}; this warden reads versions 1 to {FORMAT_VERSION}: read it with the warden that wrote it, or a later one")]
+    NewerFormat {
+        /// The segment.
+        path: PathBuf,
+        /// Its version.
+        version: u8,
+    },
+    /// The payload is larger than [`ENTRY_PAYLOAD_BYTES_MAX`].
+    #[error("journal entry payload of {0} bytes exceeds the limit of {ENTRY_PAYLOAD_BYTES_MAX}")]
+    TooLarge(usize),
+    /// A record could not be encoded: the journal has failed (no empty entry is written in
+    /// its place).
+    #[error("a journal entry could not be encoded: {0}")]
+    Encode(String),
+    /// The writer has stopped (after an I/O error, or at shutdown).
+    #[error("the journal writer has stopped: {0}")]
+    Stopped(String),
+}
+
+/// What opening found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The verified state before opening.
+    pub verified: VerifyReport,
+    /// Bytes of torn tail cut off.
+    pub truncated_bytes: u64,
+}
+
+/// The submitting side's shared state: sequence numbers are assigned here, in the order
+/// entries enter the writer's queue.
+#[derive(Debug)]
+struct Submitter {
+    next_seq: u64,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// What the handles and the writer share.
+pub(crate) struct Shared {
+    storage: Arc<dyn Storage>,
+    submit: std::sync::Mutex<Submitter>,
+    /// Entries submitted and not yet taken by the writer.
+    queued: AtomicUsize,
+    /// Bound on `queued`.
+    max_queued: usize,
+    progress: tokio::sync::watch::Sender<Progress>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("storage", &self.storage)
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The appending side. Cheap to clone.
+///
+/// Two ways to append: [`Journal::append`] waits for its entry; [`Journal::submit`] only
+/// enqueues it and returns its sequence number at once (no `await`, so it can run under a
+/// lock that orders the entries, such as an agent's kernel lock), and
+/// [`Journal::wait_durable`] later waits for it. Entries are written in submission order.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+fn io_at(path: PathBuf) -> impl FnOnce(io::Error) -> JournalError {
+    move |source| JournalError::Io { path, source }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `config.dir`, verifies it, cuts a torn tail, and
+    /// starts the writer thread. `visit` sees every existing entry (replay). Only one writer
+    /// may hold a journal: a second `open` fails while the first writer lives.
+    pub fn open(
+        config: JournalConfig,
+        visit: impl FnMut(&Entry),
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        let storage = Arc::new(FileStorage::new(&config.dir));
+        Self::open_in(storage, config, visit)
+    }
+
+    /// [`Journal::open`] on any [`Storage`] (`config.dir` then only names it in messages).
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        config: JournalConfig,
+        visit: impl FnMut(&Entry),
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        let location = storage.location();
+        let lock = storage.lock().map_err(io_at(location.join("LOCK")))?;
+        let verified = read_storage(storage.as_ref(), visit)?;
+        let (next_seq, prev) = verified.head.map_or((1, GENESIS), |(s, h)| (s + 1, h));
+        let segs = storage.segments().map_err(io_at(location.clone()))?;
+        let (segment_first, segment, size) = match segs.last() {
+            Some(&first) if verified.last_format == FORMAT_VERSION => {
+                let path = location.join(segment_name(first));
+                let mut segment = storage.open(first).map_err(io_at(path.clone()))?;
+                let len = segment.size_bytes().map_err(io_at(path.clone()))?;
+                let keep = len.checked_sub(verified.torn_tail_bytes).ok_or_else(|| {
+                    JournalError::Corrupt {
+                        seq: next_seq,
+                        path: path.clone(),
+                        offset: len,
+                        reason: "the segment shrank while the journal was being opened".into(),
+                    }
+                })?;
+                if verified.torn_tail_bytes > 0 {
+                    segment.truncate(keep).map_err(io_at(path))?;
+                }
+                (first, segment, keep)
+            }
+            // No segment yet, or the last one is of an older format version: new entries go
+            // to a new segment (a last segment without entries is replaced: same name).
+            _ => {
+                let header = encode_header(next_seq, &prev);
+                let segment = storage
+                    .create(next_seq, &header)
+                    .map_err(io_at(location.clone()))?;
+                (next_seq, segment, SEGMENT_HEADER_BYTES as u64)
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            storage: Arc::clone(&storage),
+            submit: std::sync::Mutex::new(Submitter { next_seq, tx }),
+            queued: AtomicUsize::new(0),
+            max_queued: config.queue.max(1),
+            progress: tokio::sync::watch::Sender::new(Progress {
+                seq: next_seq - 1,
+                failed: None,
+            }),
+        });
+        let writer = Writer {
+            config,
+            storage,
+            segment_first,
+            segment,
+            size,
+            next_seq,
+            prev,
+            dirty: false,
+            shared: Arc::clone(&shared),
+            _lock: lock,
+        };
+        std::thread::Builder::new()
+            .name("warden-journal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_at(PathBuf::from("journal writer thread")))?;
+        let truncated_bytes = verified.torn_tail_bytes;
+        Ok((
+            Journal { shared },
+            OpenReport {
+                verified,
+                truncated_bytes,
+            },
+        ))
+    }
+
+    /// Enqueues an entry and returns its sequence number, without waiting. Entries are
+    /// written in the order of their `submit` calls. Fails when the payload is too large, the
+    /// writer has stopped, or more than `config.queue` entries wait (the disk cannot keep
+    /// up: the journal then refuses everything, so callers fail closed rather than act on
+    /// entries that may never be written).
+    pub fn submit(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<u64, JournalError> {
+        self.enqueue(kind, ts_ms, payload, None, false)
+    }
+
+    /// [`submit`](Self::submit) of `value` as JSON. A value that cannot be encoded fails the
+    /// journal ([`JournalError::Encode`]): no entry is written in its place.
+    pub fn submit_json<T: Serialize + ?Sized>(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        value: &T,
+    ) -> Result<u64, JournalError> {
+        let payload = self.encoded(serde_json::to_vec(value))?;
+        self.submit(kind, ts_ms, payload)
+    }
+
+    /// Passes an encoded payload on; an encoding failure fails the journal, so a record that
+    /// cannot be written is refused like any other, never replaced by an empty entry.
+    pub(crate) fn encoded(
+        &self,
+        payload: Result<Vec<u8>, serde_json::Error>,
+    ) -> Result<Vec<u8>, JournalError> {
+        payload.map_err(|e| {
+            let err = JournalError::Encode(e.to_string());
+            self.fail(err.to_string());
+            err
+        })
+    }
+
+    /// [`submit`](Self::submit), starting a new segment with this entry (so every segment
+    /// before it can later be removed: see
+    /// [`remove_segments_before`](Self::remove_segments_before)).
+    pub fn submit_in_new_segment(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<u64, JournalError> {
+        self.enqueue(kind, ts_ms, payload, None, true)
+    }
+
+    /// Bytes in the journal's segments now.
+    pub fn size_bytes(&self) -> u64 {
+        let storage = &self.shared.storage;
+        storage
+            .segments()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|first| storage.size_bytes(first).ok())
+            .sum()
+    }
+
+    /// Removes every segment whose entries all come before entry `seq` (retention, once a
+    /// snapshot starting at `seq` is durable). Returns the number of segments and bytes
+    /// removed. The segment holding `seq` and all after it stay.
+    pub fn remove_segments_before(&self, seq: u64) -> Result<(usize, u64), JournalError> {
+        let storage = &self.shared.storage;
+        let location = storage.location();
+        let segs = storage.segments().map_err(io_at(location.clone()))?;
+        let mut removed = (0, 0);
+        for pair in segs.windows(2) {
+            let (first, next_first) = (pair[0], pair[1]);
+            if next_first > seq {
+                break;
+            }
+            let len = storage.size_bytes(first).unwrap_or(0);
+            storage
+                .remove(first)
+                .map_err(io_at(location.join(segment_name(first))))?;
+            removed.0 += 1;
+            removed.1 += len;
+        }
+        if removed.0 > 0 {
+            storage.sync_dir().map_err(io_at(location))?;
+        }
+        Ok(removed)
+    }
+
+    fn enqueue(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+        ack: Option<oneshot::Sender<Hash>>,
+        rotate: bool,
+    ) -> Result<u64, JournalError> {
+        if payload.len() > ENTRY_PAYLOAD_BYTES_MAX {
+            return Err(JournalError::TooLarge(payload.len()));
+        }
+        if let Some(why) = &self.shared.progress.borrow().failed {
+            return Err(JournalError::Stopped(why.clone()));
+        }
+        let mut sub = self.shared.submit.lock().unwrap_or_else(|e| e.into_inner());
+        if self.shared.queued.load(Ordering::Relaxed) >= self.shared.max_queued {
+            let why = format!(
+                "more than {} entries wait for the disk; the journal stops taking entries",
+                self.shared.max_queued
+            );
+            self.shared
+                .progress
+                .send_modify(|p| p.failed = Some(why.clone()));
+            return Err(JournalError::Stopped(why));
+        }
+        let seq = sub.next_seq;
+        sub.tx
+            .send(Msg::Append(Append {
+                seq,
+                rotate,
+                kind,
+                ts_ms,
+                payload,
+                ack,
+            }))
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
+        sub.next_seq += 1;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Waits until entry `seq` (and so every entry before it) is acknowledged by the writer:
+    /// durable with [`FsyncMode::Always`], written with the other modes.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        let mut rx = self.shared.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.seq >= seq || p.failed.is_some())
+            .await
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
+        if p.seq >= seq {
+            return Ok(());
+        }
+        Err(JournalError::Stopped(p.failed.clone().unwrap_or_default()))
+    }
+
+    /// Waits until every entry submitted so far is acknowledged. Fails at once if the journal
+    /// has failed (an entry may have been refused, so "everything so far" cannot be vouched
+    /// for).
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        if let Some(why) = self.failure() {
+            return Err(JournalError::Stopped(why));
+        }
+        self.wait_durable(self.last_submitted()).await
+    }
+
+    /// The last sequence number submitted (0 before the first entry).
+    pub fn last_submitted(&self) -> u64 {
+        self.shared
+            .submit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_seq
+            - 1
+    }
+
+    /// Puts the journal in its failed state (an entry that had to be written could not be):
+    /// every later submit and wait fails, so nothing after it is acknowledged.
+    pub fn fail(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.shared.progress.send_modify(|p| {
+            if p.failed.is_none() {
+                p.failed = Some(why);
+            }
+        });
+    }
+
+    /// Why the journal stopped taking entries, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.progress.borrow().failed.clone()
+    }
+
+    /// Appends an entry; resolves once it is written (and, with [`FsyncMode::Always`],
+    /// durable). Returns its sequence number and hash.
+    pub async fn append(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<(u64, Hash), JournalError> {
+        let (ack, hash) = oneshot::channel();
+        let seq = self.enqueue(kind, ts_ms, payload, Some(ack), false)?;
+        self.wait_durable(seq).await?;
+        let hash = hash
+            .await
+            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
+        Ok((seq, hash))
+    }
+
+    /// Appends a JSON payload (a value that cannot be encoded fails the journal, as in
+    /// [`submit_json`](Self::submit_json)).
+    pub async fn append_json<T: Serialize>(
+        &self,
+        kind: EntryKind,
+        ts_ms: u64,
+        payload: &T,
+    ) -> Result<(u64, Hash), JournalError> {
+        let bytes = self.encoded(serde_json::to_vec(payload))?;
+        self.append(kind, ts_ms, bytes).await
+    }
+
+    /// Stops the writer: everything queued before is written and synced, the segment and the
+    /// writer lock are released, and only then does this return. Appends through other clones
+    /// fail afterwards.
+    pub async fn shutdown(self) {
+        let (done, stopped) = oneshot::channel();
+        let sent = self
+            .shared
+            .submit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tx
+            .send(Msg::Stop(done))
+            .is_ok();
+        if sent {
+            let _ = stopped.await;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The journal attached: the swarm as a write-ahead-logged state machine. Attaching makes
+//! every change journaled; notes record swarm-level facts; [`Swarm::durable`] waits for the
+//! disk; snapshots write the whole state so older segments can go.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use warden_actors::{AgentId, HaltRecord, KernelRecord};
+
+use super::{AgentEntry, Swarm, SwarmError, SwarmInner};
+use crate::journal::records::{encode_fitting, JournalRecorder, Note, PolicyRecord, SnapshotItem};
+use crate::journal::{EntryKind, Journal, JournalError};
+
+impl Swarm {
+    /// Makes `journal` the swarm's write-ahead log: from now on every registration, decision,
+    /// settlement, halt, resume, approval, policy change and team mark is journaled, and
+    /// steps wait for their entry to be durable. `policy_text`, if given, is journaled as the
+    /// policy in force (a fresh journal, or a policy changed at start). Attach once, after
+    /// [`recover`](Self::recover) and before serving.
+    pub fn attach_journal(
+        &self,
+        journal: Journal,
+        policy_text: Option<&str>,
+    ) -> Result<(), SwarmError> {
+        let recorder = Arc::new(JournalRecorder {
+            journal: journal.clone(),
+            pending_cascades: Arc::clone(&self.inner.pending_cascades),
+        });
+        self.inner
+            .journal
+            .set((journal, Arc::clone(&recorder)))
+            .map_err(|_| SwarmError::Journal("a journal is already attached".into()))?;
+        for e in self.inner.agents.iter() {
+            e.value()
+                .core
+                .attach_recorder(Arc::clone(&recorder) as Arc<dyn warden_actors::Recorder>);
+        }
+        self.inner.sweeps_paused.store(false, Ordering::SeqCst);
+        self.inner.note(&Note::NodeStarted {});
+        // Halts whose cascades a crash cut off: finish them now, journaled.
+        let unfinished = std::mem::take(&mut *self.inner.unfinished_cascades.lock());
+        for (agent, record) in unfinished {
+            let current = self
+                .inner
+                .entry(&agent)
+                .ok()
+                .and_then(|e| e.core.with_kernel(|k| k.halt_record().cloned()));
+            if current.as_ref() == Some(&record) {
+                self.inner.after_halt(agent, record);
+            }
+        }
+        if let Some(text) = policy_text {
+            *self.inner.policy_text.lock() = Some(text.to_string());
+            self.record_policy(self.policy_version().unwrap_or(0), text);
+        }
+        Ok(())
+    }
+
+    /// Waits until every change journaled so far is durable. Without a journal, returns at
+    /// once. Fails if the journal has failed: then nothing since may be relied on.
+    pub async fn durable(&self) -> Result<(), SwarmError> {
+        self.inner.flush().await.map_err(SwarmError::Journal)
+    }
+
+    /// Why the journal stopped taking entries, if it did (the node then fails closed).
+    pub fn journal_failure(&self) -> Option<String> {
+        self.inner.journal.get().and_then(|(j, _)| j.failure())
+    }
+
+    /// Writes a snapshot of the whole state into the journal ([`SnapshotItem`]), starting a
+    /// new segment, while every agent's kernel and the team tree are held still (steps wait
+    /// meanwhile: 364 ms for 100,000 agents here, about 3.6 µs per agent; see
+    /// docs/benchmarks.md). Returns the sequence number of its first entry: once the
+    /// snapshot is durable, every segment before that entry can be removed
+    /// ([`Journal::remove_segments_before`]) and recovery still rebuilds everything.
+    pub fn write_snapshot(&self) -> Result<u64, SwarmError> {
+        let (journal, _) = self
+            .inner
+            .journal
+            .get()
+            .ok_or_else(|| SwarmError::Journal("no journal is attached".into()))?;
+        // The tree first (no registration, team mark or limit change can start), then every
+        // registered agent's kernel in registration order (so parents come before their
+        // children). No path takes the tree lock while holding a kernel's.
+        let tree = self.inner.tree.write();
+        let agents: Vec<Arc<AgentEntry>> = self.inner.registry.lock().values().cloned().collect();
+        let guards: Vec<_> = agents.iter().map(|e| e.core.lock_kernel()).collect();
+        let now = self.inner.clock.now_ms();
+        // A refused entry leaves the snapshot without its `end`: recovery ignores an
+        // incomplete snapshot, and nothing is removed, so the journal goes on (unless the
+        // entry could not even be encoded: that fails the journal).
+        let fail = |e: JournalError| SwarmError::Journal(format!("snapshot abandoned: {e}"));
+        let begin = SnapshotItem::Begin {
+            agents: agents.len() as u64,
+        };
+        let begin = journal
+            .submit_in_new_segment(EntryKind::Snapshot, now, encode_item(journal, &begin)?)
+            .map_err(fail)?;
+        let mut items = Vec::with_capacity(agents.len() + tree.teams.len() + 3);
+        if let Some((version, text)) = self.policy_text_locked() {
+            items.push(SnapshotItem::Policy(PolicyRecord {
+                version,
+                hash: PolicyRecord::hash_of(&text),
+                text,
+                by: String::new(),
+            }));
+        }
+        for team in &tree.teams {
+            let acc = team.account.snapshot();
+            items.push(SnapshotItem::Team {
+                team: team.spec.path.clone(),
+                halted: team.halted,
+                spent: acc.spent,
+                overrun: acc.overrun,
+            });
+        }
+        for (e, k) in agents.iter().zip(guards.iter()) {
+            items.push(SnapshotItem::Agent {
+                registration: e.registration.clone(),
+                state: KernelRecord::State(Box::new(k.export_state(now))),
+            });
+        }
+        let mut pending: Vec<(AgentId, HaltRecord)> = self
+            .inner
+            .pending_cascades
+            .lock()
+            .iter()
+            .map(|(a, h)| (a.clone(), h.clone()))
+            .collect();
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        if !pending.is_empty() {
+            items.push(SnapshotItem::Cascades { pending });
+        }
+        items.push(SnapshotItem::End { begin });
+        for item in &items {
+            journal
+                .submit(EntryKind::Snapshot, now, encode_item(journal, item)?)
+                .map_err(fail)?;
+        }
+        drop(tree);
+        drop(guards);
+        Ok(begin)
+    }
+
+    /// The policy version and text, for a caller that already holds the tree lock.
+    fn policy_text_locked(&self) -> Option<(u64, String)> {
+        let slot = self.inner.policy.as_ref()?;
+        let text = self.inner.policy_text.lock().clone()?;
+        Some((slot.version(), text))
+    }
+}
+
+/// Encodes a snapshot item. One too large (an agent with huge parked steps) keeps its
+/// amounts and drops its parked steps' arguments; one that cannot be encoded fails the
+/// journal.
+fn encode_item(journal: &Journal, item: &SnapshotItem) -> Result<Vec<u8>, SwarmError> {
+    let bytes = encode_fitting(item, |v, _| {
+        if let Some(parked) = v
+            .pointer_mut("/state/parked")
+            .and_then(|p| p.as_array_mut())
+        {
+            for p in parked {
+                p["step"]["args"] = serde_json::json!({"_omitted": true});
+            }
+        }
+    });
+    journal
+        .encoded(bytes)
+        .map_err(|e| SwarmError::Journal(format!("snapshot abandoned: {e}")))
+}
+
+impl SwarmInner {
+    /// Journals a swarm-level fact (no-op without a journal). A note that cannot be journaled
+    /// fails the journal.
+    pub(super) fn note(&self, note: &Note) {
+        if let Some((journal, _)) = self.journal.get() {
+            if let Err(e) = journal.submit_json(EntryKind::Note, self.clock.now_ms(), note) {
+                journal.fail(format!("a note was refused: {e}"));
+            }
+        }
+    }
+
+    /// Waits until everything journaled so far is durable (no-op without a journal).
+    pub(super) async fn flush(&self) -> Result<(), String> {
+        match self.journal.get() {
+            Some((journal, _)) => journal.flush().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
