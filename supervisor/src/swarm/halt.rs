@@ -175,7 +175,7 @@ impl SwarmInner {
             let record = Self::halt_agent(
                 &entry,
                 kind,
-                &warden_actors::rules::team(&path),
+                &warden_actors::rules::team(path),
                 format!("team {path} halted: {reason}"),
                 vec![link.clone()],
                 now,
