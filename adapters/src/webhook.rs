@@ -16,13 +16,13 @@
 //! constant time, and rejects old timestamps (replays).
 //!
 //! ## Limits
-//! Each webhook has its own delivery thread and a queue of [`WEBHOOK_QUEUE_EVENTS_MAX`](crate::limits::WEBHOOK_QUEUE_EVENTS_MAX) events; when the queue
+//! Each webhook has its own delivery thread and a queue of [`WEBHOOK_QUEUE_EVENTS_MAX`] events; when the queue
 //! is full (a receiver down for long), new events for it are dropped and counted
 //! (`warden_webhook_deliveries_total{result="dropped"}`), never blocking governance. An
-//! attempt times out after [`WEBHOOK_ATTEMPT_TIMEOUT`](crate::limits::WEBHOOK_ATTEMPT_TIMEOUT); transport errors, 429 and 5xx are retried up
-//! to [`WEBHOOK_ATTEMPTS_MAX`](crate::limits::WEBHOOK_ATTEMPTS_MAX) times with exponential backoff from [`WEBHOOK_BACKOFF_FIRST`](crate::limits::WEBHOOK_BACKOFF_FIRST); any other 4xx
+//! attempt times out after [`WEBHOOK_ATTEMPT_TIMEOUT`]; transport errors, 429 and 5xx are retried up
+//! to [`WEBHOOK_ATTEMPTS_MAX`] times with exponential backoff from [`WEBHOOK_BACKOFF_FIRST`]; any other 4xx
 //! is final (`rejected`). At shutdown, queued deliveries get one attempt each within
-//! [`WEBHOOK_SHUTDOWN_GRACE`](crate::limits::WEBHOOK_SHUTDOWN_GRACE).
+//! [`WEBHOOK_SHUTDOWN_GRACE`].
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;

@@ -8,7 +8,6 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 use warden_actors::Verdict;
 use warden_supervisor::audit::Filter;
 use warden_supervisor::journal::EntryKind;
