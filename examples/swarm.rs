@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     for name in ["coder-1", "coder-2", "coder-3"] {
         coders.push(
             swarm
-                .spawn_agent(AgentSpec::new(id(name)).team("swarm/coders"))
+                .spawn_agent(AgentSpec::new(id(name)).pool("swarm/coders"))
                 .await?,
         );
     }
@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     for name in ["scout-1", "scout-2"] {
         researchers.push(
             swarm
-                .spawn_agent(AgentSpec::new(id(name)).team("swarm/research"))
+                .spawn_agent(AgentSpec::new(id(name)).pool("swarm/research"))
                 .await?,
         );
     }

@@ -46,8 +46,8 @@ pub use warden_actors::{
     PolicyOutcome, StagnationConfig, Step, StepError, StepId, StepPolicy, SystemClock, Verdict,
 };
 pub use warden_supervisor::{
-    AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, Layout, RestartPolicy, Scope,
-    Strategy, Swarm, SwarmBuilder, SwarmError, Target, TeamSpec,
+    AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, Layout, PoolSpec, RestartPolicy,
+    Scope, Strategy, Swarm, SwarmBuilder, SwarmError, Target,
 };
 
 /// The README's examples are compiled as doc tests, so the README stays true.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use warden::{
     ActionClass, AgentId, AgentSpec, Budgets, Event, HaltKind, LedgerDim, Limits, Outcome,
-    PolicyContext, PolicyOutcome, Scope, StagnationConfig, Step, StepPolicy, Swarm, TeamSpec,
+    PolicyContext, PolicyOutcome, PoolSpec, Scope, StagnationConfig, Step, StepPolicy, Swarm,
     Verdict,
 };
 
@@ -29,9 +29,9 @@ async fn two_teams_show_a_cascade_and_a_pool_running_dry() {
     });
     let swarm = Swarm::builder()
         .policy(policy)
-        .team(TeamSpec::new("swarm/ops").cascade([HaltKind::Safety], Scope::Siblings))
-        .team(
-            TeamSpec::new("swarm/research")
+        .pool(PoolSpec::new("swarm/ops").cascade([HaltKind::Safety], Scope::Siblings))
+        .pool(
+            PoolSpec::new("swarm/research")
                 .limits(Limits::UNLIMITED.with(LedgerDim::CostMicroUsd, Some(30_000))),
         )
         .build()
@@ -39,17 +39,17 @@ async fn two_teams_show_a_cascade_and_a_pool_running_dry() {
         .unwrap();
     let mut events = swarm.events();
     let ops1 = swarm
-        .spawn_agent(AgentSpec::new(id("ops1")).team("swarm/ops"))
+        .spawn_agent(AgentSpec::new(id("ops1")).pool("swarm/ops"))
         .await
         .unwrap();
     let ops2 = swarm
-        .spawn_agent(AgentSpec::new(id("ops2")).team("swarm/ops"))
+        .spawn_agent(AgentSpec::new(id("ops2")).pool("swarm/ops"))
         .await
         .unwrap();
     let r1 = swarm
         .spawn_agent(
             AgentSpec::new(id("r1"))
-                .team("swarm/research")
+                .pool("swarm/research")
                 .budgets(Budgets {
                     cost_micro_usd: Some(1_000_000),
                     ..Default::default()

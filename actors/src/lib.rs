@@ -46,11 +46,11 @@ pub mod ids;
 pub mod kernel;
 pub mod ledger;
 pub mod policy;
+pub mod pool;
 pub mod record;
 pub mod rules;
 pub mod stagnation;
 pub mod step;
-pub mod team;
 pub mod yaml;
 
 pub use actor::{
@@ -67,7 +67,7 @@ pub use kernel::{
     RateCommit, SettleError, SettleReport, StepPolicy,
 };
 pub use ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
+pub use pool::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
 pub use record::{KernelRecord, Recorder};
 pub use stagnation::StagnationConfig;
 pub use step::{ActionClass, Cost, Step, StepError};
-pub use team::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};

@@ -24,7 +24,7 @@
 //! journal; `policy check` does not forbid it today.
 
 use crate::budget::Dimension;
-use crate::team::Scope;
+use crate::pool::Scope;
 
 /// Prefix of the agent budget ids, `budget.<dimension>` (see [`budget`]).
 pub const BUDGET_PREFIX: &str = "budget.";

@@ -110,7 +110,7 @@ async fn write_journal_v1() {
     swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
     let spawn = |name: &str, team: &str| {
         let spec = AgentSpec::new(aid(name))
-            .team(team)
+            .pool(team)
             .meta(json!({"labels": {"role": team}}));
         let swarm = swarm.clone();
         async move { swarm.spawn_agent(spec).await.unwrap() }
@@ -177,7 +177,7 @@ async fn write_journal_v1() {
     swarm.reload_policy(&policy_v2()).unwrap();
     tick();
     swarm
-        .halt(Target::Team("swarm/batch".into()), "batch window over")
+        .halt(Target::Pool("swarm/batch".into()), "batch window over")
         .await
         .unwrap();
     settle(&swarm).await;
@@ -302,8 +302,8 @@ async fn the_journal_written_by_format_version_1_is_read_verified_and_recovered(
     assert_eq!(halt("o2"), None);
     assert_eq!(halt("b1"), halted(HaltKind::External, "team.swarm/batch"));
     assert_eq!(halt("b2"), halted(HaltKind::External, "team.swarm/batch"));
-    assert!(swarm.team_halted("swarm/batch").unwrap());
-    assert!(!swarm.team_halted("swarm/research").unwrap());
+    assert!(swarm.pool_halted("swarm/batch").unwrap());
+    assert!(!swarm.pool_halted("swarm/research").unwrap());
     let pool = |path: &str| swarm.pool(path).unwrap();
     // research: 800 + 500 + 200 settled.
     assert_eq!(pool("swarm/research").spent.get(LedgerDim::Tokens), 1_500);

@@ -63,7 +63,7 @@ async fn pools_become_teams_and_defaults_configure_agents() {
         Some(20_000)
     );
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     assert_eq!(a.snapshot().account.limits.get(LedgerDim::Steps), Some(100));
@@ -93,7 +93,7 @@ async fn approval_parks_the_step_then_approve_allows_it() {
     let swarm = swarm_with(clock.clone()).await;
     let mut events = swarm.events();
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     let d = a.step(transfer(5_000)).await.unwrap();
@@ -170,7 +170,7 @@ async fn denied_and_timed_out_approvals_release_their_hold() {
     let clock = Arc::new(ManualClock::new(0));
     let swarm = swarm_with(clock.clone()).await;
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     let d1 = a.step(transfer(2_000)).await.unwrap();
@@ -211,7 +211,7 @@ async fn wall_time_does_not_run_while_a_step_waits_for_approval() {
     let clock = Arc::new(ManualClock::new(0));
     let swarm = swarm_with(clock.clone()).await;
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     clock.advance_ms(4_000);
@@ -245,7 +245,7 @@ async fn wall_time_does_not_run_while_a_step_waits_for_approval() {
 async fn a_halt_cancels_waiting_approvals() {
     let swarm = swarm_with(Arc::new(ManualClock::new(0))).await;
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     let d = a.step(transfer(5_000)).await.unwrap();
@@ -273,7 +273,7 @@ async fn a_halt_cancels_waiting_approvals() {
 async fn hot_reload_swaps_the_policy_and_an_invalid_one_changes_nothing() {
     let swarm = swarm_with(Arc::new(ManualClock::new(0))).await;
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     assert_eq!(swarm.policy_version(), Some(1));
@@ -352,7 +352,7 @@ async fn a_reload_keeps_the_counts_of_unchanged_rate_limits() {
         .await
         .unwrap();
     let a = swarm
-        .spawn_agent(AgentSpec::new(id("p1")).team("swarm/pay"))
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
         .await
         .unwrap();
     let search = |n: u64| {
@@ -391,7 +391,7 @@ async fn listings_and_sweeps() -> (Vec<String>, Vec<String>, Vec<String>) {
         let a = swarm
             .spawn_agent(
                 AgentSpec::new(id(&name))
-                    .team("swarm/pay")
+                    .pool("swarm/pay")
                     .heartbeat_timeout_ms(120_000),
             )
             .await

@@ -136,7 +136,7 @@ fn state(swarm: &Swarm) -> Vec<String> {
     for team in ["swarm/a", "swarm/b"] {
         out.push(format!(
             "{team} halted={}",
-            swarm.team_halted(team).unwrap()
+            swarm.pool_halted(team).unwrap()
         ));
     }
     out.push(format!("policy version {:?}", swarm.policy_version()));
@@ -170,7 +170,7 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
     let _ = std::fs::remove_dir_all(&dir);
     let (swarm, journal) = journaled_swarm(&dir).await;
     for (name, team) in AGENTS {
-        let mut spec = AgentSpec::new(AgentId::new(name).unwrap()).team(team);
+        let mut spec = AgentSpec::new(AgentId::new(name).unwrap()).pool(team);
         if name == "b1" {
             spec = spec.parent(AgentId::new("zb").unwrap());
         }
@@ -271,7 +271,7 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
             }
             Op::HaltTeam => {
                 let _ = swarm
-                    .halt(Target::Team("swarm/b".into()), "team drill")
+                    .halt(Target::Pool("swarm/b".into()), "team drill")
                     .await;
             }
         }
@@ -455,7 +455,7 @@ async fn registrations_racing_snapshots_are_all_recovered() {
     let (swarm, journal) = journaled_swarm(&dir).await;
     for i in 0..1_000 {
         swarm
-            .spawn_agent(AgentSpec::new(aid(&format!("base{i}"))).team("swarm/a"))
+            .spawn_agent(AgentSpec::new(aid(&format!("base{i}"))).pool("swarm/a"))
             .await
             .unwrap();
     }
@@ -464,7 +464,7 @@ async fn registrations_racing_snapshots_are_all_recovered() {
     let spawner = tokio::spawn(async move {
         let mut i = 0;
         while !st.load(std::sync::atomic::Ordering::SeqCst) {
-            s2.spawn_agent(AgentSpec::new(aid(&format!("new{i}"))).team("swarm/b"))
+            s2.spawn_agent(AgentSpec::new(aid(&format!("new{i}"))).pool("swarm/b"))
                 .await
                 .unwrap();
             i += 1;
@@ -506,13 +506,13 @@ async fn a_snapshot_keeps_parents_whose_ids_sort_after_their_children() {
     let _ = std::fs::remove_dir_all(&dir);
     let (swarm, journal) = journaled_swarm(&dir).await;
     swarm
-        .spawn_agent(AgentSpec::new(aid("zparent")).team("swarm/b"))
+        .spawn_agent(AgentSpec::new(aid("zparent")).pool("swarm/b"))
         .await
         .unwrap();
     swarm
         .spawn_agent(
             AgentSpec::new(aid("achild"))
-                .team("swarm/b")
+                .pool("swarm/b")
                 .parent(aid("zparent")),
         )
         .await

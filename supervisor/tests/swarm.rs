@@ -9,7 +9,7 @@ use warden_actors::{
     ActionClass, AgentId, Budgets, Event, HaltKind, LedgerDim, Limits, ManualClock, Outcome,
     PolicyContext, PolicyOutcome, StagnationConfig, Step, StepPolicy, Verdict,
 };
-use warden_supervisor::{AgentSpec, Layout, Scope, Strategy, Swarm, SwarmError, TeamSpec};
+use warden_supervisor::{AgentSpec, Layout, PoolSpec, Scope, Strategy, Swarm, SwarmError};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -47,7 +47,7 @@ async fn spawn_all(swarm: &Swarm, team: &str, names: &[&str]) {
         swarm
             .spawn_agent(
                 AgentSpec::new(id(n))
-                    .team(team)
+                    .pool(team)
                     .stagnation(StagnationConfig::OFF),
             )
             .await
@@ -67,11 +67,11 @@ fn halted(swarm: &Swarm, name: &str) -> Option<HaltKind> {
 #[tokio::test]
 async fn cascade_to_siblings_halts_the_rest_of_the_team_with_its_cause_chain() {
     let swarm = Swarm::builder()
-        .team(
-            TeamSpec::new("swarm/research")
+        .pool(
+            PoolSpec::new("swarm/research")
                 .cascade([HaltKind::Safety, HaltKind::Overrisk], Scope::Siblings),
         )
-        .team(TeamSpec::new("swarm/ops"))
+        .pool(PoolSpec::new("swarm/ops"))
         .build()
         .await
         .unwrap();
@@ -95,7 +95,7 @@ async fn cascade_to_siblings_halts_the_rest_of_the_team_with_its_cause_chain() {
 #[tokio::test]
 async fn halt_kinds_not_listed_in_on_do_not_spread() {
     let swarm = Swarm::builder()
-        .team(TeamSpec::new("swarm/t").cascade([HaltKind::Safety], Scope::Team))
+        .pool(PoolSpec::new("swarm/t").cascade([HaltKind::Safety], Scope::Team))
         .build()
         .await
         .unwrap();
@@ -109,9 +109,9 @@ async fn halt_kinds_not_listed_in_on_do_not_spread() {
 #[tokio::test]
 async fn cascade_to_team_halts_nested_teams_too() {
     let swarm = Swarm::builder()
-        .team(TeamSpec::new("swarm/eng").cascade([HaltKind::Safety], Scope::Team))
-        .team(TeamSpec::new("swarm/eng/web"))
-        .team(TeamSpec::new("swarm/other"))
+        .pool(PoolSpec::new("swarm/eng").cascade([HaltKind::Safety], Scope::Team))
+        .pool(PoolSpec::new("swarm/eng/web"))
+        .pool(PoolSpec::new("swarm/other"))
         .build()
         .await
         .unwrap();
@@ -134,7 +134,7 @@ async fn cascade_to_team_halts_nested_teams_too() {
 async fn cascade_to_subtree_follows_spawned_children_recursively() {
     let swarm = Swarm::builder()
         .root(
-            TeamSpec::new("swarm").cascade([HaltKind::Overrisk, HaltKind::Cascade], Scope::Subtree),
+            PoolSpec::new("swarm").cascade([HaltKind::Overrisk, HaltKind::Cascade], Scope::Subtree),
         )
         .build()
         .await
@@ -169,7 +169,7 @@ async fn cascade_to_subtree_follows_spawned_children_recursively() {
 #[tokio::test]
 async fn cascade_to_dependents_follows_declared_edges_transitively() {
     let swarm = Swarm::builder()
-        .root(TeamSpec::new("swarm").cascade([HaltKind::Safety], Scope::Dependents))
+        .root(PoolSpec::new("swarm").cascade([HaltKind::Safety], Scope::Dependents))
         .build()
         .await
         .unwrap();
@@ -197,8 +197,8 @@ async fn contagion_breaker_halts_the_team_when_enough_halt_within_the_window() {
     let clock = Arc::new(ManualClock::new(0));
     let swarm = Swarm::builder()
         .clock(clock.clone())
-        .team(TeamSpec::new("swarm/crawl").breaker(50, 1_000))
-        .team(TeamSpec::new("swarm/slow").breaker(50, 1_000))
+        .pool(PoolSpec::new("swarm/crawl").breaker(50, 1_000))
+        .pool(PoolSpec::new("swarm/slow").breaker(50, 1_000))
         .build()
         .await
         .unwrap();
@@ -210,7 +210,7 @@ async fn contagion_breaker_halts_the_team_when_enough_halt_within_the_window() {
     clock.advance_ms(1_500);
     swarm.halt(id("s2"), "x").await.unwrap();
     assert_eq!(halted(&swarm, "s3"), None);
-    assert!(!swarm.team_halted("swarm/slow").unwrap());
+    assert!(!swarm.pool_halted("swarm/slow").unwrap());
 
     // Two of four within the window: the breaker halts the whole team.
     swarm.halt(id("c1"), "x").await.unwrap();
@@ -221,15 +221,15 @@ async fn contagion_breaker_halts_the_team_when_enough_halt_within_the_window() {
     assert_eq!(c4.kind, HaltKind::Cascade);
     assert_eq!(c4.rule.as_deref(), Some("breaker.swarm/crawl"));
     assert!(c4.reason.contains("2 of 4"), "{}", c4.reason);
-    assert!(swarm.team_halted("swarm/crawl").unwrap());
+    assert!(swarm.pool_halted("swarm/crawl").unwrap());
     let err = swarm
-        .spawn_agent(AgentSpec::new(id("c5")).team("swarm/crawl"))
+        .spawn_agent(AgentSpec::new(id("c5")).pool("swarm/crawl"))
         .await
         .unwrap_err();
-    assert_eq!(err, SwarmError::TeamHalted("swarm/crawl".into()));
-    swarm.reopen_team("swarm/crawl").unwrap();
+    assert_eq!(err, SwarmError::PoolHalted("swarm/crawl".into()));
+    swarm.reopen_pool("swarm/crawl").unwrap();
     swarm
-        .spawn_agent(AgentSpec::new(id("c5")).team("swarm/crawl"))
+        .spawn_agent(AgentSpec::new(id("c5")).pool("swarm/crawl"))
         .await
         .unwrap();
     swarm.shutdown().await;
@@ -250,7 +250,7 @@ async fn a_halt_decided_inside_an_actor_cascades_too() {
     });
     let swarm = Swarm::builder()
         .policy(policy)
-        .team(TeamSpec::new("swarm/t").cascade([HaltKind::Safety], Scope::Siblings))
+        .pool(PoolSpec::new("swarm/t").cascade([HaltKind::Safety], Scope::Siblings))
         .build()
         .await
         .unwrap();
@@ -421,7 +421,7 @@ async fn restart_after_a_crash_does_not_refund_spent_budget() {
 
 async fn restarted_after_crash(strategy: Strategy, crash: &str) -> Vec<String> {
     let swarm = Swarm::builder()
-        .team(TeamSpec::new("swarm/t").restart(strategy, 10, 60_000))
+        .pool(PoolSpec::new("swarm/t").restart(strategy, 10, 60_000))
         .build()
         .await
         .unwrap();
@@ -479,8 +479,8 @@ async fn too_many_restarts_escalate_to_the_parent_and_then_halt_at_the_root() {
     let clock = Arc::new(ManualClock::new(0));
     let swarm = Swarm::builder()
         .clock(clock.clone())
-        .root(TeamSpec::new("swarm").restart(Strategy::OneForOne, 0, 60_000))
-        .team(TeamSpec::new("swarm/t").restart(Strategy::OneForOne, 1, 60_000))
+        .root(PoolSpec::new("swarm").restart(Strategy::OneForOne, 0, 60_000))
+        .pool(PoolSpec::new("swarm/t").restart(Strategy::OneForOne, 1, 60_000))
         .build()
         .await
         .unwrap();
@@ -636,32 +636,32 @@ async fn the_current_runtime_layout_governs_the_same_way() {
 #[tokio::test]
 async fn bad_specs_get_clear_errors_and_change_nothing() {
     let err = Swarm::builder()
-        .team(TeamSpec::new("swarm/a/b"))
+        .pool(PoolSpec::new("swarm/a/b"))
         .build()
         .await
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains("parent team \"swarm/a\" is not declared"),
+            .contains("parent pool \"swarm/a\" is not declared"),
         "{err}"
     );
     let err = Swarm::builder()
-        .team(TeamSpec::new("other/x"))
+        .pool(PoolSpec::new("other/x"))
         .build()
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("start with the root team"),
+        err.to_string().contains("start with the root pool"),
         "{err}"
     );
 
     let swarm = Swarm::builder()
-        .team(TeamSpec::new("swarm/a"))
+        .pool(PoolSpec::new("swarm/a"))
         .build()
         .await
         .unwrap();
     let err = swarm
-        .spawn_agent(AgentSpec::new(id("x")).team("swarm/nope"))
+        .spawn_agent(AgentSpec::new(id("x")).pool("swarm/nope"))
         .await
         .unwrap_err();
     assert!(

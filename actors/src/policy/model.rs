@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use crate::budget::{Budgets, Limits};
 use crate::decision::{HaltKind, Verdict};
+use crate::pool::{Breaker, CascadeRule, RestartPolicy};
 use crate::stagnation::StagnationConfig;
 use crate::step::ActionClass;
-use crate::team::{Breaker, CascadeRule, RestartPolicy};
 
 use super::detect::Detector;
 

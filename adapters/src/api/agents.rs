@@ -41,7 +41,7 @@ pub fn view(state: &AppState, h: &AgentHandle) -> AgentView {
         .get(&snap.id)
         .map(|l| l.clone())
         .unwrap_or_default();
-    AgentView::new(&snap, h.team(), labels)
+    AgentView::new(&snap, h.pool(), labels)
 }
 
 /// The live handle of an agent (404 `unknown_agent`).
@@ -119,7 +119,7 @@ fn budgets(mut budgets: Budgets, b: &BudgetsRequest) -> Result<Budgets, ApiError
 fn spec(state: &AppState, id: AgentId, body: &RegisterRequest) -> Result<AgentSpec, ApiError> {
     let mut spec = AgentSpec::new(id);
     if let Some(pool) = &body.pool {
-        spec = spec.team(pool.clone());
+        spec = spec.pool(pool.clone());
     }
     if let Some(b) = &body.budgets {
         spec = spec.budgets(budgets(state.swarm.policy_defaults().budgets, b)?);

@@ -1,4 +1,4 @@
-//! [`SwarmBuilder`]: teams, clock, layout, policy and bounds, then [`SwarmBuilder::build`].
+//! [`SwarmBuilder`]: pools, clock, layout, policy and bounds, then [`SwarmBuilder::build`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -13,7 +13,7 @@ use warden_actors::{Clock, EventBus, Limits, StepPolicy, SystemClock};
 
 use super::approvals::ApprovalIndex;
 use super::restart::SwarmSupervisor;
-use super::tree::{TeamSpec, Tree};
+use super::tree::{PoolSpec, Tree};
 use super::{cascade, sweep, Swarm, SwarmError, SwarmInner};
 use crate::limits::{
     AGENTS_MAX_DEFAULT, EVENTS_BUFFERED_DEFAULT, HALT_QUEUE_NOTICES_MAX, SWEEP_INTERVAL_MS_DEFAULT,
@@ -23,8 +23,8 @@ use crate::waitfor::WaitGraph;
 
 /// Builds a [`Swarm`].
 pub struct SwarmBuilder {
-    root: TeamSpec,
-    teams: Vec<TeamSpec>,
+    root: PoolSpec,
+    teams: Vec<PoolSpec>,
     clock: Arc<dyn Clock>,
     layout: Layout,
     event_capacity: usize,
@@ -36,7 +36,7 @@ pub struct SwarmBuilder {
 impl Default for SwarmBuilder {
     fn default() -> Self {
         Self {
-            root: TeamSpec::new("swarm"),
+            root: PoolSpec::new("swarm"),
             teams: Vec::new(),
             clock: Arc::new(SystemClock::new()),
             layout: Layout::default(),
@@ -49,8 +49,8 @@ impl Default for SwarmBuilder {
 }
 
 impl SwarmBuilder {
-    /// The root team (its path is the swarm's name, `swarm` by default).
-    pub fn root(mut self, root: TeamSpec) -> Self {
+    /// The root pool (its path is the swarm's name, `swarm` by default).
+    pub fn root(mut self, root: PoolSpec) -> Self {
         self.root = root;
         self
     }
@@ -61,9 +61,9 @@ impl SwarmBuilder {
         self
     }
 
-    /// Adds a team. Its parent (the path minus its last segment) must be the root or another
-    /// team; order does not matter.
-    pub fn team(mut self, team: TeamSpec) -> Self {
+    /// Adds a pool. Its parent (the path minus its last segment) must be the root or another
+    /// pool; order does not matter.
+    pub fn pool(mut self, team: PoolSpec) -> Self {
         self.teams.push(team);
         self
     }
@@ -99,13 +99,13 @@ impl SwarmBuilder {
         self
     }
 
-    /// A compiled YAML policy: its rules judge every step, its pools become the swarm's teams
-    /// (the root pool is the root team), and its defaults configure agents spawned without
+    /// A compiled YAML policy: its rules judge every step, its pools become the swarm's pools
+    /// (the root pool is the root pool), and its defaults configure agents spawned without
     /// their own settings. Replace it later with [`Swarm::reload_policy`].
     pub fn policy_set(mut self, set: PolicySet) -> Self {
         let doc = set.doc();
         for pool in &doc.pools {
-            let mut team = TeamSpec::new(pool.path.clone()).limits(pool.limits.clone());
+            let mut team = PoolSpec::new(pool.path.clone()).limits(pool.limits.clone());
             team.cascade = pool.cascade.clone();
             team.breaker = pool.breaker;
             if let Some(r) = pool.restart {
@@ -127,7 +127,7 @@ impl SwarmBuilder {
         self
     }
 
-    /// Checks the teams, starts the runtime shards and the supervisor.
+    /// Checks the pools, starts the runtime shards and the supervisor.
     pub async fn build(self) -> Result<Swarm, SwarmError> {
         let mut tree = Tree::with_root(self.root)?;
         let mut teams = self.teams;

@@ -1,9 +1,9 @@
-//! What follows a halt: wait-for edges dropped, the team's cascade rule (which halt kinds
-//! spread, and how far: siblings, team, subtree, dependents), and the contagion breakers of
-//! the team and every team above it. Every cascaded halt names its cause chain.
+//! What follows a halt: wait-for edges dropped, the pool's cascade rule (which halt kinds
+//! spread, and how far: siblings, pool, subtree, dependents), and the contagion breakers of
+//! the pool and every pool above it. Every cascaded halt names its cause chain.
 //!
 //! Halts decided inside an actor reach [`halt_loop`] over a bounded channel; halts made by the
-//! swarm itself (operator, team, deadlock, heartbeat) call [`SwarmInner::after_halt`]
+//! swarm itself (operator, pool, deadlock, heartbeat) call [`SwarmInner::after_halt`]
 //! directly. Either way a `cascade_done` note is journaled once the spreading is done, so
 //! recovery can finish a spreading a crash cut short.
 
@@ -55,7 +55,7 @@ impl SwarmInner {
         cascaded
     }
 
-    /// Spreads a halt, breadth first: each halted agent's team rule and breakers may halt
+    /// Spreads a halt, breadth first: each halted agent's pool rule and breakers may halt
     /// more agents, whose own halts spread in turn.
     fn spread_halt(&self, origin: AgentId, record: HaltRecord) -> Vec<AgentId> {
         let now = self.clock.now_ms();
@@ -95,7 +95,7 @@ impl SwarmInner {
         cascaded
     }
 
-    /// Counts a halt against the breaker of team `team` and of every team above it; a team
+    /// Counts a halt against the breaker of pool `team` and of every pool above it; a pool
     /// whose breaker trips is marked halted (journaled) and all its agents are returned.
     fn trip_breakers(&self, tree: &mut Tree, team: usize, now: u64) -> Vec<CascadeHalt> {
         let mut to_halt = Vec::new();
@@ -125,7 +125,7 @@ impl SwarmInner {
             }
             let path = team_state.spec.path.clone();
             let why = format!(
-                "contagion breaker of team {path}: {count} of {size} agents halted within {} ms (threshold {}%)",
+                "contagion breaker of pool {path}: {count} of {size} agents halted within {} ms (threshold {}%)",
                 b.window_ms, b.threshold_pct
             );
             team_state.recent_halts.clear();
@@ -142,7 +142,7 @@ impl SwarmInner {
     }
 }
 
-/// The agents the cascade rule of team `team` halts after `agent`'s halt `rec`, in tree order.
+/// The agents the cascade rule of pool `team` halts after `agent`'s halt `rec`, in tree order.
 fn cascade_targets(
     tree: &Tree,
     team: usize,

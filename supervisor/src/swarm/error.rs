@@ -1,5 +1,5 @@
 //! What can go wrong, for a swarm operation ([`SwarmError`]) and for one agent's request
-//! ([`AgentError`]). Each error names the agent or team and says what to do.
+//! ([`AgentError`]). Each error names the agent or pool and says what to do.
 
 use warden_actors::policy::PolicyErrors;
 use warden_actors::{AgentId, ApprovalError, SettleError, StepId};
@@ -7,7 +7,7 @@ use warden_actors::{AgentId, ApprovalError, SettleError, StepId};
 use crate::limits::RESTART_WAIT_TIMEOUT_MS;
 use crate::waitfor::WaitError;
 
-/// Errors from swarm operations. Each names the agent or team and says what to do.
+/// Errors from swarm operations. Each names the agent or pool and says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SwarmError {
     /// The id is taken.
@@ -16,25 +16,25 @@ pub enum SwarmError {
     /// No such agent.
     #[error("no agent {0} in this swarm")]
     UnknownAgent(AgentId),
-    /// No such team.
-    #[error("no team {path:?} in this swarm; known teams: {known}")]
-    UnknownTeam {
+    /// No such pool.
+    #[error("no pool {path:?} in this swarm; known pools: {known}")]
+    UnknownPool {
         /// The path asked for.
         path: String,
-        /// The teams there are.
+        /// The pools there are.
         known: String,
     },
-    /// A team spec was refused.
-    #[error("team {path:?}: {reason}")]
-    BadTeam {
-        /// The team.
+    /// A pool spec was refused.
+    #[error("pool {path:?}: {reason}")]
+    BadPool {
+        /// The pool.
         path: String,
         /// What is wrong.
         reason: String,
     },
-    /// The team is halted; nothing new may start in it.
-    #[error("team {0} is halted; resume it before spawning agents into it")]
-    TeamHalted(String),
+    /// The pool is halted; nothing new may start in it.
+    #[error("pool {0} is halted; resume it before spawning agents into it")]
+    PoolHalted(String),
     /// An agent spec was refused.
     #[error("agent {agent}: {reason}")]
     BadSpec {

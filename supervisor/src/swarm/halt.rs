@@ -1,5 +1,5 @@
 //! Halts from outside the agents: an operator (or a parent, a monitor, the simulator) halting
-//! an agent or a team, lifting a halt, and deadlock halts when wait-for edges close a cycle.
+//! an agent or a pool, lifting a halt, and deadlock halts when wait-for edges close a cycle.
 //! What a halt sets off afterwards (cascades, breakers) is in `cascade`.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use super::{AgentEntry, Swarm, SwarmError, SwarmInner, Target};
 use crate::journal::records::Note;
 
 impl Swarm {
-    /// Halts an agent or a team (with its subtree) as `external` (operator or parent), then
+    /// Halts an agent or a pool (with its subtree) as `external` (operator or parent), then
     /// applies cascade rules and breakers. Returns every agent halted by this call, cascades
     /// included, in order. Already-halted agents are left as they are.
     pub async fn halt(
@@ -33,7 +33,7 @@ impl Swarm {
         let reason = reason.into();
         let halted = match target.into() {
             Target::Agent(id) => self.inner.halt_one(&id, kind, reason)?,
-            Target::Team(path) => self.inner.halt_team(&path, kind, &reason)?,
+            Target::Pool(path) => self.inner.halt_team(&path, kind, &reason)?,
         };
         // Answered only once the halts are durable (with a journal attached).
         self.inner.flush().await.map_err(SwarmError::Journal)?;
@@ -63,9 +63,9 @@ impl Swarm {
         Ok(lifted)
     }
 
-    /// Clears a team's halted mark (and its subtree's), so agents may be spawned into it
+    /// Clears a pool's halted mark (and its subtree's), so agents may be spawned into it
     /// again. Agents stay halted until resumed one by one.
-    pub fn reopen_team(&self, path: &str) -> Result<(), SwarmError> {
+    pub fn reopen_pool(&self, path: &str) -> Result<(), SwarmError> {
         let mut tree = self.inner.tree.write();
         let idx = tree.team_index(path)?;
         tree.set_subtree_halted(idx, false);
@@ -141,7 +141,7 @@ impl SwarmInner {
         Ok(halted)
     }
 
-    /// A team halt: the team and its nested teams marked halted (journaled), then every agent
+    /// A pool halt: the pool and its nested pools marked halted (journaled), then every agent
     /// of the subtree halted in creation order, with what each sets off.
     fn halt_team(
         &self,
@@ -176,7 +176,7 @@ impl SwarmInner {
                 &entry,
                 kind,
                 &warden_actors::rules::team(path),
-                format!("team {path} halted: {reason}"),
+                format!("pool {path} halted: {reason}"),
                 vec![link.clone()],
                 now,
             );

@@ -167,8 +167,8 @@ impl AgentHandle {
         self.entry.core.with_kernel(|k| k.snapshot())
     }
 
-    /// The agent's team path.
-    pub fn team(&self) -> String {
+    /// The agent's pool path.
+    pub fn pool(&self) -> String {
         self.inner.tree.read().teams[self.entry.team]
             .spec
             .path
@@ -176,7 +176,7 @@ impl AgentHandle {
     }
 
     /// Fault injection (tests, simulator): makes the agent's actor panic. Its supervisor
-    /// restarts it by its team's strategy; halts and spend are untouched.
+    /// restarts it by its pool's strategy; halts and spend are untouched.
     pub fn inject_crash(&self, why: impl Into<String>) {
         if let Some(a) = self.entry.actor.read().as_ref() {
             let _ = a.send_message(AgentMsg::Crash(why.into()));

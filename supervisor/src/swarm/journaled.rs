@@ -13,7 +13,7 @@ use crate::journal::{EntryKind, Journal, JournalError};
 
 impl Swarm {
     /// Makes `journal` the swarm's write-ahead log: from now on every registration, decision,
-    /// settlement, halt, resume, approval, policy change and team mark is journaled, and
+    /// settlement, halt, resume, approval, policy change and pool mark is journaled, and
     /// steps wait for their entry to be durable. `policy_text`, if given, is journaled as the
     /// policy in force (a fresh journal, or a policy changed at start). Attach once, after
     /// [`recover`](Self::recover) and before serving.
@@ -68,7 +68,7 @@ impl Swarm {
     }
 
     /// Writes a snapshot of the whole state into the journal ([`SnapshotItem`]), starting a
-    /// new segment, while every agent's kernel and the team tree are held still (steps wait
+    /// new segment, while every agent's kernel and the pool tree are held still (steps wait
     /// meanwhile: 364 ms for 100,000 agents here, about 3.6 µs per agent; see
     /// docs/benchmarks.md). Returns the sequence number of its first entry: once the
     /// snapshot is durable, every segment before that entry can be removed

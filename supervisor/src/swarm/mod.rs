@@ -1,4 +1,4 @@
-//! The swarm: a supervision tree of teams and agents over one pool tree.
+//! The swarm: a supervision tree of pools and agents; each pool is also a ledger account.
 //!
 //! | file | what |
 //! |---|---|
@@ -6,9 +6,9 @@
 //! | `error` | [`SwarmError`], [`AgentError`] |
 //! | `spec` | [`AgentSpec`], [`Target`] |
 //! | `build` | [`SwarmBuilder`] |
-//! | `tree` | [`TeamSpec`], team paths, the internal tree of teams (= the pool tree) |
+//! | `tree` | [`PoolSpec`], pool paths, the internal tree of pools |
 //! | `spawn` | spawning an agent (and rolling a spawn back) |
-//! | `halt` | operator halts of agents and teams, resume, deadlock halts over wait-for edges |
+//! | `halt` | operator halts of agents and pools, resume, deadlock halts over wait-for edges |
 //! | `cascade` | what follows a halt: cascade rules and contagion breakers |
 //! | `restart` | the supervisor actor: restart strategies and escalation after a crash |
 //! | `sweep` | the background sweep: silent agents (heartbeats) and expired approvals |
@@ -57,7 +57,7 @@ pub use build::SwarmBuilder;
 pub use error::{AgentError, SwarmError};
 pub use handle::AgentHandle;
 pub use spec::{AgentSpec, Target};
-pub use tree::{parse_team_path, Breaker, CascadeRule, RestartPolicy, Scope, Strategy, TeamSpec};
+pub use tree::{parse_pool_path, Breaker, CascadeRule, PoolSpec, RestartPolicy, Scope, Strategy};
 
 use crate::journal::records::{JournalRecorder, Registration};
 use crate::journal::Journal;
@@ -154,7 +154,7 @@ impl Swarm {
         SwarmBuilder::default()
     }
 
-    /// The root team's path.
+    /// The root pool's path.
     pub fn root(&self) -> &str {
         &self.inner.root
     }
@@ -197,7 +197,7 @@ impl Swarm {
         self.inner.events.subscribe()
     }
 
-    /// A team pool's totals.
+    /// A pool's totals.
     pub fn pool(&self, path: &str) -> Option<AccountSnapshot> {
         let tree = self.inner.tree.read();
         tree.by_path
@@ -205,14 +205,14 @@ impl Swarm {
             .map(|i| tree.teams[*i].account.snapshot())
     }
 
-    /// Every team pool's totals, in tree order: the root first, then the teams as declared
-    /// (parents before their nested teams).
+    /// Every pool's totals, in tree order: the root first, then the pools as declared
+    /// (parents before their nested pools).
     pub fn pools(&self) -> Vec<AccountSnapshot> {
         let tree = self.inner.tree.read();
         tree.teams.iter().map(|t| t.account.snapshot()).collect()
     }
 
-    /// Agents per team: `(team path, running, halted)` for every team, in tree order (as
+    /// Agents per pool: `(team path, running, halted)` for every pool, in tree order (as
     /// [`Swarm::pools`]). One pass over the agents (for metrics scrapes and status pages).
     pub fn agent_counts(&self) -> Vec<(String, u64, u64)> {
         let teams: Vec<String> = {
@@ -237,8 +237,8 @@ impl Swarm {
             .collect()
     }
 
-    /// True when the team is halted (team halt or contagion breaker).
-    pub fn team_halted(&self, path: &str) -> Result<bool, SwarmError> {
+    /// True when the pool is halted (pool halt or contagion breaker).
+    pub fn pool_halted(&self, path: &str) -> Result<bool, SwarmError> {
         let tree = self.inner.tree.read();
         Ok(tree.teams[tree.team_index(path)?].halted)
     }

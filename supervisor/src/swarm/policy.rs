@@ -15,7 +15,7 @@ use crate::journal::EntryKind;
 impl Swarm {
     /// Replaces the policy for every agent at once, if `text` is a valid policy. On any error
     /// the old policy stays in force and every error is returned. Pool limits, cascade rules,
-    /// breakers and restart strategies of existing teams are updated too; adding or removing
+    /// breakers and restart strategies of existing pools are updated too; adding or removing
     /// pools needs a new swarm. Returns the new version and the new policy's warnings.
     pub fn reload_policy(&self, text: &str) -> Result<(u64, Vec<Diagnostic>), SwarmError> {
         self.install_policy(text, false)
@@ -117,7 +117,7 @@ impl Swarm {
     }
 }
 
-/// Matches the new policy's pools to the running teams: the updates to make (team index,
+/// Matches the new policy's pools to the running pools: the updates to make (pool index,
 /// pool), and the problems (a pool added or removed while running, unless `recovering`).
 fn pool_updates(
     tree: &Tree,

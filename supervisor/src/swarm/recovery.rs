@@ -23,7 +23,7 @@ use crate::journal::Entry;
 
 impl Swarm {
     /// Rebuilds the swarm's state from journal entries (recovery after a restart or a
-    /// crash): agents, their budgets and spend, open steps, halts, pending approvals, team
+    /// crash): agents, their budgets and spend, open steps, halts, pending approvals, pool
     /// marks and the policy in force. Effects are re-applied as journaled, not judged again.
     /// With `clock` (the swarm's own clock), time is pinned to each entry's time while it is
     /// applied. Background sweeps (heartbeats, approval timeouts) pause from here until
@@ -115,7 +115,7 @@ impl Swarm {
     /// The spec that re-creates a journaled registration: its exact configuration, and its
     /// parent and dependencies if they exist (one whose registration was rolled back is gone).
     fn spec_from(&self, reg: Registration) -> AgentSpec {
-        let mut spec = AgentSpec::new(reg.agent).team(reg.team).meta(reg.meta);
+        let mut spec = AgentSpec::new(reg.agent).pool(reg.team).meta(reg.meta);
         spec.exact = Some(reg.config);
         spec.parent = reg.parent.filter(|p| self.inner.agents.contains_key(p));
         spec.depends_on = reg
@@ -280,7 +280,7 @@ impl Walk<'_> {
             Ok(_) => self.report.meta.push((agent, meta)),
             // Registered while its team was being halted: the live node rolled it back (its
             // note may not have reached the disk before a crash).
-            Err(SwarmError::TeamHalted(_)) => {
+            Err(SwarmError::PoolHalted(_)) => {
                 self.skipping.insert(agent);
             }
             Err(e) => return Err(at(entry, format!("re-registering agent {agent}: {e}"))),
@@ -378,7 +378,7 @@ impl Walk<'_> {
         }
     }
 
-    /// A snapshot's agent: spawned (into its team even if the team is halted: it is restored,
+    /// A snapshot's agent: spawned (into its pool even if the pool is halted: it is restored,
     /// not spawned anew), then its state restored.
     async fn snapshot_agent(
         &mut self,

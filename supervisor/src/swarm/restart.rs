@@ -1,6 +1,6 @@
 //! Crash is not halt: when an agent's actor panics, the swarm's supervisor actor restarts it
-//! by its team's strategy (one_for_one, one_for_all, rest_for_one), at most N restarts in T
-//! per team, then escalates to the parent team; past the root, every agent is halted. ractor
+//! by its pool's strategy (one_for_one, one_for_all, rest_for_one), at most N restarts in T
+//! per pool, then escalates to the parent pool; past the root, every agent is halted. ractor
 //! has no restart strategies: these are warden's. A restart never gives spent budget back:
 //! spending lives in the ledger and governance state in the agent's core, which the new actor
 //! takes over.
@@ -21,7 +21,7 @@ struct RestartPlan {
     halt_all: Option<String>,
 }
 
-/// The swarm's supervisor actor: receives agent actors' failures and applies the teams'
+/// The swarm's supervisor actor: receives agent actors' failures and applies the pools'
 /// restart strategies (ractor has none built in).
 pub(super) struct SwarmSupervisor;
 
@@ -117,7 +117,7 @@ impl SwarmInner {
     }
 
     /// Works out, under the tree lock, which agents a crash restarts, walking up the tree when
-    /// a team exceeds its restart intensity.
+    /// a pool exceeds its restart intensity.
     fn plan_failure(
         &self,
         tree: &mut Tree,
@@ -141,7 +141,7 @@ impl SwarmInner {
             t.restarts.clear();
             let path = t.spec.path.clone();
             let why = format!(
-                "team {path} exceeded {} restarts within {} ms ({reason})",
+                "pool {path} exceeded {} restarts within {} ms ({reason})",
                 policy.max_restarts, policy.within_ms
             );
             plan.escalations.push((path, why.clone()));

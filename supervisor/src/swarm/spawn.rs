@@ -1,4 +1,4 @@
-//! Spawning an agent: its account under its team's pool, its kernel, its registration
+//! Spawning an agent: its account under its pool's pool, its kernel, its registration
 //! (journaled), its actor on its shard; and taking a registration out again.
 
 use std::sync::atomic::Ordering;
@@ -17,7 +17,7 @@ use crate::journal::EntryKind;
 use crate::limits::WAITS_PER_AGENT_MAX;
 
 impl Swarm {
-    /// Spawns one governed agent: its own budget account under its team's pool, a kernel, and
+    /// Spawns one governed agent: its own budget account under its pool's pool, a kernel, and
     /// an actor on its shard, linked to the swarm's supervisor.
     pub async fn spawn_agent(&self, spec: AgentSpec) -> Result<AgentHandle, SwarmError> {
         let inner = &self.inner;
@@ -67,8 +67,8 @@ impl SwarmInner {
         Ok(())
     }
 
-    /// The agent's team (which must not be halted), a new account for it under the team's
-    /// pool, and the team's metrics.
+    /// The agent's pool (which must not be halted), a new account for it under the pool's
+    /// pool, and the pool's metrics.
     fn open_account(
         &self,
         spec: &AgentSpec,
@@ -79,7 +79,7 @@ impl SwarmInner {
         let idx = tree.team_index(path)?;
         let team = &tree.teams[idx];
         if team.halted {
-            return Err(SwarmError::TeamHalted(team.spec.path.clone()));
+            return Err(SwarmError::PoolHalted(team.spec.path.clone()));
         }
         let account = team
             .account
@@ -154,7 +154,7 @@ impl SwarmInner {
                     let team = &tree.teams[entry.team];
                     if team.halted {
                         self.count.fetch_sub(1, Ordering::SeqCst);
-                        return Err(SwarmError::TeamHalted(team.spec.path.clone()));
+                        return Err(SwarmError::PoolHalted(team.spec.path.clone()));
                     }
                     let at = entry.registration.at_ms;
                     if let Err(e) =
@@ -201,8 +201,8 @@ impl SwarmInner {
         )))
     }
 
-    /// Links the running agent into its team, unless the team was halted meanwhile: then
-    /// the spawn is undone, so no running agent ever sits in a halted team.
+    /// Links the running agent into its pool, unless the pool was halted meanwhile: then
+    /// the spawn is undone, so no running agent ever sits in a halted pool.
     fn link(
         &self,
         entry: &AgentEntry,
@@ -223,16 +223,16 @@ impl SwarmInner {
             k.halt(
                 HaltKind::Cascade,
                 Some(Arc::from(warden_actors::rules::team(&path))),
-                format!("team {path} was halted while the agent was being spawned"),
+                format!("pool {path} was halted while the agent was being spawned"),
                 Vec::new(),
                 now,
             )
         });
         self.waits.lock().forget(&spec.id);
         self.by_actor.remove(&actor.get_id());
-        actor.stop(Some("team halted during spawn".into()));
+        actor.stop(Some("pool halted during spawn".into()));
         self.unregister(&spec.id);
-        Err(SwarmError::TeamHalted(path))
+        Err(SwarmError::PoolHalted(path))
     }
 
     /// Takes a just-registered agent out again (a failed spawn), with a journal note.

@@ -7,8 +7,8 @@ use warden_actors::{AgentId, Budgets, KernelConfig, StagnationConfig};
 pub enum Target {
     /// One agent.
     Agent(AgentId),
-    /// A team and its whole subtree.
-    Team(String),
+    /// A pool and its whole subtree.
+    Pool(String),
 }
 
 impl From<AgentId> for Target {
@@ -28,7 +28,7 @@ impl From<&AgentId> for Target {
 pub struct AgentSpec {
     /// Its id.
     pub id: AgentId,
-    /// Its team path (default: the root team).
+    /// Its pool path (default: the root pool).
     pub team: Option<String>,
     /// Budgets (default: the policy's `defaults.budgets`, or none without a policy).
     pub budgets: Option<Budgets>,
@@ -51,7 +51,7 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
-    /// An agent with id `id` in the root team, no budgets and default stagnation checks.
+    /// An agent with id `id` in the root pool, no budgets and default stagnation checks.
     pub fn new(id: AgentId) -> Self {
         Self {
             id,
@@ -73,8 +73,8 @@ impl AgentSpec {
         self
     }
 
-    /// Puts the agent in team `path`.
-    pub fn team(mut self, path: impl Into<String>) -> Self {
+    /// Puts the agent in pool `path`.
+    pub fn pool(mut self, path: impl Into<String>) -> Self {
         self.team = Some(path.into());
         self
     }

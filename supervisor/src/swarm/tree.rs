@@ -1,36 +1,39 @@
-//! The team tree: how a team is declared ([`TeamSpec`], path rules) and the swarm's internal
-//! tree of teams, which is also its pool tree (each team owns the ledger account of its pool).
+//! The pool tree: how a pool is declared ([`PoolSpec`], path rules) and the swarm's internal
+//! tree. A pool is at once a group of agents in the supervision tree (cascades, breakers and
+//! restart strategies act on it) and a ledger account its agents' spend is debited from.
+//! (Internally the tree's nodes are still called teams; the journal's serialized names, such
+//! as `team_halted` notes and `team.<path>` rule ids, keep that word.)
 //!
 //! Children are kept in creation order and every walk of the tree follows it, so cascades,
-//! team halts and restarts reach agents in the same order on every run.
+//! pool halts and restarts reach agents in the same order on every run.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use warden_actors::{Account, AgentId, AgentMetrics, HaltKind, Limits};
 
-pub use warden_actors::team::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
+pub use warden_actors::pool::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
 
 use super::SwarmError;
 use crate::limits::TEAM_PATH_SEGMENTS_MAX;
 
-/// One team: a node of the supervision tree and of the pool tree (they coincide).
+/// One pool: a node of the supervision tree with its ledger account.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TeamSpec {
-    /// The path, e.g. `swarm/research`. The first segment is the swarm's root team.
+pub struct PoolSpec {
+    /// The path, e.g. `swarm/research`. The first segment is the swarm's root pool.
     pub path: String,
-    /// The team pool's limits.
+    /// The pool's limits.
     pub limits: Limits,
-    /// Which halts spread inside the team.
+    /// Which halts spread inside the pool.
     pub cascade: Option<CascadeRule>,
     /// The contagion breaker.
     pub breaker: Option<Breaker>,
-    /// What happens when an agent actor of this team crashes.
+    /// What happens when an agent actor of this pool crashes.
     pub restart: RestartPolicy,
 }
 
-impl TeamSpec {
-    /// A team at `path` with no limits, no cascade, no breaker and the default restart policy.
+impl PoolSpec {
+    /// A pool at `path` with no limits, no cascade, no breaker and the default restart policy.
     pub fn new(path: impl Into<String>) -> Self {
         Self {
             path: path.into(),
@@ -76,42 +79,42 @@ impl TeamSpec {
     }
 }
 
-/// Splits and checks a team path: non-empty segments of `[A-Za-z0-9._:-]`, at most
+/// Splits and checks a pool path: non-empty segments of `[A-Za-z0-9._:-]`, at most
 /// [`TEAM_PATH_SEGMENTS_MAX`] deep.
-pub fn parse_team_path(path: &str) -> Result<Vec<&str>, String> {
+pub fn parse_pool_path(path: &str) -> Result<Vec<&str>, String> {
     let segments: Vec<&str> = path.split('/').collect();
     if segments.len() > TEAM_PATH_SEGMENTS_MAX {
         return Err(format!(
-            "team path {path:?} is {} levels deep; the limit is {TEAM_PATH_SEGMENTS_MAX}",
+            "pool path {path:?} is {} levels deep; the limit is {TEAM_PATH_SEGMENTS_MAX}",
             segments.len(),
         ));
     }
     for seg in &segments {
         AgentId::new(seg).map_err(|e| {
-            format!("team path {path:?} has a bad segment {seg:?}: {e}")
+            format!("pool path {path:?} has a bad segment {seg:?}: {e}")
                 .replace("agent id", "segment")
         })?;
     }
     Ok(segments)
 }
 
-/// A member of a team: an agent, or a nested team (by index).
+/// A member of a pool: an agent, or a nested pool (by index).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Child {
     Agent(AgentId),
     Team(usize),
 }
 
-/// One team's live state.
+/// One pool's live state.
 pub(super) struct Team {
-    pub(super) spec: TeamSpec,
+    pub(super) spec: PoolSpec,
     pub(super) parent: Option<usize>,
     pub(super) account: Arc<Account>,
-    /// Agents and nested teams, in creation order.
+    /// Agents and nested pools, in creation order.
     pub(super) children: Vec<Child>,
-    /// Its own agents (not those of nested teams), in creation order.
+    /// Its own agents (not those of nested pools), in creation order.
     pub(super) members: Vec<AgentId>,
-    /// Agents in it and its nested teams.
+    /// Agents in it and its nested pools.
     pub(super) subtree_agents: usize,
     /// Halt times within the breaker's window.
     pub(super) recent_halts: VecDeque<u64>,
@@ -122,7 +125,7 @@ pub(super) struct Team {
 }
 
 impl Team {
-    fn new(spec: TeamSpec, parent: Option<usize>, account: Arc<Account>) -> Self {
+    fn new(spec: PoolSpec, parent: Option<usize>, account: Arc<Account>) -> Self {
         Self {
             metrics: AgentMetrics::for_pool(&spec.path),
             spec,
@@ -138,7 +141,7 @@ impl Team {
     }
 }
 
-/// The teams (index 0 is the root), and the agent links cascades follow.
+/// The pools (index 0 is the root), and the agent links cascades follow.
 pub(super) struct Tree {
     pub(super) teams: Vec<Team>,
     pub(super) by_path: HashMap<String, usize>,
@@ -149,16 +152,16 @@ pub(super) struct Tree {
 }
 
 impl Tree {
-    /// A tree of the root team alone.
-    pub(super) fn with_root(root: TeamSpec) -> Result<Tree, SwarmError> {
-        let bad = |reason: String| SwarmError::BadTeam {
+    /// A tree of the root pool alone.
+    pub(super) fn with_root(root: PoolSpec) -> Result<Tree, SwarmError> {
+        let bad = |reason: String| SwarmError::BadPool {
             path: root.path.clone(),
             reason,
         };
-        let segs = parse_team_path(&root.path).map_err(bad)?;
+        let segs = parse_pool_path(&root.path).map_err(bad)?;
         if segs.len() != 1 {
             return Err(bad(
-                "the root team's path is a single name, such as `swarm`".into(),
+                "the root pool's path is a single name, such as `swarm`".into(),
             ));
         }
         let account = Account::root(root.path.as_str(), root.limits.clone());
@@ -171,23 +174,23 @@ impl Tree {
         })
     }
 
-    /// The root team's path.
+    /// The root pool's path.
     pub(super) fn root_path(&self) -> &str {
         &self.teams[0].spec.path
     }
 
-    /// Adds a team under its parent (which must be there already), with its pool account
+    /// Adds a pool under its parent (which must be there already), with its pool account
     /// under the parent's.
-    pub(super) fn add_team(&mut self, spec: TeamSpec) -> Result<(), SwarmError> {
-        let bad = |reason: String| SwarmError::BadTeam {
+    pub(super) fn add_team(&mut self, spec: PoolSpec) -> Result<(), SwarmError> {
+        let bad = |reason: String| SwarmError::BadPool {
             path: spec.path.clone(),
             reason,
         };
         let root = self.root_path();
-        let segs = parse_team_path(&spec.path).map_err(bad)?;
+        let segs = parse_pool_path(&spec.path).map_err(bad)?;
         if segs.len() < 2 || segs[0] != root {
             return Err(bad(format!(
-                "team paths start with the root team, e.g. {root}/research"
+                "pool paths start with the root pool, e.g. {root}/research"
             )));
         }
         if self.by_path.contains_key(&spec.path) {
@@ -198,7 +201,7 @@ impl Tree {
             .by_path
             .get(parent_path)
             .copied()
-            .ok_or_else(|| bad(format!("its parent team {parent_path:?} is not declared")))?;
+            .ok_or_else(|| bad(format!("its parent pool {parent_path:?} is not declared")))?;
         if let Some(b) = &spec.breaker {
             if !(1..=100).contains(&b.threshold_pct) || b.window_ms == 0 {
                 return Err(bad(
@@ -221,14 +224,14 @@ impl Tree {
         self.by_path.get(path).copied().ok_or_else(|| {
             let mut known: Vec<&str> = self.by_path.keys().map(|s| s.as_str()).collect();
             known.sort_unstable();
-            SwarmError::UnknownTeam {
+            SwarmError::UnknownPool {
                 path: path.to_string(),
                 known: known.join(", "),
             }
         })
     }
 
-    /// Every agent in team `t` and its nested teams, in creation order.
+    /// Every agent in pool `t` and its nested pools, in creation order.
     pub(super) fn subtree_agents(&self, t: usize, out: &mut Vec<AgentId>) {
         for c in &self.teams[t].children {
             match c {
@@ -238,7 +241,7 @@ impl Tree {
         }
     }
 
-    /// Marks team `t` and its nested teams halted (or reopens them) and returns the agents of
+    /// Marks pool `t` and its nested pools halted (or reopens them) and returns the agents of
     /// the subtree.
     pub(super) fn set_subtree_halted(&mut self, t: usize, halted: bool) -> Vec<AgentId> {
         let mut teams = Vec::new();
@@ -260,7 +263,7 @@ impl Tree {
         }
     }
 
-    /// Links a new agent into team `t` (and its counts up to the root), and into the agent
+    /// Links a new agent into pool `t` (and its counts up to the root), and into the agent
     /// links of its parent and dependencies.
     pub(super) fn add_agent(
         &mut self,
@@ -290,7 +293,7 @@ impl Tree {
         }
     }
 
-    /// Takes an agent out of team `t` (and its counts up to the root).
+    /// Takes an agent out of pool `t` (and its counts up to the root).
     pub(super) fn remove_agent(&mut self, t: usize, id: &AgentId) {
         let team = &mut self.teams[t];
         team.members.retain(|a| a != id);
@@ -330,11 +333,11 @@ mod tests {
 
     #[test]
     fn team_paths_are_checked() {
-        assert_eq!(parse_team_path("swarm/a").unwrap(), vec!["swarm", "a"]);
-        assert!(parse_team_path("swarm//a").is_err());
-        assert!(parse_team_path("swarm/a b").is_err());
-        assert!(parse_team_path(&vec!["x"; 20].join("/")).is_err());
-        assert!(parse_team_path(&vec!["x"; TEAM_PATH_SEGMENTS_MAX].join("/")).is_ok());
-        assert!(parse_team_path(&vec!["x"; TEAM_PATH_SEGMENTS_MAX + 1].join("/")).is_err());
+        assert_eq!(parse_pool_path("swarm/a").unwrap(), vec!["swarm", "a"]);
+        assert!(parse_pool_path("swarm//a").is_err());
+        assert!(parse_pool_path("swarm/a b").is_err());
+        assert!(parse_pool_path(&vec!["x"; 20].join("/")).is_err());
+        assert!(parse_pool_path(&vec!["x"; TEAM_PATH_SEGMENTS_MAX].join("/")).is_ok());
+        assert!(parse_pool_path(&vec!["x"; TEAM_PATH_SEGMENTS_MAX + 1].join("/")).is_err());
     }
 }

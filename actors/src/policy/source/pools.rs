@@ -2,7 +2,7 @@
 //! cascade rule, contagion breaker and restart strategy.
 
 use crate::budget::Limits;
-use crate::team::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
+use crate::pool::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
 use crate::yaml::{suggest, Entry, Node, Reader, Value};
 
 use super::super::model::PoolDef;

@@ -1,4 +1,4 @@
-//! Team-level settings: how halts spread (cascade scope and contagion breaker) and how
+//! Pool-level settings: how halts spread (cascade scope and contagion breaker) and how
 //! crashed actors restart. The policy language describes them; the supervisor enforces them.
 
 use serde::{Deserialize, Serialize};
@@ -9,9 +9,9 @@ use crate::decision::HaltKind;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
-    /// The other agents directly in the same team.
+    /// The other agents directly in the same pool.
     Siblings,
-    /// Every agent in the team, nested teams included (halting a team halts its subtree).
+    /// Every agent in the pool, nested pools included (halting a pool halts its subtree).
     Team,
     /// The agents the halted agent spawned, and theirs, recursively (`AgentSpec::parent`).
     Subtree,
@@ -42,13 +42,13 @@ pub struct CascadeRule {
     pub scope: Scope,
 }
 
-/// The contagion breaker: halt the whole team when at least `threshold_pct` percent of its
-/// agents (nested teams included) halted within `window_ms`. Cascaded halts do not count, so a
+/// The contagion breaker: halt the whole pool when at least `threshold_pct` percent of its
+/// agents (nested pools included) halted within `window_ms`. Cascaded halts do not count, so a
 /// cascade alone never trips the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Breaker {
-    /// Share of the team, 1..=100.
+    /// Share of the pool, 1..=100.
     pub threshold_pct: u32,
     /// Window in milliseconds.
     pub window_ms: u64,
@@ -61,13 +61,13 @@ pub enum Strategy {
     /// Restart only the child that crashed.
     #[default]
     OneForOne,
-    /// Restart every child of the team.
+    /// Restart every child of the pool.
     OneForAll,
     /// Restart the child that crashed and every child started after it.
     RestForOne,
 }
 
-/// At most `max_restarts` restarts within `within_ms`; one more escalates to the parent team.
+/// At most `max_restarts` restarts within `within_ms`; one more escalates to the parent pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
