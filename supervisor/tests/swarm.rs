@@ -665,7 +665,7 @@ async fn bad_specs_get_clear_errors_and_change_nothing() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("known teams: swarm, swarm/a"),
+        err.to_string().contains("known pools: swarm, swarm/a"),
         "{err}"
     );
     swarm.spawn_agent(AgentSpec::new(id("x"))).await.unwrap();
