@@ -18,6 +18,14 @@ fn help_and_version_work() {
         text.contains("supervisor for swarms of AI agents"),
         "{text}"
     );
+    // It describes what the binary does, not what may come later.
+    assert!(!text.contains("arrive with"), "{text}");
+    for command in ["node", "agents", "approvals", "policy", "audit"] {
+        assert!(
+            text.contains(command),
+            "{command} missing from --help: {text}"
+        );
+    }
     let out = warden(&["--version"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("warden "));

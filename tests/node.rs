@@ -581,6 +581,14 @@ fn every_documented_route_is_served() {
         (status, e["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
+    // The 404 points to the route list the caller can fetch, not to a design document.
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/openapi.json"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -168,9 +168,27 @@ impl<'de> Deserialize<'de> for StepId {
     }
 }
 
+/// Lower-case hex of bytes (`[0xab, 0x01]` -> `"ab01"`): how digests, hashes and random
+/// tokens are written everywhere in warden. The one hex encoder of the workspace.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_writes_two_lower_case_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0xab, 0x0f, 0xff]), "00ab0fff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn agent_id_rejects_bad_characters_with_position() {

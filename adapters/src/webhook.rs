@@ -103,11 +103,7 @@ fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     for p in parts {
         ctx.update(p);
     }
-    ctx.sign()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    warden_actors::ids::hex(ctx.sign().as_ref())
 }
 
 struct Delivery {
@@ -160,7 +156,7 @@ pub fn start(hooks: Vec<WebhookConfig>, mut events: EventStream) -> Webhooks {
     let prefix = {
         let mut b = [0u8; 6];
         let _ = getrandom::fill(&mut b);
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        warden_actors::ids::hex(&b)
     };
     let dispatcher = tokio::spawn(async move {
         use tokio_stream::StreamExt;

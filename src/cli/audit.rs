@@ -146,7 +146,7 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let head = r.head.map_or("empty".to_string(), |(seq, hash)| {
-        let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = warden::actors::ids::hex(&hash[..8]);
         format!("head entry {seq}, hash {hex}…")
     });
     println!(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use warden_actors::ids::hex;
 
 use serde_json::{json, Value};
 use warden_actors::policy::PolicySet;
@@ -44,10 +45,6 @@ pub struct Filter {
     pub since_ms: Option<u64>,
     /// Until this time (Unix ms, exclusive).
     pub until_ms: Option<u64>,
-}
-
-fn hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn agent_of(record: &Record) -> Option<&AgentId> {

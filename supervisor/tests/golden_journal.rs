@@ -234,7 +234,7 @@ async fn the_journal_written_by_format_version_1_is_read_verified_and_recovered(
     // The last entry and its hash, as written: a reader that frames or hashes differently
     // fails here.
     let head = verified.head.map(|(seq, hash)| {
-        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = warden_actors::ids::hex(&hash);
         format!("{seq} {hex}")
     });
     assert_eq!(

@@ -1,4 +1,4 @@
-//! A YAML policy driving a swarm: pools become teams, defaults configure agents, approvals
+//! A YAML policy driving a swarm: `pools:` become the swarm's pools, defaults configure agents, approvals
 //! park steps (with wall time paused), and hot reload swaps the policy atomically.
 
 use std::sync::Arc;
@@ -448,4 +448,74 @@ async fn listings_and_sweeps_come_in_the_same_order_in_two_identical_runs() {
         .map(|a| a.split('/').next().unwrap())
         .collect();
     assert_eq!(agents, expected);
+}
+
+/// Two operators reloading at once must never leave a version served with the other's text:
+/// the swarm owns both and hands them out together.
+#[test]
+fn concurrent_reloads_never_pair_a_version_with_another_text() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let swarm = rt
+        .block_on(
+            Swarm::builder()
+                .policy_set(PolicySet::parse(POLICY).unwrap())
+                .build(),
+        )
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let swarm = swarm.clone();
+                s.spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let text = POLICY
+                                .replace("steps: 100", &format!("steps: {}", 1_000 + w * 100 + i));
+                            let (version, _) = swarm.reload_policy(&text).unwrap();
+                            (version, text)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let reader = {
+            let (swarm, stop) = (swarm.clone(), Arc::clone(&stop));
+            s.spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(pair) = swarm.policy_text() {
+                        seen.push(pair);
+                    }
+                }
+                seen
+            })
+        };
+        let installed: Vec<(u64, String)> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (installed, reader.join().unwrap())
+    });
+    let (installed, read) = seen;
+    let by_version: std::collections::HashMap<u64, &String> =
+        installed.iter().map(|(v, t)| (*v, t)).collect();
+    assert_eq!(by_version.len(), 200, "every reload got its own version");
+    assert!(!read.is_empty());
+    for (version, text) in &read {
+        if let Some(expected) = by_version.get(version) {
+            assert_eq!(
+                text, *expected,
+                "version {version} served with another text"
+            );
+        }
+    }
+    let (last, text) = swarm.policy_text().unwrap();
+    assert_eq!(by_version[&last], &text);
+    rt.block_on(swarm.shutdown());
 }

@@ -184,16 +184,7 @@ fn unauthorized() -> ApiError {
 pub fn random_token() -> String {
     let mut bytes = [0u8; TOKEN_RANDOM_BYTES];
     getrandom::fill(&mut bytes).expect("the OS random source works");
-    hex(&bytes)
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    warden_actors::ids::hex(&bytes)
 }
 
 /// The hex BLAKE3 digest of a token: the node keeps and journals digests, never tokens.

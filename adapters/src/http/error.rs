@@ -181,3 +181,59 @@ pub async fn json_errors(resp: Response) -> Response {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nodes_own_faults_are_5xx_with_their_own_codes() {
+        let cases = [
+            (
+                SwarmError::Journal("disk full".into()),
+                503,
+                "journal_unavailable",
+            ),
+            (
+                SwarmError::Recovery("bad entry".into()),
+                500,
+                "recovery_failed",
+            ),
+            (
+                SwarmError::Runtime("actor died".into()),
+                500,
+                "runtime_failed",
+            ),
+            (SwarmError::TooManyAgents(10), 503, "too_many_agents"),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+        }
+        let agent = warden_actors::AgentId::new("a").unwrap();
+        let cases = [
+            (AgentError::Journal("x".into()), 503, "journal_unavailable"),
+            (
+                AgentError::Unavailable(agent.clone()),
+                503,
+                "agent_unavailable",
+            ),
+            (AgentError::Interrupted(agent), 503, "agent_unavailable"),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+        }
+    }
+
+    #[test]
+    fn the_callers_mistakes_are_4xx() {
+        let api = ApiError::from(SwarmError::PoolHalted("swarm/a".into()));
+        assert_eq!((api.status.as_u16(), api.code), (409, "pool_halted"));
+        let api = ApiError::from(SwarmError::BadPool {
+            path: "x".into(),
+            reason: "y".into(),
+        });
+        assert_eq!((api.status.as_u16(), api.code), (400, "bad_pool"));
+    }
+}
