@@ -25,8 +25,9 @@ use warden_supervisor::NodeOptions;
 
 use crate::http::MetricsRender;
 use crate::limits::{
-    BODY_BYTES_MAX_DEFAULT, BODY_BYTES_MAX_MIN, CONNECTIONS_MAX_DEFAULT, OPERATOR_TOKEN_LEN_MIN,
-    REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MIN, WEBHOOKS_MAX,
+    BODY_BYTES_MAX_DEFAULT, BODY_BYTES_MAX_MIN, CONNECTIONS_MAX_DEFAULT, JOURNAL_BYTES_MIN,
+    OPERATOR_TOKEN_LEN_MIN, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MIN, SEGMENT_BYTES_MIN,
+    UPSTREAM_TIMEOUT_MS_DEFAULT, WEBHOOKS_MAX,
 };
 use crate::webhook::WebhookConfig;
 
@@ -346,8 +347,6 @@ const KEYS: [&str; 9] = [
 /// Keys of the config format whose parts this version does not have yet: refused, never
 /// silently ignored.
 const NOT_YET: [&str; 2] = ["sync", "export"];
-/// Default timeout of a forwarded request.
-pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// Reads a node config file. Every problem is reported, each with its line and column.
 ///
@@ -445,11 +444,6 @@ fn read_limits(r: &mut Reader, cfg: &mut FileConfig, v: &Node) {
         }
     }
 }
-
-/// Smallest `limits.journal_bytes`.
-const JOURNAL_BYTES_MIN: u64 = 65_536;
-/// Smallest `limits.segment_bytes`.
-const SEGMENT_BYTES_MIN: u64 = 4_096;
 
 /// A byte size (`4096`, `64KiB`, `1 GiB`) of at least `min`.
 fn at_least(r: &mut Reader, n: &Node, what: &str, min: u64) -> Option<u64> {

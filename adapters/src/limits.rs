@@ -34,8 +34,14 @@ pub const PAGE_ENTRIES_MAX: usize = 10_000;
 pub const LABELS_MAX: usize = 32;
 /// Longest label key or value, bytes.
 pub const LABEL_BYTES_MAX: usize = 256;
-/// Longest `reason` or `by` accepted (they go into the journal and every event), bytes.
-pub const TEXT_BYTES_MAX: usize = 4_096;
+/// Longest `reason` or `by` accepted, bytes: what the journal keeps of such a text.
+pub const TEXT_BYTES_MAX: usize = warden_supervisor::limits::RECORD_TEXT_BYTES_MAX;
+/// Smallest `limits.journal_bytes` the config accepts.
+pub const JOURNAL_BYTES_MIN: u64 = 65_536;
+/// Smallest `limits.segment_bytes` the config accepts.
+pub const SEGMENT_BYTES_MIN: u64 = 4_096;
+/// How long one forwarded request may take when an upstream sets no `timeout`.
+pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Bytes of a framework's plain-text error kept when it is turned into the JSON shape.
 pub const FRAMEWORK_ERROR_BYTES_MAX: usize = 4_096;
 

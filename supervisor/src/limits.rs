@@ -79,6 +79,12 @@ pub const GROUP_ENTRIES_MAX_DEFAULT: usize = 4_096;
 /// A segment file is closed and a new one started before it would grow past this.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 
+/// Journal kept before retention writes a snapshot and removes the segments before it, by
+/// default (4 GiB; the config's `limits.journal_bytes`).
+pub const JOURNAL_BYTES_DEFAULT: u64 = 4 << 30;
+/// How often retention looks at the journal's size.
+pub const RETENTION_CHECK_MS: u64 = 1_000;
+
 /// With `fsync: batch`, the longest an acknowledged entry waits for its sync.
 pub const BATCH_SYNC_INTERVAL_MS_DEFAULT: u64 = 10;
 

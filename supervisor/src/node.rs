@@ -23,15 +23,10 @@ use std::sync::Arc;
 use warden_actors::policy::{PolicyErrors, PolicySet};
 
 use crate::journal::records::{Record, RecoveryClock, RecoveryReport, SnapshotItem};
+use crate::journal::storage::Storage;
 use crate::journal::{FsyncMode, Journal, JournalConfig, OpenReport};
+use crate::limits::{JOURNAL_BYTES_DEFAULT, RETENTION_CHECK_MS, SEGMENT_BYTES_DEFAULT};
 use crate::swarm::{Swarm, SwarmError};
-
-/// Journal kept before retention compacts it, by default (4 GiB).
-pub const DEFAULT_JOURNAL_BYTES: u64 = 4 << 30;
-/// Journal segment size by default (64 MiB).
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-/// How often retention looks at the journal's size.
-pub const RETENTION_CHECK_MS: u64 = 1_000;
 
 /// How to open a node: where its data lives, the policy it is configured with, and how its
 /// journal is written.
@@ -51,6 +46,9 @@ pub struct NodeOptions {
     /// Retention: past this many bytes of journal, the node writes a snapshot and removes the
     /// segments before it.
     pub journal_bytes: u64,
+    /// Where the journal lives: `None` is the file system under `data_dir`; the simulator
+    /// passes a [`MemStorage`](crate::journal::storage::MemStorage) with injected faults.
+    pub storage: Option<Arc<dyn Storage>>,
 }
 
 impl NodeOptions {
@@ -62,8 +60,9 @@ impl NodeOptions {
             policy_text: policy_text.into(),
             policy_explicit: false,
             fsync: FsyncMode::Always,
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            journal_bytes: DEFAULT_JOURNAL_BYTES,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            journal_bytes: JOURNAL_BYTES_DEFAULT,
+            storage: None,
         }
     }
 }
@@ -111,8 +110,12 @@ impl Node {
         jconfig.fsync = opts.fsync;
         jconfig.segment_bytes = opts.segment_bytes;
         let mut entries = Vec::new();
-        let (journal, journal_open) = Journal::open(jconfig, |e| entries.push(e.clone()))
-            .map_err(|e| NodeError::Journal(e.to_string()))?;
+        let visit = |e: &crate::journal::Entry| entries.push(e.clone());
+        let opened = match &opts.storage {
+            Some(storage) => Journal::open_in(Arc::clone(storage), jconfig, visit),
+            None => Journal::open(jconfig, visit),
+        };
+        let (journal, journal_open) = opened.map_err(|e| NodeError::Journal(e.to_string()))?;
         let journaled = last_journaled_policy(&entries);
         let policy_from_journal = journaled.is_some() && !opts.policy_explicit;
         let (policy, policy_text) = match journaled {
