@@ -19,7 +19,6 @@ use crate::yaml::{Entry, Node, Reader, Source};
 
 use super::model::*;
 
-pub use crate::yaml::parse_duration_ms;
 pub use rule::parse_path;
 
 use pools::read_pools;
