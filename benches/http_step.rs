@@ -46,6 +46,10 @@ rules:
   - {id: no-rm, match: {tool: work, args: {cmd: {regex: 'rm\s+-rf'}}}, decision: deny}
 "#;
 
+/// The whole run in order: start the node, register the agents, open the connections, send
+/// on the open-loop schedule, stop the node, print one table row. One piece on purpose: the
+/// schedule's clock, the connections and the per-request samples live across all of it, and
+/// the order of what is timed is the measurement.
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)

@@ -409,6 +409,9 @@ struct Row {
     allow_pct: f64,
 }
 
+/// One size, both engines, in the same order every time: parse and compile each, check that
+/// they decide the same on every request, then time each over the same request stream. One
+/// piece on purpose: the two engines must see identical inputs in an identical order.
 fn run_size(o: &Opts, n: usize) -> Row {
     // Policies, from text, each parsed + compiled once (timed).
     let yaml = warden_yaml(n);
