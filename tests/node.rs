@@ -690,3 +690,75 @@ fn weak_or_exposed_operator_tokens_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Serde's derived readers take a JSON array as a struct's fields in order; the API takes only
+/// objects, so `[]` or `["p1", "swarm"]` registers, halts, resumes and approves nothing.
+#[test]
+fn bodies_that_are_not_json_objects_are_refused_and_change_nothing() {
+    let node = Node::start("array-bodies");
+    let token = common::register(&node.op, "victim", "swarm");
+    let agent = node.op.with_token(&token);
+    let cases = [
+        ("/v1/agents", json!([])),
+        ("/v1/agents", json!(["p1", "swarm", null, {"k": "v"}])),
+        ("/v1/agents", json!({"id": "p3", "budgets": [5, 100]})),
+        ("/v1/agents/victim/halt", json!([])),
+        ("/v1/agents/victim/halt", json!("stop")),
+        ("/v1/approvals/victim/s-1", json!(["approve"])),
+    ];
+    for (path, body) in cases {
+        let (status, e) = common::call(&node.op, "POST", path, Body::Json(body.clone()));
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some("bad_json")),
+            "POST {path} {body}: {e}"
+        );
+    }
+    for body in [
+        json!(["shell", "execute"]),
+        json!({"status": "success", "cost": [1, 2]}),
+    ] {
+        let (status, e) = common::call(&agent, "POST", "/v1/agents/victim/steps", Body::Json(body));
+        assert_eq!(status, 400, "{e}");
+    }
+    let (status, e) = common::call(
+        &agent,
+        "POST",
+        "/v1/agents/victim/steps/s-1/outcome",
+        Body::Json(json!({"status": "success", "cost": [1, 2]})),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_json")),
+        "{e}"
+    );
+    let page = node.op.agents("").unwrap();
+    let ids: Vec<String> = page.agents.iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(ids, ["victim"], "nothing was registered");
+    assert_eq!(
+        page.agents[0].state,
+        AgentState::Running,
+        "nothing was halted"
+    );
+    assert_eq!(page.agents[0].steps_decided, 0);
+}
+
+/// A node that cannot listen must not touch its data: no journal entry, no policy change.
+#[test]
+fn a_node_that_cannot_bind_leaves_its_data_untouched() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("warden-node-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["node", "--listen", &addr, "--data"])
+        .arg(&dir)
+        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("listening on {addr}")), "{err}");
+    assert!(!dir.join("journal").exists(), "the journal was not opened");
+    let _ = std::fs::remove_dir_all(&dir);
+}

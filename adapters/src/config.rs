@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use warden_actors::yaml::{one_of_hint, Diagnostic, Entry, Node, Pos, Reader, Source};
+use warden_actors::yaml::{one_of_hint, Diagnostic, Entry, Node, Reader, Source, Value};
 use warden_supervisor::journal::FsyncMode;
 use warden_supervisor::NodeOptions;
 
@@ -103,7 +103,7 @@ pub struct Flags {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -362,8 +362,8 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<Diagnostic>> {
         for e in top.iter() {
             read_key(&mut r, &mut cfg, e);
         }
+        check_prices(&mut r, &cfg, top.get("prices"));
     }
-    check_prices(&mut r, &cfg, text);
     r.finish(cfg).map(|(cfg, _)| cfg)
 }
 
@@ -615,47 +615,42 @@ fn read_price(r: &mut Reader, e: &Entry<'_>) -> Option<Price> {
     })
 }
 
-/// Each price names an upstream that exists and speaks an LLM API.
-fn check_prices(r: &mut Reader, cfg: &FileConfig, text: &str) {
-    for p in &cfg.prices {
-        let at = locate(text, &format!("{}:", p.model));
-        match cfg.upstreams.iter().find(|u| u.name == p.upstream) {
+/// Each price names an upstream that exists and speaks an LLM API: checked on the YAML
+/// itself, after every key is read (prices may come before upstreams), for every price that
+/// names an upstream, even one with other errors; each error is at the `upstream:` value.
+fn check_prices(r: &mut Reader, cfg: &FileConfig, prices: Option<&Node>) {
+    let Some(Value::Map(entries)) = prices.map(|n| &n.value) else {
+        return;
+    };
+    let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for (model, price) in entries {
+        let (Some(model), Value::Map(fields)) = (model.as_str(), &price.value) else {
+            continue;
+        };
+        let Some(named) = fields
+            .iter()
+            .find_map(|(k, v)| (k.as_str() == Some("upstream")).then_some(v))
+        else {
+            continue;
+        };
+        let Some(upstream) = named.as_str() else {
+            continue;
+        };
+        match cfg.upstreams.iter().find(|u| u.name == upstream) {
             None => r.error(
-                at,
-                format!("price of `{}`: no upstream `{}`", p.model, p.upstream),
-                Some(one_of_hint(
-                    &p.upstream,
-                    &cfg.upstreams
-                        .iter()
-                        .map(|u| u.name.as_str())
-                        .collect::<Vec<_>>(),
-                )),
+                named.pos,
+                format!("price of `{model}`: no upstream `{upstream}`"),
+                Some(one_of_hint(upstream, &names)),
             ),
             Some(u) if !matches!(u.kind, UpstreamKind::OpenAi | UpstreamKind::Anthropic) => r
                 .error(
-                    at,
-                    format!(
-                        "price of `{}`: upstream `{}` is not an LLM API",
-                        p.model, p.upstream
-                    ),
+                    named.pos,
+                    format!("price of `{model}`: upstream `{upstream}` is not an LLM API"),
                     Some("give that upstream `kind: openai` or `kind: anthropic`".into()),
                 ),
             Some(_) => {}
         }
     }
-}
-
-/// Where `needle` first appears in `text` (for checks across keys), else the start.
-fn locate(text: &str, needle: &str) -> Pos {
-    text.lines()
-        .enumerate()
-        .find_map(|(i, l)| {
-            l.find(needle).map(|c| Pos {
-                line: i + 1,
-                col: c + 1,
-            })
-        })
-        .unwrap_or(Pos::START)
 }
 
 #[cfg(test)]
@@ -749,7 +744,13 @@ prices:
         );
         assert!(
             m.iter()
-                .any(|e| e == "5:3: price of `m1`: upstream `tool` is not an LLM API"),
+                .any(|e| e == "5:18: price of `m1`: upstream `tool` is not an LLM API"),
+            "{m:?}"
+        );
+        // m2 has a bad input too: its unknown upstream is still reported, at its own place.
+        assert!(
+            m.iter()
+                .any(|e| e == "6:18: price of `m2`: no upstream `nope`"),
             "{m:?}"
         );
     }

@@ -13,7 +13,7 @@ use warden_actors::policy::PolicySet;
 use warden_actors::{ActionClass, AgentId, ApprovalAnswer, Cost, Outcome, StepId, Verdict};
 use warden_supervisor::journal::records::RecoveryClock;
 use warden_supervisor::journal::{Journal, JournalConfig};
-use warden_supervisor::{AgentSpec, Swarm, Target};
+use warden_supervisor::{AgentSpec, Swarm, SwarmError, Target};
 
 const POLICY: &str = "
 version: 1
@@ -571,5 +571,75 @@ async fn a_node_restarted_on_a_compacted_journal_keeps_the_journal_policy() {
         changes, 0,
         "the restart must not switch back to the configured default"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Concurrent reloads are journaled in version order, so a restart runs the newest policy,
+/// never an older one that happened to be journaled last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reloads_are_journaled_in_version_order() {
+    use warden_supervisor::journal::records::Record;
+    let dir = std::env::temp_dir().join(format!("warden-sup-reload-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (swarm, journal) = journaled_swarm(&dir).await;
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let swarm = swarm.clone();
+            s.spawn(move || {
+                for i in 0..25 {
+                    let steps = format!("budgets: {{steps: {},", 100 + w * 100 + i);
+                    let text = POLICY.replace("budgets: {steps: 40,", &steps);
+                    swarm.reload_policy(&text).unwrap();
+                }
+            });
+        }
+    });
+    swarm.durable().await.unwrap();
+    let (last, last_text) = swarm.policy_text().unwrap();
+    swarm.shutdown().await;
+    journal.shutdown().await;
+    let mut versions = Vec::new();
+    let mut journaled_last = None;
+    warden_supervisor::journal::read_all(&dir, |e| {
+        if let Ok(Record::Policy(p)) = Record::parse(e) {
+            versions.push(p.version);
+            journaled_last = Some(p.text);
+        }
+    })
+    .unwrap();
+    assert_eq!(versions.len(), 101, "the first policy and 100 reloads");
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "policy_change entries out of version order: {versions:?}"
+    );
+    assert_eq!(versions.last(), Some(&last));
+    assert_eq!(journaled_last.as_deref(), Some(last_text.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A policy under the policy size limit whose journal record would not fit in an entry (JSON
+/// escapes every quote) is refused like any invalid policy: the old one stays in force and the
+/// journal keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_too_large_to_journal_is_refused_and_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!("warden-sup-big-policy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (swarm, journal) = journaled_swarm(&dir).await;
+    let before = swarm.policy_text().unwrap();
+    let comment = format!("# {}\n", "\"".repeat(100));
+    let big = format!("{POLICY}{}", comment.repeat(8_500));
+    assert!(big.len() < 1 << 20, "under the policy limit");
+    let err = swarm.reload_policy(&big).unwrap_err();
+    assert!(matches!(err, SwarmError::Policy(_)), "{err}");
+    assert!(err.to_string().contains("once journaled"), "{err}");
+    assert_eq!(swarm.journal_failure(), None, "the journal keeps working");
+    assert_eq!(
+        swarm.policy_text().unwrap(),
+        before,
+        "the old policy stays in force"
+    );
+    swarm.durable().await.unwrap();
+    swarm.shutdown().await;
+    journal.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,6 +79,12 @@ impl SwappablePolicy {
         self.versions.store(version, Ordering::SeqCst);
     }
 
+    /// The version the next [`store`](Self::store) will give (callers that store under one
+    /// lock can journal a policy under its version before it is in force).
+    pub fn next_version(&self) -> u64 {
+        self.versions.load(Ordering::SeqCst) + 1
+    }
+
     /// The version in force.
     pub fn version(&self) -> u64 {
         self.current.load().version

@@ -2,7 +2,7 @@
 //! operator), `GET /v1/agents/{id}` (the agent itself or the operator),
 //! `POST /v1/agents/{id}/halt|resume` (operator), `POST /v1/agents/{id}/heartbeat` (the agent).
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use warden_supervisor::{AgentHandle, AgentSpec, SwarmError};
 use crate::http::auth::{
     agent_id, random_token, token_digest, AgentCaller, AgentOrOperator, Operator,
 };
+use crate::http::body::JsonObject;
 use crate::http::error::ApiError;
 use crate::http::wire::{AgentPage, AgentView, BudgetsRequest, ReasonRequest, RegisterRequest};
 use crate::http::AppState;
@@ -133,9 +134,8 @@ fn spec(state: &AppState, id: AgentId, body: &RegisterRequest) -> Result<AgentSp
 async fn register(
     _: Operator,
     State(state): State<AppState>,
-    body: Result<Json<RegisterRequest>, JsonRejection>,
+    JsonObject(body): JsonObject<RegisterRequest>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body?;
     let id = match &body.id {
         Some(raw) => agent_id(raw)?,
         None => AgentId::new(format!("agent-{}", &random_token()[..12])).expect("valid"),
@@ -226,10 +226,7 @@ async fn show(
     Ok(Json(view(&state, &handle(&state, &id)?)))
 }
 
-fn reason_body(
-    body: Result<Json<ReasonRequest>, JsonRejection>,
-) -> Result<ReasonRequest, ApiError> {
-    let Json(body) = body?;
+fn reason_body(body: ReasonRequest) -> Result<ReasonRequest, ApiError> {
     check_texts(&[("reason", &body.reason), ("by", &body.by)])?;
     Ok(body)
 }
@@ -238,7 +235,7 @@ async fn halt(
     _: Operator,
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    body: Result<Json<ReasonRequest>, JsonRejection>,
+    JsonObject(body): JsonObject<ReasonRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = agent_id(&id)?;
     let body = reason_body(body)?;
@@ -259,7 +256,7 @@ async fn resume(
     _: Operator,
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    body: Result<Json<ReasonRequest>, JsonRejection>,
+    JsonObject(body): JsonObject<ReasonRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = agent_id(&id)?;
     let body = reason_body(body)?;

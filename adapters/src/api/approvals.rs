@@ -2,7 +2,6 @@
 //! `POST /v1/approvals/{id}` (`{"decision": "approve" | "deny", "reason"?, "by"?}`). Operator
 //! only. The answer is journaled before it is acknowledged.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -11,6 +10,7 @@ use warden_actors::ApprovalAnswer;
 
 use super::agents::check_texts;
 use crate::http::auth::Operator;
+use crate::http::body::JsonObject;
 use crate::http::error::ApiError;
 use crate::http::wire::{AnswerRequest, ApprovalView, DecisionView};
 use crate::http::AppState;
@@ -56,9 +56,8 @@ async fn answer(
     _: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<AnswerRequest>, JsonRejection>,
+    JsonObject(body): JsonObject<AnswerRequest>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let Json(body) = body?;
     let decision = state.swarm.answer_approval(&id, answer_of(body)?)?;
     state.swarm.durable().await?;
     Ok(Json(DecisionView::from(&decision)))

@@ -1,7 +1,6 @@
 //! The agent's own steps: `POST /v1/agents/{id}/steps` (decide and reserve) and
 //! `POST /v1/agents/{id}/steps/{step}/outcome` (settle). Only the agent's own token.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -10,6 +9,7 @@ use warden_actors::{Cost, IdError, Outcome, OutcomeStatus, Step, StepId};
 
 use super::agents::{handle, micros};
 use crate::http::auth::AgentCaller;
+use crate::http::body::JsonObject;
 use crate::http::error::ApiError;
 use crate::http::wire::{DecisionView, OutcomeRequest, OutcomeView};
 use crate::http::AppState;
@@ -24,9 +24,8 @@ pub fn router() -> Router<AppState> {
 async fn step(
     AgentCaller(id): AgentCaller,
     State(state): State<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonObject(raw): JsonObject<Value>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let Json(raw) = body?;
     let step: Step = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
     let decision = handle(&state, &id)?.step(step).await?;
@@ -53,12 +52,11 @@ async fn outcome(
     AgentCaller(id): AgentCaller,
     State(state): State<AppState>,
     Path((_, step)): Path<(String, String)>,
-    body: Result<Json<OutcomeRequest>, JsonRejection>,
+    JsonObject(body): JsonObject<OutcomeRequest>,
 ) -> Result<Json<OutcomeView>, ApiError> {
     let step: StepId = step
         .parse()
         .map_err(|e: IdError| ApiError::bad_request("bad_step_id", e.to_string()))?;
-    let Json(body) = body?;
     let outcome = outcome_of(&body)?;
     let report = handle(&state, &id)?.outcome(step, outcome).await?;
     Ok(Json(OutcomeView::new(step, &report)))

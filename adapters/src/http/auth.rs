@@ -199,7 +199,7 @@ pub enum TokenError {
     #[error("{0}")]
     Refused(String),
     /// The token file could not be read or made.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// What was being done.
         what: &'static str,

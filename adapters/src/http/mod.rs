@@ -4,6 +4,7 @@
 //! shuts it all down gracefully.
 
 pub mod auth;
+pub mod body;
 pub mod conn_limit;
 pub mod error;
 pub mod wire;
@@ -96,7 +97,7 @@ pub enum StartError {
     #[error(transparent)]
     Token(#[from] auth::TokenError),
     /// The listener could not be bound.
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -145,6 +146,16 @@ impl RunningNode {
 /// # Errors
 /// [`StartError`] says which part failed; nothing is served then.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+    // The address first: a node that cannot listen must not touch its journal (no
+    // node_started note, no policy change of a start that never served).
+    let listen_error = |source| StartError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
     let (operator_token, operator_token_source) =
         auth::operator_token(config.operator_token.as_deref(), &config.node.data_dir)?;
     let node = Node::open(config.node.clone()).await?;
@@ -152,16 +163,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     state.restore(&node.recovered.meta);
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
     // Longer than any request may take, so only a connection with nothing going on ends.
     let idle = Duration::from_millis(
         config

@@ -15,6 +15,32 @@ use warden_actors::{
     LedgerDim, Limits, PendingApproval, SettleReport, StepId, Verdict,
 };
 
+/// A nested body that must be a JSON object (or null): serde's derived readers would also
+/// take an array as the fields in order. Top-level bodies are checked by
+/// [`super::body::JsonObject`].
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v @ Value::Object(_) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "expected a JSON object, found {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+    }
+}
+
 /// Amounts by dimension key; a dimension without a value (unlimited) is absent.
 pub type DimMap = BTreeMap<String, u64>;
 
@@ -47,7 +73,11 @@ pub struct RegisterRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
     /// Budgets overriding the policy's defaults.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only"
+    )]
     pub budgets: Option<BudgetsRequest>,
     /// Free-form labels (at most [`crate::limits::LABELS_MAX`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -197,7 +227,11 @@ pub struct OutcomeRequest {
     /// `success` or `failure`.
     pub status: warden_actors::OutcomeStatus,
     /// What the step really used; absent: what it reserved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only"
+    )]
     pub cost: Option<CostRequest>,
 }
 

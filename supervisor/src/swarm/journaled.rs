@@ -51,7 +51,7 @@ impl Swarm {
         }
         if let Some(text) = policy_text {
             *self.inner.policy_text.lock() = Some(text.to_string());
-            self.record_policy(self.policy_version().unwrap_or(0), text);
+            self.record_policy(self.policy_version().unwrap_or(0), text)?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! breakers and restart strategies change together, or nothing changes), and the policy as
 //! journaled and restored by recovery. The swarm owns the policy's text and version.
 
+use crate::limits::ENTRY_PAYLOAD_BYTES_MAX;
 use std::sync::Arc;
 
 use warden_actors::policy::{Diagnostic, PolicyErrors, PolicySet, PoolDef, Pos, Severity};
@@ -79,30 +80,60 @@ impl Swarm {
             set.inherit_rate_limits(&old);
         }
         let warnings = set.warnings().to_vec();
-        let version = slot.store(Arc::new(set));
+        // Journaled before it is in force, under the tree lock: every decision made under the
+        // new version comes after its policy_change in the journal, and concurrent reloads
+        // are journaled in version order. A record the journal refuses changes nothing.
+        let version = slot.next_version();
+        if !recovering {
+            self.record_policy(version, text)?;
+        }
+        let stored = slot.store(Arc::new(set));
+        debug_assert_eq!(stored, version, "policies are stored under the tree lock");
         *self.inner.policy_text.lock() = Some(text.to_string());
         drop(tree);
-        if !recovering {
-            self.record_policy(version, text);
-        }
         Ok((version, warnings))
     }
 
-    /// Journals `text` as the policy in force at `version` (no-op without a journal). A
-    /// policy change that cannot be journaled fails the journal.
-    pub(super) fn record_policy(&self, version: u64, text: &str) {
-        if let Some((journal, _)) = self.inner.journal.get() {
-            let record = PolicyRecord {
-                version,
-                hash: PolicyRecord::hash_of(text),
-                text: text.to_string(),
-                by: String::new(),
-            };
-            let at = self.inner.clock.now_ms();
-            if let Err(e) = journal.submit_json(EntryKind::PolicyChange, at, &record) {
-                journal.fail(format!("a policy_change entry was refused: {e}"));
-            }
+    /// Journals `text` as the policy in force at `version` (no-op without a journal).
+    ///
+    /// # Errors
+    /// A policy whose record is larger than a journal entry may be (JSON escaping can make a
+    /// policy under the 1 MiB policy limit larger than that) is refused as invalid, and
+    /// nothing is written; a record the journal refuses otherwise fails the journal.
+    pub(super) fn record_policy(&self, version: u64, text: &str) -> Result<(), SwarmError> {
+        let Some((journal, _)) = self.inner.journal.get() else {
+            return Ok(());
+        };
+        let record = PolicyRecord {
+            version,
+            hash: PolicyRecord::hash_of(text),
+            text: text.to_string(),
+            by: String::new(),
+        };
+        let payload =
+            serde_json::to_vec(&record).map_err(|e| SwarmError::Journal(e.to_string()))?;
+        if payload.len() > ENTRY_PAYLOAD_BYTES_MAX {
+            return Err(SwarmError::Policy(PolicyErrors {
+                diagnostics: vec![Diagnostic {
+                    severity: Severity::Error,
+                    line: 1,
+                    col: 1,
+                    message: format!(
+                        "the policy is {} bytes once journaled (quotes and control characters are escaped); a journal entry holds at most {ENTRY_PAYLOAD_BYTES_MAX}",
+                        payload.len()
+                    ),
+                    hint: Some("shorten the policy (comments count too)".into()),
+                }],
+            }));
         }
+        let at = self.inner.clock.now_ms();
+        journal
+            .submit(EntryKind::PolicyChange, at, payload)
+            .map(|_| ())
+            .map_err(|e| {
+                journal.fail(format!("a policy_change entry was refused: {e}"));
+                SwarmError::Journal(e.to_string())
+            })
     }
 
     /// Installs a journaled policy as recovery does: pool limits unchecked, missing pools
