@@ -1005,7 +1005,7 @@ fn slow_bodies_time_out_and_connections_beyond_the_limit_wait() {
     let node = Node::start_with(
         &dir,
         &policy,
-        "limits: {request_timeout: 500ms, max_connections: 2}\n",
+        "limits: {request_timeout: 1s, max_connections: 2}\n",
     );
     // Raw TCP: what is tested is the wire itself (a body trickled slower than the timeout,
     // connections held open and counted), which an HTTP client does not let a test control.
@@ -1082,8 +1082,9 @@ fn slow_bodies_time_out_and_connections_beyond_the_limit_wait() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(hold2);
     drop(third);
-    // An idle connection is closed after twice the request timeout (1 s here), freeing its
-    // slot: the read sees the end of the stream.
+    // A connection that sends no request is closed after the request timeout (1 s here: a
+    // request's headers must arrive within it), freeing its slot: the read sees the end of
+    // the stream.
     let mut idle = std::net::TcpStream::connect(&addr).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -1099,4 +1100,58 @@ fn slow_bodies_time_out_and_connections_beyond_the_limit_wait() {
     // connection open, so it is used only now, not while the slots are counted above.)
     let list = node.op.agents("").unwrap();
     assert_eq!(list.agents.len(), 0);
+}
+
+/// Request headers trickled one line at a time (each within the idle timeout) must not hold a
+/// connection slot: the node cuts a connection whose headers take longer than the request
+/// timeout.
+#[test]
+fn headers_trickled_slower_than_the_request_timeout_end_the_connection() {
+    use std::io::{Read, Write};
+    let (dir, policy) = fresh_dir("slow-headers");
+    let node = Node::start_with(&dir, &policy, "limits: {request_timeout: 500ms}\n");
+    // Raw TCP: what is tested is how the node treats the bytes of an unfinished request.
+    let addr = node.base.strip_prefix("http://").unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // One header line every 200 ms (well inside the 1 s idle timeout) for up to 10 s.
+    while started.elapsed() < Duration::from_secs(10) {
+        if s.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {
+                closed = true; // an answer (408) to an unfinished request: cut off too
+                break;
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        closed,
+        "the connection was still open after 10 s of trickled headers"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after {:?}, long past the 500 ms timeout",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod conn_limit;
 pub mod error;
+pub mod serve;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -172,13 +173,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let listener = conn_limit::Limited::new(listener, config.max_connections, idle);
     let app = crate::api::router(state.clone(), config.max_body_bytes);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let header_read = Duration::from_millis(config.request_timeout_ms);
+    let task = tokio::spawn(serve::serve(listener, app, header_read, stopped));
     Ok(RunningNode {
         addr,
         operator_token_source,
