@@ -144,6 +144,32 @@ impl Default for EventBus {
     }
 }
 
+impl Event {
+    /// Every event's `type`, as in its JSON: what webhooks may subscribe to.
+    pub const TYPES: [&'static str; 7] = [
+        "decision",
+        "halt",
+        "resume",
+        "approval_requested",
+        "approval_resolved",
+        "restart",
+        "escalation",
+    ];
+
+    /// This event's `type`, as in its JSON (a test keeps the two in step).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Decision(_) => "decision",
+            Event::Halt { .. } => "halt",
+            Event::Resume { .. } => "resume",
+            Event::ApprovalRequested { .. } => "approval_requested",
+            Event::ApprovalResolved { .. } => "approval_resolved",
+            Event::Restart { .. } => "restart",
+            Event::Escalation { .. } => "escalation",
+        }
+    }
+}
+
 /// Why a subscription yielded no event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
@@ -190,5 +216,60 @@ impl futures_core::Stream for EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{HaltKind, HaltRecord};
+
+    #[test]
+    fn type_names_are_the_json_types_and_all_listed() {
+        let agent = AgentId::new("a").unwrap();
+        let record = HaltRecord {
+            kind: HaltKind::Safety,
+            rule: None,
+            reason: "r".into(),
+            at_ms: 1,
+            cause: Vec::new(),
+        };
+        let events = [
+            Event::Halt {
+                agent: agent.clone(),
+                record: record.clone(),
+            },
+            Event::Resume {
+                agent: agent.clone(),
+                by: "op".into(),
+                lifted: record,
+            },
+            Event::ApprovalRequested {
+                agent: agent.clone(),
+                approval: "a/s-1".into(),
+                tool: Arc::from("t"),
+                rule: Arc::from("r"),
+                reason: "why".into(),
+                expires_at_ms: 2,
+            },
+            Event::Restart {
+                agent,
+                team: "swarm".into(),
+                reason: "crash".into(),
+            },
+            Event::Escalation {
+                team: "swarm".into(),
+                reason: "too many".into(),
+            },
+        ];
+        for e in &events {
+            let json = serde_json::to_value(e).unwrap();
+            assert_eq!(json["type"], e.type_name());
+            assert!(Event::TYPES.contains(&e.type_name()));
+        }
+        let mut names = Event::TYPES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Event::TYPES.len());
     }
 }

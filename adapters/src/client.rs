@@ -78,8 +78,10 @@ impl ClientError {
 pub struct Answer {
     /// The HTTP status.
     pub status: u16,
-    /// The body.
+    /// The body as JSON (text that is not JSON becomes a JSON string).
     pub body: Value,
+    /// The body as it came (the policy's YAML, say, which may also parse as JSON).
+    pub text: String,
     /// Response headers the caller may need (`x-warden-policy-version`).
     pub policy_version: Option<u64>,
 }
@@ -180,10 +182,11 @@ impl Client {
             .limit(CLIENT_ANSWER_BYTES_MAX)
             .read_to_string()
             .map_err(transport)?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
         Ok(Answer {
             status,
             body,
+            text,
             policy_version,
         })
     }
@@ -298,11 +301,7 @@ impl Client {
     /// `GET /v1/policy`: the version and the YAML text in force.
     pub fn policy(&self) -> Result<(u64, String), ClientError> {
         let a = self.ok("GET", "/v1/policy", Body::None)?;
-        let text = match a.body {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        Ok((a.policy_version.unwrap_or(0), text))
+        Ok((a.policy_version.unwrap_or(0), a.text))
     }
 
     /// `PUT /v1/policy` with the YAML text.
@@ -332,7 +331,8 @@ pub enum Body {
 }
 
 impl Body {
-    /// Any serializable value as JSON.
+    /// Any serializable value as JSON (the wire types always serialize; a value that cannot
+    /// is sent as `null`, which the node refuses).
     pub fn json(v: &impl Serialize) -> Body {
         Body::Json(serde_json::to_value(v).unwrap_or(Value::Null))
     }

@@ -36,16 +36,8 @@ use crate::limits::{
     WEBHOOK_SECRET_LEN_MIN, WEBHOOK_SHUTDOWN_GRACE,
 };
 
-/// Event types a webhook may subscribe to.
-pub const EVENT_TYPES: [&str; 7] = [
-    "halt",
-    "approval_requested",
-    "approval_resolved",
-    "resume",
-    "restart",
-    "escalation",
-    "decision",
-];
+/// Event types a webhook may subscribe to: every event's `type`.
+pub const EVENT_TYPES: [&str; 7] = warden_actors::Event::TYPES;
 
 /// One webhook, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,20 +104,6 @@ struct Delivery {
     body: Vec<u8>,
 }
 
-/// The `type` an event has in JSON.
-fn event_type(e: &warden_actors::Event) -> &'static str {
-    use warden_actors::Event;
-    match e {
-        Event::Decision(_) => "decision",
-        Event::Halt { .. } => "halt",
-        Event::Resume { .. } => "resume",
-        Event::ApprovalRequested { .. } => "approval_requested",
-        Event::ApprovalResolved { .. } => "approval_resolved",
-        Event::Restart { .. } => "restart",
-        Event::Escalation { .. } => "escalation",
-    }
-}
-
 /// Running webhook delivery: a dispatcher task over the event stream and a thread per hook.
 pub struct Webhooks {
     dispatcher: tokio::task::JoinHandle<()>,
@@ -172,7 +150,7 @@ pub fn start(hooks: Vec<WebhookConfig>, mut events: EventStream) -> Webhooks {
                 }
             };
             // Decide on the type before any encoding: decisions can come a million a second.
-            let kind = event_type(&event);
+            let kind = event.type_name();
             if !senders
                 .iter()
                 .any(|(h, _)| h.events.iter().any(|e| e == kind))

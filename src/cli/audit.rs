@@ -35,7 +35,7 @@ pub enum AuditCommand {
         #[arg(long)]
         agent: Option<String>,
         /// Only entries of this kind (repeatable): agent_registered, decision, settlement,
-        /// halt, resume, approval, policy_change, note.
+        /// halt, resume, approval, policy_change, note, snapshot.
         #[arg(long = "kind")]
         kinds: Vec<String>,
         /// Only decisions and approval answers with this verdict: allow, deny,

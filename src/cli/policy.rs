@@ -36,7 +36,7 @@ pub enum PolicyCommand {
         /// The step, as step JSON: {"tool": ..., "action": ..., "args": {...}, "cost": {...}}.
         #[arg(long)]
         step: String,
-        /// Agent state JSON: {"agent", "team", "failures", "steps", "now" (RFC 3339, UTC) or
+        /// Agent state JSON: {"agent", "pool", "failures", "steps", "now" (RFC 3339, UTC) or
         /// "now_ms", "spent": {"steps", "tokens", "cost_usd", "risk"}}; all optional.
         #[arg(long)]
         state: Option<String>,
@@ -115,7 +115,9 @@ struct EvalOutput {
 #[serde(deny_unknown_fields)]
 struct EvalState {
     agent: Option<String>,
-    team: Option<String>,
+    /// The agent's pool (`team` is read as the same, for older scripts).
+    #[serde(alias = "team")]
+    pool: Option<String>,
     #[serde(default)]
     failures: u32,
     #[serde(default)]
@@ -154,7 +156,7 @@ fn eval(file: &Path, step: &str, state: Option<&str>) -> anyhow::Result<()> {
         .pools
         .first()
         .map_or("swarm".to_string(), |p| p.path.clone());
-    let team = state.team.clone().unwrap_or(root_name);
+    let team = state.pool.clone().unwrap_or(root_name);
     let agent = AgentId::new(state.agent.as_deref().unwrap_or("agent"))
         .context("--state agent is not a valid agent id")?;
     let account = agent_account(&policy, &team, &agent, &state.spent)?;

@@ -189,7 +189,7 @@ pub fn random_token() -> String {
 
 /// The hex BLAKE3 digest of a token: the node keeps and journals digests, never tokens.
 pub fn token_digest(token: &str) -> String {
-    blake3::hash(token.as_bytes()).to_hex().to_string()
+    warden_actors::ids::hex(blake3::hash(token.as_bytes()).as_bytes())
 }
 
 /// Why the operator token could not be had.

@@ -84,7 +84,7 @@ pub struct PolicyRecord {
 impl PolicyRecord {
     /// The hex BLAKE3 hash of a policy text.
     pub fn hash_of(text: &str) -> String {
-        blake3::hash(text.as_bytes()).to_hex().to_string()
+        warden_actors::ids::hex(blake3::hash(text.as_bytes()).as_bytes())
     }
 }
 

@@ -26,9 +26,9 @@ use rule::read_rules;
 use tools::read_tools;
 
 /// Largest policy text accepted.
-pub const MAX_POLICY_BYTES: usize = 1 << 20;
+pub const MAX_POLICY_BYTES: usize = Source::BYTES_MAX_DEFAULT;
 /// Deepest YAML nesting accepted.
-pub const MAX_NESTING: usize = 64;
+pub const MAX_NESTING: usize = Source::DEPTH_MAX_DEFAULT;
 /// Most rules in one policy.
 pub const MAX_RULES: usize = 100_000;
 
