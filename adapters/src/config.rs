@@ -2,7 +2,8 @@
 //! environment. [`read_config`] reads the file with every problem located (line:column);
 //! [`resolve`] applies, in one place, the precedence: flags over the environment
 //! (`WARDEN_OPERATOR_TOKEN`) over the file over the defaults, and yields the [`NodeConfig`]
-//! that [`crate::http::start`] runs.
+//! that [`crate::http::start`] runs. Relative paths (`data_dir`, `policy`) are taken from
+//! the working directory of `warden node`, as flags are, not from the config file's folder.
 //!
 //! ```yaml
 //! listen: 127.0.0.1:7700

@@ -3,6 +3,8 @@
 use anyhow::Context;
 use serde_json::{json, Value};
 
+use warden::adapters::http::wire::ReasonRequest;
+
 use super::remote::{Client, Remote};
 use super::shared::print_pretty;
 
@@ -61,11 +63,18 @@ pub fn run(args: AgentsArgs) -> anyhow::Result<()> {
         AgentsCommand::Show { id } => node.get(&format!("/v1/agents/{id}"))?,
         AgentsCommand::Halt { id, reason } => node.post(
             &format!("/v1/agents/{id}/halt"),
-            json!({ "reason": reason }),
+            &ReasonRequest {
+                reason: Some(reason.clone()),
+                by: None,
+            },
         )?,
-        AgentsCommand::Resume { id, by } => {
-            node.post(&format!("/v1/agents/{id}/resume"), json!({ "by": by }))?
-        }
+        AgentsCommand::Resume { id, by } => node.post(
+            &format!("/v1/agents/{id}/resume"),
+            &ReasonRequest {
+                reason: None,
+                by: Some(by.clone()),
+            },
+        )?,
     };
     if remote.json {
         return print_pretty(&out);

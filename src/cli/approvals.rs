@@ -1,7 +1,9 @@
 //! `warden approvals list|approve|deny`: steps a policy parked for a human, as the operator.
 
 use anyhow::bail;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use warden::adapters::http::wire::AnswerRequest;
 
 use super::remote::{Client, Remote};
 use super::shared::print_pretty;
@@ -51,11 +53,19 @@ pub fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
         ApprovalsCommand::List => node.get("/v1/approvals")?,
         ApprovalsCommand::Approve { id, by } => node.post(
             &format!("/v1/approvals/{id}"),
-            json!({"decision": "approve", "by": by}),
+            &AnswerRequest {
+                decision: "approve".into(),
+                reason: None,
+                by: Some(by.clone()),
+            },
         )?,
         ApprovalsCommand::Deny { id, by, reason } => node.post(
             &format!("/v1/approvals/{id}"),
-            json!({"decision": "deny", "by": by, "reason": reason}),
+            &AnswerRequest {
+                decision: "deny".into(),
+                reason: reason.clone(),
+                by: Some(by.clone()),
+            },
         )?,
     };
     if remote.json {

@@ -50,8 +50,9 @@ impl Client {
         Ok(self.0.ok("GET", path, Body::None)?.body)
     }
 
-    /// `POST path` with a JSON body.
-    pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        Ok(self.0.ok("POST", path, Body::Json(body))?.body)
+    /// `POST path` with a body of the API's wire types
+    /// ([`warden::adapters::http::wire`]).
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Value> {
+        Ok(self.0.ok("POST", path, Body::json(body))?.body)
     }
 }
