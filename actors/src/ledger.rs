@@ -368,7 +368,11 @@ impl Account {
             for dim in LedgerDim::ALL {
                 let want = amounts.get(dim);
                 // Billed but asking nothing: at least 1 must be left.
-                let need = if want == 0 && billing.bills(dim) { 1 } else { want };
+                let need = if want == 0 && billing.bills(dim) {
+                    1
+                } else {
+                    want
+                };
                 if need == 0 {
                     continue;
                 }

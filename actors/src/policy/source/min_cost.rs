@@ -25,7 +25,9 @@ pub(super) fn read_min_cost(r: &mut Reader, n: &Node, what: &str) -> MinCost {
                     if m > MAX_STEP_AMOUNT {
                         r.error(
                             v.pos,
-                            format!("{field} is above the largest accepted, {MAX_COST_USD} dollars"),
+                            format!(
+                                "{field} is above the largest accepted, {MAX_COST_USD} dollars"
+                            ),
                             None,
                         );
                         None

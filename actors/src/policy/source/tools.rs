@@ -34,8 +34,11 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             );
             continue;
         }
-        let Some(fields) = r.mapping(v, &format!("tool {name}"), &["action", "risk", "min_cost", "upstream"])
-        else {
+        let Some(fields) = r.mapping(
+            v,
+            &format!("tool {name}"),
+            &["action", "risk", "min_cost", "upstream"],
+        ) else {
             continue;
         };
         let mut action = None;
