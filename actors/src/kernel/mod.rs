@@ -104,6 +104,9 @@ pub struct AgentSnapshot {
     pub steps_allowed: u64,
     /// Steps allowed and not yet settled.
     pub open_steps: usize,
+    /// Steps whose reservation a `lost` halt released and whose late outcome would still be
+    /// charged.
+    pub released_steps: usize,
     /// Steps waiting for approval.
     pub pending_approvals: usize,
     /// Consecutive failures.
@@ -853,6 +856,7 @@ impl AgentKernel {
             steps_decided: self.next_seq - 1,
             steps_allowed: self.steps_allowed,
             open_steps: self.open.len(),
+            released_steps: self.released.order.len(),
             pending_approvals: self.parked.len(),
             consecutive_failures: self.consecutive_failures,
             explored: self.explored.len(),

@@ -127,6 +127,10 @@ pub struct AgentView {
     pub steps_allowed: u64,
     /// Steps allowed and not yet settled.
     pub open_steps: usize,
+    /// Steps whose reservation was released when the agent was halted as `lost`; their
+    /// outcomes are still accepted and charged.
+    #[serde(default)]
+    pub released_steps: usize,
     /// Steps waiting for approval.
     pub pending_approvals: usize,
     /// Consecutive failures.
@@ -164,6 +168,7 @@ impl AgentView {
             steps_decided: s.steps_decided,
             steps_allowed: s.steps_allowed,
             open_steps: s.open_steps,
+            released_steps: s.released_steps,
             pending_approvals: s.pending_approvals,
             consecutive_failures: s.consecutive_failures,
             limits: limits(&s.account.limits),
