@@ -595,7 +595,11 @@ fn the_page_shows_overrun_per_pool_and_per_agent() {
         "/v1/agents/spender/steps",
         Body::Json(json!({"tool": "files.write", "action": "write", "args": {"path": "/tmp/x"}})),
     );
-    assert_eq!((status, d["decision"].as_str()), (200, Some("allow")), "{d}");
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("allow")),
+        "{d}"
+    );
     let step = d["step"].as_str().unwrap();
     let (status, settled) = common::call(
         &spender,
