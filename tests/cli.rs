@@ -195,3 +195,40 @@ fn audit_verify_passes_an_intact_journal_and_names_the_first_bad_entry() {
     assert_eq!(none.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn policy_eval_shows_the_reservation_raised_to_the_tools_min_cost() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-min-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.yaml");
+    std::fs::write(
+        &file,
+        "version: 1
+defaults:
+  min_cost: {network: {tokens: 100}}
+tools:
+  llm.chat: {action: network, min_cost: {cost_usd: 0.001}}
+",
+    )
+    .unwrap();
+    let out = warden(&[
+        "policy",
+        "eval",
+        file.to_str().unwrap(),
+        "--step",
+        r#"{"tool": "llm.chat", "action": "network", "cost": {"tokens": 40}}"#,
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "allow", "{v}");
+    assert_eq!(
+        v["reserve"],
+        serde_json::json!({"steps": 1, "tokens": 100, "cost_micro_usd": 1000}),
+        "{v}"
+    );
+}

@@ -208,8 +208,8 @@ fn success(tokens: Option<u64>) -> OutcomeRequest {
     OutcomeRequest {
         status: OutcomeStatus::Success,
         cost: tokens.map(|tokens| CostRequest {
-            tokens,
-            cost_usd: None,
+            tokens: Some(tokens),
+            ..CostRequest::default()
         }),
     }
 }

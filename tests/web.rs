@@ -577,3 +577,53 @@ fn the_page_shows_a_halt_live_and_answers_approvals_by_clicking() {
     });
     eprintln!("web page test took {:?}", started.elapsed());
 }
+
+#[test]
+fn the_page_shows_overrun_per_pool_and_per_agent() {
+    if !browser_installed() {
+        return;
+    }
+    let node = Node::start("overrun");
+    let spender = node
+        .op
+        .with_token(&common::register(&node.op, "spender", "swarm"));
+    // The bundled policy gives each agent $5.00; the step reports $7.00: $2.00 no budget
+    // covers is overrun (and halts the agent).
+    let (status, d) = common::call(
+        &spender,
+        "POST",
+        "/v1/agents/spender/steps",
+        Body::Json(json!({"tool": "files.write", "action": "write", "args": {"path": "/tmp/x"}})),
+    );
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("allow")),
+        "{d}"
+    );
+    let step = d["step"].as_str().unwrap();
+    let (status, settled) = common::call(
+        &spender,
+        "POST",
+        &format!("/v1/agents/spender/steps/{step}/outcome"),
+        Body::Json(json!({"status": "success", "cost": {"cost_usd": 7.0}})),
+    );
+    assert_eq!(status, 200, "{settled}");
+    assert_eq!(settled["overrun"]["cost_micro_usd"], 2_000_000, "{settled}");
+
+    let browser = Browser::start("overrun");
+    browser.open(&format!("{}/#token={OPERATOR}", node.base));
+    browser.wait_status("live");
+    let text = |css: &str| {
+        browser.wait(&format!("{css} on the page"), || {
+            let v = browser.script(&format!(
+                "const e = document.querySelector('{css}'); return e && e.textContent"
+            ));
+            v.as_str().map(str::to_string)
+        })
+    };
+    let pool = text(r#"#pools tr[data-pool="swarm"] [data-overrun="cost_micro_usd"]"#);
+    assert!(pool.contains("overrun") && pool.contains('2'), "{pool}");
+    let agent = text(r#"#agents tr[data-agent-id="spender"] [data-overrun="cost_micro_usd"]"#);
+    assert!(agent.contains("overrun") && agent.contains('2'), "{agent}");
+    browser.screenshot_if_asked();
+}

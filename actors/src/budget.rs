@@ -16,6 +16,28 @@ use crate::ids::{check_name, IdError};
 /// 1,000,000 micro-risk.
 pub const MICROS_PER_UNIT: u64 = 1_000_000;
 
+/// Largest amount one step, one outcome or one tool's `min_cost` may carry in any dimension:
+/// 10^15 tokens, micro-dollars (one billion dollars) or units of a custom dimension. Checked
+/// where the amount enters (step and outcome JSON, the step builder, the policy); a bound
+/// this far below `u64::MAX` keeps sums of many such amounts exact.
+pub const MAX_STEP_AMOUNT: u64 = 1_000_000_000_000_000;
+
+/// Largest budget or pool limit in any ledger dimension: 10^18 (a million million dollars in
+/// micro-dollars). Checked at registration ([`Budgets::check`]).
+pub const MAX_LIMIT_AMOUNT: u64 = 1_000_000_000_000_000_000;
+
+/// Units (dollars, risk points) to integer micro-units: rounded to the nearest micro-unit,
+/// except that a positive amount below half a micro-unit becomes 1, never 0 (a cost that
+/// exists is never taken as zero). The caller checks that `units` is finite and in range.
+pub fn units_to_micros(units: f64) -> u64 {
+    let micros = (units * MICROS_PER_UNIT as f64).round() as u64;
+    if micros == 0 && units > 0.0 {
+        1
+    } else {
+        micros
+    }
+}
+
 /// The additive dimensions, in the order [`Amounts::builtin`] stores them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LedgerDim {
@@ -346,6 +368,26 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// Checks every amount against [`MAX_LIMIT_AMOUNT`]; the error names the first budget
+    /// over it.
+    pub fn check(&self) -> Result<(), String> {
+        let named = [
+            ("steps", self.steps),
+            ("tokens", self.tokens),
+            ("cost_micro_usd", self.cost_micro_usd),
+            ("risk_micro", self.risk_micro),
+        ];
+        let customs = self.custom.iter().map(|(d, v)| (d.as_str(), Some(*v)));
+        for (name, value) in named.into_iter().chain(customs) {
+            if let Some(v) = value.filter(|v| *v > MAX_LIMIT_AMOUNT) {
+                return Err(format!(
+                    "budget {name} = {v} is above the largest accepted, {MAX_LIMIT_AMOUNT}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The additive part, as ledger limits for the agent's own account.
     pub fn ledger_limits(&self) -> Limits {
         let mut limits = Limits::UNLIMITED

@@ -41,13 +41,68 @@ pub struct Shortfall {
     pub depth: usize,
     /// The dimension.
     pub dimension: Dimension,
-    /// What the step asked for.
+    /// What the step asked for (0: it declared nothing there, but is billed in the
+    /// dimension, which has nothing left; see [`Billing`]).
     pub requested: u64,
     /// What was left (limit - spent - reserved).
     pub available: u64,
     /// What would be left once every open reservation is released (limit - spent): zero means
     /// the dimension is used up for good.
     pub unspent: u64,
+    /// The account's limit in the dimension (0: the dimension is not granted at all).
+    pub limit: u64,
+}
+
+/// Which dimensions a reservation is *billed in* beyond what it asks for: a dimension it is
+/// billed in but asks nothing of must still have something left (at least 1) on every
+/// account of the path, or the reservation is refused, so an exhausted budget or pool refuses
+/// a step whatever it declares. Nothing extra is held.
+///
+/// `steps` is asked of every step; `risk` bills only what is asked. Tokens, money and every
+/// custom dimension bill unless exempted ([`MinCost::exempt`](crate::step::MinCost::exempt):
+/// a configured minimum of exactly 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Billing {
+    exempt_tokens: bool,
+    exempt_cost: bool,
+    exempt_custom: Vec<CustomDim>,
+    /// Only what is asked (no dimension billed beyond it): [`Account::reserve`].
+    asked_only: bool,
+}
+
+impl Billing {
+    /// Billed in tokens, money and every custom dimension, except the ones exempted here.
+    pub fn new(exempt_tokens: bool, exempt_cost: bool, exempt_custom: Vec<CustomDim>) -> Self {
+        Self {
+            exempt_tokens,
+            exempt_cost,
+            exempt_custom,
+            asked_only: false,
+        }
+    }
+
+    /// Billed only in what the reservation asks for.
+    pub fn asked_only() -> Self {
+        Self {
+            asked_only: true,
+            ..Self::default()
+        }
+    }
+
+    /// Is a reservation asking nothing of built-in `dim` still billed in it?
+    pub fn bills(&self, dim: LedgerDim) -> bool {
+        !self.asked_only
+            && match dim {
+                LedgerDim::Tokens => !self.exempt_tokens,
+                LedgerDim::CostMicroUsd => !self.exempt_cost,
+                LedgerDim::Steps | LedgerDim::RiskMicro => false,
+            }
+    }
+
+    /// Is a reservation asking nothing of custom `dim` still billed in it?
+    pub fn bills_custom(&self, dim: &CustomDim) -> bool {
+        !self.asked_only && !self.exempt_custom.contains(dim)
+    }
 }
 
 /// What remains, per built-in dimension, on a whole path: the minimum over the agent's account
@@ -100,6 +155,17 @@ impl AccountState {
         }
     }
 
+    fn limit_of(&self, dim: &Dimension) -> u64 {
+        match dim {
+            Dimension::Custom(c) => self.limits.custom(c),
+            Dimension::Steps => self.limits.get(LedgerDim::Steps),
+            Dimension::Tokens => self.limits.get(LedgerDim::Tokens),
+            Dimension::CostUsd => self.limits.get(LedgerDim::CostMicroUsd),
+            _ => self.limits.get(LedgerDim::RiskMicro),
+        }
+        .unwrap_or(u64::MAX)
+    }
+
     fn available_custom(&self, dim: &CustomDim) -> u64 {
         match self.limits.custom(dim) {
             None => u64::MAX,
@@ -150,6 +216,13 @@ pub struct AccountSnapshot {
 }
 
 impl AccountSnapshot {
+    /// What was really used: `spent + overrun` (settled usage, whether or not the budgets
+    /// could cover it). `spent + reserved <= limit` always holds; `used` may exceed the limit
+    /// by the overrun.
+    pub fn used(&self) -> Amounts {
+        self.spent.saturating_add(&self.overrun)
+    }
+
     /// `limit - spent - reserved` for one dimension, `None` when unlimited.
     pub fn remaining(&self, dim: LedgerDim) -> Option<u64> {
         self.limits.get(dim).map(|l| {
@@ -261,7 +334,8 @@ impl Account {
         (guards, accounts)
     }
 
-    /// Reserves `amounts` on this account and every ancestor, all or nothing.
+    /// Reserves `amounts` on this account and every ancestor, all or nothing, checking only
+    /// the dimensions it asks for ([`Billing::asked_only`]).
     ///
     /// On success the reservation must later be [settled](Account::settle) or
     /// [cancelled](Account::cancel); dropping the returned [`Reservation`] cancels it.
@@ -269,38 +343,56 @@ impl Account {
         self: &Arc<Self>,
         amounts: &Amounts,
     ) -> Result<(Reservation, Remaining), Shortfall> {
+        self.reserve_billed(amounts, &Billing::asked_only())
+    }
+
+    /// Reserves `amounts` on this account and every ancestor, all or nothing; a dimension
+    /// `billing` bills but `amounts` asks nothing of must have something left everywhere on
+    /// the path (the step is refused on an exhausted dimension, whatever it declares).
+    pub fn reserve_billed(
+        self: &Arc<Self>,
+        amounts: &Amounts,
+        billing: &Billing,
+    ) -> Result<(Reservation, Remaining), Shortfall> {
         let (mut guards, accounts) = self.lock_path();
         for (state, acc) in guards.iter().zip(accounts.iter()) {
+            let short = |dimension: Dimension, requested: u64, available: u64| Shortfall {
+                account: Arc::clone(&acc.name),
+                depth: acc.depth,
+                unspent: state.unspent(&dimension),
+                limit: state.limit_of(&dimension),
+                dimension,
+                requested,
+                available,
+            };
             for dim in LedgerDim::ALL {
                 let want = amounts.get(dim);
-                if want == 0 {
+                // Billed but asking nothing: at least 1 must be left.
+                let need = if want == 0 && billing.bills(dim) {
+                    1
+                } else {
+                    want
+                };
+                if need == 0 {
                     continue;
                 }
                 let available = state.available(dim);
-                if want > available {
-                    let dimension: Dimension = dim.into();
-                    return Err(Shortfall {
-                        account: Arc::clone(&acc.name),
-                        depth: acc.depth,
-                        unspent: state.unspent(&dimension),
-                        dimension,
-                        requested: want,
-                        available,
-                    });
+                if need > available {
+                    return Err(short(dim.into(), want, available));
                 }
             }
             for (dim, want) in amounts.custom_entries() {
                 let available = state.available_custom(dim);
                 if *want > available {
-                    let dimension = Dimension::Custom(dim.clone());
-                    return Err(Shortfall {
-                        account: Arc::clone(&acc.name),
-                        depth: acc.depth,
-                        unspent: state.unspent(&dimension),
-                        dimension,
-                        requested: *want,
-                        available,
-                    });
+                    return Err(short(Dimension::Custom(dim.clone()), *want, available));
+                }
+            }
+            for (dim, _) in state.limits.custom_entries() {
+                if amounts.custom(dim) == 0
+                    && billing.bills_custom(dim)
+                    && state.available_custom(dim) == 0
+                {
+                    return Err(short(Dimension::Custom(dim.clone()), 0, 0));
                 }
             }
         }
@@ -405,6 +497,28 @@ impl Account {
             charged,
             overrun,
         }
+    }
+
+    /// Charges usage for which nothing is reserved (a late outcome of a step whose
+    /// reservation was released, e.g. by a `lost` halt) on this account and every ancestor:
+    /// charged as far as every account has room, all or nothing per dimension, the rest
+    /// recorded as overrun, exactly as usage above a reservation is.
+    pub fn charge(self: &Arc<Self>, actual: &Amounts) -> Settlement {
+        let reservation = Reservation {
+            account: Some(Arc::clone(self)),
+            amounts: Amounts::ZERO,
+        };
+        self.settle(reservation, actual)
+    }
+
+    /// Charges as a journal recorded it (recovery of a late outcome): exactly `charged`
+    /// spent and `overrun` recorded on the whole path, whatever room it has now.
+    pub fn restore_charge(self: &Arc<Self>, charged: &Amounts, overrun: &Amounts) {
+        let reservation = Reservation {
+            account: Some(Arc::clone(self)),
+            amounts: Amounts::ZERO,
+        };
+        self.restore_settlement(reservation, charged, overrun);
     }
 
     /// Settles a reservation as a journal recorded it: the reservation is released and

@@ -56,7 +56,10 @@ pub mod yaml;
 pub use actor::{
     spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice, ParkedSink,
 };
-pub use budget::{Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MICROS_PER_UNIT};
+pub use budget::{
+    Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MAX_LIMIT_AMOUNT, MAX_STEP_AMOUNT,
+    MICROS_PER_UNIT,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{CauseLink, Decision, DecisionEvent, HaltKind, HaltRecord, Verdict};
 pub use event::{Event, EventBus, EventError, EventStream};
@@ -64,10 +67,12 @@ pub use ids::{AgentId, IdError, StepId};
 pub use kernel::{
     AgentKernel, AgentSnapshot, AgentState, ApprovalAnswer, ApprovalError, Decided, Judgement,
     KernelConfig, Outcome, OutcomeStatus, PendingApproval, PolicyContext, PolicyOutcome,
-    RateCommit, SettleError, SettleReport, StepPolicy,
+    RateCommit, SettleError, SettleReport, StepPolicy, MAX_RELEASED_STEPS,
 };
-pub use ledger::{Account, AccountSnapshot, Remaining, Reservation, Settlement, Shortfall};
+pub use ledger::{
+    Account, AccountSnapshot, Billing, Remaining, Reservation, Settlement, Shortfall,
+};
 pub use pool::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
 pub use record::{KernelRecord, Recorder};
 pub use stagnation::StagnationConfig;
-pub use step::{ActionClass, Cost, Step, StepError};
+pub use step::{ActionClass, Cost, CostError, MinCost, RawUsage, Step, StepError, Usage};

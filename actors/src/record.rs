@@ -55,7 +55,8 @@ pub enum KernelRecord {
         step_id: StepId,
         /// Success or failure.
         status: OutcomeStatus,
-        /// What it really used, as reported (`None`: exactly what was reserved).
+        /// What it really used: the report, with the dimensions it did not name as reserved
+        /// (`None` in journals written before every settlement recorded it: as reserved).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         actual: Option<Amounts>,
         /// What the ledger charged.
@@ -65,6 +66,10 @@ pub enum KernelRecord {
         /// What no pool could cover.
         #[serde(default, skip_serializing_if = "Amounts::is_zero")]
         overrun: Amounts,
+        /// The step's reservation had been released (a `lost` halt): nothing was held, and
+        /// recovery charges `charged` and `overrun` without a reservation to release.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        late: bool,
         /// When.
         at_ms: u64,
     },
@@ -140,6 +145,10 @@ pub struct AgentStateRecord {
     /// Allowed, unsettled steps and what each holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open: Vec<(StepId, Amounts)>,
+    /// Steps whose reservation was released while open (a `lost` halt) and what each had
+    /// held, oldest first: their late outcomes are still charged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<(StepId, Amounts)>,
     /// Steps parked for approval: their decision records (verdict require_approval).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parked: Vec<KernelRecord>,

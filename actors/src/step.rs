@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::budget::{Amounts, CustomDim, MICROS_PER_UNIT};
+use crate::budget::{
+    units_to_micros, Amounts, CustomDim, LedgerDim, MAX_STEP_AMOUNT, MICROS_PER_UNIT,
+};
 
 /// Longest tool name accepted.
 pub const MAX_TOOL_LEN: usize = 256;
@@ -20,7 +22,8 @@ pub const MAX_ARGS_DEPTH: usize = 32;
 pub const MAX_ARGS_NODES: usize = 10_000;
 /// Most custom cost entries on one step.
 pub const MAX_CUSTOM_COSTS: usize = 16;
-/// Largest money amount on one step: one billion dollars.
+/// Largest money amount on one step or outcome: one billion dollars
+/// ([`MAX_STEP_AMOUNT`] micro-dollars).
 pub const MAX_COST_USD: f64 = 1e9;
 /// Largest risk score on one step.
 pub const MAX_RISK: f64 = 1_000.0;
@@ -81,24 +84,85 @@ pub enum StepError {
     /// `args` had too many values.
     #[error("step.args holds more than {MAX_ARGS_NODES} values")]
     ArgsTooLarge,
-    /// A money amount was negative, not finite or too large.
-    #[error("step.cost.cost_usd = {0} is not an amount between 0 and {MAX_COST_USD}")]
-    BadCost(f64),
-    /// Both spellings of the money cost were given.
-    #[error("step.cost has both cost_usd and cost_micro_usd; give one")]
-    DuplicateCost,
+    /// A cost field was out of range or malformed.
+    #[error(transparent)]
+    Cost(#[from] CostError),
     /// A risk score out of range.
     #[error("step.signals.risk = {0} must be a number between 0 and {MAX_RISK}")]
     BadRisk(f64),
     /// A progress value out of range.
     #[error("step.signals.progress = {0} must be a number between 0 and 1")]
     BadProgress(f64),
-    /// A custom cost dimension had a bad name.
-    #[error("step.cost.custom: {0}")]
-    BadCustom(String),
-    /// Too many custom cost entries.
-    #[error("step.cost.custom has more than {MAX_CUSTOM_COSTS} entries")]
-    TooManyCustom,
+}
+
+/// Why an amount of a step's `cost` or an outcome's `cost` was refused. Each variant names
+/// the field (`step.cost.tokens`, `outcome.cost.custom.gpu_seconds`, ...).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[allow(missing_docs)] // the fields are named for what they hold
+pub enum CostError {
+    /// A dollar amount was negative, not finite or above [`MAX_COST_USD`].
+    #[error("{field} = {value} is not an amount of dollars between 0 and {MAX_COST_USD}")]
+    BadUsd { field: String, value: f64 },
+    /// Both spellings of the money amount were given.
+    #[error("{field} has both cost_usd and cost_micro_usd; give one")]
+    DuplicateMoney { field: String },
+    /// An integer amount above [`MAX_STEP_AMOUNT`].
+    #[error("{field} = {value} is above the largest amount accepted, {MAX_STEP_AMOUNT}")]
+    TooLarge { field: String, value: u64 },
+    /// A custom dimension with a bad name.
+    #[error("{field}: {reason}")]
+    BadCustom { field: String, reason: String },
+    /// Too many custom dimensions.
+    #[error("{field} has more than {MAX_CUSTOM_COSTS} entries")]
+    TooManyCustom { field: String },
+}
+
+/// Checks one integer amount against [`MAX_STEP_AMOUNT`].
+fn bounded(field: impl FnOnce() -> String, value: u64) -> Result<u64, CostError> {
+    if value > MAX_STEP_AMOUNT {
+        return Err(CostError::TooLarge {
+            field: field(),
+            value,
+        });
+    }
+    Ok(value)
+}
+
+/// Money given as dollars or as micro-dollars (not both), checked; `None` when neither.
+fn money(prefix: &str, usd: Option<f64>, micro: Option<u64>) -> Result<Option<u64>, CostError> {
+    match (usd, micro) {
+        (Some(_), Some(_)) => Err(CostError::DuplicateMoney {
+            field: prefix.to_string(),
+        }),
+        (Some(usd), None) => usd_micros(|| format!("{prefix}.cost_usd"), usd).map(Some),
+        (None, Some(m)) => bounded(|| format!("{prefix}.cost_micro_usd"), m).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Custom dimensions by name, checked (names, count, amounts), sorted by name.
+fn customs(
+    prefix: &str,
+    entries: impl ExactSizeIterator<Item = (String, u64)>,
+) -> Result<Vec<(CustomDim, u64)>, CostError> {
+    if entries.len() > MAX_CUSTOM_COSTS {
+        return Err(CostError::TooManyCustom {
+            field: format!("{prefix}.custom"),
+        });
+    }
+    let mut out: Vec<(CustomDim, u64)> = Vec::with_capacity(entries.len());
+    for (name, amount) in entries {
+        let dim = CustomDim::new(&name).map_err(|e| CostError::BadCustom {
+            field: format!("{prefix}.custom"),
+            reason: e.to_string(),
+        })?;
+        let amount = bounded(|| format!("{prefix}.custom.{name}"), amount)?;
+        match out.binary_search_by(|(d, _)| d.cmp(&dim)) {
+            Ok(i) => out[i].1 = amount,
+            Err(i) => out.insert(i, (dim, amount)),
+        }
+    }
+    Ok(out)
 }
 
 /// What a step expects to use. Money is integer micro-USD; floats exist only at the JSON edge.
@@ -150,6 +214,215 @@ impl Cost {
             a.set_custom(d.clone(), *v);
         }
         a
+    }
+}
+
+/// The least a step is reserved at, per dimension: its tool's `min_cost` in the policy,
+/// else its action class's default (`defaults.min_cost`). A step declaring less in a
+/// dimension is reserved at the minimum.
+///
+/// A dimension the minimum does not name (`None`, or a custom dimension without an entry)
+/// still *bills* the step: it is refused when that dimension has nothing left on its path,
+/// whatever it declares. A minimum of exactly 0 exempts the step from a dimension unless it
+/// declares some (see `docs/policy.md`, "What a step is billed in").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MinCost {
+    /// Tokens.
+    pub tokens: Option<u64>,
+    /// Money in micro-USD.
+    pub cost_micro_usd: Option<u64>,
+    /// Custom dimensions, sorted by name.
+    pub custom: Vec<(CustomDim, u64)>,
+}
+
+impl MinCost {
+    /// Per dimension, this minimum where it names the dimension, else `fallback`'s (a tool's
+    /// `min_cost` over its action class's default).
+    pub fn or(&self, fallback: &MinCost) -> MinCost {
+        let mut custom = fallback.custom.clone();
+        for (d, v) in &self.custom {
+            match custom.binary_search_by(|(c, _)| c.cmp(d)) {
+                Ok(i) => custom[i].1 = *v,
+                Err(i) => custom.insert(i, (d.clone(), *v)),
+            }
+        }
+        MinCost {
+            tokens: self.tokens.or(fallback.tokens),
+            cost_micro_usd: self.cost_micro_usd.or(fallback.cost_micro_usd),
+            custom,
+        }
+    }
+
+    /// True when nothing is configured.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_none() && self.cost_micro_usd.is_none() && self.custom.is_empty()
+    }
+
+    /// Raises `amounts` to the minimum in every dimension it names.
+    pub fn raise(&self, amounts: &mut Amounts) {
+        for (dim, min) in [
+            (LedgerDim::Tokens, self.tokens),
+            (LedgerDim::CostMicroUsd, self.cost_micro_usd),
+        ] {
+            if let Some(min) = min.filter(|m| *m > amounts.get(dim)) {
+                amounts.set(dim, min);
+            }
+        }
+        for (d, min) in &self.custom {
+            if *min > amounts.custom(d) {
+                amounts.set_custom(d.clone(), *min);
+            }
+        }
+    }
+
+    /// The dimensions a minimum of exactly 0 exempts (a step declaring nothing there is
+    /// not billed in them).
+    pub fn exempt(&self) -> crate::ledger::Billing {
+        crate::ledger::Billing::new(
+            self.tokens == Some(0),
+            self.cost_micro_usd == Some(0),
+            self.custom
+                .iter()
+                .filter(|(_, v)| *v == 0)
+                .map(|(d, _)| d.clone())
+                .collect(),
+        )
+    }
+}
+
+/// What an outcome reports a step really used, per dimension. A dimension it does not name
+/// is settled as reserved: an agent that reports only tokens pays the money it reserved,
+/// never nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    tokens: Option<u64>,
+    cost_micro_usd: Option<u64>,
+    custom: Vec<(CustomDim, u64)>,
+}
+
+impl Usage {
+    /// Reports nothing: every dimension settles as reserved.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reports tokens.
+    pub fn tokens(mut self, tokens: u64) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Reports money, in micro-USD.
+    pub fn cost_micro_usd(mut self, micro_usd: u64) -> Self {
+        self.cost_micro_usd = Some(micro_usd);
+        self
+    }
+
+    /// Reports a custom dimension.
+    pub fn custom(mut self, dim: CustomDim, amount: u64) -> Self {
+        match self.custom.binary_search_by(|(d, _)| d.cmp(&dim)) {
+            Ok(i) => self.custom[i].1 = amount,
+            Err(i) => self.custom.insert(i, (dim, amount)),
+        }
+        self
+    }
+
+    /// Reported tokens, if any.
+    pub fn reported_tokens(&self) -> Option<u64> {
+        self.tokens
+    }
+
+    /// Reported money in micro-USD, if any.
+    pub fn reported_cost_micro_usd(&self) -> Option<u64> {
+        self.cost_micro_usd
+    }
+
+    /// Reported custom dimensions.
+    pub fn reported_custom(&self) -> &[(CustomDim, u64)] {
+        &self.custom
+    }
+
+    /// True when no dimension is reported.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_none() && self.cost_micro_usd.is_none() && self.custom.is_empty()
+    }
+
+    /// Checks every reported amount against [`MAX_STEP_AMOUNT`] (the HTTP edge checks
+    /// while reading; the kernel checks again for library callers).
+    pub fn check(&self) -> Result<(), CostError> {
+        if let Some(t) = self.tokens {
+            bounded(|| "outcome.cost.tokens".into(), t)?;
+        }
+        if let Some(m) = self.cost_micro_usd {
+            bounded(|| "outcome.cost.cost_micro_usd".into(), m)?;
+        }
+        for (d, v) in &self.custom {
+            bounded(|| format!("outcome.cost.custom.{}", d.as_str()), *v)?;
+        }
+        Ok(())
+    }
+
+    /// What the step used: `reserved`, with every reported dimension replaced by the report.
+    /// `steps` and `risk` are always as reserved.
+    pub fn settle_against(&self, reserved: &Amounts) -> Amounts {
+        let mut actual = reserved.clone();
+        if let Some(t) = self.tokens {
+            actual.set(LedgerDim::Tokens, t);
+        }
+        if let Some(m) = self.cost_micro_usd {
+            actual.set(LedgerDim::CostMicroUsd, m);
+        }
+        for (d, v) in &self.custom {
+            actual.set_custom(d.clone(), *v);
+        }
+        actual
+    }
+}
+
+impl From<&Cost> for Usage {
+    /// A full report: tokens and money as given, and the custom dimensions listed (others
+    /// settle as reserved).
+    fn from(c: &Cost) -> Self {
+        Usage {
+            tokens: Some(c.tokens),
+            cost_micro_usd: Some(c.cost_micro_usd),
+            custom: c.custom.clone(),
+        }
+    }
+}
+
+/// The `cost` object of an outcome's JSON: every dimension a step can declare, each
+/// optional. Money is `cost_usd` (dollars) or `cost_micro_usd` (an integer), not both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    /// Tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Micro-dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micro_usd: Option<u64>,
+    /// Custom dimensions by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom: std::collections::BTreeMap<String, u64>,
+}
+
+impl RawUsage {
+    /// Checks the report as a step's cost is checked (names, bounds, one spelling of money);
+    /// errors name the field under `prefix` (e.g. `outcome.cost`).
+    pub fn parse(self, prefix: &str) -> Result<Usage, CostError> {
+        let tokens = match self.tokens {
+            Some(t) => Some(bounded(|| format!("{prefix}.tokens"), t)?),
+            None => None,
+        };
+        Ok(Usage {
+            tokens,
+            cost_micro_usd: money(prefix, self.cost_usd, self.cost_micro_usd)?,
+            custom: customs(prefix, self.custom.into_iter())?,
+        })
     }
 }
 
@@ -317,14 +590,7 @@ impl StepBuilder {
 
     /// Checks every field and makes the step.
     pub fn build(self) -> Result<Step, StepError> {
-        let mut custom = Vec::with_capacity(self.custom.len());
-        if self.custom.len() > MAX_CUSTOM_COSTS {
-            return Err(StepError::TooManyCustom);
-        }
-        for (name, amount) in self.custom {
-            let dim = CustomDim::new(&name).map_err(|e| StepError::BadCustom(e.to_string()))?;
-            custom.push((dim, amount));
-        }
+        let custom = customs("step.cost", self.custom.into_iter())?;
         validate(
             self.tool,
             self.action,
@@ -366,6 +632,8 @@ fn validate(
             return Err(StepError::BadProgress(p));
         }
     }
+    bounded(|| "step.cost.tokens".into(), tokens)?;
+    bounded(|| "step.cost.cost_micro_usd".into(), cost_micro_usd)?;
     let mut hasher = Fnv64::new();
     hasher.write(tool.as_bytes());
     hasher.write_u8(0xff);
@@ -386,7 +654,7 @@ fn validate(
         cost,
         signals: Signals {
             progress,
-            risk_micro: (risk * MICROS_PER_UNIT as f64).round() as u64,
+            risk_micro: units_to_micros(risk),
         },
         fingerprint,
         tool_key: tool_hasher.finish(),
@@ -518,20 +786,9 @@ impl TryFrom<RawStep> for Step {
     type Error = StepError;
 
     fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
-        let cost_micro_usd = match (raw.cost.cost_usd, raw.cost.cost_micro_usd) {
-            (Some(_), Some(_)) => return Err(StepError::DuplicateCost),
-            (Some(usd), None) => usd_to_micro(usd)?,
-            (None, Some(micro)) => micro,
-            (None, None) => 0,
-        };
-        if raw.cost.custom.len() > MAX_CUSTOM_COSTS {
-            return Err(StepError::TooManyCustom);
-        }
-        let mut custom = Vec::with_capacity(raw.cost.custom.len());
-        for (name, amount) in raw.cost.custom {
-            let dim = CustomDim::new(&name).map_err(|e| StepError::BadCustom(e.to_string()))?;
-            custom.push((dim, amount));
-        }
+        let cost_micro_usd =
+            money("step.cost", raw.cost.cost_usd, raw.cost.cost_micro_usd)?.unwrap_or(0);
+        let custom = customs("step.cost", raw.cost.custom.into_iter())?;
         validate(
             raw.tool,
             raw.action,
@@ -545,12 +802,21 @@ impl TryFrom<RawStep> for Step {
     }
 }
 
-/// Dollars (JSON number) to integer micro-dollars, rounded to the nearest micro-dollar.
-pub fn usd_to_micro(usd: f64) -> Result<u64, StepError> {
+/// Dollars (JSON number) to integer micro-dollars, rounded to the nearest micro-dollar; a
+/// positive amount below one micro-dollar becomes 1, never 0 ([`units_to_micros`]). Refused
+/// when negative, not finite or above [`MAX_COST_USD`].
+pub fn usd_to_micro(usd: f64) -> Result<u64, CostError> {
+    usd_micros(|| "cost_usd".into(), usd)
+}
+
+fn usd_micros(field: impl FnOnce() -> String, usd: f64) -> Result<u64, CostError> {
     if !(usd.is_finite() && (0.0..=MAX_COST_USD).contains(&usd)) {
-        return Err(StepError::BadCost(usd));
+        return Err(CostError::BadUsd {
+            field: field(),
+            value: usd,
+        });
     }
-    Ok((usd * MICROS_PER_UNIT as f64).round() as u64)
+    Ok(units_to_micros(usd))
 }
 
 impl<'de> Deserialize<'de> for Step {

@@ -8,7 +8,9 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use warden::actors::decision::RemainingView;
 use warden::actors::policy::{MatchedRule, PolicySet, Severity};
-use warden::actors::{Account, AgentId, Amounts, PolicyContext, PolicyOutcome, Step};
+use warden::actors::{
+    Account, AgentId, Amounts, LedgerDim, PolicyContext, PolicyOutcome, Step, StepPolicy,
+};
 
 use super::shared::{parse_rfc3339_utc, print_policy_errors, read};
 
@@ -106,6 +108,9 @@ struct EvalOutput {
     kind: Option<&'static str>,
     reason: String,
     risk_micro: u64,
+    /// What the step would reserve if admitted: what it declares, raised to its tool's (or
+    /// action class's) `min_cost`.
+    reserve: Amounts,
     remaining: RemainingView,
     matched: Vec<MatchedRule>,
 }
@@ -171,12 +176,17 @@ fn eval(file: &Path, step: &str, state: Option<&str>) -> anyhow::Result<()> {
     };
     let e = policy.evaluate(&ctx);
     let (decision, rule, kind, reason) = outcome_fields(&e.outcome);
+    let risk_micro = e.risk_floor_micro.max(step.signals().risk_micro());
+    let mut reserve = step.reservation();
+    reserve.set(LedgerDim::RiskMicro, risk_micro);
+    StepPolicy::min_cost(&policy, &step).raise(&mut reserve);
     let out = EvalOutput {
         decision,
         rule,
         kind,
         reason,
-        risk_micro: e.risk_floor_micro.max(step.signals().risk_micro()),
+        risk_micro,
+        reserve,
         remaining: RemainingView(account.remaining_on_path()),
         matched: e.matched,
     };

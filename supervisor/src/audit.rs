@@ -403,7 +403,8 @@ fn policy_section(t: &mut Tables, f: &Facts) {
     );
 }
 
-/// Spend, reservations and limits per pool and dimension.
+/// Spend, overrun (usage no budget covered: `spent + overrun` is what was used),
+/// reservations and limits per pool and dimension.
 fn spend_section(t: &mut Tables, pools: &[warden_actors::AccountSnapshot]) {
     t.section("Spend per pool");
     let dims = [
@@ -422,20 +423,29 @@ fn spend_section(t: &mut Tables, pools: &[warden_actors::AccountSnapshot]) {
         for d in dims {
             let spent = p.spent.get(d);
             let limit = p.limits.get(d);
-            if spent == 0 && limit.is_none() && p.reserved.get(d) == 0 {
+            let overrun = p.overrun.get(d);
+            if spent == 0 && overrun == 0 && limit.is_none() && p.reserved.get(d) == 0 {
                 continue;
             }
             rows.push(vec![
                 p.name.to_string(),
                 d.name().to_string(),
                 amount(d, spent),
+                amount(d, overrun),
                 amount(d, p.reserved.get(d)),
                 limit.map_or("unlimited".into(), |l| amount(d, l)),
             ]);
         }
     }
     t.table(
-        &["pool", "dimension", "spent", "reserved (open)", "limit"],
+        &[
+            "pool",
+            "dimension",
+            "spent",
+            "overrun (not covered)",
+            "reserved (open)",
+            "limit",
+        ],
         rows,
     );
 }

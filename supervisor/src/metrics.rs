@@ -19,8 +19,10 @@ pub const DURATION_BUCKETS: [f64; 13] = [
 pub const DURATION_SUFFIX: &str = "duration_seconds";
 
 /// Sets the gauges that describe the swarm now (`warden_agents`, `warden_budget_limit`,
-/// `warden_budget_spent_total`, `warden_budget_remaining`, `warden_approvals_pending`): one pass
-/// over pools and agents per scrape, nothing on the decision path.
+/// `warden_budget_spent_total`, `warden_budget_overrun_total`, `warden_budget_remaining`,
+/// `warden_approvals_pending`): one pass over pools and agents per scrape, nothing on the
+/// decision path. `spent` is what the ledger charged within the limits; `overrun` what was
+/// used beyond them (their sum is what was really used).
 pub fn refresh_gauges(swarm: &Swarm) {
     for (pool, running, halted) in swarm.agent_counts() {
         metrics::gauge!("warden_agents", "state" => "running", "pool" => pool.clone())
@@ -33,12 +35,19 @@ pub fn refresh_gauges(swarm: &Swarm) {
             let d = dim.key();
             metrics::counter!("warden_budget_spent_total", "pool" => pool.clone(), "dimension" => d)
                 .absolute(p.spent.get(dim));
+            metrics::counter!("warden_budget_overrun_total", "pool" => pool.clone(), "dimension" => d)
+                .absolute(p.overrun.get(dim));
             if let Some(limit) = p.limits.get(dim) {
                 metrics::gauge!("warden_budget_limit", "pool" => pool.clone(), "dimension" => d)
                     .set(limit as f64);
                 metrics::gauge!("warden_budget_remaining", "pool" => pool.clone(), "dimension" => d)
                     .set(p.remaining(dim).unwrap_or(0) as f64);
             }
+        }
+        for (dim, overrun) in p.overrun.custom_entries() {
+            let d = dim.as_str().to_string();
+            metrics::counter!("warden_budget_overrun_total", "pool" => pool.clone(), "dimension" => d)
+                .absolute(*overrun);
         }
     }
     metrics::gauge!("warden_approvals_pending").set(swarm.approvals().len() as f64);

@@ -1,6 +1,7 @@
 //! Recovery round trip: random operations on a journaled swarm (steps that fit or not,
-//! outcomes under and over their reservation, failures, safety halts that cascade, operator
-//! halts and resumes, approvals answered or left pending, team halts, snapshots with the
+//! outcomes under and over their reservation, reporting every dimension or only some,
+//! failures, safety halts that cascade, operator halts and resumes, `lost` halts that
+//! release reservations and the late outcomes charged after them, approvals answered or left pending, team halts, snapshots with the
 //! segments before them removed), then a fresh swarm rebuilt from the journal must hold
 //! exactly the same agents, spend, reservations, halts and pending approvals.
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::json;
 use warden_actors::policy::PolicySet;
-use warden_actors::{ActionClass, AgentId, ApprovalAnswer, Cost, Outcome, StepId, Verdict};
+use warden_actors::{
+    ActionClass, AgentId, ApprovalAnswer, Cost, HaltKind, Outcome, StepId, Usage, Verdict,
+};
 use warden_supervisor::journal::records::RecoveryClock;
 use warden_supervisor::journal::{Journal, JournalConfig};
 use warden_supervisor::{AgentSpec, Swarm, SwarmError, Target};
@@ -21,12 +24,12 @@ defaults:
   budgets: {steps: 40, tokens: 3000, failures: 3}
   stagnation: {repeat_limit: 3, window: 8}
 pools:
-  - {path: swarm, limits: {tokens: 12000}}
+  - {path: swarm, limits: {tokens: 12000, cost_usd: 0.05}}
   - {path: swarm/a, limits: {tokens: 6000}, cascade: {on: [safety], scope: siblings}}
   - {path: swarm/b, limits: {tokens: 6000}, cascade: {on: [external], scope: subtree}}
 tools:
   work: {action: read}
-  pay: {action: spend}
+  pay: {action: spend, min_cost: {cost_usd: 0.002}}
   bad: {action: execute}
 rules:
   - {id: pay-needs-a-human, match: {tool: pay}, decision: require_approval}
@@ -54,10 +57,13 @@ enum Op {
         agent: usize,
         pick: usize,
         used: u64,
+        /// 0: tokens and money; 1: tokens only; 2: money only; 3: nothing (as reserved).
+        report: u8,
         ok: bool,
     },
     Halt {
         agent: usize,
+        lost: bool,
     },
     Resume {
         agent: usize,
@@ -74,8 +80,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..5usize, 0..10u8, 0..1500u64).prop_map(|(agent, tool, tokens)| Op::Step { agent, tool, tokens }),
-        5 => (0..5usize, 0..8usize, 0..2000u64, prop::bool::weighted(0.7)).prop_map(|(agent, pick, used, ok)| Op::Outcome { agent, pick, used, ok }),
-        1 => (0..5usize).prop_map(|agent| Op::Halt { agent }),
+        5 => (0..5usize, 0..8usize, 0..2000u64, 0..4u8, prop::bool::weighted(0.7)).prop_map(|(agent, pick, used, report, ok)| Op::Outcome { agent, pick, used, report, ok }),
+        1 => (0..5usize, any::<bool>()).prop_map(|(agent, lost)| Op::Halt { agent, lost }),
         1 => (0..5usize).prop_map(|agent| Op::Resume { agent }),
         1 => (0..8usize, any::<bool>()).prop_map(|(pick, approve)| Op::Answer { pick, approve }),
         1 => Just(Op::HaltTeam),
@@ -106,12 +112,13 @@ fn state(swarm: &Swarm) -> Vec<String> {
         };
         let s = h.snapshot();
         out.push(format!(
-            "{name}: {:?} halt={:?} decided={} allowed={} open={} parked={} failures={} explored={} overrun={:?} spent={:?} reserved={:?}",
+            "{name}: {:?} halt={:?} decided={} allowed={} open={} released={} parked={} failures={} explored={} overrun={:?} spent={:?} reserved={:?}",
             s.state,
             s.halt.as_ref().map(|h| (h.kind, h.rule.clone(), h.reason.clone())),
             s.steps_decided,
             s.steps_allowed,
             s.open_steps,
+            s.released_steps,
             s.pending_approvals,
             s.consecutive_failures,
             s.explored,
@@ -210,6 +217,7 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
                 agent,
                 pick,
                 used,
+                report,
                 ok,
             } => {
                 if open[agent].is_empty() {
@@ -225,14 +233,23 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
                 } else {
                     Outcome::failure()
                 };
-                // Unknown steps (a lost halt released them) are fine to report.
-                let _ = h
-                    .outcome(step, outcome.with_actual(Cost::new(used, 0)))
-                    .await;
+                let outcome = match report {
+                    0 => outcome.with_actual(Cost::new(used, used)),
+                    1 => outcome.with_usage(Usage::new().tokens(used)),
+                    2 => outcome.with_usage(Usage::new().cost_micro_usd(used)),
+                    _ => outcome,
+                };
+                // Steps a lost halt released are settled late; none is unknown.
+                h.outcome(step, outcome).await.unwrap();
             }
-            Op::Halt { agent } => {
+            Op::Halt { agent, lost } => {
+                let kind = if lost {
+                    HaltKind::Lost
+                } else {
+                    HaltKind::External
+                };
                 let _ = swarm
-                    .halt(AgentId::new(AGENTS[agent].0).unwrap(), "drill")
+                    .halt_with_kind(AgentId::new(AGENTS[agent].0).unwrap(), kind, "drill")
                     .await;
             }
             Op::Resume { agent } => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::decision::HaltKind;
 use crate::ids::AgentId;
 use crate::ledger::Account;
-use crate::step::Step;
+use crate::step::{MinCost, Step};
 
 use super::DEFAULT_APPROVAL_TIMEOUT_MS;
 
@@ -23,6 +23,13 @@ pub trait StepPolicy: Send + Sync + 'static {
         0
     }
 
+    /// The least this step is reserved at, per dimension (its tool's `min_cost`, else its
+    /// action class's default), and the dimensions a minimum of 0 exempts it from. None by
+    /// default: the step is billed in every dimension and reserved at what it declares.
+    fn min_cost(&self, _step: &Step) -> MinCost {
+        MinCost::default()
+    }
+
     /// How long a `require_approval` step waits for an answer before it is denied.
     fn approval_timeout_ms(&self) -> u64 {
         DEFAULT_APPROVAL_TIMEOUT_MS
@@ -34,6 +41,7 @@ pub trait StepPolicy: Send + Sync + 'static {
         Judgement {
             outcome: self.evaluate(ctx),
             risk_floor_micro: self.risk_floor_micro(ctx.step),
+            min_cost: self.min_cost(ctx.step),
             approval_timeout_ms: self.approval_timeout_ms(),
             commit: None,
         }
@@ -50,6 +58,9 @@ pub struct Judgement {
     pub outcome: PolicyOutcome,
     /// The least risk charged (micro-units).
     pub risk_floor_micro: u64,
+    /// The least reserved in tokens, money and custom dimensions, and what a minimum of 0
+    /// exempts.
+    pub min_cost: MinCost,
     /// Approval timeout if the outcome asks for approval.
     pub approval_timeout_ms: u64,
     /// Rate limits to count once the step goes ahead.
@@ -61,6 +72,7 @@ impl std::fmt::Debug for Judgement {
         f.debug_struct("Judgement")
             .field("outcome", &self.outcome)
             .field("risk_floor_micro", &self.risk_floor_micro)
+            .field("min_cost", &self.min_cost)
             .field("rate_commit", &self.commit.is_some())
             .finish()
     }

@@ -18,7 +18,7 @@ mod hook;
 mod restore;
 mod settle;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use crate::ledger::{Account, AccountSnapshot, Remaining, Reservation, Shortfall}
 use crate::record::KernelRecord;
 use crate::rules;
 use crate::stagnation::{StagnationConfig, StagnationDetector, StagnationHit};
-use crate::step::Step;
+use crate::step::{MinCost, Step};
 
 pub use approvals::{ApprovalAnswer, ApprovalError, PendingApproval, DEFAULT_APPROVAL_TIMEOUT_MS};
 pub use hook::{Judgement, PolicyContext, PolicyOutcome, RateCommit, StepPolicy};
@@ -41,6 +41,11 @@ use approvals::{Parked, Parking};
 
 /// Default bound on steps allowed but not yet settled, per agent.
 pub const DEFAULT_MAX_OPEN_STEPS: usize = 1_024;
+/// Released steps remembered per agent: steps whose reservation was given back while they
+/// were open (a `lost` halt releases them), so that their late outcomes are still accepted
+/// and charged. Past this many, the oldest is forgotten and its outcome is refused as
+/// unknown (404 over HTTP), as before this memory existed.
+pub const MAX_RELEASED_STEPS: usize = 4_096;
 /// Distinct tools remembered per agent when exploration is unlimited (only the count matters
 /// then, and it saturates here).
 pub const MAX_EXPLORED_TRACKED: usize = 4_096;
@@ -99,6 +104,9 @@ pub struct AgentSnapshot {
     pub steps_allowed: u64,
     /// Steps allowed and not yet settled.
     pub open_steps: usize,
+    /// Steps whose reservation a `lost` halt released and whose late outcome would still be
+    /// charged.
+    pub released_steps: usize,
     /// Steps waiting for approval.
     pub pending_approvals: usize,
     /// Consecutive failures.
@@ -129,6 +137,7 @@ pub struct AgentKernel {
     consecutive_failures: u32,
     explored: HashSet<u64>,
     open: HashMap<StepId, Reservation>,
+    released: Released,
     parked: HashMap<StepId, Parked>,
     halt_denials: Vec<Decision>,
     paused_total_ms: u64,
@@ -148,11 +157,47 @@ impl std::fmt::Debug for AgentKernel {
     }
 }
 
+/// Steps whose reservation was released while they were open, with what each held, oldest
+/// first; at most [`MAX_RELEASED_STEPS`].
+#[derive(Debug, Default)]
+struct Released {
+    amounts: HashMap<StepId, Amounts>,
+    order: VecDeque<StepId>,
+}
+
+impl Released {
+    fn remember(&mut self, step: StepId, amounts: Amounts) {
+        if self.amounts.insert(step, amounts).is_none() {
+            self.order.push_back(step);
+        }
+        while self.order.len() > MAX_RELEASED_STEPS {
+            if let Some(old) = self.order.pop_front() {
+                self.amounts.remove(&old);
+            }
+        }
+    }
+
+    fn take(&mut self, step: StepId) -> Option<Amounts> {
+        let amounts = self.amounts.remove(&step)?;
+        self.order.retain(|s| *s != step);
+        Some(amounts)
+    }
+
+    /// Oldest first.
+    fn list(&self) -> Vec<(StepId, Amounts)> {
+        self.order
+            .iter()
+            .filter_map(|s| self.amounts.get(s).map(|a| (*s, a.clone())))
+            .collect()
+    }
+}
+
 /// What the policy said about a step that passed the checks before admission.
 struct Admission {
     /// The rule and message asking for approval, if any.
     approval: Option<(Arc<str>, String)>,
     risk_floor_micro: u64,
+    min_cost: MinCost,
     approval_timeout_ms: u64,
     rate_commit: Option<RateCommit>,
     /// The step's tool was not tried before.
@@ -190,6 +235,7 @@ impl AgentKernel {
             consecutive_failures: 0,
             explored: HashSet::new(),
             open: HashMap::new(),
+            released: Released::default(),
             parked: HashMap::new(),
             halt_denials: Vec::new(),
             paused_total_ms: 0,
@@ -310,8 +356,12 @@ impl AgentKernel {
 
     fn apply_halt(&mut self, record: HaltRecord) {
         if record.kind == HaltKind::Lost {
-            // A lost agent will never report its outcomes: give its holds back.
-            for (_, reservation) in self.open.drain() {
+            // A lost agent may never report its outcomes: give its holds back, and remember
+            // what each held, so an outcome that arrives after all is still charged.
+            let mut open: Vec<(StepId, Reservation)> = self.open.drain().collect();
+            open.sort_by_key(|(id, _)| *id);
+            for (step, reservation) in open {
+                self.released.remember(step, reservation.amounts().clone());
                 reservation.cancel();
             }
         }
@@ -437,6 +487,7 @@ impl AgentKernel {
         let Judgement {
             outcome,
             risk_floor_micro,
+            min_cost,
             approval_timeout_ms,
             commit: rate_commit,
         } = self.judge(step, step_id, now_ms);
@@ -459,6 +510,7 @@ impl AgentKernel {
         let admission = Admission {
             approval,
             risk_floor_micro,
+            min_cost,
             approval_timeout_ms,
             rate_commit,
             new_tool,
@@ -472,6 +524,7 @@ impl AgentKernel {
             return Judgement {
                 outcome: PolicyOutcome::Allow,
                 risk_floor_micro: 0,
+                min_cost: MinCost::default(),
                 approval_timeout_ms: DEFAULT_APPROVAL_TIMEOUT_MS,
                 commit: None,
             };
@@ -557,6 +610,7 @@ impl AgentKernel {
         let Admission {
             mut approval,
             risk_floor_micro,
+            min_cost,
             approval_timeout_ms,
             rate_commit,
             new_tool,
@@ -565,7 +619,11 @@ impl AgentKernel {
         if risk_floor_micro > amounts.get(LedgerDim::RiskMicro) {
             amounts.set(LedgerDim::RiskMicro, risk_floor_micro);
         }
-        let reserved = self.account.reserve(&amounts);
+        // A step declaring less than its tool's (or action class's) minimum is reserved at
+        // the minimum; every dimension not exempted by a minimum of 0 bills it, so a
+        // dimension with nothing left refuses it whatever it declares.
+        min_cost.raise(&mut amounts);
+        let reserved = self.account.reserve_billed(&amounts, &min_cost.exempt());
         if let (Ok(_), Some(commit)) = (&reserved, rate_commit) {
             // Budgets admitted the step: only now does it count against its rate limits. A
             // limit found full at this point (another agent took the last slot) applies the
@@ -667,7 +725,9 @@ impl AgentKernel {
                 now_ms,
             );
         }
-        if own && short.dimension != Dimension::Risk && settled_room == 0 {
+        // A budget of 0 grants nothing to use up: such steps are denied, and the agent may
+        // still take steps not billed in that dimension.
+        if own && short.dimension != Dimension::Risk && settled_room == 0 && short.limit > 0 {
             return self.halt_now(
                 step,
                 HaltKind::Exhaustion,
@@ -677,21 +737,32 @@ impl AgentKernel {
             );
         }
         let (rule, reason) = if own {
-            (
-                rules::budget(&short.dimension),
+            let reason = if short.limit == 0 {
+                format!("the agent's {dim} budget is 0; every step billed in {dim} is refused")
+            } else if short.requested == 0 {
+                format!(
+                    "the agent's {dim} budget has nothing left for now; the step declares no {dim} but is billed in it"
+                )
+            } else {
                 format!(
                     "step needs {} {dim} but only {} is left in the agent's budget",
                     short.requested, short.available
-                ),
-            )
+                )
+            };
+            (rules::budget(&short.dimension), reason)
         } else {
-            (
-                rules::pool(&short.account, &short.dimension),
+            let reason = if short.requested == 0 {
+                format!(
+                    "pool {} has no {dim} left; the step declares none but is billed in it",
+                    short.account
+                )
+            } else {
                 format!(
                     "pool {} has {} {dim} left; the step needs {}",
                     short.account, short.available, short.requested
-                ),
-            )
+                )
+            };
+            (rules::pool(&short.account, &short.dimension), reason)
         };
         self.deny(step, Arc::from(rule), reason)
     }
@@ -766,6 +837,12 @@ impl AgentKernel {
         self.open.len()
     }
 
+    /// Steps whose reservation was released while open (a `lost` halt) and whose late
+    /// outcome would still be accepted.
+    pub fn released_steps(&self) -> usize {
+        self.released.order.len()
+    }
+
     /// A copy of the state.
     pub fn snapshot(&self) -> AgentSnapshot {
         AgentSnapshot {
@@ -779,6 +856,7 @@ impl AgentKernel {
             steps_decided: self.next_seq - 1,
             steps_allowed: self.steps_allowed,
             open_steps: self.open.len(),
+            released_steps: self.released.order.len(),
             pending_approvals: self.parked.len(),
             consecutive_failures: self.consecutive_failures,
             explored: self.explored.len(),

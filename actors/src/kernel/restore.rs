@@ -123,6 +123,7 @@ impl AgentKernel {
             paused_since_ms: self.paused_since_ms,
             halt: self.halt.clone(),
             open,
+            released: self.released.list(),
             parked,
             spent: own.spent,
             overrun: own.overrun,
@@ -143,6 +144,9 @@ impl AgentKernel {
         for (id, amounts) in &s.open {
             let r = self.account.restore_reservation(amounts);
             self.open.insert(*id, r);
+        }
+        for (id, amounts) in &s.released {
+            self.released.remember(*id, amounts.clone());
         }
         for p in &s.parked {
             self.restore_decision_effects(p);
@@ -234,17 +238,24 @@ impl AgentKernel {
                 status,
                 charged,
                 overrun,
+                late,
                 at_ms,
                 ..
             } => {
                 self.last_seen_ms = self.last_seen_ms.max(*at_ms);
-                let reservation = self
-                    .open
-                    .remove(step_id)
-                    .ok_or_else(|| format!("settlement of step {step_id}, which is not open"))?;
                 // Exactly what was charged then (a halt it caused has its own record).
-                let account = Arc::clone(reservation.account());
-                account.restore_settlement(reservation, charged, overrun);
+                if *late {
+                    self.released.take(*step_id).ok_or_else(|| {
+                        format!("late settlement of step {step_id}, which was not released")
+                    })?;
+                    self.account.restore_charge(charged, overrun);
+                } else {
+                    let reservation = self.open.remove(step_id).ok_or_else(|| {
+                        format!("settlement of step {step_id}, which is not open")
+                    })?;
+                    let account = Arc::clone(reservation.account());
+                    account.restore_settlement(reservation, charged, overrun);
+                }
                 match status {
                     OutcomeStatus::Success => self.consecutive_failures = 0,
                     OutcomeStatus::Failure => self.consecutive_failures += 1,

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::LedgerDim;
+use crate::budget::{Amounts, LedgerDim};
 use crate::decision::{HaltKind, HaltRecord};
 use crate::ids::{AgentId, StepId};
 use crate::ledger::Settlement;
 use crate::record::KernelRecord;
 use crate::rules;
-use crate::step::Cost;
+use crate::step::{Cost, CostError, Usage};
 
 use super::AgentKernel;
 
@@ -21,8 +21,8 @@ use super::AgentKernel;
 pub struct Outcome {
     /// Success or failure.
     pub status: OutcomeStatus,
-    /// Real usage; `None` charges exactly what was reserved.
-    pub actual: Option<Cost>,
+    /// Real usage, per dimension; a dimension it does not name is settled as reserved.
+    pub usage: Usage,
 }
 
 impl Outcome {
@@ -30,7 +30,7 @@ impl Outcome {
     pub fn success() -> Self {
         Self {
             status: OutcomeStatus::Success,
-            actual: None,
+            usage: Usage::new(),
         }
     }
 
@@ -38,13 +38,20 @@ impl Outcome {
     pub fn failure() -> Self {
         Self {
             status: OutcomeStatus::Failure,
-            actual: None,
+            usage: Usage::new(),
         }
     }
 
-    /// Sets the real usage.
+    /// Reports tokens and money as `actual` gives them (and the custom dimensions it lists;
+    /// others settle as reserved).
     pub fn with_actual(mut self, actual: Cost) -> Self {
-        self.actual = Some(actual);
+        self.usage = Usage::from(&actual);
+        self
+    }
+
+    /// Reports exactly the dimensions `usage` names; the others settle as reserved.
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
         self
     }
 }
@@ -62,14 +69,19 @@ pub enum OutcomeStatus {
 /// Why an outcome could not be settled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettleError {
-    /// No open step has that id (never allowed, already settled, or released by a `lost` halt).
-    #[error("agent {agent} has no open step {step}: it was never allowed, is already settled, or was released when the agent was halted as lost")]
+    /// No open or released step has that id (never allowed, already settled, or released
+    /// so long ago that it is no longer remembered: see
+    /// [`MAX_RELEASED_STEPS`](super::MAX_RELEASED_STEPS)).
+    #[error("agent {agent} has no open step {step}: it was never allowed, is already settled, or was released (by a lost halt) longer ago than the last {} released steps", super::MAX_RELEASED_STEPS)]
     UnknownStep {
         /// The agent.
         agent: AgentId,
         /// The step.
         step: StepId,
     },
+    /// A reported amount is out of range; nothing was settled. Names the field.
+    #[error("{0}")]
+    BadUsage(String),
 }
 
 /// The result of settling an outcome.
@@ -79,31 +91,38 @@ pub struct SettleReport {
     pub settlement: Settlement,
     /// A halt the outcome caused (failures budget reached, or usage overran the budget).
     pub halt: Option<HaltRecord>,
+    /// The step's reservation had been released (a `lost` halt) before this outcome came:
+    /// it was charged with nothing held, as far as the budgets had room, the rest overrun.
+    pub late: bool,
 }
 
 impl AgentKernel {
-    /// Settles an allowed step with its outcome at `now_ms`.
+    /// Settles an allowed step with its outcome at `now_ms`. A dimension the outcome does
+    /// not report is settled as reserved. A step whose reservation was released while it was
+    /// open (a `lost` halt) is settled *late*: its usage is charged with nothing held, as far
+    /// as the agent's budget and pools have room; the rest is overrun.
     pub fn settle(
         &mut self,
         step: StepId,
         outcome: &Outcome,
         now_ms: u64,
     ) -> Result<SettleReport, SettleError> {
+        outcome
+            .usage
+            .check()
+            .map_err(|e: CostError| SettleError::BadUsage(e.to_string()))?;
         let mark = self.outbox_len();
-        let risk = self
-            .open
-            .get(&step)
-            .map_or(0, |r| r.amounts().get(LedgerDim::RiskMicro));
-        let report = self.settle_inner(step, outcome, now_ms)?;
+        let (report, actual) = self.settle_inner(step, outcome, now_ms)?;
         if self.outbox.is_some() {
             let s = &report.settlement;
             let record = KernelRecord::Settlement {
                 step_id: step,
                 status: outcome.status,
-                actual: outcome.actual.as_ref().map(|c| c.to_amounts(1, risk)),
+                actual: Some(actual),
                 charged: s.charged.clone(),
                 refunded: s.refunded.clone(),
                 overrun: s.overrun.clone(),
+                late: report.late,
                 at_ms: now_ms,
             };
             self.push_record(mark, || record);
@@ -116,20 +135,25 @@ impl AgentKernel {
         step: StepId,
         outcome: &Outcome,
         now_ms: u64,
-    ) -> Result<SettleReport, SettleError> {
-        self.last_seen_ms = self.last_seen_ms.max(now_ms);
-        let reservation = self
-            .open
-            .remove(&step)
-            .ok_or_else(|| SettleError::UnknownStep {
-                agent: self.id.clone(),
-                step,
-            })?;
-        let actual = match &outcome.actual {
-            None => reservation.amounts().clone(),
-            Some(cost) => cost.to_amounts(1, reservation.amounts().get(LedgerDim::RiskMicro)),
+    ) -> Result<(SettleReport, Amounts), SettleError> {
+        let (settlement, actual, late) = match self.open.remove(&step) {
+            Some(reservation) => {
+                let actual = outcome.usage.settle_against(reservation.amounts());
+                (reservation.settle(&actual), actual, false)
+            }
+            None => {
+                let held = self
+                    .released
+                    .take(step)
+                    .ok_or_else(|| SettleError::UnknownStep {
+                        agent: self.id.clone(),
+                        step,
+                    })?;
+                let actual = outcome.usage.settle_against(&held);
+                (self.account.charge(&actual), actual, true)
+            }
         };
-        let settlement = reservation.settle(&actual);
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
         match outcome.status {
             OutcomeStatus::Success => self.consecutive_failures = 0,
             OutcomeStatus::Failure => self.consecutive_failures += 1,
@@ -141,7 +165,8 @@ impl AgentKernel {
                     kind: HaltKind::Exhaustion,
                     rule: Some(Arc::from(rules::BUDGET_OVERRUN)),
                     reason: format!(
-                        "step {step} used more than its budget and the pools could cover: {} tokens, {} micro-USD not covered",
+                        "step {step} used more than {} and the pools could cover: {} tokens, {} micro-USD not covered",
+                        if late { "its budget (its reservation had been released)" } else { "its budget" },
                         settlement.overrun.get(LedgerDim::Tokens),
                         settlement.overrun.get(LedgerDim::CostMicroUsd)
                     ),
@@ -164,6 +189,13 @@ impl AgentKernel {
                 }
             }
         }
-        Ok(SettleReport { settlement, halt })
+        Ok((
+            SettleReport {
+                settlement,
+                halt,
+                late,
+            },
+            actual,
+        ))
     }
 }

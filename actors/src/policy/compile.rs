@@ -59,6 +59,8 @@ pub(super) struct Field {
 pub(super) struct ToolInfo {
     pub(super) action: ActionClass,
     pub(super) risk_micro: u64,
+    /// The tool's `min_cost` over its action class's default.
+    pub(super) min_cost: crate::step::MinCost,
 }
 
 /// The indexes being built, rule by rule.
@@ -211,6 +213,7 @@ impl PolicySet {
                 let info = ToolInfo {
                     action: t.action,
                     risk_micro: t.risk_micro,
+                    min_cost: t.min_cost.or(&doc.defaults.min_cost[t.action as usize]),
                 };
                 (Arc::clone(&t.name), info)
             })

@@ -44,7 +44,7 @@ use serde_json::Value;
 use crate::budget::Budgets;
 use crate::decision::{HaltKind, Verdict};
 use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepPolicy};
-use crate::step::Step;
+use crate::step::{MinCost, Step};
 
 pub use detect::Detector;
 pub use model::{PolicyDoc, PoolDef, Pos, RateScope, RuleDef, ToolDef};
@@ -518,6 +518,13 @@ impl StepPolicy for PolicySet {
         self.tools.get(step.tool()).map_or(0, |t| t.risk_micro)
     }
 
+    fn min_cost(&self, step: &Step) -> MinCost {
+        match self.tools.get(step.tool()) {
+            Some(t) => t.min_cost.clone(),
+            None => self.doc.defaults.min_cost[step.action() as usize].clone(),
+        }
+    }
+
     fn approval_timeout_ms(&self) -> u64 {
         self.doc.defaults.approval_timeout_ms
     }
@@ -527,6 +534,7 @@ impl StepPolicy for PolicySet {
         Judgement {
             outcome: e.outcome,
             risk_floor_micro: e.risk_floor_micro,
+            min_cost: StepPolicy::min_cost(self, ctx.step),
             approval_timeout_ms: self.doc.defaults.approval_timeout_ms,
             commit: e
                 .rate_ticket

@@ -9,7 +9,7 @@ use crate::budget::{Budgets, Limits};
 use crate::decision::{HaltKind, Verdict};
 use crate::pool::{Breaker, CascadeRule, RestartPolicy};
 use crate::stagnation::StagnationConfig;
-use crate::step::ActionClass;
+use crate::step::{ActionClass, MinCost};
 
 use super::detect::Detector;
 
@@ -27,6 +27,9 @@ pub struct Defaults {
     pub approval_timeout_ms: u64,
     /// Silence after which an agent is halted as `lost` (none by default).
     pub heartbeat_timeout_ms: Option<u64>,
+    /// The least a step is reserved at, per action class (indexed by `ActionClass as
+    /// usize`), where its tool's `min_cost` does not say.
+    pub min_cost: [MinCost; 5],
 }
 
 /// A pool: a team's shared budget and its team-level settings.
@@ -55,6 +58,9 @@ pub struct ToolDef {
     pub action: ActionClass,
     /// Base risk charged per call (micro-units); a step's own higher risk wins.
     pub risk_micro: u64,
+    /// The least a call is reserved at, per dimension it names (the action class's default
+    /// fills the others).
+    pub min_cost: MinCost,
     /// Where the enforcement proxy forwards allowed calls.
     pub upstream: Option<String>,
     /// Where it is written.

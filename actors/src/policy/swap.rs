@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::PolicySet;
 use crate::kernel::{Judgement, PolicyContext, PolicyOutcome, StepPolicy};
-use crate::step::Step;
+use crate::step::{MinCost, Step};
 
 struct Slot {
     policy: Arc<dyn StepPolicy>,
@@ -103,6 +103,10 @@ impl StepPolicy for SwappablePolicy {
 
     fn risk_floor_micro(&self, step: &Step) -> u64 {
         self.current.load().policy.risk_floor_micro(step)
+    }
+
+    fn min_cost(&self, step: &Step) -> MinCost {
+        self.current.load().policy.min_cost(step)
     }
 
     fn approval_timeout_ms(&self) -> u64 {

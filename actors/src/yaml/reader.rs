@@ -403,7 +403,7 @@ impl Reader {
             );
             return None;
         }
-        Some((v * crate::budget::MICROS_PER_UNIT as f64).round() as u64)
+        Some(crate::budget::units_to_micros(v))
     }
 
     /// A duration with units (`500ms`, `30s`, `10m`, `1h30m`, `2d`), in milliseconds; see

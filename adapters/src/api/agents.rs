@@ -114,6 +114,9 @@ fn budgets(mut budgets: Budgets, b: &BudgetsRequest) -> Result<Budgets, ApiError
     }
     budgets.failures = b.failures.or(budgets.failures);
     budgets.exploration = b.exploration.or(budgets.exploration);
+    budgets
+        .check()
+        .map_err(|e| ApiError::bad_request("bad_amount", e))?;
     Ok(budgets)
 }
 

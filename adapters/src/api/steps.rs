@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
-use warden_actors::{Cost, IdError, Outcome, OutcomeStatus, Step, StepId};
+use warden_actors::{IdError, Outcome, OutcomeStatus, Step, StepId};
 
-use super::agents::{handle, micros};
+use super::agents::handle;
 use crate::http::auth::AgentCaller;
 use crate::http::body::JsonObject;
 use crate::http::error::ApiError;
@@ -32,18 +32,19 @@ async fn step(
     Ok(Json(DecisionView::from(&decision)))
 }
 
-/// The outcome as the kernel takes it.
+/// The outcome as the kernel takes it: the dimensions the report names replace what was
+/// reserved, the others settle as reserved.
 fn outcome_of(body: &OutcomeRequest) -> Result<Outcome, ApiError> {
     let mut outcome = match body.status {
         OutcomeStatus::Success => Outcome::success(),
         OutcomeStatus::Failure => Outcome::failure(),
     };
     if let Some(c) = &body.cost {
-        let usd = match c.cost_usd {
-            Some(v) => micros("cost.cost_usd", v)?,
-            None => 0,
-        };
-        outcome = outcome.with_actual(Cost::new(c.tokens, usd));
+        let usage = c
+            .clone()
+            .parse("outcome.cost")
+            .map_err(|e| ApiError::bad_request("bad_outcome", e.to_string()))?;
+        outcome = outcome.with_usage(usage);
     }
     Ok(outcome)
 }

@@ -9,6 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use warden_actors::SettleError;
 use warden_supervisor::{AgentError, SwarmError};
 
 use crate::limits::FRAMEWORK_ERROR_BYTES_MAX;
@@ -118,7 +119,8 @@ impl From<AgentError> for ApiError {
         use StatusCode as S;
         let (status, code) = match &e {
             AgentError::Journal(_) => (S::SERVICE_UNAVAILABLE, "journal_unavailable"),
-            AgentError::Settle(_) => (S::NOT_FOUND, "unknown_step"),
+            AgentError::Settle(SettleError::UnknownStep { .. }) => (S::NOT_FOUND, "unknown_step"),
+            AgentError::Settle(SettleError::BadUsage(_)) => (S::BAD_REQUEST, "bad_outcome"),
             AgentError::NotAwaiting(..) => (S::NOT_FOUND, "not_awaiting"),
             AgentError::Interrupted(_) | AgentError::Unavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "agent_unavailable")

@@ -3,8 +3,13 @@
 //! ([`crate::client`]) reads the same types, so a shape is written once.
 //!
 //! Amounts are per dimension, keyed by [`LedgerDim::key`] (`steps`, `tokens`,
-//! `cost_micro_usd`, `risk_micro`, ...), in the ledger's integer units. Times are Unix
-//! milliseconds.
+//! `cost_micro_usd`, `risk_micro`) and by name for custom dimensions, in the ledger's integer
+//! units. Times are Unix milliseconds.
+//!
+//! Accounting shown: `spent` is what the ledger charged within the limits (so
+//! `spent + reserved <= limit` always), `overrun` what was used beyond what the budgets could
+//! cover (charged to nobody, and the agent that caused it is halted), `used` their sum: what
+//! was really used.
 
 use std::collections::BTreeMap;
 
@@ -52,14 +57,34 @@ pub fn per_dim(value: impl Fn(LedgerDim) -> Option<u64>) -> DimMap {
         .collect()
 }
 
-/// Every dimension's amount.
+/// Every built-in dimension's amount, and each custom dimension that has one.
 pub fn amounts(a: &Amounts) -> DimMap {
-    per_dim(|d| Some(a.get(d)))
+    let mut out = per_dim(|d| Some(a.get(d)));
+    for (d, v) in a.custom_entries() {
+        out.insert(d.as_str().to_string(), *v);
+    }
+    out
 }
 
-/// The limited dimensions' limits.
+/// The limited dimensions' limits, custom dimensions included.
 pub fn limits(l: &Limits) -> DimMap {
-    per_dim(|d| l.get(d))
+    let mut out = per_dim(|d| l.get(d));
+    for (d, v) in l.custom_entries() {
+        out.insert(d.as_str().to_string(), *v);
+    }
+    out
+}
+
+/// What is left of each limited dimension (custom ones included): limit - spent - reserved.
+fn remaining(a: &AccountSnapshot) -> DimMap {
+    let mut out = per_dim(|d| a.remaining(d));
+    for (d, limit) in a.limits.custom_entries() {
+        let left = limit
+            .saturating_sub(a.spent.custom(d))
+            .saturating_sub(a.reserved.custom(d));
+        out.insert(d.as_str().to_string(), left);
+    }
+    out
 }
 
 /// `POST /v1/agents`: every field optional.
@@ -132,6 +157,10 @@ pub struct AgentView {
     pub steps_allowed: u64,
     /// Steps allowed and not yet settled.
     pub open_steps: usize,
+    /// Steps whose reservation was released when the agent was halted as `lost`; their
+    /// outcomes are still accepted and charged.
+    #[serde(default)]
+    pub released_steps: usize,
     /// Steps waiting for approval.
     pub pending_approvals: usize,
     /// Consecutive failures.
@@ -142,6 +171,12 @@ pub struct AgentView {
     pub spent: DimMap,
     /// Reserved by open steps.
     pub reserved: DimMap,
+    /// Used beyond what its budget and pools could cover (not in `spent`).
+    #[serde(default)]
+    pub overrun: DimMap,
+    /// What it really used: `spent + overrun`.
+    #[serde(default)]
+    pub used: DimMap,
     /// Of the agent's own budget (pools above it may have less: a decision's `remaining` is
     /// the minimum over the path).
     pub remaining: DimMap,
@@ -163,12 +198,15 @@ impl AgentView {
             steps_decided: s.steps_decided,
             steps_allowed: s.steps_allowed,
             open_steps: s.open_steps,
+            released_steps: s.released_steps,
             pending_approvals: s.pending_approvals,
             consecutive_failures: s.consecutive_failures,
             limits: limits(&s.account.limits),
             spent: amounts(&s.account.spent),
             reserved: amounts(&s.account.reserved),
-            remaining: per_dim(|d| s.account.remaining(d)),
+            overrun: amounts(&s.account.overrun),
+            used: amounts(&s.account.used()),
+            remaining: remaining(&s.account),
             labels,
             token: None,
         }
@@ -226,7 +264,8 @@ impl From<&Decision> for DecisionView {
 pub struct OutcomeRequest {
     /// `success` or `failure`.
     pub status: warden_actors::OutcomeStatus,
-    /// What the step really used; absent: what it reserved.
+    /// What the step really used. Every dimension it does not name (the whole object
+    /// absent: every dimension) is settled as reserved.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -235,17 +274,10 @@ pub struct OutcomeRequest {
     pub cost: Option<CostRequest>,
 }
 
-/// A step's real usage as an outcome reports it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostRequest {
-    /// Tokens.
-    #[serde(default)]
-    pub tokens: u64,
-    /// US dollars.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<f64>,
-}
+/// A step's real usage as an outcome reports it: `tokens`, `cost_usd` or `cost_micro_usd`
+/// (not both), `custom` (by dimension name), each optional, checked as a step's `cost` is
+/// (bounds, names). The shape is the kernel's ([`warden_actors::RawUsage`]).
+pub type CostRequest = warden_actors::RawUsage;
 
 /// What settling an outcome did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -260,6 +292,10 @@ pub struct OutcomeView {
     pub overrun: DimMap,
     /// The halt the outcome caused, if any.
     pub halt: Option<HaltRecord>,
+    /// The step's reservation had been released (its agent was halted as `lost`) before the
+    /// outcome came: it was charged with nothing held, as far as the budgets had room.
+    #[serde(default)]
+    pub late: bool,
 }
 
 impl OutcomeView {
@@ -271,6 +307,7 @@ impl OutcomeView {
             refunded: amounts(&report.settlement.refunded),
             overrun: amounts(&report.settlement.overrun),
             halt: report.halt.clone(),
+            late: report.late,
         }
     }
 }
@@ -298,6 +335,13 @@ pub struct PoolView {
     pub spent: DimMap,
     /// Reserved under it.
     pub reserved: DimMap,
+    /// Used under it beyond what the budgets could cover (not in `spent`).
+    #[serde(default)]
+    pub overrun: DimMap,
+    /// What was really used under it: `spent + overrun` (may exceed the limit by the
+    /// overrun; `spent + reserved` never does).
+    #[serde(default)]
+    pub used: DimMap,
     /// What is left, per limited dimension.
     pub remaining: DimMap,
 }
@@ -309,7 +353,9 @@ impl From<&AccountSnapshot> for PoolView {
             limits: limits(&p.limits),
             spent: amounts(&p.spent),
             reserved: amounts(&p.reserved),
-            remaining: per_dim(|d| p.remaining(d)),
+            overrun: amounts(&p.overrun),
+            used: amounts(&p.used()),
+            remaining: remaining(p),
         }
     }
 }

@@ -5,8 +5,10 @@
 //! - this file: the document, `defaults`, budgets and limits;
 //! - `pools`: the pool tree and each pool's cascade, breaker and restart settings;
 //! - `tools`: the capability registry;
+//! - `min_cost`: minimum reservations (a tool's `min_cost`, `defaults.min_cost` per action);
 //! - `rule`: rules, their `match` conditions and rate limits.
 
+mod min_cost;
 mod pools;
 mod rule;
 mod tools;
@@ -108,6 +110,7 @@ pub(in crate::policy) fn read(r: &mut Reader, text: &str) -> Option<PolicyDoc> {
             stagnation: StagnationConfig::default(),
             approval_timeout_ms: crate::kernel::DEFAULT_APPROVAL_TIMEOUT_MS,
             heartbeat_timeout_ms: None,
+            min_cost: Default::default(),
         },
     };
     let default_decision = match get("default_decision") {
@@ -135,6 +138,7 @@ fn read_defaults(r: &mut Reader, n: &Node) -> Defaults {
         stagnation: StagnationConfig::default(),
         approval_timeout_ms: crate::kernel::DEFAULT_APPROVAL_TIMEOUT_MS,
         heartbeat_timeout_ms: None,
+        min_cost: Default::default(),
     };
     let Some(entries) = r.mapping(
         n,
@@ -144,6 +148,7 @@ fn read_defaults(r: &mut Reader, n: &Node) -> Defaults {
             "stagnation",
             "approval_timeout",
             "heartbeat_timeout",
+            "min_cost",
         ],
     ) else {
         return d;
@@ -175,6 +180,7 @@ fn read_defaults(r: &mut Reader, n: &Node) -> Defaults {
                 }
             }
             "heartbeat_timeout" => d.heartbeat_timeout_ms = r.duration_ms(v, "heartbeat_timeout"),
+            "min_cost" => d.min_cost = min_cost::read_class_min_costs(r, v),
             _ => {}
         }
     }

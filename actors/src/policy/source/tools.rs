@@ -1,10 +1,12 @@
-//! `tools:`: the capability registry (each tool's action class, base risk and upstream).
+//! `tools:`: the capability registry (each tool's action class, base risk, minimum
+//! reservation and upstream).
 
 use std::sync::Arc;
 
 use crate::yaml::{Entry, Node, Reader};
 
 use super::super::model::ToolDef;
+use super::min_cost::read_min_cost;
 use super::ACTIONS;
 
 pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
@@ -32,12 +34,16 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             );
             continue;
         }
-        let Some(fields) = r.mapping(v, &format!("tool {name}"), &["action", "risk", "upstream"])
-        else {
+        let Some(fields) = r.mapping(
+            v,
+            &format!("tool {name}"),
+            &["action", "risk", "min_cost", "upstream"],
+        ) else {
             continue;
         };
         let mut action = None;
         let mut risk_micro = 0;
+        let mut min_cost = Default::default();
         let mut upstream = None;
         for Entry {
             key: k, value: x, ..
@@ -46,6 +52,7 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             match &*k {
                 "action" => action = r.named(x, "action", &ACTIONS),
                 "risk" => risk_micro = r.micros(x, "risk", "2.0").unwrap_or(0),
+                "min_cost" => min_cost = read_min_cost(r, x, &format!("tool {name} min_cost")),
                 _ => {
                     if let Some(u) = r.text(x, "upstream") {
                         if u.starts_with("http://") || u.starts_with("https://") {
@@ -73,6 +80,7 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             name: Arc::from(&*name),
             action,
             risk_micro,
+            min_cost,
             upstream,
             pos: name_pos,
         });
