@@ -438,16 +438,16 @@ fn rate_limits_use_the_injected_clock_and_scope() {
     }
     let (v, rule, _) = c.eval(&p, &s, 0, 0, 1_000);
     assert_eq!((v, rule.as_deref()), (Verdict::Deny, Some("search-rate")));
-    assert_eq!(c.eval(&p, &s, 0, 0, 20_999).0, Verdict::Deny);
+    assert_eq!(c.eval(&p, &s, 0, 0, 60_999).0, Verdict::Deny);
     assert_eq!(
-        c.eval(&p, &s, 0, 0, 21_000).0,
+        c.eval(&p, &s, 0, 0, 61_000).0,
         Verdict::Allow,
-        "one call refills every 20 s"
+        "at most 3 in any minute: the window reopens when the first call is a minute old"
     );
     // Another agent has its own allowance for an agent-scoped limit...
     let mut d = Ctx::new("swarm/t");
     d.agent = AgentId::new("a2").unwrap();
-    assert_eq!(d.eval(&p, &s, 0, 0, 21_000).0, Verdict::Allow);
+    assert_eq!(d.eval(&p, &s, 0, 0, 61_000).0, Verdict::Allow);
     // ...but shares a team-scoped one.
     let f = step("web.fetch", ActionClass::Network, json!({}));
     assert_eq!(c.eval(&p, &f, 0, 0, 0).0, Verdict::Allow);

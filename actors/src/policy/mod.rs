@@ -47,7 +47,7 @@ use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepP
 use crate::step::Step;
 
 pub use detect::Detector;
-pub use model::{PolicyDoc, PoolDef, Pos, RateScope, RuleDef, ToolDef};
+pub use model::{PolicyDoc, PoolDef, Pos, RateMode, RateScope, RuleDef, ToolDef};
 pub use swap::SwappablePolicy;
 // The one diagnostic type of every YAML reader; kept here too, where it was first.
 pub use crate::yaml::{Diagnostic, Severity};

@@ -9,6 +9,7 @@ use crate::budget::LedgerDim;
 use crate::decision::Verdict;
 use crate::policy::detect::Detector;
 use crate::policy::glob;
+use crate::policy::rate::MAX_WINDOW_RATE;
 use crate::yaml::{one_of_hint, Entry, Node, Reader, Value};
 
 use super::super::model::*;
@@ -196,21 +197,34 @@ fn read_rule(r: &mut Reader, n: &Node) -> Option<RuleDef> {
 }
 
 fn read_rate(r: &mut Reader, n: &Node) -> Option<RateDef> {
-    let entries = r.mapping(n, "rate_limit", &["max", "per", "scope"])?;
+    let entries = r.mapping(n, "rate_limit", &["max", "per", "scope", "mode"])?;
     let mut max = None;
     let mut per = None;
     let mut scope = RateScope::Agent;
+    let mut mode = RateMode::Window;
+    let mut max_pos = n.pos;
     for Entry {
         key: k, value: v, ..
     } in entries
     {
         match &*k {
             "max" => {
+                max_pos = v.pos;
                 max = r
                     .uint(v, "rate_limit.max")
                     .filter(|m| *m > 0 && *m <= u32::MAX as u64)
             }
             "per" => per = r.duration_ms(v, "rate_limit.per").filter(|p| *p > 0),
+            "mode" => {
+                mode = r.named(
+                    v,
+                    "rate_limit.mode",
+                    &[
+                        (RateMode::Window.name(), RateMode::Window),
+                        (RateMode::Bucket.name(), RateMode::Bucket),
+                    ],
+                )?
+            }
             _ => {
                 scope = r.named(
                     v,
@@ -226,10 +240,21 @@ fn read_rate(r: &mut Reader, n: &Node) -> Option<RateDef> {
         }
     }
     match (max, per) {
+        (Some(max), Some(_)) if mode == RateMode::Window && max > u64::from(MAX_WINDOW_RATE) => {
+            r.error(
+                max_pos,
+                format!(
+                    "rate_limit.max = {max} is above {MAX_WINDOW_RATE}, the most a sliding window counts exactly"
+                ),
+                Some("use `mode: bucket` (a bucket refilled at max per `per`), or a shorter `per` with a smaller max".into()),
+            );
+            None
+        }
         (Some(max), Some(per_ms)) => Some(RateDef {
             max: max as u32,
             per_ms,
             scope,
+            mode,
         }),
         _ => {
             r.error(
