@@ -226,7 +226,7 @@ impl RateLimiter {
             .map(|(id, k)| (k.idle_at_us(), k.events(), id.clone()))
             .collect();
         // Furthest from idle first: those are kept.
-        order.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        order.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
         let (mut keys, mut events) = (0usize, 0usize);
         for (_, n, id) in order {
             if keys < keep_keys && events + n <= keep_events {
