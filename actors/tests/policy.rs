@@ -328,9 +328,17 @@ fn every_args_operator_works() {
     assert_eq!(matched, vec!["gt", "in"]);
 }
 
+/// [`policy`] with agents' budgets and pools, which `remaining_below` and `team` refer to.
+fn policy_with_pools_and_budgets(rules: &str) -> PolicySet {
+    let text = format!(
+        "version: 1\ndefaults:\n  budgets: {{steps: 100, tokens: 1000}}\npools:\n  - {{path: swarm}}\n  - {{path: swarm/research}}\ntools:\n  shell: {{action: execute}}\n  web.search: {{action: read}}\n  web.fetch: {{action: network}}\n  files.write: {{action: write}}\nrules:\n{rules}"
+    );
+    PolicySet::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn agent_state_conditions_match() {
-    let p = policy(concat!(
+    let p = policy_with_pools_and_budgets(concat!(
         "  - {id: failing, match: {action: write, failures: {at_least: 3}}, decision: deny}\n",
         "  - {id: late, match: {tool: web.search, steps: {at_least: 50}}, decision: require_approval}\n",
         "  - {id: low-tokens, match: {tool: web.fetch, remaining_below: {tokens: 0.5}}, decision: deny}\n",
