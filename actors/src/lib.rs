@@ -55,6 +55,7 @@ pub mod yaml;
 
 pub use actor::{
     spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice, ParkedSink,
+    StepStatus,
 };
 pub use budget::{Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MICROS_PER_UNIT};
 pub use clock::{Clock, ManualClock, SystemClock};
