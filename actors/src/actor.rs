@@ -311,11 +311,7 @@ impl AgentCore {
     /// Waits at most `timeout` for a parked step to be resolved, and returns where it stands
     /// then (still [`StepStatus::Pending`] if nobody answered in time). The decision is read,
     /// not collected: every reader gets it.
-    pub async fn wait_step_status(
-        &self,
-        step: StepId,
-        timeout: std::time::Duration,
-    ) -> StepStatus {
+    pub async fn wait_step_status(&self, step: StepId, timeout: std::time::Duration) -> StepStatus {
         let wait = async {
             loop {
                 let notified = self.resolved_notify.notified();

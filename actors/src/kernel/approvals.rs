@@ -241,8 +241,10 @@ impl AgentKernel {
             halt: None,
         };
         let waited_ms = p.expires_at_ms.saturating_sub(p.requested_at_ms);
-        let late = !matches!(answer, ApprovalAnswer::Timeout | ApprovalAnswer::Halted { .. })
-            && now_ms >= p.expires_at_ms;
+        let late = !matches!(
+            answer,
+            ApprovalAnswer::Timeout | ApprovalAnswer::Halted { .. }
+        ) && now_ms >= p.expires_at_ms;
         if late {
             return deny(format!(
                 "approval {} timed out: nobody answered within {waited_ms} ms; the answer ({}) came {} ms after the deadline",
@@ -253,7 +255,9 @@ impl AgentKernel {
         }
         let by = match answer {
             ApprovalAnswer::Approve { by } => by,
-            ApprovalAnswer::Deny { by, reason } => return deny(format!("denied by {by}: {reason}")),
+            ApprovalAnswer::Deny { by, reason } => {
+                return deny(format!("denied by {by}: {reason}"))
+            }
             ApprovalAnswer::Timeout => {
                 return deny(format!(
                     "nobody answered approval {} within {waited_ms} ms",
@@ -331,7 +335,8 @@ impl AgentKernel {
             parked.reservation.cancel();
             return;
         }
-        self.open.insert(parked.approval.step_id, parked.reservation);
+        self.open
+            .insert(parked.approval.step_id, parked.reservation);
         self.steps_allowed += 1;
         let key = parked.approval.step.tool_key();
         if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {

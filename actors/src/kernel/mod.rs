@@ -407,10 +407,7 @@ impl AgentKernel {
                 reason: d.reason.clone(),
                 reserved,
                 approval_expires_at_ms: decided.new_approval.as_ref().map(|p| p.expires_at_ms),
-                policy_version: decided
-                    .new_approval
-                    .as_ref()
-                    .map(|p| p.policy_version),
+                policy_version: decided.new_approval.as_ref().map(|p| p.policy_version),
                 at_ms: now_ms,
             };
             // Before any halt the decision caused, so the journal reads in causal order.

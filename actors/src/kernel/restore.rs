@@ -214,9 +214,8 @@ impl AgentKernel {
                         .unwrap_or(at_ms.saturating_add(DEFAULT_APPROVAL_TIMEOUT_MS)),
                     // Journals written before versions were recorded: the version in force
                     // at this point of the replay, which is the one it was judged under.
-                    policy_version: policy_version.unwrap_or_else(|| {
-                        self.policy.as_ref().map_or(0, |p| p.version())
-                    }),
+                    policy_version: policy_version
+                        .unwrap_or_else(|| self.policy.as_ref().map_or(0, |p| p.version())),
                 };
                 if self.parked.is_empty() {
                     self.paused_since_ms = Some(*at_ms);

@@ -11,6 +11,7 @@ use ractor::rpc::CallResult;
 use ractor::{MessagingErr, RpcReplyPort};
 use warden_actors::{
     AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, SettleError, SettleReport, Step, StepId,
+    StepStatus,
 };
 
 use super::{AgentEntry, AgentError, Swarm, SwarmError, SwarmInner};
@@ -138,6 +139,19 @@ impl AgentHandle {
             .await_resolution(step, Duration::from_millis(wait_ms))
             .await
             .ok_or_else(|| AgentError::NotAwaiting(self.id().clone(), step))
+    }
+
+    /// Where one of this agent's steps stands: parked for approval, resolved (its final
+    /// decision, read without collecting it), decided without a kept decision, or unknown.
+    pub fn step_status(&self, step: StepId) -> StepStatus {
+        self.entry.core.step_status(step)
+    }
+
+    /// Waits at most `timeout` for a parked step's final decision; returns where the step
+    /// stands then (still pending if nobody answered in time). Reads, never collects: an
+    /// [`await_approval`](Self::await_approval) or another reader still gets the decision.
+    pub async fn wait_step_status(&self, step: StepId, timeout: Duration) -> StepStatus {
+        self.entry.core.wait_step_status(step, timeout).await
     }
 
     /// A sign of life (keeps a `heartbeat_timeout` from halting the agent as `lost`).
