@@ -181,6 +181,17 @@ impl AgentHandle {
         self.entry.core.with_kernel(|k| k.snapshot())
     }
 
+    /// The agent that started this one, as registered ([`AgentSpec::parent`](crate::AgentSpec::parent)).
+    pub fn parent(&self) -> Option<&AgentId> {
+        self.entry.registration.parent.as_ref()
+    }
+
+    /// The agents this one depends on, as registered
+    /// ([`AgentSpec::depends_on`](crate::AgentSpec::depends_on)).
+    pub fn depends_on(&self) -> &[AgentId] {
+        &self.entry.registration.depends_on
+    }
+
     /// The agent's pool path.
     pub fn pool(&self) -> String {
         self.inner.tree.read().teams[self.entry.team]
