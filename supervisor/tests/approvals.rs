@@ -548,3 +548,48 @@ async fn an_agent_reads_and_waits_on_its_parked_step_without_collecting_it() {
     assert_eq!(a.await_approval(&parked).await.unwrap(), answered);
     swarm.shutdown().await;
 }
+
+#[tokio::test]
+async fn audit_replay_with_the_same_policy_reproduces_halt_resolutions_without_differences() {
+    let dir = temp_dir("replay");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let (swarm, journal, _) = open(&dir, &clock).await;
+    swarm
+        .reload_policy(&v2_halt().replace(
+            "args: {amount: {gt: 1000}}}, decision: halt",
+            "args: {amount: 666}}, decision: halt",
+        ))
+        .unwrap();
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
+        .await
+        .unwrap();
+    // Two parked steps, then a step the policy halts on: the halt ends both.
+    a.step(transfer(5_000)).await.unwrap();
+    a.step(transfer(6_000)).await.unwrap();
+    assert_eq!(a.step(transfer(666)).await.unwrap().decision, Verdict::Halt);
+    close(swarm, journal).await;
+
+    let (swarm, journal, entries) = open(&dir, &clock).await;
+    assert_eq!(approval_records(&entries).len(), 2);
+    close(swarm, journal).await;
+    let replay_clock = Arc::new(ManualClock::new(0));
+    let replayer = Swarm::builder()
+        .clock(Arc::clone(&replay_clock) as Arc<dyn Clock>)
+        .heartbeat_sweep_ms(0)
+        .policy_set(PolicySet::parse(V1).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let report = replayer
+        .replay_journal(&entries, &replay_clock, false)
+        .await
+        .unwrap();
+    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    assert_eq!(report.unapplied, 0, "every resolution applies");
+    let s = replayer.agent(&id("p1")).unwrap().snapshot();
+    assert_eq!((s.pending_approvals, s.open_steps), (0, 0));
+    assert!(s.halt.is_some());
+    replayer.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -354,10 +354,16 @@ impl AgentKernel {
         (rule, kind, reason): (Option<&str>, Option<HaltKind>, &str),
         at_ms: u64,
     ) -> Result<(), ApprovalError> {
-        let parked = self
-            .parked
-            .remove(&step)
-            .ok_or_else(|| ApprovalError::NotPending(PendingApproval::id_for(&self.id, step)))?;
+        let Some(parked) = self.parked.remove(&step) else {
+            // A halt's resolution of a step the halt already ended (`audit replay` judged the
+            // halting decision again, and its halt denied the step): nothing left to apply.
+            if matches!(answer, ApprovalAnswer::Halted { .. }) && self.halt.is_some() {
+                return Ok(());
+            }
+            return Err(ApprovalError::NotPending(PendingApproval::id_for(
+                &self.id, step,
+            )));
+        };
         self.resume_clock(at_ms);
         self.last_seen_ms = self.last_seen_ms.max(at_ms);
         // Journals written before the rule and reason were recorded: the answer's own.
