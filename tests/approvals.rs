@@ -372,9 +372,51 @@ fn an_approval_under_a_stricter_policy_is_denied_and_says_why() {
         "approved by alice, but policy version 2, in force since the step was parked under version 1, denies it: large transfers are frozen"
     );
     assert_eq!(node.op.agent("payer").unwrap().open_steps, 0);
+    // The operator CLI says so too, and exits 1: the approval did not go through.
+    let second = payer.step("payer", &transfer(4_000)).unwrap();
+    assert_eq!(
+        second.decision,
+        Verdict::Deny,
+        "new steps meet the new policy at once"
+    );
     let node = node.restart();
     let payer = common::client(&node.base, Some(&token));
     let after = payer.step_decision("payer", parked.step, None).unwrap();
     assert_eq!((after.decision, after.reason), (Verdict::Deny, d.reason));
     assert_eq!(node.op.agent("payer").unwrap().open_steps, 0);
+}
+
+#[test]
+fn the_operator_cli_exits_1_when_an_approval_does_not_go_through() {
+    let node = Node::start("cli", POLICY, None);
+    let payer = node.agent("payer");
+    payer.step("payer", &transfer(5_000)).unwrap();
+    payer.step("payer", &transfer(6_000)).unwrap();
+    let cli = |id: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["approvals", "approve", id, "--by", "alice"])
+            .env("WARDEN_NODE", &node.base)
+            .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = cli("payer/s-1");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("payer/s-1: allow (approved by alice)"),
+        "{text}"
+    );
+    node.op
+        .put_policy(&POLICY.replace("decision: require_approval", "decision: deny"))
+        .unwrap();
+    let (code, text) = cli("payer/s-2");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.starts_with("payer/s-2: deny (approved by alice, but policy version 2"),
+        "{text}"
+    );
 }
