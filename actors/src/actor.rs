@@ -76,6 +76,9 @@ impl AgentMetrics {
 
 /// Most final decisions of answered approvals kept for callers that have not collected them.
 pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 65_536;
+/// Most of them a journal snapshot keeps per agent (the latest): a snapshot entry must stay
+/// well under the journal's 1 MiB entry bound.
+pub const RESOLUTIONS_IN_SNAPSHOT_MAX: usize = 256;
 
 /// Where one of an agent's steps stands ([`AgentCore::step_status`]), for an agent asking how
 /// its step ended.
@@ -279,6 +282,24 @@ impl AgentCore {
         }
         self.announce_resolutions(vec![decision.clone()]);
         Ok((decision, halt))
+    }
+
+    /// The latest final decisions kept (at most [`RESOLUTIONS_IN_SNAPSHOT_MAX`], oldest
+    /// first), for a journal snapshot.
+    pub fn resolutions_for_snapshot(&self) -> Vec<crate::record::ResolvedRecord> {
+        let map = self.resolved.lock();
+        let skip = map.len().saturating_sub(RESOLUTIONS_IN_SNAPSHOT_MAX);
+        map.values()
+            .skip(skip)
+            .map(|d| crate::record::ResolvedRecord {
+                step_id: d.step,
+                decision: d.decision,
+                rule: d.rule.as_deref().map(str::to_string),
+                kind: d.kind,
+                reason: d.reason.clone(),
+                audit_seq: d.audit_seq,
+            })
+            .collect()
     }
 
     /// The final decision of an answered approval, if it is waiting to be collected.

@@ -174,6 +174,32 @@ pub struct AgentStateRecord {
     /// Stagnation history: recent progress values, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_progress: Vec<f64>,
+    /// Final decisions of resolved approvals still kept for the agent to read, oldest first
+    /// (the latest [`RESOLUTIONS_IN_SNAPSHOT_MAX`](crate::actor::RESOLUTIONS_IN_SNAPSHOT_MAX)):
+    /// the resolution records themselves are in the segments a snapshot lets go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<ResolvedRecord>,
+}
+
+/// A resolved approval's final decision, as a snapshot keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedRecord {
+    /// The step.
+    pub step_id: StepId,
+    /// Its final verdict.
+    pub decision: Verdict,
+    /// The final decision's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For a final halt: its kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<HaltKind>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The journal sequence number of the resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
 }
 
 /// Takes an agent's records as they happen. Called with the agent's kernel lock held: it must

@@ -593,3 +593,55 @@ async fn audit_replay_with_the_same_policy_reproduces_halt_resolutions_without_d
     replayer.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn final_decisions_survive_a_snapshot_that_lets_their_records_go() {
+    let dir = temp_dir("snapshot");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let (swarm, journal, _) = open(&dir, &clock).await;
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
+        .await
+        .unwrap();
+    a.step(transfer(5_000)).await.unwrap();
+    a.step(transfer(6_000)).await.unwrap();
+    let approved = swarm
+        .answer_approval("p1/s-1", ApprovalAnswer::Approve { by: "alice".into() })
+        .unwrap();
+    let denied = swarm
+        .answer_approval(
+            "p1/s-2",
+            ApprovalAnswer::Deny {
+                by: "bob".into(),
+                reason: "no".into(),
+            },
+        )
+        .unwrap();
+    let begin = swarm.write_snapshot().unwrap();
+    swarm.durable().await.unwrap();
+    journal.remove_segments_before(begin).unwrap();
+    close(swarm, journal).await;
+
+    let (swarm, journal, entries) = open(&dir, &clock).await;
+    assert!(
+        approval_records(&entries).is_empty(),
+        "the records are gone"
+    );
+    assert_eq!(
+        final_decision(&swarm, "p1", 1),
+        with_remaining_now(&swarm, &approved)
+    );
+    assert_eq!(final_decision(&swarm, "p1", 2).reason, denied.reason);
+    assert_eq!(final_decision(&swarm, "p1", 2).audit_seq, denied.audit_seq);
+    close(swarm, journal).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `d` with what is left on the path now (a restored decision reports today's remaining).
+fn with_remaining_now(swarm: &Swarm, d: &warden_actors::Decision) -> warden_actors::Decision {
+    let mut d = d.clone();
+    if let StepStatus::Final(now) = swarm.agent(&id("p1")).unwrap().step_status(d.step) {
+        d.remaining = now.remaining;
+    }
+    d
+}

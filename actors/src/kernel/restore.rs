@@ -127,6 +127,8 @@ impl AgentKernel {
             parked,
             spent: own.spent,
             overrun: own.overrun,
+            // Kept by the shell, not the kernel: `AgentCore` adds them.
+            resolved: Vec::new(),
         }
     }
 
@@ -151,6 +153,19 @@ impl AgentKernel {
         // After the parked steps, which set a pause of their own.
         self.paused_total_ms = s.paused_total_ms;
         self.paused_since_ms = s.paused_since_ms;
+        for r in &s.resolved {
+            let mut d = self.decision(
+                r.step_id,
+                r.decision,
+                r.rule.as_deref().map(Arc::from),
+                r.kind,
+                r.reason.clone(),
+                self.account.remaining_on_path(),
+            );
+            d.approval = Some(PendingApproval::id_for(&self.id, r.step_id));
+            d.audit_seq = r.audit_seq;
+            self.resolutions.push(d);
+        }
     }
 
     /// Applies a journaled change again (recovery). Effects are applied as recorded, not
