@@ -107,9 +107,17 @@ fn in_window(times: &VecDeque<u64>, per_ms: u64, now_ms: u64) -> usize {
     times.len() - times.partition_point(|t| t.saturating_add(per_ms) <= now_ms)
 }
 
-/// Checks one request against the state of its key. `Ok` with the key's state after counting
-/// the step, or `Err` with how long until it would pass (ms).
-fn check(state: Option<&KeyState>, def: &RateDef, now_ms: u64) -> Result<KeyState, u64> {
+/// What counting a step changes in its key, once every limit has passed.
+enum Count {
+    /// Bucket mode: the new TAT.
+    Tat(u64),
+    /// Window mode: the step's time joins the key's window.
+    Push,
+}
+
+/// Checks one request against the state of its key, changing nothing: `Ok` with what
+/// counting the step will change, or `Err` with how long until it would pass (ms).
+fn check(state: Option<&KeyState>, def: &RateDef, now_ms: u64) -> Result<Count, u64> {
     match def.mode {
         RateMode::Bucket => {
             let now = now_ms.saturating_mul(1_000);
@@ -122,39 +130,21 @@ fn check(state: Option<&KeyState>, def: &RateDef, now_ms: u64) -> Result<KeyStat
             if tat - now > tolerance {
                 return Err((tat - now - tolerance).div_ceil(1_000));
             }
-            Ok(KeyState::Tat(tat.saturating_add(emission)))
+            Ok(Count::Tat(tat.saturating_add(emission)))
         }
         RateMode::Window => {
-            let max = def.max as usize;
-            let mut times = match state {
-                Some(KeyState::Log { times, .. }) => {
-                    let counted = in_window(times, def.per_ms, now_ms);
-                    if counted >= max {
-                        // The oldest counted step leaves the window at its time + per.
-                        let oldest = times[times.len() - counted];
-                        return Err(oldest
-                            .saturating_add(def.per_ms)
-                            .saturating_sub(now_ms)
-                            .max(1));
-                    }
-                    times.clone()
+            if let Some(KeyState::Log { times, .. }) = state {
+                let counted = in_window(times, def.per_ms, now_ms);
+                if counted >= def.max as usize {
+                    // The oldest counted step leaves the window at its time + per.
+                    let oldest = times[times.len() - counted];
+                    return Err(oldest
+                        .saturating_add(def.per_ms)
+                        .saturating_sub(now_ms)
+                        .max(1));
                 }
-                _ => VecDeque::new(),
-            };
-            while times
-                .front()
-                .is_some_and(|t| t.saturating_add(def.per_ms) <= now_ms)
-            {
-                times.pop_front();
             }
-            // In order even if the clock went back.
-            let at = times.partition_point(|t| *t <= now_ms);
-            times.insert(at, now_ms);
-            debug_assert!(times.len() <= max);
-            Ok(KeyState::Log {
-                times,
-                per_ms: def.per_ms,
-            })
+            Ok(Count::Push)
         }
     }
 }
@@ -194,15 +184,42 @@ impl RateLimiter {
     /// it would pass, in milliseconds, and counts nothing.
     pub fn admit(&self, requests: &[RateRequest], now_ms: u64) -> Result<(), (usize, u64)> {
         let mut state = self.state.lock();
-        let mut updates: Vec<KeyState> = Vec::with_capacity(requests.len());
+        let mut counts: Vec<Count> = Vec::with_capacity(requests.len());
         for (i, r) in requests.iter().enumerate() {
             let key = state.keys.get(&(r.rule, Arc::clone(&r.key)));
-            updates.push(check(key, &r.def, now_ms).map_err(|retry_ms| (i, retry_ms))?);
+            counts.push(check(key, &r.def, now_ms).map_err(|retry_ms| (i, retry_ms))?);
         }
-        for (r, new) in requests.iter().zip(updates) {
-            let added = new.events();
-            let old = state.keys.insert((r.rule, Arc::clone(&r.key)), new);
-            state.events = state.events + added - old.map_or(0, |o| o.events());
+        for (r, change) in requests.iter().zip(counts) {
+            let key = state
+                .keys
+                .entry((r.rule, Arc::clone(&r.key)))
+                .or_insert(KeyState::Tat(0));
+            let before = key.events();
+            match change {
+                Count::Tat(tat) => *key = KeyState::Tat(tat),
+                Count::Push => {
+                    if !matches!(key, KeyState::Log { .. }) {
+                        *key = KeyState::Log {
+                            times: VecDeque::new(),
+                            per_ms: r.def.per_ms,
+                        };
+                    }
+                    if let KeyState::Log { times, per_ms } = key {
+                        while times
+                            .front()
+                            .is_some_and(|t| t.saturating_add(*per_ms) <= now_ms)
+                        {
+                            times.pop_front();
+                        }
+                        // In order even if the clock went back.
+                        let at = times.partition_point(|t| *t <= now_ms);
+                        times.insert(at, now_ms);
+                        debug_assert!(times.len() <= r.def.max as usize);
+                    }
+                }
+            }
+            let after = key.events();
+            state.events = state.events + after - before;
         }
         if state.keys.len() > self.max_keys || state.events > self.max_events {
             self.evict(&mut state, now_ms.saturating_mul(1_000));
