@@ -156,6 +156,31 @@ fn registration_refuses_unknown_parents_and_dependencies_with_a_400_naming_the_f
 }
 
 #[test]
+fn a_policy_whose_rule_names_no_pool_is_refused_at_load_with_line_column_and_a_hint() {
+    let node = Node::start("typo");
+    let typo = POLICY.replace("match: {tool: rm}", "match: {tool: rm, team: swarm/cerw}");
+    let (status, e) = common::call(
+        &node.op,
+        "PUT",
+        "/v1/policy",
+        Body::Text(typo, "application/yaml"),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_policy")),
+        "{e}"
+    );
+    let first = &e["error"]["details"][0];
+    assert_eq!(
+        (first["line"].as_u64(), first["col"].as_u64()),
+        (Some(12), Some(41)),
+        "{e}"
+    );
+    assert_eq!(first["hint"], "did you mean `swarm/crew`?", "{e}");
+    assert_eq!(node.op.policy().unwrap().0, 1, "the old policy stays");
+}
+
+#[test]
 fn subtree_and_dependents_cascades_fire_for_http_agents_across_a_restart() {
     let node = Node::start("cascade");
     let mut tokens = std::collections::HashMap::new();
