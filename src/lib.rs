@@ -43,7 +43,8 @@ pub use warden_actors::{
     ActionClass, AgentId, AgentSnapshot, AgentState, Amounts, Budgets, CauseLink, Clock, Cost,
     CustomDim, Decision, Dimension, Event, EventError, EventStream, HaltKind, HaltRecord,
     KernelConfig, LedgerDim, Limits, ManualClock, Outcome, OutcomeStatus, PolicyContext,
-    PolicyOutcome, StagnationConfig, Step, StepError, StepId, StepPolicy, SystemClock, Verdict,
+    PolicyOutcome, StagnationConfig, Step, StepError, StepId, StepPolicy, StepStatus, SystemClock,
+    Verdict,
 };
 pub use warden_supervisor::{
     AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, Layout, PoolSpec, RestartPolicy,

@@ -57,10 +57,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => ("warden", cli::policy::run(command)),
         Command::Audit(command) => ("warden", cli::audit::run(command)),
         Command::Agents(args) => ("warden", cli::agents::run(args).map(|()| ExitCode::SUCCESS)),
-        Command::Approvals(args) => (
-            "warden",
-            cli::approvals::run(args).map(|()| ExitCode::SUCCESS),
-        ),
+        Command::Approvals(args) => ("warden", cli::approvals::run(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("{prefix}: {e:#}");

@@ -102,6 +102,35 @@ fn policy_check_reports_errors_with_file_line_column_and_exits_1() {
 }
 
 #[test]
+fn policy_check_refuses_a_team_typo_and_remaining_below_without_a_budget() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-refs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("refs.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\ndefaults:\n  budgets: {tokens: 1000}\npools:\n  - {path: swarm}\n  - {path: swarm/research}\ntools:\n  shell: {action: execute}\nrules:\n  - {id: a, match: {tool: shell, team: swarm/reserch}, decision: halt, kind: safety}\n  - {id: b, match: {tool: shell, remaining_below: {cost_usd: 0.1}}, decision: deny}\n",
+    )
+    .unwrap();
+    let out = warden(&["policy", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f = file.display();
+    assert!(
+        text.contains(&format!(
+            "{f}:10:40: error: rule `a`: team `swarm/reserch` names no pool, so the rule would never match\n  hint: did you mean `swarm/research`?"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{f}:11:52: error: remaining_below.cost_usd: agents have no cost_usd budget"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("2 errors, 0 warnings"), "{text}");
+}
+
+#[test]
 fn policy_eval_prints_the_decision_and_every_matched_rule() {
     let file = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -76,6 +76,31 @@ impl AgentMetrics {
 
 /// Most final decisions of answered approvals kept for callers that have not collected them.
 pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 65_536;
+/// Most of them a journal snapshot keeps per agent (the latest): a snapshot entry must stay
+/// well under the journal's 1 MiB entry bound.
+pub const RESOLUTIONS_IN_SNAPSHOT_MAX: usize = 256;
+
+/// Where one of an agent's steps stands ([`AgentCore::step_status`]), for an agent asking how
+/// its step ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepStatus {
+    /// Parked for approval: its `require_approval` decision (what is left on the path now)
+    /// and when it times out.
+    Pending {
+        /// The `require_approval` decision.
+        decision: Decision,
+        /// When it is denied if nobody answers.
+        expires_at_ms: u64,
+    },
+    /// The final decision of a step that was parked: answered, timed out, or ended by a halt.
+    Final(Decision),
+    /// Decided, but no final decision is kept for it: it was never parked (its decision was
+    /// the answer to the step itself), or its resolution was collected or dropped (at most
+    /// [`MAX_UNCOLLECTED_RESOLUTIONS`] are kept per agent).
+    NotKept,
+    /// Not decided.
+    Unknown,
+}
 
 /// Everything about one agent that must outlive its actor: the kernel and its wiring.
 pub struct AgentCore {
@@ -174,7 +199,7 @@ impl AgentCore {
                 (false, Some(r)) => r.record(&self.id, records),
                 _ => None,
             };
-            let denials = k.take_halt_denials();
+            let denials = k.take_resolutions();
             // Stored before the kernel lock is released: whoever then finds the step no
             // longer parked is sure to find its final decision.
             self.store_resolutions(&denials);
@@ -213,25 +238,117 @@ impl AgentCore {
         self.resolved_notify.notify_waiters();
     }
 
-    /// Answers a parked step (approve, deny, timeout) and delivers its final decision.
+    /// Runs `f` with the kernel locked, for recovery and replay: final decisions of parked
+    /// steps it resolves are kept for whoever asks, but nothing is announced (they were,
+    /// when they happened) and nothing is recorded.
+    pub fn with_kernel_quiet<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> R {
+        let mut k = self.kernel.lock();
+        let out = f(&mut k);
+        let resolved = k.take_resolutions();
+        self.store_resolutions(&resolved);
+        out
+    }
+
+    /// Answers a parked step (approve, deny, timeout) at the clock's time and delivers its
+    /// final decision (with the journal sequence number of its resolution). An approval the
+    /// policy in force now halts on halts the agent: that halt is announced here and
+    /// returned, for the caller to spread (cascades).
     pub fn answer_approval(
         &self,
         step: StepId,
         answer: &ApprovalAnswer,
-    ) -> Result<Decision, ApprovalError> {
+    ) -> Result<(Decision, Option<HaltRecord>), ApprovalError> {
         let now = self.clock.now_ms();
-        let decision = self.with_kernel(|k| {
+        let (answered, seq) = self.with_kernel_recorded(|k| {
+            let was_halted = k.is_halted();
             let d = k.answer_approval(step, answer, now)?;
+            let halt = match was_halted {
+                false => k.halt_record().cloned(),
+                true => None,
+            };
+            // Stored under the kernel lock (see `with_kernel_recorded`); again below with the
+            // journal's sequence number, known once the records are handed over.
             self.store_resolutions(std::slice::from_ref(&d));
-            Ok::<_, ApprovalError>(d)
-        })?;
+            Ok::<_, ApprovalError>((d, halt))
+        });
+        let (mut decision, halt) = answered?;
+        if seq.is_some() {
+            // The resolution is the first record the answer made.
+            decision.audit_seq = seq;
+            self.store_resolutions(std::slice::from_ref(&decision));
+        }
+        if let Some(record) = &halt {
+            self.announce_halt(record);
+        }
         self.announce_resolutions(vec![decision.clone()]);
-        Ok(decision)
+        Ok((decision, halt))
+    }
+
+    /// The latest final decisions kept (at most [`RESOLUTIONS_IN_SNAPSHOT_MAX`], oldest
+    /// first), for a journal snapshot.
+    pub fn resolutions_for_snapshot(&self) -> Vec<crate::record::ResolvedRecord> {
+        let map = self.resolved.lock();
+        let skip = map.len().saturating_sub(RESOLUTIONS_IN_SNAPSHOT_MAX);
+        map.values()
+            .skip(skip)
+            .map(|d| crate::record::ResolvedRecord {
+                step_id: d.step,
+                decision: d.decision,
+                rule: d.rule.as_deref().map(str::to_string),
+                kind: d.kind,
+                reason: d.reason.clone(),
+                audit_seq: d.audit_seq,
+            })
+            .collect()
     }
 
     /// The final decision of an answered approval, if it is waiting to be collected.
     pub fn take_resolution(&self, step: StepId) -> Option<Decision> {
         self.resolved.lock().remove(&step)
+    }
+
+    /// Where step `step` stands: parked, resolved (its final decision is read, not
+    /// collected), decided without a kept decision, or unknown.
+    pub fn step_status(&self, step: StepId) -> StepStatus {
+        let k = self.kernel.lock();
+        if let Some((decision, expires_at_ms)) = k.parked_decision(step) {
+            return StepStatus::Pending {
+                decision,
+                expires_at_ms,
+            };
+        }
+        // Resolutions are stored before the kernel lock is released: a step no longer
+        // parked has its final decision here, if it is kept.
+        if let Some(d) = self.resolved.lock().get(&step) {
+            return StepStatus::Final(d.clone());
+        }
+        if k.has_decided(step) {
+            StepStatus::NotKept
+        } else {
+            StepStatus::Unknown
+        }
+    }
+
+    /// Waits at most `timeout` for a parked step to be resolved, and returns where it stands
+    /// then (still [`StepStatus::Pending`] if nobody answered in time). The decision is read,
+    /// not collected: every reader gets it.
+    pub async fn wait_step_status(&self, step: StepId, timeout: std::time::Duration) -> StepStatus {
+        let wait = async {
+            loop {
+                let notified = self.resolved_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let status = self.step_status(step);
+                if !matches!(status, StepStatus::Pending { .. }) {
+                    return status;
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(status) => status,
+            Err(_) => self.step_status(step),
+        }
     }
 
     /// Waits for the final decision of a parked step, at most `timeout`. The decision is

@@ -55,6 +55,7 @@ pub mod yaml;
 
 pub use actor::{
     spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice, ParkedSink,
+    StepStatus,
 };
 pub use budget::{
     Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MAX_LIMIT_AMOUNT, MAX_STEP_AMOUNT,

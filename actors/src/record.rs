@@ -46,6 +46,11 @@ pub enum KernelRecord {
         /// For require_approval: when the step is denied if nobody answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approval_expires_at_ms: Option<u64>,
+        /// For require_approval: the policy version it was judged under (an approval given
+        /// under another version judges the step again). Absent: the version in force when
+        /// the record is restored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy_version: Option<u64>,
         /// When.
         at_ms: u64,
     },
@@ -91,14 +96,29 @@ pub enum KernelRecord {
     /// The whole state of the agent at a journal snapshot (retention): with its
     /// registration, enough to rebuild the agent without the entries before it.
     State(Box<AgentStateRecord>),
-    /// A parked step was answered.
+    /// A parked step was resolved: answered by a human, timed out, or ended by a halt. Its
+    /// final verdict is applied as recorded (recovery never judges it again): `allow` opens
+    /// the step with its reservation, anything else releases the reservation.
     Approval {
         /// The step.
         step_id: StepId,
-        /// The answer.
+        /// The answer (`halted` when a halt of the agent ended the wait).
         answer: ApprovalAnswer,
-        /// The step's final verdict.
+        /// The step's final verdict: not always the answer's (an approval that came after
+        /// the deadline is a deny; one given under a newer, stricter policy is that policy's
+        /// verdict).
         decision: Verdict,
+        /// The rule of the final decision (the one that asked for approval, or the newer
+        /// policy's that overruled the approval). Absent in journals written before it was
+        /// recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// For a final `halt` (a newer policy halts on the approved step): the halt's kind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<HaltKind>,
+        /// Why the step ended so (the final decision's reason).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
         /// When.
         at_ms: u64,
     },
@@ -163,6 +183,32 @@ pub struct AgentStateRecord {
     /// Stagnation history: recent progress values, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_progress: Vec<f64>,
+    /// Final decisions of resolved approvals still kept for the agent to read, oldest first
+    /// (the latest [`RESOLUTIONS_IN_SNAPSHOT_MAX`](crate::actor::RESOLUTIONS_IN_SNAPSHOT_MAX)):
+    /// the resolution records themselves are in the segments a snapshot lets go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<ResolvedRecord>,
+}
+
+/// A resolved approval's final decision, as a snapshot keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedRecord {
+    /// The step.
+    pub step_id: StepId,
+    /// Its final verdict.
+    pub decision: Verdict,
+    /// The final decision's rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For a final halt: its kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<HaltKind>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The journal sequence number of the resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
 }
 
 /// Takes an agent's records as they happen. Called with the agent's kernel lock held: it must
@@ -239,6 +285,7 @@ mod tests {
             reason: String::new(),
             reserved: Some(reserved),
             approval_expires_at_ms: None,
+            policy_version: None,
             at_ms: 42,
         };
         let text = serde_json::to_string(&rec).unwrap();
@@ -252,6 +299,9 @@ mod tests {
                 reason: "no".into(),
             },
             decision: Verdict::Deny,
+            rule: Some("big-transfer".into()),
+            kind: None,
+            reason: "denied by ops: no".into(),
             at_ms: 9,
         };
         let back: KernelRecord =

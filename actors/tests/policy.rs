@@ -328,9 +328,17 @@ fn every_args_operator_works() {
     assert_eq!(matched, vec!["gt", "in"]);
 }
 
+/// [`policy`] with agents' budgets and pools, which `remaining_below` and `team` refer to.
+fn policy_with_pools_and_budgets(rules: &str) -> PolicySet {
+    let text = format!(
+        "version: 1\ndefaults:\n  budgets: {{steps: 100, tokens: 1000}}\npools:\n  - {{path: swarm}}\n  - {{path: swarm/research}}\ntools:\n  shell: {{action: execute}}\n  web.search: {{action: read}}\n  web.fetch: {{action: network}}\n  files.write: {{action: write}}\nrules:\n{rules}"
+    );
+    PolicySet::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn agent_state_conditions_match() {
-    let p = policy(concat!(
+    let p = policy_with_pools_and_budgets(concat!(
         "  - {id: failing, match: {action: write, failures: {at_least: 3}}, decision: deny}\n",
         "  - {id: late, match: {tool: web.search, steps: {at_least: 50}}, decision: require_approval}\n",
         "  - {id: low-tokens, match: {tool: web.fetch, remaining_below: {tokens: 0.5}}, decision: deny}\n",
@@ -438,16 +446,16 @@ fn rate_limits_use_the_injected_clock_and_scope() {
     }
     let (v, rule, _) = c.eval(&p, &s, 0, 0, 1_000);
     assert_eq!((v, rule.as_deref()), (Verdict::Deny, Some("search-rate")));
-    assert_eq!(c.eval(&p, &s, 0, 0, 20_999).0, Verdict::Deny);
+    assert_eq!(c.eval(&p, &s, 0, 0, 60_999).0, Verdict::Deny);
     assert_eq!(
-        c.eval(&p, &s, 0, 0, 21_000).0,
+        c.eval(&p, &s, 0, 0, 61_000).0,
         Verdict::Allow,
-        "one call refills every 20 s"
+        "at most 3 in any minute: the window reopens when the first call is a minute old"
     );
     // Another agent has its own allowance for an agent-scoped limit...
     let mut d = Ctx::new("swarm/t");
     d.agent = AgentId::new("a2").unwrap();
-    assert_eq!(d.eval(&p, &s, 0, 0, 21_000).0, Verdict::Allow);
+    assert_eq!(d.eval(&p, &s, 0, 0, 61_000).0, Verdict::Allow);
     // ...but shares a team-scoped one.
     let f = step("web.fetch", ActionClass::Network, json!({}));
     assert_eq!(c.eval(&p, &f, 0, 0, 0).0, Verdict::Allow);

@@ -247,6 +247,27 @@ impl Client {
         )
     }
 
+    /// `GET /v1/agents/{id}/steps/{step}`: the step's final decision, or, while it is parked
+    /// for approval, its `require_approval` decision. With `wait`, a parked step is waited on
+    /// (the node grants at most 60 s, and at most its request timeout; then it answers the
+    /// current state): this client's timeout is stretched by the wait.
+    pub fn step_decision(
+        &self,
+        id: &str,
+        step: StepId,
+        wait: Option<Duration>,
+    ) -> Result<DecisionView, ClientError> {
+        let path = format!("/v1/agents/{id}/steps/{step}");
+        match wait {
+            None => self.typed("GET", &path, Body::None),
+            Some(w) => self.with_timeout(CLIENT_TIMEOUT_DEFAULT + w).typed(
+                "GET",
+                &format!("{path}?wait={}ms", w.as_millis()),
+                Body::None,
+            ),
+        }
+    }
+
     /// `POST /v1/agents/{id}/steps/{step}/outcome`.
     pub fn outcome(
         &self,

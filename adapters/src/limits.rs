@@ -26,6 +26,25 @@ pub const ACCEPT_RETRY_MS: u64 = 50;
 /// How long in-flight requests get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Longest `?wait=` of `GET /v1/agents/{id}/steps/{step}` (a long poll on a parked step). The
+/// wait is also at most the node's `limits.request_timeout` ([`step_wait_cap_ms`]); at the
+/// bound the answer is the step's current state (still `require_approval`), and the agent
+/// asks again.
+pub const STEP_WAIT_MS_MAX: u64 = 60_000;
+
+/// The longest wait a step read grants on a node whose requests may take
+/// `request_timeout_ms`: at most [`STEP_WAIT_MS_MAX`], and at most one request timeout, so
+/// the wait ends (and is answered) before the connection's idle limit
+/// ([`IDLE_TIMEOUTS_PER_CONNECTION`] request timeouts) could cut it. The request deadline of
+/// a step read is one request timeout plus this.
+pub const fn step_wait_cap_ms(request_timeout_ms: u64) -> u64 {
+    if request_timeout_ms < STEP_WAIT_MS_MAX {
+        request_timeout_ms
+    } else {
+        STEP_WAIT_MS_MAX
+    }
+}
+
 /// Default page size of list endpoints (`?limit=`).
 pub const PAGE_ENTRIES_DEFAULT: usize = 1_000;
 /// Largest page size of list endpoints.
@@ -73,6 +92,11 @@ pub const CLIENT_ANSWER_BYTES_MAX: u64 = 256 << 20;
 const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);
 const _: () = assert!(REQUEST_TIMEOUT_MS_MIN <= REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(PAGE_ENTRIES_DEFAULT <= PAGE_ENTRIES_MAX);
+// A step read's whole life (one request timeout, then the longest wait) fits in the idle
+// limit of its connection, which nothing is written to while it waits.
+const _: () = assert!(IDLE_TIMEOUTS_PER_CONNECTION >= 2);
+// With the default request timeout, `?wait=30s` (the design's example) is granted whole.
+const _: () = assert!(step_wait_cap_ms(REQUEST_TIMEOUT_MS_DEFAULT) >= 30_000);
 // A token the node makes is long enough to be accepted as an operator token.
 const _: () = assert!(TOKEN_RANDOM_BYTES * 2 >= OPERATOR_TOKEN_LEN_MIN);
 // Every entry of a full page fits in what the client reads (an entry is well under 16 KiB).

@@ -1,5 +1,7 @@
 //! `warden approvals list|approve|deny`: steps a policy parked for a human, as the operator.
 
+use std::process::ExitCode;
+
 use anyhow::bail;
 use serde_json::Value;
 
@@ -21,7 +23,8 @@ pub struct ApprovalsArgs {
 enum ApprovalsCommand {
     /// Steps waiting for a human.
     List,
-    /// Let a waiting step go ahead.
+    /// Let a waiting step go ahead. Exits 1 if it does not: the answer came after the
+    /// deadline, or the policy in force now denies or halts the step.
     Approve {
         /// The approval id (`<agent>/<step>`).
         id: String,
@@ -42,8 +45,10 @@ enum ApprovalsCommand {
     },
 }
 
-/// Runs one `warden approvals` command against the node.
-pub fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
+/// Runs one `warden approvals` command against the node. Exit 1 when an approval does not
+/// end in an allow (it came after the deadline, or the policy in force now denies or halts
+/// the step): the line printed says why.
+pub fn run(args: ApprovalsArgs) -> anyhow::Result<ExitCode> {
     let ApprovalsArgs { remote, command } = args;
     if let ApprovalsCommand::Approve { id, .. } | ApprovalsCommand::Deny { id, .. } = &command {
         check_approval_id(id)?;
@@ -85,7 +90,13 @@ pub fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
             out["reason"].as_str().unwrap_or("")
         );
     }
-    Ok(())
+    let overruled = matches!(command, ApprovalsCommand::Approve { .. })
+        && out["decision"].as_str() != Some("allow");
+    Ok(if overruled {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Approval ids travel in URLs: `<agent>/s-<n>`, checked before anything is sent.

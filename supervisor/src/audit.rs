@@ -296,6 +296,9 @@ impl Facts {
                             warden_actors::ApprovalAnswer::Timeout => {
                                 ("timed out", "(nobody)".to_string())
                             }
+                            warden_actors::ApprovalAnswer::Halted { kind, .. } => {
+                                ("ended by a halt", format!("(halt: {kind})"))
+                            }
                         };
                         f.answers.push((
                             e.ts_ms,

@@ -1,17 +1,25 @@
 //! Steps parked until a human answers: the pending approval, the answer, and how an answer
 //! turns a parked step into an allowed or denied one.
+//!
+//! An answer is checked when it arrives, with the time it arrives (a parameter: the kernel
+//! reads no clock): one that comes at or after the deadline is a timeout (deny), whatever it
+//! says and whether or not the sweep has run. An approval given while another policy version
+//! is in force than the one the step was parked under is judged again by the policy in force:
+//! if that is stricter, it wins and its rule and reason are the final decision's. Every
+//! resolution is journaled with its final verdict, rule and reason ([`KernelRecord::Approval`]),
+//! and recovery applies that verdict as recorded.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{Decision, Verdict};
+use crate::decision::{Decision, HaltKind, HaltRecord, Verdict};
 use crate::ids::{AgentId, StepId};
 use crate::ledger::{Remaining, Reservation};
 use crate::record::KernelRecord;
 use crate::step::Step;
 
-use super::{AgentKernel, Decided, MAX_EXPLORED_TRACKED};
+use super::{AgentKernel, Decided, PolicyContext, PolicyOutcome, MAX_EXPLORED_TRACKED};
 
 /// Default time a step waits for a human before it is denied: 10 minutes.
 pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
@@ -34,8 +42,10 @@ pub struct PendingApproval {
     pub reason: String,
     /// When it was parked.
     pub requested_at_ms: u64,
-    /// When it is denied if nobody answers.
+    /// When it is denied if nobody answers; an answer at or after this time is too late.
     pub expires_at_ms: u64,
+    /// The policy version it was judged under (0 for a policy that never changes).
+    pub policy_version: u64,
 }
 
 impl PendingApproval {
@@ -63,6 +73,26 @@ pub enum ApprovalAnswer {
     },
     /// Nobody answered in time: denied.
     Timeout,
+    /// The agent was halted while the step waited: denied. The kernel records this itself
+    /// when a halt ends a parked step; given as an answer, it denies like `Deny`.
+    Halted {
+        /// The halt's kind.
+        kind: HaltKind,
+        /// The halt's reason.
+        reason: String,
+    },
+}
+
+impl ApprovalAnswer {
+    /// Who answered, and how, for messages: `approved by ops`.
+    fn describe(&self) -> String {
+        match self {
+            ApprovalAnswer::Approve { by } => format!("approved by {by}"),
+            ApprovalAnswer::Deny { by, .. } => format!("denied by {by}"),
+            ApprovalAnswer::Timeout => "no answer".into(),
+            ApprovalAnswer::Halted { kind, .. } => format!("the agent halted ({kind})"),
+        }
+    }
 }
 
 /// Why an approval could not be answered.
@@ -92,6 +122,13 @@ pub(super) struct Parked {
     pub(super) reservation: Reservation,
 }
 
+/// How a parked step ends: its final decision, and the halt it sets off (an approval that
+/// a newer policy halts on).
+struct Resolution {
+    decision: Decision,
+    halt: Option<HaltRecord>,
+}
+
 impl AgentKernel {
     /// Parks an admitted step until a human answers (its reservation held); while any step
     /// waits, the agent's wall time does not run.
@@ -118,6 +155,7 @@ impl AgentKernel {
             reason: reason.clone(),
             requested_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(timeout_ms),
+            policy_version: self.judged_under,
         };
         if self.parked.is_empty() {
             self.paused_since_ms = Some(now_ms);
@@ -145,89 +183,209 @@ impl AgentKernel {
         }
     }
 
-    /// Answers a parked step. Approve: the step becomes allowed and open (settle it as usual).
-    /// Deny or timeout: its reservation is released and it is denied. Either way the returned
-    /// decision is the step's final one.
+    /// Answers a parked step at `now_ms`, the time the answer arrived. Approve, in time: the
+    /// step becomes allowed and open (settle it as usual), unless a policy version other
+    /// than the one it was parked under is in force and judges it more strictly: then that
+    /// verdict is final (a halt halts the agent; see [`halt_record`](Self::halt_record)).
+    /// Deny, timeout, halted, or any answer at or after the deadline: its reservation is
+    /// released and it is denied. Either way the returned decision is the step's final one,
+    /// and it is journaled with its verdict, rule and reason.
     pub fn answer_approval(
         &mut self,
         step: StepId,
         answer: &ApprovalAnswer,
         now_ms: u64,
     ) -> Result<Decision, ApprovalError> {
-        let d = self.answer_approval_inner(step, answer, now_ms)?;
-        let len = self.outbox_len();
-        self.push_record(len, || KernelRecord::Approval {
-            step_id: step,
-            answer: answer.clone(),
-            decision: d.decision,
-            at_ms: now_ms,
-        });
-        Ok(d)
-    }
-
-    pub(super) fn answer_approval_inner(
-        &mut self,
-        step: StepId,
-        answer: &ApprovalAnswer,
-        now_ms: u64,
-    ) -> Result<Decision, ApprovalError> {
+        let mark = self.outbox_len();
         let parked = self
             .parked
             .remove(&step)
             .ok_or_else(|| ApprovalError::NotPending(PendingApproval::id_for(&self.id, step)))?;
         self.resume_clock(now_ms);
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
-        let rule = Some(Arc::clone(&parked.approval.rule));
-        match answer {
-            ApprovalAnswer::Approve { by } => {
-                self.open.insert(step, parked.reservation);
-                self.steps_allowed += 1;
-                let key = parked.approval.step.tool_key();
-                if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {
-                    self.explored.insert(key);
-                }
-                let mut d = self.decision(
-                    step,
-                    Verdict::Allow,
-                    rule,
-                    None,
-                    format!("approved by {by}"),
-                    self.account.remaining_on_path(),
-                );
-                d.approval = Some(parked.approval.id);
-                Ok(d)
-            }
+        let Resolution { decision, halt } = self.resolve(&parked, answer, now_ms);
+        self.apply_resolution(parked, decision.decision);
+        // Before the records of a halt it sets off, so recovery meets them in that order.
+        self.push_record(mark, || KernelRecord::Approval {
+            step_id: step,
+            answer: answer.clone(),
+            decision: decision.decision,
+            rule: decision.rule.as_deref().map(str::to_string),
+            kind: decision.kind,
+            reason: decision.reason.clone(),
+            at_ms: now_ms,
+        });
+        if let Some(record) = halt {
+            self.apply_halt(record);
+        }
+        Ok(decision)
+    }
+
+    /// The final decision for `answer` at `now_ms` (nothing changed yet).
+    fn resolve(&self, parked: &Parked, answer: &ApprovalAnswer, now_ms: u64) -> Resolution {
+        let p = &parked.approval;
+        let final_decision = |verdict, rule: Arc<str>, kind, reason| {
+            let mut d = self.decision(
+                p.step_id,
+                verdict,
+                Some(rule),
+                kind,
+                reason,
+                self.account.remaining_on_path(),
+            );
+            d.approval = Some(p.id.clone());
+            d
+        };
+        let deny = |reason| Resolution {
+            decision: final_decision(Verdict::Deny, Arc::clone(&p.rule), None, reason),
+            halt: None,
+        };
+        let waited_ms = p.expires_at_ms.saturating_sub(p.requested_at_ms);
+        let late = !matches!(
+            answer,
+            ApprovalAnswer::Timeout | ApprovalAnswer::Halted { .. }
+        ) && now_ms >= p.expires_at_ms;
+        if late {
+            return deny(format!(
+                "approval {} timed out: nobody answered within {waited_ms} ms; the answer ({}) came {} ms after the deadline",
+                p.id,
+                answer.describe(),
+                now_ms - p.expires_at_ms
+            ));
+        }
+        let by = match answer {
+            ApprovalAnswer::Approve { by } => by,
             ApprovalAnswer::Deny { by, reason } => {
-                parked.reservation.cancel();
-                let mut d = self.decision(
-                    step,
-                    Verdict::Deny,
-                    rule,
-                    None,
-                    format!("denied by {by}: {reason}"),
-                    self.account.remaining_on_path(),
-                );
-                d.approval = Some(parked.approval.id);
-                Ok(d)
+                return deny(format!("denied by {by}: {reason}"))
             }
             ApprovalAnswer::Timeout => {
-                parked.reservation.cancel();
-                let mut d = self.decision(
-                    step,
-                    Verdict::Deny,
-                    rule,
-                    None,
-                    format!(
-                        "nobody answered approval {} within {} ms",
-                        parked.approval.id,
-                        parked.approval.expires_at_ms - parked.approval.requested_at_ms
-                    ),
-                    self.account.remaining_on_path(),
-                );
-                d.approval = Some(parked.approval.id);
-                Ok(d)
+                return deny(format!(
+                    "nobody answered approval {} within {waited_ms} ms",
+                    p.id
+                ))
+            }
+            ApprovalAnswer::Halted { kind, reason } => {
+                return deny(format!(
+                    "agent halted ({kind}) while the step waited: {reason}"
+                ))
+            }
+        };
+        let approved = || Resolution {
+            decision: final_decision(
+                Verdict::Allow,
+                Arc::clone(&p.rule),
+                None,
+                format!("approved by {by}"),
+            ),
+            halt: None,
+        };
+        let Some((version, outcome)) = self.rejudge(parked, now_ms) else {
+            return approved();
+        };
+        let overruled = |what: &str, reason: &str| {
+            format!(
+                "approved by {by}, but policy version {version}, in force since the step was parked under version {}, {what} it: {reason}",
+                p.policy_version
+            )
+        };
+        match outcome {
+            PolicyOutcome::Allow | PolicyOutcome::RequireApproval { .. } => approved(),
+            PolicyOutcome::Deny { rule, reason } => Resolution {
+                decision: final_decision(Verdict::Deny, rule, None, overruled("denies", &reason)),
+                halt: None,
+            },
+            PolicyOutcome::Halt { rule, kind, reason } => {
+                let reason = overruled("halts the agent on", &reason);
+                Resolution {
+                    halt: Some(HaltRecord {
+                        kind,
+                        rule: Some(Arc::clone(&rule)),
+                        reason: reason.clone(),
+                        at_ms: now_ms,
+                        cause: Vec::new(),
+                    }),
+                    decision: final_decision(Verdict::Halt, rule, Some(kind), reason),
+                }
             }
         }
+    }
+
+    /// An approved step judged again by the policy in force, if that is another version than
+    /// the one it was parked under.
+    fn rejudge(&self, parked: &Parked, now_ms: u64) -> Option<(u64, PolicyOutcome)> {
+        let policy = self.policy.as_ref()?;
+        let step = &parked.approval.step;
+        let team = self.account.parent().map_or("", |p| &**p.name());
+        let ctx = PolicyContext {
+            agent: &self.id,
+            step,
+            consecutive_failures: self.consecutive_failures,
+            steps_decided: parked.approval.step_id.seq() - 1,
+            now_ms,
+            team,
+            account: &self.account,
+        };
+        policy.rejudge_approved(&ctx, parked.approval.policy_version)
+    }
+
+    /// The effect of a final verdict on a parked step (already taken out of `parked`): an
+    /// allow opens it with its reservation, anything else releases the reservation.
+    fn apply_resolution(&mut self, parked: Parked, verdict: Verdict) {
+        if verdict != Verdict::Allow {
+            parked.reservation.cancel();
+            return;
+        }
+        self.open
+            .insert(parked.approval.step_id, parked.reservation);
+        self.steps_allowed += 1;
+        let key = parked.approval.step.tool_key();
+        if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {
+            self.explored.insert(key);
+        }
+    }
+
+    /// Recovery: applies a journaled resolution as recorded (its verdict, not judged again)
+    /// and keeps its final decision for whoever asks after the restart.
+    pub(super) fn restore_approval(
+        &mut self,
+        step: StepId,
+        answer: &ApprovalAnswer,
+        verdict: Verdict,
+        (rule, kind, reason): (Option<&str>, Option<HaltKind>, &str),
+        at_ms: u64,
+    ) -> Result<(), ApprovalError> {
+        let Some(parked) = self.parked.remove(&step) else {
+            // A halt's resolution of a step the halt already ended (`audit replay` judged the
+            // halting decision again, and its halt denied the step): nothing left to apply.
+            if matches!(answer, ApprovalAnswer::Halted { .. }) && self.halt.is_some() {
+                return Ok(());
+            }
+            return Err(ApprovalError::NotPending(PendingApproval::id_for(
+                &self.id, step,
+            )));
+        };
+        self.resume_clock(at_ms);
+        self.last_seen_ms = self.last_seen_ms.max(at_ms);
+        // Journals written before the rule and reason were recorded: the answer's own.
+        let rule: Arc<str> = rule.map_or_else(|| Arc::clone(&parked.approval.rule), Arc::from);
+        let reason = if reason.is_empty() {
+            answer.describe()
+        } else {
+            reason.to_string()
+        };
+        let id = parked.approval.id.clone();
+        self.apply_resolution(parked, verdict);
+        let mut d = self.decision(
+            step,
+            verdict,
+            Some(rule),
+            kind,
+            reason,
+            self.account.remaining_on_path(),
+        );
+        d.approval = Some(id);
+        self.resolutions.push(d);
+        Ok(())
     }
 
     /// Parked steps whose time is up at `now_ms`.
@@ -242,10 +400,10 @@ impl AgentKernel {
         v
     }
 
-    /// Final (deny) decisions of parked steps that a halt cancelled, for the shell to deliver
-    /// to whoever waits on them.
-    pub fn take_halt_denials(&mut self) -> Vec<Decision> {
-        std::mem::take(&mut self.halt_denials)
+    /// Final decisions of parked steps that a halt ended, or that recovery restored, for the
+    /// shell to keep and deliver to whoever waits on them.
+    pub fn take_resolutions(&mut self) -> Vec<Decision> {
+        std::mem::take(&mut self.resolutions)
     }
 
     /// Steps waiting for an answer, oldest first.
@@ -254,5 +412,26 @@ impl AgentKernel {
             self.parked.values().map(|p| p.approval.clone()).collect();
         v.sort_by_key(|p| p.step_id);
         v
+    }
+
+    /// A parked step's current decision (`require_approval`, with what is left on the path
+    /// now) and its deadline, if it is parked.
+    pub fn parked_decision(&self, step: StepId) -> Option<(Decision, u64)> {
+        let p = self.parked.get(&step)?;
+        let mut d = self.decision(
+            step,
+            Verdict::RequireApproval,
+            Some(Arc::clone(&p.approval.rule)),
+            None,
+            p.approval.reason.clone(),
+            self.account.remaining_on_path(),
+        );
+        d.approval = Some(p.approval.id.clone());
+        Some((d, p.approval.expires_at_ms))
+    }
+
+    /// True when step `step` has been decided (whatever its verdict).
+    pub fn has_decided(&self, step: StepId) -> bool {
+        step.seq() < self.next_seq
     }
 }

@@ -35,6 +35,25 @@ pub trait StepPolicy: Send + Sync + 'static {
         DEFAULT_APPROVAL_TIMEOUT_MS
     }
 
+    /// The version of the policy in force: a policy that can be replaced while agents run
+    /// ([`crate::policy::SwappablePolicy`]) counts its versions; one that never changes
+    /// answers 0.
+    fn version(&self) -> u64 {
+        0
+    }
+
+    /// A step parked under policy version `parked_under` was approved. If another version is
+    /// in force now, judges the step again under it and returns that version and its
+    /// outcome (rate limits are not counted again: the step was counted when it was parked);
+    /// `None` when the policy has not changed, so the approval stands.
+    fn rejudge_approved(
+        &self,
+        _ctx: &PolicyContext<'_>,
+        _parked_under: u64,
+    ) -> Option<(u64, PolicyOutcome)> {
+        None
+    }
+
     /// Everything the kernel asks the policy about one step, in one call, so that a policy
     /// swapped concurrently is seen whole (old or new), never mixed.
     fn judge(&self, ctx: &PolicyContext<'_>) -> Judgement {

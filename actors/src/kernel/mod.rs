@@ -139,7 +139,12 @@ pub struct AgentKernel {
     open: HashMap<StepId, Reservation>,
     released: Released,
     parked: HashMap<StepId, Parked>,
-    halt_denials: Vec<Decision>,
+    /// Final decisions of parked steps that a halt ended (or recovery restored), for the
+    /// shell to store and hand to whoever waits on them.
+    resolutions: Vec<Decision>,
+    /// The policy version read just before the current step was judged (a step parked for
+    /// approval keeps it: approved under another version, it is judged again).
+    judged_under: u64,
     paused_total_ms: u64,
     paused_since_ms: Option<u64>,
     halt: Option<HaltRecord>,
@@ -237,7 +242,8 @@ impl AgentKernel {
             open: HashMap::new(),
             released: Released::default(),
             parked: HashMap::new(),
-            halt_denials: Vec::new(),
+            resolutions: Vec::new(),
+            judged_under: 0,
             paused_total_ms: 0,
             paused_since_ms: None,
             halt: None,
@@ -365,26 +371,41 @@ impl AgentKernel {
                 reservation.cancel();
             }
         }
-        // A halted agent runs nothing new: parked steps are denied and their holds released.
-        // (Their ids stay unknown afterwards; answering one reports it as not pending.)
+        // A halted agent runs nothing new: parked steps are denied and their holds released,
+        // each resolution journaled before the halt (recovery re-applies them in that order).
+        // Their ids stay unknown afterwards; answering one reports it as not pending.
         let now = record.at_ms;
         let mut parked: Vec<(StepId, Parked)> = self.parked.drain().collect();
         parked.sort_by_key(|(id, _)| *id);
         for (step, p) in parked {
             p.reservation.cancel();
+            let reason = format!(
+                "agent halted ({}) while the step waited: {}",
+                record.kind, record.reason
+            );
             let mut d = self.decision(
                 step,
                 Verdict::Deny,
                 Some(Arc::clone(&p.approval.rule)),
                 None,
-                format!(
-                    "agent halted ({}) while the step waited: {}",
-                    record.kind, record.reason
-                ),
+                reason.clone(),
                 self.account.remaining_on_path(),
             );
             d.approval = Some(p.approval.id);
-            self.halt_denials.push(d);
+            let len = self.outbox_len();
+            self.push_record(len, || KernelRecord::Approval {
+                step_id: step,
+                answer: ApprovalAnswer::Halted {
+                    kind: record.kind,
+                    reason: record.reason.clone(),
+                },
+                decision: Verdict::Deny,
+                rule: Some(p.approval.rule.to_string()),
+                kind: None,
+                reason,
+                at_ms: now,
+            });
+            self.resolutions.push(d);
         }
         self.resume_clock(now);
         let len = self.outbox_len();
@@ -436,6 +457,7 @@ impl AgentKernel {
                 reason: d.reason.clone(),
                 reserved,
                 approval_expires_at_ms: decided.new_approval.as_ref().map(|p| p.expires_at_ms),
+                policy_version: decided.new_approval.as_ref().map(|p| p.policy_version),
                 at_ms: now_ms,
             };
             // Before any halt the decision caused, so the journal reads in causal order.
@@ -484,6 +506,9 @@ impl AgentKernel {
             }
         }
 
+        // Read before judging: if the policy is swapped in between, a parked step is judged
+        // once more when approved, never once less.
+        self.judged_under = self.policy.as_ref().map_or(0, |p| p.version());
         let Judgement {
             outcome,
             risk_floor_micro,

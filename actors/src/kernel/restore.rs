@@ -72,7 +72,7 @@ impl AgentKernel {
             }
             Verdict::Halt if !was_halted => {
                 self.halt = None;
-                self.take_halt_denials();
+                self.take_resolutions();
             }
             _ => {}
         }
@@ -103,6 +103,7 @@ impl AgentKernel {
                 reason: p.approval.reason.clone(),
                 reserved: Some(p.reservation.amounts().clone()),
                 approval_expires_at_ms: Some(p.approval.expires_at_ms),
+                policy_version: Some(p.approval.policy_version),
                 at_ms: p.approval.requested_at_ms,
             })
             .collect();
@@ -127,6 +128,8 @@ impl AgentKernel {
             parked,
             spent: own.spent,
             overrun: own.overrun,
+            // Kept by the shell, not the kernel: `AgentCore` adds them.
+            resolved: Vec::new(),
         }
     }
 
@@ -154,6 +157,19 @@ impl AgentKernel {
         // After the parked steps, which set a pause of their own.
         self.paused_total_ms = s.paused_total_ms;
         self.paused_since_ms = s.paused_since_ms;
+        for r in &s.resolved {
+            let mut d = self.decision(
+                r.step_id,
+                r.decision,
+                r.rule.as_deref().map(Arc::from),
+                r.kind,
+                r.reason.clone(),
+                self.account.remaining_on_path(),
+            );
+            d.approval = Some(PendingApproval::id_for(&self.id, r.step_id));
+            d.audit_seq = r.audit_seq;
+            self.resolutions.push(d);
+        }
     }
 
     /// Applies a journaled change again (recovery). Effects are applied as recorded, not
@@ -183,6 +199,7 @@ impl AgentKernel {
             reason,
             reserved,
             approval_expires_at_ms,
+            policy_version,
             at_ms,
             ..
         } = record
@@ -214,6 +231,10 @@ impl AgentKernel {
                     requested_at_ms: *at_ms,
                     expires_at_ms: approval_expires_at_ms
                         .unwrap_or(at_ms.saturating_add(DEFAULT_APPROVAL_TIMEOUT_MS)),
+                    // Journals written before versions were recorded: the version in force
+                    // at this point of the replay, which is the one it was judged under.
+                    policy_version: policy_version
+                        .unwrap_or_else(|| self.policy.as_ref().map_or(0, |p| p.version())),
                 };
                 if self.parked.is_empty() {
                     self.paused_since_ms = Some(*at_ms);
@@ -263,10 +284,12 @@ impl AgentKernel {
                 Ok(())
             }
             KernelRecord::Halt { record } => {
+                // Steps still parked here (journals written before halts journaled their
+                // resolutions) are denied as the halt denied them then; their decisions are
+                // kept like those of journaled resolutions.
                 if self.halt.is_none() {
                     self.apply_halt(record.clone());
                 }
-                self.take_halt_denials();
                 Ok(())
             }
             KernelRecord::Resume { at_ms, .. } => {
@@ -280,11 +303,19 @@ impl AgentKernel {
             KernelRecord::Approval {
                 step_id,
                 answer,
+                decision,
+                rule,
+                kind,
+                reason,
                 at_ms,
-                ..
             } => self
-                .answer_approval_inner(*step_id, answer, *at_ms)
-                .map(|_| ())
+                .restore_approval(
+                    *step_id,
+                    answer,
+                    *decision,
+                    (rule.as_deref(), *kind, reason),
+                    *at_ms,
+                )
                 .map_err(|e| e.to_string()),
         }
     }

@@ -47,7 +47,7 @@ use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepP
 use crate::step::{MinCost, Step};
 
 pub use detect::Detector;
-pub use model::{PolicyDoc, PoolDef, Pos, RateScope, RuleDef, ToolDef};
+pub use model::{PolicyDoc, PoolDef, Pos, RateMode, RateScope, RuleDef, ToolDef};
 pub use swap::SwappablePolicy;
 // The one diagnostic type of every YAML reader; kept here too, where it was first.
 pub use crate::yaml::{Diagnostic, Severity};
@@ -275,6 +275,16 @@ impl PolicySet {
     /// counted against rate limits here; the returned ticket counts the step once it really
     /// goes ahead.
     pub fn evaluate(&self, ctx: &PolicyContext<'_>) -> Evaluation {
+        self.evaluate_with(ctx, true)
+    }
+
+    /// [`evaluate`](Self::evaluate) without rate limits: for a step already counted against
+    /// them (a parked step judged again when it is approved under a newer policy).
+    pub fn evaluate_uncounted(&self, ctx: &PolicyContext<'_>) -> Evaluation {
+        self.evaluate_with(ctx, false)
+    }
+
+    fn evaluate_with(&self, ctx: &PolicyContext<'_>, rate_limits: bool) -> Evaluation {
         let step = ctx.step;
         let mut matched: Vec<MatchedRule> = Vec::new();
         let risk_floor_micro = self.registry(step, &mut matched);
@@ -300,7 +310,10 @@ impl PolicySet {
 
         let before_rates = strongest(&matched).map(|i| matched[i].decision);
         let mut rate_ticket = None;
-        if !rate_rules.is_empty() && before_rates.is_none_or(|v| v <= Verdict::RequireApproval) {
+        if rate_limits
+            && !rate_rules.is_empty()
+            && before_rates.is_none_or(|v| v <= Verdict::RequireApproval)
+        {
             rate_ticket = self.rate_limits(ctx, &rate_rules, &mut matched);
         }
 

@@ -151,12 +151,37 @@ pub struct MatchDef {
 /// A rate limit: at most `max` matching steps per `per_ms`, counted per scope key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RateDef {
-    /// Steps allowed per window (also the burst).
+    /// Steps allowed per window.
     pub max: u32,
     /// The window.
     pub per_ms: u64,
     /// What is counted separately.
     pub scope: RateScope,
+    /// What "`max` per `per`" means.
+    pub mode: RateMode,
+}
+
+/// What a rate limit's "`max` per `per`" means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RateMode {
+    /// At most `max` steps in any window of length `per` (a sliding window, exact): the
+    /// default. Keeps the times of the steps counted in the last `per` (at most `max` per key).
+    #[default]
+    Window,
+    /// A bucket of `max` steps refilled at `max` per `per` (GCRA): bursts of `max`, then the
+    /// steady rate, so up to `2 * max - 1` steps can fall within one window of length `per`.
+    /// One timestamp per key.
+    Bucket,
+}
+
+impl RateMode {
+    /// The name used in policies.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RateMode::Window => "window",
+            RateMode::Bucket => "bucket",
+        }
+    }
 }
 
 /// What a rate limit counts separately.

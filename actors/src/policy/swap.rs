@@ -116,4 +116,25 @@ impl StepPolicy for SwappablePolicy {
     fn judge(&self, ctx: &PolicyContext<'_>) -> Judgement {
         self.current.load().policy.judge(ctx)
     }
+
+    fn version(&self) -> u64 {
+        SwappablePolicy::version(self)
+    }
+
+    fn rejudge_approved(
+        &self,
+        ctx: &PolicyContext<'_>,
+        parked_under: u64,
+    ) -> Option<(u64, PolicyOutcome)> {
+        // One load: the version and the judgement are of the same policy.
+        let slot = self.current.load();
+        if slot.version == parked_under {
+            return None;
+        }
+        let outcome = match &slot.set {
+            Some(set) => set.evaluate_uncounted(ctx).outcome,
+            None => slot.policy.evaluate(ctx),
+        };
+        Some((slot.version, outcome))
+    }
 }

@@ -23,6 +23,7 @@ use crate::http::AppState;
 use crate::limits::{
     LABELS_MAX, LABEL_BYTES_MAX, PAGE_ENTRIES_DEFAULT, PAGE_ENTRIES_MAX, TEXT_BYTES_MAX,
 };
+use warden_supervisor::limits::WAITS_PER_AGENT_MAX;
 
 /// The agent routes.
 pub fn router() -> Router<AppState> {
@@ -42,7 +43,10 @@ pub fn view(state: &AppState, h: &AgentHandle) -> AgentView {
         .get(&snap.id)
         .map(|l| l.clone())
         .unwrap_or_default();
-    AgentView::new(&snap, h.pool(), labels)
+    let mut view = AgentView::new(&snap, h.pool(), labels);
+    view.parent = h.parent().cloned();
+    view.depends_on = h.depends_on().to_vec();
+    view
 }
 
 /// The live handle of an agent (404 `unknown_agent`).
@@ -120,8 +124,60 @@ fn budgets(mut budgets: Budgets, b: &BudgetsRequest) -> Result<Budgets, ApiError
     Ok(budgets)
 }
 
+/// `parent` and `depends_on`: registered agents other than `id` (400 naming the field
+/// otherwise), at most [`WAITS_PER_AGENT_MAX`] dependencies, repeats dropped. The swarm
+/// checks again when it spawns (as for the library's [`AgentSpec`]).
+fn relations(
+    state: &AppState,
+    id: &AgentId,
+    body: &RegisterRequest,
+) -> Result<(Option<AgentId>, Vec<AgentId>), ApiError> {
+    let registered = |field: &str, code: &'static str, raw: &str| {
+        let other = AgentId::new(raw)
+            .map_err(|e| ApiError::bad_request("bad_agent_id", format!("{field} {raw:?}: {e}")))?;
+        if &other == id {
+            return Err(ApiError::bad_request(
+                code,
+                format!("{field}: agent {id} cannot name itself"),
+            ));
+        }
+        if state.swarm.agent(&other).is_none() {
+            return Err(ApiError::bad_request(
+                code,
+                format!("{field}: {other} is not a registered agent; register it first"),
+            ));
+        }
+        Ok(other)
+    };
+    let parent = body
+        .parent
+        .as_deref()
+        .map(|p| registered("parent", "unknown_parent", p))
+        .transpose()?;
+    if body.depends_on.len() > WAITS_PER_AGENT_MAX {
+        return Err(ApiError::bad_request(
+            "too_many_dependencies",
+            format!(
+                "depends_on names {} agents; at most {WAITS_PER_AGENT_MAX}",
+                body.depends_on.len()
+            ),
+        ));
+    }
+    let mut depends_on: Vec<AgentId> = Vec::with_capacity(body.depends_on.len());
+    for raw in &body.depends_on {
+        let other = registered("depends_on", "unknown_dependency", raw)?;
+        if !depends_on.contains(&other) {
+            depends_on.push(other);
+        }
+    }
+    Ok((parent, depends_on))
+}
+
 fn spec(state: &AppState, id: AgentId, body: &RegisterRequest) -> Result<AgentSpec, ApiError> {
+    let (parent, depends_on) = relations(state, &id, body)?;
     let mut spec = AgentSpec::new(id);
+    spec.parent = parent;
+    spec.depends_on = depends_on;
     if let Some(pool) = &body.pool {
         spec = spec.pool(pool.clone());
     }

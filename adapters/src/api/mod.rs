@@ -25,7 +25,7 @@ use crate::http::{deadline, error, AppState};
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Every route the node serves, as written in the OpenAPI document.
-pub const ROUTES: [&str; 19] = [
+pub const ROUTES: [&str; 20] = [
     "/",
     "/healthz",
     "/readyz",
@@ -34,6 +34,7 @@ pub const ROUTES: [&str; 19] = [
     "/v1/agents",
     "/v1/agents/{id}",
     "/v1/agents/{id}/steps",
+    "/v1/agents/{id}/steps/{step}",
     "/v1/agents/{id}/steps/{step}/outcome",
     "/v1/agents/{id}/halt",
     "/v1/agents/{id}/resume",

@@ -1,24 +1,52 @@
-//! The agent's own steps: `POST /v1/agents/{id}/steps` (decide and reserve) and
-//! `POST /v1/agents/{id}/steps/{step}/outcome` (settle). Only the agent's own token.
+//! The agent's own steps: `POST /v1/agents/{id}/steps` (decide and reserve),
+//! `GET /v1/agents/{id}/steps/{step}` (a step's final decision; `?wait=30s` long-polls one
+//! parked for approval) and `POST /v1/agents/{id}/steps/{step}/outcome` (settle). Only the
+//! agent's own token.
 
-use axum::extract::{Path, State};
-use axum::routing::post;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::Value;
-use warden_actors::{IdError, Outcome, OutcomeStatus, Step, StepId};
+use warden_actors::{IdError, Outcome, OutcomeStatus, Step, StepId, StepStatus};
 
-use super::agents::handle;
+use super::agents::{duration, handle};
 use crate::http::auth::AgentCaller;
 use crate::http::body::JsonObject;
 use crate::http::error::ApiError;
 use crate::http::wire::{DecisionView, OutcomeRequest, OutcomeView};
 use crate::http::AppState;
+use crate::limits::step_wait_cap_ms;
 
 /// The step routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/agents/{id}/steps", post(step))
+        .route("/v1/agents/{id}/steps/{step}", get(read))
         .route("/v1/agents/{id}/steps/{step}/outcome", post(outcome))
+}
+
+/// True for `GET /v1/agents/{id}/steps/{step}`, whose request deadline makes room for its
+/// wait.
+pub fn is_step_read(method: &axum::http::Method, path: &str) -> bool {
+    let mut parts = path.split('/');
+    method == axum::http::Method::GET
+        && matches!(
+            [(); 7].map(|()| parts.next()),
+            [
+                Some(""),
+                Some("v1"),
+                Some("agents"),
+                Some(_),
+                Some("steps"),
+                Some(_),
+                None
+            ]
+        )
 }
 
 async fn step(
@@ -30,6 +58,59 @@ async fn step(
         .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
     let decision = handle(&state, &id)?.step(step).await?;
     Ok(Json(DecisionView::from(&decision)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    /// How long to wait for a parked step's answer (`30s`).
+    wait: Option<String>,
+}
+
+/// A step's decision: the final one once it has one, else (parked for approval) its
+/// `require_approval` decision, after waiting up to `?wait=` for the answer. The wait is
+/// bounded ([`step_wait_cap_ms`]: 60 s, and the node's request timeout) and ends early at
+/// shutdown; at the bound the answer is the current state. 404 `unknown_step` for a step not
+/// decided, 404 `decision_not_kept` for one whose decision is not kept (it was never parked:
+/// the answer to its `POST` was final).
+async fn read(
+    AgentCaller(id): AgentCaller,
+    State(state): State<AppState>,
+    Path((_, step)): Path<(String, String)>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Json<DecisionView>, ApiError> {
+    let step: StepId = step
+        .parse()
+        .map_err(|e: IdError| ApiError::bad_request("bad_step_id", e.to_string()))?;
+    let Query(q) = q.map_err(|e| ApiError::bad_query(e, "wait is a duration such as 30s"))?;
+    let wait_ms = match &q.wait {
+        Some(w) => duration("wait", w)?.min(step_wait_cap_ms(state.request_timeout_ms)),
+        None => 0,
+    };
+    let h = handle(&state, &id)?;
+    let mut status = h.step_status(step);
+    if wait_ms > 0 && matches!(status, StepStatus::Pending { .. }) {
+        let mut shutdown = state.shutting_down.subscribe();
+        tokio::select! {
+            s = h.wait_step_status(step, Duration::from_millis(wait_ms)) => status = s,
+            _ = shutdown.wait_for(|down| *down) => status = h.step_status(step),
+        }
+    }
+    match status {
+        StepStatus::Pending { decision, .. } | StepStatus::Final(decision) => {
+            Ok(Json(DecisionView::from(&decision)))
+        }
+        StepStatus::NotKept => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "decision_not_kept",
+            format!("step {step} of agent {id} was never parked for approval (or its final decision is no longer kept): the answer to its POST was its final decision"),
+        )),
+        StepStatus::Unknown => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_step",
+            format!("agent {id} has not decided a step {step}"),
+        )),
+    }
 }
 
 /// The outcome as the kernel takes it: the dimensions the report names replace what was

@@ -188,7 +188,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
 
 /// Ends a request that takes longer than the request timeout (a client trickling its body,
 /// say) with 408. A step whose decision was made but not yet answered is like one whose
-/// client went away: journaled, but never acknowledged. Event streams are exempt.
+/// client went away: journaled, but never acknowledged. Event streams are exempt; a step read
+/// (`GET /v1/agents/{id}/steps/{step}`) gets its longest wait on top.
 pub async fn deadline(
     State(state): State<AppState>,
     req: axum::extract::Request,
@@ -197,7 +198,11 @@ pub async fn deadline(
     if req.uri().path() == "/v1/events" {
         return next.run(req).await;
     }
-    let limit = Duration::from_millis(state.request_timeout_ms);
+    let mut limit = Duration::from_millis(state.request_timeout_ms);
+    if crate::api::steps::is_step_read(req.method(), req.uri().path()) {
+        // A step read may wait for an approval's answer: room for that wait too.
+        limit += Duration::from_millis(crate::limits::step_wait_cap_ms(state.request_timeout_ms));
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(

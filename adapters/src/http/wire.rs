@@ -110,6 +110,14 @@ pub struct RegisterRequest {
     /// A duration such as `30s`: silent longer, the agent is halted as `lost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout: Option<String>,
+    /// The agent that started this one (a registered agent's id): a `subtree` cascade of
+    /// the parent's pool halts this agent with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Agents this one depends on (registered agents' ids, at most 64): a `dependents`
+    /// cascade of a halted one's pool halts this agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 /// Budgets as the API writes them: money and risk in units (dollars, risk points), durations
@@ -182,13 +190,20 @@ pub struct AgentView {
     pub remaining: DimMap,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// The agent that started it, if registered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<AgentId>,
+    /// The agents it depends on, as registered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<AgentId>,
     /// Only in the answer to a registration: the agent's bearer token, shown once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
 
 impl AgentView {
-    /// The view of a snapshot.
+    /// The view of a snapshot (parent and dependencies are added by the caller, who has
+    /// the registration).
     pub fn new(s: &AgentSnapshot, pool: String, labels: BTreeMap<String, String>) -> Self {
         Self {
             id: s.id.clone(),
@@ -208,6 +223,8 @@ impl AgentView {
             used: amounts(&s.account.used()),
             remaining: remaining(&s.account),
             labels,
+            parent: None,
+            depends_on: Vec::new(),
             token: None,
         }
     }

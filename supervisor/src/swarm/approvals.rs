@@ -67,9 +67,13 @@ impl Swarm {
         out
     }
 
-    /// Answers a pending approval (`<agent>/<step>`): approve makes the step an allowed, open
-    /// step (its reservation was made when it was parked); deny releases it. Returns the
-    /// step's final decision, which the waiting agent also receives.
+    /// Answers a pending approval (`<agent>/<step>`) now: approve makes the step an allowed,
+    /// open step (its reservation was made when it was parked); deny releases it. An answer
+    /// at or after the approval's deadline is a timeout (deny), even if the sweep has not
+    /// run yet. An approval given while a newer policy version is in force than the one the
+    /// step was parked under is judged again by it: a stricter verdict wins (a halt halts
+    /// the agent and cascades as any halt does). Returns the step's final decision, which
+    /// the waiting agent also receives.
     pub fn answer_approval(
         &self,
         id: &str,
@@ -80,6 +84,10 @@ impl Swarm {
         let agent = AgentId::new(agent).map_err(|_| not_pending())?;
         let step: StepId = step.parse().map_err(|_| not_pending())?;
         let entry = self.inner.entry(&agent).map_err(|_| not_pending())?;
-        Ok(entry.core.answer_approval(step, &answer)?)
+        let (decision, halt) = entry.core.answer_approval(step, &answer)?;
+        if let Some(record) = halt {
+            self.inner.after_halt(agent, record);
+        }
+        Ok(decision)
     }
 }

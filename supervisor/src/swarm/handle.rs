@@ -11,6 +11,7 @@ use ractor::rpc::CallResult;
 use ractor::{MessagingErr, RpcReplyPort};
 use warden_actors::{
     AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, SettleError, SettleReport, Step, StepId,
+    StepStatus,
 };
 
 use super::{AgentEntry, AgentError, Swarm, SwarmError, SwarmInner};
@@ -140,6 +141,19 @@ impl AgentHandle {
             .ok_or_else(|| AgentError::NotAwaiting(self.id().clone(), step))
     }
 
+    /// Where one of this agent's steps stands: parked for approval, resolved (its final
+    /// decision, read without collecting it), decided without a kept decision, or unknown.
+    pub fn step_status(&self, step: StepId) -> StepStatus {
+        self.entry.core.step_status(step)
+    }
+
+    /// Waits at most `timeout` for a parked step's final decision; returns where the step
+    /// stands then (still pending if nobody answered in time). Reads, never collects: an
+    /// [`await_approval`](Self::await_approval) or another reader still gets the decision.
+    pub async fn wait_step_status(&self, step: StepId, timeout: Duration) -> StepStatus {
+        self.entry.core.wait_step_status(step, timeout).await
+    }
+
     /// A sign of life (keeps a `heartbeat_timeout` from halting the agent as `lost`).
     pub fn heartbeat(&self) {
         let sent = self
@@ -165,6 +179,17 @@ impl AgentHandle {
     /// The agent's governance state.
     pub fn snapshot(&self) -> AgentSnapshot {
         self.entry.core.with_kernel(|k| k.snapshot())
+    }
+
+    /// The agent that started this one, as registered ([`AgentSpec::parent`](crate::AgentSpec::parent)).
+    pub fn parent(&self) -> Option<&AgentId> {
+        self.entry.registration.parent.as_ref()
+    }
+
+    /// The agents this one depends on, as registered
+    /// ([`AgentSpec::depends_on`](crate::AgentSpec::depends_on)).
+    pub fn depends_on(&self) -> &[AgentId] {
+        &self.entry.registration.depends_on
     }
 
     /// The agent's pool path.

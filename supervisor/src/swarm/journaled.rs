@@ -117,7 +117,12 @@ impl Swarm {
         for (e, k) in agents.iter().zip(guards.iter()) {
             items.push(SnapshotItem::Agent {
                 registration: e.registration.clone(),
-                state: KernelRecord::State(Box::new(k.export_state(now))),
+                state: KernelRecord::State(Box::new({
+                    let mut state = k.export_state(now);
+                    // Under the agent's kernel lock, as resolutions are stored.
+                    state.resolved = e.core.resolutions_for_snapshot();
+                    state
+                })),
             });
         }
         let mut pending: Vec<(AgentId, HaltRecord)> = self

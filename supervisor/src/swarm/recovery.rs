@@ -313,7 +313,7 @@ impl Walk<'_> {
         if self.replay.is_some() {
             // A record the re-judged state cannot take (an approval answered for a step a
             // different verdict never parked) is counted, not fatal.
-            let Ok(differs) = e.core.with_kernel(|k| k.replay_decision(&record)) else {
+            let Ok(differs) = e.core.with_kernel_quiet(|k| k.replay_decision(&record)) else {
                 self.report.unapplied += 1;
                 return Ok(());
             };
@@ -322,7 +322,7 @@ impl Walk<'_> {
             }
         } else {
             e.core
-                .with_kernel(|k| k.restore(&record))
+                .with_kernel_quiet(|k| k.restore(&record))
                 .map_err(|why| at(entry, format!("agent {agent}: {why}")))?;
         }
         if parks {
@@ -406,7 +406,7 @@ impl Walk<'_> {
         let e = spawned.map_err(|e| at(entry, format!("restoring agent {agent}: {e}")))?;
         e.entry
             .core
-            .with_kernel(|k| k.restore(&state))
+            .with_kernel_quiet(|k| k.restore(&state))
             .map_err(|why| at(entry, format!("agent {agent}: {why}")))?;
         if e.snapshot().pending_approvals > 0 {
             inner.approval_agents.parked(&agent);

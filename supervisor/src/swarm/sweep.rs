@@ -85,7 +85,8 @@ impl SwarmInner {
                 self.approval_agents.prune(&entry);
             }
             for step in expired {
-                if let Ok(d) = entry.core.answer_approval(step, &ApprovalAnswer::Timeout) {
+                // A timeout never halts: only an approval is judged again.
+                if let Ok((d, _)) = entry.core.answer_approval(step, &ApprovalAnswer::Timeout) {
                     out.push(d);
                 }
             }

@@ -21,10 +21,10 @@ use crate::yaml::{Entry, Node, Reader, Source};
 
 use super::model::*;
 
-pub use rule::parse_path;
+pub use rule::{parse_path, DEFAULT_ROOT_POOL};
 
 use pools::read_pools;
-use rule::read_rules;
+use rule::{read_rules, Declared};
 use tools::read_tools;
 
 /// Largest policy text accepted.
@@ -119,9 +119,17 @@ pub(in crate::policy) fn read(r: &mut Reader, text: &str) -> Option<PolicyDoc> {
             .named(n, "default_decision", &VERDICTS[..3])
             .unwrap_or(Verdict::Deny),
     };
+    let errors_before_pools = r.error_count();
     let pools = get("pools").map(|n| read_pools(r, n)).unwrap_or_default();
+    let pools_read = r.error_count() == errors_before_pools;
     let tools = get("tools").map(|n| read_tools(r, n)).unwrap_or_default();
-    let rules = get("rules").map(|n| read_rules(r, n)).unwrap_or_default();
+    let declared = Declared {
+        pools: pools_read.then(|| pools.iter().map(|p| p.path.as_str()).collect()),
+        budgets: &defaults.budgets,
+    };
+    let rules = get("rules")
+        .map(|n| read_rules(r, n, &declared))
+        .unwrap_or_default();
     Some(PolicyDoc {
         version,
         defaults,

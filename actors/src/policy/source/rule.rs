@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::budget::LedgerDim;
+use crate::budget::{Budgets, LedgerDim};
 use crate::decision::Verdict;
 use crate::policy::detect::Detector;
 use crate::policy::glob;
-use crate::yaml::{one_of_hint, Entry, Node, Reader, Value};
+use crate::policy::rate::MAX_WINDOW_RATE;
+use crate::yaml::{one_of_hint, suggest, Entry, Node, Reader, Value};
 
 use super::super::model::*;
 use super::{kinds, ACTIONS, MAX_RULES, VERDICTS};
@@ -61,7 +62,32 @@ fn check_glob(r: &mut Reader, n: &Node, glob: &str) -> bool {
     }
 }
 
-pub(super) fn read_rules(r: &mut Reader, n: &Node) -> Vec<RuleDef> {
+/// What the rest of the policy declares, for the rules' references to it: a rule naming a
+/// pool that does not exist, or a budget agents do not have, would silently never match.
+pub(super) struct Declared<'a> {
+    /// The pool paths, or `None` when `pools:` had errors (then references are not checked).
+    pub(super) pools: Option<Vec<&'a str>>,
+    /// The agents' default budgets (`defaults.budgets`).
+    pub(super) budgets: &'a Budgets,
+}
+
+impl Declared<'_> {
+    /// The pool paths a `team:` may name: the declared ones, or the one root pool (`swarm`)
+    /// of a policy that declares none.
+    fn pool_paths(&self) -> Option<Vec<&str>> {
+        let pools = self.pools.as_ref()?;
+        Some(if pools.is_empty() {
+            vec![DEFAULT_ROOT_POOL]
+        } else {
+            pools.clone()
+        })
+    }
+}
+
+/// The root pool of a policy without `pools:` (and of a swarm built without a policy).
+pub const DEFAULT_ROOT_POOL: &str = "swarm";
+
+pub(super) fn read_rules(r: &mut Reader, n: &Node, declared: &Declared<'_>) -> Vec<RuleDef> {
     let Value::Seq(items) = &n.value else {
         r.expected(
             n,
@@ -85,7 +111,7 @@ pub(super) fn read_rules(r: &mut Reader, n: &Node) -> Vec<RuleDef> {
     let mut out: Vec<RuleDef> = Vec::new();
     let mut seen: std::collections::HashMap<Arc<str>, usize> = std::collections::HashMap::new();
     for item in items {
-        if let Some(rule) = read_rule(r, item) {
+        if let Some(rule) = read_rule(r, item, declared) {
             if let Some(first_line) = seen.get(&rule.id) {
                 r.error(
                     rule.pos,
@@ -104,7 +130,7 @@ pub(super) fn read_rules(r: &mut Reader, n: &Node) -> Vec<RuleDef> {
     out
 }
 
-fn read_rule(r: &mut Reader, n: &Node) -> Option<RuleDef> {
+fn read_rule(r: &mut Reader, n: &Node, declared: &Declared<'_>) -> Option<RuleDef> {
     let before = r.diagnostics().len();
     let entries = r.mapping(
         n,
@@ -129,7 +155,7 @@ fn read_rule(r: &mut Reader, n: &Node) -> Option<RuleDef> {
     }
     let errors_before = r.error_count();
     let matcher = match get("match") {
-        Some(m) => read_match(r, m),
+        Some(m) => read_match(r, m, &id, declared),
         None => {
             r.error(
                 n.pos,
@@ -196,21 +222,34 @@ fn read_rule(r: &mut Reader, n: &Node) -> Option<RuleDef> {
 }
 
 fn read_rate(r: &mut Reader, n: &Node) -> Option<RateDef> {
-    let entries = r.mapping(n, "rate_limit", &["max", "per", "scope"])?;
+    let entries = r.mapping(n, "rate_limit", &["max", "per", "scope", "mode"])?;
     let mut max = None;
     let mut per = None;
     let mut scope = RateScope::Agent;
+    let mut mode = RateMode::Window;
+    let mut max_pos = n.pos;
     for Entry {
         key: k, value: v, ..
     } in entries
     {
         match &*k {
             "max" => {
+                max_pos = v.pos;
                 max = r
                     .uint(v, "rate_limit.max")
                     .filter(|m| *m > 0 && *m <= u32::MAX as u64)
             }
             "per" => per = r.duration_ms(v, "rate_limit.per").filter(|p| *p > 0),
+            "mode" => {
+                mode = r.named(
+                    v,
+                    "rate_limit.mode",
+                    &[
+                        (RateMode::Window.name(), RateMode::Window),
+                        (RateMode::Bucket.name(), RateMode::Bucket),
+                    ],
+                )?
+            }
             _ => {
                 scope = r.named(
                     v,
@@ -226,10 +265,21 @@ fn read_rate(r: &mut Reader, n: &Node) -> Option<RateDef> {
         }
     }
     match (max, per) {
+        (Some(max), Some(_)) if mode == RateMode::Window && max > u64::from(MAX_WINDOW_RATE) => {
+            r.error(
+                max_pos,
+                format!(
+                    "rate_limit.max = {max} is above {MAX_WINDOW_RATE}, the most a sliding window counts exactly"
+                ),
+                Some("use `mode: bucket` (a bucket refilled at max per `per`), or a shorter `per` with a smaller max".into()),
+            );
+            None
+        }
         (Some(max), Some(per_ms)) => Some(RateDef {
             max: max as u32,
             per_ms,
             scope,
+            mode,
         }),
         _ => {
             r.error(
@@ -242,7 +292,7 @@ fn read_rate(r: &mut Reader, n: &Node) -> Option<RateDef> {
     }
 }
 
-fn read_match(r: &mut Reader, n: &Node) -> MatchDef {
+fn read_match(r: &mut Reader, n: &Node, rule: &str, declared: &Declared<'_>) -> MatchDef {
     let mut m = MatchDef {
         pos: n.pos,
         ..Default::default()
@@ -303,11 +353,12 @@ fn read_match(r: &mut Reader, n: &Node) -> MatchDef {
                     }
                 }
             }
-            "remaining_below" => m.remaining_below = read_remaining_below(r, v),
+            "remaining_below" => m.remaining_below = read_remaining_below(r, v, declared.budgets),
             "time" => m.time = read_time(r, v),
             "team" => {
                 for item in r.one_or_more(v) {
                     if let Some(t) = r.text(item, "match.team") {
+                        check_team(r, item, rule, &t, declared);
                         m.teams.push(t);
                     }
                 }
@@ -319,8 +370,32 @@ fn read_match(r: &mut Reader, n: &Node) -> MatchDef {
     m
 }
 
-/// `remaining_below: {tokens: 0.1}`: fractions of the agent's limits.
-fn read_remaining_below(r: &mut Reader, n: &Node) -> Vec<(LedgerDim, f64)> {
+/// A `team:` must name a pool of the policy: a misspelt one would never match, and a rule
+/// stronger than allow would silently do nothing.
+fn check_team(r: &mut Reader, item: &Node, rule: &str, team: &str, declared: &Declared<'_>) {
+    let Some(paths) = declared.pool_paths() else {
+        return;
+    };
+    if paths.contains(&team) {
+        return;
+    }
+    let hint = match suggest(team, paths.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if declared.pools.as_ref().is_some_and(Vec::is_empty) => format!(
+            "the policy declares no pools, so its one pool is `{DEFAULT_ROOT_POOL}`; declare `{team}` under `pools:`"
+        ),
+        None => format!("declare it under `pools:`, or name one of: {}", paths.join(", ")),
+    };
+    r.error(
+        item.pos,
+        format!("rule `{rule}`: team `{team}` names no pool, so the rule would never match"),
+        Some(hint),
+    );
+}
+
+/// `remaining_below: {tokens: 0.1}`: fractions of the agent's limits. Each dimension must be
+/// budgeted in `defaults.budgets`: without a limit the condition never holds.
+fn read_remaining_below(r: &mut Reader, n: &Node, budgets: &Budgets) -> Vec<(LedgerDim, f64)> {
     let mut out = Vec::new();
     let allowed = ["steps", "tokens", "cost_usd", "risk"];
     let Some(entries) = r.mapping(n, "match.remaining_below", &allowed) else {
@@ -334,6 +409,37 @@ fn read_remaining_below(r: &mut Reader, n: &Node) -> Vec<(LedgerDim, f64)> {
             "cost_usd" => LedgerDim::CostMicroUsd,
             _ => LedgerDim::RiskMicro,
         };
+        let budgeted: Vec<&str> = allowed
+            .iter()
+            .copied()
+            .zip([
+                budgets.steps.is_some(),
+                budgets.tokens.is_some(),
+                budgets.cost_micro_usd.is_some(),
+                budgets.risk_micro.is_some(),
+            ])
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+        if !budgeted.contains(&k) {
+            let hint = match suggest(k, budgeted.iter().copied()) {
+                Some(s) => {
+                    format!("did you mean `{s}`? Or give agents a {k} budget in defaults.budgets")
+                }
+                None if budgeted.is_empty() => {
+                    format!("give agents a {k} budget in defaults.budgets (they have none)")
+                }
+                None => format!(
+                    "give agents a {k} budget in defaults.budgets, or use a budgeted dimension: {}",
+                    budgeted.join(", ")
+                ),
+            };
+            r.error(
+                e.key_pos,
+                format!("remaining_below.{k}: agents have no {k} budget (defaults.budgets sets none), so the condition never holds"),
+                Some(hint),
+            );
+            continue;
+        }
         if let Some(f) = r.number(e.value, &format!("remaining_below.{k}")) {
             if f > 0.0 && f <= 1.0 {
                 out.push((dim, f));
