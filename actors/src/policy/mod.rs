@@ -27,11 +27,14 @@ pub mod check;
 mod compile;
 pub mod detect;
 mod eval;
+pub mod fspath;
 pub mod glob;
 pub mod model;
 pub mod rate;
+pub mod shell;
 pub mod source;
 pub mod swap;
+pub mod text;
 
 use std::collections::HashMap;
 use std::fmt;

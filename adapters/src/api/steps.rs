@@ -5,7 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use warden_actors::{Cost, IdError, Outcome, OutcomeStatus, Step, StepId};
 
 use super::agents::{handle, micros};
@@ -24,10 +24,13 @@ pub fn router() -> Router<AppState> {
 async fn step(
     AgentCaller(id): AgentCaller,
     State(state): State<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Result<Json<Box<RawValue>>, JsonRejection>,
 ) -> Result<Json<DecisionView>, ApiError> {
+    // Syntax, size and content type are the extractor's (`bad_json`, ...); the step itself is
+    // read from the text by `Step`'s deserializer, the one way JSON becomes a step, so a
+    // repeated key in `args` is refused instead of merged into one `Value`.
     let Json(raw) = body?;
-    let step: Step = serde_json::from_value(raw)
+    let step: Step = serde_json::from_str(raw.get())
         .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
     let decision = handle(&state, &id)?.step(step).await?;
     Ok(Json(DecisionView::from(&decision)))
