@@ -257,11 +257,14 @@ fn every_args_operator_works() {
     );
     assert_eq!(rule(&pay(json!({"amount": 601}))), None);
     assert_eq!(rule(&pay(json!({"amount": -1}))).as_deref(), Some("lt"));
+    // A value that cannot be compared makes every numeric rule stronger than allow match
+    // (fail closed); the two denies tie and the smaller id is reported.
     assert_eq!(
-        rule(&pay(json!({"amount": "lots"}))),
-        None,
-        "a string is not a number"
+        rule(&pay(json!({"amount": "lots"}))).as_deref(),
+        Some("gte-lte"),
+        "a string that is not a number fails closed"
     );
+    assert_eq!(rule(&pay(json!({"amount": "1000.50"}))).as_deref(), Some("gt"));
     assert_eq!(
         rule(&step(
             "shell",

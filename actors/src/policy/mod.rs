@@ -47,7 +47,7 @@ use serde_json::Value;
 use crate::budget::Budgets;
 use crate::decision::{HaltKind, Verdict};
 use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepPolicy};
-use crate::step::Step;
+use crate::step::{ActionClass, Step};
 
 pub use detect::Detector;
 pub use model::{PolicyDoc, PoolDef, Pos, RateScope, RuleDef, ToolDef};
@@ -55,9 +55,8 @@ pub use swap::SwappablePolicy;
 // The one diagnostic type of every YAML reader; kept here too, where it was first.
 pub use crate::yaml::{Diagnostic, Severity};
 
-use compile::{CArg, CRule, Field, ToolInfo};
-use eval::{in_window, json_eq, EvalCache};
-use model::PathSeg;
+use compile::{CRule, CSeg, Field, ToolInfo};
+use eval::{in_window, EvalCache};
 use rate::{RateLimiter, RateRequest};
 
 /// A policy that could not be used: every error (and warning) found, in text order.
@@ -160,8 +159,10 @@ pub struct PolicySet {
     source_hash: String,
     tools: HashMap<Arc<str>, ToolInfo>,
     rules: Vec<CRule>,
-    paths: Vec<Vec<PathSeg>>,
-    fields: Vec<Option<Field>>,
+    paths: Vec<Vec<CSeg>>,
+    /// Each path as written, for reasons.
+    path_texts: Vec<String>,
+    fields: Vec<Field>,
     by_tool: HashMap<Arc<str>, Vec<u32>>,
     tool_globs: Option<RegexSet>,
     glob_rules: Vec<Vec<u32>>,
@@ -279,24 +280,30 @@ impl PolicySet {
     /// goes ahead.
     pub fn evaluate(&self, ctx: &PolicyContext<'_>) -> Evaluation {
         let step = ctx.step;
+        let tool = text::canonical(step.tool());
         let mut matched: Vec<MatchedRule> = Vec::new();
-        let risk_floor_micro = self.registry(step, &mut matched);
+        let risk_floor_micro = self.registry(step, &tool, &mut matched);
 
         let mut eval = EvalCache::new(self, step);
         let mut rate_rules: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
-        for i in self.candidates(step) {
+        for i in self.candidates(&tool, step.action()) {
             let r = &self.rules[i as usize];
+            eval.doubt = None;
             if !self.matches(r, ctx, &mut eval) {
                 continue;
             }
             if r.rate.is_some() {
                 rate_rules.push(i);
             } else {
+                let reason = match eval.doubt.take() {
+                    Some(why) => format!("{}; fail closed: {why}", r.message),
+                    None => r.message.clone(),
+                };
                 matched.push(MatchedRule {
                     id: Arc::clone(&r.id),
                     decision: r.verdict,
                     kind: r.kind,
-                    reason: r.message.clone(),
+                    reason,
                 });
             }
         }
@@ -325,9 +332,10 @@ impl PolicySet {
     }
 
     /// The registry's verdicts on the step's tool (unregistered: `default_decision`; another
-    /// action class than registered: deny). Returns the tool's registered risk.
-    fn registry(&self, step: &Step, matched: &mut Vec<MatchedRule>) -> u64 {
-        let Some(info) = self.tools.get(step.tool()) else {
+    /// action class than registered: deny; an args key the tool does not declare: deny).
+    /// Returns the tool's registered risk. `tool` is the step's tool in canonical form.
+    fn registry(&self, step: &Step, tool: &str, matched: &mut Vec<MatchedRule>) -> u64 {
+        let Some(info) = self.tools.get(tool) else {
             if self.doc.default_decision != Verdict::Allow {
                 matched.push(MatchedRule {
                     id: Arc::from(crate::rules::DEFAULT_DECISION),
@@ -351,22 +359,40 @@ impl PolicySet {
                 ),
             });
         }
+        if let (Some(declared), Value::Object(args)) = (&info.args, step.args()) {
+            if let Some(key) = args
+                .keys()
+                .find(|k| !declared.iter().any(|d| text::same_canonical(k, d)))
+            {
+                matched.push(MatchedRule {
+                    id: Arc::from(crate::rules::REGISTRY_ARGS),
+                    decision: Verdict::Deny,
+                    kind: None,
+                    reason: format!(
+                        "tool {} takes args {}, not {}",
+                        info.name,
+                        declared.join(", "),
+                        text::preview(key)
+                    ),
+                });
+            }
+        }
         info.risk_micro
     }
 
     /// The rules that can apply to the step (by tool name, tool glob, action class, or
     /// matching any step), each once, in rule order.
-    fn candidates(&self, step: &Step) -> smallvec::SmallVec<[u32; 16]> {
+    fn candidates(&self, tool: &str, action: ActionClass) -> smallvec::SmallVec<[u32; 16]> {
         let mut candidates: smallvec::SmallVec<[u32; 16]> = smallvec::SmallVec::new();
-        if let Some(list) = self.by_tool.get(step.tool()) {
+        if let Some(list) = self.by_tool.get(tool) {
             candidates.extend_from_slice(list);
         }
         if let Some(set) = &self.tool_globs {
-            for i in set.matches(step.tool()).iter() {
+            for i in set.matches(tool).iter() {
                 candidates.extend_from_slice(&self.glob_rules[i]);
             }
         }
-        candidates.extend_from_slice(&self.by_action[step.action() as usize]);
+        candidates.extend_from_slice(&self.by_action[action as usize]);
         candidates.extend_from_slice(&self.any);
         candidates.sort_unstable();
         candidates.dedup();
@@ -389,7 +415,7 @@ impl PolicySet {
                 let key: Arc<str> = match def.scope {
                     RateScope::Agent => Arc::from(ctx.agent.as_str()),
                     RateScope::Team | RateScope::Pool => Arc::from(ctx.team),
-                    RateScope::Tool => Arc::from(ctx.step.tool()),
+                    RateScope::Tool => Arc::from(&*text::canonical(ctx.step.tool())),
                 };
                 RateRequest { rule: i, key, def }
             })
@@ -452,16 +478,10 @@ impl PolicySet {
                 return false;
             }
         }
-        for (path, cond) in &r.args {
-            let value = eval.value(*path);
-            let ok = match cond {
-                CArg::Exists(want) => value.is_some() == *want,
-                CArg::Eq(want) => value.is_some_and(|v| json_eq(v, want)),
-                CArg::In(list) => value.is_some_and(|v| list.iter().any(|w| json_eq(v, w))),
-                CArg::Cmp(f, x) => value.and_then(Value::as_f64).is_some_and(|v| f(v, *x)),
-                CArg::Set { field, idx } => eval.set_hit(*field, *idx),
-            };
-            if !ok {
+        // A rule stronger than allow matches in doubt; an allow rule does not.
+        let strict = r.verdict != Verdict::Allow;
+        for cond in &r.args {
+            if !eval.cond(cond, strict) {
                 return false;
             }
         }
@@ -518,7 +538,9 @@ impl StepPolicy for PolicySet {
     }
 
     fn risk_floor_micro(&self, step: &Step) -> u64 {
-        self.tools.get(step.tool()).map_or(0, |t| t.risk_micro)
+        self.tools
+            .get(&*text::canonical(step.tool()))
+            .map_or(0, |t| t.risk_micro)
     }
 
     fn approval_timeout_ms(&self) -> u64 {

@@ -32,13 +32,32 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             );
             continue;
         }
-        let Some(fields) = r.mapping(v, &format!("tool {name}"), &["action", "risk", "upstream"])
-        else {
+        let canonical = name.to_ascii_lowercase();
+        if let Some(first) = out
+            .iter()
+            .find(|t: &&ToolDef| t.name.eq_ignore_ascii_case(&name))
+        {
+            r.error(
+                name_pos,
+                format!(
+                    "tool {name} is tool {} again (line {}): tool names compare without case",
+                    first.name, first.pos.line
+                ),
+                Some(format!("register {canonical} once")),
+            );
+            continue;
+        }
+        let Some(fields) = r.mapping(
+            v,
+            &format!("tool {name}"),
+            &["action", "risk", "upstream", "args"],
+        ) else {
             continue;
         };
         let mut action = None;
         let mut risk_micro = 0;
         let mut upstream = None;
+        let mut args = None;
         for Entry {
             key: k, value: x, ..
         } in fields
@@ -46,6 +65,7 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             match &*k {
                 "action" => action = r.named(x, "action", &ACTIONS),
                 "risk" => risk_micro = r.micros(x, "risk", "2.0").unwrap_or(0),
+                "args" => args = read_args(r, x, &name),
                 _ => {
                     if let Some(u) = r.text(x, "upstream") {
                         if u.starts_with("http://") || u.starts_with("https://") {
@@ -74,8 +94,31 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             action,
             risk_micro,
             upstream,
+            args,
             pos: name_pos,
         });
     }
     out
+}
+
+/// `args: [amount, currency]`: the top-level keys the tool takes.
+fn read_args(r: &mut Reader, n: &Node, tool: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let hint = Some("e.g. args: [amount, currency, recipient]".to_string());
+    for item in r.sequence(n, &format!("tool {tool}: args"), hint)? {
+        let Some(key) = r.text(item, "args key") else {
+            continue;
+        };
+        let canonical = crate::policy::text::canonical(&key).into_owned();
+        if canonical.is_empty() || out.contains(&canonical) {
+            r.error(
+                item.pos,
+                format!("tool {tool}: args key {key:?} is empty or listed twice"),
+                None,
+            );
+            continue;
+        }
+        out.push(canonical);
+    }
+    Some(out)
 }
