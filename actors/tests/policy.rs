@@ -619,13 +619,13 @@ fn validator_warns_about_shadowed_conflicting_unreachable_rules_and_pool_limits(
     let text = "\
 version: 1
 tools:
-  shell: {action: execute}
+  shell: {action: execute, args: [user]}
 pools:
   - {path: swarm, limits: {tokens: 1000}}
   - {path: swarm/a, limits: {tokens: 5000}}
 rules:
   - {id: stop-shell, match: {tool: shell}, decision: halt, kind: safety}
-  - {id: no-sudo, match: {tool: shell, args: {command: {regex: sudo}}}, decision: deny}
+  - {id: no-sudo, match: {tool: shell, args: {user: {regex: root}}}, decision: deny}
   - {id: x1, match: {tool: shell, action: execute}, decision: allow}
   - {id: x2, match: {action: execute, tool: shell}, decision: require_approval}
   - {id: ghost, match: {tool: nmap}, decision: deny}
