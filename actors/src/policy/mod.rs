@@ -1,21 +1,27 @@
 //! The policy engine: YAML -> checked [`PolicyDoc`] -> compiled [`PolicySet`] -> pure
 //! evaluation per step.
 //!
-//! Rules are indexed by tool (exact names in a hash map, globs in one `RegexSet`) and, for
-//! rules without a tool, by action class, so a step only meets the rules that can apply to it:
-//! evaluation cost does not grow with unrelated rules. Every regex and glob condition on the
-//! same args field is compiled into one `RegexSet`, run at most once per step. The strongest
-//! outcome wins (`halt > deny > require_approval > allow`) whatever the rule order; ties go to
-//! the smallest rule id, so the reported rule does not depend on order either.
+//! Rules are indexed by tool (exact names in a hash map, globs in one `RegexSet`, both in
+//! canonical form) and, for rules without a tool, by action class, so a step only meets the
+//! rules that can apply to it: evaluation cost does not grow with unrelated rules. Every regex
+//! and glob condition on the same args field is compiled into one `RegexSet` per view, run at
+//! most once per value. The strongest outcome wins (`halt > deny > require_approval > allow`)
+//! whatever the rule order; ties go to the smallest rule id, so the reported rule does not
+//! depend on order either.
+//!
+//! Conditions fail closed on spelling: each value at a path is read as sent and in canonical
+//! form ([`text`]); a rule stronger than allow matches if any value in either view does, or if
+//! a value cannot be judged (a number that is not one, a path that cannot be placed, a command
+//! line that cannot be parsed); an allow rule only if every value in both views does.
 //!
 //! ```
 //! use warden_actors::policy::PolicySet;
 //! let policy = PolicySet::parse(r#"
 //! version: 1
 //! tools:
-//!   shell: {action: execute, risk: 2.0}
+//!   shell: {action: execute, risk: 2.0, args: [command]}
 //! rules:
-//!   - {id: no-rm-rf, match: {tool: shell, args: {command: {regex: 'rm\s+-rf'}}}, decision: halt, kind: safety}
+//!   - {id: no-rm-rf, match: {tool: shell, args: {command: {command: {program: rm, flags: [recursive, force]}}}}, decision: halt, kind: safety}
 //! "#).unwrap();
 //! assert_eq!(policy.rule_count(), 1);
 //! let err = PolicySet::parse("version: 1\nrules:\n  - {id: x, match: {tool: shell}, decison: deny}\n").unwrap_err();
