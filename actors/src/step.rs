@@ -729,7 +729,10 @@ mod tests {
             (r#""rm -rf /""#, "does not hold a JSON object"),
             (r#""[\"rm\"]""#, "it holds an array"),
             (r#""{\"a\": 1} x""#, "does not hold a JSON object"),
-            (r#"{"command": "ls", "command": "rm -rf /"}"#, "repeats the key"),
+            (
+                r#"{"command": "ls", "command": "rm -rf /"}"#,
+                "repeats the key",
+            ),
             (r#""{\"a\": {\"b\": 1, \"b\": 2}}""#, "repeats the key"),
         ] {
             let err = parse(bad).unwrap_err().to_string();

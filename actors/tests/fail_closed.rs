@@ -15,8 +15,7 @@ const PAYMENTS: &str = include_str!("../../examples/policies/payments-agent.yaml
 
 /// Each example compiled once for all cases.
 static CODING_POLICY: LazyLock<PolicySet> = LazyLock::new(|| PolicySet::parse(CODING).unwrap());
-static PAYMENTS_POLICY: LazyLock<PolicySet> =
-    LazyLock::new(|| PolicySet::parse(PAYMENTS).unwrap());
+static PAYMENTS_POLICY: LazyLock<PolicySet> = LazyLock::new(|| PolicySet::parse(PAYMENTS).unwrap());
 
 fn decide(policy: &PolicySet, tool: &str, action: ActionClass, args: Value) -> (String, String) {
     let step = Step::builder(tool, action).args(args).build().unwrap();
@@ -35,20 +34,30 @@ fn decide(policy: &PolicySet, tool: &str, action: ActionClass, args: Value) -> (
     };
     match policy.evaluate(&ctx).outcome {
         PolicyOutcome::Allow => ("allow".into(), String::new()),
-        PolicyOutcome::RequireApproval { rule, .. } => ("require_approval".into(), rule.to_string()),
+        PolicyOutcome::RequireApproval { rule, .. } => {
+            ("require_approval".into(), rule.to_string())
+        }
         PolicyOutcome::Deny { rule, .. } => ("deny".into(), rule.to_string()),
         PolicyOutcome::Halt { rule, .. } => ("halt".into(), rule.to_string()),
     }
 }
 
 fn shell(policy: &PolicySet, command: &str) -> (String, String) {
-    decide(policy, "shell", ActionClass::Execute, json!({ "command": command }))
+    decide(
+        policy,
+        "shell",
+        ActionClass::Execute,
+        json!({ "command": command }),
+    )
 }
 
 /// One way of writing `word` so that a POSIX shell reads it back as `word`.
 fn quoted(word: &'static str) -> impl Strategy<Value = String> {
     (0..6usize, 0..=word.len()).prop_map(move |(how, at)| {
-        let at = (0..=at).rev().find(|i| word.is_char_boundary(*i)).unwrap_or(0);
+        let at = (0..=at)
+            .rev()
+            .find(|i| word.is_char_boundary(*i))
+            .unwrap_or(0);
         let (a, b) = word.split_at(at);
         match how {
             0 => word.to_string(),
@@ -82,8 +91,21 @@ fn rm_flags() -> impl Strategy<Value = Vec<&'static str>> {
 
 fn wrapper() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
-        "", "sudo ", "sudo -u root ", "env ", "env -i FOO=1 ", "nice -n 5 ", "nohup ", "timeout 5 ",
-        "command ", "exec ", "time ", "busybox ", "doas ", "stdbuf -o0 ", "FOO=bar ",
+        "",
+        "sudo ",
+        "sudo -u root ",
+        "env ",
+        "env -i FOO=1 ",
+        "nice -n 5 ",
+        "nohup ",
+        "timeout 5 ",
+        "command ",
+        "exec ",
+        "time ",
+        "busybox ",
+        "doas ",
+        "stdbuf -o0 ",
+        "FOO=bar ",
     ])
 }
 
@@ -104,7 +126,10 @@ fn context(cmd: String, how: usize) -> String {
         7 => format!("echo \"$({cmd})\""),
         8 => format!("{cmd} &\nwait"),
         9 => format!("bash -c {}", shlex::try_quote(&cmd).unwrap()),
-        10 => format!("sh -c {}", shlex::try_quote(&format!("echo start; {cmd}")).unwrap()),
+        10 => format!(
+            "sh -c {}",
+            shlex::try_quote(&format!("echo start; {cmd}")).unwrap()
+        ),
         _ => format!("if {cmd}; then echo ok; fi"),
     }
 }
@@ -226,40 +251,109 @@ fn allow_rules_never_match_in_doubt() {
     )
     .unwrap();
     let sh = |c: &str| shell(&policy, c).0;
-    assert_eq!(sh("git status"), "require_approval", "allow never beats a stronger rule");
+    assert_eq!(
+        sh("git status"),
+        "require_approval",
+        "allow never beats a stronger rule"
+    );
     // An allow is only ever added; it never hides what a stronger rule said, and a doubtful
     // line does not make it match (checked through the matched list).
     let matched = |c: &str| {
-        let step = Step::builder("shell", ActionClass::Execute).args(json!({"command": c})).build().unwrap();
+        let step = Step::builder("shell", ActionClass::Execute)
+            .args(json!({"command": c}))
+            .build()
+            .unwrap();
         let root = Account::root("swarm", Limits::UNLIMITED);
         let account = root.child("a", Limits::UNLIMITED).unwrap();
         let agent = AgentId::new("a").unwrap();
-        let ctx = PolicyContext { agent: &agent, step: &step, consecutive_failures: 0, steps_decided: 0, now_ms: 0, team: "swarm", account: &account };
-        policy.evaluate(&ctx).matched.iter().map(|m| m.id.to_string()).collect::<Vec<_>>()
+        let ctx = PolicyContext {
+            agent: &agent,
+            step: &step,
+            consecutive_failures: 0,
+            steps_decided: 0,
+            now_ms: 0,
+            team: "swarm",
+            account: &account,
+        };
+        policy
+            .evaluate(&ctx)
+            .matched
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect::<Vec<_>>()
     };
     assert!(matched("git status && git log").contains(&"only-git".to_string()));
-    for doubtful in ["git status; rm -rf /", "GIT status", "$GIT status", "git 'status", "ｇｉｔ status", ""] {
-        assert!(!matched(doubtful).contains(&"only-git".to_string()), "{doubtful:?}");
+    for doubtful in [
+        "git status; rm -rf /",
+        "GIT status",
+        "$GIT status",
+        "git 'status",
+        "ｇｉｔ status",
+        "",
+    ] {
+        assert!(
+            !matched(doubtful).contains(&"only-git".to_string()),
+            "{doubtful:?}"
+        );
     }
     let wmatched = |p: &str| {
-        let step = Step::builder("files.write", ActionClass::Write).args(json!({"path": p})).build().unwrap();
+        let step = Step::builder("files.write", ActionClass::Write)
+            .args(json!({"path": p}))
+            .build()
+            .unwrap();
         let root = Account::root("swarm", Limits::UNLIMITED);
         let account = root.child("a", Limits::UNLIMITED).unwrap();
         let agent = AgentId::new("a").unwrap();
-        let ctx = PolicyContext { agent: &agent, step: &step, consecutive_failures: 0, steps_decided: 0, now_ms: 0, team: "swarm", account: &account };
-        policy.evaluate(&ctx).matched.iter().any(|m| &*m.id == "app-writes")
+        let ctx = PolicyContext {
+            agent: &agent,
+            step: &step,
+            consecutive_failures: 0,
+            steps_decided: 0,
+            now_ms: 0,
+            team: "swarm",
+            account: &account,
+        };
+        policy
+            .evaluate(&ctx)
+            .matched
+            .iter()
+            .any(|m| &*m.id == "app-writes")
     };
     assert!(wmatched("/srv/app/./a//b"));
-    for outside in ["/srv/app/../x", "app/x", "/ｓrv/app/x", "/SRV/app/x", "/srv/app/x\0/../../../etc"] {
+    for outside in [
+        "/srv/app/../x",
+        "app/x",
+        "/ｓrv/app/x",
+        "/SRV/app/x",
+        "/srv/app/x\0/../../../etc",
+    ] {
         assert!(!wmatched(outside), "{outside:?}");
     }
     let json_path = json!(["/srv/app/a", "/etc/x"]);
-    let step = Step::builder("files.write", ActionClass::Write).args(json!({"path": json_path})).build().unwrap();
+    let step = Step::builder("files.write", ActionClass::Write)
+        .args(json!({"path": json_path}))
+        .build()
+        .unwrap();
     let root = Account::root("swarm", Limits::UNLIMITED);
     let account = root.child("a", Limits::UNLIMITED).unwrap();
     let agent = AgentId::new("a").unwrap();
-    let ctx = PolicyContext { agent: &agent, step: &step, consecutive_failures: 0, steps_decided: 0, now_ms: 0, team: "swarm", account: &account };
-    assert!(!policy.evaluate(&ctx).matched.iter().any(|m| &*m.id == "app-writes"), "every element must be allowed");
+    let ctx = PolicyContext {
+        agent: &agent,
+        step: &step,
+        consecutive_failures: 0,
+        steps_decided: 0,
+        now_ms: 0,
+        team: "swarm",
+        account: &account,
+    };
+    assert!(
+        !policy
+            .evaluate(&ctx)
+            .matched
+            .iter()
+            .any(|m| &*m.id == "app-writes"),
+        "every element must be allowed"
+    );
 }
 
 #[test]
@@ -269,8 +363,14 @@ fn wildcard_paths_and_arrays_test_each_element() {
     )
     .unwrap();
     let fetch = |a: Value| decide(&policy, "web.fetch", ActionClass::Network, a).1;
-    assert_eq!(fetch(json!({"items": [{"url": "http://ok"}, {"url": "http://10.0.0.1"}]})), "no-internal");
+    assert_eq!(
+        fetch(json!({"items": [{"url": "http://ok"}, {"url": "http://10.0.0.1"}]})),
+        "no-internal"
+    );
     assert_eq!(fetch(json!({"items": [{"url": "http://ok"}]})), "");
-    assert_eq!(fetch(json!({"urls": ["a", ["b", "x.evil.com"]]})), "no-evil");
+    assert_eq!(
+        fetch(json!({"urls": ["a", ["b", "x.evil.com"]]})),
+        "no-evil"
+    );
     assert_eq!(fetch(json!({"urls": "x.evil.com"})), "no-evil");
 }

@@ -264,7 +264,10 @@ fn every_args_operator_works() {
         Some("gte-lte"),
         "a string that is not a number fails closed"
     );
-    assert_eq!(rule(&pay(json!({"amount": "1000.50"}))).as_deref(), Some("gt"));
+    assert_eq!(
+        rule(&pay(json!({"amount": "1000.50"}))).as_deref(),
+        Some("gt")
+    );
     assert_eq!(
         rule(&step(
             "shell",

@@ -16,11 +16,30 @@ pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
 }
 
 /// Keys whose values are shell command lines.
-const COMMAND_KEYS: [&str; 7] = ["command", "cmd", "commandline", "command_line", "script", "shell", "bash"];
+const COMMAND_KEYS: [&str; 7] = [
+    "command",
+    "cmd",
+    "commandline",
+    "command_line",
+    "script",
+    "shell",
+    "bash",
+];
 /// Keys whose values are file system paths.
 const PATH_KEYS: [&str; 13] = [
-    "path", "file", "filename", "filepath", "file_path", "dir", "directory", "dest",
-    "destination", "target", "src", "source", "folder",
+    "path",
+    "file",
+    "filename",
+    "filepath",
+    "file_path",
+    "dir",
+    "directory",
+    "dest",
+    "destination",
+    "target",
+    "src",
+    "source",
+    "folder",
 ];
 
 /// Rules stronger than allow that an agent can slip past by spelling: a regex or glob on the
@@ -38,10 +57,18 @@ fn check_evasion(r: &mut Reader, doc: &PolicyDoc) {
                 _ => None,
             });
             let Some(key) = key else { continue };
-            let Some((op, at)) = cond.ops.iter().find(|(o, _)| matches!(o, ArgOp::Regex(_) | ArgOp::Glob(_))) else {
+            let Some((op, at)) = cond
+                .ops
+                .iter()
+                .find(|(o, _)| matches!(o, ArgOp::Regex(_) | ArgOp::Glob(_)))
+            else {
                 continue;
             };
-            let what = if matches!(op, ArgOp::Regex(_)) { "a regex" } else { "a glob" };
+            let what = if matches!(op, ArgOp::Regex(_)) {
+                "a regex"
+            } else {
+                "a glob"
+            };
             if COMMAND_KEYS.contains(&key.as_str()) {
                 r.warning(
                     *at,
@@ -70,16 +97,16 @@ fn check_evasion(r: &mut Reader, doc: &PolicyDoc) {
 /// warning per tool), and rules reading a key their tool does not take.
 fn check_declared_args(r: &mut Reader, doc: &PolicyDoc) {
     for def in &doc.tools {
-        let readers: Vec<&RuleDef> = doc
-            .rules
-            .iter()
-            .filter(|rule| rule.decision != Verdict::Allow && !rule.matcher.args.is_empty())
-            .filter(|rule| {
-                rule.matcher.tools.iter().any(|(t, _)| {
-                    crate::policy::text::canonical(t).eq_ignore_ascii_case(&def.name)
+        let readers: Vec<&RuleDef> =
+            doc.rules
+                .iter()
+                .filter(|rule| rule.decision != Verdict::Allow && !rule.matcher.args.is_empty())
+                .filter(|rule| {
+                    rule.matcher.tools.iter().any(|(t, _)| {
+                        crate::policy::text::canonical(t).eq_ignore_ascii_case(&def.name)
+                    })
                 })
-            })
-            .collect();
+                .collect();
         let Some(first) = readers.first() else {
             continue;
         };
@@ -127,7 +154,11 @@ fn check_declared_args(r: &mut Reader, doc: &PolicyDoc) {
 
 fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
     // Tool names compare in canonical form (case-folded), as evaluation does.
-    let canonical: Vec<String> = doc.tools.iter().map(|t| t.name.to_ascii_lowercase()).collect();
+    let canonical: Vec<String> = doc
+        .tools
+        .iter()
+        .map(|t| t.name.to_ascii_lowercase())
+        .collect();
     let names: Vec<&str> = canonical.iter().map(String::as_str).collect();
     if names.is_empty() && !doc.rules.is_empty() && doc.default_decision != Verdict::Allow {
         r.warning(

@@ -14,9 +14,9 @@ use crate::step::ActionClass;
 use crate::yaml::Pos;
 
 use super::detect::Detector;
-use super::{fspath, glob, shell, text};
 use super::model::{ArgOp, PathSeg, PolicyDoc, RateDef, RuleDef, TimeWindow};
 use super::rate::RateLimiter;
+use super::{fspath, glob, shell, text};
 use super::{Diagnostic, PolicySet};
 
 /// One compiled operator on the values at an args path.
@@ -155,9 +155,10 @@ impl Indexes {
                 ArgOp::Lt(x) => COp::Cmp(|a, b| a < b, *x),
                 ArgOp::Lte(x) => COp::Cmp(|a, b| a <= b, *x),
                 ArgOp::Exists(b) => COp::Exists(*b),
-                ArgOp::Regex(re) => {
-                    COp::Text(enter(&mut self.text_patterns[p], (re.clone(), format!("(?i:{re})"))))
-                }
+                ArgOp::Regex(re) => COp::Text(enter(
+                    &mut self.text_patterns[p],
+                    (re.clone(), format!("(?i:{re})")),
+                )),
                 ArgOp::Glob(g) => COp::Text(enter(
                     &mut self.text_patterns[p],
                     (glob::to_regex(g), glob::to_regex(&text::canonical(g))),
@@ -166,7 +167,8 @@ impl Indexes {
                     // Several globs: any of them (one operator per glob would need all).
                     let mut alts = Vec::new();
                     for g in globs {
-                        let canon = fspath::check_glob(&text::canonical(g)).unwrap_or_else(|_| g.clone());
+                        let canon =
+                            fspath::check_glob(&text::canonical(g)).unwrap_or_else(|_| g.clone());
                         let idx = enter(
                             &mut self.path_patterns[p],
                             (fspath::glob_regex(g), fspath::glob_regex(&canon)),
@@ -182,9 +184,10 @@ impl Indexes {
                         COp::Any(alts)
                     }
                 }
-                ArgOp::Command(pat) => COp::Command(Box::new(shell::Compiled::new(pat).map_err(
-                    |e| Diagnostic::error(*at, e.message, e.hint),
-                )?)),
+                ArgOp::Command(pat) => COp::Command(Box::new(
+                    shell::Compiled::new(pat)
+                        .map_err(|e| Diagnostic::error(*at, e.message, e.hint))?,
+                )),
                 ArgOp::Not(inner) => COp::Not(self.ops(p, inner)?),
             });
         }

@@ -225,7 +225,11 @@ impl<'a> EvalCache<'a> {
     }
 
     fn slot(&mut self, path: u32, whole: bool) -> usize {
-        if let Some(i) = self.slots.iter().position(|s| s.path == path && s.whole == whole) {
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.path == path && s.whole == whole)
+        {
             return i;
         }
         let mut present = false;
@@ -255,7 +259,7 @@ impl<'a> EvalCache<'a> {
         let n = self.slots[s].cands.len();
         if n == 0 {
             let present = self.slots[s].present;
-            return absent(&c.ops, strict, present);
+            return absent(&c.ops, present);
         }
         if strict {
             (0..n).any(|i| (0..2).any(|view| self.ops(&c.ops, s, i, view, strict)))
@@ -369,12 +373,16 @@ impl<'a> EvalCache<'a> {
                 if cand.path[view].is_none() {
                     let t = cand.text(view).unwrap_or_default();
                     let r = match fspath::normalize(&t) {
-                        Ok(fspath::Normal::Absolute(p)) => {
-                            Ok((policy.fields[path].path.as_ref().expect("path globs")[view].matches(&p), false))
-                        }
-                        Ok(fspath::Normal::Relative(p)) => {
-                            Ok((policy.fields[path].path.as_ref().expect("path globs")[view].matches(&p), true))
-                        }
+                        Ok(fspath::Normal::Absolute(p)) => Ok((
+                            policy.fields[path].path.as_ref().expect("path globs")[view]
+                                .matches(&p),
+                            false,
+                        )),
+                        Ok(fspath::Normal::Relative(p)) => Ok((
+                            policy.fields[path].path.as_ref().expect("path globs")[view]
+                                .matches(&p),
+                            true,
+                        )),
                         Err(why) => Err(format!("= {} {why}", text::preview(&t))),
                     };
                     cand.path[view] = Some(r);
@@ -396,14 +404,20 @@ impl<'a> EvalCache<'a> {
                     let line = match cand.v {
                         Value::String(s) => Some(CommandLine::parse(s)),
                         Value::Array(items) => {
-                            let words: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+                            let words: Option<Vec<&str>> =
+                                items.iter().map(Value::as_str).collect();
                             words.map(|w| CommandLine::argv(&w))
                         }
                         _ => None,
                     };
                     match line {
                         Some(l) => cand.line = Some(Box::new(l)),
-                        None => return doubt(cand, "is neither a command line nor an argv array of strings".into()),
+                        None => {
+                            return doubt(
+                                cand,
+                                "is neither a command line nor an argv array of strings".into(),
+                            )
+                        }
                     }
                 }
                 let line = cand.line.as_deref().expect("parsed");
@@ -419,12 +433,15 @@ impl<'a> EvalCache<'a> {
     }
 }
 
-/// Operators on a path with no value: only `exists: false` holds, and `not` of what does not.
-fn absent(ops: &[COp], strict: bool, present: bool) -> bool {
+/// Operators on a path with no value: only `exists: false` holds, and `not` of what does not
+/// (there is nothing to doubt, so polarity does not matter).
+fn absent(ops: &[COp], present: bool) -> bool {
     ops.iter().all(|op| match op {
         COp::Exists(want) => present == *want,
-        COp::Not(inner) => !absent(inner, !strict, present),
-        COp::Any(alts) => alts.iter().any(|a| absent(std::slice::from_ref(a), strict, present)),
+        COp::Not(inner) => !absent(inner, present),
+        COp::Any(alts) => alts
+            .iter()
+            .any(|a| absent(std::slice::from_ref(a), present)),
         _ => false,
     })
 }
@@ -435,14 +452,31 @@ mod tests {
 
     #[test]
     fn decimal_strings_are_numbers_and_nothing_else_is() {
-        for (t, v) in [("5000", 5000.0), ("5000.00", 5000.0), (" 5e3 ", 5000.0), ("+1", 1.0), ("-.5", -0.5), ("5.", 5.0), ("1E-2", 0.01)] {
+        for (t, v) in [
+            ("5000", 5000.0),
+            ("5000.00", 5000.0),
+            (" 5e3 ", 5000.0),
+            ("+1", 1.0),
+            ("-.5", -0.5),
+            ("5.", 5.0),
+            ("1E-2", 0.01),
+        ] {
             assert_eq!(decimal(t), Some(v), "{t}");
         }
-        for t in ["", " ", "inf", "NaN", "0x10", "1_000", "5,000", "$5", "5 USD", "1e", ".", "--1", "5e3.0"] {
+        for t in [
+            "", " ", "inf", "NaN", "0x10", "1_000", "5,000", "$5", "5 USD", "1e", ".", "--1",
+            "5e3.0",
+        ] {
             assert_eq!(decimal(t), None, "{t}");
         }
-        assert!(decimal_eq("9007199254740993", &serde_json::Number::from(9007199254740993u64)));
-        assert!(!decimal_eq("9007199254740992", &serde_json::Number::from(9007199254740993u64)));
+        assert!(decimal_eq(
+            "9007199254740993",
+            &serde_json::Number::from(9007199254740993u64)
+        ));
+        assert!(!decimal_eq(
+            "9007199254740992",
+            &serde_json::Number::from(9007199254740993u64)
+        ));
     }
 
     #[test]

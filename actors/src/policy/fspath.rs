@@ -83,7 +83,11 @@ pub fn check_glob(glob: &str) -> Result<String, String> {
         }
     }
     let joined = out.join("/");
-    Ok(if absolute { format!("/{joined}") } else { joined })
+    Ok(if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    })
 }
 
 /// The anchored regular expression of a path glob normalized by [`check_glob`].
@@ -187,9 +191,15 @@ mod tests {
     #[test]
     fn paths_normalize_lexically() {
         let abs = |s: &str| normalize(s).unwrap();
-        assert_eq!(abs("/var/../etc/shadow"), Normal::Absolute("/etc/shadow".into()));
+        assert_eq!(
+            abs("/var/../etc/shadow"),
+            Normal::Absolute("/etc/shadow".into())
+        );
         assert_eq!(abs("//etc/shadow"), Normal::Absolute("/etc/shadow".into()));
-        assert_eq!(abs("/./etc/./shadow/"), Normal::Absolute("/etc/shadow".into()));
+        assert_eq!(
+            abs("/./etc/./shadow/"),
+            Normal::Absolute("/etc/shadow".into())
+        );
         assert_eq!(abs("/"), Normal::Absolute("/".into()));
         assert_eq!(abs("a/./b/../c"), Normal::Relative("a/c".into()));
         assert_eq!(abs("../x"), Normal::Relative("../x".into()));

@@ -1,10 +1,10 @@
 //! The `command` condition's parser: a command line read as a POSIX shell would read it,
 //! into the simple commands it runs.
 //!
-//! Two layers. [`scan`] is warden's own: it knows the shell's structure (operators,
+//! Two layers. `scan` is warden's own: it knows the shell's structure (operators,
 //! subshells, substitutions, redirections, here-documents, ANSI-C quoting) and marks what only
 //! the running shell could know. Each simple command's text then goes to the `shlex` crate,
-//! which splits words and removes quotes and escapes. [`wrappers`] unwraps programs that run
+//! which splits words and removes quotes and escapes. `wrappers` unwraps programs that run
 //! another program (`sudo`, `env`, `timeout`, `xargs`, `sh -c`, ...), and [`pattern`] matches
 //! program, flags, operands and data flow.
 //!
@@ -44,7 +44,11 @@ pub struct Command {
 impl Command {
     /// The words with markers made readable (`$…` for an expansion).
     pub fn display(&self) -> String {
-        self.words.iter().map(|w| readable(w)).collect::<Vec<_>>().join(" ")
+        self.words
+            .iter()
+            .map(|w| readable(w))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -91,7 +95,10 @@ impl CommandLine {
         let mut p = Parser::default();
         let result = p.scanner.node(None).and_then(|node| {
             let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-            if words.first().is_some_and(|w| w.contains([' ', '\t', '\n', ';', '|', '&'])) {
+            if words
+                .first()
+                .is_some_and(|w| w.contains([' ', '\t', '\n', ';', '|', '&']))
+            {
                 // `["rm -rf /"]`: a tool that joins its argv into a shell line would run it.
                 return Err(format!(
                     "the program word {} holds spaces or shell operators",
@@ -115,7 +122,11 @@ impl CommandLine {
     /// wrappers and scripts).
     pub fn feeds(&self, a: usize, b: usize) -> bool {
         let (na, nb) = (self.commands[a].node, self.commands[b].node);
-        na != nb && self.flow.get(na as usize).is_some_and(|f| f & (1u64 << nb) != 0)
+        na != nb
+            && self
+                .flow
+                .get(na as usize)
+                .is_some_and(|f| f & (1u64 << nb) != 0)
     }
 }
 
@@ -178,7 +189,10 @@ impl Parser {
     /// shell); its commands take the node's place in data flow.
     pub(crate) fn script(&mut self, text: &str, node: u32, depth: usize) -> Result<(), Doubt> {
         if depth + 1 > scan::MAX_DEPTH {
-            return Err(format!("scripts nested deeper than {} levels", scan::MAX_DEPTH));
+            return Err(format!(
+                "scripts nested deeper than {} levels",
+                scan::MAX_DEPTH
+            ));
         }
         let first = self.scanner.segments.len();
         let chars: Vec<char> = text.chars().collect();
@@ -189,9 +203,17 @@ impl Parser {
         Ok(())
     }
 
-    pub(crate) fn push(&mut self, node: u32, words: Vec<String>, stdin_args: bool) -> Result<(), Doubt> {
+    pub(crate) fn push(
+        &mut self,
+        node: u32,
+        words: Vec<String>,
+        stdin_args: bool,
+    ) -> Result<(), Doubt> {
         if self.out.len() >= 4 * scan::MAX_NODES {
-            return Err(format!("more than {} programs in one line", 4 * scan::MAX_NODES));
+            return Err(format!(
+                "more than {} programs in one line",
+                4 * scan::MAX_NODES
+            ));
         }
         self.out.push(Command {
             node,
@@ -268,7 +290,9 @@ fn expand_braces(word: &str, out: &mut Vec<String>) -> Result<(), Doubt> {
             let alt: String = chars[pair[0] + 1..pair[1]].iter().collect();
             expand_braces(&format!("{prefix}{alt}{suffix}"), out)?;
             if out.len() > MAX_BRACE_WORDS {
-                return Err(format!("a brace expansion makes more than {MAX_BRACE_WORDS} words"));
+                return Err(format!(
+                    "a brace expansion makes more than {MAX_BRACE_WORDS} words"
+                ));
             }
         }
         return Ok(());
@@ -302,7 +326,9 @@ pub(crate) fn is_assignment(w: &str) -> bool {
         _ => name,
     };
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -61,17 +61,83 @@ struct Alias {
 }
 
 const ALIASES: &[Alias] = &[
-    Alias { programs: &["rm"], name: "recursive", short: "rR", long: &["recursive"], dash: &[] },
-    Alias { programs: &["rm", "cp", "mv", "ln", "chmod", "chown", "chgrp"], name: "force", short: "f", long: &["force"], dash: &[] },
-    Alias { programs: &["rm"], name: "no_preserve_root", short: "", long: &["no-preserve-root"], dash: &[] },
-    Alias { programs: &["cp"], name: "recursive", short: "rRa", long: &["recursive", "archive"], dash: &[] },
-    Alias { programs: &["chmod", "chown", "chgrp"], name: "recursive", short: "R", long: &["recursive"], dash: &[] },
-    Alias { programs: &["ln"], name: "symbolic", short: "s", long: &["symbolic"], dash: &[] },
-    Alias { programs: &["git"], name: "force", short: "f", long: &["force", "force-with-lease", "force-if-includes"], dash: &[] },
-    Alias { programs: &["curl"], name: "insecure", short: "k", long: &["insecure"], dash: &[] },
-    Alias { programs: &["wget"], name: "insecure", short: "", long: &["no-check-certificate"], dash: &[] },
-    Alias { programs: &["find"], name: "delete", short: "", long: &[], dash: &["-delete"] },
-    Alias { programs: &["find"], name: "exec", short: "", long: &[], dash: &["-exec", "-execdir", "-ok", "-okdir"] },
+    Alias {
+        programs: &["rm"],
+        name: "recursive",
+        short: "rR",
+        long: &["recursive"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["rm", "cp", "mv", "ln", "chmod", "chown", "chgrp"],
+        name: "force",
+        short: "f",
+        long: &["force"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["rm"],
+        name: "no_preserve_root",
+        short: "",
+        long: &["no-preserve-root"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["cp"],
+        name: "recursive",
+        short: "rRa",
+        long: &["recursive", "archive"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["chmod", "chown", "chgrp"],
+        name: "recursive",
+        short: "R",
+        long: &["recursive"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["ln"],
+        name: "symbolic",
+        short: "s",
+        long: &["symbolic"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["git"],
+        name: "force",
+        short: "f",
+        long: &["force", "force-with-lease", "force-if-includes"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["curl"],
+        name: "insecure",
+        short: "k",
+        long: &["insecure"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["wget"],
+        name: "insecure",
+        short: "",
+        long: &["no-check-certificate"],
+        dash: &[],
+    },
+    Alias {
+        programs: &["find"],
+        name: "delete",
+        short: "",
+        long: &[],
+        dash: &["-delete"],
+    },
+    Alias {
+        programs: &["find"],
+        name: "exec",
+        short: "",
+        long: &[],
+        dash: &["-exec", "-execdir", "-ok", "-okdir"],
+    },
 ];
 
 /// Every named flag known, for "did you mean".
@@ -99,7 +165,9 @@ impl FlagName {
             let mut chars = short.chars();
             return match (chars.next(), chars.next()) {
                 (Some(c), None) if c.is_ascii_graphic() => Ok(FlagName::Short(c)),
-                (Some(_), Some(_)) if !short.contains([' ', '=']) => Ok(FlagName::Dash(s.to_string())),
+                (Some(_), Some(_)) if !short.contains([' ', '=']) => {
+                    Ok(FlagName::Dash(s.to_string()))
+                }
                 _ => Err(bad(format!("flag {s:?} is not an option"))),
             };
         }
@@ -159,7 +227,8 @@ impl View {
                 v.unknown_flags = true;
                 v.unknown_operands = true;
             } else if let Some(long) = w.strip_prefix("--").filter(|l| !l.is_empty()) {
-                v.longs.push(long.split('=').next().unwrap_or("").to_string());
+                v.longs
+                    .push(long.split('=').next().unwrap_or("").to_string());
             } else if w.len() > 1 && w.starts_with('-') {
                 v.shorts.extend(w.chars().skip(1));
                 v.dashes.push(w);
@@ -215,7 +284,10 @@ pub struct Compiled {
 fn glob_pair(g: &str, path: bool) -> Result<(Regex, Regex), PatternError> {
     let to = |g: &str| -> Result<Regex, PatternError> {
         let re = if path {
-            fspath::glob_regex(&fspath::check_glob(g).map_err(|m| PatternError { message: m, hint: None })?)
+            fspath::glob_regex(&fspath::check_glob(g).map_err(|m| PatternError {
+                message: m,
+                hint: None,
+            })?)
         } else {
             glob::to_regex(g)
         };
@@ -250,7 +322,12 @@ impl Compiled {
             programs,
             flags: p.flags.clone(),
             args,
-            piped_into: p.piped_into.as_deref().map(Compiled::new).transpose()?.map(Box::new),
+            piped_into: p
+                .piped_into
+                .as_deref()
+                .map(Compiled::new)
+                .transpose()?
+                .map(Box::new),
         })
     }
 
@@ -292,7 +369,11 @@ impl Compiled {
         let v = &line.views[i][canonical as usize];
         let cmd = &line.commands[i];
         if v.opaque {
-            if self.programs.is_empty() && self.flags.is_empty() && self.args.is_empty() && self.piped_into.is_none() {
+            if self.programs.is_empty()
+                && self.flags.is_empty()
+                && self.args.is_empty()
+                && self.piped_into.is_none()
+            {
                 return Tri::Yes;
             }
             return Tri::Unknown(format!(
@@ -302,7 +383,11 @@ impl Compiled {
         }
         if !self.programs.is_empty()
             && !self.programs.iter().any(|(raw, canon)| {
-                if canonical { canon.is_match(&v.program) } else { raw.is_match(&v.program) }
+                if canonical {
+                    canon.is_match(&v.program)
+                } else {
+                    raw.is_match(&v.program)
+                }
             })
         {
             return Tri::No;
@@ -364,7 +449,10 @@ fn operand_match(v: &View, re: &Regex, path: bool, display: &str) -> Tri {
             }
             Ok(fspath::Normal::Relative(p)) => {
                 if p.starts_with("..") {
-                    doubt = Some(format!("operand {} climbs out of a working directory the policy cannot see", text::preview(op)));
+                    doubt = Some(format!(
+                        "operand {} climbs out of a working directory the policy cannot see",
+                        text::preview(op)
+                    ));
                 }
             }
             Err(why) => doubt = Some(format!("operand {} {why}", text::preview(op))),
@@ -395,8 +483,14 @@ fn has_flag(v: &View, program: &str, f: &FlagName, canonical: bool) -> bool {
             }
     });
     let long_present = |name: &str| {
-        let name: Cow<'_, str> = if canonical { Cow::Owned(name.to_ascii_lowercase()) } else { Cow::Borrowed(name) };
-        v.longs.iter().any(|l| !l.is_empty() && name.starts_with(l.as_str()))
+        let name: Cow<'_, str> = if canonical {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
+        v.longs
+            .iter()
+            .any(|l| !l.is_empty() && name.starts_with(l.as_str()))
     };
     let short_present = |c: char| v.shorts.contains(&fold(c));
     if let Some(a) = alias {
@@ -409,7 +503,11 @@ fn has_flag(v: &View, program: &str, f: &FlagName, canonical: bool) -> bool {
         FlagName::Short(c) => short_present(*c),
         FlagName::Long(l) => long_present(l),
         FlagName::Dash(d) => {
-            let d: Cow<'_, str> = if canonical { Cow::Owned(d.to_ascii_lowercase()) } else { Cow::Borrowed(d) };
+            let d: Cow<'_, str> = if canonical {
+                Cow::Owned(d.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(d)
+            };
             v.dashes.iter().any(|w| *w == d) || d.chars().skip(1).all(short_present)
         }
     }

@@ -78,7 +78,12 @@ impl Scanner {
 
     /// Scans `src` as a list of commands; returns its top-level nodes. `parent` is the node
     /// the list runs inside (an `sh -c` script, a subshell).
-    pub fn script(&mut self, src: &[char], parent: Option<u32>, depth: usize) -> Result<Vec<u32>, Doubt> {
+    pub fn script(
+        &mut self,
+        src: &[char],
+        parent: Option<u32>,
+        depth: usize,
+    ) -> Result<Vec<u32>, Doubt> {
         let (pos, tops, end) = self.list(src, 0, parent, depth, false)?;
         if end == End::Close || pos < src.len() {
             return Err("a ) closes nothing".into());
@@ -238,7 +243,10 @@ impl Scanner {
                     while src.get(d).is_some_and(char::is_ascii_digit) {
                         d += 1;
                     }
-                    if d > pos && matches!(src.get(d), Some('<' | '>')) && src.get(d + 1) != Some(&'(') {
+                    if d > pos
+                        && matches!(src.get(d), Some('<' | '>'))
+                        && src.get(d + 1) != Some(&'(')
+                    {
                         pos = self.redirect(src, d, seg, depth)?;
                         continue;
                     }
@@ -276,7 +284,13 @@ impl Scanner {
     /// A redirection operator at `pos` (`<`, `>`, `>>`, `<<`, `<<-`, `<<<`, `>&`, `<&`, `<>`,
     /// `>|`, after an optional `&`), and its target, which is dropped (its substitutions
     /// still run). Here-documents and here-strings become the segment's standard input.
-    fn redirect(&mut self, src: &[char], mut pos: usize, seg: usize, depth: usize) -> Result<usize, Doubt> {
+    fn redirect(
+        &mut self,
+        src: &[char],
+        mut pos: usize,
+        seg: usize,
+        depth: usize,
+    ) -> Result<usize, Doubt> {
         let first = src[pos];
         pos += 1;
         let mut heredoc = false;
@@ -300,7 +314,10 @@ impl Scanner {
                 let fd = skip_blanks(src, pos);
                 if src.get(fd).is_some_and(|c| c.is_ascii_digit() || *c == '-') {
                     let mut end = fd;
-                    while src.get(end).is_some_and(|c| c.is_ascii_digit() || *c == '-') {
+                    while src
+                        .get(end)
+                        .is_some_and(|c| c.is_ascii_digit() || *c == '-')
+                    {
                         end += 1;
                     }
                     if src.get(end).is_none_or(|c| is_word_end(*c)) {
@@ -323,7 +340,9 @@ impl Scanner {
                 .ok_or_else(|| "a here-document delimiter that cannot be read".to_string())?;
             self.pending_heredocs.push((seg, delim, !quoted));
         } else if herestring {
-            let text = shlex::split(&target).map(|w| w.join(" ")).unwrap_or_default();
+            let text = shlex::split(&target)
+                .map(|w| w.join(" "))
+                .unwrap_or_default();
             self.segments[seg].stdin = Some(text);
         }
         Ok(pos)
@@ -338,7 +357,10 @@ impl Scanner {
                 if pos >= src.len() {
                     break;
                 }
-                let end = src[pos..].iter().position(|c| *c == '\n').map_or(src.len(), |i| pos + i);
+                let end = src[pos..]
+                    .iter()
+                    .position(|c| *c == '\n')
+                    .map_or(src.len(), |i| pos + i);
                 let line: String = src[pos..end].iter().collect();
                 pos = (end + 1).min(src.len());
                 if line.trim_start_matches('\t') == delim {
@@ -365,7 +387,14 @@ impl Scanner {
     }
 
     /// One word from `pos`, in shlex-ready form, appended to `out`.
-    fn word(&mut self, src: &[char], mut pos: usize, seg: usize, depth: usize, out: &mut String) -> Result<usize, Doubt> {
+    fn word(
+        &mut self,
+        src: &[char],
+        mut pos: usize,
+        seg: usize,
+        depth: usize,
+        out: &mut String,
+    ) -> Result<usize, Doubt> {
         while let Some(&c) = src.get(pos) {
             if is_word_end(c) {
                 break;
@@ -419,7 +448,13 @@ impl Scanner {
     }
 
     /// The rest of a word after a process substitution.
-    fn word_rest(&mut self, src: &[char], pos: &mut usize, seg: usize, depth: usize) -> Result<String, Doubt> {
+    fn word_rest(
+        &mut self,
+        src: &[char],
+        pos: &mut usize,
+        seg: usize,
+        depth: usize,
+    ) -> Result<String, Doubt> {
         let mut rest = String::new();
         *pos = self.word(src, *pos, seg, depth, &mut rest)?;
         Ok(rest)
@@ -427,7 +462,14 @@ impl Scanner {
 
     /// A double-quoted part from the `"` at `pos`, copied with its quotes; expansions inside
     /// become [`EXP`].
-    fn double(&mut self, src: &[char], mut pos: usize, seg: usize, depth: usize, out: &mut String) -> Result<usize, Doubt> {
+    fn double(
+        &mut self,
+        src: &[char],
+        mut pos: usize,
+        seg: usize,
+        depth: usize,
+        out: &mut String,
+    ) -> Result<usize, Doubt> {
         out.push('"');
         pos += 1;
         loop {
@@ -456,7 +498,14 @@ impl Scanner {
 
     /// An expansion at `pos` (`$…` or a backtick): becomes [`EXP`]; the commands of a command
     /// substitution are scanned and feed segment `seg`. A `$` that starts nothing stays.
-    fn dollar(&mut self, src: &[char], pos: usize, seg: usize, depth: usize, out: &mut String) -> Result<usize, Doubt> {
+    fn dollar(
+        &mut self,
+        src: &[char],
+        pos: usize,
+        seg: usize,
+        depth: usize,
+        out: &mut String,
+    ) -> Result<usize, Doubt> {
         if src[pos] == '`' {
             let mut inner = Vec::new();
             let mut i = pos + 1;
@@ -549,7 +598,10 @@ impl Scanner {
                 if c.is_ascii_digit() {
                     i += 1;
                 } else {
-                    while src.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_') {
+                    while src
+                        .get(i)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    {
                         i += 1;
                     }
                 }
@@ -569,7 +621,14 @@ impl Scanner {
 
     /// A command or process substitution's body from `pos` (just after its `(`) to its `)`;
     /// its commands feed segment `seg`.
-    fn substitution(&mut self, src: &[char], pos: usize, seg: usize, depth: usize, out: &mut String) -> Result<usize, Doubt> {
+    fn substitution(
+        &mut self,
+        src: &[char],
+        pos: usize,
+        seg: usize,
+        depth: usize,
+        out: &mut String,
+    ) -> Result<usize, Doubt> {
         let (after, tops, _) = self.list(src, pos, None, depth + 1, true)?;
         let to = self.segments[seg].node;
         for t in tops {
@@ -597,12 +656,14 @@ impl Scanner {
         let n = self.feeds.len();
         let mut f = self.feeds.clone();
         for m in 0..n {
-            let Some(parent) = self.member_of[m] else { continue };
+            let Some(parent) = self.member_of[m] else {
+                continue;
+            };
             let p = parent as usize;
             f[m] |= f[p];
-            for x in 0..n {
-                if f[x] & (1u64 << p) != 0 {
-                    f[x] |= 1u64 << m;
+            for x in f.iter_mut() {
+                if *x & (1u64 << p) != 0 {
+                    *x |= 1u64 << m;
                 }
             }
         }
@@ -637,7 +698,10 @@ fn skip_blanks(src: &[char], mut pos: usize) -> usize {
 }
 
 fn is_word_end(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>')
+    matches!(
+        c,
+        ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>'
+    )
 }
 
 /// Decodes `$'…'` from `pos` (just after the opening quote) and appends it single-quoted.

@@ -49,20 +49,55 @@ fn spec(name: &str) -> Option<Spec> {
         then,
     };
     Some(match name {
-        "env" => s("uCS", &["unset", "chdir", "split-string"], "", Then::AfterAssignments),
+        "env" => s(
+            "uCS",
+            &["unset", "chdir", "split-string"],
+            "",
+            Then::AfterAssignments,
+        ),
         "sudo" => s(
             "CDghpRrtTUuc",
-            &["chdir", "close-from", "group", "host", "prompt", "chroot", "role", "type", "command-timeout", "other-user", "user", "login-class"],
+            &[
+                "chdir",
+                "close-from",
+                "group",
+                "host",
+                "prompt",
+                "chroot",
+                "role",
+                "type",
+                "command-timeout",
+                "other-user",
+                "user",
+                "login-class",
+            ],
             "elVv",
             Then::AfterAssignments,
         ),
         "doas" => s("Cu", &[], "", Then::Command),
         "su" => Spec {
             script: Some('c'),
-            ..s("cgGsw", &["command", "group", "supp-group", "shell", "session-command", "whitelist-environment"], "", Then::AfterOperands(usize::MAX))
+            ..s(
+                "cgGsw",
+                &[
+                    "command",
+                    "group",
+                    "supp-group",
+                    "shell",
+                    "session-command",
+                    "whitelist-environment",
+                ],
+                "",
+                Then::AfterOperands(usize::MAX),
+            )
         },
         "nice" => s("n", &["adjustment"], "", Then::Command),
-        "ionice" => s("cnpPu", &["class", "classdata", "pid", "pgid", "uid"], "pPu", Then::Command),
+        "ionice" => s(
+            "cnpPu",
+            &["class", "classdata", "pid", "pgid", "uid"],
+            "pPu",
+            Then::Command,
+        ),
         "nohup" | "setsid" | "builtin" | "busybox" => s("", &[], "", Then::Command),
         "exec" => s("a", &[], "", Then::Command),
         "command" => s("", &[], "vV", Then::Command),
@@ -72,7 +107,17 @@ fn spec(name: &str) -> Option<Spec> {
         "chroot" => s("", &["userspec", "groups"], "", Then::AfterOperands(1)),
         "xargs" => s(
             "adEILnPs",
-            &["arg-file", "delimiter", "eof", "replace", "max-lines", "max-args", "max-procs", "max-chars", "process-slot-var"],
+            &[
+                "arg-file",
+                "delimiter",
+                "eof",
+                "replace",
+                "max-lines",
+                "max-args",
+                "max-procs",
+                "max-chars",
+                "process-slot-var",
+            ],
             "",
             Then::Command,
         ),
@@ -262,5 +307,8 @@ pub(super) fn unwrap(
             }
         };
     }
-    Err(format!("wrappers nested deeper than {} levels", super::scan::MAX_DEPTH))
+    Err(format!(
+        "wrappers nested deeper than {} levels",
+        super::scan::MAX_DEPTH
+    ))
 }

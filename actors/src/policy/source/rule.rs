@@ -386,7 +386,9 @@ fn read_arg_cond(r: &mut Reader, path: &str, ppos: Pos, v: &Node) -> Option<ArgC
             r.error(
                 ppos,
                 format!("args path: {e}"),
-                Some("write paths like command, recipient.country, files[0] or items[*].url".into()),
+                Some(
+                    "write paths like command, recipient.country, files[0] or items[*].url".into(),
+                ),
             );
             return None;
         }
@@ -509,7 +511,9 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
     if has_command && ops.len() > 1 {
         r.error(
             v.pos,
-            format!("args.{path}: `command` (or `not: {{command: ...}}`) stands alone in its mapping"),
+            format!(
+                "args.{path}: `command` (or `not: {{command: ...}}`) stands alone in its mapping"
+            ),
             Some("put other conditions on the same path in a second rule".into()),
         );
         return None;
@@ -699,7 +703,11 @@ mod tests {
         );
         assert_eq!(
             parse_path("items[*].url").unwrap(),
-            vec![PathSeg::Key("items".into()), PathSeg::AnyIndex, PathSeg::Key("url".into())]
+            vec![
+                PathSeg::Key("items".into()),
+                PathSeg::AnyIndex,
+                PathSeg::Key("url".into())
+            ]
         );
         assert_eq!(parse_path("*").unwrap(), vec![PathSeg::AnyKey]);
         assert!(parse_path("a..b").is_err());
