@@ -82,10 +82,14 @@ pub(super) struct CRule {
 
 /// Every regex and glob (`text`), and every path glob (`path`), on one args path, each as
 /// written (`[0]`) and for the canonical view (`[1]`): run at most once per value and view.
+/// `*_same`: both sets hold the same patterns, so a value whose canonical text is its text
+/// needs one run, not two.
 #[derive(Default)]
 pub(super) struct Field {
     pub(super) text: Option<[RegexSet; 2]>,
     pub(super) path: Option<[RegexSet; 2]>,
+    pub(super) text_same: bool,
+    pub(super) path_same: bool,
 }
 
 /// A registered tool.
@@ -231,6 +235,17 @@ impl Indexes {
     }
 }
 
+/// A regex for the canonical view, whose text is lowercase: case-insensitive if the pattern
+/// holds an uppercase letter, else the pattern itself (on lowercase text the two agree, and
+/// an identical set lets evaluation reuse the first view's run).
+fn canonical_regex(re: &str) -> String {
+    if re.chars().any(char::is_uppercase) {
+        format!("(?i:{re})")
+    } else {
+        re.to_string()
+    }
+}
+
 /// Enters a pattern pair once; returns its index.
 fn enter(list: &mut Vec<(String, String)>, pattern: (String, String)) -> u32 {
     let at = list.iter().position(|x| *x == pattern).unwrap_or_else(|| {
@@ -344,6 +359,8 @@ impl PolicySet {
             fields.push(Field {
                 text: build_pair(text)?,
                 path: build_pair(path)?,
+                text_same: text.iter().all(|(a, b)| a == b),
+                path_same: path.iter().all(|(a, b)| a == b),
             });
         }
         let paths = ix

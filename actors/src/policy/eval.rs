@@ -120,6 +120,18 @@ impl<'a> Cand<'a> {
         }
     }
 
+    /// True when the canonical view's text is the text as sent (numbers, booleans, and
+    /// strings already canonical: the common case).
+    fn canonical_is_raw(&mut self) -> bool {
+        match self.v {
+            Value::String(s) => {
+                let c = self.canon.get_or_insert_with(|| text::canonical(s));
+                matches!(c, Cow::Borrowed(b) if b.len() == s.len())
+            }
+            _ => true,
+        }
+    }
+
     /// The text of the value in a view: strings as sent or canonical, numbers and booleans
     /// as JSON text; None for null, objects and arrays.
     fn text(&mut self, view: usize) -> Option<Cow<'a, str>> {
@@ -351,6 +363,12 @@ impl<'a> EvalCache<'a> {
                 _ => doubt(cand, "holds an object, not a number".into()),
             },
             COp::Text(idx) => {
+                let field = &policy.fields[path];
+                let view = if view == 1 && field.text_same && cand.canonical_is_raw() {
+                    0
+                } else {
+                    view
+                };
                 if cand.text[view].is_none() {
                     let hits = match (cand.text(view), &policy.fields[path].text) {
                         (Some(t), Some(sets)) => Some(sets[view].matches(&t)),
@@ -369,6 +387,11 @@ impl<'a> EvalCache<'a> {
             COp::Path { idx, absolute } => {
                 let Value::String(_) = cand.v else {
                     return doubt(cand, "is not a path (not text)".into());
+                };
+                let view = if view == 1 && policy.fields[path].path_same && cand.canonical_is_raw() {
+                    0
+                } else {
+                    view
                 };
                 if cand.path[view].is_none() {
                     let t = cand.text(view).unwrap_or_default();
