@@ -161,7 +161,7 @@ impl Indexes {
                 ArgOp::Exists(b) => COp::Exists(*b),
                 ArgOp::Regex(re) => COp::Text(enter(
                     &mut self.text_patterns[p],
-                    (re.clone(), format!("(?i:{re})")),
+                    (re.clone(), canonical_regex(re)),
                 )),
                 ArgOp::Glob(g) => COp::Text(enter(
                     &mut self.text_patterns[p],

@@ -388,7 +388,8 @@ impl<'a> EvalCache<'a> {
                 let Value::String(_) = cand.v else {
                     return doubt(cand, "is not a path (not text)".into());
                 };
-                let view = if view == 1 && policy.fields[path].path_same && cand.canonical_is_raw() {
+                let view = if view == 1 && policy.fields[path].path_same && cand.canonical_is_raw()
+                {
                     0
                 } else {
                     view
