@@ -214,6 +214,41 @@ fn agents_step_settle_and_are_governed_over_http() {
     );
     let (status, e) = common::call(&a1, "POST", steps, Body::Json(json!({"tool": "x"})));
     assert_eq!(status, 400, "{e}");
+    // args must be an object (or a string holding one); the error names the field, and a key
+    // given twice is refused rather than merged.
+    let argv = json!({"tool": "shell", "action": "execute", "args": ["rm", "-rf", "/"]});
+    let (status, e) = common::call(&a1, "POST", steps, Body::Json(argv));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_step")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("step.args"),
+        "{e}"
+    );
+    let twice = r#"{"tool": "shell", "action": "execute", "args": {"command": "ls", "command": "rm -rf /"}}"#;
+    let (status, e) = common::call(
+        &a1,
+        "POST",
+        steps,
+        Body::Text(twice.into(), "application/json"),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_step")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("repeats the key"),
+        "{e}"
+    );
     let (status, e) = node.oversized(steps, &t1);
     assert_eq!(
         (status, e["error"]["code"].as_str()),

@@ -87,6 +87,9 @@ pub const CASCADE_PREFIX: &str = "cascade.";
 pub const DEFAULT_DECISION: &str = "default_decision";
 /// The step claims another action class than its registered tool's: deny.
 pub const REGISTRY_ACTION: &str = "registry.action";
+/// The step's args hold a key its registered tool does not declare (`args:` in the
+/// registry): deny.
+pub const REGISTRY_ARGS: &str = "registry.args";
 
 /// A step of an agent whose halt record names no rule: halt, with the record's kind.
 pub const HALTED: &str = "halted";
@@ -95,7 +98,7 @@ pub const HALTED: &str = "halted";
 pub const APPROVAL: &str = "approval";
 
 /// Every id without a variable part, in the order `docs/policy.md` lists them.
-pub const FIXED: [&str; 19] = [
+pub const FIXED: [&str; 20] = [
     BUDGET_STEPS,
     BUDGET_TOKENS,
     BUDGET_COST_USD,
@@ -114,6 +117,7 @@ pub const FIXED: [&str; 19] = [
     ESCROW_EXHAUSTED,
     DEFAULT_DECISION,
     REGISTRY_ACTION,
+    REGISTRY_ARGS,
     HALTED,
 ];
 

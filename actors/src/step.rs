@@ -78,6 +78,12 @@ pub enum StepError {
         "step.tool {tool:?} contains {found:?}; tool names are printable ASCII without spaces"
     )]
     BadToolChar { tool: String, found: char },
+    /// `args` was not a JSON object, nor a string holding one.
+    #[error("step.args must be a JSON object (or a string holding one, as OpenAI's tool-call `arguments`); got {0}")]
+    ArgsNotObject(&'static str),
+    /// `args` was a string that does not hold a JSON object.
+    #[error("step.args is a string but does not hold a JSON object: {0}")]
+    ArgsBadString(String),
     /// `args` nested too deep.
     #[error("step.args nests deeper than {MAX_ARGS_DEPTH} levels")]
     ArgsTooDeep,
@@ -634,6 +640,7 @@ fn validate(
     }
     bounded(|| "step.cost.tokens".into(), tokens)?;
     bounded(|| "step.cost.cost_micro_usd".into(), cost_micro_usd)?;
+    let args = accept_args(args)?;
     let mut hasher = Fnv64::new();
     hasher.write(tool.as_bytes());
     hasher.write_u8(0xff);
@@ -659,6 +666,114 @@ fn validate(
         fingerprint,
         tool_key: tool_hasher.finish(),
     })
+}
+
+/// `args` as the kernel takes them: a JSON object. A string holding a JSON object (the OpenAI
+/// tool-call `arguments` format) is decoded, once; its keys must be unique, as in the step
+/// JSON itself. Anything else (an array, a number, `null`, a string holding anything but an
+/// object) is refused: a rule on `args.command` must never be skipped because the agent
+/// wrapped its arguments differently from what the rule expects.
+fn accept_args(args: Value) -> Result<Value, StepError> {
+    match args {
+        Value::Object(_) => Ok(args),
+        Value::String(text) => {
+            let mut de = serde_json::Deserializer::from_str(&text);
+            let decoded = UniqueKeys::deserialize(&mut de)
+                .and_then(|v| de.end().map(|()| v.0))
+                .map_err(|e| StepError::ArgsBadString(e.to_string()))?;
+            match decoded {
+                Value::Object(_) => Ok(decoded),
+                other => Err(StepError::ArgsBadString(format!(
+                    "it holds {}",
+                    json_kind(&other)
+                ))),
+            }
+        }
+        other => Err(StepError::ArgsNotObject(json_kind(&other))),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON value whose objects never repeat a key. `serde_json::Value` keeps the last of
+/// repeated keys while many tools read the first, so a policy could judge one value while the
+/// tool runs another: a repeated key is refused instead.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        UniqueKeys::deserialize(d).map(|v| v.0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(v) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "step.args repeats the key {key:?}; give each key once"
+                )));
+            }
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+fn unique_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    UniqueKeys::deserialize(d).map(|v| v.0)
 }
 
 /// FNV-1a, 64 bit: tiny, stable across platforms and Rust versions (unlike `DefaultHasher`),
@@ -736,8 +851,9 @@ pub struct RawStep {
     pub tool: String,
     /// Action class.
     pub action: ActionClass,
-    /// Arguments (any JSON; `{}` when absent).
-    #[serde(default = "empty_object")]
+    /// Arguments: a JSON object, or a string holding one (decoded); `{}` when absent. A key
+    /// repeated in an object is refused.
+    #[serde(default = "empty_object", deserialize_with = "unique_args")]
     pub args: Value,
     /// Expected cost.
     #[serde(default)]
@@ -862,6 +978,40 @@ mod tests {
     }
 
     #[test]
+    fn args_are_an_object_or_a_string_holding_one() {
+        let parse = |args: &str| {
+            serde_json::from_str::<Step>(&format!(
+                r#"{{"tool": "shell", "action": "execute", "args": {args}}}"#
+            ))
+        };
+        let direct = parse(r#"{"command": "rm -rf /"}"#).unwrap();
+        let encoded = parse(r#""{\"command\": \"rm -rf /\"}""#).unwrap();
+        assert_eq!(encoded.args(), direct.args());
+        assert_eq!(encoded.fingerprint(), direct.fingerprint());
+        for (bad, why) in [
+            (r#"["rm", "-rf", "/"]"#, "got an array"),
+            ("null", "got null"),
+            ("42", "got a number"),
+            (r#""rm -rf /""#, "does not hold a JSON object"),
+            (r#""[\"rm\"]""#, "it holds an array"),
+            (r#""{\"a\": 1} x""#, "does not hold a JSON object"),
+            (
+                r#"{"command": "ls", "command": "rm -rf /"}"#,
+                "repeats the key",
+            ),
+            (r#""{\"a\": {\"b\": 1, \"b\": 2}}""#, "repeats the key"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("step.args"), "{bad}: {err}");
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let built = Step::builder("t", ActionClass::Read)
+            .args(json!(["x"]))
+            .build();
+        assert_eq!(built.unwrap_err(), StepError::ArgsNotObject("an array"));
+    }
+
+    #[test]
     fn fingerprint_ignores_key_order_but_not_values() {
         let a: Step =
             serde_json::from_str(r#"{"tool":"t","action":"read","args":{"a":1,"b":[true,"x"]}}"#)
@@ -882,7 +1032,9 @@ mod tests {
         for _ in 0..40 {
             v = json!([v]);
         }
-        let r = Step::builder("t", ActionClass::Read).args(v).build();
+        let r = Step::builder("t", ActionClass::Read)
+            .args(json!({ "deep": v }))
+            .build();
         assert_eq!(r.unwrap_err(), StepError::ArgsTooDeep);
     }
 }

@@ -257,10 +257,16 @@ fn every_args_operator_works() {
     );
     assert_eq!(rule(&pay(json!({"amount": 601}))), None);
     assert_eq!(rule(&pay(json!({"amount": -1}))).as_deref(), Some("lt"));
+    // A value that cannot be compared makes every numeric rule stronger than allow match
+    // (fail closed); the two denies tie and the smaller id is reported.
     assert_eq!(
-        rule(&pay(json!({"amount": "lots"}))),
-        None,
-        "a string is not a number"
+        rule(&pay(json!({"amount": "lots"}))).as_deref(),
+        Some("gte-lte"),
+        "a string that is not a number fails closed"
+    );
+    assert_eq!(
+        rule(&pay(json!({"amount": "1000.50"}))).as_deref(),
+        Some("gt")
     );
     assert_eq!(
         rule(&step(
@@ -624,13 +630,13 @@ fn validator_warns_about_shadowed_conflicting_unreachable_rules_and_pool_limits(
     let text = "\
 version: 1
 tools:
-  shell: {action: execute}
+  shell: {action: execute, args: [user]}
 pools:
   - {path: swarm, limits: {tokens: 1000}}
   - {path: swarm/a, limits: {tokens: 5000}}
 rules:
   - {id: stop-shell, match: {tool: shell}, decision: halt, kind: safety}
-  - {id: no-sudo, match: {tool: shell, args: {command: {regex: sudo}}}, decision: deny}
+  - {id: no-sudo, match: {tool: shell, args: {user: {regex: root}}}, decision: deny}
   - {id: x1, match: {tool: shell, action: execute}, decision: allow}
   - {id: x2, match: {action: execute, tool: shell}, decision: require_approval}
   - {id: ghost, match: {tool: nmap}, decision: deny}

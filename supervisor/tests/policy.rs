@@ -22,7 +22,7 @@ pools:
   - {path: swarm, limits: {tokens: 50000}}
   - {path: swarm/pay, limits: {tokens: 20000}, cascade: {on: [safety], scope: siblings}}
 tools:
-  payments.transfer: {action: spend, risk: 1.0}
+  payments.transfer: {action: spend, risk: 1.0, args: [amount, country]}
   web.search: {action: read}
 rules:
   - {id: big-transfer, match: {tool: payments.transfer, args: {amount: {gt: 1000}}}, decision: require_approval}

@@ -3,7 +3,7 @@
 //! limits above their parent's.
 
 use super::glob;
-use super::model::{ArgCond, MatchDef, PolicyDoc, RuleDef};
+use super::model::{ArgCond, ArgOp, MatchDef, PathSeg, PolicyDoc, RuleDef};
 use crate::budget::LedgerDim;
 use crate::decision::Verdict;
 use crate::yaml::{suggest, Reader};
@@ -12,10 +12,154 @@ pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
     check_tools(r, doc);
     check_overlaps(r, doc);
     check_pools(r, doc);
+    check_evasion(r, doc);
+}
+
+/// Keys whose values are shell command lines.
+const COMMAND_KEYS: [&str; 7] = [
+    "command",
+    "cmd",
+    "commandline",
+    "command_line",
+    "script",
+    "shell",
+    "bash",
+];
+/// Keys whose values are file system paths.
+const PATH_KEYS: [&str; 13] = [
+    "path",
+    "file",
+    "filename",
+    "filepath",
+    "file_path",
+    "dir",
+    "directory",
+    "dest",
+    "destination",
+    "target",
+    "src",
+    "source",
+    "folder",
+];
+
+/// Rules stronger than allow that an agent can slip past by spelling: a regex or glob on the
+/// raw text of a command line or a path (the `command` and `path` conditions read them as a
+/// shell and a file system would), and args conditions on a tool that does not declare its
+/// args (the same value under another key is not seen).
+fn check_evasion(r: &mut Reader, doc: &PolicyDoc) {
+    for rule in &doc.rules {
+        if rule.decision == Verdict::Allow {
+            continue;
+        }
+        for cond in &rule.matcher.args {
+            let key = cond.segments.iter().rev().find_map(|s| match s {
+                PathSeg::Key(k) => Some(crate::policy::text::canonical(k).into_owned()),
+                _ => None,
+            });
+            let Some(key) = key else { continue };
+            let Some((op, at)) = cond
+                .ops
+                .iter()
+                .find(|(o, _)| matches!(o, ArgOp::Regex(_) | ArgOp::Glob(_)))
+            else {
+                continue;
+            };
+            let what = if matches!(op, ArgOp::Regex(_)) {
+                "a regex"
+            } else {
+                "a glob"
+            };
+            if COMMAND_KEYS.contains(&key.as_str()) {
+                r.warning(
+                    *at,
+                    format!(
+                        "rule `{}` matches args.{} with {what} on the raw command line: quoting (r\"\"m), case, flag order and spelling (-fr, -r -f, --recursive), wrappers (sudo, env, bash -c) and $(...) slip past it",
+                        rule.id, cond.path
+                    ),
+                    Some("use the command condition, which reads the line as a shell does: e.g. command: {command: {program: rm, flags: [recursive, force]}}".into()),
+                );
+            } else if PATH_KEYS.contains(&key.as_str()) {
+                r.warning(
+                    *at,
+                    format!(
+                        "rule `{}` matches args.{} with {what} on the raw path: /var/../etc/x, //etc/x and /./etc/x slip past it",
+                        rule.id, cond.path
+                    ),
+                    Some("use the path condition, which normalizes . and .. first: e.g. path: {path: '/etc/**'}".into()),
+                );
+            }
+        }
+    }
+    check_declared_args(r, doc);
+}
+
+/// Tools whose args rules stronger than allow read without the tool declaring its args (one
+/// warning per tool), and rules reading a key their tool does not take.
+fn check_declared_args(r: &mut Reader, doc: &PolicyDoc) {
+    for def in &doc.tools {
+        let readers: Vec<&RuleDef> =
+            doc.rules
+                .iter()
+                .filter(|rule| rule.decision != Verdict::Allow && !rule.matcher.args.is_empty())
+                .filter(|rule| {
+                    rule.matcher.tools.iter().any(|(t, _)| {
+                        crate::policy::text::canonical(t).eq_ignore_ascii_case(&def.name)
+                    })
+                })
+                .collect();
+        let Some(first) = readers.first() else {
+            continue;
+        };
+        let Some(declared) = &def.args else {
+            let ids: Vec<&str> = readers.iter().map(|r| &*r.id).collect();
+            r.warning(
+                def.pos,
+                format!(
+                    "tool {} does not declare its args, but {} read{} them ({}): a step that sends the same value under another key (value for amount, cmd for command) is not seen",
+                    def.name,
+                    if ids.len() == 1 { "rule" } else { "rules" },
+                    if ids.len() == 1 { "s" } else { "" },
+                    ids.join(", "),
+                ),
+                Some(format!(
+                    "declare the keys it takes, e.g. {}: {{..., args: [{}]}}; a step with any other key is then denied (registry.args)",
+                    def.name,
+                    first.matcher.args[0].path.split(['.', '[']).next().unwrap_or("...")
+                )),
+            );
+            continue;
+        };
+        for rule in readers {
+            for cond in &rule.matcher.args {
+                if let Some(PathSeg::Key(k)) = cond.segments.first() {
+                    let k = crate::policy::text::canonical(k);
+                    if !declared.iter().any(|d| *d == k) {
+                        r.warning(
+                            cond.pos,
+                            format!(
+                                "rule `{}` reads args.{}, but tool {} does not take `{k}` (its args: {})",
+                                rule.id,
+                                cond.path,
+                                def.name,
+                                declared.join(", ")
+                            ),
+                            Some("a step with that key is denied by registry.args; fix the key or the declaration".into()),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
-    let names: Vec<&str> = doc.tools.iter().map(|t| &*t.name).collect();
+    // Tool names compare in canonical form (case-folded), as evaluation does.
+    let canonical: Vec<String> = doc
+        .tools
+        .iter()
+        .map(|t| t.name.to_ascii_lowercase())
+        .collect();
+    let names: Vec<&str> = canonical.iter().map(String::as_str).collect();
     if names.is_empty() && !doc.rules.is_empty() && doc.default_decision != Verdict::Allow {
         r.warning(
             doc.rules[0].pos,
@@ -29,11 +173,12 @@ fn check_tools(r: &mut Reader, doc: &PolicyDoc) {
     }
     for rule in &doc.rules {
         for (tool, at) in &rule.matcher.tools {
+            let tool = &*crate::policy::text::canonical(tool);
             let known = if glob::is_glob(tool) {
                 let re = regex::Regex::new(&glob::to_regex(tool)).ok();
                 re.is_some_and(|re| names.iter().any(|n| re.is_match(n)))
             } else {
-                names.contains(&tool.as_str())
+                names.contains(&tool)
             };
             if known || doc.default_decision == Verdict::Allow {
                 continue;

@@ -14,22 +14,52 @@ use crate::step::ActionClass;
 use crate::yaml::Pos;
 
 use super::detect::Detector;
-use super::glob;
 use super::model::{ArgOp, PathSeg, PolicyDoc, RateDef, RuleDef, TimeWindow};
 use super::rate::RateLimiter;
+use super::{fspath, glob, shell, text};
 use super::{Diagnostic, PolicySet};
 
-/// One compiled condition on an args value.
-pub(super) enum CArg {
-    Eq(Value),
-    In(Vec<Value>),
+/// One compiled operator on the values at an args path.
+pub(super) enum COp {
+    /// `eq` / `in`: equal to one of these.
+    Eq(Vec<CVal>),
+    /// `gt`, `gte`, `lt`, `lte`.
     Cmp(fn(f64, f64) -> bool, f64),
-    /// Pattern `idx` of the `RegexSet` of field `field`.
-    Set {
-        field: u32,
-        idx: u32,
-    },
+    /// Pattern `idx` of the path's text `RegexSet`s (regexes and globs).
+    Text(u32),
+    /// Pattern `idx` of the path's path-glob `RegexSet`s; `absolute` when the glob is.
+    Path { idx: u32, absolute: bool },
+    /// A command pattern.
+    Command(Box<shell::Compiled>),
+    /// Present or absent.
     Exists(bool),
+    /// None of these hold together (judged with the opposite polarity).
+    Not(Vec<COp>),
+    /// Any of these holds (several path globs).
+    Any(Vec<COp>),
+}
+
+/// A value of `eq`/`in`: as written, and its canonical text (strings and booleans).
+pub(super) struct CVal {
+    pub(super) raw: Value,
+    pub(super) canon: Option<String>,
+}
+
+/// One `args.<path>` condition: every operator must hold for a value found there.
+pub(super) struct CCond {
+    pub(super) path: u32,
+    pub(super) ops: Vec<COp>,
+    /// A `command` condition: a path holding an array is one argv, not its elements.
+    pub(super) whole: bool,
+}
+
+/// One step of an args path, keys also in canonical form.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) enum CSeg {
+    Key { raw: String, canon: String },
+    Index(usize),
+    AnyIndex,
+    AnyKey,
 }
 
 /// A rule as evaluation reads it.
@@ -39,8 +69,8 @@ pub(super) struct CRule {
     pub(super) kind: Option<HaltKind>,
     pub(super) message: String,
     pub(super) actions_mask: u8,
-    /// (path index, condition)
-    pub(super) args: Vec<(u32, CArg)>,
+    /// Conditions on args, each on one path.
+    pub(super) args: Vec<CCond>,
     pub(super) failures_at_least: Option<u32>,
     pub(super) steps_at_least: Option<u64>,
     pub(super) remaining_below: Vec<(LedgerDim, f64)>,
@@ -50,24 +80,39 @@ pub(super) struct CRule {
     pub(super) rate: Option<RateDef>,
 }
 
-/// Every regex and glob on one args field, run at most once per step.
+/// Every regex and glob (`text`), and every path glob (`path`), on one args path, each as
+/// written (`[0]`) and for the canonical view (`[1]`): run at most once per value and view.
+/// `*_same`: both sets hold the same patterns, so a value whose canonical text is its text
+/// needs one run, not two.
+#[derive(Default)]
 pub(super) struct Field {
-    pub(super) set: RegexSet,
+    pub(super) text: Option<[RegexSet; 2]>,
+    pub(super) path: Option<[RegexSet; 2]>,
+    pub(super) text_same: bool,
+    pub(super) path_same: bool,
 }
 
 /// A registered tool.
 pub(super) struct ToolInfo {
+    /// The name as registered (the map's key is its canonical form).
+    pub(super) name: Arc<str>,
     pub(super) action: ActionClass,
     pub(super) risk_micro: u64,
     /// The tool's `min_cost` over its action class's default.
     pub(super) min_cost: crate::step::MinCost,
+    /// Declared top-level args keys (canonical), if declared.
+    pub(super) args: Option<Vec<String>>,
 }
 
 /// The indexes being built, rule by rule.
 #[derive(Default)]
 struct Indexes {
     paths: Vec<Vec<PathSeg>>,
-    field_patterns: Vec<Vec<String>>,
+    path_texts: Vec<String>,
+    /// Per path: text patterns as (exact, canonical) regexes.
+    text_patterns: Vec<Vec<(String, String)>>,
+    /// Per path: path globs as (exact, canonical) regexes.
+    path_patterns: Vec<Vec<(String, String)>>,
     by_tool: HashMap<Arc<str>, Vec<u32>>,
     glob_patterns: Vec<String>,
     glob_rules: Vec<Vec<u32>>,
@@ -77,46 +122,82 @@ struct Indexes {
 
 impl Indexes {
     /// The rule's args conditions, each path and pattern entered once across all rules.
-    fn args(&mut self, r: &RuleDef) -> Vec<(u32, CArg)> {
-        let mut args = Vec::new();
+    fn args(&mut self, r: &RuleDef) -> Result<Vec<CCond>, Diagnostic> {
+        let mut out = Vec::new();
         for cond in &r.matcher.args {
             let p = match self.paths.iter().position(|x| *x == cond.segments) {
                 Some(p) => p,
                 None => {
                     self.paths.push(cond.segments.clone());
-                    self.field_patterns.push(Vec::new());
+                    self.path_texts.push(cond.path.clone());
+                    self.text_patterns.push(Vec::new());
+                    self.path_patterns.push(Vec::new());
                     self.paths.len() - 1
                 }
             };
-            for (op, _) in &cond.ops {
-                let c = match op {
-                    ArgOp::Eq(v) => CArg::Eq(v.clone()),
-                    ArgOp::In(v) => CArg::In(v.clone()),
-                    ArgOp::Gt(x) => CArg::Cmp(|a, b| a > b, *x),
-                    ArgOp::Gte(x) => CArg::Cmp(|a, b| a >= b, *x),
-                    ArgOp::Lt(x) => CArg::Cmp(|a, b| a < b, *x),
-                    ArgOp::Lte(x) => CArg::Cmp(|a, b| a <= b, *x),
-                    ArgOp::Exists(b) => CArg::Exists(*b),
-                    ArgOp::Regex(re) | ArgOp::Glob(re) => {
-                        let pattern = match op {
-                            ArgOp::Glob(g) => glob::to_regex(g),
-                            _ => re.clone(),
-                        };
-                        let list = &mut self.field_patterns[p];
-                        let at = list.iter().position(|x| *x == pattern).unwrap_or_else(|| {
-                            list.push(pattern);
-                            list.len() - 1
-                        });
-                        CArg::Set {
-                            field: p as u32,
-                            idx: at as u32,
-                        }
-                    }
-                };
-                args.push((p as u32, c));
-            }
+            let ops = self.ops(p, &cond.ops)?;
+            let whole = ops.iter().any(|o| match o {
+                COp::Command(_) => true,
+                COp::Not(inner) => inner.iter().any(|i| matches!(i, COp::Command(_))),
+                _ => false,
+            });
+            out.push(CCond {
+                path: p as u32,
+                ops,
+                whole,
+            });
         }
-        args
+        Ok(out)
+    }
+
+    fn ops(&mut self, p: usize, ops: &[(ArgOp, Pos)]) -> Result<Vec<COp>, Diagnostic> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (op, at) in ops {
+            out.push(match op {
+                ArgOp::Eq(v) => COp::Eq(vec![cval(v)]),
+                ArgOp::In(v) => COp::Eq(v.iter().map(cval).collect()),
+                ArgOp::Gt(x) => COp::Cmp(|a, b| a > b, *x),
+                ArgOp::Gte(x) => COp::Cmp(|a, b| a >= b, *x),
+                ArgOp::Lt(x) => COp::Cmp(|a, b| a < b, *x),
+                ArgOp::Lte(x) => COp::Cmp(|a, b| a <= b, *x),
+                ArgOp::Exists(b) => COp::Exists(*b),
+                ArgOp::Regex(re) => COp::Text(enter(
+                    &mut self.text_patterns[p],
+                    (re.clone(), canonical_regex(re)),
+                )),
+                ArgOp::Glob(g) => COp::Text(enter(
+                    &mut self.text_patterns[p],
+                    (glob::to_regex(g), glob::to_regex(&text::canonical(g))),
+                )),
+                ArgOp::Path(globs) => {
+                    // Several globs: any of them (one operator per glob would need all).
+                    let mut alts = Vec::new();
+                    for g in globs {
+                        let canon =
+                            fspath::check_glob(&text::canonical(g)).unwrap_or_else(|_| g.clone());
+                        let idx = enter(
+                            &mut self.path_patterns[p],
+                            (fspath::glob_regex(g), fspath::glob_regex(&canon)),
+                        );
+                        alts.push(COp::Path {
+                            idx,
+                            absolute: fspath::glob_is_absolute(g),
+                        });
+                    }
+                    if alts.len() == 1 {
+                        alts.pop().expect("one")
+                    } else {
+                        COp::Any(alts)
+                    }
+                }
+                ArgOp::Command(pat) => COp::Command(Box::new(
+                    shell::Compiled::new(pat)
+                        .map_err(|e| Diagnostic::error(*at, e.message, e.hint))?,
+                )),
+                ArgOp::Not(inner) => COp::Not(self.ops(p, inner)?),
+            });
+        }
+        Ok(out)
     }
 
     /// Files rule `idx` under its tools (exact or glob), else its action classes, else as a
@@ -125,7 +206,7 @@ impl Indexes {
         if !r.matcher.tools.is_empty() {
             for (t, _) in &r.matcher.tools {
                 if glob::is_glob(t) {
-                    let pattern = glob::to_regex(t);
+                    let pattern = glob::to_regex(&text::canonical(t));
                     let at = self
                         .glob_patterns
                         .iter()
@@ -137,7 +218,10 @@ impl Indexes {
                         });
                     self.glob_rules[at].push(idx);
                 } else {
-                    let list = self.by_tool.entry(Arc::from(t.as_str())).or_default();
+                    let list = self
+                        .by_tool
+                        .entry(Arc::from(&*text::canonical(t)))
+                        .or_default();
                     list.push(idx);
                 }
             }
@@ -153,7 +237,39 @@ impl Indexes {
     }
 }
 
-fn compile_rule(r: &RuleDef, args: Vec<(u32, CArg)>, actions_mask: u8) -> CRule {
+/// A regex for the canonical view, whose text is lowercase: case-insensitive if the pattern
+/// holds an uppercase letter, else the pattern itself (on lowercase text the two agree, and
+/// an identical set lets evaluation reuse the first view's run).
+fn canonical_regex(re: &str) -> String {
+    if re.chars().any(char::is_uppercase) {
+        format!("(?i:{re})")
+    } else {
+        re.to_string()
+    }
+}
+
+/// Enters a pattern pair once; returns its index.
+fn enter(list: &mut Vec<(String, String)>, pattern: (String, String)) -> u32 {
+    let at = list.iter().position(|x| *x == pattern).unwrap_or_else(|| {
+        list.push(pattern);
+        list.len() - 1
+    });
+    at as u32
+}
+
+fn cval(v: &Value) -> CVal {
+    let canon = match v {
+        Value::String(s) => Some(text::canonical(s).into_owned()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    CVal {
+        raw: v.clone(),
+        canon,
+    }
+}
+
+fn compile_rule(r: &RuleDef, args: Vec<CCond>, actions_mask: u8) -> CRule {
     CRule {
         id: Arc::clone(&r.id),
         verdict: r.decision,
@@ -177,6 +293,15 @@ fn compile_rule(r: &RuleDef, args: Vec<(u32, CArg)>, actions_mask: u8) -> CRule 
         detectors: r.matcher.detectors.clone(),
         rate: r.rate_limit,
     }
+}
+
+fn build_pair(patterns: &[(String, String)]) -> Result<Option<[RegexSet; 2]>, Diagnostic> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let exact: Vec<String> = patterns.iter().map(|p| p.0.clone()).collect();
+    let canon: Vec<String> = patterns.iter().map(|p| p.1.clone()).collect();
+    Ok(Some([build_set(&exact)?, build_set(&canon)?]))
 }
 
 fn build_set(patterns: &[String]) -> Result<RegexSet, Diagnostic> {
@@ -211,17 +336,19 @@ impl PolicySet {
             .iter()
             .map(|t| {
                 let info = ToolInfo {
+                    name: Arc::clone(&t.name),
                     action: t.action,
                     risk_micro: t.risk_micro,
                     min_cost: t.min_cost.or(&doc.defaults.min_cost[t.action as usize]),
+                    args: t.args.clone(),
                 };
-                (Arc::clone(&t.name), info)
+                (Arc::from(&*text::canonical(&t.name)), info)
             })
             .collect();
         let mut ix = Indexes::default();
         let mut rules = Vec::with_capacity(doc.rules.len());
         for (i, r) in doc.rules.iter().enumerate() {
-            let args = ix.args(r);
+            let args = ix.args(r)?;
             let actions_mask = r
                 .matcher
                 .actions
@@ -230,16 +357,32 @@ impl PolicySet {
             ix.index(i as u32, r, actions_mask);
             rules.push(compile_rule(r, args, actions_mask));
         }
-        let mut fields = Vec::with_capacity(ix.field_patterns.len());
-        for pats in &ix.field_patterns {
-            fields.push(if pats.is_empty() {
-                None
-            } else {
-                Some(Field {
-                    set: build_set(pats)?,
-                })
+        let mut fields = Vec::with_capacity(ix.paths.len());
+        for (text, path) in ix.text_patterns.iter().zip(&ix.path_patterns) {
+            fields.push(Field {
+                text: build_pair(text)?,
+                path: build_pair(path)?,
+                text_same: text.iter().all(|(a, b)| a == b),
+                path_same: path.iter().all(|(a, b)| a == b),
             });
         }
+        let paths = ix
+            .paths
+            .iter()
+            .map(|segs| {
+                segs.iter()
+                    .map(|s| match s {
+                        PathSeg::Key(k) => CSeg::Key {
+                            raw: k.clone(),
+                            canon: text::canonical(k).into_owned(),
+                        },
+                        PathSeg::Index(i) => CSeg::Index(*i),
+                        PathSeg::AnyIndex => CSeg::AnyIndex,
+                        PathSeg::AnyKey => CSeg::AnyKey,
+                    })
+                    .collect()
+            })
+            .collect();
         let tool_globs = if ix.glob_patterns.is_empty() {
             None
         } else {
@@ -251,7 +394,8 @@ impl PolicySet {
             source_hash,
             tools,
             rules,
-            paths: ix.paths,
+            paths,
+            path_texts: ix.path_texts,
             fields,
             by_tool: ix.by_tool,
             tool_globs,

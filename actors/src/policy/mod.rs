@@ -1,21 +1,27 @@
 //! The policy engine: YAML -> checked [`PolicyDoc`] -> compiled [`PolicySet`] -> pure
 //! evaluation per step.
 //!
-//! Rules are indexed by tool (exact names in a hash map, globs in one `RegexSet`) and, for
-//! rules without a tool, by action class, so a step only meets the rules that can apply to it:
-//! evaluation cost does not grow with unrelated rules. Every regex and glob condition on the
-//! same args field is compiled into one `RegexSet`, run at most once per step. The strongest
-//! outcome wins (`halt > deny > require_approval > allow`) whatever the rule order; ties go to
-//! the smallest rule id, so the reported rule does not depend on order either.
+//! Rules are indexed by tool (exact names in a hash map, globs in one `RegexSet`, both in
+//! canonical form) and, for rules without a tool, by action class, so a step only meets the
+//! rules that can apply to it: evaluation cost does not grow with unrelated rules. Every regex
+//! and glob condition on the same args field is compiled into one `RegexSet` per view, run at
+//! most once per value. The strongest outcome wins (`halt > deny > require_approval > allow`)
+//! whatever the rule order; ties go to the smallest rule id, so the reported rule does not
+//! depend on order either.
+//!
+//! Conditions fail closed on spelling: each value at a path is read as sent and in canonical
+//! form ([`text`]); a rule stronger than allow matches if any value in either view does, or if
+//! a value cannot be judged (a number that is not one, a path that cannot be placed, a command
+//! line that cannot be parsed); an allow rule only if every value in both views does.
 //!
 //! ```
 //! use warden_actors::policy::PolicySet;
 //! let policy = PolicySet::parse(r#"
 //! version: 1
 //! tools:
-//!   shell: {action: execute, risk: 2.0}
+//!   shell: {action: execute, risk: 2.0, args: [command]}
 //! rules:
-//!   - {id: no-rm-rf, match: {tool: shell, args: {command: {regex: 'rm\s+-rf'}}}, decision: halt, kind: safety}
+//!   - {id: no-rm-rf, match: {tool: shell, args: {command: {command: {program: rm, flags: [recursive, force]}}}}, decision: halt, kind: safety}
 //! "#).unwrap();
 //! assert_eq!(policy.rule_count(), 1);
 //! let err = PolicySet::parse("version: 1\nrules:\n  - {id: x, match: {tool: shell}, decison: deny}\n").unwrap_err();
@@ -27,11 +33,14 @@ pub mod check;
 mod compile;
 pub mod detect;
 mod eval;
+pub mod fspath;
 pub mod glob;
 pub mod model;
 pub mod rate;
+pub mod shell;
 pub mod source;
 pub mod swap;
+pub mod text;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,7 +53,7 @@ use serde_json::Value;
 use crate::budget::Budgets;
 use crate::decision::{HaltKind, Verdict};
 use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepPolicy};
-use crate::step::{MinCost, Step};
+use crate::step::{ActionClass, MinCost, Step};
 
 pub use detect::Detector;
 pub use model::{PolicyDoc, PoolDef, Pos, RateMode, RateScope, RuleDef, ToolDef};
@@ -52,9 +61,8 @@ pub use swap::SwappablePolicy;
 // The one diagnostic type of every YAML reader; kept here too, where it was first.
 pub use crate::yaml::{Diagnostic, Severity};
 
-use compile::{CArg, CRule, Field, ToolInfo};
-use eval::{in_window, json_eq, EvalCache};
-use model::PathSeg;
+use compile::{CRule, CSeg, Field, ToolInfo};
+use eval::{in_window, EvalCache};
 use rate::{RateLimiter, RateRequest};
 
 /// A policy that could not be used: every error (and warning) found, in text order.
@@ -157,8 +165,10 @@ pub struct PolicySet {
     source_hash: String,
     tools: HashMap<Arc<str>, ToolInfo>,
     rules: Vec<CRule>,
-    paths: Vec<Vec<PathSeg>>,
-    fields: Vec<Option<Field>>,
+    paths: Vec<Vec<CSeg>>,
+    /// Each path as written, for reasons.
+    path_texts: Vec<String>,
+    fields: Vec<Field>,
     by_tool: HashMap<Arc<str>, Vec<u32>>,
     tool_globs: Option<RegexSet>,
     glob_rules: Vec<Vec<u32>>,
@@ -286,24 +296,30 @@ impl PolicySet {
 
     fn evaluate_with(&self, ctx: &PolicyContext<'_>, rate_limits: bool) -> Evaluation {
         let step = ctx.step;
+        let tool = text::canonical(step.tool());
         let mut matched: Vec<MatchedRule> = Vec::new();
-        let risk_floor_micro = self.registry(step, &mut matched);
+        let risk_floor_micro = self.registry(step, &tool, &mut matched);
 
         let mut eval = EvalCache::new(self, step);
         let mut rate_rules: smallvec::SmallVec<[u32; 4]> = smallvec::SmallVec::new();
-        for i in self.candidates(step) {
+        for i in self.candidates(&tool, step.action()) {
             let r = &self.rules[i as usize];
+            eval.doubt = None;
             if !self.matches(r, ctx, &mut eval) {
                 continue;
             }
             if r.rate.is_some() {
                 rate_rules.push(i);
             } else {
+                let reason = match eval.doubt.take() {
+                    Some(why) => format!("{}; fail closed: {why}", r.message),
+                    None => r.message.clone(),
+                };
                 matched.push(MatchedRule {
                     id: Arc::clone(&r.id),
                     decision: r.verdict,
                     kind: r.kind,
-                    reason: r.message.clone(),
+                    reason,
                 });
             }
         }
@@ -335,9 +351,10 @@ impl PolicySet {
     }
 
     /// The registry's verdicts on the step's tool (unregistered: `default_decision`; another
-    /// action class than registered: deny). Returns the tool's registered risk.
-    fn registry(&self, step: &Step, matched: &mut Vec<MatchedRule>) -> u64 {
-        let Some(info) = self.tools.get(step.tool()) else {
+    /// action class than registered: deny; an args key the tool does not declare: deny).
+    /// Returns the tool's registered risk. `tool` is the step's tool in canonical form.
+    fn registry(&self, step: &Step, tool: &str, matched: &mut Vec<MatchedRule>) -> u64 {
+        let Some(info) = self.tools.get(tool) else {
             if self.doc.default_decision != Verdict::Allow {
                 matched.push(MatchedRule {
                     id: Arc::from(crate::rules::DEFAULT_DECISION),
@@ -361,22 +378,40 @@ impl PolicySet {
                 ),
             });
         }
+        if let (Some(declared), Value::Object(args)) = (&info.args, step.args()) {
+            if let Some(key) = args
+                .keys()
+                .find(|k| !declared.iter().any(|d| text::same_canonical(k, d)))
+            {
+                matched.push(MatchedRule {
+                    id: Arc::from(crate::rules::REGISTRY_ARGS),
+                    decision: Verdict::Deny,
+                    kind: None,
+                    reason: format!(
+                        "tool {} takes args {}, not {}",
+                        info.name,
+                        declared.join(", "),
+                        text::preview(key)
+                    ),
+                });
+            }
+        }
         info.risk_micro
     }
 
     /// The rules that can apply to the step (by tool name, tool glob, action class, or
     /// matching any step), each once, in rule order.
-    fn candidates(&self, step: &Step) -> smallvec::SmallVec<[u32; 16]> {
+    fn candidates(&self, tool: &str, action: ActionClass) -> smallvec::SmallVec<[u32; 16]> {
         let mut candidates: smallvec::SmallVec<[u32; 16]> = smallvec::SmallVec::new();
-        if let Some(list) = self.by_tool.get(step.tool()) {
+        if let Some(list) = self.by_tool.get(tool) {
             candidates.extend_from_slice(list);
         }
         if let Some(set) = &self.tool_globs {
-            for i in set.matches(step.tool()).iter() {
+            for i in set.matches(tool).iter() {
                 candidates.extend_from_slice(&self.glob_rules[i]);
             }
         }
-        candidates.extend_from_slice(&self.by_action[step.action() as usize]);
+        candidates.extend_from_slice(&self.by_action[action as usize]);
         candidates.extend_from_slice(&self.any);
         candidates.sort_unstable();
         candidates.dedup();
@@ -399,7 +434,7 @@ impl PolicySet {
                 let key: Arc<str> = match def.scope {
                     RateScope::Agent => Arc::from(ctx.agent.as_str()),
                     RateScope::Team | RateScope::Pool => Arc::from(ctx.team),
-                    RateScope::Tool => Arc::from(ctx.step.tool()),
+                    RateScope::Tool => Arc::from(&*text::canonical(ctx.step.tool())),
                 };
                 RateRequest { rule: i, key, def }
             })
@@ -462,16 +497,10 @@ impl PolicySet {
                 return false;
             }
         }
-        for (path, cond) in &r.args {
-            let value = eval.value(*path);
-            let ok = match cond {
-                CArg::Exists(want) => value.is_some() == *want,
-                CArg::Eq(want) => value.is_some_and(|v| json_eq(v, want)),
-                CArg::In(list) => value.is_some_and(|v| list.iter().any(|w| json_eq(v, w))),
-                CArg::Cmp(f, x) => value.and_then(Value::as_f64).is_some_and(|v| f(v, *x)),
-                CArg::Set { field, idx } => eval.set_hit(*field, *idx),
-            };
-            if !ok {
+        // A rule stronger than allow matches in doubt; an allow rule does not.
+        let strict = r.verdict != Verdict::Allow;
+        for cond in &r.args {
+            if !eval.cond(cond, strict) {
                 return false;
             }
         }
@@ -528,7 +557,9 @@ impl StepPolicy for PolicySet {
     }
 
     fn risk_floor_micro(&self, step: &Step) -> u64 {
-        self.tools.get(step.tool()).map_or(0, |t| t.risk_micro)
+        self.tools
+            .get(&*text::canonical(step.tool()))
+            .map_or(0, |t| t.risk_micro)
     }
 
     fn min_cost(&self, step: &Step) -> MinCost {

@@ -63,6 +63,10 @@ pub struct ToolDef {
     pub min_cost: MinCost,
     /// Where the enforcement proxy forwards allowed calls.
     pub upstream: Option<String>,
+    /// The top-level args keys the tool takes, when declared (`args: [amount, currency]`):
+    /// a step with any other key is denied (`registry.args`), so a rule on `amount` cannot be
+    /// slipped past by sending the amount as `value`.
+    pub args: Option<Vec<String>>,
     /// Where it is written.
     pub pos: Pos,
 }
@@ -88,6 +92,14 @@ pub enum ArgOp {
     Glob(String),
     /// Present (`true`) or absent (`false`).
     Exists(bool),
+    /// A file system path that, normalized lexically, matches one of these path globs
+    /// (normalized too; see [`super::fspath`]).
+    Path(Vec<String>),
+    /// A shell command line (or argv array) running a command that matches the pattern.
+    Command(super::shell::CommandPattern),
+    /// The conditions inside do not all hold (judged with the opposite polarity: in doubt,
+    /// a negated condition holds for a rule stronger than allow).
+    Not(Vec<(ArgOp, Pos)>),
 }
 
 /// `args.<path>: {op: value, ...}`: every op must hold.
@@ -103,13 +115,18 @@ pub struct ArgCond {
     pub pos: Pos,
 }
 
-/// One step of a JSON path.
+/// One step of a JSON path. A key that meets an array applies to each of its elements.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PathSeg {
-    /// An object key.
+    /// An object key (matched in canonical form too: `Amount`, `amount ` and `ａｍｏｕｎｔ`
+    /// are all `amount`).
     Key(String),
     /// An array index.
     Index(usize),
+    /// `[*]`: every element of an array.
+    AnyIndex,
+    /// `*`: every value of an object.
+    AnyKey,
 }
 
 /// A calendar window, in UTC.

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use warden_actors::{IdError, Outcome, OutcomeStatus, Step, StepId, StepStatus};
 
 use super::agents::{duration, handle};
@@ -52,9 +52,20 @@ pub fn is_step_read(method: &axum::http::Method, path: &str) -> bool {
 async fn step(
     AgentCaller(id): AgentCaller,
     State(state): State<AppState>,
-    JsonObject(raw): JsonObject<Value>,
+    body: Result<Json<Box<RawValue>>, JsonRejection>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    let step: Step = serde_json::from_value(raw)
+    // Syntax, size and content type are the extractor's (`bad_json`, ...); the step itself is
+    // read from the text by `Step`'s deserializer, the one way JSON becomes a step, so a
+    // repeated key in `args` is refused instead of merged into one `Value`.
+    let Json(raw) = body?;
+    if !raw.get().trim_start().starts_with('{') {
+        // Serde's derived readers would take an array as the fields in order.
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "a step is a JSON object ({\"tool\", \"action\", ...})",
+        ));
+    }
+    let step: Step = serde_json::from_str(raw.get())
         .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
     let decision = handle(&state, &id)?.step(step).await?;
     Ok(Json(DecisionView::from(&decision)))

@@ -8,14 +8,15 @@ use serde_json::Value as Json;
 use crate::budget::{Budgets, LedgerDim};
 use crate::decision::Verdict;
 use crate::policy::detect::Detector;
-use crate::policy::glob;
 use crate::policy::rate::MAX_WINDOW_RATE;
+use crate::policy::shell::{CommandPattern, Compiled, FlagName};
+use crate::policy::{fspath, glob};
 use crate::yaml::{one_of_hint, suggest, Entry, Node, Reader, Value};
 
 use super::super::model::*;
 use super::{kinds, ACTIONS, MAX_RULES, VERDICTS};
 
-/// `a.b[0].c` -> segments.
+/// `a.b[0].c` -> segments; `items[*].url` and `headers.*` are wildcards.
 pub fn parse_path(path: &str) -> Result<Vec<PathSeg>, String> {
     let mut out = Vec::new();
     if path.is_empty() {
@@ -29,7 +30,9 @@ pub fn parse_path(path: &str) -> Result<Vec<PathSeg>, String> {
         if key.is_empty() && out.is_empty() && idx.is_empty() {
             return Err(format!("empty segment in {path:?}"));
         }
-        if !key.is_empty() {
+        if key == "*" {
+            out.push(PathSeg::AnyKey);
+        } else if !key.is_empty() {
             out.push(PathSeg::Key(key.to_string()));
         } else if idx.is_empty() {
             return Err(format!("empty segment in {path:?}"));
@@ -38,10 +41,15 @@ pub fn parse_path(path: &str) -> Result<Vec<PathSeg>, String> {
             let close = idx
                 .find(']')
                 .ok_or_else(|| format!("unclosed [ in {path:?}"))?;
-            let n: usize = idx[1..close]
-                .parse()
-                .map_err(|_| format!("{:?} is not an array index in {path:?}", &idx[1..close]))?;
-            out.push(PathSeg::Index(n));
+            let inner = &idx[1..close];
+            if inner == "*" {
+                out.push(PathSeg::AnyIndex);
+            } else {
+                let n: usize = inner
+                    .parse()
+                    .map_err(|_| format!("{inner:?} is not an array index in {path:?}"))?;
+                out.push(PathSeg::Index(n));
+            }
             idx = &idx[close + 1..];
             if !idx.is_empty() && !idx.starts_with('[') {
                 return Err(format!("unexpected {idx:?} in {path:?}"));
@@ -484,74 +492,15 @@ fn read_arg_cond(r: &mut Reader, path: &str, ppos: Pos, v: &Node) -> Option<ArgC
             r.error(
                 ppos,
                 format!("args path: {e}"),
-                Some("write paths like command, recipient.country or files[0]".into()),
+                Some(
+                    "write paths like command, recipient.country, files[0] or items[*].url".into(),
+                ),
             );
             return None;
         }
     };
-    let mut ops = Vec::new();
-    match &v.value {
-        Value::Map(_) => {
-            let entries = r.mapping(
-                v,
-                &format!("args.{path}"),
-                &[
-                    "eq", "in", "gt", "gte", "lt", "lte", "regex", "glob", "exists",
-                ],
-            )?;
-            for Entry {
-                key: op, value: x, ..
-            } in entries
-            {
-                let at = x.pos;
-                let parsed = match &*op {
-                    "eq" => match x.scalar_json() {
-                        Some(j) => Some(ArgOp::Eq(j)),
-                        None => {
-                            r.expected(x, "eq", "a single value", None);
-                            None
-                        }
-                    },
-                    "in" => match &x.value {
-                        Value::Seq(items) => {
-                            let vals: Vec<Json> = items.iter().filter_map(Node::scalar_json).collect();
-                            if vals.len() != items.len() {
-                                r.error(at, "`in` holds values only (no lists or mappings)", None);
-                            }
-                            Some(ArgOp::In(vals))
-                        }
-                        _ => {
-                            r.expected(x, "in", "a list", Some("e.g. in: [US, CA]".into()));
-                            None
-                        }
-                    },
-                    "gt" => r.number(x, "gt").map(ArgOp::Gt),
-                    "gte" => r.number(x, "gte").map(ArgOp::Gte),
-                    "lt" => r.number(x, "lt").map(ArgOp::Lt),
-                    "lte" => r.number(x, "lte").map(ArgOp::Lte),
-                    "regex" => r.text(x, "regex").and_then(|re| match regex::RegexBuilder::new(&re).size_limit(1 << 20).build() {
-                        Ok(_) => Some(ArgOp::Regex(re)),
-                        Err(e) => {
-                            let msg = e.to_string();
-                            let last = msg.lines().last().unwrap_or("invalid").trim().to_string();
-                            r.error(at, format!("bad regex {re:?}: {last}"), Some("the syntax is Rust's regex crate (no look-around or backreferences); quote it in single quotes".into()));
-                            None
-                        }
-                    }),
-                    "glob" => r.text(x, "glob").filter(|g| check_glob(r, x, g)).map(ArgOp::Glob),
-                    _ => match &x.value {
-                        Value::Bool(b) => Some(ArgOp::Exists(*b)),
-                        _ => {
-                            r.expected(x, "exists", "true or false", None);
-                            None
-                        }
-                    },
-                };
-                if let Some(p) = parsed {
-                    ops.push((p, at));
-                }
-            }
-        }
+    let ops = match &v.value {
+        Value::Map(_) => read_ops(r, v, path)?,
         Value::Seq(_) => {
             r.error(
                 v.pos,
@@ -561,7 +510,7 @@ fn read_arg_cond(r: &mut Reader, path: &str, ppos: Pos, v: &Node) -> Option<ArgC
             return None;
         }
         _ => match v.scalar_json() {
-            Some(j) => ops.push((ArgOp::Eq(j), v.pos)),
+            Some(j) => vec![(ArgOp::Eq(j), v.pos)],
             None => {
                 r.expected(
                     v,
@@ -572,7 +521,7 @@ fn read_arg_cond(r: &mut Reader, path: &str, ppos: Pos, v: &Node) -> Option<ArgC
                 return None;
             }
         },
-    }
+    };
     if ops.is_empty() {
         return None;
     }
@@ -582,6 +531,185 @@ fn read_arg_cond(r: &mut Reader, path: &str, ppos: Pos, v: &Node) -> Option<ArgC
         ops,
         pos: ppos,
     })
+}
+
+/// The operators of one `args.<path>` mapping (or of a `not:` inside it).
+fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
+    let entries = r.mapping(
+        v,
+        &format!("args.{path}"),
+        &[
+            "eq", "in", "gt", "gte", "lt", "lte", "regex", "glob", "exists", "path", "command",
+            "not",
+        ],
+    )?;
+    let mut ops = Vec::new();
+    for Entry {
+        key: op, value: x, ..
+    } in entries
+    {
+        let at = x.pos;
+        let parsed = match &*op {
+            "eq" => match x.scalar_json() {
+                Some(j) => Some(ArgOp::Eq(j)),
+                None => {
+                    r.expected(x, "eq", "a single value", None);
+                    None
+                }
+            },
+            "in" => match &x.value {
+                Value::Seq(items) => {
+                    let vals: Vec<Json> = items.iter().filter_map(Node::scalar_json).collect();
+                    if vals.len() != items.len() {
+                        r.error(at, "`in` holds values only (no lists or mappings)", None);
+                    }
+                    Some(ArgOp::In(vals))
+                }
+                _ => {
+                    r.expected(x, "in", "a list", Some("e.g. in: [US, CA]".into()));
+                    None
+                }
+            },
+            "gt" => r.number(x, "gt").map(ArgOp::Gt),
+            "gte" => r.number(x, "gte").map(ArgOp::Gte),
+            "lt" => r.number(x, "lt").map(ArgOp::Lt),
+            "lte" => r.number(x, "lte").map(ArgOp::Lte),
+            "regex" => r.text(x, "regex").and_then(|re| match regex::RegexBuilder::new(&re).size_limit(1 << 20).build() {
+                Ok(_) => Some(ArgOp::Regex(re)),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or("invalid").trim().to_string();
+                    r.error(at, format!("bad regex {re:?}: {last}"), Some("the syntax is Rust's regex crate (no look-around or backreferences); quote it in single quotes".into()));
+                    None
+                }
+            }),
+            "glob" => r.text(x, "glob").filter(|g| check_glob(r, x, g)).map(ArgOp::Glob),
+            "exists" => match &x.value {
+                Value::Bool(b) => Some(ArgOp::Exists(*b)),
+                _ => {
+                    r.expected(x, "exists", "true or false", None);
+                    None
+                }
+            },
+            "path" => read_path_globs(r, x).map(ArgOp::Path),
+            "command" => read_command(r, x, 0).map(ArgOp::Command),
+            _ => match &x.value {
+                Value::Map(_) => read_ops(r, x, path).filter(|o| !o.is_empty()).map(ArgOp::Not),
+                _ => {
+                    r.expected(
+                        x,
+                        "not",
+                        "a mapping of conditions",
+                        Some(format!("e.g. {path}: {{not: {{path: '/srv/app/**'}}}}")),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(p) = parsed {
+            ops.push((p, at));
+        }
+    }
+    let has_command = ops.iter().any(|(o, _)| {
+        matches!(o, ArgOp::Command(_))
+            || matches!(o, ArgOp::Not(inner) if inner.iter().any(|(i, _)| matches!(i, ArgOp::Command(_))))
+    });
+    if has_command && ops.len() > 1 {
+        r.error(
+            v.pos,
+            format!(
+                "args.{path}: `command` (or `not: {{command: ...}}`) stands alone in its mapping"
+            ),
+            Some("put other conditions on the same path in a second rule".into()),
+        );
+        return None;
+    }
+    Some(ops)
+}
+
+/// `path: '/etc/**'` or a list of path globs.
+fn read_path_globs(r: &mut Reader, n: &Node) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for item in r.one_or_more(n) {
+        let Some(g) = r.text(item, "path") else {
+            continue;
+        };
+        match fspath::check_glob(&g) {
+            Ok(normal) if regex::Regex::new(&fspath::glob_regex(&normal)).is_ok() => out.push(normal),
+            Ok(_) => r.error(
+                item.pos,
+                format!("bad path glob {g:?}"),
+                Some("use * within a segment, ** for any number of segments, ? for one character, [abc] for a class".into()),
+            ),
+            Err(e) => r.error(
+                item.pos,
+                e,
+                Some("e.g. path: '/etc/**' (everything under /etc) or '**/*.pem'".into()),
+            ),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `command: rm` or `command: {program, flags, args, piped_into}`.
+fn read_command(r: &mut Reader, n: &Node, depth: usize) -> Option<CommandPattern> {
+    if let Value::Map(_) = &n.value {
+        let entries = r.mapping(n, "command", &["program", "flags", "args", "piped_into"])?;
+        let mut p = CommandPattern::default();
+        for Entry { key, value: x, .. } in entries {
+            match &*key {
+                "program" => {
+                    for item in r.one_or_more(x) {
+                        if let Some(t) = r.text(item, "command.program") {
+                            p.programs.push(t);
+                        }
+                    }
+                }
+                "flags" => {
+                    for item in r.one_or_more(x) {
+                        let Some(t) = r.text(item, "command.flags") else {
+                            continue;
+                        };
+                        match FlagName::parse(&t) {
+                            Ok(f) => p.flags.push(f),
+                            Err(e) => r.error(item.pos, e.message, e.hint),
+                        }
+                    }
+                }
+                "args" => {
+                    for item in r.one_or_more(x) {
+                        if let Some(t) = r.text(item, "command.args") {
+                            p.args.push(t);
+                        }
+                    }
+                }
+                _ => {
+                    if depth >= 4 {
+                        r.error(x.pos, "piped_into nested more than 4 deep", None);
+                        continue;
+                    }
+                    p.piped_into = read_command(r, x, depth + 1).map(Box::new);
+                }
+            }
+        }
+        if let Err(e) = Compiled::new(&p) {
+            r.error(n.pos, e.message, e.hint);
+            return None;
+        }
+        return Some(p);
+    }
+    let program = r.text(n, "command")?;
+    let p = CommandPattern {
+        programs: vec![program],
+        ..Default::default()
+    };
+    match Compiled::new(&p) {
+        Ok(_) => Some(p),
+        Err(e) => {
+            r.error(n.pos, e.message, e.hint);
+            None
+        }
+    }
 }
 
 fn read_time(r: &mut Reader, n: &Node) -> Option<TimeWindow> {
@@ -679,6 +807,15 @@ mod tests {
                 PathSeg::Key("c".into())
             ]
         );
+        assert_eq!(
+            parse_path("items[*].url").unwrap(),
+            vec![
+                PathSeg::Key("items".into()),
+                PathSeg::AnyIndex,
+                PathSeg::Key("url".into())
+            ]
+        );
+        assert_eq!(parse_path("*").unwrap(), vec![PathSeg::AnyKey]);
         assert!(parse_path("a..b").is_err());
         assert!(parse_path("a[x]").is_err());
         assert!(parse_path("a[1").is_err());

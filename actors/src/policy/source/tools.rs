@@ -34,10 +34,25 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             );
             continue;
         }
+        let canonical = name.to_ascii_lowercase();
+        if let Some(first) = out
+            .iter()
+            .find(|t: &&ToolDef| t.name.eq_ignore_ascii_case(&name))
+        {
+            r.error(
+                name_pos,
+                format!(
+                    "tool {name} is tool {} again (line {}): tool names compare without case",
+                    first.name, first.pos.line
+                ),
+                Some(format!("register {canonical} once")),
+            );
+            continue;
+        }
         let Some(fields) = r.mapping(
             v,
             &format!("tool {name}"),
-            &["action", "risk", "min_cost", "upstream"],
+            &["action", "risk", "min_cost", "upstream", "args"],
         ) else {
             continue;
         };
@@ -45,6 +60,7 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
         let mut risk_micro = 0;
         let mut min_cost = Default::default();
         let mut upstream = None;
+        let mut args = None;
         for Entry {
             key: k, value: x, ..
         } in fields
@@ -53,6 +69,7 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
                 "action" => action = r.named(x, "action", &ACTIONS),
                 "risk" => risk_micro = r.micros(x, "risk", "2.0").unwrap_or(0),
                 "min_cost" => min_cost = read_min_cost(r, x, &format!("tool {name} min_cost")),
+                "args" => args = read_args(r, x, &name),
                 _ => {
                     if let Some(u) = r.text(x, "upstream") {
                         if u.starts_with("http://") || u.starts_with("https://") {
@@ -82,8 +99,31 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
             risk_micro,
             min_cost,
             upstream,
+            args,
             pos: name_pos,
         });
     }
     out
+}
+
+/// `args: [amount, currency]`: the top-level keys the tool takes.
+fn read_args(r: &mut Reader, n: &Node, tool: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let hint = Some("e.g. args: [amount, currency, recipient]".to_string());
+    for item in r.sequence(n, &format!("tool {tool}: args"), hint)? {
+        let Some(key) = r.text(item, "args key") else {
+            continue;
+        };
+        let canonical = crate::policy::text::canonical(&key).into_owned();
+        if canonical.is_empty() || out.contains(&canonical) {
+            r.error(
+                item.pos,
+                format!("tool {tool}: args key {key:?} is empty or listed twice"),
+                None,
+            );
+            continue;
+        }
+        out.push(canonical);
+    }
+    Some(out)
 }
