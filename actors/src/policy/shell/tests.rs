@@ -81,6 +81,14 @@ fn wrappers_are_unwrapped() {
     assert_eq!(programs("su root -c 'rm -rf /'"), ["su", "rm"]);
     assert_eq!(programs("eval 'rm -rf /'"), ["eval", "rm"]);
     assert_eq!(programs("busybox rm -rf /"), ["busybox", "rm"]);
+    assert_eq!(programs("toybox rm -rf /"), ["toybox", "rm"]);
+    assert_eq!(programs("taskset 1 rm -rf /"), ["taskset", "rm"]);
+    assert_eq!(programs("taskset -c 0 rm -rf /"), ["taskset", "rm"]);
+    assert_eq!(programs("chrt -o 0 rm -rf /"), ["chrt", "rm"]);
+    assert_eq!(programs("unshare -r rm -rf /"), ["unshare", "rm"]);
+    assert_eq!(programs("nsenter -t 1 -m rm -rf /"), ["nsenter", "rm"]);
+    assert_eq!(programs("setpriv --reuid 0 rm -rf /"), ["setpriv", "rm"]);
+    assert_eq!(programs("script -c 'rm -rf /' /dev/null"), ["script", "rm"]);
     assert_eq!(programs("watch -n 1 rm -rf /tmp/x"), ["watch", "rm"]);
     assert_eq!(programs("bash <<EOF\nrm -rf /\nEOF\n"), ["bash", "rm"]);
     assert_eq!(programs("bash <<< 'rm -rf /'"), ["bash", "rm"]);

@@ -3,7 +3,8 @@
 //!
 //! The list is finite (see `docs/policy.md`): `env`, `sudo`, `doas`, `su -c`, `nice`,
 //! `ionice`, `nohup`, `setsid`, `timeout`, `chroot`, `stdbuf`, `xargs`, `command`, `builtin`,
-//! `exec`, `time`, `busybox`, `eval`, `watch`, `find -exec`/`-execdir`/`-ok`/`-okdir`, and
+//! `exec`, `time`, `busybox`, `toybox`, `taskset`, `chrt`, `unshare`, `nsenter`, `setpriv`,
+//! `script -c`, `eval`, `watch`, `find -exec`/`-execdir`/`-ok`/`-okdir`, and
 //! the shells `sh`, `bash`, `zsh`, `dash`, `ksh`, `mksh`, `ash` with `-c` (or a script on
 //! standard input from a here-document).
 
@@ -98,7 +99,65 @@ fn spec(name: &str) -> Option<Spec> {
             "pPu",
             Then::Command,
         ),
-        "nohup" | "setsid" | "builtin" | "busybox" => s("", &[], "", Then::Command),
+        "nohup" | "setsid" | "builtin" | "busybox" | "toybox" => s("", &[], "", Then::Command),
+        "taskset" => s("", &["cpu-list"], "", Then::AfterOperands(1)),
+        "chrt" => s(
+            "TPD",
+            &["sched-runtime", "sched-period", "sched-deadline"],
+            "",
+            Then::AfterOperands(1),
+        ),
+        "unshare" => s(
+            "SGw",
+            &[
+                "setuid",
+                "setgid",
+                "wd",
+                "map-user",
+                "map-group",
+                "propagation",
+            ],
+            "",
+            Then::Command,
+        ),
+        "nsenter" => s("tSG", &["target", "setuid", "setgid"], "", Then::Command),
+        "setpriv" => s(
+            "",
+            &[
+                "reuid",
+                "regid",
+                "ruid",
+                "euid",
+                "rgid",
+                "egid",
+                "groups",
+                "inh-caps",
+                "ambient-caps",
+                "bounding-set",
+                "securebits",
+                "pdeathsig",
+                "selinux-label",
+                "apparmor-profile",
+            ],
+            "",
+            Then::Command,
+        ),
+        "script" => Spec {
+            script: Some('c'),
+            ..s(
+                "cEIOTm",
+                &[
+                    "command",
+                    "echo",
+                    "log-in",
+                    "log-out",
+                    "log-timing",
+                    "logging-format",
+                ],
+                "",
+                Then::AfterOperands(usize::MAX),
+            )
+        },
         "exec" => s("a", &[], "", Then::Command),
         "command" => s("", &[], "vV", Then::Command),
         "time" => s("fo", &["format", "output"], "", Then::Command),
