@@ -374,3 +374,16 @@ fn wildcard_paths_and_arrays_test_each_element() {
     );
     assert_eq!(fetch(json!({"urls": "x.evil.com"})), "no-evil");
 }
+
+/// A key that is there but holds no value (an empty array) cannot be judged: a rule stronger
+/// than allow matches (with the doubt in its reason), an allow rule does not.
+#[test]
+fn a_key_holding_an_empty_array_fails_closed() {
+    let pay = |a: Value| decide(&PAYMENTS_POLICY, "payments.transfer", ActionClass::Spend, a);
+    let (decision, _) =
+        pay(json!({"amount": [], "currency": "USD", "recipient": {"country": "FR"}}));
+    assert_ne!(decision, "allow");
+    let (decision, _) =
+        pay(json!({"amount": 5, "currency": "USD", "recipient": {"country": "FR"}}));
+    assert_eq!(decision, "allow", "a small transfer is still allowed");
+}

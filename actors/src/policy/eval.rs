@@ -271,6 +271,15 @@ impl<'a> EvalCache<'a> {
         let n = self.slots[s].cands.len();
         if n == 0 {
             let present = self.slots[s].present;
+            // The key is there but holds no value (an empty array): a rule stronger than
+            // allow cannot tell what it would have said, so it matches (fail closed).
+            if present && strict && !c.ops.iter().all(|o| matches!(o, COp::Exists(_))) {
+                if self.doubt.is_none() {
+                    let path = &self.policy.path_texts[self.slots[s].path as usize];
+                    self.doubt = Some(format!("args.{path} holds no value to compare"));
+                }
+                return true;
+            }
             return absent(&c.ops, present);
         }
         if strict {
