@@ -127,53 +127,7 @@ pub fn glob_regex(glob: &str) -> String {
 }
 
 fn segment_regex(seg: &str, re: &mut String) {
-    let mut chars = seg.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => {
-                while chars.peek() == Some(&'*') {
-                    chars.next();
-                }
-                re.push_str("[^/]*");
-            }
-            '?' => re.push_str("[^/]"),
-            '[' => {
-                let mut class = String::new();
-                let mut closed = false;
-                for d in chars.by_ref() {
-                    if d == ']' {
-                        closed = true;
-                        break;
-                    }
-                    class.push(d);
-                }
-                if closed && !class.is_empty() {
-                    // A class never matches the separator: [[class]&&[^/]].
-                    re.push_str("[[");
-                    let body = match class.strip_prefix('!') {
-                        Some(b) => {
-                            re.push('^');
-                            b
-                        }
-                        None => class.as_str(),
-                    };
-                    for d in body.chars() {
-                        if matches!(d, '\\' | '[' | ']' | '^' | '&' | '~') {
-                            re.push('\\');
-                        }
-                        re.push(d);
-                    }
-                    re.push_str("]&&[^/]]");
-                } else {
-                    re.push_str(&regex::escape(&format!("[{class}")));
-                    if closed {
-                        re.push_str("\\]");
-                    }
-                }
-            }
-            _ => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
-        }
-    }
+    super::glob::push_regex(seg, Some('/'), re);
 }
 
 #[cfg(test)]
