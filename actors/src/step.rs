@@ -704,6 +704,15 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// Reads JSON text whose objects never repeat a key (the rule of [`Step`]'s reader, for
+/// callers that build a step's args from other text, such as the enforcement proxy).
+///
+/// # Errors
+/// The syntax error, or the key repeated.
+pub fn parse_unique_json(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<UniqueKeys>(text).map(|u| u.0)
+}
+
 /// A JSON value whose objects never repeat a key. `serde_json::Value` keeps the last of
 /// repeated keys while many tools read the first, so a policy could judge one value while the
 /// tool runs another: a repeated key is refused instead.

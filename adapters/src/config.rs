@@ -28,7 +28,8 @@ use crate::http::MetricsRender;
 use crate::limits::{
     BODY_BYTES_MAX_DEFAULT, BODY_BYTES_MAX_MIN, CONNECTIONS_MAX_DEFAULT, JOURNAL_BYTES_MIN,
     OPERATOR_TOKEN_LEN_MIN, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MIN, SEGMENT_BYTES_MIN,
-    UPSTREAM_TIMEOUT_MS_DEFAULT, WEBHOOKS_MAX,
+    UPSTREAM_IN_FLIGHT_MAX, UPSTREAM_IN_FLIGHT_MAX_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT,
+    WEBHOOKS_MAX,
 };
 use crate::webhook::WebhookConfig;
 
@@ -298,8 +299,10 @@ pub struct Upstream {
     /// Headers the proxy adds, as written (`env:NAME` is replaced by the environment's value
     /// when the config is resolved).
     pub headers: Vec<(String, String)>,
-    /// How long one forwarded request may take.
+    /// How long a forwarded request may wait for the head of the upstream's answer.
     pub timeout_ms: u64,
+    /// Most requests forwarded to it at once (`max_in_flight`); past it 503 `upstream_busy`.
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -311,6 +314,7 @@ impl std::fmt::Debug for Upstream {
             .field("kind", &self.kind)
             .field("headers", &names)
             .field("timeout_ms", &self.timeout_ms)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -523,7 +527,11 @@ fn read_upstreams(r: &mut Reader, v: &Node) -> Vec<Upstream> {
 
 fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
     let what = format!("upstream `{}`", e.key());
-    let m = r.mapping(e.value, &what, &["url", "kind", "headers", "timeout"])?;
+    let m = r.mapping(
+        e.value,
+        &what,
+        &["url", "kind", "headers", "timeout", "max_in_flight"],
+    )?;
     let url_node = r.require(
         &m,
         "url",
@@ -557,12 +565,30 @@ fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
         Some(h) => read_headers(r, h)?,
         None => Vec::new(),
     };
+    let max_in_flight = match m.get("max_in_flight") {
+        Some(n) => {
+            let v = r.uint_at_least(n, "max_in_flight", 1)?;
+            if v > UPSTREAM_IN_FLIGHT_MAX as u64 {
+                r.error(
+                    n.pos,
+                    format!(
+                        "max_in_flight = {v} is over the most allowed, {UPSTREAM_IN_FLIGHT_MAX}"
+                    ),
+                    None,
+                );
+                return None;
+            }
+            v as usize
+        }
+        None => UPSTREAM_IN_FLIGHT_MAX_DEFAULT,
+    };
     Some(Upstream {
         name: e.key().to_string(),
         url,
         kind,
         headers,
         timeout_ms,
+        max_in_flight,
     })
 }
 

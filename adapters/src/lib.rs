@@ -8,11 +8,10 @@
 //! - [`http`]: the server ([`http::start`]), the connection limit, the error shape, the
 //!   operator and agent authentication, and the wire types ([`http::wire`]);
 //! - [`api`]: the `/v1` API and the web page, one router per resource;
+//! - [`proxy`]: the enforcement proxy, the one door from agents to their tools (and models);
 //! - [`webhook`]: signed outbound announcements of halts and approvals;
 //! - [`client`]: a typed client of the `/v1` API;
 //! - [`limits`]: every bound of the network surface.
-//!
-//! The enforcement proxy (tool, LLM and MCP) joins the same server.
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
@@ -34,6 +33,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod proxy;
 pub mod webhook;
 
 pub use warden_supervisor as supervisor;

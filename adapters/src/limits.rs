@@ -59,8 +59,21 @@ pub const TEXT_BYTES_MAX: usize = warden_supervisor::limits::RECORD_TEXT_BYTES_M
 pub const JOURNAL_BYTES_MIN: u64 = 65_536;
 /// Smallest `limits.segment_bytes` the config accepts.
 pub const SEGMENT_BYTES_MIN: u64 = 4_096;
-/// How long one forwarded request may take when an upstream sets no `timeout`.
+/// How long a forwarded request may wait for the head of the upstream's answer when the
+/// upstream sets no `timeout`. A body then streams for as long as it flows.
 pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Requests in flight to one upstream at once by default (`max_in_flight`); past it the proxy
+/// answers 503 `upstream_busy` before deciding anything.
+pub const UPSTREAM_IN_FLIGHT_MAX_DEFAULT: usize = 1_024;
+/// Largest `max_in_flight` an upstream may set.
+pub const UPSTREAM_IN_FLIGHT_MAX: usize = 65_536;
+/// How long the proxy waits for a TCP (and TLS) connection to an upstream.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle keep-alive connections kept per upstream host.
+pub const UPSTREAM_IDLE_CONNECTIONS_MAX: usize = 256;
+/// Proxied requests parked for approval whose retry the proxy remembers; past it the oldest is
+/// forgotten (its retry gets 409 `unknown_retry`).
+pub const PARKED_RETRIES_MAX: usize = 10_000;
 /// Bytes of a framework's plain-text error kept when it is turned into the JSON shape.
 pub const FRAMEWORK_ERROR_BYTES_MAX: usize = 4_096;
 
@@ -92,6 +105,7 @@ pub const CLIENT_ANSWER_BYTES_MAX: u64 = 256 << 20;
 const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);
 const _: () = assert!(REQUEST_TIMEOUT_MS_MIN <= REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(PAGE_ENTRIES_DEFAULT <= PAGE_ENTRIES_MAX);
+const _: () = assert!(UPSTREAM_IN_FLIGHT_MAX_DEFAULT <= UPSTREAM_IN_FLIGHT_MAX);
 // A step read's whole life (one request timeout, then the longest wait) fits in the idle
 // limit of its connection, which nothing is written to while it waits.
 const _: () = assert!(IDLE_TIMEOUTS_PER_CONNECTION >= 2);

@@ -25,7 +25,7 @@ use crate::http::{deadline, error, AppState};
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Every route the node serves, as written in the OpenAPI document.
-pub const ROUTES: [&str; 20] = [
+pub const ROUTES: [&str; 22] = [
     "/",
     "/healthz",
     "/readyz",
@@ -46,6 +46,8 @@ pub const ROUTES: [&str; 20] = [
     "/v1/policy",
     "/v1/events",
     "/v1/audit",
+    "/proxy/{tool}",
+    "/proxy/{tool}/{path}",
 ];
 
 /// Every route, with the shared layers: plain-text framework errors become JSON, a request
@@ -61,6 +63,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(policy::router())
         .merge(events::router())
         .merge(audit::router())
+        .merge(crate::proxy::tool::router())
         .route("/v1/openapi.json", get(openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

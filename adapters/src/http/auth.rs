@@ -43,6 +43,14 @@ impl Auth {
         self.owners.insert(digest, agent);
     }
 
+    /// The agent whose token `token` is, if any (the proxy's callers name no agent in the
+    /// path: the token is who they are).
+    pub fn agent_of_token(&self, token: &str) -> Option<AgentId> {
+        self.owners
+            .get(&token_digest(token))
+            .map(|a| a.value().clone())
+    }
+
     /// True when `token` is the operator token.
     fn is_operator(&self, token: &str) -> bool {
         same(token, &self.operator)
@@ -120,6 +128,31 @@ impl FromRequestParts<AppState> for AgentCaller {
             state.swarm.agent(&id).is_some()
         })?;
         Ok(AgentCaller(id))
+    }
+}
+
+/// The agent a proxy request comes from, known by its token alone: `Authorization: Bearer
+/// <token>` (OpenAI's clients send their API key so) or `x-api-key: <token>` (Anthropic's).
+/// A token that is no agent's gets 401 `unauthorized`, the operator's included: the operator
+/// takes no steps.
+pub struct TokenAgent(pub AgentId);
+
+impl FromRequestParts<AppState> for TokenAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)
+            .or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+        token
+            .and_then(|t| state.auth.agent_of_token(t))
+            .map(TokenAgent)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send the agent's token as `Authorization: Bearer <token>` or `x-api-key: <token>`",
+                )
+            })
     }
 }
 

@@ -26,6 +26,18 @@ pub struct ApiError {
     pub message: String,
     /// Structured details (a policy's diagnostics, say).
     pub details: Option<Value>,
+    /// A body in place of the error shape and headers to add (rare: boxed).
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What a few answers carry beyond the error shape.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// A whole body in place of the error shape (the proxy answers a decision it does not
+    /// forward with the decision JSON, which holds an `error` object too).
+    pub body: Option<Value>,
+    /// Headers to answer with (a `Location` to follow, say).
+    pub headers: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
 impl ApiError {
@@ -36,7 +48,15 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            extra: None,
         }
+    }
+
+    /// An answer whose body is `body` as is (it should hold an `error` object).
+    pub fn with_body(status: StatusCode, code: &'static str, body: Value) -> Self {
+        let mut e = Self::new(status, code, String::new());
+        e.extra.get_or_insert_default().body = Some(body);
+        e
     }
 
     /// 400 with `code`.
@@ -57,6 +77,15 @@ impl ApiError {
         )
     }
 
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: header::HeaderName, value: header::HeaderValue) -> Self {
+        self.extra
+            .get_or_insert_default()
+            .headers
+            .push((name, value));
+        self
+    }
+
     /// Adds structured details.
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
@@ -66,11 +95,22 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
-        if let Some(d) = self.details {
-            body["error"]["details"] = d;
+        let extra = self.extra.map(|e| *e).unwrap_or_default();
+        let body = match extra.body {
+            Some(b) => b,
+            None => {
+                let mut body = json!({"error": {"code": self.code, "message": self.message}});
+                if let Some(d) = self.details {
+                    body["error"]["details"] = d;
+                }
+                body
+            }
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        for (k, v) in extra.headers {
+            resp.headers_mut().insert(k, v);
         }
-        (self.status, Json(body)).into_response()
+        resp
     }
 }
 
@@ -151,6 +191,10 @@ pub async fn method_not_allowed() -> ApiError {
 /// Turns any error the framework answers in plain text (a bad path parameter or query string,
 /// a body that is not UTF-8, a body over the limit read as text) into the JSON error shape.
 pub async fn json_errors(resp: Response) -> Response {
+    if resp.extensions().get::<crate::proxy::Forwarded>().is_some() {
+        // An upstream's own answer goes to the agent as it was.
+        return resp;
+    }
     let status = resp.status();
     let is_json = resp
         .headers()

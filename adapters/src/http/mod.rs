@@ -51,6 +51,8 @@ pub struct Shared {
     pub request_timeout_ms: u64,
     /// The node's data directory (the journal, for `GET /v1/audit`).
     pub data_dir: PathBuf,
+    /// The enforcement proxy.
+    pub proxy: crate::proxy::Proxy,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,8 +64,13 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// The state of a node over `swarm`, with the given operator token.
-    pub fn new(swarm: Swarm, operator_token: String, config: &NodeConfig) -> Self {
-        AppState(Arc::new(Shared {
+    ///
+    /// # Errors
+    /// An upstream of the config that the proxy cannot use (a header value not valid in HTTP).
+    pub fn new(swarm: Swarm, operator_token: String, config: &NodeConfig) -> Result<Self, String> {
+        let proxy = crate::proxy::Proxy::new(config, swarm.clone())?;
+        Ok(AppState(Arc::new(Shared {
+            proxy,
             swarm,
             auth: Auth::new(operator_token),
             labels: DashMap::new(),
@@ -71,7 +78,7 @@ impl AppState {
             shutting_down: tokio::sync::watch::channel(false).0,
             request_timeout_ms: config.request_timeout_ms,
             data_dir: config.node.data_dir.clone(),
-        }))
+        })))
     }
 
     /// Takes back each recovered agent's token digest and labels from its registration's
@@ -97,6 +104,9 @@ pub enum StartError {
     /// The operator token is missing, weak or exposed.
     #[error(transparent)]
     Token(#[from] auth::TokenError),
+    /// The config's upstreams cannot be used.
+    #[error("upstreams: {0}")]
+    Proxy(String),
     /// The listener could not be bound.
     #[error("listening on {addr}")]
     Listen {
@@ -160,7 +170,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let (operator_token, operator_token_source) =
         auth::operator_token(config.operator_token.as_deref(), &config.node.data_dir)?;
     let node = Node::open(config.node.clone()).await?;
-    let state = AppState::new(node.swarm().clone(), operator_token, &config);
+    let state = match AppState::new(node.swarm().clone(), operator_token, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(StartError::Proxy(e));
+        }
+    };
     state.restore(&node.recovered.meta);
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
@@ -195,7 +211,9 @@ pub async fn deadline(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if req.uri().path() == "/v1/events" {
+    if req.uri().path() == "/v1/events" || crate::proxy::is_proxied(req.uri().path()) {
+        // Event streams run for long; proxied requests have their upstream's deadline and
+        // their own limit on the body's arrival.
         return next.run(req).await;
     }
     let mut limit = Duration::from_millis(state.request_timeout_ms);

@@ -27,6 +27,11 @@ impl Swarm {
         self.inner.policy.as_ref().map(|p| p.version())
     }
 
+    /// The compiled policy in force (its registry, say), if the swarm runs a policy set.
+    pub fn policy_set(&self) -> Option<Arc<PolicySet>> {
+        self.inner.policy.as_ref()?.policy_set()
+    }
+
     /// The policy in force, version and text read together (a reload changes both under the
     /// same lock, so the text is always that version's). `None` without a policy, or before
     /// its text is known (given to [`attach_journal`](Self::attach_journal), reloaded, or

@@ -72,13 +72,13 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
                 "args" => args = read_args(r, x, &name),
                 _ => {
                     if let Some(u) = r.text(x, "upstream") {
-                        if u.starts_with("http://") || u.starts_with("https://") {
+                        if is_upstream(&u) {
                             upstream = Some(u);
                         } else {
                             r.error(
                                 x.pos,
-                                format!("upstream {u:?} is not an http:// or https:// URL"),
-                                None,
+                                format!("upstream {u:?} is neither the name of one of the node's `upstreams` nor an http:// or https:// URL"),
+                                Some("e.g. upstream: search (with `search` under `upstreams` in the node's config)".into()),
                             );
                         }
                     }
@@ -104,6 +104,17 @@ pub(super) fn read_tools(r: &mut Reader, n: &Node) -> Vec<ToolDef> {
         });
     }
     out
+}
+
+/// An upstream is named (`search`: letters, digits, `_`, `-`, `.`; the node's config says
+/// where it is) or given as an `http://` / `https://` URL.
+fn is_upstream(u: &str) -> bool {
+    u.starts_with("http://")
+        || u.starts_with("https://")
+        || (!u.is_empty()
+            && u.len() <= 64
+            && u.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
 }
 
 /// `args: [amount, currency]`: the top-level keys the tool takes.

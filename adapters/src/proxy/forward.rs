@@ -1,0 +1,237 @@
+//! Forwarding to an upstream: one pooled hyper client (keep-alive per upstream, HTTP/1.1,
+//! `http://` and `https://` with the Mozilla roots), header hygiene both ways (RFC 9110 §7.6.1
+//! hop-by-hop headers dropped, the agent's own credentials and `warden-*` controls never
+//! forwarded, the upstream's credentials added), and a deadline up to the answer's head.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::http::error::ApiError;
+use crate::limits::{UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_IDLE_CONNECTIONS_MAX};
+
+/// The proxy's outbound client.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// A client with a connection pool per upstream host.
+pub fn client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(UPSTREAM_IDLE_CONNECTIONS_MAX)
+        .build(https)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Drops the hop-by-hop headers and every header the `Connection` header names.
+fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+/// The headers an agent's request reaches the upstream with: without hop-by-hop headers, the
+/// `Host` (the client sets the upstream's), the agent's own credentials (`authorization`,
+/// `x-api-key`), `content-length` (set from the body sent) and warden's own `warden-*`
+/// controls; then the upstream's configured headers (its credentials) over them.
+pub fn request_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+    let mut out = agent.clone();
+    drop_hop_by_hop(&mut out);
+    for n in [
+        header::HOST,
+        header::AUTHORIZATION,
+        header::CONTENT_LENGTH,
+        HeaderName::from_static("x-api-key"),
+    ] {
+        out.remove(n);
+    }
+    let controls: Vec<HeaderName> = out
+        .keys()
+        .filter(|k| k.as_str().starts_with("warden-"))
+        .cloned()
+        .collect();
+    for k in controls {
+        out.remove(k);
+    }
+    for (k, v) in upstream {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+/// The headers an upstream's answer reaches the agent with: without hop-by-hop headers and
+/// without any header whose value is one of the upstream's credentials (an upstream that
+/// echoes them back).
+pub fn response_headers(headers: &mut HeaderMap, upstream: &[(HeaderName, HeaderValue)]) {
+    drop_hop_by_hop(headers);
+    let leaking: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| upstream.iter().any(|(_, secret)| secret == *v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in leaking {
+        headers.remove(k);
+    }
+}
+
+/// `base` (an upstream's URL, perhaps with a path) joined with `path` (empty or starting with
+/// `/`) and `query`.
+///
+/// # Errors
+/// 502 `bad_upstream` when the result is not a valid URI (a config fault).
+pub fn join(base: &str, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+    let mut uri = format!("{}{path}", base.trim_end_matches('/'));
+    if uri.ends_with("://") || !uri[uri.find("://").map_or(0, |i| i + 3)..].contains('/') {
+        uri.push('/');
+    }
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    uri.parse().map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "bad_upstream",
+            format!("the upstream URL {base:?} joined with the request's path is not a URL: {e}"),
+        )
+    })
+}
+
+/// Sends a request and waits up to `timeout` for the answer's head; the body then streams.
+/// Returns the answer and how long the upstream took to start answering.
+///
+/// # Errors
+/// 504 `upstream_timeout` past the deadline, 502 `upstream_unreachable` when the connection
+/// fails or is reset; neither says more than the upstream's name (its URL and credentials stay
+/// on the node).
+pub async fn send(
+    client: &HttpClient,
+    upstream: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<(Response<hyper::body::Incoming>, Duration), ApiError> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(h) = req.headers_mut() {
+        *h = headers;
+    }
+    let req = req
+        .body(body)
+        .map_err(|e| ApiError::internal(format!("building the upstream request: {e}")))?;
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => Ok((resp, started.elapsed())),
+        Ok(Err(e)) => Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!(
+                "upstream `{upstream}` could not be reached: {}",
+                if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "the connection was reset"
+                }
+            ),
+        )),
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!(
+                "upstream `{upstream}` did not answer within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_credentials_hop_by_hop_and_controls_never_reach_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer agent-token".parse().unwrap());
+        h.insert("x-api-key", "agent-token".parse().unwrap());
+        h.insert("connection", "close, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("warden-cost", "{}".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        let up = [(
+            HeaderName::from_static("authorization"),
+            HeaderValue::from_static("Bearer upstream"),
+        )];
+        let out = request_headers(&h, &up);
+        assert_eq!(out["authorization"], "Bearer upstream");
+        assert_eq!(out["content-type"], "application/json");
+        for gone in [
+            "x-api-key",
+            "connection",
+            "x-secret-hop",
+            "warden-cost",
+            "te",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} was forwarded");
+        }
+    }
+
+    #[test]
+    fn an_answer_echoing_a_credential_loses_that_header() {
+        let up = [(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("s3cret"),
+        )];
+        let mut h = HeaderMap::new();
+        h.insert("x-echo", "s3cret".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        response_headers(&mut h, &up);
+        assert!(h.get("x-echo").is_none());
+        assert!(h.get("content-type").is_some());
+    }
+
+    #[test]
+    fn paths_join_onto_the_base_with_or_without_its_own_path() {
+        let j = |b, p, q| join(b, p, q).unwrap().to_string();
+        assert_eq!(j("http://h:1", "", None), "http://h:1/");
+        assert_eq!(j("http://h:1/", "/a/b", Some("x=1")), "http://h:1/a/b?x=1");
+        assert_eq!(j("http://h:1/v1", "/chat", None), "http://h:1/v1/chat");
+        assert_eq!(j("http://h:1/v1/", "", None), "http://h:1/v1");
+    }
+}

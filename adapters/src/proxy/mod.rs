@@ -1,0 +1,255 @@
+//! The enforcement proxy: the one door from agents to their tools and models, so no agent can
+//! skip the check. [`tool`] serves `ANY /proxy/{tool}/...`; the LLM and MCP routes build on
+//! the same parts: [`forward`] (the outbound client and header hygiene), [`settle`] (every
+//! forwarded step settled exactly once), [`parked`] (retries of approved requests).
+//!
+//! Upstreams come from the node's config (`upstreams:`, with credentials that never leave the
+//! node); a policy tool's `upstream:` names one of them, or is a plain `http(s)://` URL
+//! (forwarded without added headers). Each upstream admits at most its `max_in_flight`
+//! requests at once; past that the proxy answers 503 `upstream_busy` before deciding anything.
+
+pub mod forward;
+pub mod parked;
+pub mod settle;
+pub mod tool;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warden_actors::{ActionClass, AgentId, StepId};
+use warden_supervisor::Swarm;
+
+use crate::config::{NodeConfig, Price, Upstream, UpstreamKind};
+use crate::http::error::ApiError;
+use crate::limits::{UPSTREAM_IN_FLIGHT_MAX_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT};
+
+/// True for the paths the proxy serves.
+pub fn is_proxied(path: &str) -> bool {
+    path.starts_with("/proxy/")
+}
+
+/// Marks an answer that is an upstream's own (the node's error rewriting leaves it alone).
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded;
+
+/// One upstream, ready to forward to.
+pub struct Route {
+    /// Its name in the config (or its URL, for an upstream a policy names by URL).
+    pub name: String,
+    /// Its base URL.
+    pub url: String,
+    /// What it speaks.
+    pub kind: UpstreamKind,
+    /// Headers added to every forwarded request (its credentials).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Deadline for its answer's head.
+    pub timeout: Duration,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+impl Route {
+    fn new(u: &Upstream) -> Result<Self, String> {
+        let headers = u
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let name = HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| format!("upstream `{}`: {k:?} is not a header name", u.name))?;
+                let mut value = HeaderValue::from_str(v).map_err(|_| {
+                    format!(
+                        "upstream `{}`: header {k} has a value that is not valid in a header",
+                        u.name
+                    )
+                })?;
+                value.set_sensitive(true);
+                Ok((name, value))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Self {
+            name: u.name.clone(),
+            url: u.url.clone(),
+            kind: u.kind,
+            headers,
+            timeout: Duration::from_millis(u.timeout_ms),
+            in_flight: Arc::new(Semaphore::new(u.max_in_flight)),
+            max_in_flight: u.max_in_flight,
+        })
+    }
+
+    /// An in-flight slot, held until the answer is done; 503 `upstream_busy` when all are
+    /// taken (nothing was decided or charged then).
+    pub fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                format!(
+                    "upstream `{}` already has {} requests in flight; retry shortly",
+                    self.name, self.max_in_flight
+                ),
+            )
+        })
+    }
+
+    /// Records how long the upstream took to start answering.
+    pub fn observe(&self, took: Duration) {
+        metrics::histogram!("warden_proxy_upstream_duration_seconds", "upstream" => self.name.clone())
+            .record(took.as_secs_f64());
+    }
+}
+
+/// Steps the proxy decided and settles itself: the agent may not report their outcome (it
+/// would set its own bill).
+#[derive(Default)]
+pub struct Owned(DashMap<(AgentId, StepId), ()>);
+
+impl Owned {
+    /// Marks a step as the proxy's.
+    pub fn insert(&self, agent: AgentId, step: StepId) {
+        self.0.insert((agent, step), ());
+    }
+    /// Unmarks it (settled, or never to be forwarded).
+    pub fn remove(&self, agent: &AgentId, step: StepId) {
+        self.0.remove(&(agent.clone(), step));
+    }
+    /// True when the proxy settles this step.
+    pub fn contains(&self, agent: &AgentId, step: StepId) -> bool {
+        self.0.contains_key(&(agent.clone(), step))
+    }
+}
+
+/// The proxy's state, shared by its routes.
+pub struct Proxy {
+    /// The outbound client.
+    pub client: forward::HttpClient,
+    routes: HashMap<String, Arc<Route>>,
+    by_url: DashMap<String, Arc<Route>>,
+    /// Model prices, by model name.
+    pub prices: HashMap<String, Price>,
+    /// Requests parked for approval, awaiting their retry.
+    pub parked: parked::Parked,
+    /// Steps the proxy settles.
+    pub owned: Arc<Owned>,
+    /// Largest request body read, bytes.
+    pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    swarm: Swarm,
+}
+
+impl Proxy {
+    /// The proxy of a node with `config`, governing `swarm`.
+    ///
+    /// # Errors
+    /// An upstream header that is not a valid HTTP header.
+    pub fn new(config: &NodeConfig, swarm: Swarm) -> Result<Self, String> {
+        let routes = config
+            .upstreams
+            .iter()
+            .map(|u| Ok((u.name.clone(), Arc::new(Route::new(u)?))))
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            client: forward::client(),
+            routes,
+            by_url: DashMap::new(),
+            prices: config
+                .prices
+                .iter()
+                .map(|p| (p.model.clone(), p.clone()))
+                .collect(),
+            parked: parked::Parked::default(),
+            owned: Arc::new(Owned::default()),
+            max_body_bytes: config.max_body_bytes,
+            body_timeout: Duration::from_millis(config.request_timeout_ms),
+            swarm,
+        })
+    }
+
+    /// The configured upstream `name`.
+    pub fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes.get(name).cloned()
+    }
+
+    /// Where a tool's calls go, and its action class, from the policy's registry.
+    ///
+    /// # Errors
+    /// 404 `unknown_tool` (not in the registry: nothing is decided), 404 `no_upstream` (the
+    /// registry gives it none), 502 `unknown_upstream` (it names an upstream the node's config
+    /// does not have).
+    pub fn tool_route(&self, tool: &str) -> Result<(Arc<Route>, ActionClass), ApiError> {
+        let set = self
+            .swarm
+            .policy_set()
+            .ok_or_else(|| ApiError::internal("the node runs no policy set"))?;
+        let def = set
+            .doc()
+            .tools
+            .iter()
+            .find(|t| &*t.name == tool)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_tool",
+                    format!("the policy's registry has no tool `{tool}`; nothing was decided"),
+                )
+            })?;
+        let upstream = def.upstream.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_upstream",
+                format!("tool `{tool}` has no `upstream` in the policy's registry; the proxy cannot forward it"),
+            )
+        })?;
+        let route = match self.routes.get(upstream) {
+            Some(r) => r.clone(),
+            None if upstream.starts_with("http://") || upstream.starts_with("https://") => {
+                self.url_route(upstream)
+            }
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "unknown_upstream",
+                    format!("tool `{tool}` names upstream `{upstream}`, which the node's config does not have"),
+                ))
+            }
+        };
+        Ok((route, def.action))
+    }
+
+    /// The route of an upstream a policy names by URL (no added headers, default timeout).
+    fn url_route(&self, url: &str) -> Arc<Route> {
+        self.by_url
+            .entry(url.to_string())
+            .or_insert_with(|| {
+                let u = Upstream {
+                    name: url.to_string(),
+                    url: url.to_string(),
+                    kind: UpstreamKind::Http,
+                    headers: Vec::new(),
+                    timeout_ms: UPSTREAM_TIMEOUT_MS_DEFAULT,
+                    max_in_flight: UPSTREAM_IN_FLIGHT_MAX_DEFAULT,
+                };
+                Arc::new(Route::new(&u).expect("no headers to refuse"))
+            })
+            .clone()
+    }
+
+    /// The metric label of a tool: its name when the registry has it (a bounded set), else
+    /// `unknown` (a caller cannot mint label values).
+    pub fn tool_label(&self, tool: &str) -> String {
+        let known = self
+            .swarm
+            .policy_set()
+            .is_some_and(|s| s.doc().tools.iter().any(|t| &*t.name == tool));
+        if known {
+            tool.to_string()
+        } else {
+            "unknown".to_string()
+        }
+    }
+}

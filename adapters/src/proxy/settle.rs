@@ -1,0 +1,172 @@
+//! Settling a proxied step exactly once, whatever happens to its answer: [`Settlement`]
+//! reports the outcome it holds when dropped (so a client that goes away, an upstream that
+//! resets, or a panic in between still settles the step), and [`SettledBody`] carries it
+//! along the answer's body, turning it into a failure if the body breaks. The upstream's
+//! in-flight slot travels with the body too and is freed when the answer is done.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+
+use warden_actors::{Outcome, StepId};
+use warden_supervisor::AgentHandle;
+
+use super::Owned;
+
+/// A step to settle: reports its outcome when dropped. While it lives (and until its report
+/// is in) the step is marked as the proxy's, so the agent cannot report it instead.
+pub struct Settlement {
+    handle: AgentHandle,
+    step: StepId,
+    outcome: Option<Outcome>,
+    owned: Arc<Owned>,
+}
+
+impl Settlement {
+    /// A step that settles as a failure unless told otherwise (nothing was forwarded yet).
+    pub fn new(handle: AgentHandle, step: StepId, owned: Arc<Owned>) -> Self {
+        owned.insert(handle.id().clone(), step);
+        Self {
+            handle,
+            step,
+            outcome: Some(Outcome::failure()),
+            owned,
+        }
+    }
+
+    /// What to report when dropped.
+    pub fn set(&mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+    }
+
+    /// The outcome it will report.
+    pub fn outcome_mut(&mut self) -> Option<&mut Outcome> {
+        self.outcome.as_mut()
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let Some(outcome) = self.outcome.take() else {
+            return;
+        };
+        let handle = self.handle.clone();
+        let step = self.step;
+        let owned = self.owned.clone();
+        let report = async move {
+            if handle.outcome(step, outcome).await.is_err() {
+                metrics::counter!("warden_proxy_settle_errors_total").increment(1);
+            }
+            owned.remove(handle.id(), step);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(report);
+            }
+            // Outside a runtime (never on the node's own paths): the step stays reserved
+            // until the agent's budget is released or the journal's recovery settles it.
+            Err(_) => metrics::counter!("warden_proxy_settle_errors_total").increment(1),
+        }
+    }
+}
+
+/// Watches an answer's frames (the LLM proxy meters tokens this way).
+pub trait FrameWatch: Send + 'static {
+    /// Sees each data frame before it is passed on; may replace it.
+    fn data(&mut self, bytes: Bytes, settlement: &mut Settlement) -> Bytes;
+    /// The body ended cleanly.
+    fn end(&mut self, settlement: &mut Settlement);
+}
+
+/// A tool's answer: nothing to meter, success as the status said.
+pub struct PassThrough;
+
+impl FrameWatch for PassThrough {
+    fn data(&mut self, bytes: Bytes, _: &mut Settlement) -> Bytes {
+        bytes
+    }
+    fn end(&mut self, _: &mut Settlement) {}
+}
+
+/// An answer's body on its way to the agent, settling its step when done.
+pub struct SettledBody<B, W> {
+    inner: B,
+    watch: W,
+    settlement: Option<Settlement>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<B, W> SettledBody<B, W> {
+    /// Wraps `inner`; `settlement` already holds the outcome for a clean end.
+    pub fn new(
+        inner: B,
+        watch: W,
+        settlement: Settlement,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            inner,
+            watch,
+            settlement: Some(settlement),
+            _slot: slot,
+        }
+    }
+}
+
+impl<B, W> Body for SettledBody<B, W>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+    W: FrameWatch + Unpin,
+{
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(bytes) => {
+                    let out = match this.settlement.as_mut() {
+                        Some(s) => this.watch.data(bytes, s),
+                        None => bytes,
+                    };
+                    Poll::Ready(Some(Ok(Frame::data(out))))
+                }
+                Err(other) => Poll::Ready(Some(Ok(other))),
+            },
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(mut s) = this.settlement.take() {
+                    if let Some(o) = s.outcome_mut() {
+                        o.status = warden_actors::OutcomeStatus::Failure;
+                    }
+                }
+                Poll::Ready(Some(Err(std::io::Error::other(format!(
+                    "the upstream's answer broke off: {e}"
+                )))))
+            }
+            Poll::Ready(None) => {
+                if let Some(mut s) = this.settlement.take() {
+                    this.watch.end(&mut s);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

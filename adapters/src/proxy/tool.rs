@@ -1,0 +1,390 @@
+//! The tool proxy, `ANY /proxy/{tool}/{path...}`: the one door to a tool's upstream. The
+//! agent calls with its own token; the step is built from the request, decided, journaled,
+//! and only an allow is forwarded (with the upstream's credentials); the step is settled from
+//! the upstream's answer.
+//!
+//! The step: `tool` from the path; `action` (and the registry's risk, minimum cost and
+//! upstream) from the policy's registry entry; `args` = the query string's parameters and the
+//! body's (a JSON object, or `application/x-www-form-urlencoded`), plus `path` (the
+//! percent-decoded sub-path) when there is one and `method` when it is not `POST`. A key
+//! given twice (in the query and the body, or twice in the query) is refused: the policy and
+//! the upstream must never read two different values. `cost` and `signals` come from the
+//! optional `Warden-Cost` and `Warden-Signals` headers (the step JSON's objects).
+//!
+//! Answers: forwarded → the upstream's status, headers (hop-by-hop dropped) and body,
+//! streamed, with `Warden-Step`; deny or halt → 403 with the decision JSON (and an `error`
+//! object); require_approval → 202 with the decision JSON, `Location` naming the step read to
+//! long-poll (`GET /v1/agents/{id}/steps/{step}?wait=30s`); once it says `allow`, the agent
+//! sends the same request again with `Warden-Step: <step>` (see [`super::parked`]).
+//!
+//! Settled: a 2xx answer whose body arrives whole is a success, anything else (another
+//! status, a body that breaks off, a timeout, a reset) a failure; the cost is what was
+//! reserved. A request body is read whole (up to the node's body limit) since the policy
+//! judges it; answers stream.
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use warden_actors::{Decision, Outcome, Step, StepId, StepStatus, Verdict};
+use warden_supervisor::AgentHandle;
+
+use super::parked::fingerprint;
+use super::settle::{PassThrough, SettledBody, Settlement};
+use super::{forward, Forwarded};
+use crate::api::agents::handle;
+use crate::http::auth::TokenAgent;
+use crate::http::error::ApiError;
+use crate::http::wire::DecisionView;
+use crate::http::AppState;
+
+/// The tool proxy's routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/proxy/{tool}", any(call))
+        .route("/proxy/{tool}/{*rest}", any(call))
+}
+
+/// The header a retry names its approved step in.
+pub const STEP_HEADER: &str = "warden-step";
+
+async fn call(
+    agent: TokenAgent,
+    State(state): State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
+    req: Request,
+) -> Response {
+    let tool = params.first().map(|(_, t)| t.clone()).unwrap_or_default();
+    let label = state.proxy.tool_label(&tool);
+    let resp = match proxy(agent, &state, &tool, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    metrics::counter!("warden_proxy_requests_total", "tool" => label, "status" => resp.status().as_str().to_string())
+        .increment(1);
+    resp
+}
+
+/// A request, read and judged.
+struct Judged {
+    step: Step,
+    fingerprint: super::parked::Fingerprint,
+    body: Bytes,
+}
+
+async fn proxy(
+    TokenAgent(agent): TokenAgent,
+    state: &AppState,
+    tool: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (route, action) = state.proxy.tool_route(tool)?;
+    let (parts, body) = req.into_parts();
+    let raw_rest = sub_path(parts.uri.path());
+    let rest = decoded_path(raw_rest)?;
+    let body = read_body(state, body).await?;
+    let judged = judge_request(&parts, tool, action, &rest, body)?;
+    let h = handle(state, &agent)?;
+    let slot = route.slot()?;
+    let step = match parts.headers.get(STEP_HEADER) {
+        Some(v) => retry(state, &h, v, &judged)?,
+        None => decide(state, &h, judged.step.clone(), judged.fingerprint).await?,
+    };
+    let mut settlement = Settlement::new(h, step, state.proxy.owned.clone());
+    let uri = forward::join(&route.url, raw_rest, parts.uri.query())?;
+    let headers = forward::request_headers(&parts.headers, &route.headers);
+    let sent = forward::send(
+        &state.proxy.client,
+        &route.name,
+        parts.method,
+        uri,
+        headers,
+        Body::from(judged.body),
+        route.timeout,
+    )
+    .await;
+    let (resp, took) = sent?;
+    route.observe(took);
+    let (mut head, body) = resp.into_parts();
+    if head.status.is_success() {
+        settlement.set(Outcome::success());
+    }
+    forward::response_headers(&mut head.headers, &route.headers);
+    head.headers.insert(STEP_HEADER, step_value(step));
+    head.extensions.insert(Forwarded);
+    let body = SettledBody::new(body, PassThrough, settlement, Some(slot));
+    Ok(Response::from_parts(head, Body::new(body)))
+}
+
+/// The part of the path after `/proxy/{tool}`, as sent (empty or starting with `/`).
+fn sub_path(path: &str) -> &str {
+    let after = path.strip_prefix("/proxy/").unwrap_or("");
+    after.find('/').map_or("", |i| &after[i..])
+}
+
+/// The sub-path as the upstream will read it (percent-decoded), refusing `.` and `..`
+/// segments in either spelling: they would climb out of the upstream's base path.
+fn decoded_path(raw: &str) -> Result<String, ApiError> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("bad_path", "the path is not UTF-8 once decoded"))?;
+    let dots = |p: &str| p.split(['/', '\\']).any(|s| s == "." || s == "..");
+    if dots(raw) || dots(&decoded) {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path may not hold `.` or `..` segments",
+        ));
+    }
+    Ok(decoded.into_owned())
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.proxy.max_body_bytes;
+    let read = axum::body::to_bytes(body, limit);
+    match tokio::time::timeout(state.proxy.body_timeout, read).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the node's limit of {limit} bytes"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request body did not arrive in time; send it at once",
+        )),
+    }
+}
+
+/// Builds the step from the request, and its fingerprint.
+fn judge_request(
+    parts: &axum::http::request::Parts,
+    tool: &str,
+    action: warden_actors::ActionClass,
+    rest: &str,
+    body: Bytes,
+) -> Result<Judged, ApiError> {
+    let mut args = Map::new();
+    if let Some(q) = parts.uri.query() {
+        insert_pairs(&mut args, q.as_bytes(), "query string")?;
+    }
+    insert_body(&mut args, &parts.headers, &body)?;
+    if !rest.is_empty() {
+        insert_once(&mut args, "path", Value::String(rest.to_string()), "path")?;
+    }
+    if parts.method != Method::POST {
+        insert_once(
+            &mut args,
+            "method",
+            Value::String(parts.method.to_string()),
+            "method",
+        )?;
+    }
+    let mut step = json!({"tool": tool, "action": action, "args": Value::Object(args)});
+    for (key, name) in [("cost", "warden-cost"), ("signals", "warden-signals")] {
+        if let Some(v) = parts.headers.get(name) {
+            let parsed: Value = v
+                .to_str()
+                .ok()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .filter(Value::is_object)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_step",
+                        format!("the {name} header is not a JSON object"),
+                    )
+                })?;
+            step[key] = parsed;
+        }
+    }
+    let header = |n: &str| parts.headers.get(n).map_or(&b""[..], HeaderValue::as_bytes);
+    let fp = fingerprint(&[
+        parts.method.as_str().as_bytes(),
+        tool.as_bytes(),
+        parts.uri.path().as_bytes(),
+        parts.uri.query().unwrap_or("").as_bytes(),
+        &body,
+        header("warden-cost"),
+        header("warden-signals"),
+        header("content-type"),
+    ]);
+    let step: Step = serde_json::from_value(step)
+        .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
+    Ok(Judged {
+        step,
+        fingerprint: fp,
+        body,
+    })
+}
+
+/// The body's parameters: a JSON object's keys, or a form's pairs; an empty body has none.
+/// Any other body is refused (415): what the policy cannot read is never forwarded.
+fn insert_body(
+    args: &mut Map<String, Value>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime == "application/x-www-form-urlencoded" {
+        return insert_pairs(args, body, "form body");
+    }
+    if mime != "application/json" && !mime.ends_with("+json") && !mime.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the proxy judges JSON objects and forms; a {mime} body cannot be judged, so it is not forwarded"),
+        ));
+    }
+    // The one way JSON text becomes step args: a repeated key is refused, not merged.
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("bad_json", "the body is not UTF-8"))?;
+    let Ok(Value::Object(obj)) = warden_actors::step::parse_unique_json(text) else {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "the body is not a JSON object, or repeats a key; send one object with each key once",
+        ));
+    };
+    for (k, v) in obj {
+        insert_once(args, &k, v, "body")?;
+    }
+    Ok(())
+}
+
+fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Result<(), ApiError> {
+    for (k, v) in form_urlencoded::parse(text) {
+        insert_once(args, &k, Value::String(v.into_owned()), what)?;
+    }
+    Ok(())
+}
+
+fn insert_once(
+    args: &mut Map<String, Value>,
+    key: &str,
+    v: Value,
+    what: &str,
+) -> Result<(), ApiError> {
+    if args.insert(key.to_string(), v).is_some() {
+        return Err(ApiError::bad_request(
+            "ambiguous_args",
+            format!(
+                "`{key}` is given more than once (again in the {what}); send each parameter once"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides a new step. Only an allow goes on; the rest are answered here.
+async fn decide(
+    state: &AppState,
+    h: &AgentHandle,
+    step: Step,
+    fp: super::parked::Fingerprint,
+) -> Result<StepId, ApiError> {
+    let d = h.step(step).await?;
+    match d.decision {
+        Verdict::Allow => Ok(d.step),
+        Verdict::RequireApproval => {
+            state.proxy.parked.insert(h.id().clone(), d.step, fp);
+            state.proxy.owned.insert(h.id().clone(), d.step);
+            Err(answer(h.id(), &d))
+        }
+        Verdict::Deny | Verdict::Halt => Err(answer(h.id(), &d)),
+    }
+}
+
+/// A retry of an approved request: forwarded under its step at most once, and only if it is
+/// the very request that was parked.
+fn retry(
+    state: &AppState,
+    h: &AgentHandle,
+    v: &HeaderValue,
+    r: &Judged,
+) -> Result<StepId, ApiError> {
+    let step: StepId = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("bad_step_id", "Warden-Step is a step id such as s-12")
+        })?;
+    let agent = h.id();
+    let unknown = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "unknown_retry",
+            format!("no request of yours parked as {step} is waiting for its retry (it was forwarded already, refused, or forgotten); send the request without Warden-Step"),
+        )
+    };
+    let expected = state.proxy.parked.get(agent, step).ok_or_else(unknown)?;
+    if expected != r.fingerprint {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "retry_mismatch",
+            format!("this request differs from the one parked as {step}; an approval covers only the request it was asked for"),
+        ));
+    }
+    match h.step_status(step) {
+        StepStatus::Pending { decision, .. } => Err(answer(agent, &decision)),
+        StepStatus::Final(d) if d.decision == Verdict::Allow => {
+            if state.proxy.parked.remove(agent, step) {
+                Ok(step)
+            } else {
+                Err(unknown())
+            }
+        }
+        StepStatus::Final(d) => {
+            state.proxy.parked.remove(agent, step);
+            state.proxy.owned.remove(agent, step);
+            Err(answer(agent, &d))
+        }
+        StepStatus::NotKept | StepStatus::Unknown => {
+            state.proxy.parked.remove(agent, step);
+            state.proxy.owned.remove(agent, step);
+            Err(unknown())
+        }
+    }
+}
+
+/// A decision that is not forwarded, as an answer: 403 (deny, halt) or 202
+/// (require_approval), the decision JSON with an `error` object beside it.
+fn answer(agent: &warden_actors::AgentId, d: &Decision) -> ApiError {
+    let (status, code) = match d.decision {
+        Verdict::RequireApproval => (StatusCode::ACCEPTED, "approval_required"),
+        Verdict::Halt => (StatusCode::FORBIDDEN, "halted"),
+        _ => (StatusCode::FORBIDDEN, "denied"),
+    };
+    let e = ApiError::with_body(status, code, decision_body(code, d))
+        .with_header(HeaderName::from_static(STEP_HEADER), step_value(d.step));
+    if d.decision != Verdict::RequireApproval {
+        return e;
+    }
+    let wait = format!("/v1/agents/{agent}/steps/{}?wait=30s", d.step);
+    match HeaderValue::from_str(&wait) {
+        Ok(v) => e.with_header(header::LOCATION, v),
+        Err(_) => e,
+    }
+}
+
+fn step_value(step: StepId) -> HeaderValue {
+    HeaderValue::from_str(&step.to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The decision JSON of a step the proxy did not forward.
+pub fn decision_body(code: &str, d: &Decision) -> Value {
+    let mut v = serde_json::to_value(DecisionView::from(d)).unwrap_or(Value::Null);
+    v["error"] = json!({"code": code, "message": if d.reason.is_empty() { code.to_string() } else { d.reason.clone() }});
+    v
+}

@@ -1,0 +1,736 @@
+//! The tool proxy end to end: the real `warden node` binary between an agent and a real HTTP
+//! upstream (a small server in this test that counts what reaches it). Every answer of the
+//! proxy is checked, and so is what the upstream saw: credentials added, the agent's token
+//! never forwarded, nothing forwarded that was not allowed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Body, Client};
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "proxy-test-operator-token";
+const SECRET: &str = "upstream-secret-3f9a1c";
+
+/// What the test upstream saw of one request.
+#[derive(Clone, Debug)]
+struct Seen {
+    headers: HashMap<String, String>,
+}
+
+/// A plain HTTP/1.1 server on a thread per connection: `/slow` answers after 2 s, `/fail`
+/// with 500, `/gate` waits until released, anything else with 200 and a JSON summary of the
+/// request (never its headers' values).
+struct Upstream {
+    addr: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    hits: Arc<AtomicUsize>,
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (s, h, g) = (seen.clone(), hits.clone(), gate.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming().map_while(Result::ok) {
+                let (s, h, g) = (s.clone(), h.clone(), g.clone());
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn(move || serve(conn, &s, &h, &g))
+                    .unwrap();
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            hits,
+            gate,
+        }
+    }
+
+    fn open_gate(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    conn: TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    hits: &AtomicUsize,
+    gate: &(Mutex<bool>, std::sync::Condvar),
+) {
+    let mut out = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        let body = String::from_utf8_lossy(&body).to_string();
+        let summary = json!({
+            "method": method, "path": path, "body": body,
+            "credential_ok": headers.get("x-api-key").map(String::as_str) == Some(SECRET),
+        })
+        .to_string();
+        seen.lock().unwrap().push(Seen { headers });
+        let status = if path.starts_with("/slow") {
+            std::thread::sleep(Duration::from_secs(2));
+            "200 OK"
+        } else if path.starts_with("/fail") {
+            "500 Internal Server Error"
+        } else {
+            if path.starts_with("/gate") {
+                let mut open = gate.0.lock().unwrap();
+                while !*open {
+                    open = gate.1.wait(open).unwrap();
+                }
+            }
+            "200 OK"
+        };
+        let (ctype, text) = if status.starts_with("500") {
+            ("text/plain", "upstream broke".to_string())
+        } else {
+            ("application/json", summary)
+        };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-upstream: yes\r\n\r\n{text}",
+            text.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+const POLICY: &str = r#"
+version: 1
+defaults:
+  budgets: {steps: 100000, tokens: 100000000, cost_usd: 1000}
+  min_cost:
+    read: {tokens: 1, cost_usd: 0.000001}
+    write: {tokens: 1, cost_usd: 0.000001}
+    execute: {tokens: 1, cost_usd: 0.000001}
+    network: {tokens: 1, cost_usd: 0.000001}
+    spend: {tokens: 1, cost_usd: 0.000001}
+pools:
+  - {path: swarm}
+  - {path: swarm/tight, limits: {cost_usd: 1.00}}
+tools:
+  search: {action: read, upstream: search, args: [q, page, method, path]}
+  pay: {action: spend, upstream: search, args: [amount, to]}
+  metered: {action: read, upstream: search, min_cost: {cost_usd: 0.10}}
+  narrow: {action: read, upstream: narrow}
+  quick: {action: read, upstream: quick}
+  gone: {action: read, upstream: gone}
+  nowhere: {action: read}
+  ghost: {action: read, upstream: not-configured}
+rules:
+  - {id: no-delete, match: {tool: search, args: {method: DELETE}}, decision: deny}
+  - {id: no-admin, match: {tool: search, args: {path: {regex: '^/admin'}}}, decision: deny}
+  - {id: no-secrets, match: {tool: search, args: {q: {regex: password}}}, decision: halt, kind: safety}
+  - {id: big-pay, match: {tool: pay, args: {amount: {gt: 100}}}, decision: require_approval}
+"#;
+
+struct Node {
+    child: Child,
+    base: String,
+    op: Client,
+    dir: PathBuf,
+    up: Upstream,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(name: &str) -> Node {
+        let up = Upstream::start();
+        let dir = std::env::temp_dir().join(format!("warden-proxy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("policy.yaml");
+        std::fs::write(&policy, POLICY).unwrap();
+        let config = dir.join("config.yaml");
+        // `gone` is a port nothing listens on (bound, then closed).
+        let gone = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "upstreams:\n  search: {{url: \"http://{a}\", headers: {{x-api-key: \"env:PROXY_TEST_KEY\"}}}}\n  narrow: {{url: \"http://{a}\", max_in_flight: 1}}\n  quick: {{url: \"http://{a}\", timeout: 300ms}}\n  gone: {{url: \"http://{gone}\"}}\n",
+                a = up.addr
+            ),
+        )
+        .unwrap();
+        std::env::set_var("PROXY_TEST_KEY", SECRET);
+        let data = dir.join("data");
+        let (child, base) = common::start_node(
+            &data,
+            &[
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--policy".as_ref(),
+                policy.as_os_str(),
+            ],
+            OPERATOR,
+        );
+        let op = common::client(&base, Some(OPERATOR));
+        Node {
+            child,
+            base,
+            op,
+            dir,
+            up,
+        }
+    }
+
+    fn agent(&self, id: &str, pool: &str) -> String {
+        common::register(&self.op, id, pool)
+    }
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// One raw request: status, headers, body text.
+fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HashMap<String, String>, String) {
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body.to_string()).unwrap();
+    let mut resp = http()
+        .run(req)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let hs = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (resp.status().as_u16(), hs, text)
+}
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+#[test]
+fn allowed_calls_are_forwarded_with_the_upstreams_credentials_and_nothing_of_the_agents() {
+    let n = Node::start("forward");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let (status, headers, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/find?q=rust&page=2",
+        &[
+            ("authorization", &auth),
+            ("warden-cost", r#"{"tokens": 5}"#),
+        ],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let v = json_of(&text);
+    assert_eq!(v["credential_ok"], true, "the upstream's key was added");
+    assert_eq!(v["path"], "/find?q=rust&page=2");
+    assert_eq!(headers.get("x-upstream").map(String::as_str), Some("yes"));
+    assert!(headers.contains_key("warden-step"), "{headers:?}");
+    let seen = n.up.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].headers.values().all(|v| !v.contains(&token)),
+        "the agent's token reached the upstream: {:?}",
+        seen[0].headers
+    );
+    assert!(!seen[0].headers.contains_key("warden-cost"));
+
+    // A JSON body is forwarded as sent; a form body is judged too.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        r#"{"q": "warden"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json_of(&text)["body"], r#"{"q": "warden"}"#);
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        "q=my+password",
+    );
+    assert_eq!(status, 403, "a form body is judged: {text}");
+    assert_eq!(json_of(&text)["decision"], "halt");
+
+    // The agent's spend shows both forwarded steps, settled as successes.
+    let (_, agent) = common::call(&n.op, "GET", "/v1/agents/a1", Body::None);
+    assert_eq!(agent["steps_allowed"], 2, "{agent}");
+    assert_eq!(agent["open_steps"], 0, "{agent}");
+    assert_eq!(n.up.seen().len(), 2, "the halted call never left the node");
+}
+
+#[test]
+fn refused_calls_never_reach_the_upstream_and_say_why() {
+    let n = Node::start("refuse");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let a = [("authorization", auth.as_str())];
+    // (method, path, headers, body, status, error code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "DELETE",
+            "/proxy/search/item/1",
+            a.to_vec(),
+            "",
+            403,
+            "denied",
+        ),
+        (
+            "GET",
+            "/proxy/search/admin/users",
+            a.to_vec(),
+            "",
+            403,
+            "denied",
+        ),
+        (
+            "GET",
+            "/proxy/search/%61dmin/users",
+            a.to_vec(),
+            "",
+            403,
+            "denied",
+        ),
+        (
+            "GET",
+            "/proxy/search/x/../admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/x/%2e%2e/admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search?q=a&q=b",
+            a.to_vec(),
+            "",
+            400,
+            "ambiguous_args",
+        ),
+        (
+            "POST",
+            "/proxy/search?q=a",
+            [a[0], ("content-type", "application/json")].to_vec(),
+            r#"{"q": "b"}"#,
+            400,
+            "ambiguous_args",
+        ),
+        (
+            "POST",
+            "/proxy/search",
+            [a[0], ("content-type", "application/json")].to_vec(),
+            r#"{"q": "a", "q": "password"}"#,
+            400,
+            "bad_json",
+        ),
+        (
+            "POST",
+            "/proxy/search",
+            [a[0], ("content-type", "text/plain")].to_vec(),
+            "q=password",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/proxy/search",
+            [a[0], ("warden-cost", "12")].to_vec(),
+            "",
+            400,
+            "bad_step",
+        ),
+        (
+            "GET",
+            "/proxy/unlisted",
+            a.to_vec(),
+            "",
+            404,
+            "unknown_tool",
+        ),
+        ("GET", "/proxy/nowhere", a.to_vec(), "", 404, "no_upstream"),
+        (
+            "GET",
+            "/proxy/ghost",
+            a.to_vec(),
+            "",
+            502,
+            "unknown_upstream",
+        ),
+        ("GET", "/proxy/search", vec![], "", 401, "unauthorized"),
+        (
+            "GET",
+            "/proxy/search",
+            vec![("authorization", "Bearer nope")],
+            "",
+            401,
+            "unauthorized",
+        ),
+        (
+            "GET",
+            "/proxy/search",
+            vec![("authorization", "Bearer proxy-test-operator-token")],
+            "",
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (method, path, headers, body, want, code) in cases {
+        let (status, _, text) = send(&n.base, method, path, &headers, body);
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let v = json_of(&text);
+        assert_eq!(v["error"]["code"], code, "{method} {path}: {text}");
+        if status == 403 {
+            assert!(v["rule"].is_string() && v["step"].is_string(), "{text}");
+        }
+    }
+    assert_eq!(n.up.hits.load(Ordering::SeqCst), 0, "{:?}", n.up.seen());
+
+    // The x-api-key header works as the agent's token too (Anthropic's clients send it).
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/ok",
+        &[("x-api-key", &token)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn an_upstream_failure_timeout_or_absence_is_a_failed_step_and_a_clear_answer() {
+    let n = Node::start("fail");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let a = [("authorization", auth.as_str())];
+    // The upstream's own error passes through as it was (not rewritten).
+    let (status, _, text) = send(&n.base, "GET", "/proxy/search/fail", &a, "");
+    assert_eq!((status, text.as_str()), (500, "upstream broke"));
+    let (status, _, text) = send(&n.base, "GET", "/proxy/quick/slow", &a, "");
+    assert_eq!(status, 504, "{text}");
+    assert_eq!(json_of(&text)["error"]["code"], "upstream_timeout");
+    let (status, _, text) = send(&n.base, "GET", "/proxy/gone", &a, "");
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(json_of(&text)["error"]["code"], "upstream_unreachable");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "the upstream's address stays on the node: {text}"
+    );
+    common::wait_until(Duration::from_secs(5), "three failures settled", || {
+        let (_, v) = common::call(&n.op, "GET", "/v1/agents/a1", Body::None);
+        v["consecutive_failures"] == 3 && v["open_steps"] == 0
+    });
+}
+
+#[test]
+fn an_upstream_with_all_its_slots_taken_is_busy_before_anything_is_decided() {
+    let n = Node::start("busy");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let base = n.base.clone();
+    let auth2 = auth.clone();
+    let first = std::thread::spawn(move || {
+        send(
+            &base,
+            "GET",
+            "/proxy/narrow/gate",
+            &[("authorization", &auth2)],
+            "",
+        )
+    });
+    common::wait_until(
+        Duration::from_secs(5),
+        "the first call reaches the upstream",
+        || n.up.hits.load(Ordering::SeqCst) == 1,
+    );
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/narrow/x",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(json_of(&text)["error"]["code"], "upstream_busy");
+    n.up.open_gate();
+    assert_eq!(first.join().unwrap().0, 200);
+    let (_, v) = common::call(&n.op, "GET", "/v1/agents/a1", Body::None);
+    assert_eq!(
+        v["steps_decided"], 1,
+        "the busy answer decided nothing: {v}"
+    );
+}
+
+#[test]
+fn an_approved_call_is_forwarded_once_and_only_as_it_was_asked() {
+    let n = Node::start("approve");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let json_ct = ("content-type", "application/json");
+    let body = r#"{"amount": 500, "to": "acme"}"#;
+    let (status, headers, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/pay",
+        &[("authorization", &auth), json_ct],
+        body,
+    );
+    assert_eq!(status, 202, "{text}");
+    let d = json_of(&text);
+    assert_eq!(d["decision"], "require_approval");
+    let step = d["step"].as_str().unwrap().to_string();
+    let location = headers.get("location").cloned().unwrap_or_default();
+    assert!(location.contains(&format!("/steps/{step}")), "{headers:?}");
+    // The agent may not settle the proxy's step itself.
+    let agent = n.op.with_token(&token);
+    let (status, v) = common::call(
+        &agent,
+        "POST",
+        &format!("/v1/agents/a1/steps/{step}/outcome"),
+        Body::json(&json!({"status": "success", "cost": {"cost_usd": 0}})),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("proxy_settles")),
+        "{v}"
+    );
+    // Retried before the answer: still waiting.
+    let retry = [
+        ("authorization", auth.as_str()),
+        json_ct,
+        ("warden-step", step.as_str()),
+    ];
+    let (status, _, _) = send(&n.base, "POST", "/proxy/pay", &retry, body);
+    assert_eq!(status, 202);
+    let approval = d["approval"].as_str().unwrap();
+    let (status, v) = common::call(
+        &n.op,
+        "POST",
+        &format!("/v1/approvals/{approval}"),
+        Body::json(&json!({"decision": "approve", "by": "test"})),
+    );
+    assert_eq!(status, 200, "{v}");
+    // Another request cannot ride on the approval.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/pay",
+        &retry,
+        r#"{"amount": 50000, "to": "acme"}"#,
+    );
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(json_of(&text)["error"]["code"], "retry_mismatch");
+    assert_eq!(n.up.hits.load(Ordering::SeqCst), 0);
+    let (status, headers, text) = send(&n.base, "POST", "/proxy/pay", &retry, body);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(headers.get("warden-step"), Some(&step));
+    let (status, _, text) = send(&n.base, "POST", "/proxy/pay", &retry, body);
+    assert_eq!(status, 409, "forwarded at most once: {text}");
+    assert_eq!(json_of(&text)["error"]["code"], "unknown_retry");
+    assert_eq!(n.up.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_thousand_concurrent_calls_on_a_pool_with_room_for_ten_forward_exactly_ten() {
+    let n = Node::start("concurrent");
+    let tokens: Vec<String> = (0..10)
+        .map(|i| n.agent(&format!("c{i}"), "swarm/tight"))
+        .collect();
+    let ok = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..1000)
+        .map(|i| {
+            let (base, token) = (n.base.clone(), tokens[i % 10].clone());
+            let (ok, refused) = (ok.clone(), refused.clone());
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let auth = format!("Bearer {token}");
+                    let (status, _, text) = send(
+                        &base,
+                        "GET",
+                        "/proxy/metered/x",
+                        &[("authorization", &auth)],
+                        "",
+                    );
+                    match status {
+                        200 => ok.fetch_add(1, Ordering::SeqCst),
+                        403 => refused.fetch_add(1, Ordering::SeqCst),
+                        other => panic!("unexpected {other}: {text}"),
+                    };
+                })
+                .unwrap()
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(ok.load(Ordering::SeqCst), 10);
+    assert_eq!(refused.load(Ordering::SeqCst), 990);
+    assert_eq!(
+        n.up.hits.load(Ordering::SeqCst),
+        10,
+        "counted at the upstream"
+    );
+    let (_, page) = common::call(
+        &n.op,
+        "GET",
+        "/v1/audit?decision=allow&limit=10000",
+        Body::None,
+    );
+    let allows = page["entries"].as_array().map_or(0, Vec::len);
+    assert_eq!(allows, 10, "the journal holds exactly the ten allows");
+    let (_, pool) = common::call(&n.op, "GET", "/v1/pools/swarm/tight", Body::None);
+    assert_eq!(pool["spent"]["cost_micro_usd"], 1_000_000, "{pool}");
+}
+
+#[test]
+fn credentials_never_leave_the_node() {
+    let n = Node::start("leak");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let mut answers = String::new();
+    for (m, p) in [
+        ("GET", "/proxy/search/x"),
+        ("GET", "/proxy/search/fail"),
+        ("DELETE", "/proxy/search/x"),
+        ("GET", "/proxy/gone"),
+    ] {
+        let (_, h, t) = send(&n.base, m, p, &[("authorization", &auth)], "");
+        answers.push_str(&format!("{h:?}{t}"));
+    }
+    for path in ["/v1/policy", "/v1/audit", "/v1/agents", "/", "/metrics"] {
+        let (_, h, t) = send(
+            &n.base,
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {OPERATOR}"))],
+            "",
+        );
+        answers.push_str(&format!("{h:?}{t}"));
+    }
+    assert!(
+        !answers.contains(SECRET),
+        "a credential left the node in an answer"
+    );
+    for entry in walk(&n.dir.join("data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(SECRET),
+            "{} holds the credential",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
