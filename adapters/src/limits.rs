@@ -71,6 +71,17 @@ pub const UPSTREAM_IN_FLIGHT_MAX: usize = 65_536;
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle keep-alive connections kept per upstream host.
 pub const UPSTREAM_IDLE_CONNECTIONS_MAX: usize = 256;
+/// Largest whole (non-streamed) LLM answer the proxy reads, bytes; past it 502 and the
+/// reservation stands.
+pub const LLM_ANSWER_BYTES_MAX: usize = 32 << 20;
+/// Bytes of tool calls a stream may hold while they complete (to judge them whole); past it
+/// the stream ends with an error event.
+pub const LLM_HELD_BYTES_MAX: usize = 1 << 20;
+/// Longest server-sent event of an upstream stream, bytes; past it the stream ends.
+pub const SSE_EVENT_BYTES_MAX: usize = 4 << 20;
+/// Frames buffered between an upstream stream and its client.
+pub const STREAM_FRAMES_BUFFERED: usize = 16;
+
 /// Proxied requests parked for approval whose retry the proxy remembers; past it the oldest is
 /// forgotten (its retry gets 409 `unknown_retry`).
 pub const PARKED_RETRIES_MAX: usize = 10_000;

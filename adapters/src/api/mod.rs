@@ -64,6 +64,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(events::router())
         .merge(audit::router())
         .merge(crate::proxy::tool::router())
+        .merge(crate::proxy::llm::router())
         .route("/v1/openapi.json", get(openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

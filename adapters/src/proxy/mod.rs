@@ -9,6 +9,10 @@
 //! requests at once; past that the proxy answers 503 `upstream_busy` before deciding anything.
 
 pub mod forward;
+pub mod gate;
+pub mod halts;
+pub mod judge;
+pub mod llm;
 pub mod parked;
 pub mod settle;
 pub mod tool;
@@ -30,6 +34,7 @@ use crate::limits::{UPSTREAM_IN_FLIGHT_MAX_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT}
 /// True for the paths the proxy serves.
 pub fn is_proxied(path: &str) -> bool {
     path.starts_with("/proxy/")
+        || matches!(path, "/v1/chat/completions" | "/v1/responses" | "/v1/messages")
 }
 
 /// Marks an answer that is an upstream's own (the node's error rewriting leaves it alone).
@@ -135,6 +140,8 @@ pub struct Proxy {
     pub parked: parked::Parked,
     /// Steps the proxy settles.
     pub owned: Arc<Owned>,
+    /// Halt watches of agents with live streams.
+    pub halts: halts::HaltWatch,
     /// Largest request body read, bytes.
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
@@ -164,6 +171,7 @@ impl Proxy {
                 .collect(),
             parked: parked::Parked::default(),
             owned: Arc::new(Owned::default()),
+            halts: halts::HaltWatch::start(&swarm),
             max_body_bytes: config.max_body_bytes,
             body_timeout: Duration::from_millis(config.request_timeout_ms),
             swarm,
@@ -237,6 +245,13 @@ impl Proxy {
                 Arc::new(Route::new(&u).expect("no headers to refuse"))
             })
             .clone()
+    }
+
+    /// A tool's action class in the registry, if it is listed.
+    pub fn tool_action(&self, tool: &str) -> Option<ActionClass> {
+        let set = self.swarm.policy_set()?;
+        let def = set.doc().tools.iter().find(|t| &*t.name == tool)?;
+        Some(def.action)
     }
 
     /// The metric label of a tool: its name when the registry has it (a bounded set), else

@@ -30,9 +30,9 @@ use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use warden_actors::{Decision, Outcome, Step, StepId, StepStatus, Verdict};
-use warden_supervisor::AgentHandle;
+use warden_actors::{Decision, Outcome, Step, StepId, Verdict};
 
+use super::gate::{admit, Refused};
 use super::parked::fingerprint;
 use super::settle::{PassThrough, SettledBody, Settlement};
 use super::{forward, Forwarded};
@@ -90,9 +90,11 @@ async fn proxy(
     let judged = judge_request(&parts, tool, action, &rest, body)?;
     let h = handle(state, &agent)?;
     let slot = route.slot()?;
-    let step = match parts.headers.get(STEP_HEADER) {
-        Some(v) => retry(state, &h, v, &judged)?,
-        None => decide(state, &h, judged.step.clone(), judged.fingerprint).await?,
+    let retry = parts.headers.get(STEP_HEADER);
+    let step = match admit(state, &h, judged.step, judged.fingerprint, retry).await {
+        Ok(step) => step,
+        Err(Refused::Decision(d)) => return Err(answer(h.id(), &d)),
+        Err(Refused::Error(e)) => return Err(e),
     };
     let mut settlement = Settlement::new(h, step, state.proxy.owned.clone());
     let uri = forward::join(&route.url, raw_rest, parts.uri.query())?;
@@ -142,7 +144,7 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
     Ok(decoded.into_owned())
 }
 
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.proxy.max_body_bytes;
     let read = axum::body::to_bytes(body, limit);
     match tokio::time::timeout(state.proxy.body_timeout, read).await {
@@ -284,78 +286,6 @@ fn insert_once(
         ));
     }
     Ok(())
-}
-
-/// Decides a new step. Only an allow goes on; the rest are answered here.
-async fn decide(
-    state: &AppState,
-    h: &AgentHandle,
-    step: Step,
-    fp: super::parked::Fingerprint,
-) -> Result<StepId, ApiError> {
-    let d = h.step(step).await?;
-    match d.decision {
-        Verdict::Allow => Ok(d.step),
-        Verdict::RequireApproval => {
-            state.proxy.parked.insert(h.id().clone(), d.step, fp);
-            state.proxy.owned.insert(h.id().clone(), d.step);
-            Err(answer(h.id(), &d))
-        }
-        Verdict::Deny | Verdict::Halt => Err(answer(h.id(), &d)),
-    }
-}
-
-/// A retry of an approved request: forwarded under its step at most once, and only if it is
-/// the very request that was parked.
-fn retry(
-    state: &AppState,
-    h: &AgentHandle,
-    v: &HeaderValue,
-    r: &Judged,
-) -> Result<StepId, ApiError> {
-    let step: StepId = v
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request("bad_step_id", "Warden-Step is a step id such as s-12")
-        })?;
-    let agent = h.id();
-    let unknown = || {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "unknown_retry",
-            format!("no request of yours parked as {step} is waiting for its retry (it was forwarded already, refused, or forgotten); send the request without Warden-Step"),
-        )
-    };
-    let expected = state.proxy.parked.get(agent, step).ok_or_else(unknown)?;
-    if expected != r.fingerprint {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "retry_mismatch",
-            format!("this request differs from the one parked as {step}; an approval covers only the request it was asked for"),
-        ));
-    }
-    match h.step_status(step) {
-        StepStatus::Pending { decision, .. } => Err(answer(agent, &decision)),
-        StepStatus::Final(d) if d.decision == Verdict::Allow => {
-            if state.proxy.parked.remove(agent, step) {
-                Ok(step)
-            } else {
-                Err(unknown())
-            }
-        }
-        StepStatus::Final(d) => {
-            state.proxy.parked.remove(agent, step);
-            state.proxy.owned.remove(agent, step);
-            Err(answer(agent, &d))
-        }
-        StepStatus::NotKept | StepStatus::Unknown => {
-            state.proxy.parked.remove(agent, step);
-            state.proxy.owned.remove(agent, step);
-            Err(unknown())
-        }
-    }
 }
 
 /// A decision that is not forwarded, as an answer: 403 (deny, halt) or 202

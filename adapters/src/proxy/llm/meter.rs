@@ -1,0 +1,378 @@
+//! Reading a live stream as it passes: the usage it reports, the text it delivers (counted,
+//! so a stream that ends without usage is charged at least what was streamed), and the tool
+//! calls, whose events are held until the call is complete and judged. Text passes at once.
+//!
+//! Per API: Chat Completions chunks carry `choices[].delta.content` and
+//! `choices[].delta.tool_calls[]` (held until a chunk with `finish_reason`), and `usage` in the
+//! last chunk (the proxy asks for it with `stream_options.include_usage`). Responses events
+//! carry `response.output_text.delta`, a function call from `response.output_item.added` to
+//! `response.output_item.done` (held), and usage in `response.completed`. Messages events
+//! carry `content_block_delta` text, a `tool_use` block from `content_block_start` to
+//! `content_block_stop` (held), input usage in `message_start` and output usage in
+//! `message_delta`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::shape::{Api, Bound, Used};
+use super::sse::Event;
+use crate::proxy::judge::Proposal;
+
+/// What to do with an event.
+pub enum Next {
+    /// Pass it on now.
+    Send(Bytes),
+    /// Keep it: it belongs to a tool call not yet complete.
+    Hold,
+    /// Judge these calls, then pass these events on (or end the stream if one is refused).
+    Judge(Vec<Proposal>, Vec<Bytes>),
+    /// End the stream with this message.
+    Fail(String),
+}
+
+/// A tool call being held.
+#[derive(Default)]
+struct Held {
+    events: Vec<Bytes>,
+    name: String,
+    args: String,
+}
+
+/// The state of one live stream.
+pub struct Meter {
+    api: Api,
+    input: Option<u64>,
+    output: Option<u64>,
+    streamed: u64,
+    held: BTreeMap<u64, Held>,
+    held_bytes: usize,
+    max_held_bytes: usize,
+    done: bool,
+}
+
+impl Meter {
+    /// A meter for a stream of `api`, holding at most `max_held_bytes` of tool calls.
+    pub fn new(api: Api, max_held_bytes: usize) -> Self {
+        Self {
+            api,
+            input: None,
+            output: None,
+            streamed: 0,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            max_held_bytes,
+            done: false,
+        }
+    }
+
+    /// True once the stream said it is complete.
+    pub fn complete(&self) -> bool {
+        self.done
+    }
+
+    /// What the stream used: its reported usage, else the bound's input and (at least) the
+    /// text streamed. A stream's text bytes bound its tokens from above (a token is at least
+    /// one byte of text).
+    pub fn used(&self, bound: Bound) -> Used {
+        Used {
+            input: self.input.unwrap_or(bound.input),
+            output: self.output.unwrap_or(0).max(self.streamed_if_unreported()),
+        }
+    }
+
+    fn streamed_if_unreported(&self) -> u64 {
+        if self.output.is_some() && self.done {
+            0
+        } else {
+            self.streamed
+        }
+    }
+
+    /// Looks at one event.
+    pub fn event(&mut self, e: Event) -> Next {
+        if e.data == "[DONE]" {
+            self.done = true;
+            return self.release_all(e.raw);
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+            return Next::Send(e.raw);
+        };
+        let next = match self.api {
+            Api::Chat => self.chat(&v, e.raw),
+            Api::Responses => self.responses(&v, e.raw),
+            Api::Messages => self.messages(&v, e.raw),
+        };
+        if self.held_bytes > self.max_held_bytes {
+            return Next::Fail(format!(
+                "warden: a tool call in this stream is over {} bytes, too large to judge",
+                self.max_held_bytes
+            ));
+        }
+        next
+    }
+
+    /// At the end of the stream: tool calls still held are judged before anything ends.
+    pub fn finish(&mut self) -> Option<Next> {
+        if self.held.is_empty() {
+            return None;
+        }
+        Some(self.release_all(Bytes::new()))
+    }
+
+    fn hold(&mut self, key: u64, raw: Bytes) -> &mut Held {
+        self.held_bytes += raw.len();
+        let h = self.held.entry(key).or_default();
+        h.events.push(raw);
+        h
+    }
+
+    fn release(&mut self, key: u64, last: Bytes) -> Next {
+        let Some(h) = self.held.remove(&key) else {
+            return Next::Send(last);
+        };
+        self.held_bytes -= h.events.iter().map(Bytes::len).sum::<usize>();
+        let mut events = h.events;
+        events.push(last);
+        Next::Judge(vec![proposal(h.name, h.args)], events)
+    }
+
+    fn release_all(&mut self, last: Bytes) -> Next {
+        if self.held.is_empty() {
+            return Next::Send(last);
+        }
+        let mut calls = Vec::new();
+        let mut events = Vec::new();
+        for (_, h) in std::mem::take(&mut self.held) {
+            calls.push(proposal(h.name, h.args));
+            events.extend(h.events);
+        }
+        self.held_bytes = 0;
+        if !last.is_empty() {
+            events.push(last);
+        }
+        Next::Judge(calls, events)
+    }
+
+    fn count(&mut self, text: Option<&str>) {
+        self.streamed += text.map_or(0, |t| t.len() as u64);
+    }
+
+    fn chat(&mut self, v: &Value, raw: Bytes) -> Next {
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            self.input = u["prompt_tokens"].as_u64();
+            self.output = u["completion_tokens"].as_u64();
+        }
+        let mut calls = Vec::new();
+        let mut finished = false;
+        for c in v["choices"].as_array().into_iter().flatten() {
+            let choice = c["index"].as_u64().unwrap_or(0);
+            self.count(c.pointer("/delta/content").and_then(Value::as_str));
+            self.count(c.pointer("/delta/reasoning_content").and_then(Value::as_str));
+            for t in c.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                let key = (choice << 16) | t["index"].as_u64().unwrap_or(0);
+                let name = t.pointer("/function/name").and_then(Value::as_str).map(str::to_string);
+                let args = t.pointer("/function/arguments").and_then(Value::as_str).map(str::to_string);
+                calls.push((key, name, args));
+            }
+            finished |= !c["finish_reason"].is_null();
+        }
+        if !calls.is_empty() {
+            let first = calls[0].0;
+            for (key, name, args) in calls {
+                self.count(args.as_deref());
+                let h = self.held.entry(key).or_default();
+                if let Some(n) = name {
+                    h.name.push_str(&n);
+                }
+                if let Some(a) = args {
+                    h.args.push_str(&a);
+                }
+            }
+            // The chunk is held once, with the first call it names.
+            self.hold(first, raw.clone());
+            if !finished {
+                return Next::Hold;
+            }
+            return self.release_all(Bytes::new());
+        }
+        if finished {
+            return self.release_all(raw);
+        }
+        Next::Send(raw)
+    }
+
+    fn responses(&mut self, v: &Value, raw: Bytes) -> Next {
+        let kind = v["type"].as_str().unwrap_or("");
+        let index = v["output_index"].as_u64();
+        let is_call = |item: &Value| matches!(item["type"].as_str(), Some("function_call" | "custom_tool_call"));
+        match kind {
+            "response.output_text.delta" | "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                self.count(v["delta"].as_str());
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                if let Some(u) = v.pointer("/response/usage").filter(|u| !u.is_null()) {
+                    self.input = u["input_tokens"].as_u64();
+                    self.output = u["output_tokens"].as_u64();
+                }
+                self.done = kind == "response.completed";
+                return self.release_all(raw);
+            }
+            "response.output_item.added" if is_call(&v["item"]) => {
+                let name = v["item"]["name"].as_str().unwrap_or("").to_string();
+                self.hold(index.unwrap_or(0), raw).name = name;
+                return Next::Hold;
+            }
+            "response.output_item.done" if is_call(&v["item"]) => {
+                let key = index.unwrap_or(0);
+                let item = &v["item"];
+                let args = match item["type"].as_str() {
+                    Some("custom_tool_call") => serde_json::json!({"input": item["input"]}).to_string(),
+                    _ => item["arguments"].as_str().unwrap_or("").to_string(),
+                };
+                self.count(Some(&args));
+                let h = self.held.entry(key).or_default();
+                h.name = item["name"].as_str().unwrap_or("").to_string();
+                h.args = args;
+                return self.release(key, raw);
+            }
+            _ => {}
+        }
+        match index {
+            Some(i) if self.held.contains_key(&i) => {
+                self.hold(i, raw);
+                Next::Hold
+            }
+            _ => Next::Send(raw),
+        }
+    }
+
+    fn messages(&mut self, v: &Value, raw: Bytes) -> Next {
+        let index = v["index"].as_u64().unwrap_or(0);
+        match v["type"].as_str().unwrap_or("") {
+            "message_start" => {
+                let u = &v["message"]["usage"];
+                let n = |k: &str| u[k].as_u64().unwrap_or(0);
+                if u["input_tokens"].is_u64() {
+                    self.input = Some(n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens"));
+                }
+            }
+            "message_delta" => {
+                if let Some(o) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                    self.output = Some(o);
+                }
+            }
+            "message_stop" => {
+                self.done = true;
+                return self.release_all(raw);
+            }
+            "content_block_start" if v["content_block"]["type"] == "tool_use" => {
+                let name = v["content_block"]["name"].as_str().unwrap_or("").to_string();
+                self.hold(index, raw).name = name;
+                return Next::Hold;
+            }
+            "content_block_delta" => {
+                let d = &v["delta"];
+                self.count(d["text"].as_str());
+                self.count(d["thinking"].as_str());
+                if let Some(part) = d["partial_json"].as_str() {
+                    self.count(Some(part));
+                    if self.held.contains_key(&index) {
+                        self.hold(index, raw).args.push_str(part);
+                        return Next::Hold;
+                    }
+                }
+            }
+            "content_block_stop" if self.held.contains_key(&index) => {
+                return self.release(index, raw);
+            }
+            _ => {}
+        }
+        Next::Send(raw)
+    }
+}
+
+fn proposal(name: String, args: String) -> Proposal {
+    let arguments = if args.trim().is_empty() {
+        Value::String("{}".into())
+    } else {
+        Value::String(args)
+    };
+    Proposal { name, arguments }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::llm::sse::Parser;
+
+    fn run(api: Api, stream: &str) -> (Meter, Vec<String>) {
+        let mut p = Parser::new(1 << 20);
+        p.push(stream.as_bytes());
+        let mut m = Meter::new(api, 1 << 20);
+        let mut log = Vec::new();
+        while let Some(e) = p.next_event().unwrap() {
+            log.push(match m.event(e) {
+                Next::Send(_) => "send".to_string(),
+                Next::Hold => "hold".to_string(),
+                Next::Judge(calls, events) => format!(
+                    "judge {} {} ({} events)",
+                    calls[0].name,
+                    calls[0].arguments.as_str().unwrap_or(""),
+                    events.len()
+                ),
+                Next::Fail(_) => "fail".to_string(),
+            });
+        }
+        (m, log)
+    }
+
+    #[test]
+    fn chat_text_passes_tool_calls_are_held_until_finished_and_usage_is_read() {
+        let s = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"shell\",\"arguments\":\"{\\\"command\\\":\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"ls\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (m, log) = run(Api::Chat, s);
+        assert_eq!(log, ["send", "hold", "hold", "judge shell {\"command\":\"ls\"} (3 events)", "send", "send"]);
+        assert_eq!(m.used(Bound { input: 100, output: 100 }), Used { input: 9, output: 4 });
+    }
+
+    #[test]
+    fn a_stream_cut_without_usage_is_charged_what_it_streamed() {
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}]}\n\n";
+        let (m, _) = run(Api::Chat, s);
+        assert_eq!(m.used(Bound { input: 50, output: 100 }), Used { input: 50, output: 11 });
+    }
+
+    #[test]
+    fn responses_and_messages_hold_each_call_from_its_start_to_its_end() {
+        let r = concat!(
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"ok\"}\n\n",
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"function_call\",\"name\":\"f\"}}\n\n",
+            "event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"output_index\":1,\"delta\":\"{}\"}\n\n",
+            "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"output_index\":1,\"item\":{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}}\n\n",
+        );
+        let (m, log) = run(Api::Responses, r);
+        assert_eq!(log, ["send", "hold", "hold", "judge f {\"a\":1} (3 events)", "send"]);
+        assert_eq!(m.used(Bound { input: 10, output: 10 }), Used { input: 3, output: 2 });
+        let a = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"name\":\"g\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"x\\\":\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"2}\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let (m, log) = run(Api::Messages, a);
+        assert_eq!(log, ["send", "hold", "hold", "hold", "judge g {\"x\":2} (4 events)", "send", "send"]);
+        assert_eq!(m.used(Bound { input: 50, output: 50 }), Used { input: 12, output: 7 });
+    }
+}

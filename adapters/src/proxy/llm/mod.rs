@@ -1,0 +1,388 @@
+//! The LLM proxy: `POST /v1/chat/completions` and `POST /v1/responses` in OpenAI's shapes,
+//! `POST /v1/messages` in Anthropic's, streaming (SSE) or not, with the agent's token as the
+//! API key. A drop-in base URL for the `openai` and `anthropic` clients.
+//!
+//! Every request is **reserved before it is forwarded** at an upper bound of its cost:
+//! input tokens at most the request body's bytes plus [`INPUT_OVERHEAD_TOKENS`] (a BPE token
+//! is at least one byte of the text it encodes, and the JSON body holds every text plus its
+//! quoting, more than the chat formats' few tokens of framing per message), output tokens at
+//! most the request's own limit, never above the model's `max_output_tokens` from `prices`
+//! (the limit is written into the forwarded request, so the upstream keeps to it), times the
+//! choices (`n`), at the model's price. A model without a price, or a request whose cost
+//! cannot be bounded (images, audio, files, hosted tools, server-side conversation state),
+//! is refused, never forwarded unreserved.
+//!
+//! The step: tool = the upstream's name in the config (list it in the policy's registry, e.g.
+//! `openai: {action: network, upstream: openai}`; unlisted, the default decision applies),
+//! args = `{model, api, stream, max_output_tokens, n, tools}` (the function names offered).
+//! Settled from the answer's `usage` (the rest refunded); an answer without usage is charged
+//! its reservation, a stream without usage what it streamed (see [`meter`]); an upstream error
+//! answer (not 2xx) is a failure that used nothing. Tool calls the model returns are judged
+//! before the agent receives them ([`crate::proxy::judge`]).
+
+pub mod meter;
+pub mod shape;
+pub mod sse;
+mod stream;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::{json, Map, Value};
+use warden_actors::{ActionClass, Outcome, Step, StepId, Usage, Verdict};
+use warden_supervisor::AgentHandle;
+
+use super::gate::{admit, Refused};
+use super::parked::fingerprint;
+use super::settle::Settlement;
+use super::{forward, Forwarded, Route};
+use crate::api::agents::handle;
+use crate::config::Price;
+use crate::http::auth::TokenAgent;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::limits::LLM_ANSWER_BYTES_MAX;
+use shape::{Api, Bound, Used};
+
+/// Tokens added to the input bound for the framing a chat format adds around the messages.
+pub const INPUT_OVERHEAD_TOKENS: u64 = 16;
+
+/// The LLM routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(messages))
+}
+
+async fn chat(agent: TokenAgent, State(state): State<AppState>, req: Request) -> Response {
+    serve(Api::Chat, agent, state, req).await
+}
+
+async fn responses(agent: TokenAgent, State(state): State<AppState>, req: Request) -> Response {
+    serve(Api::Responses, agent, state, req).await
+}
+
+async fn messages(agent: TokenAgent, State(state): State<AppState>, req: Request) -> Response {
+    serve(Api::Messages, agent, state, req).await
+}
+
+async fn serve(api: Api, agent: TokenAgent, state: AppState, req: Request) -> Response {
+    let (resp, tool) = match run(api, agent, &state, req).await {
+        Ok(r) => r,
+        Err((e, tool)) => (render(api, e), tool),
+    };
+    metrics::counter!("warden_proxy_requests_total", "tool" => tool, "status" => resp.status().as_str().to_string())
+        .increment(1);
+    resp
+}
+
+/// An error in the API's own shape (the client's SDK shows its message).
+fn render(api: Api, e: ApiError) -> Response {
+    let status = e.status;
+    let extra = e.extra.map(|x| *x).unwrap_or_default();
+    let body = match extra.body {
+        Some(b) => b,
+        None => api.error_body(e.code, &e.message, None),
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    for (k, v) in extra.headers {
+        resp.headers_mut().insert(k, v);
+    }
+    resp
+}
+
+/// A request, checked and bounded.
+struct Priced {
+    body: Bytes,
+    price: Price,
+    route: std::sync::Arc<Route>,
+    bound: Bound,
+    stream: bool,
+    step: Step,
+}
+
+type Failed = (ApiError, String);
+
+async fn run(
+    api: Api,
+    TokenAgent(agent): TokenAgent,
+    state: &AppState,
+    req: Request,
+) -> Result<(Response, String), Failed> {
+    let unknown = |e| (e, "unknown".to_string());
+    let (parts, body) = req.into_parts();
+    let original = super::tool::read_body(state, body).await.map_err(unknown)?;
+    let p = price_request(api, state, &original).map_err(unknown)?;
+    let tool = p.route.name.clone();
+    let fail = |e| (e, tool.clone());
+    let h = handle(state, &agent).map_err(fail)?;
+    let slot = p.route.slot().map_err(fail)?;
+    let fp = fingerprint(&[api.name().as_bytes(), &original]);
+    let retry = parts.headers.get(super::tool::STEP_HEADER);
+    let step = match admit(state, &h, p.step.clone(), fp, retry).await {
+        Ok(s) => s,
+        Err(Refused::Decision(d)) => return Err(fail(refusal(api, &agent, &d))),
+        Err(Refused::Error(e)) => return Err(fail(e)),
+    };
+    let settlement = Settlement::new(h.clone(), step, state.proxy.owned.clone());
+    let mut headers = forward::request_headers(&parts.headers, &p.route.headers);
+    // Answers are metered and judged: they must arrive as sent, not compressed.
+    headers.remove(header::ACCEPT_ENCODING);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let uri = forward::join(&p.route.url, api.path(), None).map_err(fail)?;
+    let (resp, took) = forward::send(
+        &state.proxy.client,
+        &p.route.name,
+        axum::http::Method::POST,
+        uri,
+        headers,
+        Body::from(p.body.clone()),
+        p.route.timeout,
+    )
+    .await
+    .map_err(fail)?;
+    p.route.observe(took);
+    let live = LiveCall {
+        api,
+        state: state.clone(),
+        h,
+        step,
+        price: p.price.clone(),
+        bound: p.bound,
+        settlement,
+    };
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let resp = if p.stream && is_sse && resp.status().is_success() {
+        stream::start(live, resp, slot, &p.route)
+    } else {
+        whole(live, resp, &p.route).await.map_err(fail)?
+    };
+    Ok((resp, tool))
+}
+
+/// Reads the request, finds its price and upstream, bounds it and builds its step.
+fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, ApiError> {
+    let text = std::str::from_utf8(original)
+        .map_err(|_| ApiError::bad_request("bad_json", "the body is not UTF-8"))?;
+    let Ok(Value::Object(mut req)) = warden_actors::step::parse_unique_json(text) else {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "the body must be one JSON object with each key once",
+        ));
+    };
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("bad_request", "`model` (a string) is required"))?
+        .to_string();
+    let price = state.proxy.prices.get(&model).cloned().ok_or_else(|| {
+        ApiError::bad_request(
+            "model_not_priced",
+            format!("model `{model}` has no price in the node's config (`prices`); the proxy forwards only what it can bound and charge"),
+        )
+    })?;
+    let route = state
+        .proxy
+        .route(&price.upstream)
+        .filter(|r| r.kind == api.kind())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "wrong_api",
+                format!("model `{model}` is served by upstream `{}`, which does not speak the {} API", price.upstream, api.name()),
+            )
+        })?;
+    let (out, n) = api
+        .prepare(&mut req, price.max_output_tokens)
+        .map_err(|m| ApiError::bad_request("unbounded_cost", m))?;
+    let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?);
+    let bound = Bound {
+        input: body.len() as u64 + INPUT_OVERHEAD_TOKENS,
+        output: out.saturating_mul(n),
+    };
+    let stream = req.get("stream") == Some(&Value::Bool(true));
+    let step = llm_step(state, api, &route.name, &req, &model, bound, out, n, &price)?;
+    Ok(Priced {
+        body,
+        price,
+        route,
+        bound,
+        stream,
+        step,
+    })
+}
+
+/// The step a request is decided as.
+#[allow(clippy::too_many_arguments)]
+fn llm_step(
+    state: &AppState,
+    api: Api,
+    tool: &str,
+    req: &Map<String, Value>,
+    model: &str,
+    bound: Bound,
+    out: u64,
+    n: u64,
+    price: &Price,
+) -> Result<Step, ApiError> {
+    let offered: Vec<Value> = req
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            t.pointer("/function/name")
+                .or_else(|| t.get("name"))
+                .cloned()
+        })
+        .collect();
+    let action = state.proxy.tool_action(tool).unwrap_or(ActionClass::Network);
+    let used = Used {
+        input: bound.input,
+        output: bound.output,
+    };
+    let step = json!({
+        "tool": tool,
+        "action": action,
+        "args": {
+            "model": model, "api": api.name(), "stream": req.get("stream") == Some(&Value::Bool(true)),
+            "max_output_tokens": out, "n": n, "tools": offered,
+        },
+        "cost": {"tokens": used.input + used.output, "cost_micro_usd": cost_micro_usd(price, used)},
+    });
+    serde_json::from_value(step).map_err(|e| ApiError::bad_request("bad_step", e.to_string()))
+}
+
+/// The price of `used` tokens in micro-USD, each part rounded up.
+pub fn cost_micro_usd(price: &Price, used: Used) -> u64 {
+    let part = |tokens: u64, per_mtok: u64| {
+        (u128::from(tokens) * u128::from(per_mtok)).div_ceil(1_000_000)
+    };
+    let total = part(used.input, price.input_micro_usd_per_mtok)
+        + part(used.output, price.output_micro_usd_per_mtok);
+    u64::try_from(total).unwrap_or(u64::MAX)
+}
+
+/// A refusal in the API's shape, with the decision under `warden`.
+fn refusal(api: Api, agent: &warden_actors::AgentId, d: &warden_actors::Decision) -> ApiError {
+    let (code, message) = match d.decision {
+        Verdict::RequireApproval => (
+            "approval_required",
+            format!(
+                "warden: this request needs approval ({}): {}. Once approved (GET /v1/agents/{agent}/steps/{}?wait=30s says allow), send it again with the header Warden-Step: {}",
+                d.approval.as_deref().unwrap_or("?"),
+                d.reason,
+                d.step,
+                d.step
+            ),
+        ),
+        Verdict::Halt => ("halted", format!("warden: agent {agent} is halted: {}", d.reason)),
+        _ => ("denied", format!("warden: denied by rule {}: {}", d.rule.as_deref().unwrap_or("(none)"), d.reason)),
+    };
+    let decision = super::tool::decision_body(code, d);
+    ApiError::with_body(
+        StatusCode::FORBIDDEN,
+        "denied",
+        api.error_body(code, &message, Some(decision)),
+    )
+}
+
+/// A forwarded call and what settles it.
+pub(crate) struct LiveCall {
+    api: Api,
+    state: AppState,
+    h: AgentHandle,
+    step: StepId,
+    price: Price,
+    bound: Bound,
+    settlement: Settlement,
+}
+
+impl LiveCall {
+    /// Settles at what was reserved (nothing says what was used).
+    fn settle_reserved(mut self, success: bool) {
+        let outcome = if success {
+            Outcome::success()
+        } else {
+            Outcome::failure()
+        };
+        self.settlement.set(outcome);
+    }
+
+    /// Settles with `used` tokens (as success or failure) and counts them.
+    fn settle(mut self, success: bool, used: Used) {
+        let usage = Usage::new()
+            .tokens(used.input.saturating_add(used.output))
+            .cost_micro_usd(cost_micro_usd(&self.price, used));
+        let outcome = if success {
+            Outcome::success()
+        } else {
+            Outcome::failure()
+        };
+        self.settlement.set(outcome.with_usage(usage));
+        let pool = self.h.pool();
+        for (direction, n) in [("input", used.input), ("output", used.output)] {
+            metrics::counter!("warden_tokens_total", "pool" => pool.clone(), "direction" => direction)
+                .increment(n);
+        }
+    }
+}
+
+/// A whole (non-streamed) answer: read, settled from its usage, its tool calls judged.
+async fn whole(
+    live: LiveCall,
+    resp: axum::http::Response<hyper::body::Incoming>,
+    route: &Route,
+) -> Result<Response, ApiError> {
+    let (mut head, body) = resp.into_parts();
+    let read = http_body_util::Limited::new(body, LLM_ANSWER_BYTES_MAX).collect();
+    let bytes = match tokio::time::timeout(route.timeout, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => {
+            // Cut, too large or too slow: it may have been generated, so the reservation
+            // stands (the settlement's default).
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!("upstream `{}`'s answer broke off, was too slow or over {LLM_ANSWER_BYTES_MAX} bytes", route.name),
+            ));
+        }
+    };
+    forward::response_headers(&mut head.headers, &route.headers);
+    head.headers.remove(header::CONTENT_LENGTH);
+    head.headers
+        .insert(super::tool::STEP_HEADER, HeaderValue::from_str(&live.step.to_string()).unwrap_or(HeaderValue::from_static("")));
+    head.extensions.insert(Forwarded);
+    if !head.status.is_success() {
+        live.settle(false, Used::default());
+        return Ok(Response::from_parts(head, Body::from(bytes)));
+    }
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let used = live.api.usage(&answer);
+    let calls = live.api.tool_calls(&answer);
+    let forbidden = super::judge::judge(&live.state, &live.h, &calls).await;
+    let api = live.api;
+    match used {
+        Some(u) => live.settle(true, u),
+        // No usage to settle from: the reservation stands.
+        None => live.settle_reserved(true),
+    }
+    if let Some(f) = forbidden {
+        let decision = f.decision.as_ref().map(|d| super::tool::decision_body("tool_call_refused", d));
+        return Err(ApiError::with_body(
+            StatusCode::FORBIDDEN,
+            "tool_call_refused",
+            api.error_body("tool_call_refused", &f.message, decision),
+        ));
+    }
+    Ok(Response::from_parts(head, Body::from(bytes)))
+}

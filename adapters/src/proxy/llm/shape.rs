@@ -1,0 +1,342 @@
+//! What differs between the three LLM APIs the proxy speaks: OpenAI's Chat Completions
+//! (`POST /v1/chat/completions`) and Responses (`POST /v1/responses`), and Anthropic's
+//! Messages (`POST /v1/messages`). Where the output bound is written, where usage is
+//! reported (whole answers and streams), where tool calls are, what streamed text is, and the
+//! API's own error shape.
+//!
+//! Sources: OpenAI API reference (chat/create, responses/create, their streaming events);
+//! Anthropic API reference (messages, streaming messages).
+
+use serde_json::{json, Map, Value};
+
+use super::super::judge::Proposal;
+use crate::config::UpstreamKind;
+
+/// One of the APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI Chat Completions.
+    Chat,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+}
+
+/// Tokens a request can use, at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// Input tokens (an upper bound of the prompt).
+    pub input: u64,
+    /// Output tokens (all choices together).
+    pub output: u64,
+}
+
+/// Tokens an answer reports it used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Used {
+    /// Input tokens (cached ones included).
+    pub input: u64,
+    /// Output tokens (reasoning included).
+    pub output: u64,
+}
+
+/// Values of `type` a request may hold: text, function tools and their calls and results,
+/// and the settings around them. Anything else (images, audio, files, hosted tools such as
+/// web search, whose price is not per token) makes the cost unboundable: refused.
+const TYPES_ALLOWED: [&str; 22] = [
+    "text",
+    "input_text",
+    "output_text",
+    "function",
+    "function_call",
+    "function_call_output",
+    "custom",
+    "message",
+    "tool_use",
+    "tool_result",
+    "tool",
+    "auto",
+    "any",
+    "none",
+    "required",
+    "ephemeral",
+    "json_object",
+    "json_schema",
+    "thinking",
+    "redacted_thinking",
+    "enabled",
+    "reasoning",
+];
+
+/// Keys whose values are JSON Schemas (their `type` is a schema's type, not content).
+const SCHEMA_KEYS: [&str; 4] = ["parameters", "input_schema", "schema", "metadata"];
+
+/// Keys that make the prompt larger than the request shows (server-side state).
+const STATEFUL_KEYS: [&str; 3] = ["previous_response_id", "conversation", "prompt"];
+
+impl Api {
+    /// The path after the upstream's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/chat/completions",
+            Api::Responses => "/responses",
+            Api::Messages => "/messages",
+        }
+    }
+
+    /// The name in args and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Chat => "chat.completions",
+            Api::Responses => "responses",
+            Api::Messages => "messages",
+        }
+    }
+
+    /// The upstream kind that speaks it.
+    pub fn kind(self) -> UpstreamKind {
+        match self {
+            Api::Chat | Api::Responses => UpstreamKind::OpenAi,
+            Api::Messages => UpstreamKind::Anthropic,
+        }
+    }
+
+    /// The request keys that bound the output, the first being the one the proxy writes.
+    fn output_keys(self) -> &'static [&'static str] {
+        match self {
+            Api::Chat => &["max_completion_tokens", "max_tokens"],
+            Api::Responses => &["max_output_tokens"],
+            Api::Messages => &["max_tokens"],
+        }
+    }
+
+    /// Checks a request can be bounded and makes the bound binding: the output limit is set
+    /// (to the model's `max_output_tokens` when absent or larger), streams of Chat
+    /// Completions ask for usage. Returns the output tokens per choice and the choices.
+    ///
+    /// # Errors
+    /// A sentence saying why the request's cost cannot be bounded.
+    pub fn prepare(self, req: &mut Map<String, Value>, model_max: u64) -> Result<(u64, u64), String> {
+        check_types(&Value::Object(req.clone()), "")?;
+        for k in STATEFUL_KEYS {
+            if req.get(k).is_some_and(|v| !v.is_null()) {
+                return Err(format!("`{k}` makes the upstream add context the proxy cannot see, so the prompt cannot be bounded; send the whole conversation instead"));
+            }
+        }
+        if req.get("background") == Some(&Value::Bool(true)) {
+            return Err("`background: true` answers later, outside this request; the proxy settles each request from its own answer".into());
+        }
+        let mut out = model_max;
+        for k in self.output_keys() {
+            if let Some(v) = req.get(*k) {
+                let n = v.as_u64().ok_or_else(|| format!("`{k}` must be a whole number of tokens"))?;
+                out = out.min(n);
+            }
+        }
+        for k in self.output_keys() {
+            req.remove(*k);
+        }
+        req.insert(self.output_keys()[0].into(), json!(out));
+        let choices = match (self, req.get("n")) {
+            (Api::Chat, Some(v)) if !v.is_null() => match v.as_u64() {
+                Some(n @ 1..=128) => n,
+                _ => return Err("`n` must be a whole number from 1 to 128".into()),
+            },
+            _ => 1,
+        };
+        if self == Api::Chat && req.get("stream") == Some(&Value::Bool(true)) {
+            let opts = req.entry("stream_options").or_insert_with(|| json!({}));
+            match opts.as_object_mut() {
+                Some(o) => {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+                None => return Err("`stream_options` must be an object".into()),
+            }
+        }
+        Ok((out, choices))
+    }
+
+    /// The usage a whole answer reports.
+    pub fn usage(self, answer: &Value) -> Option<Used> {
+        let u = match self {
+            Api::Responses => answer.get("usage").or_else(|| answer.pointer("/response/usage")),
+            _ => answer.get("usage"),
+        }?;
+        let n = |k: &str| u.get(k).and_then(Value::as_u64);
+        match self {
+            Api::Chat => Some(Used {
+                input: n("prompt_tokens")?,
+                output: n("completion_tokens")?,
+            }),
+            Api::Responses => Some(Used {
+                input: n("input_tokens")?,
+                output: n("output_tokens")?,
+            }),
+            Api::Messages => Some(Used {
+                input: n("input_tokens")?
+                    + n("cache_creation_input_tokens").unwrap_or(0)
+                    + n("cache_read_input_tokens").unwrap_or(0),
+                output: n("output_tokens")?,
+            }),
+        }
+    }
+
+    /// The tool calls of a whole answer.
+    pub fn tool_calls(self, answer: &Value) -> Vec<Proposal> {
+        let mut out = Vec::new();
+        match self {
+            Api::Chat => {
+                for choice in answer["choices"].as_array().into_iter().flatten() {
+                    for call in choice.pointer("/message/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                        out.push(proposal(&call["function"]["name"], &call["function"]["arguments"]));
+                    }
+                }
+            }
+            Api::Responses => {
+                for item in answer["output"].as_array().into_iter().flatten() {
+                    if item["type"] == "function_call" || item["type"] == "custom_tool_call" {
+                        let args = if item["type"] == "custom_tool_call" {
+                            json!({"input": item["input"]})
+                        } else {
+                            item["arguments"].clone()
+                        };
+                        out.push(proposal(&item["name"], &args));
+                    }
+                }
+            }
+            Api::Messages => {
+                for block in answer["content"].as_array().into_iter().flatten() {
+                    if block["type"] == "tool_use" {
+                        out.push(proposal(&block["name"], &block["input"]));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The API's own error body.
+    pub fn error_body(self, code: &str, message: &str, decision: Option<Value>) -> Value {
+        let mut v = match self {
+            Api::Messages => json!({"type": "error", "error": {"type": "permission_error", "message": message}}),
+            _ => json!({"error": {"message": message, "type": "permission_error", "code": code, "param": null}}),
+        };
+        if let Some(d) = decision {
+            v["warden"] = d;
+        }
+        v
+    }
+
+    /// The API's own error event, ending a stream.
+    pub fn error_event(self, code: &str, message: &str) -> String {
+        match self {
+            Api::Messages => format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "error": {"type": "permission_error", "message": message}})
+            ),
+            Api::Responses => format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": 0})
+            ),
+            Api::Chat => format!(
+                "data: {}\n\n",
+                json!({"error": {"message": message, "type": "permission_error", "code": code, "param": null}})
+            ),
+        }
+    }
+}
+
+fn proposal(name: &Value, args: &Value) -> Proposal {
+    Proposal {
+        name: name.as_str().unwrap_or("").to_string(),
+        arguments: args.clone(),
+    }
+}
+
+/// Refuses any `type` outside [`TYPES_ALLOWED`] (schemas excepted), naming where it is.
+fn check_types(v: &Value, at: &str) -> Result<(), String> {
+    match v {
+        Value::Object(m) => {
+            if let Some(t) = m.get("type") {
+                let ok = t.as_str().is_some_and(|t| TYPES_ALLOWED.contains(&t));
+                if !ok {
+                    return Err(format!("{at}/type = {t} is content or a tool whose cost the proxy cannot bound (it meters text and function tools); leave it out or call the upstream through another route"));
+                }
+            }
+            for (k, x) in m {
+                if !SCHEMA_KEYS.contains(&k.as_str()) {
+                    check_types(x, &format!("{at}/{k}"))?;
+                }
+            }
+            Ok(())
+        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_types(x, &format!("{at}/{i}"))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_output_bound_is_written_and_never_above_the_models_maximum() {
+        let mut r = obj(json!({"model": "m", "messages": [], "max_tokens": 99999}));
+        assert_eq!(Api::Chat.prepare(&mut r, 1000), Ok((1000, 1)));
+        assert_eq!(r["max_completion_tokens"], 1000);
+        assert!(r.get("max_tokens").is_none());
+        let mut r = obj(json!({"model": "m", "messages": [], "n": 3, "stream": true}));
+        assert_eq!(Api::Chat.prepare(&mut r, 50), Ok((50, 3)));
+        assert_eq!(r["stream_options"]["include_usage"], true);
+        let mut r = obj(json!({"model": "m", "input": "hi", "max_output_tokens": 10}));
+        assert_eq!(Api::Responses.prepare(&mut r, 50), Ok((10, 1)));
+        let mut r = obj(json!({"model": "m", "messages": []}));
+        assert_eq!(Api::Messages.prepare(&mut r, 64), Ok((64, 1)));
+        assert_eq!(r["max_tokens"], 64);
+    }
+
+    #[test]
+    fn what_cannot_be_bounded_is_refused() {
+        let refused = [
+            (Api::Chat, json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})),
+            (Api::Chat, json!({"messages": [], "max_tokens": -1})),
+            (Api::Chat, json!({"messages": [], "max_tokens": "100"})),
+            (Api::Chat, json!({"messages": [], "n": 0})),
+            (Api::Responses, json!({"input": "x", "previous_response_id": "resp_1"})),
+            (Api::Responses, json!({"input": "x", "tools": [{"type": "web_search"}]})),
+            (Api::Responses, json!({"input": "x", "background": true})),
+            (Api::Messages, json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]})),
+            (Api::Messages, json!({"messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]})),
+        ];
+        for (api, r) in refused {
+            assert!(api.prepare(&mut obj(r.clone()), 100).is_err(), "{r}");
+        }
+        // Function tools with schemas (whose `type`s are schema types) are fine.
+        let mut ok = obj(json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]}));
+        assert!(Api::Chat.prepare(&mut ok, 100).is_ok());
+        let mut ok = obj(json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}));
+        assert!(Api::Messages.prepare(&mut ok, 100).is_ok());
+    }
+
+    #[test]
+    fn usage_and_tool_calls_are_read_in_each_apis_shape() {
+        let chat = json!({"choices": [{"message": {"tool_calls": [{"function": {"name": "shell", "arguments": "{\"command\":\"ls\"}"}}]}}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}});
+        assert_eq!(Api::Chat.usage(&chat), Some(Used { input: 7, output: 3 }));
+        assert_eq!(Api::Chat.tool_calls(&chat)[0].name, "shell");
+        let resp = json!({"output": [{"type": "function_call", "name": "f", "arguments": "{}"}], "usage": {"input_tokens": 5, "output_tokens": 2}});
+        assert_eq!(Api::Responses.usage(&resp), Some(Used { input: 5, output: 2 }));
+        assert_eq!(Api::Responses.tool_calls(&resp).len(), 1);
+        let msg = json!({"content": [{"type": "tool_use", "name": "g", "input": {"x": 1}}], "usage": {"input_tokens": 5, "cache_read_input_tokens": 4, "output_tokens": 2}});
+        assert_eq!(Api::Messages.usage(&msg), Some(Used { input: 9, output: 2 }));
+        assert_eq!(Api::Messages.tool_calls(&msg)[0].arguments, json!({"x": 1}));
+        assert_eq!(Api::Chat.usage(&json!({})), None);
+    }
+}
