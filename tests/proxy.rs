@@ -485,6 +485,17 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
     }
     assert_eq!(n.up.hits.load(Ordering::SeqCst), 0, "{:?}", n.up.seen());
 
+    // Refused before its body was read: the connection cannot be reused, and says so.
+    let (status, headers, _) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[("authorization", "Bearer nope"), ("content-type", "application/json")],
+        r#"{"q": "x"}"#,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(headers.get("connection").map(String::as_str), Some("close"), "{headers:?}");
+
     // The x-api-key header works as the agent's token too (Anthropic's clients send it).
     let (status, _, text) = send(
         &n.base,

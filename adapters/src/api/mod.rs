@@ -74,6 +74,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             deadline,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(crate::http::body::close_if_unread))
         .with_state(state)
 }
 

@@ -69,3 +69,56 @@ mod tests {
         assert_eq!(ok.id.as_deref(), Some("a1"));
     }
 }
+
+/// A request body that notes when it has been read to its end.
+struct Tracked {
+    inner: axum::body::Body,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Answers a request whose body was not read to its end (refused before it was needed: a
+/// wrong token, a busy upstream) with `Connection: close`. HTTP/1.1 cannot reuse such a
+/// connection (the unread rest would be taken for the next request), so the server closes
+/// it; saying so lets a client with a connection pool retry on a fresh one instead of
+/// failing on a closed one.
+pub async fn close_if_unread(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let req = req.map(|inner| axum::body::Body::new(Tracked { inner, done: flag }));
+    let mut resp = next.run(req).await;
+    if !done.load(std::sync::atomic::Ordering::Relaxed) {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}

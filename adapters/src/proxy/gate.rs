@@ -14,7 +14,7 @@ use crate::http::AppState;
 /// Why a request is not forwarded.
 pub enum Refused {
     /// The decision was not allow (deny, halt, or require_approval: parked, or still pending).
-    Decision(Decision),
+    Decision(Box<Decision>),
     /// The request itself is wrong (a bad or unknown retry, a node fault).
     Error(ApiError),
 }
@@ -59,9 +59,9 @@ async fn decide(
         Verdict::RequireApproval => {
             state.proxy.parked.insert(h.id().clone(), d.step, fp);
             state.proxy.owned.insert(h.id().clone(), d.step);
-            Err(Refused::Decision(d))
+            Err(Refused::Decision(Box::new(d)))
         }
-        Verdict::Deny | Verdict::Halt => Err(Refused::Decision(d)),
+        Verdict::Deny | Verdict::Halt => Err(Refused::Decision(Box::new(d))),
     }
 }
 
@@ -97,7 +97,7 @@ fn retried(
         )));
     }
     match h.step_status(step) {
-        StepStatus::Pending { decision, .. } => Err(Refused::Decision(decision)),
+        StepStatus::Pending { decision, .. } => Err(Refused::Decision(Box::new(decision))),
         StepStatus::Final(d) if d.decision == Verdict::Allow => {
             if state.proxy.parked.remove(agent, step) {
                 Ok(step)
@@ -108,7 +108,7 @@ fn retried(
         StepStatus::Final(d) => {
             state.proxy.parked.remove(agent, step);
             state.proxy.owned.remove(agent, step);
-            Err(Refused::Decision(d))
+            Err(Refused::Decision(Box::new(d)))
         }
         StepStatus::NotKept | StepStatus::Unknown => {
             state.proxy.parked.remove(agent, step);
@@ -117,4 +117,3 @@ fn retried(
         }
     }
 }
-

@@ -68,13 +68,30 @@ async fn judge_one(state: &AppState, h: &AgentHandle, call: &Proposal) -> Option
         .proxy
         .tool_action(&call.name)
         .unwrap_or(ActionClass::Execute);
-    let step: Step = match serde_json::from_value(json!({"tool": call.name, "action": action, "args": args})) {
-        Ok(s) => s,
-        Err(e) => return refuse(None, format!("warden: the model's call to `{}` is not a valid step ({e}); it was not passed on", call.name)),
-    };
+    let step: Step =
+        match serde_json::from_value(json!({"tool": call.name, "action": action, "args": args})) {
+            Ok(s) => s,
+            Err(e) => {
+                return refuse(
+                    None,
+                    format!(
+                "warden: the model's call to `{}` is not a valid step ({e}); it was not passed on",
+                call.name
+            ),
+                )
+            }
+        };
     let d = match h.step(step).await {
         Ok(d) => d,
-        Err(e) => return refuse(None, format!("warden: the model's call to `{}` could not be decided ({e})", call.name)),
+        Err(e) => {
+            return refuse(
+                None,
+                format!(
+                    "warden: the model's call to `{}` could not be decided ({e})",
+                    call.name
+                ),
+            )
+        }
     };
     let nothing = || Outcome::success().with_usage(Usage::new().tokens(0).cost_micro_usd(0));
     match d.decision {
@@ -103,7 +120,11 @@ async fn judge_one(state: &AppState, h: &AgentHandle, call: &Proposal) -> Option
             let message = format!(
                 "warden: the model's call to `{}` was {} by rule {}: {}",
                 call.name,
-                if d.decision == Verdict::Halt { "halted" } else { "denied" },
+                if d.decision == Verdict::Halt {
+                    "halted"
+                } else {
+                    "denied"
+                },
                 d.rule.as_deref().unwrap_or("(none)"),
                 d.reason
             );

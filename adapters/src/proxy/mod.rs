@@ -34,7 +34,10 @@ use crate::limits::{UPSTREAM_IN_FLIGHT_MAX_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT}
 /// True for the paths the proxy serves.
 pub fn is_proxied(path: &str) -> bool {
     path.starts_with("/proxy/")
-        || matches!(path, "/v1/chat/completions" | "/v1/responses" | "/v1/messages")
+        || matches!(
+            path,
+            "/v1/chat/completions" | "/v1/responses" | "/v1/messages"
+        )
 }
 
 /// Marks an answer that is an upstream's own (the node's error rewriting leaves it alone).

@@ -169,11 +169,25 @@ impl Meter {
         for c in v["choices"].as_array().into_iter().flatten() {
             let choice = c["index"].as_u64().unwrap_or(0);
             self.count(c.pointer("/delta/content").and_then(Value::as_str));
-            self.count(c.pointer("/delta/reasoning_content").and_then(Value::as_str));
-            for t in c.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            self.count(
+                c.pointer("/delta/reasoning_content")
+                    .and_then(Value::as_str),
+            );
+            for t in c
+                .pointer("/delta/tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let key = (choice << 16) | t["index"].as_u64().unwrap_or(0);
-                let name = t.pointer("/function/name").and_then(Value::as_str).map(str::to_string);
-                let args = t.pointer("/function/arguments").and_then(Value::as_str).map(str::to_string);
+                let name = t
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let args = t
+                    .pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 calls.push((key, name, args));
             }
             finished |= !c["finish_reason"].is_null();
@@ -206,9 +220,16 @@ impl Meter {
     fn responses(&mut self, v: &Value, raw: Bytes) -> Next {
         let kind = v["type"].as_str().unwrap_or("");
         let index = v["output_index"].as_u64();
-        let is_call = |item: &Value| matches!(item["type"].as_str(), Some("function_call" | "custom_tool_call"));
+        let is_call = |item: &Value| {
+            matches!(
+                item["type"].as_str(),
+                Some("function_call" | "custom_tool_call")
+            )
+        };
         match kind {
-            "response.output_text.delta" | "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+            "response.output_text.delta"
+            | "response.reasoning_summary_text.delta"
+            | "response.reasoning_text.delta" => {
                 self.count(v["delta"].as_str());
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
@@ -228,7 +249,9 @@ impl Meter {
                 let key = index.unwrap_or(0);
                 let item = &v["item"];
                 let args = match item["type"].as_str() {
-                    Some("custom_tool_call") => serde_json::json!({"input": item["input"]}).to_string(),
+                    Some("custom_tool_call") => {
+                        serde_json::json!({"input": item["input"]}).to_string()
+                    }
                     _ => item["arguments"].as_str().unwrap_or("").to_string(),
                 };
                 self.count(Some(&args));
@@ -255,7 +278,11 @@ impl Meter {
                 let u = &v["message"]["usage"];
                 let n = |k: &str| u[k].as_u64().unwrap_or(0);
                 if u["input_tokens"].is_u64() {
-                    self.input = Some(n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens"));
+                    self.input = Some(
+                        n("input_tokens")
+                            + n("cache_creation_input_tokens")
+                            + n("cache_read_input_tokens"),
+                    );
                 }
             }
             "message_delta" => {
@@ -268,7 +295,10 @@ impl Meter {
                 return self.release_all(raw);
             }
             "content_block_start" if v["content_block"]["type"] == "tool_use" => {
-                let name = v["content_block"]["name"].as_str().unwrap_or("").to_string();
+                let name = v["content_block"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 self.hold(index, raw).name = name;
                 return Next::Hold;
             }
@@ -339,15 +369,43 @@ mod tests {
             "data: [DONE]\n\n",
         );
         let (m, log) = run(Api::Chat, s);
-        assert_eq!(log, ["send", "hold", "hold", "judge shell {\"command\":\"ls\"} (3 events)", "send", "send"]);
-        assert_eq!(m.used(Bound { input: 100, output: 100 }), Used { input: 9, output: 4 });
+        assert_eq!(
+            log,
+            [
+                "send",
+                "hold",
+                "hold",
+                "judge shell {\"command\":\"ls\"} (3 events)",
+                "send",
+                "send"
+            ]
+        );
+        assert_eq!(
+            m.used(Bound {
+                input: 100,
+                output: 100
+            }),
+            Used {
+                input: 9,
+                output: 4
+            }
+        );
     }
 
     #[test]
     fn a_stream_cut_without_usage_is_charged_what_it_streamed() {
         let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}]}\n\n";
         let (m, _) = run(Api::Chat, s);
-        assert_eq!(m.used(Bound { input: 50, output: 100 }), Used { input: 50, output: 11 });
+        assert_eq!(
+            m.used(Bound {
+                input: 50,
+                output: 100
+            }),
+            Used {
+                input: 50,
+                output: 11
+            }
+        );
     }
 
     #[test]
@@ -360,8 +418,26 @@ mod tests {
             "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}}\n\n",
         );
         let (m, log) = run(Api::Responses, r);
-        assert_eq!(log, ["send", "hold", "hold", "judge f {\"a\":1} (3 events)", "send"]);
-        assert_eq!(m.used(Bound { input: 10, output: 10 }), Used { input: 3, output: 2 });
+        assert_eq!(
+            log,
+            [
+                "send",
+                "hold",
+                "hold",
+                "judge f {\"a\":1} (3 events)",
+                "send"
+            ]
+        );
+        assert_eq!(
+            m.used(Bound {
+                input: 10,
+                output: 10
+            }),
+            Used {
+                input: 3,
+                output: 2
+            }
+        );
         let a = concat!(
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
             "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"name\":\"g\"}}\n\n",
@@ -372,7 +448,27 @@ mod tests {
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
         );
         let (m, log) = run(Api::Messages, a);
-        assert_eq!(log, ["send", "hold", "hold", "hold", "judge g {\"x\":2} (4 events)", "send", "send"]);
-        assert_eq!(m.used(Bound { input: 50, output: 50 }), Used { input: 12, output: 7 });
+        assert_eq!(
+            log,
+            [
+                "send",
+                "hold",
+                "hold",
+                "hold",
+                "judge g {\"x\":2} (4 events)",
+                "send",
+                "send"
+            ]
+        );
+        assert_eq!(
+            m.used(Bound {
+                input: 50,
+                output: 50
+            }),
+            Used {
+                input: 12,
+                output: 7
+            }
+        );
     }
 }

@@ -88,7 +88,7 @@ fn render(api: Api, e: ApiError) -> Response {
     let extra = e.extra.map(|x| *x).unwrap_or_default();
     let body = match extra.body {
         Some(b) => b,
-        None => api.error_body(e.code, &e.message, None),
+        None => api.error_body(status.as_u16(), e.code, &e.message, None),
     };
     let mut resp = (status, axum::Json(body)).into_response();
     for (k, v) in extra.headers {
@@ -134,7 +134,10 @@ async fn run(
     let mut headers = forward::request_headers(&parts.headers, &p.route.headers);
     // Answers are metered and judged: they must arrive as sent, not compressed.
     headers.remove(header::ACCEPT_ENCODING);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let uri = forward::join(&p.route.url, api.path(), None).map_err(fail)?;
     let (resp, took) = forward::send(
         &state.proxy.client,
@@ -198,13 +201,18 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
         .ok_or_else(|| {
             ApiError::bad_request(
                 "wrong_api",
-                format!("model `{model}` is served by upstream `{}`, which does not speak the {} API", price.upstream, api.name()),
+                format!(
+                    "model `{model}` is served by upstream `{}`, which does not speak the {} API",
+                    price.upstream,
+                    api.name()
+                ),
             )
         })?;
     let (out, n) = api
         .prepare(&mut req, price.max_output_tokens)
         .map_err(|m| ApiError::bad_request("unbounded_cost", m))?;
-    let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?);
+    let body =
+        Bytes::from(serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?);
     let bound = Bound {
         input: body.len() as u64 + INPUT_OVERHEAD_TOKENS,
         output: out.saturating_mul(n),
@@ -245,7 +253,19 @@ fn llm_step(
                 .cloned()
         })
         .collect();
-    let action = state.proxy.tool_action(tool).unwrap_or(ActionClass::Network);
+    let action = state
+        .proxy
+        .tool_action(tool)
+        .unwrap_or(ActionClass::Network);
+    // What the model is asked, as a digest: the same request again is the same step (a loop
+    // the stagnation detector sees), another request another.
+    let asked: Vec<&Value> = ["messages", "input", "system", "instructions"]
+        .iter()
+        .filter_map(|k| req.get(*k))
+        .collect();
+    let digest = warden_actors::ids::hex(
+        &blake3::hash(serde_json::to_string(&asked).unwrap_or_default().as_bytes()).as_bytes()[..8],
+    );
     let used = Used {
         input: bound.input,
         output: bound.output,
@@ -255,7 +275,7 @@ fn llm_step(
         "action": action,
         "args": {
             "model": model, "api": api.name(), "stream": req.get("stream") == Some(&Value::Bool(true)),
-            "max_output_tokens": out, "n": n, "tools": offered,
+            "max_output_tokens": out, "n": n, "tools": offered, "input_digest": digest,
         },
         "cost": {"tokens": used.input + used.output, "cost_micro_usd": cost_micro_usd(price, used)},
     });
@@ -292,7 +312,7 @@ fn refusal(api: Api, agent: &warden_actors::AgentId, d: &warden_actors::Decision
     ApiError::with_body(
         StatusCode::FORBIDDEN,
         "denied",
-        api.error_body(code, &message, Some(decision)),
+        api.error_body(403, code, &message, Some(decision)),
     )
 }
 
@@ -359,8 +379,10 @@ async fn whole(
     };
     forward::response_headers(&mut head.headers, &route.headers);
     head.headers.remove(header::CONTENT_LENGTH);
-    head.headers
-        .insert(super::tool::STEP_HEADER, HeaderValue::from_str(&live.step.to_string()).unwrap_or(HeaderValue::from_static("")));
+    head.headers.insert(
+        super::tool::STEP_HEADER,
+        HeaderValue::from_str(&live.step.to_string()).unwrap_or(HeaderValue::from_static("")),
+    );
     head.extensions.insert(Forwarded);
     if !head.status.is_success() {
         live.settle(false, Used::default());
@@ -377,11 +399,14 @@ async fn whole(
         None => live.settle_reserved(true),
     }
     if let Some(f) = forbidden {
-        let decision = f.decision.as_ref().map(|d| super::tool::decision_body("tool_call_refused", d));
+        let decision = f
+            .decision
+            .as_ref()
+            .map(|d| super::tool::decision_body("tool_call_refused", d));
         return Err(ApiError::with_body(
             StatusCode::FORBIDDEN,
             "tool_call_refused",
-            api.error_body("tool_call_refused", &f.message, decision),
+            api.error_body(403, "tool_call_refused", &f.message, decision),
         ));
     }
     Ok(Response::from_parts(head, Body::from(bytes)))

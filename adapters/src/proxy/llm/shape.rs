@@ -117,7 +117,11 @@ impl Api {
     ///
     /// # Errors
     /// A sentence saying why the request's cost cannot be bounded.
-    pub fn prepare(self, req: &mut Map<String, Value>, model_max: u64) -> Result<(u64, u64), String> {
+    pub fn prepare(
+        self,
+        req: &mut Map<String, Value>,
+        model_max: u64,
+    ) -> Result<(u64, u64), String> {
         check_types(&Value::Object(req.clone()), "")?;
         for k in STATEFUL_KEYS {
             if req.get(k).is_some_and(|v| !v.is_null()) {
@@ -130,7 +134,9 @@ impl Api {
         let mut out = model_max;
         for k in self.output_keys() {
             if let Some(v) = req.get(*k) {
-                let n = v.as_u64().ok_or_else(|| format!("`{k}` must be a whole number of tokens"))?;
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| format!("`{k}` must be a whole number of tokens"))?;
                 out = out.min(n);
             }
         }
@@ -160,7 +166,9 @@ impl Api {
     /// The usage a whole answer reports.
     pub fn usage(self, answer: &Value) -> Option<Used> {
         let u = match self {
-            Api::Responses => answer.get("usage").or_else(|| answer.pointer("/response/usage")),
+            Api::Responses => answer
+                .get("usage")
+                .or_else(|| answer.pointer("/response/usage")),
             _ => answer.get("usage"),
         }?;
         let n = |k: &str| u.get(k).and_then(Value::as_u64);
@@ -188,8 +196,16 @@ impl Api {
         match self {
             Api::Chat => {
                 for choice in answer["choices"].as_array().into_iter().flatten() {
-                    for call in choice.pointer("/message/tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                        out.push(proposal(&call["function"]["name"], &call["function"]["arguments"]));
+                    for call in choice
+                        .pointer("/message/tool_calls")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        out.push(proposal(
+                            &call["function"]["name"],
+                            &call["function"]["arguments"],
+                        ));
                     }
                 }
             }
@@ -216,11 +232,21 @@ impl Api {
         out
     }
 
-    /// The API's own error body.
-    pub fn error_body(self, code: &str, message: &str, decision: Option<Value>) -> Value {
+    /// The API's own error body for an answer of `status`; `code` is warden's (also in
+    /// Anthropic's shape, beside its `type`).
+    pub fn error_body(
+        self,
+        status: u16,
+        code: &str,
+        message: &str,
+        decision: Option<Value>,
+    ) -> Value {
+        let kind = self.error_type(status);
         let mut v = match self {
-            Api::Messages => json!({"type": "error", "error": {"type": "permission_error", "message": message}}),
-            _ => json!({"error": {"message": message, "type": "permission_error", "code": code, "param": null}}),
+            Api::Messages => {
+                json!({"type": "error", "error": {"type": kind, "message": message, "code": code}})
+            }
+            _ => json!({"error": {"message": message, "type": kind, "code": code, "param": null}}),
         };
         if let Some(d) = decision {
             v["warden"] = d;
@@ -228,21 +254,35 @@ impl Api {
         v
     }
 
-    /// The API's own error event, ending a stream.
+    /// The error `type` the API uses for a status.
+    fn error_type(self, status: u16) -> &'static str {
+        let anthropic = self == Api::Messages;
+        match status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 if anthropic => "request_too_large",
+            429 => "rate_limit_error",
+            503 if anthropic => "overloaded_error",
+            s if s >= 500 && anthropic => "api_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The API's own error event, ending a stream (as a 403 would: the policy or an operator
+    /// stopped it).
     pub fn error_event(self, code: &str, message: &str) -> String {
         match self {
             Api::Messages => format!(
                 "event: error\ndata: {}\n\n",
-                json!({"type": "error", "error": {"type": "permission_error", "message": message}})
+                self.error_body(403, code, message, None)
             ),
             Api::Responses => format!(
                 "event: error\ndata: {}\n\n",
                 json!({"type": "error", "code": code, "message": message, "param": null, "sequence_number": 0})
             ),
-            Api::Chat => format!(
-                "data: {}\n\n",
-                json!({"error": {"message": message, "type": "permission_error", "code": code, "param": null}})
-            ),
+            Api::Chat => format!("data: {}\n\n", self.error_body(403, code, message, None)),
         }
     }
 }
@@ -306,36 +346,73 @@ mod tests {
     #[test]
     fn what_cannot_be_bounded_is_refused() {
         let refused = [
-            (Api::Chat, json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})),
+            (
+                Api::Chat,
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            ),
             (Api::Chat, json!({"messages": [], "max_tokens": -1})),
             (Api::Chat, json!({"messages": [], "max_tokens": "100"})),
             (Api::Chat, json!({"messages": [], "n": 0})),
-            (Api::Responses, json!({"input": "x", "previous_response_id": "resp_1"})),
-            (Api::Responses, json!({"input": "x", "tools": [{"type": "web_search"}]})),
+            (
+                Api::Responses,
+                json!({"input": "x", "previous_response_id": "resp_1"}),
+            ),
+            (
+                Api::Responses,
+                json!({"input": "x", "tools": [{"type": "web_search"}]}),
+            ),
             (Api::Responses, json!({"input": "x", "background": true})),
-            (Api::Messages, json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]})),
-            (Api::Messages, json!({"messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]})),
+            (
+                Api::Messages,
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
+            ),
+            (
+                Api::Messages,
+                json!({"messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            ),
         ];
         for (api, r) in refused {
             assert!(api.prepare(&mut obj(r.clone()), 100).is_err(), "{r}");
         }
         // Function tools with schemas (whose `type`s are schema types) are fine.
-        let mut ok = obj(json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]}));
+        let mut ok = obj(
+            json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]}),
+        );
         assert!(Api::Chat.prepare(&mut ok, 100).is_ok());
-        let mut ok = obj(json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}));
+        let mut ok = obj(
+            json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
+        );
         assert!(Api::Messages.prepare(&mut ok, 100).is_ok());
     }
 
     #[test]
     fn usage_and_tool_calls_are_read_in_each_apis_shape() {
         let chat = json!({"choices": [{"message": {"tool_calls": [{"function": {"name": "shell", "arguments": "{\"command\":\"ls\"}"}}]}}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}});
-        assert_eq!(Api::Chat.usage(&chat), Some(Used { input: 7, output: 3 }));
+        assert_eq!(
+            Api::Chat.usage(&chat),
+            Some(Used {
+                input: 7,
+                output: 3
+            })
+        );
         assert_eq!(Api::Chat.tool_calls(&chat)[0].name, "shell");
         let resp = json!({"output": [{"type": "function_call", "name": "f", "arguments": "{}"}], "usage": {"input_tokens": 5, "output_tokens": 2}});
-        assert_eq!(Api::Responses.usage(&resp), Some(Used { input: 5, output: 2 }));
+        assert_eq!(
+            Api::Responses.usage(&resp),
+            Some(Used {
+                input: 5,
+                output: 2
+            })
+        );
         assert_eq!(Api::Responses.tool_calls(&resp).len(), 1);
         let msg = json!({"content": [{"type": "tool_use", "name": "g", "input": {"x": 1}}], "usage": {"input_tokens": 5, "cache_read_input_tokens": 4, "output_tokens": 2}});
-        assert_eq!(Api::Messages.usage(&msg), Some(Used { input: 9, output: 2 }));
+        assert_eq!(
+            Api::Messages.usage(&msg),
+            Some(Used {
+                input: 9,
+                output: 2
+            })
+        );
         assert_eq!(Api::Messages.tool_calls(&msg)[0].arguments, json!({"x": 1}));
         assert_eq!(Api::Chat.usage(&json!({})), None);
     }

@@ -61,7 +61,9 @@ async fn pump(
     let end = loop {
         let frame = tokio::select! {
             biased;
-            _ = halt.changed() => {
+            // A closed watch (never at run time: the watch lives while a receiver does) is
+            // not a halt; the branch is then off for this round.
+            Ok(()) = halt.changed() => {
                 let msg = format!("warden: agent {} was halted; the stream is cut", live.h.id());
                 let _ = tx.send(Ok(live.api.error_event("halted", &msg).into())).await;
                 break End::Cut;
@@ -73,7 +75,9 @@ async fn pump(
             None => break finish(&live, &mut meter, &tx).await,
             Some(Err(_)) => {
                 let msg = "warden: the upstream's stream broke off";
-                let _ = tx.send(Ok(live.api.error_event("upstream_error", msg).into())).await;
+                let _ = tx
+                    .send(Ok(live.api.error_event("upstream_error", msg).into()))
+                    .await;
                 break End::Cut;
             }
             Some(Ok(f)) => match f.into_data() {
@@ -105,8 +109,12 @@ async fn drain(
             Ok(Some(e)) => e,
             Ok(None) => return None,
             Err(n) => {
-                let msg = format!("warden: the upstream sent an event of {n} bytes, over the proxy's bound");
-                let _ = tx.send(Ok(live.api.error_event("upstream_error", &msg).into())).await;
+                let msg = format!(
+                    "warden: the upstream sent an event of {n} bytes, over the proxy's bound"
+                );
+                let _ = tx
+                    .send(Ok(live.api.error_event("upstream_error", &msg).into()))
+                    .await;
                 return Some(End::Cut);
             }
         };
@@ -131,12 +139,19 @@ async fn act(live: &LiveCall, next: Next, tx: &mpsc::Sender<Frame>) -> Option<En
         Next::Send(b) => vec![b],
         Next::Hold => return None,
         Next::Fail(msg) => {
-            let _ = tx.send(Ok(live.api.error_event("tool_call_refused", &msg).into())).await;
+            let _ = tx
+                .send(Ok(live.api.error_event("tool_call_refused", &msg).into()))
+                .await;
             return Some(End::Cut);
         }
         Next::Judge(calls, events) => {
             if let Some(f) = crate::proxy::judge::judge(&live.state, &live.h, &calls).await {
-                let _ = tx.send(Ok(live.api.error_event("tool_call_refused", &f.message).into())).await;
+                let _ = tx
+                    .send(Ok(live
+                        .api
+                        .error_event("tool_call_refused", &f.message)
+                        .into()))
+                    .await;
                 return Some(End::Cut);
             }
             events

@@ -1,0 +1,806 @@
+//! The LLM proxy end to end: the real `warden node` binary between a client and a real
+//! HTTP upstream speaking OpenAI's and Anthropic's APIs (a small scripted server in this test
+//! that records what reaches it). Reservation, settlement from usage, streams, tool calls
+//! judged, halts cutting streams, and clients going away.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Body, Client};
+use serde_json::{json, Value};
+
+const OPERATOR: &str = "llm-test-operator-token";
+const SECRET: &str = "sk-upstream-secret-77e1";
+
+/// What the scripted upstream saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    auth: Option<String>,
+    body: Value,
+}
+
+#[derive(Default)]
+struct Record {
+    seen: Mutex<Vec<Seen>>,
+    /// Streams asked with `gate...` wait for it after their head.
+    gate: (Mutex<bool>, std::sync::Condvar),
+    hits: AtomicUsize,
+    /// Streams whose client went away (a write failed).
+    broken: AtomicUsize,
+}
+
+/// The upstream: answers by the request's last user text. `tool:<name>:<json args>` answers
+/// with a tool call; `slow` streams one chunk every 50 ms for 10 s; anything else says
+/// "hello world" with usage {input 11, output 2}.
+fn upstream() -> (String, Arc<Record>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let rec = Arc::new(Record::default());
+    let r = rec.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().map_while(Result::ok) {
+            let r = r.clone();
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || serve(conn, &r))
+                .unwrap();
+        }
+    });
+    (addr, rec)
+}
+
+fn serve(conn: TcpStream, rec: &Record) {
+    let mut out = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        rec.hits.fetch_add(1, Ordering::SeqCst);
+        rec.seen.lock().unwrap().push(Seen {
+            path: path.clone(),
+            auth: headers
+                .get("authorization")
+                .or(headers.get("x-api-key"))
+                .cloned(),
+            body: body.clone(),
+        });
+        let api = if path.ends_with("/messages") {
+            "messages"
+        } else if path.ends_with("/responses") {
+            "responses"
+        } else {
+            "chat"
+        };
+        let text = last_text(&body);
+        let stream = body["stream"] == true;
+        let ok = if stream {
+            stream_answer(&mut out, api, &text, rec)
+        } else {
+            let v = whole_answer(api, &text);
+            let s = v.to_string();
+            write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{s}", s.len()).is_ok()
+        };
+        if !ok || stream {
+            return;
+        }
+    }
+}
+
+fn last_text(body: &Value) -> String {
+    let msgs = body["messages"].as_array().or(body["input"].as_array());
+    let last = msgs
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(body["input"].clone());
+    match &last {
+        Value::String(s) => s.clone(),
+        v => match &v["content"] {
+            Value::String(s) => s.clone(),
+            c => c[0]["text"].as_str().unwrap_or("").to_string(),
+        },
+    }
+}
+
+fn tool_of(text: &str) -> Option<(String, String)> {
+    let rest = text.strip_prefix("tool:")?;
+    let (name, args) = rest.split_once(':')?;
+    Some((name.to_string(), args.to_string()))
+}
+
+fn whole_answer(api: &str, text: &str) -> Value {
+    let tool = tool_of(text);
+    match api {
+        "messages" => {
+            let content = match &tool {
+                Some((n, a)) => {
+                    json!([{"type": "tool_use", "id": "toolu_1", "name": n, "input": serde_json::from_str::<Value>(a).unwrap()}])
+                }
+                None => json!([{"type": "text", "text": "hello world"}]),
+            };
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-t", "content": content,
+                   "stop_reason": if tool.is_some() {"tool_use"} else {"end_turn"}, "stop_sequence": null,
+                   "usage": {"input_tokens": 11, "output_tokens": 2}})
+        }
+        "responses" => {
+            let output = match &tool {
+                Some((n, a)) => {
+                    json!([{"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": n, "arguments": a, "status": "completed"}])
+                }
+                None => {
+                    json!([{"type": "message", "id": "m_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": "hello world", "annotations": []}]}])
+                }
+            };
+            json!({"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-t", "status": "completed", "output": output,
+                   "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+                   "usage": {"input_tokens": 11, "output_tokens": 2, "total_tokens": 13, "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}})
+        }
+        _ => {
+            let message = match &tool {
+                Some((n, a)) => {
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": n, "arguments": a}}]})
+                }
+                None => json!({"role": "assistant", "content": "hello world"}),
+            };
+            json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-t",
+                   "choices": [{"index": 0, "message": message, "finish_reason": if tool.is_some() {"tool_calls"} else {"stop"}}],
+                   "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}})
+        }
+    }
+}
+
+/// Writes a chunked SSE answer; false when the client went away.
+fn stream_answer(out: &mut TcpStream, api: &str, text: &str, rec: &Record) -> bool {
+    if out
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut send = |event: &str| -> bool {
+        let ok = write!(out, "{:x}\r\n{event}\r\n", event.len()).is_ok() && out.flush().is_ok();
+        if !ok {
+            rec.broken.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
+    };
+    let data = |v: Value| format!("data: {v}\n\n");
+    let named = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    if text.starts_with("gate") {
+        let mut open = rec.gate.0.lock().unwrap();
+        while !*open {
+            open = rec.gate.1.wait(open).unwrap();
+        }
+    }
+    let slow = text == "slow";
+    let pieces: Vec<String> = if slow {
+        (0..200).map(|i| format!("w{i} ")).collect()
+    } else {
+        vec!["hello".into(), " world".into()]
+    };
+    let tool = tool_of(text);
+    match api {
+        "chat" => {
+            for p in &pieces {
+                if !send(&data(
+                    json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-t", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]}),
+                )) {
+                    return false;
+                }
+                if slow {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            if let Some((n, a)) = &tool {
+                let (a1, a2) = a.split_at(a.len() / 2);
+                for (i, part) in [a1, a2].iter().enumerate() {
+                    let f = if i == 0 {
+                        json!({"name": n, "arguments": part})
+                    } else {
+                        json!({"arguments": part})
+                    };
+                    send(&data(
+                        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-t", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": f}]}, "finish_reason": null}]}),
+                    ));
+                }
+            }
+            let finish = if tool.is_some() { "tool_calls" } else { "stop" };
+            send(&data(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-t", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}),
+            ));
+            send(&data(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-t", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}}),
+            ));
+            send("data: [DONE]\n\n");
+        }
+        "messages" => {
+            send(&named(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-t", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+            ));
+            send(&named(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
+            for p in &pieces {
+                if !send(&named(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}),
+                )) {
+                    return false;
+                }
+                if slow {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            send(&named(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+            if let Some((n, a)) = &tool {
+                send(&named(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": n, "input": {}}}),
+                ));
+                send(&named(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": a}}),
+                ));
+                send(&named(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 1}),
+                ));
+            }
+            send(&named(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 2}}),
+            ));
+            send(&named("message_stop", json!({"type": "message_stop"})));
+        }
+        _ => {
+            for p in &pieces {
+                if !send(&named(
+                    "response.output_text.delta",
+                    json!({"type": "response.output_text.delta", "item_id": "m_1", "output_index": 0, "content_index": 0, "delta": p, "sequence_number": 1}),
+                )) {
+                    return false;
+                }
+                if slow {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            send(&named(
+                "response.completed",
+                json!({"type": "response.completed", "sequence_number": 9, "response": whole_answer("responses", text)}),
+            ));
+        }
+    }
+    out.write_all(b"0\r\n\r\n").is_ok()
+}
+
+const POLICY: &str = r#"
+version: 1
+defaults:
+  budgets: {steps: 100000, tokens: 100000000, cost_usd: 1000}
+  min_cost:
+    read: {tokens: 1, cost_usd: 0.000001}
+    write: {tokens: 1, cost_usd: 0.000001}
+    execute: {tokens: 1, cost_usd: 0.000001}
+    network: {tokens: 1, cost_usd: 0.000001}
+    spend: {tokens: 1, cost_usd: 0.000001}
+pools:
+  - {path: swarm}
+  - {path: swarm/tight, limits: {cost_usd: 0.01}}
+tools:
+  openai: {action: network, upstream: openai}
+  anthropic: {action: network, upstream: anthropic}
+  shell: {action: execute, args: [command]}
+  search: {action: read}
+rules:
+  - {id: no-rm, match: {tool: shell, args: {command: {regex: 'rm\s+-rf'}}}, decision: deny}
+"#;
+
+struct Node {
+    child: Child,
+    base: String,
+    op: Client,
+    dir: PathBuf,
+    rec: Arc<Record>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(name: &str) -> Node {
+        let (addr, rec) = upstream();
+        let dir = std::env::temp_dir().join(format!("warden-llm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
+        // Prices: input $1 and output $2 per million tokens (1 and 2 micro-USD per token).
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "upstreams:\n  openai: {{url: \"http://{addr}/v1\", kind: openai, headers: {{authorization: \"Bearer env:LLM_TEST_KEY\"}}}}\n  anthropic: {{url: \"http://{addr}/v1\", kind: anthropic, headers: {{x-api-key: \"env:LLM_TEST_KEY\"}}}}\nprices:\n  gpt-t: {{upstream: openai, input: 1.0, output: 2.0, max_output_tokens: 1000}}\n  claude-t: {{upstream: anthropic, input: 1.0, output: 2.0, max_output_tokens: 1000}}\n"
+            ),
+        )
+        .unwrap();
+        std::env::set_var("LLM_TEST_KEY", SECRET);
+        Node::boot(dir, rec)
+    }
+
+    fn boot(dir: PathBuf, rec: Arc<Record>) -> Node {
+        let (child, base) = common::start_node(
+            &dir.join("data"),
+            &[
+                "--config".as_ref(),
+                dir.join("config.yaml").as_os_str(),
+                "--policy".as_ref(),
+                dir.join("policy.yaml").as_os_str(),
+            ],
+            OPERATOR,
+        );
+        let op = common::client(&base, Some(OPERATOR));
+        Node {
+            child,
+            base,
+            op,
+            dir,
+            rec,
+        }
+    }
+
+    fn agent(&self, id: &str, pool: &str) -> String {
+        common::register(&self.op, id, pool)
+    }
+
+    fn agent_view(&self, id: &str) -> Value {
+        common::call(&self.op, "GET", &format!("/v1/agents/{id}"), Body::None).1
+    }
+}
+
+fn post(base: &str, path: &str, token: &str, body: &Value) -> (u16, String) {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = http
+        .post(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+fn chat(text: &str, stream: bool) -> Value {
+    json!({"model": "gpt-t", "messages": [{"role": "user", "content": text}], "stream": stream, "max_tokens": 100})
+}
+
+#[test]
+fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage() {
+    let n = Node::start("whole");
+    let token = n.agent("a1", "swarm");
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &chat("hi", false));
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hello world");
+    let seen = n.rec.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(
+        seen[0].auth.as_deref(),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    assert_eq!(
+        seen[0].body["max_completion_tokens"], 100,
+        "{}",
+        seen[0].body
+    );
+    // 11 input tokens at 1 µ$, 2 output tokens at 2 µ$.
+    common::wait_until(Duration::from_secs(5), "settled", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+    let a = n.agent_view("a1");
+    assert_eq!(a["spent"]["tokens"], 13, "{a}");
+    assert_eq!(a["spent"]["cost_micro_usd"], 15, "{a}");
+
+    for (path, body) in [
+        (
+            "/v1/responses",
+            json!({"model": "gpt-t", "input": "hi", "max_output_tokens": 50}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let (status, text) = post(&n.base, path, &token, &body);
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(text.contains("hello world"), "{text}");
+    }
+    common::wait_until(Duration::from_secs(5), "all settled", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+    assert_eq!(n.agent_view("a1")["spent"]["tokens"], 39);
+}
+
+#[test]
+fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
+    let n = Node::start("refuse");
+    let token = n.agent("a1", "swarm");
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-unknown", "messages": []}),
+            400,
+            "model_not_priced",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": []}),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "gpt-t", "messages": []}),
+            400,
+            "wrong_api",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-t", "input": "x", "previous_response_id": "resp_9"}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "messages": [], "max_tokens": -5}),
+            400,
+            "unbounded_cost",
+        ),
+    ];
+    for (path, body, want, code) in cases {
+        let (status, text) = post(&n.base, path, &token, &body);
+        assert_eq!(status, want, "{body}: {text}");
+        assert!(text.contains(code), "{body}: {text}");
+    }
+    let (status, text) = post(
+        &n.base,
+        "/v1/chat/completions",
+        "not-a-token",
+        &chat("hi", false),
+    );
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &json!([1, 2]));
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(n.rec.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(n.agent_view("a1")["steps_decided"], 0);
+}
+
+#[test]
+fn streams_pass_through_and_settle_from_the_streams_usage() {
+    let n = Node::start("stream");
+    let token = n.agent("a1", "swarm");
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &chat("hi", true));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("\"content\":\"hello\"") && text.contains("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(
+        n.rec.seen.lock().unwrap()[0].body["stream_options"]["include_usage"],
+        true
+    );
+    let msgs = json!({"model": "claude-t", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, text) = post(&n.base, "/v1/messages", &token, &msgs);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("message_stop"), "{text}");
+    let resp = json!({"model": "gpt-t", "input": "hi", "stream": true});
+    let (status, text) = post(&n.base, "/v1/responses", &token, &resp);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("response.completed"), "{text}");
+    common::wait_until(Duration::from_secs(5), "settled", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+    let a = n.agent_view("a1");
+    assert_eq!(a["spent"]["tokens"], 39, "three streams of 13 tokens: {a}");
+    assert_eq!(a["consecutive_failures"], 0, "{a}");
+}
+
+#[test]
+fn a_tool_call_the_policy_forbids_never_reaches_the_agent() {
+    let n = Node::start("tools");
+    let token = n.agent("a1", "swarm");
+    let bad = r#"tool:shell:{"command":"rm -rf /"}"#;
+    let good = r#"tool:shell:{"command":"ls"}"#;
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &chat(bad, false));
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("tool_call_refused") && text.contains("no-rm"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("rm -rf"),
+        "the call itself is not passed on: {text}"
+    );
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &chat(good, false));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"name\":\"shell\""), "{text}");
+    for (path, body) in [
+        ("/v1/chat/completions", chat(bad, true)),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": bad}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 50, "messages": [{"role": "user", "content": bad}]}),
+        ),
+        ("/v1/responses", json!({"model": "gpt-t", "input": bad})),
+    ] {
+        let (status, text) = post(&n.base, path, &token, &body);
+        assert!(
+            text.contains("tool_call_refused"),
+            "{path}: {status} {text}"
+        );
+        assert!(
+            !text.contains("rm -rf /\""),
+            "{path}: the call leaked: {text}"
+        );
+        if body["stream"] == true {
+            assert!(
+                text.contains("hello"),
+                "text before the call still streamed: {text}"
+            );
+        }
+    }
+    // Each proposal was decided as a step and journaled: five refusals (the fifth identical
+    // call is also the stagnation detector's repeat limit: a halt).
+    let (_, page) = common::call(&n.op, "GET", "/v1/audit?agent=a1&limit=1000", Body::None);
+    let refused: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["entry"]["step"]["args"]["command"] == "rm -rf /" && e["entry"]["decision"] != "allow"
+        })
+        .collect();
+    assert_eq!(refused.len(), 5, "{page}");
+    common::wait_until(Duration::from_secs(5), "settled", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+}
+
+#[test]
+fn a_halt_cuts_a_live_stream_with_an_error_event() {
+    let n = Node::start("halt");
+    let token = n.agent("a1", "swarm");
+    let base = n.base.clone();
+    let reader = std::thread::spawn(move || {
+        let started = Instant::now();
+        let (status, text) = post(&base, "/v1/chat/completions", &token, &chat("slow", true));
+        (status, text, started.elapsed())
+    });
+    common::wait_until(Duration::from_secs(5), "the stream started", || {
+        n.rec.hits.load(Ordering::SeqCst) == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, v) = common::call(
+        &n.op,
+        "POST",
+        "/v1/agents/a1/halt",
+        Body::json(&json!({"reason": "test"})),
+    );
+    assert!(status < 300, "{v}");
+    let (status, text, took) = reader.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("\"code\":\"halted\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the stream ran on for {took:?}"
+    );
+    common::wait_until(Duration::from_secs(5), "settled as streamed", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+    let a = n.agent_view("a1");
+    let spent =
+        a["spent"]["tokens"].as_u64().unwrap_or(0) + a["overrun"]["tokens"].as_u64().unwrap_or(0);
+    assert!(spent > 0, "what was streamed is charged: {a}");
+}
+
+#[test]
+fn a_client_that_goes_away_stops_the_upstream_and_settles() {
+    let n = Node::start("gone");
+    let token = n.agent("a1", "swarm");
+    let addr = n.base.strip_prefix("http://").unwrap().to_string();
+    let body = chat("slow", true).to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut first = [0u8; 512];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let got = s.read(&mut first).unwrap();
+    assert!(got > 0);
+    drop(s);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the upstream saw its client go",
+        || n.rec.broken.load(Ordering::SeqCst) == 1,
+    );
+    common::wait_until(Duration::from_secs(5), "settled", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+    let a = n.agent_view("a1");
+    assert!(a["spent"]["tokens"].as_u64().unwrap() > 0, "{a}");
+}
+
+#[test]
+fn concurrent_streams_on_a_pool_reach_the_upstream_only_as_far_as_the_pool_holds() {
+    let n = Node::start("pool");
+    // Every request is the same size, so each reserves the same bound; the streams are held
+    // open (the upstream waits at a gate) until every request was decided, so nothing is
+    // settled and freed while they are: exactly what fits in the pool's $0.01 is admitted.
+    let tokens: Vec<String> = (0..20)
+        .map(|i| n.agent(&format!("p{i}"), "swarm/tight"))
+        .collect();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            let (base, token, heads) = (n.base.clone(), tokens[i % 20].clone(), heads.clone());
+            let body = chat(&format!("gate {i:03}"), true);
+            std::thread::spawn(move || {
+                let http: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(60)))
+                    .build()
+                    .into();
+                let mut resp = http
+                    .post(format!("{base}/v1/chat/completions"))
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .send(body.to_string())
+                    .unwrap();
+                heads.fetch_add(1, Ordering::SeqCst);
+                let status = resp.status().as_u16();
+                (status, resp.body_mut().read_to_string().unwrap_or_default())
+            })
+        })
+        .collect();
+    common::wait_until(
+        Duration::from_secs(30),
+        "every request answered its head",
+        || heads.load(Ordering::SeqCst) == 200,
+    );
+    let (_, pool) = common::call(&n.op, "GET", "/v1/pools/swarm/tight", Body::None);
+    let hits = n.rec.hits.load(Ordering::SeqCst) as u64;
+    let reserved = pool["reserved"]["cost_micro_usd"].as_u64().unwrap();
+    let each = reserved / hits.max(1);
+    assert!(hits > 0 && reserved == each * hits, "{pool}");
+    assert!(
+        10_000 - reserved < each,
+        "room for one more was left: {pool}"
+    );
+    assert_eq!(hits, 10_000 / each, "exactly what fits");
+    *n.rec.gate.0.lock().unwrap() = true;
+    n.rec.gate.1.notify_all();
+    let answers: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = answers.iter().filter(|a| a.0 == 200).count() as u64;
+    assert_eq!(ok, hits, "every 200 reached the upstream, nothing else did");
+    for (status, text) in &answers {
+        assert!(
+            *status == 403 || text.contains("[DONE]"),
+            "{status}: {text}"
+        );
+    }
+    common::wait_until(Duration::from_secs(10), "settled", || {
+        common::call(&n.op, "GET", "/v1/pools/swarm/tight", Body::None).1["reserved"]
+            ["cost_micro_usd"]
+            == 0
+    });
+    let (_, pool) = common::call(&n.op, "GET", "/v1/pools/swarm/tight", Body::None);
+    assert_eq!(
+        pool["spent"]["cost_micro_usd"],
+        15 * ok,
+        "settled from each stream's usage: {pool}"
+    );
+    let (_, page) = common::call(
+        &n.op,
+        "GET",
+        "/v1/audit?decision=allow&limit=10000",
+        Body::None,
+    );
+    assert_eq!(
+        page["entries"].as_array().unwrap().len() as u64,
+        ok,
+        "the journal holds exactly the allows"
+    );
+}
+
+#[test]
+fn credentials_never_leave_the_node() {
+    let n = Node::start("leak");
+    let token = n.agent("a1", "swarm");
+    let mut all = String::new();
+    for (path, body) in [
+        ("/v1/chat/completions", chat("hi", false)),
+        ("/v1/chat/completions", chat("hi", true)),
+        (
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": []}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        all.push_str(&post(&n.base, path, &token, &body).1);
+    }
+    for path in ["/v1/policy", "/v1/audit", "/metrics"] {
+        all.push_str(&common::call(&n.op, "GET", path, Body::None).1.to_string());
+    }
+    assert!(!all.contains(SECRET));
+    let mut stack = vec![n.dir.join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map_while(Result::ok) {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(SECRET),
+                    "{}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}
