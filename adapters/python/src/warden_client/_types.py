@@ -74,7 +74,7 @@ class Decision:
             step=step,
             rule=_opt_str(body.get("rule")),
             kind=_opt_str(body.get("kind")),
-            reason=body.get("reason") if isinstance(body.get("reason"), str) else "",
+            reason=_opt_str(body.get("reason")) or "",
             approval=_opt_str(body.get("approval")),
             remaining=dict(remaining) if isinstance(remaining, Mapping) else {},
             audit_seq=audit_seq if isinstance(audit_seq, int) else None,
@@ -95,7 +95,7 @@ class Decision:
 
     def describe(self) -> str:
         """One line for people and models: the decision, its rule and its reason."""
-        text = self.decision
+        text: str = self.decision
         if self.rule:
             text += f" by rule {self.rule}"
         if self.kind:
