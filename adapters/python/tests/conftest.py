@@ -22,7 +22,7 @@ import pytest
 # Never export traces of the Agents SDK from tests (read once, when tracing is first used).
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
-from warden_client import AsyncWardenClient, WardenClient  # noqa: E402
+from warden_client import ActionClass, AsyncWardenClient, WardenClient  # noqa: E402
 
 from .fake_llm import FakeLLM  # noqa: E402
 
@@ -49,7 +49,7 @@ rules:
   - {id: big-transfer, match: {tool: payments.transfer, args: {amount: {gt: 1000}}}, decision: require_approval}
 """
 
-ACTIONS = {
+ACTIONS: dict[str, ActionClass] = {
     "lookup": "read",
     "shell": "execute",
     "delete_database": "write",

@@ -211,7 +211,7 @@ def test_another_agents_token_is_forbidden_and_unknown_agents_are_named(
 
 def test_bad_input_is_the_nodes_error_code(operator: WardenClient, agent: WardenClient) -> None:
     with pytest.raises(WardenError) as caught:
-        agent.step("lookup", "fly", args={"query": "x"})
+        agent.step("lookup", "fly", args={"query": "x"})  # type: ignore[arg-type]
     assert (caught.value.code, caught.value.status) == ("bad_step", 400)
     with pytest.raises(WardenError) as caught:
         operator.register_agent(agent.agent_id)

@@ -172,7 +172,7 @@ class AsyncWardenClient:
     async def step(
         self,
         tool: str,
-        action: str | None = None,
+        action: ActionClass | None = None,
         *,
         args: Any = None,
         cost: Cost | Mapping[str, Any] | None = None,
@@ -200,7 +200,7 @@ class AsyncWardenClient:
     async def check(
         self,
         tool: str,
-        action: str | None = None,
+        action: ActionClass | None = None,
         *,
         args: Any = None,
         cost: Cost | Mapping[str, Any] | None = None,
@@ -265,7 +265,7 @@ class AsyncWardenClient:
     def governed(
         self,
         tool: str,
-        action: str | None = None,
+        action: ActionClass | None = None,
         *,
         args: Any = None,
         cost: Cost | Mapping[str, Any] | None = None,

@@ -44,7 +44,7 @@ class ClientConfig:
                     f"one of {', '.join(sorted(ACTION_CLASSES))}"
                 )
 
-    def action_for(self, tool: str, action: str | None) -> str:
+    def action_for(self, tool: str, action: ActionClass | None) -> ActionClass:
         """The action class a step of `tool` claims."""
         if action is not None:
             return action

@@ -173,7 +173,7 @@ class WardenClient:
     def step(
         self,
         tool: str,
-        action: str | None = None,
+        action: ActionClass | None = None,
         *,
         args: Any = None,
         cost: Cost | Mapping[str, Any] | None = None,
@@ -201,7 +201,7 @@ class WardenClient:
     def check(
         self,
         tool: str,
-        action: str | None = None,
+        action: ActionClass | None = None,
         *,
         args: Any = None,
         cost: Cost | Mapping[str, Any] | None = None,
@@ -266,7 +266,7 @@ class WardenClient:
     def governed(
         self,
         tool: str,
-        action: str | None = None,
+        action: ActionClass | None = None,
         *,
         args: Any = None,
         cost: Cost | Mapping[str, Any] | None = None,

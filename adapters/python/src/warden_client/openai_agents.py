@@ -31,6 +31,7 @@ from typing import Any, Literal
 from agents import (
     FunctionTool,
     RunContextWrapper,
+    Tool,
     ToolGuardrailFunctionOutput,
     ToolInputGuardrail,
     ToolInputGuardrailData,
@@ -101,7 +102,7 @@ class WardenToolGuard:
             guardrail_function=self._report, name="warden_outcome"
         )
 
-    def govern(self, *tools: FunctionTool) -> list[FunctionTool]:
+    def govern(self, *tools: FunctionTool) -> list[Tool]:
         """Adds the guard to function tools and returns them. The input guardrail runs
         after the tool's own ones (a call they reject never reserves budget), the output
         guardrail before them (the outcome is reported even if another one raises)."""
