@@ -190,9 +190,12 @@ def test_wrong_token_is_unauthorized(node: Node, agent: WardenClient) -> None:
         with pytest.raises(WardenError) as caught:
             stranger.step("lookup", args={"query": "x"})
         assert (caught.value.code, caught.value.status) == ("unauthorized", 401)
+    # A new client: the node closes the connection after refusing a body it did not read,
+    # without saying so, and a request sent on it then finds it closed.
+    with WardenClient(node.base_url, "not-a-token") as stranger:
         with pytest.raises(WardenError) as caught:
             stranger.register_agent(new_agent_id())
-        assert caught.value.code == "unauthorized"
+        assert (caught.value.code, caught.value.status) == ("unauthorized", 401)
 
 
 def test_another_agents_token_is_forbidden_and_unknown_agents_are_named(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote
 
+import httpx
+
 from ._types import Agent, ApprovalTimeout, Cost, Decision, Signals, WardenError, _short
 
 TIMEOUT_S_DEFAULT = 10.0
@@ -24,6 +26,13 @@ RETRY_BACKOFF_S = 0.2
 """The pause before the first retry; it doubles with each."""
 ANSWER_BYTES_MAX_DEFAULT = 16 << 20
 """The largest answer read; a larger one is an error (`bad_answer`), never buffered."""
+RETRYABLE: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+)
+"""Connection failures after which an idempotent request is tried again: no connection, or
+a kept-alive connection the node closed without answering."""
 LONG_POLL_S_MAX = 30.0
 """The longest single wait asked of the node (it grants at most 60 s and its request timeout)."""
 LONG_POLL_S_MIN = 0.001

@@ -309,7 +309,7 @@ class WardenClient:
                     for chunk in resp.iter_bytes():
                         _api.append_bounded(body, chunk, cfg.answer_bytes_max, what)
                     return _api.read_answer(resp.status_code, bytes(body), what)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            except _api.RETRYABLE as e:
                 if attempt + 1 < attempts:
                     time.sleep(_api.RETRY_BACKOFF_S * 2**attempt)
                     continue
