@@ -36,14 +36,17 @@ fn python() -> Option<PathBuf> {
             Ok(out) => format!(
                 "{} cannot import the suite's packages: {}",
                 python.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next_back()
+                    .unwrap_or("")
             ),
             Err(e) => format!("{} does not run: {e}", python.display()),
         },
     };
     let why = format!(
         "{why}; make the venv as .ci/run does (python3 -m venv ~/.cache/warden-venv, then pip \
-         install -r adapters/python/requirements-test.txt -e 'adapters/python[langchain,agents,test]') \
+         install -r adapters/python/requirements-test.txt -e 'adapters/python[langchain,agents,openai,anthropic,test]') \
          or set WARDEN_PYTHON"
     );
     if std::env::var("WARDEN_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
@@ -99,7 +102,10 @@ fn python_client_suite_passes_against_the_real_node() {
     let _ = std::fs::remove_dir_all(&logs);
     match status {
         Some(status) if status.success() => {
-            eprintln!("{}", out.lines().last().unwrap_or("pytest printed nothing"));
+            eprintln!(
+                "{}",
+                out.lines().next_back().unwrap_or("pytest printed nothing")
+            );
         }
         Some(status) => panic!("pytest failed ({status}):\n{out}\n{err}"),
         None => panic!("pytest did not finish within {SUITE_DEADLINE:?}:\n{out}\n{err}"),
