@@ -96,9 +96,20 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     env = {**os.environ, "WARDEN_OPERATOR_TOKEN": OPERATOR_TOKEN}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [warden_binary(), "node", "--data", str(work / "data"), "--listen", "127.0.0.1:0",
-             "--policy", str(policy)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                warden_binary(),
+                "node",
+                "--data",
+                str(work / "data"),
+                "--listen",
+                "127.0.0.1:0",
+                "--policy",
+                str(policy),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         base_url = _wait_ready(proc, log)

@@ -52,12 +52,17 @@ class FakeLLM:
     def chat_tool_calls(self, *calls: ToolCall) -> None:
         """The next chat completion asks for these tool calls (in parallel)."""
         tool_calls = [
-            {"id": f"call_{i}", "type": "function",
-             "function": {"name": name, "arguments": json.dumps(args)}}
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
             for i, (name, args) in enumerate(calls)
         ]
-        self._queue("/v1/chat/completions", _chat({"role": "assistant", "content": None,
-                                                    "tool_calls": tool_calls}, "tool_calls"))
+        self._queue(
+            "/v1/chat/completions",
+            _chat({"role": "assistant", "content": None, "tool_calls": tool_calls}, "tool_calls"),
+        )
 
     def chat_text(self, text: str) -> None:
         """The next chat completion answers with text."""
@@ -66,25 +71,46 @@ class FakeLLM:
     def responses_tool_calls(self, *calls: ToolCall) -> None:
         """The next Responses API answer asks for these tool calls."""
         output = [
-            {"type": "function_call", "id": f"fc_{i}", "call_id": f"call_{i}", "name": name,
-             "arguments": json.dumps(args), "status": "completed"}
+            {
+                "type": "function_call",
+                "id": f"fc_{i}",
+                "call_id": f"call_{i}",
+                "name": name,
+                "arguments": json.dumps(args),
+                "status": "completed",
+            }
             for i, (name, args) in enumerate(calls)
         ]
         self._queue("/v1/responses", _response(output))
 
     def responses_text(self, text: str) -> None:
         """The next Responses API answer is text."""
-        output = [{"type": "message", "id": "msg_0", "role": "assistant", "status": "completed",
-                   "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+        output = [
+            {
+                "type": "message",
+                "id": "msg_0",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ]
         self._queue("/v1/responses", _response(output))
 
     def messages_text(self, text: str) -> None:
         """The next Anthropic messages answer is text."""
-        self._queue("/v1/messages", {
-            "id": "msg_0", "type": "message", "role": "assistant", "model": "fake-model",
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-            "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2},
-        })
+        self._queue(
+            "/v1/messages",
+            {
+                "id": "msg_0",
+                "type": "message",
+                "role": "assistant",
+                "model": "fake-model",
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 3, "output_tokens": 2},
+            },
+        )
 
     def requests_to(self, path: str) -> list[Recorded]:
         with self._lock:
@@ -119,8 +145,15 @@ class FakeLLM:
                     )
                 reply = fake._next(path)
                 if reply is None:
-                    self._send(500, {"error": {"message": f"no reply scripted for {path}",
-                                               "type": "server_error"}})
+                    self._send(
+                        500,
+                        {
+                            "error": {
+                                "message": f"no reply scripted for {path}",
+                                "type": "server_error",
+                            }
+                        },
+                    )
                 else:
                     self._send(200, reply)
 
@@ -140,7 +173,10 @@ class FakeLLM:
 
 def _chat(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
     return {
-        "id": "chatcmpl-0", "object": "chat.completion", "created": 0, "model": "fake-model",
+        "id": "chatcmpl-0",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake-model",
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
@@ -148,10 +184,20 @@ def _chat(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
 
 def _response(output: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "id": "resp_0", "object": "response", "created_at": 0, "model": "fake-model",
-        "status": "completed", "output": output, "parallel_tool_calls": True,
-        "tool_choice": "auto", "tools": [],
-        "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
-                  "input_tokens_details": {"cached_tokens": 0},
-                  "output_tokens_details": {"reasoning_tokens": 0}},
+        "id": "resp_0",
+        "object": "response",
+        "created_at": 0,
+        "model": "fake-model",
+        "status": "completed",
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "total_tokens": 15,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
     }

@@ -43,8 +43,9 @@ async def test_async_deny_and_halt_raise_typed_errors(aagent: AsyncWardenClient)
 async def test_async_governed_block_reports_cost(
     operator: WardenClient, aagent: AsyncWardenClient
 ) -> None:
-    async with aagent.governed("payments.transfer", args={"amount": 3, "to": "acme"},
-                               cost={"cost_usd": 2.0}) as step:
+    async with aagent.governed(
+        "payments.transfer", args={"amount": 3, "to": "acme"}, cost={"cost_usd": 2.0}
+    ) as step:
         step.report(cost_usd=1.5, tokens=0)
     assert step.result is not None
     record = operator.get_agent(aagent.agent_id)
@@ -57,9 +58,7 @@ async def test_async_wait_for_approval_long_polls_until_the_operator_answers(
 ) -> None:
     polls = _CountingTransport()
     registered = operator.register_agent(new_agent_id("pya"), pool="swarm")
-    async with AsyncWardenClient(
-        node.base_url, "unused", actions=ACTIONS, transport=polls
-    ) as base:
+    async with AsyncWardenClient(node.base_url, "unused", actions=ACTIONS, transport=polls) as base:
         me = base.as_agent(registered)
         parked = await me.step("payments.transfer", args={"amount": 2500, "to": "acme"})
         assert parked.decision == "require_approval"

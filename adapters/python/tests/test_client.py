@@ -125,8 +125,9 @@ def test_nobody_answering_is_an_approval_timeout(agent: WardenClient) -> None:
 
 
 def test_governed_block_reports_its_cost(operator: WardenClient, agent: WardenClient) -> None:
-    with agent.governed("payments.transfer", args={"amount": 10, "to": "acme"},
-                        cost={"cost_usd": 1.0}) as step:
+    with agent.governed(
+        "payments.transfer", args={"amount": 10, "to": "acme"}, cost={"cost_usd": 1.0}
+    ) as step:
         assert step.decision is not None and step.decision.allowed
         reserved = operator.get_agent(agent.agent_id).reserved
         assert reserved["cost_micro_usd"] == 1_000_000
@@ -177,8 +178,9 @@ def test_governed_block_waits_for_an_approval_when_asked_to(
 
     approver = threading.Thread(target=approve)
     approver.start()
-    with agent.governed("payments.transfer", args={"amount": 4000, "to": "acme"},
-                        approval_timeout_s=15) as step:
+    with agent.governed(
+        "payments.transfer", args={"amount": 4000, "to": "acme"}, approval_timeout_s=15
+    ) as step:
         assert step.decision is not None and step.decision.allowed
         step.report(cost_usd=0.1)
     approver.join(timeout=15)
@@ -226,8 +228,7 @@ def test_an_unreachable_node_is_a_bounded_error() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Nothing listens there now.
-    client = WardenClient(f"http://127.0.0.1:{port}", "t", agent_id="a", retries=1,
-                          actions=ACTIONS)
+    client = WardenClient(f"http://127.0.0.1:{port}", "t", agent_id="a", retries=1, actions=ACTIONS)
     started = time.monotonic()
     with pytest.raises(WardenError) as caught:
         client.heartbeat()

@@ -134,8 +134,12 @@ def test_parallel_tool_calls_are_each_decided_and_settled(
 
     assert ran.names() == ["lookup", "lookup", "lookup"]
     statuses = {k: m.status for k, m in tool_messages(result).items()}
-    assert statuses == {"call-0": "success", "call-1": "success", "call-2": "error",
-                        "call-3": "success"}
+    assert statuses == {
+        "call-0": "success",
+        "call-1": "success",
+        "call-2": "error",
+        "call-3": "success",
+    }
     record = operator.get_agent(agent.agent_id).raw
     assert (record["steps_decided"], record["steps_allowed"], record["open_steps"]) == (4, 3, 0)
 
@@ -177,8 +181,11 @@ async def test_middleware_async_path_with_an_async_client(
     node: Node, operator: WardenClient, aagent: AsyncWardenClient, tools: list[Any], ran: Ran
 ) -> None:
     model = turns(
-        calls(("lookup", {"query": "x"}), ("lookup", {"query": "y"}),
-              ("delete_database", {"name": "prod"})),
+        calls(
+            ("lookup", {"query": "x"}),
+            ("lookup", {"query": "y"}),
+            ("delete_database", {"name": "prod"}),
+        ),
         AIMessage(content="done"),
     )
     graph = create_agent(model, tools=tools, middleware=[WardenMiddleware(aclient=aagent)])
@@ -224,5 +231,7 @@ async def test_callback_handler_stops_denied_tools_on_the_async_path(
 ) -> None:
     _, delete_database, _, _ = tools
     with pytest.raises(StepDenied):
-        await delete_database.ainvoke({"name": "prod"}, config={"callbacks": [WardenCallbackHandler(agent)]})
+        await delete_database.ainvoke(
+            {"name": "prod"}, config={"callbacks": [WardenCallbackHandler(agent)]}
+        )
     assert ran.calls == []

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from agents import (
     Agent,
-    Tool,
     Runner,
+    Tool,
     ToolInputGuardrailTripwireTriggered,
     function_tool,
     set_default_openai_api,
@@ -84,20 +84,27 @@ def chat_model(llm_base_url: str, token: str) -> OpenAIChatCompletionsModel:
 
 def tool_results(request_body: dict[str, Any]) -> dict[str, str]:
     """The tool results a chat completions request sends back to the model, by call id."""
-    return {m["tool_call_id"]: str(m["content"]) for m in request_body["messages"]
-            if m.get("role") == "tool"}
+    return {
+        m["tool_call_id"]: str(m["content"])
+        for m in request_body["messages"]
+        if m.get("role") == "tool"
+    }
 
 
 async def test_guardrail_rejects_the_denied_tool_and_lets_the_allowed_one_run(
-    operator: WardenClient, client: AsyncWardenClient, registered: Any,
-    fake_llm: FakeLLM, llm_base_url: str,
+    operator: WardenClient,
+    client: AsyncWardenClient,
+    registered: Any,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
 ) -> None:
     ran: list[tuple[str, Any]] = []
     guard = WardenToolGuard(client)
     fake_llm.chat_tool_calls(("delete_database", {"name": "prod"}), ("lookup", {"query": "pools"}))
     fake_llm.chat_text("done")
-    agent = Agent(name="tidy", model=chat_model(llm_base_url, registered.token),
-                  tools=make_tools(ran, guard))
+    agent = Agent(
+        name="tidy", model=chat_model(llm_base_url, registered.token), tools=make_tools(ran, guard)
+    )
 
     result = await Runner.run(agent, "tidy up")
 
@@ -112,13 +119,19 @@ async def test_guardrail_rejects_the_denied_tool_and_lets_the_allowed_one_run(
 
 
 async def test_guardrail_ends_the_run_on_halt(
-    operator: WardenClient, client: AsyncWardenClient, registered: Any,
-    fake_llm: FakeLLM, llm_base_url: str,
+    operator: WardenClient,
+    client: AsyncWardenClient,
+    registered: Any,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
 ) -> None:
     ran: list[tuple[str, Any]] = []
     fake_llm.chat_tool_calls(("shell", {"command": "rm -rf /"}))
-    agent = Agent(name="rogue", model=chat_model(llm_base_url, registered.token),
-                  tools=make_tools(ran, WardenToolGuard(client)))
+    agent = Agent(
+        name="rogue",
+        model=chat_model(llm_base_url, registered.token),
+        tools=make_tools(ran, WardenToolGuard(client)),
+    )
     with pytest.raises(ToolInputGuardrailTripwireTriggered) as caught:
         await Runner.run(agent, "clean everything")
     decision = caught.value.output.output_info
@@ -129,14 +142,20 @@ async def test_guardrail_ends_the_run_on_halt(
 
 
 async def test_guardrail_reports_a_failing_tool_as_a_failure(
-    operator: WardenClient, client: AsyncWardenClient, registered: Any,
-    fake_llm: FakeLLM, llm_base_url: str,
+    operator: WardenClient,
+    client: AsyncWardenClient,
+    registered: Any,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
 ) -> None:
     ran: list[tuple[str, Any]] = []
     fake_llm.chat_tool_calls(("flaky", {"fail": True}))
     fake_llm.chat_text("gave up")
-    agent = Agent(name="flaky", model=chat_model(llm_base_url, registered.token),
-                  tools=make_tools(ran, WardenToolGuard(client)))
+    agent = Agent(
+        name="flaky",
+        model=chat_model(llm_base_url, registered.token),
+        tools=make_tools(ran, WardenToolGuard(client)),
+    )
     result = await Runner.run(agent, "try")
     assert result.final_output == "gave up"
     record = operator.get_agent(registered.id).raw
@@ -144,7 +163,10 @@ async def test_guardrail_reports_a_failing_tool_as_a_failure(
 
 
 def test_guardrail_with_a_sync_client_and_run_sync(
-    operator: WardenClient, agent: WardenClient, fake_llm: FakeLLM, llm_base_url: str,
+    operator: WardenClient,
+    agent: WardenClient,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
 ) -> None:
     ran: list[tuple[str, Any]] = []
     fake_llm.chat_tool_calls(("lookup", {"query": "q"}), ("delete_database", {"name": "d"}))
@@ -165,16 +187,21 @@ def sdk_defaults() -> Iterator[None]:
 
 
 async def test_configure_agents_sdk_sends_model_calls_to_the_proxy_with_the_responses_api(
-    sdk_defaults: None, operator: WardenClient, client: AsyncWardenClient, registered: Any,
-    fake_llm: FakeLLM, llm_base_url: str,
+    sdk_defaults: None,
+    operator: WardenClient,
+    client: AsyncWardenClient,
+    registered: Any,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
 ) -> None:
     ran: list[tuple[str, Any]] = []
     # LLM PROXY: with the node's proxy, the first argument becomes node.base_url.
     configure_agents_sdk(llm_base_url, registered)
     fake_llm.responses_tool_calls(("lookup", {"query": "escrow"}))
     fake_llm.responses_text("done")
-    agent = Agent(name="default-model", model="fake-model",
-                  tools=make_tools(ran, WardenToolGuard(client)))
+    agent = Agent(
+        name="default-model", model="fake-model", tools=make_tools(ran, WardenToolGuard(client))
+    )
 
     result = await Runner.run(agent, "look it up")
 
@@ -188,7 +215,9 @@ async def test_configure_agents_sdk_sends_model_calls_to_the_proxy_with_the_resp
 
 
 async def test_warden_model_gives_one_agent_its_own_proxy_client(
-    fake_llm: FakeLLM, llm_base_url: str, registered: Any,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
+    registered: Any,
 ) -> None:
     fake_llm.chat_text("hello")
     model = warden_model(llm_base_url, registered, "fake-model", api="chat_completions")
@@ -199,7 +228,9 @@ async def test_warden_model_gives_one_agent_its_own_proxy_client(
 
 
 def test_openai_and_anthropic_clients_point_at_the_proxy_with_the_agents_token(
-    node: Node, fake_llm: FakeLLM, registered: Any,
+    node: Node,
+    fake_llm: FakeLLM,
+    registered: Any,
 ) -> None:
     # Where they point at the node:
     assert str(openai_client(node.base_url, registered).base_url) == f"{node.base_url}/v1/"
@@ -209,7 +240,9 @@ def test_openai_and_anthropic_clients_point_at_the_proxy_with_the_agents_token(
     # LLM PROXY: replace fake_llm.base_url with node.base_url once the proxy exists.
     fake_llm.chat_text("from openai")
     chat = openai_client(fake_llm.base_url, registered.token, max_retries=0)
-    answer = chat.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+    answer = chat.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "hi"}]
+    )
     assert answer.choices[0].message.content == "from openai"
     assert fake_llm.requests_to("/v1/chat/completions")[0].headers["authorization"] == (
         f"Bearer {registered.token}"
@@ -217,12 +250,15 @@ def test_openai_and_anthropic_clients_point_at_the_proxy_with_the_agents_token(
 
     fake_llm.messages_text("from anthropic")
     claude = anthropic_client(fake_llm.base_url, registered.token, max_retries=0)
-    message = claude.messages.create(model="fake-model", max_tokens=10,
-                                     messages=[{"role": "user", "content": "hi"}])
+    message = claude.messages.create(
+        model="fake-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
     assert message.content[0].text == "from anthropic"  # type: ignore[union-attr]
     sent = fake_llm.requests_to("/v1/messages")[0]
     # Anthropic's SDK sends the key as x-api-key (0.x) or as a bearer token (2.x): the
     # proxy accepts both.
-    assert registered.token in (sent.headers.get("x-api-key"),
-                                sent.headers.get("authorization", "").removeprefix("Bearer "))
+    assert registered.token in (
+        sent.headers.get("x-api-key"),
+        sent.headers.get("authorization", "").removeprefix("Bearer "),
+    )
     assert json.dumps(sent.body["messages"]) == json.dumps([{"role": "user", "content": "hi"}])

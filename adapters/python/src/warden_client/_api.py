@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -248,9 +249,7 @@ def unreachable(base_url: str, what: str, e: Exception) -> WardenError:
 
 
 def too_slow(base_url: str, what: str, e: Exception) -> WardenError:
-    return WardenError(
-        f"{what}: no answer from {base_url} in time ({e!r})", code="client_timeout"
-    )
+    return WardenError(f"{what}: no answer from {base_url} in time ({e!r})", code="client_timeout")
 
 
 def add_note(exc: BaseException, text: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -18,7 +19,6 @@ from ._types import (
     Decision,
     OutcomeResult,
     Signals,
-    WardenError,
 )
 
 
@@ -34,6 +34,8 @@ class AsyncWardenClient:
 
     The same methods as `WardenClient`, awaited; the same timeouts, retries and errors.
     One client may serve many concurrent tasks. `aclose()` it (or use `async with`).
+    `transport` replaces httpx's own (tests, custom TLS); the clients `as_agent` makes share
+    it, so closing any of them closes it for all.
     """
 
     def __init__(
@@ -142,28 +144,35 @@ class AsyncWardenClient:
         items = answer.get("approvals")
         return [a for a in items if isinstance(a, Mapping)] if isinstance(items, list) else []
 
-    async def approve(self, approval: str | Decision, *, reason: str | None = None,
-                by: str | None = None) -> Decision:
+    async def approve(
+        self, approval: str | Decision, *, reason: str | None = None, by: str | None = None
+    ) -> Decision:
         """Approves a waiting step (operator token). The answer is the step's final decision,
         which may still be a deny (late) or a halt (a newer, stricter policy)."""
         return await self._answer(approval, True, reason, by)
 
-    async def deny(self, approval: str | Decision, *, reason: str | None = None,
-             by: str | None = None) -> Decision:
+    async def deny(
+        self, approval: str | Decision, *, reason: str | None = None, by: str | None = None
+    ) -> Decision:
         """Denies a waiting step (operator token); the answer is its final decision."""
         return await self._answer(approval, False, reason, by)
 
-    async def _answer(self, approval: str | Decision, approve: bool, reason: str | None,
-                by: str | None) -> Decision:
+    async def _answer(
+        self, approval: str | Decision, approve: bool, reason: str | None, by: str | None
+    ) -> Decision:
         approval_id = _api.approval_id_of(approval)
         req = _api.answer_approval(approval_id, approve, reason, by)
         return Decision.from_json(await self._object(req, f"approval {approval_id}"))
 
-    async def halt(self, agent_id: str, *, reason: str | None = None, by: str | None = None) -> None:
+    async def halt(
+        self, agent_id: str, *, reason: str | None = None, by: str | None = None
+    ) -> None:
         """Halts an agent (kind external; operator token). Cascade rules apply."""
         await self._send(_api.halt(agent_id, reason, by), f"halt {agent_id}")
 
-    async def resume(self, agent_id: str, *, reason: str | None = None, by: str | None = None) -> None:
+    async def resume(
+        self, agent_id: str, *, reason: str | None = None, by: str | None = None
+    ) -> None:
         """Lifts an agent's halt (operator token); audited."""
         await self._send(_api.resume(agent_id, reason, by), f"resume {agent_id}")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 from . import _api
 from ._types import ACTION_CLASSES, ActionClass, WardenError

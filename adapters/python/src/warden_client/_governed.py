@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from . import _api
 from ._types import Cost, Decision, OutcomeResult, WardenError

@@ -4,11 +4,11 @@ a cost estimate. No framework is imported here."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from ._types import Cost, Decision
 
-StepCost = Callable[[str, Any], Optional[Cost]]
+StepCost = Callable[[str, Any], Cost | None]
 """What a call of a tool is expected to cost, from the tool's name and its arguments
 (None: nothing declared, so the node reserves the tool's minimum)."""
 

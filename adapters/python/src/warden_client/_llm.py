@@ -48,7 +48,8 @@ def async_openai_client(base_url: str, token: str | Agent, **kwargs: Any) -> ope
 
 def anthropic_client(base_url: str, token: str | Agent, **kwargs: Any) -> anthropic.Anthropic:
     """An `anthropic.Anthropic` whose calls go through the node's LLM proxy (its Anthropic
-    shape, `POST /v1/messages`); the agent's token is the API key (sent as `x-api-key` or as a bearer token, by SDK version)."""
+    shape, `POST /v1/messages`); the agent's token is the API key (the SDK sends it as
+    `x-api-key` or as a bearer token, depending on its version)."""
     import anthropic
 
     return anthropic.Anthropic(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -17,7 +18,6 @@ from ._types import (
     Decision,
     OutcomeResult,
     Signals,
-    WardenError,
 )
 
 
@@ -35,6 +35,8 @@ class WardenClient:
     (reads, heartbeats) are retried at most `retries` times when the connection fails, never
     steps, outcomes or answers. Errors are `WardenError`s. Thread-safe: one client may serve
     parallel tool calls. Close it (or use `with`) to release its connections.
+    `transport` replaces httpx's own (tests, custom TLS); the clients `as_agent` makes share
+    it, so closing any of them closes it for all.
     """
 
     def __init__(
@@ -143,19 +145,22 @@ class WardenClient:
         items = answer.get("approvals")
         return [a for a in items if isinstance(a, Mapping)] if isinstance(items, list) else []
 
-    def approve(self, approval: str | Decision, *, reason: str | None = None,
-                by: str | None = None) -> Decision:
+    def approve(
+        self, approval: str | Decision, *, reason: str | None = None, by: str | None = None
+    ) -> Decision:
         """Approves a waiting step (operator token). The answer is the step's final decision,
         which may still be a deny (late) or a halt (a newer, stricter policy)."""
         return self._answer(approval, True, reason, by)
 
-    def deny(self, approval: str | Decision, *, reason: str | None = None,
-             by: str | None = None) -> Decision:
+    def deny(
+        self, approval: str | Decision, *, reason: str | None = None, by: str | None = None
+    ) -> Decision:
         """Denies a waiting step (operator token); the answer is its final decision."""
         return self._answer(approval, False, reason, by)
 
-    def _answer(self, approval: str | Decision, approve: bool, reason: str | None,
-                by: str | None) -> Decision:
+    def _answer(
+        self, approval: str | Decision, approve: bool, reason: str | None, by: str | None
+    ) -> Decision:
         approval_id = _api.approval_id_of(approval)
         req = _api.answer_approval(approval_id, approve, reason, by)
         return Decision.from_json(self._object(req, f"approval {approval_id}"))

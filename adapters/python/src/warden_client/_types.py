@@ -5,8 +5,9 @@ One place for both clients (sync and async): they differ only in how bytes move.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypedDict
+from typing import Any, Literal, TypedDict
 
 DecisionKind = Literal["allow", "deny", "require_approval", "halt"]
 """What the node decided for a step; the strongest wins: halt > deny > require_approval > allow."""

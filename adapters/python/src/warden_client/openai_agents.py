@@ -48,10 +48,10 @@ from openai import AsyncOpenAI
 
 from ._async import AsyncWardenClient
 from ._bridge import InThread
+from ._integrations import StepCost, refusal_text
 from ._llm import async_openai_client
 from ._sync import WardenClient
 from ._types import Agent, ApprovalTimeout, Cost, Decision, WardenError
-from ._integrations import StepCost, refusal_text
 
 OPEN_CALLS_MAX = 10_000
 """The most tool calls a guard tracks between their ask and their outcome; past it, a new
