@@ -1,0 +1,192 @@
+"""Fixtures: a real `warden node` (from $WARDEN_BIN) on a free port with a policy written
+here, fresh agents on it, and a scripted OpenAI/Anthropic-compatible model server.
+
+No mock of warden: every test talks to the real node over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Never export traces of the Agents SDK from tests (read once, when tracing is first used).
+os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+
+from warden_client import ActionClass, AsyncWardenClient, WardenClient  # noqa: E402
+
+from .fake_llm import FakeLLM  # noqa: E402
+
+OPERATOR_TOKEN = "python-tests-operator-token"
+START_DEADLINE_S = 20.0
+"""How long the node gets to print its address and report ready."""
+
+POLICY = """\
+version: 1
+defaults:
+  budgets: {steps: 100, tokens: 1000000, cost_usd: 5.00}
+  approval_timeout: 2m
+pools:
+  - {path: swarm, limits: {cost_usd: 1000}}
+tools:
+  lookup: {action: read, args: [query], min_cost: {tokens: 0, cost_usd: 0}}
+  shell: {action: execute, args: [command]}
+  delete_database: {action: write, args: [name]}
+  payments.transfer: {action: spend, args: [amount, to]}
+  flaky: {action: execute, args: [fail]}
+rules:
+  - {id: no-rm-rf, match: {tool: shell, args: {command: {command: {program: rm, flags: [recursive, force]}}}}, decision: halt, kind: safety}
+  - {id: no-db-delete, match: {tool: delete_database}, decision: deny}
+  - {id: big-transfer, match: {tool: payments.transfer, args: {amount: {gt: 1000}}}, decision: require_approval}
+"""
+
+ACTIONS: dict[str, ActionClass] = {
+    "lookup": "read",
+    "shell": "execute",
+    "delete_database": "write",
+    "payments.transfer": "spend",
+    "flaky": "execute",
+}
+"""The action class of each tool of POLICY, as the clients claim them."""
+
+
+@dataclass(frozen=True)
+class Node:
+    base_url: str
+    operator_token: str
+    log: Path
+
+
+def warden_binary() -> str:
+    """$WARDEN_BIN, else a `warden` on PATH, else the workspace's debug build."""
+    explicit = os.environ.get("WARDEN_BIN")
+    if explicit:
+        return explicit
+    on_path = shutil.which("warden")
+    if on_path:
+        return on_path
+    root = Path(__file__).resolve().parents[3]
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    built = target / "debug" / "warden"
+    if built.exists():
+        return str(built)
+    pytest.fail(
+        "no warden binary: set WARDEN_BIN=/path/to/warden (cargo build; then "
+        "WARDEN_BIN=$CARGO_TARGET_DIR/debug/warden), or run `cargo test --test python`",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A `warden node` on 127.0.0.1 with a free port, a temp data dir and POLICY."""
+    work = tmp_path_factory.mktemp("warden-node")
+    policy = work / "policy.yaml"
+    policy.write_text(POLICY)
+    log = work / "node.log"
+    env = {**os.environ, "WARDEN_OPERATOR_TOKEN": OPERATOR_TOKEN}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                warden_binary(),
+                "node",
+                "--data",
+                str(work / "data"),
+                "--listen",
+                "127.0.0.1:0",
+                "--policy",
+                str(policy),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        base_url = _wait_ready(proc, log)
+        yield Node(base_url, OPERATOR_TOKEN, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """The node's base URL once it printed it and /readyz answers 200; fails with the
+    node's log otherwise, within START_DEADLINE_S."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    base_url = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"warden node exited with {proc.returncode}:\n{log.read_text()}")
+        if base_url is None:
+            found = re.search(r"listening on (http://\S+)", log.read_text())
+            base_url = found.group(1) if found else None
+        if base_url is not None:
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:
+                    return base_url
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.02)
+    pytest.fail(f"warden node not ready within {START_DEADLINE_S} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def operator(node: Node) -> Iterator[WardenClient]:
+    with WardenClient(node.base_url, node.operator_token, actions=ACTIONS) as client:
+        yield client
+
+
+def new_agent_id(prefix: str = "py") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def agent(operator: WardenClient) -> Iterator[WardenClient]:
+    """A freshly registered agent of the pool `swarm`, with its own token."""
+    with operator.as_agent(operator.register_agent(new_agent_id(), pool="swarm")) as client:
+        yield client
+
+
+@pytest.fixture
+async def aagent(node: Node, operator: WardenClient) -> AsyncIterator[AsyncWardenClient]:
+    """A freshly registered agent, through the async client."""
+    registered = operator.register_agent(new_agent_id("pya"), pool="swarm")
+    async with AsyncWardenClient(node.base_url, node.operator_token, actions=ACTIONS) as op:
+        async with op.as_agent(registered) as client:
+            yield client
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    """A scripted OpenAI/Anthropic-compatible model server on 127.0.0.1."""
+    server = FakeLLM()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def llm_base_url(fake_llm: FakeLLM) -> str:
+    """Where the frameworks send model calls (the SDKs' base URL, ending in /v1).
+
+    LLM PROXY: the node's proxy (POST /v1/chat/completions, /v1/responses, /v1/messages) is
+    not built yet, so the frameworks talk to the fake model directly. Once it exists, start
+    the node with the fake as its `openai` upstream (and a price for the fake model) and
+    return `f"{node.base_url}/v1"` here; nothing else in the tests changes.
+    """
+    return f"{fake_llm.base_url}/v1"
