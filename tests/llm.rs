@@ -206,7 +206,7 @@ fn stream_answer(out: &mut TcpStream, api: &str, text: &str, rec: &Record) -> bo
             open = rec.gate.1.wait(open).unwrap();
         }
     }
-    let slow = text == "slow";
+    let slow = text.starts_with("slow");
     let pieces: Vec<String> = if slow {
         (0..200).map(|i| format!("w{i} ")).collect()
     } else {
@@ -803,4 +803,57 @@ fn credentials_never_leave_the_node() {
             }
         }
     }
+}
+
+#[test]
+fn a_kill_9_with_streams_in_flight_leaks_no_reservation() {
+    let mut n = Node::start("kill9");
+    let token = n.agent("k1", "swarm/tight");
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let (base, token) = (n.base.clone(), token.clone());
+            std::thread::spawn(move || {
+                post(
+                    &base,
+                    "/v1/chat/completions",
+                    &token,
+                    &chat(&format!("slow{i}"), true),
+                )
+            })
+        })
+        .collect();
+    common::wait_until(Duration::from_secs(10), "three streams running", || {
+        n.rec.hits.load(Ordering::SeqCst) == 3
+    });
+    let (_, pool) = common::call(&n.op, "GET", "/v1/pools/swarm/tight", Body::None);
+    let reserved = pool["reserved"]["cost_micro_usd"].as_u64().unwrap();
+    assert!(reserved > 0, "{pool}");
+    n.child.kill().unwrap(); // SIGKILL
+    n.child.wait().unwrap();
+    for r in readers {
+        let _ = r.join();
+    }
+    let (dir, rec) = (n.dir.clone(), n.rec.clone());
+    std::mem::forget(n); // its process is gone; the restarted node owns the directory now
+    let n = Node::boot(dir, rec);
+    let (_, pool) = common::call(&n.op, "GET", "/v1/pools/swarm/tight", Body::None);
+    assert_eq!(
+        pool["reserved"]["cost_micro_usd"], 0,
+        "no reservation is left open: {pool}"
+    );
+    assert_eq!(
+        pool["spent"]["cost_micro_usd"], reserved,
+        "charged at the whole reservation: {pool}"
+    );
+    assert_eq!(n.agent_view("k1")["open_steps"], 0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", "verify"])
+        .arg(n.dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

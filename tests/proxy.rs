@@ -490,11 +490,18 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
         &n.base,
         "POST",
         "/proxy/search",
-        &[("authorization", "Bearer nope"), ("content-type", "application/json")],
+        &[
+            ("authorization", "Bearer nope"),
+            ("content-type", "application/json"),
+        ],
         r#"{"q": "x"}"#,
     );
     assert_eq!(status, 401);
-    assert_eq!(headers.get("connection").map(String::as_str), Some("close"), "{headers:?}");
+    assert_eq!(
+        headers.get("connection").map(String::as_str),
+        Some("close"),
+        "{headers:?}"
+    );
 
     // The x-api-key header works as the agent's token too (Anthropic's clients send it).
     let (status, _, text) = send(

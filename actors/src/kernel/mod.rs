@@ -862,6 +862,13 @@ impl AgentKernel {
         self.open.len()
     }
 
+    /// The ids of the steps allowed and not yet settled, in step order.
+    pub fn open_step_ids(&self) -> Vec<StepId> {
+        let mut ids: Vec<StepId> = self.open.keys().copied().collect();
+        ids.sort_by_key(|s| s.seq());
+        ids
+    }
+
     /// Steps whose reservation was released while open (a `lost` halt) and whose late
     /// outcome would still be accepted.
     pub fn released_steps(&self) -> usize {

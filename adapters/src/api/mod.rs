@@ -74,7 +74,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             deadline,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn(crate::http::body::close_if_unread))
+        .layer(axum::middleware::from_fn(
+            crate::http::body::close_if_unread,
+        ))
         .with_state(state)
 }
 

@@ -105,7 +105,10 @@ impl http_body::Body for Tracked {
 /// connection (the unread rest would be taken for the next request), so the server closes
 /// it; saying so lets a client with a connection pool retry on a fresh one instead of
 /// failing on a closed one.
-pub async fn close_if_unread(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+pub async fn close_if_unread(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use http_body::Body as _;
     if req.body().is_end_stream() {
         return next.run(req).await;

@@ -178,6 +178,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         }
     };
     state.restore(&node.recovered.meta);
+    let orphans = crate::proxy::orphans::settle(&state).await;
+    if orphans > 0 {
+        eprintln!("warden node: settled {orphans} proxied steps a crash left open, each at its whole reservation");
+    }
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
     // Longer than any request may take, so only a connection with nothing going on ends.

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod halts;
 pub mod judge;
 pub mod llm;
+pub mod orphans;
 pub mod parked;
 pub mod settle;
 pub mod tool;

@@ -181,6 +181,11 @@ impl AgentHandle {
         self.entry.core.with_kernel(|k| k.snapshot())
     }
 
+    /// The ids of the agent's open steps (allowed, not yet settled).
+    pub fn open_step_ids(&self) -> Vec<StepId> {
+        self.entry.core.with_kernel(|k| k.open_step_ids())
+    }
+
     /// The agent that started this one, as registered ([`AgentSpec::parent`](crate::AgentSpec::parent)).
     pub fn parent(&self) -> Option<&AgentId> {
         self.entry.registration.parent.as_ref()
