@@ -42,34 +42,6 @@ pub fn object<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::wire::{ReasonRequest, RegisterRequest};
-    use serde_json::json;
-
-    #[test]
-    fn arrays_and_scalars_are_refused_even_where_every_field_is_optional() {
-        for body in [
-            json!([]),
-            json!(["p1", "swarm/a"]),
-            json!(null),
-            json!("x"),
-            json!(3),
-        ] {
-            let e = object::<RegisterRequest>(body.clone()).err().unwrap();
-            assert_eq!((e.status.as_u16(), e.code), (400, "bad_json"), "{body}");
-            assert!(object::<ReasonRequest>(body).is_err());
-        }
-        let nested = object::<RegisterRequest>(json!({"budgets": [5, 100]}))
-            .err()
-            .unwrap();
-        assert_eq!(nested.code, "bad_json");
-        let ok: RegisterRequest = object(json!({"id": "a1"})).unwrap();
-        assert_eq!(ok.id.as_deref(), Some("a1"));
-    }
-}
-
 /// A request body that notes when it has been read to its end.
 struct Tracked {
     inner: axum::body::Body,
@@ -124,4 +96,32 @@ pub async fn close_if_unread(
         );
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::wire::{ReasonRequest, RegisterRequest};
+    use serde_json::json;
+
+    #[test]
+    fn arrays_and_scalars_are_refused_even_where_every_field_is_optional() {
+        for body in [
+            json!([]),
+            json!(["p1", "swarm/a"]),
+            json!(null),
+            json!("x"),
+            json!(3),
+        ] {
+            let e = object::<RegisterRequest>(body.clone()).err().unwrap();
+            assert_eq!((e.status.as_u16(), e.code), (400, "bad_json"), "{body}");
+            assert!(object::<ReasonRequest>(body).is_err());
+        }
+        let nested = object::<RegisterRequest>(json!({"budgets": [5, 100]}))
+            .err()
+            .unwrap();
+        assert_eq!(nested.code, "bad_json");
+        let ok: RegisterRequest = object(json!({"id": "a1"})).unwrap();
+        assert_eq!(ok.id.as_deref(), Some("a1"));
+    }
 }
