@@ -79,6 +79,8 @@ pub const LLM_ANSWER_BYTES_MAX: usize = 32 << 20;
 pub const LLM_HELD_BYTES_MAX: usize = 1 << 20;
 /// Longest server-sent event of an upstream stream, bytes; past it the stream ends.
 pub const SSE_EVENT_BYTES_MAX: usize = 4 << 20;
+/// Largest answer of an MCP upstream the gateway reads, bytes; past it the call fails (502).
+pub const MCP_ANSWER_BYTES_MAX: usize = 16 << 20;
 /// Frames buffered between an upstream stream and its client.
 pub const STREAM_FRAMES_BUFFERED: usize = 16;
 

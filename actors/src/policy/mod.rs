@@ -37,6 +37,7 @@ pub mod fspath;
 pub mod glob;
 pub mod model;
 pub mod rate;
+mod reach;
 pub mod shell;
 pub mod source;
 pub mod swap;

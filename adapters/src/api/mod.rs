@@ -25,7 +25,7 @@ use crate::http::{deadline, error, AppState};
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Every route the node serves, as written in the OpenAPI document.
-pub const ROUTES: [&str; 22] = [
+pub const ROUTES: [&str; 26] = [
     "/",
     "/healthz",
     "/readyz",
@@ -48,6 +48,10 @@ pub const ROUTES: [&str; 22] = [
     "/v1/audit",
     "/proxy/{tool}",
     "/proxy/{tool}/{path}",
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/mcp",
 ];
 
 /// Every route, with the shared layers: plain-text framework errors become JSON, a request
@@ -65,6 +69,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(audit::router())
         .merge(crate::proxy::tool::router())
         .merge(crate::proxy::llm::router())
+        .merge(crate::proxy::mcp::router())
         .route("/v1/openapi.json", get(openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod halts;
 pub mod judge;
 pub mod llm;
+pub mod mcp;
 pub mod orphans;
 pub mod parked;
 pub mod settle;
@@ -146,6 +147,8 @@ pub struct Proxy {
     pub owned: Arc<Owned>,
     /// Halt watches of agents with live streams.
     pub halts: halts::HaltWatch,
+    /// Sessions with the MCP upstreams, by name.
+    mcp_sessions: DashMap<String, Arc<mcp::upstream::Session>>,
     /// Largest request body read, bytes.
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive.
@@ -176,10 +179,31 @@ impl Proxy {
             parked: parked::Parked::default(),
             owned: Arc::new(Owned::default()),
             halts: halts::HaltWatch::start(&swarm),
+            mcp_sessions: DashMap::new(),
             max_body_bytes: config.max_body_bytes,
             body_timeout: Duration::from_millis(config.request_timeout_ms),
             swarm,
         })
+    }
+
+    /// The configured upstreams of a kind, in name order.
+    pub fn routes_of(&self, kind: UpstreamKind) -> Vec<Arc<Route>> {
+        let mut out: Vec<Arc<Route>> = self
+            .routes
+            .values()
+            .filter(|r| r.kind == kind)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The session with MCP upstream `name`.
+    pub fn mcp_session(&self, name: &str) -> Arc<mcp::upstream::Session> {
+        self.mcp_sessions
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The configured upstream `name`.

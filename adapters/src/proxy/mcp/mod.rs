@@ -1,0 +1,533 @@
+//! The MCP gateway, `POST /mcp` (streamable HTTP): one MCP server in front of every upstream of
+//! `kind: mcp`, which governs `tools/call`.
+//!
+//! Stateless: no session is required or issued. Clients of MCP 2026-07-28 send no
+//! `initialize` (the protocol version travels in each request's `_meta`, and the `Mcp-Method`
+//! header, required from that version on, must name the body's method, `Mcp-Name` its tool);
+//! `server/discover` is answered. Clients still on 2025-11-25 (or 2025-06-18, 2025-03-26)
+//! send `initialize` and get an answer without a session id, which their protocol allows.
+//!
+//! Tools: upstream `srv`'s tool `t` is listed as `srv.t`, and a call to it is the step
+//! `mcp.srv.t` (list that name in the policy's registry; unlisted, the default decision
+//! applies), its `arguments` the step's args. `tools/list` shows an agent only the tools its
+//! policy can allow ([`warden_actors::policy::PolicySet::may_allow`]). A call that is not
+//! allowed is a JSON-RPC error carrying the request's id and the decision (`-32001` denied,
+//! `-32002` halted, `-32003` approval required: call again with `Warden-Step`). An allowed
+//! call is forwarded (name rewritten to the upstream's), settled from the answer (a result
+//! without `isError` is a success; the cost is what was reserved), and its result's text goes
+//! through the policy before the agent gets it: it is judged as a step of the same tool whose
+//! args are `{"result": <text>}`, so detector rules (prompt injection, secrets, PII) apply to
+//! what a tool returns like to anything else (refused: `-32004`). Methods other than tools
+//! (resources, prompts) are not offered: `-32601`.
+
+pub mod upstream;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use rmcp::model::{
+    ErrorCode, Implementation, InitializeResult, ProtocolVersion, ServerCapabilities,
+    ToolsCapability,
+};
+use serde_json::{json, Map, Value};
+use warden_actors::{ActionClass, Outcome, Step, Verdict};
+
+use super::gate::{admit, Refused};
+use super::judge::{judge, Proposal};
+use super::parked::fingerprint;
+use super::settle::Settlement;
+use crate::api::agents::handle;
+use crate::config::UpstreamKind;
+use crate::http::auth::TokenAgent;
+use crate::http::AppState;
+
+/// JSON-RPC error codes of the gateway's refusals (the server range, -32000 to -32099).
+pub mod codes {
+    /// The policy denied the call.
+    pub const DENIED: i32 = -32001;
+    /// The agent is halted.
+    pub const HALTED: i32 = -32002;
+    /// The call waits for approval.
+    pub const APPROVAL_REQUIRED: i32 = -32003;
+    /// The tool's result was refused by the policy.
+    pub const RESULT_REFUSED: i32 = -32004;
+    /// An upstream failed.
+    pub const UPSTREAM: i32 = -32005;
+}
+
+/// Most pages of an upstream's `tools/list` followed.
+const LIST_PAGES_MAX: usize = 16;
+
+/// The gateway's route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/mcp", post(gateway).get(no_stream).delete(no_stream))
+}
+
+/// The gateway keeps no session and pushes nothing: no SSE stream to open, none to end.
+async fn no_stream() -> Response {
+    let mut r = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "the warden MCP gateway is stateless: POST /mcp",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(axum::http::header::ALLOW, HeaderValue::from_static("POST"));
+    r.extensions_mut().insert(super::Forwarded);
+    r
+}
+
+/// A JSON-RPC error answer.
+fn rpc_error(
+    status: StatusCode,
+    id: &Value,
+    code: i32,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(d) = data {
+        error["data"] = d;
+    }
+    let mut r = (
+        status,
+        Json(json!({"jsonrpc": "2.0", "id": id, "error": error})),
+    )
+        .into_response();
+    r.extensions_mut().insert(super::Forwarded);
+    r
+}
+
+fn rpc_result(id: &Value, result: Value) -> Response {
+    let mut r = Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response();
+    r.extensions_mut().insert(super::Forwarded);
+    r
+}
+
+async fn gateway(agent: TokenAgent, State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match super::tool::read_body(&state, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let msg = match std::str::from_utf8(&bytes)
+        .ok()
+        .map(warden_actors::step::parse_unique_json)
+    {
+        Some(Ok(v @ Value::Object(_))) => v,
+        Some(Ok(Value::Array(_))) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                ErrorCode::INVALID_REQUEST.0,
+                "batches are not supported: send one JSON-RPC message per request",
+                None,
+            )
+        }
+        _ => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                ErrorCode::PARSE_ERROR.0,
+                "the body is not one JSON object with each key once",
+                None,
+            )
+        }
+    };
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let Some(method) = msg["method"].as_str().filter(|_| msg["jsonrpc"] == "2.0") else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            ErrorCode::INVALID_REQUEST.0,
+            "not a JSON-RPC 2.0 request",
+            None,
+        );
+    };
+    if let Err(why) = check_headers(&parts.headers, method, &msg) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            ErrorCode::HEADER_MISMATCH.0,
+            &why,
+            None,
+        );
+    }
+    if msg.get("id").is_none() {
+        // A notification: nothing to answer.
+        let mut r = StatusCode::ACCEPTED.into_response();
+        r.extensions_mut().insert(super::Forwarded);
+        return r;
+    }
+    match method {
+        "initialize" => rpc_result(&id, initialize(&msg)),
+        "server/discover" => rpc_result(&id, discover()),
+        "ping" => rpc_result(&id, json!({})),
+        "tools/list" => rpc_result(&id, list(&state).await),
+        "tools/call" => call(&state, agent, &parts.headers, &id, &msg, &bytes).await,
+        other => rpc_error(
+            StatusCode::OK,
+            &id,
+            ErrorCode::METHOD_NOT_FOUND.0,
+            &format!("the warden gateway governs tools only; `{other}` is not offered"),
+            None,
+        ),
+    }
+}
+
+/// `Mcp-Method` must name the body's method (required from 2026-07-28 on); `Mcp-Name`, when
+/// sent, the tool called.
+fn check_headers(headers: &HeaderMap, method: &str, msg: &Value) -> Result<(), String> {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string())
+    };
+    let version = header("mcp-protocol-version").or_else(|| {
+        msg.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let stateless = version.is_some_and(|v| !ProtocolVersion::V_2025_11_25.as_str().ge(v.as_str()));
+    match header("mcp-method") {
+        Some(m) if m != method => {
+            return Err(format!(
+                "Mcp-Method header `{m}` does not match the body's method `{method}`"
+            ))
+        }
+        None if stateless => {
+            return Err("the Mcp-Method header is required from protocol 2026-07-28 on".into())
+        }
+        _ => {}
+    }
+    if let (Some(name), Some(body_name)) = (
+        header("mcp-name"),
+        msg.pointer("/params/name").and_then(Value::as_str),
+    ) {
+        if name != body_name {
+            return Err(format!(
+                "Mcp-Name header `{name}` does not match the body's `{body_name}`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn capabilities() -> ServerCapabilities {
+    let mut c = ServerCapabilities::default();
+    c.tools = Some(ToolsCapability::default());
+    c
+}
+
+/// Answers `initialize` with the client's version when it has a handshake, else the newest
+/// that has one; no session id.
+fn initialize(msg: &Value) -> Value {
+    let asked = msg
+        .pointer("/params/protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let version = ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .find(|v| v.as_str() == asked && v.has_initialize())
+        .cloned()
+        .unwrap_or(ProtocolVersion::LATEST_WITH_INITIALIZE);
+    let mut r = InitializeResult::new(capabilities());
+    r.protocol_version = version;
+    r.server_info = Implementation::new("warden", env!("CARGO_PKG_VERSION"));
+    r.instructions =
+        Some("Every tools/call is decided by warden's policy before it reaches the tool.".into());
+    serde_json::to_value(r).unwrap_or(Value::Null)
+}
+
+/// Answers `server/discover` (2026-07-28).
+fn discover() -> Value {
+    json!({
+        "resultType": "complete",
+        "supportedVersions": ProtocolVersion::KNOWN_VERSIONS.iter().map(ProtocolVersion::as_str).collect::<Vec<_>>(),
+        "capabilities": capabilities(),
+        "ttlMs": 60_000,
+        "cacheScope": "private",
+        "_meta": {"io.modelcontextprotocol/serverInfo": Implementation::new("warden", env!("CARGO_PKG_VERSION"))},
+    })
+}
+
+/// The MCP upstreams, by name.
+fn servers(state: &AppState) -> Vec<Arc<super::Route>> {
+    state.proxy.routes_of(UpstreamKind::Mcp)
+}
+
+/// Every upstream's tools the agent's policy can allow, named `server.tool`. An upstream that
+/// fails is left out of the list.
+async fn list(state: &AppState) -> Value {
+    let policy = state.swarm.policy_set();
+    let mut tools = Vec::new();
+    for route in servers(state) {
+        let session = state.proxy.mcp_session(&route.name);
+        let mut cursor: Option<Value> = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let mut params = json!({});
+            if let Some(c) = &cursor {
+                params["cursor"] = c.clone();
+            }
+            let msg = json!({"jsonrpc": "2.0", "id": "warden-list", "method": "tools/list", "params": params});
+            let Ok(Some(answer)) = upstream::request(&state.proxy, &route, &session, &msg).await
+            else {
+                metrics::counter!("warden_proxy_requests_total", "tool" => format!("mcp.{}", route.name), "status" => "502").increment(1);
+                break;
+            };
+            for t in answer
+                .pointer("/result/tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(name) = t["name"].as_str() else {
+                    continue;
+                };
+                let step_tool = format!("mcp.{}.{name}", route.name);
+                if policy.as_ref().is_some_and(|p| p.may_allow(&step_tool)) {
+                    let mut t = t.clone();
+                    t["name"] = Value::String(format!("{}.{name}", route.name));
+                    tools.push(t);
+                }
+            }
+            cursor = answer
+                .pointer("/result/nextCursor")
+                .filter(|c| !c.is_null())
+                .cloned();
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    json!({"tools": tools})
+}
+
+/// `tools/call`: decided, forwarded on allow, its result judged.
+async fn call(
+    state: &AppState,
+    TokenAgent(agent): TokenAgent,
+    headers: &HeaderMap,
+    id: &Value,
+    msg: &Value,
+    bytes: &[u8],
+) -> Response {
+    let name = msg
+        .pointer("/params/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some((route, tool)) = servers(state)
+        .into_iter()
+        .filter_map(|r| {
+            name.strip_prefix(&format!("{}.", r.name))
+                .map(|t| (r.clone(), t.to_string()))
+        })
+        .max_by_key(|(r, _)| r.name.len())
+    else {
+        return rpc_error(
+            StatusCode::OK,
+            id,
+            ErrorCode::INVALID_PARAMS.0,
+            &format!("no tool `{name}`: tools are named server.tool (see tools/list)"),
+            None,
+        );
+    };
+    let args = match msg.pointer("/params/arguments") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            return rpc_error(
+                StatusCode::OK,
+                id,
+                ErrorCode::INVALID_PARAMS.0,
+                "`arguments` must be an object",
+                None,
+            )
+        }
+    };
+    let step_tool = format!("mcp.{}.{tool}", route.name);
+    let label = state.proxy.tool_label(&step_tool);
+    let action = state
+        .proxy
+        .tool_action(&step_tool)
+        .unwrap_or(ActionClass::Execute);
+    let step: Step =
+        match serde_json::from_value(json!({"tool": step_tool, "action": action, "args": args})) {
+            Ok(s) => s,
+            Err(e) => {
+                return rpc_error(
+                    StatusCode::OK,
+                    id,
+                    ErrorCode::INVALID_PARAMS.0,
+                    &e.to_string(),
+                    None,
+                )
+            }
+        };
+    let resp = governed(
+        state, &agent, headers, id, msg, bytes, &route, &tool, step, &step_tool,
+    )
+    .await;
+    metrics::counter!("warden_proxy_requests_total", "tool" => label, "status" => resp.status().as_str().to_string()).increment(1);
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn governed(
+    state: &AppState,
+    agent: &warden_actors::AgentId,
+    headers: &HeaderMap,
+    id: &Value,
+    msg: &Value,
+    bytes: &[u8],
+    route: &Arc<super::Route>,
+    tool: &str,
+    step: Step,
+    step_tool: &str,
+) -> Response {
+    let h = match handle(state, agent) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    let _slot = match route.slot() {
+        Ok(s) => s,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                codes::UPSTREAM,
+                &e.message,
+                None,
+            )
+        }
+    };
+    let fp = fingerprint(&[b"mcp", bytes]);
+    let step_id = match admit(state, &h, step, fp, headers.get(super::tool::STEP_HEADER)).await {
+        Ok(s) => s,
+        Err(Refused::Decision(d)) => return refusal(id, &d),
+        Err(Refused::Error(e)) => return e.into_response(),
+    };
+    let mut settlement = Settlement::new(h.clone(), step_id, state.proxy.owned.clone());
+    let mut forwarded = msg.clone();
+    forwarded["params"]["name"] = Value::String(tool.to_string());
+    let session = state.proxy.mcp_session(&route.name);
+    let answer = match upstream::request(&state.proxy, route, &session, &forwarded).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return rpc_error(
+                StatusCode::OK,
+                id,
+                codes::UPSTREAM,
+                &format!("MCP upstream `{}` did not answer the call", route.name),
+                None,
+            )
+        }
+        Err(e) => return rpc_error(StatusCode::OK, id, codes::UPSTREAM, &e.message, None),
+    };
+    let Some(result) = answer.get("result") else {
+        // The tool's own protocol error: a failure, passed on with the client's id.
+        let mut r =
+            Json(json!({"jsonrpc": "2.0", "id": id, "error": answer["error"]})).into_response();
+        r.extensions_mut().insert(super::Forwarded);
+        return r;
+    };
+    if result["isError"] != true {
+        settlement.set(Outcome::success());
+    }
+    drop(settlement);
+    let text = result_text(result);
+    let proposal = Proposal {
+        name: step_tool.to_string(),
+        arguments: json!({"result": text}),
+    };
+    if let Some(f) = judge(state, &h, &[proposal]).await {
+        let data = f
+            .decision
+            .as_ref()
+            .map(|d| super::tool::decision_body("result_refused", d));
+        let message = f.message.replace("the model's call to", "the result of");
+        return rpc_error(StatusCode::OK, id, codes::RESULT_REFUSED, &message, data);
+    }
+    rpc_result(id, result.clone())
+}
+
+/// Everything a result says in text: its text content and its structured content.
+fn result_text(result: &Value) -> String {
+    let mut out = String::new();
+    for c in result["content"].as_array().into_iter().flatten() {
+        if let Some(t) = c["text"].as_str() {
+            out.push_str(t);
+            out.push('\n');
+        }
+        if let Some(t) = c.pointer("/resource/text").and_then(Value::as_str) {
+            out.push_str(t);
+            out.push('\n');
+        }
+    }
+    if let Some(s) = result.get("structuredContent") {
+        out.push_str(&s.to_string());
+    }
+    out
+}
+
+/// A call not allowed, as a JSON-RPC error with the decision.
+fn refusal(id: &Value, d: &warden_actors::Decision) -> Response {
+    let (code, name) = match d.decision {
+        Verdict::Halt => (codes::HALTED, "halted"),
+        Verdict::RequireApproval => (codes::APPROVAL_REQUIRED, "approval_required"),
+        _ => (codes::DENIED, "denied"),
+    };
+    let message = match d.decision {
+        Verdict::RequireApproval => format!(
+            "warden: this call needs approval ({}); once approved, call again with the header Warden-Step: {}",
+            d.approval.as_deref().unwrap_or("?"),
+            d.step
+        ),
+        _ => format!("warden: {name} by rule {}: {}", d.rule.as_deref().unwrap_or("(none)"), d.reason),
+    };
+    rpc_error(
+        StatusCode::OK,
+        id,
+        code,
+        &message,
+        Some(super::tool::decision_body(name, d)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_method_header_must_match_and_is_required_from_2026_07_28() {
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fs.read"}});
+        let mut h = HeaderMap::new();
+        assert!(
+            check_headers(&h, "tools/call", &msg).is_ok(),
+            "2025-11-25 clients send none"
+        );
+        h.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2026-07-28"),
+        );
+        assert!(check_headers(&h, "tools/call", &msg).is_err());
+        h.insert("mcp-method", HeaderValue::from_static("tools/list"));
+        assert!(check_headers(&h, "tools/call", &msg).is_err());
+        h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        assert!(check_headers(&h, "tools/call", &msg).is_ok());
+        h.insert("mcp-name", HeaderValue::from_static("fs.write"));
+        assert!(check_headers(&h, "tools/call", &msg).is_err());
+    }
+
+    #[test]
+    fn initialize_echoes_a_version_with_a_handshake_and_answers_no_session() {
+        let v = initialize(&json!({"params": {"protocolVersion": "2025-06-18"}}));
+        assert_eq!(v["protocolVersion"], "2025-06-18");
+        let v = initialize(&json!({"params": {"protocolVersion": "2099-01-01"}}));
+        assert_eq!(v["protocolVersion"], "2025-11-25");
+        assert!(v["capabilities"]["tools"].is_object());
+    }
+}
