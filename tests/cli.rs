@@ -562,6 +562,11 @@ fn policy_eval_catches_hostile_shell_forms() {
         ("rm -r $HOME", "halt", "no-rm-rf"),
         ("rm -r /home/alice", "halt", "protect-homes-from-rm"),
         ("find / -delete", "halt", "protect-root-from-find-delete"),
+        (
+            "find /home/alice -delete",
+            "halt",
+            "protect-homes-from-find-delete",
+        ),
         ("rm -r /.", "halt", "protect-root-from-rm"),
         ("rm -r //", "halt", "protect-root-from-rm"),
         // Everyday lines stay allowed.

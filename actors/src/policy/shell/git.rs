@@ -53,14 +53,14 @@ const COMMAND_SETTINGS: [&str; 7] = [
 /// Reads `words` (`git ...`).
 pub(super) fn read(mut words: Vec<String>) -> Result<Git, Doubt> {
     let mut settings: Vec<(String, Option<String>)> = Vec::new();
-    let Some(sub) = subcommand(&words, &mut settings) else {
+    let Some(mut sub) = subcommand(&words, &mut settings) else {
         return Ok(Git {
             scripts: command_settings(&settings),
             words,
             ..Default::default()
         });
     };
-    let mut scripts = command_settings(&settings);
+    let mut scripts = Vec::new();
     for _ in 0..MAX_ALIASES {
         let name = words[sub].to_lowercase();
         let alias = settings
@@ -87,16 +87,22 @@ pub(super) fn read(mut words: Vec<String>) -> Result<Git, Doubt> {
                 let expansion = shlex::split(value)
                     .ok_or_else(|| format!("git alias {name} with quotes that never close"))?;
                 words.splice(sub..=sub, expansion);
-                if words.len() <= sub {
-                    return Ok(Git {
-                        words,
-                        scripts,
-                        program: None,
-                    });
+                // The expansion may start with global options (git refuses most there).
+                settings.clear();
+                match subcommand(&words, &mut settings) {
+                    Some(s) => sub = s,
+                    None => {
+                        return Ok(Git {
+                            scripts: command_settings(&settings),
+                            words,
+                            program: None,
+                        })
+                    }
                 }
             }
         }
     }
+    scripts.extend(command_settings(&settings));
     let mut program = None;
     match words[sub].as_str() {
         "push" | "send-pack" => {

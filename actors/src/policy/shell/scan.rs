@@ -243,6 +243,10 @@ impl Scanner {
         let (after, op) = self.words(src, pos, seg, depth)?;
         if op == Op::FunctionParens {
             // `name() body`: the name is no command.
+            let words = shlex::split(&self.segments[seg].text).unwrap_or_default();
+            if words.len() != 1 {
+                return Err("a ( in the middle of a command".into());
+            }
             self.segments[seg].data_only = true;
             let name = first_word(&self.segments[seg].text);
             return self.function_body(name, src, after, parent, depth);
@@ -669,6 +673,8 @@ impl Scanner {
         depth: usize,
         out: &mut String,
     ) -> Result<usize, Doubt> {
+        // Up to here a `[` is known to have no `]` after it in the word (see below).
+        let mut literal_until = 0;
         if out.is_empty() && src.get(pos) == Some(&'~') {
             let end = src[pos..]
                 .iter()
@@ -711,10 +717,10 @@ impl Scanner {
                 '$' if src.get(pos + 1) == Some(&'"') => pos += 1,
                 '$' | '`' => pos = self.dollar(src, pos, seg, depth, out)?,
                 // A `[` opens a class only with a `]` after it in the word.
-                '[' if !src[pos + 1..]
-                    .iter()
-                    .take_while(|c| !is_word_end(**c))
-                    .any(|c| *c == ']') =>
+                '[' if pos < literal_until || {
+                    literal_until = plain_until_word_end(src, pos + 1).unwrap_or(0);
+                    pos < literal_until
+                } =>
                 {
                     out.push(c);
                     pos += 1;
@@ -1073,6 +1079,19 @@ fn compound_after_name(src: &[char], pos: usize, name: impl Fn(&[char]) -> bool)
 /// A plain word that can name a coprocess.
 fn is_name(w: &[char]) -> bool {
     w.iter().all(|c| c.is_ascii_alphanumeric() || *c == '_')
+}
+
+/// Where the word ends, from `pos`, when no `]`, quote, expansion or escape comes first
+/// (then a `[` before `pos` is a plain character); `None` otherwise.
+fn plain_until_word_end(src: &[char], pos: usize) -> Option<usize> {
+    for (i, c) in src.iter().enumerate().skip(pos) {
+        match c {
+            ']' | '\'' | '"' | '$' | '`' | '\\' => return None,
+            c if is_word_end(*c) => return Some(i),
+            _ => {}
+        }
+    }
+    Some(src.len())
 }
 
 /// The first word of shlex-ready text (a function's name).

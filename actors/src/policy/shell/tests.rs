@@ -321,6 +321,13 @@ fn compound_commands_are_read() {
     assert_eq!(programs("X=1 if"), ["if"]);
     // `[` is a program, not a glob, without a `]` in its word.
     assert_eq!(programs("if [ -f x ]; then cat x; fi"), ["[", "cat"]);
+    assert_eq!(
+        words("ls [ a[b [x] c[\"]\"]"),
+        [["ls", "[", "a[b", "[x]", "c[]]"]]
+    );
+    assert!(strict(&pat_args(&["rm"], &[], &["/etc"]), "rm -r /[e]tc"));
+    let long = "[".repeat(60_000);
+    assert!(CommandLine::parse(&format!("ls {long}")).doubt.is_none());
 }
 
 #[test]
@@ -500,6 +507,8 @@ fn git_force_push_in_every_spelling() {
         "git -c alias.p='!git push -f' p",
         "git -c alias.p='!f() { git push --force; }; f' p",
         "git -c alias.q=p -c alias.p='push -f' q",
+        "git -c alias.p='-p push -f' p",
+        "git -c alias.p='-c alias.q=push q -f' p",
         "git --config-env=alias.p=X p",
         "git --config-env=remote.origin.push=X push",
         "git-push -f origin main",
@@ -641,6 +650,7 @@ fn unfinished_compound_commands_are_a_doubt() {
         "for ((i=0; i<3; i++)); do rm -rf /; done",
         "coproc N ( rm -rf /",
         "function f ( rm -rf / )",
+        "rm -rf / () { :; }",
     ] {
         assert!(CommandLine::parse(bad).doubt.is_some(), "{bad}");
     }
