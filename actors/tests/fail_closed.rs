@@ -130,7 +130,16 @@ fn context(cmd: String, how: usize) -> String {
             "sh -c {}",
             shlex::try_quote(&format!("echo start; {cmd}")).unwrap()
         ),
-        _ => format!("if {cmd}; then echo ok; fi"),
+        11 => format!("if {cmd}; then echo ok; fi"),
+        12 => format!("f() {{ {cmd}; }}; f"),
+        13 => format!("function f {{ {cmd}; }}"),
+        14 => format!("{{ {cmd}; }} > /dev/null"),
+        15 => format!("while true; do {cmd}; done"),
+        16 => format!("case x in x) {cmd};; esac"),
+        17 => format!("coproc {cmd}"),
+        18 => format!("trap {} EXIT", shlex::try_quote(&cmd).unwrap()),
+        19 => format!("alias x={}; x", shlex::try_quote(&cmd).unwrap()),
+        _ => format!("for i in 1 2; do {cmd}; done"),
     }
 }
 
@@ -144,7 +153,7 @@ proptest! {
         flags in rm_flags(),
         quotes in prop::collection::vec(0..6usize, 4),
         operand_first in any::<bool>(),
-        how in 0..12usize,
+        how in 0..21usize,
     ) {
         let policy = &*CODING_POLICY;
         let prog = if quotes[0] == 1 && prog.is_ascii() && !prog.starts_with('\\') { format!("'{prog}'") } else { prog.to_string() };

@@ -5,13 +5,15 @@
 //! subshells, substitutions, redirections, here-documents, ANSI-C quoting) and marks what only
 //! the running shell could know. Each simple command's text then goes to the `shlex` crate,
 //! which splits words and removes quotes and escapes. `wrappers` unwraps programs that run
-//! another program (`sudo`, `env`, `timeout`, `xargs`, `sh -c`, ...), and [`pattern`] matches
-//! program, flags, operands and data flow.
+//! another program (`sudo`, `env`, `timeout`, `xargs`, `sh -c`, ...), `git` reads git's
+//! global options, aliases and settings, and [`pattern`] matches program, flags, operands
+//! and data flow.
 //!
 //! What is and is not understood is listed in `docs/policy.md` ("The command parser"); a
 //! line that cannot be read reports why ([`CommandLine::doubt`]) and rules stronger than
 //! allow then match it.
 
+mod git;
 pub mod pattern;
 mod scan;
 mod wrappers;
@@ -146,7 +148,7 @@ impl Parser {
     fn finish(self, result: Result<(), Doubt>) -> CommandLine {
         match result {
             Ok(()) => CommandLine {
-                flow: self.scanner.flow(),
+                flow: self.scanner.flow(&self.calls()),
                 views: self
                     .out
                     .iter()
@@ -164,6 +166,44 @@ impl Parser {
         }
     }
 
+    /// Commands that call a function or alias defined in the line: (node of the call, node
+    /// of the body). The order of definition and call is not followed: any call of the name
+    /// counts, as a loop or a later line may run it.
+    fn calls(&self) -> Vec<(u32, u32)> {
+        let mut calls = Vec::new();
+        for c in &self.out {
+            for (name, body) in &self.scanner.definitions {
+                if c.words[0] == *name && !has_runtime_text(name) {
+                    calls.push((c.node, *body));
+                }
+            }
+        }
+        calls
+    }
+
+    /// Records `name` as running the commands of node `body` (an alias).
+    pub(crate) fn define(&mut self, name: &str, body: u32) {
+        self.scanner.definitions.push((name.to_string(), body));
+    }
+
+    /// The here-document or here-string given to the nearest subshell or compound command
+    /// around node `node` (`{ sh; } <<EOF`): what its commands read.
+    fn inherited_stdin(&self, node: u32) -> Option<String> {
+        let mut around = self.scanner.member_of[node as usize];
+        while let Some(a) = around {
+            let given = self
+                .scanner
+                .segments
+                .iter()
+                .find(|s| s.node == a && s.data_only && s.stdin.is_some());
+            if let Some(s) = given {
+                return s.stdin.clone();
+            }
+            around = self.scanner.member_of[a as usize];
+        }
+        None
+    }
+
     /// Every segment not yet handled (scripts found while unwrapping add more).
     fn commands(&mut self, base_depth: usize) -> Result<(), Doubt> {
         while self.done < self.scanner.segments.len() {
@@ -174,9 +214,9 @@ impl Parser {
             if seg.data_only || seg.text.is_empty() {
                 continue;
             }
-            let (node, stdin) = (seg.node, seg.stdin.clone());
-            let words = split_words(&seg.text)?;
-            let words = strip_prefix_words(words);
+            let node = seg.node;
+            let stdin = seg.stdin.clone().or_else(|| self.inherited_stdin(node));
+            let words = strip_assignments(split_words(&self.scanner.segments[i].text)?);
             if words.is_empty() {
                 continue;
             }
@@ -301,19 +341,10 @@ fn expand_braces(word: &str, out: &mut Vec<String>) -> Result<(), Doubt> {
     Ok(())
 }
 
-/// Drops what comes before the program: reserved words (`if`, `then`, `do`, `!`, `{`, ...)
-/// and variable assignments (`FOO=bar`). A `for`/`select`/`case`/`function` head runs nothing.
-fn strip_prefix_words(words: Vec<String>) -> Vec<String> {
-    let mut start = 0;
-    while let Some(w) = words.get(start) {
-        match w.as_str() {
-            "!" | "{" | "}" | "if" | "then" | "else" | "elif" | "fi" | "do" | "done" | "while"
-            | "until" | "esac" | "coproc" => start += 1,
-            "for" | "select" | "case" | "function" | "in" => return Vec::new(),
-            _ if is_assignment(w) => start += 1,
-            _ => break,
-        }
-    }
+/// Drops the variable assignments before the program (`FOO=bar cmd`). Reserved words were
+/// read by the scanner; one that reaches here was quoted, and runs as a program.
+fn strip_assignments(words: Vec<String>) -> Vec<String> {
+    let start = words.iter().take_while(|w| is_assignment(w)).count();
     words.into_iter().skip(start).collect()
 }
 

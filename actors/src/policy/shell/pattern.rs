@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use regex::Regex;
 
+use super::wrappers::SHELLS;
 use super::{has_runtime_text, may_be_flag, program_name, readable, CommandLine, Doubt};
 use crate::policy::{fspath, glob, text};
 
@@ -50,6 +51,11 @@ pub struct PatternError {
     pub hint: Option<String>,
 }
 
+/// Builtins that run a file as a script of the shell they run in: a program pattern that
+/// names a shell (`sh`, `bash`, ...) names them too (`. <(curl x)`, `curl x | source
+/// /dev/stdin`).
+const RUN_SHELL_SCRIPTS: [&str; 2] = [".", "source"];
+
 /// Flag aliases of the programs where getting them wrong is dangerous: a named flag stands
 /// for all of its spellings.
 struct Alias {
@@ -58,6 +64,9 @@ struct Alias {
     short: &'static str,
     long: &'static [&'static str],
     dash: &'static [&'static str],
+    /// An operand that starts with this character, and has more after it, is this flag too
+    /// (git's forced refspec `+main`, deleting refspec `:main`).
+    operand_start: Option<char>,
 }
 
 const ALIASES: &[Alias] = &[
@@ -67,6 +76,7 @@ const ALIASES: &[Alias] = &[
         short: "rR",
         long: &["recursive"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["rm", "cp", "mv", "ln", "chmod", "chown", "chgrp"],
@@ -74,6 +84,7 @@ const ALIASES: &[Alias] = &[
         short: "f",
         long: &["force"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["rm"],
@@ -81,6 +92,7 @@ const ALIASES: &[Alias] = &[
         short: "",
         long: &["no-preserve-root"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["cp"],
@@ -88,6 +100,7 @@ const ALIASES: &[Alias] = &[
         short: "rRa",
         long: &["recursive", "archive"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["chmod", "chown", "chgrp"],
@@ -95,6 +108,7 @@ const ALIASES: &[Alias] = &[
         short: "R",
         long: &["recursive"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["ln"],
@@ -102,13 +116,25 @@ const ALIASES: &[Alias] = &[
         short: "s",
         long: &["symbolic"],
         dash: &[],
+        operand_start: None,
     },
+    // A push that can overwrite remote history: forced, mirrored, or a `+` refspec.
     Alias {
         programs: &["git"],
         name: "force",
         short: "f",
-        long: &["force", "force-with-lease", "force-if-includes"],
+        long: &["force", "force-with-lease", "force-if-includes", "mirror"],
         dash: &[],
+        operand_start: Some('+'),
+    },
+    // A push that deletes remote refs: `-d`, `--delete`, `--prune`, `--mirror`, `:branch`.
+    Alias {
+        programs: &["git"],
+        name: "delete",
+        short: "d",
+        long: &["delete", "prune", "mirror"],
+        dash: &[],
+        operand_start: Some(':'),
     },
     Alias {
         programs: &["curl"],
@@ -116,6 +142,7 @@ const ALIASES: &[Alias] = &[
         short: "k",
         long: &["insecure"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["wget"],
@@ -123,6 +150,7 @@ const ALIASES: &[Alias] = &[
         short: "",
         long: &["no-check-certificate"],
         dash: &[],
+        operand_start: None,
     },
     Alias {
         programs: &["find"],
@@ -130,6 +158,7 @@ const ALIASES: &[Alias] = &[
         short: "",
         long: &[],
         dash: &["-delete"],
+        operand_start: None,
     },
     Alias {
         programs: &["find"],
@@ -137,6 +166,7 @@ const ALIASES: &[Alias] = &[
         short: "",
         long: &[],
         dash: &["-exec", "-execdir", "-ok", "-okdir"],
+        operand_start: None,
     },
 ];
 
@@ -383,11 +413,10 @@ impl Compiled {
         }
         if !self.programs.is_empty()
             && !self.programs.iter().any(|(raw, canon)| {
-                if canonical {
-                    canon.is_match(&v.program)
-                } else {
-                    raw.is_match(&v.program)
-                }
+                let re = if canonical { canon } else { raw };
+                re.is_match(&v.program)
+                    || (RUN_SHELL_SCRIPTS.contains(&v.program.as_str())
+                        && SHELLS.iter().any(|s| re.is_match(s)))
             })
         {
             return Tri::No;
@@ -496,7 +525,12 @@ fn has_flag(v: &View, program: &str, f: &FlagName, canonical: bool) -> bool {
     if let Some(a) = alias {
         return a.short.chars().any(short_present)
             || a.long.iter().any(|l| long_present(l))
-            || a.dash.iter().any(|d| v.dashes.iter().any(|w| w == d));
+            || a.dash.iter().any(|d| v.dashes.iter().any(|w| w == d))
+            || a.operand_start.is_some_and(|c| {
+                v.operands
+                    .iter()
+                    .any(|o| o.starts_with(c) && o.len() > c.len_utf8())
+            });
     }
     match f {
         FlagName::Named(n) => long_present(&n.replace('_', "-")),

@@ -1,5 +1,6 @@
 //! The structural layer of the shell parser: splits a command line into simple commands at
-//! the operators (`;`, `&`, `&&`, `||`, `|`, `|&`, newlines), subshells `( )`, command and
+//! the operators (`;`, `&`, `&&`, `||`, `|`, `|&`, newlines), subshells `( )`, compound
+//! commands (`{ }`, `if`, `while`, `until`, `for`, `select`, `case`), function definitions, command and
 //! process substitutions (`$(…)`, backticks, `<(…)`, `>(…)`), removes redirections and
 //! comments, reads here-documents, decodes ANSI-C quoting (`$'…'`), and marks what only the
 //! running shell could know: expansions (`$x`, `${x}`, `$(…)`: [`EXP`]), unquoted glob
@@ -54,15 +55,53 @@ pub struct Scanner {
     /// `member_of[n]`: the node whose place node `n` takes in data flow (the commands of a
     /// subshell or of an `sh -c` script are members of it).
     pub member_of: Vec<Option<u32>>,
+    /// Names given to code that runs when the name is called: function bodies and alias
+    /// values, (name, node of the body).
+    pub definitions: Vec<(String, u32)>,
     /// Here-documents waiting for the next newline: (segment index, delimiter, expands).
     pending_heredocs: Vec<(usize, String, bool)>,
 }
 
-/// How a list of commands ended.
+/// Reserved words, recognized where a command starts and unquoted.
+const RESERVED: [&str; 19] = [
+    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for",
+    "select", "case", "esac", "function", "coproc", "time",
+];
+
+/// The reserved words that open a compound command.
+const OPENERS: [&str; 7] = ["{", "if", "while", "until", "for", "select", "case"];
+
+/// What ends a list of commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+enum Until {
+    /// The end of the text.
     Eof,
-    Close,
+    /// A `)` (subshell, substitution).
+    Paren,
+    /// A reserved word that closes a compound command (`}`, `fi`, `done`).
+    Word(&'static str),
+    /// The end of a `case` item: `;;`, `;&`, `;;&`, or `esac`.
+    CaseItem,
+}
+
+impl Until {
+    /// Whether `op` ends a list that runs until `self`; an end that belongs to no open
+    /// construct is a doubt.
+    fn accepts(self, op: Op) -> Result<(), Doubt> {
+        match (self, op) {
+            (Until::Eof, Op::Eof)
+            | (Until::Paren, Op::Close)
+            | (Until::CaseItem, Op::CaseBreak | Op::Word("esac")) => Ok(()),
+            (Until::Word(w), Op::Word(v)) if w == v => Ok(()),
+            (_, Op::Close) => Err("a ) closes nothing".into()),
+            (_, Op::Word(v)) => Err(format!("`{v}` closes nothing")),
+            (_, Op::CaseBreak) => Err("`;;` outside a case".into()),
+            (Until::Paren, _) => Err("a ( is never closed".into()),
+            (Until::Word(w), _) => Err(format!("a compound command never reaches its `{w}`")),
+            (Until::CaseItem, _) => Err("a case is never closed by `esac`".into()),
+            (Until::Eof, _) => Err("the line ends in the middle of a command".into()),
+        }
+    }
 }
 
 impl Scanner {
@@ -84,33 +123,44 @@ impl Scanner {
         parent: Option<u32>,
         depth: usize,
     ) -> Result<Vec<u32>, Doubt> {
-        let (pos, tops, end) = self.list(src, 0, parent, depth, false)?;
-        if end == End::Close || pos < src.len() {
-            return Err("a ) closes nothing".into());
-        }
+        let (_, tops) = self.list(src, 0, parent, depth, Until::Eof)?;
         if let Some((_, delim, _)) = self.pending_heredocs.first() {
             return Err(format!("here-document {delim:?} never starts"));
         }
         Ok(tops)
     }
 
-    /// A list of pipelines from `pos`, until the end of `src` or (`nested`) a `)`.
+    /// A list of pipelines from `pos` until what `until` names; returns the position after
+    /// it, the list's top-level nodes, and what ended it.
     fn list(
         &mut self,
         src: &[char],
         mut pos: usize,
         parent: Option<u32>,
         depth: usize,
-        nested: bool,
-    ) -> Result<(usize, Vec<u32>, End), Doubt> {
+        until: Until,
+    ) -> Result<(usize, Vec<u32>), Doubt> {
+        self.list_ending(src, &mut pos, parent, depth, until)
+            .map(|(tops, _)| (pos, tops))
+    }
+
+    /// [`Scanner::list`], also saying which end it met (`esac` or `;;` for a case item).
+    fn list_ending(
+        &mut self,
+        src: &[char],
+        pos: &mut usize,
+        parent: Option<u32>,
+        depth: usize,
+        until: Until,
+    ) -> Result<(Vec<u32>, Op), Doubt> {
         if depth > MAX_DEPTH {
             return Err(format!("nested deeper than {MAX_DEPTH} levels"));
         }
         let mut tops = Vec::new();
         let mut stages: Vec<Vec<u32>> = Vec::new();
         loop {
-            let (next, stage, op) = self.stage(src, pos, parent, depth)?;
-            pos = next;
+            let (next, stage, op) = self.stage(src, *pos, parent, depth)?;
+            *pos = next;
             tops.extend_from_slice(&stage);
             stages.push(stage);
             match op {
@@ -118,25 +168,16 @@ impl Scanner {
                 Op::Newline => {
                     self.link(&stages);
                     stages.clear();
-                    pos = self.heredocs(src, pos)?;
+                    *pos = self.heredocs(src, *pos)?;
                 }
                 Op::Sep => {
                     self.link(&stages);
                     stages.clear();
                 }
-                Op::Close => {
+                _ => {
                     self.link(&stages);
-                    if !nested {
-                        return Err("a ) closes nothing".into());
-                    }
-                    return Ok((pos, tops, End::Close));
-                }
-                Op::Eof => {
-                    self.link(&stages);
-                    if nested {
-                        return Err("a ( is never closed".into());
-                    }
-                    return Ok((pos, tops, End::Eof));
+                    until.accepts(op)?;
+                    return Ok((tops, op));
                 }
             }
         }
@@ -153,8 +194,9 @@ impl Scanner {
         }
     }
 
-    /// One pipeline stage: a subshell or a simple command. Returns its nodes and the operator
-    /// after it.
+    /// One pipeline stage: a subshell, a compound command, a function definition or a simple
+    /// command, after any reserved words that only lead into it (`!`, `then`, `do`, `coproc`,
+    /// ...). Returns its nodes and the operator after it.
     fn stage(
         &mut self,
         src: &[char],
@@ -162,37 +204,268 @@ impl Scanner {
         parent: Option<u32>,
         depth: usize,
     ) -> Result<(usize, Vec<u32>, Op), Doubt> {
-        pos = skip_blanks(src, pos);
+        if depth > MAX_DEPTH {
+            return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        loop {
+            pos = skip_blanks(src, pos);
+            let Some((word, end)) = reserved(src, pos) else {
+                break;
+            };
+            match word {
+                "!" | "then" | "else" | "elif" | "do" => pos = end,
+                // `coproc NAME { ...; }`: the name is no command; `coproc cmd` runs cmd.
+                "coproc" => pos = compound_after_name(src, end, is_name).unwrap_or(end),
+                // The keyword `time` before a compound command; otherwise the wrapper.
+                "time" => match compound_after_name(src, end, |w| w == ['-', 'p']) {
+                    Some(after) => pos = after,
+                    None => break,
+                },
+                "function" => return self.function(src, end, parent, depth),
+                "{" => return self.compound(src, end, parent, depth, None, "}"),
+                "if" => return self.compound(src, end, parent, depth, None, "fi"),
+                "while" | "until" => return self.compound(src, end, parent, depth, None, "done"),
+                "for" | "select" => {
+                    return self.compound(src, end, parent, depth, Some("do"), "done")
+                }
+                "case" => return self.case(src, end, parent, depth),
+                closer => return Ok((end, Vec::new(), Op::Word(closer))),
+            }
+        }
         if src.get(pos) == Some(&'(') {
             let group = self.node(parent)?;
-            let (after, _, _) = self.list(src, pos + 1, Some(group), depth + 1, true)?;
-            // What follows a subshell: redirections, then an operator.
-            let seg = self.segments.len();
-            self.segments.push(Segment {
-                node: group,
-                data_only: true,
-                ..Default::default()
-            });
-            let (after, op) = self.words(src, after, seg, depth)?;
+            let (after, _) = self.list(src, pos + 1, Some(group), depth + 1, Until::Paren)?;
+            let (after, op) = self.redirections_after(src, after, group, depth)?;
             return Ok((after, vec![group], op));
         }
         let node = self.node(parent)?;
-        let seg = self.segments.len();
+        let seg = self.segment(node, false);
+        let (after, op) = self.words(src, pos, seg, depth)?;
+        if op == Op::FunctionParens {
+            // `name() body`: the name is no command.
+            let words = shlex::split(&self.segments[seg].text).unwrap_or_default();
+            if words.len() != 1 {
+                return Err("a ( in the middle of a command".into());
+            }
+            self.segments[seg].data_only = true;
+            let name = first_word(&self.segments[seg].text);
+            return self.function_body(name, src, after, parent, depth);
+        }
+        Ok((after, vec![node], op))
+    }
+
+    /// A new segment of node `node`.
+    fn segment(&mut self, node: u32, data_only: bool) -> usize {
         self.segments.push(Segment {
             node,
+            data_only,
             ..Default::default()
         });
-        let (after, op) = self.words(src, pos, seg, depth)?;
-        Ok((after, vec![node], op))
+        self.segments.len() - 1
+    }
+
+    /// After a subshell or compound command: its redirections (a here-document becomes the
+    /// standard input of the commands inside), then an operator. Any other word is a doubt.
+    fn redirections_after(
+        &mut self,
+        src: &[char],
+        pos: usize,
+        group: u32,
+        depth: usize,
+    ) -> Result<(usize, Op), Doubt> {
+        let seg = self.segment(group, true);
+        let (after, op) = self.words_until(src, pos, seg, depth, true)?;
+        if !self.segments[seg].text.is_empty() || op == Op::FunctionParens {
+            return Err("words after a compound command".into());
+        }
+        Ok((after, op))
+    }
+
+    /// A compound command from `pos` (just after its opening word) to `closer`; with `head`,
+    /// a `for`/`select` head (`NAME in WORDS;`) comes first. Its commands are members of one
+    /// node, which is what a pipe into or out of it feeds and reads.
+    fn compound(
+        &mut self,
+        src: &[char],
+        pos: usize,
+        parent: Option<u32>,
+        depth: usize,
+        head: Option<&'static str>,
+        closer: &'static str,
+    ) -> Result<(usize, Vec<u32>, Op), Doubt> {
+        let group = self.node(parent)?;
+        let mut pos = pos;
+        if head.is_some() {
+            // Its words are data; their substitutions run and feed the body (`for l in
+            // $(curl x); do eval "$l"; done`).
+            let seg = self.segment(group, true);
+            pos = self.head(src, pos, seg, depth, false)?;
+        }
+        let (after, _) = self.list(src, pos, Some(group), depth + 1, Until::Word(closer))?;
+        let (after, op) = self.redirections_after(src, after, group, depth)?;
+        Ok((after, vec![group], op))
+    }
+
+    /// `case WORD in [(]PATTERN[|PATTERN]...) LIST ;; ... esac` from just after `case`. The
+    /// word and patterns are data (their substitutions run); every item's commands are
+    /// members of the case's node.
+    fn case(
+        &mut self,
+        src: &[char],
+        pos: usize,
+        parent: Option<u32>,
+        depth: usize,
+    ) -> Result<(usize, Vec<u32>, Op), Doubt> {
+        let group = self.node(parent)?;
+        let seg = self.segment(group, true);
+        let mut pos = self.head(src, pos, seg, depth, true)?;
+        loop {
+            pos = self.blank_lines(src, pos)?;
+            if let Some(("esac", end)) = reserved(src, pos) {
+                pos = end;
+                break;
+            }
+            if src.get(pos) == Some(&'(') {
+                pos += 1;
+            }
+            loop {
+                pos = skip_blanks(src, pos);
+                match src.get(pos) {
+                    Some(')') => break,
+                    Some('|') => pos += 1,
+                    Some(&c) if !is_word_end(c) => {
+                        pos = self.word(src, pos, seg, depth, &mut String::new())?;
+                    }
+                    _ => return Err("a case pattern that cannot be read".into()),
+                }
+            }
+            pos += 1;
+            let (_, end) =
+                self.list_ending(src, &mut pos, Some(group), depth + 1, Until::CaseItem)?;
+            if end == Op::Word("esac") {
+                break;
+            }
+        }
+        let (after, op) = self.redirections_after(src, pos, group, depth)?;
+        Ok((after, vec![group], op))
+    }
+
+    /// The head of a `for`/`select` (`NAME [in WORDS]` up to `;`, a newline or `do`) or, with
+    /// `case`, of a case (`WORD in`): its words go to data segment `seg`.
+    fn head(
+        &mut self,
+        src: &[char],
+        mut pos: usize,
+        seg: usize,
+        depth: usize,
+        case: bool,
+    ) -> Result<usize, Doubt> {
+        loop {
+            pos = skip_blanks(src, pos);
+            match src.get(pos) {
+                Some(';') if !case && src.get(pos + 1) != Some(&';') => return Ok(pos + 1),
+                Some('\n') if !case => return self.heredocs(src, pos + 1),
+                Some('\n') => pos = self.heredocs(src, pos + 1)?,
+                Some(&c) if !is_word_end(c) => {
+                    match reserved(src, pos) {
+                        Some(("do", _)) if !case => return Ok(pos),
+                        _ => {}
+                    }
+                    let mut word = String::new();
+                    pos = self.word(src, pos, seg, depth, &mut word)?;
+                    if case && word == "in" {
+                        return Ok(pos);
+                    }
+                    self.push_word(seg, &word);
+                }
+                _ => {
+                    return Err(format!(
+                        "a {} head that cannot be read",
+                        if case { "case" } else { "for" }
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Blanks, newlines (and the here-documents they start) and comments.
+    fn blank_lines(&mut self, src: &[char], mut pos: usize) -> Result<usize, Doubt> {
+        loop {
+            pos = skip_blanks(src, pos);
+            match src.get(pos) {
+                Some('\n') => pos = self.heredocs(src, pos + 1)?,
+                Some('#') => {
+                    while src.get(pos).is_some_and(|c| *c != '\n') {
+                        pos += 1;
+                    }
+                }
+                _ => return Ok(pos),
+            }
+        }
+    }
+
+    /// `function NAME [()] BODY` from just after `function`.
+    fn function(
+        &mut self,
+        src: &[char],
+        pos: usize,
+        parent: Option<u32>,
+        depth: usize,
+    ) -> Result<(usize, Vec<u32>, Op), Doubt> {
+        let node = self.node(parent)?;
+        let seg = self.segment(node, true);
+        let mut name = String::new();
+        let mut pos = self.word(src, skip_blanks(src, pos), seg, depth, &mut name)?;
+        let open = skip_blanks(src, pos);
+        if src.get(open) == Some(&'(') {
+            let close = skip_blanks(src, open + 1);
+            if src.get(close) != Some(&')') {
+                return Err("a ( in the middle of a command".into());
+            }
+            pos = close + 1;
+        }
+        let name = first_word(&name);
+        self.function_body(name, src, pos, parent, depth)
+    }
+
+    /// A function's body (the next command, usually compound) from `pos`: its commands are
+    /// seen as run, and calls of `name` take their place in data flow.
+    fn function_body(
+        &mut self,
+        name: String,
+        src: &[char],
+        pos: usize,
+        parent: Option<u32>,
+        depth: usize,
+    ) -> Result<(usize, Vec<u32>, Op), Doubt> {
+        let pos = self.blank_lines(src, pos)?;
+        let (after, nodes, op) = self.stage(src, pos, parent, depth + 1)?;
+        for n in nodes {
+            self.definitions.push((name.clone(), n));
+        }
+        Ok((after, Vec::new(), op))
     }
 
     /// The words of segment `seg` until an operator.
     fn words(
         &mut self,
         src: &[char],
+        pos: usize,
+        seg: usize,
+        depth: usize,
+    ) -> Result<(usize, Op), Doubt> {
+        self.words_until(src, pos, seg, depth, false)
+    }
+
+    /// [`Scanner::words`]; with `reserved_ends`, a reserved word also ends them, unread, as a
+    /// separator would (`if (x) then`, `while (x) do`: after a compound command).
+    fn words_until(
+        &mut self,
+        src: &[char],
         mut pos: usize,
         seg: usize,
         depth: usize,
+        reserved_ends: bool,
     ) -> Result<(usize, Op), Doubt> {
         loop {
             pos = skip_blanks(src, pos);
@@ -202,11 +475,12 @@ impl Scanner {
             let next = src.get(pos + 1).copied();
             match c {
                 '\n' => return Ok((pos + 1, Op::Newline)),
-                ';' => {
-                    // `;;` ends a case branch: still a separator.
-                    let n = if next == Some(';') { 2 } else { 1 };
-                    return Ok((pos + n, Op::Sep));
+                ';' if next == Some(';') => {
+                    let n = if src.get(pos + 2) == Some(&'&') { 3 } else { 2 };
+                    return Ok((pos + n, Op::CaseBreak));
                 }
+                ';' if next == Some('&') => return Ok((pos + 2, Op::CaseBreak)),
+                ';' => return Ok((pos + 1, Op::Sep)),
                 '&' if next == Some('&') => return Ok((pos + 2, Op::Sep)),
                 '&' if next == Some('>') => {
                     pos = self.redirect(src, pos + 1, seg, depth)?;
@@ -217,10 +491,10 @@ impl Scanner {
                 '|' => return Ok((pos + 1, Op::Pipe)),
                 ')' => return Ok((pos + 1, Op::Close)),
                 '(' => {
-                    // `name()` defines a function: the body follows as commands.
+                    // `name()` defines a function: its body follows.
                     let close = skip_blanks(src, pos + 1);
                     if src.get(close) == Some(&')') {
-                        return Ok((close + 1, Op::Sep));
+                        return Ok((close + 1, Op::FunctionParens));
                     }
                     return Err("a ( in the middle of a command".into());
                 }
@@ -237,6 +511,7 @@ impl Scanner {
                     self.push_word(seg, &word);
                 }
                 '<' | '>' => pos = self.redirect(src, pos, seg, depth)?,
+                _ if reserved_ends && reserved(src, pos).is_some() => return Ok((pos, Op::Sep)),
                 _ => {
                     // Digits right before < or > name a file descriptor.
                     let mut d = pos;
@@ -255,12 +530,7 @@ impl Scanner {
                     // `name=(a b c)`: an array literal, data.
                     if word.ends_with('=') && src.get(pos) == Some(&'(') {
                         let data = self.node(Some(self.segments[seg].node))?;
-                        let inner = self.segments.len();
-                        self.segments.push(Segment {
-                            node: data,
-                            data_only: true,
-                            ..Default::default()
-                        });
+                        let inner = self.segment(data, true);
                         let (after, op) = self.words(src, pos + 1, inner, depth + 1)?;
                         if op != Op::Close {
                             return Err("an array literal ( is never closed".into());
@@ -328,6 +598,12 @@ impl Scanner {
             _ => {}
         }
         pos = skip_blanks(src, pos);
+        if matches!(src.get(pos), Some('<' | '>')) && src.get(pos + 1) == Some(&'(') {
+            // `sh < <(curl x)`: what the substitution writes is the command's input.
+            let mut after = self.substitution(src, pos + 2, seg, depth, &mut String::new())?;
+            self.word_rest(src, &mut after, seg, depth)?;
+            return Ok(after);
+        }
         if src.get(pos).is_none_or(|c| is_word_end(*c)) {
             return Err("a redirection without a target".into());
         }
@@ -386,7 +662,9 @@ impl Scanner {
         Ok(pos)
     }
 
-    /// One word from `pos`, in shlex-ready form, appended to `out`.
+    /// One word from `pos`, in shlex-ready form, appended to `out`. A leading unquoted `~`,
+    /// `~user`, `~+` or `~-` (a home or working directory) becomes `/` and [`EXP`]: an
+    /// absolute path known only at run time.
     fn word(
         &mut self,
         src: &[char],
@@ -395,6 +673,23 @@ impl Scanner {
         depth: usize,
         out: &mut String,
     ) -> Result<usize, Doubt> {
+        // Up to here a `[` is known to have no `]` after it in the word (see below).
+        let mut literal_until = 0;
+        if out.is_empty() && src.get(pos) == Some(&'~') {
+            let end = src[pos..]
+                .iter()
+                .position(|c| *c == '/' || is_word_end(*c))
+                .map_or(src.len(), |i| pos + i);
+            let prefix = &src[pos + 1..end];
+            if prefix
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
+            {
+                out.push('/');
+                out.push(EXP);
+                pos = end;
+            }
+        }
         while let Some(&c) = src.get(pos) {
             if is_word_end(c) {
                 break;
@@ -421,6 +716,15 @@ impl Scanner {
                 '$' if src.get(pos + 1) == Some(&'\'') => pos = ansi_c(src, pos + 2, out)?,
                 '$' if src.get(pos + 1) == Some(&'"') => pos += 1,
                 '$' | '`' => pos = self.dollar(src, pos, seg, depth, out)?,
+                // A `[` opens a class only with a `]` after it in the word.
+                '[' if pos < literal_until || {
+                    literal_until = plain_until_word_end(src, pos + 1).unwrap_or(0);
+                    pos < literal_until
+                } =>
+                {
+                    out.push(c);
+                    pos += 1;
+                }
                 '*' | '?' | '[' => {
                     out.push(GLOB);
                     out.push(c);
@@ -629,7 +933,7 @@ impl Scanner {
         depth: usize,
         out: &mut String,
     ) -> Result<usize, Doubt> {
-        let (after, tops, _) = self.list(src, pos, None, depth + 1, true)?;
+        let (after, tops) = self.list(src, pos, None, depth + 1, Until::Paren)?;
         let to = self.segments[seg].node;
         for t in tops {
             self.feeds[t as usize] |= 1u64 << to;
@@ -639,10 +943,7 @@ impl Scanner {
     }
 
     fn nested_script(&mut self, inner: &[char], seg: usize, depth: usize) -> Result<(), Doubt> {
-        let (pos, tops, end) = self.list(inner, 0, None, depth + 1, false)?;
-        if end == End::Close || pos < inner.len() {
-            return Err("a ) closes nothing".into());
-        }
+        let (_, tops) = self.list(inner, 0, None, depth + 1, Until::Eof)?;
         let to = self.segments[seg].node;
         for t in tops {
             self.feeds[t as usize] |= 1u64 << to;
@@ -651,8 +952,11 @@ impl Scanner {
     }
 
     /// The transitive data flow: `result[n]` has bit `m` set when anything `n` writes can
-    /// reach `m` (pipes, substitutions, through members of subshells and scripts).
-    pub fn flow(&self) -> Vec<u64> {
+    /// reach `m` (pipes, substitutions, through members of subshells, compound commands and
+    /// scripts). `calls` are (node of a call, node of the function or alias body it runs):
+    /// what feeds the call feeds the body's commands, and what they write goes where the
+    /// call's output goes.
+    pub fn flow(&self, calls: &[(u32, u32)]) -> Vec<u64> {
         let n = self.feeds.len();
         let mut f = self.feeds.clone();
         for m in 0..n {
@@ -667,14 +971,53 @@ impl Scanner {
                 }
             }
         }
-        for k in 0..n {
-            for i in 0..n {
-                if f[i] & (1u64 << k) != 0 {
-                    f[i] |= f[k];
+        close_transitively(&mut f);
+        // A body may hold calls of its own: repeat until nothing changes.
+        for _ in 0..=calls.len() {
+            let mut changed = false;
+            for &(call, body) in calls {
+                let body = self.with_members(body);
+                let from_call = f[call as usize];
+                for (x, fx) in f.iter_mut().enumerate() {
+                    if *fx & (1u64 << call) != 0 && *fx & body != body {
+                        *fx |= body;
+                        changed = true;
+                    }
+                    if body & (1u64 << x) != 0 && *fx | from_call != *fx {
+                        *fx |= from_call;
+                        changed = true;
+                    }
                 }
+            }
+            close_transitively(&mut f);
+            if !changed {
+                break;
             }
         }
         f
+    }
+
+    /// Node `node` and every node inside it, as a bit set.
+    fn with_members(&self, node: u32) -> u64 {
+        let mut set = 1u64 << node;
+        for (m, parent) in self.member_of.iter().enumerate().skip(node as usize + 1) {
+            if parent.is_some_and(|p| set & (1u64 << p) != 0) {
+                set |= 1u64 << m;
+            }
+        }
+        set
+    }
+}
+
+/// Makes `f` transitive: what reaches `k` reaches all `k` reaches.
+fn close_transitively(f: &mut [u64]) {
+    let n = f.len();
+    for k in 0..n {
+        for i in 0..n {
+            if f[i] & (1u64 << k) != 0 {
+                f[i] |= f[k];
+            }
+        }
     }
 }
 
@@ -683,7 +1026,14 @@ enum Op {
     Pipe,
     Sep,
     Newline,
+    /// `)`.
     Close,
+    /// `;;`, `;&`, `;;&`.
+    CaseBreak,
+    /// A reserved word that closes a compound command where a command would start.
+    Word(&'static str),
+    /// `()` after a word: a function definition (internal to [`Scanner::stage`]).
+    FunctionParens,
     Eof,
 }
 
@@ -695,6 +1045,60 @@ fn skip_blanks(src: &[char], mut pos: usize) -> usize {
             _ => return pos,
         }
     }
+}
+
+/// The reserved word at `pos` (a whole unquoted word), and the position after it.
+fn reserved(src: &[char], pos: usize) -> Option<(&'static str, usize)> {
+    let end = src[pos.min(src.len())..]
+        .iter()
+        .position(|c| is_word_end(*c))
+        .map_or(src.len(), |i| pos + i);
+    let word: String = src[pos.min(end)..end].iter().collect();
+    RESERVED.iter().find(|r| **r == word).map(|r| (*r, end))
+}
+
+/// After `coproc` or `time` at `pos`: where the compound command starts when one follows,
+/// directly or past one word that `name` accepts (`coproc NAME { ...; }`, `time -p ( ... )`).
+fn compound_after_name(src: &[char], pos: usize, name: impl Fn(&[char]) -> bool) -> Option<usize> {
+    let starts_compound = |p: usize| {
+        src.get(p) == Some(&'(')
+            || reserved(src, p).is_some_and(|(w, _)| OPENERS.contains(&w) || w == "!")
+    };
+    let first = skip_blanks(src, pos);
+    if starts_compound(first) {
+        return Some(first);
+    }
+    let name_end = src[first..]
+        .iter()
+        .position(|c| is_word_end(*c))
+        .map_or(src.len(), |i| first + i);
+    let second = skip_blanks(src, name_end);
+    (name_end > first && name(&src[first..name_end]) && starts_compound(second)).then_some(second)
+}
+
+/// A plain word that can name a coprocess.
+fn is_name(w: &[char]) -> bool {
+    w.iter().all(|c| c.is_ascii_alphanumeric() || *c == '_')
+}
+
+/// Where the word ends, from `pos`, when no `]`, quote, expansion or escape comes first
+/// (then a `[` before `pos` is a plain character); `None` otherwise.
+fn plain_until_word_end(src: &[char], pos: usize) -> Option<usize> {
+    for (i, c) in src.iter().enumerate().skip(pos) {
+        match c {
+            ']' | '\'' | '"' | '$' | '`' | '\\' => return None,
+            c if is_word_end(*c) => return Some(i),
+            _ => {}
+        }
+    }
+    Some(src.len())
+}
+
+/// The first word of shlex-ready text (a function's name).
+fn first_word(text: &str) -> String {
+    shlex::split(text)
+        .and_then(|w| w.into_iter().next())
+        .unwrap_or_default()
 }
 
 fn is_word_end(c: char) -> bool {

@@ -1,14 +1,15 @@
 //! Programs that run another program, unwrapped: each becomes a command of its own (with its
 //! own options only), and the program it runs follows as the next command.
 //!
-//! The list is finite (see `docs/policy.md`): `env`, `sudo`, `doas`, `su -c`, `nice`,
-//! `ionice`, `nohup`, `setsid`, `timeout`, `chroot`, `stdbuf`, `xargs`, `command`, `builtin`,
-//! `exec`, `time`, `busybox`, `toybox`, `taskset`, `chrt`, `unshare`, `nsenter`, `setpriv`,
-//! `script -c`, `eval`, `watch`, `find -exec`/`-execdir`/`-ok`/`-okdir`, and
-//! the shells `sh`, `bash`, `zsh`, `dash`, `ksh`, `mksh`, `ash` with `-c` (or a script on
-//! standard input from a here-document).
+//! The list is finite (see `docs/policy.md`): `env`, `sudo`, `doas`, `su -c`, `runuser`,
+//! `pkexec`, `run0`, `nice`, `ionice`, `nohup`, `setsid`, `timeout`, `chroot`, `stdbuf`,
+//! `xargs`, `command`, `builtin`, `exec`, `time`, `busybox`, `toybox`, `taskset`, `chrt`,
+//! `unshare`, `nsenter`, `setpriv`, `script -c`, `eval`, `watch`, `trap`, `alias`,
+//! `mapfile -C`, `find -exec`/`-execdir`/`-ok`/`-okdir`, `git` (see [`super::git`]), `.` and
+//! `source` reading standard input, and the shells `sh`, `bash`, `zsh`, `dash`, `ksh`,
+//! `mksh`, `ash` with `-c` (or a script on standard input from a here-document).
 
-use super::{has_runtime_text, is_assignment, may_be_flag, program_name, Doubt, Parser};
+use super::{git, has_runtime_text, is_assignment, may_be_flag, program_name, Doubt, Parser};
 
 /// What follows a wrapper's options.
 #[derive(Clone, Copy)]
@@ -23,6 +24,12 @@ enum Then {
     Shell,
     /// All operands joined by spaces are a script (`eval`, `watch`).
     Joined,
+    /// The first operand is a script, run on the signals named after it (`trap`).
+    Trap,
+    /// Each `NAME=VALUE` operand makes NAME run VALUE as a script (`alias`).
+    Aliases,
+    /// The first operand is a script file; standard input when it is `/dev/stdin`.
+    Source,
     /// Commands between `-exec` and `;` or `+` (`find`).
     Find,
 }
@@ -37,9 +44,17 @@ struct Spec {
     /// Short option whose value is a script (`su -c`).
     script: Option<char>,
     then: Then,
+    /// Option (short, long) after which a program follows instead (`runuser -u USER cmd`).
+    command_with: Option<(char, &'static str)>,
 }
 
-const SHELLS: [&str; 7] = ["sh", "bash", "zsh", "dash", "ksh", "mksh", "ash"];
+/// The shells: `-c SCRIPT`, or a script on standard input.
+pub(crate) const SHELLS: [&str; 7] = ["sh", "bash", "zsh", "dash", "ksh", "mksh", "ash"];
+
+/// File names that are standard input (`bash /dev/stdin`, `source /dev/stdin`).
+fn is_stdin(path: &str) -> bool {
+    matches!(path, "-" | "/dev/stdin" | "/dev/fd/0" | "/proc/self/fd/0")
+}
 
 fn spec(name: &str) -> Option<Spec> {
     let s = |short_value, long_value, stop, then| Spec {
@@ -48,6 +63,7 @@ fn spec(name: &str) -> Option<Spec> {
         stop,
         script: None,
         then,
+        command_with: None,
     };
     Some(match name {
         "env" => s(
@@ -92,6 +108,45 @@ fn spec(name: &str) -> Option<Spec> {
                 Then::AfterOperands(usize::MAX),
             )
         },
+        // `runuser -u USER [--] cmd`, or as `su`: `runuser [-l] USER -c SCRIPT`.
+        "runuser" => Spec {
+            script: Some('c'),
+            command_with: Some(('u', "user")),
+            ..s(
+                "cgGsuw",
+                &[
+                    "command",
+                    "group",
+                    "supp-group",
+                    "shell",
+                    "user",
+                    "session-command",
+                    "whitelist-environment",
+                ],
+                "",
+                Then::AfterOperands(usize::MAX),
+            )
+        },
+        "pkexec" => s("u", &["user"], "", Then::Command),
+        "run0" => s(
+            "ugD",
+            &[
+                "user",
+                "group",
+                "nice",
+                "chdir",
+                "setenv",
+                "property",
+                "description",
+                "slice",
+                "unit",
+                "machine",
+                "background",
+                "shell-prompt-prefix",
+            ],
+            "",
+            Then::Command,
+        ),
         "nice" => s("n", &["adjustment"], "", Then::Command),
         "ionice" => s(
             "cnpPu",
@@ -181,6 +236,14 @@ fn spec(name: &str) -> Option<Spec> {
             Then::Command,
         ),
         "eval" => s("", &[], "", Then::Joined),
+        "trap" => s("", &[], "lp", Then::Trap),
+        "alias" => s("", &[], "p", Then::Aliases),
+        "." | "source" => s("", &[], "", Then::Source),
+        // `mapfile -C CALLBACK`: the callback is evaluated every `-c` lines.
+        "mapfile" | "readarray" => Spec {
+            script: Some('C'),
+            ..s("CcdnOsu", &[], "", Then::AfterOperands(usize::MAX))
+        },
         "watch" => s("n", &["interval"], "", Then::Joined),
         "find" => s("", &[], "", Then::Find),
         _ if SHELLS.contains(&name) => s("oO", &["rcfile", "init-file"], "", Then::Shell),
@@ -268,6 +331,32 @@ pub(super) fn unwrap(
         } else {
             Some(program_name(&words[0], true).into_owned())
         };
+        if let Some(sub) = name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("git-"))
+            .filter(|s| !s.is_empty())
+        {
+            // `git-push ...` is `git push ...`: git runs its subcommands so.
+            let mut as_git = vec!["git".to_string(), sub.to_string()];
+            as_git.extend(words.drain(1..));
+            p.push(node, words, stdin_args)?;
+            words = as_git;
+            continue;
+        }
+        if name.as_deref() == Some("git") {
+            let git = git::read(words)?;
+            p.push(node, git.words, stdin_args)?;
+            for script in &git.scripts {
+                p.script(script, node, depth)?;
+            }
+            match git.program {
+                Some(program) => {
+                    words = program;
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        }
         let Some(spec) = name.as_deref().and_then(spec) else {
             return p.push(node, words, stdin_args);
         };
@@ -283,11 +372,22 @@ pub(super) fn unwrap(
         if seen.iter().any(|c| spec.stop.contains(*c)) {
             return p.push(node, own, stdin_args);
         }
+        let given = |(short, long): (char, &str)| {
+            seen.contains(&short)
+                || own[1..].iter().any(|a| {
+                    a.strip_prefix("--")
+                        .is_some_and(|l| l.split('=').next() == Some(long))
+                })
+        };
+        let then = match spec.command_with {
+            Some(option) if given(option) => Then::Command,
+            _ => spec.then,
+        };
         let mut script_value = spec
             .script
             .and_then(|s| values.iter().find(|(c, _)| *c == s))
             .map(|(_, v)| v.clone());
-        if spec.script.is_some() && script_value.is_none() {
+        if spec.script.is_some() && script_value.is_none() && !matches!(then, Then::Command) {
             // `su root -c CMD`: options may follow the user name.
             script_value = rest.iter().enumerate().find_map(|(i, w)| match w.as_str() {
                 "-c" | "--command" => rest.get(i + 1).cloned(),
@@ -298,7 +398,7 @@ pub(super) fn unwrap(
         if let Some(script) = script_value {
             return p.script(&script, node, depth);
         }
-        words = match spec.then {
+        words = match then {
             Then::Command => {
                 if name == "xargs" {
                     stdin_args = true;
@@ -336,12 +436,31 @@ pub(super) fn unwrap(
                         None => Err(format!("{name} -c without a script")),
                     };
                 }
-                match (rest.is_empty() || seen.contains(&'s'), stdin.take()) {
-                    (true, Some(script)) => return p.script(&script, node, depth),
-                    // A script file (not read), or standard input from elsewhere (a pipe:
-                    // see `piped_into`).
-                    _ => return Ok(()),
+                let reads_stdin = seen.contains(&'s') || rest.first().is_none_or(|f| is_stdin(f));
+                return stdin_script(p, reads_stdin, stdin.take(), node, depth);
+            }
+            Then::Source => {
+                let reads_stdin = rest.first().is_some_and(|f| is_stdin(f));
+                return stdin_script(p, reads_stdin, stdin.take(), node, depth);
+            }
+            Then::Trap => {
+                // One operand alone (or `-`) resets signals; otherwise it is the action.
+                return match rest.first() {
+                    Some(action) if rest.len() > 1 && action != "-" => {
+                        p.script(action, node, depth)
+                    }
+                    _ => Ok(()),
+                };
+            }
+            Then::Aliases => {
+                for operand in &rest {
+                    if let Some((alias, value)) = operand.split_once('=') {
+                        let body = p.node(node)?;
+                        p.define(alias, body);
+                        p.script(value, body, depth)?;
+                    }
                 }
+                return Ok(());
             }
             Then::Find => {
                 let mut i = 0;
@@ -370,4 +489,20 @@ pub(super) fn unwrap(
         "wrappers nested deeper than {} levels",
         super::scan::MAX_DEPTH
     ))
+}
+
+/// A shell or `source` that reads its script from standard input: a here-document or
+/// here-string there is its script. Otherwise the script is a file (not read), or standard
+/// input comes from elsewhere (a pipe: see `piped_into`).
+fn stdin_script(
+    p: &mut Parser,
+    reads_stdin: bool,
+    stdin: Option<String>,
+    node: u32,
+    depth: usize,
+) -> Result<(), Doubt> {
+    match (reads_stdin, stdin) {
+        (true, Some(script)) => p.script(&script, node, depth),
+        _ => Ok(()),
+    }
 }
