@@ -108,7 +108,7 @@ fn policy_check_refuses_a_team_typo_and_remaining_below_without_a_budget() {
     let file = dir.join("refs.yaml");
     std::fs::write(
         &file,
-        "version: 1\ndefaults:\n  budgets: {tokens: 1000}\npools:\n  - {path: swarm}\n  - {path: swarm/research}\ntools:\n  shell: {action: execute}\nrules:\n  - {id: a, match: {tool: shell, team: swarm/reserch}, decision: halt, kind: safety}\n  - {id: b, match: {tool: shell, remaining_below: {cost_usd: 0.1}}, decision: deny}\n",
+        "version: 1\ndefaults:\n  budgets: {tokens: 1000}\npools:\n  - {path: swarm}\n  - {path: swarm/research}\ntools:\n  shell: {action: execute, min_cost: {tokens: 100}}\nrules:\n  - {id: a, match: {tool: shell, team: swarm/reserch}, decision: halt, kind: safety}\n  - {id: b, match: {tool: shell, remaining_below: {cost_usd: 0.1}}, decision: deny}\n",
     )
     .unwrap();
     let out = warden(&["policy", "check", file.to_str().unwrap()]);

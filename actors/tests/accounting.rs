@@ -45,7 +45,8 @@ fn gpu() -> CustomDim {
 }
 
 /// The first measured case, in the library: 20 agents step at once on a pool with
-/// `cost_usd: 1.00`, each declaring no cost, then each reports $0.50. The $9 no budget could
+/// `cost_usd: 1.00`, each declaring no cost (so each is reserved at the built-in minimum of
+/// its action class, $0.01 for `network`), then each reports $0.50. The $9 no budget could
 /// cover is overrun, counted in what the pool used, and halts its agents; a 21st agent's
 /// zero-cost step on the exhausted pool is denied.
 #[test]
@@ -82,7 +83,10 @@ fn twenty_agents_declaring_nothing_on_a_one_dollar_pool_cannot_hide_their_spend(
             halted += 1;
         }
     }
-    assert_eq!((charged, overrun, halted), (USD, 9 * USD, 18));
+    // Each step holds the network class's built-in minimum ($0.01: it declares no money and
+    // the pool limits money), so after the first report the 19 others no longer fit whole
+    // while the rest still hold theirs: 19 halt.
+    assert_eq!((charged, overrun, halted), (USD, 9 * USD, 19));
     let snap = pool.snapshot();
     assert_eq!(snap.spent.get(LedgerDim::CostMicroUsd), USD);
     assert_eq!(snap.overrun.get(LedgerDim::CostMicroUsd), 9 * USD);
@@ -96,7 +100,8 @@ fn twenty_agents_declaring_nothing_on_a_one_dollar_pool_cannot_hide_their_spend(
         (Verdict::Deny, Some("pool.swarm.cost_usd")),
         "{d:?}"
     );
-    assert!(d.reason.contains("billed"), "{}", d.reason);
+    // Its undeclared money is reserved at the network class's minimum, which no longer fits.
+    assert!(d.reason.contains("needs 10000"), "{}", d.reason);
 }
 
 /// With a `min_cost` on the tool, the same 20 concurrent steps are admitted only as far as the
