@@ -57,24 +57,27 @@ fn check_min_cost(r: &mut Reader, doc: &PolicyDoc) {
                 _ => format!("${} for {a}", micro as f64 / 1e6),
             }
         };
-        warn_min_cost(r, doc, name, lacking, |classes| {
+        let written = format!("{name}: ...");
+        warn_min_cost(r, doc, (name, &written), lacking, |classes| {
             let each: Vec<String> = classes.iter().map(|a| floors(*a)).collect();
             format!("warden's built-in minimum ({})", each.join(", "))
         });
     }
     for dim in customs {
         let lacking = |t: &&ToolDef| !effective(t).custom.iter().any(|(d, _)| d == dim);
-        warn_min_cost(r, doc, dim.as_str(), lacking, |_| {
+        let written = format!("custom: {{{dim}: ...}}", dim = dim.as_str());
+        warn_min_cost(r, doc, (dim.as_str(), &written), lacking, |_| {
             "0 (custom dimensions have no built-in minimum)".to_string()
         });
     }
 }
 
-/// One warning for budget dimension `name` naming the tools `lacking` a minimum in it.
+/// One warning for budget dimension `name` (written `written` in a `min_cost`) naming the
+/// tools `lacking` a minimum in it.
 fn warn_min_cost(
     r: &mut Reader,
     doc: &PolicyDoc,
-    name: &str,
+    (name, written): (&str, &str),
     lacking: impl Fn(&&ToolDef) -> bool,
     reserved_at: impl Fn(&[ActionClass]) -> String,
 ) {
@@ -97,7 +100,7 @@ fn warn_min_cost(
             reserved_at(&classes),
         ),
         Some(format!(
-            "say what such a step costs: defaults: {{min_cost: {{{}: {{{name}: ...}}}}}} (or a tool's own min_cost; 0 for a tool that uses none)",
+            "say what such a step costs: defaults: {{min_cost: {{{}: {{{written}}}}}}} (or a tool's own min_cost; 0 for a tool that uses none)",
             class_names[0]
         )),
     );

@@ -654,7 +654,10 @@ fn read_threshold(r: &mut Reader, x: &Node, what: &str) -> Option<Decimal> {
 
 /// `url: {host: [...], ip: [...], scheme: [...]}`.
 fn read_url(r: &mut Reader, n: &Node) -> Option<UrlPattern> {
+    let before = r.diagnostics().len();
     let entries = r.mapping(n, "url", &["host", "ip", "scheme"])?;
+    // A misspelt key was already reported; do not also say that none is given.
+    let misspelt = r.diagnostics().len() > before;
     let mut p = UrlPattern::default();
     for Entry { key, value: x, .. } in entries {
         for item in r.one_or_more(x) {
@@ -670,6 +673,7 @@ fn read_url(r: &mut Reader, n: &Node) -> Option<UrlPattern> {
     }
     match UrlCompiled::new(&p) {
         Ok(_) => Some(p),
+        Err(_) if misspelt => None,
         Err(e) => {
             r.error(
                 n.pos,
