@@ -320,8 +320,8 @@ impl MinCost {
         )
     }
 
-    /// How `step`, reserved under this minimum, is billed: the exemptions of [`exempt`]
-    /// (Self::exempt), and, in tokens and money, the built-in floor of its action class
+    /// How `step`, reserved under this minimum, is billed: the exemptions of
+    /// [`exempt`](Self::exempt), and, in tokens and money, the built-in floor of its action class
     /// ([`BUILTIN_MIN_COST`]) where this minimum names nothing and the step declares nothing.
     /// The ledger applies a floor only in a dimension that the agent's budget or a pool above
     /// it limits: an undeclared cost is never reserved as zero against a limit.
@@ -762,8 +762,8 @@ fn journaled_args(args: Value) -> Result<Value, StepError> {
 }
 
 /// Reads a journaled step (`KernelRecord` payloads): as [`Step`]'s deserializer does, except
-/// that `args` of any shape are kept ([`journaled_args`]), so a journal written before args
-/// had to be objects still recovers and replays. For journals only: steps from agents always
+/// that `args` of any shape are kept (decoded as today when they can be, else as written), so
+/// a journal written before args had to be objects still recovers and replays. For journals only: steps from agents always
 /// go through [`Step`]'s own deserializer.
 pub fn deserialize_journaled<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
     let raw = RawStep::deserialize(d)?;

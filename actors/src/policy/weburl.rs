@@ -198,13 +198,7 @@ impl Compiled {
             Ok(u) => u,
             Err(why) => return Tri::Unknown(why.clone()),
         };
-        let scheme = if self.schemes.is_empty() {
-            Tri::Yes
-        } else if self.schemes.contains(&u.scheme) {
-            Tri::Yes
-        } else {
-            Tri::No
-        };
+        let scheme = yes(self.schemes.is_empty() || self.schemes.contains(&u.scheme));
         if matches!(scheme, Tri::No) || (self.hosts.is_empty() && self.nets.is_empty()) {
             return scheme;
         }
