@@ -128,6 +128,20 @@ impl Decimal {
         self.to_string().parse().unwrap_or(f64::NAN)
     }
 
+    /// The value as an integer, when it is one that fits in 128 bits.
+    pub fn to_i128(&self) -> Option<i128> {
+        let places = usize::try_from(self.exp).ok()?;
+        if places < self.digits.len() || places > 39 {
+            return (self.is_zero()).then_some(0);
+        }
+        let mut v: i128 = 0;
+        for i in 0..places {
+            let d = self.digits.get(i).map_or(0, |d| d - b'0');
+            v = v.checked_mul(10)?.checked_add(i128::from(d))?;
+        }
+        Some(if self.neg { -v } else { v })
+    }
+
     fn is_zero(&self) -> bool {
         self.digits.is_empty()
     }
@@ -192,25 +206,36 @@ impl fmt::Display for Decimal {
     }
 }
 
-/// A rule's number: exact, with its nearest float for comparing JSON floats.
+/// A rule's number: exact, with its nearest float for comparing JSON floats, and itself as
+/// an integer when it is one (the common case, compared without building a [`Decimal`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Threshold {
     /// The number as written.
     pub exact: Decimal,
     /// Its nearest 64-bit float.
     pub float: f64,
+    /// It, when it is an integer within 128 bits.
+    pub int: Option<i128>,
 }
 
 impl Threshold {
     /// The rule's number `d`.
     pub fn new(exact: Decimal) -> Threshold {
         let float = exact.to_f64();
-        Threshold { exact, float }
+        let int = exact.to_i128();
+        Threshold { exact, float, int }
     }
 
     /// How a JSON number compares with this one; `None` when that cannot be told (a float
     /// so close that the JSON reader's rounding may have decided it).
     pub fn cmp_json(&self, n: &Number) -> Option<Ordering> {
+        let int = n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from));
+        if let (Some(i), Some(t)) = (int, self.int) {
+            return Some(i.cmp(&t));
+        }
         if let Some(d) = Decimal::from_json_int(n) {
             return Some(d.cmp(&self.exact));
         }
@@ -281,6 +306,18 @@ mod tests {
             assert_eq!(Decimal::parse(t), None, "{t:?}");
         }
         assert_eq!(d("1e000000000000000001"), d("10"));
+    }
+
+    #[test]
+    fn integers_are_recognized_within_128_bits() {
+        assert_eq!(d("1e4").to_i128(), Some(10_000));
+        assert_eq!(d("-12.0").to_i128(), Some(-12));
+        assert_eq!(d("0").to_i128(), Some(0));
+        assert_eq!(d("12.5").to_i128(), None);
+        assert_eq!(d("0.5").to_i128(), None);
+        assert_eq!(d("1e38").to_i128(), Some(10i128.pow(38)));
+        assert_eq!(d("1e39").to_i128(), None);
+        assert_eq!(d("1e-3").to_i128(), None);
     }
 
     #[test]
