@@ -268,6 +268,14 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
     let host = match host_of(&u) {
         Host::Name(n) if !u.is_special() => {
             let decoded: String = percent_decode(&n);
+            // Escaped delimiters would change what the host is, depending on the client.
+            if decoded.contains(['/', '\\', '@', '?', '#', ':']) {
+                return Err(format!(
+                    "= {}: its host {} holds an escaped delimiter",
+                    text::preview(text),
+                    text::preview(&decoded)
+                ));
+            }
             normal_name(&decoded).map_err(|e| format!("= {}: its host {e}", text::preview(text)))?
         }
         h => h,
@@ -428,6 +436,8 @@ mod tests {
             "http://exa mple.com/",
             "http://[::1/",
             "gopher://exa%20mple/",
+            "gopher://127.0.0.1%2fx/",
+            "gopher://x%40127.0.0.1/",
         ] {
             assert!(matches!(judge(&c, url), Tri::Unknown(_)), "{url:?}");
         }
