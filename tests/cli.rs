@@ -108,7 +108,7 @@ fn policy_check_refuses_a_team_typo_and_remaining_below_without_a_budget() {
     let file = dir.join("refs.yaml");
     std::fs::write(
         &file,
-        "version: 1\ndefaults:\n  budgets: {tokens: 1000}\npools:\n  - {path: swarm}\n  - {path: swarm/research}\ntools:\n  shell: {action: execute}\nrules:\n  - {id: a, match: {tool: shell, team: swarm/reserch}, decision: halt, kind: safety}\n  - {id: b, match: {tool: shell, remaining_below: {cost_usd: 0.1}}, decision: deny}\n",
+        "version: 1\ndefaults:\n  budgets: {tokens: 1000}\npools:\n  - {path: swarm}\n  - {path: swarm/research}\ntools:\n  shell: {action: execute, min_cost: {tokens: 100}}\nrules:\n  - {id: a, match: {tool: shell, team: swarm/reserch}, decision: halt, kind: safety}\n  - {id: b, match: {tool: shell, remaining_below: {cost_usd: 0.1}}, decision: deny}\n",
     )
     .unwrap();
     let out = warden(&["policy", "check", file.to_str().unwrap()]);
@@ -261,6 +261,141 @@ tools:
         "{v}"
     );
 }
+#[test]
+fn policy_eval_reserves_the_built_in_minimum_for_costs_a_step_does_not_declare() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.yaml");
+    std::fs::write(
+        &file,
+        "version: 1
+defaults:
+  budgets: {cost_usd: 1.00}
+tools:
+  llm.chat: {action: network}
+",
+    )
+    .unwrap();
+    let eval = |step: &str| {
+        let out = warden(&["policy", "eval", file.to_str().unwrap(), "--step", step]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["reserve"].clone()
+    };
+    // Money is budgeted and not declared: the network minimum ($0.01); tokens are not
+    // budgeted: nothing made up.
+    assert_eq!(
+        eval(r#"{"tool": "llm.chat", "action": "network", "cost": {"tokens": 40}}"#),
+        serde_json::json!({"steps": 1, "tokens": 40, "cost_micro_usd": 10000})
+    );
+    // Declared, even as 0: as declared.
+    assert_eq!(
+        eval(r#"{"tool": "llm.chat", "action": "network", "cost": {"cost_usd": 0}}"#),
+        serde_json::json!({"steps": 1})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Hostile spellings from issue 8 (d, e) through the binary, numbers as written in the JSON
+/// text (a JSON float's digits are lost once it is read).
+#[test]
+fn policy_eval_fails_closed_on_hostile_amounts_recipients_and_urls() {
+    let examples = format!("{}/examples/policies", env!("CARGO_MANIFEST_DIR"));
+    let transfer = |args: &str| {
+        format!(r#"{{"tool": "payments.transfer", "action": "spend", "args": {args}}}"#)
+    };
+    let fetch = |url: &str| {
+        format!(r#"{{"tool": "web.fetch", "action": "network", "args": {{"url": "{url}"}}}}"#)
+    };
+    for (policy, step, decision, rule) in [
+        (
+            "payments-agent.yaml",
+            transfer(r#"{"amount": 10000.0000000000000001, "recipient": {"country": "FR"}}"#),
+            "deny",
+            "huge-transfer",
+        ),
+        (
+            "payments-agent.yaml",
+            transfer(r#"{"amount": "10000.0000000000000001", "recipient": {"country": "FR"}}"#),
+            "deny",
+            "huge-transfer",
+        ),
+        (
+            "payments-agent.yaml",
+            transfer(r#"{"amount": 5, "recipient": "Pyongyang, KP"}"#),
+            "halt",
+            "sanctioned-country",
+        ),
+        (
+            "payments-agent.yaml",
+            transfer(r#"{"amount": 5, "recipient": ["KP"]}"#),
+            "halt",
+            "sanctioned-country",
+        ),
+        (
+            "research-swarm.yaml",
+            fetch("http://0x7f.1/"),
+            "deny",
+            "no-internal-hosts",
+        ),
+        (
+            "research-swarm.yaml",
+            fetch("http://evil@[::ffff:127.0.0.1]/"),
+            "deny",
+            "no-internal-hosts",
+        ),
+        (
+            "research-swarm.yaml",
+            fetch("file:///etc/passwd"),
+            "deny",
+            // No host to compare (doubt) and not http(s): both deny; the smaller id is named.
+            "no-internal-hosts",
+        ),
+    ] {
+        let out = warden(&[
+            "policy",
+            "eval",
+            &format!("{examples}/{policy}"),
+            "--step",
+            &step,
+            "--state",
+            r#"{"now": "2026-11-24T10:00:00Z"}"#,
+        ]);
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (
+                v["decision"].as_str().unwrap(),
+                v["rule"].as_str().unwrap_or("")
+            ),
+            (decision, rule),
+            "{step}: {v}"
+        );
+    }
+    // A number no JSON reader can hold is no step: exit 2, naming the problem.
+    let out = warden(&[
+        "policy",
+        "eval",
+        &format!("{examples}/payments-agent.yaml"),
+        "--step",
+        &transfer(r#"{"amount": 1e400}"#),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("number out of range"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `warden policy eval` of one step against a shipped example policy: (decision, rule,
 /// reason), or the error when the step is refused.
 fn eval_example(

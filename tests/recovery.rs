@@ -93,11 +93,12 @@ fn fresh_dir(name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// What the journal says, per agent: allowed steps with their reserved tokens, settlements
-/// with their charged tokens.
+/// with their charged tokens, steps still parked for approval with their reserved tokens.
 #[derive(Default, Debug)]
 struct Journaled {
     allowed: BTreeMap<(String, String), u64>,
     charged: BTreeMap<(String, String), u64>,
+    parked: BTreeMap<(String, String), u64>,
 }
 
 fn read_journal(dir: &Path) -> Journaled {
@@ -116,6 +117,26 @@ fn read_journal(dir: &Path) -> Journaled {
                 let tokens = reserved.map_or(0, |r| r.get(LedgerDim::Tokens));
                 out.allowed
                     .insert((agent.to_string(), step_id.to_string()), tokens);
+            }
+            KernelRecord::Decision {
+                step_id,
+                decision: Verdict::RequireApproval,
+                reserved,
+                ..
+            } => {
+                let tokens = reserved.map_or(0, |r| r.get(LedgerDim::Tokens));
+                out.parked
+                    .insert((agent.to_string(), step_id.to_string()), tokens);
+            }
+            KernelRecord::Approval {
+                step_id, decision, ..
+            } => {
+                let key = (agent.to_string(), step_id.to_string());
+                if let Some(tokens) = out.parked.remove(&key) {
+                    if decision == Verdict::Allow {
+                        out.allowed.insert(key, tokens);
+                    }
+                }
             }
             KernelRecord::Settlement {
                 step_id, charged, ..
@@ -321,19 +342,23 @@ fn kill_9_under_load_loses_nothing_acknowledged_and_recovery_matches_the_journal
     let node = Node::start(&dir, &policy, "always");
     let (spent, reserved) = pool(&node);
     let journal_spent: u64 = journaled.charged.values().sum();
+    // Open allows, and the parked transfer: it declares no tokens, and the budget limits
+    // them, so it holds the spend class's built-in minimum (500 tokens), never zero.
     let journal_open: u64 = journaled
         .allowed
         .iter()
         .filter(|(k, _)| !journaled.charged.contains_key(*k))
         .map(|(_, t)| t)
-        .sum();
+        .sum::<u64>()
+        + journaled.parked.values().sum::<u64>();
+    assert_eq!(journaled.parked.values().collect::<Vec<_>>(), [&500]);
     assert_eq!(
         spent, journal_spent,
         "recovered spend is the journal's settlements"
     );
     assert_eq!(
         reserved, journal_open,
-        "recovered reservations are the journal's open allows"
+        "recovered reservations are the journal's open allows and parked steps"
     );
     let acked_spent: u64 = seen.charged.values().sum();
     assert!(spent >= acked_spent);

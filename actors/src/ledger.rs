@@ -56,7 +56,8 @@ pub struct Shortfall {
 /// Which dimensions a reservation is *billed in* beyond what it asks for: a dimension it is
 /// billed in but asks nothing of must still have something left (at least 1) on every
 /// account of the path, or the reservation is refused, so an exhausted budget or pool refuses
-/// a step whatever it declares. Nothing extra is held.
+/// a step whatever it declares. Nothing extra is held, except a floor
+/// ([`Billing::with_floor`]) in tokens or money where an account on the path limits them.
 ///
 /// `steps` is asked of every step; `risk` bills only what is asked. Tokens, money and every
 /// custom dimension bill unless exempted ([`MinCost::exempt`](crate::step::MinCost::exempt):
@@ -68,6 +69,9 @@ pub struct Billing {
     exempt_custom: Vec<CustomDim>,
     /// Only what is asked (no dimension billed beyond it): [`Account::reserve`].
     asked_only: bool,
+    /// The least reserved in tokens and in micro-USD where an account on the path limits
+    /// that dimension (a step that declared nothing there: [`MinCost::billing`](crate::step::MinCost::billing)).
+    floor: [u64; 2],
 }
 
 impl Billing {
@@ -78,6 +82,27 @@ impl Billing {
             exempt_cost,
             exempt_custom,
             asked_only: false,
+            floor: [0; 2],
+        }
+    }
+
+    /// Also raises the reservation to `tokens` and `micro_usd` in each of the two dimensions
+    /// that some account on the path limits.
+    pub fn with_floor(mut self, tokens: u64, micro_usd: u64) -> Self {
+        self.floor = [tokens, micro_usd];
+        self
+    }
+
+    /// Raises `amounts` to the floor in each dimension `limited` says a budget limits; the
+    /// ledger calls it with the path's limits, `policy eval` with the policy's.
+    pub fn apply_floor(&self, amounts: &mut Amounts, limited: impl Fn(LedgerDim) -> bool) {
+        for (dim, floor) in [LedgerDim::Tokens, LedgerDim::CostMicroUsd]
+            .into_iter()
+            .zip(self.floor)
+        {
+            if floor > amounts.get(dim) && limited(dim) {
+                amounts.set(dim, floor);
+            }
         }
     }
 
@@ -355,6 +380,17 @@ impl Account {
         billing: &Billing,
     ) -> Result<(Reservation, Remaining), Shortfall> {
         let (mut guards, accounts) = self.lock_path();
+        let floored;
+        let amounts = if billing.floor == [0; 2] {
+            amounts
+        } else {
+            let mut a = amounts.clone();
+            billing.apply_floor(&mut a, |dim| {
+                guards.iter().any(|s| s.limits.get(dim).is_some())
+            });
+            floored = a;
+            &floored
+        };
         for (state, acc) in guards.iter().zip(accounts.iter()) {
             let short = |dimension: Dimension, requested: u64, available: u64| Shortfall {
                 account: Arc::clone(&acc.name),

@@ -25,7 +25,9 @@ use crate::step::Step;
 pub enum KernelRecord {
     /// A step was decided; `allow` and `require_approval` reserved `reserved`.
     Decision {
-        /// The step as the agent asked for it.
+        /// The step as the agent asked for it (read back leniently: journals of earlier
+        /// versions hold args that are not objects; see [`crate::step::deserialize_journaled`]).
+        #[serde(deserialize_with = "crate::step::deserialize_journaled")]
         step: Step,
         /// Its id within the agent.
         step_id: StepId,
@@ -268,6 +270,43 @@ impl<'de> Deserialize<'de> for Amounts {
 mod tests {
     use super::*;
     use crate::step::ActionClass;
+
+    /// Journals written before args had to be objects hold arrays, text, numbers and null
+    /// there: their decisions still read back (for recovery and replay), args as they were;
+    /// a step from an agent with such args is still refused.
+    #[test]
+    fn journaled_steps_with_args_of_any_shape_still_read_back() {
+        for args in [
+            serde_json::json!("x"),
+            serde_json::json!(["rm", "-rf", "/"]),
+            serde_json::json!(5),
+            serde_json::json!(null),
+        ] {
+            let text = format!(
+                r#"{{"type":"decision","step":{{"tool":"shell","action":"execute","args":{args},"cost":{{"tokens":0,"cost_micro_usd":0}}}},"step_id":"s-1","decision":"allow","reserved":{{"steps":1}},"at_ms":7}}"#
+            );
+            let rec: KernelRecord =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args}: {e}"));
+            let KernelRecord::Decision { step, .. } = rec else {
+                panic!("a decision")
+            };
+            assert_eq!(step.args(), &args);
+            // Written by an earlier version: both dimensions were always written, so declared.
+            assert_eq!(step.cost().declared_tokens(), Some(0));
+            let from_agent = format!(r#"{{"tool":"shell","action":"execute","args":{args}}}"#);
+            assert!(serde_json::from_str::<Step>(&from_agent).is_err(), "{args}");
+        }
+        let encoded = r#"{"type":"decision","step":{"tool":"t","action":"read","args":"{\"a\": 1}"},"step_id":"s-1","decision":"deny","at_ms":7}"#;
+        let rec: KernelRecord = serde_json::from_str(encoded).unwrap();
+        let KernelRecord::Decision { step, .. } = rec else {
+            panic!("a decision")
+        };
+        assert_eq!(
+            step.args(),
+            &serde_json::json!({"a": 1}),
+            "decoded as today"
+        );
+    }
 
     #[test]
     fn records_round_trip_through_json() {

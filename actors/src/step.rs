@@ -172,21 +172,33 @@ fn customs(
 }
 
 /// What a step expects to use. Money is integer micro-USD; floats exist only at the JSON edge.
+/// Tokens and money remember whether they were declared at all: a dimension the step does
+/// not declare is not taken as zero where a budget limits it (see [`MinCost::billing`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cost {
-    tokens: u64,
-    cost_micro_usd: u64,
+    tokens: Option<u64>,
+    cost_micro_usd: Option<u64>,
     custom: Vec<(CustomDim, u64)>,
 }
 
 impl Cost {
-    /// A cost in tokens and micro-USD.
+    /// A cost in tokens and micro-USD (both declared).
     pub fn new(tokens: u64, cost_micro_usd: u64) -> Self {
         Self {
-            tokens,
-            cost_micro_usd,
+            tokens: Some(tokens),
+            cost_micro_usd: Some(cost_micro_usd),
             custom: Vec::new(),
         }
+    }
+
+    /// Tokens, if declared.
+    pub fn declared_tokens(&self) -> Option<u64> {
+        self.tokens
+    }
+
+    /// Money in micro-USD, if declared.
+    pub fn declared_cost_micro_usd(&self) -> Option<u64> {
+        self.cost_micro_usd
     }
 
     /// Adds an amount in a custom dimension.
@@ -198,14 +210,14 @@ impl Cost {
         self
     }
 
-    /// Tokens.
+    /// Tokens (0 when not declared).
     pub fn tokens(&self) -> u64 {
-        self.tokens
+        self.tokens.unwrap_or(0)
     }
 
-    /// Money in micro-USD.
+    /// Money in micro-USD (0 when not declared).
     pub fn cost_micro_usd(&self) -> u64 {
-        self.cost_micro_usd
+        self.cost_micro_usd.unwrap_or(0)
     }
 
     /// Custom dimensions.
@@ -215,13 +227,26 @@ impl Cost {
 
     /// As ledger amounts, with `steps` and `risk_micro` supplied by the caller.
     pub fn to_amounts(&self, steps: u64, risk_micro: u64) -> Amounts {
-        let mut a = Amounts::new(steps, self.tokens, self.cost_micro_usd, risk_micro);
+        let mut a = Amounts::new(steps, self.tokens(), self.cost_micro_usd(), risk_micro);
         for (d, v) in &self.custom {
             a.set_custom(d.clone(), *v);
         }
         a
     }
 }
+
+/// The built-in minimum reservation per action class (indexed by `ActionClass as usize`:
+/// read, write, execute, network, spend), as (tokens, micro-USD): what a step that declares
+/// no tokens (or no money) is reserved at in a dimension some budget on its path limits, when
+/// neither its tool's `min_cost` nor `defaults.min_cost` names that dimension. The same values
+/// as the example policies' `defaults.min_cost`; `docs/policy.md` lists them.
+pub const BUILTIN_MIN_COST: [(u64, u64); 5] = [
+    (500, 5_000),
+    (500, 5_000),
+    (1_000, 10_000),
+    (1_000, 10_000),
+    (500, 10_000),
+];
 
 /// The least a step is reserved at, per dimension: its tool's `min_cost` in the policy,
 /// else its action class's default (`defaults.min_cost`). A step declaring less in a
@@ -292,6 +317,26 @@ impl MinCost {
                 .filter(|(_, v)| *v == 0)
                 .map(|(d, _)| d.clone())
                 .collect(),
+        )
+    }
+
+    /// How `step`, reserved under this minimum, is billed: the exemptions of
+    /// [`exempt`](Self::exempt), and, in tokens and money, the built-in floor of its action class
+    /// ([`BUILTIN_MIN_COST`]) where this minimum names nothing and the step declares nothing.
+    /// The ledger applies a floor only in a dimension that the agent's budget or a pool above
+    /// it limits: an undeclared cost is never reserved as zero against a limit.
+    pub fn billing(&self, step: &Step) -> crate::ledger::Billing {
+        let (tokens, micro_usd) = BUILTIN_MIN_COST[step.action() as usize];
+        let floor = |min: Option<u64>, declared: Option<u64>, builtin: u64| {
+            if min.is_none() && declared.is_none() {
+                builtin
+            } else {
+                0
+            }
+        };
+        self.exempt().with_floor(
+            floor(self.tokens, step.cost.tokens, tokens),
+            floor(self.cost_micro_usd, step.cost.cost_micro_usd, micro_usd),
         )
     }
 }
@@ -390,8 +435,8 @@ impl From<&Cost> for Usage {
     /// settle as reserved).
     fn from(c: &Cost) -> Self {
         Usage {
-            tokens: Some(c.tokens),
-            cost_micro_usd: Some(c.cost_micro_usd),
+            tokens: Some(c.tokens()),
+            cost_micro_usd: Some(c.cost_micro_usd()),
             custom: c.custom.clone(),
         }
     }
@@ -470,8 +515,8 @@ impl Step {
             tool: tool.into(),
             action,
             args: Value::Object(Default::default()),
-            tokens: 0,
-            cost_micro_usd: 0,
+            tokens: None,
+            cost_micro_usd: None,
             custom: Vec::new(),
             progress: None,
             risk: 0.0,
@@ -503,13 +548,15 @@ impl Step {
         &self.signals
     }
 
-    /// A stable 64-bit hash of tool and args (object keys in sorted order), used to spot an
-    /// agent repeating itself. Stable across runs and platforms.
+    /// A stable 64-bit hash of tool (without case: `Shell` is `shell`) and args (object keys
+    /// in sorted order), used to spot an agent repeating itself. Stable across runs and
+    /// platforms.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
 
-    /// A stable hash of tool and action class, used to count distinct tools tried.
+    /// A stable hash of tool (without case) and action class, used to count distinct tools
+    /// tried.
     pub fn tool_key(&self) -> u64 {
         self.tool_key
     }
@@ -528,7 +575,7 @@ impl Step {
             cost: RawCost {
                 tokens: self.cost.tokens,
                 cost_usd: None,
-                cost_micro_usd: Some(self.cost.cost_micro_usd),
+                cost_micro_usd: self.cost.cost_micro_usd,
                 custom: self
                     .cost
                     .custom
@@ -550,8 +597,8 @@ pub struct StepBuilder {
     tool: String,
     action: ActionClass,
     args: Value,
-    tokens: u64,
-    cost_micro_usd: u64,
+    tokens: Option<u64>,
+    cost_micro_usd: Option<u64>,
     custom: Vec<(String, u64)>,
     progress: Option<f64>,
     risk: f64,
@@ -566,13 +613,13 @@ impl StepBuilder {
 
     /// Expected tokens.
     pub fn tokens(mut self, tokens: u64) -> Self {
-        self.tokens = tokens;
+        self.tokens = Some(tokens);
         self
     }
 
     /// Expected money in micro-USD.
     pub fn cost_micro_usd(mut self, micro_usd: u64) -> Self {
-        self.cost_micro_usd = micro_usd;
+        self.cost_micro_usd = Some(micro_usd);
         self
     }
 
@@ -600,7 +647,7 @@ impl StepBuilder {
         validate(
             self.tool,
             self.action,
-            self.args,
+            accept_args(self.args)?,
             self.tokens,
             self.cost_micro_usd,
             custom,
@@ -610,13 +657,15 @@ impl StepBuilder {
     }
 }
 
+/// Checks every field; `args` has had its shape checked by the caller ([`accept_args`], or
+/// [`journaled_args`] for a step an earlier version journaled).
 #[allow(clippy::too_many_arguments)]
 fn validate(
     tool: String,
     action: ActionClass,
     args: Value,
-    tokens: u64,
-    cost_micro_usd: u64,
+    tokens: Option<u64>,
+    cost_micro_usd: Option<u64>,
     custom: Vec<(CustomDim, u64)>,
     progress: Option<f64>,
     risk: f64,
@@ -638,19 +687,28 @@ fn validate(
             return Err(StepError::BadProgress(p));
         }
     }
-    bounded(|| "step.cost.tokens".into(), tokens)?;
-    bounded(|| "step.cost.cost_micro_usd".into(), cost_micro_usd)?;
-    let args = accept_args(args)?;
+    bounded(|| "step.cost.tokens".into(), tokens.unwrap_or(0))?;
+    bounded(
+        || "step.cost.cost_micro_usd".into(),
+        cost_micro_usd.unwrap_or(0),
+    )?;
+    // Tool names are identities without case (`Shell` is `shell`, as the policy reads them):
+    // the repeat and exploration counts hash the same form (the name is printable ASCII).
+    let tool_id = tool.to_ascii_lowercase();
     let mut hasher = Fnv64::new();
-    hasher.write(tool.as_bytes());
+    hasher.write(tool_id.as_bytes());
     hasher.write_u8(0xff);
     let mut nodes = 0usize;
     hash_value(&args, 0, &mut nodes, &mut hasher)?;
     let fingerprint = hasher.finish();
     let mut tool_hasher = Fnv64::new();
-    tool_hasher.write(tool.as_bytes());
+    tool_hasher.write(tool_id.as_bytes());
     tool_hasher.write_u8(action as u8);
-    let mut cost = Cost::new(tokens, cost_micro_usd);
+    let mut cost = Cost {
+        tokens,
+        cost_micro_usd,
+        custom: Vec::new(),
+    };
     for (d, v) in custom {
         cost = cost.with_custom(d, v);
     }
@@ -691,6 +749,26 @@ fn accept_args(args: Value) -> Result<Value, StepError> {
         }
         other => Err(StepError::ArgsNotObject(json_kind(&other))),
     }
+}
+
+/// `args` of a step an earlier version journaled: as [`accept_args`] reads them when it can,
+/// else as they were (versions before args had to be objects journaled arrays, text and
+/// numbers). A policy that judges such a step again finds no object at its paths: doubt.
+fn journaled_args(args: Value) -> Result<Value, StepError> {
+    match args {
+        Value::Object(_) => Ok(args),
+        other => Ok(accept_args(other.clone()).unwrap_or(other)),
+    }
+}
+
+/// Reads a journaled step (`KernelRecord` payloads): as [`Step`]'s deserializer does, except
+/// that `args` of any shape are kept (decoded as today when they can be, else as written), so
+/// a journal written before args had to be objects still recovers and replays. For journals only: steps from agents always
+/// go through [`Step`]'s own deserializer.
+pub fn deserialize_journaled<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+    let raw = RawStep::deserialize(d)?;
+    raw.into_step(journaled_args)
+        .map_err(serde::de::Error::custom)
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -881,9 +959,9 @@ fn empty_object() -> Value {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCost {
-    /// Tokens.
-    #[serde(default)]
-    pub tokens: u64,
+    /// Tokens (absent: not declared, which is not zero where a budget limits tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
     /// Dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
@@ -911,13 +989,20 @@ impl TryFrom<RawStep> for Step {
     type Error = StepError;
 
     fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
-        let cost_micro_usd =
-            money("step.cost", raw.cost.cost_usd, raw.cost.cost_micro_usd)?.unwrap_or(0);
+        raw.into_step(accept_args)
+    }
+}
+
+impl RawStep {
+    /// Checks the step, with `args` checked for shape by `args`.
+    fn into_step(self, args: fn(Value) -> Result<Value, StepError>) -> Result<Step, StepError> {
+        let raw = self;
+        let cost_micro_usd = money("step.cost", raw.cost.cost_usd, raw.cost.cost_micro_usd)?;
         let custom = customs("step.cost", raw.cost.custom.into_iter())?;
         validate(
             raw.tool,
             raw.action,
-            raw.args,
+            args(raw.args)?,
             raw.cost.tokens,
             cost_micro_usd,
             custom,

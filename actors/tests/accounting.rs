@@ -45,7 +45,8 @@ fn gpu() -> CustomDim {
 }
 
 /// The first measured case, in the library: 20 agents step at once on a pool with
-/// `cost_usd: 1.00`, each declaring no cost, then each reports $0.50. The $9 no budget could
+/// `cost_usd: 1.00`, each declaring no cost (so each is reserved at the built-in minimum of
+/// its action class, $0.01 for `network`), then each reports $0.50. The $9 no budget could
 /// cover is overrun, counted in what the pool used, and halts its agents; a 21st agent's
 /// zero-cost step on the exhausted pool is denied.
 #[test]
@@ -82,7 +83,10 @@ fn twenty_agents_declaring_nothing_on_a_one_dollar_pool_cannot_hide_their_spend(
             halted += 1;
         }
     }
-    assert_eq!((charged, overrun, halted), (USD, 9 * USD, 18));
+    // Each step holds the network class's built-in minimum ($0.01: it declares no money and
+    // the pool limits money), so after the first report the 19 others no longer fit whole
+    // while the rest still hold theirs: 19 halt.
+    assert_eq!((charged, overrun, halted), (USD, 9 * USD, 19));
     let snap = pool.snapshot();
     assert_eq!(snap.spent.get(LedgerDim::CostMicroUsd), USD);
     assert_eq!(snap.overrun.get(LedgerDim::CostMicroUsd), 9 * USD);
@@ -96,7 +100,8 @@ fn twenty_agents_declaring_nothing_on_a_one_dollar_pool_cannot_hide_their_spend(
         (Verdict::Deny, Some("pool.swarm.cost_usd")),
         "{d:?}"
     );
-    assert!(d.reason.contains("billed"), "{}", d.reason);
+    // Its undeclared money is reserved at the network class's minimum, which no longer fits.
+    assert!(d.reason.contains("needs 10000"), "{}", d.reason);
 }
 
 /// With a `min_cost` on the tool, the same 20 concurrent steps are admitted only as far as the
@@ -929,5 +934,134 @@ proptest! {
         }
         prop_assert_eq!(root.snapshot().used(), charged_root);
         prop_assert_eq!(team.snapshot().used(), charged_team);
+    }
+}
+
+/// What one step reserves on a fresh agent under `pool`'s and `budgets`' limits.
+fn reserved_by(pool_limits: Limits, budgets: Budgets, policy: Option<&str>, s: Step) -> Amounts {
+    let pool = Account::root("swarm", pool_limits);
+    let policy = policy.map(|p| Arc::new(PolicySet::parse(p).unwrap()) as Arc<dyn StepPolicy>);
+    let mut k = kernel("a1", &pool, budgets, policy);
+    let d = k.decide(&s, 1).decision;
+    assert!(d.is_allow(), "{d:?}");
+    pool.snapshot().reserved
+}
+
+/// Invariant 6: a cost the agent does not declare is never taken as zero. With no `min_cost`
+/// configured, the tokens and money a step leaves out are reserved at its action class's
+/// built-in minimum wherever the agent's budget or a pool above it limits them (with or
+/// without a policy); an unlimited dimension is left as declared.
+#[test]
+fn undeclared_costs_are_reserved_at_the_built_in_minimum_where_a_budget_limits_them() {
+    use warden_actors::step::BUILTIN_MIN_COST;
+    let money_pool = Limits::UNLIMITED.with(LedgerDim::CostMicroUsd, Some(USD));
+    let token_budget = Budgets {
+        tokens: Some(1_000_000),
+        ..Default::default()
+    };
+    for class in [
+        ActionClass::Read,
+        ActionClass::Write,
+        ActionClass::Execute,
+        ActionClass::Network,
+        ActionClass::Spend,
+    ] {
+        let (tokens, micro) = BUILTIN_MIN_COST[class as usize];
+        let nothing = step("t", class).build().unwrap();
+        let r = reserved_by(
+            money_pool.clone(),
+            token_budget.clone(),
+            None,
+            nothing.clone(),
+        );
+        assert_eq!(
+            (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+            (tokens, micro),
+            "{class}"
+        );
+        // Nothing limits tokens or money: nothing is made up.
+        let r = reserved_by(Limits::UNLIMITED, Budgets::default(), None, nothing);
+        assert_eq!(
+            (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+            (0, 0),
+            "{class}"
+        );
+    }
+    // Declared amounts stand, a declared 0 included (the agent said so; its outcome settles
+    // what it really used); only the dimension left out gets the minimum.
+    let tokens_only = step("t", ActionClass::Network).tokens(7).build().unwrap();
+    let r = reserved_by(money_pool.clone(), token_budget.clone(), None, tokens_only);
+    assert_eq!(
+        (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+        (7, 10_000)
+    );
+    let free = step("t", ActionClass::Network)
+        .tokens(0)
+        .cost_micro_usd(0)
+        .build()
+        .unwrap();
+    let r = reserved_by(money_pool.clone(), token_budget.clone(), None, free);
+    assert_eq!(
+        (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+        (0, 0)
+    );
+    // A configured minimum wins over the built-in one, and a minimum of 0 exempts.
+    let configured = "version: 1\ndefault_decision: allow\ndefaults:\n  min_cost: {network: {tokens: 50}}\ntools:\n  files.read: {action: read, min_cost: {tokens: 0, cost_usd: 0}}\n";
+    let nothing = step("llm.chat", ActionClass::Network).build().unwrap();
+    let r = reserved_by(
+        money_pool.clone(),
+        token_budget.clone(),
+        Some(configured),
+        nothing,
+    );
+    assert_eq!(
+        (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+        (50, 10_000),
+        "tokens configured, money from the built-in minimum"
+    );
+    let exempt = step("files.read", ActionClass::Read).build().unwrap();
+    let r = reserved_by(money_pool, token_budget, Some(configured), exempt);
+    assert_eq!(
+        (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+        (0, 0)
+    );
+}
+
+/// The case with the minimum: a $0.10 pool admits at most ten undeclared network
+/// steps ($0.01 each) at once, where it used to admit all twenty at $0.
+#[test]
+fn twenty_undeclared_steps_on_a_small_pool_are_admitted_only_as_far_as_their_minimum_fits() {
+    let pool = Account::root(
+        "swarm",
+        Limits::UNLIMITED.with(LedgerDim::CostMicroUsd, Some(USD / 10)),
+    );
+    let free = step("llm.chat", ActionClass::Network).build().unwrap();
+    let mut agents: Vec<AgentKernel> = (0..20)
+        .map(|i| kernel(&format!("a{i}"), &pool, Budgets::default(), None))
+        .collect();
+    let allowed = agents
+        .iter_mut()
+        .map(|k| k.decide(&free, 1).decision.is_allow())
+        .filter(|allowed| *allowed)
+        .count();
+    assert_eq!(allowed, 10);
+    assert_eq!(
+        pool.snapshot().reserved.get(LedgerDim::CostMicroUsd),
+        USD / 10
+    );
+}
+
+/// Tool names are identities without case: `Shell` reserves what `shell`'s `min_cost` says.
+#[test]
+fn a_tool_named_in_another_case_gets_its_registered_min_cost() {
+    let policy = "version: 1\ntools:\n  llm.chat: {action: network, min_cost: {tokens: 700, cost_usd: 0.02}}\n";
+    for name in ["llm.chat", "LLM.Chat", "LLM.CHAT"] {
+        let s = step(name, ActionClass::Network).tokens(1).build().unwrap();
+        let r = reserved_by(Limits::UNLIMITED, Budgets::default(), Some(policy), s);
+        assert_eq!(
+            (r.get(LedgerDim::Tokens), r.get(LedgerDim::CostMicroUsd)),
+            (700, 20_000),
+            "{name}"
+        );
     }
 }

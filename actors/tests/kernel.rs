@@ -483,3 +483,34 @@ fn a_budget_held_by_running_steps_denies_rather_than_halts() {
     .unwrap();
     assert!(k.decide(&step("t", 3, 1), 4).decision.is_allow());
 }
+
+/// Tool names are identities without case: an agent cannot dodge the repeat check (or count
+/// one tool as several) by changing the case of the tool name.
+#[test]
+fn repeats_spelled_in_another_case_are_the_same_call() {
+    let (mut k, _) = kernel_with(
+        Budgets {
+            exploration: Some(2),
+            ..Default::default()
+        },
+        Limits::UNLIMITED,
+        StagnationConfig {
+            repeat_limit: 3,
+            window: 10,
+        },
+    );
+    assert!(k.decide(&step("shell", 1, 0), 1).decision.is_allow());
+    assert!(k.decide(&step("Shell", 1, 0), 2).decision.is_allow());
+    // Still one tool: a second distinct one fits the exploration budget of 2.
+    assert!(k.decide(&step("other", 9, 0), 3).decision.is_allow());
+    let d = k.decide(&step("SHELL", 1, 0), 4).decision;
+    assert_eq!(d.rule.as_deref(), Some("stagnation.repeat"), "{d:?}");
+    assert_eq!(
+        step("sHeLl", 1, 0).fingerprint(),
+        step("shell", 1, 0).fingerprint()
+    );
+    assert_eq!(
+        step("sHeLl", 1, 0).tool_key(),
+        step("shell", 1, 0).tool_key()
+    );
+}

@@ -630,7 +630,7 @@ fn validator_warns_about_shadowed_conflicting_unreachable_rules_and_pool_limits(
     let text = "\
 version: 1
 tools:
-  shell: {action: execute, args: [user]}
+  shell: {action: execute, args: [user], min_cost: {tokens: 100}}
 pools:
   - {path: swarm, limits: {tokens: 1000}}
   - {path: swarm/a, limits: {tokens: 5000}}

@@ -109,7 +109,8 @@ struct EvalOutput {
     reason: String,
     risk_micro: u64,
     /// What the step would reserve if admitted: what it declares, raised to its tool's (or
-    /// action class's) `min_cost`.
+    /// action class's) `min_cost`, and in tokens and money it does not declare, with no
+    /// `min_cost` configured, the built-in floor where a budget limits them.
     reserve: Amounts,
     remaining: RemainingView,
     matched: Vec<MatchedRule>,
@@ -179,7 +180,12 @@ fn eval(file: &Path, step: &str, state: Option<&str>) -> anyhow::Result<()> {
     let risk_micro = e.risk_floor_micro.max(step.signals().risk_micro());
     let mut reserve = step.reservation();
     reserve.set(LedgerDim::RiskMicro, risk_micro);
-    StepPolicy::min_cost(&policy, &step).raise(&mut reserve);
+    let min_cost = StepPolicy::min_cost(&policy, &step);
+    min_cost.raise(&mut reserve);
+    let remaining = account.remaining_on_path();
+    min_cost
+        .billing(&step)
+        .apply_floor(&mut reserve, |dim| remaining.get(dim).is_some());
     let out = EvalOutput {
         decision,
         rule,
@@ -187,7 +193,7 @@ fn eval(file: &Path, step: &str, state: Option<&str>) -> anyhow::Result<()> {
         reason,
         risk_micro,
         reserve,
-        remaining: RemainingView(account.remaining_on_path()),
+        remaining: RemainingView(remaining),
         matched: e.matched,
     };
     super::shared::print_pretty(&out)

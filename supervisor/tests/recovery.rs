@@ -660,3 +660,71 @@ async fn a_policy_too_large_to_journal_is_refused_and_changes_nothing() {
     journal.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A journal written before step args had to be JSON objects holds decisions with args that
+/// are text or arrays: recovery still rebuilds from them (their reservations held), and audit
+/// replay judges them again without failing (a step from an agent with such args is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_journaled_with_args_that_are_not_objects_still_recover_and_replay() {
+    use warden_actors::KernelConfig;
+    use warden_supervisor::journal::records::{PolicyRecord, Registration};
+    use warden_supervisor::journal::EntryKind;
+
+    let dir = std::env::temp_dir().join(format!("warden-sup-legacy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, _) = Journal::open(JournalConfig::new(&dir), |_| {}).unwrap();
+    let policy = PolicyRecord {
+        version: 1,
+        hash: PolicyRecord::hash_of(POLICY),
+        text: POLICY.into(),
+        by: String::new(),
+    };
+    journal
+        .append_json(EntryKind::PolicyChange, 1_000, &policy)
+        .await
+        .unwrap();
+    let reg = Registration {
+        agent: aid("a0"),
+        team: "swarm/a".into(),
+        config: KernelConfig::default(),
+        parent: None,
+        depends_on: Vec::new(),
+        meta: serde_json::Value::Null,
+        at_ms: 1_001,
+    };
+    journal
+        .append_json(EntryKind::AgentRegistered, 1_001, &reg)
+        .await
+        .unwrap();
+    // As the older version wrote them: both cost dimensions always present.
+    for (seq, args) in [(1, r#""x""#), (2, r#"["a", 1]"#)] {
+        let payload = format!(
+            r#"{{"agent":"a0","type":"decision","step":{{"tool":"work","action":"read","args":{args},"cost":{{"tokens":100,"cost_micro_usd":0}},"signals":{{"risk":0.0}}}},"step_id":"s-{seq}","decision":"allow","reserved":{{"steps":1,"tokens":100}},"at_ms":1002}}"#
+        );
+        journal
+            .append(EntryKind::Decision, 1_002, payload.into_bytes())
+            .await
+            .unwrap();
+    }
+    journal.shutdown().await;
+
+    let (swarm, journal, report) = reopen(&dir).await;
+    assert_eq!(report.agents, 1);
+    let s = swarm.agent(&aid("a0")).unwrap().snapshot();
+    assert_eq!((s.steps_allowed, s.open_steps), (2, 2));
+    assert_eq!(
+        s.account.reserved.get(warden_actors::LedgerDim::Tokens),
+        200
+    );
+    swarm.shutdown().await;
+    journal.shutdown().await;
+
+    let replayed = warden_supervisor::audit::replay(&dir, None).await.unwrap();
+    assert!(
+        replayed.differences.is_empty(),
+        "{:?}",
+        replayed.differences
+    );
+    assert_eq!(replayed.agents, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

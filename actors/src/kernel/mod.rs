@@ -646,9 +646,13 @@ impl AgentKernel {
         }
         // A step declaring less than its tool's (or action class's) minimum is reserved at
         // the minimum; every dimension not exempted by a minimum of 0 bills it, so a
-        // dimension with nothing left refuses it whatever it declares.
+        // dimension with nothing left refuses it whatever it declares; and tokens or money it
+        // does not declare, with no minimum configured, are reserved at the built-in floor
+        // where a budget on its path limits them (never as zero).
         min_cost.raise(&mut amounts);
-        let reserved = self.account.reserve_billed(&amounts, &min_cost.exempt());
+        let reserved = self
+            .account
+            .reserve_billed(&amounts, &min_cost.billing(step));
         if let (Ok(_), Some(commit)) = (&reserved, rate_commit) {
             // Budgets admitted the step: only now does it count against its rate limits. A
             // limit found full at this point (another agent took the last slot) applies the

@@ -1,11 +1,13 @@
 //! Semantic checks over a readable policy: unknown or unreachable tools, rules that can never
 //! decide because a stronger rule always matches too, rules that contradict each other, pool
-//! limits above their parent's.
+//! limits above their parent's, conditions an agent can slip past by spelling, budgets without
+//! a `min_cost`.
 
 use super::glob;
-use super::model::{ArgCond, ArgOp, MatchDef, PathSeg, PolicyDoc, RuleDef};
-use crate::budget::LedgerDim;
+use super::model::{ArgCond, ArgOp, MatchDef, PathSeg, PolicyDoc, RuleDef, ToolDef};
+use crate::budget::{CustomDim, LedgerDim};
 use crate::decision::Verdict;
+use crate::step::{ActionClass, BUILTIN_MIN_COST};
 use crate::yaml::{suggest, Reader};
 
 pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
@@ -13,6 +15,95 @@ pub(super) fn check(r: &mut Reader, doc: &PolicyDoc) {
     check_overlaps(r, doc);
     check_pools(r, doc);
     check_evasion(r, doc);
+    check_min_cost(r, doc);
+}
+
+/// Budgets in tokens, money or a custom dimension, with registered tools whose `min_cost`
+/// (their own, else their action class's default) does not name it: their steps that declare
+/// nothing there are reserved at warden's built-in minimum (tokens and money,
+/// [`BUILTIN_MIN_COST`]) or at 0 (custom dimensions have no built-in minimum).
+fn check_min_cost(r: &mut Reader, doc: &PolicyDoc) {
+    let agents = doc.defaults.budgets.ledger_limits();
+    let limited = |dim: LedgerDim| {
+        agents.get(dim).is_some() || doc.pools.iter().any(|p| p.limits.get(dim).is_some())
+    };
+    let mut customs: Vec<&CustomDim> = agents
+        .custom_entries()
+        .iter()
+        .chain(doc.pools.iter().flat_map(|p| p.limits.custom_entries()))
+        .map(|(d, _)| d)
+        .collect();
+    customs.sort();
+    customs.dedup();
+    let effective = |t: &ToolDef| t.min_cost.or(&doc.defaults.min_cost[t.action as usize]);
+    for (dim, name) in [
+        (LedgerDim::Tokens, "tokens"),
+        (LedgerDim::CostMicroUsd, "cost_usd"),
+    ] {
+        if !limited(dim) {
+            continue;
+        }
+        let lacking = |t: &&ToolDef| {
+            let m = effective(t);
+            match dim {
+                LedgerDim::Tokens => m.tokens.is_none(),
+                _ => m.cost_micro_usd.is_none(),
+            }
+        };
+        let floors = |a: ActionClass| {
+            let (tokens, micro) = BUILTIN_MIN_COST[a as usize];
+            match dim {
+                LedgerDim::Tokens => format!("{tokens} for {a}"),
+                _ => format!("${} for {a}", micro as f64 / 1e6),
+            }
+        };
+        let written = format!("{name}: ...");
+        warn_min_cost(r, doc, (name, &written), lacking, |classes| {
+            let each: Vec<String> = classes.iter().map(|a| floors(*a)).collect();
+            format!("warden's built-in minimum ({})", each.join(", "))
+        });
+    }
+    for dim in customs {
+        let lacking = |t: &&ToolDef| !effective(t).custom.iter().any(|(d, _)| d == dim);
+        let written = format!("custom: {{{dim}: ...}}", dim = dim.as_str());
+        warn_min_cost(r, doc, (dim.as_str(), &written), lacking, |_| {
+            "0 (custom dimensions have no built-in minimum)".to_string()
+        });
+    }
+}
+
+/// One warning for budget dimension `name` (written `written` in a `min_cost`) naming the
+/// tools `lacking` a minimum in it.
+fn warn_min_cost(
+    r: &mut Reader,
+    doc: &PolicyDoc,
+    (name, written): (&str, &str),
+    lacking: impl Fn(&&ToolDef) -> bool,
+    reserved_at: impl Fn(&[ActionClass]) -> String,
+) {
+    let tools: Vec<&ToolDef> = doc.tools.iter().filter(lacking).collect();
+    let Some(first) = tools.first() else {
+        return;
+    };
+    let mut classes: Vec<ActionClass> = tools.iter().map(|t| t.action).collect();
+    classes.sort();
+    classes.dedup();
+    let names: Vec<&str> = tools.iter().take(3).map(|t| &*t.name).collect();
+    let more = if tools.len() > 3 { ", ..." } else { "" };
+    let class_names: Vec<&str> = classes.iter().map(|a| a.name()).collect();
+    r.warning(
+        first.pos,
+        format!(
+            "budgets limit {name}, but no min_cost names it for {} ({}{more}): a step of theirs that declares no {name} is reserved at {}",
+            class_names.join(", "),
+            names.join(", "),
+            reserved_at(&classes),
+        ),
+        Some(format!(
+            "say what such a step costs: defaults: {{min_cost: {{{}: {{{written}}}}}}} (or a tool's own min_cost; 0 for a tool that uses none)",
+            class_names[0]
+        )),
+    );
 }
 
 /// Keys whose values are shell command lines.
@@ -42,9 +133,14 @@ const PATH_KEYS: [&str; 13] = [
     "folder",
 ];
 
+/// Keys whose values are URLs.
+const URL_KEYS: [&str; 8] = [
+    "url", "urls", "uri", "uris", "endpoint", "href", "link", "links",
+];
+
 /// Rules stronger than allow that an agent can slip past by spelling: a regex or glob on the
-/// raw text of a command line or a path (the `command` and `path` conditions read them as a
-/// shell and a file system would), and args conditions on a tool that does not declare its
+/// raw text of a command line, a path or a URL (the `command`, `path` and `url` conditions
+/// read them as a shell, a file system and an HTTP client would), and args conditions on a tool that does not declare its
 /// args (the same value under another key is not seen).
 fn check_evasion(r: &mut Reader, doc: &PolicyDoc) {
     for rule in &doc.rules {
@@ -77,6 +173,15 @@ fn check_evasion(r: &mut Reader, doc: &PolicyDoc) {
                         rule.id, cond.path
                     ),
                     Some("use the command condition, which reads the line as a shell does: e.g. command: {command: {program: rm, flags: [recursive, force]}}".into()),
+                );
+            } else if URL_KEYS.contains(&key.as_str()) {
+                r.warning(
+                    *at,
+                    format!(
+                        "rule `{}` matches args.{} with {what} on the raw URL text: userinfo (http://x@127.0.0.1/), numeric hosts (http://2130706433/, http://0x7f.1/), [::ffff:127.0.0.1], case, trailing or full-width dots and %-escapes slip past it",
+                        rule.id, cond.path
+                    ),
+                    Some("use the url condition, which reads the URL as an HTTP client does: e.g. url: {url: {host: [localhost], ip: [127.0.0.0/8, '::1/128']}}".into()),
                 );
             } else if PATH_KEYS.contains(&key.as_str()) {
                 r.warning(

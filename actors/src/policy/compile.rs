@@ -2,6 +2,7 @@
 //! names in a hash map, globs in one `RegexSet`) and by action class, and every regex and glob
 //! on the same args field in one `RegexSet`.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,24 +14,27 @@ use crate::decision::{HaltKind, Verdict};
 use crate::step::ActionClass;
 use crate::yaml::Pos;
 
+use super::decimal::{Decimal, Threshold};
 use super::detect::Detector;
 use super::model::{ArgOp, PathSeg, PolicyDoc, RateDef, RuleDef, TimeWindow};
 use super::rate::RateLimiter;
-use super::{fspath, glob, shell, text};
+use super::{fspath, glob, shell, text, weburl};
 use super::{Diagnostic, PolicySet};
 
 /// One compiled operator on the values at an args path.
 pub(super) enum COp {
     /// `eq` / `in`: equal to one of these.
     Eq(Vec<CVal>),
-    /// `gt`, `gte`, `lt`, `lte`.
-    Cmp(fn(f64, f64) -> bool, f64),
+    /// `gt`, `gte`, `lt`, `lte` against a rule's number.
+    Cmp(CmpOp, Threshold),
     /// Pattern `idx` of the path's text `RegexSet`s (regexes and globs).
     Text(u32),
     /// Pattern `idx` of the path's path-glob `RegexSet`s; `absolute` when the glob is.
     Path { idx: u32, absolute: bool },
     /// A command pattern.
     Command(Box<shell::Compiled>),
+    /// A URL pattern.
+    Url(Box<weburl::Compiled>),
     /// Present or absent.
     Exists(bool),
     /// None of these hold together (judged with the opposite polarity).
@@ -39,10 +43,33 @@ pub(super) enum COp {
     Any(Vec<COp>),
 }
 
-/// A value of `eq`/`in`: as written, and its canonical text (strings and booleans).
+/// How a value must compare with a rule's number.
+#[derive(Clone, Copy)]
+pub(super) enum CmpOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl CmpOp {
+    /// Whether `value.cmp(rule's number)` satisfies it.
+    pub(super) fn holds(self, o: Ordering) -> bool {
+        match self {
+            CmpOp::Gt => o == Ordering::Greater,
+            CmpOp::Gte => o != Ordering::Less,
+            CmpOp::Lt => o == Ordering::Less,
+            CmpOp::Lte => o != Ordering::Greater,
+        }
+    }
+}
+
+/// A value of `eq`/`in`: as written, its canonical text (strings and booleans), and for a
+/// number, the number exactly.
 pub(super) struct CVal {
     pub(super) raw: Value,
     pub(super) canon: Option<String>,
+    pub(super) num: Option<Threshold>,
 }
 
 /// One `args.<path>` condition: every operator must hold for a value found there.
@@ -156,10 +183,10 @@ impl Indexes {
             out.push(match op {
                 ArgOp::Eq(v) => COp::Eq(vec![cval(v)]),
                 ArgOp::In(v) => COp::Eq(v.iter().map(cval).collect()),
-                ArgOp::Gt(x) => COp::Cmp(|a, b| a > b, *x),
-                ArgOp::Gte(x) => COp::Cmp(|a, b| a >= b, *x),
-                ArgOp::Lt(x) => COp::Cmp(|a, b| a < b, *x),
-                ArgOp::Lte(x) => COp::Cmp(|a, b| a <= b, *x),
+                ArgOp::Gt(x) => COp::Cmp(CmpOp::Gt, Threshold::new(x.clone())),
+                ArgOp::Gte(x) => COp::Cmp(CmpOp::Gte, Threshold::new(x.clone())),
+                ArgOp::Lt(x) => COp::Cmp(CmpOp::Lt, Threshold::new(x.clone())),
+                ArgOp::Lte(x) => COp::Cmp(CmpOp::Lte, Threshold::new(x.clone())),
                 ArgOp::Exists(b) => COp::Exists(*b),
                 ArgOp::Regex(re) => COp::Text(enter(
                     &mut self.text_patterns[p],
@@ -193,6 +220,9 @@ impl Indexes {
                 ArgOp::Command(pat) => COp::Command(Box::new(
                     shell::Compiled::new(pat)
                         .map_err(|e| Diagnostic::error(*at, e.message, e.hint))?,
+                )),
+                ArgOp::Url(pat) => COp::Url(Box::new(
+                    weburl::Compiled::new(pat).map_err(|e| Diagnostic::error(*at, e, None))?,
                 )),
                 ArgOp::Not(inner) => COp::Not(self.ops(p, inner)?),
             });
@@ -263,9 +293,14 @@ fn cval(v: &Value) -> CVal {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     };
+    let num = match v {
+        Value::Number(n) => Decimal::parse(&n.to_string()).map(Threshold::new),
+        _ => None,
+    };
     CVal {
         raw: v.clone(),
         canon,
+        num,
     }
 }
 

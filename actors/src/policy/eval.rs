@@ -7,11 +7,14 @@ use regex::SetMatches;
 use serde_json::Value;
 use smallvec::SmallVec;
 
+use std::cmp::Ordering;
+
 use super::compile::{CCond, COp, CSeg};
+use super::decimal::Decimal;
 use super::detect::Detector;
 use super::model::TimeWindow;
 use super::shell::{CommandLine, Tri};
-use super::{fspath, text, PolicySet};
+use super::{fspath, text, weburl, PolicySet};
 use crate::step::Step;
 
 pub(super) fn in_window(w: &TimeWindow, now_ms: u64) -> bool {
@@ -28,70 +31,6 @@ pub(super) fn in_window(w: &TimeWindow, now_ms: u64) -> bool {
     }
 }
 
-pub(super) fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-                // Integers compare exactly (f64 would merge neighbours above 2^53).
-                (Some(i), Some(j), _, _) => i == j,
-                (_, _, Some(i), Some(j)) => i == j,
-                _ => x.as_f64() == y.as_f64(),
-            }
-        }
-        _ => a == b,
-    }
-}
-
-/// A decimal number written as text: optional surrounding ASCII whitespace, an optional sign,
-/// digits with an optional decimal point, an optional exponent (`5000`, `"5000.00"`,
-/// `" 5e3 "`, `-.5`). Not numbers: `inf`, `NaN`, hex, `1_000`, `5,000`, `$5`, `5 USD`.
-pub(super) fn decimal(text: &str) -> Option<f64> {
-    let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
-    let b = t.as_bytes();
-    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while b.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i - start
-    };
-    let mut n = digits(&mut i);
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        n += digits(&mut i);
-    }
-    if n == 0 {
-        return None;
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if digits(&mut i) == 0 {
-            return None;
-        }
-    }
-    if i != b.len() {
-        return None;
-    }
-    t.parse::<f64>().ok()
-}
-
-/// A decimal string equal to a JSON number? Integers compare exactly.
-fn decimal_eq(text: &str, n: &serde_json::Number) -> bool {
-    let t = text.trim_matches(|c: char| c.is_ascii_whitespace());
-    let t = t.strip_prefix('+').unwrap_or(t);
-    if let (Ok(i), Some(j)) = (t.parse::<i64>(), n.as_i64()) {
-        return i == j;
-    }
-    if let (Ok(i), Some(j)) = (t.parse::<u64>(), n.as_u64()) {
-        return i == j;
-    }
-    decimal(t).is_some_and(|x| Some(x) == n.as_f64())
-}
-
 /// One value found at an args path, with what has been worked out about it so far.
 struct Cand<'a> {
     v: &'a Value,
@@ -106,7 +45,15 @@ struct Cand<'a> {
     path: [Option<Result<(SetMatches, bool), String>>; 2],
     /// The parsed command line, for `command` conditions.
     line: Option<Box<CommandLine>>,
+    /// The parsed URL per view, for `url` conditions.
+    url: Option<Box<UrlViews>>,
+    /// The path is blocked here: this value stands where the path's segment `n` needed an
+    /// object (a key) or a list (an index), so what the path names cannot be read (doubt).
+    blocked: Option<usize>,
 }
+
+/// A value read as a URL, per view (None: not yet read).
+type UrlViews = [Option<Result<weburl::Parsed, String>>; 2];
 
 impl<'a> Cand<'a> {
     fn new(v: &'a Value, loose: bool) -> Self {
@@ -117,6 +64,8 @@ impl<'a> Cand<'a> {
             text: [None, None],
             path: [None, None],
             line: None,
+            url: None,
+            blocked: None,
         }
     }
 
@@ -169,60 +118,115 @@ pub(super) struct EvalCache<'a> {
 /// wildcard path stops collecting and says so).
 const MAX_VALUES: usize = 1_024;
 
-fn collect<'a>(
-    v: &'a Value,
-    segs: &[CSeg],
+/// Collects the values at an args path. The rule for a path that cannot be followed to its
+/// end: a key missing from an object is *absent* (nothing there); a key or index that meets
+/// a value of the wrong shape (text, a number, `null`, an object where a list is expected, or
+/// an empty list where a key is expected) *blocks* the path, and the blocking value is
+/// collected as a doubt ([`Cand::blocked`]), unless it was reached through a `*` key.
+struct Walk<'a, 's> {
+    segs: &'s [CSeg],
     whole: bool,
-    loose: bool,
-    present: &mut bool,
-    out: &mut SmallVec<[Cand<'a>; 2]>,
-) {
-    if out.len() >= MAX_VALUES {
-        return;
-    }
-    let Some((seg, rest)) = segs.split_first() else {
-        *present = true;
-        match v {
-            Value::Array(items) if !whole => {
+    /// The path reached its end somewhere (even at an empty list).
+    present: bool,
+    out: SmallVec<[Cand<'a>; 2]>,
+}
+
+impl<'a> Walk<'a, '_> {
+    fn collect(&mut self, v: &'a Value, at: usize, loose: bool) {
+        if self.out.len() >= MAX_VALUES {
+            return;
+        }
+        let Some(seg) = self.segs.get(at) else {
+            self.present = true;
+            match v {
+                Value::Array(items) if !self.whole => {
+                    for item in items {
+                        self.collect(item, at, loose);
+                    }
+                }
+                _ => self.out.push(Cand::new(v, loose)),
+            }
+            return;
+        };
+        match (seg, v) {
+            (CSeg::Key { raw, canon }, Value::Object(m)) => {
+                for (k, val) in m {
+                    if k == raw || text::same_canonical(k, canon) {
+                        self.collect(val, at + 1, loose);
+                    }
+                }
+            }
+            // A key meets a list: each element (an empty list holds nothing to read).
+            (CSeg::Key { .. } | CSeg::AnyKey, Value::Array(items)) if !items.is_empty() => {
                 for item in items {
-                    collect(item, segs, whole, loose, present, out);
+                    self.collect(item, at, loose);
                 }
             }
-            _ => out.push(Cand::new(v, loose)),
-        }
-        return;
-    };
-    match (seg, v) {
-        (CSeg::Key { raw, canon }, Value::Object(m)) => {
-            for (k, val) in m {
-                if k == raw || text::same_canonical(k, canon) {
-                    collect(val, rest, whole, loose, present, out);
+            (CSeg::Index(i), Value::Array(items)) => {
+                if let Some(item) = items.get(*i) {
+                    self.collect(item, at + 1, loose);
                 }
             }
-        }
-        // A key meets an array: each element.
-        (CSeg::Key { .. }, Value::Array(items)) => {
-            for item in items {
-                collect(item, segs, whole, loose, present, out);
+            (CSeg::AnyIndex, Value::Array(items)) => {
+                for item in items {
+                    self.collect(item, at + 1, loose);
+                }
+            }
+            (CSeg::AnyKey, Value::Object(m)) => {
+                for val in m.values() {
+                    self.collect(val, at + 1, true);
+                }
+            }
+            _ if loose => {}
+            _ => {
+                let mut c = Cand::new(v, false);
+                c.blocked = Some(at);
+                self.out.push(c);
             }
         }
-        (CSeg::Index(i), Value::Array(items)) => {
-            if let Some(item) = items.get(*i) {
-                collect(item, rest, whole, loose, present, out);
-            }
-        }
-        (CSeg::AnyIndex, Value::Array(items)) => {
-            for item in items {
-                collect(item, rest, whole, loose, present, out);
-            }
-        }
-        (CSeg::AnyKey, Value::Object(m)) => {
-            for val in m.values() {
-                collect(val, rest, whole, true, present, out);
-            }
-        }
-        _ => {}
     }
+}
+
+/// `segs[..n]` as written in a policy (`recipient`, `items[0]`), for reasons.
+fn path_prefix(segs: &[CSeg], n: usize) -> String {
+    let mut out = String::new();
+    for seg in &segs[..n] {
+        match seg {
+            CSeg::Key { raw, .. } if out.is_empty() => out.push_str(raw),
+            CSeg::Key { raw, .. } => {
+                out.push('.');
+                out.push_str(raw);
+            }
+            CSeg::AnyKey if out.is_empty() => out.push('*'),
+            CSeg::AnyKey => out.push_str(".*"),
+            CSeg::Index(i) => out.push_str(&format!("[{i}]")),
+            CSeg::AnyIndex => out.push_str("[*]"),
+        }
+    }
+    out
+}
+
+/// Why a path blocked at segment `at` by value `v` cannot be read.
+fn blocked_reason(segs: &[CSeg], at: usize, v: &Value) -> String {
+    let what = match v {
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => text::preview(s),
+        Value::Array(items) if items.is_empty() => "an empty list".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    };
+    let wanted = match segs[at] {
+        CSeg::Key { .. } | CSeg::AnyKey => "an object",
+        CSeg::Index(_) | CSeg::AnyIndex => "a list",
+    };
+    let at_text = if at == 0 {
+        "args".to_string()
+    } else {
+        format!("args.{}", path_prefix(segs, at))
+    };
+    format!("cannot be read: {at_text} holds {what}, not {wanted}")
 }
 
 impl<'a> EvalCache<'a> {
@@ -244,21 +248,18 @@ impl<'a> EvalCache<'a> {
         {
             return i;
         }
-        let mut present = false;
-        let mut cands = SmallVec::new();
-        collect(
-            self.step.args(),
-            &self.policy.paths[path as usize],
+        let mut walk = Walk {
+            segs: &self.policy.paths[path as usize],
             whole,
-            false,
-            &mut present,
-            &mut cands,
-        );
+            present: false,
+            out: SmallVec::new(),
+        };
+        walk.collect(self.step.args(), 0, false);
         self.slots.push(Slot {
             path,
             whole,
-            present,
-            cands,
+            present: walk.present,
+            cands: walk.out,
         });
         self.slots.len() - 1
     }
@@ -295,7 +296,6 @@ impl<'a> EvalCache<'a> {
             COp::Any(alts) => alts
                 .iter()
                 .any(|a| self.ops(std::slice::from_ref(a), s, i, view, strict)),
-            COp::Exists(want) => self.slots[s].present == *want,
             _ => match self.op(op, s, i, view, strict) {
                 Tri::Yes => true,
                 Tri::No => false,
@@ -315,6 +315,9 @@ impl<'a> EvalCache<'a> {
         let policy = self.policy;
         let path = self.slots[s].path as usize;
         let cand = &mut self.slots[s].cands[i];
+        if let Some(at) = cand.blocked {
+            return Tri::Unknown(blocked_reason(&policy.paths[path], at, cand.v));
+        }
         let doubt = |cand: &Cand<'_>, why: String| {
             if cand.loose {
                 Tri::No
@@ -331,12 +334,28 @@ impl<'a> EvalCache<'a> {
                 Value::Null => yes(list.iter().any(|w| w.raw.is_null())),
                 Value::Number(n) => {
                     let text = n.to_string();
-                    yes(list.iter().any(|w| match &w.raw {
-                        Value::Number(_) => json_eq(cand.v, &w.raw),
-                        Value::String(ws) if view == 0 => *ws == text,
-                        Value::String(_) => w.canon.as_deref() == Some(text.as_str()),
-                        _ => false,
-                    }))
+                    let mut unsure = None;
+                    for w in list {
+                        let hit = match (&w.raw, &w.num) {
+                            (Value::Number(_), Some(th)) => match th.cmp_json(n) {
+                                Some(o) => o == Ordering::Equal,
+                                None => {
+                                    unsure = Some(th.float);
+                                    false
+                                }
+                            },
+                            (Value::String(ws), _) if view == 0 => *ws == text,
+                            (Value::String(_), _) => w.canon.as_deref() == Some(text.as_str()),
+                            _ => false,
+                        };
+                        if hit {
+                            return Tri::Yes;
+                        }
+                    }
+                    match unsure {
+                        Some(x) => Tri::Unknown(float_doubt(&text, x)),
+                        None => Tri::No,
+                    }
                 }
                 Value::Bool(_) => {
                     let t = cand.text(view).unwrap_or_default();
@@ -352,18 +371,24 @@ impl<'a> EvalCache<'a> {
                     yes(list.iter().any(|w| match &w.raw {
                         Value::String(ws) if view == 0 => *ws == t,
                         Value::String(_) => w.canon.as_deref() == Some(&*t),
-                        Value::Number(n) => decimal_eq(&t, n),
+                        Value::Number(_) => w
+                            .num
+                            .as_ref()
+                            .is_some_and(|th| Decimal::parse(&t).is_some_and(|d| d == th.exact)),
                         Value::Bool(_) => w.canon.as_deref() == Some(&*t),
                         _ => false,
                     }))
                 }
             },
-            COp::Cmp(f, x) => match cand.v {
-                Value::Number(n) => yes(n.as_f64().is_some_and(|v| f(v, *x))),
+            COp::Cmp(cmp, th) => match cand.v {
+                Value::Number(n) => match th.cmp_json(n) {
+                    Some(o) => yes(cmp.holds(o)),
+                    None => Tri::Unknown(float_doubt(&n.to_string(), th.float)),
+                },
                 Value::String(_) => {
                     let t = cand.text(view).unwrap_or_default();
-                    match decimal(&t) {
-                        Some(v) => yes(f(v, *x)),
+                    match Decimal::parse(&t) {
+                        Some(d) => yes(cmp.holds(d.cmp(&th.exact))),
                         None => doubt(cand, format!("= {} is not a number", text::preview(&t))),
                     }
                 }
@@ -456,7 +481,26 @@ impl<'a> EvalCache<'a> {
                 let line = cand.line.as_deref().expect("parsed");
                 pattern.eval(line, view == 1, strict)
             }
-            COp::Exists(_) | COp::Not(_) | COp::Any(_) => unreachable!("handled by ops"),
+            COp::Url(pattern) => {
+                if !cand.v.is_string() {
+                    return doubt(cand, "is not a URL (not text)".into());
+                }
+                let view = if view == 1 && cand.canonical_is_raw() {
+                    0
+                } else {
+                    view
+                };
+                let text = cand.text(view).unwrap_or_default();
+                let views = cand.url.get_or_insert_with(Default::default);
+                let parsed = views[view].get_or_insert_with(|| weburl::parse(&text));
+                match pattern.eval(parsed) {
+                    Tri::Unknown(_) if cand.loose => Tri::No,
+                    t => t,
+                }
+            }
+            // A value is there (a path with none is judged by `absent`).
+            COp::Exists(want) => yes(*want),
+            COp::Not(_) | COp::Any(_) => unreachable!("handled by ops"),
         }
     }
 
@@ -464,6 +508,13 @@ impl<'a> EvalCache<'a> {
         let slot = &mut self.detectors[d as usize];
         *slot.get_or_insert_with(|| d.find_in_json(self.step.args()).is_some())
     }
+}
+
+/// Why a JSON float cannot be compared with a rule's number `x`.
+fn float_doubt(value: &str, x: f64) -> String {
+    format!(
+        "= {value} is a JSON number with a fraction or exponent, read rounded, too close to {x} to compare (send the number as decimal text to compare it exactly)"
+    )
 }
 
 /// Operators on a path with no value: only `exists: false` holds, and `not` of what does not
@@ -482,35 +533,6 @@ fn absent(ops: &[COp], present: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal_strings_are_numbers_and_nothing_else_is() {
-        for (t, v) in [
-            ("5000", 5000.0),
-            ("5000.00", 5000.0),
-            (" 5e3 ", 5000.0),
-            ("+1", 1.0),
-            ("-.5", -0.5),
-            ("5.", 5.0),
-            ("1E-2", 0.01),
-        ] {
-            assert_eq!(decimal(t), Some(v), "{t}");
-        }
-        for t in [
-            "", " ", "inf", "NaN", "0x10", "1_000", "5,000", "$5", "5 USD", "1e", ".", "--1",
-            "5e3.0",
-        ] {
-            assert_eq!(decimal(t), None, "{t}");
-        }
-        assert!(decimal_eq(
-            "9007199254740993",
-            &serde_json::Number::from(9007199254740993u64)
-        ));
-        assert!(!decimal_eq(
-            "9007199254740992",
-            &serde_json::Number::from(9007199254740993u64)
-        ));
-    }
 
     #[test]
     fn windows_handle_weekdays_and_midnight_wrap() {

@@ -31,6 +31,7 @@
 
 pub mod check;
 mod compile;
+pub mod decimal;
 pub mod detect;
 mod eval;
 pub mod fspath;
@@ -42,6 +43,7 @@ pub mod shell;
 pub mod source;
 pub mod swap;
 pub mod text;
+pub mod weburl;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -564,7 +566,7 @@ impl StepPolicy for PolicySet {
     }
 
     fn min_cost(&self, step: &Step) -> MinCost {
-        match self.tools.get(step.tool()) {
+        match self.tools.get(&*text::canonical(step.tool())) {
             Some(t) => t.min_cost.clone(),
             None => self.doc.defaults.min_cost[step.action() as usize].clone(),
         }

@@ -11,6 +11,7 @@ use crate::pool::{Breaker, CascadeRule, RestartPolicy};
 use crate::stagnation::StagnationConfig;
 use crate::step::{ActionClass, MinCost};
 
+use super::decimal::Decimal;
 use super::detect::Detector;
 
 /// A place in the policy text: 1-based line and column.
@@ -78,14 +79,14 @@ pub enum ArgOp {
     Eq(Value),
     /// Equal to one of these.
     In(Vec<Value>),
-    /// Numerically greater than.
-    Gt(f64),
+    /// Numerically greater than (compared exactly; see [`super::decimal`]).
+    Gt(Decimal),
     /// Numerically at least.
-    Gte(f64),
+    Gte(Decimal),
     /// Numerically less than.
-    Lt(f64),
+    Lt(Decimal),
     /// Numerically at most.
-    Lte(f64),
+    Lte(Decimal),
     /// A string matching this regular expression (anywhere in it, unless anchored).
     Regex(String),
     /// A string matching this glob (`*` any run of characters, `?` one character), whole.
@@ -97,6 +98,8 @@ pub enum ArgOp {
     Path(Vec<String>),
     /// A shell command line (or argv array) running a command that matches the pattern.
     Command(super::shell::CommandPattern),
+    /// A URL (WHATWG rules) whose host, address or scheme matches the pattern.
+    Url(super::weburl::UrlPattern),
     /// The conditions inside do not all hold (judged with the opposite polarity: in doubt,
     /// a negated condition holds for a rule stronger than allow).
     Not(Vec<(ArgOp, Pos)>),

@@ -7,9 +7,11 @@ use serde_json::Value as Json;
 
 use crate::budget::{Budgets, LedgerDim};
 use crate::decision::Verdict;
+use crate::policy::decimal::Decimal;
 use crate::policy::detect::Detector;
 use crate::policy::rate::MAX_WINDOW_RATE;
 use crate::policy::shell::{CommandPattern, Compiled, FlagName};
+use crate::policy::weburl::{Compiled as UrlCompiled, UrlPattern};
 use crate::policy::{fspath, glob};
 use crate::yaml::{one_of_hint, suggest, Entry, Node, Reader, Value};
 
@@ -540,7 +542,7 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
         &format!("args.{path}"),
         &[
             "eq", "in", "gt", "gte", "lt", "lte", "regex", "glob", "exists", "path", "command",
-            "not",
+            "url", "not",
         ],
     )?;
     let mut ops = Vec::new();
@@ -570,10 +572,10 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
                     None
                 }
             },
-            "gt" => r.number(x, "gt").map(ArgOp::Gt),
-            "gte" => r.number(x, "gte").map(ArgOp::Gte),
-            "lt" => r.number(x, "lt").map(ArgOp::Lt),
-            "lte" => r.number(x, "lte").map(ArgOp::Lte),
+            "gt" => read_threshold(r, x, "gt").map(ArgOp::Gt),
+            "gte" => read_threshold(r, x, "gte").map(ArgOp::Gte),
+            "lt" => read_threshold(r, x, "lt").map(ArgOp::Lt),
+            "lte" => read_threshold(r, x, "lte").map(ArgOp::Lte),
             "regex" => r.text(x, "regex").and_then(|re| match regex::RegexBuilder::new(&re).size_limit(1 << 20).build() {
                 Ok(_) => Some(ArgOp::Regex(re)),
                 Err(e) => {
@@ -593,6 +595,7 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
             },
             "path" => read_path_globs(r, x).map(ArgOp::Path),
             "command" => read_command(r, x, 0).map(ArgOp::Command),
+            "url" => read_url(r, x).map(ArgOp::Url),
             _ => match &x.value {
                 Value::Map(_) => read_ops(r, x, path).filter(|o| !o.is_empty()).map(ArgOp::Not),
                 _ => {
@@ -625,6 +628,61 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
         return None;
     }
     Some(ops)
+}
+
+/// A rule's number for `gt`, `gte`, `lt`, `lte`: a YAML number, or a decimal number in quotes
+/// (read exactly, however many digits: `gt: "10000.0000000000000001"`).
+fn read_threshold(r: &mut Reader, x: &Node, what: &str) -> Option<Decimal> {
+    let exact = match &x.value {
+        Value::Int(i) => Decimal::parse(&i.to_string()),
+        Value::Float(f) => Decimal::from_f64(*f),
+        Value::Str(s) => Decimal::parse(s),
+        _ => None,
+    };
+    if exact.is_none() {
+        r.expected(
+            x,
+            what,
+            "a number",
+            Some(format!(
+                "e.g. {what}: 1000 (or quoted for more than 15 digits: \"1000.0000000000000001\")"
+            )),
+        );
+    }
+    exact
+}
+
+/// `url: {host: [...], ip: [...], scheme: [...]}`.
+fn read_url(r: &mut Reader, n: &Node) -> Option<UrlPattern> {
+    let before = r.diagnostics().len();
+    let entries = r.mapping(n, "url", &["host", "ip", "scheme"])?;
+    // A misspelt key was already reported; do not also say that none is given.
+    let misspelt = r.diagnostics().len() > before;
+    let mut p = UrlPattern::default();
+    for Entry { key, value: x, .. } in entries {
+        for item in r.one_or_more(x) {
+            let Some(t) = r.text(item, &format!("url.{key}")) else {
+                continue;
+            };
+            match &*key {
+                "host" => p.hosts.push(t),
+                "ip" => p.ips.push(t),
+                _ => p.schemes.push(t),
+            }
+        }
+    }
+    match UrlCompiled::new(&p) {
+        Ok(_) => Some(p),
+        Err(_) if misspelt => None,
+        Err(e) => {
+            r.error(
+                n.pos,
+                format!("url: {e}"),
+                Some("e.g. url: {host: [localhost, '*.internal'], ip: [127.0.0.0/8, '::1/128'], scheme: [http, https]}".into()),
+            );
+            None
+        }
+    }
 }
 
 /// `path: '/etc/**'` or a list of path globs.
