@@ -14,9 +14,10 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -87,7 +88,9 @@ tokens, and the most output tokens a request may ask for."""
 
 def spend_micro_usd(input_tokens: int, output_tokens: int) -> int:
     """What the node charges for this usage at CONFIG's prices, in micro-USD."""
-    return round(input_tokens * PRICE_INPUT_USD_PER_MTOK + output_tokens * PRICE_OUTPUT_USD_PER_MTOK)
+    return round(
+        input_tokens * PRICE_INPUT_USD_PER_MTOK + output_tokens * PRICE_OUTPUT_USD_PER_MTOK
+    )
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,21 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
 def operator(node: Node) -> Iterator[WardenClient]:
     with WardenClient(node.base_url, node.operator_token, actions=ACTIONS) as client:
         yield client
+
+
+def wait_until(what: str, ok: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {what} within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def settled(operator: WardenClient, agent_id: str) -> dict[str, Any]:
+    """The agent's record once no step is open. The proxy settles a call just after it
+    answered (a stream, after its last event), so a record read at once may still show it."""
+    wait_until("settled", lambda: operator.get_agent(agent_id).raw["open_steps"] == 0)
+    return dict(operator.get_agent(agent_id).raw)
 
 
 def new_agent_id(prefix: str = "py") -> str:

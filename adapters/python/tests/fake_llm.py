@@ -406,7 +406,9 @@ def _responses_stream(turn: Turn) -> Iterator[bytes]:
     if turn.text is not None:
         item = {"item_id": "msg_0", "output_index": index, "content_index": 0}
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        yield event("response.output_item.added", output_index=index, item=_text_item("", "in_progress"))
+        yield event(
+            "response.output_item.added", output_index=index, item=_text_item("", "in_progress")
+        )
         yield event("response.content_part.added", part=part, **item)
         for word in _words(turn.text):
             yield event("response.output_text.delta", delta=word, logprobs=[], **item)
@@ -442,12 +444,14 @@ def _messages_stream(turn: Turn) -> Iterator[bytes]:
         yield _typed({"type": "content_block_stop", "index": index})
         index += 1
     for i, (name, args) in enumerate(turn.calls):
-        block = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
-        yield _typed({"type": "content_block_start", "index": index, "content_block": block})
-        delta = {"type": "input_json_delta", "partial_json": json.dumps(args)}
-        yield _typed({"type": "content_block_delta", "index": index, "delta": delta})
+        use: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
+        yield _typed({"type": "content_block_start", "index": index, "content_block": use})
+        partial = {"type": "input_json_delta", "partial_json": json.dumps(args)}
+        yield _typed({"type": "content_block_delta", "index": index, "delta": partial})
         yield _typed({"type": "content_block_stop", "index": index})
         index += 1
     stop = {"stop_reason": "tool_use" if turn.calls else "end_turn", "stop_sequence": None}
-    yield _typed({"type": "message_delta", "delta": stop, "usage": {"output_tokens": turn.usage[1]}})
+    yield _typed(
+        {"type": "message_delta", "delta": stop, "usage": {"output_tokens": turn.usage[1]}}
+    )
     yield _typed({"type": "message_stop"})

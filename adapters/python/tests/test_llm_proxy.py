@@ -10,18 +10,29 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import anthropic
 import openai
 import pytest
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from warden_client import Agent, WardenClient, anthropic_client, openai_client
 
-from .conftest import MAX_OUTPUT_TOKENS, UPSTREAM_KEY, Node, new_agent_id, spend_micro_usd
+from .conftest import (
+    MAX_OUTPUT_TOKENS,
+    UPSTREAM_KEY,
+    Node,
+    new_agent_id,
+    settled,
+    spend_micro_usd,
+    wait_until,
+)
 from .fake_llm import CHAT, MESSAGES, RESPONSES, FakeLLM
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+CLAUDE_USER: list[MessageParam] = [{"role": "user", "content": "hi"}]
 SLOW_TEXT = " ".join(f"word{i}" for i in range(200))
 """A long answer: streamed a word every SLOW_DELAY_S, it would take 10 s unless cut."""
 SLOW_DELAY_S = 0.05
@@ -44,20 +55,6 @@ def claude(node: Node, registered: Agent) -> Iterator[anthropic.Anthropic]:
     client = anthropic_client(node.base_url, registered, max_retries=0)
     yield client
     client.close()
-
-
-def wait_until(what: str, ok: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not {what} within {timeout_s} s")
-        time.sleep(0.02)
-
-
-def settled(operator: WardenClient, agent_id: str) -> dict[str, Any]:
-    """The agent's record once no step is open (a stream settles just after its end)."""
-    wait_until("settled", lambda: operator.get_agent(agent_id).raw["open_steps"] == 0)
-    return dict(operator.get_agent(agent_id).raw)
 
 
 def spent(operator: WardenClient, agent_id: str) -> tuple[int, int]:
@@ -89,7 +86,7 @@ def test_openai_chat_completions_whole_and_streamed_are_charged_the_usage_at_the
     whole, streamed = fake_llm.requests_to(CHAT)
     # The upstream got the provider key, never the agent's token, and an output bound.
     assert whole.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert registered.token not in str(whole.headers)
+    assert str(registered.token) not in str(whole.headers)
     assert whole.body["max_completion_tokens"] == 50 and "max_tokens" not in whole.body
     assert streamed.body["max_completion_tokens"] == MAX_OUTPUT_TOKENS
     assert streamed.body["stream_options"] == {"include_usage": True}
@@ -129,20 +126,24 @@ def test_anthropic_messages_whole_and_streamed(
     operator: WardenClient, registered: Agent, claude: anthropic.Anthropic, fake_llm: FakeLLM
 ) -> None:
     fake_llm.messages_text("from claude", usage=(15, 6))
-    message = claude.messages.create(model="fake-claude", max_tokens=100, messages=USER)
+    message = claude.messages.create(model="fake-claude", max_tokens=100, messages=CLAUDE_USER)
     assert [b.text for b in message.content if b.type == "text"] == ["from claude"]
     assert spent(operator, registered.id) == (21, spend_micro_usd(15, 6))
 
     fake_llm.messages_text("streamed claude", usage=(9, 2))
     events = list(
-        claude.messages.create(model="fake-claude", max_tokens=100, messages=USER, stream=True)
+        claude.messages.create(
+            model="fake-claude", max_tokens=100, messages=CLAUDE_USER, stream=True
+        )
     )
     assert [e.type for e in events][0] == "message_start"
     text = [e.delta.text for e in events if e.type == "content_block_delta"]  # type: ignore[union-attr]
     assert "".join(text) == "streamed claude"
 
     fake_llm.messages_text("helped claude", usage=(4, 3))
-    with claude.messages.stream(model="fake-claude", max_tokens=100, messages=USER) as helper:
+    with claude.messages.stream(
+        model="fake-claude", max_tokens=100, messages=CLAUDE_USER
+    ) as helper:
         assert "".join(helper.text_stream) == "helped claude"
         final = helper.get_final_message()
     assert final.usage.input_tokens == 4 and final.usage.output_tokens == 3
@@ -150,7 +151,7 @@ def test_anthropic_messages_whole_and_streamed(
     assert spent(operator, registered.id) == (21 + 11 + 7, spend_micro_usd(28, 11))
     sent = fake_llm.requests_to(MESSAGES)
     assert {r.headers["x-api-key"] for r in sent} == {UPSTREAM_KEY}
-    assert all(registered.token not in str(r.headers) for r in sent)
+    assert all(str(registered.token) not in str(r.headers) for r in sent)
 
 
 def test_a_model_without_a_price_is_refused_naming_model_not_priced(
@@ -258,7 +259,7 @@ def test_a_halt_cuts_a_live_anthropic_stream_and_the_anthropic_client_raises(
     fake_llm.messages_text(SLOW_TEXT, delay=SLOW_DELAY_S)
     first = halt_after_first_event(operator, registered.id)
     stream = claude.messages.create(
-        model="fake-claude", max_tokens=100, messages=USER, stream=True
+        model="fake-claude", max_tokens=100, messages=CLAUDE_USER, stream=True
     )
     with pytest.raises(anthropic.APIStatusError) as caught:
         for _ in stream:
@@ -284,14 +285,11 @@ def test_the_order_of_a_schemas_properties_reaches_the_upstream(
         "required": ["reasoning", "answer"],
         "additionalProperties": False,
     }
+    answer_format: ResponseFormatJSONSchema = {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema, "strict": True},
+    }
     fake_llm.chat_text('{"reasoning": "r", "answer": "a"}')
-    chat.chat.completions.create(
-        model="fake-model",
-        messages=USER,
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": schema, "strict": True},
-        },
-    )
+    chat.chat.completions.create(model="fake-model", messages=USER, response_format=answer_format)
     forwarded = fake_llm.requests_to(CHAT)[0].body["response_format"]["json_schema"]["schema"]
     assert list(forwarded["properties"]) == ["reasoning", "answer"]

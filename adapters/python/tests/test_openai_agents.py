@@ -41,7 +41,7 @@ from warden_client import (
 )
 from warden_client.openai_agents import WardenToolGuard, configure_agents_sdk, warden_model
 
-from .conftest import ACTIONS, UPSTREAM_KEY, Node, new_agent_id, spend_micro_usd
+from .conftest import ACTIONS, UPSTREAM_KEY, Node, new_agent_id, settled, spend_micro_usd
 from .fake_llm import CHAT, MESSAGES, RESPONSES, FakeLLM
 
 
@@ -124,7 +124,9 @@ async def test_guardrail_rejects_the_denied_tool_and_lets_the_allowed_one_run(
     # The proxy lets both proposals through (a transfer of 20 breaks no rule); the guard
     # asks again with the money the transfer moves, which the agent's $5 budget cannot hold.
     guard = WardenToolGuard(client, step_cost=transfer_cost)
-    fake_llm.chat_tool_calls(("transfer", {"amount": 20, "to": "acme"}), ("lookup", {"query": "pools"}))
+    fake_llm.chat_tool_calls(
+        ("transfer", {"amount": 20, "to": "acme"}), ("lookup", {"query": "pools"})
+    )
     fake_llm.chat_text("done")
     agent = Agent(
         name="tidy", model=chat_model(llm_base_url, registered.token), tools=make_tools(ran, guard)
@@ -138,7 +140,7 @@ async def test_guardrail_rejects_the_denied_tool_and_lets_the_allowed_one_run(
     results = tool_results(second.body)
     assert "warden denied" in results["call_0"] and "budget.cost_usd" in results["call_0"]
     assert results["call_1"] == "found pools"
-    record = operator.get_agent(registered.id).raw
+    record = settled(operator, registered.id)
     # Two model calls, two proposals judged by the proxy, two tool calls asked by the guard
     # (the transfer denied).
     assert (record["steps_decided"], record["steps_allowed"], record["open_steps"]) == (6, 5, 0)
@@ -234,7 +236,7 @@ async def test_guardrail_reports_a_failing_tool_as_a_failure(
     )
     result = await Runner.run(agent, "try")
     assert result.final_output == "The tool failed: RuntimeError."
-    record = operator.get_agent(registered.id).raw
+    record = settled(operator, registered.id)
     assert record["consecutive_failures"] == 1 and record["open_steps"] == 0
 
 
@@ -252,7 +254,7 @@ def test_guardrail_with_a_sync_client_and_run_sync(
     sdk_agent = Agent(name="sync", model=model, tools=make_tools(ran, guard))
     assert Runner.run_sync(sdk_agent, "go").final_output == "done"
     assert ran == [("lookup", "q")]
-    assert operator.get_agent(agent.agent_id).raw["open_steps"] == 0
+    assert settled(operator, str(agent.agent_id))["open_steps"] == 0
 
 
 @pytest.fixture
@@ -288,7 +290,7 @@ async def test_configure_agents_sdk_sends_model_calls_to_the_proxy_with_the_resp
     # The node swapped the agent's token for the provider key it holds.
     assert sent[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert sent[0].body["model"] == "fake-model"
-    record = operator.get_agent(registered.id).raw
+    record = settled(operator, registered.id)
     assert record["spent"]["tokens"] == 30 + 8 + 40 + 2
     assert record["spent"]["cost_micro_usd"] == spend_micro_usd(70, 10)
     assert isinstance(trace("probe"), NoOpTrace), "tracing is off"
@@ -308,7 +310,7 @@ async def test_warden_model_gives_one_agent_its_own_proxy_client(
     assert result.final_output == "hello"
     sent = fake_llm.requests_to(CHAT)[0]
     assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert operator.get_agent(registered.id).raw["steps_decided"] == 1
+    assert settled(operator, registered.id)["steps_decided"] == 1
 
 
 def test_openai_and_anthropic_clients_point_at_the_proxy_with_the_agents_token(
@@ -344,4 +346,4 @@ def test_openai_and_anthropic_clients_point_at_the_proxy_with_the_agents_token(
     assert registered.token not in str(sent.headers)
     assert sent.body["messages"] == [{"role": "user", "content": "hi"}]
     assert sent.body["max_tokens"] == 10
-    assert operator.get_agent(registered.id).raw["steps_decided"] == 2
+    assert settled(operator, registered.id)["steps_decided"] == 2
