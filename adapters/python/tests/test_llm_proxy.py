@@ -293,3 +293,18 @@ def test_the_order_of_a_schemas_properties_reaches_the_upstream(
     chat.chat.completions.create(model="fake-model", messages=USER, response_format=answer_format)
     forwarded = fake_llm.requests_to(CHAT)[0].body["response_format"]["json_schema"]["schema"]
     assert list(forwarded["properties"]) == ["reasoning", "answer"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="node: the proxy adds stream_options.include_usage to every chat stream (to meter "
+    "it) and passes the usage chunk, whose `choices` is empty, to a client that never asked "
+    "for it, so the common `chunk.choices[0]` loop raises IndexError",
+)
+def test_a_chat_stream_that_did_not_ask_for_usage_gets_no_usage_chunk(
+    chat: openai.OpenAI, fake_llm: FakeLLM
+) -> None:
+    fake_llm.chat_text("one two")
+    stream = chat.chat.completions.create(model="fake-model", messages=USER, stream=True)
+    text = [chunk.choices[0].delta.content or "" for chunk in stream]
+    assert "".join(text) == "one two"
