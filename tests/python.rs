@@ -16,7 +16,7 @@ const SUITE_DEADLINE: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(100);
 /// What the Python must be able to import to run the suite.
 const PROBE: &str =
-    "import pytest, pytest_asyncio, warden_client.langchain, warden_client.openai_agents";
+    "import pytest, pytest_asyncio, langchain_openai, warden_client.langchain, warden_client.openai_agents";
 
 /// The Python to run the suite with: `$WARDEN_PYTHON`, else the venv `.ci/run` makes.
 fn python_path() -> Option<PathBuf> {

@@ -1,5 +1,7 @@
-"""Fixtures: a real `warden node` (from $WARDEN_BIN) on a free port with a policy written
-here, fresh agents on it, and a scripted OpenAI/Anthropic-compatible model server.
+"""Fixtures: a real `warden node` (from $WARDEN_BIN) on a free port with a policy and a
+config written here, fresh agents on it, and a scripted OpenAI/Anthropic-compatible model
+server that is the node's LLM upstream: the frameworks' model calls go through the node's LLM
+proxy (`llm_base_url`), which meters, judges and forwards them to the fake.
 
 No mock of warden: every test talks to the real node over HTTP.
 """
@@ -12,9 +14,10 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +30,8 @@ from warden_client import ActionClass, AsyncWardenClient, WardenClient  # noqa: 
 from .fake_llm import FakeLLM  # noqa: E402
 
 OPERATOR_TOKEN = "python-tests-operator-token"
+UPSTREAM_KEY = "sk-fake-upstream-key-3f9c"
+"""The provider key the node holds (from its environment) and adds to what it forwards."""
 START_DEADLINE_S = 20.0
 """How long the node gets to print its address and report ready."""
 
@@ -38,7 +43,10 @@ defaults:
 pools:
   - {path: swarm, limits: {cost_usd: 1000}}
 tools:
+  openai: {action: network, upstream: openai}
+  anthropic: {action: network, upstream: anthropic}
   lookup: {action: read, args: [query], min_cost: {tokens: 0, cost_usd: 0}}
+  transfer: {action: spend, args: [amount, to]}
   shell: {action: execute, args: [command]}
   delete_database: {action: write, args: [name]}
   payments.transfer: {action: spend, args: [amount, to]}
@@ -55,8 +63,34 @@ ACTIONS: dict[str, ActionClass] = {
     "delete_database": "write",
     "payments.transfer": "spend",
     "flaky": "execute",
+    "transfer": "spend",
 }
 """The action class of each tool of POLICY, as the clients claim them."""
+
+
+PRICE_INPUT_USD_PER_MTOK = 1.0
+PRICE_OUTPUT_USD_PER_MTOK = 2.0
+MAX_OUTPUT_TOKENS = 1000
+
+CONFIG = """\
+# The node's LLM proxy: the fake model server is both provider upstreams; the node adds the
+# provider key (from its environment) to what it forwards.
+upstreams:
+  openai: {{url: "{llm}/v1", kind: openai, headers: {{authorization: "Bearer env:WARDEN_TEST_UPSTREAM_KEY"}}}}
+  anthropic: {{url: "{llm}/v1", kind: anthropic, headers: {{x-api-key: "env:WARDEN_TEST_UPSTREAM_KEY"}}}}
+prices:
+  fake-model: {{upstream: openai, input: {input}, output: {output}, max_output_tokens: {max_out}}}
+  fake-claude: {{upstream: anthropic, input: {input}, output: {output}, max_output_tokens: {max_out}}}
+"""
+"""The node's config: per model, its upstream, its price in USD per million input and output
+tokens, and the most output tokens a request may ask for."""
+
+
+def spend_micro_usd(input_tokens: int, output_tokens: int) -> int:
+    """What the node charges for this usage at CONFIG's prices, in micro-USD."""
+    return round(
+        input_tokens * PRICE_INPUT_USD_PER_MTOK + output_tokens * PRICE_OUTPUT_USD_PER_MTOK
+    )
 
 
 @dataclass(frozen=True)
@@ -87,18 +121,44 @@ def warden_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """A `warden node` on 127.0.0.1 with a free port, a temp data dir and POLICY."""
+def llm_server() -> Iterator[FakeLLM]:
+    """The scripted model server, for the whole session (it is the node's upstream)."""
+    server = FakeLLM()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLLM) -> Iterator[Node]:
+    """A `warden node` on 127.0.0.1 with a free port, a temp data dir, POLICY and CONFIG
+    (its LLM proxy forwarding to the fake model server)."""
     work = tmp_path_factory.mktemp("warden-node")
     policy = work / "policy.yaml"
     policy.write_text(POLICY)
+    config = work / "config.yaml"
+    config.write_text(
+        CONFIG.format(
+            llm=llm_server.base_url,
+            input=PRICE_INPUT_USD_PER_MTOK,
+            output=PRICE_OUTPUT_USD_PER_MTOK,
+            max_out=MAX_OUTPUT_TOKENS,
+        )
+    )
     log = work / "node.log"
-    env = {**os.environ, "WARDEN_OPERATOR_TOKEN": OPERATOR_TOKEN}
+    env = {
+        **os.environ,
+        "WARDEN_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "WARDEN_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
                 warden_binary(),
                 "node",
+                "--config",
+                str(config),
                 "--data",
                 str(work / "data"),
                 "--listen",
@@ -150,6 +210,21 @@ def operator(node: Node) -> Iterator[WardenClient]:
         yield client
 
 
+def wait_until(what: str, ok: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not {what} within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def settled(operator: WardenClient, agent_id: str) -> dict[str, Any]:
+    """The agent's record once no step is open. The proxy settles a call just after it
+    answered (a stream, after its last event), so a record read at once may still show it."""
+    wait_until("settled", lambda: operator.get_agent(agent_id).raw["open_steps"] == 0)
+    return dict(operator.get_agent(agent_id).raw)
+
+
 def new_agent_id(prefix: str = "py") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -171,22 +246,16 @@ async def aagent(node: Node, operator: WardenClient) -> AsyncIterator[AsyncWarde
 
 
 @pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    """A scripted OpenAI/Anthropic-compatible model server on 127.0.0.1."""
-    server = FakeLLM()
-    try:
-        yield server
-    finally:
-        server.close()
+def fake_llm(llm_server: FakeLLM) -> Iterator[FakeLLM]:
+    """The scripted model server, with nothing queued or recorded from earlier tests."""
+    llm_server.reset()
+    yield llm_server
+    llm_server.reset()
 
 
 @pytest.fixture
-def llm_base_url(fake_llm: FakeLLM) -> str:
-    """Where the frameworks send model calls (the SDKs' base URL, ending in /v1).
-
-    LLM PROXY: the node's proxy (POST /v1/chat/completions, /v1/responses, /v1/messages) is
-    not built yet, so the frameworks talk to the fake model directly. Once it exists, start
-    the node with the fake as its `openai` upstream (and a price for the fake model) and
-    return `f"{node.base_url}/v1"` here; nothing else in the tests changes.
-    """
-    return f"{fake_llm.base_url}/v1"
+def llm_base_url(node: Node, fake_llm: FakeLLM) -> str:
+    """Where the frameworks send model calls (the OpenAI SDK's base URL, ending in /v1): the
+    node's LLM proxy (POST /v1/chat/completions, /v1/responses, /v1/messages), which forwards
+    to the fake model server as its `openai` and `anthropic` upstreams."""
+    return f"{node.base_url}/v1"

@@ -1,5 +1,6 @@
-"""LangChain against a real node: a `create_agent` agent whose fake model emits tool calls,
-governed by `WardenMiddleware`, and tools run with `WardenCallbackHandler`."""
+"""LangChain against a real node: `create_agent` agents governed by `WardenMiddleware`, with a
+scripted in-process model or langchain-openai's `ChatOpenAI` through the node's LLM proxy
+(to the fake model server), and tools run with `WardenCallbackHandler`."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import openai
 import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
 
 from warden_client import AgentHalted, AsyncWardenClient, StepDenied, WardenClient
 from warden_client.langchain import WardenCallbackHandler, WardenMiddleware
 
-from .conftest import Node
+from .conftest import Node, settled, spend_micro_usd
+from .fake_llm import CHAT, FakeLLM
 
 
 class ScriptedModel(GenericFakeChatModel):
@@ -235,3 +239,66 @@ async def test_callback_handler_stops_denied_tools_on_the_async_path(
             {"name": "prod"}, config={"callbacks": [WardenCallbackHandler(agent)]}
         )
     assert ran.calls == []
+
+
+def proxied_model(llm_base_url: str, agent: WardenClient, *, streaming: bool) -> ChatOpenAI:
+    """langchain-openai's chat model on the node's LLM proxy, the agent's token as API key."""
+    return ChatOpenAI(
+        model="fake-model",
+        base_url=llm_base_url,
+        api_key=agent.config.token,  # type: ignore[arg-type]
+        max_retries=0,
+        streaming=streaming,
+    )
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_chat_openai_through_the_proxy_with_the_middleware(
+    operator: WardenClient,
+    agent: WardenClient,
+    tools: list[Any],
+    ran: Ran,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
+    streaming: bool,
+) -> None:
+    fake_llm.chat_tool_calls(("lookup", {"query": "pools"}), usage=(20, 6))
+    fake_llm.chat_text("done", usage=(30, 2))
+    model = proxied_model(llm_base_url, agent, streaming=streaming)
+    graph = create_agent(model, tools=tools, middleware=[WardenMiddleware(agent)])
+
+    result = graph.invoke({"messages": [HumanMessage("look up pools")]})
+
+    assert result["messages"][-1].content == "done"
+    assert ran.calls == [("lookup", "pools")]
+    assert tool_messages(result)["call_0"].content == "found pools"
+    sent = fake_llm.requests_to(CHAT)
+    assert [r.body.get("stream", False) for r in sent] == [streaming, streaming]
+    record = settled(operator, str(agent.agent_id))
+    # Two model calls, the proposal of lookup judged by the proxy, lookup asked by the
+    # middleware; the model calls charged their usage at the price.
+    assert (record["steps_decided"], record["steps_allowed"], record["open_steps"]) == (4, 4, 0)
+    assert record["spent"]["cost_micro_usd"] == spend_micro_usd(50, 8)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_chat_openai_raises_when_the_proxy_refuses_the_models_tool_call(
+    operator: WardenClient,
+    agent: WardenClient,
+    tools: list[Any],
+    ran: Ran,
+    fake_llm: FakeLLM,
+    llm_base_url: str,
+    streaming: bool,
+) -> None:
+    fake_llm.chat_tool_calls(("shell", {"command": "rm -rf /"}))
+    model = proxied_model(llm_base_url, agent, streaming=streaming)
+    graph = create_agent(model, tools=tools, middleware=[WardenMiddleware(agent)])
+    # Whole, the answer is a 403 (PermissionDeniedError); streamed, an error event ends the
+    # stream (APIError): LangChain passes either on as the openai client raised it.
+    with pytest.raises(openai.APIError) as caught:
+        graph.invoke({"messages": [HumanMessage("clean everything")]})
+    assert caught.value.code == "tool_call_refused"
+    assert "no-rm-rf" in caught.value.message
+    assert ran.calls == []
+    assert operator.get_agent(agent.agent_id).state == "halted"
