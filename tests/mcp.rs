@@ -173,7 +173,12 @@ fn start(name: &str) -> Node {
 }
 
 /// One POST /mcp: status, `mcp-session-id` header, body.
-fn rpc(n: &Node, token: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Option<String>, Value) {
+fn rpc(
+    n: &Node,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Option<String>, Value) {
     let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
@@ -214,18 +219,30 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     assert_eq!(rpc(&n, &token, &[], &note).0, 202);
 
-    let (_, _, v) = rpc(&n, &token, &[], &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let (_, _, v) = rpc(
+        &n,
+        &token,
+        &[],
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
     let names: Vec<&str> = v["result"]["tools"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["files.read_file"], "delete_file can never be allowed: {v}");
+    assert_eq!(
+        names,
+        ["files.read_file"],
+        "delete_file can never be allowed: {v}"
+    );
 
     let (_, _, v) = rpc(&n, &token, &[], &call(3, "files.read_file", "/tmp/a"));
     assert_eq!(v["id"], 3);
-    assert_eq!(v["result"]["content"][0]["text"], "contents of /tmp/a", "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"], "contents of /tmp/a",
+        "{v}"
+    );
     assert_eq!(n.calls.load(Ordering::SeqCst), 1);
 
     for (id, tool, path, code, rule) in [
@@ -238,7 +255,11 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
         assert_eq!(v["error"]["data"]["rule"], rule, "{v}");
         assert_eq!(v["error"]["data"]["decision"], "deny", "{v}");
     }
-    assert_eq!(n.calls.load(Ordering::SeqCst), 1, "refused calls never reached the server");
+    assert_eq!(
+        n.calls.load(Ordering::SeqCst),
+        1,
+        "refused calls never reached the server"
+    );
 
     // A result carrying a prompt injection is refused before the agent reads it.
     let (_, _, v) = rpc(&n, &token, &[], &call(6, "files.read_file", "/evil"));
@@ -254,7 +275,14 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
         .iter()
         .filter_map(|e| e["entry"]["step"]["tool"].as_str())
         .collect();
-    assert!(tools.iter().filter(|t| **t == "mcp.files.read_file").count() >= 4, "{tools:?}");
+    assert!(
+        tools
+            .iter()
+            .filter(|t| **t == "mcp.files.read_file")
+            .count()
+            >= 4,
+        "{tools:?}"
+    );
 }
 
 #[test]
@@ -262,20 +290,52 @@ fn a_2026_client_needs_no_handshake_and_its_headers_must_match_the_body() {
     let n = start("stateless");
     let token = common::register(&n.op, "m2", "swarm");
     let v26 = ("mcp-protocol-version", "2026-07-28");
-    let (status, _, v) = rpc(&n, &token, &[v26, ("mcp-method", "server/discover")], &json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover"}));
+    let (status, _, v) = rpc(
+        &n,
+        &token,
+        &[v26, ("mcp-method", "server/discover")],
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover"}),
+    );
     assert_eq!(status, 200, "{v}");
-    assert!(v["result"]["supportedVersions"].as_array().unwrap().iter().any(|x| x == "2026-07-28"), "{v}");
+    assert!(
+        v["result"]["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "2026-07-28"),
+        "{v}"
+    );
     let c = call(2, "files.read_file", "/tmp/b");
-    let (status, _, v) = rpc(&n, &token, &[v26, ("mcp-method", "tools/call"), ("mcp-name", "files.read_file")], &c);
+    let (status, _, v) = rpc(
+        &n,
+        &token,
+        &[
+            v26,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "files.read_file"),
+        ],
+        &c,
+    );
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["result"]["content"][0]["text"], "contents of /tmp/b", "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"], "contents of /tmp/b",
+        "{v}"
+    );
     for headers in [
         vec![v26],
         vec![v26, ("mcp-method", "tools/list")],
-        vec![v26, ("mcp-method", "tools/call"), ("mcp-name", "files.delete_file")],
+        vec![
+            v26,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "files.delete_file"),
+        ],
     ] {
         let (status, _, v) = rpc(&n, &token, &headers, &c);
-        assert_eq!((status, v["error"]["code"].as_i64()), (400, Some(-32020)), "{headers:?}: {v}");
+        assert_eq!(
+            (status, v["error"]["code"].as_i64()),
+            (400, Some(-32020)),
+            "{headers:?}: {v}"
+        );
     }
     assert_eq!(n.calls.load(Ordering::SeqCst), 1);
 }
@@ -285,18 +345,40 @@ fn malformed_messages_strangers_and_halted_agents_are_refused() {
     let n = start("refuse");
     let token = common::register(&n.op, "m3", "swarm");
     let (status, _, v) = rpc(&n, &token, &[], &json!([call(1, "files.read_file", "/a")]));
-    assert_eq!((status, v["error"]["code"].as_i64()), (400, Some(-32600)), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_i64()),
+        (400, Some(-32600)),
+        "{v}"
+    );
     let (status, _, v) = rpc(&n, &token, &[], &json!({"id": 1, "method": "tools/list"}));
-    assert_eq!((status, v["error"]["code"].as_i64()), (400, Some(-32600)), "{v}");
-    let (_, _, v) = rpc(&n, &token, &[], &json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list"}));
+    assert_eq!(
+        (status, v["error"]["code"].as_i64()),
+        (400, Some(-32600)),
+        "{v}"
+    );
+    let (_, _, v) = rpc(
+        &n,
+        &token,
+        &[],
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list"}),
+    );
     assert_eq!(v["error"]["code"], -32601, "{v}");
     let (_, _, v) = rpc(&n, &token, &[], &call(1, "nope.read_file", "/a"));
     assert_eq!(v["error"]["code"], -32602, "{v}");
     let (status, _, _) = rpc(&n, "not-a-token", &[], &call(1, "files.read_file", "/a"));
     assert_eq!(status, 401);
-    let (status, v) = common::call(&n.op, "POST", "/v1/agents/m3/halt", Body::json(&json!({"reason": "t"})));
+    let (status, v) = common::call(
+        &n.op,
+        "POST",
+        "/v1/agents/m3/halt",
+        Body::json(&json!({"reason": "t"})),
+    );
     assert!(status < 300, "{v}");
     let (_, _, v) = rpc(&n, &token, &[], &call(9, "files.read_file", "/a"));
-    assert_eq!((v["id"].as_u64(), v["error"]["code"].as_i64()), (Some(9), Some(-32002)), "{v}");
+    assert_eq!(
+        (v["id"].as_u64(), v["error"]["code"].as_i64()),
+        (Some(9), Some(-32002)),
+        "{v}"
+    );
     assert_eq!(n.calls.load(Ordering::SeqCst), 0);
 }

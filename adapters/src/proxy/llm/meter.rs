@@ -26,6 +26,8 @@ pub enum Next {
     Send(Bytes),
     /// Keep it: it belongs to a tool call not yet complete.
     Hold,
+    /// Drop it: the proxy asked for it, the client did not (a Chat Completions usage chunk).
+    Skip,
     /// Judge these calls, then pass these events on (or end the stream if one is refused).
     Judge(Vec<Proposal>, Vec<Bytes>),
     /// End the stream with this message.
@@ -50,11 +52,14 @@ pub struct Meter {
     held_bytes: usize,
     max_held_bytes: usize,
     done: bool,
+    /// The client did not ask for the usage chunk (the proxy did, to settle).
+    hide_usage: bool,
 }
 
 impl Meter {
-    /// A meter for a stream of `api`, holding at most `max_held_bytes` of tool calls.
-    pub fn new(api: Api, max_held_bytes: usize) -> Self {
+    /// A meter for a stream of `api`, holding at most `max_held_bytes` of tool calls;
+    /// `hide_usage`: drop the usage-only chunk the client did not ask for.
+    pub fn new(api: Api, max_held_bytes: usize, hide_usage: bool) -> Self {
         Self {
             api,
             input: None,
@@ -64,6 +69,7 @@ impl Meter {
             held_bytes: 0,
             max_held_bytes,
             done: false,
+            hide_usage,
         }
     }
 
@@ -163,6 +169,10 @@ impl Meter {
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             self.input = u["prompt_tokens"].as_u64();
             self.output = u["completion_tokens"].as_u64();
+            let usage_only = v["choices"].as_array().is_some_and(Vec::is_empty);
+            if self.hide_usage && usage_only {
+                return Next::Skip;
+            }
         }
         let mut calls = Vec::new();
         let mut finished = false;
@@ -340,12 +350,13 @@ mod tests {
     fn run(api: Api, stream: &str) -> (Meter, Vec<String>) {
         let mut p = Parser::new(1 << 20);
         p.push(stream.as_bytes());
-        let mut m = Meter::new(api, 1 << 20);
+        let mut m = Meter::new(api, 1 << 20, false);
         let mut log = Vec::new();
         while let Some(e) = p.next_event().unwrap() {
             log.push(match m.event(e) {
                 Next::Send(_) => "send".to_string(),
                 Next::Hold => "hold".to_string(),
+                Next::Skip => "skip".to_string(),
                 Next::Judge(calls, events) => format!(
                     "judge {} {} ({} events)",
                     calls[0].name,
@@ -389,6 +400,27 @@ mod tests {
                 input: 9,
                 output: 4
             }
+        );
+    }
+
+    #[test]
+    fn a_usage_chunk_the_client_did_not_ask_for_is_read_but_not_passed_on() {
+        let mut p = Parser::new(1 << 20);
+        p.push(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\n",
+        );
+        let mut m = Meter::new(Api::Chat, 1 << 20, true);
+        assert!(matches!(
+            m.event(p.next_event().unwrap().unwrap()),
+            Next::Skip
+        ));
+        assert_eq!(
+            m.used(Bound {
+                input: 1,
+                output: 1
+            })
+            .input,
+            9
         );
     }
 

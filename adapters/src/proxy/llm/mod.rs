@@ -104,6 +104,8 @@ struct Priced {
     route: std::sync::Arc<Route>,
     bound: Bound,
     stream: bool,
+    /// The client asked for usage in its stream itself.
+    usage_asked: bool,
     step: Step,
 }
 
@@ -158,6 +160,7 @@ async fn run(
         step,
         price: p.price.clone(),
         bound: p.bound,
+        usage_asked: p.usage_asked,
         settlement,
     };
     let is_sse = resp
@@ -208,11 +211,14 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
                 ),
             )
         })?;
+    let usage_asked = req
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
     let (out, n) = api
         .prepare(&mut req, price.max_output_tokens)
         .map_err(|m| ApiError::bad_request("unbounded_cost", m))?;
-    let body =
-        Bytes::from(serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?);
+    let body = Bytes::from(rewrite(text, &req));
     let bound = Bound {
         input: body.len() as u64 + INPUT_OVERHEAD_TOKENS,
         output: out.saturating_mul(n),
@@ -225,8 +231,73 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
         route,
         bound,
         stream,
+        usage_asked,
         step,
     })
+}
+
+/// The request as forwarded: its members in the order sent, each one the proxy did not
+/// change byte for byte as sent (a JSON schema's property order is the order a model
+/// generates in), then the members the proxy added. `req` is the request after
+/// [`Api::prepare`]; `text` what the client sent (already parsed, so it is valid).
+fn rewrite(text: &str, req: &Map<String, Value>) -> Vec<u8> {
+    let sent = serde_json::from_str::<Ordered>(text)
+        .map(|o| o.0)
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(text.len() + 64);
+    out.push(b'{');
+    let mut first = true;
+    let mut member = |out: &mut Vec<u8>, k: &str, v: &[u8]| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        out.extend_from_slice(Value::String(k.to_string()).to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v);
+    };
+    for (k, raw) in &sent {
+        let Some(now) = req.get(k) else { continue };
+        let unchanged = serde_json::from_str::<Value>(raw.get()).is_ok_and(|v| &v == now);
+        let bytes = if unchanged {
+            raw.get().to_string()
+        } else {
+            now.to_string()
+        };
+        member(&mut out, k, bytes.as_bytes());
+    }
+    for (k, v) in req {
+        if !sent.iter().any(|(s, _)| s == k) {
+            member(&mut out, k, v.to_string().as_bytes());
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// A JSON object's members in order, values as raw text.
+struct Ordered(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    out.push((k, m.next_value()?));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The step a request is decided as.
@@ -324,6 +395,7 @@ pub(crate) struct LiveCall {
     step: StepId,
     price: Price,
     bound: Bound,
+    usage_asked: bool,
     settlement: Settlement,
 }
 
@@ -410,4 +482,28 @@ async fn whole(
         ));
     }
     Ok(Response::from_parts(head, Body::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_request_keeps_the_order_and_bytes_of_what_it_did_not_change() {
+        let sent = r#"{"model":"m","response_format":{"type":"json_schema","json_schema":{"schema":{"properties":{"reasoning":{"type":"string"},"answer":{"type":"string"}}}}},"temperature":0.70,"max_tokens":99999}"#;
+        let Value::Object(mut req) = serde_json::from_str(sent).unwrap() else {
+            unreachable!()
+        };
+        Api::Chat.prepare(&mut req, 100).unwrap();
+        let out = String::from_utf8(rewrite(sent, &req)).unwrap();
+        assert!(
+            out.contains(r#""properties":{"reasoning":{"type":"string"},"answer""#),
+            "{out}"
+        );
+        assert!(out.contains(r#""temperature":0.70"#), "{out}");
+        assert!(!out.contains("max_tokens\":99999"), "{out}");
+        assert!(out.ends_with(r#""max_completion_tokens":100}"#), "{out}");
+        let back: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, Value::Object(req));
+    }
 }

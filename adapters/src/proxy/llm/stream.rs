@@ -56,7 +56,7 @@ async fn pump(
     _slot: OwnedSemaphorePermit,
 ) {
     let mut halt = live.state.proxy.halts.watch(&live.state.swarm, live.h.id());
-    let mut meter = Meter::new(live.api, LLM_HELD_BYTES_MAX);
+    let mut meter = Meter::new(live.api, LLM_HELD_BYTES_MAX, !live.usage_asked);
     let mut parser = Parser::new(SSE_EVENT_BYTES_MAX);
     let end = loop {
         let frame = tokio::select! {
@@ -137,7 +137,7 @@ async fn finish(live: &LiveCall, meter: &mut Meter, tx: &mpsc::Sender<Frame>) ->
 async fn act(live: &LiveCall, next: Next, tx: &mpsc::Sender<Frame>) -> Option<End> {
     let out = match next {
         Next::Send(b) => vec![b],
-        Next::Hold => return None,
+        Next::Hold | Next::Skip => return None,
         Next::Fail(msg) => {
             let _ = tx
                 .send(Ok(live.api.error_event("tool_call_refused", &msg).into()))
