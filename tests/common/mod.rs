@@ -14,6 +14,7 @@ use warden::adapters::http::wire::{AgentView, RegisterRequest};
 /// Starts `warden node --listen 127.0.0.1:0 --data DIR` with `extra` arguments after it and
 /// `WARDEN_OPERATOR_TOKEN=operator`, waits for its first line (`warden node listening on
 /// http://ADDR`), and returns the process and its base URL. Its later output is drained.
+#[allow(dead_code)] // each test crate compiles this module; not all of them start a node here
 pub fn start_node(dir: &Path, extra: &[&std::ffi::OsStr], operator: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["node", "--listen", "127.0.0.1:0", "--data"])
