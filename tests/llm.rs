@@ -464,6 +464,18 @@ fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage
         n.agent_view("a1")["open_steps"] == 0
     });
     assert_eq!(n.agent_view("a1")["spent"]["tokens"], 39);
+    // The proxy's metrics, as DESIGN.md names them.
+    let (_, metrics) = common::call(&n.op, "GET", "/metrics", Body::None);
+    let text = metrics.as_str().unwrap_or_default();
+    for want in [
+        r#"warden_tokens_total{pool="swarm",direction="input"} 33"#,
+        r#"warden_tokens_total{pool="swarm",direction="output"} 6"#,
+        r#"warden_proxy_requests_total{tool="openai",status="200"} 2"#,
+        r#"warden_proxy_requests_total{tool="anthropic",status="200"} 1"#,
+        "warden_proxy_upstream_duration_seconds",
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
+    }
 }
 
 #[test]

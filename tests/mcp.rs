@@ -122,6 +122,7 @@ pools:
 tools:
   mcp.files.read_file: {action: read}
   mcp.files.delete_file: {action: write}
+  mcp.vault.read_file: {action: read}
 rules:
   - {id: no-deletes, match: {tool: mcp.files.delete_file}, decision: deny}
   - {id: no-etc, match: {tool: mcp.files.read_file, args: {path: {regex: '^/etc'}}}, decision: deny}
@@ -133,6 +134,8 @@ struct Node {
     base: String,
     op: Client,
     calls: Arc<AtomicUsize>,
+    /// Calls that reached the second upstream, `vault`.
+    vault_calls: Arc<AtomicUsize>,
 }
 
 impl Drop for Node {
@@ -144,13 +147,14 @@ impl Drop for Node {
 
 fn start(name: &str) -> Node {
     let (url, calls) = upstream();
+    let (vault, vault_calls) = upstream();
     let dir = std::env::temp_dir().join(format!("warden-mcp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
     std::fs::write(
         dir.join("config.yaml"),
-        format!("upstreams:\n  files: {{url: \"{url}\", kind: mcp}}\n"),
+        format!("upstreams:\n  files: {{url: \"{url}\", kind: mcp}}\n  vault: {{url: \"{vault}\", kind: mcp}}\n"),
     )
     .unwrap();
     let (child, base) = common::start_node(
@@ -169,6 +173,7 @@ fn start(name: &str) -> Node {
         base,
         op,
         calls,
+        vault_calls,
     }
 }
 
@@ -233,8 +238,15 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
         .collect();
     assert_eq!(
         names,
-        ["files.read_file"],
-        "delete_file can never be allowed: {v}"
+        ["files.read_file", "vault.read_file"],
+        "two upstreams behind one gateway; delete_file can never be allowed: {v}"
+    );
+    let (_, _, v) = rpc(&n, &token, &[], &call(30, "vault.read_file", "/k"));
+    assert_eq!(v["result"]["content"][0]["text"], "contents of /k", "{v}");
+    assert_eq!(
+        n.vault_calls.load(Ordering::SeqCst),
+        1,
+        "routed to its own upstream"
     );
 
     let (_, _, v) = rpc(&n, &token, &[], &call(3, "files.read_file", "/tmp/a"));
