@@ -598,19 +598,6 @@ fn an_approved_call_is_forwarded_once_and_only_as_it_was_asked() {
     let step = d["step"].as_str().unwrap().to_string();
     let location = headers.get("location").cloned().unwrap_or_default();
     assert!(location.contains(&format!("/steps/{step}")), "{headers:?}");
-    // The agent may not settle the proxy's step itself.
-    let agent = n.op.with_token(&token);
-    let (status, v) = common::call(
-        &agent,
-        "POST",
-        &format!("/v1/agents/a1/steps/{step}/outcome"),
-        Body::json(&json!({"status": "success", "cost": {"cost_usd": 0}})),
-    );
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (409, Some("proxy_settles")),
-        "{v}"
-    );
     // Retried before the answer: still waiting.
     let retry = [
         ("authorization", auth.as_str()),
@@ -627,6 +614,20 @@ fn an_approved_call_is_forwarded_once_and_only_as_it_was_asked() {
         Body::json(&json!({"decision": "approve", "by": "test"})),
     );
     assert_eq!(status, 200, "{v}");
+    // Approved, the step is open and sealed: the agent may not settle it itself (it would
+    // set its own bill); only the proxy, from the upstream's answer.
+    let agent = n.op.with_token(&token);
+    let (status, v) = common::call(
+        &agent,
+        "POST",
+        &format!("/v1/agents/a1/steps/{step}/outcome"),
+        Body::json(&json!({"status": "success", "cost": {"cost_usd": 0}})),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("proxy_settles")),
+        "{v}"
+    );
     // Another request cannot ride on the approval.
     let (status, _, text) = send(
         &n.base,

@@ -506,9 +506,26 @@ pub struct Step {
     signals: Signals,
     fingerprint: u64,
     tool_key: u64,
+    /// Set by whoever settles the step itself (the enforcement proxy): only an outcome with
+    /// the same seal settles it. Never read from JSON, never journaled.
+    seal: Option<u64>,
 }
 
 impl Step {
+    /// The step sealed with `seal`: once allowed, only an outcome carrying the same seal
+    /// ([`Outcome::with_seal`](crate::Outcome::with_seal)) settles it, so a proxy that
+    /// settles the step from what it saw cannot be raced by the agent reporting its own
+    /// (cheaper) outcome. The seal is never serialized.
+    pub fn sealed(mut self, seal: u64) -> Self {
+        self.seal = Some(seal);
+        self
+    }
+
+    /// The step's seal, if it is sealed.
+    pub fn seal(&self) -> Option<u64> {
+        self.seal
+    }
+
     /// Starts a step for `tool` with action class `action`.
     pub fn builder(tool: impl Into<String>, action: ActionClass) -> StepBuilder {
         StepBuilder {
@@ -723,6 +740,7 @@ fn validate(
         },
         fingerprint,
         tool_key: tool_hasher.finish(),
+        seal: None,
     })
 }
 

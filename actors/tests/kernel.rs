@@ -514,3 +514,36 @@ fn repeats_spelled_in_another_case_are_the_same_call() {
         step("shell", 1, 0).tool_key()
     );
 }
+
+#[test]
+fn a_sealed_step_settles_only_with_its_seal() {
+    let (mut k, _) = kernel_with(
+        Budgets {
+            tokens: Some(1_000),
+            ..Default::default()
+        },
+        Limits::UNLIMITED,
+        StagnationConfig::OFF,
+    );
+    let s = k.decide(&step("llm", 1, 500).sealed(42), 1).decision.step;
+    let cheap = Outcome::success().with_usage(warden_actors::Usage::new().tokens(0));
+    let err = k.settle(s, &cheap, 2).unwrap_err();
+    assert!(
+        matches!(err, warden_actors::SettleError::Sealed { .. }),
+        "{err}"
+    );
+    let forged = cheap.clone().with_seal(41);
+    assert!(
+        k.settle(s, &forged, 3).is_err(),
+        "a wrong seal settles nothing"
+    );
+    assert_eq!(k.snapshot().open_steps, 1);
+    let real = Outcome::success()
+        .with_usage(warden_actors::Usage::new().tokens(480))
+        .with_seal(42);
+    k.settle(s, &real, 4).unwrap();
+    assert_eq!(k.snapshot().account.spent.get(LedgerDim::Tokens), 480);
+    // Unsealed steps settle as before.
+    let t = k.decide(&step("t", 2, 10), 5).decision.step;
+    k.settle(t, &Outcome::success(), 6).unwrap();
+}

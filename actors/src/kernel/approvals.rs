@@ -337,6 +337,7 @@ impl AgentKernel {
         }
         self.open
             .insert(parked.approval.step_id, parked.reservation);
+        self.seal(parked.approval.step_id, parked.approval.step.seal());
         self.steps_allowed += 1;
         let key = parked.approval.step.tool_key();
         if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {

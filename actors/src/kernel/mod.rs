@@ -138,6 +138,8 @@ pub struct AgentKernel {
     explored: HashSet<u64>,
     open: HashMap<StepId, Reservation>,
     released: Released,
+    /// Seals of sealed open (or released) steps: only an outcome with the seal settles them.
+    seals: HashMap<StepId, u64>,
     parked: HashMap<StepId, Parked>,
     /// Final decisions of parked steps that a halt ended (or recovery restored), for the
     /// shell to store and hand to whoever waits on them.
@@ -241,6 +243,7 @@ impl AgentKernel {
             explored: HashSet::new(),
             open: HashMap::new(),
             released: Released::default(),
+            seals: HashMap::new(),
             parked: HashMap::new(),
             resolutions: Vec::new(),
             judged_under: 0,
@@ -688,6 +691,7 @@ impl AgentKernel {
             return self.park(step, step_id, parked, now_ms);
         }
         self.open.insert(step_id, reservation);
+        self.seal(step_id, step.seal());
         self.steps_allowed += 1;
         if new_tool
             && (self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED)
@@ -864,6 +868,20 @@ impl AgentKernel {
     /// Steps allowed and not yet settled.
     pub fn open_steps(&self) -> usize {
         self.open.len()
+    }
+
+    /// Records the seal of a step just opened. Bounded: past twice the open steps' limit,
+    /// seals of steps no longer open or released are dropped.
+    fn seal(&mut self, step: StepId, seal: Option<u64>) {
+        let Some(seal) = seal else { return };
+        if self.seals.len() >= 2 * (self.max_open_steps + MAX_RELEASED_STEPS) {
+            let released: std::collections::HashSet<StepId> =
+                self.released.order.iter().copied().collect();
+            let open = &self.open;
+            self.seals
+                .retain(|k, _| open.contains_key(k) || released.contains(k));
+        }
+        self.seals.insert(step, seal);
     }
 
     /// The ids of the steps allowed and not yet settled, in step order.

@@ -23,6 +23,9 @@ pub struct Outcome {
     pub status: OutcomeStatus,
     /// Real usage, per dimension; a dimension it does not name is settled as reserved.
     pub usage: Usage,
+    /// The seal of a sealed step ([`Step::sealed`](crate::Step::sealed)); `None` from anyone
+    /// else.
+    pub seal: Option<u64>,
 }
 
 impl Outcome {
@@ -31,6 +34,7 @@ impl Outcome {
         Self {
             status: OutcomeStatus::Success,
             usage: Usage::new(),
+            seal: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl Outcome {
         Self {
             status: OutcomeStatus::Failure,
             usage: Usage::new(),
+            seal: None,
         }
     }
 
@@ -52,6 +57,12 @@ impl Outcome {
     /// Reports exactly the dimensions `usage` names; the others settle as reserved.
     pub fn with_usage(mut self, usage: Usage) -> Self {
         self.usage = usage;
+        self
+    }
+
+    /// Carries the seal of the sealed step it settles.
+    pub fn with_seal(mut self, seal: u64) -> Self {
+        self.seal = Some(seal);
         self
     }
 }
@@ -82,6 +93,15 @@ pub enum SettleError {
     /// A reported amount is out of range; nothing was settled. Names the field.
     #[error("{0}")]
     BadUsage(String),
+    /// The step is sealed by whoever settles it (the enforcement proxy) and the outcome does
+    /// not carry its seal; nothing was settled.
+    #[error("step {step} of agent {agent} is settled by the proxy that took it, from the upstream's answer")]
+    Sealed {
+        /// The agent.
+        agent: AgentId,
+        /// The step.
+        step: StepId,
+    },
 }
 
 /// The result of settling an outcome.
@@ -136,6 +156,14 @@ impl AgentKernel {
         outcome: &Outcome,
         now_ms: u64,
     ) -> Result<(SettleReport, Amounts), SettleError> {
+        if let Some(&seal) = self.seals.get(&step) {
+            if outcome.seal != Some(seal) {
+                return Err(SettleError::Sealed {
+                    agent: self.id.clone(),
+                    step,
+                });
+            }
+        }
         let (settlement, actual, late) = match self.open.remove(&step) {
             Some(reservation) => {
                 let actual = outcome.usage.settle_against(reservation.amounts());
@@ -153,6 +181,7 @@ impl AgentKernel {
                 (self.account.charge(&actual), actual, true)
             }
         };
+        self.seals.remove(&step);
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
         match outcome.status {
             OutcomeStatus::Success => self.consecutive_failures = 0,

@@ -161,6 +161,7 @@ impl From<AgentError> for ApiError {
             AgentError::Journal(_) => (S::SERVICE_UNAVAILABLE, "journal_unavailable"),
             AgentError::Settle(SettleError::UnknownStep { .. }) => (S::NOT_FOUND, "unknown_step"),
             AgentError::Settle(SettleError::BadUsage(_)) => (S::BAD_REQUEST, "bad_outcome"),
+            AgentError::Settle(SettleError::Sealed { .. }) => (S::CONFLICT, "proxy_settles"),
             AgentError::NotAwaiting(..) => (S::NOT_FOUND, "not_awaiting"),
             AgentError::Interrupted(_) | AgentError::Unavailable(_) => {
                 (S::SERVICE_UNAVAILABLE, "agent_unavailable")

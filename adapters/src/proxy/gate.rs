@@ -31,6 +31,36 @@ impl From<warden_supervisor::AgentError> for Refused {
     }
 }
 
+/// A request that may be forwarded: its step and the step's seal (only an outcome with the
+/// seal settles it, so the agent cannot report its own bill; see
+/// [`warden_actors::Step::sealed`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Admitted {
+    /// The step.
+    pub step: StepId,
+    /// Its seal.
+    pub seal: u64,
+}
+
+/// A new unguessable seal.
+fn new_seal() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness: a seal the agent cannot read off its own requests still.
+        u64::from_le_bytes(
+            blake3::hash(
+                &std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+                    .to_le_bytes(),
+            )
+            .as_bytes()[..8]
+                .try_into()
+                .unwrap_or([7; 8]),
+        )
+    })
+}
+
 /// Admits a request: the step under which it may be forwarded, or why not. `retry` is the
 /// request's `Warden-Step` header, if any.
 pub async fn admit(
@@ -39,7 +69,7 @@ pub async fn admit(
     step: Step,
     fp: Fingerprint,
     retry: Option<&HeaderValue>,
-) -> Result<StepId, Refused> {
+) -> Result<Admitted, Refused> {
     match retry {
         Some(v) => retried(state, h, v, fp),
         None => decide(state, h, step, fp).await,
@@ -52,13 +82,13 @@ async fn decide(
     h: &AgentHandle,
     step: Step,
     fp: Fingerprint,
-) -> Result<StepId, Refused> {
-    let d = h.step(step).await?;
+) -> Result<Admitted, Refused> {
+    let seal = new_seal();
+    let d = h.step(step.sealed(seal)).await?;
     match d.decision {
-        Verdict::Allow => Ok(d.step),
+        Verdict::Allow => Ok(Admitted { step: d.step, seal }),
         Verdict::RequireApproval => {
-            state.proxy.parked.insert(h.id().clone(), d.step, fp);
-            state.proxy.owned.insert(h.id().clone(), d.step);
+            state.proxy.parked.insert(h.id().clone(), d.step, fp, seal);
             Err(Refused::Decision(Box::new(d)))
         }
         Verdict::Deny | Verdict::Halt => Err(Refused::Decision(Box::new(d))),
@@ -72,7 +102,7 @@ fn retried(
     h: &AgentHandle,
     v: &HeaderValue,
     fp: Fingerprint,
-) -> Result<StepId, Refused> {
+) -> Result<Admitted, Refused> {
     let step: StepId = v
         .to_str()
         .ok()
@@ -88,7 +118,7 @@ fn retried(
             format!("no request of yours parked as {step} is waiting for its retry (it was forwarded already, refused, or forgotten); send the request without Warden-Step"),
         )
     };
-    let expected = state.proxy.parked.get(agent, step).ok_or_else(unknown)?;
+    let (expected, seal) = state.proxy.parked.get(agent, step).ok_or_else(unknown)?;
     if expected != fp {
         return Err(Refused::Error(ApiError::new(
             StatusCode::CONFLICT,
@@ -100,19 +130,17 @@ fn retried(
         StepStatus::Pending { decision, .. } => Err(Refused::Decision(Box::new(decision))),
         StepStatus::Final(d) if d.decision == Verdict::Allow => {
             if state.proxy.parked.remove(agent, step) {
-                Ok(step)
+                Ok(Admitted { step, seal })
             } else {
                 Err(unknown().into())
             }
         }
         StepStatus::Final(d) => {
             state.proxy.parked.remove(agent, step);
-            state.proxy.owned.remove(agent, step);
             Err(Refused::Decision(Box::new(d)))
         }
         StepStatus::NotKept | StepStatus::Unknown => {
             state.proxy.parked.remove(agent, step);
-            state.proxy.owned.remove(agent, step);
             Err(unknown().into())
         }
     }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_actors::{ActionClass, AgentId, StepId};
+use warden_actors::ActionClass;
 use warden_supervisor::Swarm;
 
 use crate::config::{NodeConfig, Price, Upstream, UpstreamKind};
@@ -113,26 +113,6 @@ impl Route {
     }
 }
 
-/// Steps the proxy decided and settles itself: the agent may not report their outcome (it
-/// would set its own bill).
-#[derive(Default)]
-pub struct Owned(DashMap<(AgentId, StepId), ()>);
-
-impl Owned {
-    /// Marks a step as the proxy's.
-    pub fn insert(&self, agent: AgentId, step: StepId) {
-        self.0.insert((agent, step), ());
-    }
-    /// Unmarks it (settled, or never to be forwarded).
-    pub fn remove(&self, agent: &AgentId, step: StepId) {
-        self.0.remove(&(agent.clone(), step));
-    }
-    /// True when the proxy settles this step.
-    pub fn contains(&self, agent: &AgentId, step: StepId) -> bool {
-        self.0.contains_key(&(agent.clone(), step))
-    }
-}
-
 /// The proxy's state, shared by its routes.
 pub struct Proxy {
     /// The outbound client.
@@ -143,8 +123,6 @@ pub struct Proxy {
     pub prices: HashMap<String, Price>,
     /// Requests parked for approval, awaiting their retry.
     pub parked: parked::Parked,
-    /// Steps the proxy settles.
-    pub owned: Arc<Owned>,
     /// Halt watches of agents with live streams.
     pub halts: halts::HaltWatch,
     /// Sessions with the MCP upstreams, by name.
@@ -177,7 +155,6 @@ impl Proxy {
                 .map(|p| (p.model.clone(), p.clone()))
                 .collect(),
             parked: parked::Parked::default(),
-            owned: Arc::new(Owned::default()),
             halts: halts::HaltWatch::start(&swarm),
             mcp_sessions: DashMap::new(),
             max_body_bytes: config.max_body_bytes,

@@ -26,13 +26,13 @@ pub struct Parked {
 
 #[derive(Default)]
 struct Inner {
-    by_step: HashMap<(AgentId, StepId), Fingerprint>,
+    by_step: HashMap<(AgentId, StepId), (Fingerprint, u64)>,
     order: VecDeque<(AgentId, StepId)>,
 }
 
 impl Parked {
-    /// Remembers a parked request; forgets the oldest past the bound.
-    pub fn insert(&self, agent: AgentId, step: StepId, fp: Fingerprint) {
+    /// Remembers a parked request and its step's seal; forgets the oldest past the bound.
+    pub fn insert(&self, agent: AgentId, step: StepId, fp: Fingerprint, seal: u64) {
         let mut g = self.inner.lock();
         while g.by_step.len() >= PARKED_RETRIES_MAX {
             match g.order.pop_front() {
@@ -42,13 +42,17 @@ impl Parked {
                 None => break,
             }
         }
-        if g.by_step.insert((agent.clone(), step), fp).is_none() {
+        if g.by_step
+            .insert((agent.clone(), step), (fp, seal))
+            .is_none()
+        {
             g.order.push_back((agent, step));
         }
     }
 
-    /// The fingerprint a retry must match, if the request is still remembered.
-    pub fn get(&self, agent: &AgentId, step: StepId) -> Option<Fingerprint> {
+    /// The fingerprint a retry must match and the step's seal, if the request is still
+    /// remembered.
+    pub fn get(&self, agent: &AgentId, step: StepId) -> Option<(Fingerprint, u64)> {
         self.inner
             .lock()
             .by_step
@@ -88,14 +92,14 @@ mod tests {
         let p = Parked::default();
         let a: AgentId = "a".parse().unwrap();
         let s1: StepId = "s-1".parse().unwrap();
-        p.insert(a.clone(), s1, fingerprint(&[b"x"]));
-        assert_eq!(p.get(&a, s1), Some(fingerprint(&[b"x"])));
+        p.insert(a.clone(), s1, fingerprint(&[b"x"]), 9);
+        assert_eq!(p.get(&a, s1), Some((fingerprint(&[b"x"]), 9)));
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
         assert!(p.remove(&a, s1));
         assert!(!p.remove(&a, s1), "a step is forwarded at most once");
         for i in 0..PARKED_RETRIES_MAX + 5 {
             let s: StepId = format!("s-{}", i + 10).parse().unwrap();
-            p.insert(a.clone(), s, [0; 32]);
+            p.insert(a.clone(), s, [0; 32], 0);
         }
         assert_eq!(p.get(&a, "s-10".parse().unwrap()), None);
         let last: StepId = format!("s-{}", PARKED_RETRIES_MAX + 14).parse().unwrap();

@@ -9,38 +9,35 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
-
 use warden_actors::{Outcome, StepId};
 use warden_supervisor::AgentHandle;
 
-use super::Owned;
+use super::gate::Admitted;
 
-/// A step to settle: reports its outcome when dropped. While it lives (and until its report
-/// is in) the step is marked as the proxy's, so the agent cannot report it instead.
+/// A step to settle: reports its outcome, with the step's seal (the agent, who lacks it,
+/// cannot report the step instead), when dropped.
 pub struct Settlement {
     handle: AgentHandle,
     step: StepId,
+    seal: u64,
     outcome: Option<Outcome>,
-    owned: Arc<Owned>,
 }
 
 impl Settlement {
     /// A step that settles as a failure unless told otherwise (nothing was forwarded yet).
-    pub fn new(handle: AgentHandle, step: StepId, owned: Arc<Owned>) -> Self {
-        owned.insert(handle.id().clone(), step);
+    pub fn new(handle: AgentHandle, admitted: Admitted) -> Self {
         Self {
             handle,
-            step,
-            outcome: Some(Outcome::failure()),
-            owned,
+            step: admitted.step,
+            seal: admitted.seal,
+            outcome: Some(Outcome::failure().with_seal(admitted.seal)),
         }
     }
 
     /// What to report when dropped.
     pub fn set(&mut self, outcome: Outcome) {
-        self.outcome = Some(outcome);
+        self.outcome = Some(outcome.with_seal(self.seal));
     }
 
     /// The outcome it will report.
@@ -56,12 +53,10 @@ impl Drop for Settlement {
         };
         let handle = self.handle.clone();
         let step = self.step;
-        let owned = self.owned.clone();
         let report = async move {
             if handle.outcome(step, outcome).await.is_err() {
                 metrics::counter!("warden_proxy_settle_errors_total").increment(1);
             }
-            owned.remove(handle.id(), step);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {

@@ -96,7 +96,8 @@ async fn proxy(
         Err(Refused::Decision(d)) => return Err(answer(h.id(), &d)),
         Err(Refused::Error(e)) => return Err(e),
     };
-    let mut settlement = Settlement::new(h, step, state.proxy.owned.clone());
+    let mut settlement = Settlement::new(h, step);
+    let step = step.step;
     let uri = forward::join(&route.url, raw_rest, parts.uri.query())?;
     let headers = forward::request_headers(&parts.headers, &route.headers);
     let sent = forward::send(

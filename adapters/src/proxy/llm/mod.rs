@@ -132,7 +132,8 @@ async fn run(
         Err(Refused::Decision(d)) => return Err(fail(refusal(api, &agent, &d))),
         Err(Refused::Error(e)) => return Err(fail(e)),
     };
-    let settlement = Settlement::new(h.clone(), step, state.proxy.owned.clone());
+    let settlement = Settlement::new(h.clone(), step);
+    let step = step.step;
     let mut headers = forward::request_headers(&parts.headers, &p.route.headers);
     // Answers are metered and judged: they must arrive as sent, not compressed.
     headers.remove(header::ACCEPT_ENCODING);

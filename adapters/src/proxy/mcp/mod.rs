@@ -410,7 +410,7 @@ async fn governed(
         Err(Refused::Decision(d)) => return refusal(id, &d),
         Err(Refused::Error(e)) => return e.into_response(),
     };
-    let mut settlement = Settlement::new(h.clone(), step_id, state.proxy.owned.clone());
+    let mut settlement = Settlement::new(h.clone(), step_id);
     let mut forwarded = msg.clone();
     forwarded["params"]["name"] = Value::String(tool.to_string());
     let session = state.proxy.mcp_session(&route.name);
