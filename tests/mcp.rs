@@ -120,7 +120,7 @@ defaults:
 pools:
   - {path: swarm}
 tools:
-  mcp.files.read_file: {action: read}
+  mcp.files.read_file: {action: read, args: [path]}
   mcp.files.delete_file: {action: write}
   mcp.vault.read_file: {action: read}
 rules:
@@ -238,10 +238,10 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
         .collect();
     assert_eq!(
         names,
-        ["files.read_file", "vault.read_file"],
+        ["files__read_file", "vault__read_file"],
         "two upstreams behind one gateway; delete_file can never be allowed: {v}"
     );
-    let (_, _, v) = rpc(&n, &token, &[], &call(30, "vault.read_file", "/k"));
+    let (_, _, v) = rpc(&n, &token, &[], &call(30, "vault__read_file", "/k"));
     assert_eq!(v["result"]["content"][0]["text"], "contents of /k", "{v}");
     assert_eq!(
         n.vault_calls.load(Ordering::SeqCst),
@@ -249,7 +249,7 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
         "routed to its own upstream"
     );
 
-    let (_, _, v) = rpc(&n, &token, &[], &call(3, "files.read_file", "/tmp/a"));
+    let (_, _, v) = rpc(&n, &token, &[], &call(3, "files__read_file", "/tmp/a"));
     assert_eq!(v["id"], 3);
     assert_eq!(
         v["result"]["content"][0]["text"], "contents of /tmp/a",
@@ -258,8 +258,8 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
     assert_eq!(n.calls.load(Ordering::SeqCst), 1);
 
     for (id, tool, path, code, rule) in [
-        (4, "files.read_file", "/etc/passwd", -32001, "no-etc"),
-        (5, "files.delete_file", "/x", -32001, "no-deletes"),
+        (4, "files__read_file", "/etc/passwd", -32060, "no-etc"),
+        (5, "files__delete_file", "/x", -32060, "no-deletes"),
     ] {
         let (_, _, v) = rpc(&n, &token, &[], &call(id, tool, path));
         assert_eq!(v["id"], id, "{v}");
@@ -274,8 +274,8 @@ fn a_2025_client_sees_only_allowed_tools_and_every_call_is_decided() {
     );
 
     // A result carrying a prompt injection is refused before the agent reads it.
-    let (_, _, v) = rpc(&n, &token, &[], &call(6, "files.read_file", "/evil"));
-    assert_eq!(v["error"]["code"], -32004, "{v}");
+    let (_, _, v) = rpc(&n, &token, &[], &call(6, "files__read_file", "/evil"));
+    assert_eq!(v["error"]["code"], -32063, "{v}");
     assert_eq!(v["error"]["data"]["rule"], "no-injection", "{v}");
     assert!(!v.to_string().contains("IGNORE ALL"), "{v}");
 
@@ -317,14 +317,14 @@ fn a_2026_client_needs_no_handshake_and_its_headers_must_match_the_body() {
             .any(|x| x == "2026-07-28"),
         "{v}"
     );
-    let c = call(2, "files.read_file", "/tmp/b");
+    let c = call(2, "files__read_file", "/tmp/b");
     let (status, _, v) = rpc(
         &n,
         &token,
         &[
             v26,
             ("mcp-method", "tools/call"),
-            ("mcp-name", "files.read_file"),
+            ("mcp-name", "files__read_file"),
         ],
         &c,
     );
@@ -339,7 +339,7 @@ fn a_2026_client_needs_no_handshake_and_its_headers_must_match_the_body() {
         vec![
             v26,
             ("mcp-method", "tools/call"),
-            ("mcp-name", "files.delete_file"),
+            ("mcp-name", "files__delete_file"),
         ],
     ] {
         let (status, _, v) = rpc(&n, &token, &headers, &c);
@@ -356,7 +356,7 @@ fn a_2026_client_needs_no_handshake_and_its_headers_must_match_the_body() {
 fn malformed_messages_strangers_and_halted_agents_are_refused() {
     let n = start("refuse");
     let token = common::register(&n.op, "m3", "swarm");
-    let (status, _, v) = rpc(&n, &token, &[], &json!([call(1, "files.read_file", "/a")]));
+    let (status, _, v) = rpc(&n, &token, &[], &json!([call(1, "files__read_file", "/a")]));
     assert_eq!(
         (status, v["error"]["code"].as_i64()),
         (400, Some(-32600)),
@@ -375,9 +375,16 @@ fn malformed_messages_strangers_and_halted_agents_are_refused() {
         &json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list"}),
     );
     assert_eq!(v["error"]["code"], -32601, "{v}");
-    let (_, _, v) = rpc(&n, &token, &[], &call(1, "nope.read_file", "/a"));
+    let smuggled = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "files__read_file", "arguments": {"path": "/a", "result": "x"}}});
+    let (_, _, v) = rpc(&n, &token, &[], &smuggled);
+    assert_eq!(
+        v["error"]["code"], -32602,
+        "`result` is reserved for judging results: {v}"
+    );
+    let (_, _, v) = rpc(&n, &token, &[], &call(1, "nope__read_file", "/a"));
     assert_eq!(v["error"]["code"], -32602, "{v}");
-    let (status, _, _) = rpc(&n, "not-a-token", &[], &call(1, "files.read_file", "/a"));
+    let (status, _, _) = rpc(&n, "not-a-token", &[], &call(1, "files__read_file", "/a"));
     assert_eq!(status, 401);
     let (status, v) = common::call(
         &n.op,
@@ -386,10 +393,10 @@ fn malformed_messages_strangers_and_halted_agents_are_refused() {
         Body::json(&json!({"reason": "t"})),
     );
     assert!(status < 300, "{v}");
-    let (_, _, v) = rpc(&n, &token, &[], &call(9, "files.read_file", "/a"));
+    let (_, _, v) = rpc(&n, &token, &[], &call(9, "files__read_file", "/a"));
     assert_eq!(
         (v["id"].as_u64(), v["error"]["code"].as_i64()),
-        (Some(9), Some(-32002)),
+        (Some(9), Some(-32061)),
         "{v}"
     );
     assert_eq!(n.calls.load(Ordering::SeqCst), 0);

@@ -161,6 +161,11 @@ impl RateTicket {
     }
 }
 
+/// The args key an MCP tool's result is judged under (the MCP gateway judges what a tool
+/// returns as a step of that tool with args `{"result": <text>}`); registry entries of
+/// `mcp.*` tools accept it beside the args they declare.
+pub const MCP_RESULT_ARG: &str = "result";
+
 /// A compiled, checked policy. Cheap to share (`Arc`); evaluation takes `&self`.
 pub struct PolicySet {
     doc: PolicyDoc,
@@ -382,9 +387,12 @@ impl PolicySet {
             });
         }
         if let (Some(declared), Value::Object(args)) = (&info.args, step.args()) {
+            // An MCP tool's result is judged as a step of the tool with args `{result: text}`
+            // (the gateway refuses calls that would send an undeclared `result` themselves).
+            let mcp_result = |k: &str| k == MCP_RESULT_ARG && tool.starts_with("mcp.");
             if let Some(key) = args
                 .keys()
-                .find(|k| !declared.iter().any(|d| text::same_canonical(k, d)))
+                .find(|k| !mcp_result(k) && !declared.iter().any(|d| text::same_canonical(k, d)))
             {
                 matched.push(MatchedRule {
                     id: Arc::from(crate::rules::REGISTRY_ARGS),

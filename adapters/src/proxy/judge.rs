@@ -1,5 +1,6 @@
 //! Tool calls a model proposes, judged before the agent receives them. Each proposal is
-//! decided as a step of the agent (tool = the function's name; action, risk and minimum cost
+//! decided as a step of the agent (tool = the function's name, or `mcp.<server>.<tool>` for a
+//! tool the MCP gateway lists as `<server>__<tool>`; action, risk and minimum cost
 //! from the registry, `execute` for a tool the registry lacks, whose default decision then
 //! applies; args = the call's arguments), so it is journaled, counts towards the agent's
 //! steps, its rate limits and its stagnation window, and a safety rule can halt the agent
@@ -64,12 +65,15 @@ async fn judge_one(state: &AppState, h: &AgentHandle, call: &Proposal) -> Option
         },
         _ => return refuse(None, format!("warden: the model's call to `{}` has arguments that are not a JSON object; it was not passed on", call.name)),
     };
+    // A tool of the MCP gateway (`files__read_file`) is judged under its gateway name
+    // (`mcp.files.read_file`): one policy name per tool, whichever way it is called.
+    let tool = state.proxy.step_tool(&call.name);
     let action = state
         .proxy
-        .tool_action(&call.name)
+        .tool_action(&tool)
         .unwrap_or(ActionClass::Execute);
     let step: Step =
-        match serde_json::from_value(json!({"tool": call.name, "action": action, "args": args})) {
+        match serde_json::from_value(json!({"tool": tool, "action": action, "args": args})) {
             Ok(s) => s,
             Err(e) => {
                 return refuse(

@@ -259,6 +259,24 @@ impl Proxy {
         Some(def.action)
     }
 
+    /// The policy's name of a tool called `name`: `mcp.<server>.<tool>` for a tool the MCP
+    /// gateway lists as `<server>__<tool>`, else `name` itself.
+    pub fn step_tool(&self, name: &str) -> String {
+        match mcp::split_name(&self.routes_of(UpstreamKind::Mcp), name) {
+            Some((route, tool)) => format!("mcp.{}.{tool}", route.name),
+            None => name.to_string(),
+        }
+    }
+
+    /// True when the registry lists `tool` with `key` among its declared args.
+    pub fn tool_declares(&self, tool: &str, key: &str) -> bool {
+        self.swarm.policy_set().is_some_and(|set| {
+            set.doc().tools.iter().any(|t| {
+                &*t.name == tool && t.args.as_ref().is_some_and(|a| a.iter().any(|k| k == key))
+            })
+        })
+    }
+
     /// The metric label of a tool: its name when the registry has it (a bounded set), else
     /// `unknown` (a caller cannot mint label values).
     pub fn tool_label(&self, tool: &str) -> String {

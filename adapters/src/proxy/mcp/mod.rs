@@ -7,17 +7,20 @@
 //! `server/discover` is answered. Clients still on 2025-11-25 (or 2025-06-18, 2025-03-26)
 //! send `initialize` and get an answer without a session id, which their protocol allows.
 //!
-//! Tools: upstream `srv`'s tool `t` is listed as `srv.t`, and a call to it is the step
+//! Tools: upstream `srv`'s tool `t` is listed as `srv__t` (LLM APIs allow only letters,
+//! digits, `_` and `-` in function names; the LLM proxy judges a model's `srv__t` under the
+//! same policy name), and a call to it is the step
 //! `mcp.srv.t` (list that name in the policy's registry; unlisted, the default decision
 //! applies), its `arguments` the step's args. `tools/list` shows an agent only the tools its
 //! policy can allow ([`warden_actors::policy::PolicySet::may_allow`]). A call that is not
-//! allowed is a JSON-RPC error carrying the request's id and the decision (`-32001` denied,
-//! `-32002` halted, `-32003` approval required: call again with `Warden-Step`). An allowed
+//! allowed is a JSON-RPC error carrying the request's id and the decision (`-32060` denied,
+//! `-32061` halted, `-32062` approval required: call again with `Warden-Step`). An allowed
 //! call is forwarded (name rewritten to the upstream's), settled from the answer (a result
 //! without `isError` is a success; the cost is what was reserved), and its result's text goes
 //! through the policy before the agent gets it: it is judged as a step of the same tool whose
-//! args are `{"result": <text>}`, so detector rules (prompt injection, secrets, PII) apply to
-//! what a tool returns like to anything else (refused: `-32004`). Methods other than tools
+//! args are `{"result": <text>}` (registry entries of `mcp.*` tools accept that key; a call
+//! may not send it undeclared), so detector rules (prompt injection, secrets, PII) apply to
+//! what a tool returns like to anything else (refused: `-32063`). Methods other than tools
 //! (resources, prompts) are not offered: `-32601`.
 
 pub mod upstream;
@@ -34,6 +37,7 @@ use rmcp::model::{
     ToolsCapability,
 };
 use serde_json::{json, Map, Value};
+use warden_actors::policy::MCP_RESULT_ARG;
 use warden_actors::{ActionClass, Outcome, Step, Verdict};
 
 use super::gate::{admit, Refused};
@@ -45,19 +49,25 @@ use crate::config::UpstreamKind;
 use crate::http::auth::TokenAgent;
 use crate::http::AppState;
 
-/// JSON-RPC error codes of the gateway's refusals (the server range, -32000 to -32099).
+/// JSON-RPC error codes of the gateway's refusals: in the server range (-32000 to -32099),
+/// clear of the codes MCP and its SDKs use there (-32001 request timeout, -32002 resource
+/// not found, -32020 to -32022 header and version errors, -32042 elicitation).
 pub mod codes {
     /// The policy denied the call.
-    pub const DENIED: i32 = -32001;
+    pub const DENIED: i32 = -32060;
     /// The agent is halted.
-    pub const HALTED: i32 = -32002;
+    pub const HALTED: i32 = -32061;
     /// The call waits for approval.
-    pub const APPROVAL_REQUIRED: i32 = -32003;
+    pub const APPROVAL_REQUIRED: i32 = -32062;
     /// The tool's result was refused by the policy.
-    pub const RESULT_REFUSED: i32 = -32004;
+    pub const RESULT_REFUSED: i32 = -32063;
     /// An upstream failed.
-    pub const UPSTREAM: i32 = -32005;
+    pub const UPSTREAM: i32 = -32064;
 }
+
+/// Between an upstream's name and its tool's in the names the gateway lists (`files__read`):
+/// function names of the LLM APIs allow only letters, digits, `_` and `-`.
+pub const SEPARATOR: &str = "__";
 
 /// Most pages of an upstream's `tools/list` followed.
 const LIST_PAGES_MAX: usize = 16;
@@ -162,12 +172,14 @@ async fn gateway(agent: TokenAgent, State(state): State<AppState>, req: Request)
         r.extensions_mut().insert(super::Forwarded);
         return r;
     }
+    let modern = is_modern(&parts.headers, &msg);
+    let done = |result: Value| rpc_result(&id, complete(result, modern));
     match method {
         "initialize" => rpc_result(&id, initialize(&msg)),
         "server/discover" => rpc_result(&id, discover()),
-        "ping" => rpc_result(&id, json!({})),
-        "tools/list" => rpc_result(&id, list(&state).await),
-        "tools/call" => call(&state, agent, &parts.headers, &id, &msg, &bytes).await,
+        "ping" => done(json!({})),
+        "tools/list" => done(list(&state).await),
+        "tools/call" => call(&state, agent, &parts.headers, &id, &msg, &bytes, modern).await,
         other => rpc_error(
             StatusCode::OK,
             &id,
@@ -178,6 +190,39 @@ async fn gateway(agent: TokenAgent, State(state): State<AppState>, req: Request)
     }
 }
 
+/// The request's protocol version: its `MCP-Protocol-Version` header, else its `_meta`.
+fn protocol_version(headers: &HeaderMap, msg: &Value) -> Option<String> {
+    headers
+        .get("mcp-protocol-version")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string())
+        .or_else(|| {
+            msg.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+}
+
+/// True for a request of MCP 2026-07-28 or later (no handshake; results say their type).
+fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
+    protocol_version(headers, msg)
+        .is_some_and(|v| !ProtocolVersion::V_2025_11_25.as_str().ge(v.as_str()))
+}
+
+/// A result as the request's protocol version wants it: from 2026-07-28 on, every result
+/// says `resultType` (and a listing how long it may be cached).
+fn complete(mut result: Value, modern: bool) -> Value {
+    if modern {
+        if let Value::Object(m) = &mut result {
+            m.entry("resultType").or_insert(json!("complete"));
+            if m.contains_key("tools") {
+                m.entry("ttlMs").or_insert(json!(0));
+                m.entry("cacheScope").or_insert(json!("private"));
+            }
+        }
+    }
+    result
+}
+
 /// `Mcp-Method` must name the body's method (required from 2026-07-28 on); `Mcp-Name`, when
 /// sent, the tool called.
 fn check_headers(headers: &HeaderMap, method: &str, msg: &Value) -> Result<(), String> {
@@ -186,12 +231,7 @@ fn check_headers(headers: &HeaderMap, method: &str, msg: &Value) -> Result<(), S
             .get(n)
             .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string())
     };
-    let version = header("mcp-protocol-version").or_else(|| {
-        msg.pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
-    let stateless = version.is_some_and(|v| !ProtocolVersion::V_2025_11_25.as_str().ge(v.as_str()));
+    let stateless = is_modern(headers, msg);
     match header("mcp-method") {
         Some(m) if m != method => {
             return Err(format!(
@@ -290,7 +330,7 @@ async fn list(state: &AppState) -> Value {
                 let step_tool = format!("mcp.{}.{name}", route.name);
                 if policy.as_ref().is_some_and(|p| p.may_allow(&step_tool)) {
                     let mut t = t.clone();
-                    t["name"] = Value::String(format!("{}.{name}", route.name));
+                    t["name"] = Value::String(format!("{}{SEPARATOR}{name}", route.name));
                     tools.push(t);
                 }
             }
@@ -306,7 +346,24 @@ async fn list(state: &AppState) -> Value {
     json!({"tools": tools})
 }
 
+/// The upstream and its tool a listed name (`server__tool`) stands for; the longest server
+/// name that fits wins.
+pub fn split_name(
+    servers: &[Arc<super::Route>],
+    name: &str,
+) -> Option<(Arc<super::Route>, String)> {
+    servers
+        .iter()
+        .filter_map(|r| {
+            name.strip_prefix(&format!("{}{SEPARATOR}", r.name))
+                .filter(|t| !t.is_empty())
+                .map(|t| (r.clone(), t.to_string()))
+        })
+        .max_by_key(|(r, _)| r.name.len())
+}
+
 /// `tools/call`: decided, forwarded on allow, its result judged.
+#[allow(clippy::too_many_arguments)]
 async fn call(
     state: &AppState,
     TokenAgent(agent): TokenAgent,
@@ -314,24 +371,18 @@ async fn call(
     id: &Value,
     msg: &Value,
     bytes: &[u8],
+    modern: bool,
 ) -> Response {
     let name = msg
         .pointer("/params/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let Some((route, tool)) = servers(state)
-        .into_iter()
-        .filter_map(|r| {
-            name.strip_prefix(&format!("{}.", r.name))
-                .map(|t| (r.clone(), t.to_string()))
-        })
-        .max_by_key(|(r, _)| r.name.len())
-    else {
+    let Some((route, tool)) = split_name(&servers(state), name) else {
         return rpc_error(
             StatusCode::OK,
             id,
             ErrorCode::INVALID_PARAMS.0,
-            &format!("no tool `{name}`: tools are named server.tool (see tools/list)"),
+            &format!("no tool `{name}`: tools are named server{SEPARATOR}tool (see tools/list)"),
             None,
         );
     };
@@ -349,6 +400,18 @@ async fn call(
         }
     };
     let step_tool = format!("mcp.{}.{tool}", route.name);
+    if args.get(MCP_RESULT_ARG).is_some() && !state.proxy.tool_declares(&step_tool, MCP_RESULT_ARG)
+    {
+        // `result` is the key a tool's result is judged under; a call may not send it
+        // unless the registry declares it.
+        return rpc_error(
+            StatusCode::OK,
+            id,
+            ErrorCode::INVALID_PARAMS.0,
+            &format!("`{MCP_RESULT_ARG}` is reserved for judging what a tool returns; declare it in the registry's args of {step_tool} to send it"),
+            None,
+        );
+    }
     let label = state.proxy.tool_label(&step_tool);
     let action = state
         .proxy
@@ -368,7 +431,7 @@ async fn call(
             }
         };
     let resp = governed(
-        state, &agent, headers, id, msg, bytes, &route, &tool, step, &step_tool,
+        state, &agent, headers, id, msg, bytes, &route, &tool, step, &step_tool, modern,
     )
     .await;
     metrics::counter!("warden_proxy_requests_total", "tool" => label, "status" => resp.status().as_str().to_string()).increment(1);
@@ -387,6 +450,7 @@ async fn governed(
     tool: &str,
     step: Step,
     step_tool: &str,
+    modern: bool,
 ) -> Response {
     let h = match handle(state, agent) {
         Ok(h) => h,
@@ -441,7 +505,10 @@ async fn governed(
     let text = result_text(result);
     let proposal = Proposal {
         name: step_tool.to_string(),
-        arguments: json!({"result": text}),
+        arguments: Value::Object(Map::from_iter([(
+            MCP_RESULT_ARG.to_string(),
+            Value::String(text),
+        )])),
     };
     if let Some(f) = judge(state, &h, &[proposal]).await {
         let data = f
@@ -451,7 +518,7 @@ async fn governed(
         let message = f.message.replace("the model's call to", "the result of");
         return rpc_error(StatusCode::OK, id, codes::RESULT_REFUSED, &message, data);
     }
-    rpc_result(id, result.clone())
+    rpc_result(id, complete(result.clone(), modern))
 }
 
 /// Everything a result says in text: its text content and its structured content.
