@@ -14,16 +14,19 @@ expects; they fail (XPASS) once the node is fixed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import httpx2
 import pytest
+from agents import Agent as SdkAgent
+from agents import RunContextWrapper, Runner
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent
+from pydantic import ValidationError
 
 from warden_client import (
     Agent,
@@ -33,9 +36,17 @@ from warden_client import (
     mcp_refusal,
     mcp_url,
 )
+from warden_client.openai_agents import (
+    mcp_failure_error_function,
+    warden_mcp_server,
+    warden_model,
+)
 
 from .conftest import Node, new_agent_id, settled
+from .fake_llm import RESPONSES, FakeLLM
 from .mcp_upstream import INJECTION, FilesServer
+
+T = TypeVar("T")
 
 DENIED = -32001
 HALTED = -32002
@@ -239,23 +250,32 @@ RESULT_TYPE_MISSING = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=RESULT_TYPE_MISSING)
-async def test_a_2026_client_lists_tools(mcp_node: Node, me: Agent) -> None:
+async def as_2026_client(node: Node, me: Agent, action: Callable[[Client], Awaitable[T]]) -> T:
+    """`action`'s result with a `Client` that negotiated 2026-07-28 with the gateway; its
+    exception is raised after the client closed (not inside the transport's task group)."""
+    error: Exception | None = None
     async with httpx2.AsyncClient(headers=mcp_headers(me)) as http:
-        async with Client(
-            streamable_http_client(mcp_url(mcp_node.base_url), http_client=http)
-        ) as client:
-            listed = await client.list_tools()
+        async with Client(streamable_http_client(mcp_url(node.base_url), http_client=http)) as c:
+            assert c.protocol_version == "2026-07-28"
+            try:
+                return await action(c)
+            except Exception as e:
+                error = e
+    assert error is not None
+    raise error
+
+
+@pytest.mark.xfail(strict=True, raises=ValidationError, reason=RESULT_TYPE_MISSING)
+async def test_a_2026_client_lists_tools(mcp_node: Node, me: Agent) -> None:
+    listed = await as_2026_client(mcp_node, me, lambda c: c.list_tools())
     assert [t.name for t in listed.tools] == ["files.read_file", "files.write_file"]
 
 
-@pytest.mark.xfail(strict=True, reason=RESULT_TYPE_MISSING)
+@pytest.mark.xfail(strict=True, raises=ValidationError, reason=RESULT_TYPE_MISSING)
 async def test_a_2026_client_calls_a_tool(mcp_node: Node, me: Agent, files: FilesServer) -> None:
-    async with httpx2.AsyncClient(headers=mcp_headers(me)) as http:
-        async with Client(
-            streamable_http_client(mcp_url(mcp_node.base_url), http_client=http)
-        ) as client:
-            result = await client.call_tool("files.read_file", {"path": "/tmp/c"})
+    result = await as_2026_client(
+        mcp_node, me, lambda c: c.call_tool("files.read_file", {"path": "/tmp/c"})
+    )
     assert text_of(result) == "contents of /tmp/c"
 
 
@@ -275,3 +295,61 @@ async def test_a_tool_with_declared_args_returns_its_result(
         finally:
             assert files.calls == [("write_file", "/tmp/w")], "it ran either way"
     assert text_of(result) == "wrote 2 bytes to /tmp/w"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValidationError,
+    reason="openai-agents 0.24 connects with the mcp SDK's Client(mode='auto'), which "
+    "negotiates 2026-07-28 with the gateway; then " + RESULT_TYPE_MISSING,
+)
+async def test_an_agents_sdk_agent_reads_the_refusal_of_its_mcp_tool(
+    mcp_node: Node, me: Agent, files: FilesServer, fake_llm: FakeLLM
+) -> None:
+    """The OpenAI Agents SDK's `MCPServerStreamableHttp` on the gateway, its model through the
+    node's LLM proxy: the model's call of `files.read_file` on /etc/passwd is judged twice,
+    as the model's proposal (tool `files.read_file`, allowed) and as the gateway's call (step
+    `mcp.files.read_file`, denied by no-etc); the model reads warden's refusal as the tool's
+    output and the server never sees the call."""
+    fake_llm.responses_tool_calls(("files.read_file", {"path": "/etc/passwd"}))
+    fake_llm.responses_text("it is not mine to read")
+    model = warden_model(mcp_node.base_url, me, "fake-model", max_retries=0)
+    async with warden_mcp_server(mcp_node.base_url, me) as server:
+        agent = SdkAgent(name="reader", model=model, mcp_servers=[server])
+        result = await Runner.run(agent, "read /etc/passwd")
+
+    assert result.final_output == "it is not mine to read"
+    assert files.calls == []
+    first, second = fake_llm.requests_to(RESPONSES)
+    assert [t["name"] for t in first.body["tools"]] == ["files.read_file", "files.write_file"]
+    outputs = [i for i in second.body["input"] if i.get("type") == "function_call_output"]
+    assert len(outputs) == 1 and "(rule no-etc)" in outputs[0]["output"], outputs
+    assert decisions(mcp_node, me.id, "files.read_file") == [("allow", None, "path")]
+    assert decisions(mcp_node, me.id, "mcp.files.read_file") == [("deny", "no-etc", "path")]
+
+
+async def test_mcp_failure_error_function_tells_the_model_what_warden_decided(
+    mcp_node: Node, me: Agent
+) -> None:
+    errors: dict[str, MCPError] = {}
+    async with connect_mcp(mcp_node.base_url, me) as session:
+        for key, name, path in [
+            ("denied", "files.read_file", "/etc/passwd"),
+            ("withheld", "files.read_file", "/evil"),
+            ("unknown", "nope.read_file", "/a"),
+        ]:
+            with pytest.raises(MCPError) as raised:
+                await session.call_tool(name, {"path": path})
+            errors[key] = raised.value
+
+    ctx: RunContextWrapper[Any] = RunContextWrapper(context=None)
+    assert mcp_failure_error_function(ctx, errors["denied"]) == (
+        "warden denied this tool call (rule no-etc): rule no-etc matched. It was not run."
+    )
+    assert mcp_failure_error_function(ctx, errors["withheld"]) == (
+        "warden withheld this tool's result (rule no-injection): rule no-injection matched."
+    )
+    assert mcp_refusal(errors["unknown"]) is None, "not a refusal: -32602, no decision"
+    assert mcp_failure_error_function(ctx, errors["unknown"]) == (
+        "An error occurred while running the tool. Please try again."
+    )
