@@ -1,7 +1,9 @@
 """Fixtures: a real `warden node` (from $WARDEN_BIN) on a free port with a policy and a
 config written here, fresh agents on it, and a scripted OpenAI/Anthropic-compatible model
 server that is the node's LLM upstream: the frameworks' model calls go through the node's LLM
-proxy (`llm_base_url`), which meters, judges and forwards them to the fake.
+proxy (`llm_base_url`), which meters, judges and forwards them to the fake. For the MCP
+gateway, a second node (`mcp_node`) fronts a real MCP server (`files_server`, the `mcp` SDK's
+MCPServer) as its upstream `files`.
 
 No mock of warden: every test talks to the real node over HTTP.
 """
