@@ -6,7 +6,7 @@ The gateway lists upstream `files`' tools as `files.<tool>`, only those the poli
 each call is the step `mcp.files.<tool>`, decided before it reaches the server; its result
 is judged again before the agent reads it. A refusal is a JSON-RPC error (-32001 denied,
 -32002 halted, -32004 result refused) whose `data` is warden's decision, which the SDK
-raises as `MCPError`.
+raises as `MCPError`. An OpenAI Agents SDK agent uses the gateway as its MCP server.
 
 Tests marked `xfail(strict=True)` document where the gateway falls short of what the SDK
 expects; they fail (XPASS) once the node is fixed.
