@@ -46,7 +46,7 @@ fn python() -> Option<PathBuf> {
     };
     let why = format!(
         "{why}; make the venv as .ci/run does (python3 -m venv ~/.cache/warden-venv, then pip \
-         install -r adapters/python/requirements-test.txt -e 'adapters/python[langchain,agents,openai,anthropic,test]') \
+         install -r adapters/python/requirements-test.txt -e 'adapters/python[langchain,agents,openai,anthropic,mcp,test]') \
          or set WARDEN_PYTHON"
     );
     if std::env::var("WARDEN_REQUIRE_EXTERNAL").as_deref() == Ok("1") {

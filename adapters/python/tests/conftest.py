@@ -1,7 +1,9 @@
 """Fixtures: a real `warden node` (from $WARDEN_BIN) on a free port with a policy and a
 config written here, fresh agents on it, and a scripted OpenAI/Anthropic-compatible model
 server that is the node's LLM upstream: the frameworks' model calls go through the node's LLM
-proxy (`llm_base_url`), which meters, judges and forwards them to the fake.
+proxy (`llm_base_url`), which meters, judges and forwards them to the fake. For the MCP
+gateway, a second node (`mcp_node`) fronts a real MCP server (`files_server`, the `mcp` SDK's
+MCPServer) as its upstream `files`.
 
 No mock of warden: every test talks to the real node over HTTP.
 """
@@ -15,6 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 from warden_client import ActionClass, AsyncWardenClient, WardenClient  # noqa: E402
 
 from .fake_llm import FakeLLM  # noqa: E402
+from .mcp_upstream import FilesServer  # noqa: E402
 
 OPERATOR_TOKEN = "python-tests-operator-token"
 UPSTREAM_KEY = "sk-fake-upstream-key-3f9c"
@@ -134,18 +138,29 @@ def llm_server() -> Iterator[FakeLLM]:
 def node(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLLM) -> Iterator[Node]:
     """A `warden node` on 127.0.0.1 with a free port, a temp data dir, POLICY and CONFIG
     (its LLM proxy forwarding to the fake model server)."""
-    work = tmp_path_factory.mktemp("warden-node")
-    policy = work / "policy.yaml"
-    policy.write_text(POLICY)
-    config = work / "config.yaml"
-    config.write_text(
-        CONFIG.format(
-            llm=llm_server.base_url,
-            input=PRICE_INPUT_USD_PER_MTOK,
-            output=PRICE_OUTPUT_USD_PER_MTOK,
-            max_out=MAX_OUTPUT_TOKENS,
-        )
+    with run_node(
+        tmp_path_factory.mktemp("warden-node"), POLICY, llm_config(llm_server)
+    ) as started:
+        yield started
+
+
+def llm_config(llm_server: FakeLLM) -> str:
+    """CONFIG for the fake model server."""
+    return CONFIG.format(
+        llm=llm_server.base_url,
+        input=PRICE_INPUT_USD_PER_MTOK,
+        output=PRICE_OUTPUT_USD_PER_MTOK,
+        max_out=MAX_OUTPUT_TOKENS,
     )
+
+
+@contextmanager
+def run_node(work: Path, policy_yaml: str, config_yaml: str) -> Iterator[Node]:
+    """Runs `warden node` in `work` with this policy and config until the block ends."""
+    policy = work / "policy.yaml"
+    policy.write_text(policy_yaml)
+    config = work / "config.yaml"
+    config.write_text(config_yaml)
     log = work / "node.log"
     env = {
         **os.environ,
@@ -259,3 +274,56 @@ def llm_base_url(node: Node, fake_llm: FakeLLM) -> str:
     node's LLM proxy (POST /v1/chat/completions, /v1/responses, /v1/messages), which forwards
     to the fake model server as its `openai` and `anthropic` upstreams."""
     return f"{node.base_url}/v1"
+
+
+MCP_POLICY = """\
+version: 1
+defaults:
+  budgets: {steps: 1000, tokens: 1000000, cost_usd: 5.00}
+pools:
+  - {path: swarm}
+tools:
+  openai: {action: network, upstream: openai}
+  # The gateway's steps: upstream `files`' tool `t` is the step `mcp.files.t`.
+  mcp.files.read_file: {action: read}
+  mcp.files.delete_file: {action: write}
+  mcp.files.write_file: {action: write, args: [path, text]}
+  # What a model proposes when it calls the gateway's tool `files.read_file` (judged by the
+  # LLM proxy under the name the model uses, before the agent's framework calls the gateway).
+  files.read_file: {action: read}
+rules:
+  - {id: no-deletes, match: {tool: mcp.files.delete_file}, decision: deny}
+  - {id: no-etc, match: {tool: mcp.files.read_file, args: {path: {regex: '^/etc'}}}, decision: deny}
+  - {id: no-injection, match: {detector: prompt_injection}, decision: deny}
+"""
+"""The MCP node's policy: `read_file` allowed but for /etc, `delete_file` never (so it is
+never listed), `write_file` allowed, results carrying a prompt injection refused."""
+
+
+@pytest.fixture(scope="session")
+def files_server() -> Iterator[FilesServer]:
+    """The real MCP server (the `mcp` SDK's MCPServer), for the whole session."""
+    server = FilesServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def files(files_server: FilesServer) -> FilesServer:
+    """The MCP server with no calls recorded from earlier tests."""
+    files_server.reset()
+    return files_server
+
+
+@pytest.fixture(scope="session")
+def mcp_node(
+    tmp_path_factory: pytest.TempPathFactory, files_server: FilesServer, llm_server: FakeLLM
+) -> Iterator[Node]:
+    """A `warden node` whose MCP gateway (`POST /mcp`) fronts `files_server` as the upstream
+    `files` (and whose LLM proxy forwards to the fake model server), with MCP_POLICY."""
+    files = f'  files: {{url: "{files_server.url}", kind: mcp}}\n'
+    config = llm_config(llm_server).replace("\nprices:", f"\n{files}prices:", 1)
+    with run_node(tmp_path_factory.mktemp("warden-mcp-node"), MCP_POLICY, config) as started:
+        yield started

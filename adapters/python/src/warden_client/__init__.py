@@ -19,7 +19,8 @@ except StepDenied as e:
 
 Framework integrations live in `warden_client.langchain` (LangChain 1.x middleware and a
 callback handler) and `warden_client.openai_agents` (OpenAI Agents SDK tool guardrails);
-`openai_client` and `anthropic_client` point the provider SDKs at the node's LLM proxy.
+`openai_client` and `anthropic_client` point the provider SDKs at the node's LLM proxy;
+`connect_mcp` (or `mcp_url` and `mcp_headers`) an MCP client at the node's MCP gateway.
 """
 
 from ._async import AsyncWardenClient
@@ -31,6 +32,7 @@ from ._llm import (
     openai_client,
     proxy_base_url,
 )
+from ._mcp import MCP_REFUSALS, connect_mcp, mcp_headers, mcp_refusal, mcp_url
 from ._sync import WardenClient
 from ._types import (
     ActionClass,
@@ -48,6 +50,7 @@ from ._types import (
 )
 
 __all__ = [
+    "MCP_REFUSALS",
     "ActionClass",
     "Agent",
     "AgentHalted",
@@ -67,6 +70,10 @@ __all__ = [
     "anthropic_client",
     "async_anthropic_client",
     "async_openai_client",
+    "connect_mcp",
+    "mcp_headers",
+    "mcp_refusal",
+    "mcp_url",
     "openai_client",
     "proxy_base_url",
 ]

@@ -16,6 +16,8 @@ def run_shell(command: str) -> str: ...
 agent = Agent(name="coder", tools=guard.govern(run_shell))
 ```
 
+`warden_mcp_server(node_url, agent_token)` is the node's MCP gateway as an agent's MCP server.
+
 Tracing: the SDK exports traces to OpenAI's servers by default. Inside an isolated network
 turn that off: `configure_agents_sdk(...)` does (`disable_tracing=True`), or call
 `agents.set_tracing_disabled(True)`, or set `OPENAI_AGENTS_DISABLE_TRACING=1` (read once,
@@ -42,14 +44,17 @@ from agents import (
     set_default_openai_responses_transport,
     set_tracing_disabled,
 )
+from agents.mcp import MCPServerStreamableHttp
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
+from agents.tool import default_tool_error_function
 from openai import AsyncOpenAI
 
 from ._async import AsyncWardenClient
 from ._bridge import InThread
 from ._integrations import StepCost, refusal_text
 from ._llm import async_openai_client
+from ._mcp import mcp_headers, mcp_refusal, mcp_url
 from ._sync import WardenClient
 from ._types import Agent, ApprovalTimeout, Cost, Decision, WardenError
 
@@ -200,6 +205,33 @@ def warden_model(
     return OpenAIChatCompletionsModel(model=model, openai_client=client)
 
 
+def warden_mcp_server(
+    base_url: str, token: str | Agent, *, name: str = "warden", **kwargs: Any
+) -> MCPServerStreamableHttp:
+    """The node's MCP gateway as the agent's MCP server (`Agent(mcp_servers=[...])`): its
+    tools are the node's MCP upstreams' tools the policy can allow, each call decided by
+    the node. A refused call reaches the model as `mcp_failure_error_function`'s text unless
+    `failure_error_function` is given; other keyword arguments go to
+    `MCPServerStreamableHttp` (enter it with `async with`, or `connect()`)."""
+    kwargs.setdefault("failure_error_function", mcp_failure_error_function)
+    return MCPServerStreamableHttp(
+        params={"url": mcp_url(base_url), "headers": mcp_headers(token)}, name=name, **kwargs
+    )
+
+
+def mcp_failure_error_function(ctx: RunContextWrapper[Any], error: Exception) -> str:
+    """An MCP server's `failure_error_function` that tells the model what warden decided when
+    the gateway refused a call (the SDK's default says only that the tool failed); any other
+    failure gets the SDK's default text."""
+    decision = mcp_refusal(error)
+    if decision is None:
+        return default_tool_error_function(ctx, error)
+    if decision.raw.get("error", {}).get("code") == "result_refused":
+        rule = f" (rule {decision.rule})" if decision.rule else ""
+        return f"warden withheld this tool's result{rule}: {decision.reason}."
+    return refusal_text(decision)
+
+
 def _arguments(raw: str) -> Any:
     """The call's arguments as JSON; the raw text when they are not JSON (the node then
     judges the text: a rule expecting an object never lets it pass as an allow)."""
@@ -213,5 +245,7 @@ __all__ = [
     "OPEN_CALLS_MAX",
     "WardenToolGuard",
     "configure_agents_sdk",
+    "mcp_failure_error_function",
+    "warden_mcp_server",
     "warden_model",
 ]
