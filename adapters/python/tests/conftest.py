@@ -284,13 +284,12 @@ pools:
   - {path: swarm}
 tools:
   openai: {action: network, upstream: openai}
-  # The gateway's steps: upstream `files`' tool `t` is the step `mcp.files.t`.
-  mcp.files.read_file: {action: read}
+  # The gateway's steps: upstream `files`' tool `t`, listed as `files__t`, is the step
+  # `mcp.files.t`, whether the gateway is called or the LLM proxy judges a model's proposal.
+  # Their results are judged under the same name with args {result: <text>}.
+  mcp.files.read_file: {action: read, args: [path]}
   mcp.files.delete_file: {action: write}
   mcp.files.write_file: {action: write, args: [path, text]}
-  # What a model proposes when it calls the gateway's tool `files.read_file` (judged by the
-  # LLM proxy under the name the model uses, before the agent's framework calls the gateway).
-  files.read_file: {action: read}
 rules:
   - {id: no-deletes, match: {tool: mcp.files.delete_file}, decision: deny}
   - {id: no-etc, match: {tool: mcp.files.read_file, args: {path: {regex: '^/etc'}}}, decision: deny}

@@ -2,23 +2,25 @@
 and `ClientSession` (and its `Client`), through a real `warden node`, in front of a real MCP
 server (the SDK's `MCPServer`, see `mcp_upstream.py`) that is the node's upstream `files`.
 
-The gateway lists upstream `files`' tools as `files.<tool>`, only those the policy can allow;
+The gateway lists upstream `files`' tools as `files__<tool>`, only those the policy can allow;
 each call is the step `mcp.files.<tool>`, decided before it reaches the server; its result
-is judged again before the agent reads it. A refusal is a JSON-RPC error (-32001 denied,
--32002 halted, -32004 result refused) whose `data` is warden's decision, which the SDK
-raises as `MCPError`. An OpenAI Agents SDK agent uses the gateway as its MCP server.
-
-Tests marked `xfail(strict=True)` document where the gateway falls short of what the SDK
-expects; they fail (XPASS) once the node is fixed.
+is judged again (args `{"result": <text>}`) before the agent reads it. A refusal is a JSON-RPC
+error (-32060 denied, -32061 halted, -32063 result refused) whose `data` is warden's decision,
+which the SDK raises as `MCPError`. Both protocol eras are driven: `ClientSession` with
+`initialize()` (2025-11-25) and `Client` (mode "auto", which discovers 2026-07-28). An OpenAI
+Agents SDK agent uses the gateway as its MCP server and its model goes through the node's LLM
+proxy, which judges the model's `files__read_file` under the same policy name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import httpx2
+import openai
 import pytest
 from agents import Agent as SdkAgent
 from agents import RunContextWrapper, Runner
@@ -26,9 +28,9 @@ from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent
-from pydantic import ValidationError
 
 from warden_client import (
+    MCP_REFUSALS,
     Agent,
     WardenClient,
     connect_mcp,
@@ -46,11 +48,12 @@ from .conftest import Node, new_agent_id, settled
 from .fake_llm import RESPONSES, FakeLLM
 from .mcp_upstream import INJECTION, FilesServer
 
-T = TypeVar("T")
-
-DENIED = -32001
-HALTED = -32002
-RESULT_REFUSED = -32004
+DENIED = -32060
+HALTED = -32061
+RESULT_REFUSED = -32063
+INVALID_PARAMS = -32602
+LISTED = ["files__read_file", "files__write_file"]
+"""What the gateway lists for MCP_POLICY: delete_file can never be allowed (rule no-deletes)."""
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +125,9 @@ async def test_the_sdk_client_initializes_without_a_session_and_lists_only_allow
     assert init.instructions and "policy" in init.instructions
     # delete_file can never be allowed (rule no-deletes): not listed.
     by_name = {t.name: t for t in listed.tools}
-    assert sorted(by_name) == ["files.read_file", "files.write_file"]
-    assert by_name["files.read_file"].description == "Reads a file."
-    assert by_name["files.read_file"].input_schema["required"] == ["path"]
+    assert sorted(by_name) == LISTED
+    assert by_name["files__read_file"].description == "Reads a file."
+    assert by_name["files__read_file"].input_schema["required"] == ["path"]
     # initialize, notifications/initialized (202), tools/list; no session, GET nor DELETE.
     assert seen == [("POST", 200, None), ("POST", 202, None), ("POST", 200, None)]
 
@@ -133,7 +136,7 @@ async def test_an_allowed_call_returns_the_upstreams_result(
     mcp_node: Node, me: Agent, files: FilesServer, mcp_operator: WardenClient
 ) -> None:
     async with connect_mcp(mcp_node.base_url, me) as session:
-        result = await session.call_tool("files.read_file", {"path": "/tmp/a"})
+        result = await session.call_tool("files__read_file", {"path": "/tmp/a"})
 
     assert not result.is_error
     assert text_of(result) == "contents of /tmp/a"
@@ -148,7 +151,7 @@ async def test_an_allowed_call_returns_the_upstreams_result(
 
 @pytest.mark.parametrize(
     ("tool", "path", "rule"),
-    [("files.read_file", "/etc/passwd", "no-etc"), ("files.delete_file", "/x", "no-deletes")],
+    [("files__read_file", "/etc/passwd", "no-etc"), ("files__delete_file", "/x", "no-deletes")],
 )
 async def test_a_denied_call_raises_mcp_error_with_the_decision(
     mcp_node: Node, me: Agent, files: FilesServer, tool: str, path: str, rule: str
@@ -158,7 +161,7 @@ async def test_a_denied_call_raises_mcp_error_with_the_decision(
             await session.call_tool(tool, {"path": path})
 
     error = raised.value.error
-    assert error.code == DENIED
+    assert error.code == DENIED and MCP_REFUSALS[error.code] == "denied"
     assert isinstance(error.data, dict)
     assert error.data["rule"] == rule
     assert error.data["decision"] == "deny"
@@ -173,10 +176,10 @@ async def test_a_result_carrying_a_prompt_injection_is_refused(
 ) -> None:
     async with connect_mcp(mcp_node.base_url, me) as session:
         with pytest.raises(MCPError) as raised:
-            await session.call_tool("files.read_file", {"path": "/evil"})
+            await session.call_tool("files__read_file", {"path": "/evil"})
 
     error = raised.value.error
-    assert error.code == RESULT_REFUSED
+    assert error.code == RESULT_REFUSED and MCP_REFUSALS[error.code] == "result_refused"
     assert isinstance(error.data, dict) and error.data["rule"] == "no-injection"
     assert error.data["error"]["code"] == "result_refused"
     assert files.calls == [("read_file", "/evil")], "the tool ran; its result is held back"
@@ -189,28 +192,28 @@ async def test_a_halted_agent_gets_halted_and_the_server_is_not_called(
     async with connect_mcp(mcp_node.base_url, me) as session:
         mcp_operator.halt(me.id, reason="enough", by="tests")
         with pytest.raises(MCPError) as raised:
-            await session.call_tool("files.read_file", {"path": "/tmp/a"})
+            await session.call_tool("files__read_file", {"path": "/tmp/a"})
         listed = await session.list_tools()
 
-    assert raised.value.error.code == HALTED
+    assert raised.value.error.code == HALTED and MCP_REFUSALS[HALTED] == "halted"
     decision = mcp_refusal(raised.value)
     assert decision is not None and decision.decision == "halt"
     assert files.calls == []
     # Listing is not a step: a halted agent still sees its tools.
-    assert [t.name for t in listed.tools] == ["files.read_file", "files.write_file"]
+    assert [t.name for t in listed.tools] == LISTED
 
 
 async def test_the_journal_has_each_decision(
     mcp_node: Node, me: Agent, mcp_operator: WardenClient
 ) -> None:
     async with connect_mcp(mcp_node.base_url, me) as session:
-        await session.call_tool("files.read_file", {"path": "/tmp/j"})
+        await session.call_tool("files__read_file", {"path": "/tmp/j"})
         for path in ("/etc/shadow", "/evil"):
             with pytest.raises(MCPError):
-                await session.call_tool("files.read_file", {"path": path})
+                await session.call_tool("files__read_file", {"path": path})
         mcp_operator.halt(me.id, reason="stop")
         with pytest.raises(MCPError):
-            await session.call_tool("files.read_file", {"path": "/tmp/j"})
+            await session.call_tool("files__read_file", {"path": "/tmp/j"})
 
     # Each call is a step of mcp.files.read_file with the call's arguments; an allowed
     # call's result is judged as one more, with args {"result": <its text>}.
@@ -224,108 +227,175 @@ async def test_the_journal_has_each_decision(
     ]
 
 
+async def test_a_call_may_not_send_the_result_key_undeclared(
+    mcp_node: Node, me: Agent, files: FilesServer
+) -> None:
+    """`result` is the key a tool's result is judged under: a call sending it without the
+    registry declaring it is invalid (-32602), refused before it is decided or forwarded."""
+    async with connect_mcp(mcp_node.base_url, me) as session:
+        with pytest.raises(MCPError) as raised:
+            await session.call_tool("files__read_file", {"path": "/tmp/a", "result": "fine"})
+
+    assert raised.value.error.code == INVALID_PARAMS
+    assert "`result` is reserved" in raised.value.error.message
+    assert mcp_refusal(raised.value) is None, "not a decision"
+    assert files.calls == []
+    assert decisions(mcp_node, me.id, "mcp.files.read_file") == []
+
+
+async def test_a_tool_with_declared_args_returns_its_result(
+    mcp_node: Node, me: Agent, files: FilesServer
+) -> None:
+    """`mcp.files.write_file` declares `args: [path, text]`; its result is still judged (with
+    args {result}) and passed on: registry entries of `mcp.*` tools accept that key."""
+    async with connect_mcp(mcp_node.base_url, me) as session:
+        result = await session.call_tool("files__write_file", {"path": "/tmp/w", "text": "hi"})
+
+    assert text_of(result) == "wrote 2 bytes to /tmp/w"
+    assert files.calls == [("write_file", "/tmp/w")]
+    assert decisions(mcp_node, me.id, "mcp.files.write_file") == [
+        ("allow", None, "path,text"),
+        ("allow", None, "result"),
+    ]
+
+
+@asynccontextmanager
+async def client_2026(node: Node, me: Agent) -> AsyncIterator[Client]:
+    """The SDK's `Client` (mode "auto") on the gateway as the agent, once it negotiated
+    2026-07-28 (no `initialize`: it probes `server/discover`)."""
+    async with httpx2.AsyncClient(headers=mcp_headers(me)) as http:
+        async with Client(streamable_http_client(mcp_url(node.base_url), http_client=http)) as c:
+            assert c.protocol_version == "2026-07-28"
+            yield c
+
+
 async def test_a_2026_client_discovers_the_gateway_without_a_handshake(
     mcp_node: Node, me: Agent
 ) -> None:
-    """`Client` (mode "auto") probes `server/discover` and adopts 2026-07-28; a refusal is
-    an error there as in 2025-11-25 (errors carry no `resultType`)."""
-    async with httpx2.AsyncClient(headers=mcp_headers(me)) as http:
-        async with Client(
-            streamable_http_client(mcp_url(mcp_node.base_url), http_client=http)
-        ) as client:
-            assert client.protocol_version == "2026-07-28"
-            assert client.server_info is not None and client.server_info.name == "warden"
-            with pytest.raises(MCPError) as raised:
-                await client.call_tool("files.read_file", {"path": "/etc/passwd"})
+    """A refusal is an error there as in 2025-11-25 (errors carry no `resultType`)."""
+    async with client_2026(mcp_node, me) as client:
+        assert client.server_info is not None and client.server_info.name == "warden"
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool("files__read_file", {"path": "/etc/passwd"})
     assert raised.value.error.code == DENIED
     decision = mcp_refusal(raised.value)
     assert decision is not None and decision.rule == "no-etc"
 
 
-RESULT_TYPE_MISSING = (
-    "At 2026-07-28 every result must carry `resultType` and tools/list's also `ttlMs` and "
-    "`cacheScope` (mcp_types._v2026_07_28 ListToolsResult, CallToolResult); the gateway "
-    "answers tools/list with {tools} only and passes the upstream's 2025-11-25 tools/call "
-    "result on as is, so the SDK's Client raises pydantic ValidationError"
-)
-
-
-async def as_2026_client(node: Node, me: Agent, action: Callable[[Client], Awaitable[T]]) -> T:
-    """`action`'s result with a `Client` that negotiated 2026-07-28 with the gateway; its
-    exception is raised after the client closed (not inside the transport's task group)."""
-    error: Exception | None = None
-    async with httpx2.AsyncClient(headers=mcp_headers(me)) as http:
-        async with Client(streamable_http_client(mcp_url(node.base_url), http_client=http)) as c:
-            assert c.protocol_version == "2026-07-28"
-            try:
-                return await action(c)
-            except Exception as e:
-                error = e
-    assert error is not None
-    raise error
-
-
-@pytest.mark.xfail(strict=True, raises=ValidationError, reason=RESULT_TYPE_MISSING)
 async def test_a_2026_client_lists_tools(mcp_node: Node, me: Agent) -> None:
-    listed = await as_2026_client(mcp_node, me, lambda c: c.list_tools())
-    assert [t.name for t in listed.tools] == ["files.read_file", "files.write_file"]
+    """At 2026-07-28 a listing says its `resultType` and how long it may be cached; the
+    gateway's is per agent (its policy) and not to be cached."""
+    async with client_2026(mcp_node, me) as client:
+        listed = await client.list_tools()
+    assert [t.name for t in listed.tools] == LISTED
+    assert (listed.result_type, listed.ttl_ms, listed.cache_scope) == ("complete", 0, "private")
 
 
-@pytest.mark.xfail(strict=True, raises=ValidationError, reason=RESULT_TYPE_MISSING)
-async def test_a_2026_client_calls_a_tool(mcp_node: Node, me: Agent, files: FilesServer) -> None:
-    result = await as_2026_client(
-        mcp_node, me, lambda c: c.call_tool("files.read_file", {"path": "/tmp/c"})
-    )
-    assert text_of(result) == "contents of /tmp/c"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="A tool whose registry entry names its args (`args: [path, text]`) gets every "
-    "result refused: the gateway judges the result as a step of the same tool with args "
-    '{"result": <text>}, which registry.args denies (-32004, `takes args path, text, not '
-    '"result"`), after the tool already ran',
-)
-async def test_a_tool_with_declared_args_returns_its_result(
-    mcp_node: Node, me: Agent, files: FilesServer
+async def test_a_2026_client_calls_a_tool(
+    mcp_node: Node, me: Agent, files: FilesServer, mcp_operator: WardenClient
 ) -> None:
-    async with connect_mcp(mcp_node.base_url, me) as session:
-        try:
-            result = await session.call_tool("files.write_file", {"path": "/tmp/w", "text": "hi"})
-        finally:
-            assert files.calls == [("write_file", "/tmp/w")], "it ran either way"
-    assert text_of(result) == "wrote 2 bytes to /tmp/w"
+    """The upstream (a 2025-11-25 server) answers without `resultType`; the gateway adds it."""
+    async with client_2026(mcp_node, me) as client:
+        result = await client.call_tool("files__read_file", {"path": "/tmp/c"})
+        written = await client.call_tool("files__write_file", {"path": "/tmp/d", "text": "abc"})
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool("files__read_file", {"path": "/evil"})
+    assert result.result_type == "complete" and not result.is_error
+    assert text_of(result) == "contents of /tmp/c"
+    assert result.structured_content == {"result": "contents of /tmp/c"}
+    assert text_of(written) == "wrote 3 bytes to /tmp/d"
+    assert raised.value.error.code == RESULT_REFUSED
+    assert files.calls == [
+        ("read_file", "/tmp/c"),
+        ("write_file", "/tmp/d"),
+        ("read_file", "/evil"),
+    ]
+    assert settled(mcp_operator, me.id)["steps_allowed"] == 5, "3 calls, 2 results passed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason="openai-agents 0.24 connects with the mcp SDK's Client(mode='auto'), which "
-    "negotiates 2026-07-28 with the gateway; then " + RESULT_TYPE_MISSING,
-)
+async def run_agent(node: Node, me: Agent, prompt: str) -> tuple[Any, str | None]:
+    """An Agents SDK agent whose MCP server is the gateway (`warden_mcp_server`, in the SDK's
+    default mode: its `Client(mode="auto")`) and whose model goes through the node's LLM
+    proxy; runs it on `prompt`: (its result, the MCP protocol version it negotiated)."""
+    model = warden_model(node.base_url, me, "fake-model", max_retries=0)
+    async with warden_mcp_server(node.base_url, me) as server:
+        version = server.session.protocol_version if server.session else None
+        agent = SdkAgent(name="reader", model=model, mcp_servers=[server])
+        return await Runner.run(agent, prompt), version
+
+
+def tool_outputs(fake_llm: FakeLLM) -> list[str]:
+    """The text of each tool output the model was given on its second turn (a string, or the
+    tool's content as `input_text` items)."""
+    _, second = fake_llm.requests_to(RESPONSES)
+    outputs = [i["output"] for i in second.body["input"] if i.get("type") == "function_call_output"]
+    return [
+        o if isinstance(o, str) else "".join(c["text"] for c in o if c["type"] == "input_text")
+        for o in outputs
+    ]
+
+
+async def test_an_agents_sdk_agent_calls_its_mcp_tool_judged_under_one_name(
+    mcp_node: Node, me: Agent, files: FilesServer, fake_llm: FakeLLM
+) -> None:
+    """The model's `files__read_file` is judged by the LLM proxy as `mcp.files.read_file`,
+    then called through the gateway as that same step, then its result is judged: three
+    decisions under one policy name, none under the listed name."""
+    fake_llm.responses_tool_calls(("files__read_file", {"path": "/tmp/x"}))
+    fake_llm.responses_text("read it")
+    result, version = await run_agent(mcp_node, me, "read /tmp/x")
+
+    assert version == "2026-07-28"
+    assert result.final_output == "read it"
+    assert files.calls == [("read_file", "/tmp/x")]
+    first = fake_llm.requests_to(RESPONSES)[0]
+    assert [t["name"] for t in first.body["tools"]] == LISTED
+    assert tool_outputs(fake_llm) == ["contents of /tmp/x"]
+    assert decisions(mcp_node, me.id, "mcp.files.read_file") == [
+        ("allow", None, "path"),  # the model's proposal, by the LLM proxy
+        ("allow", None, "path"),  # the agent's call, by the gateway
+        ("allow", None, "result"),  # what the tool returned
+    ]
+    assert decisions(mcp_node, me.id, "files__read_file") == []
+
+
 async def test_an_agents_sdk_agent_reads_the_refusal_of_its_mcp_tool(
     mcp_node: Node, me: Agent, files: FilesServer, fake_llm: FakeLLM
 ) -> None:
-    """The OpenAI Agents SDK's `MCPServerStreamableHttp` on the gateway, its model through the
-    node's LLM proxy: the model's call of `files.read_file` on /etc/passwd is judged twice,
-    as the model's proposal (tool `files.read_file`, allowed) and as the gateway's call (step
-    `mcp.files.read_file`, denied by no-etc); the model reads warden's refusal as the tool's
-    output and the server never sees the call."""
-    fake_llm.responses_tool_calls(("files.read_file", {"path": "/etc/passwd"}))
-    fake_llm.responses_text("it is not mine to read")
-    model = warden_model(mcp_node.base_url, me, "fake-model", max_retries=0)
-    async with warden_mcp_server(mcp_node.base_url, me) as server:
-        agent = SdkAgent(name="reader", model=model, mcp_servers=[server])
-        result = await Runner.run(agent, "read /etc/passwd")
+    """The tool's result carries a prompt injection: the gateway refuses it (-32063) and the
+    model reads `mcp_failure_error_function`'s account of warden's decision instead."""
+    fake_llm.responses_tool_calls(("files__read_file", {"path": "/evil"}))
+    fake_llm.responses_text("nothing to read there")
+    result, _ = await run_agent(mcp_node, me, "read /evil")
 
-    assert result.final_output == "it is not mine to read"
+    assert result.final_output == "nothing to read there"
+    assert files.calls == [("read_file", "/evil")]
+    assert tool_outputs(fake_llm) == [
+        "warden withheld this tool's result (rule no-injection): rule no-injection matched."
+    ]
+    assert INJECTION not in str(fake_llm.requests_to(RESPONSES)[1].body)
+    assert decisions(mcp_node, me.id, "mcp.files.read_file") == [
+        ("allow", None, "path"),
+        ("allow", None, "path"),
+        ("deny", "no-injection", "result"),
+    ]
+
+
+async def test_a_proposal_the_gateway_would_deny_never_reaches_the_agent(
+    mcp_node: Node, me: Agent, files: FilesServer, fake_llm: FakeLLM
+) -> None:
+    """The model proposes `files__read_file` on /etc/passwd: the LLM proxy judges it as
+    `mcp.files.read_file`, so rule no-etc (written for the gateway's step) refuses it there
+    (403 `tool_call_refused`); the SDK never sees the call, the gateway never gets it."""
+    fake_llm.responses_tool_calls(("files__read_file", {"path": "/etc/passwd"}))
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        await run_agent(mcp_node, me, "read /etc/passwd")
+
+    assert caught.value.code == "tool_call_refused"
+    assert caught.value.response.json()["warden"]["rule"] == "no-etc"
     assert files.calls == []
-    first, second = fake_llm.requests_to(RESPONSES)
-    assert [t["name"] for t in first.body["tools"]] == ["files.read_file", "files.write_file"]
-    outputs = [i for i in second.body["input"] if i.get("type") == "function_call_output"]
-    assert len(outputs) == 1 and "(rule no-etc)" in outputs[0]["output"], outputs
-    assert decisions(mcp_node, me.id, "files.read_file") == [("allow", None, "path")]
     assert decisions(mcp_node, me.id, "mcp.files.read_file") == [("deny", "no-etc", "path")]
+    assert decisions(mcp_node, me.id, "files__read_file") == []
 
 
 async def test_mcp_failure_error_function_tells_the_model_what_warden_decided(
@@ -334,9 +404,10 @@ async def test_mcp_failure_error_function_tells_the_model_what_warden_decided(
     errors: dict[str, MCPError] = {}
     async with connect_mcp(mcp_node.base_url, me) as session:
         for key, name, path in [
-            ("denied", "files.read_file", "/etc/passwd"),
-            ("withheld", "files.read_file", "/evil"),
-            ("unknown", "nope.read_file", "/a"),
+            ("denied", "files__read_file", "/etc/passwd"),
+            ("withheld", "files__read_file", "/evil"),
+            ("unknown", "nope__read_file", "/a"),
+            ("old name", "files.read_file", "/a"),
         ]:
             with pytest.raises(MCPError) as raised:
                 await session.call_tool(name, {"path": path})
@@ -349,7 +420,9 @@ async def test_mcp_failure_error_function_tells_the_model_what_warden_decided(
     assert mcp_failure_error_function(ctx, errors["withheld"]) == (
         "warden withheld this tool's result (rule no-injection): rule no-injection matched."
     )
-    assert mcp_refusal(errors["unknown"]) is None, "not a refusal: -32602, no decision"
-    assert mcp_failure_error_function(ctx, errors["unknown"]) == (
-        "An error occurred while running the tool. Please try again."
-    )
+    for key in ("unknown", "old name"):
+        assert errors[key].error.code == INVALID_PARAMS
+        assert mcp_refusal(errors[key]) is None, "not a refusal: -32602, no decision"
+        assert mcp_failure_error_function(ctx, errors[key]) == (
+            "An error occurred while running the tool. Please try again."
+        )

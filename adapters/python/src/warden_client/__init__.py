@@ -32,7 +32,7 @@ from ._llm import (
     openai_client,
     proxy_base_url,
 )
-from ._mcp import MCP_REFUSALS, connect_mcp, mcp_headers, mcp_refusal, mcp_url
+from ._mcp import MCP_REFUSALS, MCP_UPSTREAM_FAILED, connect_mcp, mcp_headers, mcp_refusal, mcp_url
 from ._sync import WardenClient
 from ._types import (
     ActionClass,
@@ -51,6 +51,7 @@ from ._types import (
 
 __all__ = [
     "MCP_REFUSALS",
+    "MCP_UPSTREAM_FAILED",
     "ActionClass",
     "Agent",
     "AgentHalted",

@@ -1,11 +1,12 @@
 """The node's MCP gateway (`POST /mcp`, streamable HTTP) for the `mcp` SDK's clients.
 
 The gateway is one MCP server in front of the node's MCP upstreams: upstream `files`' tool
-`read_file` is listed as `files.read_file`, and each call is decided by the policy (as the
-step `mcp.files.read_file`) before it reaches the tool; its result is judged again before
-the agent reads it. The agent authenticates with its warden token as a bearer token. A call
-that is not allowed is a JSON-RPC error whose `data` is warden's decision; `mcp_refusal`
-reads it. `connect_mcp` needs the `mcp` SDK (`warden-client[mcp]`); the rest does not.
+`read_file` is listed as `files__read_file` (a name the LLM APIs accept for a function), and
+each call is decided by the policy (as the step `mcp.files.read_file`) before it reaches the
+tool; its result is judged again before the agent reads it. The agent authenticates with its
+warden token as a bearer token. A call that is not allowed is a JSON-RPC error whose `data`
+is warden's decision; `mcp_refusal` reads it. `connect_mcp` needs the `mcp` SDK
+(`warden-client[mcp]`); the rest does not.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ if TYPE_CHECKING:
     from mcp import ClientSession
 
 MCP_REFUSALS: Mapping[int, str] = {
-    -32001: "denied",
-    -32002: "halted",
-    -32003: "approval_required",
-    -32004: "result_refused",
+    -32060: "denied",
+    -32061: "halted",
+    -32062: "approval_required",
+    -32063: "result_refused",
 }
-"""The JSON-RPC error codes of the gateway's refusals: the policy denied the call, the agent
-is halted, the call waits for approval (call again with the header `Warden-Step: <step>`
-once approved), the tool's result was refused (e.g. by a prompt-injection detector rule)."""
+"""The JSON-RPC error codes of the gateway's refusals, each carrying warden's decision: the
+policy denied the call, the agent is halted, the call waits for approval (call again with the
+header `Warden-Step: <step>` once approved), the tool's result was refused (e.g. by a
+prompt-injection detector rule). They are clear of the codes MCP and its SDKs use (-32001
+request timeout, -32002 resource not found)."""
+
+MCP_UPSTREAM_FAILED = -32064
+"""The gateway's JSON-RPC error code when an MCP upstream failed (did not answer, or could
+not be reached). Not a refusal: it carries no decision."""
 
 
 def mcp_url(base_url: str) -> str:
@@ -72,7 +79,7 @@ async def connect_mcp(
     ```python
     async with connect_mcp(node_url, agent_token) as session:
         tools = await session.list_tools()          # only what the policy can allow
-        result = await session.call_tool("files.read_file", {"path": "/tmp/a"})
+        result = await session.call_tool("files__read_file", {"path": "/tmp/a"})
     ```
 
     `timeout_s` bounds each request (a call waits for the tool). A refused call raises
