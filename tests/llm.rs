@@ -433,11 +433,7 @@ fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage
         seen[0].auth.as_deref(),
         Some(format!("Bearer {SECRET}").as_str())
     );
-    assert_eq!(
-        seen[0].body["max_completion_tokens"], 100,
-        "{}",
-        seen[0].body
-    );
+    assert_eq!(seen[0].body["max_tokens"], 100, "{}", seen[0].body);
     // 11 input tokens at 1 µ$, 2 output tokens at 2 µ$.
     common::wait_until(Duration::from_secs(5), "settled", || {
         n.agent_view("a1")["open_steps"] == 0
@@ -532,6 +528,15 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
         &chat("hi", false),
     );
     assert_eq!(status, 401, "{text}");
+    // The tool proxy is no back door to a model: it refuses LLM upstreams.
+    let (status, text) = post(
+        &n.base,
+        "/proxy/openai/chat/completions",
+        &token,
+        &chat("hi", false),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("wrong_api"), "{text}");
     let (status, text) = post(&n.base, "/v1/chat/completions", &token, &json!([1, 2]));
     assert_eq!(status, 400, "{text}");
     assert_eq!(n.rec.hits.load(Ordering::SeqCst), 0);

@@ -638,6 +638,19 @@ fn an_approved_call_is_forwarded_once_and_only_as_it_was_asked() {
     );
     assert_eq!(status, 409, "{text}");
     assert_eq!(json_of(&text)["error"]["code"], "retry_mismatch");
+    // Nor can the same body with a header the upstream would read differently.
+    let overriding = [
+        retry[0],
+        retry[1],
+        retry[2],
+        ("x-http-method-override", "DELETE"),
+    ];
+    let (status, _, text) = send(&n.base, "POST", "/proxy/pay", &overriding, body);
+    assert_eq!(
+        (status, json_of(&text)["error"]["code"].as_str()),
+        (409, Some("retry_mismatch")),
+        "{text}"
+    );
     assert_eq!(n.up.hits.load(Ordering::SeqCst), 0);
     let (status, headers, text) = send(&n.base, "POST", "/proxy/pay", &retry, body);
     assert_eq!(status, 200, "{text}");
@@ -645,6 +658,99 @@ fn an_approved_call_is_forwarded_once_and_only_as_it_was_asked() {
     let (status, _, text) = send(&n.base, "POST", "/proxy/pay", &retry, body);
     assert_eq!(status, 409, "forwarded at most once: {text}");
     assert_eq!(json_of(&text)["error"]["code"], "unknown_retry");
+    assert_eq!(n.up.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_approved_call_of_an_agent_halted_since_is_not_forwarded() {
+    let n = Node::start("approve-halt");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let json_ct = ("content-type", "application/json");
+    let body = r#"{"amount": 500, "to": "acme"}"#;
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/pay",
+        &[("authorization", &auth), json_ct],
+        body,
+    );
+    assert_eq!(status, 202, "{text}");
+    let d = json_of(&text);
+    let (step, approval) = (d["step"].as_str().unwrap(), d["approval"].as_str().unwrap());
+    let answer = json!({"decision": "approve", "by": "test"});
+    let (status, v) = common::call(
+        &n.op,
+        "POST",
+        &format!("/v1/approvals/{approval}"),
+        Body::json(&answer),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = common::call(
+        &n.op,
+        "POST",
+        "/v1/agents/a1/halt",
+        Body::json(&json!({"reason": "stop"})),
+    );
+    assert!(status < 300, "{v}");
+    let retry = [
+        ("authorization", auth.as_str()),
+        json_ct,
+        ("warden-step", step),
+    ];
+    let (status, _, text) = send(&n.base, "POST", "/proxy/pay", &retry, body);
+    assert_eq!(
+        (status, json_of(&text)["error"]["code"].as_str()),
+        (403, Some("halted")),
+        "{text}"
+    );
+    assert_eq!(
+        n.up.hits.load(Ordering::SeqCst),
+        0,
+        "a halted agent's approved call never runs"
+    );
+    let (_, a) = common::call(&n.op, "GET", "/v1/agents/a1", Body::None);
+    assert_eq!(a["open_steps"], 0, "its reservation was released: {a}");
+}
+
+#[test]
+fn a_body_is_forwarded_as_the_type_it_was_judged_as() {
+    let n = Node::start("smuggle");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    // `Connection: content-type` would drop the type the proxy judged the body as.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("connection", "content-type"),
+        ],
+        "q=rust",
+    );
+    assert_eq!(status, 200, "{text}");
+    let seen = n.up.seen();
+    assert_eq!(
+        seen[0].headers.get("content-type").map(String::as_str),
+        Some("application/x-www-form-urlencoded"),
+        "{:?}",
+        seen[0].headers
+    );
+    // A compressed body cannot be judged.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        "\u{1f}\u{8b}not really gzip",
+    );
+    assert_eq!(status, 415, "{text}");
     assert_eq!(n.up.hits.load(Ordering::SeqCst), 1);
 }
 

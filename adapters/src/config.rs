@@ -527,6 +527,15 @@ fn read_upstreams(r: &mut Reader, v: &Node) -> Vec<Upstream> {
 
 fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
     let what = format!("upstream `{}`", e.key());
+    if e.key().contains("__") {
+        // `__` separates an MCP upstream's name from its tools' names in the gateway.
+        r.error(
+            e.key_pos,
+            format!("upstream name `{}` may not contain `__`", e.key()),
+            Some("use `-` or a single `_`".into()),
+        );
+        return None;
+    }
     let m = r.mapping(
         e.value,
         &what,

@@ -81,9 +81,14 @@ pub const LLM_HELD_BYTES_MAX: usize = 1 << 20;
 pub const SSE_EVENT_BYTES_MAX: usize = 4 << 20;
 /// Largest answer of an MCP upstream the gateway reads, bytes; past it the call fails (502).
 pub const MCP_ANSWER_BYTES_MAX: usize = 16 << 20;
+/// A stream with nothing to pass on for this long gets an SSE comment (`: keep-alive`).
+pub const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Frames buffered between an upstream stream and its client.
 pub const STREAM_FRAMES_BUFFERED: usize = 16;
 
+/// How long after its approval a parked request may still be retried; then it is settled
+/// with nothing used (it never ran) and its reservation freed.
+pub const APPROVED_RETRY_WINDOW: Duration = Duration::from_secs(600);
 /// Proxied requests parked for approval whose retry the proxy remembers; past it the oldest is
 /// forgotten (its retry gets 409 `unknown_retry`).
 pub const PARKED_RETRIES_MAX: usize = 10_000;

@@ -88,7 +88,8 @@ def test_openai_chat_completions_whole_and_streamed_are_charged_the_usage_at_the
     # The upstream got the provider key, never the agent's token, and an output bound.
     assert whole.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert str(registered.token) not in str(whole.headers)
-    assert whole.body["max_completion_tokens"] == 50 and "max_tokens" not in whole.body
+    # The limit the client sent is kept (clamped to the model's); with none, one is written.
+    assert whole.body["max_tokens"] == 50 and "max_completion_tokens" not in whole.body
     assert streamed.body["max_completion_tokens"] == MAX_OUTPUT_TOKENS
     assert streamed.body["stream_options"] == {"include_usage": True}
 

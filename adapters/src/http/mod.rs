@@ -184,11 +184,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     }
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
-    // Longer than any request may take, so only a connection with nothing going on ends.
+    // Longer than any request may take, so only a connection with nothing going on ends: a
+    // proxied call may wait up to its upstream's timeout for the answer's head and again for
+    // a whole answer's body.
+    let slowest_upstream = config
+        .upstreams
+        .iter()
+        .map(|u| u.timeout_ms)
+        .max()
+        .unwrap_or(0);
     let idle = Duration::from_millis(
         config
             .request_timeout_ms
-            .saturating_mul(IDLE_TIMEOUTS_PER_CONNECTION as u64),
+            .saturating_mul(IDLE_TIMEOUTS_PER_CONNECTION as u64)
+            .max(
+                slowest_upstream
+                    .saturating_mul(2)
+                    .saturating_add(config.request_timeout_ms),
+            ),
     );
     let listener = conn_limit::Limited::new(listener, config.max_connections, idle);
     let app = crate::api::router(state.clone(), config.max_body_bytes);

@@ -47,6 +47,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// Parts of a credential this long or longer are secrets of their own (`Bearer` is not).
+const SECRET_PART_BYTES_MIN: usize = 8;
+
 /// Drops the hop-by-hop headers and every header the `Connection` header names.
 fn drop_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -94,13 +97,31 @@ pub fn request_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]
 }
 
 /// The headers an upstream's answer reaches the agent with: without hop-by-hop headers and
-/// without any header whose value is one of the upstream's credentials (an upstream that
-/// echoes them back).
+/// without any header whose value holds one of the upstream's credentials (an upstream that
+/// echoes them back, whole or in part: `Bearer <token>`'s token, in a cookie, in a list).
+/// Bodies are not rewritten: an upstream that echoes credentials in its body leaks them.
 pub fn response_headers(headers: &mut HeaderMap, upstream: &[(HeaderName, HeaderValue)]) {
     drop_hop_by_hop(headers);
+    let secrets: Vec<&[u8]> = upstream
+        .iter()
+        .flat_map(|(_, v)| {
+            let whole = v.as_bytes();
+            std::iter::once(whole).chain(
+                whole
+                    .split(|b| b.is_ascii_whitespace() || *b == b',' || *b == b';' || *b == b'=')
+                    .filter(|part| part.len() >= SECRET_PART_BYTES_MIN),
+            )
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    let holds = |v: &HeaderValue| {
+        secrets
+            .iter()
+            .any(|s| v.as_bytes().windows(s.len()).any(|w| w == *s))
+    };
     let leaking: Vec<HeaderName> = headers
         .iter()
-        .filter(|(_, v)| upstream.iter().any(|(_, secret)| secret == *v))
+        .filter(|(_, v)| holds(v))
         .map(|(k, _)| k.clone())
         .collect();
     for k in leaking {
@@ -224,6 +245,23 @@ mod tests {
         response_headers(&mut h, &up);
         assert!(h.get("x-echo").is_none());
         assert!(h.get("content-type").is_some());
+        let up = [(
+            HeaderName::from_static("authorization"),
+            HeaderValue::from_static("Bearer sk-live-0123456789"),
+        )];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "set-cookie",
+            "s=sk-live-0123456789; Path=/".parse().unwrap(),
+        );
+        h.insert("x-partial", "key=sk-live-0123456789".parse().unwrap());
+        h.insert("x-fine", "Bearer of good news".parse().unwrap());
+        response_headers(&mut h, &up);
+        assert!(
+            h.get("set-cookie").is_none() && h.get("x-partial").is_none(),
+            "{h:?}"
+        );
+        assert!(h.get("x-fine").is_some(), "`Bearer` alone is no secret");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! through here and renders a refusal in its own API's shape.
 
 use axum::http::{HeaderValue, StatusCode};
-use warden_actors::{Decision, Step, StepId, StepStatus, Verdict};
+use warden_actors::{AgentState, Decision, Outcome, Step, StepId, StepStatus, Usage, Verdict};
 use warden_supervisor::AgentHandle;
 
 use super::parked::Fingerprint;
@@ -71,7 +71,7 @@ pub async fn admit(
     retry: Option<&HeaderValue>,
 ) -> Result<Admitted, Refused> {
     match retry {
-        Some(v) => retried(state, h, v, fp),
+        Some(v) => retried(state, h, v, fp).await,
         None => decide(state, h, step, fp).await,
     }
 }
@@ -97,7 +97,7 @@ async fn decide(
 
 /// A retry of an approved request: forwarded under its step at most once, and only if it is
 /// the very request that was parked.
-fn retried(
+async fn retried(
     state: &AppState,
     h: &AgentHandle,
     v: &HeaderValue,
@@ -129,11 +129,25 @@ fn retried(
     match h.step_status(step) {
         StepStatus::Pending { decision, .. } => Err(Refused::Decision(Box::new(decision))),
         StepStatus::Final(d) if d.decision == Verdict::Allow => {
-            if state.proxy.parked.remove(agent, step) {
-                Ok(Admitted { step, seal })
-            } else {
-                Err(unknown().into())
+            if !state.proxy.parked.remove(agent, step) {
+                return Err(unknown().into());
             }
+            if h.snapshot().state == AgentState::Halted {
+                // Approved before the halt, but not yet run: it never runs.
+                let nothing = Outcome::failure()
+                    .with_usage(Usage::new().tokens(0).cost_micro_usd(0))
+                    .with_seal(seal);
+                let _ = h.outcome(step, nothing).await;
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "halted",
+                    format!(
+                        "agent {agent} is halted; the request approved as {step} is not forwarded"
+                    ),
+                )
+                .into());
+            }
+            Ok(Admitted { step, seal })
         }
         StepStatus::Final(d) => {
             state.proxy.parked.remove(agent, step);

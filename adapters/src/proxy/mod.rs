@@ -113,6 +113,20 @@ impl Route {
     }
 }
 
+/// The parked requests, swept every [`parked::SWEEP_EVERY`] on the current runtime.
+fn start_sweep(swarm: &Swarm) -> Arc<parked::Parked> {
+    let parked = Arc::new(parked::Parked::default());
+    let (p, swarm) = (parked.clone(), swarm.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(parked::SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            p.sweep(&swarm, crate::limits::APPROVED_RETRY_WINDOW).await;
+        }
+    });
+    parked
+}
+
 /// The proxy's state, shared by its routes.
 pub struct Proxy {
     /// The outbound client.
@@ -122,7 +136,7 @@ pub struct Proxy {
     /// Model prices, by model name.
     pub prices: HashMap<String, Price>,
     /// Requests parked for approval, awaiting their retry.
-    pub parked: parked::Parked,
+    pub parked: Arc<parked::Parked>,
     /// Halt watches of agents with live streams.
     pub halts: halts::HaltWatch,
     /// Sessions with the MCP upstreams, by name.
@@ -154,7 +168,7 @@ impl Proxy {
                 .iter()
                 .map(|p| (p.model.clone(), p.clone()))
                 .collect(),
-            parked: parked::Parked::default(),
+            parked: start_sweep(&swarm),
             halts: halts::HaltWatch::start(&swarm),
             mcp_sessions: DashMap::new(),
             max_body_bytes: config.max_body_bytes,
@@ -231,6 +245,20 @@ impl Proxy {
                 ))
             }
         };
+        if route.kind != UpstreamKind::Http {
+            // An LLM or MCP upstream is reached through its own route, which bounds, meters
+            // and judges what the tool proxy cannot (a model's cost, its tool calls).
+            let door = match route.kind {
+                UpstreamKind::OpenAi => "/v1/chat/completions or /v1/responses",
+                UpstreamKind::Anthropic => "/v1/messages",
+                _ => "/mcp",
+            };
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "wrong_api",
+                format!("tool `{tool}`'s upstream `{upstream}` is not a plain HTTP tool; call it through {door}"),
+            ));
+        }
         Ok((route, def.action))
     }
 

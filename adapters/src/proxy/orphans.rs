@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
-use warden_actors::{AgentId, Outcome, StepId, Verdict};
+use warden_actors::{AgentId, Outcome, StepId};
 use warden_supervisor::audit::{query, Filter};
 
 use crate::http::AppState;
@@ -30,10 +30,9 @@ pub async fn settle(state: &AppState) -> usize {
     if open.is_empty() {
         return 0;
     }
-    let filter = Filter {
-        decision: Some(Verdict::Allow),
-        ..Filter::default()
-    };
+    // Every decision: an approved step's is its `require_approval` one (the approval's
+    // own record names no tool).
+    let filter = Filter::default();
     let mut orphans = Vec::new();
     let scanned = query(&state.data_dir, &filter, |v| {
         let e = &v["entry"];
@@ -43,7 +42,11 @@ pub async fn settle(state: &AppState) -> usize {
         ) else {
             return;
         };
-        if open.get(&agent).is_some_and(|s| s.contains(&step)) && proxied(state, &e["step"]) {
+        let decision = e["type"] == "decision" && e["step"].is_object();
+        if decision
+            && open.get(&agent).is_some_and(|s| s.contains(&step))
+            && proxied(state, &e["step"])
+        {
             orphans.push((agent, step));
         }
     });

@@ -2,21 +2,30 @@
 //! gives the agent the step's id; once the operator approves, the agent sends the same
 //! request again with `Warden-Step: <step>`, and it is forwarded under that step without a
 //! second decision. The request's fingerprint is kept so an approval for one request can
-//! never carry another one through: a retry whose method, tool, path, query, body or
-//! declared cost differs is refused.
+//! never carry another one through: a retry whose method, tool, path, query, body, declared
+//! cost or any forwarded header differs is refused.
 //!
-//! Bounded: at most [`PARKED_RETRIES_MAX`] entries; past it the oldest is forgotten and its
-//! retry is refused with `unknown_retry` (the agent sends the request again as a new step).
+//! No reservation waits for a retry that never comes: [`Parked::sweep`] settles an approved
+//! request not retried within [`APPROVED_RETRY_WINDOW`](crate::limits::APPROVED_RETRY_WINDOW)
+//! of its approval with nothing used (it never ran). Bounded: at most [`PARKED_RETRIES_MAX`]
+//! entries; past it the oldest can no longer be retried (`unknown_retry`: the agent sends the
+//! request again as a new step) but is still swept, so an approval of it frees its
+//! reservation at once.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use warden_actors::{AgentId, StepId};
+use warden_actors::{AgentId, Outcome, StepId, StepStatus, Usage, Verdict};
+use warden_supervisor::Swarm;
 
 use crate::limits::PARKED_RETRIES_MAX;
 
 /// A request's fingerprint: BLAKE3 of everything the decision saw.
 pub type Fingerprint = [u8; 32];
+
+/// How often parked requests are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// The parked requests.
 #[derive(Default)]
@@ -24,40 +33,62 @@ pub struct Parked {
     inner: Mutex<Inner>,
 }
 
+/// One parked request.
+#[derive(Clone, Copy)]
+struct Entry {
+    fp: Fingerprint,
+    seal: u64,
+    /// When the sweep first saw it approved.
+    approved_at: Option<Instant>,
+    /// Pushed out by newer ones: no retry can use it any more.
+    evicted: bool,
+}
+
+type Key = (AgentId, StepId);
+
 #[derive(Default)]
 struct Inner {
-    by_step: HashMap<(AgentId, StepId), (Fingerprint, u64)>,
-    order: VecDeque<(AgentId, StepId)>,
+    by_step: HashMap<Key, Entry>,
+    order: VecDeque<Key>,
+    /// Pushed out of `by_step`, kept for the sweep only (bounded like it).
+    evicted: HashMap<Key, Entry>,
 }
 
 impl Parked {
-    /// Remembers a parked request and its step's seal; forgets the oldest past the bound.
+    /// Remembers a parked request and its step's seal; past the bound the oldest can no
+    /// longer be retried.
     pub fn insert(&self, agent: AgentId, step: StepId, fp: Fingerprint, seal: u64) {
         let mut g = self.inner.lock();
         while g.by_step.len() >= PARKED_RETRIES_MAX {
-            match g.order.pop_front() {
-                Some(old) => {
-                    g.by_step.remove(&old);
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some(mut e) = g.by_step.remove(&old) {
+                e.evicted = true;
+                if g.evicted.len() < PARKED_RETRIES_MAX {
+                    g.evicted.insert(old, e);
                 }
-                None => break,
             }
         }
-        if g.by_step
-            .insert((agent.clone(), step), (fp, seal))
-            .is_none()
-        {
+        let entry = Entry {
+            fp,
+            seal,
+            approved_at: None,
+            evicted: false,
+        };
+        if g.by_step.insert((agent.clone(), step), entry).is_none() {
             g.order.push_back((agent, step));
         }
     }
 
-    /// The fingerprint a retry must match and the step's seal, if the request is still
-    /// remembered.
+    /// The fingerprint a retry must match and the step's seal, if the request can still be
+    /// retried.
     pub fn get(&self, agent: &AgentId, step: StepId) -> Option<(Fingerprint, u64)> {
         self.inner
             .lock()
             .by_step
             .get(&(agent.clone(), step))
-            .copied()
+            .map(|e| (e.fp, e.seal))
     }
 
     /// Forgets a request once its retry was forwarded or it was finally refused (a step is
@@ -65,11 +96,59 @@ impl Parked {
     pub fn remove(&self, agent: &AgentId, step: StepId) -> bool {
         let mut g = self.inner.lock();
         let key = (agent.clone(), step);
+        g.evicted.remove(&key);
         let had = g.by_step.remove(&key).is_some();
         if had {
             g.order.retain(|k| k != &key);
         }
         had
+    }
+
+    /// Settles approved requests whose retry did not come within `window` of the approval
+    /// (at once for those that can no longer be retried), with nothing used: they never ran.
+    /// Forgets those refused or no longer known.
+    pub async fn sweep(&self, swarm: &Swarm, window: Duration) {
+        let now = Instant::now();
+        let entries: Vec<(Key, Entry)> = {
+            let g = self.inner.lock();
+            g.by_step
+                .iter()
+                .chain(g.evicted.iter())
+                .map(|(k, e)| (k.clone(), *e))
+                .collect()
+        };
+        for ((agent, step), e) in entries {
+            let Some(h) = swarm.agent(&agent) else {
+                self.remove(&agent, step);
+                continue;
+            };
+            match h.step_status(step) {
+                StepStatus::Pending { .. } => {}
+                StepStatus::Final(d) if d.decision == Verdict::Allow => {
+                    let since = e.approved_at.unwrap_or(now);
+                    if e.evicted || now.duration_since(since) >= window {
+                        // Removed first: a retry racing the sweep is forwarded, or settled, once.
+                        if self.remove(&agent, step) || e.evicted {
+                            let nothing = Outcome::failure()
+                                .with_usage(Usage::new().tokens(0).cost_micro_usd(0))
+                                .with_seal(e.seal);
+                            let _ = h.outcome(step, nothing).await;
+                        }
+                    } else if e.approved_at.is_none() {
+                        self.mark_approved(&agent, step, now);
+                    }
+                }
+                _ => {
+                    self.remove(&agent, step);
+                }
+            }
+        }
+    }
+
+    fn mark_approved(&self, agent: &AgentId, step: StepId, at: Instant) {
+        if let Some(e) = self.inner.lock().by_step.get_mut(&(agent.clone(), step)) {
+            e.approved_at.get_or_insert(at);
+        }
     }
 }
 

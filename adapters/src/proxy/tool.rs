@@ -99,7 +99,7 @@ async fn proxy(
     let mut settlement = Settlement::new(h, step);
     let step = step.step;
     let uri = forward::join(&route.url, raw_rest, parts.uri.query())?;
-    let headers = forward::request_headers(&parts.headers, &route.headers);
+    let headers = forwarded_headers(&parts.headers, &route.headers);
     let sent = forward::send(
         &state.proxy.client,
         &route.name,
@@ -205,6 +205,14 @@ fn judge_request(
         }
     }
     let header = |n: &str| parts.headers.get(n).map_or(&b""[..], HeaderValue::as_bytes);
+    // Every header the upstream will see is part of what was approved (an added
+    // `X-HTTP-Method-Override` makes another request).
+    let mut sent: Vec<String> = forwarded_headers(&parts.headers, &[])
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    sent.sort();
+    let sent = sent.join("\n");
     let fp = fingerprint(&[
         parts.method.as_str().as_bytes(),
         tool.as_bytes(),
@@ -213,7 +221,7 @@ fn judge_request(
         &body,
         header("warden-cost"),
         header("warden-signals"),
-        header("content-type"),
+        sent.as_bytes(),
     ]);
     let step: Step = serde_json::from_value(step)
         .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
@@ -226,6 +234,16 @@ fn judge_request(
 
 /// The body's parameters: a JSON object's keys, or a form's pairs; an empty body has none.
 /// Any other body is refused (415): what the policy cannot read is never forwarded.
+/// The headers a proxied tool request reaches its upstream with: [`forward::request_headers`],
+/// and the `Content-Type` the proxy judged the body as, whatever `Connection` named.
+fn forwarded_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+    let mut out = forward::request_headers(agent, upstream);
+    if let Some(ct) = agent.get(header::CONTENT_TYPE) {
+        out.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    out
+}
+
 fn insert_body(
     args: &mut Map<String, Value>,
     headers: &HeaderMap,
@@ -233,6 +251,16 @@ fn insert_body(
 ) -> Result<(), ApiError> {
     if body.is_empty() {
         return Ok(());
+    }
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a compressed body (Content-Encoding) cannot be judged, so it is not forwarded; send it uncompressed",
+        ));
     }
     let ct = headers
         .get(header::CONTENT_TYPE)

@@ -51,6 +51,8 @@ pub struct Meter {
     held: BTreeMap<u64, Held>,
     held_bytes: usize,
     max_held_bytes: usize,
+    /// Keys of calls already released for judging (Responses: output indexes).
+    judged: std::collections::HashSet<u64>,
     done: bool,
     /// The client did not ask for the usage chunk (the proxy did, to settle).
     hide_usage: bool,
@@ -68,6 +70,7 @@ impl Meter {
             held: BTreeMap::new(),
             held_bytes: 0,
             max_held_bytes,
+            judged: std::collections::HashSet::new(),
             done: false,
             hide_usage,
         }
@@ -102,8 +105,16 @@ impl Meter {
             self.done = true;
             return self.release_all(e.raw);
         }
-        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+        if e.data.is_empty() {
+            // A comment or a keep-alive: nothing to read.
             return Next::Send(e.raw);
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+            // What cannot be read cannot be judged: it is not passed on.
+            return Next::Fail(
+                "warden: the upstream sent an event the proxy cannot read; the stream is cut"
+                    .into(),
+            );
         };
         let next = match self.api {
             Api::Chat => self.chat(&v, e.raw),
@@ -135,6 +146,7 @@ impl Meter {
     }
 
     fn release(&mut self, key: u64, last: Bytes) -> Next {
+        self.judged.insert(key);
         let Some(h) = self.held.remove(&key) else {
             return Next::Send(last);
         };
@@ -150,7 +162,8 @@ impl Meter {
         }
         let mut calls = Vec::new();
         let mut events = Vec::new();
-        for (_, h) in std::mem::take(&mut self.held) {
+        for (k, h) in std::mem::take(&mut self.held) {
+            self.judged.insert(k);
             calls.push(proposal(h.name, h.args));
             events.extend(h.events);
         }
@@ -200,6 +213,12 @@ impl Meter {
                     .map(str::to_string);
                 calls.push((key, name, args));
             }
+            // The legacy `functions` API: one call per choice, under its own key.
+            if let Some(f) = c.pointer("/delta/function_call").filter(|f| f.is_object()) {
+                let name = f["name"].as_str().map(str::to_string);
+                let args = f["arguments"].as_str().map(str::to_string);
+                calls.push(((choice << 16) | 0xFFFF, name, args));
+            }
             finished |= !c["finish_reason"].is_null();
         }
         if !calls.is_empty() {
@@ -248,7 +267,7 @@ impl Meter {
                     self.output = u["output_tokens"].as_u64();
                 }
                 self.done = kind == "response.completed";
-                return self.release_all(raw);
+                return self.final_response(&v["response"], raw);
             }
             "response.output_item.added" if is_call(&v["item"]) => {
                 let name = v["item"]["name"].as_str().unwrap_or("").to_string();
@@ -278,6 +297,44 @@ impl Meter {
                 Next::Hold
             }
             _ => Next::Send(raw),
+        }
+    }
+
+    /// The last event of a Responses stream: held calls, and any call its `output` holds that
+    /// the stream never showed as an item of its own, are judged before it passes.
+    fn final_response(&mut self, response: &Value, raw: Bytes) -> Next {
+        let mut unseen = Vec::new();
+        for (i, item) in response["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let is_call = matches!(
+                item["type"].as_str(),
+                Some("function_call" | "custom_tool_call")
+            );
+            if is_call && !self.judged.contains(&(i as u64)) && !self.held.contains_key(&(i as u64))
+            {
+                let args = match item["type"].as_str() {
+                    Some("custom_tool_call") => {
+                        serde_json::json!({"input": item["input"]}).to_string()
+                    }
+                    _ => item["arguments"].as_str().unwrap_or("").to_string(),
+                };
+                unseen.push(proposal(
+                    item["name"].as_str().unwrap_or("").to_string(),
+                    args,
+                ));
+            }
+        }
+        match self.release_all(raw) {
+            Next::Judge(mut calls, events) => {
+                calls.extend(unseen);
+                Next::Judge(calls, events)
+            }
+            Next::Send(b) if !unseen.is_empty() => Next::Judge(unseen, vec![b]),
+            other => other,
         }
     }
 
@@ -422,6 +479,21 @@ mod tests {
             .input,
             9
         );
+    }
+
+    #[test]
+    fn calls_in_legacy_shapes_or_only_in_the_final_response_are_judged_and_unreadable_events_cut() {
+        let legacy = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"shell\",\"arguments\":\"{}\"}}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"function_call\"}]}\n\n",
+        );
+        let (_, log) = run(Api::Chat, legacy);
+        assert_eq!(log, ["hold", "judge shell {} (2 events)"]);
+        let hidden = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{}\"}]}}\n\n";
+        let (_, log) = run(Api::Responses, hidden);
+        assert_eq!(log, ["judge f {} (1 events)"]);
+        let (_, log) = run(Api::Chat, "data: {NaN}\n\n: keep-alive\n\n");
+        assert_eq!(log, ["fail", "send"]);
     }
 
     #[test]

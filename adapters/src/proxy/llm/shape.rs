@@ -131,19 +131,32 @@ impl Api {
         if req.get("background") == Some(&Value::Bool(true)) {
             return Err("`background: true` answers later, outside this request; the proxy settles each request from its own answer".into());
         }
+        check_pricing(req)?;
+        if req
+            .get("stream")
+            .is_some_and(|s| !s.is_boolean() && !s.is_null())
+        {
+            return Err("`stream` must be true or false".into());
+        }
         let mut out = model_max;
+        let mut sent = Vec::new();
         for k in self.output_keys() {
-            if let Some(v) = req.get(*k) {
+            if let Some(v) = req.get(*k).filter(|v| !v.is_null()) {
                 let n = v
                     .as_u64()
                     .ok_or_else(|| format!("`{k}` must be a whole number of tokens"))?;
                 out = out.min(n);
+                sent.push(*k);
             }
         }
-        for k in self.output_keys() {
-            req.remove(*k);
+        // The limits the client sent are kept (clamped), so servers that read only one of
+        // them are bound too; with none, the API's current one is written.
+        if sent.is_empty() {
+            sent.push(self.output_keys()[0]);
         }
-        req.insert(self.output_keys()[0].into(), json!(out));
+        for k in sent {
+            req.insert(k.into(), json!(out));
+        }
         let choices = match (self, req.get("n")) {
             (Api::Chat, Some(v)) if !v.is_null() => match v.as_u64() {
                 Some(n @ 1..=128) => n,
@@ -196,6 +209,13 @@ impl Api {
         match self {
             Api::Chat => {
                 for choice in answer["choices"].as_array().into_iter().flatten() {
+                    // The legacy `functions` API's one call per message.
+                    if let Some(f) = choice
+                        .pointer("/message/function_call")
+                        .filter(|f| f.is_object())
+                    {
+                        out.push(proposal(&f["name"], &f["arguments"]));
+                    }
                     for call in choice
                         .pointer("/message/tool_calls")
                         .and_then(Value::as_array)
@@ -294,6 +314,23 @@ fn proposal(name: &Value, args: &Value) -> Proposal {
     }
 }
 
+/// Refuses what makes a request cost more than the model's price says: a priority service
+/// tier, and routing to other models (`models`, OpenRouter's fallbacks).
+fn check_pricing(req: &Map<String, Value>) -> Result<(), String> {
+    if let Some(tier) = req.get("service_tier").filter(|t| !t.is_null()) {
+        let ok = tier
+            .as_str()
+            .is_some_and(|t| matches!(t, "auto" | "default" | "flex" | "standard_only"));
+        if !ok {
+            return Err(format!("`service_tier: {tier}` is priced above the model's price in the node's config; leave it out"));
+        }
+    }
+    if req.contains_key("models") {
+        return Err("`models` routes to other models, whose prices the proxy cannot bound; send one `model`".into());
+    }
+    Ok(())
+}
+
 /// Refuses any `type` outside [`TYPES_ALLOWED`] (schemas excepted), naming where it is.
 fn check_types(v: &Value, at: &str) -> Result<(), String> {
     match v {
@@ -331,8 +368,17 @@ mod tests {
     fn the_output_bound_is_written_and_never_above_the_models_maximum() {
         let mut r = obj(json!({"model": "m", "messages": [], "max_tokens": 99999}));
         assert_eq!(Api::Chat.prepare(&mut r, 1000), Ok((1000, 1)));
-        assert_eq!(r["max_completion_tokens"], 1000);
-        assert!(r.get("max_tokens").is_none());
+        assert_eq!(
+            r["max_tokens"], 1000,
+            "the limit the client sent is kept, clamped"
+        );
+        assert!(r.get("max_completion_tokens").is_none());
+        let mut r = obj(json!({"model": "m", "messages": []}));
+        assert_eq!(Api::Chat.prepare(&mut r, 1000), Ok((1000, 1)));
+        assert_eq!(
+            r["max_completion_tokens"], 1000,
+            "none sent: the current key is written"
+        );
         let mut r = obj(json!({"model": "m", "messages": [], "n": 3, "stream": true}));
         assert_eq!(Api::Chat.prepare(&mut r, 50), Ok((50, 3)));
         assert_eq!(r["stream_options"]["include_usage"], true);
@@ -353,6 +399,12 @@ mod tests {
             (Api::Chat, json!({"messages": [], "max_tokens": -1})),
             (Api::Chat, json!({"messages": [], "max_tokens": "100"})),
             (Api::Chat, json!({"messages": [], "n": 0})),
+            (Api::Chat, json!({"messages": [], "stream": "true"})),
+            (
+                Api::Chat,
+                json!({"messages": [], "service_tier": "priority"}),
+            ),
+            (Api::Chat, json!({"messages": [], "models": ["a", "b"]})),
             (
                 Api::Responses,
                 json!({"input": "x", "previous_response_id": "resp_1"}),
@@ -415,5 +467,11 @@ mod tests {
         );
         assert_eq!(Api::Messages.tool_calls(&msg)[0].arguments, json!({"x": 1}));
         assert_eq!(Api::Chat.usage(&json!({})), None);
+        let legacy = json!({"choices": [{"message": {"function_call": {"name": "shell", "arguments": "{}"}}}]});
+        assert_eq!(
+            Api::Chat.tool_calls(&legacy)[0].name,
+            "shell",
+            "the legacy functions API"
+        );
     }
 }

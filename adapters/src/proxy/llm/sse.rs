@@ -15,10 +15,17 @@ pub struct Event {
     pub data: String,
 }
 
-/// Cuts a byte stream into events; bounded by `max_bytes` per event.
+/// Cuts a byte stream into events; bounded by `max_bytes` per event. Lines end with CRLF, LF
+/// or CR, as the standard says; an empty line ends an event. Each byte is looked at once.
 pub struct Parser {
     buf: BytesMut,
     max_bytes: usize,
+    /// How far `buf` has been scanned for the end of the event.
+    pos: usize,
+    /// The scan is at the start of a line.
+    line_start: bool,
+    /// The byte before `pos` was a CR (an LF right after it ends the same line).
+    cr: bool,
 }
 
 impl Parser {
@@ -27,6 +34,9 @@ impl Parser {
         Self {
             buf: BytesMut::new(),
             max_bytes,
+            pos: 0,
+            line_start: true,
+            cr: false,
         }
     }
 
@@ -40,16 +50,23 @@ impl Parser {
     /// # Errors
     /// An event longer than the bound.
     pub fn next_event(&mut self) -> Result<Option<Event>, usize> {
-        let Some(end) = event_end(&self.buf) else {
+        let Some(end) = self.scan() else {
             if self.buf.len() > self.max_bytes {
                 return Err(self.buf.len());
             }
             return Ok(None);
         };
         let raw = self.buf.split_to(end).freeze();
-        let text = String::from_utf8_lossy(&raw);
+        self.pos = 0;
+        self.line_start = true;
+        // An event that ended on a CR whose LF had not arrived yet: that LF still belongs to
+        // it, not to an empty event of its own.
+        self.cr = raw.last() == Some(&b'\r');
+        let text = String::from_utf8_lossy(&raw)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
         let (mut name, mut data) = (None, Vec::new());
-        for line in text.lines() {
+        for line in text.split('\n') {
             let (field, value) = match line.split_once(':') {
                 Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
                 None => (line, ""),
@@ -64,28 +81,36 @@ impl Parser {
         Ok(Some(Event { raw, name, data }))
     }
 
+    /// Scans on from where it stopped; the end of the first event (after its empty line).
+    fn scan(&mut self) -> Option<usize> {
+        while self.pos < self.buf.len() {
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            if std::mem::take(&mut self.cr) && b == b'\n' {
+                continue; // the LF of a CRLF
+            }
+            if b == b'\n' || b == b'\r' {
+                if self.line_start {
+                    // An empty line: the event ends here (with the LF of a CRLF if present).
+                    let lf = b == b'\r' && self.buf.get(self.pos) == Some(&b'\n');
+                    return Some(self.pos + usize::from(lf));
+                }
+                self.line_start = true;
+                self.cr = b == b'\r';
+            } else {
+                self.line_start = false;
+            }
+        }
+        None
+    }
+
     /// What is left unended (a stream cut mid-event).
     pub fn rest(&mut self) -> Bytes {
+        self.pos = 0;
+        self.line_start = true;
+        self.cr = false;
         self.buf.split().freeze()
     }
-}
-
-/// Where the first event ends (after its blank line: `\n\n`, `\r\n\r\n` or `\r\r`).
-fn event_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < b.len() {
-        if b[i] == b'\n' && b[i + 1] == b'\n' {
-            return Some(i + 2);
-        }
-        if b[i] == b'\r' && b[i + 1] == b'\r' {
-            return Some(i + 2);
-        }
-        if i + 3 < b.len() && &b[i..i + 4] == b"\r\n\r\n" {
-            return Some(i + 4);
-        }
-        i += 1;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -95,6 +120,17 @@ mod tests {
     #[test]
     fn events_are_cut_at_blank_lines_whatever_the_chunking() {
         let stream = b"event: a\ndata: {\"x\":1}\n\ndata: [DONE]\r\n\r\n";
+        let mixed = b"data: 1\n\r\ndata: 2\r\rdata: 3\r\n\n";
+        let mut p = Parser::new(1 << 10);
+        p.push(mixed);
+        let got: Vec<String> = std::iter::from_fn(|| p.next_event().unwrap())
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(
+            got,
+            ["1", "2", "3"],
+            "LF+CRLF, CR+CR and CRLF+LF end events too"
+        );
         for cut in 1..stream.len() {
             let mut p = Parser::new(1 << 10);
             let mut got = Vec::new();
@@ -108,7 +144,8 @@ mod tests {
             assert_eq!(got[0].name.as_deref(), Some("a"));
             assert_eq!(got[0].data, "{\"x\":1}");
             assert_eq!(got[1].data, "[DONE]");
-            let raw: Vec<u8> = got.iter().flat_map(|e| e.raw.to_vec()).collect();
+            let mut raw: Vec<u8> = got.iter().flat_map(|e| e.raw.to_vec()).collect();
+            raw.extend_from_slice(&p.rest());
             assert_eq!(raw, stream, "forwarded unchanged");
         }
     }

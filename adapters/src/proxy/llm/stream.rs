@@ -17,7 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::meter::{Meter, Next};
 use super::sse::Parser;
 use super::LiveCall;
-use crate::limits::{LLM_HELD_BYTES_MAX, SSE_EVENT_BYTES_MAX, STREAM_FRAMES_BUFFERED};
+use crate::limits::{
+    LLM_HELD_BYTES_MAX, SSE_EVENT_BYTES_MAX, STREAM_FRAMES_BUFFERED, STREAM_KEEP_ALIVE,
+};
 use crate::proxy::{forward, Forwarded, Route};
 
 type Frame = Result<Bytes, std::io::Error>;
@@ -58,6 +60,10 @@ async fn pump(
     let mut halt = live.state.proxy.halts.watch(&live.state.swarm, live.h.id());
     let mut meter = Meter::new(live.api, LLM_HELD_BYTES_MAX, !live.usage_asked);
     let mut parser = Parser::new(SSE_EVENT_BYTES_MAX);
+    // A comment now and then keeps the client's connection (and the node's idle limit) from
+    // taking a silent stretch (a model thinking, a tool call held) for a dead peer.
+    let mut keep_alive = tokio::time::interval(STREAM_KEEP_ALIVE);
+    keep_alive.tick().await;
     let end = loop {
         let frame = tokio::select! {
             biased;
@@ -69,6 +75,12 @@ async fn pump(
                 break End::Cut;
             }
             _ = tx.closed() => break End::Cut,
+            _ = keep_alive.tick() => {
+                if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
+                    break End::Cut;
+                }
+                continue;
+            }
             f = body.frame() => f,
         };
         let data = match frame {
@@ -91,6 +103,12 @@ async fn pump(
         }
     };
     drop(body);
+    let rest = parser.rest();
+    if matches!(end, End::Finished) && rest.iter().all(u8::is_ascii_whitespace) && !rest.is_empty()
+    {
+        // The line ends after the last event; anything else unended is not passed on.
+        let _ = tx.send(Ok(rest)).await;
+    }
     let finished = matches!(end, End::Finished) && meter.complete();
     let used = meter.used(live.bound);
     live.state.proxy.halts.tidy();

@@ -521,23 +521,40 @@ async fn governed(
     rpc_result(id, complete(result.clone(), modern))
 }
 
-/// Everything a result says in text: its text content and its structured content.
+/// Everything a result says in text.
+///
+/// Every text a client may show or hand to a model: text blocks, embedded resources' text,
+/// resource links' name, title, description and uri, annotations and `_meta` (as JSON), and
+/// `structuredContent`. The blocks are read once joined as they are and once a line apart,
+/// so neither a phrase split across two blocks nor two blocks run together hides a pattern.
 fn result_text(result: &Value) -> String {
-    let mut out = String::new();
+    let mut parts: Vec<String> = Vec::new();
     for c in result["content"].as_array().into_iter().flatten() {
-        if let Some(t) = c["text"].as_str() {
-            out.push_str(t);
-            out.push('\n');
+        for p in [
+            "/text",
+            "/resource/text",
+            "/name",
+            "/title",
+            "/description",
+            "/uri",
+            "/resource/uri",
+        ] {
+            if let Some(t) = c.pointer(p).and_then(Value::as_str) {
+                parts.push(t.to_string());
+            }
         }
-        if let Some(t) = c.pointer("/resource/text").and_then(Value::as_str) {
-            out.push_str(t);
-            out.push('\n');
+        for k in ["annotations", "_meta"] {
+            if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
+                parts.push(v.to_string());
+            }
         }
     }
-    if let Some(s) = result.get("structuredContent") {
-        out.push_str(&s.to_string());
+    for k in ["structuredContent", "_meta"] {
+        if let Some(v) = result.get(k).filter(|v| !v.is_null()) {
+            parts.push(v.to_string());
+        }
     }
-    out
+    format!("{}\n{}", parts.concat(), parts.join("\n"))
 }
 
 /// A call not allowed, as a JSON-RPC error with the decision.
