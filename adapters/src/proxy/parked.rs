@@ -184,4 +184,68 @@ mod tests {
         let last: StepId = format!("s-{}", PARKED_RETRIES_MAX + 14).parse().unwrap();
         assert!(p.get(&a, last).is_some());
     }
+
+    /// An approved request not retried is settled with nothing used once the window has
+    /// passed; a refused one is forgotten. A real swarm, no journal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweep_frees_approved_requests_never_retried() {
+        use warden_actors::policy::PolicySet;
+        use warden_actors::{ActionClass, ApprovalAnswer, Step};
+        use warden_supervisor::AgentSpec;
+        let policy = "version: 1\ndefaults:\n  budgets: {tokens: 1000}\npools:\n  - {path: swarm}\ntools:\n  pay: {action: spend}\nrules:\n  - {id: ask, match: {tool: pay}, decision: require_approval}\n";
+        let swarm = Swarm::builder()
+            .heartbeat_sweep_ms(0)
+            .policy_set(PolicySet::parse(policy).unwrap())
+            .build()
+            .await
+            .unwrap();
+        let a: AgentId = "a".parse().unwrap();
+        let h = swarm
+            .spawn_agent(AgentSpec::new(a.clone()).pool("swarm"))
+            .await
+            .unwrap();
+        let parked = Parked::default();
+        let mut steps = Vec::new();
+        for n in 0..2 {
+            let step = Step::builder("pay", ActionClass::Spend)
+                .args(serde_json::json!({ "n": n }))
+                .tokens(100)
+                .build()
+                .unwrap()
+                .sealed(7 + n);
+            let d = h.step(step).await.unwrap();
+            parked.insert(a.clone(), d.step, [0; 32], 7 + n);
+            steps.push(d.step);
+        }
+        let approve = ApprovalAnswer::Approve { by: "t".into() };
+        swarm
+            .answer_approval(&format!("a/{}", steps[0]), approve)
+            .unwrap();
+        let deny = ApprovalAnswer::Deny {
+            by: "t".into(),
+            reason: "no".into(),
+        };
+        swarm
+            .answer_approval(&format!("a/{}", steps[1]), deny)
+            .unwrap();
+        assert_eq!(h.snapshot().open_steps, 1);
+        // First look: approved now, still in its window; the refused one is forgotten.
+        parked.sweep(&swarm, Duration::from_millis(50)).await;
+        assert!(parked.get(&a, steps[0]).is_some());
+        assert!(parked.get(&a, steps[1]).is_none());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        parked.sweep(&swarm, Duration::from_millis(50)).await;
+        assert!(
+            parked.get(&a, steps[0]).is_none(),
+            "past its window: no retry any more"
+        );
+        let snap = h.snapshot();
+        assert_eq!(snap.open_steps, 0, "its reservation is free again");
+        assert_eq!(
+            snap.account.spent.get(warden_actors::LedgerDim::Tokens),
+            0,
+            "it never ran"
+        );
+        swarm.shutdown().await;
+    }
 }
