@@ -528,6 +528,15 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
         &chat("hi", false),
     );
     assert_eq!(status, 401, "{text}");
+    // A prompt over the node's body limit (1 MiB) is refused before anything is decided.
+    let huge = "x".repeat(1 << 20);
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &chat(&huge, false));
+    assert_eq!(status, 413, "{}", &text[..text.len().min(300)]);
+    assert!(
+        text.contains("body_too_large"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
     // The tool proxy is no back door to a model: it refuses LLM upstreams.
     let (status, text) = post(
         &n.base,
