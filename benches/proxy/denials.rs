@@ -25,14 +25,70 @@ use crate::upstream::{self, usage_for};
 use crate::{Node, Opts};
 
 const WORDS: [&str; 64] = [
-    "the", "model", "results", "of", "a", "study", "on", "distributed", "systems", "and",
-    "their", "failure", "modes", "under", "load", "we", "find", "that", "latency", "grows",
-    "with", "queue", "depth", "while", "throughput", "saturates", "near", "capacity", "this",
-    "report", "summarises", "evidence", "from", "several", "sources", "including", "papers",
-    "blog", "posts", "benchmarks", "measured", "in", "production", "clusters", "please",
-    "compare", "approaches", "cite", "each", "claim", "briefly", "explain", "trade-offs",
-    "between", "consistency", "availability", "partition", "tolerance", "for", "agents",
-    "budgets", "tokens", "governance", "policy",
+    "the",
+    "model",
+    "results",
+    "of",
+    "a",
+    "study",
+    "on",
+    "distributed",
+    "systems",
+    "and",
+    "their",
+    "failure",
+    "modes",
+    "under",
+    "load",
+    "we",
+    "find",
+    "that",
+    "latency",
+    "grows",
+    "with",
+    "queue",
+    "depth",
+    "while",
+    "throughput",
+    "saturates",
+    "near",
+    "capacity",
+    "this",
+    "report",
+    "summarises",
+    "evidence",
+    "from",
+    "several",
+    "sources",
+    "including",
+    "papers",
+    "blog",
+    "posts",
+    "benchmarks",
+    "measured",
+    "in",
+    "production",
+    "clusters",
+    "please",
+    "compare",
+    "approaches",
+    "cite",
+    "each",
+    "claim",
+    "briefly",
+    "explain",
+    "trade-offs",
+    "between",
+    "consistency",
+    "availability",
+    "partition",
+    "tolerance",
+    "for",
+    "agents",
+    "budgets",
+    "tokens",
+    "governance",
+    "policy",
 ];
 
 const SYSTEM: &str = "You are a careful research assistant working inside a swarm of agents. Answer the question using the conversation so far. Cite every source you rely on by its URL, keep answers short unless asked for detail, say when the evidence is weak, and never invent a citation. If a question needs a tool, say which one and why instead of guessing.";
@@ -147,6 +203,8 @@ struct Tally {
     real_tokens_allowed: u64,
     reserved_bound_allowed: u64,
     usage_mismatch: usize,
+    /// The real cost allowed (harness ledger) when this client was first denied.
+    ledger_at_first_denial: Option<u64>,
 }
 
 impl Tally {
@@ -162,6 +220,11 @@ impl Tally {
         self.real_tokens_allowed += o.real_tokens_allowed;
         self.reserved_bound_allowed += o.reserved_bound_allowed;
         self.usage_mismatch += o.usage_mismatch;
+        self.ledger_at_first_denial = match (self.ledger_at_first_denial, o.ledger_at_first_denial)
+        {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -225,6 +288,8 @@ async fn drive(
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if a.status == 403 && v["error"]["code"] == "denied" {
             t.denied += 1;
+            t.ledger_at_first_denial
+                .get_or_insert(ledger.load(Ordering::SeqCst));
             let remaining = v["warden"]["remaining"][dim.key].as_u64().unwrap_or(0);
             if cost <= remaining {
                 t.false_by_decision += 1;
@@ -308,8 +373,24 @@ fn scenario(node: &Node, s: &Scenario) {
     let get = |m: &std::collections::BTreeMap<String, u64>| m.get(s.dim.key).copied().unwrap_or(0);
     let used = get(&pool.used);
     let overspend = used.saturating_sub(s.limit);
-    let unit = if s.dim.key == "tokens" { "tokens" } else { "µUSD" };
-    println!("\n### {} — {} request(s) at once, {} ({}), pool {} limited to {} {unit}\n", s.name, s.agents, s.model, if s.stream { "streamed" } else { "whole answers" }, s.pool, s.limit);
+    let unit = if s.dim.key == "tokens" {
+        "tokens"
+    } else {
+        "µUSD"
+    };
+    println!(
+        "\n### {} — {} request(s) at once, {} ({}), pool {} limited to {} {unit}\n",
+        s.name,
+        s.agents,
+        s.model,
+        if s.stream {
+            "streamed"
+        } else {
+            "whole answers"
+        },
+        s.pool,
+        s.limit
+    );
     println!(
         "workload: {} requests, max_tokens 256/512/1,024/2,048/4,096 × {:?}, prompt tokens p50 {} / p90 {} / max {}; real cost of all of it {} {unit} ({:.2}× the limit)",
         reqs.len(),
@@ -335,6 +416,27 @@ fn scenario(node: &Node, s: &Scenario) {
         tally.false_by_ledger,
         100.0 * tally.false_by_ledger as f64 / tally.sent as f64
     );
+    let mut first_oracle_denial = None;
+    let mut seen = 0u64;
+    for r in &reqs {
+        let c = s.dim.cost(r.real);
+        if seen + c > s.limit {
+            first_oracle_denial = Some(seen);
+            break;
+        }
+        seen += c;
+    }
+    println!(
+        "| budget used (real cost allowed) at the first denial | {} | {} |",
+        tally.ledger_at_first_denial.map_or("—".into(), |u| format!(
+            "{u} ({:.1}%)",
+            100.0 * u as f64 / s.limit as f64
+        )),
+        first_oracle_denial.map_or("—".into(), |u| format!(
+            "{u} ({:.1}%)",
+            100.0 * u as f64 / s.limit as f64
+        )),
+    );
     println!(
         "| budget used (pool `used` / limit) | {used} ({:.1}%) | {oracle_used} ({:.1}%) |",
         100.0 * used as f64 / s.limit as f64,
@@ -344,9 +446,7 @@ fn scenario(node: &Node, s: &Scenario) {
         "| reservation bound / real cost, allowed requests | {:.2}× | 1× |",
         tally.reserved_bound_allowed as f64 / tally.real_allowed.max(1) as f64
     );
-    println!(
-        "| **overspend** (used − limit, if positive) | **{overspend}** | 0 |"
-    );
+    println!("| **overspend** (used − limit, if positive) | **{overspend}** | 0 |");
     println!(
         "| pool settled = real cost of what was allowed | {} (settled {}, real {}, still reserved {}) | |",
         if get(&pool.spent) == tally.real_allowed { "yes" } else { "NO" },

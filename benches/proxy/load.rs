@@ -72,7 +72,7 @@ impl Conn {
     pub async fn exchange(
         &mut self,
         req: &[u8],
-        on_data: &mut dyn FnMut(&[u8], u64),
+        on_data: &mut (dyn FnMut(&[u8], u64) + Send),
     ) -> io::Result<u16> {
         match self.try_exchange(req, on_data).await {
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
@@ -87,7 +87,7 @@ impl Conn {
     async fn try_exchange(
         &mut self,
         req: &[u8],
-        on_data: &mut dyn FnMut(&[u8], u64),
+        on_data: &mut (dyn FnMut(&[u8], u64) + Send),
     ) -> io::Result<u16> {
         self.buf.clear();
         if self.stream.write_all(req).await.is_err() {
@@ -216,8 +216,8 @@ impl Dechunk {
                 break;
             };
             let line = String::from_utf8_lossy(&self.pending[i..i + end]).to_string();
-            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                .unwrap_or(0);
+            let size =
+                usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
             i += end + 2;
             if size == 0 {
                 self.done = true;
@@ -499,7 +499,10 @@ pub fn streams(
                         // Stamps are `@<digits>@`; a stamp may straddle two reads.
                         while let Some(a) = text[scanned..].iter().position(|b| *b == b'@') {
                             let from = scanned + a + 1;
-                            let digits = text[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+                            let digits = text[from..]
+                                .iter()
+                                .take_while(|b| b.is_ascii_digit())
+                                .count();
                             if from + digits >= text.len() {
                                 break;
                             }

@@ -40,6 +40,8 @@ const OPERATOR: &str = "bench-operator-token-0123";
 /// Agents the tool and stream runs spread their requests over (one agent's actor is serial).
 const AGENTS: usize = 100;
 const POLICY: &str = include_str!("policy.yaml");
+/// LiteLLM's master key (it refuses to start without one); its clients send it.
+const LITELLM_KEY: &str = "sk-bench-litellm-master-key-0123456789";
 
 /// `key=value` options.
 pub struct Opts(BTreeMap<String, String>);
@@ -191,6 +193,25 @@ fn cpu_of(pids: &[u32]) -> u64 {
     pids.iter().map(|p| cpu_us(*p)).sum()
 }
 
+/// Context switches (voluntary + involuntary) of every thread of the processes.
+fn switches_of(pids: &[u32]) -> u64 {
+    let mut n = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    n
+}
+
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -198,12 +219,15 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-fn wait_listening(addr: SocketAddr, what: &str, within: Duration) {
+fn wait_listening(addr: SocketAddr, within: Duration) -> bool {
     let until = Instant::now() + within;
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < until, "{what} did not start listening on {addr}");
+        if Instant::now() > until {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 fn stop(child: &mut Child) {
@@ -224,7 +248,8 @@ fn stop(child: &mut Child) {
 
 /// A temporary directory for one part's processes.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warden-proxy-bench-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("warden-proxy-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -356,7 +381,10 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .ok()?;
-        wait_listening(addr, "nginx", Duration::from_secs(10));
+        assert!(
+            wait_listening(addr, Duration::from_secs(10)),
+            "nginx did not start listening on {addr}"
+        );
         let version = Command::new(bin)
             .arg("-v")
             .output()
@@ -377,19 +405,27 @@ impl Drop for Nginx {
 /// One line of a run: latency from due (µs) and from send, what it achieved, CPU.
 struct Line {
     target: String,
-    n: usize,
+
     achieved: f64,
     due: Vec<u64>,
     send: Vec<u64>,
     late: usize,
     failures: usize,
+    all_failures: usize,
     first_failure: Option<String>,
     cpu_per_req: Option<f64>,
+    switches_per_req: Option<f64>,
     client_cpu_per_req: f64,
 }
 
 impl Line {
-    fn from(target: &str, run: Run, seconds: f64, cpu: Option<u64>, client_cpu: u64) -> Line {
+    fn from(
+        target: &str,
+        run: Run,
+        seconds: f64,
+        cpu: Option<(u64, u64)>,
+        client_cpu: u64,
+    ) -> Line {
         let mut due: Vec<u64> = run.samples.iter().map(|s| s.done - s.due).collect();
         let mut send: Vec<u64> = run.samples.iter().map(|s| s.done - s.sent).collect();
         due.sort_unstable();
@@ -401,21 +437,23 @@ impl Line {
             .count();
         Line {
             target: target.to_string(),
-            n: run.samples.len(),
             achieved: run.samples.len() as f64 / seconds,
             due,
             send,
             late,
-            failures: run.failures,
+            // Unexpected answers among the measured requests (warm-up's are in `first_failure`).
+            failures: run.samples.iter().filter(|s| !s.ok).count(),
+            all_failures: run.failures,
             first_failure: run.first_failure,
-            cpu_per_req: cpu.map(|c| c as f64 / run.sent as f64),
+            cpu_per_req: cpu.map(|c| c.0 as f64 / run.sent as f64),
+            switches_per_req: cpu.map(|c| c.1 as f64 / run.sent as f64),
             client_cpu_per_req: client_cpu as f64 / run.sent as f64,
         }
     }
 
     fn print(&self, label: &str) {
         println!(
-            "| {label} | {} | {:.0}/s | {:.0} / {:.0} / {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {} | {} | {} | {:.1} |",
+            "| {label} | {} | {:.0}/s | {:.0} / {:.0} / {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {} | {} | {} | {} | {:.1} |",
             self.target,
             self.achieved,
             pct(&self.due, 0.5),
@@ -429,10 +467,16 @@ impl Line {
             self.failures,
             self.cpu_per_req
                 .map_or("—".to_string(), |c| format!("{c:.1}")),
+            self.switches_per_req
+                .map_or("—".to_string(), |c| format!("{c:.1}")),
             self.client_cpu_per_req,
         );
         if let Some(f) = &self.first_failure {
-            println!("|   first failure: {} |", &f[..f.len().min(400)]);
+            println!(
+                "|   first failure ({} in all, warm-up included): {} |",
+                self.all_failures,
+                &f[..f.len().min(400)]
+            );
         }
     }
 }
@@ -471,34 +515,39 @@ fn tool(opts: &Opts, up: SocketAddr) {
         "\n## Tool proxy, open loop ({conns} connections, {AGENTS} agents, fsync {fsync}, {warmup} s warm-up + {seconds} s measured per line)\n"
     );
     println!("latency µs: from the due time p50 / p90 / p99 / p99.9 / max, and from the actual send p50 / p99; `late` = sent > 1 ms after due; CPU µs per request of the proxy process (all its threads) and of this process (client + upstream)\n");
-    println!("| rate | target | achieved | from due p50 / p90 / p99 / p99.9 / max | from send p50 / p99 | late | failed | proxy CPU µs/req | client+upstream CPU µs/req |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| rate | target | achieved | from due p50 / p90 / p99 / p99.9 / max | from send p50 / p99 | late | failed | proxy CPU µs/req | proxy context switches/req | client+upstream CPU µs/req |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut targets: Vec<(&str, SocketAddr, &'static str, Option<Vec<u32>>)> = vec![
         ("direct", up, "", None),
-        ("warden", node.addr, "/proxy/web.search", Some(vec![node.pid()])),
+        (
+            "warden",
+            node.addr,
+            "/proxy/web.search",
+            Some(vec![node.pid()]),
+        ),
     ];
     if let Some(n) = &nginx {
         targets.push(("nginx", n.addr, "", Some(family(n.child.id()))));
     }
-    let mut summary: Vec<(u64, usize, Vec<(String, f64, f64)>)> = Vec::new();
+    // (rate, round, [(target, p50 µs, p99 µs)])
+    type Percentiles = Vec<(String, f64, f64)>;
+    let mut summary: Vec<(u64, usize, Percentiles)> = Vec::new();
     for round in 1..=rounds {
         for &rate in &rates {
             let mut rows = Vec::new();
             for (name, addr, prefix, pids) in &targets {
                 let make = tool_request(prefix, *addr, tokens.clone());
-                let before = pids.as_ref().map(|p| cpu_of(p));
+                let before = pids.as_ref().map(|p| (cpu_of(p), switches_of(p)));
                 let me = cpu_us(std::process::id());
-                let run = load::open_loop(*addr, rate as f64, warmup, seconds, conns, make, tool_ok);
+                let run =
+                    load::open_loop(*addr, rate as f64, warmup, seconds, conns, make, tool_ok);
                 let cpu = pids
                     .as_ref()
-                    .map(|p| cpu_of(p) - before.unwrap_or(0));
+                    .zip(before)
+                    .map(|(p, b)| (cpu_of(p) - b.0, switches_of(p) - b.1));
                 let line = Line::from(name, run, seconds, cpu, cpu_us(std::process::id()) - me);
                 line.print(&format!("{rate}/s (round {round})"));
-                rows.push((
-                    name.to_string(),
-                    pct(&line.due, 0.5),
-                    pct(&line.due, 0.99),
-                ));
+                rows.push((name.to_string(), pct(&line.due, 0.5), pct(&line.due, 0.99)));
             }
             summary.push((rate, round, rows));
         }
@@ -529,22 +578,27 @@ fn tool(opts: &Opts, up: SocketAddr) {
         }
     }
     println!("\n## Maximum throughput, closed loop ({tp_conns} connections, 1 s warm-up + {tp_seconds} s)\n");
-    println!("| target | answered/s | latency p50 / p99 µs | failed | proxy CPU µs/req | client+upstream CPU µs/req |");
-    println!("|---|---|---|---|---|---|");
+    println!("| target | answered/s | latency p50 / p99 µs | failed | proxy CPU µs/req | proxy context switches/req | client+upstream CPU µs/req |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, addr, prefix, pids) in &targets {
         let make = tool_request(prefix, *addr, tokens.clone());
-        let before = pids.as_ref().map(|p| cpu_of(p));
+        let before = pids.as_ref().map(|p| (cpu_of(p), switches_of(p)));
         let me = cpu_us(std::process::id());
         let run = load::closed_loop(*addr, tp_conns, 1.0, tp_seconds, make, tool_ok);
-        let cpu = pids.as_ref().map(|p| cpu_of(p) - before.unwrap_or(0));
+        let cpu = pids
+            .as_ref()
+            .zip(before)
+            .map(|(p, b)| (cpu_of(p) - b.0, switches_of(p) - b.1));
         let line = Line::from(name, run, tp_seconds, cpu, cpu_us(std::process::id()) - me);
         println!(
-            "| {name} | {:.0} | {:.0} / {:.0} | {} | {} | {:.1} |",
+            "| {name} | {:.0} | {:.0} / {:.0} | {} | {} | {} | {:.1} |",
             line.achieved,
             pct(&line.send, 0.5),
             pct(&line.send, 0.99),
             line.failures,
             line.cpu_per_req
+                .map_or("—".to_string(), |c| format!("{c:.1}")),
+            line.switches_per_req
                 .map_or("—".to_string(), |c| format!("{c:.1}")),
             line.client_cpu_per_req
         );
@@ -578,14 +632,22 @@ impl LiteLlm {
         std::fs::write(
             dir.join("config.yaml"),
             format!(
-                "model_list:\n  - model_name: bench-mini\n    litellm_params:\n      model: openai/bench-mini\n      api_base: http://{up}/v1\n      api_key: sk-bench-llm-key\n"
+                "model_list:\n  - model_name: bench-mini\n    litellm_params:\n      model: openai/bench-mini\n      api_base: http://{up}/v1\n      api_key: sk-bench-llm-key\n\
+                 general_settings:\n  master_key: {LITELLM_KEY}\n"
             ),
         )
         .unwrap();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("--config")
             .arg(dir.join("config.yaml"))
-            .args(["--host", "127.0.0.1", "--port", &addr.port().to_string(), "--num_workers", "1"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &addr.port().to_string(),
+                "--num_workers",
+                "1",
+            ])
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("LITELLM_TELEMETRY", "False")
             .env("LITELLM_LOG", "ERROR")
@@ -595,9 +657,26 @@ impl LiteLlm {
             .stderr(std::fs::File::create(dir.join("err.log")).unwrap())
             .spawn()
             .ok()?;
-        wait_listening(addr, "LiteLLM", Duration::from_secs(120));
+        let until = Instant::now() + Duration::from_secs(180);
+        let mut up_and_running = false;
+        while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+            if wait_listening(addr, Duration::from_secs(1)) {
+                up_and_running = true;
+                break;
+            }
+        }
+        if !up_and_running {
+            stop(&mut child);
+            let err = std::fs::read_to_string(dir.join("err.log")).unwrap_or_default();
+            let tail: Vec<&str> = err.lines().rev().take(5).collect();
+            println!("LiteLLM: did not start; not compared. Its last lines: {tail:?}");
+            return None;
+        }
         let version = Command::new(Path::new(bin).with_file_name("python"))
-            .args(["-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+            .args([
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
@@ -653,8 +732,10 @@ fn llm(opts: &Opts, up: SocketAddr) {
     println!("|---|---|---|---|---|---|---|");
     let mut added = Vec::new();
     for &s in &levels {
-        let mut targets: Vec<(&str, SocketAddr, Option<u32>)> =
-            vec![("direct", up, None), ("warden", node.addr, Some(node.pid()))];
+        let mut targets: Vec<(&str, SocketAddr, Option<u32>)> = vec![
+            ("direct", up, None),
+            ("warden", node.addr, Some(node.pid())),
+        ];
         if let Some(l) = &lite {
             if s <= litellm_max {
                 targets.push(("litellm", l.addr, Some(l.child.id())));
@@ -662,7 +743,12 @@ fn llm(opts: &Opts, up: SocketAddr) {
         }
         let mut rows = Vec::new();
         for (name, addr, pid) in targets {
-            let make = chat_request(addr, tokens.clone());
+            let keys = if name == "litellm" {
+                Arc::new(vec![LITELLM_KEY.to_string()])
+            } else {
+                tokens.clone()
+            };
+            let make = chat_request(addr, keys);
             let before = pid.map(|p| cpu_of(&family(p)));
             let (samples, failed, first) = load::streams(
                 addr,
@@ -690,7 +776,8 @@ fn llm(opts: &Opts, up: SocketAddr) {
             let done = samples.iter().filter(|x| x.ok).count();
             // CPU over the whole run (warm-up included) per stream started in it: an
             // estimate, the warm-up's streams are not counted.
-            let per_stream = cpu.map(|c| c as f64 / (samples.len().max(1) as f64 * (warmup + seconds) / seconds));
+            let per_stream = cpu
+                .map(|c| c as f64 / (samples.len().max(1) as f64 * (warmup + seconds) / seconds));
             println!(
                 "| {s} | {name} | {done} | {failed} | {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} |",
                 pct(&ttft, 0.5),
