@@ -197,6 +197,10 @@ struct Tally {
     denied: usize,
     false_by_decision: usize,
     false_by_ledger: usize,
+    /// Denials whose `remaining` was below the harness's ledger (limit − real cost allowed):
+    /// an earlier answer's settlement had not landed yet (or, concurrently, others' open
+    /// reservations held the difference).
+    behind_ledger: usize,
     other: usize,
     first_other: Option<String>,
     real_allowed: u64,
@@ -214,6 +218,7 @@ impl Tally {
         self.denied += o.denied;
         self.false_by_decision += o.false_by_decision;
         self.false_by_ledger += o.false_by_ledger;
+        self.behind_ledger += o.behind_ledger;
         self.other += o.other;
         self.first_other = self.first_other.take().or(o.first_other);
         self.real_allowed += o.real_allowed;
@@ -294,8 +299,12 @@ async fn drive(
             if cost <= remaining {
                 t.false_by_decision += 1;
             }
-            if cost <= limit.saturating_sub(ledger.load(Ordering::SeqCst)) {
+            let by_ledger = limit.saturating_sub(ledger.load(Ordering::SeqCst));
+            if cost <= by_ledger {
                 t.false_by_ledger += 1;
+            }
+            if remaining < by_ledger {
+                t.behind_ledger += 1;
             }
         } else {
             t.other += 1;
@@ -415,6 +424,10 @@ fn scenario(node: &Node, s: &Scenario) {
         "| false denials (real cost ≤ limit − real cost allowed so far) | {} ({:.1}% of requests) | 0 |",
         tally.false_by_ledger,
         100.0 * tally.false_by_ledger as f64 / tally.sent as f64
+    );
+    println!(
+        "| denials whose `remaining` was below limit − real cost allowed (a settlement not yet in, or others' open reservations) | {} | |",
+        tally.behind_ledger
     );
     let mut first_oracle_denial = None;
     let mut seen = 0u64;
