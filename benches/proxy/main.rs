@@ -8,11 +8,15 @@
 //! cargo bench --bench proxy -- all
 //! ```
 //!
-//! Options (`key=value` after the part's name): `rates=1000,10000 seconds=10 warmup=2
-//! rounds=1 fsync=always conns=64 tp_conns=64 tp_seconds=10` (tool), `streams=1,64,512,1024
-//! chunks=20 chunk_ms=20 seconds=10 litellm=/work/litellm-venv/bin/litellm` (llm), `fsync=`
-//! for every part. nginx is Debian's (`apt-get install nginx`); a part that needs it says so
-//! and skips it when `/usr/sbin/nginx` is missing. Everything is on loopback.
+//! Options (`key=value` after the part's name), defaults shown: `rates=1000,10000 seconds=10
+//! warmup=2 rounds=1 conns=64 tp_conns=64 tp_seconds=10` (tool); `streams=1,64,512,1024
+//! chunks=20 chunk_ms=20 seconds=10 warmup=2 litellm=/work/litellm-venv/bin/litellm
+//! litellm_max=512` (llm; LiteLLM runs up to `litellm_max` streams); `requests=1000`
+//! (denials); `fsync=always` for every part (`always`, `batch` or `off`, the node's journal
+//! mode). nginx is Debian's (`apt-get install nginx`): without `/usr/sbin/nginx` the tool
+//! part says so and runs without it; without the LiteLLM binary the llm part does likewise.
+//! Everything is on loopback; every loop is bounded in time. Results of 2026-11-30 and their
+//! reading: `docs/benchmarks.md`; raw outputs: `benches/proxy/runs/`.
 //!
 //! What runs where: the upstream (a bare hyper server, [`upstream`]) and the load generators
 //! ([`load`]) are threads of this process; `warden node` (release build, journal in a
