@@ -42,23 +42,26 @@ pub struct Admitted {
     pub seal: u64,
 }
 
-/// A new unguessable seal.
+/// A new unguessable seal: BLAKE3 keyed with a secret drawn once per process from the OS
+/// (the time, hashed, if the OS has none), over a counter. The agent never sees a seal.
 fn new_seal() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| {
-        // No OS randomness: a seal the agent cannot read off its own requests still.
-        u64::from_le_bytes(
-            blake3::hash(
-                &std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos()
-                    .to_le_bytes(),
-            )
-            .as_bytes()[..8]
-                .try_into()
-                .unwrap_or([7; 8]),
-        )
-    })
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let key = KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        if getrandom::fill(&mut k).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            k = *blake3::hash(&now.as_nanos().to_le_bytes()).as_bytes();
+        }
+        k
+    });
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let h = blake3::keyed_hash(key, &n.to_le_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// Admits a request: the step under which it may be forwarded, or why not. `retry` is the
