@@ -264,7 +264,9 @@ impl Api {
         let kind = self.error_type(status);
         let mut v = match self {
             Api::Messages => {
-                json!({"type": "error", "error": {"type": kind, "message": message, "code": code}})
+                // `details.error_code` is where Anthropic's SDK looks for a machine code.
+                json!({"type": "error", "error": {"type": kind, "message": message, "code": code,
+                       "details": {"error_code": code}}})
             }
             _ => json!({"error": {"message": message, "type": kind, "code": code, "param": null}}),
         };
