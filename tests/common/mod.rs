@@ -105,3 +105,54 @@ pub fn register(operator: &Client, id: &str, pool: &str) -> String {
         .token
         .unwrap_or_else(|| panic!("registering {id}: no token in {body}"))
 }
+
+/// One HTTP/1.1 request as the tests' scripted upstreams read it.
+#[allow(dead_code)] // each test crate compiles this module; not all of them serve HTTP
+pub struct Request {
+    /// The method.
+    pub method: String,
+    /// The request target (path and query).
+    pub path: String,
+    /// Headers, names lowercased.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body (`content-length` bytes).
+    pub body: Vec<u8>,
+}
+
+/// Reads the next request of a kept-alive connection; `None` when the peer is done.
+#[allow(dead_code)] // each test crate compiles this module; not all of them serve HTTP
+pub fn read_request(r: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}

@@ -26,6 +26,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warden_actors::policy::model::ToolDef;
 use warden_actors::ActionClass;
 use warden_supervisor::Swarm;
 
@@ -209,15 +210,8 @@ impl Proxy {
     /// registry gives it none), 502 `unknown_upstream` (it names an upstream the node's config
     /// does not have).
     pub fn tool_route(&self, tool: &str) -> Result<(Arc<Route>, ActionClass), ApiError> {
-        let set = self
-            .swarm
-            .policy_set()
-            .ok_or_else(|| ApiError::internal("the node runs no policy set"))?;
-        let def = set
-            .doc()
-            .tools
-            .iter()
-            .find(|t| &*t.name == tool)
+        let (action, upstream) = self
+            .registry(tool, |def| (def.action, def.upstream.clone()))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -225,7 +219,7 @@ impl Proxy {
                     format!("the policy's registry has no tool `{tool}`; nothing was decided"),
                 )
             })?;
-        let upstream = def.upstream.as_deref().ok_or_else(|| {
+        let upstream = upstream.as_deref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_upstream",
@@ -259,7 +253,14 @@ impl Proxy {
                 format!("tool `{tool}`'s upstream `{upstream}` is not a plain HTTP tool; call it through {door}"),
             ));
         }
-        Ok((route, def.action))
+        Ok((route, action))
+    }
+
+    /// What `f` reads off the registry entry of `tool` in the policy in force, if it has one.
+    fn registry<R>(&self, tool: &str, f: impl FnOnce(&ToolDef) -> R) -> Option<R> {
+        let set = self.swarm.policy_set()?;
+        let def = set.doc().tools.iter().find(|t| &*t.name == tool)?;
+        Some(f(def))
     }
 
     /// The route of an upstream a policy names by URL (no added headers, default timeout).
@@ -282,9 +283,7 @@ impl Proxy {
 
     /// A tool's action class in the registry, if it is listed.
     pub fn tool_action(&self, tool: &str) -> Option<ActionClass> {
-        let set = self.swarm.policy_set()?;
-        let def = set.doc().tools.iter().find(|t| &*t.name == tool)?;
-        Some(def.action)
+        self.registry(tool, |def| def.action)
     }
 
     /// The policy's name of a tool called `name`: `mcp.<server>.<tool>` for a tool the MCP
@@ -298,21 +297,18 @@ impl Proxy {
 
     /// True when the registry lists `tool` with `key` among its declared args.
     pub fn tool_declares(&self, tool: &str, key: &str) -> bool {
-        self.swarm.policy_set().is_some_and(|set| {
-            set.doc().tools.iter().any(|t| {
-                &*t.name == tool && t.args.as_ref().is_some_and(|a| a.iter().any(|k| k == key))
-            })
+        self.registry(tool, |def| {
+            def.args
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|k| k == key))
         })
+        .unwrap_or(false)
     }
 
     /// The metric label of a tool: its name when the registry has it (a bounded set), else
     /// `unknown` (a caller cannot mint label values).
     pub fn tool_label(&self, tool: &str) -> String {
-        let known = self
-            .swarm
-            .policy_set()
-            .is_some_and(|s| s.doc().tools.iter().any(|t| &*t.name == tool));
-        if known {
+        if self.registry(tool, |_| ()).is_some() {
             tool.to_string()
         } else {
             "unknown".to_string()
