@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the node allocates on many threads at once (HTTP
+/// workers, agent shards, the journal writer), where glibc's arenas contend on their locks
+/// (measured in the proxy benchmark; docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// warden: a supervisor for swarms of AI agents.
 ///
 /// Budgets, allow/deny/approval/halt decisions for every step, shared pools that are never

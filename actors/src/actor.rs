@@ -114,6 +114,8 @@ pub struct AgentCore {
     metrics: AgentMetrics,
     parked_sink: Option<Arc<dyn ParkedSink>>,
     recorder: std::sync::OnceLock<Arc<dyn Recorder>>,
+    /// The recorder's number of this agent's last record (0: none yet).
+    recorded_through: std::sync::atomic::AtomicU64,
 }
 
 /// Told when an agent parks a step for approval, right after the kernel parked it, so a
@@ -152,6 +154,7 @@ impl AgentCore {
             metrics,
             parked_sink,
             recorder: std::sync::OnceLock::new(),
+            recorded_through: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -188,6 +191,13 @@ impl AgentCore {
         self.with_kernel_recorded(f).0
     }
 
+    /// The recorder's sequence number of this agent's latest record (0 before any): once the
+    /// journal has that entry, it has every change made to this agent so far.
+    pub fn recorded_through(&self) -> u64 {
+        self.recorded_through
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// [`with_kernel`](Self::with_kernel), also returning the recorder's sequence number of
     /// the first record the change made.
     fn with_kernel_recorded<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> (R, Option<u64>) {
@@ -195,10 +205,16 @@ impl AgentCore {
             let mut k = self.kernel.lock();
             let out = f(&mut k);
             let records = k.take_records();
-            let seq = match (records.is_empty(), self.recorder.get()) {
+            let recorded = match (records.is_empty(), self.recorder.get()) {
                 (false, Some(r)) => r.record(&self.id, records),
                 _ => None,
             };
+            if let Some(r) = recorded {
+                // Under the kernel lock: the agent's records are numbered in this order.
+                self.recorded_through
+                    .store(r.last, std::sync::atomic::Ordering::Release);
+            }
+            let seq = recorded.map(|r| r.first);
             let denials = k.take_resolutions();
             // Stored before the kernel lock is released: whoever then finds the step no
             // longer parked is sure to find its final decision.

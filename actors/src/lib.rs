@@ -74,6 +74,6 @@ pub use ledger::{
     Account, AccountSnapshot, Billing, Remaining, Reservation, Settlement, Shortfall,
 };
 pub use pool::{Breaker, CascadeRule, RestartPolicy, Scope, Strategy};
-pub use record::{KernelRecord, Recorder};
+pub use record::{KernelRecord, Recorded, Recorder};
 pub use stagnation::StagnationConfig;
 pub use step::{ActionClass, Cost, CostError, MinCost, RawUsage, Step, StepError, Usage};

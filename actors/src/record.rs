@@ -216,9 +216,19 @@ pub struct ResolvedRecord {
 /// Takes an agent's records as they happen. Called with the agent's kernel lock held: it must
 /// not block (enqueue, don't write).
 pub trait Recorder: Send + Sync + 'static {
-    /// Records `records` (in order) for `agent`; returns the sequence number given to the
-    /// first one, if the recorder numbers them.
-    fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<u64>;
+    /// Records `records` (in order) for `agent`; returns the sequence numbers given to the
+    /// first and the last one, if the recorder numbers them.
+    fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<Recorded>;
+}
+
+/// The sequence numbers a [`Recorder`] gave one call's records: the first and the last
+/// (others' records may lie between them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The first record's number.
+    pub first: u64,
+    /// The last record's number.
+    pub last: u64,
 }
 
 /// The JSON shape of [`Amounts`]: one key per built-in dimension that is not zero

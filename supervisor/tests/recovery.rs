@@ -728,3 +728,56 @@ async fn decisions_journaled_with_args_that_are_not_objects_still_recover_and_re
     assert_eq!(replayed.agents, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `step_here` (the proxy's path: decided on the caller's thread) answers only once the
+/// decision's entry is in the journal's file, and a step settled on the caller's thread
+/// recovers like one settled through the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_the_callers_thread_is_journaled_before_it_is_answered() {
+    use warden_supervisor::journal::records::Record;
+    let dir = std::env::temp_dir().join(format!("warden-sup-here-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (swarm, journal) = journaled_swarm(&dir).await;
+    let id = AgentId::new("a0").unwrap();
+    swarm
+        .spawn_agent(AgentSpec::new(id.clone()).pool("swarm/a"))
+        .await
+        .unwrap();
+    let h = swarm.agent(&id).unwrap();
+    let mut decided = Vec::new();
+    for i in 0..3 {
+        let step = warden_actors::Step::builder("work", ActionClass::Read)
+            .args(json!({ "page": i }))
+            .tokens(700)
+            .build()
+            .unwrap();
+        let d = h.step_here(&step).await.unwrap();
+        assert_eq!(d.decision, Verdict::Allow);
+        // Read the file now, without flushing: the entry must already be there.
+        let mut found = false;
+        warden_supervisor::journal::read_all(&dir, |e| {
+            found |= Some(e.seq) == d.audit_seq && matches!(Record::parse(e), Ok(Record::Agent(_)));
+        })
+        .unwrap();
+        assert!(
+            found,
+            "decision {} answered before its entry was written",
+            d.step
+        );
+        decided.push(d.step);
+    }
+    h.outcome_inline(
+        decided[0],
+        &Outcome::success().with_usage(Usage::new().tokens(100)),
+    )
+    .unwrap();
+    swarm.durable().await.unwrap();
+    let before = state(&swarm);
+    swarm.shutdown().await;
+    journal.shutdown().await;
+    let opts = warden_supervisor::NodeOptions::new(&dir, POLICY);
+    let node = warden_supervisor::Node::open(opts).await.unwrap();
+    assert_eq!(state(node.swarm()), before);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

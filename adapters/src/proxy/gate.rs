@@ -87,7 +87,7 @@ async fn decide(
     fp: Fingerprint,
 ) -> Result<Admitted, Refused> {
     let seal = new_seal();
-    let d = h.step(step.sealed(seal)).await?;
+    let d = h.step_here(&step.sealed(seal)).await?;
     match d.decision {
         Verdict::Allow => Ok(Admitted { step: d.step, seal }),
         Verdict::RequireApproval => {

@@ -85,7 +85,7 @@ async fn judge_one(state: &AppState, h: &AgentHandle, call: &Proposal) -> Option
                 )
             }
         };
-    let d = match h.step(step).await {
+    let d = match h.step_here(&step).await {
         Ok(d) => d,
         Err(e) => {
             return refuse(
@@ -100,7 +100,7 @@ async fn judge_one(state: &AppState, h: &AgentHandle, call: &Proposal) -> Option
     let nothing = || Outcome::success().with_usage(Usage::new().tokens(0).cost_micro_usd(0));
     match d.decision {
         Verdict::Allow => {
-            let _ = h.outcome(d.step, nothing()).await;
+            let _ = h.outcome_inline(d.step, &nothing());
             None
         }
         Verdict::RequireApproval => {

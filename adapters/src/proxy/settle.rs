@@ -47,24 +47,16 @@ impl Settlement {
 }
 
 impl Drop for Settlement {
+    /// Settles on the dropping thread (the kernel under its lock, no hop to the agent's
+    /// actor). The answer does not wait for the settlement's journal entry: a crash that
+    /// loses it leaves the step open, and recovery settles an open proxied step at its
+    /// whole reservation ([`super::orphans`]), never less.
     fn drop(&mut self) {
         let Some(outcome) = self.outcome.take() else {
             return;
         };
-        let handle = self.handle.clone();
-        let step = self.step;
-        let report = async move {
-            if handle.outcome(step, outcome).await.is_err() {
-                metrics::counter!("warden_proxy_settle_errors_total").increment(1);
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(report);
-            }
-            // Outside a runtime (never on the node's own paths): the step stays reserved
-            // until the agent's budget is released or the journal's recovery settles it.
-            Err(_) => metrics::counter!("warden_proxy_settle_errors_total").increment(1),
+        if self.handle.outcome_inline(self.step, &outcome).is_err() {
+            metrics::counter!("warden_proxy_settle_errors_total").increment(1);
         }
     }
 }

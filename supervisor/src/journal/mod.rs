@@ -38,11 +38,10 @@ mod tests;
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use format::{Entry, EntryKind, Hash, FORMAT_VERSION, GENESIS};
 pub use read::{read_all, read_storage, verify, VerifyReport};
@@ -153,30 +152,58 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
 }
 
-/// The submitting side's shared state: sequence numbers are assigned here, in the order
-/// entries enter the writer's queue.
-#[derive(Debug)]
+/// The writer's queue and the submitting side's state: sequence numbers are assigned here,
+/// in the order entries enter the queue. The writer is woken only when it sleeps (its
+/// `idle` flag), and by one submitter, after the lock is released: a busy writer takes new
+/// entries with its next group and costs submitters no system call.
 struct Submitter {
     next_seq: u64,
-    tx: mpsc::UnboundedSender<Msg>,
+    /// Entries (and a stop) not yet taken by the writer; at most `max_queued` entries.
+    queue: std::collections::VecDeque<Msg>,
+    /// The writer waits on `Shared::wake` for this queue.
+    idle: bool,
+    /// The writer has ended: nothing more is taken.
+    gone: bool,
 }
 
 /// What the handles and the writer share.
 pub(crate) struct Shared {
     storage: Arc<dyn Storage>,
     submit: std::sync::Mutex<Submitter>,
-    /// Entries submitted and not yet taken by the writer.
-    queued: AtomicUsize,
-    /// Bound on `queued`.
+    /// Signalled when the queue gets its first message for an idle writer.
+    wake: std::sync::Condvar,
+    /// Bound on the queue's entries.
     max_queued: usize,
     progress: tokio::sync::watch::Sender<Progress>,
+}
+
+impl Shared {
+    /// Locks the queue (a panic while it was held leaves it usable: it holds no invariant a
+    /// panic could break half-way).
+    fn queue(&self) -> std::sync::MutexGuard<'_, Submitter> {
+        self.submit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `msg` unless the writer is gone; wakes the writer if it sleeps.
+    fn push(&self, mut sub: std::sync::MutexGuard<'_, Submitter>, msg: Msg) -> bool {
+        if sub.gone {
+            return false;
+        }
+        sub.queue.push_back(msg);
+        let wake = std::mem::take(&mut sub.idle);
+        drop(sub);
+        if wake {
+            self.wake.notify_one();
+        }
+        true
+    }
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("storage", &self.storage)
-            .field("queued", &self.queued)
+            .field("queued", &self.queue().queue.len())
             .finish_non_exhaustive()
     }
 }
@@ -247,11 +274,15 @@ impl Journal {
                 (next_seq, segment, SEGMENT_HEADER_BYTES as u64)
             }
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             storage: Arc::clone(&storage),
-            submit: std::sync::Mutex::new(Submitter { next_seq, tx }),
-            queued: AtomicUsize::new(0),
+            submit: std::sync::Mutex::new(Submitter {
+                next_seq,
+                queue: Default::default(),
+                idle: false,
+                gone: false,
+            }),
+            wake: std::sync::Condvar::new(),
             max_queued: config.queue.max(1),
             progress: tokio::sync::watch::Sender::new(Progress {
                 seq: next_seq - 1,
@@ -272,7 +303,7 @@ impl Journal {
         };
         std::thread::Builder::new()
             .name("warden-journal".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run())
             .map_err(io_at(PathBuf::from("journal writer thread")))?;
         let truncated_bytes = verified.torn_tail_bytes;
         Ok((
@@ -386,8 +417,9 @@ impl Journal {
         if let Some(why) = &self.shared.progress.borrow().failed {
             return Err(JournalError::Stopped(why.clone()));
         }
-        let mut sub = self.shared.submit.lock().unwrap_or_else(|e| e.into_inner());
-        if self.shared.queued.load(Ordering::Relaxed) >= self.shared.max_queued {
+        let mut sub = self.shared.queue();
+        if sub.queue.len() >= self.shared.max_queued {
+            drop(sub);
             let why = format!(
                 "more than {} entries wait for the disk; the journal stops taking entries",
                 self.shared.max_queued
@@ -398,18 +430,18 @@ impl Journal {
             return Err(JournalError::Stopped(why));
         }
         let seq = sub.next_seq;
-        sub.tx
-            .send(Msg::Append(Append {
-                seq,
-                rotate,
-                kind,
-                ts_ms,
-                payload,
-                ack,
-            }))
-            .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
         sub.next_seq += 1;
-        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let append = Msg::Append(Append {
+            seq,
+            rotate,
+            kind,
+            ts_ms,
+            payload,
+            ack,
+        });
+        if !self.shared.push(sub, append) {
+            return Err(JournalError::Stopped("the writer thread is gone".into()));
+        }
         Ok(seq)
     }
 
@@ -439,12 +471,7 @@ impl Journal {
 
     /// The last sequence number submitted (0 before the first entry).
     pub fn last_submitted(&self) -> u64 {
-        self.shared
-            .submit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_seq
-            - 1
+        self.shared.queue().next_seq - 1
     }
 
     /// Puts the journal in its failed state (an entry that had to be written could not be):
@@ -497,15 +524,7 @@ impl Journal {
     /// fail afterwards.
     pub async fn shutdown(self) {
         let (done, stopped) = oneshot::channel();
-        let sent = self
-            .shared
-            .submit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tx
-            .send(Msg::Stop(done))
-            .is_ok();
-        if sent {
+        if self.shared.push(self.shared.queue(), Msg::Stop(done)) {
             let _ = stopped.await;
         }
     }

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use warden_actors::{AgentId, Clock, KernelConfig, KernelRecord, Recorder};
+use warden_actors::{AgentId, Clock, KernelConfig, KernelRecord, Recorded, Recorder};
 
 use super::{Entry, EntryKind, Journal};
 use crate::limits::{ENTRY_PAYLOAD_BYTES_MAX, RECORD_TEXT_BYTES_MAX};
@@ -300,8 +300,8 @@ fn shorten_texts(v: &mut Value) {
 }
 
 impl Recorder for JournalRecorder {
-    fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<u64> {
-        let mut first = None;
+    fn record(&self, agent: &AgentId, records: Vec<KernelRecord>) -> Option<Recorded> {
+        let mut recorded: Option<Recorded> = None;
         for record in records {
             if let KernelRecord::Halt { record: h } = &record {
                 // Spread by the supervisor later (all but cascades themselves and the root's
@@ -322,7 +322,12 @@ impl Recorder for JournalRecorder {
                 .and_then(|payload| self.journal.submit(kind, at, payload));
             match submitted {
                 Ok(seq) => {
-                    first.get_or_insert(seq);
+                    recorded
+                        .get_or_insert(Recorded {
+                            first: seq,
+                            last: seq,
+                        })
+                        .last = seq;
                 }
                 // A change that cannot be journaled must not be acknowledged, nor anything
                 // after it: the journal fails, and every wait for durability with it.
@@ -332,7 +337,7 @@ impl Recorder for JournalRecorder {
                 )),
             }
         }
-        first
+        recorded
     }
 }
 

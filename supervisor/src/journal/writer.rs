@@ -5,11 +5,10 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::format::{encode_frame, encode_header, frame_len, segment_name, EntryKind, Hash};
 use super::storage::{SegmentWriter, Storage};
@@ -61,19 +60,24 @@ pub(super) struct Writer {
     pub(super) _lock: Box<dyn Send>,
 }
 
+impl Drop for Writer {
+    /// However the writer ends (a stop, a panic), nothing more is queued for it: submits
+    /// fail instead of waiting for an entry no one will write.
+    fn drop(&mut self) {
+        // After a panic: waiters learn the journal failed rather than wait forever.
+        self.fail("the journal writer stopped".into());
+        let mut sub = self.shared.queue();
+        sub.gone = true;
+        let stops: Vec<_> = sub.queue.drain(..).collect();
+        drop(sub);
+        drop(stops);
+    }
+}
+
 impl Writer {
     /// The writer thread's body: serves appends until stopped, then releases everything.
-    pub(super) fn run(mut self, rx: mpsc::UnboundedReceiver<Msg>) {
-        // A one-thread runtime only to wait for appends with a timeout (batch-mode syncs when
-        // idle); all storage work is plain blocking I/O on this dedicated thread.
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        else {
-            self.fail("the journal writer could not start its runtime".into());
-            return;
-        };
-        let stop = rt.block_on(self.serve(rx));
+    pub(super) fn run(mut self) {
+        let stop = self.serve();
         if self.dirty {
             let _ = self.segment.sync();
         }
@@ -101,50 +105,63 @@ impl Writer {
             .join(segment_name(self.segment_first))
     }
 
-    /// The next message; in batch mode with unsynced writes, syncs when none comes for
-    /// `batch_sync_ms`. `None` when every sender is gone.
-    async fn next(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) -> Option<Msg> {
-        loop {
-            if !(self.dirty && self.config.fsync == FsyncMode::Batch) {
-                return rx.recv().await;
-            }
-            let wait = Duration::from_millis(self.config.batch_sync_ms.max(1));
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(m) => return m,
-                Err(_) => {
+    /// Moves the next group (up to `max_batch` entries, and a stop) into `batch`, sleeping
+    /// while the queue is empty; in batch mode with unsynced writes, syncs when nothing comes
+    /// for `batch_sync_ms`.
+    fn take(&mut self, batch: &mut Vec<Append>) -> Option<oneshot::Sender<()>> {
+        let mut sub = self.shared.queue();
+        while sub.queue.is_empty() {
+            sub.idle = true;
+            if self.dirty && self.config.fsync == FsyncMode::Batch {
+                let wait = Duration::from_millis(self.config.batch_sync_ms.max(1));
+                let (next, timeout) = self
+                    .shared
+                    .wake
+                    .wait_timeout(sub, wait)
+                    .unwrap_or_else(|e| e.into_inner());
+                sub = next;
+                if timeout.timed_out() && sub.queue.is_empty() {
+                    drop(sub);
                     if self.segment.sync().is_ok() {
                         self.dirty = false;
                     }
+                    sub = self.shared.queue();
                 }
+            } else {
+                sub = self
+                    .shared
+                    .wake
+                    .wait(sub)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         }
+        sub.idle = false;
+        while batch.len() < self.config.max_batch {
+            match sub.queue.pop_front() {
+                Some(Msg::Append(a)) => batch.push(a),
+                Some(Msg::Stop(done)) => {
+                    sub.gone = true;
+                    return Some(done);
+                }
+                None => break,
+            }
+        }
+        None
     }
 
-    async fn serve(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Option<oneshot::Sender<()>> {
+    /// Serves groups until a stop; returns the stop's acknowledgement.
+    fn serve(&mut self) -> Option<oneshot::Sender<()>> {
         let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch);
         let mut buf: Vec<u8> = Vec::with_capacity(ENTRY_PAYLOAD_BYTES_MAX);
         loop {
-            let mut stop = None;
-            match self.next(&mut rx).await? {
-                Msg::Append(a) => batch.push(a),
-                Msg::Stop(done) => stop = Some(done),
-            }
-            while stop.is_none() && batch.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(Msg::Append(a)) => batch.push(a),
-                    Ok(Msg::Stop(done)) => stop = Some(done),
-                    Err(_) => break,
+            let stop = self.take(&mut batch);
+            if !batch.is_empty() {
+                if self.shared.progress.borrow().failed.is_some() {
+                    // Nothing after a failure is written (waiters see the failure).
+                    batch.clear();
+                } else {
+                    self.commit(&mut batch, &mut buf);
                 }
-            }
-            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            if batch.is_empty() {
-                return stop;
-            }
-            if self.shared.progress.borrow().failed.is_some() {
-                // Nothing after a failure is written (waiters see the failure).
-                batch.clear();
-            } else {
-                self.commit(&mut batch, &mut buf);
             }
             if stop.is_some() {
                 return stop;

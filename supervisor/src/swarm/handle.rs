@@ -11,7 +11,7 @@ use ractor::rpc::CallResult;
 use ractor::{MessagingErr, RpcReplyPort};
 use warden_actors::{
     AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, SettleError, SettleReport, Step, StepId,
-    StepStatus,
+    StepStatus, Verdict,
 };
 
 use super::{AgentEntry, AgentError, Swarm, SwarmError, SwarmInner};
@@ -222,6 +222,29 @@ impl AgentHandle {
             self.inner.after_halt(self.id().clone(), record);
         }
         decision
+    }
+
+    /// [`step`](Self::step) decided on the caller's thread: the same decision, journal entries
+    /// and halts, without the hops to the agent's actor and back, and waiting only until this
+    /// agent's own entries are durable (not everything submitted since). The proxy's path: a
+    /// proxied call is decided on the HTTP worker that carries it. A failed journal refuses
+    /// the step before it is decided, as [`step`](Self::step) does.
+    pub async fn step_here(&self, step: &Step) -> Result<Decision, AgentError> {
+        if let Some(why) = self.inner.journal.get().and_then(|(j, _)| j.failure()) {
+            return Err(AgentError::Journal(why));
+        }
+        let decision = self.step_inline(step);
+        // No decision leaves before this agent's records up to it; a halt's cascade wrote
+        // other agents' records too, so it waits for everything.
+        let durable = match decision.decision {
+            Verdict::Halt => self.inner.flush().await,
+            _ => {
+                let through = self.entry.core.recorded_through();
+                self.inner.durable_through(through).await
+            }
+        };
+        durable.map_err(AgentError::Journal)?;
+        Ok(decision)
     }
 
     /// Settles an outcome on the caller's thread (the counterpart of

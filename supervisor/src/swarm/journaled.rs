@@ -192,4 +192,18 @@ impl SwarmInner {
             None => Ok(()),
         }
     }
+
+    /// Waits until entry `seq` and every one before it is durable (no-op without a journal,
+    /// or for 0: nothing recorded). Fails if the journal has failed.
+    pub(super) async fn durable_through(&self, seq: u64) -> Result<(), String> {
+        match self.journal.get() {
+            Some((journal, _)) if seq > 0 => {
+                if let Some(why) = journal.failure() {
+                    return Err(why);
+                }
+                journal.wait_durable(seq).await.map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    }
 }
