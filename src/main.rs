@@ -20,7 +20,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// node that agents talk to over HTTP (`warden node`); acts on a running node as its operator
 /// (`warden agents list|show|halt|resume`, `warden approvals list|approve|deny`); checks
 /// policies and shows what they decide for a step (`warden policy check|eval`); and reads a
-/// node's journal from its data directory (`warden audit verify|query|replay|report`).
+/// node's journal from its data directory (`warden audit verify|query|replay|report`); and
+/// simulates whole swarms from a seed, checking the invariants (`warden sim`).
 ///
 /// To see the library at work without a node: `cargo run --release --example swarm`.
 #[derive(Parser, Debug)]
@@ -50,6 +51,15 @@ enum Command {
     /// DATA_DIR/operator.token (created, mode 0600, on first start). Stops cleanly on
     /// SIGINT/SIGTERM.
     Node(cli::node::NodeArgs),
+    /// Simulate a whole swarm deterministically from a seed and check the invariants.
+    ///
+    /// Thousands of synthetic agents (steady, runaway, looper, risky, adversary, flaky,
+    /// colluder, burst, slow; operators who approve late or never) run against the real
+    /// governance code on a virtual clock, with crashes (torn journal tails), disk errors and
+    /// clock jumps. Every invariant is checked as the run goes: no overspend, no allow after
+    /// a halt, replay reproduces every decision, every allow journaled before it is answered,
+    /// no reservation leaked, hostile steps never allowed. The same seed gives the same run.
+    Sim(cli::sim::SimArgs),
 }
 
 /// Exit codes: 0 success, 1 a negative answer (policy errors, a corrupt journal, replay
@@ -64,6 +74,7 @@ fn main() -> ExitCode {
         Command::Audit(command) => ("warden", cli::audit::run(command)),
         Command::Agents(args) => ("warden", cli::agents::run(args).map(|()| ExitCode::SUCCESS)),
         Command::Approvals(args) => ("warden", cli::approvals::run(args)),
+        Command::Sim(args) => ("warden sim", cli::sim::run(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("{prefix}: {e:#}");

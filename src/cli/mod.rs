@@ -11,3 +11,4 @@ pub mod node;
 pub mod policy;
 pub mod remote;
 pub mod shared;
+pub mod sim;

@@ -164,14 +164,23 @@ async fn swarm_for(
 /// this policy have decided differently?"). The report lists every decision that differs.
 pub async fn replay(dir: &Path, candidate: Option<&str>) -> Result<RecoveryReport, AuditError> {
     let (entries, _) = read_entries(dir)?;
+    replay_entries(&entries, candidate).await
+}
+
+/// [`replay`] of entries already read (from any [`Storage`](crate::journal::Storage): the
+/// simulator replays its in-memory journal this way).
+pub async fn replay_entries(
+    entries: &[Entry],
+    candidate: Option<&str>,
+) -> Result<RecoveryReport, AuditError> {
     let policy = match candidate {
         Some(text) => Some(text.to_string()),
-        None => first_policy(&entries)?,
+        None => first_policy(entries)?,
     };
     let clock = Arc::new(ManualClock::new(entries.first().map_or(0, |e| e.ts_ms)));
     let swarm = swarm_for(policy.as_deref(), Arc::clone(&clock)).await?;
     let report = swarm
-        .replay_journal(&entries, &clock, candidate.is_some())
+        .replay_journal(entries, &clock, candidate.is_some())
         .await;
     swarm.shutdown().await;
     Ok(report?)

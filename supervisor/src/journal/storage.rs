@@ -270,6 +270,27 @@ impl MemStorage {
         s.epoch += 1;
     }
 
+    /// A power cut whose point the simulator chooses: as [`crash`](Self::crash), but only
+    /// the first `len` bytes of segment `first_seq` (everything before it, and the headers of
+    /// later segments, which are created synced) count as durable, whatever was synced since;
+    /// of the rest, the last segment keeps `torn_bytes`. The simulator flushes the journal,
+    /// then cuts at the end of what it had acknowledged plus a seeded number of bytes, so
+    /// where a crash falls does not depend on the writer thread's timing.
+    pub fn crash_at(&self, first_seq: u64, len: u64, torn_bytes: usize) {
+        {
+            let mut s = self.state.lock();
+            for (first, seg) in s.segments.iter_mut() {
+                let durable = match (*first).cmp(&first_seq) {
+                    std::cmp::Ordering::Less => seg.synced,
+                    std::cmp::Ordering::Equal => usize::try_from(len).unwrap_or(usize::MAX),
+                    std::cmp::Ordering::Greater => super::format::SEGMENT_HEADER_BYTES,
+                };
+                seg.synced = seg.synced.min(durable);
+            }
+        }
+        self.crash(torn_bytes);
+    }
+
     /// Bytes appended and not yet synced, over all segments.
     pub fn unsynced_bytes(&self) -> u64 {
         let s = self.state.lock();

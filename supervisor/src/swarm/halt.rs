@@ -30,19 +30,43 @@ impl Swarm {
         kind: HaltKind,
         reason: impl Into<String>,
     ) -> Result<Vec<AgentId>, SwarmError> {
-        let reason = reason.into();
-        let halted = match target.into() {
-            Target::Agent(id) => self.inner.halt_one(&id, kind, reason)?,
-            Target::Pool(path) => self.inner.halt_team(&path, kind, &reason)?,
-        };
+        let halted = self.halt_inline(target, kind, reason)?;
         // Answered only once the halts are durable (with a journal attached).
         self.inner.flush().await.map_err(SwarmError::Journal)?;
         Ok(halted)
     }
 
+    /// [`Swarm::halt_with_kind`] on the caller's thread, without waiting for the journal:
+    /// for a caller that groups its own waits ([`Swarm::durable`]), such as the simulator,
+    /// which must not answer anyone about these halts before then.
+    pub fn halt_inline(
+        &self,
+        target: impl Into<Target>,
+        kind: HaltKind,
+        reason: impl Into<String>,
+    ) -> Result<Vec<AgentId>, SwarmError> {
+        let reason = reason.into();
+        match target.into() {
+            Target::Agent(id) => self.inner.halt_one(&id, kind, reason),
+            Target::Pool(path) => self.inner.halt_team(&path, kind, &reason),
+        }
+    }
+
     /// Lifts an agent's halt (an explicit, announced act: a `resume` event names `by`).
     /// Spend is not given back; failures and stagnation history start afresh.
     pub async fn resume(
+        &self,
+        id: &AgentId,
+        by: impl Into<String>,
+    ) -> Result<HaltRecord, SwarmError> {
+        let lifted = self.resume_inline(id, by)?;
+        self.inner.flush().await.map_err(SwarmError::Journal)?;
+        Ok(lifted)
+    }
+
+    /// [`Swarm::resume`] on the caller's thread, without waiting for the journal (see
+    /// [`Swarm::halt_inline`]).
+    pub fn resume_inline(
         &self,
         id: &AgentId,
         by: impl Into<String>,
@@ -59,7 +83,6 @@ impl Swarm {
             by,
             lifted: lifted.clone(),
         });
-        self.inner.flush().await.map_err(SwarmError::Journal)?;
         Ok(lifted)
     }
 

@@ -36,21 +36,49 @@ impl Swarm {
         entries: &[Entry],
         clock: Option<&RecoveryClock>,
     ) -> Result<RecoveryReport, SwarmError> {
+        let pin = |ms: u64| {
+            if let Some(c) = clock {
+                c.pin(ms);
+            }
+        };
+        let release = || {
+            if let Some(c) = clock {
+                c.release();
+            }
+        };
+        self.recover_pinned(entries, &pin, &release).await
+    }
+
+    /// [`recover`](Self::recover) for a swarm whose clock is `clock` (a fresh manual clock,
+    /// at or before the journal's first entry): time is set forward to each entry's time
+    /// while it is applied, then to `resume_at_ms`, where the rebuilt swarm goes on. The
+    /// simulator restarts its node this way, so the restarted swarm's time stays virtual.
+    pub async fn recover_on(
+        &self,
+        entries: &[Entry],
+        clock: &ManualClock,
+        resume_at_ms: u64,
+    ) -> Result<RecoveryReport, SwarmError> {
+        let pin = |ms: u64| clock.set_ms(ms);
+        let release = || clock.set_ms(resume_at_ms);
+        self.recover_pinned(entries, &pin, &release).await
+    }
+
+    /// Recovery with time pinned by `pin` to each entry's time, and `release`d at the end.
+    async fn recover_pinned(
+        &self,
+        entries: &[Entry],
+        pin: &dyn Fn(u64),
+        release: &dyn Fn(),
+    ) -> Result<RecoveryReport, SwarmError> {
         if self.inner.journal.get().is_some() {
             return Err(SwarmError::Recovery(
                 "recover before attaching the journal".into(),
             ));
         }
         self.inner.sweeps_paused.store(true, Ordering::SeqCst);
-        let pin = |ms: u64| {
-            if let Some(c) = clock {
-                c.pin(ms);
-            }
-        };
-        let result = self.recover_entries(entries, &pin, None).await;
-        if let Some(c) = clock {
-            c.release();
-        }
+        let result = self.recover_entries(entries, pin, None).await;
+        release();
         let now = self.inner.clock.now_ms();
         for e in self.inner.agents.iter() {
             e.value().core.with_kernel(|k| k.heartbeat(now));

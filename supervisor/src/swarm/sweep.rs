@@ -40,6 +40,17 @@ impl Swarm {
     pub fn sweep_approvals(&self) -> Vec<Decision> {
         self.inner.sweep_approvals()
     }
+
+    /// A sign of life from `agent`, applied on the caller's thread at the swarm clock's time
+    /// (what [`AgentHandle::heartbeat`](super::AgentHandle::heartbeat) does when the agent's
+    /// actor is not there to take it): the simulator's agents, which never go through their
+    /// actors, keep their heartbeats in event order this way.
+    pub fn heartbeat_inline(&self, agent: &AgentId) -> Result<(), super::SwarmError> {
+        let entry = self.inner.entry(agent)?;
+        let now = self.inner.clock.now_ms();
+        entry.core.with_kernel(|k| k.heartbeat(now));
+        Ok(())
+    }
 }
 
 impl SwarmInner {

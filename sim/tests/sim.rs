@@ -1,0 +1,87 @@
+//! The simulator's own guarantees: runs are deterministic (a digest of every decision), and
+//! its invariant machinery catches, shrinks and reports a violation.
+
+use warden_sim::invariants::BROKEN;
+use warden_sim::scenario::BUILTINS;
+use warden_sim::{run_quiet, shrink, Scenario, SimOptions};
+
+fn opts(name: &str, seed: u64) -> SimOptions {
+    SimOptions::new(Scenario::load(name).unwrap(), seed)
+}
+
+#[test]
+fn every_builtin_scenario_is_deterministic_and_seeds_differ() {
+    for (name, _) in BUILTINS {
+        let (a, _) = run_quiet(&opts(name, 1)).unwrap();
+        assert!(a.passed(), "{name}: {a}");
+        let (b, _) = run_quiet(&opts(name, 1)).unwrap();
+        assert_eq!(a.digest, b.digest, "{name}: same seed, different runs");
+        assert_eq!(a.decisions, b.decisions, "{name}");
+        let (c, _) = run_quiet(&opts(name, 2)).unwrap();
+        assert!(c.passed(), "{name}: {c}");
+        assert_ne!(
+            a.digest, c.digest,
+            "{name}: seeds 1 and 2 gave the same run"
+        );
+    }
+}
+
+#[test]
+fn a_broken_checker_is_caught_shrunk_and_reported() {
+    let mut o = opts("mixed", 11);
+    o.agents = Some(30);
+    o.duration_ms = Some(60_000);
+    o.break_after_allows = Some(25);
+    let (report, _) = run_quiet(&o).unwrap();
+    let found = report.violation.clone().expect("the broken checker fails");
+    assert_eq!(found.invariant, BROKEN);
+    assert!(report
+        .invariants
+        .iter()
+        .any(|i| i.name == BROKEN && i.result == "fail"));
+
+    let s = shrink(&o, &found);
+    assert_eq!(s.violation.invariant, BROKEN);
+    assert!(s.events <= found.event && s.events > 0);
+    // The shrunk prefix fails; one event less does not: it is the shortest.
+    let mut prefix = o.clone();
+    prefix.max_events = Some(s.events);
+    assert!(run_quiet(&prefix).unwrap().0.violation.is_some());
+    prefix.max_events = Some(s.events - 1);
+    assert!(run_quiet(&prefix).unwrap().0.violation.is_none());
+    // The trace ends at the allow that broke it, and the command names the prefix.
+    assert!(
+        s.trace_tail.last().is_some_and(|l| l.contains("-> allow")),
+        "{:?}",
+        s.trace_tail
+    );
+    let mut cmd = o.clone();
+    cmd.max_events = Some(s.events);
+    let line = cmd.command("mixed");
+    assert!(
+        line.contains("--seed 11") && line.contains(&format!("--max-events {}", s.events)),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_prefix_run_is_the_start_of_the_full_run() {
+    let mut o = opts("adversarial", 5);
+    o.agents = Some(40);
+    o.duration_ms = Some(60_000);
+    o.trace = true;
+    let (_, full) = run_quiet(&o).unwrap();
+    o.max_events = Some(200);
+    let (_, prefix) = run_quiet(&o).unwrap();
+    let n = prefix.iter().take_while(|l| !l.contains("drain:")).count();
+    assert!(n > 0);
+    assert_eq!(prefix[..n], full[..n]);
+}
+
+#[test]
+fn more_than_one_node_is_refused_until_replication_exists() {
+    let mut o = opts("mixed", 1);
+    o.nodes = 3;
+    let err = run_quiet(&o).unwrap_err().to_string();
+    assert!(err.contains("Sync issue"), "{err}");
+}

@@ -1,0 +1,176 @@
+//! `warden sim`: the deterministic swarm simulator ([`warden::sim`]) on the command line:
+//! a progress bar on a terminal, the final table (or `--json`), and on a violation the seed,
+//! the scenario, a shrunk trace and the command that reproduces it (exit 1).
+
+use std::hash::{BuildHasher, Hasher};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+use warden::sim::{self, Scenario, SimOptions};
+
+/// `warden sim` flags.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  warden sim                                   the built-in mixed swarm, a random seed (printed)
+  warden sim --seed 42                         the same run, bit for bit, every time
+  warden sim --scenario crash-recovery --seed 7 --agents 500 --duration 30m
+  warden sim --scenario my-scenario.yaml --json
+  warden sim --duration 24h --agents 1000      a soak (see docs/sim.md)
+
+Built-in scenarios: mixed (default), adversarial, crash-recovery, overspend, approvals.
+Exit codes: 0 every invariant held, 1 a violation (the seed, a shrunk trace and the command
+that reproduces it are printed), 2 bad input.")]
+pub struct SimArgs {
+    /// Agents (operators included), instead of the scenario's count.
+    #[arg(long, value_name = "N")]
+    agents: Option<usize>,
+    /// Nodes. Only 1 until replication between nodes exists (the Sync issue).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    nodes: usize,
+    /// A built-in scenario's name, or a scenario YAML file.
+    #[arg(long, value_name = "NAME|FILE", default_value = "mixed")]
+    scenario: String,
+    /// The seed (default: a random one, printed).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Simulated time, instead of the scenario's: 30s, 10m, 1h, 24h.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    duration: Option<u64>,
+    /// Print the report as JSON (seed, agents, nodes, decisions, halts, pools, overspend,
+    /// invariants, ...).
+    #[arg(long)]
+    json: bool,
+    /// Stop taking new events after this many (then drain as at the end): replays the
+    /// shrunk prefix of a failing run.
+    #[arg(long, value_name = "K")]
+    max_events: Option<u64>,
+    /// On a violation, report it without shrinking the run first (long soaks).
+    #[arg(long)]
+    no_shrink: bool,
+}
+
+fn parse_duration(text: &str) -> Result<u64, String> {
+    warden::actors::yaml::parse_duration_ms(text)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("`{text}` is not a duration such as 30s, 10m, 1h or 24h"))
+}
+
+fn random_seed() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() % 1_000_000_000
+}
+
+/// Runs `warden sim`.
+pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario).map_err(|e| anyhow!("{e}"))?;
+    let seed = args.seed.unwrap_or_else(|| {
+        let s = random_seed();
+        eprintln!("warden sim: seed {s} (random; --seed {s} repeats this run)");
+        s
+    });
+    let mut opts = SimOptions::new(scenario, seed);
+    opts.agents = args.agents;
+    opts.duration_ms = args.duration;
+    opts.nodes = args.nodes;
+    opts.max_events = args.max_events;
+    if opts.nodes != 1 {
+        bail!("{}", sim::SimError::NodesUnsupported(opts.nodes));
+    }
+    let report = run_with_progress(&opts)?;
+    let Some(found) = report.violation.clone() else {
+        print_report(&report, None, args.json, &opts, &args.scenario);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let shrunk = match args.no_shrink {
+        true => sim::Shrunk {
+            events: found.event,
+            violation: found.clone(),
+            trace_tail: Vec::new(),
+            trace_len: 0,
+            runs: 0,
+        },
+        false => {
+            eprintln!(
+                "warden sim: invariant {} violated; shrinking the run...",
+                found.invariant
+            );
+            sim::shrink(&opts, &found)
+        }
+    };
+    print_report(&report, Some(&shrunk), args.json, &opts, &args.scenario);
+    Ok(ExitCode::from(1))
+}
+
+fn run_with_progress(opts: &SimOptions) -> anyhow::Result<sim::Report> {
+    let bar = match std::io::stdout().is_terminal() {
+        true => indicatif::ProgressBar::new(1_000),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% simulated {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = sim::run(opts, &mut |p| {
+        bar.set_position(p.simulated_ms.saturating_mul(1_000) / p.duration_ms.max(1));
+        bar.set_message(format!(
+            "{} s, {} agent-steps",
+            p.simulated_ms / 1000,
+            p.agent_steps
+        ));
+    });
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+fn print_report(
+    report: &sim::Report,
+    shrunk: Option<&sim::Shrunk>,
+    json: bool,
+    opts: &SimOptions,
+    scenario_arg: &str,
+) {
+    let command = shrunk.map(|s| {
+        let mut o = opts.clone();
+        o.max_events = Some(s.events);
+        o.command(scenario_arg)
+    });
+    if json {
+        let mut v = serde_json::to_value(report).unwrap_or_default();
+        if let Some(s) = shrunk {
+            v["shrunk"] = serde_json::json!({
+                "events": s.events,
+                "invariant": s.violation.invariant,
+                "detail": s.violation.detail,
+                "trace_tail": s.trace_tail,
+                "command": command,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!("{report}");
+    let Some(s) = shrunk else { return };
+    println!(
+        "\nVIOLATION of {}: {}",
+        s.violation.invariant, s.violation.detail
+    );
+    println!("seed {}  scenario {}", opts.seed, scenario_arg);
+    println!(
+        "shrunk to the first {} events ({} runs); the last {} of them:",
+        s.events,
+        s.runs,
+        s.trace_tail.len()
+    );
+    for line in &s.trace_tail {
+        println!("  {line}");
+    }
+    if let Some(c) = command {
+        println!("reproduce with:\n  {c}");
+    }
+}

@@ -1,0 +1,111 @@
+//! `warden sim` run as a user (and CI) runs it: every built-in scenario on a few seeds, the
+//! JSON report's contract, and clear failures on bad input.
+
+use std::process::Command;
+
+fn warden(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .output()
+        .expect("the warden binary runs")
+}
+
+#[test]
+fn every_builtin_scenario_holds_its_invariants_on_a_few_seeds() {
+    for scenario in [
+        "mixed",
+        "adversarial",
+        "crash-recovery",
+        "overspend",
+        "approvals",
+    ] {
+        for seed in ["3", "17"] {
+            let out = warden(&["sim", "--scenario", scenario, "--seed", seed, "--json"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{scenario} seed {seed}: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["seed"], seed.parse::<u64>().unwrap());
+            assert_eq!(v["nodes"], 1);
+            assert!(v["agents"].as_u64().unwrap() > 0);
+            assert_eq!(v["overspend"], 0, "{scenario}");
+            assert!(v["decisions"]["allow"].as_u64().unwrap() > 0, "{scenario}");
+            assert!(v["halts"].is_object() && v["pools"].as_array().is_some_and(|p| !p.is_empty()));
+            assert!(v["pools"][0]["limit"].is_object() && v["pools"][0]["spent"].is_object());
+            for i in v["invariants"].as_array().unwrap() {
+                assert_ne!(i["result"], "fail", "{scenario} seed {seed}: {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_table_names_the_seed_and_every_invariant() {
+    let out = warden(&[
+        "sim",
+        "--scenario",
+        "overspend",
+        "--seed",
+        "9",
+        "--agents",
+        "40",
+        "--duration",
+        "1m",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "seed 9",
+        "overspend",
+        "pool_bounds",
+        "no_allow_after_halt",
+        "replay_reproduces_decisions",
+        "journaled_before_answered",
+        "no_leaked_reservations",
+        "agent-steps/s",
+    ] {
+        assert!(text.contains(part), "{part} missing: {text}");
+    }
+}
+
+#[test]
+fn without_a_seed_one_is_chosen_and_printed() {
+    let out = warden(&["sim", "--agents", "10", "--duration", "20s"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seed ") && err.contains("--seed "), "{err}");
+}
+
+#[test]
+fn bad_input_fails_clearly() {
+    let out = warden(&["sim", "--nodes", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Sync issue"));
+
+    let out = warden(&["sim", "--scenario", "mixd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mixed"),
+        "did you mean"
+    );
+
+    let dir = std::env::temp_dir().join(format!("warden-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "behaviours: {steady: 1}\nfaults:\n  - {kind: crash, at: soon}\n",
+    )
+    .unwrap();
+    let out = warden(&["sim", "--scenario", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3:23"), "{err}");
+
+    let out = warden(&["sim", "--duration", "forever"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
