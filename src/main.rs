@@ -60,6 +60,13 @@ enum Command {
     /// a halt, replay reproduces every decision, every allow journaled before it is answered,
     /// no reservation leaked, hostile steps never allowed. The same seed gives the same run.
     Sim(cli::sim::SimArgs),
+    /// See warden work: a node on embedded defaults, about 1,000 simulated agents driving its
+    /// real HTTP API, and a live view of decisions, halts, pools and approvals.
+    ///
+    /// The node gets a new data directory and the simulator's bundled policy; an operator
+    /// answers approvals after a delay. Ends on q or Ctrl-C (after --duration, default 30 s,
+    /// when not on a terminal) with a summary and where the journal is, for `warden audit`.
+    Demo(cli::demo::DemoArgs),
 }
 
 /// Exit codes: 0 success, 1 a negative answer (policy errors, a corrupt journal, replay
@@ -75,6 +82,10 @@ fn main() -> ExitCode {
         Command::Agents(args) => ("warden", cli::agents::run(args).map(|()| ExitCode::SUCCESS)),
         Command::Approvals(args) => ("warden", cli::approvals::run(args)),
         Command::Sim(args) => ("warden sim", cli::sim::run(args)),
+        Command::Demo(args) => (
+            "warden demo",
+            cli::demo::run(args).map(|()| ExitCode::SUCCESS),
+        ),
     };
     result.unwrap_or_else(|e| {
         eprintln!("{prefix}: {e:#}");

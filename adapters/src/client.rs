@@ -28,7 +28,7 @@ use crate::http::wire::{
     AgentPage, AgentView, AnswerRequest, ApprovalView, AuditPage, DecisionView, OutcomeRequest,
     OutcomeView, PolicyVersionView, PoolView, ReasonRequest, RegisterRequest,
 };
-use crate::limits::{CLIENT_ANSWER_BYTES_MAX, CLIENT_TIMEOUT_DEFAULT};
+use crate::limits::{CLIENT_ANSWER_BYTES_MAX, CLIENT_EVENT_LINE_BYTES_MAX, CLIENT_TIMEOUT_DEFAULT};
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,39 @@ impl Client {
     /// The node's base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Subscribes to `/v1/events` (operator token). The stream has no overall timeout: it
+    /// lasts until the node ends it or the [`EventStream`] is dropped.
+    pub fn events(&self) -> Result<EventStream, ClientError> {
+        let url = format!("{}/v1/events", self.base);
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CLIENT_TIMEOUT_DEFAULT))
+            .build()
+            .into();
+        let mut r = http.get(&url).header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = r.call().map_err(|e| ClientError::Transport {
+            base: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(ClientError::Api {
+                status,
+                code: String::new(),
+                message: format!("GET /v1/events answered {status}"),
+                body: Value::Null,
+            });
+        }
+        let reader = resp.into_body().into_reader();
+        Ok(EventStream {
+            reader: std::io::BufReader::new(reader),
+            done: false,
+        })
     }
 
     /// One request, any status. `method` is `GET`, `PUT` or (anything else) `POST`; `body`
@@ -356,6 +389,85 @@ impl Body {
     /// is sent as `null`, which the node refuses).
     pub fn json(v: &impl Serialize) -> Body {
         Body::Json(serde_json::to_value(v).unwrap_or(Value::Null))
+    }
+}
+
+/// One server-sent event of `/v1/events`: its name (`decision`, `halt`, `resume`,
+/// `approval_requested`, `approval_resolved`, `restart`, `escalation`, `lagged`) and its
+/// JSON data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerEvent {
+    /// The SSE event name.
+    pub name: String,
+    /// The data line, as JSON (`null` if it was not JSON).
+    pub data: Value,
+}
+
+/// A live `/v1/events` stream (SSE, the WHATWG HTML standard's `text/event-stream`):
+/// blocking, one [`ServerEvent`] per `next`; keep-alive comments are skipped. Ends (`None`)
+/// when the node ends the stream; a line over [`CLIENT_EVENT_LINE_BYTES_MAX`] or a broken
+/// connection ends it with one error.
+pub struct EventStream {
+    reader: std::io::BufReader<ureq::BodyReader<'static>>,
+    done: bool,
+}
+
+impl EventStream {
+    /// Reads one line without its line end; `None` at the end of the stream.
+    fn line(&mut self) -> std::io::Result<Option<String>> {
+        use std::io::{BufRead, Read};
+        let mut buf = Vec::new();
+        let limit = CLIENT_EVENT_LINE_BYTES_MAX as u64 + 2;
+        let n = Read::by_ref(&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf.last() != Some(&b'\n') && n as u64 >= limit {
+            return Err(std::io::Error::other(format!(
+                "an event line is longer than {CLIENT_EVENT_LINE_BYTES_MAX} bytes"
+            )));
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<ServerEvent, std::io::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (mut name, mut data) = (String::from("message"), String::new());
+        while !self.done {
+            let line = match self.line() {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue;
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                return Some(Ok(ServerEvent { name, data }));
+            }
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        self.done = true;
+        None
     }
 }
 

@@ -29,6 +29,7 @@
 //! | `node` | the simulated node: the real swarm on a manual clock, its journal on an in-memory disk, crash and recovery |
 //! | `world` | the event loop: turns, outcomes, approvals, operators, sweeps, faults, answers after group commit |
 //! | [`invariants`] | what is checked, when, and the results |
+//! | [`loadgen`] | agents of the same models against a real node over HTTP (`warden sim --target`, `warden demo`) |
 //! | [`shrink`] | the shortest failing prefix of a failing run |
 //! | [`report`] | the final table and its JSON |
 
@@ -36,6 +37,7 @@
 
 pub mod behaviour;
 pub mod invariants;
+pub mod loadgen;
 pub mod net;
 mod node;
 pub mod queue;

@@ -1133,7 +1133,7 @@ fn node_setup(scenario: &Scenario, agents: usize) -> NodeSetup<'_> {
 
 /// Which behaviour and pool each of `total` slots gets: shares rounded down, the rest to
 /// the largest shares, then interleaved so the behaviours mix over the agent indices.
-fn assign(scenario: &Scenario, total: usize) -> Vec<(Behaviour, Option<String>)> {
+pub(crate) fn assign(scenario: &Scenario, total: usize) -> Vec<(Behaviour, Option<String>)> {
     let weight: u64 = scenario.mix.iter().map(|m| m.share).sum::<u64>().max(1);
     let mut counts: Vec<usize> = scenario
         .mix

@@ -7,6 +7,8 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod demo;
+pub mod demo_view;
 pub mod node;
 pub mod policy;
 pub mod remote;

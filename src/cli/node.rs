@@ -80,7 +80,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 /// Installs the process-wide Prometheus recorder (the binary's job, never a library's), with
 /// the shared bucket layout for `*_duration_seconds`; `None` if another is installed.
-fn install_recorder() -> Option<MetricsRender> {
+pub(crate) fn install_recorder() -> Option<MetricsRender> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     use warden::supervisor::metrics::{DURATION_BUCKETS, DURATION_SUFFIX};
     let handle = PrometheusBuilder::new()

@@ -50,13 +50,13 @@ pub struct SimArgs {
     no_shrink: bool,
 }
 
-fn parse_duration(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
     warden::actors::yaml::parse_duration_ms(text)
         .filter(|ms| *ms > 0)
         .ok_or_else(|| format!("`{text}` is not a duration such as 30s, 10m, 1h or 24h"))
 }
 
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
         std::time::SystemTime::now()

@@ -1,0 +1,93 @@
+//! `warden demo` end to end, as a user runs it on a non-terminal: the real binary starts a
+//! node, drives simulated agents through its HTTP API, prints a line per second, stops after
+//! `--duration` with a summary, and leaves a journal that `warden audit verify` accepts.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_warden");
+
+/// The number after `key` in `text` (`"errors 0"` -> 0).
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    text[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_demo_drives_a_real_node_and_leaves_a_journal_that_verifies() {
+    let data = std::env::temp_dir().join(format!("warden-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--agents",
+            "120",
+            "--duration",
+            "5s",
+            "--seed",
+            "11",
+            "--speed",
+            "4",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run warden demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    // A line per second while it runs, with the node's address and the web page's token.
+    assert!(
+        stdout.contains("warden demo: node http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/#token="), "{stdout}");
+    let ticks = stdout.lines().filter(|l| l.starts_with("t=")).count();
+    assert!(ticks >= 3, "expected a line per second:\n{stdout}");
+    // The summary: decisions made through the API, no failed request, nothing overspent.
+    let summary = stdout.split("warden demo: ").last().expect("a summary");
+    let decisions = number_after(summary, "").unwrap_or(0);
+    assert!(decisions > 50, "too few decisions:\n{stdout}");
+    assert_eq!(
+        number_after(&stdout, "outcomes").map(|n| n > 0),
+        Some(true),
+        "{stdout}"
+    );
+    assert_eq!(number_after(summary, "errors"), Some(0), "{stdout}");
+    assert_eq!(number_after(summary, "overspend:"), Some(0), "{stdout}");
+    assert!(stdout.contains("warden audit report"), "{stdout}");
+    // The journal it points at verifies.
+    let verify = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&data)
+        .output()
+        .expect("run warden audit verify");
+    assert!(
+        verify.status.success(),
+        "audit verify failed: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn the_demo_refuses_bad_flags_with_a_clear_message() {
+    for (flag, value, says) in [
+        ("--agents", "0", "--agents must be"),
+        ("--speed", "0", "--speed must be"),
+        ("--duration", "soon", "not a duration"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["demo", flag, value])
+            .output()
+            .expect("run warden demo");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+    }
+}
