@@ -392,8 +392,8 @@ fn drive(mut agents: Vec<Agent>, live: &Live, pace: Pace, deadline: Instant) -> 
         if !wait_until(at, deadline, live) {
             break;
         }
-        match turn(&mut agents[i], live, &mut samples) {
-            Some(ms) => due.push(Reverse((Instant::now() + paced(ms, pace), i))),
+        match turn(&mut agents[i], live, &mut samples, pace) {
+            Some(wait) => due.push(Reverse((Instant::now() + wait, i))),
             None => {
                 live.active.fetch_sub(1, Ordering::Relaxed);
             }
@@ -423,11 +423,18 @@ fn paced(ms: u64, pace: Pace) -> Duration {
     }
 }
 
-/// One request of `agent`; the delay until its next one (model ms), or `None` when it is
-/// done (halted and it gives up, or denied too often).
-fn turn(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
-    match std::mem::replace(&mut agent.next, Next::Turn) {
-        Next::Turn => ask(agent, live, samples),
+/// One request of `agent`; the wait until its next one, or `None` when it is done (halted
+/// and it gives up, or denied too often). The model's times are paced; the check of a parked
+/// step comes every [`POLL`] whatever the pace (a human answers in real time).
+fn turn(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>, pace: Pace) -> Option<Duration> {
+    if let Next::Approval(..) = agent.next {
+        return check_approval(agent, live).map(|w| match w {
+            Wait::Poll => POLL,
+            Wait::Model(ms) => paced(ms, pace),
+        });
+    }
+    let ms = match std::mem::replace(&mut agent.next, Next::Turn) {
+        Next::Turn => ask(agent, live, samples)?,
         Next::Outcome(step, req) => {
             match agent.client.outcome(&agent.id, step, &req) {
                 Ok(_) => {
@@ -435,24 +442,42 @@ fn turn(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
                 }
                 Err(e) => live.error(&e),
             }
-            Some(agent.model.think_ms())
+            agent.model.think_ms()
         }
-        Next::Approval(step, plan) => match agent.client.step_decision(&agent.id, step, None) {
-            Ok(d) if d.decision == Verdict::Allow => {
-                let work = plan.work_ms;
-                agent.next = Next::Outcome(step, outcome_request(&plan));
-                Some(work)
-            }
-            Ok(d) if d.decision == Verdict::RequireApproval => {
-                agent.next = Next::Approval(step, plan);
-                Some(POLL.as_millis() as u64)
-            }
-            Ok(_) => Some(agent.model.think_ms()),
-            Err(e) => {
-                live.error(&e);
-                Some(agent.model.think_ms())
-            }
-        },
+        Next::Approval(..) => return Some(POLL),
+    };
+    Some(paced(ms, pace))
+}
+
+/// How long until an agent's next turn.
+enum Wait {
+    /// The model's milliseconds (paced).
+    Model(u64),
+    /// The approval check's interval.
+    Poll,
+}
+
+/// Checks a step parked for approval: allowed, its work and outcome follow; denied, the
+/// agent goes on; still pending, it checks again.
+fn check_approval(agent: &mut Agent, live: &Live) -> Option<Wait> {
+    let Next::Approval(step, plan) = std::mem::replace(&mut agent.next, Next::Turn) else {
+        return Some(Wait::Poll);
+    };
+    match agent.client.step_decision(&agent.id, step, None) {
+        Ok(d) if d.decision == Verdict::Allow => {
+            let work = plan.work_ms;
+            agent.next = Next::Outcome(step, outcome_request(&plan));
+            Some(Wait::Model(work))
+        }
+        Ok(d) if d.decision == Verdict::RequireApproval => {
+            agent.next = Next::Approval(step, plan);
+            Some(Wait::Poll)
+        }
+        Ok(_) => Some(Wait::Model(agent.model.think_ms())),
+        Err(e) => {
+            live.error(&e);
+            Some(Wait::Model(agent.model.think_ms()))
+        }
     }
 }
 
@@ -493,7 +518,7 @@ fn ask(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
         }
         Verdict::RequireApproval => {
             agent.next = Next::Approval(d.step, plan);
-            Some(POLL.as_millis() as u64)
+            Some(0)
         }
         Verdict::Halt if agent.model.behaviour.stops_when_halted() => None,
         Verdict::Deny if agent.denied >= DENIALS_BEFORE_GIVING_UP => None,

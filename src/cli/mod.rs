@@ -14,3 +14,4 @@ pub mod policy;
 pub mod remote;
 pub mod shared;
 pub mod sim;
+pub mod sim_target;
