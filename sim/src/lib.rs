@@ -29,7 +29,7 @@
 //! | `node` | the simulated node: the real swarm on a manual clock, its journal on an in-memory disk, crash and recovery |
 //! | `world` | the event loop: turns, outcomes, approvals, operators, sweeps, faults, answers after group commit |
 //! | [`invariants`] | what is checked, when, and the results |
-//! | [`shrink`] | the shortest failing prefix of a failing run |
+//! | [`mod@shrink`] | the shortest failing prefix of a failing run |
 //! | [`report`] | the final table and its JSON |
 
 #![warn(missing_docs)]

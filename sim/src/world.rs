@@ -274,7 +274,7 @@ impl<'a> World<'a> {
             if self.checks.violation.is_some() {
                 break;
             }
-            if self.events % 4096 == 0 {
+            if self.events.is_multiple_of(4096) {
                 progress(&Progress {
                     simulated_ms: self.now,
                     duration_ms: self.end_ms,
