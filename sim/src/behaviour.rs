@@ -111,7 +111,12 @@ pub struct Model {
     rng: Rng,
     /// Steps planned so far.
     planned: u64,
+    /// Denials in a row.
+    denied: u32,
 }
+
+/// Denials in a row after which an agent stops asking.
+pub const DENIALS_BEFORE_GIVING_UP: u32 = 40;
 
 /// Money per token in the simulation: 2 micro-USD (2 USD per million tokens).
 const MICRO_USD_PER_TOKEN: u64 = 2;
@@ -131,7 +136,18 @@ impl Model {
             behaviour,
             rng,
             planned: 0,
+            denied: 0,
         }
+    }
+
+    /// Tells the model how its last step was answered (allow or deny).
+    pub fn answered(&mut self, allowed: bool) {
+        self.denied = if allowed { 0 } else { self.denied + 1 };
+    }
+
+    /// True once it has been denied so often in a row that it stops asking.
+    pub fn gave_up(&self) -> bool {
+        self.denied >= DENIALS_BEFORE_GIVING_UP
     }
 
     /// How long the agent waits before its next step, ms.
@@ -168,7 +184,9 @@ impl Model {
         let plan = match self.behaviour {
             Behaviour::Steady | Behaviour::Slow | Behaviour::Approver => self.steady(me, k),
             Behaviour::Runaway => {
-                let t = self.rng.range(20_000, 60_000);
+                // Halves its ask after each denial (a smaller step may still fit), until
+                // nothing fits and it is halted, or it gives up.
+                let t = (self.rng.range(20_000, 60_000) >> self.denied.min(16)).max(1);
                 self.simple(
                     "llm.chat",
                     ActionClass::Network,

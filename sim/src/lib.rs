@@ -30,7 +30,7 @@
 //! | `world` | the event loop: turns, outcomes, approvals, operators, sweeps, faults, answers after group commit |
 //! | [`invariants`] | what is checked, when, and the results |
 //! | [`loadgen`] | agents of the same models against a real node over HTTP (`warden sim --target`, `warden demo`) |
-//! | [`shrink`] | the shortest failing prefix of a failing run |
+//! | [`mod@shrink`] | the shortest failing prefix of a failing run |
 //! | [`report`] | the final table and its JSON |
 
 #![warn(missing_docs)]

@@ -483,7 +483,7 @@ mod tests {
         assert!(all.contains("2:1: error: unknown key `behaviors`"), "{all}");
         assert!(all.contains("did you mean `behaviours`"), "{all}");
         assert!(
-            all.contains("4:11: error: kind `crahs` is not known"),
+            all.contains("4:12: error: kind `crahs` is not known"),
             "{all}"
         );
     }

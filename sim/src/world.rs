@@ -113,6 +113,8 @@ pub(crate) struct World<'a> {
     end_ms: u64,
     clock_offset_ms: i64,
     draining: bool,
+    /// A crash waiting for a millisecond with unacknowledged answers (`torn` tail or not).
+    crash_pending: Option<(bool, u64)>,
     halted: BTreeSet<u32>,
     index: HashMap<AgentId, u32>,
     checks: Checks,
@@ -206,6 +208,7 @@ impl<'a> World<'a> {
             end_ms: opts.duration_ms.unwrap_or(scenario.duration_ms),
             clock_offset_ms: 0,
             draining: false,
+            crash_pending: None,
             halted: BTreeSet::new(),
             index,
             checks,
@@ -271,7 +274,7 @@ impl<'a> World<'a> {
             if self.checks.violation.is_some() {
                 break;
             }
-            if self.events % 4096 == 0 {
+            if self.events.is_multiple_of(4096) {
                 progress(&Progress {
                     simulated_ms: self.now,
                     duration_ms: self.end_ms,
@@ -349,6 +352,7 @@ impl<'a> World<'a> {
         let st = &mut self.agents[a as usize];
         st.wake_pending = false;
         let gave_up = st.halts_seen >= HALTS_BEFORE_GIVING_UP
+            || st.model.gave_up()
             || (st.halts_seen > 0 && st.model.behaviour.stops_when_halted());
         if self.draining || gave_up {
             return;
@@ -673,6 +677,15 @@ impl<'a> World<'a> {
         if !self.per_event_checks {
             self.check_pools();
         }
+        if let Some((torn, deadline)) = self.crash_pending {
+            if !self.pending.is_empty() || self.now >= deadline {
+                self.crash_pending = None;
+                let unacked = self.node().unacked_bytes(&self.rt);
+                let torn_bytes = if torn { self.rng.range(0, unacked) } else { 0 };
+                self.restart(torn_bytes);
+                return;
+            }
+        }
         if self.pending.is_empty() {
             return;
         }
@@ -771,6 +784,7 @@ impl<'a> World<'a> {
                 let st = &mut self.agents[agent as usize];
                 match decision.decision {
                     Verdict::Allow => {
+                        st.model.answered(true);
                         st.open.insert(decision.step);
                         self.check_acked(agent, &decision, false);
                         let ev = Ev::Outcome {
@@ -790,7 +804,7 @@ impl<'a> World<'a> {
                         };
                         self.queue.push(self.now + APPROVAL_POLL_MS, ev);
                     }
-                    Verdict::Deny => {}
+                    Verdict::Deny => st.model.answered(false),
                     Verdict::Halt => st.halts_seen += 1,
                 }
                 agent
@@ -835,11 +849,10 @@ impl<'a> World<'a> {
         *self.faults.entry(spec.kind.name()).or_default() += 1;
         self.trace(|| format!("fault: {}", spec.kind.name()));
         match spec.kind {
-            FaultKind::Crash { torn } => {
-                let unacked = self.node().unacked_bytes(&self.rt);
-                let torn_bytes = if torn { self.rng.range(0, unacked) } else { 0 };
-                self.restart(torn_bytes);
-            }
+            // The power goes at the end of the next simulated millisecond that has answers
+            // to give, before its group commit: what it decided is on the disk, unacknowledged.
+            // (Or a second later at the latest, if nobody asks anything meanwhile.)
+            FaultKind::Crash { torn } => self.crash_pending = Some((torn, self.now + 1_000)),
             FaultKind::DiskError { heal_after_ms } => {
                 let after = self.rng.range(0, 4_096);
                 self.inject(Faults {
