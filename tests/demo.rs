@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
 
 /// The number after `key` in `text` (`"errors 0"` -> 0).
@@ -90,4 +92,67 @@ fn the_demo_refuses_bad_flags_with_a_clear_message() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(says), "{flag} {value}: {stderr}");
     }
+}
+
+#[test]
+fn sim_target_drives_a_real_node_and_reports_rates_and_latency() {
+    let dir = std::env::temp_dir().join(format!("warden-sim-target-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/scenarios/policy.yaml");
+    let operator = "sim-target-operator-token-0123";
+    let (mut node, base) =
+        common::start_node(&dir, &["--policy".as_ref(), policy.as_os_str()], operator);
+    let run = |token: &str| {
+        Command::new(BIN)
+            .args([
+                "sim",
+                "--target",
+                &base,
+                "--agents",
+                "60",
+                "--duration",
+                "2s",
+                "--seed",
+                "4",
+                "--json",
+            ])
+            .env("WARDEN_OPERATOR_TOKEN", token)
+            .output()
+            .expect("run warden sim --target")
+    };
+    let out = run(operator);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let decided: u64 = ["allow", "deny", "require_approval", "halt"]
+        .iter()
+        .map(|k| report[k].as_u64().unwrap())
+        .sum();
+    assert!(decided > 20, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["overspend"], 0, "{report}");
+    assert!(
+        report["latency"]["p50_us"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(report["latency"]["p99_us"].as_u64() >= report["latency"]["p50_us"].as_u64());
+    // The node saw those agents.
+    let agents = Command::new(BIN)
+        .args(["agents", "--node", &base, "list"])
+        .env("WARDEN_OPERATOR_TOKEN", operator)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&agents.stdout).contains("sim4-"));
+    // A wrong token: a clear error, exit 2.
+    let out = run("not-the-operator-token-0123");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let _ = node.kill();
+    let _ = std::fs::remove_dir_all(&dir);
 }

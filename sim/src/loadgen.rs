@@ -36,8 +36,6 @@ pub const LATENCY_SAMPLES_MAX: usize = 1 << 20;
 pub const THREADS_MAX: usize = 256;
 /// How often a parked step's decision is checked, and the operator looks for approvals.
 const POLL: Duration = Duration::from_millis(500);
-/// Refusals in a row after which an agent stops asking.
-pub const DENIALS_BEFORE_GIVING_UP: u32 = 40;
 /// Longest sleep between checks of the stop flag.
 const NAP: Duration = Duration::from_millis(50);
 
@@ -211,7 +209,7 @@ pub struct LoadReport {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Registering an agent failed.
-    #[error("registering agent {agent} at {base}: {source}")]
+    #[error("registering agent {agent} at {base}")]
     Register {
         /// The node.
         base: String,
@@ -234,8 +232,6 @@ struct Agent {
     plans: VecDeque<Plan>,
     next: Next,
     other: String,
-    /// Denials in a row.
-    denied: u32,
 }
 
 enum Next {
@@ -279,7 +275,6 @@ fn register(opts: &LoadOptions, live: &Live) -> Result<Vec<Vec<Agent>>, LoadErro
             plans: VecDeque::new(),
             next: Next::Turn,
             other: ids[(i + 1) % ids.len()].clone(),
-            denied: 0,
         })
     };
     let slots: Vec<(usize, Behaviour, Option<String>)> = slots
@@ -502,10 +497,7 @@ fn ask(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
         }
     };
     live.decisions[verdict_index(d.decision)].fetch_add(1, Ordering::Relaxed);
-    agent.denied = match d.decision {
-        Verdict::Allow => 0,
-        _ => agent.denied + 1,
-    };
+    agent.model.answered(d.decision == Verdict::Allow);
     let next_ask = |agent: &mut Agent| match agent.plans.is_empty() {
         true => agent.model.think_ms(),
         false => 0,
@@ -521,7 +513,7 @@ fn ask(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
             Some(0)
         }
         Verdict::Halt if agent.model.behaviour.stops_when_halted() => None,
-        Verdict::Deny if agent.denied >= DENIALS_BEFORE_GIVING_UP => None,
+        Verdict::Deny if agent.model.gave_up() => None,
         Verdict::Halt | Verdict::Deny => Some(next_ask(agent)),
     }
 }

@@ -17,6 +17,8 @@ use warden::sim::{self, Scenario, SimOptions};
   warden sim --scenario crash-recovery --seed 7 --agents 500 --duration 30m
   warden sim --scenario my-scenario.yaml --json
   warden sim --duration 24h --agents 1000      a soak (see docs/sim.md)
+  warden sim --target http://127.0.0.1:7700 --token T --agents 1000 --duration 30s
+                                               a load generator against a real node
 
 Built-in scenarios: mixed (default), adversarial, crash-recovery, overspend, approvals.
 Exit codes: 0 every invariant held, 1 a violation (the seed, a shrunk trace and the command
@@ -48,6 +50,22 @@ pub struct SimArgs {
     /// On a violation, report it without shrinking the run first (long soaks).
     #[arg(long)]
     no_shrink: bool,
+    /// Drive a real node at this URL over HTTP instead (a load generator: the scenario's
+    /// behaviours, closed loop; `--duration` is then wall time, default 10s, and `--agents`
+    /// defaults to 1000). Reports decisions per second and latency percentiles.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// The target node's operator token (registers the agents, answers approvals).
+    #[arg(
+        long,
+        value_name = "T",
+        env = "WARDEN_OPERATOR_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// With --target: threads sending requests.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    threads: usize,
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
@@ -74,6 +92,24 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warden sim: seed {s} (random; --seed {s} repeats this run)");
         s
     });
+    if let Some(url) = args.target {
+        let token = args.token.ok_or_else(|| {
+            anyhow!("--target needs the node's operator token: --token T or WARDEN_OPERATOR_TOKEN")
+        })?;
+        if args.nodes != 1 {
+            bail!("--target drives one node; --nodes does not apply");
+        }
+        return super::sim_target::run(super::sim_target::Target {
+            url,
+            token,
+            scenario,
+            agents: args.agents.unwrap_or(1000),
+            seed,
+            duration: std::time::Duration::from_millis(args.duration.unwrap_or(10_000)),
+            threads: args.threads,
+            json: args.json,
+        });
+    }
     let mut opts = SimOptions::new(scenario, seed);
     opts.agents = args.agents;
     opts.duration_ms = args.duration;

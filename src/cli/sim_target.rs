@@ -102,9 +102,13 @@ fn overspend(pools: &[PoolView]) -> u64 {
     pools
         .iter()
         .flat_map(|p| {
-            p.limits
-                .iter()
-                .map(|(dim, limit)| p.spent.get(dim).copied().unwrap_or(0).saturating_sub(*limit))
+            p.limits.iter().map(|(dim, limit)| {
+                p.spent
+                    .get(dim)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(*limit)
+            })
         })
         .sum()
 }
@@ -112,7 +116,10 @@ fn overspend(pools: &[PoolView]) -> u64 {
 fn table(r: &LoadReport, seed: u64, overspend: u64) {
     let l = &r.latency;
     println!("warden sim --target {} (seed {seed})", r.target);
-    println!("  agents            {} on {} threads, closed loop", r.agents, r.threads);
+    println!(
+        "  agents            {} on {} threads, closed loop",
+        r.agents, r.threads
+    );
     println!(
         "  decisions         {} in {:.1} s = {:.0}/s",
         r.allow + r.deny + r.require_approval + r.halt,
