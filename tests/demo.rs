@@ -156,3 +156,50 @@ fn sim_target_drives_a_real_node_and_reports_rates_and_latency() {
     let _ = node.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sim_serves_prometheus_metrics_while_it_runs() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args([
+            "sim",
+            "--seed",
+            "3",
+            "--agents",
+            "300",
+            "--duration",
+            "24h",
+            "--metrics",
+            "127.0.0.1:0",
+            "--no-shrink",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run warden sim");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("metrics at ").nth(1).map(str::to_string))
+        .expect("the metrics address is printed");
+    // Decisions are counted as the simulation goes: wait (bounded) for some.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = ureq::get(&url)
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        if body.contains("warden_decisions_total") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.contains("warden_decisions_total"), "{body}");
+    assert!(body.contains("warden_halts_total"), "{body}");
+}

@@ -63,6 +63,10 @@ pub struct SimArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the simulation runs (the
+    /// node's metric names: decisions, halts, journal), so Grafana can watch the swarm.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// With --target: threads sending requests.
     #[arg(long, value_name = "N", default_value_t = 8)]
     threads: usize,
@@ -110,6 +114,18 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             json: args.json,
         });
     }
+    // Kept until the run ends: dropping it stops the listener.
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let render = super::node::install_recorder()
+                .ok_or_else(|| anyhow!("a metrics recorder is already installed"))?;
+            let server = warden::adapters::http::metrics_only::serve_metrics(addr, render)
+                .map_err(|e| anyhow!("--metrics {addr}: {e}"))?;
+            eprintln!("warden sim: metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let mut opts = SimOptions::new(scenario, seed);
     opts.agents = args.agents;
     opts.duration_ms = args.duration;

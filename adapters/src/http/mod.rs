@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod conn_limit;
 pub mod error;
+pub mod metrics_only;
 pub mod serve;
 pub mod wire;
 
