@@ -240,20 +240,47 @@ enum Next {
     Approval(StepId, Plan),
 }
 
-/// Registers the agents (each with its behaviour's pool), `threads` registrations at a
-/// time, into `threads` groups. Approvers are not registered: the operator thread plays them.
-/// `live.registered` counts them as they come.
+/// Agents of one behaviour and pool per team: the first is the leader, the others are
+/// registered with it as their `parent` and in their `depends_on`, so a pool's `subtree` or
+/// `dependents` cascade halts a leader's team with it (and the halts carry the cause chain).
+pub const TEAM_SIZE: usize = 8;
+
+/// Each slot's team leader (its own index for a leader): the successive slots of one
+/// behaviour and pool, [`TEAM_SIZE`] at a time.
+fn leaders(slots: &[(Behaviour, Option<String>)]) -> Vec<usize> {
+    let mut seen: HashMap<(Behaviour, Option<String>), (usize, usize)> = HashMap::new();
+    slots
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (leader, count) = seen.entry(key.clone()).or_insert((i, 0));
+            if *count % TEAM_SIZE == 0 {
+                *leader = i;
+            }
+            *count += 1;
+            *leader
+        })
+        .collect()
+}
+
+/// Registers the agents (each with its behaviour's pool and team, leaders first),
+/// `threads` registrations at a time, into `threads` groups. Approvers are not registered:
+/// the operator thread plays them. `live.registered` counts them as they come.
 fn register(opts: &LoadOptions, live: &Live) -> Result<Vec<Vec<Agent>>, LoadError> {
     let operator = Client::new(&opts.base, &opts.operator_token);
     let slots = crate::world::assign(&opts.scenario, opts.agents);
+    let lead = leaders(&slots);
     let root = Rng::new(opts.seed);
     let ids: Vec<String> = (0..slots.len())
         .map(|i| format!("{}-{i:05}", opts.prefix))
         .collect();
     let one = |i: usize, behaviour: Behaviour, pool: Option<String>| -> Result<Agent, LoadError> {
+        let leader = (lead[i] != i).then(|| ids[lead[i]].clone());
         let req = RegisterRequest {
             id: Some(ids[i].clone()),
             pool,
+            parent: leader.clone(),
+            depends_on: leader.into_iter().collect(),
             ..Default::default()
         };
         let view = operator
@@ -277,22 +304,40 @@ fn register(opts: &LoadOptions, live: &Live) -> Result<Vec<Vec<Agent>>, LoadErro
             other: ids[(i + 1) % ids.len()].clone(),
         })
     };
-    let slots: Vec<(usize, Behaviour, Option<String>)> = slots
+    let agents: Vec<(usize, Behaviour, Option<String>)> = slots
         .into_iter()
         .enumerate()
         .filter(|(_, (b, _))| *b != Behaviour::Approver)
         .map(|(i, (b, p))| (i, b, p))
         .collect();
+    let mut groups: Vec<Vec<Agent>> = (0..opts.threads).map(|_| Vec::new()).collect();
+    // Leaders first: a parent must exist before its children are registered.
+    for is_leader in [true, false] {
+        let phase: Vec<_> = agents
+            .iter()
+            .filter(|(i, _, _)| (lead[*i] == *i) == is_leader)
+            .cloned()
+            .collect();
+        let registered = in_parallel(opts.threads, phase, live, &one)?;
+        for (t, mut part) in registered.into_iter().enumerate() {
+            groups[t].append(&mut part);
+        }
+    }
+    Ok(groups)
+}
+
+/// Registers `slots` on `threads` threads (slot k on thread k mod `threads`); each thread's
+/// agents in order. Stops early, without error, once `live.stop` is set.
+fn in_parallel(
+    threads: usize,
+    slots: Vec<(usize, Behaviour, Option<String>)>,
+    live: &Live,
+    one: &(dyn Fn(usize, Behaviour, Option<String>) -> Result<Agent, LoadError> + Sync),
+) -> Result<Vec<Vec<Agent>>, LoadError> {
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..opts.threads)
+        let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let mine: Vec<_> = slots
-                    .iter()
-                    .skip(t)
-                    .step_by(opts.threads)
-                    .cloned()
-                    .collect();
-                let one = &one;
+                let mine: Vec<_> = slots.iter().skip(t).step_by(threads).cloned().collect();
                 s.spawn(move || {
                     mine.into_iter()
                         .take_while(|_| !live.stopped())
@@ -581,6 +626,37 @@ pub fn operator(client: &Client, live: &Live, mut rng: Rng, opts: &LoadOptions, 
         let until = Instant::now() + POLL;
         if !wait_until(until, deadline, live) {
             break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teams_are_consecutive_agents_of_one_behaviour_and_pool_led_by_the_first() {
+        let r = Some("swarm/research".to_string());
+        let mut slots = Vec::new();
+        for i in 0..20 {
+            slots.push((Behaviour::Steady, r.clone()));
+            if i % 2 == 0 {
+                slots.push((Behaviour::Adversary, None));
+            }
+        }
+        let lead = leaders(&slots);
+        let steady: Vec<usize> = (0..slots.len())
+            .filter(|i| slots[*i].0 == Behaviour::Steady)
+            .collect();
+        // The first TEAM_SIZE steady agents follow the first; the next TEAM_SIZE the ninth.
+        assert!(steady[..TEAM_SIZE].iter().all(|i| lead[*i] == steady[0]));
+        assert!(steady[TEAM_SIZE..2 * TEAM_SIZE]
+            .iter()
+            .all(|i| lead[*i] == steady[TEAM_SIZE]));
+        // A leader leads itself; nobody follows an agent of another behaviour or pool.
+        for (i, l) in lead.iter().enumerate() {
+            assert_eq!(slots[i], slots[*l]);
+            assert!(*l <= i);
         }
     }
 }
