@@ -258,8 +258,8 @@ impl<'a> World<'a> {
             let Some((t, ev)) = self.queue.pop() else {
                 break;
             };
-            if self.draining && matches!(ev, Ev::Wake(_)) {
-                continue; // no new steps after the end: the clock does not move for them
+            if self.draining && matches!(ev, Ev::Wake(_) | Ev::Fault(_)) {
+                continue; // no new steps or faults after the end: the clock does not move for them
             }
             self.now = t;
             self.set_clock();
