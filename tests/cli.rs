@@ -20,7 +20,7 @@ fn help_and_version_work() {
     );
     // It describes what the binary does, not what may come later.
     assert!(!text.contains("arrive with"), "{text}");
-    for command in ["node", "agents", "approvals", "policy", "audit"] {
+    for command in ["node", "agents", "approvals", "policy", "audit", "sim"] {
         assert!(
             text.contains(command),
             "{command} missing from --help: {text}"

@@ -258,8 +258,8 @@ impl<'a> World<'a> {
             let Some((t, ev)) = self.queue.pop() else {
                 break;
             };
-            if self.draining && matches!(ev, Ev::Wake(_)) {
-                continue; // no new steps after the end: the clock does not move for them
+            if self.draining && matches!(ev, Ev::Wake(_) | Ev::Fault(_)) {
+                continue; // no new steps or faults after the end: the clock does not move for them
             }
             self.now = t;
             self.set_clock();
@@ -1153,14 +1153,12 @@ pub(crate) fn assign(scenario: &Scenario, total: usize) -> Vec<(Behaviour, Optio
         .iter()
         .map(|m| (m.share as usize * total) / weight as usize)
         .collect();
-    let mut left = total - counts.iter().sum::<usize>();
+    let left = total - counts.iter().sum::<usize>();
     let mut order: Vec<usize> = (0..counts.len()).collect();
     order.sort_by_key(|i| std::cmp::Reverse(scenario.mix[*i].share));
     for i in order.iter().cycle().take(left) {
         counts[*i] += 1;
     }
-    left = 0;
-    let _ = left;
     let mut out = Vec::with_capacity(total);
     let mut given = vec![0usize; counts.len()];
     while out.len() < total {
