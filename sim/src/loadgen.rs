@@ -35,7 +35,7 @@ pub const LATENCY_SAMPLES_MAX: usize = 1 << 20;
 /// Most threads a run may use.
 pub const THREADS_MAX: usize = 256;
 /// How often a parked step's decision is checked, and the operator looks for approvals.
-const POLL: Duration = Duration::from_millis(500);
+pub const POLL: Duration = Duration::from_millis(500);
 /// Longest sleep between checks of the stop flag.
 const NAP: Duration = Duration::from_millis(50);
 
