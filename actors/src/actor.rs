@@ -258,9 +258,23 @@ impl AgentCore {
     /// steps it resolves are kept for whoever asks, but nothing is announced (they were,
     /// when they happened) and nothing is recorded.
     pub fn with_kernel_quiet<R>(&self, f: impl FnOnce(&mut AgentKernel) -> R) -> R {
+        self.with_kernel_quiet_at(None, f)
+    }
+
+    /// [`with_kernel_quiet`](Self::with_kernel_quiet) for re-applying one journal entry:
+    /// the final decisions it resolves carry `seq`, the entry's number (an approval's
+    /// resolution read back after a restart names its entry as it did before).
+    pub fn with_kernel_quiet_at<R>(
+        &self,
+        seq: Option<u64>,
+        f: impl FnOnce(&mut AgentKernel) -> R,
+    ) -> R {
         let mut k = self.kernel.lock();
         let out = f(&mut k);
-        let resolved = k.take_resolutions();
+        let mut resolved = k.take_resolutions();
+        for d in &mut resolved {
+            d.audit_seq = d.audit_seq.or(seq);
+        }
         self.store_resolutions(&resolved);
         out
     }

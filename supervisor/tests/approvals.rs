@@ -645,3 +645,31 @@ fn with_remaining_now(swarm: &Swarm, d: &warden_actors::Decision) -> warden_acto
     }
     d
 }
+
+/// An approval answered before a restart is read back after it naming the same journal
+/// entry (its `audit_seq`), so the answer of a granted step still names what holds it.
+#[tokio::test]
+async fn an_answered_approval_keeps_its_journal_entry_number_across_a_restart() {
+    let dir = temp_dir("approval-seq");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let (swarm, journal, _) = open(&dir, &clock).await;
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
+        .await
+        .unwrap();
+    let parked = a.step(transfer(5_000)).await.unwrap();
+    assert_eq!(parked.decision, Verdict::RequireApproval);
+    let answered = swarm
+        .answer_approval("p1/s-1", ApprovalAnswer::Approve { by: "ops".into() })
+        .unwrap();
+    assert_eq!(answered.decision, Verdict::Allow);
+    assert!(answered.audit_seq.is_some());
+    close(swarm, journal).await;
+
+    let (swarm, journal, _) = open(&dir, &clock).await;
+    let again = final_decision(&swarm, "p1", 1);
+    assert_eq!(again.decision, Verdict::Allow);
+    assert_eq!(again.audit_seq, answered.audit_seq);
+    close(swarm, journal).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

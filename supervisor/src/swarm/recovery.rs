@@ -349,8 +349,10 @@ impl Walk<'_> {
                 self.report.differences.push(difference);
             }
         } else {
+            // An approval's resolution names its entry, as it did when it was answered.
+            let seq = matches!(record, KernelRecord::Approval { .. }).then_some(entry.seq);
             e.core
-                .with_kernel_quiet(|k| k.restore(&record))
+                .with_kernel_quiet_at(seq, |k| k.restore(&record))
                 .map_err(|why| at(entry, format!("agent {agent}: {why}")))?;
         }
         if parks {
