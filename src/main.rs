@@ -23,7 +23,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// node's journal from its data directory (`warden audit verify|query|replay|report`); and
 /// simulates whole swarms from a seed, checking the invariants (`warden sim`).
 ///
-/// To see the library at work without a node: `cargo run --release --example swarm`.
+/// To see warden at work: `warden demo` (a node, about 1,000 simulated agents and a live
+/// view). The library alone: `cargo run --release --example swarm`.
 #[derive(Parser, Debug)]
 #[command(name = "warden", version, about, long_about)]
 struct Cli {
