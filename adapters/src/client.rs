@@ -485,3 +485,89 @@ fn decode<T: DeserializeOwned>(what: &str, v: Value) -> Result<T, ClientError> {
         message: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, Write};
+
+    use super::*;
+
+    /// A one-shot server answering `GET /v1/events` with 200 and then `body`, written in
+    /// pieces of `piece` bytes; returns its base URL.
+    fn serve(body: Vec<u8>, piece: usize) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            let _ = conn.write_all(head.as_bytes());
+            for chunk in body.chunks(piece.max(1)) {
+                if conn.write_all(chunk).and_then(|()| conn.flush()).is_err() {
+                    return;
+                }
+            }
+        });
+        base
+    }
+
+    fn events(body: impl Into<Vec<u8>>, piece: usize) -> Vec<Result<ServerEvent, String>> {
+        let base = serve(body.into(), piece);
+        Client::new(base, "t")
+            .events()
+            .unwrap()
+            .map(|e| e.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn event(name: &str, data: Value) -> Result<ServerEvent, String> {
+        Ok(ServerEvent {
+            name: name.into(),
+            data,
+        })
+    }
+
+    /// Line ends of every kind the standard allows (CRLF, LF, CR alone), also split across
+    /// reads; multi-line data; comments; data that is not JSON; an event name that does not
+    /// outlive an event without data.
+    #[test]
+    fn events_are_read_with_any_line_end() {
+        let body = "event: halt\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n: keep-alive\n\n\
+                    event: x\rdata: {\"b\":2}\r\r\
+                    event: lost\n\ndata: [3]\n\n\
+                    data: not json\n\n\
+                    data: {\"cut\":";
+        let want = vec![
+            event("halt", serde_json::json!({"a": 1})),
+            event("x", serde_json::json!({"b": 2})),
+            event("message", serde_json::json!([3])),
+            event("message", Value::Null),
+        ];
+        for piece in [1, 3, usize::MAX] {
+            assert_eq!(events(body, piece), want, "written {piece} bytes at a time");
+        }
+    }
+
+    /// A hostile server cannot make the client hold more than a bounded amount: not with one
+    /// endless line, nor with endless data lines of one event.
+    #[test]
+    fn an_endless_line_or_event_ends_the_stream_with_an_error() {
+        let endless_line = vec![b'x'; CLIENT_EVENT_LINE_BYTES_MAX + 10];
+        let mut endless_event = Vec::new();
+        while endless_event.len() <= CLIENT_EVENT_LINE_BYTES_MAX + 4096 {
+            endless_event.extend_from_slice(b"data: ");
+            endless_event.extend_from_slice(&[b'y'; 1000]);
+            endless_event.push(b'\n');
+        }
+        for body in [endless_line, endless_event] {
+            let got = events(body, 64 << 10);
+            assert_eq!(got.len(), 1, "{:?}", got.iter().map(|e| e.is_ok()).collect::<Vec<_>>());
+            let err = got[0].as_ref().unwrap_err();
+            assert!(err.contains("longer than"), "{err}");
+        }
+    }
+}
