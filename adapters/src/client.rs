@@ -166,6 +166,7 @@ impl Client {
         let reader = resp.into_body().into_reader();
         Ok(EventStream {
             reader: std::io::BufReader::new(reader),
+            after_cr: false,
             done: false,
         })
     }
@@ -404,35 +405,50 @@ pub struct ServerEvent {
 }
 
 /// A live `/v1/events` stream (SSE, the WHATWG HTML standard's `text/event-stream`):
-/// blocking, one [`ServerEvent`] per `next`; keep-alive comments are skipped. Ends (`None`)
-/// when the node ends the stream; a line over [`CLIENT_EVENT_LINE_BYTES_MAX`] or a broken
-/// connection ends it with one error.
+/// blocking, one [`ServerEvent`] per `next`; keep-alive comments are skipped; lines end with
+/// CRLF, LF or CR. Ends (`None`) when the node ends the stream; a line or an event's data
+/// over [`CLIENT_EVENT_LINE_BYTES_MAX`] or a broken connection ends it with one error.
 pub struct EventStream {
     reader: std::io::BufReader<ureq::BodyReader<'static>>,
+    /// The last line ended with a CR: an LF right after it belongs to that line end.
+    after_cr: bool,
     done: bool,
 }
 
 impl EventStream {
     /// Reads one line without its line end; `None` at the end of the stream.
     fn line(&mut self) -> std::io::Result<Option<String>> {
-        use std::io::{BufRead, Read};
+        use std::io::BufRead;
         let mut buf = Vec::new();
-        let limit = CLIENT_EVENT_LINE_BYTES_MAX as u64 + 2;
-        let n = Read::by_ref(&mut self.reader)
-            .take(limit)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(None);
+        loop {
+            let chunk = self.reader.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned()));
+            }
+            let skip = usize::from(std::mem::take(&mut self.after_cr) && chunk[0] == b'\n');
+            let rest = &chunk[skip..];
+            let end = rest.iter().position(|b| matches!(b, b'\n' | b'\r'));
+            let taken = end.unwrap_or(rest.len());
+            buf.extend_from_slice(&rest[..taken]);
+            if let Some(i) = end {
+                self.after_cr = rest[i] == b'\r';
+            }
+            self.reader.consume(skip + taken + usize::from(end.is_some()));
+            too_long(buf.len(), "an event line")?;
+            if end.is_some() {
+                return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
+            }
         }
-        if buf.last() != Some(&b'\n') && n as u64 >= limit {
-            return Err(std::io::Error::other(format!(
-                "an event line is longer than {CLIENT_EVENT_LINE_BYTES_MAX} bytes"
-            )));
-        }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+}
+
+/// An error once `len` bytes of `what` are over [`CLIENT_EVENT_LINE_BYTES_MAX`].
+fn too_long(len: usize, what: &str) -> std::io::Result<()> {
+    match len > CLIENT_EVENT_LINE_BYTES_MAX {
+        true => Err(std::io::Error::other(format!(
+            "{what} is longer than {CLIENT_EVENT_LINE_BYTES_MAX} bytes"
+        ))),
+        false => Ok(()),
     }
 }
 
@@ -452,6 +468,8 @@ impl Iterator for EventStream {
             };
             if line.is_empty() {
                 if data.is_empty() {
+                    // An event without data is dropped, its name with it.
+                    name = String::from("message");
                     continue;
                 }
                 let data = serde_json::from_str(&data).unwrap_or(Value::Null);
@@ -464,6 +482,10 @@ impl Iterator for EventStream {
                     data.push('\n');
                 }
                 data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                if let Err(e) = too_long(data.len(), "an event's data") {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
         self.done = true;
@@ -558,7 +580,7 @@ mod tests {
     fn an_endless_line_or_event_ends_the_stream_with_an_error() {
         let endless_line = vec![b'x'; CLIENT_EVENT_LINE_BYTES_MAX + 10];
         let mut endless_event = Vec::new();
-        while endless_event.len() <= CLIENT_EVENT_LINE_BYTES_MAX + 4096 {
+        while endless_event.len() <= 2 * CLIENT_EVENT_LINE_BYTES_MAX {
             endless_event.extend_from_slice(b"data: ");
             endless_event.extend_from_slice(&[b'y'; 1000]);
             endless_event.push(b'\n');
