@@ -253,3 +253,26 @@ fn the_demo_refuses_a_data_directory_in_use() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `sim --target` with more agents than a run can hold is refused with a clear message,
+/// exit 2, before anything is allocated for them (it aborted on a failed allocation).
+#[test]
+fn sim_target_refuses_an_agent_count_it_cannot_hold() {
+    let out = run_bounded(
+        &[
+            "sim".as_ref(),
+            "--target".as_ref(),
+            "http://127.0.0.1:1".as_ref(),
+            "--token".as_ref(),
+            "sim-target-operator-token-0123".as_ref(),
+            "--agents".as_ref(),
+            "1000000000000".as_ref(),
+            "--duration".as_ref(),
+            "1s".as_ref(),
+        ],
+        std::time::Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("agents must be"), "{stderr}");
+}
