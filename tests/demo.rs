@@ -241,11 +241,7 @@ fn the_demo_refuses_a_data_directory_in_use() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {stderr}", data.display());
-        assert!(
-            stderr.contains("--data"),
-            "{}: {stderr}",
-            data.display()
-        );
+        assert!(stderr.contains("--data"), "{}: {stderr}", data.display());
     }
     assert!(
         !base.join("node/demo-policy.yaml").exists(),

@@ -433,7 +433,8 @@ impl EventStream {
             if let Some(i) = end {
                 self.after_cr = rest[i] == b'\r';
             }
-            self.reader.consume(skip + taken + usize::from(end.is_some()));
+            self.reader
+                .consume(skip + taken + usize::from(end.is_some()));
             too_long(buf.len(), "an event line")?;
             if end.is_some() {
                 return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
@@ -526,7 +527,8 @@ mod tests {
             while r.read_line(&mut line).unwrap_or(0) > 2 {
                 line.clear();
             }
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
             let _ = conn.write_all(head.as_bytes());
             for chunk in body.chunks(piece.max(1)) {
                 if conn.write_all(chunk).and_then(|()| conn.flush()).is_err() {
@@ -587,7 +589,12 @@ mod tests {
         }
         for body in [endless_line, endless_event] {
             let got = events(body, 64 << 10);
-            assert_eq!(got.len(), 1, "{:?}", got.iter().map(|e| e.is_ok()).collect::<Vec<_>>());
+            assert_eq!(
+                got.len(),
+                1,
+                "{:?}",
+                got.iter().map(|e| e.is_ok()).collect::<Vec<_>>()
+            );
             let err = got[0].as_ref().unwrap_err();
             assert!(err.contains("longer than"), "{err}");
         }

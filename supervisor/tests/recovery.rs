@@ -907,7 +907,10 @@ async fn a_decision_whose_entry_is_refused_is_not_answered_on_the_callers_thread
     journal.submit(EntryKind::Note, 1, b"{}".to_vec()).unwrap();
     let waited = std::time::Instant::now();
     while !store.blocked() {
-        assert!(waited.elapsed() < Duration::from_secs(10), "the writer never synced");
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the writer never synced"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for _ in 0..64 {
