@@ -541,7 +541,7 @@ fn outcome_request(plan: &Plan) -> OutcomeRequest {
     }
 }
 
-/// The simulated operator: looks for pending approvals every [`POLL`], answers each after
+/// The simulated operator: looks for pending approvals every `POLL` (500 ms), answers each after
 /// a delay drawn from `opts.answer_delay_ms` (paced), approving `opts.approve_percent` of
 /// them. Runs until the deadline or a stop.
 pub fn operator(client: &Client, live: &Live, mut rng: Rng, opts: &LoadOptions, deadline: Instant) {
