@@ -203,3 +203,119 @@ fn sim_serves_prometheus_metrics_while_it_runs() {
     assert!(body.contains("warden_decisions_total"), "{body}");
     assert!(body.contains("warden_halts_total"), "{body}");
 }
+
+/// Runs `warden ARGS` on a non-terminal; fails the test if it has not exited within `bound`
+/// (it is killed then).
+fn run_bounded(args: &[&std::ffi::OsStr], bound: std::time::Duration) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run warden");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait for warden").is_none() {
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect warden's output");
+            panic!(
+                "warden {args:?} still ran after {bound:?}:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect warden's output")
+}
+
+/// A load that cannot run (bad `--threads`, agents the node refuses) ends the demo with a
+/// clear error, exit 2, instead of a view that waits forever for a run that never comes.
+#[test]
+fn the_demo_ends_when_its_load_cannot_run() {
+    let data = std::env::temp_dir().join(format!("warden-demo-threads-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    for threads in ["0", "100000"] {
+        let out = run_bounded(
+            &[
+                "demo".as_ref(),
+                "--agents".as_ref(),
+                "5".as_ref(),
+                "--duration".as_ref(),
+                "2s".as_ref(),
+                "--threads".as_ref(),
+                threads.as_ref(),
+                "--data".as_ref(),
+                data.as_os_str(),
+            ],
+            std::time::Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--threads {threads}: {stderr}");
+        assert!(
+            stderr.contains("threads must be 1 to"),
+            "--threads {threads}: {stderr}"
+        );
+        let _ = std::fs::remove_dir_all(&data);
+    }
+}
+
+/// `--data` naming an existing file or a directory that already holds something (another
+/// node's data, an earlier demo's) is refused before anything in it changes: the demo's
+/// node would journal its policy and its agents into someone else's journal.
+#[test]
+fn the_demo_refuses_a_data_directory_in_use() {
+    let base = std::env::temp_dir().join(format!("warden-demo-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("node/journal")).unwrap();
+    let token = base.join("node/operator.token");
+    std::fs::write(&token, "a-node-s-token-0123456789").unwrap();
+    let mut perms = std::fs::metadata(&token).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&token, perms).unwrap();
+    std::fs::write(base.join("file"), "not a directory").unwrap();
+    for data in [base.join("node"), base.join("file")] {
+        let out = run_bounded(
+            &[
+                "demo".as_ref(),
+                "--duration".as_ref(),
+                "2s".as_ref(),
+                "--data".as_ref(),
+                data.as_os_str(),
+            ],
+            std::time::Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", data.display());
+        assert!(stderr.contains("--data"), "{}: {stderr}", data.display());
+    }
+    assert!(
+        !base.join("node/demo-policy.yaml").exists(),
+        "the demo wrote into a node's directory"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// `sim --target` with more agents than a run can hold is refused with a clear message,
+/// exit 2, before anything is allocated for them (it aborted on a failed allocation).
+#[test]
+fn sim_target_refuses_an_agent_count_it_cannot_hold() {
+    let out = run_bounded(
+        &[
+            "sim".as_ref(),
+            "--target".as_ref(),
+            "http://127.0.0.1:1".as_ref(),
+            "--token".as_ref(),
+            "sim-target-operator-token-0123".as_ref(),
+            "--agents".as_ref(),
+            "1000000000000".as_ref(),
+            "--duration".as_ref(),
+            "1s".as_ref(),
+        ],
+        std::time::Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("agents must be"), "{stderr}");
+}

@@ -166,6 +166,7 @@ impl Client {
         let reader = resp.into_body().into_reader();
         Ok(EventStream {
             reader: std::io::BufReader::new(reader),
+            after_cr: false,
             done: false,
         })
     }
@@ -404,35 +405,51 @@ pub struct ServerEvent {
 }
 
 /// A live `/v1/events` stream (SSE, the WHATWG HTML standard's `text/event-stream`):
-/// blocking, one [`ServerEvent`] per `next`; keep-alive comments are skipped. Ends (`None`)
-/// when the node ends the stream; a line over [`CLIENT_EVENT_LINE_BYTES_MAX`] or a broken
-/// connection ends it with one error.
+/// blocking, one [`ServerEvent`] per `next`; keep-alive comments are skipped; lines end with
+/// CRLF, LF or CR. Ends (`None`) when the node ends the stream; a line or an event's data
+/// over [`CLIENT_EVENT_LINE_BYTES_MAX`] or a broken connection ends it with one error.
 pub struct EventStream {
     reader: std::io::BufReader<ureq::BodyReader<'static>>,
+    /// The last line ended with a CR: an LF right after it belongs to that line end.
+    after_cr: bool,
     done: bool,
 }
 
 impl EventStream {
     /// Reads one line without its line end; `None` at the end of the stream.
     fn line(&mut self) -> std::io::Result<Option<String>> {
-        use std::io::{BufRead, Read};
+        use std::io::BufRead;
         let mut buf = Vec::new();
-        let limit = CLIENT_EVENT_LINE_BYTES_MAX as u64 + 2;
-        let n = Read::by_ref(&mut self.reader)
-            .take(limit)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(None);
+        loop {
+            let chunk = self.reader.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned()));
+            }
+            let skip = usize::from(std::mem::take(&mut self.after_cr) && chunk[0] == b'\n');
+            let rest = &chunk[skip..];
+            let end = rest.iter().position(|b| matches!(b, b'\n' | b'\r'));
+            let taken = end.unwrap_or(rest.len());
+            buf.extend_from_slice(&rest[..taken]);
+            if let Some(i) = end {
+                self.after_cr = rest[i] == b'\r';
+            }
+            self.reader
+                .consume(skip + taken + usize::from(end.is_some()));
+            too_long(buf.len(), "an event line")?;
+            if end.is_some() {
+                return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
+            }
         }
-        if buf.last() != Some(&b'\n') && n as u64 >= limit {
-            return Err(std::io::Error::other(format!(
-                "an event line is longer than {CLIENT_EVENT_LINE_BYTES_MAX} bytes"
-            )));
-        }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
+}
+
+/// An error once `len` bytes of `what` are over [`CLIENT_EVENT_LINE_BYTES_MAX`].
+fn too_long(len: usize, what: &str) -> std::io::Result<()> {
+    match len > CLIENT_EVENT_LINE_BYTES_MAX {
+        true => Err(std::io::Error::other(format!(
+            "{what} is longer than {CLIENT_EVENT_LINE_BYTES_MAX} bytes"
+        ))),
+        false => Ok(()),
     }
 }
 
@@ -452,6 +469,8 @@ impl Iterator for EventStream {
             };
             if line.is_empty() {
                 if data.is_empty() {
+                    // An event without data is dropped, its name with it.
+                    name = String::from("message");
                     continue;
                 }
                 let data = serde_json::from_str(&data).unwrap_or(Value::Null);
@@ -464,6 +483,10 @@ impl Iterator for EventStream {
                     data.push('\n');
                 }
                 data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                if let Err(e) = too_long(data.len(), "an event's data") {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
         self.done = true;
@@ -484,4 +507,96 @@ fn decode<T: DeserializeOwned>(what: &str, v: Value) -> Result<T, ClientError> {
         what: what.to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, Write};
+
+    use super::*;
+
+    /// A one-shot server answering `GET /v1/events` with 200 and then `body`, written in
+    /// pieces of `piece` bytes; returns its base URL.
+    fn serve(body: Vec<u8>, piece: usize) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            let _ = conn.write_all(head.as_bytes());
+            for chunk in body.chunks(piece.max(1)) {
+                if conn.write_all(chunk).and_then(|()| conn.flush()).is_err() {
+                    return;
+                }
+            }
+        });
+        base
+    }
+
+    fn events(body: impl Into<Vec<u8>>, piece: usize) -> Vec<Result<ServerEvent, String>> {
+        let base = serve(body.into(), piece);
+        Client::new(base, "t")
+            .events()
+            .unwrap()
+            .map(|e| e.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn event(name: &str, data: Value) -> Result<ServerEvent, String> {
+        Ok(ServerEvent {
+            name: name.into(),
+            data,
+        })
+    }
+
+    /// Line ends of every kind the standard allows (CRLF, LF, CR alone), also split across
+    /// reads; multi-line data; comments; data that is not JSON; an event name that does not
+    /// outlive an event without data.
+    #[test]
+    fn events_are_read_with_any_line_end() {
+        let body = "event: halt\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n: keep-alive\n\n\
+                    event: x\rdata: {\"b\":2}\r\r\
+                    event: lost\n\ndata: [3]\n\n\
+                    data: not json\n\n\
+                    data: {\"cut\":";
+        let want = vec![
+            event("halt", serde_json::json!({"a": 1})),
+            event("x", serde_json::json!({"b": 2})),
+            event("message", serde_json::json!([3])),
+            event("message", Value::Null),
+        ];
+        for piece in [1, 3, usize::MAX] {
+            assert_eq!(events(body, piece), want, "written {piece} bytes at a time");
+        }
+    }
+
+    /// A hostile server cannot make the client hold more than a bounded amount: not with one
+    /// endless line, nor with endless data lines of one event.
+    #[test]
+    fn an_endless_line_or_event_ends_the_stream_with_an_error() {
+        let endless_line = vec![b'x'; CLIENT_EVENT_LINE_BYTES_MAX + 10];
+        let mut endless_event = Vec::new();
+        while endless_event.len() <= 2 * CLIENT_EVENT_LINE_BYTES_MAX {
+            endless_event.extend_from_slice(b"data: ");
+            endless_event.extend_from_slice(&[b'y'; 1000]);
+            endless_event.push(b'\n');
+        }
+        for body in [endless_line, endless_event] {
+            let got = events(body, 64 << 10);
+            assert_eq!(
+                got.len(),
+                1,
+                "{:?}",
+                got.iter().map(|e| e.is_ok()).collect::<Vec<_>>()
+            );
+            let err = got[0].as_ref().unwrap_err();
+            assert!(err.contains("longer than"), "{err}");
+        }
+    }
 }

@@ -119,8 +119,8 @@ pub const WEBHOOK_SECRET_LEN_MIN: usize = 16;
 pub const CLIENT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Largest answer the typed client reads (a full page of agents or journal entries fits).
 pub const CLIENT_ANSWER_BYTES_MAX: u64 = 256 << 20;
-/// Longest line of an event stream the typed client reads (`/v1/events`); a longer one ends
-/// the stream with an error.
+/// Longest line, and longest data of one event (its data lines together), of an event stream
+/// the typed client reads (`/v1/events`); a longer one ends the stream with an error.
 pub const CLIENT_EVENT_LINE_BYTES_MAX: usize = 1 << 20;
 
 const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);

@@ -12,8 +12,8 @@
 //! node's own policy decides (the scenario's policy is not installed).
 //!
 //! Bounds: at most [`LATENCY_SAMPLES_MAX`] latency samples per thread (later ones are
-//! counted, not kept), at most [`THREADS_MAX`] threads, every request under the client's
-//! timeout.
+//! counted, not kept), at most [`THREADS_MAX`] threads and [`AGENTS_MAX`] agents, every
+//! request under the client's timeout.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -34,6 +34,9 @@ use crate::Scenario;
 pub const LATENCY_SAMPLES_MAX: usize = 1 << 20;
 /// Most threads a run may use.
 pub const THREADS_MAX: usize = 256;
+/// Most agents a run may register (a node's design size; each costs the run about a
+/// kilobyte, and its id, behaviour and pool are laid out before the first registration).
+pub const AGENTS_MAX: usize = 1_000_000;
 /// How often a parked step's decision is checked, and the operator looks for approvals.
 pub const POLL: Duration = Duration::from_millis(500);
 /// Longest sleep between checks of the stop flag.
@@ -367,6 +370,12 @@ pub fn run(opts: &LoadOptions, live: Arc<Live>) -> Result<LoadReport, LoadError>
             opts.threads
         )));
     }
+    if opts.agents > AGENTS_MAX {
+        return Err(LoadError::Options(format!(
+            "agents must be at most {AGENTS_MAX}, not {}",
+            opts.agents
+        )));
+    }
     let groups = register(opts, &live)?;
     let agents: usize = groups.iter().map(Vec::len).sum();
     live.active.store(agents as u64, Ordering::Relaxed);
@@ -577,7 +586,7 @@ fn outcome_request(plan: &Plan) -> OutcomeRequest {
     }
 }
 
-/// The simulated operator: looks for pending approvals every [`POLL`], answers each after
+/// The simulated operator: looks for pending approvals every `POLL` (500 ms), answers each after
 /// a delay drawn from `opts.answer_delay_ms` (paced), approving `opts.approve_percent` of
 /// them. Runs until the deadline or a stop.
 pub fn operator(client: &Client, live: &Live, mut rng: Rng, opts: &LoadOptions, deadline: Instant) {

@@ -123,8 +123,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.speed.is_finite() && args.speed > 0.0 && args.speed <= 1000.0,
         "--speed must be above 0 and at most 1000"
     );
+    anyhow::ensure!(
+        (1..=loadgen::THREADS_MAX).contains(&args.threads),
+        "--threads must be 1 to {}",
+        loadgen::THREADS_MAX
+    );
     let data = match args.data {
-        Some(d) => d,
+        Some(d) => unused_dir(d)?,
         None => fresh_dir()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -182,7 +187,13 @@ fn drive(
     let _ = ctrlc_stop(stop_on_signal);
     read_events(client, &demo.board, &demo.live);
     std::thread::scope(|s| {
-        let load = s.spawn(|| loadgen::run(opts, Arc::clone(&demo.live)));
+        let load = s.spawn(|| {
+            let report = loadgen::run(opts, Arc::clone(&demo.live));
+            // However the load ends (its duration, a refused registration, bad options),
+            // the view ends with it.
+            demo.live.stop.store(true, Ordering::Relaxed);
+            report
+        });
         let poll = s.spawn(|| poll_pools(client, demo));
         let shown = if terminal {
             super::demo_view::show(demo)
@@ -208,6 +219,22 @@ fn fresh_dir() -> anyhow::Result<PathBuf> {
         .as_secs();
     let dir = std::env::temp_dir().join(format!("warden-demo-{stamp}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `--data` as given, if it is new or an empty directory: the demo's node journals its own
+/// policy and agents there, which must never land in another node's journal.
+fn unused_dir(dir: PathBuf) -> anyhow::Result<PathBuf> {
+    let in_use = match std::fs::read_dir(&dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => true,
+    };
+    anyhow::ensure!(
+        !in_use,
+        "--data {} must be a new or empty directory (the demo makes its own node there)",
+        dir.display()
+    );
     Ok(dir)
 }
 

@@ -781,3 +781,156 @@ async fn a_decision_on_the_callers_thread_is_journaled_before_it_is_answered() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store whose segment syncs block while its gate is closed: holds the journal's writer
+/// mid-group, so entries pile up in its queue.
+#[derive(Clone, Debug, Default)]
+struct GatedStorage {
+    inner: warden_supervisor::journal::MemStorage,
+    /// (closed, writers blocked now).
+    gate: Arc<(std::sync::Mutex<(bool, usize)>, std::sync::Condvar)>,
+}
+
+impl GatedStorage {
+    fn close(&self) {
+        self.gate.0.lock().unwrap().0 = true;
+    }
+
+    fn open(&self) {
+        self.gate.0.lock().unwrap().0 = false;
+        self.gate.1.notify_all();
+    }
+
+    fn blocked(&self) -> bool {
+        self.gate.0.lock().unwrap().1 > 0
+    }
+
+    fn wrap(
+        &self,
+        s: Box<dyn warden_supervisor::journal::SegmentWriter>,
+    ) -> Box<dyn warden_supervisor::journal::SegmentWriter> {
+        Box::new(GatedSegment {
+            inner: s,
+            gate: Arc::clone(&self.gate),
+        })
+    }
+}
+
+struct GatedSegment {
+    inner: Box<dyn warden_supervisor::journal::SegmentWriter>,
+    gate: Arc<(std::sync::Mutex<(bool, usize)>, std::sync::Condvar)>,
+}
+
+impl warden_supervisor::journal::SegmentWriter for GatedSegment {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.append(bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        let mut g = self.gate.0.lock().unwrap();
+        g.1 += 1;
+        while g.0 {
+            g = self.gate.1.wait(g).unwrap();
+        }
+        g.1 -= 1;
+        drop(g);
+        self.inner.sync()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn size_bytes(&self) -> std::io::Result<u64> {
+        self.inner.size_bytes()
+    }
+}
+
+impl warden_supervisor::journal::Storage for GatedStorage {
+    fn location(&self) -> std::path::PathBuf {
+        self.inner.location()
+    }
+    fn lock(&self) -> std::io::Result<Box<dyn Send>> {
+        self.inner.lock()
+    }
+    fn segments(&self) -> std::io::Result<Vec<u64>> {
+        self.inner.segments()
+    }
+    fn read(&self, first_seq: u64) -> std::io::Result<Vec<u8>> {
+        self.inner.read(first_seq)
+    }
+    fn size_bytes(&self, first_seq: u64) -> std::io::Result<u64> {
+        self.inner.size_bytes(first_seq)
+    }
+    fn create(
+        &self,
+        first_seq: u64,
+        header: &[u8],
+    ) -> std::io::Result<Box<dyn warden_supervisor::journal::SegmentWriter>> {
+        Ok(self.wrap(self.inner.create(first_seq, header)?))
+    }
+    fn open(
+        &self,
+        first_seq: u64,
+    ) -> std::io::Result<Box<dyn warden_supervisor::journal::SegmentWriter>> {
+        Ok(self.wrap(self.inner.open(first_seq)?))
+    }
+    fn remove(&self, first_seq: u64) -> std::io::Result<()> {
+        self.inner.remove(first_seq)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.inner.sync_dir()
+    }
+}
+
+/// `step_here` on an agent with no record yet (just registered, or just recovered): if its
+/// decision's entry is refused (here: the journal's queue is full, so the submit itself
+/// fails the journal), the step must be refused, never answered as an allow that the
+/// journal does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_whose_entry_is_refused_is_not_answered_on_the_callers_thread() {
+    use warden_supervisor::journal::EntryKind;
+    let store = GatedStorage::default();
+    let mut cfg = JournalConfig::new("gated");
+    cfg.queue = 64;
+    let (journal, _) = Journal::open_in(Arc::new(store.clone()), cfg, |_| {}).unwrap();
+    let swarm = Swarm::builder()
+        .policy_set(PolicySet::parse(POLICY).unwrap())
+        .build()
+        .await
+        .unwrap();
+    swarm.attach_journal(journal.clone(), Some(POLICY)).unwrap();
+    let id = AgentId::new("a0").unwrap();
+    let h = swarm
+        .spawn_agent(AgentSpec::new(id.clone()).pool("swarm/a"))
+        .await
+        .unwrap();
+    // The writer blocks syncing one entry; the queue fills up behind it.
+    store.close();
+    journal.submit(EntryKind::Note, 1, b"{}".to_vec()).unwrap();
+    let waited = std::time::Instant::now();
+    while !store.blocked() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the writer never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..64 {
+        journal.submit(EntryKind::Note, 1, b"{}".to_vec()).unwrap();
+    }
+    assert!(swarm.journal_failure().is_none());
+    let step = warden_actors::Step::builder("work", ActionClass::Read)
+        .tokens(100)
+        .build()
+        .unwrap();
+    let answer = h.step_here(&step).await;
+    store.open();
+    assert!(
+        swarm.journal_failure().is_some(),
+        "the refused entry fails the journal"
+    );
+    assert!(
+        answer.is_err(),
+        "a decision the journal refused was answered: {answer:?}"
+    );
+    swarm.shutdown().await;
+    journal.shutdown().await;
+}

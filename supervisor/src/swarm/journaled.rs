@@ -193,17 +193,19 @@ impl SwarmInner {
         }
     }
 
-    /// Waits until entry `seq` and every one before it is durable (no-op without a journal,
-    /// or for 0: nothing recorded). Fails if the journal has failed.
+    /// Waits until entry `seq` and every one before it is durable (no-op without a journal;
+    /// for 0, nothing recorded, only the failure check). Fails if the journal has failed,
+    /// even for 0: a record that was refused left no number to wait for.
     pub(super) async fn durable_through(&self, seq: u64) -> Result<(), String> {
-        match self.journal.get() {
-            Some((journal, _)) if seq > 0 => {
-                if let Some(why) = journal.failure() {
-                    return Err(why);
-                }
-                journal.wait_durable(seq).await.map_err(|e| e.to_string())
-            }
-            _ => Ok(()),
+        let Some((journal, _)) = self.journal.get() else {
+            return Ok(());
+        };
+        if let Some(why) = journal.failure() {
+            return Err(why);
+        }
+        match seq {
+            0 => Ok(()),
+            _ => journal.wait_durable(seq).await.map_err(|e| e.to_string()),
         }
     }
 }
