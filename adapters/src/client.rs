@@ -28,7 +28,10 @@ use crate::http::wire::{
     AgentPage, AgentView, AnswerRequest, ApprovalView, AuditPage, DecisionView, OutcomeRequest,
     OutcomeView, PolicyVersionView, PoolView, ReasonRequest, RegisterRequest,
 };
-use crate::limits::{CLIENT_ANSWER_BYTES_MAX, CLIENT_EVENT_LINE_BYTES_MAX, CLIENT_TIMEOUT_DEFAULT};
+use crate::limits::{
+    CLIENT_ANSWER_BYTES_MAX, CLIENT_EVENT_LINE_BYTES_MAX, CLIENT_IDLE_CONNECTIONS_MAX,
+    CLIENT_TIMEOUT_DEFAULT,
+};
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +113,10 @@ impl Client {
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            // Clones share the pool: a load generator's threads each keep their connection
+            // (ureq keeps 3 per host by default, so more threads would reconnect per request).
+            .max_idle_connections(CLIENT_IDLE_CONNECTIONS_MAX)
+            .max_idle_connections_per_host(CLIENT_IDLE_CONNECTIONS_MAX)
             .build()
             .into();
         Self {

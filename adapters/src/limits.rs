@@ -122,6 +122,9 @@ pub const CLIENT_ANSWER_BYTES_MAX: u64 = 256 << 20;
 /// Longest line, and longest data of one event (its data lines together), of an event stream
 /// the typed client reads (`/v1/events`); a longer one ends the stream with an error.
 pub const CLIENT_EVENT_LINE_BYTES_MAX: usize = 1 << 20;
+/// Idle connections the typed client keeps open (all hosts, and per host): one per thread
+/// of a load generator up to this many threads.
+pub const CLIENT_IDLE_CONNECTIONS_MAX: usize = 64;
 
 const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);
 const _: () = assert!(REQUEST_TIMEOUT_MS_MIN <= REQUEST_TIMEOUT_MS_DEFAULT);
