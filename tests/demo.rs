@@ -319,3 +319,19 @@ fn sim_target_refuses_an_agent_count_it_cannot_hold() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("agents must be"), "{stderr}");
 }
+
+#[test]
+fn sim_refuses_an_agent_count_outside_its_bounds_before_running() {
+    for n in ["0", "1000001", "1000000000000"] {
+        let out = Command::new(BIN)
+            .args(["sim", "--agents", n, "--duration", "1s", "--seed", "1"])
+            .output()
+            .expect("run warden sim");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--agents {n}: {stderr}");
+        assert!(
+            stderr.contains("--agents must be 1 to 1000000"),
+            "--agents {n}: {stderr}"
+        );
+    }
+}

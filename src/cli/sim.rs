@@ -90,6 +90,10 @@ pub(crate) fn random_seed() -> u64 {
 
 /// Runs `warden sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let max = warden::sim::loadgen::AGENTS_MAX;
+    if let Some(n) = args.agents.filter(|n| !(1..=max).contains(n)) {
+        bail!("--agents must be 1 to {max}, not {n}");
+    }
     let scenario = Scenario::load(&args.scenario).map_err(|e| anyhow!("{e}"))?;
     let seed = args.seed.unwrap_or_else(|| {
         let s = random_seed();
