@@ -60,8 +60,8 @@ pub struct DemoArgs {
     /// The node's address (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     listen: SocketAddr,
-    /// The node's data directory (default: a new directory under the system's temporary
-    /// directory, kept afterwards).
+    /// The node's data directory, new or empty (default: a new directory under the system's
+    /// temporary directory); kept afterwards for `warden audit`.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
 }
