@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use warden_actors::{RawUsage, StepId, Verdict};
 use warden_adapters::client::{Client, ClientError};
-use warden_adapters::http::wire::{AnswerRequest, DecisionView, OutcomeRequest, RegisterRequest};
+use warden_adapters::http::wire::{
+    AnswerRequest, DecisionView, OutcomeRequest, PoolView, RegisterRequest,
+};
 
 use crate::behaviour::{Behaviour, Model, Plan};
 use crate::rng::Rng;
@@ -570,6 +572,22 @@ fn ask(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
         Verdict::Deny if agent.model.gave_up() => None,
         Verdict::Halt | Verdict::Deny => Some(next_ask(agent)),
     }
+}
+
+/// Σ over pools and dimensions of what is spent beyond the limit (must be 0).
+pub fn overspend(pools: &[PoolView]) -> u64 {
+    pools
+        .iter()
+        .flat_map(|p| {
+            p.limits.iter().map(|(dim, limit)| {
+                p.spent
+                    .get(dim)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(*limit)
+            })
+        })
+        .sum()
 }
 
 /// The outcome a plan reports, as the API's request.

@@ -84,6 +84,17 @@ pub struct Board {
     pub missed: u64,
 }
 
+impl Board {
+    /// `kind n, kind n, ...`, or `none`.
+    pub fn halts_by_kind(&self) -> String {
+        if self.halts.is_empty() {
+            return "none".into();
+        }
+        let each: Vec<String> = self.halts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        each.join(", ")
+    }
+}
+
 /// Everything the view needs.
 pub struct Demo {
     /// The node's base URL.
@@ -391,7 +402,6 @@ pub fn status_line(demo: &Demo) -> String {
     let live = &demo.live;
     let d = |i: usize| live.decisions[i].load(Ordering::Relaxed);
     let b = demo.board.lock().map(|b| {
-        let halts: Vec<String> = b.halts.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let rate = b.rate.back().copied().unwrap_or(0);
         let waiting = b.approvals.0.saturating_sub(b.approvals.1);
         let pools: Vec<String> = b
@@ -399,7 +409,7 @@ pub fn status_line(demo: &Demo) -> String {
             .iter()
             .filter_map(|p| Some(format!("{} {}%", p.path, pool_percent(p)?)))
             .collect();
-        (halts.join(", "), rate, waiting, pools.join(" "))
+        (b.halts_by_kind(), rate, waiting, pools.join(" "))
     });
     let (halts, rate, waiting, pools) = b.unwrap_or_default();
     let registered = live.registered.load(Ordering::Relaxed);
@@ -417,7 +427,7 @@ pub fn status_line(demo: &Demo) -> String {
         d(1),
         d(2),
         d(3),
-        if halts.is_empty() { "none".into() } else { halts },
+        halts,
         live.errors.load(Ordering::Relaxed)
     )
 }
@@ -460,15 +470,7 @@ fn summary(demo: &Demo, r: &LoadReport, pools: &[PoolView]) {
         l.p50_us, l.p90_us, l.p99_us, l.max_us
     );
     if let Ok(b) = demo.board.lock() {
-        let halts: Vec<String> = b.halts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!(
-            "  halts by kind: {}",
-            if halts.is_empty() {
-                "none".into()
-            } else {
-                halts.join(", ")
-            }
-        );
+        println!("  halts by kind: {}", b.halts_by_kind());
         let answered = (
             demo.live.answered[0].load(Ordering::Relaxed),
             demo.live.answered[1].load(Ordering::Relaxed),
@@ -478,7 +480,6 @@ fn summary(demo: &Demo, r: &LoadReport, pools: &[PoolView]) {
             b.approvals.0, b.approvals.1, answered.0, answered.1
         );
     }
-    let mut overspend = 0u64;
     println!("  pools (spent / limit):");
     for p in pools {
         let dims: Vec<String> = p
@@ -486,13 +487,12 @@ fn summary(demo: &Demo, r: &LoadReport, pools: &[PoolView]) {
             .iter()
             .map(|(dim, limit)| {
                 let spent = p.spent.get(dim).copied().unwrap_or(0);
-                overspend += spent.saturating_sub(*limit);
                 format!("{dim} {spent} / {limit}")
             })
             .collect();
         println!("    {:<18} {}", p.path, dims.join(", "));
     }
-    println!("  overspend: {overspend} (must be 0)");
+    println!("  overspend: {} (must be 0)", loadgen::overspend(pools));
     let dir = demo.data.display();
     println!("  journal: {dir}/journal");
     println!("  next: warden audit verify {dir}    warden audit report {dir}");

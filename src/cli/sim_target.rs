@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use warden::adapters::client::Client;
-use warden::adapters::http::wire::PoolView;
 use warden::sim::loadgen::{self, Live, LoadOptions, LoadReport, Pace};
 use warden::sim::Scenario;
 
@@ -56,7 +55,7 @@ pub fn run(t: Target) -> anyhow::Result<ExitCode> {
     let _ = progress.join();
     let report = report?;
     let pools = Client::new(&opts.base, &opts.operator_token).pools()?;
-    let overspend = overspend(&pools);
+    let overspend = loadgen::overspend(&pools);
     if t.json {
         let mut v = serde_json::to_value(&report)?;
         v["seed"] = t.seed.into();
@@ -95,22 +94,6 @@ fn progress(live: Arc<Live>, agents: usize) -> std::thread::JoinHandle<()> {
             last = now;
         }
     })
-}
-
-/// Σ over pools and dimensions of what is spent beyond the limit (must be 0).
-fn overspend(pools: &[PoolView]) -> u64 {
-    pools
-        .iter()
-        .flat_map(|p| {
-            p.limits.iter().map(|(dim, limit)| {
-                p.spent
-                    .get(dim)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(*limit)
-            })
-        })
-        .sum()
 }
 
 fn table(r: &LoadReport, seed: u64, overspend: u64) {

@@ -88,7 +88,7 @@ impl AgentHandle {
     where
         T: Send + 'static,
     {
-        if let Some(why) = self.inner.journal.get().and_then(|(j, _)| j.failure()) {
+        if let Some(why) = self.inner.journal_failure() {
             return Err(AgentError::Journal(why));
         }
         let mut request = request;
@@ -230,7 +230,7 @@ impl AgentHandle {
     /// proxied call is decided on the HTTP worker that carries it. A failed journal refuses
     /// the step before it is decided, as [`step`](Self::step) does.
     pub async fn step_here(&self, step: &Step) -> Result<Decision, AgentError> {
-        if let Some(why) = self.inner.journal.get().and_then(|(j, _)| j.failure()) {
+        if let Some(why) = self.inner.journal_failure() {
             return Err(AgentError::Journal(why));
         }
         let decision = self.step_inline(step);

@@ -64,7 +64,7 @@ impl Swarm {
 
     /// Why the journal stopped taking entries, if it did (the node then fails closed).
     pub fn journal_failure(&self) -> Option<String> {
-        self.inner.journal.get().and_then(|(j, _)| j.failure())
+        self.inner.journal_failure()
     }
 
     /// Writes a snapshot of the whole state into the journal ([`SnapshotItem`]), starting a
@@ -175,6 +175,11 @@ fn encode_item(journal: &Journal, item: &SnapshotItem) -> Result<Vec<u8>, SwarmE
 }
 
 impl SwarmInner {
+    /// Why the attached journal stopped taking entries, if it did (`None` without one).
+    pub(super) fn journal_failure(&self) -> Option<String> {
+        self.journal.get().and_then(|(j, _)| j.failure())
+    }
+
     /// Journals a swarm-level fact (no-op without a journal). A note that cannot be journaled
     /// fails the journal.
     pub(super) fn note(&self, note: &Note) {
