@@ -8,7 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod escrow;
+pub mod halts;
+pub mod heads;
 pub mod members;
+pub mod policy;
+pub mod registry;
 
 pub use escrow::{Ask, Escrow, EscrowError, Grant};
 pub use members::{Members, MembersError, NodeIx};
