@@ -58,9 +58,12 @@ pub struct Versioned<T> {
     pub value: T,
 }
 
-impl<T: Clone> Versioned<T> {
+impl<T: Clone + Ord> Versioned<T> {
+    /// The higher `(version, value)` wins: a total order, so merge is a join even when a
+    /// writer that restarted without its last version reused one with another value (the
+    /// writer's next change, one version up, then wins everywhere).
     fn merge(&mut self, other: &Self) -> bool {
-        if other.version > self.version {
+        if (other.version, &other.value) > (self.version, &self.value) {
             *self = other.clone();
             true
         } else {
@@ -75,7 +78,7 @@ impl<T: Clone> Versioned<T> {
 }
 
 /// What a node asks of the others for one pool dimension.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Ask {
     /// Its recent demand, units per second (an exponentially weighted rate).
     pub demand_per_s: u64,
@@ -88,7 +91,7 @@ pub struct Ask {
 }
 
 /// A cap granted by a node's heir.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Grant {
     /// Bumped by each reclamation: a holder that sees a new epoch knows it was fenced.
     pub epoch: u32,
@@ -253,6 +256,29 @@ impl Escrow {
         ceiling.saturating_sub(self.outflow(i))
     }
 
+    /// The most `i` may hold reserved or spent: `min(cap, inflow − reclaimed) − given` (the
+    /// ledger's limit for this pool dimension on node `i`; `room = ceiling − used`).
+    pub fn ceiling(&self, i: NodeIx) -> u64 {
+        let top = self
+            .grant(i)
+            .cap
+            .min(self.inflow(i).saturating_sub(self.reclaimed(i)));
+        clamp(u128::from(top).saturating_sub(self.given(i)))
+    }
+
+    /// Whether a state read from a peer has this pool dimension's shape (member count, limit,
+    /// square matrix): anything else is refused before merging.
+    pub fn same_shape(&self, other: &Escrow) -> bool {
+        let n = self.members();
+        other.limit == self.limit
+            && other.used.len() == n
+            && other.asks.len() == n
+            && other.grants.len() == n
+            && other.reclaimed.len() == n
+            && other.transfers.len() == n
+            && other.transfers.iter().all(|row| row.len() == n)
+    }
+
     /// Records what `me` holds reserved or spent now (its ledger's `reserved + spent`).
     /// Returns whether it changed.
     pub fn set_used(&mut self, me: NodeIx, used: u64) -> bool {
@@ -355,9 +381,16 @@ impl Escrow {
     /// The transfer `me` should make now to move rights where demand is: every node's target
     /// is its share of all free rights in proportion to its demand (plus an equal base, so idle
     /// nodes keep some), raised to what it asked for when going offline. `me` gives the
-    /// neediest node at most its own surplus, and only when both the surplus and the need are
-    /// at least `min_transfer` and a quarter of the targets (hysteresis: no ping-pong).
-    pub fn rebalance(&self, me: NodeIx, min_transfer: u64) -> Option<(NodeIx, u64)> {
+    /// neediest node that `reachable` accepts at most its own surplus and no more than the
+    /// receiver can use under the cap it holds or asked for, and only when both the surplus
+    /// and the need are at least `min_transfer` and a quarter of the targets (hysteresis: no
+    /// ping-pong).
+    pub fn rebalance(
+        &self,
+        me: NodeIx,
+        min_transfer: u64,
+        reachable: impl Fn(NodeIx) -> bool,
+    ) -> Option<(NodeIx, u64)> {
         let n = self.members();
         let free: Vec<u128> = (0..n as NodeIx)
             .map(|i| u128::from(self.available(i)))
@@ -382,14 +415,23 @@ impl Escrow {
                 rest * weight(i) / weight_sum
             }
         };
+        // What `j` could use of more rights: up to the cap it has or asked for.
+        let usable = |j: NodeIx| -> u128 {
+            let cap = self.grant(j).cap.max(self.ask(j).want_cap);
+            let held = self.inflow(j).saturating_sub(self.reclaimed(j));
+            u128::from(cap.saturating_sub(held))
+        };
         let me_ix = usize::from(me);
         if self.ask(me).want_rights > 0 {
             return None; // going offline: keep everything
         }
         let surplus = free[me_ix].saturating_sub(target(me_ix));
         let (neediest, need) = (0..n)
-            .filter(|&j| j != me_ix)
-            .map(|j| (j, target(j).saturating_sub(free[j])))
+            .filter(|&j| j != me_ix && reachable(j as NodeIx))
+            .map(|j| {
+                let need = target(j).saturating_sub(free[j]);
+                (j, need.min(usable(j as NodeIx)))
+            })
             .max_by_key(|&(j, need)| (need, std::cmp::Reverse(j)))?;
         let amount = surplus.min(need);
         let threshold = u128::from(min_transfer).max(target(neediest) / 4);

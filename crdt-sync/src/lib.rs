@@ -13,9 +13,13 @@ pub mod heads;
 pub mod members;
 pub mod policy;
 pub mod registry;
+pub mod replica;
+pub mod wire;
 
 pub use escrow::{Ask, Escrow, EscrowError, Grant};
 pub use members::{Members, MembersError, NodeIx};
+pub use replica::{LocalLedger, Output, Replica, SyncConfig, SyncEvent};
+pub use wire::{Item, Message};
 
 /// The version of the replication wire format this build speaks (none is defined yet).
 pub const WIRE_VERSION: u16 = 0;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::members::NodeIx;
 
 /// Most bytes of policy text replicated (a larger policy stays local, with a log line).
-pub const MAX_POLICY_TEXT_BYTES: usize = 512 * 1024;
+pub const MAX_POLICY_TEXT_BYTES: usize = 128 * 1024;
 
 /// One policy version as written by a node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

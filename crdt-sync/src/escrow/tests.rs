@@ -87,18 +87,19 @@ fn rebalancing_gives_the_surplus_to_the_node_with_demand() {
         2,
         Ask {
             demand_per_s: 100,
+            want_cap: 3_000,
             ..Ask::default()
         },
     );
-    let (to, amount) = e.rebalance(0, 1).unwrap();
+    let (to, amount) = e.rebalance(0, 1, |_| true).unwrap();
     assert_eq!(to, 2);
     assert!(amount > 500 && amount <= 1_000, "{amount}");
     e.transfer(0, to, amount).unwrap();
     // Node 1 has the same surplus and gives too, but node 0 has nothing left to give.
-    assert!(e.rebalance(0, 1).is_none());
+    assert!(e.rebalance(0, 1, |_| true).is_none());
     // Nobody asks for anything: no ping-pong.
     let idle = Escrow::new(3_000, 3, 1000);
-    assert!((0..3).all(|i| idle.rebalance(i, 1).is_none()));
+    assert!((0..3).all(|i| idle.rebalance(i, 1, |_| true).is_none()));
 }
 
 #[test]
@@ -108,13 +109,14 @@ fn a_node_preparing_to_go_offline_gets_the_rights_it_wants() {
         0,
         Ask {
             want_rights: 2_000,
+            want_cap: u64::MAX,
             ..Ask::default()
         },
     );
-    let (to, amount) = e.rebalance(1, 1).unwrap();
+    let (to, amount) = e.rebalance(1, 1, |_| true).unwrap();
     assert_eq!((to, amount), (0, 500));
     assert!(
-        e.rebalance(0, 1).is_none(),
+        e.rebalance(0, 1, |_| true).is_none(),
         "the one going offline keeps all"
     );
 }
@@ -208,7 +210,7 @@ impl Cluster {
             }
             Op::Rebalance(i) => {
                 let v = &mut self.views[usize::from(i)];
-                if let Some((to, a)) = v.rebalance(i.into(), 1) {
+                if let Some((to, a)) = v.rebalance(i.into(), 1, |_| true) {
                     v.transfer(i.into(), to, a).unwrap();
                 }
             }
