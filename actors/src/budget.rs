@@ -320,6 +320,17 @@ impl Limits {
         self
     }
 
+    /// Sets (or, with `None`, removes) a custom-dimension limit.
+    pub fn with_custom_opt(mut self, dim: CustomDim, limit: Option<u64>) -> Self {
+        match limit {
+            Some(l) => self.with_custom(dim, l),
+            None => {
+                self.custom.retain(|(d, _)| *d != dim);
+                self
+            }
+        }
+    }
+
     /// The limit of one built-in dimension.
     pub fn get(&self, dim: LedgerDim) -> Option<u64> {
         self.builtin[dim as usize]

@@ -49,8 +49,12 @@ pub struct Shortfall {
     /// What would be left once every open reservation is released (limit - spent): zero means
     /// the dimension is used up for good.
     pub unspent: u64,
-    /// The account's limit in the dimension (0: the dimension is not granted at all).
+    /// The account's limit in the dimension (0: the dimension is not granted at all), or its
+    /// escrow ceiling when that is lower.
     pub limit: u64,
+    /// Whether the escrow ceiling of a replicated pool is what was short (this node's rights,
+    /// not the pool: rule `escrow.exhausted`).
+    pub escrow: bool,
 }
 
 /// Which dimensions a reservation is *billed in* beyond what it asks for: a dimension it is
@@ -145,14 +149,81 @@ impl Remaining {
 #[derive(Debug)]
 struct AccountState {
     limits: Limits,
+    /// The escrow ceilings of a pool replicated between nodes: the rights this node holds
+    /// ([`Account::set_ceiling`]); `UNLIMITED` elsewhere. A reservation fits under both.
+    ceilings: Limits,
     spent: Amounts,
     reserved: Amounts,
     overrun: Amounts,
 }
 
+fn tighter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+fn builtin(dim: &Dimension) -> Option<LedgerDim> {
+    match dim {
+        Dimension::Steps => Some(LedgerDim::Steps),
+        Dimension::Tokens => Some(LedgerDim::Tokens),
+        Dimension::CostUsd => Some(LedgerDim::CostMicroUsd),
+        Dimension::Risk => Some(LedgerDim::RiskMicro),
+        _ => None,
+    }
+}
+
 impl AccountState {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ceilings: Limits::UNLIMITED,
+            spent: Amounts::ZERO,
+            reserved: Amounts::ZERO,
+            overrun: Amounts::ZERO,
+        }
+    }
+
+    /// The binding bound of a built-in dimension: the limit or the escrow ceiling.
+    fn bound(&self, dim: LedgerDim) -> Option<u64> {
+        tighter(self.limits.get(dim), self.ceilings.get(dim))
+    }
+
+    fn bound_custom(&self, dim: &CustomDim) -> Option<u64> {
+        tighter(self.limits.custom(dim), self.ceilings.custom(dim))
+    }
+
+    fn bound_of(&self, dim: &Dimension) -> Option<u64> {
+        match (dim, builtin(dim)) {
+            (_, Some(d)) => self.bound(d),
+            (Dimension::Custom(c), None) => self.bound_custom(c),
+            _ => None,
+        }
+    }
+
+    /// Whether the escrow ceiling, not the limit, is what binds `dim`.
+    fn escrow_binds(&self, dim: &Dimension) -> bool {
+        let (limit, ceiling) = match (dim, builtin(dim)) {
+            (_, Some(d)) => (self.limits.get(d), self.ceilings.get(d)),
+            (Dimension::Custom(c), None) => (self.limits.custom(c), self.ceilings.custom(c)),
+            _ => (None, None),
+        };
+        ceiling.is_some_and(|c| limit.is_none_or(|l| c < l))
+    }
+
+    fn used_of(&self, dim: &Dimension) -> u64 {
+        match (dim, builtin(dim)) {
+            (_, Some(d)) => self.spent.get(d).saturating_add(self.reserved.get(d)),
+            (Dimension::Custom(c), None) => {
+                self.spent.custom(c).saturating_add(self.reserved.custom(c))
+            }
+            _ => 0,
+        }
+    }
+
     fn available(&self, dim: LedgerDim) -> u64 {
-        match self.limits.get(dim) {
+        match self.bound(dim) {
             None => u64::MAX,
             Some(limit) => limit
                 .saturating_sub(self.spent.get(dim))
@@ -161,38 +232,21 @@ impl AccountState {
     }
 
     fn unspent(&self, dim: &Dimension) -> u64 {
-        match dim {
-            Dimension::Custom(c) => self
-                .limits
-                .custom(c)
-                .map_or(u64::MAX, |l| l.saturating_sub(self.spent.custom(c))),
-            other => {
-                let d = match other {
-                    Dimension::Steps => LedgerDim::Steps,
-                    Dimension::Tokens => LedgerDim::Tokens,
-                    Dimension::CostUsd => LedgerDim::CostMicroUsd,
-                    _ => LedgerDim::RiskMicro,
-                };
-                self.limits
-                    .get(d)
-                    .map_or(u64::MAX, |l| l.saturating_sub(self.spent.get(d)))
-            }
-        }
+        let spent = match (dim, builtin(dim)) {
+            (_, Some(d)) => self.spent.get(d),
+            (Dimension::Custom(c), None) => self.spent.custom(c),
+            _ => 0,
+        };
+        self.bound_of(dim)
+            .map_or(u64::MAX, |l| l.saturating_sub(spent))
     }
 
     fn limit_of(&self, dim: &Dimension) -> u64 {
-        match dim {
-            Dimension::Custom(c) => self.limits.custom(c),
-            Dimension::Steps => self.limits.get(LedgerDim::Steps),
-            Dimension::Tokens => self.limits.get(LedgerDim::Tokens),
-            Dimension::CostUsd => self.limits.get(LedgerDim::CostMicroUsd),
-            _ => self.limits.get(LedgerDim::RiskMicro),
-        }
-        .unwrap_or(u64::MAX)
+        self.bound_of(dim).unwrap_or(u64::MAX)
     }
 
     fn available_custom(&self, dim: &CustomDim) -> u64 {
-        match self.limits.custom(dim) {
+        match self.bound_custom(dim) {
             None => u64::MAX,
             Some(limit) => limit
                 .saturating_sub(self.spent.custom(dim))
@@ -294,12 +348,7 @@ impl Account {
             name: name.into(),
             depth: 0,
             parent: None,
-            state: Mutex::new(AccountState {
-                limits,
-                spent: Amounts::ZERO,
-                reserved: Amounts::ZERO,
-                overrun: Amounts::ZERO,
-            }),
+            state: Mutex::new(AccountState::new(limits)),
         })
     }
 
@@ -321,12 +370,7 @@ impl Account {
             name,
             depth,
             parent: Some(Arc::clone(self)),
-            state: Mutex::new(AccountState {
-                limits,
-                spent: Amounts::ZERO,
-                reserved: Amounts::ZERO,
-                overrun: Amounts::ZERO,
-            }),
+            state: Mutex::new(AccountState::new(limits)),
         }))
     }
 
@@ -385,9 +429,7 @@ impl Account {
             amounts
         } else {
             let mut a = amounts.clone();
-            billing.apply_floor(&mut a, |dim| {
-                guards.iter().any(|s| s.limits.get(dim).is_some())
-            });
+            billing.apply_floor(&mut a, |dim| guards.iter().any(|s| s.bound(dim).is_some()));
             floored = a;
             &floored
         };
@@ -397,6 +439,7 @@ impl Account {
                 depth: acc.depth,
                 unspent: state.unspent(&dimension),
                 limit: state.limit_of(&dimension),
+                escrow: state.escrow_binds(&dimension),
                 dimension,
                 requested,
                 available,
@@ -423,7 +466,8 @@ impl Account {
                     return Err(short(Dimension::Custom(dim.clone()), *want, available));
                 }
             }
-            for (dim, _) in state.limits.custom_entries() {
+            let bounded = state.limits.custom_entries().iter();
+            for (dim, _) in bounded.chain(state.ceilings.custom_entries()) {
                 if amounts.custom(dim) == 0
                     && billing.bills_custom(dim)
                     && state.available_custom(dim) == 0
@@ -436,7 +480,7 @@ impl Account {
         for (state, acc) in guards.iter_mut().zip(accounts.iter()) {
             state.reserved = state.reserved.saturating_add(amounts);
             for dim in LedgerDim::ALL {
-                if let Some(limit) = state.limits.get(dim) {
+                if let Some(limit) = state.bound(dim) {
                     let left = limit
                         .saturating_sub(state.spent.get(dim))
                         .saturating_sub(state.reserved.get(dim));
@@ -646,6 +690,35 @@ impl Account {
         Ok(())
     }
 
+    /// Sets this node's escrow ceiling for `dim` (a pool replicated between nodes: the most
+    /// this node may hold reserved or spent there, its rights; `None` removes it). With
+    /// `strict`, refuses — changing nothing — when more than `ceiling` is already reserved or
+    /// spent (rights about to leave the node); otherwise always sets it (new reservations then
+    /// wait for room). Returns whether it was set.
+    pub fn set_ceiling(&self, dim: &Dimension, ceiling: Option<u64>, strict: bool) -> bool {
+        let mut state = self.state.lock();
+        if strict && ceiling.is_some_and(|c| state.used_of(dim) > c) {
+            return false;
+        }
+        let ceilings = std::mem::take(&mut state.ceilings);
+        state.ceilings = match (dim, builtin(dim)) {
+            (_, Some(d)) => ceilings.with(d, ceiling),
+            (Dimension::Custom(c), None) => ceilings.with_custom_opt(c.clone(), ceiling),
+            _ => ceilings,
+        };
+        true
+    }
+
+    /// What is reserved or spent in `dim` on this account now.
+    pub fn used_in(&self, dim: &Dimension) -> u64 {
+        self.state.lock().used_of(dim)
+    }
+
+    /// The account's escrow ceilings (`UNLIMITED` unless the pool is replicated).
+    pub fn ceilings(&self) -> Limits {
+        self.state.lock().ceilings.clone()
+    }
+
     /// The account's totals right now.
     pub fn snapshot(&self) -> AccountSnapshot {
         let state = self.state.lock();
@@ -664,7 +737,7 @@ impl Account {
         let mut remaining = Remaining::default();
         for state in guards.iter() {
             for dim in LedgerDim::ALL {
-                if state.limits.get(dim).is_some() {
+                if state.bound(dim).is_some() {
                     let left = state.available(dim);
                     let slot = &mut remaining.0[dim as usize];
                     *slot = Some(slot.map_or(left, |r| r.min(left)));
@@ -736,6 +809,39 @@ mod tests {
 
     fn tokens(n: u64) -> Amounts {
         Amounts::new(0, n, 0, 0)
+    }
+
+    #[test]
+    fn an_escrow_ceiling_binds_below_the_limit_and_refuses_to_drop_under_what_is_used() {
+        let root = Account::root(
+            "swarm",
+            Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)),
+        );
+        let agent = root.child("a1", Limits::UNLIMITED).unwrap();
+        assert!(root.set_ceiling(&Dimension::Tokens, Some(30), true));
+        let (r, remaining) = agent.reserve(&tokens(25)).unwrap();
+        assert_eq!(remaining.get(LedgerDim::Tokens), Some(5));
+        let short = agent.reserve(&tokens(10)).unwrap_err();
+        assert!(short.escrow, "the ceiling, not the limit, was short");
+        assert_eq!((short.available, short.limit), (5, 30));
+        // Rights cannot leave while reserved; a non-strict set (rights taken back) always works.
+        assert!(!root.set_ceiling(&Dimension::Tokens, Some(20), true));
+        assert_eq!(root.ceilings().get(LedgerDim::Tokens), Some(30));
+        assert!(root.set_ceiling(&Dimension::Tokens, Some(20), false));
+        assert_eq!(root.used_in(&Dimension::Tokens), 25);
+        r.settle(&tokens(10));
+        let short = agent.reserve(&tokens(15)).unwrap_err();
+        assert!(short.escrow);
+        // The limit binds again above the ceiling's removal.
+        assert!(root.set_ceiling(&Dimension::Tokens, None, true));
+        let short = agent.reserve(&tokens(95)).unwrap_err();
+        assert!(!short.escrow);
+        // A custom dimension: a ceiling with no limit binds alone.
+        let gpu = CustomDim::new("gpu_seconds").unwrap();
+        assert!(root.set_ceiling(&Dimension::Custom(gpu.clone()), Some(3), true));
+        let mut ask = Amounts::ZERO;
+        ask.set_custom(gpu, 4);
+        assert!(agent.reserve(&ask).unwrap_err().escrow);
     }
 
     #[test]

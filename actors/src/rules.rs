@@ -71,8 +71,9 @@ pub const OPERATOR: &str = "operator";
 /// A team's restart intensity (`max_restarts` within `within`) was exceeded and nothing above
 /// could take over: halt `external`. Not spread by cascades.
 pub const RESTART_INTENSITY: &str = "restart.intensity";
-/// Reserved for replication: this node holds no more escrow rights for a shared pool and
-/// none could be moved to it in time. Not produced by this version.
+/// A pool shared between nodes: this node holds no more of its rights (escrow) for the step,
+/// and none reached it in time; denied (fail closed), never halted: rights move here from
+/// peers, and a cut-off node asks for them as soon as a peer is reachable.
 pub const ESCROW_EXHAUSTED: &str = "escrow.exhausted";
 
 /// Prefix of [`team`] ids.

@@ -50,7 +50,7 @@ pub mod waitfor;
 pub use node::{Node, NodeError, NodeOptions};
 pub use runtime::Layout;
 pub use swarm::{
-    AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, PoolSpec, RestartPolicy, Scope,
-    Strategy, Swarm, SwarmBuilder, SwarmError, Target,
+    escrow_dimension, AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, PoolSpec,
+    RestartPolicy, Scope, Strategy, Swarm, SwarmBuilder, SwarmError, SwarmLedger, Target,
 };
 pub use waitfor::{WaitError, WaitGraph};

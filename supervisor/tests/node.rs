@@ -53,3 +53,66 @@ async fn a_node_on_an_in_memory_journal_recovers_what_it_acknowledged_after_a_cr
     );
     node.shutdown().await;
 }
+
+/// A pool shared between nodes: the escrow ceiling binds below the pool's limit with rule
+/// `escrow.exhausted`, and the escrow states journaled come back after a crash, also from a
+/// snapshot once retention would have dropped the notes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escrow_ceilings_deny_with_their_rule_and_escrow_states_survive_a_crash() {
+    use warden_actors::Dimension;
+    use warden_supervisor::SwarmLedger;
+    use warden_sync::{Escrow, LocalLedger};
+
+    let store = Arc::new(MemStorage::new());
+    let node = Node::open(options(&store)).await.unwrap();
+    let swarm = node.swarm().clone();
+    let ledger = SwarmLedger::new(swarm.clone());
+    assert!(ledger.set_ceiling("swarm", "tokens", 400, true));
+    assert!(!ledger.set_ceiling("nowhere", "tokens", 400, true));
+    let agent = swarm
+        .spawn_agent(AgentSpec::new(AgentId::new("a1").unwrap()))
+        .await
+        .unwrap();
+    let step = |tokens| {
+        Step::builder("web.search", ActionClass::Read)
+            .tokens(tokens)
+            .build()
+            .unwrap()
+    };
+    assert!(agent.step(step(300)).await.unwrap().is_allow());
+    assert_eq!(ledger.used("swarm", "tokens"), 300);
+    let denied = agent.step(step(200)).await.unwrap();
+    assert_eq!(
+        denied.rule.as_deref(),
+        Some("escrow.exhausted"),
+        "{denied:?}"
+    );
+    assert!(
+        !ledger.set_ceiling("swarm", "tokens", 200, true),
+        "300 are in use"
+    );
+    assert!(swarm.set_escrow_ceiling("swarm", &Dimension::Tokens, 5_000, true));
+
+    let mut state = Escrow::new(5_000, 3, 1000);
+    state.transfer(0, 2, 100).unwrap();
+    swarm.record_escrow("swarm", "tokens", &state).unwrap();
+    swarm.durable().await.unwrap();
+    store.crash(0);
+    drop(agent);
+    drop(node);
+
+    let node = Node::open(options(&store)).await.unwrap();
+    let states = node.swarm().escrow_states();
+    assert_eq!(
+        states,
+        [("swarm".to_owned(), "tokens".to_owned(), state.clone())]
+    );
+    // From a snapshot: the state is repeated there.
+    node.swarm().write_snapshot().unwrap();
+    node.swarm().durable().await.unwrap();
+    store.crash(0);
+    drop(node);
+    let node = Node::open(options(&store)).await.unwrap();
+    assert_eq!(node.swarm().escrow_states()[0].2, state);
+    node.shutdown().await;
+}

@@ -783,6 +783,12 @@ impl AgentKernel {
                 )
             };
             (rules::budget(&short.dimension), reason)
+        } else if short.escrow {
+            let reason = format!(
+                "this node holds {} {dim} of the rights to pool {} (shared between nodes); the step needs {}; rights move here from peers as they can",
+                short.available, short.account, short.requested
+            );
+            (rules::ESCROW_EXHAUSTED.to_owned(), reason)
         } else {
             let reason = if short.requested == 0 {
                 format!(

@@ -119,6 +119,17 @@ pub enum Note {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at_ms: Option<u64>,
     },
+    /// A pool shared between nodes: this node's escrow state of one dimension (rights
+    /// received, given, granted, reclaimed), written before the state leaves the node, so a
+    /// restarted node recovers its rights exactly.
+    Escrow {
+        /// The pool's path.
+        pool: String,
+        /// The dimension (`steps`, `tokens`, `cost_usd`, `risk` or a custom one).
+        dim: String,
+        /// The state.
+        state: warden_sync::Escrow,
+    },
 }
 
 /// One entry of a state snapshot. A snapshot is written in one go while every agent's kernel
@@ -155,6 +166,15 @@ pub enum SnapshotItem {
         registration: Registration,
         /// Its state ([`KernelRecord::State`]).
         state: KernelRecord,
+    },
+    /// The last escrow state of a replicated pool dimension ([`Note::Escrow`]).
+    Escrow {
+        /// The pool's path.
+        pool: String,
+        /// The dimension.
+        dim: String,
+        /// The state.
+        state: warden_sync::Escrow,
     },
     /// Halts whose spreading was not yet journaled as done at the snapshot.
     Cascades {

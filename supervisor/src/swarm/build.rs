@@ -161,6 +161,7 @@ impl SwarmBuilder {
             registry: Mutex::new(BTreeMap::new()),
             next_registration: AtomicU64::new(0),
             pending_cascades: Arc::new(Mutex::new(HashMap::new())),
+            escrow: Mutex::new(Default::default()),
         });
 
         let weak = Arc::downgrade(&inner);

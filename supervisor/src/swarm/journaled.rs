@@ -136,6 +136,13 @@ impl Swarm {
         if !pending.is_empty() {
             items.push(SnapshotItem::Cascades { pending });
         }
+        for ((pool, dim), state) in self.inner.escrow.lock().iter() {
+            items.push(SnapshotItem::Escrow {
+                pool: pool.clone(),
+                dim: dim.clone(),
+                state: state.clone(),
+            });
+        }
         items.push(SnapshotItem::End { begin });
         for item in &items {
             journal

@@ -26,6 +26,7 @@ mod approvals;
 mod build;
 mod cascade;
 mod error;
+mod escrow;
 mod halt;
 mod handle;
 mod journaled;
@@ -55,6 +56,7 @@ use warden_actors::{
 
 pub use build::SwarmBuilder;
 pub use error::{AgentError, SwarmError};
+pub use escrow::{escrow_dimension, SwarmLedger};
 pub use handle::AgentHandle;
 pub use spec::{AgentSpec, Target};
 pub use tree::{parse_pool_path, Breaker, CascadeRule, PoolSpec, RestartPolicy, Scope, Strategy};
@@ -131,6 +133,8 @@ struct SwarmInner {
     /// added by the recorder under the halted agent's kernel lock, so a snapshot, which
     /// holds every kernel, sees exactly those pending at its point.
     pending_cascades: Arc<Mutex<HashMap<AgentId, HaltRecord>>>,
+    /// The escrow states of pools shared between nodes (recovered, then as recorded).
+    escrow: Mutex<escrow::EscrowStates>,
 }
 
 /// A swarm of governed agents. Cheap to clone; every clone is the same swarm.

@@ -282,6 +282,10 @@ impl Walk<'_> {
                 }
                 Ok(())
             }
+            Record::Note(Note::Escrow { pool, dim, state }) => {
+                self.swarm.restore_escrow(pool, dim, state);
+                Ok(())
+            }
             Record::Note(Note::NodeStarted {}) => {
                 if self.replay.is_some() {
                     let policy = self.swarm.inner.policy.as_ref();
@@ -385,6 +389,10 @@ impl Walk<'_> {
             SnapshotItem::Policy(p) => self.policy(entry, p),
             SnapshotItem::Cascades { pending } => {
                 self.unfinished.extend(pending);
+                Ok(())
+            }
+            SnapshotItem::Escrow { pool, dim, state } => {
+                self.swarm.restore_escrow(pool, dim, state);
                 Ok(())
             }
             SnapshotItem::Team {
