@@ -140,6 +140,9 @@ fn an_agent_reads_and_long_polls_its_parked_step_with_its_own_token_only() {
         .unwrap();
     assert_eq!(waited.decision, Verdict::RequireApproval);
     assert!(started.elapsed() >= Duration::from_millis(300));
+    // What the "approvals waiting" alert reads: how long the oldest one has waited.
+    let age = oldest_approval_age_seconds(&node.op);
+    assert!((0.3..60.0).contains(&age), "{age}");
 
     // Only the agent's own token.
     let path = format!("/v1/agents/payer/steps/{step}");
@@ -203,6 +206,19 @@ fn an_agent_reads_and_long_polls_its_parked_step_with_its_own_token_only() {
     );
     // Reading does not use it up.
     assert_eq!(payer.step_decision("payer", step, None).unwrap(), polled);
+    assert_eq!(oldest_approval_age_seconds(&node.op), 0.0, "none waits");
+}
+
+/// `warden_approvals_oldest_age_seconds` from the node's `/metrics`.
+fn oldest_approval_age_seconds(op: &Client) -> f64 {
+    let (status, text) = common::call(op, "GET", "/metrics", Body::None);
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("warden_approvals_oldest_age_seconds "))
+        .unwrap_or_else(|| panic!("no warden_approvals_oldest_age_seconds in:\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 #[test]

@@ -190,6 +190,8 @@ fn agents_step_settle_and_are_governed_over_http() {
         r#"warden_budget_limit{pool="swarm/research",dimension="tokens"} 10000000"#,
         r#"warden_budget_remaining{pool="swarm/research",dimension="tokens"}"#,
         "warden_approvals_pending 0",
+        "warden_approvals_oldest_age_seconds 0",
+        "warden_ready 1",
         "warden_decision_duration_seconds_bucket",
         "warden_audit_entries_total",
         "warden_audit_commit_duration_seconds_bucket",

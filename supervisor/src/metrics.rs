@@ -18,12 +18,15 @@ pub const DURATION_BUCKETS: [f64; 13] = [
 /// The suffix of the metric names [`DURATION_BUCKETS`] applies to.
 pub const DURATION_SUFFIX: &str = "duration_seconds";
 
-/// Sets the gauges that describe the swarm now (`warden_agents`, `warden_budget_limit`,
-/// `warden_budget_spent_total`, `warden_budget_overrun_total`, `warden_budget_remaining`,
-/// `warden_approvals_pending`): one pass over pools and agents per scrape, nothing on the
+/// Sets the gauges that describe the swarm at `now_ms` (milliseconds since the Unix epoch):
+/// `warden_agents`, `warden_budget_limit`, `warden_budget_spent_total`,
+/// `warden_budget_overrun_total`, `warden_budget_remaining`, `warden_approvals_pending`,
+/// `warden_approvals_oldest_age_seconds` (how long the oldest pending approval has waited; 0
+/// when none waits) and `warden_ready` (1 while the journal takes entries, 0 once it failed:
+/// what `GET /readyz` answers). One pass over pools and agents per scrape, nothing on the
 /// decision path. `spent` is what the ledger charged within the limits; `overrun` what was
 /// used beyond them (their sum is what was really used).
-pub fn refresh_gauges(swarm: &Swarm) {
+pub fn refresh_gauges(swarm: &Swarm, now_ms: u64) {
     for (pool, running, halted) in swarm.agent_counts() {
         metrics::gauge!("warden_agents", "state" => "running", "pool" => pool.clone())
             .set(running as f64);
@@ -50,5 +53,30 @@ pub fn refresh_gauges(swarm: &Swarm) {
                 .absolute(*overrun);
         }
     }
-    metrics::gauge!("warden_approvals_pending").set(swarm.approvals().len() as f64);
+    let approvals = swarm.approvals();
+    metrics::gauge!("warden_approvals_pending").set(approvals.len() as f64);
+    metrics::gauge!("warden_approvals_oldest_age_seconds").set(oldest_age_seconds(
+        approvals.first().map(|a| a.requested_at_ms),
+        now_ms,
+    ));
+    let ready = swarm.journal_failure().is_none();
+    metrics::gauge!("warden_ready").set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Seconds from `requested_at_ms` (the oldest pending approval's, if any) to `now_ms`; 0 when
+/// nothing waits or the clocks disagree (a request stamped after `now_ms`).
+fn oldest_age_seconds(requested_at_ms: Option<u64>, now_ms: u64) -> f64 {
+    requested_at_ms.map_or(0.0, |at| now_ms.saturating_sub(at) as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oldest_age_seconds;
+
+    #[test]
+    fn the_oldest_approval_age_is_zero_without_one_and_never_negative() {
+        assert_eq!(oldest_age_seconds(None, 5_000), 0.0);
+        assert_eq!(oldest_age_seconds(Some(2_000), 5_500), 3.5);
+        assert_eq!(oldest_age_seconds(Some(9_000), 5_000), 0.0);
+    }
 }

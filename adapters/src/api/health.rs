@@ -29,7 +29,10 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    warden_supervisor::metrics::refresh_gauges(&state.swarm);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    warden_supervisor::metrics::refresh_gauges(&state.swarm, now_ms);
     match &state.metrics {
         Some(render) => (
             [(
