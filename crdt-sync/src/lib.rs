@@ -5,10 +5,14 @@
 //! as an add-wins set keyed by (agent, epoch), policy versions as registers, gossiped audit
 //! heads, and the QUIC transport (quinn + rustls, mutual TLS) with a versioned wire format.
 //!
-//! It is empty until the replication issue lands; the kernel's [`warden_actors::Amounts`] is the
-//! unit it will replicate.
+//! The kernel's [`warden_actors::Amounts`] is the unit it will replicate. Here so far: the
+//! wire format ([`codec`]: one frame per message, a protocol version, bincode 2), the cluster's
+//! certificates ([`certs`]: `warden certs init|issue`), the QUIC transport ([`transport`]:
+//! mutual TLS, Hello, limits, reconnection) and every bound of sync ([`limits`]).
 
 #![warn(missing_docs)]
 
-/// The version of the replication wire format this build speaks (none is defined yet).
-pub const WIRE_VERSION: u16 = 0;
+pub mod certs;
+pub mod codec;
+pub mod limits;
+pub mod transport;
