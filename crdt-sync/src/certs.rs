@@ -69,8 +69,10 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 /// The CA's private key file.
 pub const CA_KEY_FILE: &str = "ca.key";
 
-/// The common name of every cluster CA. Clusters are told apart by the CA's key, not its
-/// name: a certificate signed by another CA fails the signature check.
+/// The common name of a cluster CA, before the CA's own part: `warden cluster CA 1a2b3c4d5e6f`,
+/// 12 hex digits of its key identifier (SHA-256 of its public key). So two clusters' CAs have
+/// different names, and a certificate from another cluster is refused as `UnknownIssuer`
+/// (rather than as a bad signature under a CA of the same name).
 const CA_COMMON_NAME: &str = "warden cluster CA";
 
 /// Why certificates could not be made or read. Every variant names the file or the name.
@@ -182,7 +184,7 @@ pub fn init(dir: &Path) -> Result<Written, CertError> {
     refuse_existing(&files)?;
     make_dir(dir)?;
     let key = KeyPair::generate()?;
-    let cert = ca_params().self_signed(&key)?;
+    let cert = ca_params(&key).self_signed(&key)?;
     write_new(&files.key, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&files.cert, cert.pem().as_bytes(), 0o644)?;
     Ok(files)
@@ -209,7 +211,7 @@ pub fn issue(dir: &Path, node: &NodeName) -> Result<Written, CertError> {
     })?;
     refuse_existing(&files)?;
     let key = KeyPair::generate()?;
-    let cert = node_params(node)?.signed_by(&key, &Issuer::new(ca_params(), ca_key))?;
+    let cert = node_params(node)?.signed_by(&key, &Issuer::new(ca_params(&ca_key), ca_key))?;
     let verifier = Verifier::new(&ca_pem, &dir.join(CA_CERT_FILE))?;
     verifier.check(cert.der(), &format!("the new certificate of `{node}`"))?;
     write_new(&files.key, key.serialize_pem().as_bytes(), 0o600)?;
@@ -354,11 +356,13 @@ impl Verifier {
     }
 }
 
-/// The CA's parameters. [`issue`] rebuilds them to sign: the subject must be byte for byte
-/// the one in `ca.pem` (so it never changes), the key identifier comes from `ca.key`.
-fn ca_params() -> CertificateParams {
+/// The parameters of the CA whose key is `key`. [`issue`] rebuilds them to sign: the
+/// subject must be byte for byte the one in `ca.pem`, so it depends on the key alone.
+fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(CA_COMMON_NAME);
+    let id: String =
+        params.key_identifier(key).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    params.distinguished_name = distinguished_name(&format!("{CA_COMMON_NAME} {id}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     set_validity(&mut params, CA_CERT_VALIDITY_DAYS);

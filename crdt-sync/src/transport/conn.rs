@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::table::{Attach, Link};
-use super::{codes, Inbound, Shared};
+use super::{codes, Inbound, Refusal, Shared};
 use crate::certs::{self, NodeName};
 use crate::codec::{self, CodecError};
 use crate::limits;
@@ -72,7 +72,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
         let addr = incoming.remote_address();
         let Some(slot) = Slot::take(&shared) else {
             incoming.refuse();
-            shared.refused(None, None, addr, "too many connections at once");
+            shared.refused(None, None, addr, Refusal::Here("too many connections at once"));
             continue;
         };
         let task = shared.clone();
@@ -84,20 +84,30 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
             };
             match connected {
                 Ok(conn) => run(&task, conn, None).await,
-                Err(e) => failed(&task, None, addr, &e),
+                Err(e) => failed(&task, None, None, addr, &e),
             };
         });
     }
 }
 
 /// Counts a connection that could not be set up: a refusal if TLS or the peer refused it.
-pub(super) fn failed(shared: &Shared, dial: Option<usize>, addr: SocketAddr, e: &ConnectionError) -> Ended {
-    let (why, refusal) = describe(e);
-    if refusal {
-        shared.refused(dial, None, addr, &why);
-        Ended::Refused
-    } else {
-        Ended::Failed(why)
+pub(super) fn failed(
+    shared: &Shared,
+    dial: Option<usize>,
+    name: Option<&NodeName>,
+    addr: SocketAddr,
+    e: &ConnectionError,
+) -> Ended {
+    match describe(e) {
+        Closed::Failure(why) => Ended::Failed(why),
+        Closed::RefusedHere(why) => {
+            shared.refused(dial, name, addr, Refusal::Here(&why));
+            Ended::Refused
+        }
+        Closed::RefusedByPeer(why) => {
+            shared.refused(dial, name, addr, Refusal::ByPeer(&why));
+            Ended::Refused
+        }
     }
 }
 
@@ -125,9 +135,14 @@ pub(super) async fn run(shared: &Arc<Shared>, conn: quinn::Connection, dial: Opt
             conn.close(codes::HELLO_TIMEOUT, b"no Hello in time");
             return Ended::Failed("no Hello in time".into());
         }
-        Ok(Err(HelloError::Lost(e))) => return failed(shared, dial, addr, &e),
-        Ok(Err(HelloError::Version(e))) => {
-            return refuse(shared, &conn, dial, Some(&name), codes::VERSION, &e.to_string())
+        Ok(Err(HelloError::Lost(e))) => return failed(shared, dial, Some(&name), addr, &e),
+        Ok(Err(HelloError::Version { theirs, ours })) => {
+            // The log says it from here; the peer is told it from its side.
+            let told = format!("it speaks protocol version {ours} only, not {theirs}");
+            conn.close(codes::VERSION, told.as_bytes());
+            let why = format!("protocol version {theirs}, this node speaks {ours}");
+            shared.refused(dial, Some(&name), addr, Refusal::Here(&why));
+            return Ended::Refused;
         }
         Ok(Err(HelloError::Bad(why))) => {
             return refuse(shared, &conn, dial, Some(&name), codes::BAD_HELLO, &why)
@@ -204,7 +219,7 @@ fn refuse(
     why: &str,
 ) -> Ended {
     conn.close(code, why.as_bytes());
-    shared.refused(dial, name, conn.remote_address(), why);
+    shared.refused(dial, name, conn.remote_address(), Refusal::Here(why));
     Ended::Refused
 }
 
@@ -222,7 +237,7 @@ enum HelloError {
     /// The connection ended (refused by the peer, its certificate, or lost).
     Lost(ConnectionError),
     /// The peer speaks another protocol version.
-    Version(CodecError),
+    Version { theirs: u16, ours: u16 },
     /// Not a Hello.
     Bad(String),
 }
@@ -246,7 +261,7 @@ async fn exchange_hello(shared: &Shared, conn: &quinn::Connection) -> Result<Hel
             e => HelloError::Bad(format!("Hello unreadable: {e}")),
         })?;
         codec::decode_versioned::<Hello>(shared.version, &bytes).map_err(|e| match e {
-            CodecError::Version { .. } => HelloError::Version(e),
+            CodecError::Version { theirs, ours } => HelloError::Version { theirs, ours },
             e => HelloError::Bad(format!("Hello malformed: {e}")),
         })
     };
@@ -263,7 +278,7 @@ async fn read_loop(shared: &Shared, conn: &quinn::Connection, name: &NodeName) -
     loop {
         let mut stream = match conn.accept_uni().await {
             Ok(stream) => stream,
-            Err(e) => return describe(&e).0,
+            Err(e) => return describe(&e).text(),
         };
         if !bucket.take(Instant::now()) {
             let _ = stream.stop(codes::STREAM_RATE);
@@ -286,7 +301,9 @@ async fn read_loop(shared: &Shared, conn: &quinn::Connection, name: &NodeName) -
                 let _ = stream.stop(codes::STREAM_TOO_LARGE);
                 shared.lock_table().count(name, |c| c.dropped_oversize += 1);
             }
-            Ok(Err(ReadToEndError::Read(ReadError::ConnectionLost(e)))) => return describe(&e).0,
+            Ok(Err(ReadToEndError::Read(ReadError::ConnectionLost(e)))) => {
+                return describe(&e).text()
+            }
             // Reset by the sender, or a stream-level error: that message only.
             Ok(Err(ReadToEndError::Read(_))) => {}
             Err(_) => {
@@ -319,26 +336,42 @@ async fn write_loop(
     }
 }
 
-/// A connection error in words, and whether it is a refusal (TLS refused a certificate, or
-/// the peer closed with one of the refusal codes) rather than a failure.
-pub(super) fn describe(e: &ConnectionError) -> (String, bool) {
+/// How a connection closed, in words.
+pub(super) enum Closed {
+    /// Lost, timed out, shut down, closed as a duplicate.
+    Failure(String),
+    /// TLS here refused the peer's certificate.
+    RefusedHere(String),
+    /// The peer refused this node (its TLS, or one of the refusal codes).
+    RefusedByPeer(String),
+}
+
+impl Closed {
+    fn text(self) -> String {
+        match self {
+            Closed::Failure(t) | Closed::RefusedHere(t) | Closed::RefusedByPeer(t) => t,
+        }
+    }
+}
+
+/// Sorts a connection error into a failure or a refusal (by which side).
+pub(super) fn describe(e: &ConnectionError) -> Closed {
     let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
     match e {
         ConnectionError::ApplicationClosed(close) => {
-            let reason = String::from_utf8_lossy(&close.reason);
-            let refusal = [codes::VERSION, codes::BAD_HELLO, codes::TOO_MANY_PEERS, codes::SELF]
-                .contains(&close.error_code);
-            let what = if close.error_code == codes::SHUTDOWN { "the peer shut down" } else { "closed by the peer" };
-            let text = if refusal { format!("refused by the peer: {reason}") } else { format!("{what}: {reason}") };
-            (text, refusal)
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            let refusals = [codes::VERSION, codes::BAD_HELLO, codes::TOO_MANY_PEERS, codes::SELF];
+            match close.error_code {
+                code if refusals.contains(&code) => Closed::RefusedByPeer(reason),
+                code if code == codes::SHUTDOWN => Closed::Failure(format!("the peer shut down")),
+                _ => Closed::Failure(format!("closed by the peer: {reason}")),
+            }
         }
-        ConnectionError::TransportError(t) if crypto(t.code) => {
-            (format!("TLS handshake failed here: {t}"), true)
-        }
+        ConnectionError::TransportError(t) if crypto(t.code) => Closed::RefusedHere(format!("TLS: {t}")),
         ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => {
-            (format!("TLS handshake refused by the peer: {c}"), true)
+            Closed::RefusedByPeer(format!("TLS: {c}"))
         }
-        e => (e.to_string(), false),
+        e => Closed::Failure(e.to_string()),
     }
 }
 

@@ -76,7 +76,7 @@ async fn dial_once(shared: &Arc<Shared>, index: usize, addr: SocketAddr) -> Ende
     };
     match connecting.await {
         Ok(connection) => conn::run(shared, connection, Some(index)).await,
-        Err(e) => conn::failed(shared, Some(index), addr, &e),
+        Err(e) => conn::failed(shared, Some(index), None, addr, &e),
     }
 }
 

@@ -463,14 +463,17 @@ impl Shared {
     }
 
     /// Counts and logs a refused connection; `dial` is the configured peer's index if this
-    /// side dialed.
-    fn refused(&self, dial: Option<usize>, name: Option<&NodeName>, addr: SocketAddr, why: &str) {
+    /// side dialed, `name` the peer's name if its certificate was trusted.
+    fn refused(&self, dial: Option<usize>, name: Option<&NodeName>, addr: SocketAddr, why: Refusal) {
         self.refusals.fetch_add(1, Ordering::Relaxed);
         let who = match name {
             Some(name) => format!("peer `{name}` ({addr})"),
             None => format!("peer at {addr}"),
         };
-        let line = format!("refused {who}: {why}");
+        let line = match why {
+            Refusal::Here(why) => format!("refused {who}: {why}"),
+            Refusal::ByPeer(why) => format!("{who} refused this node: {why}"),
+        };
         self.lock_table().refused(dial, name, addr, &line);
         self.log_once(&name.map_or_else(|| addr.to_string(), |n| n.to_string()), &line);
     }
@@ -491,6 +494,14 @@ impl Shared {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Which side refused a connection, and why.
+enum Refusal<'a> {
+    /// This node refused the peer.
+    Here(&'a str),
+    /// The peer refused this node.
+    ByPeer(&'a str),
 }
 
 fn check_limits(l: &TransportLimits) -> Result<(), TransportError> {

@@ -138,6 +138,11 @@ impl Table {
                 Rule::Replaced
             }
         };
+        // Nodes dial from their listening socket: a connection from a configured address
+        // is the node configured there, even before our own dial reaches it.
+        for dial in self.dials.iter_mut().filter(|d| d.addr == addr && d.name.is_none()) {
+            dial.name = Some(name.clone());
+        }
         let peer = self.peer_mut(name, addr);
         peer.addr = addr;
         let old = peer.link.replace(link);
