@@ -20,7 +20,15 @@ fn help_and_version_work() {
     );
     // It describes what the binary does, not what may come later.
     assert!(!text.contains("arrive with"), "{text}");
-    for command in ["node", "agents", "approvals", "policy", "audit", "sim", "certs"] {
+    for command in [
+        "node",
+        "agents",
+        "approvals",
+        "policy",
+        "audit",
+        "sim",
+        "certs",
+    ] {
         assert!(
             text.contains(command),
             "{command} missing from --help: {text}"
@@ -876,23 +884,37 @@ fn certs_init_and_issue_make_a_ca_and_node_certificates_and_overwrite_nothing() 
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
 
     let out = warden(&["certs", "init", "--dir", d]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ca.pem"));
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("ca.key")), 0o600);
     let out = warden(&["certs", "issue", "eu-1", "--dir", d]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(mode(&dir.join("eu-1.key")), 0o600);
     let pem = std::fs::read_to_string(dir.join("eu-1.pem")).unwrap();
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
 
     // A second init and a second issue of the same node are refused; nothing changes.
     let ca_key = std::fs::read(dir.join("ca.key")).unwrap();
-    for args in [&["certs", "init", "--dir", d][..], &["certs", "issue", "eu-1", "--dir", d]] {
+    for args in [
+        &["certs", "init", "--dir", d][..],
+        &["certs", "issue", "eu-1", "--dir", d],
+    ] {
         let out = warden(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with("warden certs: ") && err.contains("exists already"), "{err}");
+        assert!(
+            err.starts_with("warden certs: ") && err.contains("exists already"),
+            "{err}"
+        );
     }
     assert_eq!(std::fs::read(dir.join("ca.key")).unwrap(), ca_key);
 }
@@ -915,14 +937,23 @@ fn certs_issue_refuses_bad_names_and_a_missing_ca_with_exit_2() {
     let out = warden(&["certs", "issue", "eu-1", "--dir", d]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ca.pem not found: run `warden certs init` first"), "{err}");
+    assert!(
+        err.contains("ca.pem not found: run `warden certs init` first"),
+        "{err}"
+    );
     assert!(!dir.exists(), "nothing made");
     let out = warden(&["certs", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("init") && text.contains("issue"), "{text}");
+    assert!(
+        out.status.success() && text.contains("init") && text.contains("issue"),
+        "{text}"
+    );
     for help in [&["certs", "init", "--help"], &["certs", "issue", "--help"]] {
         let out = warden(help);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("--dir <DIR>"), "{help:?}: {text}");
+        assert!(
+            out.status.success() && text.contains("--dir <DIR>"),
+            "{help:?}: {text}"
+        );
     }
 }

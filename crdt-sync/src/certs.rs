@@ -50,12 +50,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::client::danger::ServerCertVerifier;
 use rustls::RootCertStore;
 
 use crate::limits::{CA_CERT_VALIDITY_DAYS, NODE_CERT_VALIDITY_DAYS, NODE_NAME_BYTES_MAX};
@@ -137,7 +137,10 @@ impl NodeName {
     ///
     /// Errors: [`CertError::BadName`] saying which rule it breaks.
     pub fn new(name: &str) -> Result<NodeName, CertError> {
-        let bad = |why| CertError::BadName { name: name.to_owned(), why };
+        let bad = |why| CertError::BadName {
+            name: name.to_owned(),
+            why,
+        };
         if name.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -147,7 +150,10 @@ impl NodeName {
         if name.starts_with('-') {
             return Err(bad("it starts with '-'"));
         }
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(bad("it has a character other than a-z, 0-9 and '-'"));
         }
         Ok(NodeName(name.to_owned()))
@@ -180,7 +186,10 @@ pub struct Written {
 /// Errors: [`CertError::Exists`] if either file exists (nothing is written then),
 /// [`CertError::Io`] naming the path that failed.
 pub fn init(dir: &Path) -> Result<Written, CertError> {
-    let files = Written { cert: dir.join(CA_CERT_FILE), key: dir.join(CA_KEY_FILE) };
+    let files = Written {
+        cert: dir.join(CA_CERT_FILE),
+        key: dir.join(CA_KEY_FILE),
+    };
     refuse_existing(&files)?;
     make_dir(dir)?;
     let key = KeyPair::generate()?;
@@ -234,7 +243,9 @@ pub struct Identity {
 impl fmt::Debug for Identity {
     /// Never prints the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("key_pem", &"[elided]").finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("key_pem", &"[elided]")
+            .finish_non_exhaustive()
     }
 }
 
@@ -257,7 +268,8 @@ impl Identity {
     /// Errors: [`CertError::Missing`] (with the command that makes the file),
     /// [`CertError::Untrusted`], [`CertError::BadPem`], [`CertError::Io`].
     pub fn load(dir: &Path, node: &NodeName) -> Result<Identity, CertError> {
-        let hint = "run `warden certs issue NODE` (and `warden certs init` before, once per cluster)";
+        let hint =
+            "run `warden certs issue NODE` (and `warden certs init` before, once per cluster)";
         let identity = Identity {
             ca_pem: read_needed(&dir.join(CA_CERT_FILE), "run `warden certs init` first")?,
             cert_pem: read_needed(&dir.join(format!("{node}.pem")), hint)?,
@@ -285,14 +297,25 @@ impl Identity {
         let at = |what: &str| PathBuf::from(format!("the identity's {what}"));
         let verifier = Verifier::new(&self.ca_pem, &at("CA certificates"))?;
         let cert = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| {
-            CertError::BadPem { path: at("certificate"), why: format!("no certificate: {e}") }
+            CertError::BadPem {
+                path: at("certificate"),
+                why: format!("no certificate: {e}"),
+            }
         })?;
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| {
-            CertError::BadPem { path: at("key"), why: format!("no private key: {e}") }
+            CertError::BadPem {
+                path: at("key"),
+                why: format!("no private key: {e}"),
+            }
         })?;
         verifier.check(&cert, "this node's certificate")?;
         let name = node_name_of(&cert)?;
-        Ok(Parsed { roots: verifier.roots, cert, key, name })
+        Ok(Parsed {
+            roots: verifier.roots,
+            cert,
+            key,
+            name,
+        })
     }
 }
 
@@ -302,7 +325,10 @@ impl Identity {
 /// Errors: [`CertError::Untrusted`] when the certificate cannot be parsed or names no node
 /// (or more than one).
 pub fn node_name_of(cert: &CertificateDer<'_>) -> Result<NodeName, CertError> {
-    let untrusted = |why: String| CertError::Untrusted { what: "a peer certificate".into(), why };
+    let untrusted = |why: String| CertError::Untrusted {
+        what: "a peer certificate".into(),
+        why,
+    };
     let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| untrusted(e.to_string()))?;
     let mut names = parsed.valid_dns_names().filter(|n| *n != SERVER_NAME);
     match (names.next(), names.next()) {
@@ -321,37 +347,59 @@ pub(crate) struct Verifier {
 impl Verifier {
     /// Parses every certificate of `ca_pem` (read from `path`, named in errors).
     pub fn new(ca_pem: &str, path: &Path) -> Result<Verifier, CertError> {
-        let bad = |why: String| CertError::BadPem { path: path.to_owned(), why };
+        let bad = |why: String| CertError::BadPem {
+            path: path.to_owned(),
+            why,
+        };
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             let cert = cert.map_err(|e| bad(format!("unreadable PEM: {e}")))?;
-            roots.add(cert).map_err(|e| bad(format!("not a CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("not a CA certificate: {e}")))?;
         }
         if roots.is_empty() {
             return Err(bad("no CA certificate".into()));
         }
-        Ok(Verifier { roots: Arc::new(roots) })
+        Ok(Verifier {
+            roots: Arc::new(roots),
+        })
     }
 
     /// Checks `cert` as a peer does, as server and as client: it must chain to a root, be
     /// valid now, carry [`SERVER_NAME`] and allow both TLS uses.
     pub fn check(&self, cert: &CertificateDer<'_>, what: &str) -> Result<(), CertError> {
-        let untrusted = |e: rustls::Error| CertError::Untrusted { what: what.into(), why: e.to_string() };
+        let untrusted = |e: rustls::Error| CertError::Untrusted {
+            what: what.into(),
+            why: e.to_string(),
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = rustls::client::WebPkiServerVerifier::builder_with_provider(
             self.roots.clone(),
             provider.clone(),
         )
         .build()
-        .map_err(|e| CertError::Untrusted { what: what.into(), why: e.to_string() })?;
-        let client =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider)
-                .build()
-                .map_err(|e| CertError::Untrusted { what: what.into(), why: e.to_string() })?;
+        .map_err(|e| CertError::Untrusted {
+            what: what.into(),
+            why: e.to_string(),
+        })?;
+        let client = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider,
+        )
+        .build()
+        .map_err(|e| CertError::Untrusted {
+            what: what.into(),
+            why: e.to_string(),
+        })?;
         let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
         let now = UnixTime::now();
-        server.verify_server_cert(cert, &[], &name, &[], now).map_err(untrusted)?;
-        client.verify_client_cert(cert, &[], now).map_err(untrusted)?;
+        server
+            .verify_server_cert(cert, &[], &name, &[], now)
+            .map_err(untrusted)?;
+        client
+            .verify_client_cert(cert, &[], now)
+            .map_err(untrusted)?;
         Ok(())
     }
 }
@@ -360,8 +408,12 @@ impl Verifier {
 /// subject must be byte for byte the one in `ca.pem`, so it depends on the key alone.
 fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut params = CertificateParams::default();
-    let id: String =
-        params.key_identifier(key).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let id: String = params
+        .key_identifier(key)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     params.distinguished_name = distinguished_name(&format!("{CA_COMMON_NAME} {id}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -375,8 +427,10 @@ fn node_params(node: &NodeName) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::new(vec![node.to_string(), SERVER_NAME.to_owned()])?;
     params.distinguished_name = distinguished_name(node.as_str());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, NODE_CERT_VALIDITY_DAYS);
     Ok(params)
@@ -410,12 +464,18 @@ fn make_dir(dir: &Path) -> Result<(), CertError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| CertError::Io { path: dir.to_owned(), source })
+        .map_err(|source| CertError::Io {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 /// Writes a file that must not exist yet, with `mode`.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
-    let io = |source| CertError::Io { path: path.to_owned(), source };
+    let io = |source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -425,13 +485,21 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
             std::io::ErrorKind::AlreadyExists => CertError::Exists(path.to_owned()),
             _ => io(e),
         })?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io)
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io)
 }
 
 fn read_needed(path: &Path, hint: &'static str) -> Result<String, CertError> {
     std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => CertError::Missing { path: path.to_owned(), hint },
-        _ => CertError::Io { path: path.to_owned(), source },
+        std::io::ErrorKind::NotFound => CertError::Missing {
+            path: path.to_owned(),
+            hint,
+        },
+        _ => CertError::Io {
+            path: path.to_owned(),
+            source,
+        },
     })
 }
 
@@ -441,8 +509,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir()
-            .join(format!("warden-certs-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("warden-certs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -509,7 +576,10 @@ mod tests {
     fn issue_without_a_ca_says_to_run_init() {
         let dir = temp_dir("noca");
         let err = issue(&dir, &name("a")).unwrap_err().to_string();
-        assert!(err.contains("ca.pem not found: run `warden certs init` first"), "{err}");
+        assert!(
+            err.contains("ca.pem not found: run `warden certs init` first"),
+            "{err}"
+        );
     }
 
     #[test]

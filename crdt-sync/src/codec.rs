@@ -124,10 +124,14 @@ pub(crate) fn encode_versioned<T: bincode::Encode>(
     msg: &T,
 ) -> Result<Bytes, CodecError> {
     let mut sizer = EncoderImpl::new(SizeWriter::default(), config());
-    msg.encode(&mut sizer).map_err(|e| CodecError::Encode(e.to_string()))?;
+    msg.encode(&mut sizer)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     let len = HEADER_BYTES + sizer.into_writer().bytes_written;
     if len > MAX_MESSAGE_BYTES {
-        return Err(CodecError::TooLarge { len, max: MAX_MESSAGE_BYTES });
+        return Err(CodecError::TooLarge {
+            len,
+            max: MAX_MESSAGE_BYTES,
+        });
     }
     let mut frame = Vec::with_capacity(len);
     frame.extend_from_slice(&MAGIC);
@@ -156,7 +160,10 @@ pub(crate) fn decode_versioned<T: bincode::Decode<()>>(
 fn check_header(ours: u16, frame: &[u8]) -> Result<&[u8], CodecError> {
     let len = frame.len();
     if len > MAX_MESSAGE_BYTES {
-        return Err(CodecError::TooLarge { len, max: MAX_MESSAGE_BYTES });
+        return Err(CodecError::TooLarge {
+            len,
+            max: MAX_MESSAGE_BYTES,
+        });
     }
     let Some((header, body)) = frame.split_first_chunk::<HEADER_BYTES>() else {
         return Err(CodecError::TooShort { len });
@@ -191,8 +198,15 @@ mod tests {
 
     #[derive(bincode::Encode, bincode::Decode, Debug, Clone, PartialEq)]
     enum Delta {
-        Rights { pool: String, dims: Vec<(String, i128)> },
-        Halt { agent: String, epoch: u32, reason: Option<String> },
+        Rights {
+            pool: String,
+            dims: Vec<(String, i128)>,
+        },
+        Halt {
+            agent: String,
+            epoch: u32,
+            reason: Option<String>,
+        },
         Nothing,
     }
 
@@ -201,8 +215,15 @@ mod tests {
             from: "eu-1".into(),
             seq: 42,
             deltas: vec![
-                Delta::Rights { pool: "swarm/research".into(), dims: vec![("tokens".into(), -5)] },
-                Delta::Halt { agent: "coder".into(), epoch: 3, reason: Some("loop".into()) },
+                Delta::Rights {
+                    pool: "swarm/research".into(),
+                    dims: vec![("tokens".into(), -5)],
+                },
+                Delta::Halt {
+                    agent: "coder".into(),
+                    epoch: 3,
+                    reason: Some("loop".into()),
+                },
                 Delta::Nothing,
             ],
             ack: None,
@@ -212,10 +233,18 @@ mod tests {
 
     fn arb_delta() -> impl Strategy<Value = Delta> {
         prop_oneof![
-            (".{0,12}", prop::collection::vec((".{0,6}", any::<i128>()), 0..4))
+            (
+                ".{0,12}",
+                prop::collection::vec((".{0,6}", any::<i128>()), 0..4)
+            )
                 .prop_map(|(pool, dims)| Delta::Rights { pool, dims }),
-            (".{0,12}", any::<u32>(), prop::option::of(".{0,20}"))
-                .prop_map(|(agent, epoch, reason)| Delta::Halt { agent, epoch, reason }),
+            (".{0,12}", any::<u32>(), prop::option::of(".{0,20}")).prop_map(
+                |(agent, epoch, reason)| Delta::Halt {
+                    agent,
+                    epoch,
+                    reason
+                }
+            ),
             Just(Delta::Nothing),
         ]
     }
@@ -228,7 +257,13 @@ mod tests {
             prop::option::of(any::<u64>()),
             prop::collection::vec(any::<u8>(), 0..64),
         )
-            .prop_map(|(from, seq, deltas, ack, blob)| Envelope { from, seq, deltas, ack, blob })
+            .prop_map(|(from, seq, deltas, ack, blob)| Envelope {
+                from,
+                seq,
+                deltas,
+                ack,
+                blob,
+            })
     }
 
     #[test]
@@ -243,7 +278,10 @@ mod tests {
     fn a_frame_shorter_than_the_header_is_too_short() {
         for len in 0..HEADER_BYTES {
             let frame = encode(&sample()).unwrap();
-            assert_eq!(decode::<Envelope>(&frame[..len]), Err(CodecError::TooShort { len }));
+            assert_eq!(
+                decode::<Envelope>(&frame[..len]),
+                Err(CodecError::TooShort { len })
+            );
         }
     }
 
@@ -262,25 +300,42 @@ mod tests {
         let frame = encode_versioned(PROTOCOL_VERSION + 1, &sample()).unwrap();
         assert_eq!(
             decode::<Envelope>(&frame),
-            Err(CodecError::Version { theirs: PROTOCOL_VERSION + 1, ours: PROTOCOL_VERSION })
+            Err(CodecError::Version {
+                theirs: PROTOCOL_VERSION + 1,
+                ours: PROTOCOL_VERSION
+            })
         );
         let text = decode::<Envelope>(&frame).unwrap_err().to_string();
         assert_eq!(text, "protocol version 2, this node speaks 1");
-        assert_eq!(decode_versioned::<Envelope>(PROTOCOL_VERSION + 1, &frame).unwrap(), sample());
+        assert_eq!(
+            decode_versioned::<Envelope>(PROTOCOL_VERSION + 1, &frame).unwrap(),
+            sample()
+        );
     }
 
     #[test]
     fn an_oversized_message_is_not_encoded_and_an_oversized_frame_not_decoded() {
-        let big = Envelope { blob: vec![7; MAX_MESSAGE_BYTES], ..sample() };
-        let Err(CodecError::TooLarge { len, max }) = encode(&big) else { panic!("encoded") };
+        let big = Envelope {
+            blob: vec![7; MAX_MESSAGE_BYTES],
+            ..sample()
+        };
+        let Err(CodecError::TooLarge { len, max }) = encode(&big) else {
+            panic!("encoded")
+        };
         assert!(len > MAX_MESSAGE_BYTES && max == MAX_MESSAGE_BYTES);
-        let fits = Envelope { blob: vec![7; MAX_MESSAGE_BYTES - 64], ..sample() };
+        let fits = Envelope {
+            blob: vec![7; MAX_MESSAGE_BYTES - 64],
+            ..sample()
+        };
         let mut frame = encode(&fits).unwrap().to_vec();
         assert!(frame.len() <= MAX_MESSAGE_BYTES);
         frame.resize(MAX_MESSAGE_BYTES + 1, 0);
         assert_eq!(
             decode::<Envelope>(&frame),
-            Err(CodecError::TooLarge { len: MAX_MESSAGE_BYTES + 1, max: MAX_MESSAGE_BYTES })
+            Err(CodecError::TooLarge {
+                len: MAX_MESSAGE_BYTES + 1,
+                max: MAX_MESSAGE_BYTES
+            })
         );
     }
 
@@ -294,18 +349,27 @@ mod tests {
         let mut huge = frame[..HEADER_BYTES].to_vec();
         huge.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0x7f]); // varint u32 len ~2^31
         let err = decode::<Vec<u8>>(&huge).unwrap_err();
-        assert!(matches!(err, CodecError::Malformed(ref m) if m.contains("LimitExceeded")), "{err:?}");
+        assert!(
+            matches!(err, CodecError::Malformed(ref m) if m.contains("LimitExceeded")),
+            "{err:?}"
+        );
         // An enum tag that names no variant.
         let mut bad_tag = frame[..HEADER_BYTES].to_vec();
         bad_tag.push(9);
-        assert!(matches!(decode::<Delta>(&bad_tag), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Delta>(&bad_tag),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     #[test]
     fn bytes_after_the_message_are_refused() {
         let mut frame = encode(&sample()).unwrap().to_vec();
         frame.extend_from_slice(&[0, 0]);
-        assert_eq!(decode::<Envelope>(&frame), Err(CodecError::Trailing { extra: 2 }));
+        assert_eq!(
+            decode::<Envelope>(&frame),
+            Err(CodecError::Trailing { extra: 2 })
+        );
     }
 
     proptest! {

@@ -112,10 +112,12 @@ const _: () = assert!(KEEP_ALIVE_INTERVAL_MS * 3 <= IDLE_TIMEOUT_MS);
 // The Hello must be possible within one idle timeout.
 const _: () = assert!(HELLO_TIMEOUT_MS <= IDLE_TIMEOUT_MS);
 // Backoff doubles from a positive start up to a larger cap.
-const _: () = assert!(0 < BACKOFF_INITIAL_MS_DEFAULT && BACKOFF_INITIAL_MS_DEFAULT <= BACKOFF_MAX_MS_DEFAULT);
+const _: () =
+    assert!(0 < BACKOFF_INITIAL_MS_DEFAULT && BACKOFF_INITIAL_MS_DEFAULT <= BACKOFF_MAX_MS_DEFAULT);
 // A largest message fits the window, and a Hello is a small message.
 const _: () = assert!(MAX_MESSAGE_BYTES as u64 <= CONNECTION_WINDOW_BYTES);
-const _: () = assert!(HELLO_BYTES_MAX < MAX_MESSAGE_BYTES && HELLO_BYTES_MAX > NODE_NAME_BYTES_MAX + 32);
+const _: () =
+    assert!(HELLO_BYTES_MAX < MAX_MESSAGE_BYTES && HELLO_BYTES_MAX > NODE_NAME_BYTES_MAX + 32);
 // A stalled message is given up before the connection would be.
 const _: () = assert!(MESSAGE_READ_TIMEOUT_MS <= IDLE_TIMEOUT_MS);
 // A frame's length fits the u32 that QUIC streams and the codec's limit use.

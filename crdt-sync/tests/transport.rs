@@ -33,7 +33,11 @@ fn identity(dir: &std::path::Path, node: &str) -> Identity {
 }
 
 fn quick() -> TransportLimits {
-    TransportLimits { backoff_initial_ms: 20, backoff_max_ms: 300, ..Default::default() }
+    TransportLimits {
+        backoff_initial_ms: 20,
+        backoff_max_ms: 300,
+        ..Default::default()
+    }
 }
 
 async fn start(
@@ -75,9 +79,11 @@ async fn wait_event<T>(
 
 async fn wait_up(rx: &mut Receiver<Inbound>, peer: &str) -> Vec<Inbound> {
     let what = format!("Up of {peer}");
-    wait_event(rx, &what, |e| matches!(e, Inbound::Up { peer: p, .. } if p == peer).then_some(()))
-        .await
-        .1
+    wait_event(rx, &what, |e| {
+        matches!(e, Inbound::Up { peer: p, .. } if p == peer).then_some(())
+    })
+    .await
+    .1
 }
 
 async fn wait_message(rx: &mut Receiver<Inbound>, from: &str) -> Bytes {
@@ -94,17 +100,25 @@ async fn wait_message(rx: &mut Receiver<Inbound>, from: &str) -> Bytes {
 async fn wait_until(what: &str, mut probe: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + BOUND;
     while !probe() {
-        assert!(tokio::time::Instant::now() < deadline, "not within {BOUND:?}: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {BOUND:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 fn status_of(t: &Transport, name: &str) -> Option<PeerStatus> {
-    t.peers().into_iter().find(|p| p.name.as_deref() == Some(name))
+    t.peers()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some(name))
 }
 
 fn status_at(t: &Transport, addr: SocketAddr) -> PeerStatus {
-    t.peers().into_iter().find(|p| p.addr == addr).expect("a configured address has a status")
+    t.peers()
+        .into_iter()
+        .find(|p| p.addr == addr)
+        .expect("a configured address has a status")
 }
 
 /// Sends until `send` takes it (the link may be attached a moment after the Up event on the
@@ -130,9 +144,15 @@ async fn two_nodes_exchange_messages_both_ways() {
     wait_up(&mut b_rx, "a").await;
 
     send_when_up(&a, "b", &b"from a"[..]).await;
-    assert_eq!(wait_message(&mut b_rx, "a").await, Bytes::from_static(b"from a"));
+    assert_eq!(
+        wait_message(&mut b_rx, "a").await,
+        Bytes::from_static(b"from a")
+    );
     send_when_up(&b, "a", &b"from b"[..]).await;
-    assert_eq!(wait_message(&mut a_rx, "b").await, Bytes::from_static(b"from b"));
+    assert_eq!(
+        wait_message(&mut a_rx, "b").await,
+        Bytes::from_static(b"from b")
+    );
     for i in 0..100u32 {
         a.send("b", Bytes::from(i.to_be_bytes().to_vec())).unwrap();
     }
@@ -141,7 +161,9 @@ async fn two_nodes_exchange_messages_both_ways() {
         got.push(wait_message(&mut b_rx, "a").await);
     }
     got.sort();
-    let want: Vec<Bytes> = (0..100u32).map(|i| Bytes::from(i.to_be_bytes().to_vec())).collect();
+    let want: Vec<Bytes> = (0..100u32)
+        .map(|i| Bytes::from(i.to_be_bytes().to_vec()))
+        .collect();
     assert_eq!(got, want, "every message once, in any order");
 
     let seen_by_a = status_of(&a, "b").unwrap();
@@ -155,7 +177,10 @@ async fn two_nodes_exchange_messages_both_ways() {
     assert_eq!(b.bytes_total().0, 406);
     assert_eq!(a.bytes_total().1, 406);
     assert_eq!(a.node_name().as_str(), "a");
-    assert!(matches!(a.send("nobody", Bytes::new()), Err(SendError::NotConnected(_))));
+    assert!(matches!(
+        a.send("nobody", Bytes::new()),
+        Err(SendError::NotConnected(_))
+    ));
     let huge = Bytes::from(vec![0; warden_sync::limits::MAX_MESSAGE_BYTES + 1]);
     assert!(matches!(a.send("b", huge), Err(SendError::TooLarge { .. })));
     a.shutdown().await;
@@ -166,7 +191,12 @@ async fn two_nodes_exchange_messages_both_ways() {
 async fn two_nodes_dialing_each_other_keep_one_link_and_deliver() {
     let dir = cluster("mutual");
     // Both must know the other's address before starting: reserve two ports.
-    let reserve = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let reserve = || {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
     let (a_addr, b_addr) = (reserve(), reserve());
     let (a, mut a_rx) = start(identity(&dir, "a"), a_addr, &[b_addr], |_| {}).await;
     let (b, mut b_rx) = start(identity(&dir, "b"), b_addr, &[a_addr], |_| {}).await;
@@ -202,21 +232,33 @@ async fn a_node_with_a_certificate_from_another_ca_is_refused_both_ways() {
     wait_until("a refuses c", || a.refusals_total() >= 1).await;
     // The dialing side's handshake completed from its point of view (it verified `a` and
     // read its name): the refusal reaches it at its first read, the Hello, as a's TLS alert.
-    wait_until("c hears of it", || status_at(&c, a.local_addr()).refusals >= 1).await;
+    wait_until("c hears of it", || {
+        status_at(&c, a.local_addr()).refusals >= 1
+    })
+    .await;
     let at_c = status_at(&c, a.local_addr());
     let why = at_c.last_error.clone().unwrap();
     assert!(why.contains("refused this node: TLS"), "{why}");
     assert!(why.contains("UnknownIssuer"), "{why}");
-    assert_eq!(at_c.name.as_deref(), Some("a"), "c's side of the handshake completed");
+    assert_eq!(
+        at_c.name.as_deref(),
+        Some("a"),
+        "c's side of the handshake completed"
+    );
     assert_ne!(at_c.state, PeerState::Up);
 
     // Dialing: `a2` refuses the server certificate of `c` during the handshake.
-    let (a2, mut a2_rx) =
-        start(identity(&ours, "a2"), any_port(), &[c.local_addr()], |_| {}).await;
-    wait_until("a2 refuses c", || status_at(&a2, c.local_addr()).refusals >= 1).await;
+    let (a2, mut a2_rx) = start(identity(&ours, "a2"), any_port(), &[c.local_addr()], |_| {}).await;
+    wait_until("a2 refuses c", || {
+        status_at(&a2, c.local_addr()).refusals >= 1
+    })
+    .await;
     let at_a2 = status_at(&a2, c.local_addr());
     let why = at_a2.last_error.unwrap();
-    assert!(why.starts_with("refused peer at") && why.contains("TLS"), "{why}");
+    assert!(
+        why.starts_with("refused peer at") && why.contains("TLS"),
+        "{why}"
+    );
     assert!(why.contains("UnknownIssuer"), "{why}");
     assert_eq!(at_a2.name, None, "c was never trusted, so never named");
     wait_until("c counts it", || c.refusals_total() >= 2).await;
@@ -248,7 +290,10 @@ async fn a_restarted_peer_goes_down_then_up_again() {
     .await;
     assert!(reason.contains("shut down"), "{reason}");
     assert_ne!(status_of(&a, "b").unwrap().state, PeerState::Up);
-    assert!(b_rx.recv().await.is_none(), "a stopped transport's events end");
+    assert!(
+        b_rx.recv().await.is_none(),
+        "a stopped transport's events end"
+    );
 
     // The same address again (the old socket may take a moment to be released).
     let mut restarted = None;
@@ -267,7 +312,10 @@ async fn a_restarted_peer_goes_down_then_up_again() {
     wait_up(&mut a_rx, "b").await;
     wait_up(&mut b_rx, "a").await;
     send_when_up(&a, "b", &b"again"[..]).await;
-    assert_eq!(wait_message(&mut b_rx, "a").await, Bytes::from_static(b"again"));
+    assert_eq!(
+        wait_message(&mut b_rx, "a").await,
+        Bytes::from_static(b"again")
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -283,15 +331,30 @@ async fn an_oversized_message_is_dropped_and_the_connection_lives_on() {
     wait_up(&mut a_rx, "b").await;
     wait_up(&mut b_rx, "a").await;
     send_when_up(&a, "b", vec![1; 4_096]).await;
-    wait_until("b drops it", || status_of(&b, "a").unwrap().dropped_oversize == 1).await;
+    wait_until("b drops it", || {
+        status_of(&b, "a").unwrap().dropped_oversize == 1
+    })
+    .await;
     a.send("b", Bytes::from_static(&[2; 1_024])).unwrap();
-    assert_eq!(wait_message(&mut b_rx, "a").await, Bytes::from_static(&[2; 1_024]));
+    assert_eq!(
+        wait_message(&mut b_rx, "a").await,
+        Bytes::from_static(&[2; 1_024])
+    );
     let s = status_of(&b, "a").unwrap();
     assert_eq!((s.state, s.messages_in), (PeerState::Up, 1));
     // b's own sends are bounded by its limit too.
     let err = b.send("a", Bytes::from_static(&[0; 1_025])).unwrap_err();
-    assert_eq!(err, SendError::TooLarge { len: 1_025, max: 1_024 });
-    assert!(a_rx.try_recv().is_err() && b_rx.try_recv().is_err(), "no Down");
+    assert_eq!(
+        err,
+        SendError::TooLarge {
+            len: 1_025,
+            max: 1_024
+        }
+    );
+    assert!(
+        a_rx.try_recv().is_err() && b_rx.try_recv().is_err(),
+        "no Down"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -333,12 +396,21 @@ async fn peers_beyond_the_limit_are_refused() {
     wait_up(&mut a_rx, "b").await;
     wait_up(&mut b_rx, "a").await;
     let (c, _c_rx) = start(identity(&dir, "c"), any_port(), &[b.local_addr()], |_| {}).await;
-    wait_until("c is refused", || status_of(&b, "c").is_some_and(|s| s.refusals >= 1)).await;
+    wait_until("c is refused", || {
+        status_of(&b, "c").is_some_and(|s| s.refusals >= 1)
+    })
+    .await;
     let why = status_of(&b, "c").unwrap().last_error.unwrap();
     assert!(why.contains("too many peers"), "{why}");
-    wait_until("c hears it", || status_of(&c, "b").is_some_and(|s| s.refusals >= 1)).await;
+    wait_until("c hears it", || {
+        status_of(&c, "b").is_some_and(|s| s.refusals >= 1)
+    })
+    .await;
     let why = status_of(&c, "b").unwrap().last_error.unwrap();
-    assert!(why.contains("peer `b`") && why.contains("refused this node: too many peers"), "{why}");
+    assert!(
+        why.contains("peer `b`") && why.contains("refused this node: too many peers"),
+        "{why}"
+    );
     assert_ne!(status_of(&c, "b").unwrap().state, PeerState::Up);
     assert_eq!(status_of(&b, "a").unwrap().state, PeerState::Up);
     for t in [a, b, c] {
@@ -354,13 +426,18 @@ async fn a_hello_of_another_protocol_version_is_refused() {
         cfg.protocol_version = 2;
     })
     .await;
-    wait_until("b refuses a", || status_of(&b, "a").is_some_and(|s| s.refusals >= 1)).await;
+    wait_until("b refuses a", || {
+        status_of(&b, "a").is_some_and(|s| s.refusals >= 1)
+    })
+    .await;
     let s = status_of(&b, "a").unwrap();
     // Both read the other's Hello at once: the last word may be b's or a's.
     let why = s.last_error.unwrap();
     assert!(
-        why == format!("refused peer `a` ({}): protocol version 2, this node speaks 1", a.local_addr())
-            || why.contains("refused this node: it speaks protocol version 2 only, not 1"),
+        why == format!(
+            "refused peer `a` ({}): protocol version 2, this node speaks 1",
+            a.local_addr()
+        ) || why.contains("refused this node: it speaks protocol version 2 only, not 1"),
         "{why}"
     );
     assert_ne!(s.state, PeerState::Up);
@@ -372,7 +449,10 @@ async fn a_hello_of_another_protocol_version_is_refused() {
             || why.contains("protocol version 1, this node speaks 2"),
         "{why}"
     );
-    assert!(a_rx.try_recv().is_err() && b_rx.try_recv().is_err(), "never up");
+    assert!(
+        a_rx.try_recv().is_err() && b_rx.try_recv().is_err(),
+        "never up"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -408,12 +488,18 @@ async fn garbage_datagrams_never_crash_it_and_it_delivers_afterwards() {
         let _ = socket.send_to(&datagram, b.local_addr());
     }
     send_when_up(&a, "b", &b"still here"[..]).await;
-    assert_eq!(wait_message(&mut b_rx, "a").await, Bytes::from_static(b"still here"));
+    assert_eq!(
+        wait_message(&mut b_rx, "a").await,
+        Bytes::from_static(b"still here")
+    );
     // And it still takes new connections.
     let (c, mut c_rx) = start(identity(&dir, "c"), any_port(), &[b.local_addr()], |_| {}).await;
     wait_up(&mut c_rx, "b").await;
     send_when_up(&c, "b", &b"new"[..]).await;
-    assert_eq!(wait_message(&mut b_rx, "c").await, Bytes::from_static(b"new"));
+    assert_eq!(
+        wait_message(&mut b_rx, "c").await,
+        Bytes::from_static(b"new")
+    );
     for t in [a, b, c] {
         t.shutdown().await;
     }

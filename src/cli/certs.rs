@@ -37,13 +37,21 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
         CertsCommand::Init { dir } => {
             let made = certs::init(&dir)?;
-            println!("cluster CA: {} (key: {}, keep it safe)", made.cert.display(), made.key.display());
+            println!(
+                "cluster CA: {} (key: {}, keep it safe)",
+                made.cert.display(),
+                made.key.display()
+            );
             println!("next: warden certs issue NODE --dir {}", dir.display());
         }
         CertsCommand::Issue { node, dir } => {
             let name = NodeName::new(&node)?;
             let made = certs::issue(&dir, &name)?;
-            println!("node `{name}`: {} (key: {})", made.cert.display(), made.key.display());
+            println!(
+                "node `{name}`: {} (key: {})",
+                made.cert.display(),
+                made.key.display()
+            );
         }
     }
     Ok(())

@@ -72,7 +72,12 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
         let addr = incoming.remote_address();
         let Some(slot) = Slot::take(&shared) else {
             incoming.refuse();
-            shared.refused(None, None, addr, Refusal::Here("too many connections at once"));
+            shared.refused(
+                None,
+                None,
+                addr,
+                Refusal::Here("too many connections at once"),
+            );
             continue;
         };
         let task = shared.clone();
@@ -113,7 +118,11 @@ pub(super) fn failed(
 
 /// Runs an established connection (`dial`: the configured address it was dialed at, if
 /// this side dialed) to its end.
-pub(super) async fn run(shared: &Arc<Shared>, conn: quinn::Connection, dial: Option<usize>) -> Ended {
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    conn: quinn::Connection,
+    dial: Option<usize>,
+) -> Ended {
     let addr = conn.remote_address();
     let name = match peer_name(&conn) {
         Ok(name) => name,
@@ -156,13 +165,23 @@ pub(super) async fn run(shared: &Arc<Shared>, conn: quinn::Connection, dial: Opt
     let Some((id, queue)) = attach(shared, &conn, &name, instance, dial.is_some()).await else {
         return Ended::Duplicate;
     };
-    shared.spawn(write_loop(shared.clone(), conn.clone(), name.clone(), queue));
+    shared.spawn(write_loop(
+        shared.clone(),
+        conn.clone(),
+        name.clone(),
+        queue,
+    ));
     let reason = read_loop(shared, &conn, &name).await;
     let down = shared.lock_table().detach(&name, id, &reason);
     shared.changed.notify_waiters();
     if down {
         let peer = name.to_string();
-        shared.emit(Inbound::Down { peer, reason: reason.clone() }).await;
+        shared
+            .emit(Inbound::Down {
+                peer,
+                reason: reason.clone(),
+            })
+            .await;
     }
     Ended::WasUp(reason)
 }
@@ -177,25 +196,46 @@ async fn attach(
     dialed: bool,
 ) -> Option<(u64, mpsc::Receiver<Bytes>)> {
     let (queue, rx) = mpsc::channel(shared.limits.send_queue_messages);
-    let dialer = if dialed { shared.me.clone() } else { name.clone() };
+    let dialer = if dialed {
+        shared.me.clone()
+    } else {
+        name.clone()
+    };
     let attached = {
         let mut table = shared.lock_table();
         let id = table.link_id();
-        let link = Link { id, conn: conn.clone(), instance, dialer, queue };
+        let link = Link {
+            id,
+            conn: conn.clone(),
+            instance,
+            dialer,
+            queue,
+        };
         (id, table.attach(&shared.me, name, link))
     };
     shared.changed.notify_waiters();
     let (id, attached) = attached;
-    let up = || Inbound::Up { peer: name.to_string(), addr: conn.remote_address() };
+    let up = || Inbound::Up {
+        peer: name.to_string(),
+        addr: conn.remote_address(),
+    };
     match attached {
         Attach::Up => shared.emit(up()).await,
         Attach::Restarted(old) => {
-            old.conn.close(codes::RESTARTED, b"replaced by the peer's new instance");
+            old.conn
+                .close(codes::RESTARTED, b"replaced by the peer's new instance");
             let reason = "the peer restarted".to_owned();
-            shared.emit(Inbound::Down { peer: name.to_string(), reason }).await;
+            shared
+                .emit(Inbound::Down {
+                    peer: name.to_string(),
+                    reason,
+                })
+                .await;
             shared.emit(up()).await;
         }
-        Attach::Replaced(old) => old.conn.close(codes::DUPLICATE, b"another connection is kept"),
+        Attach::Replaced(old) => old
+            .conn
+            .close(codes::DUPLICATE, b"another connection is kept"),
         Attach::Refused(code, why) => {
             if code == codes::TOO_MANY_PEERS {
                 let dial = None;
@@ -244,7 +284,10 @@ enum HelloError {
 
 /// Sends our Hello and reads the peer's (the first unidirectional stream each way).
 async fn exchange_hello(shared: &Shared, conn: &quinn::Connection) -> Result<Hello, HelloError> {
-    let ours = Hello { node: shared.me.to_string(), instance: shared.instance };
+    let ours = Hello {
+        node: shared.me.to_string(),
+        instance: shared.instance,
+    };
     let frame = codec::encode_versioned(shared.version, &ours)
         .map_err(|e| HelloError::Bad(format!("our Hello: {e}")))?;
     let send = async {
@@ -256,10 +299,13 @@ async fn exchange_hello(shared: &Shared, conn: &quinn::Connection) -> Result<Hel
     };
     let recv = async {
         let mut stream = conn.accept_uni().await.map_err(HelloError::Lost)?;
-        let bytes = stream.read_to_end(limits::HELLO_BYTES_MAX).await.map_err(|e| match e {
-            ReadToEndError::Read(ReadError::ConnectionLost(e)) => HelloError::Lost(e),
-            e => HelloError::Bad(format!("Hello unreadable: {e}")),
-        })?;
+        let bytes = stream
+            .read_to_end(limits::HELLO_BYTES_MAX)
+            .await
+            .map_err(|e| match e {
+                ReadToEndError::Read(ReadError::ConnectionLost(e)) => HelloError::Lost(e),
+                e => HelloError::Bad(format!("Hello unreadable: {e}")),
+            })?;
         codec::decode_versioned::<Hello>(shared.version, &bytes).map_err(|e| match e {
             CodecError::Version { theirs, ours } => HelloError::Version { theirs, ours },
             e => HelloError::Bad(format!("Hello malformed: {e}")),
@@ -289,13 +335,20 @@ async fn read_loop(shared: &Shared, conn: &quinn::Connection, name: &NodeName) -
         match tokio::time::timeout(read_timeout, read).await {
             Ok(Ok(body)) => {
                 let len = body.len() as u64;
-                shared.bytes_in.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .bytes_in
+                    .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                 shared.lock_table().count(name, |c| {
                     c.bytes_in += len;
                     c.messages_in += 1;
                 });
                 let body = Bytes::from(body);
-                shared.emit(Inbound::Message { peer: name.to_string(), body }).await;
+                shared
+                    .emit(Inbound::Message {
+                        peer: name.to_string(),
+                        body,
+                    })
+                    .await;
             }
             Ok(Err(ReadToEndError::TooLong)) => {
                 let _ = stream.stop(codes::STREAM_TOO_LARGE);
@@ -324,11 +377,15 @@ async fn write_loop(
 ) {
     while let Some(body) = queue.recv().await {
         let len = body.len() as u64;
-        let Ok(mut stream) = conn.open_uni().await else { return };
+        let Ok(mut stream) = conn.open_uni().await else {
+            return;
+        };
         if stream.write_chunk(body).await.is_err() || stream.finish().is_err() {
             return;
         }
-        shared.bytes_out.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .bytes_out
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
         shared.lock_table().count(&name, |c| {
             c.bytes_out += len;
             c.messages_out += 1;
@@ -360,14 +417,21 @@ pub(super) fn describe(e: &ConnectionError) -> Closed {
     match e {
         ConnectionError::ApplicationClosed(close) => {
             let reason = String::from_utf8_lossy(&close.reason).into_owned();
-            let refusals = [codes::VERSION, codes::BAD_HELLO, codes::TOO_MANY_PEERS, codes::SELF];
+            let refusals = [
+                codes::VERSION,
+                codes::BAD_HELLO,
+                codes::TOO_MANY_PEERS,
+                codes::SELF,
+            ];
             match close.error_code {
                 code if refusals.contains(&code) => Closed::RefusedByPeer(reason),
-                code if code == codes::SHUTDOWN => Closed::Failure(format!("the peer shut down")),
+                code if code == codes::SHUTDOWN => Closed::Failure("the peer shut down".to_owned()),
                 _ => Closed::Failure(format!("closed by the peer: {reason}")),
             }
         }
-        ConnectionError::TransportError(t) if crypto(t.code) => Closed::RefusedHere(format!("TLS: {t}")),
+        ConnectionError::TransportError(t) if crypto(t.code) => {
+            Closed::RefusedHere(format!("TLS: {t}"))
+        }
         ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => {
             Closed::RefusedByPeer(format!("TLS: {c}"))
         }
@@ -386,7 +450,11 @@ struct Bucket {
 impl Bucket {
     fn new(per_s: u32, now: Instant) -> Bucket {
         let per_s = u64::from(per_s);
-        Bucket { per_s, milli: per_s * 1000, last: now }
+        Bucket {
+            per_s,
+            milli: per_s * 1000,
+            last: now,
+        }
     }
 
     /// Takes one message's token; false if there is none.

@@ -33,20 +33,29 @@ impl Jitter {
 /// to the cap, less a random part of up to half of it (so peers that lost each other at
 /// the same moment do not redial in step).
 pub(super) fn backoff(failures: u32, limits: &TransportLimits, jitter: &mut Jitter) -> Duration {
-    let doubled = limits.backoff_initial_ms.saturating_mul(1u64 << failures.min(32));
+    let doubled = limits
+        .backoff_initial_ms
+        .saturating_mul(1u64 << failures.min(32));
     let full = doubled.min(limits.backoff_max_ms);
     Duration::from_millis(full - jitter.next_u64() % (full / 2 + 1))
 }
 
 /// Dials configured peer `index` at `addr` until the transport shuts down.
-pub(super) async fn dial_loop(shared: Arc<Shared>, index: usize, addr: SocketAddr, mut jitter: Jitter) {
+pub(super) async fn dial_loop(
+    shared: Arc<Shared>,
+    index: usize,
+    addr: SocketAddr,
+    mut jitter: Jitter,
+) {
     let mut failures = 0u32;
     let mut shutdown = shared.shutdown.clone();
     loop {
         if !wait_while_up(&shared, index).await {
             return;
         }
-        shared.lock_table().dial_state(index, PeerState::Connecting, None);
+        shared
+            .lock_table()
+            .dial_state(index, PeerState::Connecting, None);
         let (error, next_failures) = match dial_once(&shared, index, addr).await {
             Ended::WasUp(why) => (Some(why), 0),
             Ended::Duplicate => (None, 0),
@@ -54,7 +63,9 @@ pub(super) async fn dial_loop(shared: Arc<Shared>, index: usize, addr: SocketAdd
             Ended::Failed(why) => (Some(why), failures.saturating_add(1)),
         };
         failures = next_failures;
-        shared.lock_table().dial_state(index, PeerState::Down, error);
+        shared
+            .lock_table()
+            .dial_state(index, PeerState::Down, error);
         if shared.shutting_down() {
             return;
         }
@@ -70,7 +81,10 @@ async fn dial_once(shared: &Arc<Shared>, index: usize, addr: SocketAddr) -> Ende
     let Some(_slot) = Slot::take(shared) else {
         return Ended::Failed("too many connections at once".into());
     };
-    let connecting = match shared.endpoint.connect_with(shared.client.clone(), addr, SERVER_NAME) {
+    let connecting = match shared
+        .endpoint
+        .connect_with(shared.client.clone(), addr, SERVER_NAME)
+    {
         Ok(connecting) => connecting,
         Err(e) => return Ended::Failed(e.to_string()),
     };
@@ -107,18 +121,34 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_at_most_half_taken_off() {
-        let limits = TransportLimits { backoff_initial_ms: 100, backoff_max_ms: 1_000, ..Default::default() };
+        let limits = TransportLimits {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            ..Default::default()
+        };
         let mut jitter = Jitter::new(7);
-        for (failures, full) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1_000), (60, 1_000)] {
+        for (failures, full) in [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1_000),
+            (60, 1_000),
+        ] {
             for _ in 0..100 {
                 let wait = backoff(failures, &limits, &mut jitter).as_millis() as u64;
-                assert!(full / 2 <= wait && wait <= full, "{failures}: {wait} of {full}");
+                assert!(
+                    full / 2 <= wait && wait <= full,
+                    "{failures}: {wait} of {full}"
+                );
             }
         }
         // The jitter varies, and the same seed repeats it.
         let waits = |seed| {
             let mut j = Jitter::new(seed);
-            (0..8).map(|_| backoff(3, &limits, &mut j)).collect::<Vec<_>>()
+            (0..8)
+                .map(|_| backoff(3, &limits, &mut j))
+                .collect::<Vec<_>>()
         };
         assert_eq!(waits(1), waits(1));
         assert_ne!(waits(1), waits(2));

@@ -337,8 +337,11 @@ impl Transport {
         check_limits(&cfg.limits)?;
         let parsed = cfg.identity.parse()?;
         let (server, client) = tls::configs(&parsed)?;
-        let endpoint = quinn::Endpoint::server(server, cfg.listen)
-            .map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
+        let endpoint =
+            quinn::Endpoint::server(server, cfg.listen).map_err(|source| TransportError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
         let (events, inbound) = mpsc::channel(limits::INBOUND_QUEUE_EVENTS);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut rng = dial::Jitter::new(cfg.seed ^ clock_nanos());
@@ -370,7 +373,10 @@ impl Transport {
 
     /// The bound UDP address (the actual port when [`TransportConfig::listen`] had port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.endpoint.local_addr().expect("a bound UDP socket has an address")
+        self.shared
+            .endpoint
+            .local_addr()
+            .expect("a bound UDP socket has an address")
     }
 
     /// This node's name, from its certificate.
@@ -387,7 +393,10 @@ impl Transport {
     pub fn send(&self, peer: &str, body: Bytes) -> Result<(), SendError> {
         let max = self.shared.limits.message_bytes_max;
         if body.len() > max {
-            return Err(SendError::TooLarge { len: body.len(), max });
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
         }
         let queue = self.shared.lock_table().queue(peer);
         let queue = queue.ok_or_else(|| SendError::NotConnected(peer.to_owned()))?;
@@ -446,7 +455,9 @@ impl Shared {
     }
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, table::Table> {
-        self.table.lock().expect("no panic while the peer table is held")
+        self.table
+            .lock()
+            .expect("no panic while the peer table is held")
     }
 
     /// Logs `line` for `key` (a peer name or address) unless it was the last line for it.
@@ -464,7 +475,13 @@ impl Shared {
 
     /// Counts and logs a refused connection; `dial` is the configured peer's index if this
     /// side dialed, `name` the peer's name if its certificate was trusted.
-    fn refused(&self, dial: Option<usize>, name: Option<&NodeName>, addr: SocketAddr, why: Refusal) {
+    fn refused(
+        &self,
+        dial: Option<usize>,
+        name: Option<&NodeName>,
+        addr: SocketAddr,
+        why: Refusal,
+    ) {
         self.refusals.fetch_add(1, Ordering::Relaxed);
         let who = match name {
             Some(name) => format!("peer `{name}` ({addr})"),
@@ -475,7 +492,10 @@ impl Shared {
             Refusal::ByPeer(why) => format!("{who} refused this node: {why}"),
         };
         self.lock_table().refused(dial, name, addr, &line);
-        self.log_once(&name.map_or_else(|| addr.to_string(), |n| n.to_string()), &line);
+        self.log_once(
+            &name.map_or_else(|| addr.to_string(), |n| n.to_string()),
+            &line,
+        );
     }
 
     fn shutting_down(&self) -> bool {
@@ -519,6 +539,8 @@ fn check_limits(l: &TransportLimits) -> Result<(), TransportError> {
 }
 
 fn clock_nanos() -> u64 {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
 }

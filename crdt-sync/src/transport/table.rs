@@ -97,7 +97,13 @@ impl Table {
                 last_error: None,
             })
             .collect();
-        Table { peers: BTreeMap::new(), dials, connections: 0, next_link: 0, peers_max }
+        Table {
+            peers: BTreeMap::new(),
+            dials,
+            connections: 0,
+            next_link: 0,
+            peers_max,
+        }
     }
 
     /// A fresh link id.
@@ -109,7 +115,11 @@ impl Table {
     /// The send queue of `peer`'s link, if it is up.
     pub fn queue(&self, peer: &str) -> Option<mpsc::Sender<Bytes>> {
         let name = NodeName::new(peer).ok()?;
-        self.peers.get(&name)?.link.as_ref().map(|l| l.queue.clone())
+        self.peers
+            .get(&name)?
+            .link
+            .as_ref()
+            .map(|l| l.queue.clone())
     }
 
     /// Installs `link` as `name`'s link if the rules of the module doc allow it; `me` is this
@@ -140,7 +150,11 @@ impl Table {
         };
         // Nodes dial from their listening socket: a connection from a configured address
         // is the node configured there, even before our own dial reaches it.
-        for dial in self.dials.iter_mut().filter(|d| d.addr == addr && d.name.is_none()) {
+        for dial in self
+            .dials
+            .iter_mut()
+            .filter(|d| d.addr == addr && d.name.is_none())
+        {
             dial.name = Some(name.clone());
         }
         let peer = self.peer_mut(name, addr);
@@ -160,7 +174,9 @@ impl Table {
 
     /// Removes `name`'s link if it is still link `id`; true if it was (the peer is down).
     pub fn detach(&mut self, name: &NodeName, id: u64, reason: &str) -> bool {
-        let Some(peer) = self.peers.get_mut(name) else { return false };
+        let Some(peer) = self.peers.get_mut(name) else {
+            return false;
+        };
         if peer.link.as_ref().map(|l| l.id) != Some(id) {
             return false;
         }
@@ -173,7 +189,8 @@ impl Table {
     /// Whether the peer last seen at configured address `dial` is up now.
     pub fn dial_peer_up(&self, dial: usize) -> bool {
         let name = self.dials[dial].name.as_ref();
-        name.and_then(|n| self.peers.get(n)).is_some_and(|p| p.link.is_some())
+        name.and_then(|n| self.peers.get(n))
+            .is_some_and(|p| p.link.is_some())
     }
 
     /// Records that the node at configured address `dial` is `name`.
@@ -233,8 +250,11 @@ impl Table {
     pub fn status(&self) -> Vec<PeerStatus> {
         let mut out: Vec<PeerStatus> = Vec::with_capacity(self.peers.len() + self.dials.len());
         for (name, peer) in &self.peers {
-            let dials: Vec<&Dial> =
-                self.dials.iter().filter(|d| d.name.as_ref() == Some(name)).collect();
+            let dials: Vec<&Dial> = self
+                .dials
+                .iter()
+                .filter(|d| d.name.as_ref() == Some(name))
+                .collect();
             let connecting = dials.iter().any(|d| d.state == PeerState::Connecting);
             let state = match (&peer.link, connecting) {
                 (Some(_), _) => PeerState::Up,

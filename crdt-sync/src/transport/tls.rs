@@ -80,7 +80,8 @@ fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
         .receive_window(varint(limits::CONNECTION_WINDOW_BYTES)?)
         .send_window(limits::CONNECTION_WINDOW_BYTES)
         .max_idle_timeout(Some(
-            idle.try_into().map_err(|e| TransportError::Tls(format!("idle timeout: {e}")))?,
+            idle.try_into()
+                .map_err(|e| TransportError::Tls(format!("idle timeout: {e}")))?,
         ))
         .keep_alive_interval(Some(Duration::from_millis(limits::KEEP_ALIVE_INTERVAL_MS)))
         .datagram_receive_buffer_size(None);
