@@ -504,3 +504,127 @@ async fn garbage_datagrams_never_crash_it_and_it_delivers_afterwards() {
         t.shutdown().await;
     }
 }
+
+/// A UDP relay between one client and a target the test can change, and cut (every datagram
+/// dropped, both ways): a crash whose close never arrives.
+struct Relay {
+    addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    target: std::sync::Arc<std::sync::Mutex<SocketAddr>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
+        let (cut2, target2) = (cut.clone(), target.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0; 65_536];
+            let mut client = None;
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                if cut2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let target = *target2.lock().unwrap();
+                let to = if from == target { client } else { Some(target) };
+                if from != target {
+                    client = Some(from);
+                }
+                if let Some(to) = to {
+                    let _ = socket.send_to(&buf[..len], to).await;
+                }
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            target,
+            task,
+        }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `a` dials `b` through a relay; the relay is cut and `b` stops (its close is lost, as in a
+/// crash). Returns a's transport and events, and the cluster.
+async fn crashed_pair(tag: &str) -> (PathBuf, Transport, Receiver<Inbound>, Relay) {
+    let dir = cluster(tag);
+    let (b, mut b_rx) = start(identity(&dir, "b"), any_port(), &[], |_| {}).await;
+    let relay = Relay::start(b.local_addr()).await;
+    let (a, mut a_rx) = start(identity(&dir, "a"), any_port(), &[relay.addr], |_| {}).await;
+    wait_up(&mut a_rx, "b").await;
+    wait_up(&mut b_rx, "a").await;
+    relay.cut(true);
+    b.shutdown().await;
+    assert_eq!(
+        status_of(&a, "b").unwrap().state,
+        PeerState::Up,
+        "a has not heard"
+    );
+    (dir, a, a_rx, relay)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_peer_back_at_the_same_address_resets_the_stale_link_at_once() {
+    let (dir, a, mut a_rx, relay) = crashed_pair("reset").await;
+    // b comes back (same key, new port behind the same relay address).
+    let (b, mut b_rx) = start(identity(&dir, "b"), any_port(), &[], |_| {}).await;
+    *relay.target.lock().unwrap() = b.local_addr();
+    let back = tokio::time::Instant::now();
+    relay.cut(false);
+    // a's next packet on the old connection reaches the new b, whose stateless reset a
+    // accepts (the reset key comes from b's private key): Down long before the idle timeout.
+    let (reason, _) = wait_event(&mut a_rx, "Down of b", |e| match e {
+        Inbound::Down { peer, reason } if peer == "b" => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("reset"), "{reason}");
+    let idle = Duration::from_millis(warden_sync::limits::IDLE_TIMEOUT_MS);
+    assert!(back.elapsed() < idle, "{:?}", back.elapsed());
+    wait_up(&mut a_rx, "b").await;
+    wait_up(&mut b_rx, "a").await;
+    send_when_up(&a, "b", &b"back"[..]).await;
+    assert_eq!(
+        wait_message(&mut b_rx, "a").await,
+        Bytes::from_static(b"back")
+    );
+    relay.task.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_peer_that_dials_back_replaces_its_stale_link() {
+    let (dir, a, mut a_rx, relay) = crashed_pair("redial").await;
+    // b comes back elsewhere and dials a itself; the relay stays cut, so a still holds the
+    // old connection when the new one's Hello (another instance) arrives.
+    let (b, mut b_rx) = start(identity(&dir, "b"), any_port(), &[a.local_addr()], |_| {}).await;
+    let (reason, skipped) = wait_event(&mut a_rx, "Down of b", |e| match e {
+        Inbound::Down { peer, reason } if peer == "b" => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, "the peer restarted");
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let next = a_rx.recv().await.unwrap();
+    assert!(
+        matches!(&next, Inbound::Up { peer, .. } if peer == "b"),
+        "{next:?}"
+    );
+    wait_up(&mut b_rx, "a").await;
+    send_when_up(&a, "b", &b"new link"[..]).await;
+    assert_eq!(
+        wait_message(&mut b_rx, "a").await,
+        Bytes::from_static(b"new link")
+    );
+    relay.task.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -162,8 +162,9 @@ pub(super) async fn run(
         }
         Ok(Ok(hello)) => hello.instance,
     };
-    let Some((id, queue)) = attach(shared, &conn, &name, instance, dial.is_some()).await else {
-        return Ended::Duplicate;
+    let (id, queue) = match attach(shared, &conn, &name, instance, dial).await {
+        Ok(attached) => attached,
+        Err(ended) => return ended,
     };
     shared.spawn(write_loop(
         shared.clone(),
@@ -186,17 +187,17 @@ pub(super) async fn run(
     Ended::WasUp(reason)
 }
 
-/// Makes the connection `name`'s link if the table's rules allow; tells the core. `None`:
-/// closed as a duplicate (or for too many peers, counted as a refusal).
+/// Makes the connection `name`'s link if the table's rules allow and tells the core; else
+/// closes it: as a duplicate, or for too many peers (a refusal, counted).
 async fn attach(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
     name: &NodeName,
     instance: u64,
-    dialed: bool,
-) -> Option<(u64, mpsc::Receiver<Bytes>)> {
+    dial: Option<usize>,
+) -> Result<(u64, mpsc::Receiver<Bytes>), Ended> {
     let (queue, rx) = mpsc::channel(shared.limits.send_queue_messages);
-    let dialer = if dialed {
+    let dialer = if dial.is_some() {
         shared.me.clone()
     } else {
         name.clone()
@@ -238,15 +239,13 @@ async fn attach(
             .close(codes::DUPLICATE, b"another connection is kept"),
         Attach::Refused(code, why) => {
             if code == codes::TOO_MANY_PEERS {
-                let dial = None;
-                refuse(shared, conn, dial, Some(name), code, why);
-            } else {
-                conn.close(code, why.as_bytes());
+                return Err(refuse(shared, conn, dial, Some(name), code, why));
             }
-            return None;
+            conn.close(code, why.as_bytes());
+            return Err(Ended::Duplicate);
         }
     }
-    Some((id, rx))
+    Ok((id, rx))
 }
 
 /// Closes `conn` with `code`, counts and logs the refusal.

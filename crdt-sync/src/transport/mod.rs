@@ -8,7 +8,10 @@
 //! backoff ([`TransportLimits::backoff_initial_ms`] doubling up to
 //! [`TransportLimits::backoff_max_ms`], less a random part of up to half, from a cheap
 //! generator seeded by [`TransportConfig::seed`]); a dial waits while its peer is connected.
-//! Peers that were not configured may dial in. Both sides authenticate with mutual TLS
+//! Peers that were not configured may dial in. A peer that vanishes is Down after
+//! [`IDLE_TIMEOUT_MS`](crate::limits::IDLE_TIMEOUT_MS); one that comes back after a crash
+//! resets its peers' stale connections at their first packet (its stateless-reset and
+//! connection-ID keys derive from its private key, so they survive the restart). Both sides authenticate with mutual TLS
 //! against the cluster CA ([`crate::certs`]); a peer is known by the node name in its
 //! certificate, never by its address or by what it says.
 //!
@@ -337,11 +340,15 @@ impl Transport {
         check_limits(&cfg.limits)?;
         let parsed = cfg.identity.parse()?;
         let (server, client) = tls::configs(&parsed)?;
+        let bind = |source| TransportError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind)?;
+        let endpoint_config = tls::endpoint_config(&parsed.key);
+        let runtime = Arc::new(quinn::TokioRuntime);
         let endpoint =
-            quinn::Endpoint::server(server, cfg.listen).map_err(|source| TransportError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+            quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(bind)?;
         let (events, inbound) = mpsc::channel(limits::INBOUND_QUEUE_EVENTS);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut rng = dial::Jitter::new(cfg.seed ^ clock_nanos());

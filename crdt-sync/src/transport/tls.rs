@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::server::WebPkiClientVerifier;
 
 use super::TransportError;
@@ -64,6 +65,28 @@ pub(super) fn configs(
         quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client).map_err(quic)?));
     client.transport_config(transport);
     Ok((server, client))
+}
+
+/// The endpoint's configuration. Its stateless-reset key and connection-ID key are derived
+/// from the node's private key, so they survive a restart: a node that comes back after a
+/// crash (no close was sent) recognises the connection IDs it gave out before and resets
+/// its peers' stale connections at their first packet, instead of leaving them to the idle
+/// timeout.
+pub(super) fn endpoint_config(key: &PrivateKeyDer<'_>) -> quinn::EndpointConfig {
+    let derive = |label: &[u8]| {
+        let mut input = label.to_vec();
+        input.extend_from_slice(key.secret_der());
+        ring::digest::digest(&ring::digest::SHA256, &input)
+    };
+    let reset = derive(b"warden-sync stateless reset key v1\0");
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset.as_ref());
+    let cid = derive(b"warden-sync connection id key v1\0");
+    let cid_key = u64::from_le_bytes(cid.as_ref()[..8].try_into().expect("8 of 32 bytes"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// QUIC's bounds: streams, windows, idle timeout and keep-alive, no datagrams, no
