@@ -19,9 +19,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// overspent, cascade halts, and a hash-chained audit journal. This binary runs a coordinator
 /// node that agents talk to over HTTP (`warden node`); acts on a running node as its operator
 /// (`warden agents list|show|halt|resume`, `warden approvals list|approve|deny`); checks
-/// policies and shows what they decide for a step (`warden policy check|eval`); and reads a
-/// node's journal from its data directory (`warden audit verify|query|replay|report`); and
-/// simulates whole swarms from a seed, checking the invariants (`warden sim`).
+/// policies and shows what they decide for a step (`warden policy check|eval`); reads a
+/// node's journal from its data directory (`warden audit verify|query|replay|report`);
+/// simulates whole swarms from a seed, checking the invariants (`warden sim`); and makes the
+/// certificates nodes sync with (`warden certs init|issue`).
 ///
 /// To see warden at work: `warden demo` (a node, about 1,000 simulated agents and a live
 /// view). The library alone: `cargo run --release --example swarm`.
@@ -61,6 +62,9 @@ enum Command {
     /// a halt, replay reproduces every decision, every allow journaled before it is answered,
     /// no reservation leaked, hostile steps never allowed. The same seed gives the same run.
     Sim(cli::sim::SimArgs),
+    /// Make the cluster CA and node certificates for node-to-node sync (mutual TLS).
+    #[command(subcommand)]
+    Certs(cli::certs::CertsCommand),
     /// See warden work: a node on embedded defaults, about 1,000 simulated agents driving its
     /// real HTTP API, and a live view of decisions, halts, pools and approvals.
     ///
@@ -83,6 +87,10 @@ fn main() -> ExitCode {
         Command::Agents(args) => ("warden", cli::agents::run(args).map(|()| ExitCode::SUCCESS)),
         Command::Approvals(args) => ("warden", cli::approvals::run(args)),
         Command::Sim(args) => ("warden sim", cli::sim::run(args)),
+        Command::Certs(command) => (
+            "warden certs",
+            cli::certs::run(command).map(|()| ExitCode::SUCCESS),
+        ),
         Command::Demo(args) => (
             "warden demo",
             cli::demo::run(args).map(|()| ExitCode::SUCCESS),

@@ -20,7 +20,15 @@ fn help_and_version_work() {
     );
     // It describes what the binary does, not what may come later.
     assert!(!text.contains("arrive with"), "{text}");
-    for command in ["node", "agents", "approvals", "policy", "audit", "sim"] {
+    for command in [
+        "node",
+        "agents",
+        "approvals",
+        "policy",
+        "audit",
+        "sim",
+        "certs",
+    ] {
         assert!(
             text.contains(command),
             "{command} missing from --help: {text}"
@@ -863,5 +871,89 @@ fn policy_eval_compares_tools_and_values_in_canonical_form() {
         let step = json!({"tool": "git.push", "action": "network", "args": {"force": force}});
         let (d, r, _) = eval_example("coding-agent.yaml", &step).unwrap();
         assert_eq!((d.as_str(), r.as_str()), ("deny", "force-push"), "{force}");
+    }
+}
+
+#[test]
+fn certs_init_and_issue_make_a_ca_and_node_certificates_and_overwrite_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir().join(format!("warden-cli-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("certs");
+    let d = dir.to_str().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let out = warden(&["certs", "init", "--dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ca.pem"));
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("ca.key")), 0o600);
+    let out = warden(&["certs", "issue", "eu-1", "--dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&dir.join("eu-1.key")), 0o600);
+    let pem = std::fs::read_to_string(dir.join("eu-1.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+
+    // A second init and a second issue of the same node are refused; nothing changes.
+    let ca_key = std::fs::read(dir.join("ca.key")).unwrap();
+    for args in [
+        &["certs", "init", "--dir", d][..],
+        &["certs", "issue", "eu-1", "--dir", d],
+    ] {
+        let out = warden(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("warden certs: ") && err.contains("exists already"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(dir.join("ca.key")).unwrap(), ca_key);
+}
+
+#[test]
+fn certs_issue_refuses_bad_names_and_a_missing_ca_with_exit_2() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-noca-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    for (name, says) in [
+        ("EU-1", "a character other than a-z"),
+        ("-a", "starts with '-'"),
+        ("a.b", "a character other than a-z"),
+        (&"n".repeat(64) as &str, "longer than 63"),
+    ] {
+        let out = warden(&["certs", "issue", "--dir", d, "--", name]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    let out = warden(&["certs", "issue", "eu-1", "--dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ca.pem not found: run `warden certs init` first"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "nothing made");
+    let out = warden(&["certs", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("init") && text.contains("issue"),
+        "{text}"
+    );
+    for help in [&["certs", "init", "--help"], &["certs", "issue", "--help"]] {
+        let out = warden(help);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("--dir <DIR>"),
+            "{help:?}: {text}"
+        );
     }
 }

@@ -8,7 +8,10 @@
 //! a timeout. Items are join-semilattice states (or their per-key parts), so receiving one
 //! twice, late or out of order changes nothing.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
 
 use crate::escrow::Escrow;
 use crate::halts::AgentHalts;
@@ -141,4 +144,23 @@ impl Item {
             Item::Agent { id, entry } => 64 + id.len() + entry.pool.len(),
         }
     }
+}
+
+/// Encodes a message as one codec frame (bincode through serde: the replicated types, and the
+/// `crdts` types inside them, are serde types).
+///
+/// # Errors
+/// [`CodecError::TooLarge`] past the message limit, [`CodecError::Encode`].
+pub fn encode_message(msg: &Message) -> Result<Bytes, CodecError> {
+    codec::encode(&bincode::serde::Compat(msg))
+}
+
+/// Decodes one codec frame into a message. Nothing a peer sends can panic here: every
+/// length is checked against the frame (see `codec`), and a message that decodes but has
+/// the wrong shape for this node is refused later, before it is merged.
+///
+/// # Errors
+/// Every [`CodecError`]: size, magic, version, malformed body, trailing bytes.
+pub fn decode_message(frame: &[u8]) -> Result<Message, CodecError> {
+    codec::decode::<bincode::serde::Compat<Message>>(frame).map(|c| c.0)
 }

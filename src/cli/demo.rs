@@ -261,6 +261,7 @@ async fn start_node(data: &Path, listen: SocketAddr) -> anyhow::Result<RunningNo
         policy: Some(policy),
         data: Some(data.to_path_buf()),
         listen: Some(listen),
+        ..Flags::default()
     };
     // The demo's node ignores WARDEN_OPERATOR_TOKEN: its token is made in its new directory.
     let resolved = resolve(flags, &|_| None)?;

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod certs;
 pub mod demo;
 pub mod demo_view;
 pub mod node;

@@ -33,7 +33,7 @@ const WORKER_THREADS: usize = 2;
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {
     /// A YAML config file (listen, data_dir, policy, operator_token, fsync, limits,
-    /// webhooks, upstreams, prices); flags override it.
+    /// webhooks, upstreams, prices, sync); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The policy YAML file (default: the bundled example policy).
@@ -45,6 +45,13 @@ pub struct NodeArgs {
     /// The address to listen on (default 127.0.0.1:7700; port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// The QUIC (UDP) address to sync with other nodes on (overrides the config's
+    /// sync.listen; needs the config's `sync` section: members, ca, cert, key, pools).
+    #[arg(long, value_name = "ADDR")]
+    sync_listen: Option<SocketAddr>,
+    /// Another node to sync with, `host:port` (repeat for each; added to sync.peers).
+    #[arg(long = "peer", value_name = "ADDR")]
+    peers: Vec<String>,
 }
 
 /// Runs a node until a signal; errors are for start-up (bad config or policy, a journal that
@@ -55,6 +62,8 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         policy: args.policy,
         data: args.data,
         listen: args.listen,
+        sync_listen: args.sync_listen,
+        peers: args.peers,
     };
     let Resolved {
         mut config,

@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod cluster;
 pub mod journal;
 pub mod limits;
 pub mod metrics;

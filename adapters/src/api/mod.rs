@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod cluster;
 pub mod events;
 pub mod health;
 pub mod policy;
@@ -25,7 +26,7 @@ use crate::http::{deadline, error, AppState};
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Every route the node serves, as written in the OpenAPI document.
-pub const ROUTES: [&str; 26] = [
+pub const ROUTES: [&str; 28] = [
     "/",
     "/healthz",
     "/readyz",
@@ -46,6 +47,8 @@ pub const ROUTES: [&str; 26] = [
     "/v1/policy",
     "/v1/events",
     "/v1/audit",
+    "/v1/cluster",
+    "/v1/cluster/prepare-offline",
     "/proxy/{tool}",
     "/proxy/{tool}/{path}",
     "/v1/chat/completions",
@@ -63,6 +66,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(agents::router())
         .merge(steps::router())
         .merge(pools::router())
+        .merge(cluster::router())
         .merge(approvals::router())
         .merge(policy::router())
         .merge(events::router())

@@ -54,6 +54,8 @@ pub struct Shared {
     pub data_dir: PathBuf,
     /// The enforcement proxy.
     pub proxy: crate::proxy::Proxy,
+    /// Node-to-node sync, when the config has a `sync` section (set once at start).
+    pub cluster: std::sync::OnceLock<warden_supervisor::cluster::Cluster>,
 }
 
 impl std::ops::Deref for AppState {
@@ -79,6 +81,7 @@ impl AppState {
             shutting_down: tokio::sync::watch::channel(false).0,
             request_timeout_ms: config.request_timeout_ms,
             data_dir: config.node.data_dir.clone(),
+            cluster: std::sync::OnceLock::new(),
         })))
     }
 
@@ -108,6 +111,9 @@ pub enum StartError {
     /// The config's upstreams cannot be used.
     #[error("upstreams: {0}")]
     Proxy(String),
+    /// Sync could not start (certificates, address, members, pools).
+    #[error("sync: {0}")]
+    Cluster(String),
     /// The listener could not be bound.
     #[error("listening on {addr}")]
     Listen {
@@ -148,7 +154,15 @@ impl RunningNode {
         if let Some(w) = self.webhooks {
             w.shutdown().await;
         }
+        if let Some(c) = self.state.cluster.get() {
+            c.shutdown().await;
+        }
         self.node.shutdown().await;
+    }
+
+    /// The cluster this node syncs with, if it has a `sync` section.
+    pub fn cluster(&self) -> Option<&warden_supervisor::cluster::Cluster> {
+        self.state.cluster.get()
     }
 }
 
@@ -182,6 +196,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let orphans = crate::proxy::orphans::settle(&state).await;
     if orphans > 0 {
         eprintln!("warden node: settled {orphans} proxied steps a crash left open, each at its whole reservation");
+    }
+    if let Some(sync) = &config.sync {
+        match start_cluster(node.swarm(), sync).await {
+            Ok(c) => {
+                let _ = state.cluster.set(c);
+            }
+            Err(e) => {
+                node.shutdown().await;
+                return Err(StartError::Cluster(e));
+            }
+        }
     }
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
@@ -218,6 +243,41 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         task,
         webhooks,
     })
+}
+
+/// Starts sync over the node's swarm: the peers' names resolved now (a name that does not
+/// resolve is an error: the operator sees it at start, not as a silent partition).
+async fn start_cluster(
+    swarm: &Swarm,
+    sync: &crate::config::SyncSettings,
+) -> Result<warden_supervisor::cluster::Cluster, String> {
+    let mut peers = Vec::new();
+    for p in &sync.peers {
+        let mut addrs = tokio::net::lookup_host(p.as_str())
+            .await
+            .map_err(|e| format!("peer {p:?}: {e} (write host:port)"))?;
+        peers.push(
+            addrs
+                .next()
+                .ok_or_else(|| format!("peer {p:?} resolves to nothing"))?,
+        );
+    }
+    let opts = warden_supervisor::cluster::ClusterOptions {
+        listen: sync.listen,
+        peers,
+        members: sync.members.clone(),
+        identity: warden_sync::certs::Identity {
+            ca_pem: sync.ca_pem.clone(),
+            cert_pem: sync.cert_pem.clone(),
+            key_pem: sync.key_pem.0.clone(),
+        },
+        pools: sync.pools.clone(),
+        timing: sync.timing.clone(),
+        tuning: sync.tuning.clone(),
+    };
+    warden_supervisor::cluster::Cluster::start(swarm.clone(), opts)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Ends a request that takes longer than the request timeout (a client trickling its body,

@@ -447,3 +447,16 @@ pub struct AuditPage {
     /// Pass as `after` for the next page; null on the last page.
     pub next: Option<u64>,
 }
+
+/// `POST /v1/cluster/prepare-offline`: take rights along before going offline.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareOfflineRequest {
+    /// How long the node may be gone (`8h`): the lease its heir waits before reclaiming
+    /// (bounded by the config's `sync.max_offline`). `0s` ends the preparation.
+    pub duration: String,
+    /// Rights wanted per replicated pool and dimension (money and risk in dollars and
+    /// points); absent: what this node holds free plus half of what the others hold free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<BTreeMap<String, BTreeMap<String, f64>>>,
+}

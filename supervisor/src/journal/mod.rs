@@ -286,6 +286,7 @@ impl Journal {
             max_queued: config.queue.max(1),
             progress: tokio::sync::watch::Sender::new(Progress {
                 seq: next_seq - 1,
+                hash: prev,
                 failed: None,
             }),
         });
@@ -483,6 +484,13 @@ impl Journal {
                 p.failed = Some(why);
             }
         });
+    }
+
+    /// The last acknowledged entry's sequence number and chain hash (0 and the genesis hash
+    /// for an empty journal): the head a node gossips to its peers.
+    pub fn head(&self) -> (u64, Hash) {
+        let p = self.shared.progress.borrow();
+        (p.seq, p.hash)
     }
 
     /// Why the journal stopped taking entries, if it did.

@@ -39,6 +39,8 @@ pub(super) enum Msg {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Progress {
     pub(super) seq: u64,
+    /// The chain hash of entry `seq` (the journal's head, gossiped to peers).
+    pub(super) hash: Hash,
     pub(super) failed: Option<String>,
 }
 
@@ -184,7 +186,11 @@ impl Writer {
                         let _ = ack.send(hash);
                     }
                 }
-                self.shared.progress.send_modify(|p| p.seq = last);
+                let head = self.prev;
+                self.shared.progress.send_modify(|p| {
+                    p.seq = last;
+                    p.hash = head;
+                });
             }
             Err(e) => {
                 // The group failed: none of it is acknowledged, so none of it may stay in the

@@ -62,6 +62,11 @@ impl Swarm {
         self.inner.flush().await.map_err(SwarmError::Journal)
     }
 
+    /// The journal's head (last acknowledged sequence number and chain hash), if attached.
+    pub fn journal_head(&self) -> Option<(u64, [u8; 32])> {
+        self.inner.journal.get().map(|(j, _)| j.head())
+    }
+
     /// Why the journal stopped taking entries, if it did (the node then fails closed).
     pub fn journal_failure(&self) -> Option<String> {
         self.inner.journal_failure()

@@ -33,12 +33,16 @@ use crate::limits::{
 };
 use crate::webhook::WebhookConfig;
 
+mod sync;
+
+pub use sync::SyncSection;
+
 /// Where `warden node` listens when nothing says otherwise.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7700";
 /// The data directory when nothing says otherwise.
 pub const DATA_DIR_DEFAULT: &str = "warden-data";
 /// The policy a node runs when none is given: the example policy of DESIGN.md.
-pub const POLICY_DEFAULT: &str = include_str!("../../examples/policies/design.yaml");
+pub const POLICY_DEFAULT: &str = include_str!("../../../examples/policies/design.yaml");
 /// The environment variable that holds the operator token.
 pub const OPERATOR_TOKEN_ENV: &str = "WARDEN_OPERATOR_TOKEN";
 
@@ -66,6 +70,42 @@ pub struct NodeConfig {
     pub upstreams: Vec<Upstream>,
     /// Model prices for the LLM proxy.
     pub prices: Vec<Price>,
+    /// Node-to-node sync (the config's `sync` section with `--sync-listen` / `--peer`), with
+    /// its certificate files read; `None`: a node on its own.
+    pub sync: Option<SyncSettings>,
+}
+
+/// How this node syncs with its peers, every source applied.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// The QUIC (UDP) address to listen on.
+    pub listen: SocketAddr,
+    /// The peers' addresses (`host:port`, resolved when the node starts).
+    pub peers: Vec<String>,
+    /// Every node's name.
+    pub members: Vec<String>,
+    /// The cluster CA's certificate, PEM.
+    pub ca_pem: String,
+    /// This node's certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM (never logged: `Debug` of this struct shows it as redacted).
+    pub key_pem: Redacted,
+    /// The replicated pools and their limits.
+    pub pools: Vec<warden_sync::replica::ReplicatedPool>,
+    /// Timers.
+    pub timing: warden_sync::replica::Timing,
+    /// How rights move.
+    pub tuning: warden_sync::replica::Tuning,
+}
+
+/// A secret kept out of `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl NodeConfig {
@@ -84,6 +124,7 @@ impl NodeConfig {
             metrics: None,
             upstreams: Vec::new(),
             prices: Vec::new(),
+            sync: None,
         }
     }
 }
@@ -99,6 +140,10 @@ pub struct Flags {
     pub data: Option<PathBuf>,
     /// `--listen ADDR`.
     pub listen: Option<SocketAddr>,
+    /// `--sync-listen ADDR`.
+    pub sync_listen: Option<SocketAddr>,
+    /// `--peer ADDR`, repeated.
+    pub peers: Vec<String>,
 }
 
 /// Why a node's configuration could not be had.
@@ -120,6 +165,9 @@ pub enum ConfigError {
         /// Each diagnostic, located.
         errors: Vec<Diagnostic>,
     },
+    /// The sync flags or section cannot make a cluster node.
+    #[error("sync: {0}")]
+    Sync(String),
     /// A credential refers to an environment variable that is not set.
     #[error("upstream `{upstream}`, header `{header}`: the environment variable {var} is not set; set it or write the value in the config")]
     MissingEnv {
@@ -200,10 +248,54 @@ pub fn resolve(
         .map(|u| with_credentials(u, env))
         .collect::<Result<_, _>>()?;
     config.prices = file.prices;
+    config.sync = resolve_sync(file.sync, flags.sync_listen, flags.peers)?;
     Ok(Resolved {
         config,
         policy_source,
     })
+}
+
+/// The sync section with `--sync-listen` and `--peer` applied, its PEM files read.
+fn resolve_sync(
+    section: Option<SyncSection>,
+    listen: Option<SocketAddr>,
+    peers: Vec<String>,
+) -> Result<Option<SyncSettings>, ConfigError> {
+    let Some(s) = section else {
+        if listen.is_some() || !peers.is_empty() {
+            return Err(ConfigError::Sync(
+                "--sync-listen and --peer need the config file's `sync` section (members, ca, cert, key, pools); see docs/sync.md".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let listen = match (listen, &s.listen) {
+        (Some(a), _) => a,
+        (None, Some(text)) => text.parse().map_err(|_| {
+            ConfigError::Sync(format!(
+                "sync.listen {text:?} is not an address like 0.0.0.0:7701"
+            ))
+        })?,
+        (None, None) => {
+            return Err(ConfigError::Sync(
+                "no address to listen on: set sync.listen or --sync-listen".into(),
+            ))
+        }
+    };
+    let mut all_peers = s.peers;
+    all_peers.extend(peers);
+    let pem = |p: &Option<PathBuf>| read(p.as_ref().expect("required by the reader"));
+    Ok(Some(SyncSettings {
+        listen,
+        peers: all_peers,
+        members: s.members,
+        ca_pem: pem(&s.ca)?,
+        cert_pem: pem(&s.cert)?,
+        key_pem: Redacted(pem(&s.key)?),
+        pools: s.pools,
+        timing: s.timing,
+        tuning: s.tuning,
+    }))
 }
 
 /// Replaces every `env:NAME` in the upstream's header values (NAME: letters, digits and `_`)
@@ -271,6 +363,8 @@ pub struct FileConfig {
     pub upstreams: Vec<Upstream>,
     /// `prices: {model: {upstream, input, output, max_output_tokens}}`, in model order.
     pub prices: Vec<Price>,
+    /// `sync: {listen, peers, members, ca, cert, key, pools, ...}` (see [`SyncSection`]).
+    pub sync: Option<SyncSection>,
 }
 
 /// What an upstream speaks: plain HTTP (a tool), an LLM API, or MCP.
@@ -338,7 +432,7 @@ pub struct Price {
 /// How the config file is read: 1 MiB at most, 64 levels, an empty file is every key absent.
 const CONFIG: Source<'static> = Source::new("config file", "config files");
 /// The top-level keys.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "listen",
     "data_dir",
     "policy",
@@ -348,10 +442,11 @@ const KEYS: [&str; 9] = [
     "webhooks",
     "upstreams",
     "prices",
+    "sync",
 ];
 /// Keys of the config format whose parts this version does not have yet: refused, never
 /// silently ignored.
-const NOT_YET: [&str; 2] = ["sync", "export"];
+const NOT_YET: [&str; 1] = ["export"];
 
 /// Reads a node config file. Every problem is reported, each with its line and column.
 ///
@@ -392,6 +487,7 @@ fn read_key(r: &mut Reader, cfg: &mut FileConfig, e: &Entry<'_>) {
         "webhooks" => cfg.webhooks = read_webhooks(r, v),
         "upstreams" => cfg.upstreams = read_upstreams(r, v),
         "prices" => cfg.prices = read_prices(r, v),
+        "sync" => cfg.sync = sync::read_sync(r, v),
         key => r.error(
             e.key_pos,
             format!("`{key}` is part of the config format but this version of warden does not support it yet"),
@@ -708,14 +804,14 @@ mod tests {
         assert_eq!(ok.request_timeout_ms, Some(2_000));
         assert_eq!(ok.journal_bytes, Some(1 << 30));
         let errs =
-            read_config("listne: x\nfsync: sometimes\nsync: {}\nlimits: {max_body_bytes: 10}\n")
+            read_config("listne: x\nfsync: sometimes\nexport: {}\nlimits: {max_body_bytes: 10}\n")
                 .unwrap_err();
         let m = messages(&errs);
         assert_eq!(m[0], "1:1: unknown key `listne` in the config");
         assert_eq!(errs[0].hint.as_deref(), Some("did you mean `listen`?"));
         assert_eq!(m[1], "2:8: fsync `sometimes` is not known");
         assert!(
-            m[2].starts_with("3:1: `sync` is part of the config format"),
+            m[2].starts_with("3:1: `export` is part of the config format"),
             "{}",
             m[2]
         );
@@ -725,6 +821,61 @@ mod tests {
         );
         assert!(messages(&read_config("listen: [\n").unwrap_err())[0].contains("YAML"));
         assert!(read_config("").unwrap() == FileConfig::default());
+    }
+
+    #[test]
+    fn the_sync_section_is_read_with_every_problem_located() {
+        let ok = read_config(
+            "sync:\n  listen: 0.0.0.0:7701\n  peers: [\"b:7701\"]\n  members: [a, b]\n  ca: c/ca.pem\n  cert: c/a.pem\n  key: c/a.key\n  pools: {swarm: {cost_usd: 2.5, tokens: 100}}\n  lease: 1m\n  initial_cap_permille: 500\n",
+        )
+        .unwrap();
+        let s = ok.sync.unwrap();
+        assert_eq!(s.members, ["a", "b"]);
+        assert_eq!(s.pools[0].path, "swarm");
+        assert_eq!(
+            s.pools[0].limits,
+            [
+                ("cost_usd".to_owned(), 2_500_000),
+                ("tokens".to_owned(), 100)
+            ]
+        );
+        assert_eq!(s.timing.lease_ms, 60_000);
+        assert_eq!(s.tuning.initial_cap_permille, 500);
+        let errs = read_config(
+            "sync:\n  members: [a, A, a]\n  pools: {swarm: {wall_time: 5, tokens: -1}}\n  leese: 1m\n  initial_cap_permille: 1001\n",
+        )
+        .unwrap_err();
+        let m = messages(&errs);
+        assert!(
+            m.iter()
+                .any(|x| x.starts_with("2:16: member `A` is not a node name")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|x| x.starts_with("2:19: member `a` is listed twice")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|x| x.starts_with("3:19: `wall_time` is not a dimension")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(|x| x.starts_with("3:41:")),
+            "a negative limit: {m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|x| x.starts_with("4:3: unknown key `leese` in sync")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|x| x.contains("initial_cap_permille is at most 1000")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|x| x.contains("sync needs `ca`")), "{m:?}");
     }
 
     #[test]
