@@ -65,6 +65,9 @@ enum Command {
     /// Make the cluster CA and node certificates for node-to-node sync (mutual TLS).
     #[command(subcommand)]
     Certs(cli::certs::CertsCommand),
+    /// A running node's cluster: peers and rights (status), or take rights along before going
+    /// offline (prepare-offline).
+    Cluster(cli::cluster::ClusterArgs),
     /// See warden work: a node on embedded defaults, about 1,000 simulated agents driving its
     /// real HTTP API, and a live view of decisions, halts, pools and approvals.
     ///
@@ -90,6 +93,10 @@ fn main() -> ExitCode {
         Command::Certs(command) => (
             "warden certs",
             cli::certs::run(command).map(|()| ExitCode::SUCCESS),
+        ),
+        Command::Cluster(args) => (
+            "warden",
+            cli::cluster::run(args).map(|()| ExitCode::SUCCESS),
         ),
         Command::Demo(args) => (
             "warden demo",

@@ -152,6 +152,9 @@ struct AccountState {
     /// The escrow ceilings of a pool replicated between nodes: the rights this node holds
     /// ([`Account::set_ceiling`]); `UNLIMITED` elsewhere. A reservation fits under both.
     ceilings: Limits,
+    /// Everything reservations asked of this account, admitted or refused (cumulative): the
+    /// demand a replicated pool's rights follow.
+    asked: Amounts,
     spent: Amounts,
     reserved: Amounts,
     overrun: Amounts,
@@ -179,6 +182,7 @@ impl AccountState {
         Self {
             limits,
             ceilings: Limits::UNLIMITED,
+            asked: Amounts::ZERO,
             spent: Amounts::ZERO,
             reserved: Amounts::ZERO,
             overrun: Amounts::ZERO,
@@ -433,6 +437,9 @@ impl Account {
             floored = a;
             &floored
         };
+        for state in guards.iter_mut() {
+            state.asked = state.asked.saturating_add(amounts);
+        }
         for (state, acc) in guards.iter().zip(accounts.iter()) {
             let short = |dimension: Dimension, requested: u64, available: u64| Shortfall {
                 account: Arc::clone(&acc.name),
@@ -707,6 +714,16 @@ impl Account {
             _ => ceilings,
         };
         true
+    }
+
+    /// Everything reservations ever asked of this account in `dim`, admitted or refused.
+    pub fn asked_in(&self, dim: &Dimension) -> u64 {
+        let state = self.state.lock();
+        match (dim, builtin(dim)) {
+            (_, Some(d)) => state.asked.get(d),
+            (Dimension::Custom(c), None) => state.asked.custom(c),
+            _ => 0,
+        }
     }
 
     /// What is reserved or spent in `dim` on this account now.

@@ -44,6 +44,9 @@ pub const EVENTS_MAX: usize = 10_000;
 pub trait LocalLedger {
     /// What the node holds reserved or spent in `pool`'s `dim` now.
     fn used(&self, pool: &str, dim: &str) -> u64;
+    /// Everything reservations ever asked of `pool`'s `dim` here, admitted or refused
+    /// (cumulative): the demand that moves rights to this node.
+    fn asked(&self, pool: &str, dim: &str) -> u64;
     /// Sets the most the node may hold reserved or spent there. With `strict`, fails and
     /// changes nothing when more than `ceiling` is in use (rights about to be given away);
     /// without, always sets it (rights taken back: new reservations wait for room).
@@ -174,8 +177,10 @@ struct Link {
 /// Per pool dimension, what only this node knows: its demand.
 #[derive(Debug, Clone, Default)]
 struct Demand {
-    /// Units asked for since the last sample.
+    /// Units asked for since the last sample (by [`Replica::note_demand`]).
     pending: u64,
+    /// The ledger's cumulative asked amount at the last sample.
+    asked_seen: u64,
     /// The smoothed rate, units per second.
     rate_per_s: u64,
     /// Preparing to go offline: rights wanted and lease asked for.

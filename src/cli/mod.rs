@@ -8,6 +8,7 @@ pub mod agents;
 pub mod approvals;
 pub mod audit;
 pub mod certs;
+pub mod cluster;
 pub mod demo;
 pub mod demo_view;
 pub mod node;

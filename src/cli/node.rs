@@ -143,6 +143,15 @@ fn print_startup(node: &RunningNode, policy_source: &str) {
         node.node.data_dir().display(),
         node.operator_token_source
     );
+    if let Some(c) = node.cluster() {
+        let view = c.view();
+        say!(
+            "sync: node {} on udp {} with members {}",
+            view.node,
+            c.local_addr(),
+            view.members.join(", ")
+        );
+    }
     let r = &node.node.recovered;
     let open = &node.node.journal_open;
     say!(

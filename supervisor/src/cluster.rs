@@ -1,7 +1,7 @@
 //! The cluster: this node's replica driven over the QUIC transport, wired to the swarm.
 //!
 //! One task owns the loop: messages from the transport go into the
-//! [`Replica`](warden_sync::Replica), its outputs go out in order (a `Persist` is journaled and
+//! [`warden_sync::Replica`], its outputs go out in order (a `Persist` is journaled and
 //! durable before any later `Send` leaves: the write-ahead rule of `warden_sync::replica`), a
 //! timer runs its periodic work, and the swarm's own halts and resumes go in as they happen.
 //! What the replica reports comes back to the swarm: a halt anywhere halts the agent here, an

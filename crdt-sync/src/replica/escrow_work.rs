@@ -22,13 +22,18 @@ impl<L: LocalLedger> Replica<L> {
         }
     }
 
-    /// Folds the demand noted since the last sample into the smoothed rate (weight ¼).
+    /// Folds the demand since the last sample (what the ledger was asked, admitted or not,
+    /// and what was noted) into the smoothed rate (weight ¼).
     fn sample_demand(&mut self, key: &(String, String), elapsed_ms: u64) {
+        let asked = self.ledger.asked(&key.0, &key.1);
         let d = self
             .demand
             .get_mut(key)
             .expect("a demand per pool dimension");
-        let rate = u128::from(std::mem::take(&mut d.pending)) * 1000 / u128::from(elapsed_ms);
+        let new = asked.saturating_sub(d.asked_seen);
+        d.asked_seen = asked;
+        let pending = std::mem::take(&mut d.pending).saturating_add(new);
+        let rate = u128::from(pending) * 1000 / u128::from(elapsed_ms);
         let rate = u64::try_from(rate).unwrap_or(u64::MAX);
         d.rate_per_s = d.rate_per_s - d.rate_per_s / 4 + rate / 4;
         if d.rate_per_s == 0 && rate > 0 {

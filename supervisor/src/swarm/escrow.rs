@@ -50,6 +50,14 @@ impl Swarm {
         }
     }
 
+    /// Everything reservations ever asked of `pool` in `dim` (0 for an unknown pool).
+    pub fn pool_asked(&self, pool: &str, dim: &Dimension) -> u64 {
+        let tree = self.inner.tree.read();
+        tree.by_path
+            .get(pool)
+            .map_or(0, |&i| tree.teams[i].account.asked_in(dim))
+    }
+
     /// What `pool` holds reserved or spent in `dim` now (0 for an unknown pool).
     pub fn pool_used(&self, pool: &str, dim: &Dimension) -> u64 {
         let tree = self.inner.tree.read();
@@ -114,6 +122,10 @@ impl SwarmLedger {
 impl LocalLedger for SwarmLedger {
     fn used(&self, pool: &str, dim: &str) -> u64 {
         escrow_dimension(dim).map_or(0, |d| self.swarm.pool_used(pool, &d))
+    }
+
+    fn asked(&self, pool: &str, dim: &str) -> u64 {
+        escrow_dimension(dim).map_or(0, |d| self.swarm.pool_asked(pool, &d))
     }
 
     fn set_ceiling(&self, pool: &str, dim: &str, ceiling: u64, strict: bool) -> bool {
