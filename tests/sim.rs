@@ -111,9 +111,11 @@ fn without_a_seed_one_is_chosen_and_printed() {
 
 #[test]
 fn bad_input_fails_clearly() {
-    let out = warden(&["sim", "--nodes", "2"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Sync issue"));
+    for nodes in ["0", "17"] {
+        let out = warden(&["sim", "--nodes", nodes]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 16 nodes"));
+    }
 
     let out = warden(&["sim", "--scenario", "mixd"]);
     assert_eq!(out.status.code(), Some(2));
@@ -138,4 +140,61 @@ fn bad_input_fails_clearly() {
     let out = warden(&["sim", "--duration", "forever"]);
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `--nodes 3`: three swarms share the policy's limited pools through their replicas over a
+/// lossy, partitioning network with clock skew and replica crashes; nothing is overspent
+/// cluster-wide, every replica agrees after the heal, and the same seed gives the same run.
+#[test]
+fn a_three_node_cluster_never_overspends_and_converges() {
+    for scenario in ["mixed", "overspend"] {
+        let args = [
+            "sim",
+            "--nodes",
+            "3",
+            "--scenario",
+            scenario,
+            "--agents",
+            "120",
+            "--duration",
+            "40s",
+            "--seed",
+            "11",
+            "--json",
+        ];
+        let out = warden(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["nodes"], 3);
+        assert_eq!(v["overspend"], 0);
+        let results: Vec<(String, String)> = v["invariants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap().to_owned(),
+                    i["result"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        for name in ["pool_bounds", "cluster_no_overspend", "cluster_converges"] {
+            assert!(
+                results.contains(&(name.into(), "pass".into())),
+                "{name}: {results:?}"
+            );
+        }
+        assert!(
+            v["faults"]["partition"].as_u64().unwrap() > 0,
+            "{}",
+            v["faults"]
+        );
+        assert!(v["decisions"]["allow"].as_u64().unwrap() > 100);
+        let again: serde_json::Value = serde_json::from_slice(&warden(&args).stdout).unwrap();
+        assert_eq!(v["digest"], again["digest"], "deterministic");
+    }
 }

@@ -160,6 +160,10 @@ pub enum SyncEvent {
 /// The link to one peer.
 #[derive(Debug, Clone, Default)]
 struct Link {
+    /// The transport says it is connected.
+    connected: bool,
+    /// When our Hello last went out on this connection.
+    hello_at_ms: u64,
     /// Its session, once its Hello was accepted on the current connection.
     session: Option<u64>,
     /// Our ticks it acknowledged.

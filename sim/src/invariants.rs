@@ -25,6 +25,9 @@ pub const NAMES: [&str; 6] = [
     "fail_closed",
 ];
 
+/// The invariants of a multi-node run (`warden sim --nodes K`, see `cluster`).
+pub const CLUSTER_NAMES: [&str; 3] = ["pool_bounds", "cluster_no_overspend", "cluster_converges"];
+
 /// The test-only invariant that a deliberately broken checker reports.
 pub const BROKEN: &str = "test_broken_checker";
 
@@ -93,8 +96,14 @@ impl Checks {
         if self.counts.contains_key(BROKEN) {
             names.push(BROKEN);
         }
+        self.results_of(&names)
+    }
+
+    /// The results of the invariants `names`, in that order.
+    pub fn results_of(&self, names: &[&'static str]) -> Vec<InvariantResult> {
         names
-            .into_iter()
+            .iter()
+            .copied()
             .map(|name| {
                 let failed = self.violation.as_ref().filter(|v| v.invariant == name);
                 let (result, detail) = match (failed, self.skipped.get(name)) {

@@ -25,7 +25,8 @@
 //! | [`queue`] | the event queue: `(time, seq, event)`, ties by insertion order |
 //! | [`scenario`] | scenarios in YAML (`sim/scenarios/`), read with line:column errors; built-ins |
 //! | [`behaviour`] | the agent behaviour models |
-//! | [`net`] | the message-level network model (sans-IO), for multi-node runs later |
+//! | [`net`] | the message-level network model (sans-IO) between the nodes of multi-node runs |
+//! | `cluster` | multi-node runs (`--nodes K`): K swarms, their replicas through `net` with partitions, loss, duplication, reordering, clock skew and replica crashes; the cluster-wide bound and convergence |
 //! | `node` | the simulated node: the real swarm on a manual clock, its journal on an in-memory disk, crash and recovery |
 //! | `world` | the event loop: turns, outcomes, approvals, operators, sweeps, faults, answers after group commit |
 //! | [`invariants`] | what is checked, when, and the results |
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod behaviour;
+mod cluster;
 pub mod invariants;
 pub mod loadgen;
 pub mod net;
@@ -64,7 +66,7 @@ pub struct SimOptions {
     pub agents: Option<usize>,
     /// Simulated time, ms, overriding the scenario's.
     pub duration_ms: Option<u64>,
-    /// Nodes: only 1 until replication exists (the Sync issue).
+    /// Nodes: 1 runs the single-node world; more run `cluster` (replicas over `net`).
     pub nodes: usize,
     /// Stop taking new events after this many (then drain as at the end): the prefixes
     /// shrinking runs, and `--max-events`.
@@ -108,11 +110,14 @@ impl SimOptions {
     }
 }
 
+/// The most nodes a simulated cluster has.
+pub const NODES_MAX: usize = 16;
+
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// More than one node: not until replication exists.
-    #[error("--nodes {0}: multi-node simulation needs replication between nodes, which comes with the Sync issue; until then only --nodes 1 runs (the network model, sim::net, is ready for it)")]
+    /// A node count outside 1..=[`NODES_MAX`].
+    #[error("--nodes {0}: a simulated cluster has 1 to {NODES_MAX} nodes")]
     NodesUnsupported(usize),
     /// The node could not be set up (a bad policy, a pool the policy lacks, ...).
     #[error("setting up the simulated node: {0}")]
@@ -147,8 +152,11 @@ fn run_traced(
     opts: &SimOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(Report, Vec<String>), SimError> {
-    if opts.nodes != 1 {
+    if opts.nodes == 0 || opts.nodes > NODES_MAX {
         return Err(SimError::NodesUnsupported(opts.nodes));
+    }
+    if opts.nodes > 1 {
+        return cluster::run(opts, progress).map(|r| (r, Vec::new()));
     }
     let world = world::World::new(opts, &opts.scenario)?;
     Ok(world.run(progress))

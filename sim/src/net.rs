@@ -1,7 +1,6 @@
 //! A message-level network model between nodes, sans-IO: messages and the current virtual
 //! time go in, deliveries come out; it never sleeps, reads a clock or opens a socket. It is
-//! what multi-node runs will put between nodes once replication exists (the Sync issue);
-//! single-node runs do not use it yet (`--nodes` above 1 is refused until then).
+//! what multi-node runs (`--nodes K`, the `cluster` module) put between the nodes' replicas.
 //!
 //! Faults, each drawn from the model's own seeded stream: loss (`drop_pct`), duplication
 //! (`duplicate_pct`: a second copy with its own delay), delay (uniform in

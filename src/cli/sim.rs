@@ -27,7 +27,9 @@ pub struct SimArgs {
     /// Agents (operators included), instead of the scenario's count.
     #[arg(long, value_name = "N")]
     agents: Option<usize>,
-    /// Nodes. Only 1 until replication between nodes exists (the Sync issue).
+    /// Nodes (1 to 16). Above 1, each node runs its share of the agents and the pools with
+    /// limits are shared by the cluster (escrow rights over a lossy, partitioning network
+    /// with clock skew and replica crashes); the cluster-wide bound and convergence are checked.
     #[arg(long, value_name = "K", default_value_t = 1)]
     nodes: usize,
     /// A built-in scenario's name, or a scenario YAML file.
@@ -135,7 +137,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     opts.duration_ms = args.duration;
     opts.nodes = args.nodes;
     opts.max_events = args.max_events;
-    if opts.nodes != 1 {
+    if opts.nodes == 0 || opts.nodes > sim::NODES_MAX {
         bail!("{}", sim::SimError::NodesUnsupported(opts.nodes));
     }
     let report = run_with_progress(&opts)?;

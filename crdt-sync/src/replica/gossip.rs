@@ -12,7 +12,9 @@ pub const DELTA_BYTES_BUDGET: usize = 256 * 1024;
 impl<L: LocalLedger> Replica<L> {
     /// The transport connected to member `peer`: say hello.
     pub fn on_connected(&mut self, peer: NodeIx) -> Vec<Output> {
-        self.links[usize::from(peer)].session = None;
+        let link = &mut self.links[usize::from(peer)];
+        link.session = None;
+        link.connected = true;
         vec![self.hello(peer, false)]
     }
 
@@ -30,7 +32,9 @@ impl<L: LocalLedger> Replica<L> {
 
     /// The link to `peer` went down: nothing is sent to it until its next Hello.
     pub fn on_disconnected(&mut self, peer: NodeIx) {
-        self.links[usize::from(peer)].session = None;
+        let link = &mut self.links[usize::from(peer)];
+        link.session = None;
+        link.connected = false;
     }
 
     /// Whether `peer` is connected and said hello.
@@ -259,9 +263,22 @@ impl<L: LocalLedger> Replica<L> {
         for peer in peers {
             if peer != self.me() && self.is_up(peer) {
                 self.deltas_for(peer, now_ms, &mut out);
+            } else if peer != self.me() {
+                self.hello_again(peer, now_ms, &mut out);
             }
         }
         out
+    }
+
+    /// A connected peer whose Hello has not come: ask again now and then (its Hello, or
+    /// ours, was lost).
+    fn hello_again(&mut self, peer: NodeIx, now_ms: u64, out: &mut Vec<Output>) {
+        let retransmit = self.cfg.timing.retransmit_ms;
+        let link = &mut self.links[usize::from(peer)];
+        if link.connected && now_ms.saturating_sub(link.hello_at_ms) >= retransmit {
+            link.hello_at_ms = now_ms;
+            out.push(self.hello(peer, true));
+        }
     }
 
     /// The deltas `peer` needs: what changed since we last sent, or, when an acknowledgement

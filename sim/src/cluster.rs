@@ -1,0 +1,608 @@
+//! Multi-node runs (`warden sim --nodes K`): K nodes, each a real swarm with its own agents
+//! and its own replica (`warden_sync::Replica` over the swarm's ledger, `SwarmLedger`), the
+//! replicas talking through [`crate::net`] (loss, duplication, delay, reordering, partitions,
+//! clock-rate skew), with replica crashes and restarts from what each persisted. Every pool of
+//! the scenario's policy that has limits is shared by the cluster in those dimensions.
+//!
+//! Checked after every event: Σ over the nodes of what each holds reserved or spent of a
+//! shared pool ≤ its limit (`cluster_no_overspend`). At the end the faults stop, the network
+//! heals, the agents stop, and after a quiet period every replica must hold the same state of
+//! every shared pool, with Σ held = the limit (`cluster_converges`).
+//!
+//! What this model leaves out, on purpose: a crash here restarts the replica (from the escrow
+//! states it persisted), not the swarm — the single-node runs crash and recover swarms and
+//! journals; a node's ledger survives as its journal would restore it.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use warden_actors::{Decision, Outcome, StepId};
+use warden_supervisor::SwarmLedger;
+use warden_sync::escrow::Escrow;
+use warden_sync::members::Members;
+use warden_sync::replica::{ReplicatedPool, SyncConfig, Timing, Tuning};
+use warden_sync::{Message, Output, Replica};
+
+use crate::behaviour::{Behaviour, Model};
+use crate::invariants::Checks;
+use crate::net::{NetConfig, Network, NodeIx};
+use crate::node::{NodeSetup, SimNode, EPOCH_MS};
+use crate::queue::EventQueue;
+use crate::report::{Activity, PoolReport, Report};
+use crate::rng::Rng;
+use crate::{Progress, SimError, SimOptions};
+
+/// How often each replica's periodic work runs, virtual ms.
+const TICK_MS: u64 = 25;
+/// The quiet period after the run in which the cluster must converge, virtual ms.
+const SETTLE_MS: u64 = 5_000;
+/// The largest clock-rate skew drawn per node, parts per million (within the replicas'
+/// assumed maximum drift).
+const SKEW_PPM_MAX: u64 = 5_000;
+
+enum Ev {
+    Turn(u32),
+    Outcome(u32, StepId, Outcome),
+    Tick(NodeIx),
+    Fault,
+    Restart(NodeIx),
+}
+
+struct AgentSlot {
+    node: NodeIx,
+    handle: usize,
+    model: Model,
+}
+
+struct ClusterWorld {
+    rt: tokio::runtime::Runtime,
+    nodes: Vec<SimNode>,
+    replicas: Vec<Option<Replica<SwarmLedger>>>,
+    disks: Vec<BTreeMap<(String, String), Escrow>>,
+    sides: Vec<u8>,
+    net: Network<Message>,
+    queue: EventQueue<Ev>,
+    agents: Vec<AgentSlot>,
+    pools: Vec<ReplicatedPool>,
+    rng: Rng,
+    now: u64,
+    checks: Checks,
+    decisions: BTreeMap<&'static str, u64>,
+    refusals: BTreeMap<String, u64>,
+    faults: BTreeMap<&'static str, u64>,
+    activity: Activity,
+    digest: blake3::Hasher,
+    events: u64,
+    stopped: bool,
+    sessions: u64,
+}
+
+/// Runs `opts` on `opts.nodes` nodes.
+pub fn run(opts: &SimOptions, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SimError> {
+    let started = Instant::now();
+    let mut w = ClusterWorld::new(opts)?;
+    let duration = opts.duration_ms.unwrap_or(opts.scenario.duration_ms);
+    w.run_until(duration, opts.max_events, progress);
+    w.settle();
+    Ok(w.report(opts, duration, started))
+}
+
+fn sync_config(k: usize, me: usize, pools: &[ReplicatedPool], session: u64) -> SyncConfig {
+    let names: Vec<String> = (0..k).map(|i| format!("n{i}")).collect();
+    let peers = names.iter().filter(|n| **n != names[me]).cloned();
+    SyncConfig {
+        members: Members::new(&names[me], peers).expect("valid member names"),
+        pools: pools.to_vec(),
+        timing: Timing {
+            lease_ms: 10_000,
+            margin_ms: 1_000,
+            probe_ms: 2_000,
+            ..Timing::default()
+        },
+        tuning: Tuning::default(),
+        session,
+    }
+}
+
+/// Every pool of the policy with limits, shared in the dimensions it limits.
+fn shared_pools(node: &SimNode) -> Vec<ReplicatedPool> {
+    node.swarm
+        .pools()
+        .iter()
+        .filter_map(|p| {
+            let limits: Vec<(String, u64)> = warden_actors::LedgerDim::ALL
+                .into_iter()
+                .filter_map(|d| p.limits.get(d).map(|l| (d.name().to_owned(), l)))
+                .collect();
+            (!limits.is_empty()).then(|| ReplicatedPool {
+                path: p.name.to_string(),
+                limits,
+            })
+        })
+        .collect()
+}
+
+impl ClusterWorld {
+    fn new(opts: &SimOptions) -> Result<Self, SimError> {
+        let scenario = &opts.scenario;
+        let k = opts.nodes;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        let root = Rng::new(opts.seed);
+        let total = opts.agents.unwrap_or(scenario.agents).max(1);
+        let setup = NodeSetup {
+            policy_text: &scenario.policy_text,
+            journal: false,
+            event_capacity: 4 * total + 1024,
+        };
+        let mut agents = Vec::new();
+        let mut specs: Vec<Vec<warden_supervisor::AgentSpec>> = vec![Vec::new(); k];
+        for (i, (b, pool)) in crate::world::assign(scenario, total)
+            .into_iter()
+            .enumerate()
+        {
+            let b = if b == Behaviour::Approver {
+                Behaviour::Steady
+            } else {
+                b
+            };
+            let node = (i % k) as NodeIx;
+            let id =
+                warden_actors::AgentId::new(format!("{}-{:06}", b.name(), i)).expect("valid id");
+            let mut spec = warden_supervisor::AgentSpec::new(id);
+            if let Some(p) = pool {
+                spec = spec.pool(p);
+            }
+            agents.push(AgentSlot {
+                node,
+                handle: specs[usize::from(node)].len(),
+                model: Model::new(b, root.fork(i as u64 + 1)),
+            });
+            specs[usize::from(node)].push(spec);
+        }
+        let mut nodes = Vec::with_capacity(k);
+        for s in specs {
+            nodes.push(SimNode::start(&rt, &setup, s, EPOCH_MS).map_err(SimError::Setup)?);
+        }
+        let pools = shared_pools(&nodes[0]);
+        let mut rng = root.fork(u64::MAX);
+        let net_config = NetConfig {
+            drop_pct: 5,
+            duplicate_pct: 2,
+            delay_min_ms: 1,
+            delay_max_ms: 40,
+            reorder_pct: 10,
+            reorder_extra_ms: 60,
+        };
+        let mut net = Network::new(k, net_config, root.fork(u64::MAX - 1));
+        for n in 0..k {
+            let skew = rng.range(0, 2 * SKEW_PPM_MAX) as i64 - SKEW_PPM_MAX as i64;
+            net.set_skew_ppm(n as NodeIx, skew);
+        }
+        let replicas = (0..k)
+            .map(|i| {
+                let cfg = sync_config(k, i, &pools, i as u64 + 1);
+                Some(Replica::new(
+                    cfg,
+                    SwarmLedger::new(nodes[i].swarm.clone()),
+                    0,
+                ))
+            })
+            .collect();
+        let mut w = ClusterWorld {
+            rt,
+            nodes,
+            replicas,
+            disks: vec![BTreeMap::new(); k],
+            sides: vec![0; k],
+            net,
+            queue: EventQueue::default(),
+            agents,
+            pools,
+            rng,
+            now: 0,
+            checks: Checks::default(),
+            decisions: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            activity: Activity::default(),
+            digest: blake3::Hasher::new(),
+            events: 0,
+            stopped: false,
+            sessions: k as u64,
+        };
+        for a in 0..w.agents.len() {
+            let t = w.agents[a].model.think_ms();
+            w.queue.push(t, Ev::Turn(a as u32));
+        }
+        for n in 0..k {
+            w.queue.push(n as u64 % TICK_MS, Ev::Tick(n as NodeIx));
+        }
+        w.queue.push(2_000, Ev::Fault);
+        w.relink();
+        Ok(w)
+    }
+
+    fn k(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        a != b
+            && self.replicas[a].is_some()
+            && self.replicas[b].is_some()
+            && self.sides[a] == self.sides[b]
+    }
+
+    /// The transport's view: connect and disconnect as partitions and crashes change.
+    fn relink(&mut self) {
+        for a in 0..self.k() {
+            for b in 0..self.k() {
+                let up = self.linked(a, b);
+                let Some(r) = self.replicas[a].as_mut() else {
+                    continue;
+                };
+                if a == b || up == r.is_up(b as NodeIx) {
+                    continue;
+                }
+                if up {
+                    let out = r.on_connected(b as NodeIx);
+                    self.dispatch(a, out);
+                } else {
+                    r.on_disconnected(b as NodeIx);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, from: usize, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Persist { pool, dim, state } => {
+                    self.disks[from].insert((pool, dim), state);
+                }
+                Output::Send { to, msg } => {
+                    if self.linked(from, usize::from(to)) {
+                        self.net.send(self.now, from as NodeIx, to, msg);
+                    }
+                }
+                Output::Close { .. } => {}
+            }
+        }
+    }
+
+    fn run_until(
+        &mut self,
+        end: u64,
+        max_events: Option<u64>,
+        progress: &mut dyn FnMut(&Progress),
+    ) {
+        loop {
+            let next_net = self.net.next_due_ms().unwrap_or(u64::MAX);
+            let next_ev = self.queue.peek_time().unwrap_or(u64::MAX);
+            let t = next_net.min(next_ev);
+            if t > end || max_events.is_some_and(|m| self.events >= m) {
+                break;
+            }
+            self.now = t;
+            if next_net <= next_ev {
+                self.deliver();
+            } else if let Some((_, ev)) = self.queue.pop() {
+                self.handle(ev);
+            }
+            self.events += 1;
+            self.check_bound();
+            if self.events.is_multiple_of(10_000) {
+                progress(&Progress {
+                    simulated_ms: self.now,
+                    duration_ms: end,
+                    events: self.events,
+                    agent_steps: self.decisions.values().sum(),
+                });
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        for d in self.net.deliver_due(self.now) {
+            let (from, to) = (usize::from(d.from), usize::from(d.to));
+            if !self.linked(from, to) {
+                continue;
+            }
+            let local = self.net.local_ms(d.to, self.now);
+            let r = self.replicas[to].as_mut().expect("linked means running");
+            let out = r.on_message(local, d.from, d.msg);
+            self.dispatch(to, out);
+            self.drain_events(to);
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        if self.stopped && !matches!(ev, Ev::Tick(_) | Ev::Restart(_)) {
+            return; // settling: the ledgers hold still
+        }
+        match ev {
+            Ev::Turn(a) => self.turn(a),
+            Ev::Outcome(a, step, outcome) => self.outcome(a, step, outcome),
+            Ev::Tick(n) => self.tick(n),
+            Ev::Fault => self.fault(),
+            Ev::Restart(n) => self.restart(n),
+        }
+    }
+
+    fn set_clock(&self, node: NodeIx) {
+        let local = self.net.local_ms(node, self.now);
+        self.nodes[usize::from(node)].clock.set_ms(EPOCH_MS + local);
+    }
+
+    fn turn(&mut self, a: u32) {
+        if self.stopped {
+            return;
+        }
+        let slot = &mut self.agents[a as usize];
+        let (node, handle) = (slot.node, slot.handle);
+        let plans = slot.model.plan(&format!("agent-{a}"), "agent-0");
+        self.set_clock(node);
+        for plan in plans {
+            let h = &self.nodes[usize::from(node)].handles[handle];
+            let d = h.step_inline(&plan.step);
+            self.record(a, &d);
+            let allowed = d.is_allow();
+            self.agents[a as usize].model.answered(allowed);
+            if allowed {
+                let at = self.now + plan.work_ms.max(1);
+                self.queue.push(at, Ev::Outcome(a, d.step, plan.outcome));
+            }
+        }
+        let slot = &mut self.agents[a as usize];
+        if !slot.model.gave_up() {
+            let t = self.now + slot.model.think_ms();
+            self.queue.push(t, Ev::Turn(a));
+        }
+    }
+
+    fn record(&mut self, a: u32, d: &Decision) {
+        *self.decisions.entry(d.decision.name()).or_default() += 1;
+        if !d.is_allow() {
+            let rule = d.rule.as_deref().unwrap_or("-").to_owned();
+            *self.refusals.entry(rule).or_default() += 1;
+        }
+        self.digest.update(&a.to_le_bytes());
+        self.digest.update(d.decision.name().as_bytes());
+        self.digest
+            .update(d.rule.as_deref().unwrap_or("").as_bytes());
+        self.digest.update(&self.now.to_le_bytes());
+    }
+
+    fn outcome(&mut self, a: u32, step: StepId, outcome: Outcome) {
+        let slot = &self.agents[a as usize];
+        let (node, handle) = (slot.node, slot.handle);
+        self.set_clock(node);
+        let h = &self.nodes[usize::from(node)].handles[handle];
+        match h.outcome_inline(step, &outcome) {
+            Ok(_) => self.activity.outcomes += 1,
+            Err(_) => self.activity.outcomes_refused += 1,
+        }
+    }
+
+    fn tick(&mut self, n: NodeIx) {
+        self.queue.push(self.now + TICK_MS, Ev::Tick(n));
+        let local = self.net.local_ms(n, self.now);
+        let Some(r) = self.replicas[usize::from(n)].as_mut() else {
+            return;
+        };
+        let out = r.tick(local);
+        self.dispatch(usize::from(n), out);
+        self.drain_events(usize::from(n));
+    }
+
+    fn drain_events(&mut self, n: usize) {
+        if let Some(r) = self.replicas[n].as_mut() {
+            let _ = r.drain_events();
+        }
+    }
+
+    /// A partition, a heal, or a replica crash, every 1–4 s of simulated time.
+    fn fault(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.queue
+            .push(self.now + self.rng.range(1_000, 4_000), Ev::Fault);
+        let k = self.k();
+        let n = self.rng.range(0, k as u64 - 1) as usize;
+        match self.rng.range(0, 9) {
+            0..=3 => {
+                self.sides[n] ^= 1;
+                *self.faults.entry("partition").or_default() += 1;
+            }
+            4..=6 => {
+                self.sides.iter_mut().for_each(|s| *s = 0);
+                *self.faults.entry("heal").or_default() += 1;
+            }
+            _ if self.replicas[n].is_some() => {
+                self.replicas[n] = None;
+                *self.faults.entry("crash").or_default() += 1;
+                let back = self.now + self.rng.range(200, 2_000);
+                self.queue.push(back, Ev::Restart(n as NodeIx));
+            }
+            _ => {}
+        }
+        self.relink();
+    }
+
+    /// A crashed replica comes back from what it persisted, with a new session.
+    fn restart(&mut self, n: NodeIx) {
+        let i = usize::from(n);
+        self.sessions += 1;
+        let cfg = sync_config(self.k(), i, &self.pools, self.sessions);
+        let local = self.net.local_ms(n, self.now);
+        let mut r = Replica::new(cfg, SwarmLedger::new(self.nodes[i].swarm.clone()), local);
+        for ((pool, dim), state) in &self.disks[i] {
+            r.restore_escrow(pool, dim, state);
+        }
+        self.replicas[i] = Some(r);
+        self.activity.restarts += 1;
+        self.relink();
+    }
+
+    /// Σ over nodes of what each holds of a shared pool never exceeds its limit, and every
+    /// node's own pools keep spent + reserved within their limits.
+    fn check_bound(&mut self) {
+        self.checks.count("pool_bounds");
+        let local = self.nodes.iter().enumerate().find_map(|(i, n)| {
+            let pools = n.swarm.pools();
+            pools
+                .iter()
+                .find_map(crate::invariants::over_limit)
+                .map(|d| format!("node {i}: {d}"))
+        });
+        if let Some(detail) = local {
+            let (event, at) = (self.events, self.now);
+            self.checks.fail("pool_bounds", detail, event, at);
+        }
+        self.checks.count("cluster_no_overspend");
+        if let Some(detail) = self.overspent() {
+            let (event, at) = (self.events, self.now);
+            self.checks.fail("cluster_no_overspend", detail, event, at);
+        }
+    }
+
+    fn overspent(&self) -> Option<String> {
+        for p in &self.pools {
+            for (dim, limit) in &p.limits {
+                let used = self.used_everywhere(&p.path, dim);
+                if used > *limit {
+                    return Some(format!(
+                        "pool {} {dim}: Σ used {used} > limit {limit}",
+                        p.path
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn used_everywhere(&self, pool: &str, dim: &str) -> u64 {
+        let d = warden_supervisor::escrow_dimension(dim).expect("a ledger dimension");
+        self.nodes.iter().map(|n| n.swarm.pool_used(pool, &d)).sum()
+    }
+
+    /// The end: faults stop, everything heals and restarts, agents stop and outcomes wait
+    /// (the ledgers hold still); after a quiet period every replica must agree.
+    fn settle(&mut self) {
+        self.stopped = true;
+        self.sides.iter_mut().for_each(|s| *s = 0);
+        for n in 0..self.k() {
+            if self.replicas[n].is_none() {
+                self.restart(n as NodeIx);
+            }
+        }
+        self.relink();
+        let end = self.now + SETTLE_MS;
+        let mut diverged = self.divergence();
+        while diverged.is_some() && self.now < end {
+            let next = self.now + 100;
+            self.run_until(next, None, &mut |_| {});
+            self.now = next;
+            diverged = self.divergence();
+        }
+        self.checks.count("cluster_converges");
+        if let Some(detail) = diverged {
+            let (event, at) = (self.events, self.now);
+            let detail = format!("{detail} after {SETTLE_MS} ms of quiet");
+            self.checks.fail("cluster_converges", detail, event, at);
+        }
+    }
+
+    fn divergence(&self) -> Option<String> {
+        let first = self.replicas[0].as_ref().expect("all restarted");
+        for (pool, dim, e) in first.escrows() {
+            if e.total_held() != u128::from(e.limit()) {
+                return Some(format!(
+                    "pool {pool} {dim}: Σ held {} ≠ limit",
+                    e.total_held()
+                ));
+            }
+            for (n, r) in self.replicas.iter().enumerate().skip(1) {
+                let other = r.as_ref().and_then(|r| r.escrow(pool, dim));
+                if other != Some(e) {
+                    if std::env::var("WARDEN_SIM_DEBUG").is_ok() {
+                        eprintln!("node 0: {e:?}\nnode {n}: {other:?}");
+                    }
+                    return Some(format!("pool {pool} {dim}: node {n} differs from node 0"));
+                }
+            }
+        }
+        None
+    }
+
+    fn report(mut self, opts: &SimOptions, duration: u64, started: Instant) -> Report {
+        let wall_ms = started.elapsed().as_millis() as u64;
+        let agent_steps: u64 = self.decisions.values().sum();
+        let pools = self.pool_reports();
+        let overspend = self
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.limits
+                    .iter()
+                    .map(move |(d, l)| (p.path.clone(), d.clone(), *l))
+            })
+            .map(|(p, d, l)| self.used_everywhere(&p, &d).saturating_sub(l))
+            .sum();
+        let violation = self.checks.violation.clone();
+        for n in std::mem::take(&mut self.nodes) {
+            n.shutdown(&self.rt);
+        }
+        Report {
+            seed: opts.seed,
+            scenario: opts.scenario.name.clone(),
+            agents: self.agents.len(),
+            operators: 0,
+            nodes: opts.nodes,
+            simulated_ms: duration.max(self.now),
+            wall_ms,
+            events: self.events,
+            agent_steps,
+            agent_steps_per_sec: agent_steps as f64 / (wall_ms.max(1) as f64 / 1000.0),
+            decisions: self.decisions,
+            refusals_by_rule: self.refusals,
+            halts: BTreeMap::new(),
+            pools,
+            overspend,
+            invariants: self.checks.results_of(&crate::invariants::CLUSTER_NAMES),
+            faults: self.faults,
+            activity: self.activity,
+            digest: self.digest.finalize().to_hex().to_string(),
+            violation,
+        }
+    }
+
+    /// Each pool's limits and totals summed over the nodes.
+    fn pool_reports(&self) -> Vec<PoolReport> {
+        let mut out: Vec<PoolReport> = self.nodes[0]
+            .swarm
+            .pools()
+            .iter()
+            .map(PoolReport::of)
+            .collect();
+        for n in &self.nodes[1..] {
+            for (r, p) in out.iter_mut().zip(n.swarm.pools()) {
+                let other = PoolReport::of(&p);
+                for (k, v) in other.spent {
+                    *r.spent.entry(k).or_default() += v;
+                }
+                for (k, v) in other.reserved {
+                    *r.reserved.entry(k).or_default() += v;
+                }
+                for (k, v) in other.overrun {
+                    *r.overrun.entry(k).or_default() += v;
+                }
+            }
+        }
+        out
+    }
+}
