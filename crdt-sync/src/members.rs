@@ -2,7 +2,7 @@
 //!
 //! Membership is static (the config's `sync.peers` plus the node itself): the escrow's
 //! initial split and the heir ring need every node to agree on it, so two nodes whose member
-//! lists (or replicated pool limits) differ refuse to sync — [`Members::digest`] goes into the
+//! lists (or replicated pool limits) differ refuse to sync — the cluster digest (`SyncConfig::digest`) goes into the
 //! first message of every connection. Adding a node is a config change on every node.
 
 use std::fmt;
