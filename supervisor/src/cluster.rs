@@ -183,6 +183,14 @@ impl Cluster {
             shared: Arc::clone(&shared),
             swarm,
         };
+        // The counters exist from the start (at 0), so dashboards and alerts see them.
+        for name in [
+            "warden_sync_policy_conflicts_total",
+            "warden_sync_audit_alarms_total",
+            "warden_sync_messages_refused_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
         let task = tokio::spawn(driver.run(inbound, stop_rx, gossip));
         Ok(Cluster {
             shared,
@@ -590,11 +598,26 @@ impl Driver {
         }
         metrics::gauge!("warden_sync_peers", "state" => "up").set(f64::from(up));
         metrics::gauge!("warden_sync_peers", "state" => "down").set(f64::from(down));
+        let now = self.now_ms();
+        let (mut lag, mut silent_ms) = (0u64, 0u64);
+        for i in r.members().all().filter(|&i| i != me) {
+            let (l, heard) = r.lag(i);
+            lag = lag.max(l);
+            silent_ms = silent_ms.max(now.saturating_sub(heard.unwrap_or(0)));
+        }
+        metrics::gauge!("warden_sync_lag_changes_max").set(lag as f64);
+        metrics::gauge!("warden_sync_silence_seconds_max").set(silent_ms as f64 / 1000.0);
         let (bytes_in, bytes_out) = self.shared.transport.bytes_total();
         metrics::counter!("warden_sync_bytes_total", "direction" => "in").absolute(bytes_in);
         metrics::counter!("warden_sync_bytes_total", "direction" => "out").absolute(bytes_out);
         for (pool, dim, e) in r.escrows() {
-            metrics::gauge!("warden_escrow_rights", "pool" => pool.to_owned(), "dimension" => dim.to_owned())
+            // The ledger's keys, as every budget metric (`cost_micro_usd`, `risk_micro`).
+            let key = match dim {
+                "cost_usd" => "cost_micro_usd",
+                "risk" => "risk_micro",
+                other => other,
+            };
+            metrics::gauge!("warden_escrow_rights", "pool" => pool.to_owned(), "dimension" => key.to_owned())
                 .set(e.held(me) as f64);
         }
     }

@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 pub use warden::adapters::client::{Body, Client};
+
+pub mod cluster;
+
+/// The `warden` binary the tests start: the package's own (`$WARDEN_BIN` overrides it).
+#[allow(dead_code)] // each test crate compiles this module; not all of them start the binary
+pub fn warden_bin() -> std::ffi::OsString {
+    std::env::var_os("WARDEN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_warden").into())
+}
 use warden::adapters::http::wire::{AgentView, RegisterRequest};
 
 /// Starts `warden node --listen 127.0.0.1:0 --data DIR` with `extra` arguments after it and
@@ -16,7 +24,7 @@ use warden::adapters::http::wire::{AgentView, RegisterRequest};
 /// http://ADDR`), and returns the process and its base URL. Its later output is drained.
 #[allow(dead_code)] // each test crate compiles this module; not all of them start a node here
 pub fn start_node(dir: &Path, extra: &[&std::ffi::OsStr], operator: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+    let mut child = Command::new(warden_bin())
         .args(["node", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir)
         .args(extra)

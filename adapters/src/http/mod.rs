@@ -245,22 +245,40 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     })
 }
 
-/// Starts sync over the node's swarm: the peers' names resolved now (a name that does not
-/// resolve is an error: the operator sees it at start, not as a silent partition).
+/// How long a node waits at start for its peers' names to resolve (pods and containers of a
+/// cluster start together; their names appear in DNS as they are created).
+const PEER_RESOLVE_MS_MAX: u64 = 60_000;
+
+/// Resolves `host:port`, retrying every second up to [`PEER_RESOLVE_MS_MAX`]: past it the
+/// start fails naming the peer (the operator sees it, not a silent partition).
+async fn resolve_peer(peer: &str) -> Result<SocketAddr, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let err = match tokio::net::lookup_host(peer).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => return Ok(a),
+                None => "it resolves to nothing".to_owned(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() > Duration::from_millis(PEER_RESOLVE_MS_MAX) {
+            return Err(format!("peer {peer:?}: {err} (write host:port)"));
+        }
+        if started.elapsed() < Duration::from_secs(1) {
+            eprintln!("warden node: waiting for peer {peer:?} to resolve: {err}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Starts sync over the node's swarm, its peers' names resolved first.
 async fn start_cluster(
     swarm: &Swarm,
     sync: &crate::config::SyncSettings,
 ) -> Result<warden_supervisor::cluster::Cluster, String> {
     let mut peers = Vec::new();
     for p in &sync.peers {
-        let mut addrs = tokio::net::lookup_host(p.as_str())
-            .await
-            .map_err(|e| format!("peer {p:?}: {e} (write host:port)"))?;
-        peers.push(
-            addrs
-                .next()
-                .ok_or_else(|| format!("peer {p:?} resolves to nothing"))?,
-        );
+        peers.push(resolve_peer(p).await?);
     }
     let opts = warden_supervisor::cluster::ClusterOptions {
         listen: sync.listen,
