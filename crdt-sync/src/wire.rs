@@ -164,3 +164,57 @@ pub fn encode_message(msg: &Message) -> Result<Bytes, CodecError> {
 pub fn decode_message(frame: &[u8]) -> Result<Message, CodecError> {
     codec::decode::<bincode::serde::Compat<Message>>(frame).map(|c| c.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::escrow::Escrow;
+
+    fn sample() -> Message {
+        Message::Delta {
+            session: 7,
+            from: 1,
+            upto: 9,
+            items: vec![
+                Item::Escrow {
+                    pool: "swarm".into(),
+                    dim: "tokens".into(),
+                    state: Escrow::new(1_000, 3, 1000),
+                },
+                Item::Halts {
+                    agent: "a1".into(),
+                    set: AgentHalts::default(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_message_survives_the_codec() {
+        let msg = sample();
+        let frame = encode_message(&msg).unwrap();
+        assert_eq!(decode_message(&frame).unwrap(), msg);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_and_damaged_frames_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            flip in any::<prop::sample::Index>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let _ = decode_message(&bytes);
+            let frame = encode_message(&sample()).unwrap().to_vec();
+            let mut flipped = frame.clone();
+            let i = flip.index(flipped.len());
+            flipped[i] ^= 0x5a;
+            let _ = decode_message(&flipped);
+            let _ = decode_message(&frame[..cut.index(frame.len())]);
+            let mut framed = frame[..crate::codec::HEADER_BYTES].to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = decode_message(&framed);
+        }
+    }
+}
