@@ -4,8 +4,8 @@
 //!
 //! Four measurements, one sitting:
 //! 1. **Spends per second through one node**: closed loop, `CLIENTS` threads each with its own
-//!    agent on node a, `POST /v1/agents/{id}/steps` with 1 token, for `SECONDS`; the same on a
-//!    single node without sync. The ratio is the cost of the escrow (target: within 10%).
+//!    agent on node a, a step of 1 token and its outcome (two requests per spend), for
+//!    `SECONDS`; the same on a single node without sync. The ratio is the cost of the escrow (target: within 10%).
 //! 2. **Bytes on the wire per replicated spend**: every message byte node a sent and
 //!    received (`GET /v1/cluster`) during run 1, divided by its spends.
 //! 3. **Convergence after a heal**: node c is cut off for 3 s while both sides spend, then
@@ -42,7 +42,8 @@ fn main() {
     false_denials();
 }
 
-/// An agent's step: `POST /v1/agents/{id}/steps` of `tokens`, with distinct args.
+/// An agent's step: `POST /v1/agents/{id}/steps` of `tokens`, with distinct args, and its
+/// outcome when allowed (a success that used what it reserved).
 fn step(c: &Client, id: &str, n: u64, tokens: u64) -> (bool, String) {
     let body =
         json!({"tool": "work", "action": "read", "args": {"n": n}, "cost": {"tokens": tokens}});
@@ -53,10 +54,16 @@ fn step(c: &Client, id: &str, n: u64, tokens: u64) -> (bool, String) {
         Body::Json(body),
     );
     assert!(status == 200 || status == 403, "{status} {d}");
-    (
-        d["decision"] == "allow",
-        d["rule"].as_str().unwrap_or("").to_owned(),
-    )
+    let allowed = d["decision"] == "allow";
+    if allowed {
+        let path = format!(
+            "/v1/agents/{id}/steps/{}/outcome",
+            d["step"].as_str().unwrap()
+        );
+        let (status, o) = call(c, "POST", &path, Body::Json(json!({"status": "success"})));
+        assert_eq!(status, 200, "{o}");
+    }
+    (allowed, d["rule"].as_str().unwrap_or("").to_owned())
 }
 
 /// Closed loop on `base` for `seconds`: spends per second.

@@ -281,6 +281,12 @@ impl Cluster {
         *self.shared.offline.lock() = lease_ms > 0;
     }
 
+    /// Records an agent registered here in the replicated registry (its home is this node).
+    /// Another node registering the same id is reported as a conflict (a log line).
+    pub fn register(&self, agent: &str, pool: &str) {
+        self.shared.replica.lock().register(agent, pool);
+    }
+
     /// Stops the loop and the transport.
     pub async fn shutdown(&self) {
         if let Some(stop) = self.stop.lock().take() {

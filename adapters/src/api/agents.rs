@@ -219,6 +219,9 @@ async fn register(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let mut agent = view(&state, &handle);
+    if let Some(cluster) = state.cluster.get() {
+        cluster.register(agent.id.as_str(), &agent.pool);
+    }
     agent.token = Some(token);
     Ok((StatusCode::CREATED, Json(agent)).into_response())
 }
