@@ -12,10 +12,11 @@
 //!    healed; the time until every node shows the same pool (Σ of what each holds reserved or
 //!    spent = every node's `used_cluster`, Σ held = the limit), `ROUNDS` times (target < 1 s).
 //! 4. **False denials under a partition against a static equal split**: after a warm-up, c is
-//!    cut off and skewed demand (a 70%, b 20%, c 10% of steps of 10 tokens) runs until the
-//!    pool is used up; a denial is false when the cluster as a whole still had room for the
-//!    step. The static split (each node a third of the pool, nothing moves) is computed on the
-//!    same sequence of requests.
+//!    cut off and skewed demand (a 70%, b 20%, c 10% of steps of 10 tokens) runs for twice
+//!    what the pool has left; a denial is false when more than 1% of the pool was still free
+//!    cluster-wide (the last percent is where any split fragments), and how much of the pool
+//!    the workload got in the end is printed beside it. The static split (each node a third,
+//!    nothing moves) is computed on the same sequence of requests.
 //!
 //! Run: `cargo bench --bench sync` or `cargo bench --bench sync -- SECONDS CLIENTS ROUNDS`.
 
@@ -223,13 +224,14 @@ fn false_denials() {
         if left[*node] >= TOKENS {
             left[*node] -= TOKENS;
             static_used += TOKENS;
-        } else if static_used + TOKENS <= LIMIT {
+        } else if static_used + LIMIT / 100 <= LIMIT {
             static_false += 1;
         }
     }
     println!(
-        "false denials under a partition (c cut off; demand a 70% / b 20% / c 10%; {} requests of {TOKENS} tokens after a warm-up of {before}): warden {denied} ({warden_allowed} allowed), static equal split {static_false}",
-        requests.len()
+        "false denials under a partition (c cut off; demand a 70% / b 20% / c 10%; {} requests of {TOKENS} tokens after a warm-up of {before} of {LIMIT}): warden {denied}, pool used {} ({warden_allowed} allowed); static equal split {static_false}, pool used {static_used}",
+        requests.len(),
+        before + warden_allowed as u64 * TOKENS,
     );
     c.check_no_overspend();
 }
@@ -257,7 +259,7 @@ impl Load<'_> {
             let (allowed, _) = step(agent, id, self.n, tokens);
             if allowed {
                 self.used += tokens;
-            } else if self.used + tokens <= limit {
+            } else if self.used + limit / 100 <= limit {
                 false_denied += 1;
             }
             self.requests.push((node, allowed));
