@@ -252,3 +252,73 @@ fn a_node_without_sync_answers_no_cluster_and_sync_flags_need_the_section() {
     let _ = std::fs::remove_dir_all(&dir);
     let _: &Path = &dir;
 }
+
+#[test]
+fn a_cluster_halt_holds_for_a_new_registration_and_a_policy_reaches_idle_nodes() {
+    let c = Cluster::start("halt-policy");
+    let _ghost = Agent::new(&c, 0, "ghost");
+    let (status, body) = call(
+        &c.operator(0),
+        "POST",
+        "/v1/agents/ghost/halt",
+        Body::Json(json!({"reason": "test"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    // The halt reached c (its halt set), so registering the same id there does not escape it.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut again = Agent::new(&c, 2, "ghost");
+    let (decision, _) = again.step(10);
+    assert_eq!(
+        decision, "halt",
+        "a halted agent registered elsewhere stays halted"
+    );
+
+    // A policy installed on a reaches b and c with no step taken anywhere.
+    let policy = format!(
+        "{}  extra.tool: {{action: read}}\n",
+        common::cluster::POLICY
+    );
+    let (status, body) = call(
+        &c.operator(0),
+        "PUT",
+        "/v1/policy",
+        Body::Text(policy.clone(), "application/yaml"),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until(
+        Duration::from_secs(5),
+        "the policy reaches every node",
+        || {
+            (1..3).all(|i| {
+                let (_, p) = call(&c.operator(i), "GET", "/v1/policy", Body::None);
+                p.as_str() == Some(policy.as_str())
+            })
+        },
+    );
+}
+
+#[test]
+fn a_node_refuses_to_start_when_a_shared_pools_members_or_limit_changed() {
+    let mut c = Cluster::start("shape");
+    let mut on_a = Agent::new(&c, 0, "spender");
+    on_a.spend(10, 1, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    c.kill(0);
+    // Same node, another limit for the shared pool: it would forget what was spent and given.
+    let config = std::fs::read_to_string(c.config(0)).unwrap();
+    std::fs::write(c.config(0), config.replace("tokens: 3000", "tokens: 3003")).unwrap();
+    let out = Command::new(common::warden_bin())
+        .args(["node", "--listen", "127.0.0.1:0", "--data"])
+        .arg(c.data(0))
+        .arg("--config")
+        .arg(c.config(0))
+        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("changing the members or the limit of a shared pool"),
+        "{err}"
+    );
+}

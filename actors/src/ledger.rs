@@ -152,8 +152,9 @@ struct AccountState {
     /// The escrow ceilings of a pool replicated between nodes: the rights this node holds
     /// ([`Account::set_ceiling`]); `UNLIMITED` elsewhere. A reservation fits under both.
     ceilings: Limits,
-    /// Everything reservations asked of this account, admitted or refused (cumulative): the
-    /// demand a replicated pool's rights follow.
+    /// What reservations asked of this account (cumulative): everything admitted, and what
+    /// an escrow ceiling here refused (bounded by the bound): the demand a replicated pool's
+    /// rights follow. A step refused elsewhere on its path (its own budget) asks nothing here.
     asked: Amounts,
     spent: Amounts,
     reserved: Amounts,
@@ -345,6 +346,55 @@ fn fits(state: &AccountState, limits: &Limits) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `amounts` fits on one account of a path (see [`Account::reserve_billed`]).
+fn check_account(
+    state: &AccountState,
+    acc: &Account,
+    amounts: &Amounts,
+    billing: &Billing,
+) -> Result<(), Shortfall> {
+    let short = |dimension: Dimension, requested: u64, available: u64| Shortfall {
+        account: Arc::clone(&acc.name),
+        depth: acc.depth,
+        unspent: state.unspent(&dimension),
+        limit: state.limit_of(&dimension),
+        escrow: state.escrow_binds(&dimension),
+        dimension,
+        requested,
+        available,
+    };
+    for dim in LedgerDim::ALL {
+        let want = amounts.get(dim);
+        // Billed but asking nothing: at least 1 must be left.
+        let need = if want == 0 && billing.bills(dim) {
+            1
+        } else {
+            want
+        };
+        if need == 0 {
+            continue;
+        }
+        let available = state.available(dim);
+        if need > available {
+            return Err(short(dim.into(), want, available));
+        }
+    }
+    for (dim, want) in amounts.custom_entries() {
+        let available = state.available_custom(dim);
+        if *want > available {
+            return Err(short(Dimension::Custom(dim.clone()), *want, available));
+        }
+    }
+    let bounded = state.limits.custom_entries().iter();
+    for (dim, _) in bounded.chain(state.ceilings.custom_entries()) {
+        if amounts.custom(dim) == 0 && billing.bills_custom(dim) && state.available_custom(dim) == 0
+        {
+            return Err(short(Dimension::Custom(dim.clone()), 0, 0));
+        }
+    }
+    Ok(())
+}
+
 impl Account {
     /// A root account (a swarm's top pool).
     pub fn root(name: impl Into<Arc<str>>, limits: Limits) -> Arc<Account> {
@@ -437,55 +487,28 @@ impl Account {
             floored = a;
             &floored
         };
-        for state in guards.iter_mut() {
-            state.asked = state.asked.saturating_add(amounts);
-        }
-        for (state, acc) in guards.iter().zip(accounts.iter()) {
-            let short = |dimension: Dimension, requested: u64, available: u64| Shortfall {
-                account: Arc::clone(&acc.name),
-                depth: acc.depth,
-                unspent: state.unspent(&dimension),
-                limit: state.limit_of(&dimension),
-                escrow: state.escrow_binds(&dimension),
-                dimension,
-                requested,
-                available,
-            };
-            for dim in LedgerDim::ALL {
-                let want = amounts.get(dim);
-                // Billed but asking nothing: at least 1 must be left.
-                let need = if want == 0 && billing.bills(dim) {
-                    1
-                } else {
-                    want
-                };
-                if need == 0 {
-                    continue;
+        for (i, acc) in accounts.iter().enumerate() {
+            if let Err(short) = check_account(&guards[i], acc, amounts, billing) {
+                if short.escrow {
+                    // Demand refused for want of this node's rights: asked of the pool too
+                    // (bounded by its bound, so one outsized step cannot pull every right).
+                    let state = &mut guards[i];
+                    let bound = state.bound_of(&short.dimension).unwrap_or(0);
+                    let mut asked = Amounts::ZERO;
+                    if let Some(d) = builtin(&short.dimension) {
+                        asked.set(d, short.requested.min(bound));
+                    } else if let Dimension::Custom(c) = &short.dimension {
+                        asked.set_custom(c.clone(), short.requested.min(bound));
+                    }
+                    state.asked = state.asked.saturating_add(&asked);
                 }
-                let available = state.available(dim);
-                if need > available {
-                    return Err(short(dim.into(), want, available));
-                }
-            }
-            for (dim, want) in amounts.custom_entries() {
-                let available = state.available_custom(dim);
-                if *want > available {
-                    return Err(short(Dimension::Custom(dim.clone()), *want, available));
-                }
-            }
-            let bounded = state.limits.custom_entries().iter();
-            for (dim, _) in bounded.chain(state.ceilings.custom_entries()) {
-                if amounts.custom(dim) == 0
-                    && billing.bills_custom(dim)
-                    && state.available_custom(dim) == 0
-                {
-                    return Err(short(Dimension::Custom(dim.clone()), 0, 0));
-                }
+                return Err(short);
             }
         }
         let mut remaining = Remaining::default();
         for (state, acc) in guards.iter_mut().zip(accounts.iter()) {
             state.reserved = state.reserved.saturating_add(amounts);
+            state.asked = state.asked.saturating_add(amounts);
             for dim in LedgerDim::ALL {
                 if let Some(limit) = state.bound(dim) {
                     let left = limit
@@ -716,7 +739,8 @@ impl Account {
         true
     }
 
-    /// Everything reservations ever asked of this account in `dim`, admitted or refused.
+    /// What reservations asked of this account in `dim`: admitted, or refused by its escrow
+    /// ceiling.
     pub fn asked_in(&self, dim: &Dimension) -> u64 {
         let state = self.state.lock();
         match (dim, builtin(dim)) {
@@ -859,6 +883,24 @@ mod tests {
         let mut ask = Amounts::ZERO;
         ask.set_custom(gpu, 4);
         assert!(agent.reserve(&ask).unwrap_err().escrow);
+    }
+
+    #[test]
+    fn only_admitted_steps_and_escrow_refusals_count_as_demand_on_a_pool() {
+        let root = Account::root("swarm", Limits::UNLIMITED);
+        let agent = root
+            .child("a1", Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)))
+            .unwrap();
+        assert!(root.set_ceiling(&Dimension::Tokens, Some(50), true));
+        let (r, _) = agent.reserve(&tokens(30)).unwrap();
+        assert_eq!(root.asked_in(&Dimension::Tokens), 30);
+        // Refused by the agent's own budget: no demand for the pool's rights.
+        assert!(!agent.reserve(&tokens(1_000_000_000)).unwrap_err().escrow);
+        assert_eq!(root.asked_in(&Dimension::Tokens), 30);
+        // Refused by the pool's escrow ceiling: demand, bounded by the ceiling.
+        assert!(agent.reserve(&tokens(60)).unwrap_err().escrow);
+        assert_eq!(root.asked_in(&Dimension::Tokens), 80);
+        r.cancel();
     }
 
     #[test]

@@ -35,7 +35,8 @@
 //!   (the replica decides when), and bumps `i`'s epoch so `i`, when it returns, sees that it
 //!   was fenced. Why it cannot overspend: let `R = inflow_h(i) − cap(i)` be what heir `h` reclaims,
 //!   where `inflow_h(i) ≤ inflow(i)` (the heir's view lags, entries only grow) and `cap(i)` is the
-//!   highest cap ever granted to `i` (only `h` grants, and never above `inflow_h(i) − reclaimed[i]`).
+//!   highest cap ever granted to `i` (only `h` grants; after reclaiming, never above
+//!   `inflow_h(i) − reclaimed[i]`, since `i` may consume up to its cap before it hears).
 //!   Then `held(i) − used(i) = inflow(i) − outflow(i) − R ≥ inflow(i) − cap(i) − inflow_h(i) + cap(i) ≥ 0`.
 //!   The bound rests on the cap, not on clocks: a holder whose clock runs wild still never spends
 //!   beyond its cap, and the timing only keeps a heir from taking the parked rights of a node
@@ -321,16 +322,23 @@ impl Escrow {
         Ok(())
     }
 
-    /// The grant heir `me` would give its ward `i` now: the cap `i` asked for, bounded by what
-    /// `i` holds in `me`'s view (never below the cap it already has), with the lease asked for
-    /// bounded by `max_lease_ms`. `None` when `me` is not `i`'s heir or nothing would change.
+    /// The grant heir `me` would give its ward `i` now: the cap `i` asked for (never below
+    /// the cap it already has), with the lease asked for bounded by `max_lease_ms`. Once the
+    /// heir has reclaimed from `i`, the cap is also bounded by what `i` holds in the heir's
+    /// view: `i` may not have heard of the reclamation yet, and its cap is then all that
+    /// bounds it. Before any reclamation a cap above what `i` holds is harmless (a
+    /// reclamation takes only what lies above the highest cap). `None` when `me` is not
+    /// `i`'s heir or nothing would change.
     pub fn grant_for(&self, me: NodeIx, i: NodeIx, max_lease_ms: u64) -> Option<Grant> {
         if heir_of(i, self.members()) != Some(me) {
             return None;
         }
         let now = self.grant(i);
         let ask = self.ask(i);
-        let ceiling = self.inflow(i).saturating_sub(self.reclaimed(i));
+        let ceiling = match self.reclaimed(i) {
+            0 => u64::MAX,
+            r => self.inflow(i).saturating_sub(r),
+        };
         let cap = ask.want_cap.min(ceiling).max(now.cap);
         let lease_ms = ask.lease_ms.min(max_lease_ms);
         let next = Grant {
@@ -415,9 +423,10 @@ impl Escrow {
                 rest * weight(i) / weight_sum
             }
         };
-        // What `j` could use of more rights: up to the cap it has or asked for.
+        // What `j` could use of more rights: up to the cap it holds (a node whose heir is
+        // gone cannot raise it: rights beyond would sit there unused).
         let usable = |j: NodeIx| -> u128 {
-            let cap = self.grant(j).cap.max(self.ask(j).want_cap);
+            let cap = self.grant(j).cap;
             let held = self.inflow(j).saturating_sub(self.reclaimed(j));
             u128::from(cap.saturating_sub(held))
         };

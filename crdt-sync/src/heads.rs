@@ -214,3 +214,34 @@ mod tests {
         assert!(kept[0].seq < 100, "old claims stay: {:?}", kept[0]);
     }
 }
+
+#[cfg(test)]
+mod laws {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The head register of one node as a max by sequence number over one true journal
+    /// (hash = f(seq)): any order of merges gives the same head.
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_and_idempotent(seqs in prop::collection::vec(0..100u64, 1..12)) {
+            let head = |s: u64| AuditHead { seq: s, hash: [(s % 251) as u8; 32] };
+            let fold = |order: &[u64]| {
+                let mut h = Heads::new(2);
+                for &s in order {
+                    h.merge(1, head(s)).unwrap();
+                }
+                h.head(1)
+            };
+            let mut reversed = seqs.clone();
+            reversed.reverse();
+            let mut doubled = seqs.clone();
+            doubled.extend(seqs.iter().copied());
+            let max = *seqs.iter().max().unwrap();
+            prop_assert_eq!(fold(&seqs), Some(head(max)));
+            prop_assert_eq!(fold(&reversed), Some(head(max)));
+            prop_assert_eq!(fold(&doubled), Some(head(max)));
+        }
+    }
+}

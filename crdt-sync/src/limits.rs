@@ -87,9 +87,9 @@ pub const MESSAGE_READ_TIMEOUT_MS: u64 = 5_000;
 pub const BACKOFF_INITIAL_MS_DEFAULT: u64 = 200;
 
 /// Longest wait between two dials of one peer: short, so that a healed partition is noticed
-/// within about a second (one dial per peer per second is nothing for at most `PEERS_MAX`
+/// within half a second (one dial per peer per second is nothing for at most `PEERS_MAX`
 /// peers), which the cluster's convergence after a heal rests on.
-pub const BACKOFF_MAX_MS_DEFAULT: u64 = 1_000;
+pub const BACKOFF_MAX_MS_DEFAULT: u64 = 500;
 
 /// How long [`Transport::shutdown`](crate::transport::Transport::shutdown) waits for the
 /// peers to acknowledge the close before dropping the socket.

@@ -100,3 +100,51 @@ mod tests {
         assert!(!b.merge(a.clone()));
     }
 }
+
+#[cfg(test)]
+mod laws {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Three replicas writing and exchanging in a random order: views of one history.
+    fn views() -> impl Strategy<Value = [PolicyRegister; 3]> {
+        prop::collection::vec((0..3usize, any::<bool>(), 0..3usize), 0..20).prop_map(|ops| {
+            let mut r: [PolicyRegister; 3] = Default::default();
+            for (k, (node, write, from)) in ops.into_iter().enumerate() {
+                if write {
+                    let text = format!("policy {k}");
+                    r[node].write(
+                        node as NodeIx,
+                        PolicyVersion {
+                            node: node as NodeIx,
+                            version: k as u64,
+                            digest: format!("d{k}"),
+                            text,
+                        },
+                    );
+                } else {
+                    let other = r[from].clone();
+                    r[node].merge(other);
+                }
+            }
+            r
+        })
+    }
+
+    fn join(x: &PolicyRegister, y: &PolicyRegister) -> PolicyRegister {
+        let mut z = x.clone();
+        z.merge(y.clone());
+        z
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_and_idempotent(v in views()) {
+            let [a, b, c] = v;
+            prop_assert_eq!(join(&a, &b).values(), join(&b, &a).values());
+            prop_assert_eq!(join(&join(&a, &b), &c).values(), join(&a, &join(&b, &c)).values());
+            prop_assert_eq!(join(&a, &a).values(), a.values());
+        }
+    }
+}

@@ -103,3 +103,47 @@ mod tests {
         assert_eq!(x.merge("ag", a), Ok(false));
     }
 }
+
+#[cfg(test)]
+mod laws {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn entry() -> impl Strategy<Value = (String, AgentEntry)> {
+        (0..4u8, 0..3u16, 0..2u8).prop_map(|(a, home, pool)| {
+            let entry = AgentEntry {
+                home,
+                pool: format!("p{pool}"),
+            };
+            (format!("agent-{a}"), entry)
+        })
+    }
+
+    fn registry() -> impl Strategy<Value = Registry> {
+        prop::collection::vec(entry(), 0..8).prop_map(|entries| {
+            let mut r = Registry::default();
+            for (a, e) in entries {
+                let _ = r.merge(&a, e);
+            }
+            r
+        })
+    }
+
+    fn join(x: &Registry, y: &Registry) -> Registry {
+        let mut z = x.clone();
+        for (a, e) in &y.agents {
+            let _ = z.merge(a, e.clone());
+        }
+        z
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_and_idempotent(a in registry(), b in registry(), c in registry()) {
+            prop_assert_eq!(join(&a, &b), join(&b, &a));
+            prop_assert_eq!(join(&join(&a, &b), &c), join(&a, &join(&b, &c)));
+            prop_assert_eq!(join(&a, &a), a);
+        }
+    }
+}

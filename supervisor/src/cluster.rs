@@ -168,6 +168,7 @@ impl Cluster {
         let started = Instant::now();
         let mut replica = Replica::new(cfg, SwarmLedger::new(swarm.clone()), 0);
         for (pool, dim, state) in swarm.escrow_states() {
+            check_shape(&replica, &pool, &dim, &state)?;
             replica.restore_escrow(&pool, &dim, &state);
         }
         let shared = Arc::new(Shared {
@@ -182,6 +183,7 @@ impl Cluster {
         let driver = Driver {
             shared: Arc::clone(&shared),
             swarm,
+            shared_policy: Mutex::new(None),
         };
         // The counters exist from the start (at 0), so dashboards and alerts see them.
         for name in [
@@ -287,6 +289,12 @@ impl Cluster {
         self.shared.replica.lock().register(agent, pool);
     }
 
+    /// The halt epochs the cluster holds for `agent` (empty: not halted anywhere that this
+    /// node knows of). An agent registered while halted in the cluster is halted at once.
+    pub fn halt_epochs(&self, agent: &str) -> Vec<u64> {
+        self.shared.replica.lock().halt_epochs(agent)
+    }
+
     /// Stops the loop and the transport.
     pub async fn shutdown(&self) {
         if let Some(stop) = self.stop.lock().take() {
@@ -318,6 +326,30 @@ fn check_pools(swarm: &Swarm, pools: &[ReplicatedPool]) -> Result<(), ClusterErr
     Ok(())
 }
 
+/// The journal's escrow state of a shared pool must fit the config: the same members and
+/// limit. Another shape would start the pool afresh and forget what was spent and given
+/// (an overspend), so the node refuses to start instead (fail closed).
+fn check_shape(
+    replica: &Replica<SwarmLedger>,
+    pool: &str,
+    dim: &str,
+    state: &warden_sync::Escrow,
+) -> Result<(), ClusterError> {
+    let Some(now) = replica.escrow(pool, dim) else {
+        return Ok(()); // no longer shared: its rights stay in the journal, unused
+    };
+    if now.same_shape(state) {
+        return Ok(());
+    }
+    Err(ClusterError::Config(format!(
+        "the journal holds pool {pool} {dim} shared by {} members with limit {}, the config says {} members with limit {}: changing the members or the limit of a shared pool would forget what was spent and given. Keep them as they were, or share a new pool (a new path) and stop sharing this one",
+        state.members(),
+        state.limit(),
+        now.members(),
+        now.limit()
+    )))
+}
+
 /// A seed from the clock and the process: sessions and backoff jitter differ per start.
 fn seed() -> u64 {
     let t = std::time::SystemTime::now()
@@ -329,6 +361,8 @@ fn seed() -> u64 {
 struct Driver {
     shared: Arc<Shared>,
     swarm: Swarm,
+    /// The policy version last offered to the cluster (none yet: `None`).
+    shared_policy: Mutex<Option<u64>>,
 }
 
 impl Driver {
@@ -411,8 +445,10 @@ impl Driver {
         }
     }
 
-    /// The periodic work, after telling the replica this node's journal head.
+    /// The periodic work, after telling the replica this node's journal head and offering a
+    /// policy installed here.
     fn tick(&self) -> Vec<Output> {
+        self.share_policy();
         let now = self.now_ms();
         let mut r = self.shared.replica.lock();
         if let Some((seq, hash)) = self.swarm.journal_head() {
@@ -428,8 +464,10 @@ impl Driver {
         let mut r = self.shared.replica.lock();
         let me = u64::from(r.me());
         match ev {
-            // Already halted by the cluster: this is that halt, applied here.
-            Event::Halt { agent, record } if r.halt_epochs(agent.as_str()).is_empty() => {
+            // Every halt here is an epoch of its own, also one that applies a peer's halt: a
+            // resume elsewhere that has not seen it cannot lift it (fail closed; a second
+            // resume may be needed). Applying a halt to a halted agent makes no event: no loop.
+            Event::Halt { agent, record } => {
                 r.halt(agent.as_str(), (record.at_ms << 16) | me);
             }
             Event::Resume { agent, .. } => {
@@ -438,16 +476,23 @@ impl Driver {
             }
             _ => {}
         }
-        drop(r);
-        self.share_policy();
     }
 
     /// A policy installed here that the cluster does not have yet goes into the register.
     fn share_policy(&self) {
+        let version = self.swarm.policy_version();
+        if version.is_none() || *self.shared_policy.lock() == version {
+            return;
+        }
+        *self.shared_policy.lock() = version;
         let Some((version, text)) = self.swarm.policy_text() else {
             return;
         };
         if text.len() > MAX_POLICY_TEXT_BYTES {
+            eprintln!(
+                "warden sync: policy version {version} is {} bytes, above the {MAX_POLICY_TEXT_BYTES} bytes sync shares: it stays on this node; install it on every node",
+                text.len()
+            );
             return;
         }
         let digest = blake3::hash(text.as_bytes()).to_hex().to_string();

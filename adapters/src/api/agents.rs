@@ -218,10 +218,19 @@ async fn register(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let mut agent = view(&state, &handle);
     if let Some(cluster) = state.cluster.get() {
-        cluster.register(agent.id.as_str(), &agent.pool);
+        cluster.register(handle.id().as_str(), &handle.pool());
+        // Halted somewhere in the cluster: registering it here again does not lift that.
+        if !cluster.halt_epochs(handle.id().as_str()).is_empty() {
+            let why = "halted in the cluster (a halt on another node); an audited resume lifts it";
+            state
+                .swarm
+                .halt(handle.id().clone(), why)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
     }
+    let mut agent = view(&state, &handle);
     agent.token = Some(token);
     Ok((StatusCode::CREATED, Json(agent)).into_response())
 }

@@ -26,7 +26,11 @@ fn the_genesis_cap_bounds_what_a_node_spends_before_its_heir_answers() {
         },
     );
     let g = e.grant_for(2, 1, 30_000).unwrap();
-    assert_eq!((g.cap, g.lease_ms), (100, 30_000));
+    assert_eq!(
+        (g.cap, g.lease_ms),
+        (1_000, 30_000),
+        "no reclamation yet: the cap asked"
+    );
     assert!(e.grant_for(0, 1, 30_000).is_none(), "only the heir grants");
     e.write_grant(2, 1, g);
     assert_eq!(e.room(1), 50);
@@ -91,6 +95,10 @@ fn rebalancing_gives_the_surplus_to_the_node_with_demand() {
             ..Ask::default()
         },
     );
+    // Nothing moves to a node that could not use it: its cap is still its share.
+    assert!(e.rebalance(0, 1, |_| true).is_none());
+    let grant = e.grant_for(0, 2, 60_000).unwrap();
+    e.write_grant(0, 2, grant);
     let (to, amount) = e.rebalance(0, 1, |_| true).unwrap();
     assert_eq!(to, 2);
     assert!(amount > 500 && amount <= 1_000, "{amount}");
@@ -113,6 +121,8 @@ fn a_node_preparing_to_go_offline_gets_the_rights_it_wants() {
             ..Ask::default()
         },
     );
+    let grant = e.grant_for(1, 0, 60_000).unwrap();
+    e.write_grant(1, 0, grant);
     let (to, amount) = e.rebalance(1, 1, |_| true).unwrap();
     assert_eq!((to, amount), (0, 500));
     assert!(
