@@ -221,8 +221,8 @@ mod laws {
 
     use super::*;
 
-    /// The head register of one node as a max by sequence number over one true journal
-    /// (hash = f(seq)): any order of merges gives the same head.
+    // The head register of one node as a max by sequence number over one true journal
+    // (hash = f(seq)): any order of merges gives the same head.
     proptest! {
         #[test]
         fn merge_is_commutative_associative_and_idempotent(seqs in prop::collection::vec(0..100u64, 1..12)) {
