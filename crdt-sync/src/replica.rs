@@ -148,6 +148,14 @@ pub enum SyncEvent {
         /// Our new epoch.
         epoch: u32,
     },
+    /// A peer asks for this node's journal hash at `seq` (a claim it made earlier): answer
+    /// with [`Replica::proof`].
+    Probed {
+        /// The peer.
+        peer: NodeIx,
+        /// The sequence number.
+        seq: u64,
+    },
     /// A peer was refused (another cluster shape, a broken message).
     PeerRefused {
         /// The member.

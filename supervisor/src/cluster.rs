@@ -184,6 +184,7 @@ impl Cluster {
             shared: Arc::clone(&shared),
             swarm,
             shared_policy: Mutex::new(None),
+            pending: Mutex::new(Vec::new()),
         };
         // The counters exist from the start (at 0), so dashboards and alerts see them.
         for name in [
@@ -363,6 +364,8 @@ struct Driver {
     swarm: Swarm,
     /// The policy version last offered to the cluster (none yet: `None`).
     shared_policy: Mutex<Option<u64>>,
+    /// Answers to probes, sent with the next outputs.
+    pending: Mutex<Vec<Output>>,
 }
 
 impl Driver {
@@ -396,6 +399,8 @@ impl Driver {
             };
             self.deliver(outputs).await;
             self.apply_events();
+            let answers = std::mem::take(&mut *self.pending.lock());
+            self.deliver(answers).await;
         }
         self.shared.transport.shutdown().await;
     }
@@ -451,7 +456,9 @@ impl Driver {
         self.share_policy();
         let now = self.now_ms();
         let mut r = self.shared.replica.lock();
-        if let Some((seq, hash)) = self.swarm.journal_head() {
+        // Checkpoints, not the exact head: a peer may later probe any claim, and checkpoints
+        // are what this node keeps hashes of.
+        if let Some((seq, hash)) = self.swarm.journal_checkpoint() {
             r.set_head(warden_sync::heads::AuditHead { seq, hash });
         }
         let out = r.tick(now);
@@ -600,6 +607,11 @@ impl Driver {
             }
             SyncEvent::RegistryConflict(c) => {
                 eprintln!("warden sync: agent `{}` registered on two nodes", c.agent);
+            }
+            SyncEvent::Probed { peer, seq } => {
+                let hash = self.swarm.journal_checkpoint_at(seq);
+                let proof = self.shared.replica.lock().proof(peer, seq, hash);
+                self.pending.lock().push(proof);
             }
             SyncEvent::RightsReceived { .. }
             | SyncEvent::RightsGiven { .. }

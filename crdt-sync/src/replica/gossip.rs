@@ -78,10 +78,8 @@ impl<L: LocalLedger> Replica<L> {
                     link.acked = link.acked.max(upto);
                 }
             }
-            Message::Probe { seq } => out.push(Output::Send {
-                to: from,
-                msg: Message::Proof { seq, hash: None },
-            }),
+            // The driver looks the hash up in its journal and answers with `proof`.
+            Message::Probe { seq } => self.event(SyncEvent::Probed { peer: from, seq }),
             Message::Proof { seq, hash } => {
                 if let Err(alarm) = self.heads.check_proof(from, seq, hash) {
                     self.event(SyncEvent::AuditAlarm(alarm));
@@ -91,8 +89,8 @@ impl<L: LocalLedger> Replica<L> {
         out
     }
 
-    /// Answers a probe with this node's journal hash at `seq` (the driver looks it up when
-    /// [`Replica::on_message`] answered `None` for it and it can do better).
+    /// The answer to a probe ([`SyncEvent::Probed`]): this node's journal hash at `seq`,
+    /// `None` when it no longer keeps it.
     pub fn proof(&self, to: NodeIx, seq: u64, hash: Option<[u8; 32]>) -> Output {
         Output::Send {
             to,

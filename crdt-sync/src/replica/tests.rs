@@ -146,6 +146,8 @@ struct Cluster {
     limit: u64,
     sessions: u64,
     events: Vec<Vec<SyncEvent>>,
+    /// Each node's journal checkpoints, for answering probes.
+    journals: Vec<std::collections::BTreeMap<u64, [u8; 32]>>,
 }
 
 impl Cluster {
@@ -166,6 +168,7 @@ impl Cluster {
             limit,
             sessions: n as u64,
             events: vec![Vec::new(); n],
+            journals: vec![Default::default(); n],
         };
         c.relink();
         c
@@ -246,6 +249,13 @@ impl Cluster {
                         let out = self.nodes[i].tick(self.now);
                         self.dispatch(i, out);
                         let (ev, _) = self.nodes[i].drain_events();
+                        for e in &ev {
+                            if let SyncEvent::Probed { peer, seq } = e {
+                                let hash = self.journals[i].get(seq).copied();
+                                let out = vec![self.nodes[i].proof(*peer, *seq, hash)];
+                                self.dispatch(i, out);
+                            }
+                        }
                         self.events[i].extend(ev);
                     }
                 }
@@ -608,5 +618,36 @@ fn soak_one(seed: u64) {
     assert!(
         c.states_equal(),
         "seed {seed}: replicas differ after the heal"
+    );
+}
+
+#[test]
+fn a_journal_rewritten_below_its_claims_is_caught_by_a_probe() {
+    let mut c = Cluster::new(3, 3_000, 9);
+    c.run(100);
+    let h = |b: u8| AuditHead {
+        seq: 256,
+        hash: [b; 32],
+    };
+    c.journals[1].insert(256, [1; 32]);
+    c.nodes[1].set_head(h(1));
+    c.run(300);
+    // n1 goes on to a later checkpoint, but its journal now holds another entry 256.
+    c.journals[1].insert(256, [9; 32]);
+    c.nodes[1].set_head(AuditHead {
+        seq: 512,
+        hash: [2; 32],
+    });
+    c.run(3_000); // probes every 500 ms
+    let alarm = c.events[0]
+        .iter()
+        .chain(&c.events[2])
+        .find_map(|e| match e {
+            SyncEvent::AuditAlarm(a) if a.node == 1 => Some(a.reason.clone()),
+            _ => None,
+        });
+    assert!(
+        alarm.is_some_and(|r| r.contains("entry 256")),
+        "no probe alarm"
     );
 }

@@ -36,6 +36,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,6 +176,29 @@ pub(crate) struct Shared {
     /// Bound on the queue's entries.
     max_queued: usize,
     progress: tokio::sync::watch::Sender<Progress>,
+    /// Chain hashes of every [`CHECKPOINT_EVERY`]-th acknowledged entry (the newest
+    /// [`CHECKPOINTS_MAX`]): what a node claims to its peers and answers their probes with.
+    checkpoints: std::sync::Mutex<BTreeMap<u64, Hash>>,
+}
+
+/// Every how many entries a checkpoint hash is kept (see [`Journal::checkpoint`]).
+pub const CHECKPOINT_EVERY: u64 = 256;
+
+/// Checkpoints kept (the oldest go first): 16,384 × 256 entries, about 4 million entries back.
+pub const CHECKPOINTS_MAX: usize = 16_384;
+
+impl Shared {
+    /// Keeps `hash` if `seq` is a checkpoint.
+    pub(super) fn note_checkpoint(&self, seq: u64, hash: Hash) {
+        if !seq.is_multiple_of(CHECKPOINT_EVERY) {
+            return;
+        }
+        let mut map = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(seq, hash);
+        while map.len() > CHECKPOINTS_MAX {
+            map.pop_first();
+        }
+    }
 }
 
 impl Shared {
@@ -243,7 +267,17 @@ impl Journal {
     ) -> Result<(Journal, OpenReport), JournalError> {
         let location = storage.location();
         let lock = storage.lock().map_err(io_at(location.join("LOCK")))?;
-        let verified = read_storage(storage.as_ref(), visit)?;
+        let mut checkpoints = BTreeMap::new();
+        let mut visit = visit;
+        let verified = read_storage(storage.as_ref(), |e| {
+            if e.seq.is_multiple_of(CHECKPOINT_EVERY) {
+                checkpoints.insert(e.seq, e.hash);
+                if checkpoints.len() > CHECKPOINTS_MAX {
+                    checkpoints.pop_first();
+                }
+            }
+            visit(e)
+        })?;
         let (next_seq, prev) = verified.head.map_or((1, GENESIS), |(s, h)| (s + 1, h));
         let segs = storage.segments().map_err(io_at(location.clone()))?;
         let (segment_first, segment, size) = match segs.last() {
@@ -289,6 +323,7 @@ impl Journal {
                 hash: prev,
                 failed: None,
             }),
+            checkpoints: std::sync::Mutex::new(checkpoints),
         });
         let writer = Writer {
             config,
@@ -491,6 +526,27 @@ impl Journal {
     pub fn head(&self) -> (u64, Hash) {
         let p = self.shared.progress.borrow();
         (p.seq, p.hash)
+    }
+
+    /// The newest checkpoint: a sequence number (a multiple of [`CHECKPOINT_EVERY`]) and its
+    /// chain hash; `None` before the first. What a cluster node claims to its peers.
+    pub fn checkpoint(&self) -> Option<(u64, Hash)> {
+        let map = self
+            .shared
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.last_key_value().map(|(s, h)| (*s, *h))
+    }
+
+    /// The chain hash of checkpoint `seq`, if kept (a peer's probe of an earlier claim).
+    pub fn checkpoint_at(&self, seq: u64) -> Option<Hash> {
+        let map = self
+            .shared
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(&seq).copied()
     }
 
     /// Why the journal stopped taking entries, if it did.

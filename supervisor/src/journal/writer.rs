@@ -181,6 +181,9 @@ impl Writer {
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!("warden_audit_entries_total").increment(batch.len() as u64);
                 let last = self.next_seq - 1;
+                for (a, hash) in batch.iter().zip(&hashes) {
+                    self.shared.note_checkpoint(a.seq, *hash);
+                }
                 for (a, hash) in batch.drain(..).zip(hashes) {
                     if let Some(ack) = a.ack {
                         let _ = ack.send(hash);

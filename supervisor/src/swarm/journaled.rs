@@ -67,6 +67,19 @@ impl Swarm {
         self.inner.journal.get().map(|(j, _)| j.head())
     }
 
+    /// The journal's newest checkpoint (see [`Journal::checkpoint`]), if attached.
+    pub fn journal_checkpoint(&self) -> Option<(u64, [u8; 32])> {
+        self.inner.journal.get().and_then(|(j, _)| j.checkpoint())
+    }
+
+    /// The chain hash of journal checkpoint `seq`, if kept.
+    pub fn journal_checkpoint_at(&self, seq: u64) -> Option<[u8; 32]> {
+        self.inner
+            .journal
+            .get()
+            .and_then(|(j, _)| j.checkpoint_at(seq))
+    }
+
     /// Why the journal stopped taking entries, if it did (the node then fails closed).
     pub fn journal_failure(&self) -> Option<String> {
         self.inner.journal_failure()
