@@ -123,9 +123,23 @@ fn a_prefix_run_is_the_start_of_the_full_run() {
 }
 
 #[test]
-fn more_than_one_node_is_refused_until_replication_exists() {
+fn node_counts_outside_1_to_16_are_refused_and_a_cluster_run_reports_its_invariants() {
+    for nodes in [0, 17] {
+        let mut o = opts("mixed", 1);
+        o.nodes = nodes;
+        let err = run_quiet(&o).unwrap_err().to_string();
+        assert!(err.contains("1 to 16 nodes"), "{err}");
+    }
     let mut o = opts("mixed", 1);
-    o.nodes = 3;
-    let err = run_quiet(&o).unwrap_err().to_string();
-    assert!(err.contains("Sync issue"), "{err}");
+    o.nodes = 2;
+    o.agents = Some(40);
+    o.duration_ms = Some(20_000);
+    let (report, _) = run_quiet(&o).unwrap();
+    assert!(report.passed(), "{report}");
+    let names: Vec<&str> = report.invariants.iter().map(|i| i.name).collect();
+    assert_eq!(
+        names,
+        ["pool_bounds", "cluster_no_overspend", "cluster_converges"]
+    );
+    assert_eq!(report.nodes, 2);
 }
