@@ -122,7 +122,10 @@ pub struct ClusterView {
 
 struct Shared {
     replica: Mutex<Replica<SwarmLedger>>,
-    transport: Transport,
+    /// Taken at shutdown (`Transport::shutdown` consumes it: its events then end).
+    transport: parking_lot::RwLock<Option<Transport>>,
+    /// Where the transport listens (kept after shutdown).
+    local_addr: SocketAddr,
     name: String,
     started: Instant,
     offline: Mutex<bool>,
@@ -171,9 +174,11 @@ impl Cluster {
             check_shape(&replica, &pool, &dim, &state)?;
             replica.restore_escrow(&pool, &dim, &state);
         }
+        let local_addr = transport.local_addr();
         let shared = Arc::new(Shared {
             replica: Mutex::new(replica),
-            transport,
+            transport: parking_lot::RwLock::new(Some(transport)),
+            local_addr,
             name,
             started,
             offline: Mutex::new(false),
@@ -209,14 +214,20 @@ impl Cluster {
 
     /// The UDP address the transport listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.transport.local_addr()
+        self.shared.local_addr
     }
 
     /// The cluster now: peers, their state and lag, rights per pool.
     pub fn view(&self) -> ClusterView {
         let r = self.shared.replica.lock();
         let now = self.shared.started.elapsed().as_millis() as u64;
-        let transport = self.shared.transport.peers();
+        let transport = self
+            .shared
+            .transport
+            .read()
+            .as_ref()
+            .map(|t| t.peers())
+            .unwrap_or_default();
         let me = r.me();
         let members = r.members().clone();
         let peers = members
@@ -402,7 +413,10 @@ impl Driver {
             let answers = std::mem::take(&mut *self.pending.lock());
             self.deliver(answers).await;
         }
-        self.shared.transport.shutdown().await;
+        let transport = self.shared.transport.write().take();
+        if let Some(t) = transport {
+            t.shutdown().await;
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -535,7 +549,9 @@ impl Driver {
                     let name = self.shared.replica.lock().members().name(to).to_owned();
                     match encode_message(&msg) {
                         Ok(bytes) => {
-                            let _ = self.shared.transport.send(&name, bytes);
+                            if let Some(t) = self.shared.transport.read().as_ref() {
+                                let _ = t.send(&name, bytes);
+                            }
                         }
                         Err(e) => eprintln!(
                             "warden sync: a message to `{name}` could not be encoded: {e}"
@@ -670,7 +686,12 @@ impl Driver {
         }
         metrics::gauge!("warden_sync_lag_changes_max").set(lag as f64);
         metrics::gauge!("warden_sync_silence_seconds_max").set(silent_ms as f64 / 1000.0);
-        let (bytes_in, bytes_out) = self.shared.transport.bytes_total();
+        let (bytes_in, bytes_out) = self
+            .shared
+            .transport
+            .read()
+            .as_ref()
+            .map_or((0, 0), |t| t.bytes_total());
         metrics::counter!("warden_sync_bytes_total", "direction" => "in").absolute(bytes_in);
         metrics::counter!("warden_sync_bytes_total", "direction" => "out").absolute(bytes_out);
         for (pool, dim, e) in r.escrows() {

@@ -434,9 +434,9 @@ impl Transport {
     /// [`limits::SHUTDOWN_GRACE_MS`] for peers to hear it, and stops every task. The socket
     /// is released when this returns (or very soon after: quinn's driver drops it once it
     /// sees the last handle go). The event receiver then ends.
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let shared = &self.shared;
+        let shared = self.shared;
         shared.endpoint.close(codes::SHUTDOWN, b"shutting down");
         let grace = Duration::from_millis(limits::SHUTDOWN_GRACE_MS);
         let _ = tokio::time::timeout(grace, shared.endpoint.wait_idle()).await;
