@@ -64,6 +64,11 @@ pub struct Activity {
     pub orphans_settled: u64,
     /// Node restarts (crashes and disk repairs).
     pub restarts: u64,
+    /// Agents restarted by their pools' strategies after simulated actor crashes.
+    pub actor_restarts: u64,
+    /// Pools that exceeded their restart intensity (escalated to the parent, or, at the root,
+    /// every agent halted).
+    pub escalations: u64,
     /// Bytes of torn journal tail cut by recovery.
     pub torn_bytes: u64,
     /// Granted approvals an agent read back after a restart without their journal entry's
@@ -197,9 +202,10 @@ impl fmt::Display for Report {
         let a = &self.activity;
         writeln!(
             f,
-            "activity           {} outcomes ({} refused), {} approvals answered, {} timed out, {} resumes, {} deadlocks, {} refused while the journal was down, {} restarts ({} torn bytes cut, {} orphans settled)",
+            "activity           {} outcomes ({} refused), {} approvals answered, {} timed out, {} resumes, {} deadlocks, {} refused while the journal was down, {} restarts ({} torn bytes cut, {} orphans settled), {} actor restarts ({} escalations)",
             a.outcomes, a.outcomes_refused, a.approvals_answered, a.approvals_timed_out, a.resumes,
-            a.deadlocks, a.refused_journal_down, a.restarts, a.torn_bytes, a.orphans_settled
+            a.deadlocks, a.refused_journal_down, a.restarts, a.torn_bytes, a.orphans_settled,
+            a.actor_restarts, a.escalations
         )?;
         writeln!(f, "\ninvariants")?;
         for i in &self.invariants {

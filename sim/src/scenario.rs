@@ -120,6 +120,10 @@ pub enum FaultKind {
     },
     /// A journal snapshot, and the segments before it removed (retention).
     Snapshot,
+    /// A random agent's actor crashes: its pool's restart strategy and intensity apply (a
+    /// restart, an escalation, every agent halted past the root), through the swarm's
+    /// synchronous seam (`Swarm::crash_inline`).
+    ActorCrash,
     /// An operator halts a pool (and resumes its agents `resume_after` later, if given).
     HaltPool {
         /// The pool.
@@ -136,6 +140,7 @@ impl FaultKind {
             FaultKind::SyncError { .. } => "sync_error",
             FaultKind::ClockJump { .. } => "clock_jump",
             FaultKind::Snapshot => "snapshot",
+            FaultKind::ActorCrash => "actor_crash",
             FaultKind::HaltPool { .. } => "halt_pool",
         }
     }
@@ -365,13 +370,14 @@ fn read_share(r: &mut Reader, m: &Mapping<'_>, what: &str) -> (Option<u64>, Opti
     (share, pool)
 }
 
-const FAULT_KINDS: [&str; 6] = [
+const FAULT_KINDS: [&str; 7] = [
     "crash",
     "disk_error",
     "sync_error",
     "clock_jump",
     "snapshot",
     "halt_pool",
+    "actor_crash",
 ];
 
 fn read_faults(r: &mut Reader, v: &Node) -> Vec<FaultSpec> {
@@ -427,6 +433,7 @@ fn read_fault(r: &mut Reader, n: &Node) -> Option<FaultSpec> {
             by_ms: read_jump(r, &m)?,
         },
         "snapshot" => FaultKind::Snapshot,
+        "actor_crash" => FaultKind::ActorCrash,
         _ => {
             let pool = r.require(&m, "pool", "a halt_pool fault", None)?;
             FaultKind::HaltPool {

@@ -873,6 +873,7 @@ impl<'a> World<'a> {
                 self.set_clock();
             }
             FaultKind::Snapshot => self.snapshot(),
+            FaultKind::ActorCrash => self.actor_crash(),
             FaultKind::HaltPool { pool } => {
                 let _ = self.node().swarm.halt_inline(
                     Target::Pool(pool),
@@ -882,6 +883,21 @@ impl<'a> World<'a> {
                 self.read_bus();
             }
         }
+    }
+
+    /// A random agent's actor crashes: the restart strategies decide (restarts, escalations,
+    /// every agent halted past the root); the halts are read from the bus like any other.
+    fn actor_crash(&mut self) {
+        if self.agents.is_empty() {
+            return;
+        }
+        let a = self.rng.range(0, self.agents.len() as u64 - 1) as usize;
+        let id = self.agents[a].id.clone();
+        if let Ok(report) = self.node().swarm.crash_inline(&id, "simulated panic") {
+            self.activity.actor_restarts += report.restarted.len() as u64;
+            self.activity.escalations += report.escalations.len() as u64;
+        }
+        self.read_bus();
     }
 
     fn inject(&mut self, faults: Faults) {

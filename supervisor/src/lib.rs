@@ -51,7 +51,7 @@ pub mod waitfor;
 pub use node::{Node, NodeError, NodeOptions};
 pub use runtime::Layout;
 pub use swarm::{
-    escrow_dimension, AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, PoolSpec,
-    RestartPolicy, Scope, Strategy, Swarm, SwarmBuilder, SwarmError, SwarmLedger, Target,
+    escrow_dimension, AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, CrashReport,
+    PoolSpec, RestartPolicy, Scope, Strategy, Swarm, SwarmBuilder, SwarmError, SwarmLedger, Target,
 };
 pub use waitfor::{WaitError, WaitGraph};

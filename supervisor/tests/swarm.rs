@@ -692,3 +692,38 @@ async fn bad_specs_get_clear_errors_and_change_nothing() {
     assert_eq!(swarm.len(), 1);
     swarm.shutdown().await;
 }
+
+/// The simulator's seam: the same strategies and intensities on the caller's thread, with no
+/// actor respawned — one_for_all restarts the whole pool, the intensity escalates to the
+/// parent, and past the root every agent is halted.
+#[tokio::test]
+async fn crash_inline_applies_the_strategies_and_intensities_of_a_real_crash() {
+    let clock = Arc::new(ManualClock::new(0));
+    let swarm = Swarm::builder()
+        .clock(clock.clone())
+        .root(PoolSpec::new("swarm").restart(Strategy::OneForOne, 0, 60_000))
+        .pool(PoolSpec::new("swarm/t").restart(Strategy::OneForAll, 1, 60_000))
+        .build()
+        .await
+        .unwrap();
+    spawn_all(&swarm, "swarm/t", &["a", "b", "c"]).await;
+    let first = swarm.crash_inline(&id("b"), "boom").unwrap();
+    let mut restarted: Vec<String> = first.restarted.iter().map(|(a, _)| a.to_string()).collect();
+    restarted.sort();
+    assert_eq!(restarted, ["a", "b", "c"]);
+    assert!(first.escalations.is_empty() && !first.halted_all);
+    // A second crash within the window: swarm/t exceeds 1 restart, escalates to the root,
+    // which allows none: everyone is halted with restart.intensity.
+    let second = swarm.crash_inline(&id("a"), "boom").unwrap();
+    assert_eq!(second.escalations.len(), 2, "{:?}", second.escalations);
+    assert!(second.halted_all);
+    let d = swarm
+        .agent(&id("c"))
+        .unwrap()
+        .step(read(7, 0))
+        .await
+        .unwrap();
+    assert_eq!(d.decision, Verdict::Halt);
+    assert!(swarm.crash_inline(&id("nobody"), "boom").is_err());
+    swarm.shutdown().await;
+}

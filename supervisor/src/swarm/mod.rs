@@ -58,6 +58,7 @@ pub use build::SwarmBuilder;
 pub use error::{AgentError, SwarmError};
 pub use escrow::{escrow_dimension, SwarmLedger};
 pub use handle::AgentHandle;
+pub use restart::CrashReport;
 pub use spec::{AgentSpec, Target};
 pub use tree::{parse_pool_path, Breaker, CascadeRule, PoolSpec, RestartPolicy, Scope, Strategy};
 

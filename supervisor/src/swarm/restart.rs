@@ -11,7 +11,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use warden_actors::{spawn_agent_actor, AgentId, Event, HaltKind};
 
 use super::tree::{Child, Strategy, Tree};
-use super::SwarmInner;
+use super::{Swarm, SwarmError, SwarmInner};
 
 /// What one crash sets off, worked out under the tree lock and carried out after it.
 #[derive(Default)]
@@ -70,19 +70,22 @@ impl SwarmInner {
         let Ok(entry) = self.entry(&agent) else {
             return;
         };
-        let now = self.clock.now_ms();
         let reason = format!("agent {agent} crashed: {err}");
+        let plan = self.plan_crash(&agent, entry.team, &reason);
+        for (id, team) in &plan.restart {
+            self.restart_agent(id, team, &reason, sup.clone()).await;
+        }
+    }
+
+    /// The governance side of a crash: the restart plan worked out under the tree lock,
+    /// escalations announced, and every agent halted if the root gave up.
+    fn plan_crash(&self, agent: &AgentId, team: usize, reason: &str) -> RestartPlan {
+        let now = self.clock.now_ms();
         let mut plan = RestartPlan::default();
         {
             let mut tree = self.tree.write();
-            self.plan_failure(
-                &mut tree,
-                entry.team,
-                Child::Agent(agent.clone()),
-                &reason,
-                now,
-                &mut plan,
-            );
+            let failed = Child::Agent(agent.clone());
+            self.plan_failure(&mut tree, team, failed, reason, now, &mut plan);
         }
         for (team, why) in &plan.escalations {
             self.events.publish(Event::Escalation {
@@ -95,9 +98,7 @@ impl SwarmInner {
             // The crashed actor still comes back, so its handle keeps getting (halt) answers.
             plan.restart = vec![(agent.clone(), self.root.clone())];
         }
-        for (id, team) in &plan.restart {
-            self.restart_agent(id, team, &reason, sup.clone()).await;
-        }
+        plan
     }
 
     /// The root gave up: stop governing by halting everyone (terminal until resume), in the
@@ -198,5 +199,46 @@ impl SwarmInner {
                 reason: reason.to_string(),
             });
         }
+    }
+}
+
+/// What a crash set off ([`Swarm::crash_inline`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrashReport {
+    /// The agents restarted, with the pool whose strategy restarted them.
+    pub restarted: Vec<(AgentId, String)>,
+    /// Pools that exceeded their restart intensity, with why.
+    pub escalations: Vec<(String, String)>,
+    /// Whether the root gave up and every agent was halted (`restart.intensity`).
+    pub halted_all: bool,
+}
+
+impl Swarm {
+    /// The governance side of an agent's actor crashing, on the caller's thread: the pools'
+    /// restart strategies and intensities applied exactly as for a real crash (escalation,
+    /// halting everyone past the root), `restart` events announced, but no actor respawned —
+    /// for the simulator, whose agents decide inline ([`AgentHandle::step_inline`]) and whose
+    /// actors hold no state of their own (their core survives a restart anyway).
+    ///
+    /// # Errors
+    /// An unknown agent.
+    ///
+    /// [`AgentHandle::step_inline`]: crate::AgentHandle::step_inline
+    pub fn crash_inline(&self, agent: &AgentId, reason: &str) -> Result<CrashReport, SwarmError> {
+        let entry = self.inner.entry(agent)?;
+        let reason = format!("agent {agent} crashed: {reason}");
+        let plan = self.inner.plan_crash(agent, entry.team, &reason);
+        for (id, team) in &plan.restart {
+            self.inner.events.publish(Event::Restart {
+                agent: id.clone(),
+                team: team.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(CrashReport {
+            restarted: plan.restart,
+            escalations: plan.escalations,
+            halted_all: plan.halt_all.is_some(),
+        })
     }
 }
