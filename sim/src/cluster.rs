@@ -529,9 +529,6 @@ impl ClusterWorld {
             for (n, r) in self.replicas.iter().enumerate().skip(1) {
                 let other = r.as_ref().and_then(|r| r.escrow(pool, dim));
                 if other != Some(e) {
-                    if std::env::var("WARDEN_SIM_DEBUG").is_ok() {
-                        eprintln!("node 0: {e:?}\nnode {n}: {other:?}");
-                    }
                     return Some(format!("pool {pool} {dim}: node {n} differs from node 0"));
                 }
             }

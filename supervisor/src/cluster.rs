@@ -190,6 +190,7 @@ impl Cluster {
             swarm,
             shared_policy: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
+            persist_failed: Default::default(),
         };
         // The counters exist from the start (at 0), so dashboards and alerts see them.
         for name in [
@@ -377,6 +378,8 @@ struct Driver {
     shared_policy: Mutex<Option<u64>>,
     /// Answers to probes, sent with the next outputs.
     pending: Mutex<Vec<Output>>,
+    /// The journal refused an escrow state (logged once; nothing is sent from then on).
+    persist_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Driver {
@@ -482,6 +485,9 @@ impl Driver {
 
     /// The swarm's own halts and resumes (and policy changes) go into the replica.
     fn local_event(&self, ev: &Event) {
+        if !matches!(ev, Event::Halt { .. } | Event::Resume { .. }) {
+            return; // decisions and the rest: nothing to share
+        }
         let mut r = self.shared.replica.lock();
         let me = u64::from(r.me());
         match ev {
@@ -539,9 +545,12 @@ impl Driver {
                     let journaled = self.swarm.record_escrow(&pool, &dim, &state);
                     if journaled.is_err() || self.swarm.durable().await.is_err() {
                         // Nothing may leave that the journal does not hold: stop sending.
-                        eprintln!(
-                            "warden sync: the journal refused an escrow state; sync stops sending"
-                        );
+                        if !self
+                            .persist_failed
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            eprintln!("warden sync: the journal refused an escrow state; sync stops sending");
+                        }
                         return;
                     }
                 }
