@@ -399,16 +399,9 @@ impl Driver {
                     Some(m) => self.inbound(m),
                     None => break,
                 },
-                _ = timer.tick() => self.tick(),
-                ev = events.recv() => {
-                    match ev {
-                        Some(Ok(ev)) => self.local_event(&ev),
-                        // Lagged: halts missed here still reach peers through the halt set
-                        // when the agents' next halt events come; the swarm stays authoritative.
-                        Some(Err(_)) => {}
-                        None => break,
-                    }
-                    Vec::new()
+                _ = timer.tick() => {
+                    self.drain_local_events(&mut events);
+                    self.tick()
                 }
             };
             self.deliver(outputs).await;
@@ -483,7 +476,40 @@ impl Driver {
         out
     }
 
-    /// The swarm's own halts and resumes (and policy changes) go into the replica.
+    /// Reads what the swarm announced since the last tick without waiting (the driver is not
+    /// woken by every decision). When the bus lagged, halts may have been missed: every local
+    /// agent is then checked (a halted one the cluster does not hold halted gets an epoch).
+    fn drain_local_events(&self, events: &mut warden_actors::EventStream) {
+        use futures_core::Stream;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut lagged = false;
+        loop {
+            match std::pin::Pin::new(&mut *events).poll_next(&mut cx) {
+                std::task::Poll::Ready(Some(Ok(ev))) => self.local_event(&ev),
+                std::task::Poll::Ready(Some(Err(_))) => lagged = true,
+                _ => break,
+            }
+        }
+        if lagged {
+            self.share_local_halts();
+        }
+    }
+
+    /// Every local agent that is halted but holds no halt epoch in the cluster gets one.
+    fn share_local_halts(&self) {
+        let mut r = self.shared.replica.lock();
+        let me = u64::from(r.me());
+        for id in self.swarm.agent_ids() {
+            let halted = self.swarm.agent(&id).and_then(|h| h.snapshot().halt);
+            if let Some(record) = halted {
+                if r.halt_epochs(id.as_str()).is_empty() {
+                    r.halt(id.as_str(), (record.at_ms << 16) | me);
+                }
+            }
+        }
+    }
+
+    /// The swarm's own halts and resumes go into the replica.
     fn local_event(&self, ev: &Event) {
         if !matches!(ev, Event::Halt { .. } | Event::Resume { .. }) {
             return; // decisions and the rest: nothing to share
