@@ -320,5 +320,18 @@ fn a_node_refuses_to_start_when_a_shared_pools_members_or_limit_changed() {
     assert!(
         err.contains("changing the members or the limit of a shared pool"),
         "{err}"
-    );
+    ); // The same count of members, one replaced: refused too (it would take over c's rows).
+    let replaced = config.replace("members: [a, b, c]", "members: [a, b, d]");
+    std::fs::write(c.config(0), replaced).unwrap();
+    let out = Command::new(common::warden_bin())
+        .args(["node", "--listen", "127.0.0.1:0", "--data"])
+        .arg(c.data(0))
+        .arg("--config")
+        .arg(c.config(0))
+        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a replaced or renamed member"), "{err}");
 }

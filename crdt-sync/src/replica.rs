@@ -214,6 +214,9 @@ pub struct Replica<L: LocalLedger> {
     tick_of: HashMap<ItemKey, u64>,
     links: Vec<Link>,
     persist: BTreeSet<(String, String)>,
+    /// Pool dimensions held at 0 until a peer's state of them arrived (a node that starts
+    /// with nothing journaled may be one whose data was lost: its peers know what it gave).
+    held_back: BTreeSet<(String, String)>,
     events: VecDeque<SyncEvent>,
     events_dropped: u64,
     started_ms: u64,
@@ -249,6 +252,7 @@ impl<L: LocalLedger> Replica<L> {
             tick_of: HashMap::new(),
             links: vec![Link::default(); n],
             persist: BTreeSet::new(),
+            held_back: BTreeSet::new(),
             events: VecDeque::new(),
             events_dropped: 0,
             started_ms: now_ms,
@@ -259,6 +263,10 @@ impl<L: LocalLedger> Replica<L> {
         let keys: Vec<_> = r.escrow.keys().cloned().collect();
         for key in keys {
             r.apply_ceiling(&key);
+            // In the first delta to every peer, even before anything changed: a peer that
+            // holds its pools back until it hears them ([`Replica::hold_until_synced`]) waits
+            // for exactly this.
+            r.touch(ItemKey::Escrow(key.0, key.1));
         }
         r
     }
@@ -306,6 +314,26 @@ impl<L: LocalLedger> Replica<L> {
             mine.merge(state);
             self.apply_ceiling(&key);
         }
+    }
+
+    /// Holds every shared pool at a ceiling of 0 until a peer's state of it has been merged:
+    /// for a node that starts with nothing journaled, which may be a node whose data was lost
+    /// or wiped (its peers hold the rights it gave away). A cluster of one has no peer to
+    /// wait for and is not held.
+    pub fn hold_until_synced(&mut self) {
+        if self.cfg.members.len() < 2 {
+            return;
+        }
+        self.held_back = self.escrow.keys().cloned().collect();
+        let keys: Vec<_> = self.held_back.iter().cloned().collect();
+        for key in keys {
+            self.apply_ceiling(&key);
+        }
+    }
+
+    /// Whether shared pools still wait for a peer's state ([`Replica::hold_until_synced`]).
+    pub fn held_back(&self) -> bool {
+        !self.held_back.is_empty()
     }
 
     /// The agent's halt epochs known to the cluster.
@@ -439,7 +467,10 @@ impl<L: LocalLedger> Replica<L> {
     /// Sets the ledger's ceiling of `key` from the escrow (never strict: raising, or rights
     /// taken back).
     fn apply_ceiling(&mut self, key: &(String, String)) {
-        let ceiling = self.escrow[key].ceiling(self.me());
+        let ceiling = match self.held_back.contains(key) {
+            true => 0,
+            false => self.escrow[key].ceiling(self.me()),
+        };
         self.ledger.set_ceiling(&key.0, &key.1, ceiling, false);
     }
 

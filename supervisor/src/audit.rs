@@ -333,7 +333,9 @@ impl Facts {
                 }) => f.team_marks.push((e.ts_ms, team, halted, reason)),
                 Record::Note(Note::AgentRemoved { .. }) => f.agents = f.agents.saturating_sub(1),
                 Record::Note(Note::NodeStarted {}) => f.starts += 1,
-                Record::Note(Note::CascadeDone { .. } | Note::Escrow { .. }) => {}
+                Record::Note(
+                    Note::CascadeDone { .. } | Note::Escrow { .. } | Note::ClusterMembers { .. },
+                ) => {}
             }
         }
         Ok(f)

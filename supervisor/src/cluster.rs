@@ -169,11 +169,24 @@ impl Cluster {
         };
         let gossip = Duration::from_millis(cfg.timing.gossip_ms.max(1));
         let started = Instant::now();
+        let names = cfg.members.names().to_vec();
         let mut replica = Replica::new(cfg, SwarmLedger::new(swarm.clone()), 0);
-        for (pool, dim, state) in swarm.escrow_states() {
-            check_shape(&replica, &pool, &dim, &state)?;
-            replica.restore_escrow(&pool, &dim, &state);
+        let states = swarm.escrow_states();
+        if !states.is_empty() {
+            check_members(&swarm, &names)?;
         }
+        for (pool, dim, state) in &states {
+            check_shape(&replica, pool, dim, state)?;
+            replica.restore_escrow(pool, dim, state);
+        }
+        if states.is_empty() {
+            // Nothing journaled: maybe a first start, maybe a node whose data was lost. Its
+            // shared pools wait for a peer's view (what it gave before is known there).
+            replica.hold_until_synced();
+        }
+        swarm
+            .record_cluster_members(&names)
+            .map_err(|e| ClusterError::Config(format!("journaling the members: {e}")))?;
         let local_addr = transport.local_addr();
         let shared = Arc::new(Shared {
             replica: Mutex::new(replica),
@@ -337,6 +350,17 @@ fn check_pools(swarm: &Swarm, pools: &[ReplicatedPool]) -> Result<(), ClusterErr
         }
     }
     Ok(())
+}
+
+/// The members the journal's shared pools were split among must be the config's: another
+/// member at an index (a node replaced, a name changed) would take over rows it never wrote.
+fn check_members(swarm: &Swarm, names: &[String]) -> Result<(), ClusterError> {
+    match swarm.cluster_members() {
+        Some(recorded) if recorded != names => Err(ClusterError::Config(format!(
+            "the journal holds shared pools split among members {recorded:?}, the config says {names:?}: a replaced or renamed member would take over rights and spending it never had. Keep the members as they were, or share a new pool (a new path) and stop sharing this one"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The journal's escrow state of a shared pool must fit the config: the same members and

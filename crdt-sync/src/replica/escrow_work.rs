@@ -15,6 +15,9 @@ impl<L: LocalLedger> Replica<L> {
         for key in keys {
             self.sample_demand(&key, elapsed_ms);
             self.refresh_used(&key);
+            if self.held_back.contains(&key) {
+                continue; // no grant, reclaim or gift from a view that may have lost its rows
+            }
             self.update_ask(&key);
             self.grant_wards(&key);
             self.reclaim_silent_wards(&key, now_ms);
@@ -179,6 +182,13 @@ impl<L: LocalLedger> Replica<L> {
         if !mine.same_shape(state) {
             let reason = format!("its state of pool {pool} {dim} has another shape");
             self.event(SyncEvent::PeerRefused { peer: from, reason });
+            return;
+        }
+        if self.held_back.remove(&key) {
+            // A peer's view arrived: what this node gave before a loss is known again.
+            mine.merge(state);
+            self.persist.insert(key.clone());
+            self.apply_ceiling(&key);
             return;
         }
         let (inflow, grant) = (mine.inflow(me), mine.grant(me));

@@ -651,3 +651,26 @@ fn a_journal_rewritten_below_its_claims_is_caught_by_a_probe() {
         "no probe alarm"
     );
 }
+
+#[test]
+fn a_node_that_lost_its_data_spends_nothing_until_a_peer_tells_it_what_it_gave() {
+    let mut c = Cluster::new(3, 3_000, 10);
+    // n0 gives n1 rights (demand on n1), then loses everything it had persisted.
+    for _ in 0..100 {
+        c.spend(1, 10);
+        c.run(10);
+    }
+    let gave = c.nodes[2].escrow(POOL, DIM).unwrap().held(0);
+    c.partition(0, 1);
+    c.run(50);
+    c.disk[0] = None;
+    c.restart(0);
+    c.nodes[0].hold_until_synced();
+    assert!(c.nodes[0].held_back());
+    assert!(!c.spend(0, 1), "held at 0 while cut off");
+    c.heal();
+    c.run(500);
+    assert!(!c.nodes[0].held_back(), "a peer's state arrived");
+    assert_eq!(c.nodes[0].escrow(POOL, DIM).unwrap().held(0), gave);
+    assert!(c.spend(0, 1));
+}

@@ -119,6 +119,13 @@ pub enum Note {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at_ms: Option<u64>,
     },
+    /// This node's cluster: every member's name, sorted (journaled when the set of members a
+    /// shared pool's rights were split among is first used; a node refuses to start under
+    /// other members while its journal holds shared pools).
+    ClusterMembers {
+        /// The names.
+        members: Vec<String>,
+    },
     /// A pool shared between nodes: this node's escrow state of one dimension (rights
     /// received, given, granted, reclaimed), written before the state leaves the node, so a
     /// restarted node recovers its rights exactly.
@@ -166,6 +173,11 @@ pub enum SnapshotItem {
         registration: Registration,
         /// Its state ([`KernelRecord::State`]).
         state: KernelRecord,
+    },
+    /// The cluster's members ([`Note::ClusterMembers`]).
+    ClusterMembers {
+        /// The names.
+        members: Vec<String>,
     },
     /// The last escrow state of a replicated pool dimension ([`Note::Escrow`]).
     Escrow {

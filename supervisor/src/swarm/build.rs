@@ -162,6 +162,7 @@ impl SwarmBuilder {
             next_registration: AtomicU64::new(0),
             pending_cascades: Arc::new(Mutex::new(HashMap::new())),
             escrow: Mutex::new(Default::default()),
+            cluster_members: Mutex::new(None),
         });
 
         let weak = Arc::downgrade(&inner);

@@ -88,6 +88,31 @@ impl Swarm {
         }
     }
 
+    /// The cluster members journaled (`None`: never recorded).
+    pub fn cluster_members(&self) -> Option<Vec<String>> {
+        self.inner.cluster_members.lock().clone()
+    }
+
+    /// Journals the cluster's members (sorted names), unless the same were recorded already.
+    ///
+    /// # Errors
+    /// The journal refused the entry.
+    pub fn record_cluster_members(&self, members: &[String]) -> Result<(), SwarmError> {
+        let mut slot = self.inner.cluster_members.lock();
+        if slot.as_deref() == Some(members) {
+            return Ok(());
+        }
+        *slot = Some(members.to_vec());
+        drop(slot);
+        self.inner.note(&Note::ClusterMembers {
+            members: members.to_vec(),
+        });
+        match self.journal_failure() {
+            Some(why) => Err(SwarmError::Journal(why)),
+            None => Ok(()),
+        }
+    }
+
     /// The last escrow state of every replicated pool dimension: recovered from the journal
     /// at start, then as recorded since.
     pub fn escrow_states(&self) -> Vec<(String, String, Escrow)> {

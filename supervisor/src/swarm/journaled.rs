@@ -154,6 +154,9 @@ impl Swarm {
         if !pending.is_empty() {
             items.push(SnapshotItem::Cascades { pending });
         }
+        if let Some(members) = self.inner.cluster_members.lock().clone() {
+            items.push(SnapshotItem::ClusterMembers { members });
+        }
         for ((pool, dim), state) in self.inner.escrow.lock().iter() {
             items.push(SnapshotItem::Escrow {
                 pool: pool.clone(),

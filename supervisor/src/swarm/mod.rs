@@ -136,6 +136,8 @@ struct SwarmInner {
     pending_cascades: Arc<Mutex<HashMap<AgentId, HaltRecord>>>,
     /// The escrow states of pools shared between nodes (recovered, then as recorded).
     escrow: Mutex<escrow::EscrowStates>,
+    /// The cluster's members the escrow states were split among (recovered, then recorded).
+    cluster_members: Mutex<Option<Vec<String>>>,
 }
 
 /// A swarm of governed agents. Cheap to clone; every clone is the same swarm.

@@ -282,6 +282,10 @@ impl Walk<'_> {
                 }
                 Ok(())
             }
+            Record::Note(Note::ClusterMembers { members }) => {
+                *self.swarm.inner.cluster_members.lock() = Some(members);
+                Ok(())
+            }
             Record::Note(Note::Escrow { pool, dim, state }) => {
                 self.swarm.restore_escrow(pool, dim, state);
                 Ok(())
@@ -389,6 +393,10 @@ impl Walk<'_> {
             SnapshotItem::Policy(p) => self.policy(entry, p),
             SnapshotItem::Cascades { pending } => {
                 self.unfinished.extend(pending);
+                Ok(())
+            }
+            SnapshotItem::ClusterMembers { members } => {
+                *self.swarm.inner.cluster_members.lock() = Some(members);
                 Ok(())
             }
             SnapshotItem::Escrow { pool, dim, state } => {
