@@ -73,6 +73,16 @@ pub const IDLE_TIMEOUT_MS: u64 = 10_000;
 /// How often an idle connection sends a QUIC PING, so a live link never hits the idle timeout.
 pub const KEEP_ALIVE_INTERVAL_MS: u64 = 2_000;
 
+/// How long one dial's QUIC handshake may take before it is dropped and the peer dialed again:
+/// a dial that started while the path was cut would otherwise wait for its own exponentially
+/// spaced retransmissions after the heal (seconds), where a new dial answers in one round
+/// trip. Paths with round trips near a second need more.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 1_000;
+
+/// The round-trip time QUIC assumes before it has measured one: its first retransmission
+/// timers are a few of these (quinn's default, 333 ms, spaces a cut dial's retries by seconds).
+pub const INITIAL_RTT_MS: u64 = 100;
+
 /// How long the Hello exchange (after the TLS handshake) may take before the connection is
 /// closed with `HELLO_TIMEOUT`.
 pub const HELLO_TIMEOUT_MS: u64 = 5_000;

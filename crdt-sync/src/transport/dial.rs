@@ -88,9 +88,11 @@ async fn dial_once(shared: &Arc<Shared>, index: usize, addr: SocketAddr) -> Ende
         Ok(connecting) => connecting,
         Err(e) => return Ended::Failed(e.to_string()),
     };
-    match connecting.await {
-        Ok(connection) => conn::run(shared, connection, Some(index)).await,
-        Err(e) => conn::failed(shared, Some(index), None, addr, &e),
+    let handshake = Duration::from_millis(crate::limits::HANDSHAKE_TIMEOUT_MS);
+    match tokio::time::timeout(handshake, connecting).await {
+        Ok(Ok(connection)) => conn::run(shared, connection, Some(index)).await,
+        Ok(Err(e)) => conn::failed(shared, Some(index), None, addr, &e),
+        Err(_) => Ended::Failed(format!("no handshake within {handshake:?}")),
     }
 }
 

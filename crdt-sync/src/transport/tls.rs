@@ -107,6 +107,7 @@ fn transport_config() -> Result<quinn::TransportConfig, TransportError> {
                 .map_err(|e| TransportError::Tls(format!("idle timeout: {e}")))?,
         ))
         .keep_alive_interval(Some(Duration::from_millis(limits::KEEP_ALIVE_INTERVAL_MS)))
+        .initial_rtt(Duration::from_millis(limits::INITIAL_RTT_MS))
         .datagram_receive_buffer_size(None);
     Ok(t)
 }
