@@ -335,3 +335,42 @@ fn a_node_refuses_to_start_when_a_shared_pools_members_or_limit_changed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a replaced or renamed member"), "{err}");
 }
+
+/// A halt made again on a node where the agent is still halted is a new epoch: a resume on a
+/// cut-off node, which never saw it, does not lift it after the heal.
+#[test]
+fn a_resume_on_a_cut_off_node_does_not_lift_a_halt_made_again_elsewhere() {
+    let c = Cluster::start("resume-race");
+    let _on_a = Agent::new(&c, 0, "racer");
+    let _on_c = Agent::new(&c, 2, "racer");
+    let halt = |i: usize| {
+        let body = Body::Json(json!({"reason": "test"}));
+        let (status, b) = call(&c.operator(i), "POST", "/v1/agents/racer/halt", body);
+        assert_eq!(status, 200, "{b}");
+    };
+    let state = |i: usize| {
+        let (_, a) = call(&c.operator(i), "GET", "/v1/agents/racer", Body::None);
+        a["state"].as_str().unwrap_or("").to_owned()
+    };
+    halt(0);
+    wait_until(Duration::from_secs(5), "the halt reaches c", || {
+        state(2) == "halted"
+    });
+    c.cut(0, true);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, b) = call(
+        &c.operator(0),
+        "POST",
+        "/v1/agents/racer/resume",
+        Body::Json(json!({"reason": "test"})),
+    );
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(state(0), "running");
+    halt(2); // already halted on c: a new epoch in the cluster
+    c.cut(0, false);
+    wait_until(Duration::from_secs(10), "the new halt reaches a", || {
+        state(0) == "halted"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(2), "halted", "c's halt was not lifted by a's resume");
+}

@@ -315,6 +315,18 @@ impl Cluster {
         self.shared.replica.lock().register(agent, pool);
     }
 
+    /// An operator halted `agent` again while it was halted here: the kernel records nothing
+    /// new, but the cluster gets a new epoch (the wall clock's ms, this member), so a resume
+    /// on a node that has not seen this halt does not lift it.
+    pub fn halt_again(&self, agent: &str) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut r = self.shared.replica.lock();
+        let me = u64::from(r.me());
+        r.halt(agent, (ms << 16) | me);
+    }
+
     /// The halt epochs the cluster holds for `agent` (empty: not halted anywhere that this
     /// node knows of). An agent registered while halted in the cluster is halted at once.
     pub fn halt_epochs(&self, agent: &str) -> Vec<u64> {

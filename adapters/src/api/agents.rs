@@ -318,8 +318,13 @@ async fn halt(
         Some(by) => format!("{reason} (by {by})"),
         None => reason,
     };
-    let halted = state.swarm.halt(id, reason).await?;
+    let halted = state.swarm.halt(id.clone(), reason).await?;
     state.swarm.durable().await?;
+    // Already halted here: the kernel makes no new halt, but the cluster gets a new epoch, so
+    // a resume elsewhere that has not seen this halt cannot lift it.
+    if let (true, Some(cluster)) = (halted.is_empty(), state.cluster.get()) {
+        cluster.halt_again(id.as_str());
+    }
     Ok(Json(json!({ "halted": halted })))
 }
 
