@@ -306,23 +306,23 @@ fn a_node_refuses_to_start_when_a_shared_pools_members_or_limit_changed() {
     c.kill(0);
     // Same node, another limit for the shared pool: it would forget what was spent and given.
     let config = std::fs::read_to_string(c.config(0)).unwrap();
-    std::fs::write(c.config(0), config.replace("tokens: 3000", "tokens: 3003")).unwrap();
-    let out = Command::new(common::warden_bin())
-        .args(["node", "--listen", "127.0.0.1:0", "--data"])
-        .arg(c.data(0))
-        .arg("--config")
-        .arg(c.config(0))
-        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_with(&c, &config.replace("tokens: 3000", "tokens: 3003"));
     assert!(
         err.contains("changing the members or the limit of a shared pool"),
         "{err}"
-    ); // The same count of members, one replaced: refused too (it would take over c's rows).
-    let replaced = config.replace("members: [a, b, c]", "members: [a, b, d]");
-    std::fs::write(c.config(0), replaced).unwrap();
+    );
+    // The same count of members, one replaced: refused too (it would take over c's rows).
+    let err = refused_with(
+        &c,
+        &config.replace("members: [a, b, c]", "members: [a, b, d]"),
+    );
+    assert!(err.contains("a replaced or renamed member"), "{err}");
+}
+
+/// Starts node a with `config` on its data directory; asserts it refuses to start (exit 2)
+/// and returns what it said.
+fn refused_with(c: &Cluster, config: &str) -> String {
+    std::fs::write(c.config(0), config).unwrap();
     let out = Command::new(common::warden_bin())
         .args(["node", "--listen", "127.0.0.1:0", "--data"])
         .arg(c.data(0))
@@ -332,8 +332,7 @@ fn a_node_refuses_to_start_when_a_shared_pools_members_or_limit_changed() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("a replaced or renamed member"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A halt made again on a node where the agent is still halted is a new epoch: a resume on a

@@ -304,13 +304,14 @@ impl<L: LocalLedger> Replica<L> {
     }
 
     /// Merges a persisted state at start (before any message): the rights this node had.
-    /// Unknown pools are ignored (the config changed; the digest keeps such nodes apart).
+    /// Unknown pools and states of another shape are ignored (the node refuses to start
+    /// before: `supervisor::cluster` checks the shape first).
     pub fn restore_escrow(&mut self, pool: &str, dim: &str, state: &Escrow) {
         let key = (pool.to_owned(), dim.to_owned());
         let Some(mine) = self.escrow.get_mut(&key) else {
             return;
         };
-        if mine.members() == state.members() && mine.limit() == state.limit() {
+        if mine.same_shape(state) {
             mine.merge(state);
             self.apply_ceiling(&key);
         }
