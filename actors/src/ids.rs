@@ -180,6 +180,19 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes of lower-case or upper-case hex text (the inverse of [`hex`]); `None` for an odd
+/// length or a character that is not a hex digit.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = text.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +201,11 @@ mod tests {
     fn hex_writes_two_lower_case_digits_per_byte() {
         assert_eq!(hex(&[0x00, 0xab, 0x0f, 0xff]), "00ab0fff");
         assert_eq!(hex(&[]), "");
+        assert_eq!(unhex("00ab0FFF"), Some(vec![0x00, 0xab, 0x0f, 0xff]));
+        assert_eq!(unhex(""), Some(vec![]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("+1"), None);
     }
 
     #[test]

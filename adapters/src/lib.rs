@@ -10,6 +10,7 @@
 //! - [`api`]: the `/v1` API and the web page, one router per resource;
 //! - [`proxy`]: the enforcement proxy, the one door from agents to their tools (and models);
 //! - [`webhook`]: signed outbound announcements of halts and approvals;
+//! - [`export`]: the journal's signing key, and its exports (PostgreSQL, an S3 archive);
 //! - [`client`]: a typed client of the `/v1` API;
 //! - [`limits`]: every bound of the network surface.
 //!
@@ -31,6 +32,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod limits;
 pub mod proxy;

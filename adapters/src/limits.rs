@@ -126,6 +126,22 @@ pub const CLIENT_EVENT_LINE_BYTES_MAX: usize = 1 << 20;
 /// of a load generator up to this many threads.
 pub const CLIENT_IDLE_CONNECTIONS_MAX: usize = 64;
 
+/// Shortest `export.seal_interval` accepted: 1 s (each close starts a segment file).
+pub const SEAL_INTERVAL_MS_MIN: u64 = 1_000;
+/// Entries one export transaction carries unless `export.postgres.batch` says otherwise.
+pub const EXPORT_BATCH_ENTRIES_DEFAULT: usize = 1_000;
+/// Most entries one export transaction may carry (`export.postgres.batch`).
+pub const EXPORT_BATCH_ENTRIES_MAX: usize = 10_000;
+/// The shortest wait between an export's tries after a failure; it doubles up to
+/// [`EXPORT_RETRY_MS_MAX`].
+pub const EXPORT_RETRY_MS_MIN: u64 = 100;
+/// The longest wait between an export's tries after failures.
+pub const EXPORT_RETRY_MS_MAX: u64 = 30_000;
+/// How often an export that has caught up looks for new entries.
+pub const EXPORT_POLL_MS: u64 = 200;
+
+const _: () = assert!(EXPORT_BATCH_ENTRIES_DEFAULT <= EXPORT_BATCH_ENTRIES_MAX);
+const _: () = assert!(EXPORT_RETRY_MS_MIN <= EXPORT_RETRY_MS_MAX);
 const _: () = assert!(BODY_BYTES_MAX_MIN <= BODY_BYTES_MAX_DEFAULT);
 const _: () = assert!(REQUEST_TIMEOUT_MS_MIN <= REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(PAGE_ENTRIES_DEFAULT <= PAGE_ENTRIES_MAX);

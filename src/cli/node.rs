@@ -143,6 +143,12 @@ fn print_startup(node: &RunningNode, policy_source: &str) {
         node.node.data_dir().display(),
         node.operator_token_source
     );
+    say!(
+        "audit signing key: ed25519:{} ({}); verify with `warden audit verify DIR --public-key {}`",
+        node.audit_key,
+        node.audit_key_source,
+        node.audit_key
+    );
     if let Some(c) = node.cluster() {
         let view = c.view();
         say!(

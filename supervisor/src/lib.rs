@@ -48,7 +48,7 @@ pub mod runtime;
 pub mod swarm;
 pub mod waitfor;
 
-pub use node::{Node, NodeError, NodeOptions};
+pub use node::{Node, NodeError, NodeOptions, SealOptions};
 pub use runtime::Layout;
 pub use swarm::{
     escrow_dimension, AgentError, AgentHandle, AgentSpec, Breaker, CascadeRule, CrashReport,

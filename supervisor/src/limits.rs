@@ -85,6 +85,14 @@ pub const JOURNAL_BYTES_DEFAULT: u64 = 4 << 30;
 /// How often retention looks at the journal's size.
 pub const RETENTION_CHECK_MS: u64 = 1_000;
 
+/// How often the sealer looks for closed, unsealed segments (and whether the open one is due
+/// to be closed). A seal follows a closed segment within about this long.
+pub const SEAL_CHECK_MS: u64 = 500;
+
+/// How often the node closes its open segment (when it holds entries) so that it is sealed
+/// and archived, unless `export.seal_interval` says otherwise: 15 minutes.
+pub const SEAL_INTERVAL_MS_DEFAULT: u64 = 15 * 60 * 1_000;
+
 /// With `fsync: batch`, the longest an acknowledged entry waits for its sync.
 pub const BATCH_SYNC_INTERVAL_MS_DEFAULT: u64 = 10;
 

@@ -23,9 +23,12 @@ use std::sync::Arc;
 use warden_actors::policy::{PolicyErrors, PolicySet};
 
 use crate::journal::records::{Record, RecoveryClock, RecoveryReport, SnapshotItem};
+use crate::journal::seal::{self, PublicKey, SigningKey};
 use crate::journal::storage::Storage;
 use crate::journal::{FsyncMode, Journal, JournalConfig, OpenReport};
-use crate::limits::{JOURNAL_BYTES_DEFAULT, RETENTION_CHECK_MS, SEGMENT_BYTES_DEFAULT};
+use crate::limits::{
+    JOURNAL_BYTES_DEFAULT, RETENTION_CHECK_MS, SEAL_CHECK_MS, SEGMENT_BYTES_DEFAULT,
+};
 use crate::swarm::{Swarm, SwarmError};
 
 /// How to open a node: where its data lives, the policy it is configured with, and how its
@@ -49,6 +52,22 @@ pub struct NodeOptions {
     /// Where the journal lives: `None` is the file system under `data_dir`; the simulator
     /// passes a [`MemStorage`](crate::journal::storage::MemStorage) with injected faults.
     pub storage: Option<Arc<dyn Storage>>,
+    /// Seal closed segments with this key ([`crate::journal::seal`]); `None` seals nothing.
+    /// Only for a journal on the file system.
+    pub seal: Option<SealOptions>,
+    /// What the exports have confirmed: each receiver holds the last entry one export has
+    /// safely delivered. Retention removes a segment only once every mark has passed its
+    /// last entry, so nothing is deleted before it is exported.
+    pub export_marks: Vec<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// How a node seals its journal's closed segments.
+#[derive(Clone, Debug)]
+pub struct SealOptions {
+    /// The node's signing key.
+    pub key: SigningKey,
+    /// Close the open segment this often (ms) when it holds entries, so it gets sealed.
+    pub interval_ms: u64,
 }
 
 impl NodeOptions {
@@ -63,6 +82,8 @@ impl NodeOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             journal_bytes: JOURNAL_BYTES_DEFAULT,
             storage: None,
+            seal: None,
+            export_marks: Vec::new(),
         }
     }
 }
@@ -86,6 +107,8 @@ pub struct Node {
     swarm: Swarm,
     journal: Journal,
     retention: tokio::task::JoinHandle<()>,
+    sealer: Option<tokio::task::JoinHandle<()>>,
+    signing_key: Option<PublicKey>,
     data_dir: PathBuf,
     /// What recovery rebuilt from the journal.
     pub recovered: RecoveryReport,
@@ -140,11 +163,23 @@ impl Node {
             .durable()
             .await
             .map_err(|e| NodeError::Journal(e.to_string()))?;
-        let retention = tokio::spawn(retain(swarm.clone(), journal.clone(), opts.journal_bytes));
+        let retention = tokio::spawn(retain(
+            swarm.clone(),
+            journal.clone(),
+            opts.journal_bytes,
+            opts.export_marks,
+        ));
+        let sealer = opts
+            .seal
+            .as_ref()
+            .filter(|_| opts.storage.is_none())
+            .map(|seal| tokio::spawn(sealer(journal.clone(), opts.data_dir.clone(), seal.clone())));
         Ok(Node {
             swarm,
             journal,
             retention,
+            sealer,
+            signing_key: opts.seal.map(|s| s.key.public_key()),
             data_dir: opts.data_dir,
             recovered,
             journal_open,
@@ -162,10 +197,34 @@ impl Node {
         &self.data_dir
     }
 
+    /// The journal (its [`head`](Journal::head) is what the exports may read up to).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The public keys that verify this node's seals: the current one first, then every other
+    /// key found in the journal's seals (keys used before a key change). Empty when the node
+    /// does not seal.
+    pub fn audit_keys(&self) -> Vec<PublicKey> {
+        let Some(current) = self.signing_key else {
+            return Vec::new();
+        };
+        let mut keys = vec![current];
+        keys.extend(
+            seal::keys_in(&self.data_dir)
+                .into_iter()
+                .filter(|k| *k != current),
+        );
+        keys
+    }
+
     /// Stops retention and the swarm, then writes and syncs what is left of the journal and
     /// releases its lock. Everything acknowledged is already durable.
     pub async fn shutdown(self) {
         self.retention.abort();
+        if let Some(sealer) = self.sealer {
+            sealer.abort();
+        }
         self.swarm.shutdown().await;
         self.journal.shutdown().await;
     }
@@ -212,12 +271,36 @@ fn attach(
 /// state, in a new segment), wait until it is durable, and remove every segment before it.
 /// The next compaction waits until the journal has grown by half the limit again, so a
 /// snapshot larger than the limit does not loop.
-async fn retain(swarm: Swarm, journal: Journal, limit: u64) {
+///
+/// With exports (`marks`), a segment goes only once every export has confirmed its entries:
+/// until then the snapshot's removal waits (checked every tick), and no new snapshot is made.
+async fn retain(
+    swarm: Swarm,
+    journal: Journal,
+    limit: u64,
+    marks: Vec<tokio::sync::watch::Receiver<u64>>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(RETENTION_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut floor = 0u64;
+    // A snapshot whose older segments wait for the exports: (its first entry, the journal's
+    // size then, whether the wait was logged).
+    let mut waiting: Option<(u64, u64, bool)> = None;
     loop {
         tick.tick().await;
+        if let Some((begin, size, logged)) = waiting {
+            let exported = marks.iter().map(|m| *m.borrow()).min().unwrap_or(u64::MAX);
+            if exported.saturating_add(1) >= begin {
+                floor = remove_before(&journal, begin, size, limit);
+                waiting = None;
+            } else if !logged {
+                log_line(&format!(
+                    "journal retention: snapshot at entry {begin}; older segments are kept until every export has confirmed them (now through entry {exported})"
+                ));
+                waiting = Some((begin, size, true));
+            }
+            continue;
+        }
         let size = journal.size_bytes();
         if size <= limit.max(floor) {
             continue;
@@ -238,7 +321,49 @@ async fn retain(swarm: Swarm, journal: Journal, limit: u64) {
         if swarm.durable().await.is_err() {
             return; // the journal failed: the node is failing closed already
         }
-        floor = remove_before(&journal, begin, size, limit);
+        waiting = Some((begin, size, false));
+        tick.reset_immediately();
+    }
+}
+
+/// The sealer: closes the open segment every `interval_ms` when it holds entries, and seals
+/// every closed, unsealed segment ([`seal::seal_closed`]). A segment that does not verify is
+/// never sealed; it is reported once.
+async fn sealer(journal: Journal, data_dir: PathBuf, opts: SealOptions) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEAL_CHECK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closed_at = tokio::time::Instant::now();
+    let mut reported = std::collections::BTreeSet::new();
+    let mut last_error = String::new();
+    loop {
+        tick.tick().await;
+        if closed_at.elapsed().as_millis() >= u128::from(opts.interval_ms) {
+            journal.close_segment();
+            closed_at = tokio::time::Instant::now();
+        }
+        let (dir, key) = (data_dir.clone(), opts.key.clone());
+        let Ok(pass) = tokio::task::spawn_blocking(move || seal::seal_closed(&dir, &key)).await
+        else {
+            return;
+        };
+        match pass {
+            Ok(pass) => {
+                metrics::counter!("warden_audit_segments_sealed_total")
+                    .increment(pass.sealed.len() as u64);
+                for (first, why) in pass.refused {
+                    if reported.insert(first) {
+                        metrics::counter!("warden_audit_seal_refused_total").increment(1);
+                        log_line(&format!("audit seal: segment {first} NOT sealed: {why}"));
+                    }
+                }
+                last_error.clear();
+            }
+            Err(e) if e.to_string() != last_error => {
+                last_error = e.to_string();
+                log_line(&format!("audit seal: {e}; trying again"));
+            }
+            Err(_) => {}
+        }
     }
 }
 

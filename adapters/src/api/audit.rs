@@ -2,6 +2,7 @@
 //! filtered (`agent`, `kind` comma-separated, `decision`, `since`/`until` in Unix ms) and in
 //! pages (`after` = the previous page's `next`, `limit` up to 10,000). Reads the journal from
 //! disk, verifying the chain as it goes (bounded by retention), on a blocking thread.
+//! `GET /v1/audit/keys` (operator only): the public keys that verify the journal's seals.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -14,13 +15,36 @@ use warden_supervisor::journal::EntryKind;
 
 use crate::http::auth::{agent_id, Operator};
 use crate::http::error::ApiError;
-use crate::http::wire::AuditPage;
+use crate::http::wire::{AuditKey, AuditKeys, AuditPage};
 use crate::http::AppState;
 use crate::limits::{PAGE_ENTRIES_DEFAULT, PAGE_ENTRIES_MAX};
 
-/// `GET /v1/audit`.
+/// `GET /v1/audit` and `GET /v1/audit/keys`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(audit))
+    Router::new()
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/keys", get(keys))
+}
+
+/// `GET /v1/audit/keys`: the Ed25519 public keys that verify this node's journal seals, the
+/// current one first (`warden audit verify --public-key`).
+async fn keys(_: Operator, State(state): State<AppState>) -> Json<AuditKeys> {
+    let keys = state
+        .audit_keys
+        .get()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Json(AuditKeys {
+        keys: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| AuditKey {
+                algorithm: "ed25519".into(),
+                public_key: k.to_string(),
+                current: i == 0,
+            })
+            .collect(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -26,7 +26,7 @@ use crate::http::{deadline, error, AppState};
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Every route the node serves, as written in the OpenAPI document.
-pub const ROUTES: [&str; 28] = [
+pub const ROUTES: [&str; 29] = [
     "/",
     "/healthz",
     "/readyz",
@@ -47,6 +47,7 @@ pub const ROUTES: [&str; 28] = [
     "/v1/policy",
     "/v1/events",
     "/v1/audit",
+    "/v1/audit/keys",
     "/v1/cluster",
     "/v1/cluster/prepare-offline",
     "/proxy/{tool}",

@@ -33,8 +33,13 @@ use crate::limits::{
 };
 use crate::webhook::WebhookConfig;
 
+mod export;
 mod sync;
 
+pub use export::{
+    ExportSection, ExportSettings, LockMode, PostgresSection, PostgresSettings, Retention,
+    S3Settings, SigningKeySource,
+};
 pub use sync::SyncSection;
 
 /// Where `warden node` listens when nothing says otherwise.
@@ -73,6 +78,8 @@ pub struct NodeConfig {
     /// Node-to-node sync (the config's `sync` section with `--sync-listen` / `--peer`), with
     /// its certificate files read; `None`: a node on its own.
     pub sync: Option<SyncSettings>,
+    /// The journal's signing key, seals and exports (the config's `export` section).
+    pub export: ExportSettings,
 }
 
 /// How this node syncs with its peers, every source applied.
@@ -125,6 +132,7 @@ impl NodeConfig {
             upstreams: Vec::new(),
             prices: Vec::new(),
             sync: None,
+            export: ExportSettings::default(),
         }
     }
 }
@@ -168,6 +176,16 @@ pub enum ConfigError {
     /// The sync flags or section cannot make a cluster node.
     #[error("sync: {0}")]
     Sync(String),
+    /// An `export` key refers to an environment variable that is not set.
+    #[error(
+        "{key}: the environment variable {var} is not set; set it or write the value in the config"
+    )]
+    MissingExportEnv {
+        /// The key (`export.postgres.url`, `export.signing_key`).
+        key: String,
+        /// The variable.
+        var: String,
+    },
     /// A credential refers to an environment variable that is not set.
     #[error("upstream `{upstream}`, header `{header}`: the environment variable {var} is not set; set it or write the value in the config")]
     MissingEnv {
@@ -249,6 +267,16 @@ pub fn resolve(
         .collect::<Result<_, _>>()?;
     config.prices = file.prices;
     config.sync = resolve_sync(file.sync, flags.sync_listen, flags.peers)?;
+    let cluster_name = config.sync.as_ref().and_then(|s| {
+        let identity = warden_sync::certs::Identity {
+            ca_pem: s.ca_pem.clone(),
+            cert_pem: s.cert_pem.clone(),
+            key_pem: s.key_pem.0.clone(),
+        };
+        identity.node_name().ok().map(|n| n.as_str().to_string())
+    });
+    config.export = export::resolve_export(file.export, cluster_name, env)
+        .map_err(|(key, var)| ConfigError::MissingExportEnv { key, var })?;
     Ok(Resolved {
         config,
         policy_source,
@@ -365,6 +393,8 @@ pub struct FileConfig {
     pub prices: Vec<Price>,
     /// `sync: {listen, peers, members, ca, cert, key, pools, ...}` (see [`SyncSection`]).
     pub sync: Option<SyncSection>,
+    /// `export: {signing_key, seal_interval, s3, postgres}` (see [`ExportSection`]).
+    pub export: Option<ExportSection>,
 }
 
 /// What an upstream speaks: plain HTTP (a tool), an LLM API, or MCP.
@@ -432,7 +462,8 @@ pub struct Price {
 /// How the config file is read: 1 MiB at most, 64 levels, an empty file is every key absent.
 const CONFIG: Source<'static> = Source::new("config file", "config files");
 /// The top-level keys.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
+    "export",
     "listen",
     "data_dir",
     "policy",
@@ -444,9 +475,6 @@ const KEYS: [&str; 10] = [
     "prices",
     "sync",
 ];
-/// Keys of the config format whose parts this version does not have yet: refused, never
-/// silently ignored.
-const NOT_YET: [&str; 1] = ["export"];
 
 /// Reads a node config file. Every problem is reported, each with its line and column.
 ///
@@ -458,7 +486,7 @@ pub fn read_config(text: &str) -> Result<FileConfig, Vec<Diagnostic>> {
     let Some(root) = r.parse(text, &CONFIG) else {
         return Err(r.into_diagnostics());
     };
-    if let Some(top) = r.mapping(&root, "the config", &[KEYS.as_slice(), &NOT_YET].concat()) {
+    if let Some(top) = r.mapping(&root, "the config", &KEYS) {
         for e in top.iter() {
             read_key(&mut r, &mut cfg, e);
         }
@@ -488,11 +516,7 @@ fn read_key(r: &mut Reader, cfg: &mut FileConfig, e: &Entry<'_>) {
         "upstreams" => cfg.upstreams = read_upstreams(r, v),
         "prices" => cfg.prices = read_prices(r, v),
         "sync" => cfg.sync = sync::read_sync(r, v),
-        key => r.error(
-            e.key_pos,
-            format!("`{key}` is part of the config format but this version of warden does not support it yet"),
-            Some("remove it".into()),
-        ),
+        _ => cfg.export = export::read_export(r, v),
     }
 }
 
@@ -804,17 +828,13 @@ mod tests {
         assert_eq!(ok.request_timeout_ms, Some(2_000));
         assert_eq!(ok.journal_bytes, Some(1 << 30));
         let errs =
-            read_config("listne: x\nfsync: sometimes\nexport: {}\nlimits: {max_body_bytes: 10}\n")
+            read_config("listne: x\nfsync: sometimes\nexport: {seal_interval: 10ms}\nlimits: {max_body_bytes: 10}\n")
                 .unwrap_err();
         let m = messages(&errs);
         assert_eq!(m[0], "1:1: unknown key `listne` in the config");
         assert_eq!(errs[0].hint.as_deref(), Some("did you mean `listen`?"));
         assert_eq!(m[1], "2:8: fsync `sometimes` is not known");
-        assert!(
-            m[2].starts_with("3:1: `export` is part of the config format"),
-            "{}",
-            m[2]
-        );
+        assert_eq!(m[2], "3:25: export.seal_interval must be at least 1000 ms");
         assert_eq!(
             m[3],
             "4:26: limits.max_body_bytes must be at least 1024 bytes, found 10"

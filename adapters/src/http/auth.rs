@@ -295,7 +295,7 @@ fn check_len(t: &str, what: &str) -> Result<(), TokenError> {
 }
 
 /// Refuses a token file other users may read.
-fn check_private(path: &Path) -> std::io::Result<Result<(), TokenError>> {
+pub(crate) fn check_private(path: &Path) -> std::io::Result<Result<(), TokenError>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -312,7 +312,7 @@ fn check_private(path: &Path) -> std::io::Result<Result<(), TokenError>> {
 }
 
 /// Creates the data directory (0700) and the token file (0600, never overwriting one).
-fn write_private(dir: &Path, path: &Path, token: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(dir: &Path, path: &Path, token: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut dirs = std::fs::DirBuilder::new();
     dirs.recursive(true);

@@ -21,7 +21,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use warden_actors::AgentId;
-use warden_supervisor::{Node, NodeError, Swarm};
+use warden_supervisor::journal::seal::PublicKey;
+use warden_supervisor::{Node, NodeError, NodeOptions, SealOptions, Swarm};
 
 use crate::config::NodeConfig;
 use crate::limits::{IDLE_TIMEOUTS_PER_CONNECTION, SHUTDOWN_GRACE};
@@ -56,6 +57,9 @@ pub struct Shared {
     pub proxy: crate::proxy::Proxy,
     /// Node-to-node sync, when the config has a `sync` section (set once at start).
     pub cluster: std::sync::OnceLock<warden_supervisor::cluster::Cluster>,
+    /// The public keys that verify this node's journal seals, the current one first (set
+    /// once at start; `GET /v1/audit/keys`).
+    pub audit_keys: std::sync::OnceLock<Vec<PublicKey>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -82,6 +86,7 @@ impl AppState {
             request_timeout_ms: config.request_timeout_ms,
             data_dir: config.node.data_dir.clone(),
             cluster: std::sync::OnceLock::new(),
+            audit_keys: std::sync::OnceLock::new(),
         })))
     }
 
@@ -111,6 +116,9 @@ pub enum StartError {
     /// The config's upstreams cannot be used.
     #[error("upstreams: {0}")]
     Proxy(String),
+    /// The journal's signing key is missing, unreadable or exposed.
+    #[error(transparent)]
+    AuditKey(#[from] crate::export::KeyError),
     /// Sync could not start (certificates, address, members, pools).
     #[error("sync: {0}")]
     Cluster(String),
@@ -132,6 +140,11 @@ pub struct RunningNode {
     pub operator_token_source: String,
     /// The durable node (recovery report, journal report, swarm).
     pub node: Node,
+    /// The public key that verifies this node's journal seals.
+    pub audit_key: PublicKey,
+    /// Where the signing key came from (printed at start-up).
+    pub audit_key_source: String,
+    exports: crate::export::Exports,
     state: AppState,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -157,6 +170,7 @@ impl RunningNode {
         if let Some(c) = self.state.cluster.get() {
             c.shutdown().await;
         }
+        self.exports.shutdown().await;
         self.node.shutdown().await;
     }
 
@@ -184,7 +198,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
     let addr = listener.local_addr().map_err(listen_error)?;
     let (operator_token, operator_token_source) =
         auth::operator_token(config.operator_token.as_deref(), &config.node.data_dir)?;
-    let node = Node::open(config.node.clone()).await?;
+    let (key, audit_key_source) =
+        crate::export::signing_key(&config.export.signing_key, &config.node.data_dir)?;
+    let audit_key = key.public_key();
+    let (marks, export_marks) = crate::export::Marks::new(&config.export);
+    let node = Node::open(NodeOptions {
+        seal: Some(SealOptions {
+            key,
+            interval_ms: config.export.seal_interval_ms,
+        }),
+        export_marks,
+        ..config.node.clone()
+    })
+    .await?;
     let state = match AppState::new(node.swarm().clone(), operator_token, &config) {
         Ok(s) => s,
         Err(e) => {
@@ -193,6 +219,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         }
     };
     state.restore(&node.recovered.meta);
+    let _ = state.audit_keys.set(node.audit_keys());
     let orphans = crate::proxy::orphans::settle(&state).await;
     if orphans > 0 {
         eprintln!("warden node: settled {orphans} proxied steps a crash left open, each at its whole reservation");
@@ -208,6 +235,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             }
         }
     }
+    let exports = crate::export::Exports::start(
+        &config.export,
+        node.journal().clone(),
+        config.node.data_dir.clone(),
+        marks,
+    );
     let webhooks = (!config.webhooks.is_empty())
         .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
     // Longer than any request may take, so only a connection with nothing going on ends: a
@@ -238,6 +271,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         addr,
         operator_token_source,
         node,
+        audit_key,
+        audit_key_source,
+        exports,
         state,
         stop,
         task,

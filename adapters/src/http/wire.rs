@@ -460,3 +460,21 @@ pub struct PrepareOfflineRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pools: Option<BTreeMap<String, BTreeMap<String, f64>>>,
 }
+
+/// `GET /v1/audit/keys`: the keys that verify the node's journal seals.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditKeys {
+    /// The current key first, then keys of earlier seals (before a key change).
+    pub keys: Vec<AuditKey>,
+}
+
+/// One seal-verifying key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditKey {
+    /// Always `ed25519`.
+    pub algorithm: std::borrow::Cow<'static, str>,
+    /// The public key, 64 hex digits.
+    pub public_key: String,
+    /// True for the key the node signs with now.
+    pub current: bool,
+}

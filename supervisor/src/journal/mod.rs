@@ -9,6 +9,8 @@
 //! | [`read`] | reading back and verifying ([`read_all`], [`verify`]) |
 //! | `writer` | the group-commit writer thread |
 //! | [`records`] | what the payloads hold: the typed records the swarm journals and recovery reads |
+//! | [`seal`] | Ed25519 seals of closed segments, and the sealer |
+//! | [`tail`] | following the journal's files from a sequence number (what the exports read) |
 //! | [`storage`] | where segments live: files, or memory with injected faults |
 //!
 //! ## Durability
@@ -30,9 +32,13 @@
 pub mod format;
 pub mod read;
 pub mod records;
+pub mod seal;
 pub mod storage;
+pub mod tail;
 mod writer;
 
+#[cfg(test)]
+mod seal_tests;
 #[cfg(test)]
 mod tests;
 
@@ -45,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use format::{Entry, EntryKind, Hash, FORMAT_VERSION, GENESIS};
-pub use read::{read_all, read_storage, verify, VerifyReport};
+pub use read::{read_all, read_segment, read_storage, verify, SegmentSummary, VerifyReport};
 pub use storage::{Faults, FileStorage, MemStorage, SegmentWriter, Storage};
 
 use crate::limits::{
@@ -131,6 +137,14 @@ pub enum JournalError {
         path: PathBuf,
         /// Its version.
         version: u8,
+    },
+    /// An entry a [`tail::Tail`] wanted is in a segment that retention removed.
+    #[error("journal entry {seq} was removed by retention{}", first_kept.map(|f| format!(" (the journal now starts at entry {f})")).unwrap_or_default())]
+    Removed {
+        /// The entry wanted.
+        seq: u64,
+        /// The first entry still kept, when known.
+        first_kept: Option<u64>,
     },
     /// The payload is larger than [`ENTRY_PAYLOAD_BYTES_MAX`].
     #[error("journal entry payload of {0} bytes exceeds the limit of {ENTRY_PAYLOAD_BYTES_MAX}")]
@@ -400,6 +414,14 @@ impl Journal {
         payload: Vec<u8>,
     ) -> Result<u64, JournalError> {
         self.enqueue(kind, ts_ms, payload, None, true)
+    }
+
+    /// Closes the open segment once everything submitted before this call is written, if it
+    /// holds entries: the next entry starts a new segment, and the closed one can be sealed
+    /// ([`seal`]) and archived. Does not wait. A no-op on a failed or stopped journal.
+    pub fn close_segment(&self) {
+        let sub = self.shared.queue();
+        let _ = self.shared.push(sub, Msg::Close);
     }
 
     /// Bytes in the journal's segments now.

@@ -87,6 +87,61 @@ pub fn read_storage(
     Ok(reader.report)
 }
 
+/// One closed segment, verified on its own (see [`read_segment`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// Its first entry (the number in its name and header).
+    pub first_seq: u64,
+    /// Its last entry (`first_seq - 1` for a segment with no entries).
+    pub last_seq: u64,
+    /// The chain link in its header: the hash of the entry before `first_seq`.
+    pub prev_hash: Hash,
+    /// The hash of its last entry (`prev_hash` when it has none): the chain head it ends at.
+    pub head_hash: Hash,
+    /// Entries it holds.
+    pub entries: u64,
+}
+
+/// Verifies one closed segment's bytes on their own: its header (against `first_seq`, the
+/// number in its name), every frame's checksum, the sequence and the hash chain from the
+/// header's link, calling `visit` for each entry. A closed segment has no torn tail: a bad
+/// last frame is damage. `path` only names the segment in errors (a file, an object key).
+///
+/// # Errors
+/// [`JournalError::Corrupt`] naming the entry and byte, or [`JournalError::NewerFormat`].
+pub fn read_segment(
+    bytes: &[u8],
+    first_seq: u64,
+    path: &Path,
+    mut visit: impl FnMut(&Entry),
+) -> Result<SegmentSummary, JournalError> {
+    let segment = Segment {
+        path: path.to_path_buf(),
+        first_seq,
+        bytes,
+        is_first: false,
+        is_last: false,
+    };
+    let (next_seq, prev) = match Header::parse(bytes) {
+        Ok(h) => (h.first_seq, h.prev),
+        Err(_) => (first_seq, GENESIS), // `segment` reports the header's fault below
+    };
+    let mut reader = Reader {
+        report: VerifyReport::default(),
+        prev,
+        next_seq,
+        anchored: false,
+    };
+    reader.segment(&segment, &mut visit)?;
+    Ok(SegmentSummary {
+        first_seq,
+        last_seq: reader.next_seq.saturating_sub(1),
+        prev_hash: prev,
+        head_hash: reader.prev,
+        entries: reader.report.entries,
+    })
+}
+
 /// One segment's bytes, as read.
 struct Segment<'a> {
     path: PathBuf,

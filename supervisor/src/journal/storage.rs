@@ -127,7 +127,7 @@ impl Storage for FileStorage {
             if entry
                 .file_name()
                 .to_str()
-                .is_some_and(|n| n.ends_with(".seg.tmp"))
+                .is_some_and(|n| n.ends_with(".seg.tmp") || n.ends_with(".sig.tmp"))
             {
                 let _ = fs::remove_file(entry.path());
             }
@@ -189,6 +189,11 @@ impl Storage for FileStorage {
     }
 
     fn remove(&self, first_seq: u64) -> io::Result<()> {
+        // The seal goes first: a seal without its segment would claim entries no one has.
+        match fs::remove_file(self.jdir.join(super::seal::seal_name(first_seq))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         fs::remove_file(self.path(first_seq))
     }
 

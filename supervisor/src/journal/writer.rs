@@ -32,6 +32,16 @@ pub(super) enum Msg {
     Append(Append),
     /// Finish what is queued, sync, release the segment and the lock, then acknowledge.
     Stop(oneshot::Sender<()>),
+    /// After what is queued before it, close the open segment if it holds entries (the next
+    /// entry goes to a new segment), so the sealer can sign it.
+    Close,
+}
+
+/// What ends a group besides its entries.
+#[derive(Default)]
+pub(super) struct Control {
+    stop: Option<oneshot::Sender<()>>,
+    close: bool,
 }
 
 /// How far the writer got: everything up to `seq` is acknowledged (durable with
@@ -110,7 +120,7 @@ impl Writer {
     /// Moves the next group (up to `max_batch` entries, and a stop) into `batch`, sleeping
     /// while the queue is empty; in batch mode with unsynced writes, syncs when nothing comes
     /// for `batch_sync_ms`.
-    fn take(&mut self, batch: &mut Vec<Append>) -> Option<oneshot::Sender<()>> {
+    fn take(&mut self, batch: &mut Vec<Append>) -> Control {
         let mut sub = self.shared.queue();
         while sub.queue.is_empty() {
             sub.idle = true;
@@ -143,12 +153,21 @@ impl Writer {
                 Some(Msg::Append(a)) => batch.push(a),
                 Some(Msg::Stop(done)) => {
                     sub.gone = true;
-                    return Some(done);
+                    return Control {
+                        stop: Some(done),
+                        close: false,
+                    };
+                }
+                Some(Msg::Close) => {
+                    return Control {
+                        stop: None,
+                        close: true,
+                    }
                 }
                 None => break,
             }
         }
-        None
+        Control::default()
     }
 
     /// Serves groups until a stop; returns the stop's acknowledgement.
@@ -156,17 +175,23 @@ impl Writer {
         let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch);
         let mut buf: Vec<u8> = Vec::with_capacity(ENTRY_PAYLOAD_BYTES_MAX);
         loop {
-            let stop = self.take(&mut batch);
+            let control = self.take(&mut batch);
+            let failed = self.shared.progress.borrow().failed.is_some();
             if !batch.is_empty() {
-                if self.shared.progress.borrow().failed.is_some() {
+                if failed {
                     // Nothing after a failure is written (waiters see the failure).
                     batch.clear();
                 } else {
                     self.commit(&mut batch, &mut buf);
                 }
             }
-            if stop.is_some() {
-                return stop;
+            if control.close && !failed && self.size > SEGMENT_HEADER_BYTES as u64 {
+                if let Err(e) = self.rotate() {
+                    self.fail(format!("closing {} failed: {e}", self.path().display()));
+                }
+            }
+            if control.stop.is_some() {
+                return control.stop;
             }
         }
     }
