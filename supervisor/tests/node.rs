@@ -116,3 +116,72 @@ async fn escrow_ceilings_deny_with_their_rule_and_escrow_states_survive_a_crash(
     assert_eq!(node.swarm().escrow_states()[0].2, state);
     node.shutdown().await;
 }
+
+/// Retention removes a segment only once every export has confirmed its entries: with an
+/// export's mark behind, the snapshot is written but the segments before it stay; once the
+/// mark passes them they go, with their seals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_waits_for_the_exports_and_seals_every_closed_segment() {
+    use warden_supervisor::journal::seal::{check_seals, SigningKey};
+    use warden_supervisor::SealOptions;
+    let dir = std::env::temp_dir().join(format!("warden-node-marks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mark, marks) = tokio::sync::watch::channel(0u64);
+    let key = SigningKey::generate();
+    let mut opts = NodeOptions::new(&dir, POLICY);
+    opts.segment_bytes = 4_096;
+    opts.journal_bytes = 16_384;
+    opts.export_marks = vec![marks];
+    opts.seal = Some(SealOptions {
+        key: key.clone(),
+        interval_ms: 3_600_000,
+    });
+    let node = Node::open(opts).await.unwrap();
+    let first_segment = || {
+        std::fs::read_dir(dir.join("journal"))
+            .unwrap()
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse()
+                    .ok()
+            })
+            .min()
+            .unwrap_or(0u64)
+    };
+    let mut n = 0;
+    while node.journal().size_bytes() < 40_000 {
+        let id = AgentId::new(format!("a{n}")).unwrap();
+        node.swarm().spawn_agent(AgentSpec::new(id)).await.unwrap();
+        n += 1;
+    }
+    // Retention runs every second: give it three, with the export's mark at 0.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        first_segment(),
+        1,
+        "nothing is removed before the export confirms it"
+    );
+    let sealed = check_seals(&dir, &[key.public_key()]).unwrap();
+    assert!(
+        sealed.sealed >= 5 && sealed.bad.is_empty() && sealed.unsealed.is_empty(),
+        "{sealed:?}"
+    );
+    // The export catches up: the segments before the snapshot go.
+    mark.send(node.journal().head().0).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while first_segment() == 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never removed anything"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let report = check_seals(&dir, &[key.public_key()]).unwrap();
+    assert!(report.bad.is_empty(), "{report:?}");
+    assert_eq!(node.audit_keys(), vec![key.public_key()]);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
