@@ -299,14 +299,30 @@ pub fn seal_closed(data_dir: &Path, key: &SigningKey) -> Result<SealPass, Journa
     let io = |path: PathBuf| move |source| JournalError::Io { path, source };
     let segments = storage.segments().map_err(io(jdir.clone()))?;
     let mut pass = SealPass::default();
-    for &first in segments.iter().rev().skip(1).rev() {
+    let closed = &segments[..segments.len().saturating_sub(1)];
+    for (i, &first) in closed.iter().enumerate() {
         let sig = jdir.join(seal_name(first));
         if sig.exists() {
             continue;
         }
         let path = jdir.join(super::format::segment_name(first));
         let bytes = storage.read(first).map_err(io(path.clone()))?;
+        // The previous segment's seal, if any, says where this one must continue from.
+        let before = i
+            .checked_sub(1)
+            .and_then(|j| fs::read(jdir.join(seal_name(closed[j]))).ok())
+            .and_then(|b| Seal::from_json(&b).ok());
         match read_segment(&bytes, first, &path, |_| {}) {
+            Ok(summary)
+                if before.as_ref().is_some_and(|b| {
+                    (b.last_seq + 1, b.head_hash) != (summary.first_seq, summary.prev_hash)
+                }) =>
+            {
+                pass.refused.push((
+                    first,
+                    "it does not continue the chain where the previous segment's seal ends".into(),
+                ));
+            }
             Ok(summary) if summary.entries > 0 => {
                 write_durably(&sig, &key.seal(&summary).to_json()).map_err(io(sig.clone()))?;
                 pass.sealed.push(first);

@@ -224,3 +224,32 @@ async fn a_tail_reports_a_changed_entry() {
     assert!(matches!(e, JournalError::Corrupt { .. }), "{e}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_segment_that_does_not_continue_its_sealed_predecessor_is_never_sealed() {
+    let dir = tmp("continue");
+    let j = journal(&dir, 2_048);
+    append(&j, 0, 100).await;
+    j.shutdown().await;
+    let key = SigningKey::generate();
+    let sealed = seal_closed(&dir, &key).unwrap().sealed;
+    // Someone rewrites the second closed segment under another history (the first entry of a
+    // fresh journal carries the genesis link) and deletes its seal: the sealer refuses it.
+    let second = sealed[1];
+    let other = tmp("continue-other");
+    let k = journal(&other, 1 << 20);
+    append(&k, 0, 3).await;
+    k.shutdown().await;
+    let mut forged = fs::read(seg(&other, 1)).unwrap();
+    forged[8..16].copy_from_slice(&second.to_le_bytes()); // its header's first_seq
+    let crc = crc32fast::hash(&forged[..48]);
+    forged[48..52].copy_from_slice(&crc.to_le_bytes());
+    fs::write(seg(&dir, second), &forged).unwrap();
+    fs::remove_file(sig(&dir, second)).unwrap();
+    let pass = seal_closed(&dir, &key).unwrap();
+    assert!(pass.sealed.is_empty(), "{pass:?}");
+    assert_eq!(pass.refused.len(), 1, "{pass:?}");
+    assert_eq!(pass.refused[0].0, second);
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_dir_all(&other).unwrap();
+}
