@@ -10,6 +10,8 @@
 //!
 //! [`NodeOptions::export_marks`]: warden_supervisor::NodeOptions::export_marks
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
