@@ -103,7 +103,8 @@ struct Exporter {
     confirmed: BTreeSet<u64>,
     /// Closed segments without entries (never sealed; nothing to archive).
     empty: BTreeSet<u64>,
-    /// The last state logged: `None` up, `Some(why)` failing; unset before the first pass.
+    /// The last state logged: `None` up, `Some(step)` failing at that step; unset before the
+    /// first pass.
     logged: Option<Option<String>>,
 }
 
@@ -296,18 +297,25 @@ impl Exporter {
         }
     }
 
-    /// Logs a line when the state changes (up, or failing for another reason).
+    /// Logs a line when the state changes: up, or failing at another step (what comes before
+    /// the first `": "`: `listing s3://…`, `uploading KEY`; the rest varies from try to try).
     fn state(&mut self, failing: Option<String>) {
-        if self.logged.as_ref() == Some(&failing) {
+        let step = failing
+            .as_deref()
+            .map(|why| why.split(": ").next().unwrap_or(why).to_string());
+        if self.logged.as_ref() == Some(&step) {
             return;
         }
         let up = failing.is_none();
         metrics::gauge!("warden_export_up", "sink" => SINK).set(if up { 1.0 } else { 0.0 });
         match &failing {
             None => log(SINK, "up"),
-            Some(why) => log(SINK, &format!("failing, retrying with backoff: {why}")),
+            Some(why) => {
+                let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+                log(SINK, &format!("failing, retrying with backoff: {why}"));
+            }
         }
-        self.logged = Some(failing);
+        self.logged = Some(step);
     }
 }
 

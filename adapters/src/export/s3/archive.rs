@@ -246,7 +246,11 @@ impl Archive {
 
     fn upload_error(&self, key: &Path, e: object_store::Error) -> String {
         let text = e.to_string();
-        if self.lock.is_some() && text.to_ascii_lowercase().contains("object lock") {
+        let lock_refused = text
+            .to_ascii_lowercase()
+            .replace(' ', "")
+            .contains("objectlock");
+        if self.lock.is_some() && lock_refused {
             return format!(
                 "uploading {key}: the bucket refuses the object lock that export.s3.retention asks for (is Object Lock enabled on it?); nothing is uploaded without it: {text}"
             );
