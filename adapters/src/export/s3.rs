@@ -28,13 +28,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use warden_supervisor::journal::format::segment_name;
 use warden_supervisor::journal::seal::{seal_name, Seal};
 use warden_supervisor::journal::{read_segment, FileStorage, Journal, Storage};
 
 use super::{log, Backoff};
 use crate::config::S3Settings;
-use archive::{Archive, Listing, Location};
+use archive::{segment_name, Archive, Listing, Location};
 pub use verify::{verify_archive, verify_store, ArchiveReport, Problem};
 
 /// The `sink` label of the S3 exporter's metrics.
@@ -75,7 +74,7 @@ pub async fn run(
             Err(e) => {
                 metrics::counter!("warden_export_errors_total", "sink" => SINK).increment(1);
                 exporter.state(Some(e));
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.after_failure()).await;
             }
         }
     }

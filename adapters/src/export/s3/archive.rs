@@ -13,7 +13,6 @@ use object_store::{
     BackoffConfig, ClientOptions, HeaderMap, HeaderValue, ObjectStore, ObjectStoreExt, PutOptions,
     PutPayload, RetryConfig,
 };
-use warden_supervisor::journal::format::segment_name;
 use warden_supervisor::journal::seal::seal_name;
 
 use crate::config::Retention;
@@ -300,6 +299,12 @@ impl Locker {
             .map_err(|e| format!("S3 archive: {e}"))?;
         Ok(Arc::new(store))
     }
+}
+
+/// The name of the segment whose first entry is `first_seq`: `<first_seq:020>.seg`, on disk
+/// and in the archive (the journal's `format::segment_name`, which is not public).
+pub fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
 }
 
 /// `(first, is_seal)` of an archive object's name (`<first:020>.seg` or `.sig`).
