@@ -96,8 +96,8 @@ struct Exporter {
     journal: Option<Journal>,
     mark: watch::Sender<u64>,
     archive: Option<Archive>,
-    /// What the prefix held at the first pass (taken once, then dropped).
-    listing: Option<Listing>,
+    /// The first pass has learned what the archive holds.
+    learned: bool,
     /// Segments confirmed in the archive (by first entry), still on disk.
     confirmed: BTreeSet<u64>,
     /// Closed segments without entries (never sealed; nothing to archive).
@@ -114,7 +114,7 @@ impl Exporter {
             journal,
             mark,
             archive: None,
-            listing: None,
+            learned: false,
             confirmed: BTreeSet::new(),
             empty: BTreeSet::new(),
             logged: None,
@@ -125,10 +125,11 @@ impl Exporter {
     /// not confirmed, in order, and publish the mark.
     async fn pass(&mut self) -> Result<(), String> {
         let local = self.scan()?;
-        if self.listing.is_none() {
+        if !self.learned {
             let archive = self.archive.as_ref().expect("connected before a pass");
-            self.listing = Some(archive.list().await?);
-            self.learn(&local).await?;
+            let listing = archive.list().await?;
+            self.learn(&local, &listing).await?;
+            self.learned = true;
         }
         self.publish(&local);
         for seg in &local {
@@ -203,9 +204,8 @@ impl Exporter {
 
     /// Confirms, from the first listing, the local segments the archive already holds: the
     /// `.seg` with the local size, the `.sig` with the local seal's bytes.
-    async fn learn(&mut self, local: &[Local]) -> Result<(), String> {
+    async fn learn(&mut self, local: &[Local], listing: &Listing) -> Result<(), String> {
         let archive = self.archive.as_ref().expect("connected");
-        let listing = self.listing.as_ref().expect("listed");
         let jdir = FileStorage::new(&self.data_dir).location();
         for seg in local {
             let (Some(seal), Some(present)) = (&seg.seal, listing.segments.get(&seg.first)) else {

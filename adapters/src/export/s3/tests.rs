@@ -165,8 +165,8 @@ async fn sealed_segments_are_archived_with_their_seals_and_the_mark_follows() {
     store.put(&sig, PutPayload::from(other)).await.unwrap();
     let (mut third, mark) = exporter(&dir, &store, "prod/w1");
     let local = third.scan().unwrap();
-    third.listing = Some(third.archive.as_ref().unwrap().list().await.unwrap());
-    third.learn(&local).await.unwrap();
+    let listing = third.archive.as_ref().unwrap().list().await.unwrap();
+    third.learn(&local, &listing).await.unwrap();
     third.publish(&local);
     assert_eq!(
         *mark.borrow(),

@@ -186,11 +186,11 @@ impl Verifier<'_> {
     /// before, then the totals.
     fn verified(&mut self, s: SegmentSummary, seal: Option<Seal>, key: String) {
         if let Some((prev, prev_key)) = &self.prev {
-            if s.first_seq != prev.last_seq + 1 {
-                let why = if s.first_seq > prev.last_seq + 1 {
+            let next = prev.last_seq.saturating_add(1);
+            if s.first_seq != next {
+                let why = if s.first_seq > next {
                     format!(
-                        "gap: entries {}..={} are not in the archive (the segment before, {prev_key}, ends at entry {})",
-                        prev.last_seq + 1,
+                        "gap: entries {next}..={} are not in the archive (the segment before, {prev_key}, ends at entry {})",
                         s.first_seq - 1,
                         prev.last_seq
                     )
@@ -233,6 +233,10 @@ fn claimed(seal: &Seal) -> SegmentSummary {
         last_seq: seal.last_seq,
         prev_hash: seal.prev_hash,
         head_hash: seal.head_hash,
-        entries: seal.last_seq + 1 - seal.first_seq,
+        // A seal is input like any object: a range that makes no sense must not panic.
+        entries: seal
+            .last_seq
+            .saturating_add(1)
+            .saturating_sub(seal.first_seq),
     }
 }
