@@ -25,12 +25,20 @@ pub enum AuditCommand {
     ///
     /// Example: `warden audit verify warden-data --public-key 3b6a27bc…`
     Verify {
-        /// The node's data directory (the journal is in DIR/journal/).
+        /// The node's data directory (the journal is in DIR/journal/), or an S3 archive of its
+        /// sealed segments, `s3://BUCKET/PREFIX` (every bad object is named; credentials from
+        /// the AWS_* environment variables).
         dir: PathBuf,
         /// A trusted Ed25519 public key (64 hex digits; repeatable, e.g. before and after a
         /// key change).
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
+        /// With s3://: an S3-compatible server's URL (AWS when absent).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// With s3://: the bucket's region (default us-east-1).
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Print journal entries as JSON lines, filtered.
     ///
@@ -97,7 +105,20 @@ pub enum AuditCommand {
 /// Runs one `warden audit` command.
 pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify { dir, public_keys } => verify(&dir, &public_keys),
+        AuditCommand::Verify {
+            dir,
+            public_keys,
+            endpoint,
+            region,
+        } if super::audit_s3::is_s3(&dir) => super::audit_s3::verify(
+            &dir.to_string_lossy(),
+            endpoint.as_deref(),
+            region.as_deref(),
+            &trusted_keys(&public_keys)?,
+        ),
+        AuditCommand::Verify {
+            dir, public_keys, ..
+        } => verify(&dir, &public_keys),
         AuditCommand::Query {
             dir,
             agent,

@@ -10,6 +10,8 @@
 //!
 //! [`NodeOptions::export_marks`]: warden_supervisor::NodeOptions::export_marks
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -124,8 +126,18 @@ impl Exports {
         data_dir: PathBuf,
         marks: Marks,
     ) -> Exports {
-        let _ = (settings, journal, data_dir, marks);
-        Exports { tasks: Vec::new() }
+        let mut tasks = Vec::new();
+        if let (Some(s3_settings), Some(mark)) = (&settings.s3, marks.s3) {
+            let run = s3::run(
+                s3_settings.clone(),
+                data_dir.clone(),
+                Some(journal.clone()),
+                mark,
+            );
+            tasks.push(tokio::spawn(run));
+        }
+        let _ = (journal, data_dir, marks.postgres);
+        Exports { tasks }
     }
 
     /// Stops every export (what they confirmed stays confirmed; they resume from the sink's
