@@ -156,7 +156,7 @@ pub struct Entry {
 }
 
 /// The file name of the segment whose first entry is `first_seq`.
-pub(crate) fn segment_name(first_seq: u64) -> String {
+pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")
 }
 

@@ -301,11 +301,7 @@ impl Locker {
     }
 }
 
-/// The name of the segment whose first entry is `first_seq`: `<first_seq:020>.seg`, on disk
-/// and in the archive (the journal's `format::segment_name`, which is not public).
-pub fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}.seg")
-}
+pub use warden_supervisor::journal::format::segment_name;
 
 /// `(first, is_seal)` of an archive object's name (`<first:020>.seg` or `.sig`).
 pub fn parse_name(name: &str) -> Option<(u64, bool)> {
