@@ -332,6 +332,13 @@ async fn retain(
 async fn sealer(journal: Journal, data_dir: PathBuf, opts: SealOptions) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEAL_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The counters exist from the start (at 0), so dashboards and alerts see them.
+    for name in [
+        "warden_audit_segments_sealed_total",
+        "warden_audit_seal_refused_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     let mut closed_at = tokio::time::Instant::now();
     let mut reported = std::collections::BTreeSet::new();
     let mut last_error = String::new();
