@@ -47,7 +47,9 @@ pub struct Filter {
     pub until_ms: Option<u64>,
 }
 
-fn agent_of(record: &Record) -> Option<&AgentId> {
+/// The agent an entry is about: registrations, agents' records and removals (what
+/// `audit query --agent` matches).
+pub fn agent_of(record: &Record) -> Option<&AgentId> {
     match record {
         Record::Registered(r) => Some(&r.agent),
         Record::Agent(a) => Some(&a.agent),
@@ -56,13 +58,89 @@ fn agent_of(record: &Record) -> Option<&AgentId> {
     }
 }
 
-fn verdict_of(record: &Record) -> Option<Verdict> {
+/// The verdict of a decision or of an approval's answer (what `audit query --decision`
+/// matches).
+pub fn verdict_of(record: &Record) -> Option<Verdict> {
     match record {
         Record::Agent(AgentRecord {
             record:
                 KernelRecord::Decision { decision, .. } | KernelRecord::Approval { decision, .. },
             ..
         }) => Some(*decision),
+        _ => None,
+    }
+}
+
+/// What an entry is indexed by outside the journal (the PostgreSQL sink's columns), read from
+/// its record by the same definitions `audit query` filters by. `None`: the record has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// [`agent_of`].
+    pub agent: Option<AgentId>,
+    /// [`verdict_of`].
+    pub verdict: Option<Verdict>,
+    /// The rule: of a decision, of an approval's final decision, of a halt, of the halt a
+    /// resume lifted.
+    pub rule: Option<String>,
+    /// A pool (team path): a registration's, a team mark's, an escrow state's, a snapshot's
+    /// team, agent or escrow item. Agents' records name only the agent (its pool is its
+    /// registration's).
+    pub pool: Option<String>,
+    /// Tokens: a decision's reservation; a settlement's use (`charged + overrun`).
+    pub tokens: Option<u64>,
+    /// Cost in micro-dollars (1e-6 USD), as `tokens`.
+    pub cost_micro_usd: Option<u64>,
+}
+
+/// The [`Columns`] of a record.
+pub fn columns_of(record: &Record) -> Columns {
+    let mut c = Columns {
+        agent: agent_of(record).cloned(),
+        verdict: verdict_of(record),
+        pool: pool_of(record).map(str::to_string),
+        ..Columns::default()
+    };
+    let amounts = match record {
+        Record::Agent(AgentRecord { record, .. }) => match record {
+            KernelRecord::Decision { rule, reserved, .. } => {
+                c.rule = rule.clone();
+                reserved.clone()
+            }
+            KernelRecord::Approval { rule, .. } => {
+                c.rule = rule.clone();
+                None
+            }
+            KernelRecord::Halt { record } | KernelRecord::Resume { lifted: record, .. } => {
+                c.rule = record.rule.as_deref().map(str::to_string);
+                None
+            }
+            KernelRecord::Settlement {
+                charged, overrun, ..
+            } => Some(charged.saturating_add(overrun)),
+            KernelRecord::State(_) => None,
+        },
+        _ => None,
+    };
+    if let Some(a) = amounts {
+        c.tokens = Some(a.get(LedgerDim::Tokens));
+        c.cost_micro_usd = Some(a.get(LedgerDim::CostMicroUsd));
+    }
+    c
+}
+
+/// The pool (team path) a record names, if any (see [`Columns::pool`]).
+fn pool_of(record: &Record) -> Option<&str> {
+    use crate::journal::records::SnapshotItem;
+    match record {
+        Record::Registered(r) => Some(&r.team),
+        Record::Note(Note::TeamHalted { team, .. }) => Some(team),
+        Record::Note(Note::Escrow { pool, .. }) => Some(pool),
+        Record::Snapshot(item) => match item.as_ref() {
+            SnapshotItem::Team { team, .. } => Some(team),
+            SnapshotItem::Agent { registration, .. } => Some(&registration.team),
+            SnapshotItem::Escrow { pool, .. } => Some(pool),
+            _ => None,
+        },
         _ => None,
     }
 }

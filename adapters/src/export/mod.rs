@@ -19,6 +19,9 @@ use tokio::sync::watch;
 use warden_supervisor::journal::seal::SigningKey;
 use warden_supervisor::journal::Journal;
 
+pub mod postgres;
+mod tail;
+
 use crate::config::{ExportSettings, SigningKeySource};
 use crate::http::auth::{check_private, write_private};
 use crate::limits::{EXPORT_RETRY_MS_MAX, EXPORT_RETRY_MS_MIN};
