@@ -182,6 +182,11 @@ pub async fn ensure_schema(client: &Client) -> Result<(), PostgresError> {
     Ok(())
 }
 
+/// Prepares the batch INSERT [`write_batch`] runs (once per connection).
+pub async fn prepare_insert(client: &Client) -> Result<Statement, PostgresError> {
+    Ok(timed(client.prepare(INSERT)).await??)
+}
+
 /// `text` replaced where PostgreSQL refuses it: NUL (U+0000) becomes U+FFFD. (`text` and
 /// `jsonb` cannot hold NUL; the exact bytes are in `payload`.)
 fn pg_text(text: &str) -> String {
@@ -362,6 +367,7 @@ pub async fn run(
         mark,
         down_since: None,
         lag_logged: None,
+        ever_up: false,
     };
     let config = match connect_config(&settings.url.0) {
         Ok(c) => c,
@@ -393,6 +399,8 @@ struct Sink {
     down_since: Option<Instant>,
     /// When the lag was last logged.
     lag_logged: Option<Instant>,
+    /// Connected at least once.
+    ever_up: bool,
 }
 
 fn set_up(up: bool) {
@@ -417,12 +425,16 @@ impl Sink {
 
     fn came_up(&mut self, from: u64) {
         set_up(true);
-        if let Some(since) = self.down_since.take() {
-            eprintln!(
-                "warden node: export postgres: connected after {:.1} s, exporting from entry {from}",
-                since.elapsed().as_secs_f64()
-            );
-        }
+        let after = match self.down_since.take() {
+            Some(since) => format!(" after {:.1} s down", since.elapsed().as_secs_f64()),
+            None if self.ever_up => return,
+            None => String::new(),
+        };
+        self.ever_up = true;
+        eprintln!(
+            "warden node: export postgres: connected{after}, exporting node {:?} from entry {from}",
+            self.node
+        );
     }
 
     /// One connection's life: ends with the error that ended it.
@@ -433,7 +445,7 @@ impl Sink {
     ) -> Result<(), PostgresError> {
         let mut client = connect(config).await?;
         ensure_schema(&client).await?;
-        let insert = timed(client.prepare(INSERT)).await??;
+        let insert = prepare_insert(&client).await?;
         let head = self.journal.head().0;
         let last = last_exported(&client, &self.node).await?;
         let next = match &last {
