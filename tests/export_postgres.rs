@@ -15,7 +15,7 @@ use common::postgres::Postgres;
 use serde_json::json;
 use tokio::sync::watch;
 use warden::adapters::config::Redacted;
-use warden::adapters::export::postgres::{self, PostgresSettings, PostgresError};
+use warden::adapters::export::postgres::{self, PostgresError, PostgresSettings};
 use warden::supervisor::journal::{self, EntryKind, FsyncMode, Journal, JournalConfig};
 
 const OPERATOR: &str = "export-postgres-operator";
@@ -55,9 +55,14 @@ fn runtime() -> tokio::runtime::Runtime {
 fn append(rt: &tokio::runtime::Runtime, journal: &Journal, from: u64, n: u64) {
     rt.block_on(async {
         for i in from..from + n {
-            let note = json!({"type": "team_halted", "team": format!("t/{i}"), "halted": i % 2 == 0});
+            let note =
+                json!({"type": "team_halted", "team": format!("t/{i}"), "halted": i % 2 == 0});
             journal
-                .submit(EntryKind::Note, 1_700_000_000_000 + i, note.to_string().into_bytes())
+                .submit(
+                    EntryKind::Note,
+                    1_700_000_000_000 + i,
+                    note.to_string().into_bytes(),
+                )
                 .unwrap();
         }
         journal.flush().await.unwrap();
@@ -77,7 +82,11 @@ fn wait_exported(mark: &watch::Receiver<u64>, journal: &Journal, bound: Duration
 fn assert_rows_match_journal(pg: &Postgres, node: &str, dir: &Path) {
     let mut ours = String::new();
     journal::read_all(dir, |e| {
-        ours.push_str(&format!("{}|{}\n", e.seq, warden::actors::ids::hex(&e.hash)));
+        ours.push_str(&format!(
+            "{}|{}\n",
+            e.seq,
+            warden::actors::ids::hex(&e.hash)
+        ));
     })
     .unwrap();
     let theirs = pg.psql(&format!(
@@ -107,7 +116,10 @@ fn every_entry_exactly_once_across_a_killed_database_and_a_restarted_sink() {
     pg.kill();
     append(&rt, &journal, 1_501, 1_500);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(*mark.borrow() < journal.head().0, "nothing confirmed while down");
+    assert!(
+        *mark.borrow() < journal.head().0,
+        "nothing confirmed while down"
+    );
     pg.restart();
     append(&rt, &journal, 3_001, 1_000);
     wait_exported(&mark, &journal, Duration::from_secs(60));
@@ -141,10 +153,16 @@ fn rows_of_another_journal_are_refused_and_never_overwritten() {
     let a = open_journal(&dir_a);
     append(&rt, &a, 1, 20);
     let (tx, mark) = watch::channel(0);
-    let sink = rt.spawn(postgres::run(settings(&pg, "n1", 7), a.clone(), dir_a.clone(), tx));
+    let sink = rt.spawn(postgres::run(
+        settings(&pg, "n1", 7),
+        a.clone(),
+        dir_a.clone(),
+        tx,
+    ));
     wait_exported(&mark, &a, Duration::from_secs(30));
     sink.abort();
-    let before = pg.psql("SELECT count(*), md5(string_agg(hash::text, ',' ORDER BY seq)) FROM warden_audit");
+    let before =
+        pg.psql("SELECT count(*), md5(string_agg(hash::text, ',' ORDER BY seq)) FROM warden_audit");
 
     // Journal B (other entries) under the same name, longer: its entry 21 does not link to
     // A's 20. Shorter: the database is ahead of it. Both refuse: the task ends.
@@ -179,11 +197,17 @@ fn rows_of_another_journal_are_refused_and_never_overwritten() {
         matches!(&refused, Err(PostgresError::Refused(why)) if why.contains("another hash")),
         "{refused:?}"
     );
-    let after = pg.psql("SELECT count(*), md5(string_agg(hash::text, ',' ORDER BY seq)) FROM warden_audit");
+    let after =
+        pg.psql("SELECT count(*), md5(string_agg(hash::text, ',' ORDER BY seq)) FROM warden_audit");
     assert_eq!(before, after, "the table is untouched");
     // B under its own name is welcome.
     let (tx, mark) = watch::channel(0);
-    let sink = rt.spawn(postgres::run(settings(&pg, "n2", 7), b.clone(), dir_b.clone(), tx));
+    let sink = rt.spawn(postgres::run(
+        settings(&pg, "n2", 7),
+        b.clone(),
+        dir_b.clone(),
+        tx,
+    ));
     wait_exported(&mark, &b, Duration::from_secs(30));
     assert_rows_match_journal(&pg, "n2", &dir_b);
     assert_rows_match_journal(&pg, "n1", &dir_a);
@@ -192,7 +216,10 @@ fn rows_of_another_journal_are_refused_and_never_overwritten() {
 
 /// `warden ARGS...`: exit code, stdout, stderr.
 fn warden(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::warden_bin()).args(args).output().unwrap();
+    let out = Command::new(common::warden_bin())
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -219,7 +246,8 @@ rules:
 fn real_journal(dir: &Path) -> u64 {
     let policy = dir.with_extension("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let (mut child, base) = common::start_node(dir, &["--policy".as_ref(), policy.as_os_str()], OPERATOR);
+    let (mut child, base) =
+        common::start_node(dir, &["--policy".as_ref(), policy.as_os_str()], OPERATOR);
     let op = common::client(&base, Some(OPERATOR));
     let a = op.with_token(&common::register(&op, "a", "swarm"));
     let b = op.with_token(&common::register(&op, "b", "swarm"));
@@ -233,7 +261,8 @@ fn real_journal(dir: &Path) -> u64 {
         json!({"odd": "\u{202E}rtl \u{FEFF}bom \u{FFFF} e\u{301} 🦀 \u{10FFFF}"}),
     ];
     for (n, args) in hostile.iter().enumerate() {
-        let step = json!({"tool": "work", "action": "read", "args": args, "cost": {"tokens": 10 + n}});
+        let step =
+            json!({"tool": "work", "action": "read", "args": args, "cost": {"tokens": 10 + n}});
         let d = a.step("a", &step).unwrap();
         let outcome = warden::adapters::http::wire::OutcomeRequest {
             status: warden_actors::OutcomeStatus::Success,
@@ -244,7 +273,10 @@ fn real_journal(dir: &Path) -> u64 {
     let shell = json!({"tool": "shell", "action": "execute", "args": {"cmd": "rm -rf /"}});
     assert_eq!(b.step("b", &shell).unwrap().decision.name(), "deny");
     let parked = b
-        .step("b", &json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 5}}))
+        .step(
+            "b",
+            &json!({"tool": "payments.transfer", "action": "spend", "args": {"amount": 5}}),
+        )
         .unwrap();
     let answer = warden::adapters::http::wire::AnswerRequest {
         decision: "deny".into(),
@@ -272,7 +304,12 @@ fn hostile_payloads_export_and_audit_query_postgres_prints_what_the_files_print(
     let rt = runtime();
     let journal = open_journal(&dir);
     let (tx, mark) = watch::channel(0);
-    let sink = rt.spawn(postgres::run(settings(&pg, "n1", 3), journal.clone(), dir.clone(), tx));
+    let sink = rt.spawn(postgres::run(
+        settings(&pg, "n1", 3),
+        journal.clone(),
+        dir.clone(),
+        tx,
+    ));
     wait_exported(&mark, &journal, Duration::from_secs(30));
     sink.abort();
     rt.block_on(journal.shutdown());
@@ -280,7 +317,11 @@ fn hostile_payloads_export_and_audit_query_postgres_prints_what_the_files_print(
     // The exact bytes in `payload`; NUL replaced in `entry` only; columns filled.
     let mut payloads = String::new();
     journal::read_all(&dir, |e| {
-        payloads.push_str(&format!("{}|{}\n", e.seq, warden::actors::ids::hex(&e.payload)));
+        payloads.push_str(&format!(
+            "{}|{}\n",
+            e.seq,
+            warden::actors::ids::hex(&e.payload)
+        ));
     })
     .unwrap();
     assert_eq!(
@@ -296,7 +337,8 @@ fn hostile_payloads_export_and_audit_query_postgres_prints_what_the_files_print(
         "no-shell|deny\ntransfers-need-a-human|require_approval"
     );
     assert_eq!(
-        pg.psql("SELECT sum(tokens) FROM warden_audit WHERE agent = 'a' AND kind = 'decision'").trim(),
+        pg.psql("SELECT sum(tokens) FROM warden_audit WHERE agent = 'a' AND kind = 'decision'")
+            .trim(),
         "33"
     );
 
@@ -316,10 +358,20 @@ fn hostile_payloads_export_and_audit_query_postgres_prints_what_the_files_print(
     for filter in filters {
         let (code, files, _) = warden(&[&["audit", "query", dir_arg][..], filter].concat());
         assert_eq!(code, 0);
-        let pg_args = ["audit", "query", "--postgres", "env:EXPORT_PG_TEST_URL", "--node", "n1"];
+        let pg_args = [
+            "audit",
+            "query",
+            "--postgres",
+            "env:EXPORT_PG_TEST_URL",
+            "--node",
+            "n1",
+        ];
         let (code, rows, err) = warden(&[&pg_args[..], filter].concat());
         assert_eq!(code, 0, "{err}");
-        assert!(!files.is_empty() || filter.len() > 1, "{filter:?} matched nothing");
+        assert!(
+            !files.is_empty() || filter.len() > 1,
+            "{filter:?} matched nothing"
+        );
         assert!(files == rows, "{filter:?}: the lines differ");
     }
     // Every node's rows without --node: the same here (one node).
@@ -345,7 +397,10 @@ fn audit_query_postgres_errors_are_clear_and_never_show_the_url() {
         "postgresql://warden:s3cret@127.0.0.1:1/postgres?sslmode=require",
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("TLS to PostgreSQL is not supported yet"), "{err}");
+    assert!(
+        err.contains("TLS to PostgreSQL is not supported yet"),
+        "{err}"
+    );
     assert!(!err.contains("s3cret"), "{err}");
     let (code, _, err) = warden(&["audit", "query", "--postgres", "x", "/tmp"]);
     assert_ne!(code, 0, "DIR and --postgres together are refused: {err}");

@@ -105,7 +105,16 @@ impl Postgres {
     fn initdb(&self) {
         let out = self
             .command("initdb")
-            .args(["-D", "data", "-U", "warden", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-D",
+                "data",
+                "-U",
+                "warden",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
             .output()
             .expect("initdb runs");
         assert!(

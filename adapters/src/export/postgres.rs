@@ -377,9 +377,7 @@ pub async fn run(
     let mut backoff = RETRY_MIN;
     loop {
         match sink.session(&config, &mut backoff).await {
-            Err(e @ (PostgresError::Refused(_) | PostgresError::Url(_))) => {
-                return sink.refuse(&e)
-            }
+            Err(e @ (PostgresError::Refused(_) | PostgresError::Url(_))) => return sink.refuse(&e),
             Err(e) => sink.went_down(&e),
             Ok(()) => unreachable!("a session ends only with an error"),
         }
@@ -647,7 +645,10 @@ mod tests {
             "postgresql://u@localhost/db?SSLMODE=verify-full",
         ] {
             let err = connect_config(url).unwrap_err().to_string();
-            assert!(err.contains("TLS to PostgreSQL is not supported"), "{url}: {err}");
+            assert!(
+                err.contains("TLS to PostgreSQL is not supported"),
+                "{url}: {err}"
+            );
         }
         for url in [
             "postgresql://u@localhost/db",
@@ -671,7 +672,10 @@ mod tests {
         let payload = br#"{"a\u0000b":["x\u0000y",{"k":"\u0000"}],"n":1}"#;
         let text = jsonb_text(payload).unwrap();
         assert!(!text.contains("\\u0000"), "{text}");
-        assert!(text.contains("a\u{FFFD}b") && text.contains("x\u{FFFD}y"), "{text}");
+        assert!(
+            text.contains("a\u{FFFD}b") && text.contains("x\u{FFFD}y"),
+            "{text}"
+        );
         assert_eq!(jsonb_text(b"not json"), None);
     }
 
@@ -711,7 +715,10 @@ mod tests {
         ), "{sql}");
         assert_eq!(params.len(), 6);
         let (sql, params) = query_sql(None, &Filter::default());
-        assert!(sql.ends_with("FROM warden_audit ORDER BY node, seq"), "{sql}");
+        assert!(
+            sql.ends_with("FROM warden_audit ORDER BY node, seq"),
+            "{sql}"
+        );
         assert!(params.is_empty());
     }
 }
