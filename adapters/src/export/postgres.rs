@@ -2,7 +2,7 @@
 //! (see docs/export.md, "PostgreSQL").
 //!
 //! The journal stays the source of truth: the sink reads the acknowledged entries from the
-//! files ([`Tail`]) and never slows a decision down. Falling behind shows as
+//! files (the journal's `Tail`) and never slows a decision down. Falling behind shows as
 //! `warden_export_lag_entries{sink="postgres"}` and a log line every
 //! [`LAG_LOG_INTERVAL`] while the lag is over [`LAG_LOG_ENTRIES`].
 //!
@@ -113,9 +113,10 @@ pub enum PostgresError {
     /// The URL is not usable (unparsable, or it asks for TLS).
     #[error("export.postgres url: {0}")]
     Url(String),
-    /// The database said no, or could not be reached.
-    #[error("postgres: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    /// The database said no, or could not be reached (its cause is in the text, not a
+    /// source: it would print twice).
+    #[error("postgres: {}", with_cause(.0))]
+    Db(tokio_postgres::Error),
     /// A statement took longer than [`STATEMENT_TIMEOUT`].
     #[error("postgres: no answer within {0:?}")]
     Timeout(Duration),
@@ -126,6 +127,21 @@ pub enum PostgresError {
     /// overwritten).
     #[error("{0}")]
     Refused(String),
+}
+
+/// A client error with its cause (`error connecting to server: Connection refused`): the
+/// log lines are one line each, without a chain to walk.
+fn with_cause(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for PostgresError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PostgresError::Db(e)
+    }
 }
 
 /// Checks a URL (or `key=value` string) and reads it: TLS is refused (see the module docs).
