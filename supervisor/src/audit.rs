@@ -789,7 +789,49 @@ impl Tables {
 
 #[cfg(test)]
 mod tests {
-    use super::time;
+    use super::{columns_of, time, Columns};
+    use crate::journal::records::Record;
+    use crate::journal::{Entry, EntryKind};
+    use warden_actors::{AgentId, Verdict};
+
+    fn columns(kind: EntryKind, payload: serde_json::Value) -> Columns {
+        let entry = Entry {
+            seq: 1,
+            ts_ms: 0,
+            kind,
+            format: 1,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+            payload: payload.to_string().into_bytes(),
+        };
+        columns_of(&Record::parse(&entry).unwrap())
+    }
+
+    #[test]
+    fn columns_are_read_by_the_query_filters_definitions() {
+        let a = Some(AgentId::new("a").unwrap());
+        let step = serde_json::json!({"tool": "work", "action": "read", "args": {}});
+        let c = columns(
+            EntryKind::Decision,
+            serde_json::json!({"type": "decision", "agent": "a", "at_ms": 1, "decision": "allow",
+                "rule": "r1", "step": step, "step_id": "s-1", "reserved": {"steps": 1, "tokens": 7, "cost_usd": 0.5}}),
+        );
+        assert_eq!(
+            (c.agent.clone(), c.verdict, c.rule.as_deref(), c.tokens, c.cost_micro_usd, c.pool),
+            (a.clone(), Some(Verdict::Allow), Some("r1"), Some(7), Some(500_000), None)
+        );
+        let c = columns(
+            EntryKind::Settlement,
+            serde_json::json!({"type": "settlement", "agent": "a", "at_ms": 1, "step_id": "s-1", "status": "success",
+                "charged": {"tokens": 5}, "overrun": {"tokens": 2}, "refunded": {}}),
+        );
+        assert_eq!((c.verdict, c.tokens), (None, Some(7)), "used = charged + overrun");
+        let c = columns(
+            EntryKind::Note,
+            serde_json::json!({"type": "team_halted", "team": "swarm/x", "halted": true}),
+        );
+        assert_eq!((c.agent, c.pool.as_deref()), (None, Some("swarm/x")));
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {
