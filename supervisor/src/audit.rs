@@ -817,15 +817,33 @@ mod tests {
                 "rule": "r1", "step": step, "step_id": "s-1", "reserved": {"steps": 1, "tokens": 7, "cost_usd": 0.5}}),
         );
         assert_eq!(
-            (c.agent.clone(), c.verdict, c.rule.as_deref(), c.tokens, c.cost_micro_usd, c.pool),
-            (a.clone(), Some(Verdict::Allow), Some("r1"), Some(7), Some(500_000), None)
+            (
+                c.agent.clone(),
+                c.verdict,
+                c.rule.as_deref(),
+                c.tokens,
+                c.cost_micro_usd,
+                c.pool
+            ),
+            (
+                a.clone(),
+                Some(Verdict::Allow),
+                Some("r1"),
+                Some(7),
+                Some(500_000),
+                None
+            )
         );
         let c = columns(
             EntryKind::Settlement,
             serde_json::json!({"type": "settlement", "agent": "a", "at_ms": 1, "step_id": "s-1", "status": "success",
                 "charged": {"tokens": 5}, "overrun": {"tokens": 2}, "refunded": {}}),
         );
-        assert_eq!((c.verdict, c.tokens), (None, Some(7)), "used = charged + overrun");
+        assert_eq!(
+            (c.verdict, c.tokens),
+            (None, Some(7)),
+            "used = charged + overrun"
+        );
         let c = columns(
             EntryKind::Note,
             serde_json::json!({"type": "team_halted", "team": "swarm/x", "halted": true}),

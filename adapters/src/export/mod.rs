@@ -20,7 +20,6 @@ use warden_supervisor::journal::seal::SigningKey;
 use warden_supervisor::journal::Journal;
 
 pub mod postgres;
-mod tail;
 
 use crate::config::{ExportSettings, SigningKeySource};
 use crate::http::auth::{check_private, write_private};
@@ -139,7 +138,9 @@ impl Exports {
             );
             tasks.push(tokio::spawn(run));
         }
-        let _ = (journal, data_dir, marks.postgres);
+        if let (Some(pg), Some(mark)) = (&settings.postgres, marks.postgres) {
+            tasks.push(tokio::spawn(postgres::run(pg.clone(), journal, data_dir, mark)));
+        }
         Exports { tasks }
     }
 

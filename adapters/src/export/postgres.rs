@@ -20,7 +20,7 @@
 //! Not supported yet: the connection is plain TCP (or a Unix socket). A URL that asks for TLS
 //! (`sslmode=require`, or any explicit `sslmode` but `disable`) is refused, never downgraded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -31,19 +31,11 @@ use warden_supervisor::audit::{self, Columns, Filter};
 use warden_supervisor::journal::records::Record;
 use warden_supervisor::journal::{Entry, EntryKind, Journal, JournalError};
 
-use super::tail::Tail;
-use crate::config::Redacted;
+use warden_supervisor::journal::tail::Tail;
 
-/// The `export.postgres` settings (mirrors `adapters::config::PostgresSettings`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PostgresSettings {
-    /// The connection URL (`postgresql://user:password@host:port/db`); never printed.
-    pub url: Redacted,
-    /// The `node` column of this node's rows.
-    pub node: String,
-    /// Most entries per INSERT transaction.
-    pub batch: usize,
-}
+use super::{log, Backoff};
+pub use crate::config::PostgresSettings;
+use crate::limits::EXPORT_POLL_MS;
 
 /// The sink label of every metric.
 const SINK: &str = "postgres";
@@ -51,12 +43,6 @@ const SINK: &str = "postgres";
 pub const LAG_LOG_ENTRIES: u64 = 10_000;
 /// How often a lag over [`LAG_LOG_ENTRIES`] is logged.
 pub const LAG_LOG_INTERVAL: Duration = Duration::from_secs(30);
-/// Shortest and longest wait before connecting again (doubling between them).
-pub const RETRY_MIN: Duration = Duration::from_millis(100);
-/// See [`RETRY_MIN`].
-pub const RETRY_MAX: Duration = Duration::from_secs(30);
-/// How often the sink looks for new entries when it has caught up.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Most payload bytes in one INSERT (a batch of large entries is split: PostgreSQL takes at
 /// most 1 GiB per parameter).
 pub const BATCH_PAYLOAD_BYTES_MAX: usize = 32 << 20;
@@ -364,7 +350,8 @@ pub async fn last_exported(
 }
 
 /// Runs the sink until the process ends: connects (retrying forever, backing off from
-/// [`RETRY_MIN`] to [`RETRY_MAX`]; one log line when the database goes down, one when it is
+/// [`EXPORT_RETRY_MS_MIN`](crate::limits::EXPORT_RETRY_MS_MIN) to
+/// [`EXPORT_RETRY_MS_MAX`](crate::limits::EXPORT_RETRY_MS_MAX); one log line when the database goes down, one when it is
 /// back), creates the schema, resumes after the node's last exported entry, and exports
 /// every acknowledged entry of `journal` (read from `data_dir`), publishing the confirmed
 /// seq on `mark` after each commit. Returns only when exporting is refused (a bad URL, rows
@@ -390,15 +377,14 @@ pub async fn run(
         Err(e) => return sink.refuse(&e),
     };
     set_up(false);
-    let mut backoff = RETRY_MIN;
+    let mut backoff = Backoff::default();
     loop {
         match sink.session(&config, &mut backoff).await {
             Err(e @ (PostgresError::Refused(_) | PostgresError::Url(_))) => return sink.refuse(&e),
             Err(e) => sink.went_down(&e),
             Ok(()) => unreachable!("a session ends only with an error"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(RETRY_MAX);
+        tokio::time::sleep(backoff.after_failure()).await;
     }
 }
 
@@ -425,14 +411,14 @@ impl Sink {
     fn refuse(&self, e: &PostgresError) {
         set_up(false);
         metrics::counter!("warden_export_errors_total", "sink" => SINK).increment(1);
-        eprintln!("warden node: export postgres: REFUSED, exporting stopped: {e}");
+        log(SINK, &format!("REFUSED, exporting stopped: {e}"));
     }
 
     fn went_down(&mut self, e: &PostgresError) {
         set_up(false);
         metrics::counter!("warden_export_errors_total", "sink" => SINK).increment(1);
         if self.down_since.is_none() {
-            eprintln!("warden node: export postgres: down ({e}); retrying");
+            log(SINK, &format!("down ({e}); retrying"));
             self.down_since = Some(Instant::now());
         }
     }
@@ -445,17 +431,18 @@ impl Sink {
             None => String::new(),
         };
         self.ever_up = true;
-        eprintln!(
-            "warden node: export postgres: connected{after}, exporting node {:?} from entry {from}",
+        let line = format!(
+            "connected{after}, exporting node {:?} from entry {from}",
             self.node
         );
+        log(SINK, &line);
     }
 
     /// One connection's life: ends with the error that ended it.
     async fn session(
         &mut self,
         config: &tokio_postgres::Config,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), PostgresError> {
         let mut client = connect(config).await?;
         ensure_schema(&client).await?;
@@ -470,11 +457,12 @@ impl Sink {
                 )))
             }
             Some((seq, _)) => seq + 1,
-            None => first_kept(&self.data_dir)?,
+            // Nothing exported yet: from the first entry the journal still holds.
+            None => Tail::first_kept(&self.data_dir)?.unwrap_or(1).max(1),
         };
         self.confirm(next - 1);
         self.came_up(next);
-        *backoff = RETRY_MIN;
+        backoff.reset();
         let mut link = last.map(|(_, hash)| hash);
         let mut tail = Tail::new(&self.data_dir, next);
         loop {
@@ -482,7 +470,7 @@ impl Sink {
             let entries = tail.next_batch(head, self.batch)?;
             if entries.is_empty() {
                 self.lagging(head);
-                tokio::time::sleep(POLL_INTERVAL).await;
+                tokio::time::sleep(Duration::from_millis(EXPORT_POLL_MS)).await;
                 continue;
             }
             self.check_link(link.take(), &entries[0])?;
@@ -526,25 +514,13 @@ impl Sink {
             .lag_logged
             .is_none_or(|t| t.elapsed() >= LAG_LOG_INTERVAL)
         {
-            eprintln!(
-                "warden node: export postgres: {lag} entries behind the journal (confirmed {}, head {head})",
-                *self.mark.borrow()
-            );
+            let confirmed = *self.mark.borrow();
+            let line =
+                format!("{lag} entries behind the journal (confirmed {confirmed}, head {head})");
+            log(SINK, &line);
             self.lag_logged = Some(Instant::now());
         }
     }
-}
-
-/// The first entry the local journal still holds (1 unless retention removed segments): where
-/// a node with nothing exported yet starts.
-fn first_kept(data_dir: &Path) -> Result<u64, PostgresError> {
-    use warden_supervisor::journal::{FileStorage, Storage};
-    let storage = FileStorage::new(data_dir);
-    let segments = storage.segments().map_err(|source| JournalError::Io {
-        path: storage.location(),
-        source,
-    })?;
-    Ok(segments.first().copied().unwrap_or(1).max(1))
 }
 
 /// `entries` cut into runs of at most [`BATCH_PAYLOAD_BYTES_MAX`] payload bytes (at least one
