@@ -405,3 +405,147 @@ fn audit_query_postgres_errors_are_clear_and_never_show_the_url() {
     let (code, _, err) = warden(&["audit", "query", "--postgres", "x", "/tmp"]);
     assert_ne!(code, 0, "DIR and --postgres together are refused: {err}");
 }
+
+/// `warden node` on `dir` exporting to `pg` as `name` (segments sealed every second, so the
+/// sink follows rotations).
+fn exporting_node(dir: &Path, pg: &Postgres, name: &str) -> (std::process::Child, String) {
+    let policy = dir.with_extension("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let config = dir.with_extension("yaml");
+    let text = format!(
+        "fsync: always\nexport:\n  seal_interval: 1s\n  postgres:\n    url: '{}'\n    node: {name}\n    batch: 50\n",
+        pg.url()
+    );
+    std::fs::write(&config, text).unwrap();
+    let args = [
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    common::start_node(dir, &args, OPERATOR)
+}
+
+/// Agents stepping (and settling) over HTTP until `stop`, or until the node stops answering;
+/// the count of decisions so far.
+fn load(
+    base: &str,
+    agents: &[(String, String)],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let decided = std::sync::Arc::new(AtomicU64::new(0));
+    let threads = agents
+        .iter()
+        .cloned()
+        .map(|(id, token)| {
+            let (stop, decided) = (stop.clone(), decided.clone());
+            let me = common::client(base, Some(&token));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let step = json!({"tool": "work", "action": "read", "args": {"n": n}, "cost": {"tokens": 3}});
+                    let Ok(d) = me.step(&id, &step) else { return };
+                    decided.fetch_add(1, Ordering::SeqCst);
+                    let outcome = warden::adapters::http::wire::OutcomeRequest {
+                        status: warden_actors::OutcomeStatus::Success,
+                        cost: None,
+                    };
+                    if me.outcome(&id, d.step, &outcome).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    (decided, threads)
+}
+
+/// Waits until the table's rows of `node` are exactly the journal's entries (the node may
+/// still be running: the journal is read beside it).
+fn wait_rows_match_journal(pg: &Postgres, node: &str, dir: &Path, bound: Duration) {
+    let rows = |pg: &Postgres| {
+        pg.psql(&format!(
+            "SELECT seq, encode(hash, 'hex') FROM warden_audit WHERE node = '{node}' ORDER BY seq"
+        ))
+    };
+    let journaled = || {
+        let mut ours = String::new();
+        journal::read_all(dir, |e| {
+            ours.push_str(&format!(
+                "{}|{}\n",
+                e.seq,
+                warden::actors::ids::hex(&e.hash)
+            ));
+        })
+        .unwrap();
+        ours
+    };
+    common::wait_until(bound, "the table to hold every journal entry once", || {
+        rows(pg) == journaled()
+    });
+}
+
+#[test]
+fn a_node_under_load_exports_everything_once_across_a_killed_database_and_a_kill_9() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(mut pg) = Postgres::start("node") else {
+        return;
+    };
+    let dir = fresh_dir("node");
+    let (mut node, base) = exporting_node(&dir, &pg, "w1");
+    let op = common::client(&base, Some(OPERATOR));
+    let agents: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let id = format!("agent-{i}");
+            let token = common::register(&op, &id, "swarm");
+            (id, token)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (decided, threads) = load(&base, &agents, &stop);
+    std::thread::sleep(Duration::from_millis(1_500));
+
+    // PostgreSQL dies under load: the node keeps deciding.
+    pg.kill();
+    let before = decided.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    let during = decided.load(Ordering::SeqCst) - before;
+    assert!(during > 0, "no decision while PostgreSQL was down");
+    pg.restart();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The node is killed under load (the sink may be behind), and started again.
+    let _ = node.kill();
+    let _ = node.wait();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let (mut node, base) = exporting_node(&dir, &pg, "w1");
+    let (_, threads) = load(&base, &agents, &stop);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+
+    wait_rows_match_journal(&pg, "w1", &dir, Duration::from_secs(60));
+    let total: u64 = pg
+        .psql("SELECT count(*) FROM warden_audit")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(total > during, "{total} rows");
+    let op = common::client(&base, Some(OPERATOR));
+    let (_, metrics) = common::call(&op, "GET", "/metrics", common::Body::None);
+    let text = metrics.as_str().unwrap_or_default();
+    for line in [
+        "warden_export_up{sink=\"postgres\"} 1",
+        "warden_export_lag_entries{sink=\"postgres\"} 0",
+    ] {
+        assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+}
