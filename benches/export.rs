@@ -39,7 +39,7 @@ const OPERATOR: &str = "bench-operator-token-export";
 const POLICY: &str = r#"version: 1
 defaults:
   budgets: {steps: 1000000000, tokens: 1000000000000}
-  stagnation: {repeat_limit: 1000000, window: 1000}
+  stagnation: {repeat_limit: 1000, window: 1000}
 pools:
   - {path: swarm, limits: {tokens: 1000000000000}}
 tools:
