@@ -814,7 +814,7 @@ mod tests {
         let c = columns(
             EntryKind::Decision,
             serde_json::json!({"type": "decision", "agent": "a", "at_ms": 1, "decision": "allow",
-                "rule": "r1", "step": step, "step_id": "s-1", "reserved": {"steps": 1, "tokens": 7, "cost_usd": 0.5}}),
+                "rule": "r1", "step": step, "step_id": "s-1", "reserved": {"steps": 1, "tokens": 7, "cost_micro_usd": 500_000}}),
         );
         assert_eq!(
             (
