@@ -7,8 +7,8 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
-pub mod audit_s3;
 pub mod audit_pg;
+pub mod audit_s3;
 pub mod certs;
 pub mod cluster;
 pub mod demo;

@@ -139,7 +139,12 @@ impl Exports {
             tasks.push(tokio::spawn(run));
         }
         if let (Some(pg), Some(mark)) = (&settings.postgres, marks.postgres) {
-            tasks.push(tokio::spawn(postgres::run(pg.clone(), journal, data_dir, mark)));
+            tasks.push(tokio::spawn(postgres::run(
+                pg.clone(),
+                journal,
+                data_dir,
+                mark,
+            )));
         }
         Exports { tasks }
     }
