@@ -20,6 +20,7 @@
 //! Not supported yet: the connection is plain TCP (or a Unix socket). A URL that asks for TLS
 //! (`sslmode=require`, or any explicit `sslmode` but `disable`) is refused, never downgraded.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -382,7 +383,7 @@ pub async fn run(
         match sink.session(&config, &mut backoff).await {
             Err(e @ (PostgresError::Refused(_) | PostgresError::Url(_))) => return sink.refuse(&e),
             Err(e) => sink.went_down(&e),
-            Ok(()) => unreachable!("a session ends only with an error"),
+            Ok(never) => match never {},
         }
         tokio::time::sleep(backoff.after_failure()).await;
     }
@@ -443,7 +444,7 @@ impl Sink {
         &mut self,
         config: &tokio_postgres::Config,
         backoff: &mut Backoff,
-    ) -> Result<(), PostgresError> {
+    ) -> Result<Infallible, PostgresError> {
         let mut client = connect(config).await?;
         ensure_schema(&client).await?;
         let insert = prepare_insert(&client).await?;
@@ -460,7 +461,11 @@ impl Sink {
             // Nothing exported yet: from the first entry the journal still holds.
             None => Tail::first_kept(&self.data_dir)?.unwrap_or(1).max(1),
         };
-        self.confirm(next - 1);
+        // Confirmed only once known to be this journal's: a mark set from another journal's
+        // rows would let retention remove segments never exported.
+        if self.owns(&last, head)? {
+            self.confirm(next - 1);
+        }
         self.came_up(next);
         backoff.reset();
         let mut link = last.map(|(_, hash)| hash);
@@ -481,6 +486,31 @@ impl Sink {
                 self.confirm(chunk.last().expect("not empty").seq);
             }
             self.lagging(head);
+        }
+    }
+
+    /// Whether the last exported row is this journal's entry: `Ok(true)` when its hash is
+    /// the journal's (the entry itself, or the link of the one after it), `Ok(false)` when the
+    /// journal no longer holds either (the first batch's link decides), `Refused` when the
+    /// hashes differ.
+    fn owns(&self, last: &Option<(u64, Vec<u8>)>, head: u64) -> Result<bool, PostgresError> {
+        let Some((seq, hash)) = last else {
+            return Ok(true);
+        };
+        let read = |from: u64| Tail::new(&self.data_dir, from).next_batch(head, 1).ok();
+        let ours = match read(*seq).and_then(|v| v.into_iter().next()) {
+            Some(e) if e.seq == *seq => Some(e.hash),
+            _ => read(seq + 1)
+                .and_then(|v| v.into_iter().next())
+                .map(|e| e.prev_hash),
+        };
+        match ours {
+            Some(h) if h[..] != hash[..] => Err(PostgresError::Refused(format!(
+                "the database's entry {seq} of node {:?} has another hash than this journal's: another node exports under this name, or this journal was replaced",
+                self.node
+            ))),
+            Some(_) => Ok(true),
+            None => Ok(false),
         }
     }
 
