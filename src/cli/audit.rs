@@ -46,9 +46,22 @@ pub enum AuditCommand {
     /// reading.
     ///
     /// Example: `warden audit query warden-data --agent a1 --kind halt --since 2026-11-23T00:00:00Z`
+    ///
+    /// With --postgres instead of DIR: the same lines from the entries a node exported to
+    /// PostgreSQL (docs/export.md), e.g. `warden audit query --postgres env:WARDEN_POSTGRES_URL
+    /// --node warden-1 --agent a1`.
     Query {
         /// The node's data directory.
-        dir: PathBuf,
+        #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
+        dir: Option<PathBuf>,
+        /// Read the rows exported to PostgreSQL: a URL (postgresql://user@host:port/db) or
+        /// env:NAME (the variable holding it). No TLS yet: sslmode other than disable is
+        /// refused.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// With --postgres: only this node's rows (default: every node's, by node then seq).
+        #[arg(long, requires = "postgres")]
+        node: Option<String>,
         /// Only this agent's entries.
         #[arg(long)]
         agent: Option<String>,
@@ -121,15 +134,23 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         } => verify(&dir, &public_keys),
         AuditCommand::Query {
             dir,
+            postgres,
+            node,
             agent,
             kinds,
             decision,
             since,
             until,
         } => {
-            has_journal(&dir)?;
             let filter = query_filter(agent, &kinds, decision, since, until)?;
-            query(&dir, &filter)?;
+            match (dir, postgres) {
+                (_, Some(url)) => super::audit_pg::query(&url, node.as_deref(), &filter)?,
+                (Some(dir), None) => {
+                    has_journal(&dir)?;
+                    query(&dir, &filter)?;
+                }
+                (None, None) => bail!("give a data directory or --postgres URL"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Replay {
@@ -310,11 +331,19 @@ fn query_filter(
 /// `audit query`: matching entries as JSON lines on standard output, their count on standard
 /// error. A closed pipe (`| head`) stops the printing, not the count.
 fn query(dir: &Path, filter: &audit::Filter) -> anyhow::Result<()> {
+    print_lines(|out| Ok(audit::query(dir, filter, out)?.0))
+}
+
+/// Runs `read` with a writer of JSON lines to standard output, then prints the count it
+/// returns on standard error. A closed pipe (`| head`) stops the printing, not the count.
+pub(super) fn print_lines(
+    read: impl FnOnce(&mut dyn FnMut(serde_json::Value)) -> anyhow::Result<u64>,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut broken = false;
-    let (matched, _) = audit::query(dir, filter, |v| {
+    let matched = read(&mut |v| {
         if !broken && writeln!(out, "{v}").is_err() {
             broken = true;
         }

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod audit_pg;
 pub mod audit_s3;
 pub mod certs;
 pub mod cluster;

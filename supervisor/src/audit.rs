@@ -47,7 +47,9 @@ pub struct Filter {
     pub until_ms: Option<u64>,
 }
 
-fn agent_of(record: &Record) -> Option<&AgentId> {
+/// The agent an entry is about: registrations, agents' records and removals (what
+/// `audit query --agent` matches).
+pub fn agent_of(record: &Record) -> Option<&AgentId> {
     match record {
         Record::Registered(r) => Some(&r.agent),
         Record::Agent(a) => Some(&a.agent),
@@ -56,13 +58,89 @@ fn agent_of(record: &Record) -> Option<&AgentId> {
     }
 }
 
-fn verdict_of(record: &Record) -> Option<Verdict> {
+/// The verdict of a decision or of an approval's answer (what `audit query --decision`
+/// matches).
+pub fn verdict_of(record: &Record) -> Option<Verdict> {
     match record {
         Record::Agent(AgentRecord {
             record:
                 KernelRecord::Decision { decision, .. } | KernelRecord::Approval { decision, .. },
             ..
         }) => Some(*decision),
+        _ => None,
+    }
+}
+
+/// What an entry is indexed by outside the journal (the PostgreSQL sink's columns), read from
+/// its record by the same definitions `audit query` filters by. `None`: the record has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// [`agent_of`].
+    pub agent: Option<AgentId>,
+    /// [`verdict_of`].
+    pub verdict: Option<Verdict>,
+    /// The rule: of a decision, of an approval's final decision, of a halt, of the halt a
+    /// resume lifted.
+    pub rule: Option<String>,
+    /// A pool (team path): a registration's, a team mark's, an escrow state's, a snapshot's
+    /// team, agent or escrow item. Agents' records name only the agent (its pool is its
+    /// registration's).
+    pub pool: Option<String>,
+    /// Tokens: a decision's reservation; a settlement's use (`charged + overrun`).
+    pub tokens: Option<u64>,
+    /// Cost in micro-dollars (1e-6 USD), as `tokens`.
+    pub cost_micro_usd: Option<u64>,
+}
+
+/// The [`Columns`] of a record.
+pub fn columns_of(record: &Record) -> Columns {
+    let mut c = Columns {
+        agent: agent_of(record).cloned(),
+        verdict: verdict_of(record),
+        pool: pool_of(record).map(str::to_string),
+        ..Columns::default()
+    };
+    let amounts = match record {
+        Record::Agent(AgentRecord { record, .. }) => match record {
+            KernelRecord::Decision { rule, reserved, .. } => {
+                c.rule = rule.clone();
+                reserved.clone()
+            }
+            KernelRecord::Approval { rule, .. } => {
+                c.rule = rule.clone();
+                None
+            }
+            KernelRecord::Halt { record } | KernelRecord::Resume { lifted: record, .. } => {
+                c.rule = record.rule.as_deref().map(str::to_string);
+                None
+            }
+            KernelRecord::Settlement {
+                charged, overrun, ..
+            } => Some(charged.saturating_add(overrun)),
+            KernelRecord::State(_) => None,
+        },
+        _ => None,
+    };
+    if let Some(a) = amounts {
+        c.tokens = Some(a.get(LedgerDim::Tokens));
+        c.cost_micro_usd = Some(a.get(LedgerDim::CostMicroUsd));
+    }
+    c
+}
+
+/// The pool (team path) a record names, if any (see [`Columns::pool`]).
+fn pool_of(record: &Record) -> Option<&str> {
+    use crate::journal::records::SnapshotItem;
+    match record {
+        Record::Registered(r) => Some(&r.team),
+        Record::Note(Note::TeamHalted { team, .. }) => Some(team),
+        Record::Note(Note::Escrow { pool, .. }) => Some(pool),
+        Record::Snapshot(item) => match item.as_ref() {
+            SnapshotItem::Team { team, .. } => Some(team),
+            SnapshotItem::Agent { registration, .. } => Some(&registration.team),
+            SnapshotItem::Escrow { pool, .. } => Some(pool),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -711,7 +789,67 @@ impl Tables {
 
 #[cfg(test)]
 mod tests {
-    use super::time;
+    use super::{columns_of, time, Columns};
+    use crate::journal::records::Record;
+    use crate::journal::{Entry, EntryKind};
+    use warden_actors::{AgentId, Verdict};
+
+    fn columns(kind: EntryKind, payload: serde_json::Value) -> Columns {
+        let entry = Entry {
+            seq: 1,
+            ts_ms: 0,
+            kind,
+            format: 1,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+            payload: payload.to_string().into_bytes(),
+        };
+        columns_of(&Record::parse(&entry).unwrap())
+    }
+
+    #[test]
+    fn columns_are_read_by_the_query_filters_definitions() {
+        let a = Some(AgentId::new("a").unwrap());
+        let step = serde_json::json!({"tool": "work", "action": "read", "args": {}});
+        let c = columns(
+            EntryKind::Decision,
+            serde_json::json!({"type": "decision", "agent": "a", "at_ms": 1, "decision": "allow",
+                "rule": "r1", "step": step, "step_id": "s-1", "reserved": {"steps": 1, "tokens": 7, "cost_micro_usd": 500_000}}),
+        );
+        assert_eq!(
+            (
+                c.agent.clone(),
+                c.verdict,
+                c.rule.as_deref(),
+                c.tokens,
+                c.cost_micro_usd,
+                c.pool
+            ),
+            (
+                a.clone(),
+                Some(Verdict::Allow),
+                Some("r1"),
+                Some(7),
+                Some(500_000),
+                None
+            )
+        );
+        let c = columns(
+            EntryKind::Settlement,
+            serde_json::json!({"type": "settlement", "agent": "a", "at_ms": 1, "step_id": "s-1", "status": "success",
+                "charged": {"tokens": 5}, "overrun": {"tokens": 2}, "refunded": {}}),
+        );
+        assert_eq!(
+            (c.verdict, c.tokens),
+            (None, Some(7)),
+            "used = charged + overrun"
+        );
+        let c = columns(
+            EntryKind::Note,
+            serde_json::json!({"type": "team_halted", "team": "swarm/x", "halted": true}),
+        );
+        assert_eq!((c.agent, c.pool.as_deref()), (None, Some("swarm/x")));
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

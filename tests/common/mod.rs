@@ -11,6 +11,7 @@ use serde_json::Value;
 pub use warden::adapters::client::{Body, Client};
 
 pub mod cluster;
+pub mod postgres;
 
 /// The `warden` binary the tests start: the package's own (`$WARDEN_BIN` overrides it).
 #[allow(dead_code)] // each test crate compiles this module; not all of them start the binary

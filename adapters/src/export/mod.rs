@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use warden_supervisor::journal::seal::SigningKey;
 use warden_supervisor::journal::Journal;
 
+pub mod postgres;
+
 use crate::config::{ExportSettings, SigningKeySource};
 use crate::http::auth::{check_private, write_private};
 use crate::limits::{EXPORT_RETRY_MS_MAX, EXPORT_RETRY_MS_MIN};
@@ -136,7 +138,14 @@ impl Exports {
             );
             tasks.push(tokio::spawn(run));
         }
-        let _ = (journal, data_dir, marks.postgres);
+        if let (Some(pg), Some(mark)) = (&settings.postgres, marks.postgres) {
+            tasks.push(tokio::spawn(postgres::run(
+                pg.clone(),
+                journal,
+                data_dir,
+                mark,
+            )));
+        }
         Exports { tasks }
     }
 
