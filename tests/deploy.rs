@@ -7,8 +7,10 @@
 //! drives near empty; every metric name a dashboard or rule reads is one the node exports.
 //! `promtool check rules|config` and `promtool test rules` (the rules' unit tests) pass.
 //!
-//! Needs `prometheus` and `promtool` on the PATH (Debian's `prometheus` package); without them
-//! the tests say why and skip, unless `WARDEN_REQUIRE_EXTERNAL=1` (CI), where they fail.
+//! Needs `prometheus` and `promtool` on the PATH (Debian's `prometheus` package), and
+//! PostgreSQL (Debian's `postgresql`: the node exports its journal there, so the export panels
+//! and alerts have data); without them the tests say why and skip, unless
+//! `WARDEN_REQUIRE_EXTERNAL=1` (CI), where they fail.
 //! About 20 s of wall time in a debug build on 2 cores (most of it the 10 s load).
 
 mod common;
@@ -92,7 +94,7 @@ fn promtool_checks_the_rules_and_config_and_every_alert_has_a_passing_unit_test(
             .collect()
     };
     let alerts = names("alerts.yml", "alert:");
-    assert_eq!(alerts.len(), 10, "{alerts:?}");
+    assert_eq!(alerts.len(), 13, "{alerts:?}");
     assert_eq!(alerts, names("alerts.test.yml", "alertname:"));
 }
 
@@ -149,7 +151,9 @@ fn serve(conn: TcpStream) {
 
 /// Starts the node with the test's policy and upstreams in `dir`, as a cluster of one (its
 /// certificates made by `warden certs`), so the sync panels and alerts have their series.
-fn start_node(dir: &Path) -> (Proc, String) {
+/// The node of the test: a one-member cluster with the proxy's upstreams, exporting its
+/// journal to `postgres` (so the export panels and alerts have data) and sealing every second.
+fn start_node(dir: &Path, postgres: &str) -> (Proc, String) {
     let addr = upstream();
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/deploy/policy.yaml");
     let certs = dir.join("certs");
@@ -170,7 +174,8 @@ fn start_node(dir: &Path) -> (Proc, String) {
             "upstreams:\n  openai: {{url: \"http://{addr}/v1\", kind: openai}}\n  search: {{url: \"http://{addr}\"}}\n\
              prices:\n  gpt-t: {{upstream: openai, input: 1.0, output: 2.0, max_output_tokens: 100}}\n\
              sync:\n  listen: 127.0.0.1:0\n  members: [deploy-node]\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n\
-             \x20 pools: {{swarm: {{tokens: 60000000}}}}\n",
+             \x20 pools: {{swarm: {{tokens: 60000000}}}}\n\
+             export:\n  seal_interval: 1s\n  postgres: {{url: \"{postgres}\"}}\n",
             ca = certs.join("ca.pem").display(),
             cert = certs.join("deploy-node.pem").display(),
             key = certs.join("deploy-node.key").display(),
@@ -450,7 +455,10 @@ fn every_panel_and_alert_answers_from_a_real_node_and_the_pool_alerts_fire() {
     let dir = std::env::temp_dir().join(format!("warden-deploy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut node, base) = start_node(&dir);
+    let Some(pg) = common::postgres::Postgres::start("deploy") else {
+        return; // said why (and failed under WARDEN_REQUIRE_EXTERNAL=1)
+    };
+    let (mut node, base) = start_node(&dir, &pg.url());
     node.dir = Some(dir.clone());
     use_the_proxy(&base);
     let prom = Prometheus::start(&dir, &base);
@@ -512,7 +520,7 @@ fn every_panel_and_alert_answers_from_a_real_node_and_the_pool_alerts_fire() {
         used.extend(metric_names(expr));
         alerts += 1;
     }
-    assert_eq!(alerts, 10, "every alert of alerts.yml is loaded");
+    assert_eq!(alerts, 13, "every alert of alerts.yml is loaded");
     for name in &used {
         assert!(
             exported.contains(name),
@@ -525,4 +533,5 @@ fn every_panel_and_alert_answers_from_a_real_node_and_the_pool_alerts_fire() {
         started.elapsed().as_secs_f64()
     );
     drop(prom);
+    drop(pg);
 }

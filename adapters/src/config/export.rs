@@ -7,7 +7,7 @@
 //!   seal_interval: 15m                   # close and sign the open segment this often when it has entries
 //!   s3:
 //!     bucket: warden-audit               # required
-//!     prefix: prod/warden-1              # objects are PREFIX/<first:020>.seg and .sig
+//!     prefix: prod/{node}                # objects are PREFIX/<first:020>.seg and .sig; {node}: this node's name
 //!     endpoint: http://127.0.0.1:9000    # an S3-compatible server; AWS when absent
 //!     region: us-east-1
 //!     retention: {mode: compliance, days: 365}   # object lock on every upload
@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use warden_actors::yaml::{Entry, Node, Reader};
 use warden_supervisor::limits::SEAL_INTERVAL_MS_DEFAULT;
 
-use super::Redacted;
+use super::{ConfigError, Redacted};
 use crate::limits::{EXPORT_BATCH_ENTRIES_DEFAULT, EXPORT_BATCH_ENTRIES_MAX, SEAL_INTERVAL_MS_MIN};
 
 /// The `export` section as read from the file (environment references not yet resolved).
@@ -98,6 +98,8 @@ pub struct S3Settings {
     /// The bucket.
     pub bucket: String,
     /// The key prefix (no leading or trailing `/`); objects are `PREFIX/<first:020>.seg|.sig`.
+    /// `{node}` in it stands for this node's name (the cluster name, else the host name), so
+    /// nodes that share one config file (a StatefulSet) keep apart.
     pub prefix: String,
     /// An S3-compatible server's URL; `None` is AWS.
     pub endpoint: Option<String>,
@@ -331,6 +333,13 @@ fn postgres_url(r: &mut Reader, n: &Node) -> Option<String> {
         );
         return None;
     }
+    if !url.starts_with("env:") {
+        // Parsed as the sink will parse it (TLS asked for is refused); errors never hold it.
+        if let Err(e) = crate::export::postgres::connect_config(&url) {
+            r.error(n.pos, e.to_string(), None);
+            return None;
+        }
+    }
     Some(url)
 }
 
@@ -344,24 +353,28 @@ fn node_name(r: &mut Reader, n: &Node) -> Option<String> {
     Some(name)
 }
 
-/// Why the export section cannot be resolved.
-pub(super) type Missing = (String, String);
-
 /// The section with every `env:NAME` read through `env`, and the defaults applied; the node
-/// name defaults to `cluster_name`, else the host name. An unset variable is an error
-/// `(key, variable)`.
+/// name (`export.postgres.node`, `{node}` in `export.s3.prefix`) defaults to `cluster_name`,
+/// else the host name.
+///
+/// # Errors
+/// [`ConfigError::MissingExportEnv`] for an unset variable, [`ConfigError::Export`] for a
+/// variable that holds a PostgreSQL URL the sink cannot use.
 pub(super) fn resolve_export(
     section: Option<ExportSection>,
     cluster_name: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ExportSettings, Missing> {
+) -> Result<ExportSettings, ConfigError> {
     let Some(s) = section else {
         return Ok(ExportSettings::default());
     };
     let lookup = |key: &str, var: &str| {
         env(var)
             .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| (key.to_string(), var.to_string()))
+            .ok_or_else(|| ConfigError::MissingExportEnv {
+                key: key.to_string(),
+                var: var.to_string(),
+            })
     };
     let signing_key = match s.signing_key {
         None => SigningKeySource::DataDir,
@@ -373,21 +386,33 @@ pub(super) fn resolve_export(
             None => SigningKeySource::File(PathBuf::from(k)),
         },
     };
+    // This node's name: the cluster's, else the host's (a StatefulSet pod's name).
+    let node = cluster_name.unwrap_or_else(host_name);
+    let s3 = s.s3.map(|mut s3| {
+        s3.prefix = s3.prefix.replace("{node}", &node);
+        s3
+    });
     let postgres = match s.postgres {
         None => None,
         Some(p) => Some(PostgresSettings {
             url: Redacted(match p.url.strip_prefix("env:") {
-                Some(var) => lookup("export.postgres.url", var)?,
+                Some(var) => {
+                    let url = lookup("export.postgres.url", var)?;
+                    crate::export::postgres::connect_config(&url).map_err(|e| {
+                        ConfigError::Export(format!("export.postgres.url: ${var}: {e}"))
+                    })?;
+                    url
+                }
                 None => p.url,
             }),
-            node: p.node.or(cluster_name).unwrap_or_else(host_name),
+            node: p.node.unwrap_or_else(|| node.clone()),
             batch: p.batch.unwrap_or(EXPORT_BATCH_ENTRIES_DEFAULT),
         }),
     };
     Ok(ExportSettings {
         signing_key,
         seal_interval_ms: s.seal_interval_ms.unwrap_or(SEAL_INTERVAL_MS_DEFAULT),
-        s3: s.s3,
+        s3,
         postgres,
     })
 }
@@ -435,6 +460,12 @@ mod tests {
         let pg = e.postgres.unwrap();
         assert_eq!((pg.node.as_str(), pg.batch), ("w-1", 500));
         assert_eq!(pg.url.0, "postgres://u:secret@127.0.0.1/db");
+        let two = read_config("export: {s3: {bucket: b-1, prefix: 'audit/{node}/'}}").unwrap();
+        let s3 = resolve_export(two.export, Some("warden-2".into()), &|_| None)
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.prefix, "audit/warden-2", "{{node}} is this node's name");
         assert!(
             !format!("{pg:?}").contains("secret"),
             "the URL is never printed"
@@ -445,9 +476,25 @@ mod tests {
         // An unset variable is an error naming the key and the variable.
         let none = |_: &str| None;
         assert_eq!(
-            resolve_export(file.export, None, &none).unwrap_err(),
-            ("export.signing_key".to_string(), "AUDIT_KEY".to_string())
+            resolve_export(file.export.clone(), None, &none)
+                .unwrap_err()
+                .to_string(),
+            "export.signing_key: the environment variable AUDIT_KEY is not set; set it or write the value in the config"
         );
+        // A variable holding a URL the sink cannot use (TLS asked for) stops the start too,
+        // without printing the URL.
+        let tls = |v: &str| match v {
+            "AUDIT_KEY" => Some("ab".repeat(32)),
+            _ => Some("postgres://u:secret@h/db?sslmode=require".into()),
+        };
+        let e = resolve_export(file.export, None, &tls)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("$PG_URL") && e.contains("sslmode=require"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]
@@ -506,6 +553,13 @@ mod tests {
             "export: {postgres: {url: 'postgres://h/db', node: 'Bad Name'}, signing_key: ''}",
         );
         assert_eq!(m.len(), 2, "{m:?}");
+        let m = errors("export:\n  postgres: {url: 'postgres://u:pw@h/db?sslmode=verify-full'}\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("2:19: export.postgres url: sslmode=verify-full: TLS to PostgreSQL is not supported yet"),
+            "{m:?}"
+        );
+        assert!(!m[0].contains("pw@"), "{m:?}");
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub enum ConfigError {
     /// The sync flags or section cannot make a cluster node.
     #[error("sync: {0}")]
     Sync(String),
+    /// An `export` value read from the environment cannot be used.
+    #[error("{0}")]
+    Export(String),
     /// An `export` key refers to an environment variable that is not set.
     #[error(
         "{key}: the environment variable {var} is not set; set it or write the value in the config"
@@ -275,8 +278,7 @@ pub fn resolve(
         };
         identity.node_name().ok().map(|n| n.as_str().to_string())
     });
-    config.export = export::resolve_export(file.export, cluster_name, env)
-        .map_err(|(key, var)| ConfigError::MissingExportEnv { key, var })?;
+    config.export = export::resolve_export(file.export, cluster_name, env)?;
     Ok(Resolved {
         config,
         policy_source,
