@@ -8,8 +8,10 @@
 //!    (`warden::adapters::export::postgres::run`, batches of BATCH) exports it into an empty
 //!    table, timed from its start until its confirmed mark reaches the journal's head:
 //!    entries/s.
-//! 2. **Decision latency, export off vs on**: the real `warden node` binary (fsync always), once
-//!    without and once with `export.postgres`, alternating for ROUNDS rounds of SECONDS each,
+//! 2. **Decision latency, exports off vs on**: the real `warden node` binary (fsync always), once
+//!    without exports and once with `export.postgres` and `export.s3` (moto's S3 server, from
+//!    the venv `.ci/run` makes or `$WARDEN_PYTHON`; PostgreSQL only when it is missing) with a
+//!    1 s seal interval, alternating for ROUNDS rounds of SECONDS each,
 //!    in this one run; CLIENTS threads each send `POST /v1/agents/{id}/steps` and wait for the
 //!    answer (closed loop, the typed client) as fast as the node answers. Median and p99 of
 //!    the round trips, and the decisions per second, per mode.
@@ -144,10 +146,78 @@ fn entry(i: u64) -> (EntryKind, Vec<u8>) {
     (kind, payload.to_string().into_bytes())
 }
 
-/// Part 2: decision round trips with the export off and on, alternating rounds.
+/// moto's S3 server (`$WARDEN_PYTHON -m moto.server`, else the venv `.ci/run` makes) with a
+/// bucket `bench`, killed when dropped; `None` (said why) when it cannot start.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Option<Moto> {
+        let python = std::env::var_os("WARDEN_PYTHON")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".cache/warden-venv/bin/python"))
+            })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        // moto checks no signature, but an unsigned request is anonymous.
+        let auth = "AWS4-HMAC-SHA256 Credential=bench/20261201/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let put = ureq::put(format!("{}/bench", moto.url))
+                .header("authorization", auth)
+                .send_empty();
+            if put.is_ok() {
+                return Some(moto);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("moto's S3 server did not answer within 30 s");
+        None
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Part 2: decision round trips with the exports off and on (PostgreSQL, and the S3 archive
+/// on moto when it runs), alternating rounds.
 fn latency(pg: &pg::Postgres, dir: &Path, rounds: u64, each: Duration, clients: usize) {
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
+    let moto = Moto::start();
+    if moto.is_none() {
+        eprintln!("no moto (pip install 'moto[server]'): exports on means PostgreSQL only");
+    }
+    std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
     let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     let mut decided = [0u64; 2];
     for round in 0..rounds {
@@ -158,8 +228,14 @@ fn latency(pg: &pg::Postgres, dir: &Path, rounds: u64, each: Duration, clients: 
             if on {
                 std::env::set_var("WARDEN_BENCH_PG_URL", pg.url());
                 text.push_str(&format!(
-                    "export:\n  postgres:\n    url: env:WARDEN_BENCH_PG_URL\n    node: bench-{round}\n"
+                    "export:\n  seal_interval: 1s\n  postgres:\n    url: env:WARDEN_BENCH_PG_URL\n    node: bench-{round}\n"
                 ));
+                if let Some(m) = &moto {
+                    text.push_str(&format!(
+                        "  s3: {{bucket: bench, prefix: round-{round}, endpoint: \"{}\"}}\n",
+                        m.url
+                    ));
+                }
             }
             std::fs::write(&config, text).unwrap();
             let (mut node, base) = start_node(&data, &policy, &config);
