@@ -551,3 +551,35 @@ fn a_node_under_load_exports_everything_once_across_a_killed_database_and_a_kill
     let _ = node.kill();
     let _ = node.wait();
 }
+
+#[test]
+fn audit_query_postgres_refuses_a_row_changed_in_the_database() {
+    let Some(pg) = Postgres::start("changed_row") else {
+        return;
+    };
+    let dir = fresh_dir("changed-row");
+    let journal = open_journal(&dir);
+    let rt = runtime();
+    let (tx, mark) = watch::channel(0);
+    let sink = rt.spawn(postgres::run(
+        settings(&pg, "n1", 100),
+        journal.clone(),
+        dir.clone(),
+        tx,
+    ));
+    append(&rt, &journal, 1, 20);
+    wait_exported(&mark, &journal, Duration::from_secs(30));
+    sink.abort();
+    rt.block_on(journal.shutdown());
+    let url = pg.url();
+    let (code, before, _) = warden(&["audit", "query", "--postgres", &url, "--node", "n1"]);
+    assert_eq!(code, 0);
+    // Someone with write access to the table changes what entry 7 says, keeping its hash.
+    pg.psql(
+        r#"UPDATE warden_audit SET payload = convert_to('{"type":"team_halted","team":"t/x","halted":false}', 'UTF8') WHERE node = 'n1' AND seq = 7"#,
+    );
+    let (code, after, err) = warden(&["audit", "query", "--postgres", &url, "--node", "n1"]);
+    assert_ne!(code, 0, "a changed row is printed as the entry: {after}");
+    assert!(err.contains("entry 7") && err.contains("hash"), "{err}");
+    assert!(before.lines().count() == 20);
+}

@@ -643,7 +643,7 @@ fn entry_of(row: &tokio_postgres::Row) -> Result<Entry, PostgresError> {
     let bad = |what: &str| PostgresError::Refused(format!("a row of warden_audit: {what}"));
     let hash32 = |v: Vec<u8>| <[u8; 32]>::try_from(v).map_err(|_| bad("a hash is not 32 bytes"));
     let kind: String = row.get(2);
-    Ok(Entry {
+    let entry = Entry {
         seq: row.get::<_, i64>(0) as u64,
         ts_ms: row.get::<_, i64>(1) as u64,
         kind: EntryKind::from_name(&kind).map_err(|e| bad(&e))?,
@@ -651,7 +651,16 @@ fn entry_of(row: &tokio_postgres::Row) -> Result<Entry, PostgresError> {
         prev_hash: hash32(row.get(4))?,
         hash: hash32(row.get(5))?,
         payload: row.get(6),
-    })
+    };
+    // The row's hash must be its fields' (as `audit query DIR` checks the chain): a changed
+    // payload, time or kind is never printed beside the hash of the entry it replaced.
+    if entry.computed_hash() != entry.hash {
+        return Err(bad(&format!(
+            "entry {}: its hash does not match its seq, ts_ms, kind, prev_hash and payload (the row was changed)",
+            entry.seq
+        )));
+    }
+    Ok(entry)
 }
 
 #[cfg(test)]

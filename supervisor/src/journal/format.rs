@@ -155,6 +155,23 @@ pub struct Entry {
     pub payload: Vec<u8>,
 }
 
+impl Entry {
+    /// The hash its fields give (BLAKE3 of the frame body: seq, ts_ms, kind, prev_hash,
+    /// payload), as the writer computed [`hash`](Self::hash): an entry read from elsewhere
+    /// (an export's row) whose `hash` differs was changed.
+    pub fn computed_hash(&self) -> Hash {
+        let mut out = Vec::with_capacity(frame_len(self.payload.len()));
+        encode_frame(
+            &mut out,
+            self.seq,
+            self.ts_ms,
+            self.kind,
+            &self.prev_hash,
+            &self.payload,
+        )
+    }
+}
+
 /// The file name of the segment whose first entry is `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")

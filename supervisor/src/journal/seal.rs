@@ -353,6 +353,11 @@ pub struct SealReport {
 /// segment's bytes and the trusted `keys` (none: any key, self-attested). The chain itself
 /// is checked by [`verify`](super::verify); this pass checks who signed it.
 ///
+/// The last segment is the open one unless it has a seal: a node never seals its open
+/// segment, so a sealed last segment is one whose successors were removed, and it is
+/// checked like any closed one. A seal after the last segment (its segment gone) is bad:
+/// it signs entries the journal no longer holds.
+///
 /// # Errors
 /// The journal cannot be listed or read.
 pub fn check_seals(data_dir: &Path, keys: &[PublicKey]) -> Result<SealReport, JournalError> {
@@ -360,16 +365,16 @@ pub fn check_seals(data_dir: &Path, keys: &[PublicKey]) -> Result<SealReport, Jo
     let jdir = storage.location();
     let io = |path: PathBuf| move |source| JournalError::Io { path, source };
     let segments = storage.segments().map_err(io(jdir.clone()))?;
-    let mut report = SealReport {
-        open: segments.last().copied(),
-        ..Default::default()
-    };
-    for &first in segments.iter().rev().skip(1).rev() {
+    let mut report = SealReport::default();
+    for (i, &first) in segments.iter().enumerate() {
         let path = jdir.join(seal_name(first));
         let seal = match fs::read(&path) {
             Ok(bytes) => Seal::from_json(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                report.unsealed.push(first);
+                match i + 1 == segments.len() {
+                    true => report.open = Some(first),
+                    false => report.unsealed.push(first),
+                }
                 continue;
             }
             Err(e) => return Err(io(path)(e)),
@@ -390,25 +395,35 @@ pub fn check_seals(data_dir: &Path, keys: &[PublicKey]) -> Result<SealReport, Jo
             Err(why) => report.bad.push((first, why)),
         }
     }
+    let after = segments.last().copied().unwrap_or(0);
+    for first in seal_files(&jdir).into_iter().filter(|&f| f > after) {
+        let why = "its segment is missing: the seal signs entries the journal no longer holds";
+        report.bad.push((first, why.into()));
+    }
     Ok(report)
+}
+
+/// The first entries of the seal files (`<first:020>.sig`) in the journal directory `jdir`.
+fn seal_files(jdir: &Path) -> Vec<u64> {
+    fs::read_dir(jdir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let stem = name.to_str()?.strip_suffix(".sig")?;
+            parse_segment_name(&format!("{stem}.seg"))
+        })
+        .collect()
 }
 
 /// The public keys of every seal in `data_dir/journal/` (keys the node signed with before a
 /// key change included), sorted; unreadable seals are skipped.
 pub fn keys_in(data_dir: &Path) -> Vec<PublicKey> {
     let jdir = FileStorage::new(data_dir).location();
-    let mut keys: Vec<PublicKey> = fs::read_dir(&jdir)
+    let mut keys: Vec<PublicKey> = seal_files(&jdir)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".sig"))
-                .and_then(|n| parse_segment_name(&format!("{n}.seg")))
-                .is_some()
-        })
-        .filter_map(|e| fs::read(e.path()).ok())
+        .filter_map(|first| fs::read(jdir.join(seal_name(first))).ok())
         .filter_map(|b| Seal::from_json(&b).ok())
         .map(|s| s.public_key)
         .collect();

@@ -253,3 +253,39 @@ async fn a_segment_that_does_not_continue_its_sealed_predecessor_is_never_sealed
     fs::remove_dir_all(&dir).unwrap();
     fs::remove_dir_all(&other).unwrap();
 }
+
+#[tokio::test]
+async fn a_sealed_segment_left_last_by_a_removed_tail_is_still_checked() {
+    use super::format::SEGMENT_HEADER_BYTES;
+    use super::seal::check_seals;
+    let dir = tmp("last-sealed");
+    let j = journal(&dir, 2_048);
+    append(&j, 0, 100).await;
+    j.shutdown().await;
+    let key = SigningKey::generate();
+    let sealed = seal_closed(&dir, &key).unwrap().sealed;
+    let segments = FileStorage::new(&dir).segments().unwrap();
+    let (open, last_sealed) = (segments[segments.len() - 1], *sealed.last().unwrap());
+    // Someone removes the open segment, so the last sealed one is now last, and cuts every
+    // entry out of it: the chain still verifies (a journal may end anywhere), its seal remains.
+    fs::remove_file(seg(&dir, open)).unwrap();
+    let bytes = fs::read(seg(&dir, last_sealed)).unwrap();
+    fs::write(seg(&dir, last_sealed), &bytes[..SEGMENT_HEADER_BYTES]).unwrap();
+    verify(&dir).unwrap();
+    let report = check_seals(&dir, &[key.public_key()]).unwrap();
+    assert!(
+        report.bad.iter().any(|(first, _)| *first == last_sealed),
+        "a sealed segment no longer matching its seal must be named: {report:?}"
+    );
+    // Both gone, the seal left behind: the seal names entries the journal no longer holds.
+    fs::remove_file(seg(&dir, last_sealed)).unwrap();
+    let report = check_seals(&dir, &[key.public_key()]).unwrap();
+    assert!(
+        report
+            .bad
+            .iter()
+            .any(|(first, why)| *first == last_sealed && why.contains("missing")),
+        "{report:?}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

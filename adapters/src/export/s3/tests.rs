@@ -269,3 +269,36 @@ async fn the_verifier_names_every_bad_object() {
     journal.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn an_archive_whose_first_segments_were_removed_is_named() {
+    let dir = scratch("verify-head");
+    let key = SigningKey::generate();
+    let journal = sealed_journal(&dir, 60, &key).await;
+    let store = Arc::new(InMemory::new());
+    let (mut e, _) = exporter(&dir, &store, "p");
+    e.pass().await.unwrap();
+    let archive = Archive::over(store.clone(), &location("p"));
+    let segs = closed(&dir);
+    let trusted = [key.public_key()];
+    // The oldest segments and their seals removed: what is left is whole and continuous,
+    // but an archive starts at entry 1, or (retention before the archive) at a snapshot.
+    for s in &segs[..2] {
+        for name in [segment_name(s.0), seal_name(s.0)] {
+            store
+                .delete(&Key::from(format!("p/{name}").as_str()))
+                .await
+                .unwrap();
+        }
+    }
+    let report = verify_store(&archive, &trusted).await.unwrap();
+    assert!(
+        !report.intact(),
+        "the archive's first entries are gone: {report:?}"
+    );
+    let p = &report.problems[0];
+    assert_eq!(p.key, format!("p/{}", segment_name(segs[2].0)));
+    assert!(p.reason.contains("not a snapshot"), "{}", p.reason);
+    journal.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

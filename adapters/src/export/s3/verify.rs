@@ -1,8 +1,10 @@
 //! `warden audit verify s3://BUCKET/PREFIX`: checks an archive object by object, one segment
 //! in memory at a time, and names every bad object with why.
 
-use warden_supervisor::journal::seal::{check_segment, PublicKey, Seal};
-use warden_supervisor::journal::SegmentSummary;
+use std::path::Path;
+
+use warden_supervisor::journal::seal::{PublicKey, Seal};
+use warden_supervisor::journal::{read_segment, EntryKind, SegmentSummary};
 
 use super::archive::{Archive, Location, Present};
 
@@ -138,7 +140,11 @@ impl Verifier<'_> {
         // signature over what it claims, by a trusted key), then the two against each other:
         // so the bad object is the one named. A segment without a readable seal is still
         // checked, and continues the chain.
-        let summary = match check_segment(&bytes, first, &seg_key, None, self.keys) {
+        let mut first_kind = None;
+        let read = read_segment(&bytes, first, Path::new(&seg_key), |e| {
+            first_kind.get_or_insert(e.kind);
+        });
+        let summary = match read.map_err(|e| e.to_string()) {
             Ok(summary) => summary,
             Err(reason) => {
                 self.problem(&seg_key, reason);
@@ -160,6 +166,13 @@ impl Verifier<'_> {
                 false
             }
         });
+        if self.prev.is_none() && summary.first_seq > 1 && first_kind != Some(EntryKind::Snapshot) {
+            let why = format!(
+                "the archive starts at entry {}, and its first entry is not a snapshot: segments before it were removed (an archive starts at entry 1, or at the snapshot retention left first)",
+                summary.first_seq
+            );
+            self.problem(&seg_key, why);
+        }
         self.verified(summary, seal, seg_key);
     }
 
