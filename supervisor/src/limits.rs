@@ -79,6 +79,11 @@ pub const GROUP_ENTRIES_MAX_DEFAULT: usize = 4_096;
 /// A segment file is closed and a new one started before it would grow past this.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 
+/// The largest segment size a node may be configured with (`limits.segment_bytes`, 1 GiB),
+/// and so the largest segment a verifier reads into memory: a larger archived object is
+/// named as damage, never read.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
 /// Journal kept before retention writes a snapshot and removes the segments before it, by
 /// default (4 GiB; the config's `limits.journal_bytes`).
 pub const JOURNAL_BYTES_DEFAULT: u64 = 4 << 30;

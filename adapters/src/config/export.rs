@@ -7,7 +7,7 @@
 //!   seal_interval: 15m                   # close and sign the open segment this often when it has entries
 //!   s3:
 //!     bucket: warden-audit               # required
-//!     prefix: prod/{node}                # objects are PREFIX/<first:020>.seg and .sig; {node}: this node's name
+//!     prefix: prod/{node}                # objects are PREFIX/<first:020>.seg and .sig; {node}: this node's name (the default)
 //!     endpoint: http://127.0.0.1:9000    # an S3-compatible server; AWS when absent
 //!     region: us-east-1
 //!     retention: {mode: compliance, days: 365}   # object lock on every upload
@@ -99,7 +99,7 @@ pub struct S3Settings {
     pub bucket: String,
     /// The key prefix (no leading or trailing `/`); objects are `PREFIX/<first:020>.seg|.sig`.
     /// `{node}` in it stands for this node's name (the cluster name, else the host name), so
-    /// nodes that share one config file (a StatefulSet) keep apart.
+    /// nodes that share one config file (a StatefulSet) keep apart; it is the default.
     pub prefix: String,
     /// An S3-compatible server's URL; `None` is AWS.
     pub endpoint: Option<String>,
@@ -193,7 +193,7 @@ fn read_s3(r: &mut Reader, v: &Node) -> Option<S3Settings> {
     let m = r.mapping(v, "export.s3", &S3)?;
     let mut s = S3Settings {
         bucket: String::new(),
-        prefix: String::new(),
+        prefix: "{node}".into(),
         endpoint: None,
         region: "us-east-1".into(),
         retention: None,

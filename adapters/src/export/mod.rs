@@ -113,21 +113,41 @@ impl Marks {
     }
 }
 
-/// The running exports.
+/// The running exports: their tasks, on a runtime of their own (one thread, named
+/// `warden-export`, at a lower CPU priority: nice [`EXPORT_NICE`]), so exporting never takes
+/// a worker of the runtime that answers agents, and yields the CPU to it when both want it.
 #[derive(Debug, Default)]
 pub struct Exports {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    runtime: Option<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
+/// The nice value of the exports' thread (Linux; 0 is the default, 19 the lowest priority).
+pub const EXPORT_NICE: i32 = 10;
+
 impl Exports {
-    /// Starts the configured exports on the current runtime. Each follows the journal in
-    /// `data_dir` up to `journal`'s acknowledged head and publishes its confirmed mark.
+    /// Starts the configured exports. Each follows the journal in `data_dir` up to
+    /// `journal`'s acknowledged head and publishes its confirmed mark. Nothing starts (no
+    /// thread) without an export.
     pub fn start(
         settings: &ExportSettings,
         journal: Journal,
         data_dir: PathBuf,
         marks: Marks,
     ) -> Exports {
+        if settings.s3.is_none() && settings.postgres.is_none() {
+            return Exports::default();
+        }
+        let Some((runtime, handle)) = export_runtime() else {
+            log(
+                "start",
+                "cannot start the export thread; nothing is exported",
+            );
+            return Exports::default();
+        };
         let mut tasks = Vec::new();
         if let (Some(s3_settings), Some(mark)) = (&settings.s3, marks.s3) {
             let run = s3::run(
@@ -136,26 +156,68 @@ impl Exports {
                 Some(journal.clone()),
                 mark,
             );
-            tasks.push(tokio::spawn(run));
+            tasks.push(handle.spawn(run));
         }
         if let (Some(pg), Some(mark)) = (&settings.postgres, marks.postgres) {
-            tasks.push(tokio::spawn(postgres::run(
-                pg.clone(),
-                journal,
-                data_dir,
-                mark,
-            )));
+            tasks.push(handle.spawn(postgres::run(pg.clone(), journal, data_dir, mark)));
         }
-        Exports { tasks }
+        Exports {
+            tasks,
+            runtime: Some(runtime),
+        }
     }
 
     /// Stops every export (what they confirmed stays confirmed; they resume from the sink's
-    /// own record at the next start).
+    /// own record at the next start), then their thread.
     pub async fn shutdown(self) {
         for t in self.tasks {
             t.abort();
             let _ = t.await;
         }
+        if let Some((thread, stop)) = self.runtime {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The exports' thread with its current-thread runtime, running until its stop is sent.
+#[allow(clippy::type_complexity)]
+fn export_runtime() -> Option<(
+    (
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
+    tokio::runtime::Handle,
+)> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("warden-export".into())
+        .spawn(move || {
+            lower_priority();
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let _ = handle_tx.send(rt.handle().clone());
+            let _ = rt.block_on(stopped);
+        })
+        .ok()?;
+    let handle = handle_rx.recv().ok()?;
+    Some(((thread, stop), handle))
+}
+
+/// Lowers the calling thread's CPU priority to [`EXPORT_NICE`] (Linux: a thread's nice value
+/// is its own). Best effort: without it the exports run at the node's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take no pointers; they change only this thread's nice.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, EXPORT_NICE);
     }
 }
 

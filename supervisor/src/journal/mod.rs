@@ -295,7 +295,12 @@ impl Journal {
         let (next_seq, prev) = verified.head.map_or((1, GENESIS), |(s, h)| (s + 1, h));
         let segs = storage.segments().map_err(io_at(location.clone()))?;
         let (segment_first, segment, size) = match segs.last() {
-            Some(&first) if verified.last_format == FORMAT_VERSION => {
+            // A sealed last segment is closed (its next segment was lost, or removed by hand):
+            // appending would make its seal false, so new entries start a new segment.
+            Some(&first)
+                if verified.last_format == FORMAT_VERSION
+                    && !location.join(seal::seal_name(first)).exists() =>
+            {
                 let path = location.join(segment_name(first));
                 let mut segment = storage.open(first).map_err(io_at(path.clone()))?;
                 let len = segment.size_bytes().map_err(io_at(path.clone()))?;
@@ -312,8 +317,9 @@ impl Journal {
                 }
                 (first, segment, keep)
             }
-            // No segment yet, or the last one is of an older format version: new entries go
-            // to a new segment (a last segment without entries is replaced: same name).
+            // No segment yet, or the last one is of an older format version or sealed: new
+            // entries go to a new segment (a last segment without entries is replaced: same
+            // name).
             _ => {
                 let header = encode_header(next_seq, &prev);
                 let segment = storage

@@ -289,3 +289,29 @@ async fn a_sealed_segment_left_last_by_a_removed_tail_is_still_checked() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_journal_whose_last_segment_is_sealed_appends_to_a_new_one() {
+    let dir = tmp("sealed-last");
+    let j = journal(&dir, 2_048);
+    append(&j, 0, 60).await;
+    j.shutdown().await;
+    let key = SigningKey::generate();
+    let sealed = seal_closed(&dir, &key).unwrap().sealed;
+    // The open segment is lost; the last sealed one is now the last file.
+    let segments = FileStorage::new(&dir).segments().unwrap();
+    let open = *segments.last().unwrap();
+    fs::remove_file(seg(&dir, open)).unwrap();
+    let last_sealed = *sealed.last().unwrap();
+    let before = fs::read(seg(&dir, last_sealed)).unwrap();
+    let j = journal(&dir, 2_048);
+    append(&j, 100, 3).await;
+    j.shutdown().await;
+    assert_eq!(
+        fs::read(seg(&dir, last_sealed)).unwrap(),
+        before,
+        "a sealed segment is never appended to"
+    );
+    check(&dir, last_sealed, &[key.public_key()]).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+}

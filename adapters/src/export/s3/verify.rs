@@ -10,6 +10,10 @@ use super::archive::{Archive, Location, Present};
 
 /// Largest `.sig` object read (a seal's JSON is about 450 bytes).
 const SEAL_OBJECT_BYTES_MAX: u64 = 4_096;
+/// A segment may pass its size bound by one frame (the writer closes it before the frame
+/// that would cross it, unless that frame is its first).
+const FRAME_BYTES_MAX: u64 = (warden_supervisor::limits::ENTRY_PAYLOAD_BYTES_MAX as u64) + 64 + 52;
+use warden_supervisor::limits::SEGMENT_BYTES_MAX;
 
 /// What verifying an archive found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -131,6 +135,13 @@ impl Verifier<'_> {
             // blamed for this one's absence.
             self.prev = seal.map(|s| (claimed(&s), sig_key));
             return;
+        }
+        if let Some(size) = present
+            .seg
+            .filter(|s| *s > SEGMENT_BYTES_MAX + FRAME_BYTES_MAX)
+        {
+            let why = format!("{size} bytes is larger than any segment a node writes");
+            return self.problem(&seg_key, why);
         }
         let bytes = match self.archive.get(&self.archive.segment_key(first)).await {
             Ok(b) => b,
