@@ -10,11 +10,15 @@
 //!    entries/s.
 //! 2. **Decision latency, exports off vs on**: the real `warden node` binary (fsync always), once
 //!    without exports and once with `export.postgres` and `export.s3` (moto's S3 server, from
-//!    the venv `.ci/run` makes or `$WARDEN_PYTHON`; PostgreSQL only when it is missing) with a
-//!    1 s seal interval, alternating for ROUNDS rounds of SECONDS each,
+//!    the venv `.ci/run` makes or `$WARDEN_PYTHON`; PostgreSQL only when it is missing); both
+//!    modes close a segment every 4 MiB (so sealing costs the same in both, and the archive
+//!    has segments to upload), alternating for ROUNDS rounds of SECONDS each,
 //!    in this one run; CLIENTS threads each send `POST /v1/agents/{id}/steps` and wait for the
 //!    answer (closed loop, the typed client) as fast as the node answers. Median and p99 of
 //!    the round trips, and the decisions per second, per mode.
+//!
+//! `WARDEN_BENCH_PG_ASYNC_COMMIT=1` turns PostgreSQL's `synchronous_commit` off, a diagnostic:
+//! on this machine PostgreSQL's WAL and the node's journal share one disk.
 //!
 //! Run: `cargo bench --bench export` (200,000 entries, batch 1,000, 3 rounds of 5 s, 8
 //! clients) or `cargo bench --bench export -- ENTRIES BATCH ROUNDS SECONDS CLIENTS`, e.g.
@@ -71,6 +75,14 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
+    if std::env::var("WARDEN_BENCH_PG_ASYNC_COMMIT").as_deref() == Ok("1") {
+        // A diagnostic, not the headline: PostgreSQL's commits do not wait for its WAL's
+        // fsync, so its disk writes do not queue behind (or ahead of) the node's journal
+        // syncs on this machine's one disk.
+        pg.psql("ALTER SYSTEM SET synchronous_commit = off");
+        pg.psql("SELECT pg_reload_conf()");
+        eprintln!("PostgreSQL: synchronous_commit = off (diagnostic)");
+    }
     throughput(&pg, &dir.join("journal-data"), entries, batch);
     if rounds > 0 {
         latency(&pg, &dir, rounds, Duration::from_secs(seconds), clients);
@@ -224,11 +236,14 @@ fn latency(pg: &pg::Postgres, dir: &Path, rounds: u64, each: Duration, clients: 
         for (mode, on) in [false, true].into_iter().enumerate() {
             let data = dir.join(format!("node-{round}-{mode}"));
             let config = dir.join(format!("node-{round}-{mode}.yaml"));
-            let mut text = "fsync: always\n".to_string();
+            // Both modes close a segment every 4 MiB (about every second under this load), so
+            // rotation and sealing cost the same in both and the S3 archive has segments to
+            // upload; only the exports differ.
+            let mut text = "fsync: always\nlimits: {segment_bytes: 4MiB}\n".to_string();
             if on {
                 std::env::set_var("WARDEN_BENCH_PG_URL", pg.url());
                 text.push_str(&format!(
-                    "export:\n  seal_interval: 1s\n  postgres:\n    url: env:WARDEN_BENCH_PG_URL\n    node: bench-{round}\n"
+                    "export:\n  postgres:\n    url: env:WARDEN_BENCH_PG_URL\n    node: bench-{round}\n"
                 ));
                 if let Some(m) = &moto {
                     text.push_str(&format!(

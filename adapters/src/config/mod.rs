@@ -567,18 +567,20 @@ fn read_limits(r: &mut Reader, cfg: &mut FileConfig, v: &Node) {
             "journal_bytes" => {
                 cfg.journal_bytes = at_least(r, n, "limits.journal_bytes", JOURNAL_BYTES_MIN)
             }
-            _ => cfg.segment_bytes = at_least(r, n, "limits.segment_bytes", SEGMENT_BYTES_MIN)
-                .filter(|b| {
-                    let max = warden_supervisor::limits::SEGMENT_BYTES_MAX;
-                    let ok = *b <= max;
-                    if !ok {
-                        let why = format!(
+            _ => {
+                cfg.segment_bytes = at_least(r, n, "limits.segment_bytes", SEGMENT_BYTES_MIN)
+                    .filter(|b| {
+                        let max = warden_supervisor::limits::SEGMENT_BYTES_MAX;
+                        let ok = *b <= max;
+                        if !ok {
+                            let why = format!(
                             "limits.segment_bytes must be at most {max} bytes (1 GiB), found {b}"
                         );
-                        r.error(n.pos, why, None);
-                    }
-                    ok
-                }),
+                            r.error(n.pos, why, None);
+                        }
+                        ok
+                    })
+            }
         }
     }
 }
