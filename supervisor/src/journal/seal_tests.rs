@@ -315,3 +315,24 @@ async fn a_journal_whose_last_segment_is_sealed_appends_to_a_new_one() {
     check(&dir, last_sealed, &[key.public_key()]).unwrap();
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_tail_reads_entries_larger_than_its_first_read() {
+    let dir = tmp("tailbig");
+    let j = journal(&dir, 8 << 20);
+    // Entries of 300 KiB: each is larger than the tail's first read.
+    for i in 0..5u64 {
+        let payload = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(300 << 10));
+        j.append(EntryKind::Decision, i, payload.into_bytes())
+            .await
+            .unwrap();
+    }
+    let mut tail = Tail::new(&dir, 1);
+    let got = tail.next_batch(j.head().0, 100).unwrap();
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    j.shutdown().await;
+    fs::remove_dir_all(&dir).unwrap();
+}

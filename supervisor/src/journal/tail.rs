@@ -5,8 +5,9 @@
 //!
 //! A tail reads only what the caller says is acknowledged (`up_to`, from
 //! [`Journal::head`](super::Journal::head)): every byte of those entries was written before
-//! they were acknowledged, and none of them is ever cut back. Each read takes at most
-//! [`TAIL_READ_BYTES_MAX`] from the file, so memory stays bounded however long the segment.
+//! they were acknowledged, and none of them is ever cut back. Each read takes
+//! [`TAIL_READ_BYTES_FIRST`] from the file, or [`TAIL_READ_BYTES_MAX`] for a frame larger than
+//! that, so memory stays bounded however long the segment.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -22,6 +23,10 @@ use crate::limits::ENTRY_PAYLOAD_BYTES_MAX;
 
 /// Most bytes one read of a tail takes from a segment file (at least one largest frame).
 pub const TAIL_READ_BYTES_MAX: usize = 4 << 20;
+
+/// What one read of a tail takes first: a frame that does not fit is read again with
+/// [`TAIL_READ_BYTES_MAX`].
+pub const TAIL_READ_BYTES_FIRST: usize = 256 << 10;
 
 /// Where a tail stands in a segment.
 #[derive(Clone, Copy, Debug)]
@@ -201,7 +206,12 @@ impl Tail {
         max: usize,
         out: &mut Vec<Entry>,
     ) -> Result<Position, JournalError> {
-        let bytes = self.read_at(&at, TAIL_READ_BYTES_MAX)?;
+        // A small read first (a batch of typical entries fits in a few); the largest only when
+        // a frame does not fit in it.
+        let mut bytes = self.read_at(&at, TAIL_READ_BYTES_FIRST)?;
+        if bytes.len() == TAIL_READ_BYTES_FIRST && parse_frame(&bytes, 0).is_err() {
+            bytes = self.read_at(&at, TAIL_READ_BYTES_MAX)?;
+        }
         let mut off = 0;
         while self.next_seq <= up_to && out.len() < max && off < bytes.len() {
             let Ok((len, body)) = parse_frame(&bytes, off) else {
