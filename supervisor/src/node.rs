@@ -163,17 +163,24 @@ impl Node {
             .durable()
             .await
             .map_err(|e| NodeError::Journal(e.to_string()))?;
+        // Retention's removals and the sealer's passes never overlap: a seal written for a
+        // segment being removed would outlive it.
+        let removing = Arc::new(tokio::sync::Mutex::new(()));
         let retention = tokio::spawn(retain(
             swarm.clone(),
             journal.clone(),
             opts.journal_bytes,
             opts.export_marks,
+            Arc::clone(&removing),
         ));
         let sealer = opts
             .seal
             .as_ref()
             .filter(|_| opts.storage.is_none())
-            .map(|seal| tokio::spawn(sealer(journal.clone(), opts.data_dir.clone(), seal.clone())));
+            .map(|seal| {
+                let dir = opts.data_dir.clone();
+                tokio::spawn(sealer(journal.clone(), dir, seal.clone(), removing))
+            });
         Ok(Node {
             swarm,
             journal,
@@ -279,6 +286,7 @@ async fn retain(
     journal: Journal,
     limit: u64,
     marks: Vec<tokio::sync::watch::Receiver<u64>>,
+    removing: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(RETENTION_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,6 +299,7 @@ async fn retain(
         if let Some((begin, size, logged)) = waiting {
             let exported = marks.iter().map(|m| *m.borrow()).min().unwrap_or(u64::MAX);
             if exported.saturating_add(1) >= begin {
+                let _sealer_waits = removing.lock().await;
                 floor = remove_before(&journal, begin, size, limit);
                 waiting = None;
             } else if !logged {
@@ -327,9 +336,14 @@ async fn retain(
 }
 
 /// The sealer: closes the open segment every `interval_ms` when it holds entries, and seals
-/// every closed, unsealed segment ([`seal::seal_closed`]). A segment that does not verify is
-/// never sealed; it is reported once.
-async fn sealer(journal: Journal, data_dir: PathBuf, opts: SealOptions) {
+/// every closed, unsealed segment ([`seal::seal_closed`]), never while retention removes
+/// segments (`removing`). A segment that does not verify is never sealed; it is reported once.
+async fn sealer(
+    journal: Journal,
+    data_dir: PathBuf,
+    opts: SealOptions,
+    removing: Arc<tokio::sync::Mutex<()>>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEAL_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The counters exist from the start (at 0), so dashboards and alerts see them.
@@ -349,10 +363,12 @@ async fn sealer(journal: Journal, data_dir: PathBuf, opts: SealOptions) {
             closed_at = tokio::time::Instant::now();
         }
         let (dir, key) = (data_dir.clone(), opts.key.clone());
+        let retention_waits = removing.lock().await;
         let Ok(pass) = tokio::task::spawn_blocking(move || seal::seal_closed(&dir, &key)).await
         else {
             return;
         };
+        drop(retention_waits);
         match pass {
             Ok(pass) => {
                 metrics::counter!("warden_audit_segments_sealed_total")

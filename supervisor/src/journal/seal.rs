@@ -289,7 +289,8 @@ pub struct SealPass {
 
 /// Seals every closed, unsealed segment of the journal in `data_dir/journal/` with `key`
 /// (every segment but the last is closed). Runs beside the live writer: it reads only closed
-/// segments, which no one writes to any more.
+/// segments, which no one writes to any more. Not beside retention: a seal written for a
+/// segment being removed would outlive it (the node runs the two under one lock).
 ///
 /// # Errors
 /// Listing the directory or writing a seal failed.
