@@ -24,12 +24,12 @@
 //! clients) or `cargo bench --bench export -- ENTRIES BATCH ROUNDS SECONDS CLIENTS`, e.g.
 //! `-- 20000 1000 1 2 4` for a quick look. ROUNDS 0 skips part 2.
 
-#[path = "../tests/common/postgres.rs"]
-mod pg;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use std::io::{BufRead, BufReader};
+use common::postgres as pg;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -158,78 +158,26 @@ fn entry(i: u64) -> (EntryKind, Vec<u8>) {
     (kind, payload.to_string().into_bytes())
 }
 
-/// moto's S3 server (`$WARDEN_PYTHON -m moto.server`, else the venv `.ci/run` makes) with a
-/// bucket `bench`, killed when dropped; `None` (said why) when it cannot start.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Option<Moto> {
-        let python = std::env::var_os("WARDEN_PYTHON")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| std::path::PathBuf::from(h).join(".cache/warden-venv/bin/python"))
-            })?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let moto = Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        // moto checks no signature, but an unsigned request is anonymous.
-        let auth = "AWS4-HMAC-SHA256 Credential=bench/20261201/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let put = ureq::put(format!("{}/bench", moto.url))
-                .header("authorization", auth)
-                .send_empty();
-            if put.is_ok() {
-                return Some(moto);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!("moto's S3 server did not answer within 30 s");
-        None
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Part 2: decision round trips with the exports off and on (PostgreSQL, and the S3 archive
 /// on moto when it runs), alternating rounds.
 fn latency(pg: &pg::Postgres, dir: &Path, rounds: u64, each: Duration, clients: usize) {
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let moto = Moto::start();
+    let moto = common::moto::python().map(|python| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let moto = common::moto::Moto::start(&python, port);
+        moto.bucket("bench", false);
+        moto
+    });
     if moto.is_none() {
         eprintln!("no moto (pip install 'moto[server]'): exports on means PostgreSQL only");
     }
-    std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
+    // The credentials moto's raw requests name (it checks no signature).
+    std::env::set_var("AWS_ACCESS_KEY_ID", "warden-test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "warden-test-secret");
     let mut samples: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     let mut decided = [0u64; 2];
     for round in 0..rounds {
@@ -276,29 +224,14 @@ fn latency(pg: &pg::Postgres, dir: &Path, rounds: u64, each: Duration, clients: 
     }
 }
 
-fn start_node(data: &Path, policy: &Path, config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["node", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--policy")
-        .arg(policy)
-        .arg("--config")
-        .arg(config)
-        .env("WARDEN_OPERATOR_TOKEN", OPERATOR)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the warden binary starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .trim()
-        .strip_prefix("warden node listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    (child, base)
+fn start_node(data: &Path, policy: &Path, config: &Path) -> (std::process::Child, String) {
+    let args = [
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    common::start_node(data, &args, OPERATOR)
 }
 
 /// `clients` agents stepping as fast as answered for `each`: every round trip.

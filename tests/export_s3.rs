@@ -12,11 +12,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::moto::{http, python, Moto};
 use common::{client, register, wait_for, wait_until, warden_bin};
 
 const OPERATOR: &str = "operator-token-of-16+chars";
@@ -25,47 +26,8 @@ const AWS_ENV: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "warden-test"),
     ("AWS_SECRET_ACCESS_KEY", "warden-test-secret"),
 ];
-/// What the test's own raw requests to moto carry: moto checks no signature, but it takes an
-/// unsigned request for an anonymous one, which may not read the node's objects.
-const MOTO_AUTH: &str = "AWS4-HMAC-SHA256 Credential=warden-test/20261201/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
 /// Bound on waiting for the node to archive (seals every second; one upload at a time).
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
-
-fn python_path() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("WARDEN_PYTHON") {
-        return Some(PathBuf::from(explicit));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/warden-venv/bin/python"))
-}
-
-/// The Python that runs moto's server; otherwise says why and returns None, or fails when
-/// `WARDEN_REQUIRE_EXTERNAL=1`.
-fn python() -> Option<PathBuf> {
-    let why = match python_path() {
-        None => "neither WARDEN_PYTHON nor HOME is set".to_string(),
-        Some(python) => match Command::new(&python)
-            .args(["-c", "import moto.server"])
-            .output()
-        {
-            Ok(out) if out.status.success() => return Some(python),
-            Ok(out) => format!(
-                "{} cannot import moto.server: {}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ),
-            Err(e) => format!("{} does not run: {e}", python.display()),
-        },
-    };
-    let why = format!("{why} (pip install 'moto[server]==5.2.5', or set WARDEN_PYTHON)");
-    if std::env::var("WARDEN_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("WARDEN_REQUIRE_EXTERNAL=1 and {why}");
-    }
-    eprintln!("skipping the S3 archive test: {why}");
-    None
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -73,103 +35,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A raw HTTP client for moto, every request carrying [`MOTO_AUTH`].
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .middleware(
-            |mut req: ureq::http::Request<ureq::SendBody>,
-             next: ureq::middleware::MiddlewareNext| {
-                let auth = ureq::http::HeaderValue::from_static(MOTO_AUTH);
-                req.headers_mut().insert("authorization", auth);
-                next.handle(req)
-            },
-        )
-        .build()
-        .into()
-}
-
-/// moto's S3 server on `port`, stopped when dropped (its state is in memory: a restart is an
-/// empty server).
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start(python: &Path, port: u16) -> Moto {
-        let child = Command::new(python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto's server starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = http();
-        wait_until(Duration::from_secs(30), "moto to answer", || {
-            http.get(&url).call().is_ok()
-        });
-        Moto { child, url }
-    }
-
-    /// Creates `bucket`, with object lock enabled when `locked`.
-    fn bucket(&self, bucket: &str, locked: bool) {
-        let mut put = http().put(format!("{}/{bucket}", self.url));
-        if locked {
-            put = put.header("x-amz-bucket-object-lock-enabled", "true");
-        }
-        let status = put.send_empty().unwrap().status().as_u16();
-        assert_eq!(status, 200, "creating bucket {bucket}");
-    }
-
-    fn object_url(&self, key: &str) -> String {
-        format!("{}/{key}", self.url)
-    }
-
-    /// The keys under `bucket/prefix/`.
-    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let url = format!("{}/{bucket}?list-type=2&prefix={prefix}/", self.url);
-        let mut resp = http().get(&url).call().unwrap();
-        let body = resp.body_mut().read_to_string().unwrap();
-        body.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn get(&self, key: &str) -> Vec<u8> {
-        let mut resp = http().get(self.object_url(key)).call().unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "GET {key}");
-        resp.body_mut().read_to_vec().unwrap()
-    }
-
-    fn put(&self, key: &str, bytes: &[u8]) {
-        let resp = http().put(self.object_url(key)).send(bytes).unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "PUT {key}");
-    }
-
-    fn delete(&self, key: &str) {
-        let resp = http().delete(self.object_url(key)).call().unwrap();
-        assert_eq!(resp.status().as_u16(), 204, "DELETE {key}");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A node archiving to `endpoint`, its standard error kept (the tests read its lines).
@@ -216,20 +81,7 @@ impl Node {
                 lines.lock().unwrap().push(line);
             }
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the node prints its address");
-        let base = first
-            .strip_prefix("warden node listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let base = common::listening_address(&mut child);
         Node {
             child,
             base,

@@ -6,6 +6,8 @@
 //! venv `.ci/run` makes (`$HOME/.cache/warden-venv`). Without one the test says why and
 //! skips, unless `WARDEN_REQUIRE_EXTERNAL=1` (CI), where it fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,18 +20,10 @@ const POLL: Duration = Duration::from_millis(100);
 const PROBE: &str =
     "import pytest, pytest_asyncio, langchain_openai, warden_client.langchain, warden_client.openai_agents";
 
-/// The Python to run the suite with: `$WARDEN_PYTHON`, else the venv `.ci/run` makes.
-fn python_path() -> Option<PathBuf> {
-    if let Some(explicit) = std::env::var_os("WARDEN_PYTHON") {
-        return Some(PathBuf::from(explicit));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/warden-venv/bin/python"))
-}
-
 /// The Python, when it can run the suite. Otherwise says why and returns None, or fails when
 /// `WARDEN_REQUIRE_EXTERNAL=1`.
 fn python() -> Option<PathBuf> {
-    let why = match python_path() {
+    let why = match common::venv_python() {
         None => "neither WARDEN_PYTHON nor HOME is set".to_string(),
         Some(python) => match Command::new(&python).args(["-c", PROBE]).output() {
             Ok(out) if out.status.success() => return Some(python),

@@ -11,6 +11,7 @@ use serde_json::Value;
 pub use warden::adapters::client::{Body, Client};
 
 pub mod cluster;
+pub mod moto;
 pub mod postgres;
 
 /// The `warden` binary the tests start: the package's own (`$WARDEN_BIN` overrides it).
@@ -34,7 +35,14 @@ pub fn start_node(dir: &Path, extra: &[&std::ffi::OsStr], operator: &str) -> (Ch
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the warden binary starts");
-    let stdout = child.stdout.take().unwrap();
+    let base = listening_address(&mut child);
+    (child, base)
+}
+
+/// Reads a starting node's first line on its standard output (`warden node listening on
+/// http://ADDR`) and returns the base URL; the rest of its output is drained.
+pub fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("the node's stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -44,11 +52,21 @@ pub fn start_node(dir: &Path, extra: &[&std::ffi::OsStr], operator: &str) -> (Ch
     let first = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the node prints its address");
-    let base = first
+    first
         .strip_prefix("warden node listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    (child, base)
+        .to_string()
+}
+
+/// The Python that runs the Python suites and moto: `$WARDEN_PYTHON`, else the venv `.ci/run`
+/// makes (`$HOME/.cache/warden-venv`).
+#[allow(dead_code)] // each test crate compiles this module; not all of them run Python
+pub fn venv_python() -> Option<std::path::PathBuf> {
+    if let Some(explicit) = std::env::var_os("WARDEN_PYTHON") {
+        return Some(explicit.into());
+    }
+    std::env::var_os("HOME")
+        .map(|home| std::path::PathBuf::from(home).join(".cache/warden-venv/bin/python"))
 }
 
 /// Asks `probe` again and again until it answers `Some`, and returns that answer; panics
