@@ -7,22 +7,24 @@
 //! | this one | the handle: [`Journal::open`], [`submit`](Journal::submit), [`wait_durable`](Journal::wait_durable), [`flush`](Journal::flush), retention |
 //! | [`format`](mod@format) | the bytes: segment headers, frames, the hash chain, the format version rule |
 //! | [`read`] | reading back and verifying ([`read_all`], [`verify`]) |
-//! | `writer` | the group-commit writer thread |
+//! | `writer` | group commit: the writer thread, and the waiting caller with `fsync: off` |
 //! | [`records`] | what the payloads hold: the typed records the swarm journals and recovery reads |
 //! | [`seal`] | Ed25519 seals of closed segments, and the sealer |
 //! | [`tail`] | following the journal's files from a sequence number (what the exports read) |
 //! | [`storage`] | where segments live: files, or memory with injected faults |
 //!
 //! ## Durability
-//! One writer thread owns the open segment. [`Journal::submit`] numbers an entry and queues
-//! it without waiting (so it can run under the lock that orders the entries); the writer
-//! takes everything queued (up to `max_batch`), writes it in one go and, in
+//! One writer at a time holds the open segment. [`Journal::submit`] numbers an entry and
+//! queues it without waiting (so it can run under the lock that orders the entries); the
+//! writer takes everything queued (up to `max_batch`), writes it in one go and, in
 //! [`FsyncMode::Always`] (the default), syncs before acknowledging any of it;
 //! [`Journal::wait_durable`] waits for an entry's acknowledgement. No caller learns of an
 //! entry before it is durable, and one sync serves the whole group. The queue is bounded by
 //! `queue` entries; past it, or after a failed write, the journal refuses everything (callers
 //! fail closed). [`FsyncMode::Batch`] acknowledges after the write and syncs at most every
-//! `batch_sync_ms`; [`FsyncMode::Off`] leaves syncing to the OS.
+//! `batch_sync_ms`; [`FsyncMode::Off`] leaves syncing to the OS, and there the caller that
+//! waits writes the queued group itself ([`Journal::write_through`]: leader-based group
+//! commit), so a decision costs no hop to the writer thread and back.
 //!
 //! ## Recovery
 //! [`Journal::open`] verifies every segment. A torn tail (the last frame of the last segment
@@ -168,14 +170,14 @@ pub struct OpenReport {
 }
 
 /// The writer's queue and the submitting side's state: sequence numbers are assigned here,
-/// in the order entries enter the queue. The writer is woken only when it sleeps (its
+/// in the order entries enter the queue. The writer thread is woken only when it sleeps (its
 /// `idle` flag), and by one submitter, after the lock is released: a busy writer takes new
 /// entries with its next group and costs submitters no system call.
 struct Submitter {
     next_seq: u64,
     /// Entries (and a stop) not yet taken by the writer; at most `max_queued` entries.
     queue: std::collections::VecDeque<Msg>,
-    /// The writer waits on `Shared::wake` for this queue.
+    /// The writer thread waits on `Shared::wake` for this queue.
     idle: bool,
     /// The writer has ended: nothing more is taken.
     gone: bool,
@@ -184,7 +186,11 @@ struct Submitter {
 /// What the handles and the writer share.
 pub(crate) struct Shared {
     storage: Arc<dyn Storage>,
+    fsync: FsyncMode,
     submit: std::sync::Mutex<Submitter>,
+    /// The open segment's state; whoever holds it writes the queue's next groups (see
+    /// [`writer`]). `None` once the journal is stopped.
+    writer: std::sync::Mutex<Option<Writer>>,
     /// Signalled when the queue gets its first message for an idle writer.
     wake: std::sync::Condvar,
     /// Bound on the queue's entries.
@@ -328,16 +334,34 @@ impl Journal {
                 (next_seq, segment, SEGMENT_HEADER_BYTES as u64)
             }
         };
-        let shared = Arc::new(Shared {
+        let (batch, buf) = writer::buffers(&config);
+        let fsync = config.fsync;
+        let writer = Writer {
+            config,
             storage: Arc::clone(&storage),
+            segment_first,
+            segment,
+            size,
+            next_seq,
+            prev,
+            dirty: false,
+            batch,
+            buf,
+            _lock: lock,
+        };
+        let max_queued = writer.config.queue.max(1);
+        let shared = Arc::new(Shared {
+            storage,
+            fsync,
             submit: std::sync::Mutex::new(Submitter {
                 next_seq,
                 queue: Default::default(),
                 idle: false,
                 gone: false,
             }),
+            writer: std::sync::Mutex::new(Some(writer)),
             wake: std::sync::Condvar::new(),
-            max_queued: config.queue.max(1),
+            max_queued,
             progress: tokio::sync::watch::Sender::new(Progress {
                 seq: next_seq - 1,
                 hash: prev,
@@ -345,21 +369,10 @@ impl Journal {
             }),
             checkpoints: std::sync::Mutex::new(checkpoints),
         });
-        let writer = Writer {
-            config,
-            storage,
-            segment_first,
-            segment,
-            size,
-            next_seq,
-            prev,
-            dirty: false,
-            shared: Arc::clone(&shared),
-            _lock: lock,
-        };
+        let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("warden-journal".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer::run(thread_shared))
             .map_err(io_at(PathBuf::from("journal writer thread")))?;
         let truncated_bytes = verified.torn_tail_bytes;
         Ok((
@@ -512,6 +525,9 @@ impl Journal {
     /// Waits until entry `seq` (and so every entry before it) is acknowledged by the writer:
     /// durable with [`FsyncMode::Always`], written with the other modes.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
+        if let Some(done) = self.write_through(seq) {
+            return done;
+        }
         let mut rx = self.shared.progress.subscribe();
         let p = rx
             .wait_for(|p| p.seq >= seq || p.failed.is_some())
@@ -521,6 +537,17 @@ impl Journal {
             return Ok(());
         }
         Err(JournalError::Stopped(p.failed.clone().unwrap_or_default()))
+    }
+
+    /// With [`FsyncMode::Off`]: writes everything queued (entry `seq` and every one before
+    /// it, and whatever others queued since) on the calling thread, without waking the writer
+    /// thread or waiting for it (leader-based group commit; it blocks only while another
+    /// thread writes a group), and answers as [`wait_durable`](Self::wait_durable) would.
+    /// `None` with the other modes: a sync is not done on a caller's thread. A synchronous
+    /// caller that submitted entries and will not wait for them calls this so they are
+    /// written now rather than at the writer thread's next look (within 1 ms).
+    pub fn write_through(&self, seq: u64) -> Option<Result<(), JournalError>> {
+        self.shared.write_through(seq)
     }
 
     /// Waits until every entry submitted so far is acknowledged. Fails at once if the journal

@@ -483,3 +483,95 @@ async fn a_segment_of_a_later_format_version_is_refused_by_name() {
     ));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+fn open_off(store: &MemStorage) -> Journal {
+    let mut cfg = JournalConfig::new("unused");
+    cfg.fsync = FsyncMode::Off;
+    Journal::open_in(Arc::new(store.clone()), cfg, |_| {})
+        .unwrap()
+        .0
+}
+
+#[test]
+fn with_fsync_off_the_waiting_caller_writes_its_group_and_the_chain_stays_whole() {
+    let store = MemStorage::new();
+    let j = open_off(&store);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..500u64 {
+                    let seq = j.submit(EntryKind::Decision, i, vec![t; 16]).unwrap();
+                    // Written when it returns: no writer thread to wait for.
+                    assert!(matches!(j.write_through(seq), Some(Ok(()))));
+                    assert!(j.head().0 >= seq);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let seen: Vec<u64> = {
+        let mut v = Vec::new();
+        read_storage(&store, |e| v.push(e.seq)).unwrap();
+        v
+    };
+    assert_eq!(seen, (1..=2_000).collect::<Vec<u64>>());
+    // The other modes sync on the writer thread only.
+    let always = MemStorage::new();
+    let (ja, _) = Journal::open_in(Arc::new(always), JournalConfig::new("x"), |_| {}).unwrap();
+    let seq = ja.submit(EntryKind::Note, 1, vec![]).unwrap();
+    assert!(ja.write_through(seq).is_none());
+}
+
+/// Polls `cond` for up to 2 s.
+fn eventually(cond: impl Fn() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn with_fsync_off_entries_no_one_waits_for_are_written_by_the_thread_busy_or_asleep() {
+    let store = MemStorage::new();
+    let j = open_off(&store);
+    let first = j.submit(EntryKind::Note, 1, b"a".to_vec()).unwrap();
+    assert!(eventually(|| j.head().0 == first), "written while busy");
+    // Past its quiet period the thread sleeps until a submit wakes it.
+    std::thread::sleep(writer::OFF_POLL * (writer::OFF_QUIET_POLLS + 50));
+    let second = j.submit(EntryKind::Note, 2, b"b".to_vec()).unwrap();
+    assert!(eventually(|| j.head().0 == second), "written after a sleep");
+}
+
+#[tokio::test]
+async fn with_fsync_off_a_stop_writes_what_is_queued_and_a_write_fault_fails_the_caller() {
+    let store = MemStorage::new();
+    let j = open_off(&store);
+    for i in 0..10 {
+        j.submit(EntryKind::Note, i, vec![1]).unwrap();
+    }
+    j.clone().shutdown().await;
+    assert!(matches!(j.write_through(11), Some(Err(_))), "stopped");
+    store.crash(usize::MAX);
+    let (j, open, _) = reopen_mem(&store).unwrap();
+    assert_eq!(open.verified.entries, 10);
+    j.shutdown().await;
+
+    let store = MemStorage::new();
+    let j = open_off(&store);
+    store.inject(Faults {
+        write_fails_after_bytes: Some(20),
+        ..Faults::default()
+    });
+    let seq = j.submit(EntryKind::Note, 1, b"lost".to_vec()).unwrap();
+    let err = j.write_through(seq).unwrap().unwrap_err();
+    assert!(err.to_string().contains("injected write fault"), "{err}");
+    assert!(j.wait_durable(seq).await.is_err());
+    j.shutdown().await;
+}

@@ -1,19 +1,34 @@
-//! The group-commit writer: one thread owns the open segment. It takes everything queued (up
-//! to `max_batch` entries), writes it in one go and, with [`FsyncMode::Always`], syncs before
-//! acknowledging any of it, so one sync serves the whole group. A failed group is cut back off
-//! the segment and the journal fails: nothing after it is written or acknowledged.
+//! Group commit. The open segment's state ([`Writer`]) sits behind one mutex
+//! ([`Shared::writer`](super::Shared)); whoever holds it takes everything queued (groups of up
+//! to `max_batch` entries), writes each group in one go and, with [`FsyncMode::Always`], syncs
+//! before acknowledging any of it, so one sync serves the whole group. A failed group is cut
+//! back off the segment and the journal fails: nothing after it is written or acknowledged.
+//!
+//! Who holds it: the writer thread, woken by the first entry queued while it sleeps; and,
+//! with [`FsyncMode::Off`] only, the caller that waits for its entry
+//! ([`Shared::write_through`]): leader-based group commit, as in RocksDB's write path — the
+//! waiting caller writes what is queued itself (its entry and everyone's before and after
+//! it), so a decision neither wakes the thread nor waits to be woken by it. There, while
+//! entries keep coming, the thread only looks at the queue every [`OFF_POLL`] for entries
+//! no one waits for, and sleeps until woken after [`OFF_QUIET_POLLS`] empty looks.
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::format::{encode_frame, encode_header, frame_len, segment_name, EntryKind, Hash};
 use super::storage::{SegmentWriter, Storage};
-use super::{FsyncMode, JournalConfig, Shared, SEGMENT_HEADER_BYTES};
+use super::{FsyncMode, JournalConfig, JournalError, Shared, SEGMENT_HEADER_BYTES};
 use crate::limits::ENTRY_PAYLOAD_BYTES_MAX;
+
+/// With [`FsyncMode::Off`]: how often the busy writer thread looks at the queue.
+pub(super) const OFF_POLL: Duration = Duration::from_millis(1);
+
+/// With [`FsyncMode::Off`]: empty looks (100 ms) before the thread sleeps until woken.
+pub(super) const OFF_QUIET_POLLS: u32 = 100;
 
 /// One entry on its way to the writer.
 pub(super) struct Append {
@@ -39,9 +54,11 @@ pub(super) enum Msg {
 
 /// What ends a group besides its entries.
 #[derive(Default)]
-pub(super) struct Control {
+struct Control {
     stop: Option<oneshot::Sender<()>>,
     close: bool,
+    /// The queue still holds messages.
+    more: bool,
 }
 
 /// How far the writer got: everything up to `seq` is acknowledged (durable with
@@ -67,44 +84,179 @@ pub(super) struct Writer {
     pub(super) prev: Hash,
     /// Written since the last sync.
     pub(super) dirty: bool,
-    pub(super) shared: Arc<Shared>,
-    /// The storage's writer lock, released when the writer ends.
+    /// The group being written, and its frames (kept to reuse their allocations).
+    pub(super) batch: Vec<Append>,
+    pub(super) buf: Vec<u8>,
+    /// The storage's writer lock, released when the writer is dropped.
     pub(super) _lock: Box<dyn Send>,
 }
 
-impl Drop for Writer {
-    /// However the writer ends (a stop, a panic), nothing more is queued for it: submits
-    /// fail instead of waiting for an entry no one will write.
-    fn drop(&mut self) {
-        // After a panic: waiters learn the journal failed rather than wait forever.
-        self.fail("the journal writer stopped".into());
-        let mut sub = self.shared.queue();
-        sub.gone = true;
-        let stops: Vec<_> = sub.queue.drain(..).collect();
-        drop(sub);
-        drop(stops);
+/// How the writer thread waits for the queue.
+enum Sleep {
+    /// Until a submitter wakes it.
+    UntilWoken,
+    /// Until woken, or this long (batch mode with unsynced writes: then it syncs).
+    WokenOr(Duration),
+    /// This long, not woken ([`FsyncMode::Off`] while entries keep coming).
+    Poll(Duration),
+}
+
+impl Shared {
+    /// The writer's state: `None` once the journal is stopped. A panic while it was held
+    /// (the writer half-way through a group) fails the journal and drops the writer.
+    fn writer(&self) -> MutexGuard<'_, Option<Writer>> {
+        match self.writer.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                retire(self, guard.take(), "the journal writer panicked");
+                guard
+            }
+        }
+    }
+
+    /// Entry `seq`'s state: `Some(Ok)` acknowledged, `Some(Err)` never will be (the journal
+    /// failed), `None` not yet.
+    pub(super) fn acknowledged(&self, seq: u64) -> Option<Result<(), JournalError>> {
+        let p = self.progress.borrow();
+        if p.seq >= seq {
+            return Some(Ok(()));
+        }
+        p.failed
+            .as_ref()
+            .map(|why| Err(JournalError::Stopped(why.clone())))
+    }
+
+    /// With [`FsyncMode::Off`], writes everything queued on the calling thread (leader-based
+    /// group commit) and answers whether entry `seq` is acknowledged; blocks only while
+    /// another thread writes a group (a `write(2)`, no sync). `None` in the other modes, or
+    /// if `seq` is still not acknowledged: then wait for the writer thread.
+    pub(super) fn write_through(&self, seq: u64) -> Option<Result<(), JournalError>> {
+        if self.fsync != FsyncMode::Off {
+            return None;
+        }
+        if let Some(done) = self.acknowledged(seq) {
+            return Some(done);
+        }
+        let mut guard = self.writer();
+        serve(self, &mut guard);
+        drop(guard);
+        self.acknowledged(seq)
     }
 }
 
-impl Writer {
-    /// The writer thread's body: serves appends until stopped, then releases everything.
-    pub(super) fn run(mut self) {
-        let stop = self.serve();
-        if self.dirty {
-            let _ = self.segment.sync();
+/// Writes what is queued with the writer in `guard`; a stop ends the writer there.
+fn serve(shared: &Shared, guard: &mut MutexGuard<'_, Option<Writer>>) {
+    let Some(writer) = guard.as_mut() else {
+        return;
+    };
+    if let Some(done) = writer.serve_queued(shared) {
+        let writer = guard.take();
+        finish(shared, writer, done);
+    }
+}
+
+/// A stop: the writer syncs, releases the segment and the lock, and then acknowledges.
+fn finish(shared: &Shared, writer: Option<Writer>, done: oneshot::Sender<()>) {
+    if let Some(mut w) = writer {
+        if w.dirty {
+            let _ = w.segment.sync();
         }
-        if self.shared.progress.borrow().failed.is_none() {
-            self.fail("the journal is shut down".into());
+        w.dirty = false;
+        retire(shared, Some(w), "the journal is shut down");
+    }
+    let _ = done.send(());
+}
+
+/// Ends the journal: nothing more is queued (submits fail instead of waiting for an entry no
+/// one will write), what is queued is dropped (its waiters see the failure), and the writer's
+/// segment and lock are released.
+fn retire(shared: &Shared, writer: Option<Writer>, why: &str) {
+    shared.progress.send_modify(|p| {
+        if p.failed.is_none() {
+            p.failed = Some(why.to_string());
         }
-        // Release the segment and the lock before acknowledging a stop.
-        drop(self);
-        if let Some(done) = stop {
-            let _ = done.send(());
+    });
+    let mut sub = shared.queue();
+    sub.gone = true;
+    let dropped: Vec<_> = sub.queue.drain(..).collect();
+    drop(sub);
+    drop(dropped);
+    drop(writer);
+}
+
+/// The writer thread's body: serves the queue until the journal stops, however it stops (a
+/// stop, a panic).
+pub(super) fn run(shared: Arc<Shared>) {
+    struct Ended(Arc<Shared>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            let writer = match self.0.writer.lock() {
+                Ok(mut g) => g.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            retire(&self.0, writer, "the journal writer stopped");
         }
     }
+    let ended = Ended(shared);
+    let shared = &ended.0;
+    let mut quiet = 0;
+    // Batch mode with unsynced writes: sync when nothing comes for this long.
+    let mut sync_after: Option<Duration> = None;
+    loop {
+        let sleep = match (shared.fsync, sync_after) {
+            (FsyncMode::Off, _) if quiet < OFF_QUIET_POLLS => Sleep::Poll(OFF_POLL),
+            (_, Some(after)) => Sleep::WokenOr(after),
+            _ => Sleep::UntilWoken,
+        };
+        let work = wait(shared, sleep);
+        let mut guard = shared.writer();
+        if work {
+            quiet = 0;
+            serve(shared, &mut guard);
+        } else {
+            quiet = quiet.saturating_add(1);
+        }
+        let Some(writer) = guard.as_mut() else {
+            return;
+        };
+        if !work && sync_after.is_some() && writer.dirty && writer.segment.sync().is_ok() {
+            writer.dirty = false;
+        }
+        sync_after = (shared.fsync == FsyncMode::Batch && writer.dirty)
+            .then(|| Duration::from_millis(writer.config.batch_sync_ms.max(1)));
+    }
+}
 
-    fn fail(&self, why: String) {
-        self.shared.progress.send_modify(|p| {
+/// Waits for the queue as `sleep` says; whether it holds something (or the journal is gone).
+fn wait(shared: &Shared, sleep: Sleep) -> bool {
+    let mut sub = shared.queue();
+    if !sub.queue.is_empty() || sub.gone {
+        return true;
+    }
+    let timeout = match sleep {
+        Sleep::UntilWoken => None,
+        Sleep::WokenOr(t) | Sleep::Poll(t) => Some(t),
+    };
+    // Submitters wake the thread only when it says it sleeps (`idle`).
+    sub.idle = !matches!(sleep, Sleep::Poll(_));
+    sub = match timeout {
+        None => shared.wake.wait(sub).unwrap_or_else(|e| e.into_inner()),
+        Some(t) => {
+            shared
+                .wake
+                .wait_timeout(sub, t)
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+        }
+    };
+    sub.idle = false;
+    !sub.queue.is_empty() || sub.gone
+}
+
+impl Writer {
+    fn fail(&self, shared: &Shared, why: String) {
+        shared.progress.send_modify(|p| {
             if p.failed.is_none() {
                 p.failed = Some(why);
             }
@@ -117,97 +269,71 @@ impl Writer {
             .join(segment_name(self.segment_first))
     }
 
-    /// Moves the next group (up to `max_batch` entries, and a stop) into `batch`, sleeping
-    /// while the queue is empty; in batch mode with unsynced writes, syncs when nothing comes
-    /// for `batch_sync_ms`.
-    fn take(&mut self, batch: &mut Vec<Append>) -> Control {
-        let mut sub = self.shared.queue();
-        while sub.queue.is_empty() {
-            sub.idle = true;
-            if self.dirty && self.config.fsync == FsyncMode::Batch {
-                let wait = Duration::from_millis(self.config.batch_sync_ms.max(1));
-                let (next, timeout) = self
-                    .shared
-                    .wake
-                    .wait_timeout(sub, wait)
-                    .unwrap_or_else(|e| e.into_inner());
-                sub = next;
-                if timeout.timed_out() && sub.queue.is_empty() {
-                    drop(sub);
-                    if self.segment.sync().is_ok() {
-                        self.dirty = false;
-                    }
-                    sub = self.shared.queue();
-                }
-            } else {
-                sub = self
-                    .shared
-                    .wake
-                    .wait(sub)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        sub.idle = false;
-        while batch.len() < self.config.max_batch {
-            match sub.queue.pop_front() {
-                Some(Msg::Append(a)) => batch.push(a),
-                Some(Msg::Stop(done)) => {
-                    sub.gone = true;
-                    return Control {
-                        stop: Some(done),
-                        close: false,
-                    };
-                }
-                Some(Msg::Close) => {
-                    return Control {
-                        stop: None,
-                        close: true,
-                    }
-                }
-                None => break,
-            }
-        }
-        Control::default()
-    }
-
-    /// Serves groups until a stop; returns the stop's acknowledgement.
-    fn serve(&mut self) -> Option<oneshot::Sender<()>> {
-        let mut batch: Vec<Append> = Vec::with_capacity(self.config.max_batch);
-        let mut buf: Vec<u8> = Vec::with_capacity(ENTRY_PAYLOAD_BYTES_MAX);
+    /// Takes and writes groups until the queue is empty; returns a stop's acknowledgement if
+    /// one came (nothing after it is taken).
+    fn serve_queued(&mut self, shared: &Shared) -> Option<oneshot::Sender<()>> {
         loop {
-            let control = self.take(&mut batch);
-            let failed = self.shared.progress.borrow().failed.is_some();
-            if !batch.is_empty() {
+            let control = self.take(shared);
+            let failed = shared.progress.borrow().failed.is_some();
+            if !self.batch.is_empty() {
                 if failed {
                     // Nothing after a failure is written (waiters see the failure).
-                    batch.clear();
+                    self.batch.clear();
                 } else {
-                    self.commit(&mut batch, &mut buf);
+                    self.commit(shared);
                 }
             }
             if control.close && !failed && self.size > SEGMENT_HEADER_BYTES as u64 {
                 if let Err(e) = self.rotate() {
-                    self.fail(format!("closing {} failed: {e}", self.path().display()));
+                    self.fail(
+                        shared,
+                        format!("closing {} failed: {e}", self.path().display()),
+                    );
                 }
             }
-            if control.stop.is_some() {
+            if control.stop.is_some() || !control.more {
                 return control.stop;
             }
         }
     }
 
+    /// Moves the next group (up to `max_batch` entries) into `self.batch`, up to a stop or a
+    /// close.
+    fn take(&mut self, shared: &Shared) -> Control {
+        let mut sub = shared.queue();
+        let mut control = Control::default();
+        while self.batch.len() < self.config.max_batch {
+            match sub.queue.pop_front() {
+                Some(Msg::Append(a)) => self.batch.push(a),
+                Some(Msg::Stop(done)) => {
+                    sub.gone = true;
+                    control.stop = Some(done);
+                    break;
+                }
+                Some(Msg::Close) => {
+                    control.close = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        control.more = !sub.queue.is_empty();
+        control
+    }
+
     /// Writes one group and acknowledges it, or fails the journal.
-    fn commit(&mut self, batch: &mut Vec<Append>, buf: &mut Vec<u8>) {
+    fn commit(&mut self, shared: &Shared) {
         let before = (self.segment_first, self.size);
         let started = std::time::Instant::now();
-        match self.write_group(batch, buf) {
+        let mut batch = std::mem::take(&mut self.batch);
+        match self.write_group(&batch) {
             Ok(hashes) => {
                 metrics::histogram!("warden_audit_commit_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!("warden_audit_entries_total").increment(batch.len() as u64);
                 let last = self.next_seq - 1;
                 for (a, hash) in batch.iter().zip(&hashes) {
-                    self.shared.note_checkpoint(a.seq, *hash);
+                    shared.note_checkpoint(a.seq, *hash);
                 }
                 for (a, hash) in batch.drain(..).zip(hashes) {
                     if let Some(ack) = a.ack {
@@ -215,7 +341,7 @@ impl Writer {
                     }
                 }
                 let head = self.prev;
-                self.shared.progress.send_modify(|p| {
+                shared.progress.send_modify(|p| {
                     p.seq = last;
                     p.hash = head;
                 });
@@ -230,15 +356,36 @@ impl Writer {
                     let _ = self.segment.truncate(before.1);
                 }
                 batch.clear();
-                self.fail(why);
+                self.fail(shared, why);
                 self.dirty = false;
             }
         }
+        self.batch = batch;
     }
 
-    fn write_group(&mut self, batch: &[Append], buf: &mut Vec<u8>) -> io::Result<Vec<Hash>> {
+    fn write_group(&mut self, batch: &[Append]) -> io::Result<Vec<Hash>> {
         let mut hashes = Vec::with_capacity(batch.len());
+        let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        let written = self.frame_group(batch, &mut buf, &mut hashes);
+        self.buf = buf;
+        written?;
+        self.dirty = true;
+        if self.config.fsync == FsyncMode::Always {
+            self.segment.sync()?;
+            self.dirty = false;
+        }
+        Ok(hashes)
+    }
+
+    /// Frames `batch` into `buf` and appends it, rotating where a segment is full or an entry
+    /// asks for a new one.
+    fn frame_group(
+        &mut self,
+        batch: &[Append],
+        buf: &mut Vec<u8>,
+        hashes: &mut Vec<Hash>,
+    ) -> io::Result<()> {
         for a in batch {
             if a.seq != self.next_seq {
                 return Err(io::Error::other(format!(
@@ -263,12 +410,7 @@ impl Writer {
         }
         self.segment.append(buf)?;
         self.size += buf.len() as u64;
-        self.dirty = true;
-        if self.config.fsync == FsyncMode::Always {
-            self.segment.sync()?;
-            self.dirty = false;
-        }
-        Ok(hashes)
+        Ok(())
     }
 
     /// Closes the open segment (synced) and starts the next at `next_seq`.
@@ -282,4 +424,12 @@ impl Writer {
         self.dirty = false;
         Ok(())
     }
+}
+
+/// A fresh writer's group buffers.
+pub(super) fn buffers(config: &JournalConfig) -> (Vec<Append>, Vec<u8>) {
+    (
+        Vec::with_capacity(config.max_batch),
+        Vec::with_capacity(ENTRY_PAYLOAD_BYTES_MAX),
+    )
 }

@@ -259,6 +259,9 @@ impl AgentHandle {
             .entry
             .core
             .with_kernel(|k| k.settle(step, outcome, now))?;
+        // No one waits for a settlement's entry: with `fsync: off` it is written here and
+        // now, not at the writer thread's next look.
+        self.inner.write_through(self.entry.core.recorded_through());
         if let Some(record) = &report.halt {
             self.entry.core.announce_halt(record);
             self.inner.after_halt(self.id().clone(), record.clone());

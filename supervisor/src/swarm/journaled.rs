@@ -226,6 +226,15 @@ impl SwarmInner {
         }
     }
 
+    /// With `fsync: off`, writes the journal's queue through entry `seq` on this thread
+    /// ([`Journal::write_through`]); otherwise (or without a journal) nothing: the writer
+    /// thread has it. A failure shows at the next wait or submit.
+    pub(super) fn write_through(&self, seq: u64) {
+        if let Some((journal, _)) = self.journal.get() {
+            let _ = journal.write_through(seq);
+        }
+    }
+
     /// Waits until entry `seq` and every one before it is durable (no-op without a journal;
     /// for 0, nothing recorded, only the failure check). Fails if the journal has failed,
     /// even for 0: a record that was refused left no number to wait for.
