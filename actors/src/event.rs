@@ -100,41 +100,78 @@ impl Event {
 }
 
 /// The publishing side. Cheap to clone.
+///
+/// Two channels: every event, and every event but decisions (one per step: a subscriber that
+/// only follows halts and the like never wakes for them, and with no subscriber of the first
+/// kind decisions are not even built).
 #[derive(Clone, Debug)]
 pub struct EventBus {
+    all: Channel,
+    without_decisions: Channel,
+}
+
+/// One broadcast channel and its subscriber count.
+#[derive(Clone, Debug)]
+struct Channel {
     tx: broadcast::Sender<Event>,
     subscribers: Arc<AtomicUsize>,
 }
 
-impl EventBus {
-    /// A bus holding up to `capacity` events per subscriber.
-    pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+impl Channel {
+    fn new(capacity: usize) -> Self {
         Self {
-            tx,
+            tx: broadcast::channel(capacity.max(1)).0,
             subscribers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// True when someone listens (publishers may skip building events otherwise).
-    pub fn has_subscribers(&self) -> bool {
+    fn listened(&self) -> bool {
         self.subscribers.load(Ordering::Relaxed) > 0
     }
 
-    /// Publishes; never blocks.
-    pub fn publish(&self, event: Event) {
-        if self.has_subscribers() {
-            let _ = self.tx.send(event);
-        }
-    }
-
-    /// A new subscription, starting with the next event.
-    pub fn subscribe(&self) -> EventStream {
+    fn subscribe(&self) -> EventStream {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         EventStream {
             inner: tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe()),
             subscribers: Arc::clone(&self.subscribers),
         }
+    }
+}
+
+impl EventBus {
+    /// A bus holding up to `capacity` events per subscriber.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            all: Channel::new(capacity),
+            without_decisions: Channel::new(capacity),
+        }
+    }
+
+    /// True when someone listens to every event, decisions included (publishers skip
+    /// building decision events otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.all.listened()
+    }
+
+    /// Publishes; never blocks.
+    pub fn publish(&self, event: Event) {
+        if !matches!(event, Event::Decision(_)) && self.without_decisions.listened() {
+            let _ = self.without_decisions.tx.send(event.clone());
+        }
+        if self.all.listened() {
+            let _ = self.all.tx.send(event);
+        }
+    }
+
+    /// A new subscription to every event, starting with the next one.
+    pub fn subscribe(&self) -> EventStream {
+        self.all.subscribe()
+    }
+
+    /// A new subscription to every event but decisions (halts, resumes, approvals,
+    /// restarts, escalations), starting with the next one.
+    pub fn subscribe_without_decisions(&self) -> EventStream {
+        self.without_decisions.subscribe()
     }
 }
 

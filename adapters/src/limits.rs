@@ -23,6 +23,8 @@ pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
 pub const IDLE_TIMEOUTS_PER_CONNECTION: u32 = 2;
 /// Wait before accepting again after `accept` fails (out of file descriptors and the like).
 pub const ACCEPT_RETRY_MS: u64 = 50;
+/// Most runtimes serving connections (one per core: `http::serve::HttpThreads`).
+pub const HTTP_THREADS_MAX: usize = 64;
 /// How long in-flight requests get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

@@ -425,7 +425,7 @@ impl Driver {
         mut stop: oneshot::Receiver<()>,
         gossip: Duration,
     ) {
-        let mut events = self.swarm.events();
+        let mut events = self.swarm.events_without_decisions();
         let mut timer = tokio::time::interval(gossip);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -727,3 +727,36 @@ async fn crash_inline_applies_the_strategies_and_intensities_of_a_real_crash() {
     assert!(swarm.crash_inline(&id("nobody"), "boom").is_err());
     swarm.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_subscriber_without_decisions_sees_halts_and_no_decision_is_built_for_it() {
+    let swarm = Swarm::builder().build().await.unwrap();
+    spawn_all(&swarm, "swarm", &["quiet"]).await;
+    let mut rare = swarm.events_without_decisions();
+    let a = swarm.agent(&id("quiet")).unwrap();
+    for i in 0..5 {
+        assert_eq!(a.step(read(i, 1)).await.unwrap().decision, Verdict::Allow);
+    }
+    swarm.halt(id("quiet"), "stop").await.unwrap();
+    // The first event it gets is the halt: the five decisions never reached it.
+    let first = tokio::time::timeout(Duration::from_secs(5), rare.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the bus is open")
+        .expect("no lag");
+    assert!(
+        matches!(first, Event::Halt { ref agent, .. } if agent.as_str() == "quiet"),
+        "{first:?}"
+    );
+    // A subscriber to everything sees decisions too.
+    let mut all = swarm.events();
+    let b = swarm.agent(&id("quiet")).unwrap();
+    let _ = b.step(read(9, 1)).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), all.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(e, Event::Decision(_)), "{e:?}");
+    swarm.shutdown().await;
+}

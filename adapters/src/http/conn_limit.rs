@@ -31,6 +31,42 @@ impl Limited {
     }
 }
 
+/// A [`Limited`] listener's socket, duplicated, with the same permits: to accept on another
+/// runtime ([`SharedListener::register`]). Every runtime accepting from one socket takes the
+/// connections it has room for first, and the permits still bound them all together.
+pub struct SharedListener {
+    socket: std::net::TcpListener,
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: Duration,
+}
+
+impl Limited {
+    /// A duplicate of this listener's socket (a new descriptor of the same listening socket)
+    /// sharing its permits. Errors: out of file descriptors.
+    pub fn share(&self) -> std::io::Result<SharedListener> {
+        use std::os::fd::AsFd;
+        let fd = self.inner.as_fd().try_clone_to_owned()?;
+        Ok(SharedListener {
+            socket: std::net::TcpListener::from(fd),
+            permits: Arc::clone(&self.permits),
+            idle: self.idle,
+        })
+    }
+}
+
+impl SharedListener {
+    /// The listener, registered with the calling runtime's reactor: call it on the runtime
+    /// that will accept, so its connections' I/O is driven there.
+    pub fn register(self) -> std::io::Result<Limited> {
+        self.socket.set_nonblocking(true)?;
+        Ok(Limited {
+            inner: tokio::net::TcpListener::from_std(self.socket)?,
+            permits: self.permits,
+            idle: self.idle,
+        })
+    }
+}
+
 /// A connection holding its permit.
 pub struct LimitedIo {
     stream: tokio::net::TcpStream,

@@ -241,8 +241,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.node.data_dir.clone(),
         marks,
     );
-    let webhooks = (!config.webhooks.is_empty())
-        .then(|| crate::webhook::start(config.webhooks.clone(), node.swarm().events()));
+    // Hooks that take no decisions do not make every step publish one.
+    let decisions = config
+        .webhooks
+        .iter()
+        .any(|h| h.events.iter().any(|e| e == "decision"));
+    let webhooks = (!config.webhooks.is_empty()).then(|| {
+        let swarm = node.swarm();
+        let events = match decisions {
+            true => swarm.events(),
+            false => swarm.events_without_decisions(),
+        };
+        crate::webhook::start(config.webhooks.clone(), events)
+    });
     // Longer than any request may take, so only a connection with nothing going on ends: a
     // proxied call may wait up to its upstream's timeout for the answer's head and again for
     // a whole answer's body.

@@ -1,4 +1,4 @@
-//! Forwarding to an upstream: one pooled hyper client (keep-alive per upstream, HTTP/1.1,
+//! Forwarding to an upstream: a pooled hyper client per thread (keep-alive per upstream, HTTP/1.1,
 //! `http://` and `https://` with the Mozilla roots), header hygiene both ways (RFC 9110 §7.6.1
 //! hop-by-hop headers dropped, the agent's own credentials and `warden-*` controls never
 //! forwarded, the upstream's credentials added), and a deadline up to the answer's head.
@@ -18,8 +18,25 @@ use crate::limits::{UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_IDLE_CONNECTIONS_MAX};
 /// The proxy's outbound client.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
+/// The proxy's outbound clients: one per thread, each with its own connection pools, so an
+/// upstream connection is driven by the thread whose handler uses it (the node serves each
+/// connection on one thread: [`crate::http::serve`]), never handed to another thread's
+/// reactor and back. Cheap to clone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clients;
+
+impl Clients {
+    /// This thread's client (made at its first use).
+    pub fn here(&self) -> HttpClient {
+        thread_local! {
+            static CLIENT: HttpClient = client();
+        }
+        CLIENT.with(HttpClient::clone)
+    }
+}
+
 /// A client with a connection pool per upstream host.
-pub fn client() -> HttpClient {
+fn client() -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -160,7 +177,7 @@ pub fn join(base: &str, path: &str, query: Option<&str>) -> Result<Uri, ApiError
 /// fails or is reset; neither says more than the upstream's name (its URL and credentials stay
 /// on the node).
 pub async fn send(
-    client: &HttpClient,
+    clients: Clients,
     upstream: &str,
     method: Method,
     uri: Uri,
@@ -176,7 +193,7 @@ pub async fn send(
         .body(body)
         .map_err(|e| ApiError::internal(format!("building the upstream request: {e}")))?;
     let started = Instant::now();
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    match tokio::time::timeout(timeout, clients.here().request(req)).await {
         Ok(Ok(resp)) => Ok((resp, started.elapsed())),
         Ok(Err(e)) => Err(ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,

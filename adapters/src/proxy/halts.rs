@@ -26,7 +26,7 @@ impl HaltWatch {
     /// Starts following `swarm`'s events (on the current runtime); stops when the bus closes.
     pub fn start(swarm: &Swarm) -> Self {
         let w = HaltWatch::default();
-        let mut events = swarm.events();
+        let mut events = swarm.events_without_decisions();
         let (me, swarm) = (w.clone(), swarm.clone());
         tokio::spawn(async move {
             while let Some(e) = events.next().await {

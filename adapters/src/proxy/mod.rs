@@ -130,8 +130,8 @@ fn start_sweep(swarm: &Swarm) -> Arc<parked::Parked> {
 
 /// The proxy's state, shared by its routes.
 pub struct Proxy {
-    /// The outbound client.
-    pub client: forward::HttpClient,
+    /// The outbound clients (one per thread).
+    pub client: forward::Clients,
     routes: HashMap<String, Arc<Route>>,
     by_url: DashMap<String, Arc<Route>>,
     /// Model prices, by model name.
@@ -161,7 +161,7 @@ impl Proxy {
             .map(|u| Ok((u.name.clone(), Arc::new(Route::new(u)?))))
             .collect::<Result<_, String>>()?;
         Ok(Self {
-            client: forward::client(),
+            client: forward::Clients,
             routes,
             by_url: DashMap::new(),
             prices: config

@@ -101,7 +101,7 @@ async fn proxy(
     let uri = forward::join(&route.url, raw_rest, parts.uri.query())?;
     let headers = forwarded_headers(&parts.headers, &route.headers);
     let sent = forward::send(
-        &state.proxy.client,
+        state.proxy.client,
         &route.name,
         parts.method,
         uri,

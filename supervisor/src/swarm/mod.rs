@@ -204,6 +204,12 @@ impl Swarm {
         self.inner.events.subscribe()
     }
 
+    /// Subscribes to every event but decisions: for followers of halts and the like, which
+    /// then cost a decision nothing.
+    pub fn events_without_decisions(&self) -> EventStream {
+        self.inner.events.subscribe_without_decisions()
+    }
+
     /// A pool's totals.
     pub fn pool(&self, path: &str) -> Option<AccountSnapshot> {
         let tree = self.inner.tree.read();

@@ -143,7 +143,7 @@ async fn run(
     );
     let uri = forward::join(&p.route.url, api.path(), None).map_err(fail)?;
     let (resp, took) = forward::send(
-        &state.proxy.client,
+        state.proxy.client,
         &p.route.name,
         axum::http::Method::POST,
         uri,

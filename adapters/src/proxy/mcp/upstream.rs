@@ -107,7 +107,7 @@ async fn post(
     let uri = forward::join(&route.url, "", None)?;
     let body = Body::from(serde_json::to_vec(msg).unwrap_or_default());
     let (resp, took) = forward::send(
-        &proxy.client,
+        proxy.client,
         &route.name,
         Method::POST,
         uri,
