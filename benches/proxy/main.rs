@@ -13,7 +13,8 @@
 //! chunks=20 chunk_ms=20 seconds=10 warmup=2 litellm=/work/litellm-venv/bin/litellm
 //! litellm_max=512` (llm; LiteLLM runs up to `litellm_max` streams); `requests=1000`
 //! (denials); `fsync=always` for every part (`always`, `batch` or `off`, the node's journal
-//! mode). nginx is Debian's (`apt-get install nginx`): without `/usr/sbin/nginx` the tool
+//! mode). `WARDEN_BENCH_BIN=PATH` runs another build of `warden` as the node (two builds
+//! compared in one sitting). nginx is Debian's (`apt-get install nginx`): without `/usr/sbin/nginx` the tool
 //! part says so and runs without it; without the LiteLLM binary the llm part does likewise.
 //! Everything is on loopback; every loop is bounded in time. Results of 2026-11-30 and their
 //! reading: `docs/benchmarks.md`; raw outputs: `benches/proxy/runs/`.
@@ -286,7 +287,10 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        // `WARDEN_BENCH_BIN`: another build of the node, to compare two in one sitting.
+        let bin = std::env::var("WARDEN_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_warden").to_string());
+        let mut child = Command::new(bin)
             .args(["node", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.join("data"))
             .arg("--policy")

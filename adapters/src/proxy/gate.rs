@@ -64,13 +64,14 @@ fn new_seal() -> u64 {
     u64::from_le_bytes(first)
 }
 
-/// Admits a request: the step under which it may be forwarded, or why not. `retry` is the
+/// Admits a request: the step under which it may be forwarded, or why not. `fp` gives the
+/// request's fingerprint, asked for only when it is parked or retried; `retry` is the
 /// request's `Warden-Step` header, if any.
 pub async fn admit(
     state: &AppState,
     h: &AgentHandle,
     step: Step,
-    fp: Fingerprint,
+    fp: impl FnOnce() -> Fingerprint,
     retry: Option<&HeaderValue>,
 ) -> Result<Admitted, Refused> {
     match retry {
@@ -84,14 +85,17 @@ async fn decide(
     state: &AppState,
     h: &AgentHandle,
     step: Step,
-    fp: Fingerprint,
+    fp: impl FnOnce() -> Fingerprint,
 ) -> Result<Admitted, Refused> {
     let seal = new_seal();
     let d = h.step_here(&step.sealed(seal)).await?;
     match d.decision {
         Verdict::Allow => Ok(Admitted { step: d.step, seal }),
         Verdict::RequireApproval => {
-            state.proxy.parked.insert(h.id().clone(), d.step, fp, seal);
+            state
+                .proxy
+                .parked
+                .insert(h.id().clone(), d.step, fp(), seal);
             Err(Refused::Decision(Box::new(d)))
         }
         Verdict::Deny | Verdict::Halt => Err(Refused::Decision(Box::new(d))),
@@ -104,7 +108,7 @@ async fn retried(
     state: &AppState,
     h: &AgentHandle,
     v: &HeaderValue,
-    fp: Fingerprint,
+    fp: impl FnOnce() -> Fingerprint,
 ) -> Result<Admitted, Refused> {
     let step: StepId = v
         .to_str()
@@ -122,7 +126,7 @@ async fn retried(
         )
     };
     let (expected, seal) = state.proxy.parked.get(agent, step).ok_or_else(unknown)?;
-    if expected != fp {
+    if expected != fp() {
         return Err(Refused::Error(ApiError::new(
             StatusCode::CONFLICT,
             "retry_mismatch",

@@ -72,7 +72,6 @@ async fn call(
 /// A request, read and judged.
 struct Judged {
     step: Step,
-    fingerprint: super::parked::Fingerprint,
     body: Bytes,
 }
 
@@ -91,7 +90,8 @@ async fn proxy(
     let h = handle(state, &agent)?;
     let slot = route.slot()?;
     let retry = parts.headers.get(STEP_HEADER);
-    let step = match admit(state, &h, judged.step, judged.fingerprint, retry).await {
+    let fp = || request_fingerprint(&parts, tool, &judged.body);
+    let step = match admit(state, &h, judged.step, fp, retry).await {
         Ok(step) => step,
         Err(Refused::Decision(d)) => return Err(answer(h.id(), &d)),
         Err(Refused::Error(e)) => return Err(e),
@@ -163,7 +163,7 @@ pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Api
     }
 }
 
-/// Builds the step from the request, and its fingerprint.
+/// Builds the step from the request.
 fn judge_request(
     parts: &axum::http::request::Parts,
     tool: &str,
@@ -204,36 +204,38 @@ fn judge_request(
             step[key] = parsed;
         }
     }
+    let step: Step = serde_json::from_value(step)
+        .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
+    Ok(Judged { step, body })
+}
+
+/// What an approval covers: the method, tool, path, query, body, the `Warden-*` cost and
+/// signals and every header the upstream will see (an added `X-HTTP-Method-Override` makes
+/// another request). Computed only when a request is parked or retried.
+fn request_fingerprint(
+    parts: &axum::http::request::Parts,
+    tool: &str,
+    body: &[u8],
+) -> super::parked::Fingerprint {
     let header = |n: &str| parts.headers.get(n).map_or(&b""[..], HeaderValue::as_bytes);
-    // Every header the upstream will see is part of what was approved (an added
-    // `X-HTTP-Method-Override` makes another request).
     let mut sent: Vec<String> = forwarded_headers(&parts.headers, &[])
         .iter()
         .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
         .collect();
     sent.sort();
     let sent = sent.join("\n");
-    let fp = fingerprint(&[
+    fingerprint(&[
         parts.method.as_str().as_bytes(),
         tool.as_bytes(),
         parts.uri.path().as_bytes(),
         parts.uri.query().unwrap_or("").as_bytes(),
-        &body,
+        body,
         header("warden-cost"),
         header("warden-signals"),
         sent.as_bytes(),
-    ]);
-    let step: Step = serde_json::from_value(step)
-        .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
-    Ok(Judged {
-        step,
-        fingerprint: fp,
-        body,
-    })
+    ])
 }
 
-/// The body's parameters: a JSON object's keys, or a form's pairs; an empty body has none.
-/// Any other body is refused (415): what the policy cannot read is never forwarded.
 /// The headers a proxied tool request reaches its upstream with: [`forward::request_headers`],
 /// and the `Content-Type` the proxy judged the body as, whatever `Connection` named.
 fn forwarded_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]) -> HeaderMap {
@@ -244,6 +246,8 @@ fn forwarded_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]) 
     out
 }
 
+/// The body's parameters: a JSON object's keys, or a form's pairs; an empty body has none.
+/// Any other body is refused (415): what the policy cannot read is never forwarded.
 fn insert_body(
     args: &mut Map<String, Value>,
     headers: &HeaderMap,

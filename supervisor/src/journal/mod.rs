@@ -545,7 +545,7 @@ impl Journal {
     /// thread writes a group), and answers as [`wait_durable`](Self::wait_durable) would.
     /// `None` with the other modes: a sync is not done on a caller's thread. A synchronous
     /// caller that submitted entries and will not wait for them calls this so they are
-    /// written now rather than at the writer thread's next look (within 1 ms).
+    /// written now rather than at the writer thread's next look (within 10 ms).
     pub fn write_through(&self, seq: u64) -> Option<Result<(), JournalError>> {
         self.shared.write_through(seq)
     }

@@ -24,10 +24,12 @@ use super::storage::{SegmentWriter, Storage};
 use super::{FsyncMode, JournalConfig, JournalError, Shared, SEGMENT_HEADER_BYTES};
 use crate::limits::ENTRY_PAYLOAD_BYTES_MAX;
 
-/// With [`FsyncMode::Off`]: how often the busy writer thread looks at the queue.
-pub(super) const OFF_POLL: Duration = Duration::from_millis(1);
+/// With [`FsyncMode::Off`]: how often the busy writer thread looks at the queue for entries
+/// no one waits for (every waiter writes its own). A look costs a thread wake-up, so not
+/// too often: such an entry is written within this long.
+pub(super) const OFF_POLL: Duration = Duration::from_millis(10);
 
-/// With [`FsyncMode::Off`]: empty looks (100 ms) before the thread sleeps until woken.
+/// With [`FsyncMode::Off`]: empty looks (1 s) before the thread sleeps until woken.
 pub(super) const OFF_QUIET_POLLS: u32 = 100;
 
 /// One entry on its way to the writer.

@@ -127,7 +127,7 @@ async fn run(
     let slot = p.route.slot().map_err(fail)?;
     let fp = fingerprint(&[api.name().as_bytes(), &original]);
     let retry = parts.headers.get(super::tool::STEP_HEADER);
-    let step = match admit(state, &h, p.step.clone(), fp, retry).await {
+    let step = match admit(state, &h, p.step.clone(), || fp, retry).await {
         Ok(s) => s,
         Err(Refused::Decision(d)) => return Err(fail(refusal(api, &agent, &d))),
         Err(Refused::Error(e)) => return Err(fail(e)),

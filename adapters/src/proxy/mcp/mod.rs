@@ -469,7 +469,8 @@ async fn governed(
         }
     };
     let fp = fingerprint(&[b"mcp", bytes]);
-    let step_id = match admit(state, &h, step, fp, headers.get(super::tool::STEP_HEADER)).await {
+    let retry = headers.get(super::tool::STEP_HEADER);
+    let step_id = match admit(state, &h, step, || fp, retry).await {
         Ok(s) => s,
         Err(Refused::Decision(d)) => return refusal(id, &d),
         Err(Refused::Error(e)) => return e.into_response(),
