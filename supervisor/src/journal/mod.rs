@@ -347,6 +347,7 @@ impl Journal {
             dirty: false,
             batch,
             buf,
+            closed: Vec::new(),
             _lock: lock,
         };
         let max_queued = writer.config.queue.max(1);
@@ -541,11 +542,12 @@ impl Journal {
 
     /// With [`FsyncMode::Off`]: writes everything queued (entry `seq` and every one before
     /// it, and whatever others queued since) on the calling thread, without waking the writer
-    /// thread or waiting for it (leader-based group commit; it blocks only while another
-    /// thread writes a group), and answers as [`wait_durable`](Self::wait_durable) would.
-    /// `None` with the other modes: a sync is not done on a caller's thread. A synchronous
-    /// caller that submitted entries and will not wait for them calls this so they are
-    /// written now rather than at the writer thread's next look (within 10 ms).
+    /// thread or waiting for it (leader-based group commit), and answers as
+    /// [`wait_durable`](Self::wait_durable) would. `None` when another thread is writing
+    /// right now (it takes this entry too: wait with [`wait_durable`](Self::wait_durable)),
+    /// and always with the other modes (a sync is not done on a caller's thread). A
+    /// synchronous caller that submitted entries and will not wait for them calls this so
+    /// they are written now rather than at the writer thread's next look (within 10 ms).
     pub fn write_through(&self, seq: u64) -> Option<Result<(), JournalError>> {
         self.shared.write_through(seq)
     }

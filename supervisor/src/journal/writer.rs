@@ -8,7 +8,8 @@
 //! with [`FsyncMode::Off`] only, the caller that waits for its entry
 //! ([`Shared::write_through`]): leader-based group commit, as in RocksDB's write path — the
 //! waiting caller writes what is queued itself (its entry and everyone's before and after
-//! it), so a decision neither wakes the thread nor waits to be woken by it. There, while
+//! it), so a decision neither wakes the thread nor waits to be woken by it. A caller that
+//! finds another writing does not wait for the lock: it waits for the acknowledgement. There, while
 //! entries keep coming, the thread only looks at the queue every [`OFF_POLL`] for entries
 //! no one waits for, and sleeps until woken after [`OFF_QUIET_POLLS`] empty looks.
 
@@ -89,6 +90,10 @@ pub(super) struct Writer {
     /// The group being written, and its frames (kept to reuse their allocations).
     pub(super) batch: Vec<Append>,
     pub(super) buf: Vec<u8>,
+    /// With [`FsyncMode::Off`]: segments closed and not yet synced. The writer thread syncs
+    /// them without holding the writer (a 64 MiB segment's sync takes a disk's time: no
+    /// caller waits for it); see [`sync_closed`].
+    pub(super) closed: Vec<Box<dyn SegmentWriter>>,
     /// The storage's writer lock, released when the writer is dropped.
     pub(super) _lock: Box<dyn Send>,
 }
@@ -129,10 +134,22 @@ impl Shared {
             .map(|why| Err(JournalError::Stopped(why.clone())))
     }
 
+    /// [`writer`](Self::writer), unless another thread holds it now.
+    fn try_writer(&self) -> Option<MutexGuard<'_, Option<Writer>>> {
+        match self.writer.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(_)) => Some(self.writer()),
+        }
+    }
+
     /// With [`FsyncMode::Off`], writes everything queued on the calling thread (leader-based
-    /// group commit) and answers whether entry `seq` is acknowledged; blocks only while
-    /// another thread writes a group (a `write(2)`, no sync). `None` in the other modes, or
-    /// if `seq` is still not acknowledged: then wait for the writer thread.
+    /// group commit) and answers whether entry `seq` is acknowledged. Never waits for the
+    /// writer: if another thread holds it, that one writes the entry (whoever lets the writer
+    /// go looks at the queue again and takes what came meanwhile; the writer thread looks
+    /// every [`OFF_POLL`] in any case), and this answers `None`: then wait for the progress.
+    /// A holder preempted in the middle of a `write(2)` so never stalls another thread, nor
+    /// every connection that thread serves. `None` in the other modes.
     pub(super) fn write_through(&self, seq: u64) -> Option<Result<(), JournalError>> {
         if self.fsync != FsyncMode::Off {
             return None;
@@ -140,9 +157,13 @@ impl Shared {
         if let Some(done) = self.acknowledged(seq) {
             return Some(done);
         }
-        let mut guard = self.writer();
-        serve(self, &mut guard);
-        drop(guard);
+        while let Some(mut guard) = self.try_writer() {
+            serve(self, &mut guard);
+            drop(guard);
+            if self.queue().queue.is_empty() {
+                break;
+            }
+        }
         self.acknowledged(seq)
     }
 }
@@ -161,6 +182,7 @@ fn serve(shared: &Shared, guard: &mut MutexGuard<'_, Option<Writer>>) {
 /// A stop: the writer syncs, releases the segment and the lock, and then acknowledges.
 fn finish(shared: &Shared, writer: Option<Writer>, done: oneshot::Sender<()>) {
     if let Some(mut w) = writer {
+        sync_closed(std::mem::take(&mut w.closed));
         if w.dirty {
             let _ = w.segment.sync();
         }
@@ -227,6 +249,17 @@ pub(super) fn run(shared: Arc<Shared>) {
         }
         sync_after = (shared.fsync == FsyncMode::Batch && writer.dirty)
             .then(|| Duration::from_millis(writer.config.batch_sync_ms.max(1)));
+        let closed = std::mem::take(&mut writer.closed);
+        drop(guard);
+        sync_closed(closed);
+    }
+}
+
+/// Syncs closed segments (best effort: with [`FsyncMode::Off`] nothing is promised about
+/// durability; a sync makes a power cut less likely to leave a hole between segments).
+fn sync_closed(closed: Vec<Box<dyn SegmentWriter>>) {
+    for mut segment in closed {
+        let _ = segment.sync();
     }
 }
 
@@ -415,12 +448,21 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes the open segment (synced) and starts the next at `next_seq`.
+    /// Closes the open segment and starts the next at `next_seq`. The closed one is synced
+    /// first, except with [`FsyncMode::Off`]: there the writer thread syncs it later, outside
+    /// the writer (see [`Writer::closed`]).
     fn rotate(&mut self) -> io::Result<()> {
-        self.segment.sync()?;
-        self.segment = self
+        let later = self.config.fsync == FsyncMode::Off;
+        if !later {
+            self.segment.sync()?;
+        }
+        let next = self
             .storage
             .create(self.next_seq, &encode_header(self.next_seq, &self.prev))?;
+        let closed = std::mem::replace(&mut self.segment, next);
+        if later {
+            self.closed.push(closed);
+        }
         self.segment_first = self.next_seq;
         self.size = SEGMENT_HEADER_BYTES as u64;
         self.dirty = false;
