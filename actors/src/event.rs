@@ -3,6 +3,8 @@
 //! The bus holds at most `capacity` events per subscriber; a subscriber that falls further
 //! behind is told how many it missed ([`EventError::Lagged`]) and continues from the oldest
 //! event still held. Publishing never blocks and costs one atomic load when nobody listens.
+//! A subscriber may leave decisions out ([`EventBus::subscribe_without_decisions`]): while
+//! every subscriber does, decisions (the bulk of the traffic) are not even built.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,6 +106,8 @@ impl Event {
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
     subscribers: Arc<AtomicUsize>,
+    /// Subscribers that take decisions too.
+    decision_subscribers: Arc<AtomicUsize>,
 }
 
 impl EventBus {
@@ -113,12 +117,19 @@ impl EventBus {
         Self {
             tx,
             subscribers: Arc::new(AtomicUsize::new(0)),
+            decision_subscribers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// True when someone listens (publishers may skip building events otherwise).
     pub fn has_subscribers(&self) -> bool {
         self.subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    /// True when some subscriber takes decisions (publishers of [`Event::Decision`] skip
+    /// building them otherwise).
+    pub fn wants_decisions(&self) -> bool {
+        self.decision_subscribers.load(Ordering::Relaxed) > 0
     }
 
     /// Publishes; never blocks.
@@ -130,10 +141,24 @@ impl EventBus {
 
     /// A new subscription, starting with the next event.
     pub fn subscribe(&self) -> EventStream {
+        self.decision_subscribers.fetch_add(1, Ordering::Relaxed);
+        self.subscription(Some(Arc::clone(&self.decision_subscribers)))
+    }
+
+    /// A new subscription to every event but [`Event::Decision`] (halts, resumes,
+    /// approvals, restarts, escalations), starting with the next event. Decisions published
+    /// for other subscribers are skipped (they still take room on the bus: a reader that
+    /// falls behind may lag on their account).
+    pub fn subscribe_without_decisions(&self) -> EventStream {
+        self.subscription(None)
+    }
+
+    fn subscription(&self, decision_subscribers: Option<Arc<AtomicUsize>>) -> EventStream {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         EventStream {
             inner: tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe()),
             subscribers: Arc::clone(&self.subscribers),
+            decision_subscribers,
         }
     }
 }
@@ -182,6 +207,8 @@ pub enum EventError {
 pub struct EventStream {
     inner: tokio_stream::wrappers::BroadcastStream<Event>,
     subscribers: Arc<AtomicUsize>,
+    /// The count this stream is part of when it takes decisions; `None` when it skips them.
+    decision_subscribers: Option<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -202,13 +229,18 @@ impl futures_core::Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
-            Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => {
-                Poll::Ready(Some(Err(EventError::Lagged(n))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        loop {
+            return match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(Event::Decision(_)))) if self.decision_subscribers.is_none() => {
+                    continue
+                }
+                Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => {
+                    Poll::Ready(Some(Err(EventError::Lagged(n))))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 }
@@ -216,6 +248,9 @@ impl futures_core::Stream for EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if let Some(d) = &self.decision_subscribers {
+            d.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -271,5 +306,64 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Event::TYPES.len());
+    }
+
+    fn halt(agent: &AgentId) -> Event {
+        Event::Halt {
+            agent: agent.clone(),
+            record: HaltRecord {
+                kind: HaltKind::Safety,
+                rule: None,
+                reason: "r".into(),
+                at_ms: 1,
+                cause: Vec::new(),
+            },
+        }
+    }
+
+    fn decision(agent: &AgentId) -> Event {
+        Event::Decision(crate::decision::DecisionEvent {
+            agent: agent.clone(),
+            tool: Arc::from("t"),
+            decision: crate::decision::Decision {
+                decision: crate::decision::Verdict::Allow,
+                rule: None,
+                kind: None,
+                reason: String::new(),
+                step: crate::ids::StepId::from_seq(1),
+                approval: None,
+                remaining: Default::default(),
+                audit_seq: None,
+            },
+        })
+    }
+
+    fn next_now(s: &mut EventStream) -> Option<Event> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(s).poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(e))) => Some(e),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_subscriber_without_decisions_gets_the_rest_and_asks_for_no_decisions() {
+        let bus = EventBus::new(16);
+        let a = AgentId::new("a").unwrap();
+        let mut quiet = bus.subscribe_without_decisions();
+        assert!(bus.has_subscribers());
+        assert!(!bus.wants_decisions());
+        let mut all = bus.subscribe();
+        assert!(bus.wants_decisions());
+        bus.publish(decision(&a));
+        bus.publish(halt(&a));
+        assert_eq!(next_now(&mut all).map(|e| e.type_name()), Some("decision"));
+        assert_eq!(next_now(&mut all).map(|e| e.type_name()), Some("halt"));
+        assert_eq!(next_now(&mut quiet).map(|e| e.type_name()), Some("halt"));
+        assert_eq!(next_now(&mut quiet), None);
+        drop(all);
+        assert!(!bus.wants_decisions());
+        drop(quiet);
+        assert!(!bus.has_subscribers());
     }
 }

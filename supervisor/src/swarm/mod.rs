@@ -204,6 +204,13 @@ impl Swarm {
         self.inner.events.subscribe()
     }
 
+    /// Subscribes to every event but decisions: halts, resumes, approvals, restarts and
+    /// escalations. While every subscriber is of this kind, decisions are not published at
+    /// all (the simulator's halt oracle reads this way).
+    pub fn events_without_decisions(&self) -> EventStream {
+        self.inner.events.subscribe_without_decisions()
+    }
+
     /// A pool's totals.
     pub fn pool(&self, path: &str) -> Option<AccountSnapshot> {
         let tree = self.inner.tree.read();
