@@ -7,7 +7,7 @@
 //! every subscriber does, decisions (the bulk of the traffic) are not even built.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -108,6 +108,8 @@ pub struct EventBus {
     subscribers: Arc<AtomicUsize>,
     /// Subscribers that take decisions too.
     decision_subscribers: Arc<AtomicUsize>,
+    /// Events published so far (counted after each is on the bus).
+    sent: Arc<AtomicU64>,
 }
 
 impl EventBus {
@@ -118,6 +120,7 @@ impl EventBus {
             tx,
             subscribers: Arc::new(AtomicUsize::new(0)),
             decision_subscribers: Arc::new(AtomicUsize::new(0)),
+            sent: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -136,6 +139,7 @@ impl EventBus {
     pub fn publish(&self, event: Event) {
         if self.has_subscribers() {
             let _ = self.tx.send(event);
+            self.sent.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -155,10 +159,13 @@ impl EventBus {
 
     fn subscription(&self, decision_subscribers: Option<Arc<AtomicUsize>>) -> EventStream {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
+        let quiet_at = self.sent.load(Ordering::Acquire);
         EventStream {
             inner: tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe()),
             subscribers: Arc::clone(&self.subscribers),
             decision_subscribers,
+            sent: Arc::clone(&self.sent),
+            quiet_at,
         }
     }
 }
@@ -209,6 +216,10 @@ pub struct EventStream {
     subscribers: Arc<AtomicUsize>,
     /// The count this stream is part of when it takes decisions; `None` when it skips them.
     decision_subscribers: Option<Arc<AtomicUsize>>,
+    /// The bus's count of events published, and its value when this stream last found
+    /// nothing to read.
+    sent: Arc<AtomicU64>,
+    quiet_at: u64,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -218,6 +229,13 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
+    /// False when nothing was published since this stream last found nothing to read (so a
+    /// poll would find nothing either: a poller on the publishing thread may skip it); true
+    /// otherwise. Costs one atomic load, where a poll takes the bus's locks.
+    pub fn may_have_events(&self) -> bool {
+        self.sent.load(Ordering::Acquire) != self.quiet_at
+    }
+
     /// The next event; `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<Result<Event, EventError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
@@ -229,6 +247,7 @@ impl futures_core::Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        let sent = self.sent.load(Ordering::Acquire);
         loop {
             return match Pin::new(&mut self.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(Event::Decision(_)))) if self.decision_subscribers.is_none() => {
@@ -239,7 +258,10 @@ impl futures_core::Stream for EventStream {
                     Poll::Ready(Some(Err(EventError::Lagged(n))))
                 }
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    self.quiet_at = sent;
+                    Poll::Pending
+                }
             };
         }
     }
@@ -359,8 +381,15 @@ mod tests {
         bus.publish(halt(&a));
         assert_eq!(next_now(&mut all).map(|e| e.type_name()), Some("decision"));
         assert_eq!(next_now(&mut all).map(|e| e.type_name()), Some("halt"));
+        assert!(quiet.may_have_events());
         assert_eq!(next_now(&mut quiet).map(|e| e.type_name()), Some("halt"));
         assert_eq!(next_now(&mut quiet), None);
+        assert!(!quiet.may_have_events());
+        bus.publish(halt(&a));
+        assert!(quiet.may_have_events());
+        assert_eq!(next_now(&mut quiet).map(|e| e.type_name()), Some("halt"));
+        assert_eq!(next_now(&mut quiet), None);
+        assert!(!quiet.may_have_events());
         drop(all);
         assert!(!bus.wants_decisions());
         drop(quiet);

@@ -664,6 +664,9 @@ impl<'a> World<'a> {
     /// `no_allow_after_halt`), and counts halts by kind. A reader that fell behind rebuilds
     /// the halted set from every agent's state.
     fn read_bus(&mut self) {
+        if !self.node().events.may_have_events() {
+            return; // nothing published since the last read found nothing
+        }
         let mut cx = Context::from_waker(Waker::noop());
         loop {
             let polled = futures_poll(&mut self.node_mut().events, &mut cx);
