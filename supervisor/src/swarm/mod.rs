@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use ractor::{ActorCell, ActorId, ActorRef};
 use tokio::sync::{mpsc, watch};
@@ -111,7 +111,7 @@ struct SwarmInner {
     approval_agents: Arc<ApprovalIndex>,
     agents: DashMap<AgentId, Arc<AgentEntry>>,
     by_actor: DashMap<ActorId, AgentId>,
-    heartbeat_watch: DashSet<AgentId>,
+    heartbeat_watch: sweep::HeartbeatWatch,
     waits: Mutex<WaitGraph>,
     halts_tx: mpsc::Sender<HaltNotice>,
     supervisor: OnceLock<ActorRef<()>>,
