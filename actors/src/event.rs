@@ -250,7 +250,9 @@ impl futures_core::Stream for EventStream {
         let sent = self.sent.load(Ordering::Acquire);
         loop {
             return match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(Event::Decision(_)))) if self.decision_subscribers.is_none() => {
+                Poll::Ready(Some(Ok(Event::Decision(_))))
+                    if self.decision_subscribers.is_none() =>
+                {
                     continue
                 }
                 Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
