@@ -421,7 +421,7 @@ impl AgentCore {
             .decision_duration(started.elapsed().as_secs_f64());
         decided.decision.audit_seq = seq;
         self.metrics.decision(decided.decision.decision);
-        if self.events.has_subscribers() {
+        if self.events.wants_decisions() {
             self.events.publish(Event::Decision(DecisionEvent {
                 agent: self.id.clone(),
                 tool: Arc::from(step.tool()),

@@ -5,7 +5,7 @@
 //! event still held. Publishing never blocks and costs one atomic load when nobody listens.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -110,11 +110,13 @@ pub struct EventBus {
     without_decisions: Channel,
 }
 
-/// One broadcast channel and its subscriber count.
+/// One broadcast channel, its subscriber count and its count of events sent.
 #[derive(Clone, Debug)]
 struct Channel {
     tx: broadcast::Sender<Event>,
     subscribers: Arc<AtomicUsize>,
+    /// Events sent so far (counted after each is on the channel).
+    sent: Arc<AtomicU64>,
 }
 
 impl Channel {
@@ -122,6 +124,7 @@ impl Channel {
         Self {
             tx: broadcast::channel(capacity.max(1)).0,
             subscribers: Arc::new(AtomicUsize::new(0)),
+            sent: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -129,11 +132,19 @@ impl Channel {
         self.subscribers.load(Ordering::Relaxed) > 0
     }
 
+    fn send(&self, event: Event) {
+        let _ = self.tx.send(event);
+        self.sent.fetch_add(1, Ordering::Release);
+    }
+
     fn subscribe(&self) -> EventStream {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
+        let quiet_at = self.sent.load(Ordering::Acquire);
         EventStream {
             inner: tokio_stream::wrappers::BroadcastStream::new(self.tx.subscribe()),
             subscribers: Arc::clone(&self.subscribers),
+            sent: Arc::clone(&self.sent),
+            quiet_at,
         }
     }
 }
@@ -147,19 +158,24 @@ impl EventBus {
         }
     }
 
-    /// True when someone listens to every event, decisions included (publishers skip
-    /// building decision events otherwise).
+    /// True when someone listens, to either channel.
     pub fn has_subscribers(&self) -> bool {
+        self.all.listened() || self.without_decisions.listened()
+    }
+
+    /// True when someone takes every event, decisions included (publishers of
+    /// [`Event::Decision`] skip building them otherwise).
+    pub fn wants_decisions(&self) -> bool {
         self.all.listened()
     }
 
     /// Publishes; never blocks.
     pub fn publish(&self, event: Event) {
         if !matches!(event, Event::Decision(_)) && self.without_decisions.listened() {
-            let _ = self.without_decisions.tx.send(event.clone());
+            self.without_decisions.send(event.clone());
         }
         if self.all.listened() {
-            let _ = self.all.tx.send(event);
+            self.all.send(event);
         }
     }
 
@@ -219,6 +235,10 @@ pub enum EventError {
 pub struct EventStream {
     inner: tokio_stream::wrappers::BroadcastStream<Event>,
     subscribers: Arc<AtomicUsize>,
+    /// Its channel's count of events sent, and its value when this stream last found
+    /// nothing to read.
+    sent: Arc<AtomicU64>,
+    quiet_at: u64,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -228,6 +248,13 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
+    /// False when nothing was sent on this stream's channel since it last found nothing to
+    /// read (so a poll would find nothing either: a poller on the publishing thread may skip
+    /// it); true otherwise. Costs one atomic load, where a poll takes the channel's locks.
+    pub fn may_have_events(&self) -> bool {
+        self.sent.load(Ordering::Acquire) != self.quiet_at
+    }
+
     /// The next event; `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<Result<Event, EventError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
@@ -239,13 +266,17 @@ impl futures_core::Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        let sent = self.sent.load(Ordering::Acquire);
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(e))) => Poll::Ready(Some(Ok(e))),
             Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => {
                 Poll::Ready(Some(Err(EventError::Lagged(n))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                self.quiet_at = sent;
+                Poll::Pending
+            }
         }
     }
 }
@@ -308,5 +339,71 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Event::TYPES.len());
+    }
+
+    fn halt(agent: &AgentId) -> Event {
+        Event::Halt {
+            agent: agent.clone(),
+            record: HaltRecord {
+                kind: HaltKind::Safety,
+                rule: None,
+                reason: "r".into(),
+                at_ms: 1,
+                cause: Vec::new(),
+            },
+        }
+    }
+
+    fn decision(agent: &AgentId) -> Event {
+        Event::Decision(crate::decision::DecisionEvent {
+            agent: agent.clone(),
+            tool: Arc::from("t"),
+            decision: crate::decision::Decision {
+                decision: crate::decision::Verdict::Allow,
+                rule: None,
+                kind: None,
+                reason: String::new(),
+                step: crate::ids::StepId::from_seq(1),
+                approval: None,
+                remaining: Default::default(),
+                audit_seq: None,
+            },
+        })
+    }
+
+    fn next_now(s: &mut EventStream) -> Option<Event> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(s).poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(e))) => Some(e),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_subscriber_without_decisions_gets_the_rest_and_asks_for_no_decisions() {
+        let bus = EventBus::new(16);
+        let a = AgentId::new("a").unwrap();
+        let mut quiet = bus.subscribe_without_decisions();
+        assert!(bus.has_subscribers());
+        assert!(!bus.wants_decisions());
+        let mut all = bus.subscribe();
+        assert!(bus.wants_decisions());
+        bus.publish(decision(&a));
+        bus.publish(halt(&a));
+        assert_eq!(next_now(&mut all).map(|e| e.type_name()), Some("decision"));
+        assert_eq!(next_now(&mut all).map(|e| e.type_name()), Some("halt"));
+        assert!(quiet.may_have_events());
+        assert_eq!(next_now(&mut quiet).map(|e| e.type_name()), Some("halt"));
+        assert_eq!(next_now(&mut quiet), None);
+        assert!(!quiet.may_have_events());
+        bus.publish(halt(&a));
+        assert!(quiet.may_have_events());
+        assert_eq!(next_now(&mut quiet).map(|e| e.type_name()), Some("halt"));
+        assert_eq!(next_now(&mut quiet), None);
+        assert!(!quiet.may_have_events());
+        drop(all);
+        assert!(!bus.wants_decisions());
+        drop(quiet);
+        assert!(!bus.has_subscribers());
     }
 }

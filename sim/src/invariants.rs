@@ -73,6 +73,13 @@ impl Checks {
         *self.counts.entry(name).or_default() += 1;
     }
 
+    /// Counts `n` checks of `name` (none: as if never counted).
+    pub fn count_n(&mut self, name: &'static str, n: u64) {
+        if n > 0 {
+            *self.counts.entry(name).or_default() += n;
+        }
+    }
+
     /// Marks `name` as not applicable in this run.
     pub fn skip(&mut self, name: &'static str, why: &str) {
         self.skipped.insert(name, why.to_string());

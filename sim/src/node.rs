@@ -33,7 +33,7 @@ pub struct SimNode {
     pub journal: Option<Journal>,
     /// Every agent's handle, by the simulator's agent index.
     pub handles: Vec<AgentHandle>,
-    /// The swarm's events (halts, resumes) for the simulator's own record.
+    /// The swarm's events but decisions (halts, resumes) for the simulator's own record.
     pub events: EventStream,
     /// Last journal entry acknowledged (answers may name entries up to it).
     pub acked_seq: u64,
@@ -107,7 +107,7 @@ impl SimNode {
                 );
             }
             swarm.durable().await.map_err(|e| e.to_string())?;
-            let events = swarm.events();
+            let events = swarm.events_without_decisions();
             let mut node = SimNode {
                 swarm,
                 clock,
@@ -251,7 +251,7 @@ impl SimNode {
                     .ok_or_else(|| format!("agent {id} was not recovered"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let events = swarm.events();
+        let events = swarm.events_without_decisions();
         let mut node = SimNode {
             swarm,
             clock,

@@ -61,7 +61,8 @@ enum Ev {
 enum Answer {
     Decided {
         agent: u32,
-        plan: Plan,
+        work_ms: u64,
+        outcome: Outcome,
         decision: Decision,
     },
     Granted {
@@ -85,10 +86,39 @@ struct AgentState {
     id: AgentId,
     model: Model,
     /// Steps answered and not finished (allowed and unsettled, or parked).
-    open: BTreeSet<StepId>,
+    open: StepSet,
     wake_pending: bool,
     halts_seen: u32,
     partner: Option<u32>,
+}
+
+/// A handful of step ids (an agent's open steps: rarely more than one, a burst's dozens).
+#[derive(Default)]
+struct StepSet(Vec<StepId>);
+
+impl StepSet {
+    /// Adds `step`; false if it was there.
+    fn insert(&mut self, step: StepId) -> bool {
+        let new = !self.contains(step);
+        if new {
+            self.0.push(step);
+        }
+        new
+    }
+
+    fn remove(&mut self, step: StepId) {
+        if let Some(i) = self.0.iter().position(|s| *s == step) {
+            self.0.swap_remove(i);
+        }
+    }
+
+    fn contains(&self, step: StepId) -> bool {
+        self.0.contains(&step)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 struct Operator {
@@ -123,7 +153,13 @@ pub(crate) struct World<'a> {
     answered: Vec<(Option<u64>, u32, StepId)>,
     rng: Rng,
     digest: blake3::Hasher,
-    decisions: BTreeMap<&'static str, u64>,
+    /// Decisions by verdict (indexed by `Verdict as usize`).
+    decisions: [u64; 4],
+    /// Checks made per decision, counted here and handed to `checks` for the report:
+    /// `no_allow_after_halt`, `fail_closed` and the broken checker's.
+    decision_checks: [u64; 3],
+    /// The bytes of one decision for the digest (reused).
+    digest_buf: Vec<u8>,
     refusals: BTreeMap<String, u64>,
     halts: BTreeMap<&'static str, u64>,
     faults: BTreeMap<&'static str, u64>,
@@ -169,7 +205,7 @@ impl<'a> World<'a> {
             agents.push(AgentState {
                 id,
                 model: Model::new(*b, rng),
-                open: BTreeSet::new(),
+                open: StepSet::default(),
                 wake_pending: false,
                 halts_seen: 0,
                 partner: None,
@@ -215,7 +251,9 @@ impl<'a> World<'a> {
             answered: Vec::new(),
             rng: root.fork(0),
             digest: blake3::Hasher::new(),
-            decisions: BTreeMap::new(),
+            decisions: [0; 4],
+            decision_checks: [0; 3],
+            digest_buf: Vec::new(),
             refusals: BTreeMap::new(),
             halts: BTreeMap::new(),
             faults: BTreeMap::new(),
@@ -376,7 +414,8 @@ impl<'a> World<'a> {
             self.on_decision(a, &plan, &decision);
             self.pending.push(Answer::Decided {
                 agent: a,
-                plan,
+                work_ms: plan.work_ms,
+                outcome: plan.outcome,
                 decision,
             });
         }
@@ -399,7 +438,7 @@ impl<'a> World<'a> {
     /// Records a decision and checks what must hold of it at once.
     fn on_decision(&mut self, a: u32, plan: &Plan, d: &Decision) {
         self.steps += 1;
-        *self.decisions.entry(d.decision.name()).or_default() += 1;
+        self.decisions[d.decision as usize] += 1;
         if let Some(rule) = d.rule.as_deref().filter(|_| !d.is_allow()) {
             if let Some(n) = self.refusals.get_mut(rule) {
                 *n += 1;
@@ -408,8 +447,8 @@ impl<'a> World<'a> {
             }
         }
         self.digest_decision(a, d);
-        let id = self.agents[a as usize].id.clone();
         if let Some(t) = &mut self.trace {
+            let id = &self.agents[a as usize].id;
             let line = format!(
                 "{id} {} -> {}{}",
                 plan.step.tool(),
@@ -425,17 +464,19 @@ impl<'a> World<'a> {
                 self.now
             ));
         }
-        self.checks.count("no_allow_after_halt");
+        self.decision_checks[0] += 1;
         if d.is_allow() {
             self.allows += 1;
             if self.halted.contains(&a) {
+                let id = &self.agents[a as usize].id;
                 let detail = format!("agent {id} was allowed step {} while halted", d.step);
                 self.violate("no_allow_after_halt", detail);
             }
         }
         if let Some(rule) = plan.hostile {
-            self.checks.count("fail_closed");
+            self.decision_checks[1] += 1;
             if d.is_allow() {
+                let id = &self.agents[a as usize].id;
                 let detail = format!(
                     "agent {id}: hostile step ({rule}) allowed: tool {} args {}",
                     plan.step.tool(),
@@ -445,7 +486,7 @@ impl<'a> World<'a> {
             }
         }
         if let Some(n) = self.opts.break_after_allows {
-            self.checks.count(BROKEN);
+            self.decision_checks[2] += 1;
             if self.allows > n {
                 self.violate(
                     BROKEN,
@@ -455,16 +496,20 @@ impl<'a> World<'a> {
         }
     }
 
+    /// Hashes the decision's fields, in this order, as one update (the same digest as
+    /// one update per field).
     fn digest_decision(&mut self, a: u32, d: &Decision) {
-        let h = &mut self.digest;
-        h.update(&a.to_le_bytes());
-        h.update(&d.step.seq().to_le_bytes());
-        h.update(d.decision.name().as_bytes());
-        h.update(d.rule.as_deref().unwrap_or("").as_bytes());
-        h.update(d.kind.map_or("", |k| k.name()).as_bytes());
-        h.update(d.reason.as_bytes());
-        h.update(&d.audit_seq.unwrap_or(0).to_le_bytes());
-        h.update(&self.now.to_le_bytes());
+        let b = &mut self.digest_buf;
+        b.clear();
+        b.extend_from_slice(&a.to_le_bytes());
+        b.extend_from_slice(&d.step.seq().to_le_bytes());
+        b.extend_from_slice(d.decision.name().as_bytes());
+        b.extend_from_slice(d.rule.as_deref().unwrap_or("").as_bytes());
+        b.extend_from_slice(d.kind.map_or("", |k| k.name()).as_bytes());
+        b.extend_from_slice(d.reason.as_bytes());
+        b.extend_from_slice(&d.audit_seq.unwrap_or(0).to_le_bytes());
+        b.extend_from_slice(&self.now.to_le_bytes());
+        self.digest.update(b);
     }
 
     fn violate(&mut self, name: &'static str, detail: String) {
@@ -619,6 +664,9 @@ impl<'a> World<'a> {
     /// `no_allow_after_halt`), and counts halts by kind. A reader that fell behind rebuilds
     /// the halted set from every agent's state.
     fn read_bus(&mut self) {
+        if !self.node().events.may_have_events() {
+            return; // nothing published since the last read found nothing
+        }
         let mut cx = Context::from_waker(Waker::noop());
         loop {
             let polled = futures_poll(&mut self.node_mut().events, &mut cx);
@@ -698,10 +746,9 @@ impl<'a> World<'a> {
             self.refuse(answers);
             return;
         }
-        let mut touched = BTreeSet::new();
-        for answer in answers {
-            touched.insert(self.deliver(answer));
-        }
+        let mut touched: Vec<u32> = answers.into_iter().map(|a| self.deliver(a)).collect();
+        touched.sort_unstable();
+        touched.dedup();
         for a in touched {
             let st = &self.agents[a as usize];
             if st.open.is_empty() && !self.draining {
@@ -778,7 +825,8 @@ impl<'a> World<'a> {
         match answer {
             Answer::Decided {
                 agent,
-                plan,
+                work_ms,
+                outcome,
                 decision,
             } => {
                 let st = &mut self.agents[agent as usize];
@@ -790,17 +838,17 @@ impl<'a> World<'a> {
                         let ev = Ev::Outcome {
                             agent,
                             step: decision.step,
-                            outcome: plan.outcome,
+                            outcome,
                         };
-                        self.queue.push(self.now + plan.work_ms, ev);
+                        self.queue.push(self.now + work_ms, ev);
                     }
                     Verdict::RequireApproval => {
                         st.open.insert(decision.step);
                         let ev = Ev::Poll {
                             agent,
                             step: decision.step,
-                            outcome: plan.outcome,
-                            work_ms: plan.work_ms,
+                            outcome,
+                            work_ms,
                         };
                         self.queue.push(self.now + APPROVAL_POLL_MS, ev);
                     }
@@ -827,12 +875,12 @@ impl<'a> World<'a> {
                         },
                     );
                 } else {
-                    self.agents[agent as usize].open.remove(&step);
+                    self.agents[agent as usize].open.remove(step);
                 }
                 agent
             }
             Answer::Closed { agent, step } | Answer::Settled { agent, step } => {
-                self.agents[agent as usize].open.remove(&step);
+                self.agents[agent as usize].open.remove(step);
                 agent
             }
         }
@@ -1017,7 +1065,7 @@ impl<'a> World<'a> {
         for a in 0..self.agents.len() as u32 {
             let open = self.node().handles[a as usize].open_step_ids();
             for step in open {
-                if !self.agents[a as usize].open.contains(&step) {
+                if !self.agents[a as usize].open.contains(step) {
                     self.agents[a as usize].open.insert(step);
                     self.activity.orphans_settled += 1;
                     self.queue.push(
@@ -1104,6 +1152,21 @@ impl<'a> World<'a> {
             n.shutdown(&self.rt);
         }
         let secs = wall.as_secs_f64().max(1e-9);
+        let [halt_checks, hostile_checks, broken_checks] = self.decision_checks;
+        self.checks.count_n("no_allow_after_halt", halt_checks);
+        self.checks.count_n("fail_closed", hostile_checks);
+        self.checks.count_n(BROKEN, broken_checks);
+        let verdicts = [
+            Verdict::Allow,
+            Verdict::RequireApproval,
+            Verdict::Deny,
+            Verdict::Halt,
+        ];
+        let decisions = verdicts
+            .into_iter()
+            .filter(|v| self.decisions[*v as usize] > 0)
+            .map(|v| (v.name(), self.decisions[v as usize]))
+            .collect();
         Report {
             seed: self.opts.seed,
             scenario: self.scenario.name.clone(),
@@ -1115,7 +1178,7 @@ impl<'a> World<'a> {
             events: self.events,
             agent_steps: self.steps,
             agent_steps_per_sec: self.steps as f64 / secs,
-            decisions: self.decisions,
+            decisions,
             refusals_by_rule: self.refusals,
             halts: self.halts,
             pools: pools.iter().map(PoolReport::of).collect(),

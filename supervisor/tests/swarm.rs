@@ -9,7 +9,7 @@ use warden_actors::{
     ActionClass, AgentId, Budgets, Event, HaltKind, LedgerDim, Limits, ManualClock, Outcome,
     PolicyContext, PolicyOutcome, StagnationConfig, Step, StepPolicy, Verdict,
 };
-use warden_supervisor::{AgentSpec, Layout, PoolSpec, Scope, Strategy, Swarm, SwarmError};
+use warden_supervisor::{AgentSpec, Layout, PoolSpec, Scope, Strategy, Swarm, SwarmError, Target};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -593,6 +593,48 @@ async fn a_silent_agent_is_halted_as_lost_and_its_reservations_released() {
         0
     );
     assert_eq!(chatty.snapshot().halt, None);
+    swarm.shutdown().await;
+}
+
+/// The sweep visits only agents that may be lost by now, so what it knows of each must
+/// follow signs of life after a visit, halts and resumes.
+#[tokio::test]
+async fn the_sweep_follows_heartbeats_halts_and_resumes_between_visits() {
+    let clock = Arc::new(ManualClock::new(0));
+    let swarm = Swarm::builder()
+        .clock(clock.clone())
+        .heartbeat_sweep_ms(0)
+        .build()
+        .await
+        .unwrap();
+    for n in ["a", "b", "c"] {
+        let spec = AgentSpec::new(id(n)).heartbeat_timeout_ms(1_000);
+        swarm.spawn_agent(spec).await.unwrap();
+    }
+    clock.set_ms(500);
+    assert!(swarm.sweep_heartbeats().is_empty());
+    swarm
+        .halt_inline(Target::Agent(id("a")), HaltKind::External, "operator")
+        .unwrap();
+    clock.set_ms(900);
+    swarm.heartbeat_inline(&id("c")).unwrap();
+    clock.set_ms(1_500);
+    assert_eq!(
+        swarm.sweep_heartbeats(),
+        vec![id("b")],
+        "a is halted (not lost), c was seen at 900"
+    );
+    swarm.resume_inline(&id("a"), "operator").unwrap();
+    clock.set_ms(2_400);
+    assert_eq!(
+        swarm.sweep_heartbeats(),
+        vec![id("c")],
+        "a was resumed at 1500"
+    );
+    clock.set_ms(2_600);
+    assert_eq!(swarm.sweep_heartbeats(), vec![id("a")]);
+    clock.set_ms(10_000);
+    assert!(swarm.sweep_heartbeats().is_empty(), "all three are halted");
     swarm.shutdown().await;
 }
 

@@ -856,6 +856,13 @@ impl AgentKernel {
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
     }
 
+    /// The last sign of life (a step, an outcome, a heartbeat, a resume), ms. Never goes
+    /// back: `last_seen_ms() + heartbeat_timeout_ms()` is the earliest time the agent can be
+    /// found lost.
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms
+    }
+
     /// True when the agent has a heartbeat timeout, is running, and has been silent longer.
     pub fn is_lost(&self, now_ms: u64) -> bool {
         match self.heartbeat_timeout_ms {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use ractor::Actor;
 use tokio::sync::mpsc;
@@ -148,7 +148,7 @@ impl SwarmBuilder {
             approval_agents: Arc::new(ApprovalIndex::default()),
             agents: DashMap::new(),
             by_actor: DashMap::new(),
-            heartbeat_watch: DashSet::new(),
+            heartbeat_watch: Default::default(),
             waits: Mutex::new(WaitGraph::default()),
             halts_tx,
             supervisor: OnceLock::new(),

@@ -78,6 +78,7 @@ impl Swarm {
             .core
             .with_kernel(|k| k.resume_by(now, &by))
             .ok_or_else(|| SwarmError::NotHalted(id.clone()))?;
+        self.inner.heartbeat_watch.resumed(id);
         self.inner.events.publish(Event::Resume {
             agent: id.clone(),
             by,

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use ractor::{ActorCell, ActorId, ActorRef};
 use tokio::sync::{mpsc, watch};
@@ -111,7 +111,7 @@ struct SwarmInner {
     approval_agents: Arc<ApprovalIndex>,
     agents: DashMap<AgentId, Arc<AgentEntry>>,
     by_actor: DashMap<ActorId, AgentId>,
-    heartbeat_watch: DashSet<AgentId>,
+    heartbeat_watch: sweep::HeartbeatWatch,
     waits: Mutex<WaitGraph>,
     halts_tx: mpsc::Sender<HaltNotice>,
     supervisor: OnceLock<ActorRef<()>>,
@@ -204,8 +204,10 @@ impl Swarm {
         self.inner.events.subscribe()
     }
 
-    /// Subscribes to every event but decisions: for followers of halts and the like, which
-    /// then cost a decision nothing.
+    /// Subscribes to every event but decisions: halts, resumes, approvals, restarts and
+    /// escalations (a channel of its own: a step never wakes it, and while every subscriber
+    /// is of this kind decisions are not even built). The simulator's halt oracle, the
+    /// proxy's halt watch and the cluster driver read this way.
     pub fn events_without_decisions(&self) -> EventStream {
         self.inner.events.subscribe_without_decisions()
     }

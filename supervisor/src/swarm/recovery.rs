@@ -137,6 +137,8 @@ impl Swarm {
             walk.apply(i, entry, record).await?;
             walk.report.entries += 1;
         }
+        // Halts and resumes were restored without the sweep's knowledge.
+        self.inner.heartbeat_watch.recheck_all();
         Ok(walk.finish())
     }
 

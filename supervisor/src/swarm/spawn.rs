@@ -33,7 +33,7 @@ impl Swarm {
         let actor = inner.start_actor(&entry).await?;
         inner.link(&entry, &spec, actor)?;
         if config.heartbeat_timeout_ms.is_some() {
-            inner.heartbeat_watch.insert(spec.id.clone());
+            inner.heartbeat_watch.watch(spec.id.clone());
         }
         inner.flush().await.map_err(SwarmError::Journal)?;
         Ok(AgentHandle {
@@ -257,7 +257,7 @@ impl SwarmInner {
             self.registry.lock().remove(&e.order);
             tree.remove_agent(e.team, id);
         }
-        self.heartbeat_watch.remove(id);
+        self.heartbeat_watch.forget(id);
         self.approval_agents.forget(id);
         self.waits.lock().forget(id);
         let actor = e.actor.write().take();
