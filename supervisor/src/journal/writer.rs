@@ -9,9 +9,10 @@
 //! ([`Shared::write_through`]): leader-based group commit, as in RocksDB's write path — the
 //! waiting caller writes what is queued itself (its entry and everyone's before and after
 //! it), so a decision neither wakes the thread nor waits to be woken by it. A caller that
-//! finds another writing does not wait for the lock: it waits for the acknowledgement. There, while
-//! entries keep coming, the thread only looks at the queue every [`OFF_POLL`] for entries
-//! no one waits for, and sleeps until woken after [`OFF_QUIET_POLLS`] empty looks.
+//! finds another writing does not wait for the lock: it waits for the acknowledgement. In
+//! that mode, while entries keep coming, the thread only looks at the queue every
+//! [`OFF_POLL`] for entries no one waits for (and syncs segments closed at rotation, outside
+//! the lock), and sleeps until woken after [`OFF_QUIET_POLLS`] empty looks.
 
 use std::io;
 use std::path::PathBuf;
