@@ -9,7 +9,9 @@
 //! handler and the handler's upstream calls (the proxy's client keeps one pool per thread:
 //! [`crate::proxy::forward::Clients`]) then stay on one thread, as in nginx's workers: no
 //! work-stealing hand-offs and wake-ups between worker threads within a call. The runtime
-//! that calls [`serve`] keeps everything else (actors' shards are their own runtimes).
+//! that calls [`serve`] keeps everything else (actors' shards are their own runtimes). The
+//! price: no work stealing between serving threads either, so a request that takes long to
+//! judge (a body up to the node's limit) delays the other connections of its thread only.
 
 use std::sync::Arc;
 use std::time::Duration;
