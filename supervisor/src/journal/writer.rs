@@ -34,6 +34,10 @@ pub(super) const OFF_POLL: Duration = Duration::from_millis(10);
 /// With [`FsyncMode::Off`]: empty looks (1 s) before the thread sleeps until woken.
 pub(super) const OFF_QUIET_POLLS: u32 = 100;
 
+/// With [`FsyncMode::Off`]: the most times one caller takes the writer in a row while others
+/// keep queueing (each time a whole queue); past it the writer thread is woken to go on.
+const LEADER_ROUNDS_MAX: usize = 8;
+
 /// One entry on its way to the writer.
 pub(super) struct Append {
     pub(super) seq: u64,
@@ -158,11 +162,19 @@ impl Shared {
         if let Some(done) = self.acknowledged(seq) {
             return Some(done);
         }
-        while let Some(mut guard) = self.try_writer() {
+        for round in 1..=LEADER_ROUNDS_MAX {
+            let Some(mut guard) = self.try_writer() else {
+                break;
+            };
             serve(self, &mut guard);
             drop(guard);
             if self.queue().queue.is_empty() {
                 break;
+            }
+            if round == LEADER_ROUNDS_MAX {
+                // Others kept queueing: the writer thread takes over, so no caller serves
+                // everyone else's entries for long.
+                self.wake.notify_one();
             }
         }
         self.acknowledged(seq)
