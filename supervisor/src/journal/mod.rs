@@ -534,10 +534,8 @@ impl Journal {
             .wait_for(|p| p.seq >= seq || p.failed.is_some())
             .await
             .map_err(|_| JournalError::Stopped("the writer thread is gone".into()))?;
-        if p.seq >= seq {
-            return Ok(());
-        }
-        Err(JournalError::Stopped(p.failed.clone().unwrap_or_default()))
+        p.answer(seq)
+            .unwrap_or_else(|| Err(JournalError::Stopped(String::new())))
     }
 
     /// With [`FsyncMode::Off`]: writes everything queued (entry `seq` and every one before
@@ -570,12 +568,7 @@ impl Journal {
     /// Puts the journal in its failed state (an entry that had to be written could not be):
     /// every later submit and wait fails, so nothing after it is acknowledged.
     pub fn fail(&self, why: impl Into<String>) {
-        let why = why.into();
-        self.shared.progress.send_modify(|p| {
-            if p.failed.is_none() {
-                p.failed = Some(why);
-            }
-        });
+        self.shared.fail(why);
     }
 
     /// The last acknowledged entry's sequence number and chain hash (0 and the genesis hash

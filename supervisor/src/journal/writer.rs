@@ -79,6 +79,19 @@ pub(super) struct Progress {
     pub(super) failed: Option<String>,
 }
 
+impl Progress {
+    /// Entry `seq`'s state at this point: `Some(Ok)` acknowledged, `Some(Err)` never will be
+    /// (the journal failed), `None` not yet.
+    pub(super) fn answer(&self, seq: u64) -> Option<Result<(), JournalError>> {
+        if self.seq >= seq {
+            return Some(Ok(()));
+        }
+        self.failed
+            .as_ref()
+            .map(|why| Err(JournalError::Stopped(why.clone())))
+    }
+}
+
 /// The writer's state: the open segment and where the chain stands.
 pub(super) struct Writer {
     pub(super) config: JournalConfig,
@@ -130,13 +143,17 @@ impl Shared {
     /// Entry `seq`'s state: `Some(Ok)` acknowledged, `Some(Err)` never will be (the journal
     /// failed), `None` not yet.
     pub(super) fn acknowledged(&self, seq: u64) -> Option<Result<(), JournalError>> {
-        let p = self.progress.borrow();
-        if p.seq >= seq {
-            return Some(Ok(()));
-        }
-        p.failed
-            .as_ref()
-            .map(|why| Err(JournalError::Stopped(why.clone())))
+        self.progress.borrow().answer(seq)
+    }
+
+    /// Puts the journal in its failed state, unless it is already (the first reason stays).
+    pub(super) fn fail(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.progress.send_modify(|p| {
+            if p.failed.is_none() {
+                p.failed = Some(why);
+            }
+        });
     }
 
     /// [`writer`](Self::writer), unless another thread holds it now.
@@ -209,11 +226,7 @@ fn finish(shared: &Shared, writer: Option<Writer>, done: oneshot::Sender<()>) {
 /// one will write), what is queued is dropped (its waiters see the failure), and the writer's
 /// segment and lock are released.
 fn retire(shared: &Shared, writer: Option<Writer>, why: &str) {
-    shared.progress.send_modify(|p| {
-        if p.failed.is_none() {
-            p.failed = Some(why.to_string());
-        }
-    });
+    shared.fail(why);
     let mut sub = shared.queue();
     sub.gone = true;
     let dropped: Vec<_> = sub.queue.drain(..).collect();
@@ -303,14 +316,6 @@ fn wait(shared: &Shared, sleep: Sleep) -> bool {
 }
 
 impl Writer {
-    fn fail(&self, shared: &Shared, why: String) {
-        shared.progress.send_modify(|p| {
-            if p.failed.is_none() {
-                p.failed = Some(why);
-            }
-        });
-    }
-
     fn path(&self) -> PathBuf {
         self.storage
             .location()
@@ -333,10 +338,7 @@ impl Writer {
             }
             if control.close && !failed && self.size > SEGMENT_HEADER_BYTES as u64 {
                 if let Err(e) = self.rotate() {
-                    self.fail(
-                        shared,
-                        format!("closing {} failed: {e}", self.path().display()),
-                    );
+                    shared.fail(format!("closing {} failed: {e}", self.path().display()));
                 }
             }
             if control.stop.is_some() || !control.more {
@@ -404,7 +406,7 @@ impl Writer {
                     let _ = self.segment.truncate(before.1);
                 }
                 batch.clear();
-                self.fail(shared, why);
+                shared.fail(why);
                 self.dirty = false;
             }
         }
