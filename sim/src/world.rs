@@ -94,7 +94,7 @@ struct AgentState {
 
 /// A handful of step ids (an agent's open steps: rarely more than one, a burst's dozens).
 #[derive(Default)]
-struct StepSet(Vec<StepId>);
+struct StepSet(smallvec::SmallVec<[StepId; 4]>);
 
 impl StepSet {
     /// Adds `step`; false if it was there.
@@ -403,11 +403,14 @@ impl<'a> World<'a> {
         if self.agents[a as usize].model.wants_to_wait() {
             self.collude(a);
         }
-        let other = self.agents[(a as usize + 1) % self.agents.len()].id.clone();
-        let me = self.agents[a as usize].id.clone();
-        let plans = self.agents[a as usize]
+        // Only the adversary names another agent: the others leave its state untouched.
+        let n = self.agents.len();
+        let other = (self.agents[a as usize].model.behaviour == Behaviour::Adversary)
+            .then(|| self.agents[(a as usize + 1) % n].id.clone());
+        let st = &mut self.agents[a as usize];
+        let plans = st
             .model
-            .plan(me.as_str(), other.as_str());
+            .plan(st.id.as_str(), other.as_ref().map_or("", |o| o.as_str()));
         for plan in plans {
             let decision = self.node().handles[a as usize].step_inline(&plan.step);
             self.read_bus();

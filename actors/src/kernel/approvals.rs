@@ -341,7 +341,7 @@ impl AgentKernel {
         self.steps_allowed += 1;
         let key = parked.approval.step.tool_key();
         if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {
-            self.explored.insert(key);
+            self.explored.insert_key(key);
         }
     }
 

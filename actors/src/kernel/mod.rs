@@ -17,8 +17,9 @@ mod approvals;
 mod hook;
 mod restore;
 mod settle;
+mod spill;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,7 @@ pub use restore::Rejudged;
 pub use settle::{Outcome, OutcomeStatus, SettleError, SettleReport};
 
 use approvals::{Parked, Parking};
+use spill::{SpillMap, SpillSet};
 
 /// Default bound on steps allowed but not yet settled, per agent.
 pub const DEFAULT_MAX_OPEN_STEPS: usize = 1_024;
@@ -49,6 +51,10 @@ pub const MAX_RELEASED_STEPS: usize = 4_096;
 /// Distinct tools remembered per agent when exploration is unlimited (only the count matters
 /// then, and it saturates here).
 pub const MAX_EXPLORED_TRACKED: usize = 4_096;
+/// Open steps kept inside the kernel before its map spills to the heap ([`spill`]).
+const OPEN_INLINE: usize = 2;
+/// Distinct tools kept inside the kernel before its set spills to the heap.
+const EXPLORED_INLINE: usize = 8;
 
 /// The agent-local part of an agent's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -135,8 +141,8 @@ pub struct AgentKernel {
     next_seq: u64,
     steps_allowed: u64,
     consecutive_failures: u32,
-    explored: HashSet<u64>,
-    open: HashMap<StepId, Reservation>,
+    explored: SpillSet<u64, EXPLORED_INLINE>,
+    open: SpillMap<StepId, Reservation, OPEN_INLINE>,
     released: Released,
     /// Seals of sealed open (or released) steps: only an outcome with the seal settles them.
     seals: HashMap<StepId, u64>,
@@ -240,8 +246,8 @@ impl AgentKernel {
             next_seq: 1,
             steps_allowed: 0,
             consecutive_failures: 0,
-            explored: HashSet::new(),
-            open: HashMap::new(),
+            explored: SpillSet::default(),
+            open: SpillMap::default(),
             released: Released::default(),
             seals: HashMap::new(),
             parked: HashMap::new(),
@@ -531,7 +537,7 @@ impl AgentKernel {
             PolicyOutcome::Allow | PolicyOutcome::Halt { .. } => None,
         };
 
-        let new_tool = !self.explored.contains(&step.tool_key());
+        let new_tool = !self.explored.contains_key(&step.tool_key());
         if let Some(denied) = self.over_limits(step, step_id, new_tool) {
             return denied;
         }
@@ -696,7 +702,7 @@ impl AgentKernel {
         if new_tool
             && (self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED)
         {
-            self.explored.insert(step.tool_key());
+            self.explored.insert_key(step.tool_key());
         }
         Decided {
             decision: self.decision(

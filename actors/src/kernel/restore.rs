@@ -107,7 +107,7 @@ impl AgentKernel {
                 at_ms: p.approval.requested_at_ms,
             })
             .collect();
-        let mut explored: Vec<u64> = self.explored.iter().copied().collect();
+        let mut explored: Vec<u64> = self.explored.members().copied().collect();
         explored.sort_unstable();
         let own = self.account.snapshot();
         let (recent_steps, recent_progress) = self.stagnation.history();
@@ -215,7 +215,7 @@ impl AgentKernel {
                 self.open.insert(*step_id, r);
                 self.steps_allowed += 1;
                 if self.exploration_limit.is_some() || self.explored.len() < MAX_EXPLORED_TRACKED {
-                    self.explored.insert(step.tool_key());
+                    self.explored.insert_key(step.tool_key());
                 }
             }
             Verdict::RequireApproval => {

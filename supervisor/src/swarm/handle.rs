@@ -10,8 +10,8 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{MessagingErr, RpcReplyPort};
 use warden_actors::{
-    AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, SettleError, SettleReport, Step, StepId,
-    StepStatus, Verdict,
+    AgentCore, AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, SettleError, SettleReport,
+    Step, StepId, StepStatus, Verdict,
 };
 
 use super::{AgentEntry, AgentError, Swarm, SwarmError, SwarmInner};
@@ -21,21 +21,32 @@ use crate::limits::{APPROVAL_ANSWER_MARGIN_MS, DELIVERY_ATTEMPTS_MAX};
 #[derive(Clone)]
 pub struct AgentHandle {
     pub(super) entry: Arc<AgentEntry>,
+    /// `entry.core`, held here too: deciding inline reaches the kernel without first
+    /// reading the entry (one cache miss less per step with many agents).
+    core: Arc<AgentCore>,
     pub(super) inner: Arc<SwarmInner>,
 }
 
 impl std::fmt::Debug for AgentHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentHandle")
-            .field("id", self.entry.core.id())
+            .field("id", self.core.id())
             .finish_non_exhaustive()
     }
 }
 
 impl AgentHandle {
+    pub(super) fn new(entry: Arc<AgentEntry>, inner: Arc<SwarmInner>) -> Self {
+        Self {
+            core: Arc::clone(&entry.core),
+            entry,
+            inner,
+        }
+    }
+
     /// The agent's id.
     pub fn id(&self) -> &AgentId {
-        self.entry.core.id()
+        self.core.id()
     }
 
     /// Asks to take a step: the actor decides, and an allow reserves the expected cost on the
@@ -116,7 +127,7 @@ impl AgentHandle {
     /// answered, the approval timed out, or a halt cancelled it.
     pub async fn await_approval(&self, decision: &Decision) -> Result<Decision, AgentError> {
         let step = decision.step;
-        let expires = self.entry.core.with_kernel(|k| {
+        let expires = self.core.with_kernel(|k| {
             k.pending_approvals()
                 .into_iter()
                 .find(|p| p.step_id == step)
@@ -144,14 +155,14 @@ impl AgentHandle {
     /// Where one of this agent's steps stands: parked for approval, resolved (its final
     /// decision, read without collecting it), decided without a kept decision, or unknown.
     pub fn step_status(&self, step: StepId) -> StepStatus {
-        self.entry.core.step_status(step)
+        self.core.step_status(step)
     }
 
     /// Waits at most `timeout` for a parked step's final decision; returns where the step
     /// stands then (still pending if nobody answered in time). Reads, never collects: an
     /// [`await_approval`](Self::await_approval) or another reader still gets the decision.
     pub async fn wait_step_status(&self, step: StepId, timeout: Duration) -> StepStatus {
-        self.entry.core.wait_step_status(step, timeout).await
+        self.core.wait_step_status(step, timeout).await
     }
 
     /// A sign of life (keeps a `heartbeat_timeout` from halting the agent as `lost`).
@@ -164,7 +175,7 @@ impl AgentHandle {
             .is_some_and(|a| a.send_message(AgentMsg::Heartbeat).is_ok());
         if !sent {
             let now = self.inner.clock.now_ms();
-            self.entry.core.with_kernel(|k| k.heartbeat(now));
+            self.core.with_kernel(|k| k.heartbeat(now));
         }
     }
 
@@ -178,12 +189,12 @@ impl AgentHandle {
 
     /// The agent's governance state.
     pub fn snapshot(&self) -> AgentSnapshot {
-        self.entry.core.with_kernel(|k| k.snapshot())
+        self.core.with_kernel(|k| k.snapshot())
     }
 
     /// The ids of the agent's open steps (allowed, not yet settled).
     pub fn open_step_ids(&self) -> Vec<StepId> {
-        self.entry.core.with_kernel(|k| k.open_step_ids())
+        self.core.with_kernel(|k| k.open_step_ids())
     }
 
     /// The agent that started this one, as registered ([`AgentSpec::parent`](crate::AgentSpec::parent)).
@@ -217,7 +228,7 @@ impl AgentHandle {
     /// still sequenced by its lock). For callers that cannot run on the agent's shard and
     /// cannot afford a cross-thread hop; the decision, events and halts are the same.
     pub fn step_inline(&self, step: &Step) -> Decision {
-        let (decision, new_halt) = self.entry.core.decide_now(step);
+        let (decision, new_halt) = self.core.decide_now(step);
         if let Some(record) = new_halt {
             self.inner.after_halt(self.id().clone(), record);
         }
@@ -239,7 +250,7 @@ impl AgentHandle {
         let durable = match decision.decision {
             Verdict::Halt => self.inner.flush().await,
             _ => {
-                let through = self.entry.core.recorded_through();
+                let through = self.core.recorded_through();
                 self.inner.durable_through(through).await
             }
         };
@@ -261,9 +272,9 @@ impl AgentHandle {
             .with_kernel(|k| k.settle(step, outcome, now))?;
         // No one waits for a settlement's entry: with `fsync: off` it is written here and
         // now, not at the writer thread's next look.
-        self.inner.write_through(self.entry.core.recorded_through());
+        self.inner.write_through(self.core.recorded_through());
         if let Some(record) = &report.halt {
-            self.entry.core.announce_halt(record);
+            self.core.announce_halt(record);
             self.inner.after_halt(self.id().clone(), record.clone());
         }
         Ok(report)

@@ -173,10 +173,10 @@ impl Swarm {
 
     /// The handle of an existing agent.
     pub fn agent(&self, id: &AgentId) -> Option<AgentHandle> {
-        self.inner.agents.get(id).map(|e| AgentHandle {
-            entry: Arc::clone(e.value()),
-            inner: Arc::clone(&self.inner),
-        })
+        self.inner
+            .agents
+            .get(id)
+            .map(|e| AgentHandle::new(Arc::clone(e.value()), Arc::clone(&self.inner)))
     }
 
     /// The configuration a new agent gets from the policy's defaults.

@@ -36,10 +36,7 @@ impl Swarm {
             inner.heartbeat_watch.watch(spec.id.clone());
         }
         inner.flush().await.map_err(SwarmError::Journal)?;
-        Ok(AgentHandle {
-            entry,
-            inner: Arc::clone(inner),
-        })
+        Ok(AgentHandle::new(entry, Arc::clone(inner)))
     }
 }
 
