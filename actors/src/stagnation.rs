@@ -126,8 +126,12 @@ impl StagnationDetector {
             if self.progress.len() == window {
                 self.progress.pop_front();
             }
+            let prev = self.progress.back().copied();
             self.progress.push_back(p);
-            if self.progress.len() == window && window > 1 {
+            // A flat window has every pair within 1e-9, so the last two values too: when they
+            // are further apart, the scan cannot find it flat (a NaN still goes to the scan).
+            let far_from_prev = prev.is_some_and(|q| (p - q).abs() > 1e-9);
+            if self.progress.len() == window && window > 1 && !far_from_prev {
                 let (lo, hi) = self
                     .progress
                     .iter()
@@ -184,6 +188,45 @@ mod tests {
         for i in 0..10 {
             assert_eq!(rising.observe(i, Some(i as f64 / 10.0)), None);
         }
+    }
+
+    /// The shortcut past the scan (last two values far apart) finds exactly what scanning
+    /// every window finds, on values that often sit within 1e-9 of each other, and NaN.
+    #[test]
+    fn flatness_matches_a_full_scan_of_every_window() {
+        let window = 5usize;
+        let cfg = StagnationConfig {
+            repeat_limit: 0,
+            window: window as u32,
+        };
+        let mut d = StagnationDetector::new(cfg);
+        let mut seen: Vec<f64> = Vec::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut flats = 0;
+        for i in 0..50_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let p = match x % 11 {
+                0 => f64::NAN,
+                1..=3 => 0.5 + (x % 3) as f64 * 4e-10,
+                4..=7 => 0.5,
+                _ => (x % 1000) as f64 / 1000.0,
+            };
+            seen.push(p);
+            let last = &seen[seen.len().saturating_sub(window)..];
+            let (lo, hi) = last
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let expect = last.len() == window && hi - lo <= 1e-9 && hi < 1.0;
+            let got = d.observe(i, Some(p)).is_some();
+            assert_eq!(got, expect, "step {i}: window {last:?}");
+            flats += usize::from(got);
+        }
+        assert!(
+            flats > 100,
+            "the sequence must exercise flat windows ({flats})"
+        );
     }
 
     #[test]
