@@ -158,6 +158,9 @@ struct Node {
     op: Client,
     dir: PathBuf,
     up: Upstream,
+    /// Holds the `gone` upstream's port for the node's lifetime: bound but never listening,
+    /// so a connection is refused and no other test's listener can be given the port.
+    _gone: tokio::net::TcpSocket,
 }
 
 impl Drop for Node {
@@ -176,11 +179,11 @@ impl Node {
         let policy = dir.join("policy.yaml");
         std::fs::write(&policy, POLICY).unwrap();
         let config = dir.join("config.yaml");
-        // `gone` is a port nothing listens on (bound, then closed).
-        let gone = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // `gone` is a port nothing listens on. It stays bound (without listen) until the node
+        // stops: a port bound and closed at once was seen handed to another test's upstream.
+        let gone_socket = tokio::net::TcpSocket::new_v4().unwrap();
+        gone_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let gone = gone_socket.local_addr().unwrap();
         std::fs::write(
             &config,
             format!(
@@ -208,6 +211,7 @@ impl Node {
             op,
             dir,
             up,
+            _gone: gone_socket,
         }
     }
 

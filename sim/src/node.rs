@@ -53,8 +53,12 @@ pub struct NodeSetup<'a> {
     pub event_capacity: usize,
 }
 
+/// The simulated disk's journal: every entry written on the simulator's thread as it is
+/// submitted, so an injected disk fault hits the same entry in every run of a seed.
 fn journal_config() -> JournalConfig {
-    JournalConfig::new("sim-disk")
+    let mut config = JournalConfig::new("sim-disk");
+    config.inline_writes = true;
+    config
 }
 
 async fn build_swarm(setup: &NodeSetup<'_>, clock: Arc<ManualClock>) -> Result<Swarm, String> {

@@ -107,7 +107,7 @@ impl AgentKernel {
                 at_ms: p.approval.requested_at_ms,
             })
             .collect();
-        let mut explored: Vec<u64> = self.explored.members().copied().collect();
+        let mut explored: Vec<u64> = self.explored.keys().copied().collect();
         explored.sort_unstable();
         let own = self.account.snapshot();
         let (recent_steps, recent_progress) = self.stagnation.history();

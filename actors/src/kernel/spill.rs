@@ -107,11 +107,6 @@ impl<K: Copy + Eq + Hash, const N: usize> SpillSet<K, N> {
     pub(crate) fn insert_key(&mut self, key: K) -> bool {
         self.insert(key, ()).is_none()
     }
-
-    /// Every member, in no particular order.
-    pub(crate) fn members(&self) -> impl Iterator<Item = &K> {
-        self.keys()
-    }
 }
 
 impl<K: Copy + Eq + Hash, const N: usize> FromIterator<K> for SpillSet<K, N> {
@@ -168,7 +163,7 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert!(!s.insert_key(3));
         assert!(s.insert_key(4));
-        let mut members: Vec<u64> = s.members().copied().collect();
+        let mut members: Vec<u64> = s.keys().copied().collect();
         members.sort_unstable();
         assert_eq!(members, [1, 2, 3, 4]);
     }

@@ -92,6 +92,13 @@ pub struct JournalConfig {
     /// Bound on entries submitted and not yet taken by the writer; past it the journal
     /// refuses entries for good (it has failed: the disk cannot keep up).
     pub queue: usize,
+    /// Every [`Journal::submit`] writes (and, with [`FsyncMode::Always`], syncs) its entry on
+    /// the calling thread before it returns, one entry per group: the entry's fate (written,
+    /// or refused by a failing disk) is then fixed when `submit` returns, never by how the
+    /// writer thread happened to be scheduled. For the simulator, whose runs must repeat bit
+    /// for bit with injected disk faults; a node leaves it off (group commit on the writer
+    /// thread).
+    pub inline_writes: bool,
 }
 
 impl JournalConfig {
@@ -105,6 +112,7 @@ impl JournalConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             max_batch: GROUP_ENTRIES_MAX_DEFAULT,
             queue: QUEUE_ENTRIES_MAX_DEFAULT,
+            inline_writes: false,
         }
     }
 }
@@ -195,6 +203,8 @@ pub(crate) struct Shared {
     wake: std::sync::Condvar,
     /// Bound on the queue's entries.
     max_queued: usize,
+    /// [`JournalConfig::inline_writes`].
+    inline_writes: bool,
     progress: tokio::sync::watch::Sender<Progress>,
     /// Chain hashes of every [`CHECKPOINT_EVERY`]-th acknowledged entry (the newest
     /// [`CHECKPOINTS_MAX`]): what a node claims to its peers and answers their probes with.
@@ -351,6 +361,7 @@ impl Journal {
             _lock: lock,
         };
         let max_queued = writer.config.queue.max(1);
+        let inline_writes = writer.config.inline_writes;
         let shared = Arc::new(Shared {
             storage,
             fsync,
@@ -363,6 +374,7 @@ impl Journal {
             writer: std::sync::Mutex::new(Some(writer)),
             wake: std::sync::Condvar::new(),
             max_queued,
+            inline_writes,
             progress: tokio::sync::watch::Sender::new(Progress {
                 seq: next_seq - 1,
                 hash: prev,
@@ -519,6 +531,9 @@ impl Journal {
         });
         if !self.shared.push(sub, append) {
             return Err(JournalError::Stopped("the writer thread is gone".into()));
+        }
+        if self.shared.inline_writes {
+            self.shared.write_now(seq);
         }
         Ok(seq)
     }

@@ -579,3 +579,37 @@ async fn with_fsync_off_a_stop_writes_what_is_queued_and_a_write_fault_fails_the
     assert!(j.wait_durable(seq).await.is_err());
     j.shutdown().await;
 }
+
+/// Frame bytes of a `Note` entry with a `payload_len`-byte payload.
+fn note_frame_bytes(payload_len: usize) -> u64 {
+    (8 + BODY_FIXED + payload_len) as u64
+}
+
+#[test]
+fn with_inline_writes_each_entry_is_written_or_refused_before_submit_returns() {
+    let store = MemStorage::new();
+    let mut cfg = JournalConfig::new("unused");
+    cfg.inline_writes = true;
+    let (j, _) = Journal::open_in(Arc::new(store.clone()), cfg, |_| {}).unwrap();
+    for i in 1..=50u64 {
+        assert_eq!(j.submit(EntryKind::Note, i, vec![7; 32]).unwrap(), i);
+        // Acknowledged (synced: fsync always) on return; no writer thread to wait for.
+        assert_eq!(j.head().0, i);
+        assert_eq!(store.unsynced_bytes(), 0);
+    }
+    // The disk takes three more entries and a half: the fourth entry is the one refused,
+    // and the journal has failed when its submit returns, whatever the writer thread does.
+    store.inject(Faults {
+        write_fails_after_bytes: Some(note_frame_bytes(32) * 3 + 10),
+        ..Faults::default()
+    });
+    for i in 51..=53u64 {
+        j.submit(EntryKind::Note, i, vec![7; 32]).unwrap();
+        assert_eq!((j.head().0, j.failure()), (i, None));
+    }
+    j.submit(EntryKind::Note, 54, vec![7; 32]).unwrap();
+    assert_eq!(j.head().0, 53);
+    let why = j.failure().expect("failed when submit returned");
+    assert!(why.contains("injected write fault"), "{why}");
+    assert!(j.submit(EntryKind::Note, 55, vec![]).is_err());
+}

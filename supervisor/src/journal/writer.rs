@@ -198,6 +198,23 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// With [`JournalConfig::inline_writes`]: writes what is queued on the calling thread
+    /// until entry `seq` is acknowledged or the journal has failed (or stopped). Waits for
+    /// the writer if the writer thread holds it; that thread then writes the entry, and this
+    /// returns once it has.
+    pub(super) fn write_now(&self, seq: u64) {
+        while self.acknowledged(seq).is_none() {
+            let mut guard = self.writer();
+            let before = self.progress.borrow().seq;
+            serve(self, &mut guard);
+            if guard.is_none() || self.progress.borrow().seq == before {
+                return;
+            }
+        }
+    }
+}
+
 /// Writes what is queued with the writer in `guard`; a stop ends the writer there.
 fn serve(shared: &Shared, guard: &mut MutexGuard<'_, Option<Writer>>) {
     let Some(writer) = guard.as_mut() else {
