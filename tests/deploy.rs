@@ -227,14 +227,6 @@ fn http_agent() -> ureq::Agent {
         .into()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A real Prometheus scraping the node at `base` every second, evaluating
 /// `deploy/prometheus/alerts.yml` every second, its data in `dir`.
 struct Prometheus {
@@ -258,7 +250,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let url = format!("http://127.0.0.1:{}", free_port());
+        let url = format!("http://127.0.0.1:{}", common::free_port());
         let log = dir.join("prometheus.log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))

@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,14 +27,6 @@ const AWS_ENV: [(&str, &str); 2] = [
 ];
 /// Bound on waiting for the node to archive (seals every second; one upload at a time).
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A node archiving to `endpoint`, its standard error kept (the tests read its lines).
 struct Node {
@@ -193,7 +184,7 @@ fn settled(node: &Node, moto: &Moto, bucket: &str) -> Vec<String> {
 #[test]
 fn sealed_segments_are_archived_and_audit_verify_names_every_bad_object() {
     let Some(python) = python() else { return };
-    let moto = Moto::start(&python, free_port());
+    let moto = Moto::start(&python, common::free_port());
     moto.bucket("audit", false);
     let node = Node::start("verify", &moto.url, "audit", "", 1 << 30);
     node.fill("a", 60);
@@ -260,7 +251,7 @@ fn sealed_segments_are_archived_and_audit_verify_names_every_bad_object() {
 fn a_segment_stays_on_disk_until_its_upload_is_confirmed() {
     let Some(python) = python() else { return };
     // Nothing listens on the endpoint yet: the archive is unreachable.
-    let port = free_port();
+    let port = common::free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let node = Node::start("outage", &endpoint, "audit", "", 65_536);
     node.fill("b", 400);
@@ -311,7 +302,7 @@ fn a_segment_stays_on_disk_until_its_upload_is_confirmed() {
 #[test]
 fn with_retention_every_upload_carries_the_object_lock() {
     let Some(python) = python() else { return };
-    let moto = Moto::start(&python, free_port());
+    let moto = Moto::start(&python, common::free_port());
     moto.bucket("locked", true);
     moto.bucket("unlocked", false);
     let retention = "    retention: {mode: compliance, days: 3}\n";

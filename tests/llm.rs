@@ -24,6 +24,8 @@ const SECRET: &str = "sk-upstream-secret-77e1";
 struct Seen {
     path: String,
     auth: Option<String>,
+    /// The `openai-organization` and `openai-project` headers, if any arrived.
+    billing: Vec<String>,
     body: Value,
 }
 
@@ -75,6 +77,10 @@ fn serve(conn: TcpStream, rec: &Record) {
                 .get("authorization")
                 .or(headers.get("x-api-key"))
                 .cloned(),
+            billing: ["openai-organization", "openai-project"]
+                .iter()
+                .filter_map(|h| headers.get(*h).cloned())
+                .collect(),
             body: body.clone(),
         });
         let api = if path.ends_with("/messages") {
@@ -412,6 +418,7 @@ fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage
         Some(format!("Bearer {SECRET}").as_str())
     );
     assert_eq!(seen[0].body["max_tokens"], 100, "{}", seen[0].body);
+    assert!(seen[0].billing.is_empty());
     // 11 input tokens at 1 µ$, 2 output tokens at 2 µ$.
     common::wait_until(Duration::from_secs(5), "settled", || {
         n.agent_view("a1")["open_steps"] == 0
@@ -450,6 +457,24 @@ fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage
     ] {
         assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
     }
+    // Whom the upstream bills is the node's choice: the agent's organization and project
+    // headers are not forwarded.
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = http
+        .post(format!("{}/v1/chat/completions", n.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("openai-organization", "org-other")
+        .header("openai-project", "proj-other")
+        .send(chat("hi", false).to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen = n.rec.seen.lock().unwrap().clone();
+    let last = seen.last().unwrap();
+    assert!(last.billing.is_empty(), "{:?}", last.billing);
 }
 
 #[test]
@@ -490,6 +515,18 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
         (
             "/v1/chat/completions",
             json!({"model": "gpt-t", "messages": [], "max_tokens": -5}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "messages": [], "web_search_options": {}}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "messages": [], "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}),
             400,
             "unbounded_cost",
         ),

@@ -328,6 +328,8 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
     let token = n.agent("a1", "swarm");
     let auth = format!("Bearer {token}");
     let a = [("authorization", auth.as_str())];
+    let other = n.agent("a2", "swarm");
+    let other_auth = format!("Bearer {other}");
     // (method, path, headers, body, status, error code)
     type Case<'a> = (
         &'a str,
@@ -435,6 +437,123 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             502,
             "unknown_upstream",
         ),
+        // What would make the upstream read another method or path than the one judged.
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("x-http-method-override", "DELETE")].to_vec(),
+            "",
+            400,
+            "rewrite_header",
+        ),
+        (
+            "GET",
+            "/proxy/search/c6",
+            [a[0], ("x-original-url", "/admin")].to_vec(),
+            "",
+            400,
+            "rewrite_header",
+        ),
+        (
+            "GET",
+            "/proxy/search//admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/a//admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/%2Fadmin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/%5Cadmin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/%C0%AE%C0%AE/admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        // Bytes that are not UTF-8 would be judged as U+FFFD and forwarded as they are.
+        (
+            "GET",
+            "/proxy/search/f?q=%ff",
+            a.to_vec(),
+            "",
+            400,
+            "bad_encoding",
+        ),
+        (
+            "POST",
+            "/proxy/search/f",
+            [a[0], ("content-type", "application/x-www-form-urlencoded")].to_vec(),
+            "q=%ff%fe",
+            400,
+            "bad_encoding",
+        ),
+        // Two costs, or one with a key twice: which one would count?
+        (
+            "POST",
+            "/proxy/search",
+            [
+                a[0],
+                ("warden-cost", r#"{"cost_usd": 0.5}"#),
+                ("warden-cost", r#"{"cost_usd": 900}"#),
+            ]
+            .to_vec(),
+            "",
+            400,
+            "bad_step",
+        ),
+        (
+            "POST",
+            "/proxy/search",
+            [
+                a[0],
+                ("warden-cost", r#"{"cost_usd": 0.5, "cost_usd": 0.1}"#),
+            ]
+            .to_vec(),
+            "",
+            400,
+            "bad_step",
+        ),
+        // Two tokens: which agent would it be?
+        (
+            "GET",
+            "/proxy/search",
+            [a[0], ("x-api-key", other.as_str())].to_vec(),
+            "",
+            401,
+            "unauthorized",
+        ),
+        (
+            "GET",
+            "/proxy/search",
+            [a[0], ("authorization", other_auth.as_str())].to_vec(),
+            "",
+            401,
+            "unauthorized",
+        ),
         ("GET", "/proxy/search", vec![], "", 401, "unauthorized"),
         (
             "GET",
@@ -458,6 +577,7 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
         assert_eq!(status, want, "{method} {path}: {text}");
         let v = json_of(&text);
         assert_eq!(v["error"]["code"], code, "{method} {path}: {text}");
+        assert!(!text.contains("`rest`"), "an internal name: {text}");
         if status == 403 {
             assert!(v["rule"].is_string() && v["step"].is_string(), "{text}");
         }
@@ -617,12 +737,13 @@ fn an_approved_call_is_forwarded_once_and_only_as_it_was_asked() {
     );
     assert_eq!(status, 409, "{text}");
     assert_eq!(json_of(&text)["error"]["code"], "retry_mismatch");
-    // Nor can the same body with a header the upstream would read differently.
+    // Nor can the same body with a header added (the upstream might read it: a method
+    // override is refused outright, 400 `rewrite_header`, before any retry is looked at).
     let overriding = [
         retry[0],
         retry[1],
         retry[2],
-        ("x-http-method-override", "DELETE"),
+        ("x-payee-override", "mallory"),
     ];
     let (status, _, text) = send(&n.base, "POST", "/proxy/pay", &overriding, body);
     assert_eq!(
@@ -731,6 +852,32 @@ fn a_body_is_forwarded_as_the_type_it_was_judged_as() {
     );
     assert_eq!(status, 415, "{text}");
     assert_eq!(n.up.hits.load(Ordering::SeqCst), 1);
+    // A body sent without a type was judged as JSON: it goes as JSON.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[("authorization", &auth)],
+        r#"{"q": "rust"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let seen = n.up.seen();
+    assert_eq!(
+        seen[1].headers.get("content-type").map(String::as_str),
+        Some("application/json"),
+        "{:?}",
+        seen[1].headers
+    );
+    // A trailing slash is a path of its own, forwarded as sent.
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json_of(&text)["path"], "/", "{text}");
 }
 
 #[test]

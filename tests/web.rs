@@ -145,11 +145,7 @@ impl Browser {
         // A free port can be taken between asking and binding; try a few.
         let mut last = String::new();
         for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = common::free_port();
             let mut cmd = Command::new(CHROMEDRIVER);
             cmd.arg(format!("--port={port}"))
                 .arg(format!("--log-path={}", log.display()))

@@ -81,12 +81,11 @@ impl Drop for Relay {
     }
 }
 
-/// A free UDP port on 127.0.0.1 (bound and let go: the node binds it right after).
+/// A free UDP port on 127.0.0.1 for a node's sync socket (bound and let go: the node binds
+/// it right after), outside the ephemeral range (see [`super::private_port`]).
 pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let port = super::private_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 pub struct Cluster {

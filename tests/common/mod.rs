@@ -14,6 +14,36 @@ pub mod cluster;
 pub mod moto;
 pub mod postgres;
 
+/// A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts itself
+/// (Prometheus, PostgreSQL, moto's S3, ChromeDriver) or an address that must refuse
+/// connections: see [`private_port`].
+#[allow(dead_code)] // each test crate compiles this module; not all of them start servers
+pub fn free_port() -> u16 {
+    private_port(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A port of 127.0.0.1 that `bindable` accepts, chosen below the kernel's ephemeral range
+/// (32768–60999 on Linux), so no `bind(127.0.0.1:0)` in the run (a node's, a test upstream's)
+/// can be handed the same port between this check and the server's own bind, as a port from
+/// `bind(0)` can. Spread by process id and a counter. Panics if none of 12,000 is bindable.
+#[allow(dead_code)] // each test crate compiles this module; not all of them start servers
+pub fn private_port(bindable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 7 and 12,000 are coprime: the steps visit every port of the span.
+        let port = (LOW + (base + n.wrapping_mul(7)) % SPAN) as u16;
+        if bindable(port) {
+            return port;
+        }
+    }
+    panic!("no bindable port in 20000..32000 on 127.0.0.1");
+}
+
 /// The `warden` binary the tests start: the package's own (`$WARDEN_BIN` overrides it).
 #[allow(dead_code)] // each test crate compiles this module; not all of them start the binary
 pub fn warden_bin() -> std::ffi::OsString {

@@ -51,13 +51,6 @@ fn owner() -> Option<(u32, u32)> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Postgres {
     /// Makes and starts a cluster; `None` (with the reason printed) when PostgreSQL is not
     /// installed, unless `WARDEN_REQUIRE_EXTERNAL=1`.
@@ -74,7 +67,7 @@ impl Postgres {
         let dir = std::env::temp_dir().join(format!(
             "warden-pg-{}-{}-{test}",
             std::process::id(),
-            free_port()
+            super::free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let owner = owner();
@@ -84,7 +77,7 @@ impl Postgres {
         let mut pg = Postgres {
             bin,
             dir,
-            port: free_port(),
+            port: super::free_port(),
             owner,
             child: None,
         };

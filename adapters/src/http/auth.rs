@@ -134,16 +134,15 @@ impl FromRequestParts<AppState> for AgentCaller {
 /// The agent a proxy request comes from, known by its token alone: `Authorization: Bearer
 /// <token>` (OpenAI's clients send their API key so) or `x-api-key: <token>` (Anthropic's).
 /// A token that is no agent's gets 401 `unauthorized`, the operator's included: the operator
-/// takes no steps.
+/// takes no steps; so does a request naming two tokens (either header twice, or the two
+/// headers with different tokens): which agent it is must not depend on which one is read.
 pub struct TokenAgent(pub AgentId);
 
 impl FromRequestParts<AppState> for TokenAgent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)
-            .or_else(|| parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-        token
+        proxy_token(&parts.headers)?
             .and_then(|t| state.auth.agent_of_token(t))
             .map(TokenAgent)
             .ok_or_else(|| {
@@ -186,6 +185,31 @@ async fn path_agent(parts: &mut Parts, state: &AppState) -> Result<AgentId, ApiE
 /// Parses an agent id from the API (400 `bad_agent_id`).
 pub fn agent_id(raw: &str) -> Result<AgentId, ApiError> {
     AgentId::new(raw).map_err(|e| ApiError::bad_request("bad_agent_id", e.to_string()))
+}
+
+/// The one token a proxy request names, if any; 401 when it names two.
+fn proxy_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let ambiguous = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the request names more than one token (`Authorization` or `x-api-key` twice, or the two with different tokens); send the agent's token once",
+        )
+    };
+    let once = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
+        let mut all = headers.get_all(name).iter();
+        let first = all.next();
+        if all.next().is_some() {
+            return Err(ambiguous());
+        }
+        Ok(first.and_then(|v| v.to_str().ok()))
+    };
+    let bearer = once(header::AUTHORIZATION)?.and_then(|v| v.strip_prefix("Bearer "));
+    let key = once(header::HeaderName::from_static("x-api-key"))?;
+    match (bearer, key) {
+        (Some(a), Some(k)) if a != k => Err(ambiguous()),
+        (a, k) => Ok(a.or(k)),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

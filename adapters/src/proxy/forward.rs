@@ -114,35 +114,110 @@ pub fn request_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]
 }
 
 /// The headers an upstream's answer reaches the agent with: without hop-by-hop headers and
-/// without any header whose value holds one of the upstream's credentials (an upstream that
-/// echoes them back, whole or in part: `Bearer <token>`'s token, in a cookie, in a list).
-/// Bodies are not rewritten: an upstream that echoes credentials in its body leaks them.
-pub fn response_headers(headers: &mut HeaderMap, upstream: &[(HeaderName, HeaderValue)]) {
+/// without any header whose value holds one of the upstream's credentials in any form
+/// [`Secrets`] knows. Bodies are not rewritten: an upstream that echoes credentials in its
+/// body leaks them.
+pub fn response_headers(headers: &mut HeaderMap, secrets: &Secrets) {
     drop_hop_by_hop(headers);
-    let secrets: Vec<&[u8]> = upstream
-        .iter()
-        .flat_map(|(_, v)| {
-            let whole = v.as_bytes();
-            std::iter::once(whole).chain(
-                whole
-                    .split(|b| b.is_ascii_whitespace() || *b == b',' || *b == b';' || *b == b'=')
-                    .filter(|part| part.len() >= SECRET_PART_BYTES_MIN),
-            )
-        })
-        .filter(|s| !s.is_empty())
-        .collect();
-    let holds = |v: &HeaderValue| {
-        secrets
-            .iter()
-            .any(|s| v.as_bytes().windows(s.len()).any(|w| w == *s))
-    };
     let leaking: Vec<HeaderName> = headers
         .iter()
-        .filter(|(_, v)| holds(v))
+        .filter(|(_, v)| secrets.held_by(v.as_bytes()))
         .map(|(k, _)| k.clone())
         .collect();
     for k in leaking {
         headers.remove(k);
+    }
+}
+
+/// Request headers that make an upstream read another method or path than the request
+/// line's (method overrides and URL rewrites, honoured by Express's `method-override`,
+/// Symfony, IIS, Google's APIs, Envoy): the policy judged the request line, so a request
+/// carrying one is refused ([`refuse_rewrites`]), never forwarded.
+pub const REWRITE_HEADERS: [&str; 11] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-envoy-original-path",
+];
+
+/// 400 `rewrite_header` if the agent's request carries one of [`REWRITE_HEADERS`].
+pub fn refuse_rewrites(agent: &HeaderMap) -> Result<(), ApiError> {
+    match REWRITE_HEADERS.iter().find(|n| agent.contains_key(**n)) {
+        Some(n) => Err(ApiError::bad_request(
+            "rewrite_header",
+            format!("the `{n}` header would make the upstream read another method or path than the one the policy judged, so the request is not forwarded; send it with the method and path it means"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every 12-byte stretch of a credential's part is a needle of its own (a truncated echo).
+const SECRET_STRETCH_BYTES: usize = 12;
+
+/// The forms an upstream's credentials are looked for in its answers' headers: each
+/// configured header value whole, and each of its parts of 8 bytes or more (split at
+/// whitespace, `,`, `;` and `=`: `Bearer <token>`'s token, not `Bearer`); for each of those,
+/// every 12-byte stretch (a prefix or a piece of it), the part reversed, its base64 (RFC 4648
+/// standard and URL-safe alphabets) and its hex. Compared without ASCII case. Made once per
+/// upstream, when the config is read.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    needles: Vec<Vec<u8>>,
+}
+
+impl Secrets {
+    /// The needles of `upstream`'s configured headers.
+    pub fn new(upstream: &[(HeaderName, HeaderValue)]) -> Self {
+        use base64::Engine as _;
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for (_, v) in upstream {
+            let whole = v.as_bytes();
+            let parts = whole
+                .split(|b| b.is_ascii_whitespace() || *b == b',' || *b == b';' || *b == b'=')
+                .filter(|part| part.len() >= SECRET_PART_BYTES_MIN);
+            for part in std::iter::once(whole).chain(parts) {
+                if part.is_empty() {
+                    continue;
+                }
+                needles.extend(
+                    part.windows(SECRET_STRETCH_BYTES.min(part.len()))
+                        .map(<[u8]>::to_vec),
+                );
+                needles.push(part.iter().rev().copied().collect());
+                for engine in [
+                    &base64::engine::general_purpose::STANDARD_NO_PAD,
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                ] {
+                    needles.push(engine.encode(part).into_bytes());
+                }
+                needles.push(
+                    part.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                        .into_bytes(),
+                );
+            }
+        }
+        for n in &mut needles {
+            n.make_ascii_lowercase();
+        }
+        needles.sort();
+        needles.dedup();
+        Self { needles }
+    }
+
+    /// Whether `value` holds any of the needles.
+    pub fn held_by(&self, value: &[u8]) -> bool {
+        self.needles
+            .iter()
+            .any(|n| value.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
     }
 }
 
@@ -259,7 +334,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-echo", "s3cret".parse().unwrap());
         h.insert("content-type", "text/plain".parse().unwrap());
-        response_headers(&mut h, &up);
+        response_headers(&mut h, &Secrets::new(&up));
         assert!(h.get("x-echo").is_none());
         assert!(h.get("content-type").is_some());
         let up = [(
@@ -273,12 +348,61 @@ mod tests {
         );
         h.insert("x-partial", "key=sk-live-0123456789".parse().unwrap());
         h.insert("x-fine", "Bearer of good news".parse().unwrap());
-        response_headers(&mut h, &up);
+        response_headers(&mut h, &Secrets::new(&up));
         assert!(
             h.get("set-cookie").is_none() && h.get("x-partial").is_none(),
             "{h:?}"
         );
         assert!(h.get("x-fine").is_some(), "`Bearer` alone is no secret");
+    }
+
+    #[test]
+    fn an_answer_echoing_part_of_a_credential_or_an_encoding_of_it_loses_that_header() {
+        use base64::Engine as _;
+        let key = "sk-TOOLSECRET-abcdef123456";
+        let up = [(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("sk-TOOLSECRET-abcdef123456"),
+        )];
+        let secrets = Secrets::new(&up);
+        let reversed: String = key.chars().rev().collect();
+        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        for echo in [
+            &key[..25],
+            &key[..13],
+            &key[6..20],
+            &key.to_uppercase(),
+            &reversed,
+            &base64::engine::general_purpose::STANDARD.encode(key),
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+            &hex.to_uppercase(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-out", format!("v={echo}").parse().unwrap());
+            h.insert("x-fine", "sk-OTHER-value".parse().unwrap());
+            response_headers(&mut h, &secrets);
+            assert!(h.get("x-out").is_none(), "{echo} reached the agent");
+            assert!(h.get("x-fine").is_some(), "{echo}");
+        }
+        // A short credential is looked for whole (no 12-byte stretch of it exists).
+        let short = Secrets::new(&[(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("s3cret"),
+        )]);
+        assert!(short.held_by(b"S3CRET") && !short.held_by(b"s3cre"));
+    }
+
+    #[test]
+    fn a_method_override_or_url_rewrite_header_is_refused() {
+        for name in REWRITE_HEADERS {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), "DELETE".parse().unwrap());
+            let err = refuse_rewrites(&h).unwrap_err();
+            assert_eq!(err.code, "rewrite_header");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "1".parse().unwrap());
+        assert!(refuse_rewrites(&h).is_ok());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Route {
     pub kind: UpstreamKind,
     /// Headers added to every forwarded request (its credentials).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Its credentials' forms, looked for in its answers' headers.
+    pub secrets: forward::Secrets,
     /// Deadline for its answer's head.
     pub timeout: Duration,
     in_flight: Arc<Semaphore>,
@@ -85,6 +87,7 @@ impl Route {
             name: u.name.clone(),
             url: u.url.clone(),
             kind: u.kind,
+            secrets: forward::Secrets::new(&headers),
             headers,
             timeout: Duration::from_millis(u.timeout_ms),
             in_flight: Arc::new(Semaphore::new(u.max_in_flight)),

@@ -23,7 +23,7 @@
 //! judges it; answers stream.
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -46,24 +46,21 @@ use crate::http::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/proxy/{tool}", any(call))
+        .route("/proxy/{tool}/", any(call))
         .route("/proxy/{tool}/{*rest}", any(call))
 }
 
 /// The header a retry names its approved step in.
 pub const STEP_HEADER: &str = "warden-step";
 
-async fn call(
-    agent: TokenAgent,
-    State(state): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
-    req: Request,
-) -> Response {
-    let tool = params.first().map(|(_, t)| t.clone()).unwrap_or_default();
-    let label = state.proxy.tool_label(&tool);
-    let resp = match proxy(agent, &state, &tool, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+async fn call(agent: TokenAgent, State(state): State<AppState>, req: Request) -> Response {
+    let tool = tool_name(req.uri().path());
+    let label = state.proxy.tool_label(tool.as_deref().unwrap_or(""));
+    let resp = match tool {
+        Ok(tool) => proxy(agent, &state, &tool, req).await,
+        Err(e) => Err(e),
     };
+    let resp = resp.unwrap_or_else(IntoResponse::into_response);
     metrics::counter!("warden_proxy_requests_total", "tool" => label, "status" => resp.status().as_str().to_string())
         .increment(1);
     resp
@@ -83,6 +80,7 @@ async fn proxy(
 ) -> Result<Response, ApiError> {
     let (route, action) = state.proxy.tool_route(tool)?;
     let (parts, body) = req.into_parts();
+    forward::refuse_rewrites(&parts.headers)?;
     let raw_rest = sub_path(parts.uri.path());
     let rest = decoded_path(raw_rest)?;
     let body = read_body(state, body).await?;
@@ -99,7 +97,7 @@ async fn proxy(
     let mut settlement = Settlement::new(h, step);
     let step = step.step;
     let uri = forward::join(&route.url, raw_rest, parts.uri.query())?;
-    let headers = forwarded_headers(&parts.headers, &route.headers);
+    let headers = forwarded_headers(&parts.headers, &route.headers, !judged.body.is_empty());
     let sent = forward::send(
         state.proxy.client,
         &route.name,
@@ -116,11 +114,22 @@ async fn proxy(
     if head.status.is_success() {
         settlement.set(Outcome::success());
     }
-    forward::response_headers(&mut head.headers, &route.headers);
+    forward::response_headers(&mut head.headers, &route.secrets);
     head.headers.insert(STEP_HEADER, step_value(step));
     head.extensions.insert(Forwarded);
     let body = SettledBody::new(body, PassThrough, settlement, Some(slot));
     Ok(Response::from_parts(head, Body::new(body)))
+}
+
+/// The tool's name: the path's segment after `/proxy/`, percent-decoded (400 `bad_path` when
+/// that is not UTF-8).
+fn tool_name(path: &str) -> Result<String, ApiError> {
+    let after = path.strip_prefix("/proxy/").unwrap_or("");
+    let raw = after.split('/').next().unwrap_or("");
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|t| t.into_owned())
+        .map_err(|_| ApiError::bad_request("bad_path", "the tool's name is not UTF-8 once decoded"))
 }
 
 /// The part of the path after `/proxy/{tool}`, as sent (empty or starting with `/`).
@@ -129,8 +138,11 @@ fn sub_path(path: &str) -> &str {
     after.find('/').map_or("", |i| &after[i..])
 }
 
-/// The sub-path as the upstream will read it (percent-decoded), refusing `.` and `..`
-/// segments in either spelling: they would climb out of the upstream's base path.
+/// The sub-path as the upstream will read it (percent-decoded). Refused (400 `bad_path`),
+/// since an upstream may read them as another path than the one the policy judges: `.` and
+/// `..` segments in either spelling (they climb out of the upstream's base path), an encoded
+/// `/` or `\\` (`%2F`, `%5C`: one segment to the policy, two to many servers), and empty
+/// segments (`//admin`: `/admin` to nginx and most frameworks) except a trailing slash.
 fn decoded_path(raw: &str) -> Result<String, ApiError> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
@@ -140,6 +152,20 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
         return Err(ApiError::bad_request(
             "bad_path",
             "a proxied path may not hold `.` or `..` segments",
+        ));
+    }
+    if decoded.contains('\\') || decoded.matches('/').count() != raw.matches('/').count() {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path may not hold an encoded `/` or a `\\` (`%2F`, `%5C`); send the path as the upstream should read it",
+        ));
+    }
+    let inner = decoded.strip_prefix('/').unwrap_or(&decoded);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if !decoded.is_empty() && decoded != "/" && inner.split('/').any(str::is_empty) {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path may not hold empty segments (`//`); send each segment once",
         ));
     }
     Ok(decoded.into_owned())
@@ -189,24 +215,45 @@ fn judge_request(
     }
     let mut step = json!({"tool": tool, "action": action, "args": Value::Object(args)});
     for (key, name) in [("cost", "warden-cost"), ("signals", "warden-signals")] {
-        if let Some(v) = parts.headers.get(name) {
-            let parsed: Value = v
-                .to_str()
-                .ok()
-                .and_then(|t| serde_json::from_str(t).ok())
-                .filter(Value::is_object)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_step",
-                        format!("the {name} header is not a JSON object"),
-                    )
-                })?;
+        if let Some(parsed) = control_header(&parts.headers, name)? {
+            // Checked alone first, so an error names the header it is in.
+            let alone = json!({"tool": tool, "action": action, key: parsed});
+            serde_json::from_value::<Step>(alone).map_err(|e| {
+                ApiError::bad_request("bad_step", format!("the {name} header: {e}"))
+            })?;
             step[key] = parsed;
         }
     }
     let step: Step = serde_json::from_value(step)
         .map_err(|e| ApiError::bad_request("bad_step", e.to_string()))?;
     Ok(Judged { step, body })
+}
+
+/// The JSON object in control header `name` (`warden-cost`, `warden-signals`), if sent: sent
+/// twice, not UTF-8, not one object, or with a key repeated is 400 `bad_step` (the node and
+/// the agent must never read two different costs).
+fn control_header(headers: &HeaderMap, name: &str) -> Result<Option<Value>, ApiError> {
+    let mut all = headers.get_all(name).iter();
+    let Some(v) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(ApiError::bad_request(
+            "bad_step",
+            format!("the {name} header is sent more than once; send it once"),
+        ));
+    }
+    v.to_str()
+        .ok()
+        .and_then(|t| warden_actors::step::parse_unique_json(t).ok())
+        .filter(Value::is_object)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_step",
+                format!("the {name} header is not one JSON object with each key once"),
+            )
+        })
 }
 
 /// What an approval covers: the method, tool, path, query, body, the `Warden-*` cost and
@@ -218,7 +265,7 @@ fn request_fingerprint(
     body: &[u8],
 ) -> super::parked::Fingerprint {
     let header = |n: &str| parts.headers.get(n).map_or(&b""[..], HeaderValue::as_bytes);
-    let mut sent: Vec<String> = forwarded_headers(&parts.headers, &[])
+    let mut sent: Vec<String> = forwarded_headers(&parts.headers, &[], !body.is_empty())
         .iter()
         .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
         .collect();
@@ -237,11 +284,25 @@ fn request_fingerprint(
 }
 
 /// The headers a proxied tool request reaches its upstream with: [`forward::request_headers`],
-/// and the `Content-Type` the proxy judged the body as, whatever `Connection` named.
-fn forwarded_headers(agent: &HeaderMap, upstream: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+/// and the `Content-Type` the proxy judged the body as, whatever `Connection` named (a body
+/// sent without one was judged as JSON, and goes as `application/json`).
+fn forwarded_headers(
+    agent: &HeaderMap,
+    upstream: &[(HeaderName, HeaderValue)],
+    has_body: bool,
+) -> HeaderMap {
     let mut out = forward::request_headers(agent, upstream);
-    if let Some(ct) = agent.get(header::CONTENT_TYPE) {
-        out.insert(header::CONTENT_TYPE, ct.clone());
+    match agent.get(header::CONTENT_TYPE) {
+        Some(ct) => {
+            out.insert(header::CONTENT_TYPE, ct.clone());
+        }
+        None if has_body => {
+            out.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        None => {}
     }
     out
 }
@@ -297,9 +358,38 @@ fn insert_body(
     Ok(())
 }
 
+/// A query string's or form's pairs (`application/x-www-form-urlencoded`: `+` is a space,
+/// `%XX` a byte). A name or value that is not UTF-8 once decoded is refused (400
+/// `bad_encoding`): judged with U+FFFD in its place, the policy would read another value
+/// than the upstream.
 fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Result<(), ApiError> {
     for (k, v) in form_urlencoded::parse(text) {
+        if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
+            check_utf8_pairs(text, what)?;
+        }
         insert_once(args, &k, Value::String(v.into_owned()), what)?;
+    }
+    Ok(())
+}
+
+/// 400 `bad_encoding` if a name or value of `text`'s pairs is not UTF-8 once decoded (a
+/// U+FFFD that was sent as such, encoded or not, passes).
+fn check_utf8_pairs(text: &[u8], what: &str) -> Result<(), ApiError> {
+    let bad = text.split(|b| *b == b'&').any(|pair| {
+        let spaced: Vec<u8> = pair
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        spaced.split(|b| *b == b'=').any(|side| {
+            std::str::from_utf8(&percent_encoding::percent_decode(side).collect::<Vec<u8>>())
+                .is_err()
+        })
+    });
+    if bad {
+        return Err(ApiError::bad_request(
+            "bad_encoding",
+            format!("a parameter of the {what} is not UTF-8 once percent-decoded; send UTF-8"),
+        ));
     }
     Ok(())
 }

@@ -35,6 +35,13 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 use warden_actors::{ActionClass, Outcome, Step, StepId, Usage, Verdict};
+
+/// Request headers that choose whom the upstream bills (OpenAI's organization and project):
+/// dropped from the agent's request unless the upstream's config sets them.
+const BILLING_HEADERS: [axum::http::HeaderName; 2] = [
+    axum::http::HeaderName::from_static("openai-organization"),
+    axum::http::HeaderName::from_static("openai-project"),
+];
 use warden_supervisor::AgentHandle;
 
 use super::gate::{admit, Refused};
@@ -119,6 +126,7 @@ async fn run(
 ) -> Result<(Response, String), Failed> {
     let unknown = |e| (e, "unknown".to_string());
     let (parts, body) = req.into_parts();
+    forward::refuse_rewrites(&parts.headers).map_err(unknown)?;
     let original = super::tool::read_body(state, body).await.map_err(unknown)?;
     let p = price_request(api, state, &original).map_err(unknown)?;
     let tool = p.route.name.clone();
@@ -137,6 +145,12 @@ async fn run(
     let mut headers = forward::request_headers(&parts.headers, &p.route.headers);
     // Answers are metered and judged: they must arrive as sent, not compressed.
     headers.remove(header::ACCEPT_ENCODING);
+    // Whom the upstream bills is the node's config, never the agent's choice.
+    for n in BILLING_HEADERS {
+        if !p.route.headers.iter().any(|(k, _)| k == n) {
+            headers.remove(n);
+        }
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -450,7 +464,7 @@ async fn whole(
             ));
         }
     };
-    forward::response_headers(&mut head.headers, &route.headers);
+    forward::response_headers(&mut head.headers, &route.secrets);
     head.headers.remove(header::CONTENT_LENGTH);
     head.headers.insert(
         super::tool::STEP_HEADER,

@@ -316,9 +316,35 @@ fn proposal(name: &Value, args: &Value) -> Proposal {
     }
 }
 
+/// Request keys that buy what is priced apart from text tokens, with no `type` to show it:
+/// Chat Completions' hosted web search (priced per call), audio output (priced above text)
+/// and predicted outputs (rejected prediction tokens are billed beyond the answer).
+const PRICED_APART: [(&str, &str); 3] = [
+    ("web_search_options", "hosted web search, priced per search"),
+    ("audio", "audio output, priced above text tokens"),
+    (
+        "prediction",
+        "predicted outputs, whose rejected tokens are billed too",
+    ),
+];
+
 /// Refuses what makes a request cost more than the model's price says: a priority service
-/// tier, and routing to other models (`models`, OpenRouter's fallbacks).
+/// tier, routing to other models (`models`, OpenRouter's fallbacks), [`PRICED_APART`] keys,
+/// and `modalities` other than text.
 fn check_pricing(req: &Map<String, Value>) -> Result<(), String> {
+    for (key, what) in PRICED_APART {
+        if req.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(format!("`{key}` asks for {what}: the proxy meters text tokens only, so it cannot bound the cost; leave it out"));
+        }
+    }
+    if let Some(m) = req.get("modalities").filter(|m| !m.is_null()) {
+        let text_only = m
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x.as_str() == Some("text")));
+        if !text_only {
+            return Err(format!("`modalities: {m}` asks for output other than text, priced apart from text tokens; the proxy cannot bound it: send `[\"text\"]` or leave it out"));
+        }
+    }
     if let Some(tier) = req.get("service_tier").filter(|t| !t.is_null()) {
         let ok = tier
             .as_str()
@@ -407,6 +433,16 @@ mod tests {
                 json!({"messages": [], "service_tier": "priority"}),
             ),
             (Api::Chat, json!({"messages": [], "models": ["a", "b"]})),
+            (Api::Chat, json!({"messages": [], "web_search_options": {}})),
+            (
+                Api::Chat,
+                json!({"messages": [], "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}),
+            ),
+            (Api::Chat, json!({"messages": [], "modalities": ["audio"]})),
+            (
+                Api::Chat,
+                json!({"messages": [], "prediction": {"type": "content", "content": "x"}}),
+            ),
             (
                 Api::Responses,
                 json!({"input": "x", "previous_response_id": "resp_1"}),
@@ -432,6 +468,8 @@ mod tests {
         let mut ok = obj(
             json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]}),
         );
+        assert!(Api::Chat.prepare(&mut ok, 100).is_ok());
+        let mut ok = obj(json!({"messages": [], "modalities": ["text"], "audio": null}));
         assert!(Api::Chat.prepare(&mut ok, 100).is_ok());
         let mut ok = obj(
             json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),

@@ -32,7 +32,7 @@ pub(super) fn start(
     route: &Route,
 ) -> Response {
     let (mut head, body) = resp.into_parts();
-    forward::response_headers(&mut head.headers, &route.headers);
+    forward::response_headers(&mut head.headers, &route.secrets);
     head.headers.remove(header::CONTENT_LENGTH);
     if let Ok(v) = live.step.to_string().parse() {
         head.headers.insert(crate::proxy::tool::STEP_HEADER, v);
