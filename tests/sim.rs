@@ -139,12 +139,57 @@ fn bad_input_fails_clearly() {
 
     let out = warden(&["sim", "--duration", "forever"]);
     assert_eq!(out.status.code(), Some(2));
+
+    // A fault naming a pool the policy lacks would halt nothing: refused before the run.
+    std::fs::write(
+        &file,
+        "behaviours: {steady: 1}\nfaults:\n  - {kind: halt_pool, at: 10s, pool: swarm/nope}\n",
+    )
+    .unwrap();
+    let out = warden(&["sim", "--scenario", file.to_str().unwrap(), "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no pool `swarm/nope`") && err.contains("swarm/ops"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `--nodes 3`: three swarms share the policy's limited pools through their replicas over a
 /// lossy, partitioning network with clock skew and replica crashes; nothing is overspent
 /// cluster-wide, every replica agrees after the heal, and the same seed gives the same run.
+#[test]
+fn a_cluster_of_more_than_ten_nodes_converges() {
+    // Members are numbered in their names' order: `n10` must not sort before `n2`.
+    let out = warden(&[
+        "sim",
+        "--nodes",
+        "12",
+        "--agents",
+        "50",
+        "--duration",
+        "20s",
+        "--seed",
+        "1",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["nodes"].as_u64(), v["overspend"].as_u64()),
+        (Some(12), Some(0))
+    );
+    for i in v["invariants"].as_array().unwrap() {
+        assert_eq!(i["result"], "pass", "{i}");
+    }
+}
+
 #[test]
 fn a_three_node_cluster_never_overspends_and_converges() {
     for scenario in ["mixed", "overspend"] {

@@ -87,11 +87,20 @@ pub fn run(opts: &SimOptions, progress: &mut dyn FnMut(&Progress)) -> Result<Rep
     Ok(w.report(opts, duration, started))
 }
 
+/// The nodes' names: `n00`, `n01`, ... Members are numbered in their names' sorted order and
+/// the simulator addresses node `i` as member `i`, so the names sort as the numbers do
+/// (`n10` would sort before `n2`).
+fn node_name(i: usize) -> String {
+    format!("n{i:02}")
+}
+
 fn sync_config(k: usize, me: usize, pools: &[ReplicatedPool], session: u64) -> SyncConfig {
-    let names: Vec<String> = (0..k).map(|i| format!("n{i}")).collect();
+    let names: Vec<String> = (0..k).map(node_name).collect();
     let peers = names.iter().filter(|n| **n != names[me]).cloned();
+    let members = Members::new(&names[me], peers).expect("valid member names");
+    debug_assert!((0..k).all(|i| members.index(&names[i]) == Some(i as NodeIx)));
     SyncConfig {
-        members: Members::new(&names[me], peers).expect("valid member names"),
+        members,
         pools: pools.to_vec(),
         timing: Timing {
             lease_ms: 10_000,

@@ -76,6 +76,10 @@ pub struct SimOptions {
     /// Test-only: a deliberately broken checker that fails once more than this many steps
     /// are allowed, to prove that violations are caught, shrunk and reported.
     pub break_after_allows: Option<u64>,
+    /// Set the gauges a node sets at scrape time (agents, budgets and their spend,
+    /// approvals: `warden_supervisor::metrics::refresh_gauges`) at most every 500 ms of wall
+    /// time and at the end, for `--metrics`. Reads only: the run is the same with or without.
+    pub refresh_gauges: bool,
 }
 
 impl SimOptions {
@@ -90,6 +94,7 @@ impl SimOptions {
             max_events: None,
             trace: false,
             break_after_allows: None,
+            refresh_gauges: false,
         }
     }
 
@@ -99,6 +104,9 @@ impl SimOptions {
         let mut c = format!("warden sim --scenario {scenario_arg} --seed {}", self.seed);
         if let Some(a) = self.agents {
             c += &format!(" --agents {a}");
+        }
+        if self.nodes > 1 {
+            c += &format!(" --nodes {}", self.nodes);
         }
         if let Some(d) = self.duration_ms {
             c += &format!(" --duration {}ms", d);

@@ -206,7 +206,7 @@ impl Scenario {
         let Some(root) = r.parse(text, &SOURCE) else {
             return Err(fail(r.into_diagnostics()));
         };
-        let scenario = read_scenario(&mut r, &root, origin, dir);
+        let scenario = read_scenario(&mut r, &root, origin, (text, dir));
         match r.finish(scenario) {
             Ok((Some(s), _warnings)) => Ok(s),
             Ok((None, warnings)) => Err(fail(warnings)),
@@ -228,11 +228,13 @@ const KEYS: [&str; 10] = [
     "faults",
 ];
 
+/// `at`: the scenario's text (to place an inline policy's errors in it) and the directory a
+/// policy path is looked up in.
 fn read_scenario(
     r: &mut Reader,
     root: &Node,
     origin: &str,
-    dir: Option<&Path>,
+    at: (&str, Option<&Path>),
 ) -> Option<Scenario> {
     let top = r.mapping(root, "the scenario", &KEYS)?;
     let mut s = Scenario {
@@ -253,15 +255,15 @@ fn read_scenario(
         match e.key() {
             "name" => s.name = r.text(v, "name").unwrap_or_default(),
             "description" => s.description = r.text(v, "description").unwrap_or_default(),
-            "agents" => s.agents = r.uint_at_least(v, "agents", 1).unwrap_or(1) as usize,
-            "duration" => s.duration_ms = r.duration_ms(v, "duration").unwrap_or(0),
+            "agents" => s.agents = read_agents(r, v),
+            "duration" => s.duration_ms = positive_ms(r, v, "duration").unwrap_or(1),
             "policy" => {
-                if let Some((text, from)) = read_policy(r, v, dir) {
+                if let Some((text, from)) = read_policy(r, v, at) {
                     (s.policy_text, s.policy_origin) = (text, from);
                 }
             }
             "journal" => s.journal = r.boolean(v, "journal").unwrap_or(true),
-            "heartbeat_timeout" => s.heartbeat_timeout_ms = r.duration_ms(v, "heartbeat_timeout"),
+            "heartbeat_timeout" => s.heartbeat_timeout_ms = positive_ms(r, v, "heartbeat_timeout"),
             "sweep_interval" => {
                 s.sweep_interval_ms = r.duration_ms(v, "sweep_interval").unwrap_or(250).max(1)
             }
@@ -269,11 +271,18 @@ fn read_scenario(
             _ => s.faults = read_faults(r, v),
         }
     }
-    if s.mix.is_empty() {
+    if s.mix.is_empty() && r.error_count() == 0 {
         r.error(
             top.pos,
             "the scenario has no behaviours",
             Some("add `behaviours: {steady: 1}`".into()),
+        );
+    } else if !s.mix.is_empty() && s.mix.iter().all(|m| m.share == 0) {
+        let at = top.get("behaviours").map_or(top.pos, |n| n.pos);
+        r.error(
+            at,
+            "every behaviour's share is 0: no agent could be given one",
+            Some("give at least one behaviour a share above 0".into()),
         );
     }
     if !s.journal {
@@ -292,8 +301,45 @@ fn read_scenario(
     Some(s)
 }
 
-/// `builtin`, `bundled`, inline YAML (a text with a line break), or a file path.
-fn read_policy(r: &mut Reader, v: &Node, dir: Option<&Path>) -> Option<(String, String)> {
+/// `agents`: 1 to [`crate::loadgen::AGENTS_MAX`] (as `--agents`).
+fn read_agents(r: &mut Reader, v: &Node) -> usize {
+    let max = crate::loadgen::AGENTS_MAX as u64;
+    match r.uint_at_least(v, "agents", 1) {
+        Some(n) if n > max => {
+            r.error(
+                v.pos,
+                format!("agents = {n} is above the most a run may have, {max}"),
+                Some("run fewer agents, or several runs with different seeds".into()),
+            );
+            1
+        }
+        Some(n) => n as usize,
+        None => 1,
+    }
+}
+
+/// A duration above zero.
+fn positive_ms(r: &mut Reader, v: &Node, what: &str) -> Option<u64> {
+    let ms = r.duration_ms(v, what)?;
+    if ms == 0 {
+        r.error(
+            v.pos,
+            format!("{what} is 0"),
+            Some("give a duration above 0, e.g. 1m".into()),
+        );
+        return None;
+    }
+    Some(ms)
+}
+
+/// `builtin`, `bundled`, inline YAML (a text with a line break), or a file path. A policy
+/// that does not compile is reported here: an inline one's errors at their line and column
+/// in the scenario's text (`source`), a file's with the file's name.
+fn read_policy(
+    r: &mut Reader,
+    v: &Node,
+    (source, dir): (&str, Option<&Path>),
+) -> Option<(String, String)> {
     let text = r.text(v, "policy")?;
     match text.as_str() {
         "builtin" => return Some((POLICY_BUILTIN.to_string(), "builtin".into())),
@@ -303,7 +349,23 @@ fn read_policy(r: &mut Reader, v: &Node, dir: Option<&Path>) -> Option<(String, 
                 "bundled".into(),
             ))
         }
-        t if t.contains('\n') => return Some((text.clone(), "inline".into())),
+        t if t.contains('\n') => {
+            // A block scalar (`policy: |`): its text starts on the line after the indicator,
+            // indented (the node's position is the indicator's line or the text's first).
+            let key_line = source.lines().nth(v.pos.line - 1).unwrap_or("").trim_end();
+            let on_indicator = key_line.ends_with(['|', '>', '-', '+']);
+            let first = v.pos.line + usize::from(on_indicator);
+            let indent = source
+                .lines()
+                .nth(first - 1)
+                .map_or(0, |l| l.len() - l.trim_start().len());
+            let place = |d: &Diagnostic| warden_actors::yaml::Pos {
+                line: first + d.line - 1,
+                col: d.col + indent,
+            };
+            return check_policy(r, &text, |d| (place(d), String::new()))
+                .then(|| (text.clone(), "inline".into()));
+        }
         _ => {}
     }
     let path = match dir {
@@ -311,7 +373,13 @@ fn read_policy(r: &mut Reader, v: &Node, dir: Option<&Path>) -> Option<(String, 
         _ => Path::new(&text).to_path_buf(),
     };
     match std::fs::read_to_string(&path) {
-        Ok(t) => Some((t, path.display().to_string())),
+        Ok(t) => {
+            let name = path.display().to_string();
+            let ok = check_policy(r, &t, |d| {
+                (v.pos, format!("policy file {name}:{}:{}: ", d.line, d.col))
+            });
+            ok.then_some((t, name))
+        }
         Err(e) => {
             let hint = "a path (relative to the scenario file), `builtin`, `bundled`, or inline YAML (`policy: |`)";
             r.error(
@@ -322,6 +390,23 @@ fn read_policy(r: &mut Reader, v: &Node, dir: Option<&Path>) -> Option<(String, 
             None
         }
     }
+}
+
+/// Compiles `text` as a policy; reports each error where `place` puts it (a position in the
+/// scenario and a prefix for the message). Whether it compiled.
+fn check_policy(
+    r: &mut Reader,
+    text: &str,
+    place: impl Fn(&Diagnostic) -> (warden_actors::yaml::Pos, String),
+) -> bool {
+    let Err(e) = warden_actors::policy::PolicySet::parse(text) else {
+        return true;
+    };
+    for d in e.errors() {
+        let (at, prefix) = place(d);
+        r.error(at, format!("{prefix}{}", d.message), d.hint.clone());
+    }
+    false
 }
 
 fn read_mix(r: &mut Reader, v: &Node) -> Vec<Mix> {
@@ -407,10 +492,7 @@ fn read_fault(r: &mut Reader, n: &Node) -> Option<FaultSpec> {
         .collect();
     let kind = r.named(kind_node, "kind", &kinds)?;
     let at_ms = m.get("at").and_then(|x| r.duration_ms(x, "at"));
-    let every_ms = m
-        .get("every")
-        .and_then(|x| r.duration_ms(x, "every"))
-        .filter(|e| *e > 0);
+    let every_ms = m.get("every").and_then(|x| positive_ms(r, x, "every"));
     let heal = |r: &mut Reader| {
         m.get("heal_after")
             .and_then(|x| r.duration_ms(x, "heal_after"))
@@ -448,7 +530,12 @@ fn read_fault(r: &mut Reader, n: &Node) -> Option<FaultSpec> {
     })
 }
 
-/// `by: 90s` forward, `by: -30s` backward.
+/// The longest backward clock jump a scenario may hold: the run's drain (15 minutes of
+/// simulated time for outcomes and approvals after the end) must outlast the time the clock
+/// waits to catch up.
+pub const CLOCK_JUMP_BACK_MS_MAX: u64 = 10 * 60_000;
+
+/// `by: 90s` forward, `by: -30s` backward (at most [`CLOCK_JUMP_BACK_MS_MAX`]).
 fn read_jump(r: &mut Reader, m: &Mapping<'_>) -> Option<i64> {
     let n = r.require(
         m,
@@ -458,6 +545,14 @@ fn read_jump(r: &mut Reader, m: &Mapping<'_>) -> Option<i64> {
     )?;
     match n.as_str().and_then(|t| t.strip_prefix('-')) {
         Some(back) => match warden_actors::yaml::parse_duration_ms(back) {
+            Some(ms) if ms > CLOCK_JUMP_BACK_MS_MAX => {
+                r.error(
+                    n.pos,
+                    format!("a clock jump back by {back} is longer than the 10m the simulator allows"),
+                    Some("the run's 15-minute drain must outlast the wait for the clock to catch up: jump back by 10m or less".into()),
+                );
+                None
+            }
             Some(ms) => Some(-(ms as i64)),
             None => {
                 r.expected(n, "by", "a duration such as 90s or -30s", None);
@@ -493,6 +588,78 @@ mod tests {
             all.contains("4:12: error: kind `crahs` is not known"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn settings_that_cannot_run_are_refused_where_they_are_written() {
+        let cases = [
+            (
+                "agents: 1000000000\nbehaviours: {steady: 1}\n",
+                "1:9: error: agents = 1000000000 is above",
+            ),
+            (
+                "duration: 0s\nbehaviours: {steady: 1}\n",
+                "1:11: error: duration is 0",
+            ),
+            (
+                "heartbeat_timeout: 0s\nbehaviours: {steady: 1}\n",
+                "1:20: error: heartbeat_timeout is 0",
+            ),
+            (
+                "behaviours: {steady: 0, runaway: 0}\n",
+                "1:13: error: every behaviour's share is 0",
+            ),
+            (
+                "behaviours: {steady: 1}\nfaults:\n  - {kind: crash, every: 0s}\n",
+                "3:26: error: every is 0",
+            ),
+            (
+                "behaviours: {steady: 1}\nfaults:\n  - {kind: clock_jump, at: 2m, by: -30m}\n",
+                "3:36: error: a clock jump back by 30m",
+            ),
+        ];
+        for (text, want) in cases {
+            let all = Scenario::parse(text, "x.yaml", None)
+                .unwrap_err()
+                .to_string();
+            assert!(all.contains(want), "{text}: {all}");
+            assert!(!all.contains("no behaviours"), "{text}: {all}");
+        }
+        // A real mistake in a behaviour is not followed by "no behaviours".
+        let all = Scenario::parse("behaviours: {steady: 0.5}\n", "x.yaml", None)
+            .unwrap_err()
+            .to_string();
+        assert!(!all.contains("no behaviours"), "{all}");
+        // A backward jump the drain outlasts is fine.
+        let text = "behaviours: {steady: 1}\nfaults:\n  - {kind: clock_jump, at: 2m, by: -10m}\n";
+        assert!(Scenario::parse(text, "x.yaml", None).is_ok());
+    }
+
+    #[test]
+    fn an_inline_policys_mistakes_are_placed_in_the_scenario_file() {
+        let text = "name: x\nbehaviours: {steady: 1}\npolicy: |\n  version: 1\n  defaults:\n    budgets: {steps: lots}\n";
+        let all = Scenario::parse(text, "x.yaml", None)
+            .unwrap_err()
+            .to_string();
+        // `lots` is on line 6, column 22 of the scenario (line 3, column 20 of the policy).
+        assert!(all.contains("6:22: error"), "{all}");
+        let dir =
+            std::env::temp_dir().join(format!("warden-scenario-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("bad.yaml"),
+            "version: 1\ndefaults:\n  budgets: {steps: lots}\n",
+        )
+        .unwrap();
+        let text = "behaviours: {steady: 1}\npolicy: bad.yaml\n";
+        let all = Scenario::parse(text, "x.yaml", Some(&dir))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            all.contains("2:9: error: policy file") && all.contains("bad.yaml:3:20"),
+            "{all}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -35,6 +35,9 @@ const RETRY_MS: u64 = 1_000;
 const HALTS_BEFORE_GIVING_UP: u32 = 10;
 /// Longest drain after the duration (outcomes, approvals), ms.
 const DRAIN_MS_MAX: u64 = 15 * 60_000;
+
+/// With `--metrics`: how often the scrape-time gauges are set from the swarm (wall time).
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Approvals an operator looks at per turn.
 const APPROVALS_PER_TURN_MAX: usize = 64;
 
@@ -168,6 +171,8 @@ pub(crate) struct World<'a> {
     steps: u64,
     allows: u64,
     trace: Option<Vec<String>>,
+    /// When the scrape-time gauges were last set (`--metrics` only).
+    gauges_at: Option<Instant>,
 }
 
 impl<'a> World<'a> {
@@ -214,6 +219,18 @@ impl<'a> World<'a> {
         pair_colluders(&mut agents);
         let setup = node_setup(scenario, agents.len());
         let node = SimNode::start(&rt, &setup, specs, EPOCH_MS).map_err(SimError::Setup)?;
+        for f in &scenario.faults {
+            if let FaultKind::HaltPool { pool } = &f.kind {
+                if node.swarm.pool(pool).is_none() {
+                    let known: Vec<std::sync::Arc<str>> =
+                        node.swarm.pools().into_iter().map(|p| p.name).collect();
+                    return Err(SimError::Setup(format!(
+                        "fault halt_pool: the policy has no pool `{pool}` (its pools: {})",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
         let index = agents
             .iter()
             .enumerate()
@@ -262,7 +279,22 @@ impl<'a> World<'a> {
             steps: 0,
             allows: 0,
             trace: opts.trace.then(Vec::new),
+            gauges_at: None,
         })
+    }
+
+    /// With `--metrics`: the gauges a node sets at scrape time, set from the swarm now, at most
+    /// every [`GAUGES_EVERY`] of wall time (`last` forces it). Reads only.
+    fn refresh_gauges(&mut self, last: bool) {
+        if !self.opts.refresh_gauges || self.node.is_none() {
+            return;
+        }
+        if !last && self.gauges_at.is_some_and(|t| t.elapsed() < GAUGES_EVERY) {
+            return;
+        }
+        self.gauges_at = Some(Instant::now());
+        let now = self.node().now_ms();
+        warden_supervisor::metrics::refresh_gauges(&self.node().swarm, now);
     }
 
     fn node(&self) -> &SimNode {
@@ -313,6 +345,7 @@ impl<'a> World<'a> {
                 break;
             }
             if self.events.is_multiple_of(4096) {
+                self.refresh_gauges(false);
                 progress(&Progress {
                     simulated_ms: self.now,
                     duration_ms: self.end_ms,
@@ -325,6 +358,7 @@ impl<'a> World<'a> {
             self.end_tick();
             self.finish();
         }
+        self.refresh_gauges(true);
         let trace = self.trace.take().unwrap_or_default();
         (self.report(started), trace)
     }

@@ -388,31 +388,37 @@ fn lines(demo: &Demo) {
         demo.data.display()
     );
     let mut shown = 0;
+    // The rate of the second this line closes (not the pool poller's last second, which
+    // runs on its own timer).
+    let mut since = (Instant::now(), demo.live.decided());
     while !demo.live.stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let secs = demo.started.elapsed().as_secs();
         if secs > shown {
             shown = secs;
-            println!("{}", status_line(demo));
+            let now = (Instant::now(), demo.live.decided());
+            let took = now.0.duration_since(since.0).as_secs_f64().max(1e-3);
+            let rate = ((now.1 - since.1) as f64 / took).round() as u64;
+            since = now;
+            println!("{}", status_line(demo, rate));
         }
     }
 }
 
-/// One line of the run's state.
-pub fn status_line(demo: &Demo) -> String {
+/// One line of the run's state, with `rate` decisions per second.
+fn status_line(demo: &Demo, rate: u64) -> String {
     let live = &demo.live;
     let d = |i: usize| live.decisions[i].load(Ordering::Relaxed);
     let b = demo.board.lock().map(|b| {
-        let rate = b.rate.back().copied().unwrap_or(0);
         let waiting = b.approvals.0.saturating_sub(b.approvals.1);
         let pools: Vec<String> = b
             .pools
             .iter()
             .filter_map(|p| Some(format!("{} {}%", p.path, pool_percent(p)?)))
             .collect();
-        (b.halts_by_kind(), rate, waiting, pools.join(" "))
+        (b.halts_by_kind(), waiting, pools.join(" "))
     });
-    let (halts, rate, waiting, pools) = b.unwrap_or_default();
+    let (halts, waiting, pools) = b.unwrap_or_default();
     let registered = live.registered.load(Ordering::Relaxed);
     if live.decided() == 0 && (registered as usize) < demo.agents {
         return format!(

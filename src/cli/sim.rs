@@ -96,6 +96,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.agents.filter(|n| !(1..=max).contains(n)) {
         bail!("--agents must be 1 to {max}, not {n}");
     }
+    if args.nodes == 0 || args.nodes > sim::NODES_MAX {
+        bail!("{}", sim::SimError::NodesUnsupported(args.nodes));
+    }
     let scenario = Scenario::load(&args.scenario).map_err(|e| anyhow!("{e}"))?;
     let seed = args.seed.unwrap_or_else(|| {
         let s = random_seed();
@@ -137,6 +140,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     opts.duration_ms = args.duration;
     opts.nodes = args.nodes;
     opts.max_events = args.max_events;
+    opts.refresh_gauges = _metrics.is_some();
     if opts.nodes == 0 || opts.nodes > sim::NODES_MAX {
         bail!("{}", sim::SimError::NodesUnsupported(opts.nodes));
     }

@@ -81,7 +81,8 @@ fn timing() -> Timing {
 }
 
 fn config(n: usize, me: usize, limit: u64, session: u64) -> SyncConfig {
-    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    // Zero-padded: members are numbered in sorted name order, as the tests number them.
+    let names: Vec<String> = (0..n).map(|i| format!("n{i:02}")).collect();
     let peers = names.iter().filter(|x| **x != names[me]).cloned();
     SyncConfig {
         members: Members::new(&names[me], peers).unwrap(),
