@@ -275,6 +275,71 @@ fn agents_step_settle_and_are_governed_over_http() {
 }
 
 #[test]
+fn an_operator_halts_and_reopens_a_pool() {
+    let node = Node::start("pool-halt");
+    common::register(&node.op, "p1", "swarm/research");
+    let pool = "/v1/pools/swarm/research";
+    let (status, v) = common::call(&node.op, "GET", pool, Body::None);
+    assert_eq!((status, &v["halted"]), (200, &json!(false)), "{v}");
+    let halt = json!({"halted": true, "reason": "maintenance"});
+    let (status, v) = common::call(&node.op, "POST", pool, Body::Json(halt));
+    assert_eq!((status, &v["halted"]), (200, &json!(true)), "{v}");
+    let (_, a) = common::call(&node.op, "GET", "/v1/agents/p1", Body::None);
+    assert_eq!(a["state"], "halted", "{a}");
+    // Halted: nothing new is registered into it, and the answer says how to reopen it.
+    let (status, v) = common::call(
+        &node.op,
+        "POST",
+        "/v1/agents",
+        Body::Json(json!({"id": "p2", "pool": "swarm/research"})),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("halted\": false"),
+        "{v}"
+    );
+    let (_, list) = common::call(&node.op, "GET", "/v1/pools", Body::None);
+    let listed = list["pools"].as_array().unwrap();
+    assert!(listed
+        .iter()
+        .any(|p| p["path"] == "swarm/research" && p["halted"] == true));
+    // Bad bodies, unknown pools and agents' tokens change nothing.
+    for (body, want) in [
+        (json!({"halted": "no"}), 400),
+        (json!({}), 400),
+        (json!({"halted": false, "extra": 1}), 400),
+    ] {
+        let (status, v) = common::call(&node.op, "POST", pool, Body::Json(body.clone()));
+        assert_eq!(status, want, "{body}: {v}");
+    }
+    let (status, _) = common::call(
+        &node.op,
+        "POST",
+        "/v1/pools/swarm/nope",
+        Body::Json(json!({"halted": false})),
+    );
+    assert_eq!(status, 404);
+    let (status, _) = common::call(
+        &node.anonymous(),
+        "POST",
+        pool,
+        Body::Json(json!({"halted": false})),
+    );
+    assert_eq!(status, 401);
+    let (_, v) = common::call(&node.op, "GET", pool, Body::None);
+    assert_eq!(v["halted"], true, "{v}");
+    // Reopened: registrations go through again; the halted agent stays halted.
+    let (status, v) = common::call(&node.op, "POST", pool, Body::Json(json!({"halted": false})));
+    assert_eq!((status, &v["halted"]), (200, &json!(false)), "{v}");
+    common::register(&node.op, "p2", "swarm/research");
+    let (_, a) = common::call(&node.op, "GET", "/v1/agents/p1", Body::None);
+    assert_eq!(a["state"], "halted", "{a}");
+}
+
+#[test]
 fn approvals_are_answered_over_http() {
     let node = Node::start("approvals");
     let payer = node

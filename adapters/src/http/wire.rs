@@ -361,6 +361,10 @@ pub struct PoolView {
     pub used: DimMap,
     /// What is left, per limited dimension.
     pub remaining: DimMap,
+    /// Halted: no agent may be registered into it until it is reopened (`POST
+    /// /v1/pools/{path}` with `{"halted": false}`).
+    #[serde(default)]
+    pub halted: bool,
 }
 
 impl From<&AccountSnapshot> for PoolView {
@@ -373,6 +377,7 @@ impl From<&AccountSnapshot> for PoolView {
             overrun: amounts(&p.overrun),
             used: amounts(&p.used()),
             remaining: remaining(p),
+            halted: false,
         }
     }
 }

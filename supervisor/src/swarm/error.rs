@@ -33,7 +33,7 @@ pub enum SwarmError {
         reason: String,
     },
     /// The pool is halted; nothing new may start in it.
-    #[error("pool {0} is halted; resume it before spawning agents into it")]
+    #[error("pool {0} is halted; reopen it (`POST /v1/pools/{0}` with `{{\"halted\": false}}`, or `Swarm::reopen_pool`) before spawning agents into it")]
     PoolHalted(String),
     /// An agent spec was refused.
     #[error("agent {agent}: {reason}")]
