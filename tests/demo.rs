@@ -153,7 +153,51 @@ fn sim_target_drives_a_real_node_and_reports_rates_and_latency() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
+
+    // A second run against the same node: pools the first run's swarm got halted (a
+    // breaker) are reopened first, as docs/sim.md says.
+    let op = common::client(&base, Some(operator));
+    let (_, pools) = common::call(&op, "GET", "/v1/pools", common::Body::None);
+    for p in pools["pools"].as_array().unwrap() {
+        if p["halted"] == true {
+            let path = format!("/v1/pools/{}", p["path"].as_str().unwrap());
+            let body = common::Body::Json(serde_json::json!({"halted": false}));
+            assert_eq!(common::call(&op, "POST", &path, body).0, 200);
+        }
+    }
+    // The node dies during the run: the agents back off instead of hammering it, the report
+    // is printed all the same (overspend unknown), and the exit code says it went wrong.
+    let child = Command::new(BIN)
+        .args([
+            "sim",
+            "--target",
+            &base,
+            "--agents",
+            "60",
+            "--duration",
+            "4s",
+            "--seed",
+            "5",
+            "--json",
+        ])
+        .env("WARDEN_OPERATOR_TOKEN", operator)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let _ = node.kill();
+    let _ = node.wait();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let errors = report["errors"].as_u64().unwrap();
+    // About 2.5 s without a node: 60 agents at most one request per 200 ms each.
+    assert!(errors > 0 && errors < 2_000, "{errors} errors: {report}");
+    assert!(report["overspend"].is_null(), "{report}");
+    assert!(stderr.contains("overspend unknown"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -44,6 +44,10 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// Longest sleep between checks of the stop flag.
 const NAP: Duration = Duration::from_millis(50);
 
+/// The least an agent waits after a request that failed (a node gone or overloaded is not
+/// asked again at full speed).
+pub const ERROR_BACKOFF: Duration = Duration::from_millis(200);
+
 /// How fast agents act.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pace {
@@ -237,6 +241,8 @@ struct Agent {
     plans: VecDeque<Plan>,
     next: Next,
     other: String,
+    /// A request of its current turn failed: its next turn waits at least [`ERROR_BACKOFF`].
+    failed: bool,
 }
 
 enum Next {
@@ -307,6 +313,7 @@ fn register(opts: &LoadOptions, live: &Live) -> Result<Vec<Vec<Agent>>, LoadErro
             plans: VecDeque::new(),
             next: Next::Turn,
             other: ids[(i + 1) % ids.len()].clone(),
+            failed: false,
         })
     };
     let agents: Vec<(usize, Behaviour, Option<String>)> = slots
@@ -478,6 +485,21 @@ fn paced(ms: u64, pace: Pace) -> Duration {
 /// and it gives up, or denied too often). The model's times are paced; the check of a parked
 /// step comes every [`POLL`] whatever the pace (a human answers in real time).
 fn turn(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>, pace: Pace) -> Option<Duration> {
+    agent.failed = false;
+    let wait = turn_once(agent, live, samples, pace)?;
+    Some(match agent.failed {
+        true => wait.max(ERROR_BACKOFF),
+        false => wait,
+    })
+}
+
+/// [`turn`] before the backoff.
+fn turn_once(
+    agent: &mut Agent,
+    live: &Live,
+    samples: &mut Vec<u32>,
+    pace: Pace,
+) -> Option<Duration> {
     if let Next::Approval(..) = agent.next {
         return check_approval(agent, live).map(|w| match w {
             Wait::Poll => POLL,
@@ -491,7 +513,10 @@ fn turn(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>, pace: Pace) -> O
                 Ok(_) => {
                     live.outcomes.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => live.error(&e),
+                Err(e) => {
+                    live.error(&e);
+                    agent.failed = true;
+                }
             }
             agent.model.think_ms()
         }
@@ -527,6 +552,7 @@ fn check_approval(agent: &mut Agent, live: &Live) -> Option<Wait> {
         Ok(_) => Some(Wait::Model(agent.model.think_ms())),
         Err(e) => {
             live.error(&e);
+            agent.failed = true;
             Some(Wait::Model(agent.model.think_ms()))
         }
     }
@@ -549,6 +575,7 @@ fn ask(agent: &mut Agent, live: &Live, samples: &mut Vec<u32>) -> Option<u64> {
         Ok(d) => d,
         Err(e) => {
             live.error(&e);
+            agent.failed = true;
             return Some(agent.model.think_ms());
         }
     };
