@@ -165,16 +165,21 @@ const SECRET_STRETCH_BYTES: usize = 12;
 /// configured header value whole, and each of its parts of 8 bytes or more (split at
 /// whitespace, `,`, `;` and `=`: `Bearer <token>`'s token, not `Bearer`); for each of those,
 /// every 12-byte stretch (a prefix or a piece of it), the part reversed, its base64 (RFC 4648
-/// standard and URL-safe alphabets) and its hex. Compared without ASCII case. Made once per
-/// upstream, when the config is read.
+/// standard and URL-safe alphabets) and its hex. Compared without ASCII case, all at once
+/// (Aho-Corasick: one pass over a header's value whatever the number of needles). Made once
+/// per upstream, when the config is read.
 #[derive(Clone, Debug, Default)]
 pub struct Secrets {
-    needles: Vec<Vec<u8>>,
+    matcher: Option<aho_corasick::AhoCorasick>,
 }
 
 impl Secrets {
     /// The needles of `upstream`'s configured headers.
-    pub fn new(upstream: &[(HeaderName, HeaderValue)]) -> Self {
+    ///
+    /// # Errors
+    /// The matcher could not be built (credentials too large for it): the upstream is refused
+    /// rather than served without the check.
+    pub fn new(upstream: &[(HeaderName, HeaderValue)]) -> Result<Self, String> {
         use base64::Engine as _;
         let mut needles: Vec<Vec<u8>> = Vec::new();
         for (_, v) in upstream {
@@ -186,10 +191,8 @@ impl Secrets {
                 if part.is_empty() {
                     continue;
                 }
-                needles.extend(
-                    part.windows(SECRET_STRETCH_BYTES.min(part.len()))
-                        .map(<[u8]>::to_vec),
-                );
+                let stretch = SECRET_STRETCH_BYTES.min(part.len());
+                needles.extend(part.windows(stretch).map(<[u8]>::to_vec));
                 needles.push(part.iter().rev().copied().collect());
                 for engine in [
                     &base64::engine::general_purpose::STANDARD_NO_PAD,
@@ -197,27 +200,27 @@ impl Secrets {
                 ] {
                     needles.push(engine.encode(part).into_bytes());
                 }
-                needles.push(
-                    part.iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                        .into_bytes(),
-                );
+                let hex: String = part.iter().map(|b| format!("{b:02x}")).collect();
+                needles.push(hex.into_bytes());
             }
-        }
-        for n in &mut needles {
-            n.make_ascii_lowercase();
         }
         needles.sort();
         needles.dedup();
-        Self { needles }
+        if needles.is_empty() {
+            return Ok(Self { matcher: None });
+        }
+        let matcher = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&needles)
+            .map_err(|e| format!("the credentials cannot be looked for in answers: {e}"))?;
+        Ok(Self {
+            matcher: Some(matcher),
+        })
     }
 
     /// Whether `value` holds any of the needles.
     pub fn held_by(&self, value: &[u8]) -> bool {
-        self.needles
-            .iter()
-            .any(|n| value.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
+        self.matcher.as_ref().is_some_and(|m| m.is_match(value))
     }
 }
 
@@ -334,7 +337,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-echo", "s3cret".parse().unwrap());
         h.insert("content-type", "text/plain".parse().unwrap());
-        response_headers(&mut h, &Secrets::new(&up));
+        response_headers(&mut h, &Secrets::new(&up).unwrap());
         assert!(h.get("x-echo").is_none());
         assert!(h.get("content-type").is_some());
         let up = [(
@@ -348,7 +351,7 @@ mod tests {
         );
         h.insert("x-partial", "key=sk-live-0123456789".parse().unwrap());
         h.insert("x-fine", "Bearer of good news".parse().unwrap());
-        response_headers(&mut h, &Secrets::new(&up));
+        response_headers(&mut h, &Secrets::new(&up).unwrap());
         assert!(
             h.get("set-cookie").is_none() && h.get("x-partial").is_none(),
             "{h:?}"
@@ -364,7 +367,7 @@ mod tests {
             HeaderName::from_static("x-api-key"),
             HeaderValue::from_static("sk-TOOLSECRET-abcdef123456"),
         )];
-        let secrets = Secrets::new(&up);
+        let secrets = Secrets::new(&up).unwrap();
         let reversed: String = key.chars().rev().collect();
         let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
         for echo in [
@@ -388,7 +391,8 @@ mod tests {
         let short = Secrets::new(&[(
             HeaderName::from_static("x-api-key"),
             HeaderValue::from_static("s3cret"),
-        )]);
+        )])
+        .unwrap();
         assert!(short.held_by(b"S3CRET") && !short.held_by(b"s3cre"));
     }
 

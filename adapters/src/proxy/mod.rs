@@ -87,7 +87,8 @@ impl Route {
             name: u.name.clone(),
             url: u.url.clone(),
             kind: u.kind,
-            secrets: forward::Secrets::new(&headers),
+            secrets: forward::Secrets::new(&headers)
+                .map_err(|e| format!("upstream `{}`: {e}", u.name))?,
             headers,
             timeout: Duration::from_millis(u.timeout_ms),
             in_flight: Arc::new(Semaphore::new(u.max_in_flight)),
