@@ -331,6 +331,27 @@ fn an_operator_halts_and_reopens_a_pool() {
     assert_eq!(status, 401);
     let (_, v) = common::call(&node.op, "GET", pool, Body::None);
     assert_eq!(v["halted"], true, "{v}");
+    // Not while the pool above is halted: reopen from the top.
+    let (status, _) = common::call(
+        &node.op,
+        "POST",
+        "/v1/pools/swarm",
+        Body::Json(json!({"halted": true})),
+    );
+    assert_eq!(status, 200);
+    let (status, v) = common::call(&node.op, "POST", pool, Body::Json(json!({"halted": false})));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("parent_halted")),
+        "{v}"
+    );
+    let (status, _) = common::call(
+        &node.op,
+        "POST",
+        "/v1/pools/swarm",
+        Body::Json(json!({"halted": false})),
+    );
+    assert_eq!(status, 200);
     // Reopened: registrations go through again; the halted agent stays halted.
     let (status, v) = common::call(&node.op, "POST", pool, Body::Json(json!({"halted": false})));
     assert_eq!((status, &v["halted"]), (200, &json!(false)), "{v}");

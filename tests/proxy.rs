@@ -454,6 +454,56 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             400,
             "rewrite_header",
         ),
+        // `;parameters` are cut off by Tomcat, Jetty and Spring before they normalise.
+        (
+            "GET",
+            "/proxy/search/x/..;/admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/;/admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/x/..%3B/admin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/admin%00",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        // A raw `;` splits pairs for some parsers: `q=password` would hide in `page`.
+        (
+            "GET",
+            "/proxy/search/x?page=1;q=password",
+            a.to_vec(),
+            "",
+            400,
+            "bad_encoding",
+        ),
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("x_http_method_override", "DELETE")].to_vec(),
+            "",
+            400,
+            "rewrite_header",
+        ),
         (
             "GET",
             "/proxy/search//admin",
@@ -868,6 +918,16 @@ fn a_body_is_forwarded_as_the_type_it_was_judged_as() {
         "{:?}",
         seen[1].headers
     );
+    // The scheme's name is compared without case (RFC 9110 §11.1).
+    let lower = format!("bearer {token}");
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/x",
+        &[("authorization", &lower)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
     // A trailing slash is a path of its own, forwarded as sent.
     let (status, _, text) = send(
         &n.base,

@@ -153,6 +153,25 @@ fn bad_input_fails_clearly() {
         err.contains("no pool `swarm/nope`") && err.contains("swarm/ops"),
         "{err}"
     );
+
+    // Backward clock jumps allowed one by one may add up past what the drain outlasts.
+    std::fs::write(
+        &file,
+        "behaviours: {steady: 1}\nfaults:\n  - {kind: clock_jump, every: 1s, by: -1m}\n",
+    )
+    .unwrap();
+    let out = warden(&[
+        "sim",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--duration",
+        "30s",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("clock jumps back by 1800 s in all"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -350,21 +350,8 @@ fn read_policy(
             ))
         }
         t if t.contains('\n') => {
-            // A block scalar (`policy: |`): its text starts on the line after the indicator,
-            // indented (the node's position is the indicator's line or the text's first).
-            let key_line = source.lines().nth(v.pos.line - 1).unwrap_or("").trim_end();
-            let on_indicator = key_line.ends_with(['|', '>', '-', '+']);
-            let first = v.pos.line + usize::from(on_indicator);
-            let indent = source
-                .lines()
-                .nth(first - 1)
-                .map_or(0, |l| l.len() - l.trim_start().len());
-            let place = |d: &Diagnostic| warden_actors::yaml::Pos {
-                line: first + d.line - 1,
-                col: d.col + indent,
-            };
-            return check_policy(r, &text, |d| (place(d), String::new()))
-                .then(|| (text.clone(), "inline".into()));
+            let place = inline_place(source, v);
+            return check_policy(r, &text, place).then(|| (text.clone(), "inline".into()));
         }
         _ => {}
     }
@@ -389,6 +376,48 @@ fn read_policy(
             );
             None
         }
+    }
+}
+
+/// Where an inline policy's diagnostic goes in the scenario's `source`: for a literal block
+/// (`policy: |`, `|-`, `|+`), its own line and column in the file (the text starts on the line
+/// after the indicator, indented); for any other style (quoted, folded, with an indentation
+/// indicator), whose lines do not map one to one, the `policy` value's position, the policy's
+/// own line and column named in the message.
+fn inline_place<'s>(
+    source: &'s str,
+    v: &Node,
+) -> impl Fn(&Diagnostic) -> (warden_actors::yaml::Pos, String) + 's {
+    let line = |n: usize| {
+        source
+            .lines()
+            .nth(n.wrapping_sub(1))
+            .unwrap_or("")
+            .trim_end()
+    };
+    let literal = |l: &str| l.ends_with('|') || l.ends_with("|-") || l.ends_with("|+");
+    // The node's position is the indicator's line or the text's first, by the parser.
+    let first = if literal(line(v.pos.line)) {
+        Some(v.pos.line + 1)
+    } else if literal(line(v.pos.line.saturating_sub(1))) {
+        Some(v.pos.line)
+    } else {
+        None
+    };
+    let indent = first.map_or(0, |f| {
+        let l = source.lines().nth(f - 1).unwrap_or("");
+        l.len() - l.trim_start().len()
+    });
+    let at = v.pos;
+    move |d: &Diagnostic| match first {
+        Some(f) => (
+            warden_actors::yaml::Pos {
+                line: f + d.line - 1,
+                col: d.col + indent,
+            },
+            String::new(),
+        ),
+        None => (at, format!("inline policy {}:{}: ", d.line, d.col)),
     }
 }
 
@@ -643,6 +672,15 @@ mod tests {
             .to_string();
         // `lots` is on line 6, column 22 of the scenario (line 3, column 20 of the policy).
         assert!(all.contains("6:22: error"), "{all}");
+        // Quoted, or with an indentation indicator: lines do not map one to one, so the
+        // error sits at the `policy` value and names the policy's own line and column.
+        for (text, at) in [
+            ("behaviours: {steady: 1}\npolicy: \"version: 1\\ndefaults:\\n  budgets: {steps: lots}\\n\"\n", "2:9: error: inline policy 3:"),
+            ("behaviours: {steady: 1}\npolicy: |4\n      version: 1\n      defaults:\n        budgets: {steps: lots}\n", "3:5: error: inline policy 3:"),
+        ] {
+            let all = Scenario::parse(text, "x.yaml", None).unwrap_err().to_string();
+            assert!(all.contains(at), "{text}: {all}");
+        }
         let dir =
             std::env::temp_dir().join(format!("warden-scenario-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

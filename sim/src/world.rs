@@ -175,8 +175,36 @@ pub(crate) struct World<'a> {
     gauges_at: Option<Instant>,
 }
 
+/// Refuses a run whose backward clock jumps add up to more than
+/// [`crate::scenario::CLOCK_JUMP_BACK_MS_MAX`] before `end_ms` (each is checked alone when
+/// the scenario is read; `every:` repeats them): the drain must outlast the clock's wait.
+fn check_clock_jumps(scenario: &Scenario, end_ms: u64) -> Result<(), SimError> {
+    let max = crate::scenario::CLOCK_JUMP_BACK_MS_MAX;
+    let mut back = 0u64;
+    for f in &scenario.faults {
+        let FaultKind::ClockJump { by_ms } = f.kind else {
+            continue;
+        };
+        let first = f.at_ms.or(f.every_ms).unwrap_or(end_ms / 2);
+        if by_ms >= 0 || first > end_ms {
+            continue;
+        }
+        let times = 1 + f.every_ms.map_or(0, |e| (end_ms - first) / e.max(1));
+        back = back.saturating_add(times.saturating_mul(by_ms.unsigned_abs()));
+    }
+    if back > max {
+        return Err(SimError::Setup(format!(
+            "the scenario's clock jumps back by {} s in all before the run ends; at most {} s: the run's 15-minute drain must outlast the clock's wait (fewer or shorter backward jumps, or a shorter --duration)",
+            back / 1000,
+            max / 1000
+        )));
+    }
+    Ok(())
+}
+
 impl<'a> World<'a> {
     pub(crate) fn new(opts: &'a SimOptions, scenario: &'a Scenario) -> Result<Self, SimError> {
+        check_clock_jumps(scenario, opts.duration_ms.unwrap_or(scenario.duration_ms))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -2,8 +2,8 @@
 //! may contain slashes: `/v1/pools/swarm/research`), and `POST /v1/pools/{path}` with
 //! `{"halted": true, "reason"?}` (an operator halts the pool: every agent in it and below,
 //! and no new agent registered into it) or `{"halted": false}` (reopens it: agents may be
-//! registered into it again; its halted agents stay halted until each is resumed). Operator
-//! only.
+//! registered into it again; its halted agents stay halted until each is resumed; 409
+//! `parent_halted` while a pool above it is halted). Operator only.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -59,6 +59,17 @@ async fn show(
     Ok(Json(view(&state, &p)))
 }
 
+/// The nearest pool above `path` that is halted, if any: a pool under a halted one is not
+/// reopened alone (its agents would run while the pool above says no).
+fn halted_parent(state: &AppState, path: &str) -> Option<String> {
+    let mut above: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+    above.reverse();
+    above
+        .into_iter()
+        .find(|p| state.swarm.pool_halted(p).unwrap_or(false))
+        .map(str::to_string)
+}
+
 /// `POST /v1/pools/{path}`'s body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +95,13 @@ async fn set_halted(
             .unwrap_or_else(|| "halted by the operator".into());
         state.swarm.halt(Target::Pool(path.clone()), reason).await?;
     } else {
+        if let Some(parent) = halted_parent(&state, &path) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "parent_halted",
+                format!("pool {parent:?} above {path:?} is halted: reopen it first"),
+            ));
+        }
         state.swarm.reopen_pool(&path)?;
     }
     let p = state.swarm.pool(&path).ok_or_else(|| unknown(&path))?;

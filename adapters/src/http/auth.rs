@@ -204,7 +204,7 @@ fn proxy_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         }
         Ok(first.and_then(|v| v.to_str().ok()))
     };
-    let bearer = once(header::AUTHORIZATION)?.and_then(|v| v.strip_prefix("Bearer "));
+    let bearer = once(header::AUTHORIZATION)?.and_then(bearer_token);
     let key = once(header::HeaderName::from_static("x-api-key"))?;
     match (bearer, key) {
         (Some(a), Some(k)) if a != k => Err(ambiguous()),
@@ -213,11 +213,14 @@ fn proxy_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token of `Bearer <token>`; the scheme's name is compared without case (RFC 9110
+/// §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// Constant-time comparison, so a token cannot be guessed byte by byte from timings.

@@ -133,23 +133,32 @@ pub fn response_headers(headers: &mut HeaderMap, secrets: &Secrets) {
 /// line's (method overrides and URL rewrites, honoured by Express's `method-override`,
 /// Symfony, IIS, Google's APIs, Envoy): the policy judged the request line, so a request
 /// carrying one is refused ([`refuse_rewrites`]), never forwarded.
-pub const REWRITE_HEADERS: [&str; 11] = [
+pub const REWRITE_HEADERS: [&str; 15] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
     "x-original-method",
+    "x-forwarded-method",
     "x-original-url",
     "x-original-uri",
+    "x-original-path",
     "x-rewrite-url",
+    "x-rewrite-uri",
     "x-forwarded-path",
     "x-forwarded-prefix",
     "x-forwarded-uri",
+    "x-forwarded-url",
     "x-envoy-original-path",
 ];
 
-/// 400 `rewrite_header` if the agent's request carries one of [`REWRITE_HEADERS`].
+/// 400 `rewrite_header` if the agent's request carries one of [`REWRITE_HEADERS`], spelled
+/// with `-` or `_` (CGI, WSGI and Rack servers read both as the same variable).
 pub fn refuse_rewrites(agent: &HeaderMap) -> Result<(), ApiError> {
-    match REWRITE_HEADERS.iter().find(|n| agent.contains_key(**n)) {
+    let found = agent.keys().find(|k| {
+        let name = k.as_str().replace('_', "-");
+        REWRITE_HEADERS.contains(&name.as_str())
+    });
+    match found {
         Some(n) => Err(ApiError::bad_request(
             "rewrite_header",
             format!("the `{n}` header would make the upstream read another method or path than the one the policy judged, so the request is not forwarded; send it with the method and path it means"),
@@ -163,14 +172,56 @@ const SECRET_STRETCH_BYTES: usize = 12;
 
 /// The forms an upstream's credentials are looked for in its answers' headers: each
 /// configured header value whole, and each of its parts of 8 bytes or more (split at
-/// whitespace, `,`, `;` and `=`: `Bearer <token>`'s token, not `Bearer`); for each of those,
-/// every 12-byte stretch (a prefix or a piece of it), the part reversed, its base64 (RFC 4648
-/// standard and URL-safe alphabets) and its hex. Compared without ASCII case, all at once
-/// (Aho-Corasick: one pass over a header's value whatever the number of needles). Made once
-/// per upstream, when the config is read.
+/// whitespace, `,`, `;` and `=`: `Bearer <token>`'s token, not `Bearer`). For each of those
+/// and each 12-byte stretch of it (a prefix or a piece): the bytes, reversed, in hex, and in
+/// base64 (RFC 4648 standard and URL-safe alphabets) at each of the three alignments it can
+/// have inside a longer encoded text (`Basic base64(user:key)`), the characters that depend
+/// on its bytes alone. Compared without ASCII case, all at once (Aho-Corasick: one pass over
+/// a header's value whatever the number of needles). Made once per upstream, when the config
+/// is read.
 #[derive(Clone, Debug, Default)]
 pub struct Secrets {
     matcher: Option<aho_corasick::AhoCorasick>,
+}
+
+/// The base64 characters that only `piece`'s bytes decide, when `piece` starts `offset`
+/// (0, 1 or 2) bytes into the encoded text: character `i` holds bits `6i..6i+6` of it.
+fn base64_core(piece: &[u8], offset: usize, engine: &base64::engine::GeneralPurpose) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut framed = vec![0u8; offset];
+    framed.extend_from_slice(piece);
+    framed.extend_from_slice(&[0, 0]);
+    let text = engine.encode(&framed).into_bytes();
+    let (start, end) = (8 * offset, 8 * (offset + piece.len()));
+    (0..text.len())
+        .filter(|i| 6 * i >= start && 6 * i + 6 <= end)
+        .map(|i| text[i])
+        .collect()
+}
+
+/// What [`Secrets`] looks for of one credential or piece of one.
+fn forms_of(piece: &[u8], into: &mut Vec<Vec<u8>>) {
+    into.push(piece.to_vec());
+    into.push(piece.iter().rev().copied().collect());
+    into.push(
+        piece
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
+    );
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for offset in 0..3 {
+            let core = base64_core(piece, offset, engine);
+            // Too short to be told from ordinary text (a piece of under 6 bytes).
+            if core.len() >= SECRET_PART_BYTES_MIN {
+                into.push(core);
+            }
+        }
+    }
 }
 
 impl Secrets {
@@ -180,7 +231,6 @@ impl Secrets {
     /// The matcher could not be built (credentials too large for it): the upstream is refused
     /// rather than served without the check.
     pub fn new(upstream: &[(HeaderName, HeaderValue)]) -> Result<Self, String> {
-        use base64::Engine as _;
         let mut needles: Vec<Vec<u8>> = Vec::new();
         for (_, v) in upstream {
             let whole = v.as_bytes();
@@ -191,17 +241,12 @@ impl Secrets {
                 if part.is_empty() {
                     continue;
                 }
-                let stretch = SECRET_STRETCH_BYTES.min(part.len());
-                needles.extend(part.windows(stretch).map(<[u8]>::to_vec));
-                needles.push(part.iter().rev().copied().collect());
-                for engine in [
-                    &base64::engine::general_purpose::STANDARD_NO_PAD,
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                ] {
-                    needles.push(engine.encode(part).into_bytes());
+                forms_of(part, &mut needles);
+                if part.len() > SECRET_STRETCH_BYTES {
+                    for stretch in part.windows(SECRET_STRETCH_BYTES) {
+                        forms_of(stretch, &mut needles);
+                    }
                 }
-                let hex: String = part.iter().map(|b| format!("{b:02x}")).collect();
-                needles.push(hex.into_bytes());
             }
         }
         needles.sort();
@@ -369,6 +414,12 @@ mod tests {
         )];
         let secrets = Secrets::new(&up).unwrap();
         let reversed: String = key.chars().rev().collect();
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
         let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
         for echo in [
             &key[..25],
@@ -379,6 +430,13 @@ mod tests {
             &base64::engine::general_purpose::STANDARD.encode(key),
             &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
             &hex.to_uppercase(),
+            &basic(&format!("{key}:")),
+            &basic(&format!("api:{key}")),
+            &basic(&format!("AC0123456789abcdef0123456789abcdef:{key}")),
+            &basic(&format!("{{\"key\":\"{key}\"}}")),
+            &hex[6..40],
+            &reversed[3..17],
+            &base64::engine::general_purpose::STANDARD.encode(&key[4..20]),
         ] {
             let mut h = HeaderMap::new();
             h.insert("x-out", format!("v={echo}").parse().unwrap());
@@ -394,6 +452,26 @@ mod tests {
         )])
         .unwrap();
         assert!(short.held_by(b"S3CRET") && !short.held_by(b"s3cre"));
+        // Ordinary headers stay, even beside an 8-byte credential.
+        let eight = Secrets::new(&[(
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_static("k8Sh0rtZ"),
+        )])
+        .unwrap();
+        for fine in [
+            "application/json; charset=utf-8",
+            "W/\"5e1f-0123456789\"",
+            "Wed, 02 Dec 2026 03:40:00 GMT",
+            "max-age=0, no-cache",
+            "req_01HZX3K8Q2M9T7V4",
+            "k8Sh",
+        ] {
+            assert!(!eight.held_by(fine.as_bytes()), "{fine}");
+        }
+        assert!(
+            eight.held_by(b"Basic YXBpOms4U2gwcnRa"),
+            "base64 of api:k8Sh0rtZ"
+        );
     }
 
     #[test]
@@ -404,6 +482,12 @@ mod tests {
             let err = refuse_rewrites(&h).unwrap_err();
             assert_eq!(err.code, "rewrite_header");
         }
+        let mut h = HeaderMap::new();
+        h.insert("x_http_method_override", "DELETE".parse().unwrap());
+        assert!(
+            refuse_rewrites(&h).is_err(),
+            "underscores: the same to CGI servers"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-request-id", "1".parse().unwrap());
         assert!(refuse_rewrites(&h).is_ok());

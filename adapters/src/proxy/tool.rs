@@ -147,11 +147,23 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ApiError::bad_request("bad_path", "the path is not UTF-8 once decoded"))?;
-    let dots = |p: &str| p.split(['/', '\\']).any(|s| s == "." || s == "..");
+    // A segment's `;parameters` are cut off by many servers (Tomcat, Jetty, Spring) before
+    // they normalise: `..;` is `..` to them, and `;` alone an empty segment.
+    let dots = |p: &str| {
+        p.split(['/', '\\'])
+            .map(|s| s.split(';').next().unwrap_or(""))
+            .any(|s| s == "." || s == "..")
+    };
     if dots(raw) || dots(&decoded) {
         return Err(ApiError::bad_request(
             "bad_path",
-            "a proxied path may not hold `.` or `..` segments",
+            "a proxied path may not hold `.` or `..` segments (with or without `;parameters`)",
+        ));
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path may not hold control characters (`%00`, `%0A`, ...)",
         ));
     }
     if decoded.contains('\\') || decoded.matches('/').count() != raw.matches('/').count() {
@@ -162,10 +174,11 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
     }
     let inner = decoded.strip_prefix('/').unwrap_or(&decoded);
     let inner = inner.strip_suffix('/').unwrap_or(inner);
-    if !decoded.is_empty() && decoded != "/" && inner.split('/').any(str::is_empty) {
+    let empty = |seg: &str| seg.split(';').next().unwrap_or("").is_empty();
+    if !decoded.is_empty() && decoded != "/" && inner.split('/').any(empty) {
         return Err(ApiError::bad_request(
             "bad_path",
-            "a proxied path may not hold empty segments (`//`); send each segment once",
+            "a proxied path may not hold empty segments (`//`, `/;/`); send each segment once",
         ));
     }
     Ok(decoded.into_owned())
@@ -363,6 +376,14 @@ fn insert_body(
 /// `bad_encoding`): judged with U+FFFD in its place, the policy would read another value
 /// than the upstream.
 fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Result<(), ApiError> {
+    // Some parsers (Rack 2, older Python and Perl ones) split pairs at `;` too: the policy
+    // would read `page=1;q=x` as one value where the upstream reads two.
+    if text.contains(&b';') {
+        return Err(ApiError::bad_request(
+            "bad_encoding",
+            format!("the {what} holds a raw `;`, which some servers read as a separator; send it as %3B"),
+        ));
+    }
     for (k, v) in form_urlencoded::parse(text) {
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
