@@ -154,10 +154,16 @@ pub const REWRITE_HEADERS: [&str; 15] = [
 /// 400 `rewrite_header` if the agent's request carries one of [`REWRITE_HEADERS`], spelled
 /// with `-` or `_` (CGI, WSGI and Rack servers read both as the same variable).
 pub fn refuse_rewrites(agent: &HeaderMap) -> Result<(), ApiError> {
-    let found = agent.keys().find(|k| {
-        let name = k.as_str().replace('_', "-");
-        REWRITE_HEADERS.contains(&name.as_str())
-    });
+    let same = |listed: &str, sent: &str| {
+        listed.len() == sent.len()
+            && listed
+                .bytes()
+                .zip(sent.bytes())
+                .all(|(l, s)| l == s || (l == b'-' && s == b'_'))
+    };
+    let found = agent
+        .keys()
+        .find(|k| REWRITE_HEADERS.iter().any(|r| same(r, k.as_str())));
     match found {
         Some(n) => Err(ApiError::bad_request(
             "rewrite_header",
