@@ -860,6 +860,32 @@ fn bodies_that_are_not_json_objects_are_refused_and_change_nothing() {
         (400, Some("bad_json")),
         "{e}"
     );
+    // A key given twice: which copy would count? Refused, whatever the endpoint.
+    for (path, text) in [
+        (
+            "/v1/agents",
+            r#"{"id": "p4", "pool": "swarm", "pool": "swarm/research"}"#,
+        ),
+        ("/v1/pools/swarm", r#"{"halted": false, "halted": true}"#),
+        (
+            "/v1/agents/victim/halt",
+            r#"{"reason": "a", "reason": "b"}"#,
+        ),
+    ] {
+        let (status, e) = common::call(
+            &node.op,
+            "POST",
+            path,
+            Body::Text(text.into(), "application/json"),
+        );
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some("bad_json")),
+            "POST {path} {text}: {e}"
+        );
+    }
+    let (_, pool) = common::call(&node.op, "GET", "/v1/pools/swarm", Body::None);
+    assert_eq!(pool["halted"], false, "{pool}");
     let page = node.op.agents("").unwrap();
     let ids: Vec<String> = page.agents.iter().map(|a| a.id.to_string()).collect();
     assert_eq!(ids, ["victim"], "nothing was registered");

@@ -1,7 +1,7 @@
 //! Request bodies: JSON **objects** only. Serde's derived readers also take a JSON array as
 //! the fields in order, so `[]` or `["p1", "swarm"]` would be read as a registration; every body
-//! is therefore read as a JSON value first, refused unless it is an object, and only then
-//! turned into its type. Errors are 400 `bad_json` (413 `body_too_large`, 415
+//! is therefore read as a JSON value first (a key given twice refused), refused unless it is an
+//! object, and only then turned into its type. Errors are 400 `bad_json` (413 `body_too_large`, 415
 //! `unsupported_media_type` from the JSON reader), and nothing changes.
 
 use axum::extract::{FromRequest, Json, Request};
@@ -21,7 +21,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<Value>::from_request(req, state).await?;
+        let Json(raw) = Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await?;
+        // A key given twice would be read as its last copy: refused, as in steps' args.
+        let value = warden_actors::step::parse_unique_json(raw.get()).map_err(|e| {
+            ApiError::bad_request(
+                "bad_json",
+                format!("the body repeats a key or is not JSON ({e}); send each key once"),
+            )
+        })?;
         object(value).map(JsonObject)
     }
 }
