@@ -40,6 +40,8 @@ struct Held {
     events: Vec<Bytes>,
     name: String,
     args: String,
+    /// A custom tool call's input as its deltas build it.
+    input: String,
 }
 
 /// The state of one live stream.
@@ -51,8 +53,9 @@ pub struct Meter {
     held: BTreeMap<u64, Held>,
     held_bytes: usize,
     max_held_bytes: usize,
-    /// Keys of calls already released for judging (Responses: output indexes).
-    judged: std::collections::HashSet<u64>,
+    /// Calls already released for judging, by key (Responses: output indexes), with the
+    /// arguments they were judged with.
+    judged: std::collections::HashMap<u64, String>,
     done: bool,
     /// The client did not ask for the usage chunk (the proxy did, to settle).
     hide_usage: bool,
@@ -70,7 +73,7 @@ impl Meter {
             held: BTreeMap::new(),
             held_bytes: 0,
             max_held_bytes,
-            judged: std::collections::HashSet::new(),
+            judged: std::collections::HashMap::new(),
             done: false,
             hide_usage,
         }
@@ -146,10 +149,10 @@ impl Meter {
     }
 
     fn release(&mut self, key: u64, last: Bytes) -> Next {
-        self.judged.insert(key);
         let Some(h) = self.held.remove(&key) else {
             return Next::Send(last);
         };
+        self.judged.insert(key, h.args.clone());
         self.held_bytes -= h.events.iter().map(Bytes::len).sum::<usize>();
         let mut events = h.events;
         events.push(last);
@@ -163,7 +166,7 @@ impl Meter {
         let mut calls = Vec::new();
         let mut events = Vec::new();
         for (k, h) in std::mem::take(&mut self.held) {
-            self.judged.insert(k);
+            self.judged.insert(k, h.args.clone());
             calls.push(proposal(h.name, h.args));
             events.extend(h.events);
         }
@@ -207,16 +210,17 @@ impl Meter {
                     .pointer("/function/name")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                let args = t
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                let Ok(args) = text_or_absent(t.pointer("/function/arguments")) else {
+                    return not_text();
+                };
                 calls.push((key, name, args));
             }
             // The legacy `functions` API: one call per choice, under its own key.
             if let Some(f) = c.pointer("/delta/function_call").filter(|f| f.is_object()) {
                 let name = f["name"].as_str().map(str::to_string);
-                let args = f["arguments"].as_str().map(str::to_string);
+                let Ok(args) = text_or_absent(f.get("arguments")) else {
+                    return not_text();
+                };
                 calls.push(((choice << 16) | 0xFFFF, name, args));
             }
             finished |= !c["finish_reason"].is_null();
@@ -249,45 +253,71 @@ impl Meter {
     fn responses(&mut self, v: &Value, raw: Bytes) -> Next {
         let kind = v["type"].as_str().unwrap_or("");
         let index = v["output_index"].as_u64();
-        let is_call = |item: &Value| {
-            matches!(
-                item["type"].as_str(),
-                Some("function_call" | "custom_tool_call")
-            )
-        };
         match kind {
             "response.output_text.delta"
             | "response.reasoning_summary_text.delta"
             | "response.reasoning_text.delta" => {
                 self.count(v["delta"].as_str());
             }
-            "response.completed" | "response.incomplete" | "response.failed" => {
+            "response.completed" | "response.incomplete" | "response.failed" | "response.done" => {
                 if let Some(u) = v.pointer("/response/usage").filter(|u| !u.is_null()) {
                     self.input = u["input_tokens"].as_u64();
                     self.output = u["output_tokens"].as_u64();
                 }
-                self.done = kind == "response.completed";
+                self.done = kind == "response.completed" || kind == "response.done";
                 return self.final_response(&v["response"], raw);
             }
-            "response.output_item.added" if is_call(&v["item"]) => {
-                let name = v["item"]["name"].as_str().unwrap_or("").to_string();
-                self.hold(index.unwrap_or(0), raw).name = name;
-                return Next::Hold;
-            }
-            "response.output_item.done" if is_call(&v["item"]) => {
-                let key = index.unwrap_or(0);
+            "response.output_item.added" | "response.output_item.done" => {
                 let item = &v["item"];
-                let args = match item["type"].as_str() {
-                    Some("custom_tool_call") => {
-                        serde_json::json!({"input": item["input"]}).to_string()
+                match item_kind(item) {
+                    ItemKind::Other => return unknown_item(item),
+                    ItemKind::Plain => {}
+                    ItemKind::Call => {
+                        let key = index.unwrap_or(0);
+                        let Ok(args) = call_args(item) else {
+                            return not_text();
+                        };
+                        let h = self.hold(key, raw);
+                        h.name = item["name"].as_str().unwrap_or("").to_string();
+                        if let Some(a) = args.filter(|a| !a.is_empty()) {
+                            // What the item itself carries is what the call is (the deltas
+                            // before it were its pieces).
+                            h.args = a;
+                        }
+                        if kind == "response.output_item.added" {
+                            return Next::Hold;
+                        }
+                        let args = self.held[&key].args.clone();
+                        self.count(Some(&args));
+                        return self.release_held(key);
                     }
-                    _ => item["arguments"].as_str().unwrap_or("").to_string(),
+                }
+            }
+            "response.function_call_arguments.delta" | "response.custom_tool_call_input.delta" => {
+                let Some(delta) = v["delta"].as_str() else {
+                    return not_text();
                 };
-                self.count(Some(&args));
-                let h = self.held.entry(key).or_default();
-                h.name = item["name"].as_str().unwrap_or("").to_string();
-                h.args = args;
-                return self.release(key, raw);
+                if let Some(i) = index.filter(|i| self.held.contains_key(i)) {
+                    let custom = kind == "response.custom_tool_call_input.delta";
+                    let h = self.hold(i, raw);
+                    h.input.push_str(delta);
+                    if !custom {
+                        h.args.push_str(delta);
+                    } else {
+                        h.args = serde_json::json!({"input": h.input}).to_string();
+                    }
+                    return Next::Hold;
+                }
+            }
+            "response.function_call_arguments.done" => {
+                let Some(args) = v["arguments"].as_str() else {
+                    return not_text();
+                };
+                if let Some(i) = index.filter(|i| self.held.contains_key(i)) {
+                    let h = self.hold(i, raw);
+                    h.args = args.to_string();
+                    return Next::Hold;
+                }
             }
             _ => {}
         }
@@ -300,8 +330,20 @@ impl Meter {
         }
     }
 
-    /// The last event of a Responses stream: held calls, and any call its `output` holds that
-    /// the stream never showed as an item of its own, are judged before it passes.
+    /// Releases held call `key` for judging, with nothing after it.
+    fn release_held(&mut self, key: u64) -> Next {
+        match self.release(key, Bytes::new()) {
+            Next::Judge(calls, mut events) => {
+                events.retain(|e| !e.is_empty());
+                Next::Judge(calls, events)
+            }
+            other => other,
+        }
+    }
+
+    /// The last event of a Responses stream: held calls, and every call its `output` holds
+    /// that was not judged as the stream showed it (never shown as an item of its own, or
+    /// with other arguments than its deltas said), are judged before it passes.
     fn final_response(&mut self, response: &Value, raw: Bytes) -> Next {
         let mut unseen = Vec::new();
         for (i, item) in response["output"]
@@ -310,18 +352,21 @@ impl Meter {
             .flatten()
             .enumerate()
         {
-            let is_call = matches!(
-                item["type"].as_str(),
-                Some("function_call" | "custom_tool_call")
-            );
-            if is_call && !self.judged.contains(&(i as u64)) && !self.held.contains_key(&(i as u64))
-            {
-                let args = match item["type"].as_str() {
-                    Some("custom_tool_call") => {
-                        serde_json::json!({"input": item["input"]}).to_string()
-                    }
-                    _ => item["arguments"].as_str().unwrap_or("").to_string(),
-                };
+            match item_kind(item) {
+                ItemKind::Other => return unknown_item(item),
+                ItemKind::Plain => continue,
+                ItemKind::Call => {}
+            }
+            let Ok(args) = call_args(item) else {
+                return not_text();
+            };
+            let args = args.unwrap_or_default();
+            let key = i as u64;
+            // The client reads the call from here too (the SDKs' final response): judged again
+            // unless it is what was (or is about to be) judged.
+            let same_as_held = self.held.get(&key).is_some_and(|h| h.args == args);
+            let same_as_judged = self.judged.get(&key).is_some_and(|a| *a == args);
+            if !same_as_held && !same_as_judged {
                 unseen.push(proposal(
                     item["name"].as_str().unwrap_or("").to_string(),
                     args,
@@ -361,18 +406,34 @@ impl Meter {
                 self.done = true;
                 return self.release_all(raw);
             }
-            "content_block_start" if v["content_block"]["type"] == "tool_use" => {
-                let name = v["content_block"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                self.hold(index, raw).name = name;
-                return Next::Hold;
+            "content_block_start" => {
+                let block = &v["content_block"];
+                match block["type"].as_str() {
+                    Some("text" | "thinking" | "redacted_thinking") => {}
+                    Some("tool_use") => {
+                        let name = block["name"].as_str().unwrap_or("").to_string();
+                        let h = self.hold(index, raw);
+                        h.name = name;
+                        // Its input is normally `{}` and built by the deltas; an input given
+                        // here is the call's (deltas after it make it ambiguous: the two
+                        // texts joined are no JSON, and refused).
+                        match &block["input"] {
+                            Value::Object(m) if m.is_empty() => {}
+                            Value::Null => {}
+                            other => h.args = other.to_string(),
+                        }
+                        return Next::Hold;
+                    }
+                    _ => return unknown_item(block),
+                }
             }
             "content_block_delta" => {
                 let d = &v["delta"];
                 self.count(d["text"].as_str());
                 self.count(d["thinking"].as_str());
+                if d.get("partial_json").is_some_and(|p| !p.is_string()) {
+                    return not_text();
+                }
                 if let Some(part) = d["partial_json"].as_str() {
                     self.count(Some(part));
                     if self.held.contains_key(&index) {
@@ -388,6 +449,62 @@ impl Meter {
         }
         Next::Send(raw)
     }
+}
+
+/// What a Responses output item is to the meter.
+enum ItemKind {
+    /// A call the policy judges (`function_call`, `custom_tool_call`).
+    Call,
+    /// Text or reasoning: nothing to judge.
+    Plain,
+    /// Anything else (a hosted tool's call: web search, code, a computer, a remote MCP
+    /// server): the request could not have asked for it, and it cannot be judged.
+    Other,
+}
+
+fn item_kind(item: &Value) -> ItemKind {
+    match item["type"].as_str() {
+        Some("function_call" | "custom_tool_call") => ItemKind::Call,
+        Some("message" | "reasoning" | "output_text") => ItemKind::Plain,
+        _ => ItemKind::Other,
+    }
+}
+
+/// A call item's arguments as text (a custom call's input as `{"input": ...}`); `Ok(None)`
+/// when it has none yet; `Err` when they are there but not text (cannot be judged).
+fn call_args(item: &Value) -> Result<Option<String>, ()> {
+    if item["type"] == "custom_tool_call" {
+        return match &item["input"] {
+            Value::Null => Ok(None),
+            Value::String(t) if t.is_empty() => Ok(None),
+            Value::String(t) => Ok(Some(serde_json::json!({"input": t}).to_string())),
+            _ => Err(()),
+        };
+    }
+    text_or_absent(item.get("arguments"))
+}
+
+/// A text field's value: `Ok(None)` when absent or null, `Err` when it is another type.
+fn text_or_absent(v: Option<&Value>) -> Result<Option<String>, ()> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+fn not_text() -> Next {
+    Next::Fail(
+        "warden: the upstream sent a tool call whose arguments are not text; it cannot be judged, and the stream is cut"
+            .into(),
+    )
+}
+
+fn unknown_item(item: &Value) -> Next {
+    Next::Fail(format!(
+        "warden: the upstream sent an output of type {} that the proxy cannot judge; the stream is cut",
+        item["type"]
+    ))
 }
 
 fn proposal(name: String, args: String) -> Proposal {
@@ -510,6 +627,101 @@ mod tests {
                 output: 11
             }
         );
+    }
+
+    /// Every call a stream judges, in order: `name args`.
+    fn judged(api: Api, stream: &str) -> (Vec<String>, bool) {
+        let mut p = Parser::new(1 << 20);
+        p.push(stream.as_bytes());
+        let mut m = Meter::new(api, 1 << 20, false);
+        let (mut calls, mut failed) = (Vec::new(), false);
+        let mut take = |n: Next| match n {
+            Next::Judge(c, _) => calls.extend(
+                c.into_iter()
+                    .map(|c| format!("{} {}", c.name, c.arguments.as_str().unwrap_or("?"))),
+            ),
+            Next::Fail(_) => failed = true,
+            _ => {}
+        };
+        while let Some(e) = p.next_event().unwrap() {
+            take(m.event(e));
+        }
+        if let Some(n) = m.finish() {
+            take(n);
+        }
+        (calls, failed)
+    }
+
+    #[test]
+    fn a_call_is_judged_with_what_its_pieces_or_its_final_form_say_whatever_events_are_left_out() {
+        let added = "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"function_call\",\"name\":\"shell\",\"arguments\":\"\"}}\n\n";
+        let delta = |d: &str| {
+            format!("event: response.function_call_arguments.delta\ndata: {{\"type\":\"response.function_call_arguments.delta\",\"output_index\":0,\"delta\":{}}}\n\n", serde_json::to_string(d).unwrap())
+        };
+        let completed = |args: &str| {
+            format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"type\":\"function_call\",\"name\":\"shell\",\"arguments\":{}}}]}}}}\n\n", serde_json::to_string(args).unwrap())
+        };
+        let rm = r#"{"command":"rm -rf /"}"#;
+        // Deltas without a `.done` event, then the final response listing the call.
+        let s = format!(
+            "{added}{}{}{}",
+            delta(&rm[..5]),
+            delta(&rm[5..]),
+            completed(rm)
+        );
+        assert_eq!(
+            judged(Api::Responses, &s),
+            (vec![format!("shell {rm}")], false)
+        );
+        // Deltas, and the stream ends without any final event.
+        let s = format!("{added}{}", delta(rm));
+        assert_eq!(
+            judged(Api::Responses, &s),
+            (vec![format!("shell {rm}")], false)
+        );
+        // The final response says other arguments than the deltas: both are judged.
+        let s = format!("{added}{}{}", delta(r#"{"command":"ls"}"#), completed(rm));
+        let (calls, _) = judged(Api::Responses, &s);
+        assert!(calls.contains(&format!("shell {rm}")), "{calls:?}");
+        // The item itself carries the arguments.
+        let s = "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"function_call\",\"name\":\"shell\",\"arguments\":\"{\\\"command\\\":\\\"rm -rf /\\\"}\"}}\n\n";
+        assert_eq!(
+            judged(Api::Responses, s),
+            (vec![format!("shell {rm}")], false)
+        );
+        // A custom tool call's input given when it starts.
+        let s = "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"custom_tool_call\",\"name\":\"shell\",\"input\":\"rm -rf /\"}}\n\n";
+        assert_eq!(
+            judged(Api::Responses, s),
+            (vec![r#"shell {"input":"rm -rf /"}"#.to_string()], false)
+        );
+        // What cannot be judged cuts the stream: arguments that are not text, an output the
+        // request could not have asked for.
+        for s in [
+            format!("{added}event: response.function_call_arguments.delta\ndata: {{\"type\":\"response.function_call_arguments.delta\",\"output_index\":0,\"delta\":{{\"command\":\"rm -rf /\"}}}}\n\n"),
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"web_search_call\"}}\n\n".to_string(),
+        ] {
+            assert!(judged(Api::Responses, &s).1, "{s}");
+        }
+        // Chat Completions: arguments as an object instead of text.
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"shell\",\"arguments\":{\"command\":\"rm -rf /\"}}}]}}]}\n\n";
+        assert!(judged(Api::Chat, s).1);
+        // Messages: a tool_use whose input comes with its start, and a block of a server tool.
+        let start = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"name\":\"shell\",\"input\":{\"command\":\"rm -rf /\"}}}\n\n";
+        let stop =
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
+        assert_eq!(
+            judged(Api::Messages, &format!("{start}{stop}")),
+            (vec![format!("shell {rm}")], false)
+        );
+        let benign = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"command\\\":\\\"ls\\\"}\"}}\n\n";
+        let (calls, _) = judged(Api::Messages, &format!("{start}{benign}{stop}"));
+        assert!(
+            calls[0].contains("rm -rf") && calls[0].contains("ls"),
+            "both, joined: {calls:?}"
+        );
+        let server = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"server_tool_use\",\"name\":\"shell\",\"input\":{}}}\n\n";
+        assert!(judged(Api::Messages, server).1);
     }
 
     #[test]
