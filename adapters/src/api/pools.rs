@@ -62,10 +62,8 @@ async fn show(
 /// The nearest pool above `path` that is halted, if any: a pool under a halted one is not
 /// reopened alone (its agents would run while the pool above says no).
 fn halted_parent(state: &AppState, path: &str) -> Option<String> {
-    let mut above: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
-    above.reverse();
-    above
-        .into_iter()
+    path.rmatch_indices('/')
+        .map(|(i, _)| &path[..i])
         .find(|p| state.swarm.pool_halted(p).unwrap_or(false))
         .map(str::to_string)
 }

@@ -1,8 +1,8 @@
 //! Request bodies: JSON **objects** only. Serde's derived readers also take a JSON array as
 //! the fields in order, so `[]` or `["p1", "swarm"]` would be read as a registration; every body
-//! is therefore read as a JSON value first (a key given twice refused), refused unless it is an
-//! object, and only then turned into its type. Errors are 400 `bad_json` (413 `body_too_large`, 415
-//! `unsupported_media_type` from the JSON reader), and nothing changes.
+//! is therefore read as a JSON value first (a key given twice refused), refused unless it is
+//! an object, and only then turned into its type. Errors are 400 `bad_json` (413
+//! `body_too_large`, 415 `unsupported_media_type` from the JSON reader), and nothing changes.
 
 use axum::extract::{FromRequest, Json, Request};
 use serde::de::DeserializeOwned;

@@ -238,13 +238,14 @@ impl Shared {
         self.submit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `msg` unless the writer is gone; wakes the writer if it sleeps.
-    fn push(&self, mut sub: std::sync::MutexGuard<'_, Submitter>, msg: Msg) -> bool {
+    /// Queues `msg` unless the writer is gone; wakes the writer if it sleeps, unless
+    /// `inline` (the caller writes the entry itself: [`JournalConfig::inline_writes`]).
+    fn push(&self, mut sub: std::sync::MutexGuard<'_, Submitter>, msg: Msg, inline: bool) -> bool {
         if sub.gone {
             return false;
         }
         sub.queue.push_back(msg);
-        let wake = std::mem::take(&mut sub.idle);
+        let wake = !inline && std::mem::take(&mut sub.idle);
         drop(sub);
         if wake {
             self.wake.notify_one();
@@ -453,7 +454,7 @@ impl Journal {
     /// ([`seal`]) and archived. Does not wait. A no-op on a failed or stopped journal.
     pub fn close_segment(&self) {
         let sub = self.shared.queue();
-        let _ = self.shared.push(sub, Msg::Close);
+        let _ = self.shared.push(sub, Msg::Close, false);
     }
 
     /// Bytes in the journal's segments now.
@@ -529,7 +530,7 @@ impl Journal {
             payload,
             ack,
         });
-        if !self.shared.push(sub, append) {
+        if !self.shared.push(sub, append, self.shared.inline_writes) {
             return Err(JournalError::Stopped("the writer thread is gone".into()));
         }
         if self.shared.inline_writes {
@@ -653,7 +654,10 @@ impl Journal {
     /// fail afterwards.
     pub async fn shutdown(self) {
         let (done, stopped) = oneshot::channel();
-        if self.shared.push(self.shared.queue(), Msg::Stop(done)) {
+        if self
+            .shared
+            .push(self.shared.queue(), Msg::Stop(done), false)
+        {
             let _ = stopped.await;
         }
     }

@@ -277,7 +277,7 @@ impl Meter {
                         let Ok(args) = call_args(item) else {
                             return not_text();
                         };
-                        let h = self.hold(key, raw);
+                        let h = self.held.entry(key).or_default();
                         h.name = item["name"].as_str().unwrap_or("").to_string();
                         if let Some(a) = args.filter(|a| !a.is_empty()) {
                             // What the item itself carries is what the call is (the deltas
@@ -285,11 +285,12 @@ impl Meter {
                             h.args = a;
                         }
                         if kind == "response.output_item.added" {
+                            self.hold(key, raw);
                             return Next::Hold;
                         }
-                        let args = self.held[&key].args.clone();
+                        let args = h.args.clone();
                         self.count(Some(&args));
-                        return self.release_held(key);
+                        return self.release(key, raw);
                     }
                 }
             }
@@ -327,17 +328,6 @@ impl Meter {
                 Next::Hold
             }
             _ => Next::Send(raw),
-        }
-    }
-
-    /// Releases held call `key` for judging, with nothing after it.
-    fn release_held(&mut self, key: u64) -> Next {
-        match self.release(key, Bytes::new()) {
-            Next::Judge(calls, mut events) => {
-                events.retain(|e| !e.is_empty());
-                Next::Judge(calls, events)
-            }
-            other => other,
         }
     }
 
