@@ -344,7 +344,7 @@ impl Node {
         std::fs::write(
             dir.join("config.yaml"),
             format!(
-                "upstreams:\n  openai: {{url: \"http://{addr}/v1\", kind: openai, headers: {{authorization: \"Bearer env:LLM_TEST_KEY\"}}}}\n  anthropic: {{url: \"http://{addr}/v1\", kind: anthropic, headers: {{x-api-key: \"env:LLM_TEST_KEY\"}}}}\nprices:\n  gpt-t: {{upstream: openai, input: 1.0, output: 2.0, max_output_tokens: 1000}}\n  claude-t: {{upstream: anthropic, input: 1.0, output: 2.0, max_output_tokens: 1000}}\n"
+                "upstreams:\n  openai: {{url: \"http://{addr}/v1\", kind: openai, headers: {{authorization: \"Bearer env:LLM_TEST_KEY\"}}}}\n  anthropic: {{url: \"http://{addr}/v1\", kind: anthropic, headers: {{x-api-key: \"env:LLM_TEST_KEY\"}}}}\nprices:\n  gpt-t: {{upstream: openai, input: 1.0, output: 2.0, max_output_tokens: 1000}}\n  gpt-plain: {{upstream: openai, input: 1.0, output: 2.0, max_output_tokens: 1000, reasoning: false}}\n  claude-t: {{upstream: anthropic, input: 1.0, output: 2.0, max_output_tokens: 1000}}\n"
             ),
         )
         .unwrap();
@@ -530,6 +530,38 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
             400,
             "unbounded_cost",
         ),
+        // A zero limit reads as "the default" to some servers; priced-apart speeds and
+        // regions; input items that point at content stored at the upstream.
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "messages": [], "max_tokens": 0}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "messages": [], "speed": "fast"}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "messages": [], "inference_geo": "us"}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-t", "input": [{"id": "msg_abc123"}]}),
+            400,
+            "unbounded_cost",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-t", "input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}),
+            400,
+            "unbounded_cost",
+        ),
     ];
     for (path, body, want, code) in cases {
         let (status, text) = post(&n.base, path, &token, &body);
@@ -563,6 +595,21 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
     assert!(text.contains("wrong_api"), "{text}");
     let (status, text) = post(&n.base, "/v1/chat/completions", &token, &json!([1, 2]));
     assert_eq!(status, 400, "{text}");
+    // Betas turn on features priced apart: the node's config sets them, not the agent.
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = http
+        .post(format!("{}/v1/messages", n.base))
+        .header("x-api-key", &token)
+        .header("anthropic-beta", "context-1m-2025-08-07")
+        .header("content-type", "application/json")
+        .send(json!({"model": "claude-t", "messages": [], "max_tokens": 5}).to_string())
+        .unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "{text}");
+    assert!(text.contains("anthropic-beta"), "{text}");
     assert_eq!(n.rec.hits.load(Ordering::SeqCst), 0);
     assert_eq!(n.agent_view("a1")["steps_decided"], 0);
 }
@@ -664,39 +711,66 @@ fn a_tool_call_the_policy_forbids_never_reaches_the_agent() {
 #[test]
 fn a_halt_cuts_a_live_stream_with_an_error_event() {
     let n = Node::start("halt");
-    let token = n.agent("a1", "swarm");
-    let base = n.base.clone();
-    let reader = std::thread::spawn(move || {
-        let started = Instant::now();
-        let (status, text) = post(&base, "/v1/chat/completions", &token, &chat("slow", true));
-        (status, text, started.elapsed())
-    });
-    common::wait_until(Duration::from_secs(5), "the stream started", || {
-        n.rec.hits.load(Ordering::SeqCst) == 1
+    // gpt-t may bill reasoning it does not stream (`reasoning` defaults to true); gpt-plain
+    // streams all it bills (`reasoning: false`).
+    let (reasoning, plain) = (n.agent("a1", "swarm"), n.agent("a2", "swarm"));
+    let readers: Vec<_> = [(reasoning, "gpt-t"), (plain, "gpt-plain")]
+        .into_iter()
+        .map(|(token, model)| {
+            let base = n.base.clone();
+            let mut body = chat("slow", true);
+            body["model"] = json!(model);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let (status, text) = post(&base, "/v1/chat/completions", &token, &body);
+                (status, text, started.elapsed())
+            })
+        })
+        .collect();
+    common::wait_until(Duration::from_secs(5), "the streams started", || {
+        n.rec.hits.load(Ordering::SeqCst) == 2
     });
     std::thread::sleep(Duration::from_millis(300));
-    let (status, v) = common::call(
-        &n.op,
-        "POST",
-        "/v1/agents/a1/halt",
-        Body::json(&json!({"reason": "test"})),
+    for agent in ["a1", "a2"] {
+        let (status, v) = common::call(
+            &n.op,
+            "POST",
+            &format!("/v1/agents/{agent}/halt"),
+            Body::json(&json!({"reason": "test"})),
+        );
+        assert!(status < 300, "{v}");
+    }
+    for reader in readers {
+        let (status, text, took) = reader.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(text.contains("\"code\":\"halted\""), "{text}");
+        assert!(!text.contains("[DONE]"), "{text}");
+        assert!(
+            took < Duration::from_secs(5),
+            "the stream ran on for {took:?}"
+        );
+    }
+    // Input costs 1 µUSD a token and output 2: the output tokens charged are the cost less
+    // the tokens.
+    let output = |agent: &str| {
+        common::wait_until(Duration::from_secs(5), "settled", || {
+            n.agent_view(agent)["open_steps"] == 0
+        });
+        let a = n.agent_view(agent);
+        let sum =
+            |k: &str| a["spent"][k].as_u64().unwrap_or(0) + a["overrun"][k].as_u64().unwrap_or(0);
+        sum("cost_micro_usd") - sum("tokens")
+    };
+    assert_eq!(
+        output("a1"),
+        100,
+        "a reasoning model's cut stream: its whole output bound"
     );
-    assert!(status < 300, "{v}");
-    let (status, text, took) = reader.join().unwrap();
-    assert_eq!(status, 200);
-    assert!(text.contains("\"code\":\"halted\""), "{text}");
-    assert!(!text.contains("[DONE]"), "{text}");
+    let streamed = output("a2");
     assert!(
-        took < Duration::from_secs(5),
-        "the stream ran on for {took:?}"
+        streamed > 0 && streamed < 100,
+        "a plain model's cut stream: what it streamed ({streamed})"
     );
-    common::wait_until(Duration::from_secs(5), "settled as streamed", || {
-        n.agent_view("a1")["open_steps"] == 0
-    });
-    let a = n.agent_view("a1");
-    let spent =
-        a["spent"]["tokens"].as_u64().unwrap_or(0) + a["overrun"]["tokens"].as_u64().unwrap_or(0);
-    assert!(spent > 0, "what was streamed is charged: {a}");
 }
 
 #[test]

@@ -391,7 +391,8 @@ pub struct FileConfig {
     pub webhooks: Vec<WebhookConfig>,
     /// `upstreams: {name: {url, kind, headers, timeout}}`, in name order.
     pub upstreams: Vec<Upstream>,
-    /// `prices: {model: {upstream, input, output, max_output_tokens}}`, in model order.
+    /// `prices: {model: {upstream, input, output, max_output_tokens, reasoning}}`, in model
+    /// order.
     pub prices: Vec<Price>,
     /// `sync: {listen, peers, members, ca, cert, key, pools, ...}` (see [`SyncSection`]).
     pub sync: Option<SyncSection>,
@@ -459,6 +460,10 @@ pub struct Price {
     pub output_micro_usd_per_mtok: u64,
     /// The most output tokens a request may ask for (what is reserved when it says nothing).
     pub max_output_tokens: u64,
+    /// `reasoning` (default true): the model may bill output it does not stream (reasoning
+    /// or thinking tokens), so a stream that ends without its usage is charged its whole
+    /// output bound; false: such a stream is charged the text it delivered.
+    pub reasoning: bool,
 }
 
 /// How the config file is read: 1 MiB at most, 64 levels, an empty file is every key absent.
@@ -767,7 +772,13 @@ fn read_prices(r: &mut Reader, v: &Node) -> Vec<Price> {
 
 fn read_price(r: &mut Reader, e: &Entry<'_>) -> Option<Price> {
     let what = format!("price of `{}`", e.key());
-    let keys = ["upstream", "input", "output", "max_output_tokens"];
+    let keys = [
+        "upstream",
+        "input",
+        "output",
+        "max_output_tokens",
+        "reasoning",
+    ];
     let m = r.mapping(e.value, &what, &keys)?;
     let field = |r: &mut Reader, key: &str| r.require(&m, key, &what, None);
     let upstream = field(r, "upstream").and_then(|n| r.text(n, "upstream"));
@@ -777,12 +788,16 @@ fn read_price(r: &mut Reader, e: &Entry<'_>) -> Option<Price> {
         field(r, "output").and_then(|n| r.micros(n, "output", "0.60 (USD per million tokens)"));
     let max_output =
         field(r, "max_output_tokens").and_then(|n| r.uint_at_least(n, "max_output_tokens", 1));
+    let reasoning = m
+        .get("reasoning")
+        .map_or(Some(true), |n| r.boolean(n, "reasoning"));
     Some(Price {
         model: e.key().to_string(),
         upstream: upstream?,
         input_micro_usd_per_mtok: input?,
         output_micro_usd_per_mtok: output?,
         max_output_tokens: max_output?,
+        reasoning: reasoning?,
     })
 }
 
@@ -944,6 +959,7 @@ prices:
                 input_micro_usd_per_mtok: 150_000,
                 output_micro_usd_per_mtok: 600_000,
                 max_output_tokens: 16_384,
+                reasoning: true,
             }]
         );
         // Credentials never show in Debug output.

@@ -160,6 +160,12 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
             "a proxied path may not hold `.` or `..` segments (with or without `;parameters`)",
         ));
     }
+    if decoded.contains(';') {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path may not hold `;` (Tomcat, Jetty and Spring cut a segment's `;parameters` off before routing: `/admin;x` is `/admin` to them); send the path without it",
+        ));
+    }
     if decoded.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "bad_path",
@@ -384,9 +390,25 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
             format!("the {what} holds a raw `;`, which some servers read as a separator; send it as %3B"),
         ));
     }
+    // A JSON text sent as a form: the policy would read one odd key where an upstream that
+    // ignores the Content-Type reads the object.
+    if matches!(text.trim_ascii_start().first(), Some(b'{' | b'[')) {
+        return Err(ApiError::bad_request(
+            "bad_encoding",
+            format!("the {what} looks like JSON; send JSON as application/json"),
+        ));
+    }
     for (k, v) in form_urlencoded::parse(text) {
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
+        }
+        // `a[0]=5000`, `to[country]=KP`: PHP, Rails and `qs` read a nested value the policy
+        // would not see under `a` or `to.country`.
+        if k.contains(['[', ']']) {
+            return Err(ApiError::bad_request(
+                "bad_encoding",
+                format!("`{k}` in the {what} is a bracketed name, which many servers read as a nested value; send nested values as a JSON body"),
+            ));
         }
         insert_once(args, &k, Value::String(v.into_owned()), what)?;
     }
@@ -421,6 +443,14 @@ fn insert_once(
     v: Value,
     what: &str,
 ) -> Result<(), ApiError> {
+    // Rails, Laravel and Symfony read `_method` as the request's method (as the
+    // X-HTTP-Method-Override header, which is refused too).
+    if key.eq_ignore_ascii_case("_method") {
+        return Err(ApiError::bad_request(
+            "bad_step",
+            format!("`{key}` in the {what} overrides the method at many servers; send the request with its real method"),
+        ));
+    }
     if args.insert(key.to_string(), v).is_some() {
         return Err(ApiError::bad_request(
             "ambiguous_args",

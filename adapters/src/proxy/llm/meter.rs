@@ -42,6 +42,8 @@ struct Held {
     args: String,
     /// A custom tool call's input as its deltas build it.
     input: String,
+    /// Bytes of its argument deltas already counted as streamed.
+    counted: u64,
 }
 
 /// The state of one live stream.
@@ -57,6 +59,9 @@ pub struct Meter {
     /// arguments they were judged with.
     judged: std::collections::HashMap<u64, String>,
     done: bool,
+    /// The usage read is the answer's last (Chat's usage chunk, a Responses end event,
+    /// Messages' `message_delta`).
+    usage_final: bool,
     /// The client did not ask for the usage chunk (the proxy did, to settle).
     hide_usage: bool,
 }
@@ -75,6 +80,7 @@ impl Meter {
             max_held_bytes,
             judged: std::collections::HashMap::new(),
             done: false,
+            usage_final: false,
             hide_usage,
         }
     }
@@ -86,19 +92,20 @@ impl Meter {
 
     /// What the stream used: its reported usage, else the bound's input and (at least) the
     /// text streamed. A stream's text bytes bound its tokens from above (a token is at least
-    /// one byte of text).
-    pub fn used(&self, bound: Bound) -> Used {
+    /// one byte of text). With `hidden_output` (the model may bill reasoning it does not
+    /// stream: the price's `reasoning`), a stream that did not end with its output usage is
+    /// charged the bound's whole output: what it streamed says nothing of what it thought.
+    pub fn used(&self, bound: Bound, hidden_output: bool) -> Used {
+        let output = match self.output {
+            Some(o) if self.done => o,
+            // The last usage (a cut before the stream's end event): no more was thought.
+            Some(o) if self.usage_final => o.max(self.streamed),
+            _ if hidden_output => bound.output,
+            o => o.unwrap_or(0).max(self.streamed),
+        };
         Used {
             input: self.input.unwrap_or(bound.input),
-            output: self.output.unwrap_or(0).max(self.streamed_if_unreported()),
-        }
-    }
-
-    fn streamed_if_unreported(&self) -> u64 {
-        if self.output.is_some() && self.done {
-            0
-        } else {
-            self.streamed
+            output,
         }
     }
 
@@ -183,8 +190,10 @@ impl Meter {
 
     fn chat(&mut self, v: &Value, raw: Bytes) -> Next {
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            self.input = u["prompt_tokens"].as_u64();
-            self.output = u["completion_tokens"].as_u64();
+            let used = super::shape::chat_usage(u);
+            self.input = used.map(|u| u.input);
+            self.output = used.map(|u| u.output);
+            self.usage_final = used.is_some();
             let usage_only = v["choices"].as_array().is_some_and(Vec::is_empty);
             if self.hide_usage && usage_only {
                 return Next::Skip;
@@ -195,10 +204,14 @@ impl Meter {
         for c in v["choices"].as_array().into_iter().flatten() {
             let choice = c["index"].as_u64().unwrap_or(0);
             self.count(c.pointer("/delta/content").and_then(Value::as_str));
-            self.count(
-                c.pointer("/delta/reasoning_content")
-                    .and_then(Value::as_str),
-            );
+            // Reasoning under either name servers use, and a refusal, are output too.
+            for k in [
+                "/delta/reasoning_content",
+                "/delta/reasoning",
+                "/delta/refusal",
+            ] {
+                self.count(c.pointer(k).and_then(Value::as_str));
+            }
             for t in c
                 .pointer("/delta/tool_calls")
                 .and_then(Value::as_array)
@@ -255,6 +268,7 @@ impl Meter {
         let index = v["output_index"].as_u64();
         match kind {
             "response.output_text.delta"
+            | "response.refusal.delta"
             | "response.reasoning_summary_text.delta"
             | "response.reasoning_text.delta" => {
                 self.count(v["delta"].as_str());
@@ -263,6 +277,7 @@ impl Meter {
                 if let Some(u) = v.pointer("/response/usage").filter(|u| !u.is_null()) {
                     self.input = u["input_tokens"].as_u64();
                     self.output = u["output_tokens"].as_u64();
+                    self.usage_final = self.input.is_some() && self.output.is_some();
                 }
                 self.done = kind == "response.completed" || kind == "response.done";
                 return self.final_response(&v["response"], raw);
@@ -288,8 +303,9 @@ impl Meter {
                             self.hold(key, raw);
                             return Next::Hold;
                         }
-                        let args = h.args.clone();
-                        self.count(Some(&args));
+                        // What its deltas did not already count.
+                        let more = (h.args.len() as u64).saturating_sub(h.counted);
+                        self.streamed += more;
                         return self.release(key, raw);
                     }
                 }
@@ -298,9 +314,11 @@ impl Meter {
                 let Some(delta) = v["delta"].as_str() else {
                     return not_text();
                 };
+                self.count(Some(delta));
                 if let Some(i) = index.filter(|i| self.held.contains_key(i)) {
                     let custom = kind == "response.custom_tool_call_input.delta";
                     let h = self.hold(i, raw);
+                    h.counted += delta.len() as u64;
                     h.input.push_str(delta);
                     if !custom {
                         h.args.push_str(delta);
@@ -377,19 +395,14 @@ impl Meter {
         let index = v["index"].as_u64().unwrap_or(0);
         match v["type"].as_str().unwrap_or("") {
             "message_start" => {
-                let u = &v["message"]["usage"];
-                let n = |k: &str| u[k].as_u64().unwrap_or(0);
-                if u["input_tokens"].is_u64() {
-                    self.input = Some(
-                        n("input_tokens")
-                            + n("cache_creation_input_tokens")
-                            + n("cache_read_input_tokens"),
-                    );
+                if let Some(input) = super::shape::messages_input(&v["message"]["usage"]) {
+                    self.input = Some(input);
                 }
             }
             "message_delta" => {
                 if let Some(o) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
                     self.output = Some(o);
+                    self.usage_final = true;
                 }
             }
             "message_stop" => {
@@ -399,7 +412,9 @@ impl Meter {
             "content_block_start" => {
                 let block = &v["content_block"];
                 match block["type"].as_str() {
-                    Some("text" | "thinking" | "redacted_thinking") => {}
+                    Some("text" | "thinking") => {}
+                    // Its encrypted thinking is billed as output.
+                    Some("redacted_thinking") => self.count(block["data"].as_str()),
                     Some("tool_use") => {
                         let name = block["name"].as_str().unwrap_or("").to_string();
                         let h = self.hold(index, raw);
@@ -556,10 +571,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            m.used(Bound {
-                input: 100,
-                output: 100
-            }),
+            m.used(
+                Bound {
+                    input: 100,
+                    output: 100
+                },
+                false,
+            ),
             Used {
                 input: 9,
                 output: 4
@@ -579,10 +597,13 @@ mod tests {
             Next::Skip
         ));
         assert_eq!(
-            m.used(Bound {
-                input: 1,
-                output: 1
-            })
+            m.used(
+                Bound {
+                    input: 1,
+                    output: 1
+                },
+                false,
+            )
             .input,
             9
         );
@@ -608,15 +629,73 @@ mod tests {
         let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}]}\n\n";
         let (m, _) = run(Api::Chat, s);
         assert_eq!(
-            m.used(Bound {
-                input: 50,
-                output: 100
-            }),
+            m.used(
+                Bound {
+                    input: 50,
+                    output: 100
+                },
+                false,
+            ),
             Used {
                 input: 50,
                 output: 11
             }
         );
+    }
+
+    #[test]
+    fn a_stream_of_a_reasoning_model_cut_without_its_usage_is_charged_its_whole_output_bound() {
+        let bound = Bound {
+            input: 50,
+            output: 100,
+        };
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello world\"}}]}\n\n";
+        let (m, _) = run(Api::Chat, s);
+        assert_eq!(
+            m.used(bound, true).output,
+            100,
+            "reasoning it did not stream"
+        );
+        // The usage chunk came (cut before [DONE]): what it says stands.
+        let s = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":40}}\n\n";
+        let (m, _) = run(Api::Chat, s);
+        assert_eq!(
+            m.used(bound, true),
+            Used {
+                input: 9,
+                output: 31
+            },
+            "output is total less prompt when that is more"
+        );
+        // Messages: the last usage is in message_delta.
+        let s = "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n";
+        let (m, _) = run(Api::Messages, s);
+        assert_eq!(m.used(bound, true).output, 7);
+    }
+
+    #[test]
+    fn refusals_other_reasoning_names_redacted_thinking_and_argument_deltas_count_as_streamed() {
+        let bound = Bound {
+            input: 1,
+            output: 1,
+        };
+        let chat = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"no way\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"hmm\"}}]}\n\n",
+        );
+        assert_eq!(run(Api::Chat, chat).0.used(bound, false).output, 9);
+        let responses = concat!(
+            "event: response.refusal.delta\ndata: {\"type\":\"response.refusal.delta\",\"output_index\":0,\"delta\":\"no way\"}\n\n",
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"\"}}\n\n",
+            "event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"output_index\":1,\"delta\":\"{\\\"a\\\":1}\"}\n\n",
+        );
+        assert_eq!(
+            run(Api::Responses, responses).0.used(bound, false).output,
+            13,
+            "the refusal and the arguments streamed so far"
+        );
+        let messages = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"redacted_thinking\",\"data\":\"EmwKAhgBEgy\"}}\n\n";
+        assert_eq!(run(Api::Messages, messages).0.used(bound, false).output, 11);
     }
 
     /// Every call a stream judges, in order: `name args`.
@@ -735,10 +814,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            m.used(Bound {
-                input: 10,
-                output: 10
-            }),
+            m.used(
+                Bound {
+                    input: 10,
+                    output: 10
+                },
+                false,
+            ),
             Used {
                 input: 3,
                 output: 2
@@ -767,10 +849,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            m.used(Bound {
-                input: 50,
-                output: 50
-            }),
+            m.used(
+                Bound {
+                    input: 50,
+                    output: 50
+                },
+                false,
+            ),
             Used {
                 input: 12,
                 output: 7

@@ -59,6 +59,11 @@ use shape::{Api, Bound, Used};
 /// Tokens added to the input bound for the framing a chat format adds around the messages.
 pub const INPUT_OVERHEAD_TOKENS: u64 = 16;
 
+/// Tokens added to a Messages request's input bound when it offers tools: Anthropic adds a
+/// tool-use system prompt the body does not show (159 to 530 tokens by model and
+/// `tool_choice` in Anthropic's "Tool use" pricing table; rounded up).
+pub const TOOL_PROMPT_TOKENS: u64 = 1_000;
+
 /// The LLM routes.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -129,6 +134,7 @@ async fn run(
     forward::refuse_rewrites(&parts.headers).map_err(unknown)?;
     let original = super::tool::read_body(state, body).await.map_err(unknown)?;
     let p = price_request(api, state, &original).map_err(unknown)?;
+    refuse_betas(&parts.headers, &p.route).map_err(unknown)?;
     let tool = p.route.name.clone();
     let fail = |e| (e, tool.clone());
     let h = handle(state, &agent).map_err(fail)?;
@@ -191,6 +197,20 @@ async fn run(
     Ok((resp, tool))
 }
 
+/// Refuses an agent's `anthropic-beta` header (400 `unbounded_cost`): betas turn on features
+/// priced above the model's price (fast mode, a 1M-token context), so which ones an upstream
+/// gets is the node's config (`upstreams.NAME.headers`, which then replaces the agent's).
+fn refuse_betas(headers: &axum::http::HeaderMap, route: &Route) -> Result<(), ApiError> {
+    let beta = axum::http::HeaderName::from_static("anthropic-beta");
+    if !headers.contains_key(&beta) || route.headers.iter().any(|(k, _)| *k == beta) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "unbounded_cost",
+        "the `anthropic-beta` header can turn on features priced above the model's price in the node's config (fast mode, a 1M-token context); leave it out, or have the operator set it for the upstream (`upstreams.NAME.headers`)",
+    ))
+}
+
 /// Reads the request, finds its price and upstream, bounds it and builds its step.
 fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, ApiError> {
     let text = std::str::from_utf8(original)
@@ -235,7 +255,7 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
         .map_err(|m| ApiError::bad_request("unbounded_cost", m))?;
     let body = Bytes::from(rewrite(text, &req));
     let bound = Bound {
-        input: body.len() as u64 + INPUT_OVERHEAD_TOKENS,
+        input: input_bound(api, &req, body.len() as u64),
         output: out.saturating_mul(n),
     };
     let stream = req.get("stream") == Some(&Value::Bool(true));
@@ -249,6 +269,28 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
         usage_asked,
         step,
     })
+}
+
+/// The input tokens a request can be billed, at the input price: the forwarded body's bytes
+/// plus [`INPUT_OVERHEAD_TOKENS`]; on Messages plus [`TOOL_PROMPT_TOKENS`] when it offers
+/// tools, and twice all that when it asks for cache writes (billed at up to twice the input
+/// price: [`shape::messages_input`]).
+fn input_bound(api: Api, req: &Map<String, Value>, body_bytes: u64) -> u64 {
+    let mut input = body_bytes.saturating_add(INPUT_OVERHEAD_TOKENS);
+    if api != Api::Messages {
+        return input;
+    }
+    if req
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+    {
+        input = input.saturating_add(TOOL_PROMPT_TOKENS);
+    }
+    if shape::asks_cache_writes(&Value::Object(req.clone())) {
+        input = input.saturating_mul(2);
+    }
+    input
 }
 
 /// The request as forwarded: its members in the order sent, each one the proxy did not
@@ -328,17 +370,7 @@ fn llm_step(
     n: u64,
     price: &Price,
 ) -> Result<Step, ApiError> {
-    let offered: Vec<Value> = req
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|t| {
-            t.pointer("/function/name")
-                .or_else(|| t.get("name"))
-                .cloned()
-        })
-        .collect();
+    let offered = offered_tools(req);
     let action = state
         .proxy
         .tool_action(tool)
@@ -366,6 +398,23 @@ fn llm_step(
         "cost": {"tokens": used.input + used.output, "cost_micro_usd": cost_micro_usd(price, used)},
     });
     serde_json::from_value(step).map_err(|e| ApiError::bad_request("bad_step", e.to_string()))
+}
+
+/// The names of the tools a request offers the model (the step's `args.tools`): function
+/// tools (`function.name`; Responses' and Anthropic's `name`), custom tools (`custom.name`)
+/// and the legacy `functions` list.
+fn offered_tools(req: &Map<String, Value>) -> Vec<Value> {
+    ["tools", "functions"]
+        .iter()
+        .filter_map(|k| req.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|t| {
+            t.pointer("/function/name")
+                .or_else(|| t.pointer("/custom/name"))
+                .or_else(|| t.get("name"))
+                .cloned()
+        })
+        .collect()
 }
 
 /// The price of `used` tokens in micro-USD, each part rounded up.
@@ -525,6 +574,45 @@ async fn whole(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_way_of_offering_a_tool_names_it_in_the_step() {
+        let req = json!({"tools": [{"type": "function", "function": {"name": "web"}},
+            {"type": "custom", "custom": {"name": "shell"}}, {"type": "function", "name": "f"},
+            {"name": "g", "input_schema": {}}], "functions": [{"name": "legacy"}]});
+        let names = offered_tools(req.as_object().unwrap());
+        assert_eq!(
+            names,
+            [
+                json!("web"),
+                json!("shell"),
+                json!("f"),
+                json!("g"),
+                json!("legacy")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_messages_request_with_tools_or_cache_writes_reserves_more_input() {
+        let req = |v: Value| v.as_object().unwrap().clone();
+        let plain = req(json!({"messages": []}));
+        assert_eq!(input_bound(Api::Messages, &plain, 100), 116);
+        let tools = req(json!({"messages": [], "tools": [{"name": "f", "input_schema": {}}]}));
+        assert_eq!(
+            input_bound(Api::Messages, &tools, 100),
+            116 + TOOL_PROMPT_TOKENS
+        );
+        assert_eq!(
+            input_bound(Api::Chat, &tools, 100),
+            116,
+            "OpenAI's tool definitions are in the body's bytes"
+        );
+        let cached = req(
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}]}),
+        );
+        assert_eq!(input_bound(Api::Messages, &cached, 100), 232);
+    }
 
     #[test]
     fn a_forwarded_request_keeps_the_order_and_bytes_of_what_it_did_not_change() {

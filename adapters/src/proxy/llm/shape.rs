@@ -132,6 +132,9 @@ impl Api {
             return Err("`background: true` answers later, outside this request; the proxy settles each request from its own answer".into());
         }
         check_pricing(req)?;
+        if self == Api::Responses {
+            check_input_items(req.get("input"))?;
+        }
         if req
             .get("stream")
             .is_some_and(|s| !s.is_boolean() && !s.is_null())
@@ -144,7 +147,8 @@ impl Api {
             if let Some(v) = req.get(*k).filter(|v| !v.is_null()) {
                 let n = v
                     .as_u64()
-                    .ok_or_else(|| format!("`{k}` must be a whole number of tokens"))?;
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("`{k}` must be a whole number of tokens, at least 1"))?;
                 out = out.min(n);
                 sent.push(*k);
             }
@@ -186,18 +190,13 @@ impl Api {
         }?;
         let n = |k: &str| u.get(k).and_then(Value::as_u64);
         match self {
-            Api::Chat => Some(Used {
-                input: n("prompt_tokens")?,
-                output: n("completion_tokens")?,
-            }),
+            Api::Chat => chat_usage(u),
             Api::Responses => Some(Used {
                 input: n("input_tokens")?,
                 output: n("output_tokens")?,
             }),
             Api::Messages => Some(Used {
-                input: n("input_tokens")?
-                    + n("cache_creation_input_tokens").unwrap_or(0)
-                    + n("cache_read_input_tokens").unwrap_or(0),
+                input: messages_input(u)?,
                 output: n("output_tokens")?,
             }),
         }
@@ -309,6 +308,80 @@ impl Api {
     }
 }
 
+/// Chat Completions usage: output is the larger of `completion_tokens` and `total_tokens`
+/// less `prompt_tokens` (some OpenAI-compatible servers report reasoning outside
+/// `completion_tokens`). `None` without `prompt_tokens` or `completion_tokens`.
+pub fn chat_usage(u: &Value) -> Option<Used> {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    let input = n("prompt_tokens")?;
+    let output = n("completion_tokens")?;
+    let beyond = n("total_tokens").map_or(0, |t| t.saturating_sub(input));
+    Some(Used {
+        input,
+        output: output.max(beyond),
+    })
+}
+
+/// Messages usage's input tokens, at the input price: `input_tokens`, cache reads (billed at
+/// a tenth; counted whole) and cache writes weighted by what Anthropic bills for them: 1.25
+/// times for a 5-minute entry, 2 times for a 1-hour one, 2 times when the usage does not say
+/// which (`cache_creation.ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens`). `None`
+/// without `input_tokens`.
+pub fn messages_input(u: &Value) -> Option<u64> {
+    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let written = n("/cache_creation_input_tokens");
+    let (short, long) = (
+        n("/cache_creation/ephemeral_5m_input_tokens"),
+        n("/cache_creation/ephemeral_1h_input_tokens"),
+    );
+    let unsplit = written.saturating_sub(short.saturating_add(long));
+    let writes = (short.saturating_mul(5).div_ceil(4))
+        .saturating_add(long.saturating_mul(2))
+        .saturating_add(unsplit.saturating_mul(2));
+    u.get("input_tokens")?
+        .as_u64()?
+        .checked_add(n("/cache_read_input_tokens"))?
+        .checked_add(writes)
+}
+
+/// Whether a request asks for prompt caching anywhere (`cache_control`), whose writes
+/// Anthropic bills at up to twice the input price.
+pub fn asks_cache_writes(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, x)| k == "cache_control" && !x.is_null() || asks_cache_writes(x)),
+        Value::Array(a) => a.iter().any(asks_cache_writes),
+        _ => false,
+    }
+}
+
+/// Refuses Responses input items that point at content stored at the upstream instead of
+/// carrying it (the upstream adds it to the prompt, unseen by the bound): an item with an
+/// `id` and no content of its own (an item reference without its `type`), and a reasoning
+/// item without its `encrypted_content`.
+fn check_input_items(input: Option<&Value>) -> Result<(), String> {
+    for (i, item) in input
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let has = |k: &str| item.get(k).is_some_and(|v| !v.is_null());
+        let carries = match item.get("type").and_then(Value::as_str) {
+            Some("reasoning") => has("encrypted_content"),
+            Some("function_call") => has("arguments"),
+            Some("function_call_output") => has("output"),
+            Some("message") | None => has("content"),
+            Some(_) => true,
+        };
+        if !carries {
+            return Err(format!("/input/{i} refers to content stored at the upstream (an `id` without its content, or reasoning without `encrypted_content`), which the proxy cannot see or bound; send the item's content"));
+        }
+    }
+    Ok(())
+}
+
 fn proposal(name: &Value, args: &Value) -> Proposal {
     Proposal {
         name: name.as_str().unwrap_or("").to_string(),
@@ -351,6 +424,17 @@ fn check_pricing(req: &Map<String, Value>) -> Result<(), String> {
             .is_some_and(|t| matches!(t, "auto" | "default" | "flex" | "standard_only"));
         if !ok {
             return Err(format!("`service_tier: {tier}` is priced above the model's price in the node's config; leave it out"));
+        }
+    }
+    // Anthropic's fast mode (up to 6 times the price) and regional inference (1.1 times).
+    if let Some(speed) = req.get("speed").filter(|v| !v.is_null()) {
+        if speed.as_str() != Some("standard") {
+            return Err(format!("`speed: {speed}` is priced above the model's price in the node's config; leave it out"));
+        }
+    }
+    if let Some(geo) = req.get("inference_geo").filter(|v| !v.is_null()) {
+        if geo.as_str() != Some("global") {
+            return Err(format!("`inference_geo: {geo}` is priced above the model's price in the node's config; leave it out"));
         }
     }
     if req.contains_key("models") {
@@ -475,6 +559,50 @@ mod tests {
             json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
         );
         assert!(Api::Messages.prepare(&mut ok, 100).is_ok());
+    }
+
+    #[test]
+    fn cache_writes_are_weighted_by_their_price_and_unsplit_ones_at_the_most() {
+        let u = |v: Value| messages_input(&v).unwrap();
+        assert_eq!(u(json!({"input_tokens": 10})), 10);
+        assert_eq!(
+            u(json!({"input_tokens": 10, "cache_read_input_tokens": 5})),
+            15
+        );
+        let split = json!({"input_tokens": 0, "cache_creation_input_tokens": 300,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}});
+        assert_eq!(u(split), 125 + 400);
+        assert_eq!(
+            u(json!({"input_tokens": 0, "cache_creation_input_tokens": 100})),
+            200
+        );
+        assert_eq!(messages_input(&json!({"output_tokens": 1})), None);
+        assert!(asks_cache_writes(
+            &json!({"system": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]})
+        ));
+        assert!(!asks_cache_writes(
+            &json!({"messages": [{"content": "x", "cache_control": null}]})
+        ));
+    }
+
+    #[test]
+    fn responses_input_items_must_carry_their_content() {
+        let refused = [
+            json!([{"id": "msg_1"}]),
+            json!([{"type": "message", "id": "msg_1", "role": "user"}]),
+            json!([{"type": "reasoning", "id": "rs_1", "summary": []}]),
+            json!([{"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f"}]),
+        ];
+        for input in refused {
+            let mut r = obj(json!({"model": "m", "input": input}));
+            assert!(Api::Responses.prepare(&mut r, 10).is_err(), "{input}");
+        }
+        let fine = json!([{"role": "user", "content": "hi"},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+            {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "ok"}]);
+        let mut r = obj(json!({"model": "m", "input": fine}));
+        assert!(Api::Responses.prepare(&mut r, 10).is_ok());
     }
 
     #[test]

@@ -110,7 +110,7 @@ async fn pump(
         let _ = tx.send(Ok(rest)).await;
     }
     let finished = matches!(end, End::Finished) && meter.complete();
-    let used = meter.used(live.bound);
+    let used = meter.used(live.bound, live.price.reasoning);
     live.state.proxy.halts.tidy();
     live.settle(finished, used);
 }
