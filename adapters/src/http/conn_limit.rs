@@ -82,11 +82,10 @@ impl LimitedIo {
     }
 }
 
-impl axum::serve::Listener for Limited {
-    type Io = LimitedIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Limited {
+    /// The next connection and its permit, before any timer is set on it (so it can still be
+    /// handed to another runtime: [`Accepted::into_std`]). Waits for a permit first.
+    pub async fn accept_raw(&mut self) -> Accepted {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -95,20 +94,81 @@ impl axum::serve::Listener for Limited {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (
-                        LimitedIo {
-                            stream,
-                            _permit: permit,
-                            idle: self.idle,
-                            timer: Box::pin(tokio::time::sleep(self.idle)),
-                        },
+                    return Accepted {
+                        stream,
+                        permit,
                         addr,
-                    );
+                        idle: self.idle,
+                    };
                 }
                 // Out of file descriptors and the like: wait a little, as axum does.
                 Err(_) => tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await,
             }
         }
+    }
+}
+
+/// An accepted connection holding its permit, not yet served.
+pub struct Accepted {
+    stream: tokio::net::TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    addr: SocketAddr,
+    idle: Duration,
+}
+
+/// An accepted connection detached from the runtime that accepted it, to be served on another
+/// ([`Detached::register`] there).
+pub struct Detached {
+    stream: std::net::TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    addr: SocketAddr,
+    idle: Duration,
+}
+
+impl Accepted {
+    /// The connection wrapped for serving on the calling runtime (its idle timer starts now).
+    pub fn into_io(self) -> LimitedIo {
+        LimitedIo {
+            stream: self.stream,
+            _permit: self.permit,
+            idle: self.idle,
+            timer: Box::pin(tokio::time::sleep(self.idle)),
+        }
+    }
+
+    /// The connection deregistered from this runtime's reactor. Errors: the socket failed
+    /// (the connection is closed and its permit returned).
+    pub fn into_std(self) -> std::io::Result<Detached> {
+        Ok(Detached {
+            stream: self.stream.into_std()?,
+            permit: self.permit,
+            addr: self.addr,
+            idle: self.idle,
+        })
+    }
+}
+
+impl Detached {
+    /// The connection registered with the calling runtime's reactor. Errors: it could not be
+    /// registered (the connection is closed and its permit returned).
+    pub fn register(self) -> std::io::Result<Accepted> {
+        Ok(Accepted {
+            stream: tokio::net::TcpStream::from_std(self.stream)?,
+            permit: self.permit,
+            addr: self.addr,
+            idle: self.idle,
+        })
+    }
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = LimitedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let conn = self.accept_raw().await;
+        let addr = conn.addr;
+        (conn.into_io(), addr)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {

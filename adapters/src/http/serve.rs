@@ -5,25 +5,28 @@
 //! `serve` sets no timer, so its connections have no such deadline.
 //!
 //! **One runtime per core.** Connections are served on [`HttpThreads`]: one single-worker
-//! runtime per core, each accepting from the same listening socket. A connection, its
-//! handler and the handler's upstream calls (the proxy's client keeps one pool per thread:
-//! [`crate::proxy::forward::Clients`]) then stay on one thread, as in nginx's workers: no
-//! work-stealing hand-offs and wake-ups between worker threads within a call. The runtime
-//! that calls [`serve`] keeps everything else (actors' shards are their own runtimes). The
-//! price: no work stealing between serving threads either, so a request that takes long to
-//! judge (a body up to the node's limit) delays the other connections of its thread only.
+//! runtime per core, each accepting from the same listening socket, balanced by open
+//! connections ([`Balance`]: a thread that accepts while another serves fewer hands the
+//! connection over, once). A connection, its handler and the handler's upstream calls (the
+//! proxy's client keeps one pool per thread: [`crate::proxy::forward::Clients`]) then stay on
+//! one thread, as in nginx's workers: no work-stealing hand-offs and wake-ups between worker
+//! threads within a call. The runtime that calls [`serve`] keeps everything else (actors'
+//! shards are their own runtimes). The price: no work stealing between serving threads
+//! either, so a request that takes long to judge (a body up to the node's limit) delays the
+//! other connections of its thread only, and balance is by connections, not by their load.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::Listener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::conn_limit::{Limited, SharedListener};
+use super::conn_limit::{Accepted, Detached, Limited, SharedListener};
 use crate::limits::HTTP_THREADS_MAX;
 
 /// The runtimes connections are served on: one per core (at most [`HTTP_THREADS_MAX`]), of
@@ -65,35 +68,50 @@ impl Drop for HttpThreads {
 
 /// Serves `app` on `listener` until `stop` fires (or its sender is dropped), then asks every
 /// open connection to finish its request in flight and close, and waits for them. Serves on
-/// [`HttpThreads`]; if they cannot start (or the socket cannot be shared), on the calling
-/// runtime.
+/// [`HttpThreads`], balanced by [`Balance`]; if they cannot start (or the socket cannot be
+/// shared), on the calling runtime.
 pub async fn serve(
     listener: Limited,
     app: Router,
     header_read_timeout: Duration,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    let serving = Serving {
+        app,
+        header_read_timeout,
+        graceful: Arc::new(GracefulShutdown::new()),
+    };
     let (halt, halted) = watch::channel(false);
     let threads = HttpThreads::start();
     let handles = threads
         .as_ref()
         .map(HttpThreads::handles)
         .unwrap_or_default();
+    let shared: Vec<SharedListener> = handles
+        .iter()
+        .map_while(|_| listener.share().ok())
+        .collect();
+    let (balance, inboxes) = Balance::new(shared.len().max(1));
     let mut loops = Vec::new();
-    for rt in &handles {
-        let Ok(shared) = listener.share() else { break };
+    for ((rt, shared), (me, inbox)) in handles
+        .iter()
+        .zip(shared)
+        .zip(inboxes.into_iter().enumerate())
+    {
         let accept = accept_shared(
             shared,
-            app.clone(),
-            header_read_timeout,
-            graceful.clone(),
+            me,
+            inbox,
+            balance.clone(),
+            serving.clone(),
             halted.clone(),
         );
         loops.push(rt.spawn(accept));
     }
     let here = loops.is_empty().then(|| {
-        let accept = accept_loop(listener, app, header_read_timeout, graceful.clone(), halted);
+        let (balance, mut inboxes) = Balance::new(1);
+        let inbox = inboxes.pop().expect("one inbox");
+        let accept = accept_loop(listener, 0, inbox, balance, serving.clone(), halted);
         tokio::spawn(accept)
     });
     let _ = stop.await;
@@ -101,47 +119,207 @@ pub async fn serve(
     for l in loops.into_iter().chain(here) {
         let _ = l.await;
     }
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+    if let Ok(graceful) = Arc::try_unwrap(serving.graceful) {
         graceful.shutdown().await;
     }
     drop(threads);
 }
 
-/// [`accept_loop`] on a shared socket, registered with the runtime that runs this.
-async fn accept_shared(
-    shared: SharedListener,
+/// What serving a connection needs, shared by the serving threads.
+#[derive(Clone)]
+struct Serving {
     app: Router,
     header_read_timeout: Duration,
     graceful: Arc<GracefulShutdown>,
+}
+
+impl Serving {
+    /// Serves `conn` as its own task on the calling runtime, counted as open on serving
+    /// thread `me` until it ends (the count was raised by whoever chose `me`).
+    fn spawn(&self, conn: Accepted, me: usize, balance: Arc<Balance>) {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        let service = TowerToHyperService::new(self.app.clone());
+        let conn = http.serve_connection(TokioIo::new(conn.into_io()), service);
+        let conn = self.graceful.watch(conn);
+        tokio::spawn(async move {
+            let _open = Open { balance, me };
+            // A client going away mid-request is its own business.
+            let _ = conn.await;
+        });
+    }
+}
+
+/// **Least-connections balancing** of the serving threads. Every thread accepts from the
+/// same socket, and which one the kernel wakes for a new connection is up to it (one thread
+/// often takes most of a burst: 2 : 1 was measured with 64 client connections, which left one
+/// core saturated and the other half idle). So a thread that accepts a connection while
+/// another serves fewer hands it over (through that thread's inbox, once per connection,
+/// not per request); a tie stays where it was accepted. The counts are read without a lock,
+/// so concurrent accepts may leave the threads one or two connections apart.
+struct Balance {
+    /// Connections open (or on their way) per serving thread.
+    open: Vec<AtomicUsize>,
+    /// Each thread's inbox of connections handed to it. Unbounded, yet bounded by the
+    /// listener's permits: every connection in an inbox holds one.
+    inboxes: Vec<mpsc::UnboundedSender<Detached>>,
+}
+
+/// Lowers a serving thread's open count when its connection ends.
+struct Open {
+    balance: Arc<Balance>,
+    me: usize,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.balance.open[self.me].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Balance {
+    /// Balancing over `n` threads, and their inboxes (the `i`th for thread `i`).
+    fn new(n: usize) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Detached>>) {
+        let (senders, receivers) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let open = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        let balance = Self {
+            open,
+            inboxes: senders,
+        };
+        (Arc::new(balance), receivers)
+    }
+
+    /// The thread that serves a connection accepted on thread `me`: the one with the fewest
+    /// open connections, `me` on a tie. Counts the connection as open there.
+    fn choose(&self, me: usize) -> usize {
+        let load = |i: usize| self.open[i].load(Ordering::Relaxed);
+        let (best, fewest) = (0..self.open.len())
+            .map(|i| (i, load(i)))
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, 0));
+        let target = if load(me) <= fewest { me } else { best };
+        self.open[target].fetch_add(1, Ordering::Relaxed);
+        target
+    }
+
+    /// Hands `conn` to thread `target`'s inbox; when that fails (the thread is gone, or the
+    /// socket failed), the connection is closed and no longer counted there.
+    fn hand_over(&self, conn: Accepted, target: usize) {
+        let sent = conn
+            .into_std()
+            .is_ok_and(|detached| self.inboxes[target].send(detached).is_ok());
+        if !sent {
+            self.open[target].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// [`accept_loop`] on a shared socket, registered with the runtime that runs this.
+async fn accept_shared(
+    shared: SharedListener,
+    me: usize,
+    inbox: mpsc::UnboundedReceiver<Detached>,
+    balance: Arc<Balance>,
+    serving: Serving,
     halted: watch::Receiver<bool>,
 ) {
     match shared.register() {
-        Ok(listener) => accept_loop(listener, app, header_read_timeout, graceful, halted).await,
+        Ok(listener) => accept_loop(listener, me, inbox, balance, serving, halted).await,
         Err(e) => eprintln!("warden node: a serving thread cannot listen: {e}"),
     }
 }
 
-/// Accepts until `halted`, serving each connection as its own task on this runtime.
+/// Serving thread `me` until `halted`: accepts connections (serving each as its own task
+/// here, or handing it to a thread with fewer: [`Balance`]) and serves those handed to it.
 async fn accept_loop(
     mut listener: Limited,
-    app: Router,
-    header_read_timeout: Duration,
-    graceful: Arc<GracefulShutdown>,
+    me: usize,
+    mut inbox: mpsc::UnboundedReceiver<Detached>,
+    balance: Arc<Balance>,
+    serving: Serving,
     mut halted: watch::Receiver<bool>,
 ) {
     loop {
-        let (io, _peer) = tokio::select! {
-            conn = listener.accept() => conn,
+        let conn = tokio::select! {
+            conn = listener.accept_raw() => {
+                let target = balance.choose(me);
+                if target != me {
+                    balance.hand_over(conn, target);
+                    continue;
+                }
+                conn
+            }
+            Some(detached) = inbox.recv() => match detached.register() {
+                Ok(conn) => conn,
+                Err(_) => {
+                    balance.open[me].fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+            },
             _ = halted.wait_for(|h| *h) => break,
         };
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // A client going away mid-request is its own business.
-            let _ = conn.await;
-        });
+        serving.spawn(conn, me, balance.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One request on an open connection; the answer's body (the serving thread's name).
+    async fn ask(conn: &mut tokio::net::TcpStream) -> String {
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        text.rsplit("\r\n\r\n").next().unwrap_or("").to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn connections_are_spread_evenly_over_the_serving_threads() {
+        let app = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                std::thread::current().name().unwrap_or("?").to_string()
+            }),
+        );
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = Limited::new(tcp, 64, Duration::from_secs(30));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(listener, app, Duration::from_secs(5), stopped));
+        let threads = HttpThreads::start().map_or(1, |t| t.0.len());
+        // Held open, one after the other: whichever thread the kernel wakes, each new
+        // connection goes to a thread with the fewest.
+        let mut conns = Vec::new();
+        for _ in 0..threads * 4 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            conns.push((ask(&mut c).await, c));
+        }
+        let mut served = std::collections::BTreeMap::<String, usize>::new();
+        for (name, _) in &conns {
+            *served.entry(name.clone()).or_default() += 1;
+        }
+        assert_eq!(served.len(), threads, "{served:?}");
+        assert!(served.values().all(|n| *n == 4), "{served:?}");
+        // Two connections of one thread close: the next two go to that thread.
+        let first = conns[0].0.clone();
+        for _ in 0..2 {
+            let i = conns.iter().position(|(n, _)| *n == first).unwrap();
+            drop(conns.remove(i));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..2 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            assert_eq!(ask(&mut c).await, first);
+            conns.push((first.clone(), c));
+        }
+        let _ = stop.send(());
+        drop(conns);
+        server.await.unwrap();
     }
 }
