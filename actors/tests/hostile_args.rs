@@ -544,3 +544,113 @@ rules:
         "{e:#?}"
     );
 }
+
+/// A backslash in the authority: a browser reads `evil.com`, curl and Python's `urlsplit` read
+/// 169.254.169.254. The URL is doubt, so the internal-hosts rule denies it.
+#[test]
+fn a_backslash_in_the_authority_cannot_hide_an_internal_host() {
+    for url in [
+        "http://evil.com\\@169.254.169.254/latest/meta-data/",
+        "http:\\\\evil.com\\@169.254.169.254/latest/meta-data/",
+        "https://example.com\\@127.0.0.1/",
+    ] {
+        let d = fetch(json!(url));
+        assert_eq!(
+            (d.decision.as_str(), d.rule.as_str()),
+            ("deny", "no-internal-hosts"),
+            "{url}: {}",
+            d.reason
+        );
+        assert!(d.reason.contains("fail closed"), "{}", d.reason);
+    }
+    assert_eq!(fetch(json!("https://example.com/a\\b")).decision, "allow");
+}
+
+/// `exists` counts a key holding nothing (null, [], {}, blank text) as absent, so an
+/// `exists: false` deny rule is not dodged by sending the key empty, and `exists: true` is
+/// not satisfied by it.
+#[test]
+fn an_empty_value_is_absent_for_exists() {
+    let policy = PolicySet::parse(
+        "version: 1
+default_decision: allow
+rules:
+  - {id: need-ticket, match: {tool: t, args: {ticket: {exists: false}}}, decision: deny}
+  - {id: has-ticket, match: {tool: u, args: {ticket: {exists: true}}}, decision: allow}
+  - {id: no-ticket-ok, match: {tool: u, args: {ticket: {not: {exists: true}}}}, decision: require_approval}
+",
+    )
+    .unwrap();
+    let strict = |args: Value| decide(&policy, "t", ActionClass::Read, args).matched;
+    let allow = |args: Value| decide(&policy, "u", ActionClass::Read, args).matched;
+    let has = |m: &[String], id: &str| m.iter().any(|x| x == id);
+    for empty in [
+        json!(null),
+        json!([]),
+        json!({}),
+        json!(""),
+        json!("  \t"),
+        json!("\u{200b}"),
+        json!([""]),
+    ] {
+        let args = json!({ "ticket": empty });
+        assert!(has(&strict(args.clone()), "need-ticket"), "{args}");
+        assert!(!has(&allow(args.clone()), "has-ticket"), "{args}");
+        assert!(has(&allow(args.clone()), "no-ticket-ok"), "{args}");
+    }
+    for given in [
+        json!("T-1"),
+        json!(0),
+        json!(false),
+        json!(["T-1"]),
+        json!({"id": 1}),
+    ] {
+        let args = json!({ "ticket": given });
+        assert!(!has(&strict(args.clone()), "need-ticket"), "{args}");
+        assert!(has(&allow(args.clone()), "has-ticket"), "{args}");
+    }
+    assert!(has(&strict(json!({})), "need-ticket"));
+}
+
+/// Text compared in canonical form is trimmed of every whitespace and control character at
+/// either end (vertical tab, `\x1C`..`\x1F`, NUL, DEL), in ASCII and non-ASCII text alike.
+#[test]
+fn trailing_control_characters_do_not_dodge_an_in_list() {
+    let policy = PolicySet::parse(
+        "version: 1
+default_decision: allow
+rules:
+  - {id: no-kp, match: {tool: t, args: {country: {in: [KP]}}}, decision: deny}
+",
+    )
+    .unwrap();
+    for country in [
+        "KP",
+        "KP\u{0b}",
+        "KP\u{1c}",
+        "KP\u{1d}",
+        "KP\u{1e}",
+        "KP\u{1f}",
+        "\u{0b}KP",
+        "KP\u{0}",
+        "KP\u{7f}",
+        "KP\u{85}",
+        "ＫＰ\u{0b}",
+        "ＫＰ\u{1c}",
+    ] {
+        let d = decide(
+            &policy,
+            "t",
+            ActionClass::Read,
+            json!({ "country": country }),
+        );
+        assert_eq!(d.rule, "no-kp", "{country:?}");
+    }
+    let d = decide(
+        &policy,
+        "t",
+        ActionClass::Read,
+        json!({"country": "K\u{0b}P"}),
+    );
+    assert_eq!(d.decision, "allow");
+}

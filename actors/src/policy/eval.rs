@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use super::compile::{CCond, COp, CSeg};
 use super::decimal::Decimal;
-use super::detect::Detector;
+use super::detect::{Detector, Scan, MAX_SCAN_BYTES};
 use super::model::TimeWindow;
 use super::shell::{CommandLine, Tri};
 use super::{fspath, text, weburl, PolicySet};
@@ -109,7 +109,7 @@ pub(super) struct EvalCache<'a> {
     policy: &'a PolicySet,
     step: &'a Step,
     slots: SmallVec<[Slot<'a>; 4]>,
-    detectors: [Option<bool>; 3],
+    detectors: [Option<Scan>; 3],
     /// Why a rule matched although it could not tell (cleared per rule).
     pub(super) doubt: Option<String>,
 }
@@ -235,7 +235,7 @@ impl<'a> EvalCache<'a> {
             policy,
             step,
             slots: Default::default(),
-            detectors: [None; 3],
+            detectors: [None, None, None],
             doubt: None,
         }
     }
@@ -281,7 +281,7 @@ impl<'a> EvalCache<'a> {
                 }
                 return true;
             }
-            return absent(&c.ops, present);
+            return absent(&c.ops);
         }
         if strict {
             (0..n).any(|i| (0..2).any(|view| self.ops(&c.ops, s, i, view, strict)))
@@ -498,15 +498,45 @@ impl<'a> EvalCache<'a> {
                     t => t,
                 }
             }
-            // A value is there (a path with none is judged by `absent`).
-            COp::Exists(want) => yes(*want),
+            // A value is there (a path with none is judged by `absent`); an empty one counts
+            // as none.
+            COp::Exists(want) => yes(*want != is_empty(cand.v)),
             COp::Not(_) | COp::Any(_) => unreachable!("handled by ops"),
         }
     }
 
-    pub(super) fn detector(&mut self, d: Detector) -> bool {
-        let slot = &mut self.detectors[d as usize];
-        *slot.get_or_insert_with(|| d.find_in_json(self.step.args()).is_some())
+    /// Whether any of `ds` finds something in the step's args, for a rule of polarity
+    /// `strict` (stronger than allow). Args with more text than the detectors read
+    /// ([`MAX_SCAN_BYTES`]) and nothing found in what was read are doubt: strict, the rule
+    /// matches (and says why); otherwise it does not.
+    pub(super) fn detectors(&mut self, ds: &[Detector], strict: bool) -> bool {
+        let mut unscanned = None;
+        for &d in ds {
+            match self.scan(d) {
+                Scan::Found(_) => return true,
+                Scan::Unscanned => unscanned = unscanned.or(Some(d)),
+                Scan::Clean => {}
+            }
+        }
+        match unscanned {
+            Some(d) if strict => {
+                self.doubt.get_or_insert_with(|| {
+                    format!(
+                        "detector {} read only the first {} KiB of the args' text; the rest was not scanned",
+                        d.name(),
+                        MAX_SCAN_BYTES / 1024
+                    )
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What detector `d` finds in the step's args (memoized per step).
+    fn scan(&mut self, d: Detector) -> &Scan {
+        let args = self.step.args();
+        self.detectors[d as usize].get_or_insert_with(|| d.scan_json(args))
     }
 }
 
@@ -517,17 +547,29 @@ fn float_doubt(value: &str, x: f64) -> String {
     )
 }
 
-/// Operators on a path with no value: only `exists: false` holds, and `not` of what does not
-/// (there is nothing to doubt, so polarity does not matter).
-fn absent(ops: &[COp], present: bool) -> bool {
+/// Operators on a path with no value (missing, or a key holding an empty list): only
+/// `exists: false` holds, and `not` of what does not (there is nothing to doubt, so polarity
+/// does not matter).
+fn absent(ops: &[COp]) -> bool {
     ops.iter().all(|op| match op {
-        COp::Exists(want) => present == *want,
-        COp::Not(inner) => !absent(inner, present),
-        COp::Any(alts) => alts
-            .iter()
-            .any(|a| absent(std::slice::from_ref(a), present)),
+        COp::Exists(want) => !*want,
+        COp::Not(inner) => !absent(inner),
+        COp::Any(alts) => alts.iter().any(|a| absent(std::slice::from_ref(a))),
         _ => false,
     })
+}
+
+/// Whether `v` holds nothing, so that `exists` counts it as absent: `null`, `[]`, `{}`, or
+/// text that is empty in canonical form (`""`, only whitespace, control or invisible
+/// characters, as `ticket=` in a query string gives).
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        Value::String(s) => text::canonical(s).is_empty(),
+        Value::Number(_) | Value::Bool(_) => false,
+    }
 }
 
 #[cfg(test)]

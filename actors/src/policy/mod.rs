@@ -530,7 +530,7 @@ impl PolicySet {
                 return false;
             }
         }
-        if !r.detectors.is_empty() && !r.detectors.iter().any(|d| eval.detector(*d)) {
+        if !r.detectors.is_empty() && !eval.detectors(&r.detectors, strict) {
             return false;
         }
         true

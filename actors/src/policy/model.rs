@@ -91,7 +91,8 @@ pub enum ArgOp {
     Regex(String),
     /// A string matching this glob (`*` any run of characters, `?` one character), whole.
     Glob(String),
-    /// Present (`true`) or absent (`false`).
+    /// Present (`true`) or absent (`false`). A key holding nothing (`null`, `[]`, `{}`, or
+    /// text that is empty in canonical form, like `""` or `" "`) counts as absent.
     Exists(bool),
     /// A file system path that, normalized lexically, matches one of these path globs
     /// (normalized too; see [`super::fspath`]).

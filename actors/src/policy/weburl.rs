@@ -7,7 +7,11 @@
 //!
 //! A value that is not an absolute URL (`//127.0.0.1`, `127.0.0.1/x`), or whose host the
 //! condition needs but cannot establish (`file:///etc/passwd`, `data:...`), is doubt: a rule
-//! stronger than allow matches it, an allow rule does not.
+//! stronger than allow matches it, an allow rule does not. So is a URL that clients read
+//! differently: a `\` in its authority (`http://evil.com\@169.254.169.254/` is `evil.com` to
+//! a browser, `169.254.169.254` to curl and Python's `urlsplit`), or an RFC 3986 reading (the
+//! authority after `//` ends at the first `/`, `?` or `#`; the host follows its last `@`) that
+//! reaches another host than the URL Standard's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -280,10 +284,61 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
         }
         h => h,
     };
+    if let Some(why) = readings_disagree(text, &host) {
+        return Err(format!("= {}: {why}", text::preview(text)));
+    }
     Ok(Parsed {
         scheme: u.scheme().to_string(),
         host,
     })
+}
+
+/// Why clients other than browsers may reach another host than `host` (the URL Standard's
+/// reading of `text`, which parsed): a `\` in the authority, or an RFC 3986 host that differs.
+/// `None` when they agree, or when the URL Standard finds no host (already doubt).
+fn readings_disagree(text: &str, host: &Host) -> Option<String> {
+    if *host == Host::None {
+        return None;
+    }
+    // As the URL Standard does: drop surrounding C0 controls and spaces, and tabs and
+    // newlines anywhere. The text parsed as absolute, so the first `:` ends its scheme.
+    let clean: String = text
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let (_, rest) = clean.split_once(':')?;
+    let after = rest.trim_start_matches(['/', '\\']);
+    let authority = after.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('\\') {
+        return Some(format!(
+            "its authority {} holds a backslash, which clients read differently",
+            text::preview(authority)
+        ));
+    }
+    if rest.len() - after.len() != 2 || !rest.starts_with("//") {
+        return None;
+    }
+    let rfc_host = without_port(authority.rsplit_once('@').map_or(authority, |(_, h)| h));
+    match normal_name(rfc_host) {
+        Ok(h) if h == *host => None,
+        _ => Some(format!(
+            "RFC 3986 reads its host as {}, the URL Standard does not",
+            text::preview(rfc_host)
+        )),
+    }
+}
+
+/// `host[:port]` without the port (`[v6]:port` keeps its brackets); as is if what follows
+/// the last `:` is not a port.
+fn without_port(hostport: &str) -> &str {
+    if hostport.starts_with('[') {
+        return hostport.find(']').map_or(hostport, |i| &hostport[..=i]);
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hostport,
+    }
 }
 
 /// Undoes `%XX` escapes (an opaque host keeps them); invalid UTF-8 is replaced, which makes
@@ -371,7 +426,7 @@ mod tests {
             "http://127.0.0.1./",
             "http://%31%32%37.0.0.1/",
             "http://%6c%6f%63%61%6c%68%6f%73%74/",
-            "http:\\\\127.0.0.1\\x",
+            "http:\\\\127.0.0.1",
             "http:/127.0.0.1/",
             "http:127.0.0.1",
             "https://metadata.google.internal/computeMetadata/v1/",
@@ -441,6 +496,33 @@ mod tests {
         ] {
             assert!(matches!(judge(&c, url), Tri::Unknown(_)), "{url:?}");
         }
+    }
+
+    #[test]
+    fn urls_that_clients_read_differently_are_doubt() {
+        let c = internal();
+        for url in [
+            // curl and Python's urlsplit: host 169.254.169.254; the URL Standard: evil.com.
+            "http://evil.com\\@169.254.169.254/latest/meta-data/",
+            "http:\\\\evil.com\\@169.254.169.254/",
+            "https://evil.com\\@127.0.0.1:8080/x",
+            "http://127.0.0.1\\x",
+            "http:\\\\127.0.0.1\\x",
+            "gopher://evil.com\\@127.0.0.1/",
+        ] {
+            assert!(matches!(judge(&c, url), Tri::Unknown(_)), "{url:?}");
+        }
+        // Readings that agree stay decided.
+        assert_eq!(judge(&c, "http://evil.com:pw@127.0.0.1:8080/x"), Tri::Yes);
+        assert_eq!(judge(&c, "http://[::1]:80/"), Tri::Yes);
+        assert_eq!(judge(&c, "http://a@b@example.com/"), Tri::No);
+        assert_eq!(judge(&c, "http://example.com/a\\b"), Tri::No);
+        assert_eq!(judge(&c, "http://example.com?@127.0.0.1"), Tri::No);
+        // Any other disagreement between the two readings is doubt too.
+        let other = Host::Name("example.org".into());
+        assert!(readings_disagree("http://u@example.com:80/", &other).is_some());
+        let same = Host::Name("example.com".into());
+        assert!(readings_disagree("http://u@EXAMPLE.com.:80/", &same).is_none());
     }
 
     #[test]

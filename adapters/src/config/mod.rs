@@ -706,6 +706,16 @@ fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
         Some(k) => r.named(k, "kind", &kinds)?,
         None => UpstreamKind::Http,
     };
+    if kind == UpstreamKind::Mcp && e.key().contains('.') {
+        // Its tools are `mcp.<name>.<tool>` to the policy: server `a.b`'s tool `c` would be
+        // server `a`'s tool `b.c`.
+        r.error(
+            e.key_pos,
+            format!("MCP upstream name `{}` may not contain `.`", e.key()),
+            Some("its tools are named mcp.<name>.<tool> in the policy; use `-` or `_`".into()),
+        );
+        return None;
+    }
     let timeout_ms = match m.get("timeout") {
         Some(t) => r.duration_ms(t, "timeout")?,
         None => UPSTREAM_TIMEOUT_MS_DEFAULT,
@@ -974,6 +984,15 @@ prices:
         assert!(
             m.iter().any(|e| e.starts_with("2:17: url \"ftp://x\"")),
             "{m:?}"
+        );
+        let dotted = "upstreams:\n  fs.v2: {url: \"http://x\", kind: mcp}\n";
+        let d = messages(&read_config(dotted).unwrap_err());
+        assert_eq!(d, ["2:3: MCP upstream name `fs.v2` may not contain `.`"]);
+        let r = messages(&read_config("prices:\n  m: {upstream: o, input: 1, output: 1, max_output_tokens: 9, reasoning: maybe}\n").unwrap_err());
+        assert!(
+            r.iter()
+                .any(|e| e.starts_with("2:74: reasoning must be true or false")),
+            "{r:?}"
         );
         assert!(
             m.iter()

@@ -6,7 +6,7 @@
 //!
 //! **One runtime per core.** Connections are served on [`HttpThreads`]: one single-worker
 //! runtime per core, each accepting from the same listening socket, balanced by open
-//! connections ([`Balance`]: a thread that accepts while another serves fewer hands the
+//! connections (`Balance`: a thread that accepts while another serves fewer hands the
 //! connection over, once). A connection, its handler and the handler's upstream calls (the
 //! proxy's client keeps one pool per thread: [`crate::proxy::forward::Clients`]) then stay on
 //! one thread, as in nginx's workers: no work-stealing hand-offs and wake-ups between worker
@@ -68,7 +68,7 @@ impl Drop for HttpThreads {
 
 /// Serves `app` on `listener` until `stop` fires (or its sender is dropped), then asks every
 /// open connection to finish its request in flight and close, and waits for them. Serves on
-/// [`HttpThreads`], balanced by [`Balance`]; if they cannot start (or the socket cannot be
+/// [`HttpThreads`], balanced by open connections; if they cannot start (or the socket cannot be
 /// shared), on the calling runtime.
 pub async fn serve(
     listener: Limited,

@@ -3,22 +3,53 @@
 //!
 //! Every detector is a pure function of its input: regexes are compiled once per process
 //! (lazily, on first use), each scan is linear in the input, and no input makes a detector
-//! panic. [`Detector::find`] reports the earliest hit in a string; [`Detector::find_in_json`]
-//! walks a JSON value (object keys and values, array items, integers rendered in decimal) and
-//! reads at most [`MAX_SCAN_BYTES`] bytes of text in total.
+//! panic. [`Detector::find`] reports the earliest hit in a string as sent.
+//!
+//! [`Detector::scan_json`] (what policy rules use) walks a JSON value (object keys and values,
+//! array items, integers and integral floats rendered in decimal) and reads each text in three
+//! views, so that an encoding or a spelling cannot hide what a detector looks for:
+//! - as sent;
+//! - in its compatibility form ([`text::compatible`]: invisible characters removed, NFKC, so
+//!   `ＡＫＩＡ…`, `alice@exa\u{200b}mple.com` and `４１１１ １１１１ …` are seen), when that
+//!   differs;
+//! - the base64 runs it carries (standard or URL-safe alphabet, padding optional, line breaks
+//!   allowed, at least 16 characters), decoded (bytes that are not UTF-8 replaced), as sent
+//!   and in compatibility form; one level deep: base64 inside decoded base64 is not decoded
+//!   again.
+//!
+//! It reads at most [`MAX_SCAN_BYTES`] bytes of the value's text (as sent; the derived views
+//! of what was read cost no budget, and are at most a constant factor larger). **A value with
+//! more text than that is not clean but unscanned** ([`Scan::Unscanned`]): policy rules read
+//! it as doubt, so a deny, halt or require_approval rule on the detector matches it (fail
+//! closed) and an allow rule does not.
 
+mod decode;
 mod pii;
 mod prompt_injection;
 mod secrets;
 mod util;
 
-use serde_json::Value;
+use serde_json::{Number, Value};
 
-/// Upper bound on the bytes of text [`Detector::find_in_json`] reads from one JSON value.
+use super::text;
+
+/// Upper bound on the bytes of text [`Detector::scan_json`] reads from one JSON value.
 ///
 /// Text past the bound is not scanned (a string that straddles it is scanned up to the bound,
-/// cut back to a character boundary).
+/// cut back to a character boundary), and the scan says so: [`Scan::Unscanned`].
 pub const MAX_SCAN_BYTES: usize = 1 << 20;
+
+/// What [`Detector::scan_json`] found in a JSON value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// A hit (the first one in document order).
+    Found(Hit),
+    /// All text was read and nothing was found.
+    Clean,
+    /// Nothing was found in the first [`MAX_SCAN_BYTES`] bytes of text, and the rest was not
+    /// read: the value may hold anything (doubt).
+    Unscanned,
+}
 
 /// A built-in detector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,15 +115,27 @@ impl Detector {
         })
     }
 
-    /// First hit in any string inside a JSON value (object keys and values, array items,
-    /// recursively), visiting at most [`MAX_SCAN_BYTES`] bytes of text in total.
-    ///
-    /// Strings are visited depth-first in document order (object keys before their values).
-    /// Integers are scanned as their decimal rendering (so a card number sent as a JSON
-    /// number is still seen); floats, booleans and nulls are skipped. Offsets in the returned
-    /// [`Hit`] are into the string (or integer rendering) that hit. Deeply nested values are
-    /// walked with an explicit stack, never recursion.
+    /// First hit in any string inside a JSON value, in any view (see the module
+    /// documentation); `None` both when the value is clean and when it was too large to scan
+    /// to the end. Prefer [`scan_json`](Self::scan_json), which tells the two apart.
     pub fn find_in_json(self, value: &Value) -> Option<Hit> {
+        match self.scan_json(value) {
+            Scan::Found(hit) => Some(hit),
+            Scan::Clean | Scan::Unscanned => None,
+        }
+    }
+
+    /// Scans every text inside a JSON value (object keys and values, array items,
+    /// recursively) in every view (see the module documentation), reading at most
+    /// [`MAX_SCAN_BYTES`] bytes of text in total.
+    ///
+    /// Texts are visited depth-first in document order (object keys before their values).
+    /// Integers, and floats with no fraction (`4111111111111111.0`), are scanned as their
+    /// decimal digits (so a card number sent as a JSON number is still seen); other floats,
+    /// booleans and nulls are skipped. Offsets in a [`Hit`] are into the view that hit (the
+    /// string as sent, its compatibility form, or decoded base64). Deeply nested values are
+    /// walked with an explicit stack, never recursion.
+    pub fn scan_json(self, value: &Value) -> Scan {
         enum Item<'a> {
             Value(&'a Value),
             Key(&'a str),
@@ -100,63 +143,81 @@ impl Detector {
         let mut budget = MAX_SCAN_BYTES;
         let mut stack = vec![Item::Value(value)];
         while let Some(item) = stack.pop() {
-            if budget == 0 {
-                return None;
-            }
-            let value = match item {
-                Item::Key(key) => {
-                    if let Some(hit) = self.find_budgeted(key, &mut budget) {
-                        return Some(hit);
-                    }
-                    continue;
-                }
-                Item::Value(value) => value,
-            };
-            match value {
-                Value::String(s) => {
-                    if let Some(hit) = self.find_budgeted(s, &mut budget) {
-                        return Some(hit);
-                    }
-                }
-                Value::Number(n) => {
+            let scan = match item {
+                Item::Key(key) => self.scan_budgeted(key, &mut budget),
+                Item::Value(Value::String(s)) => self.scan_budgeted(s, &mut budget),
+                Item::Value(Value::Number(n)) => {
                     let mut buf = [0u8; 20];
-                    let digits = if let Some(u) = n.as_u64() {
-                        util::format_u64(u, &mut buf)
-                    } else if let Some(i) = n.as_i64() {
-                        // Negative: the sign is not part of any pattern we look for.
-                        util::format_u64(i.unsigned_abs(), &mut buf)
-                    } else {
-                        continue;
-                    };
-                    if let Some(hit) = self.find_budgeted(digits, &mut budget) {
-                        return Some(hit);
+                    match digits(n, &mut buf) {
+                        Some(d) => self.scan_budgeted(d, &mut budget),
+                        None => Scan::Clean,
                     }
                 }
-                Value::Array(items) => stack.extend(items.iter().rev().map(Item::Value)),
-                Value::Object(map) => {
+                Item::Value(Value::Array(items)) => {
+                    stack.extend(items.iter().rev().map(Item::Value));
+                    Scan::Clean
+                }
+                Item::Value(Value::Object(map)) => {
                     for (k, v) in map.iter().rev() {
                         stack.push(Item::Value(v));
                         stack.push(Item::Key(k));
                     }
+                    Scan::Clean
                 }
-                Value::Null | Value::Bool(_) => {}
+                Item::Value(Value::Null | Value::Bool(_)) => Scan::Clean,
+            };
+            if scan != Scan::Clean {
+                return scan;
             }
         }
-        None
+        Scan::Clean
     }
 
-    /// Scans `text`, truncated to what is left of `budget`, and charges the budget.
-    fn find_budgeted(self, text: &str, budget: &mut usize) -> Option<Hit> {
-        let take = if text.len() <= *budget {
-            *budget -= text.len();
-            text.len()
+    /// Scans `text`, truncated to what is left of `budget` (bytes), in every view, and charges
+    /// the budget. [`Scan::Unscanned`] when nothing was found and part of `text` was cut.
+    fn scan_budgeted(self, text: &str, budget: &mut usize) -> Scan {
+        let cut = text.len() > *budget;
+        let take = if cut {
+            util::floor_char_boundary(text, *budget)
         } else {
-            let cut = util::floor_char_boundary(text, *budget);
-            *budget = 0;
-            cut
+            text.len()
         };
-        self.find(&text[..take])
+        *budget -= if cut { *budget } else { take };
+        match self.find_in_views(&text[..take]) {
+            Some(hit) => Scan::Found(hit),
+            None if cut => Scan::Unscanned,
+            None => Scan::Clean,
+        }
     }
+
+    /// First hit in `text` as sent, in its compatibility form, or in the base64 it carries.
+    fn find_in_views(self, text: &str) -> Option<Hit> {
+        self.find_as_sent_or_compatible(text).or_else(|| {
+            decode::base64_texts(text).find_map(|d| self.find_as_sent_or_compatible(&d))
+        })
+    }
+
+    /// First hit in `text` as sent or, if it differs, in its compatibility form.
+    fn find_as_sent_or_compatible(self, text: &str) -> Option<Hit> {
+        self.find(text).or_else(|| match text::compatible(text) {
+            std::borrow::Cow::Owned(c) if c != text => self.find(&c),
+            _ => None,
+        })
+    }
+}
+
+/// The decimal digits of an integer, or of a float with no fraction (sign dropped: it is
+/// part of no pattern), rendered into `buf`; `None` for other floats.
+fn digits<'b>(n: &Number, buf: &'b mut [u8; 20]) -> Option<&'b str> {
+    if let Some(u) = n.as_u64() {
+        return Some(util::format_u64(u, buf));
+    }
+    if let Some(i) = n.as_i64() {
+        return Some(util::format_u64(i.unsigned_abs(), buf));
+    }
+    let f = n.as_f64()?.abs();
+    // `u64::MAX as f64` is 2^64, the first float too large for a u64.
+    (f.fract() == 0.0 && f < u64::MAX as f64).then(|| util::format_u64(f as u64, buf))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `secrets` detector: credentials that must not leave the agent.
 //!
-//! Kinds, most specific first: `private_key` (PEM/OpenSSH/PGP private key header),
+//! Kinds, most specific first: `private_key` (PEM/OpenSSH/PGP private key header, in any
+//! case and with any Unicode spaces),
 //! `aws_access_key` (`AKIA`/`ASIA` + 16), `aws_secret_key` (a 40-char value assigned to
 //! `secret_access_key`), `github_token` (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`,
 //! `github_pat_`), `anthropic_key` (`sk-ant-…`), `openai_key` (`sk-…`, `sk-proj-…`),
@@ -25,7 +26,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::util::{
-    byte_at, byte_before, contains_ignore_ascii_case, distinct_bytes, earliest, shannon_entropy,
+    base64_decode, byte_at, byte_before, contains_ignore_ascii_case, distinct_bytes, earliest,
+    shannon_entropy,
 };
 
 type Found = Option<(&'static str, usize, usize)>;
@@ -51,8 +53,9 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("built-in secrets pattern compiles")
 }
 
+/// Any case, any Unicode space between the words (`-----begin rsa\u{a0}private key-----`).
 static PRIVATE_KEY: LazyLock<Regex> =
-    LazyLock::new(|| re(r"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----"));
+    LazyLock::new(|| re(r"(?i)-----\s*BEGIN[A-Z0-9\s]{0,40}\sPRIVATE\s+KEY(?:\s+BLOCK)?\s*-----"));
 static AWS_KEY_ID: LazyLock<Regex> = LazyLock::new(|| re(r"(?:AKIA|ASIA)[A-Z0-9]{16}"));
 static AWS_SECRET: LazyLock<Regex> =
     LazyLock::new(|| re(r#"(?i)secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})"#));
@@ -127,7 +130,7 @@ fn placeholder_body(body: &[u8]) -> bool {
 }
 
 fn find_private_key(text: &str) -> Found {
-    if !text.contains("-----BEGIN") {
+    if !text.contains("-----") {
         return None;
     }
     PRIVATE_KEY
@@ -401,40 +404,6 @@ impl<'t> PublicPem<'t> {
         }
         self.block.is_some_and(|(s, e)| pos >= s && pos < e)
     }
-}
-
-/// Decodes standard or URL-safe base64 (padding optional) into `out`. `None` if the input is
-/// not base64 or does not fit.
-fn base64_decode<'a>(input: &[u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
-    let input = input
-        .strip_suffix(b"==")
-        .or_else(|| input.strip_suffix(b"="))
-        .unwrap_or(input);
-    if input.len() % 4 == 1 || input.len() / 4 * 3 + 2 > out.len() {
-        return None;
-    }
-    let mut acc = 0u32;
-    let mut bits = 0u32;
-    let mut n = 0;
-    for &c in input {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out[n] = (acc >> bits) as u8;
-            n += 1;
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(&out[..n])
 }
 
 /// Whether `run` is base64 of ordinary text (so: data, not a key).

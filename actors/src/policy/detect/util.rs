@@ -39,6 +39,40 @@ pub(super) fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[i..]).unwrap_or("")
 }
 
+/// Decodes standard or URL-safe base64 (padding optional) into `out`. `None` if the input is
+/// not base64 or does not fit.
+pub(super) fn base64_decode<'a>(input: &[u8], out: &'a mut [u8]) -> Option<&'a [u8]> {
+    let input = input
+        .strip_suffix(b"==")
+        .or_else(|| input.strip_suffix(b"="))
+        .unwrap_or(input);
+    if input.len() % 4 == 1 || input.len() / 4 * 3 + 2 > out.len() {
+        return None;
+    }
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    let mut n = 0;
+    for &c in input {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out[n] = (acc >> bits) as u8;
+            n += 1;
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(&out[..n])
+}
+
 /// The byte before `start`, if any.
 pub(super) fn byte_before(text: &str, start: usize) -> Option<u8> {
     start
