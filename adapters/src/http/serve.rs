@@ -152,9 +152,8 @@ impl Serving {
 }
 
 /// **Least-connections balancing** of the serving threads. Every thread accepts from the
-/// same socket, and which one the kernel wakes for a new connection is up to it (one thread
-/// often takes most of a burst: 2 : 1 was measured with 64 client connections, which left one
-/// core saturated and the other half idle). So a thread that accepts a connection while
+/// same socket, and which one the kernel wakes for a new connection is up to it (a profile
+/// under 64 benchmark connections showed the two threads at 68% and 32% of the node's CPU). So a thread that accepts a connection while
 /// another serves fewer hands it over (through that thread's inbox, once per connection,
 /// not per request); a tie stays where it was accepted. The counts are read without a lock,
 /// so concurrent accepts may leave the threads one or two connections apart.
