@@ -807,3 +807,27 @@ fn large_integers_compare_exactly() {
     assert_eq!(c.eval(&p, &hit, 0, 0, 0).0, Verdict::Deny);
     assert_eq!(c.eval(&p, &near, 0, 0, 0).0, Verdict::Allow);
 }
+
+#[test]
+fn a_rule_on_action_alone_under_default_allow_is_flagged_as_evadable() {
+    let open = "\
+version: 1
+default_decision: allow
+rules:
+  - id: no-exec
+    match: {action: execute}
+    decision: deny
+  - id: no-exec-shell
+    match: {tool: shell, action: execute}
+    decision: deny
+";
+    let w = warnings(open);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("5:12: warning: rule `no-exec` matches on action"),
+        "{w:?}"
+    );
+    let closed = open.replace("default_decision: allow", "default_decision: deny");
+    let w = warnings(&closed);
+    assert!(!w.iter().any(|w| w.contains("matches on action")), "{w:?}");
+}

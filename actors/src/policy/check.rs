@@ -138,6 +138,24 @@ const URL_KEYS: [&str; 8] = [
     "url", "urls", "uri", "uris", "endpoint", "href", "link", "links",
 ];
 
+/// A rule stronger than allow that matches on `action` alone, under `default_decision:
+/// allow`: an unregistered tool's action is the one its agent declares, so
+/// `{"tool": "bash", "action": "read"}` slips past `match: {action: execute}`.
+fn check_declared_action(r: &mut Reader, doc: &PolicyDoc, rule: &RuleDef) {
+    let m = &rule.matcher;
+    if doc.default_decision != Verdict::Allow || m.actions.is_empty() || !m.tools.is_empty() {
+        return;
+    }
+    r.warning(
+        m.pos,
+        format!(
+            "rule `{}` matches on action, and with default_decision: allow an unregistered tool's action is what its agent declares: a tool called with another action slips past it",
+            rule.id
+        ),
+        Some("register the tools (their action then comes from the registry), or set default_decision: deny".into()),
+    );
+}
+
 /// Rules stronger than allow that an agent can slip past by spelling: a regex or glob on the
 /// raw text of a command line, a path or a URL (the `command`, `path` and `url` conditions
 /// read them as a shell, a file system and an HTTP client would), and args conditions on a tool that does not declare its
@@ -147,6 +165,7 @@ fn check_evasion(r: &mut Reader, doc: &PolicyDoc) {
         if rule.decision == Verdict::Allow {
             continue;
         }
+        check_declared_action(r, doc, rule);
         for cond in &rule.matcher.args {
             let key = cond.segments.iter().rev().find_map(|s| match s {
                 PathSeg::Key(k) => Some(crate::policy::text::canonical(k).into_owned()),
