@@ -530,7 +530,7 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
         ),
         (
             "GET",
-            "/proxy/search/x?amount[0]=5000",
+            "/proxy/search/x?page[a]b=1",
             a.to_vec(),
             "",
             400,
@@ -538,11 +538,43 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
         ),
         (
             "GET",
-            "/proxy/search/x?to%5Bcountry%5D=KP",
+            "/proxy/search/x?page=1&page[size]=2",
             a.to_vec(),
             "",
             400,
+            "ambiguous_args",
+        ),
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("content-type", "application/x-www-form-urlencoded")].to_vec(),
+            "+_method=DELETE",
+            400,
+            "bad_step",
+        ),
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("content-type", "application/x-www-form-urlencoded")].to_vec(),
+            "\u{feff}{\"amount\": 5000}",
+            400,
             "bad_encoding",
+        ),
+        (
+            "GET",
+            "/proxy/search/admin%20/users",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/admin./users",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
         ),
         (
             "POST",
@@ -926,6 +958,45 @@ fn an_approved_call_of_an_agent_halted_since_is_not_forwarded() {
     );
     let (_, a) = common::call(&n.op, "GET", "/v1/agents/a1", Body::None);
     assert_eq!(a["open_steps"], 0, "its reservation was released: {a}");
+}
+
+#[test]
+fn bracketed_names_are_judged_as_the_nested_values_servers_read() {
+    let n = Node::start("brackets");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    // Stripe-style forms and JSON:API queries pass, nested.
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/x?page[size]=10&page[number]=2",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    // `amount[0]=5000` is 5000 to PHP, Rails and qs: the rule on `amount` reads it.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/pay",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        "amount[0]=5000&to[country]=KP",
+    );
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("big-pay"), "{text}");
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/x?q[]=my%20password",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("no-secrets"), "{text}");
+    assert_eq!(n.up.seen().len(), 1, "only the first reached the upstream");
 }
 
 #[test]

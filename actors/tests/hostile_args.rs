@@ -566,23 +566,24 @@ fn a_backslash_in_the_authority_cannot_hide_an_internal_host() {
     assert_eq!(fetch(json!("https://example.com/a\\b")).decision, "allow");
 }
 
-/// `exists` counts a key holding nothing (null, [], {}, blank text) as absent, so an
-/// `exists: false` deny rule is not dodged by sending the key empty, and `exists: true` is
-/// not satisfied by it.
+/// `exists` reads a key holding nothing (null, [], {}, blank text) as doubt: set to some
+/// readers (`"force" in args`, a bare `?force`) and not to others (`if args.get("force")`).
+/// So a deny rule matches it whichever way it points (`exists: false` is not dodged by
+/// sending the key empty, nor `exists: true` by sending it blank), and an allow rule does not.
 #[test]
-fn an_empty_value_is_absent_for_exists() {
+fn an_empty_value_is_doubt_for_exists() {
     let policy = PolicySet::parse(
         "version: 1
 default_decision: allow
 rules:
   - {id: need-ticket, match: {tool: t, args: {ticket: {exists: false}}}, decision: deny}
+  - {id: no-force, match: {tool: v, args: {ticket: {exists: true}}}, decision: deny}
   - {id: has-ticket, match: {tool: u, args: {ticket: {exists: true}}}, decision: allow}
   - {id: no-ticket-ok, match: {tool: u, args: {ticket: {not: {exists: true}}}}, decision: require_approval}
 ",
     )
     .unwrap();
-    let strict = |args: Value| decide(&policy, "t", ActionClass::Read, args).matched;
-    let allow = |args: Value| decide(&policy, "u", ActionClass::Read, args).matched;
+    let matched = |tool: &str, args: Value| decide(&policy, tool, ActionClass::Read, args).matched;
     let has = |m: &[String], id: &str| m.iter().any(|x| x == id);
     for empty in [
         json!(null),
@@ -591,12 +592,14 @@ rules:
         json!(""),
         json!("  \t"),
         json!("\u{200b}"),
+        json!("\u{0}"),
         json!([""]),
     ] {
         let args = json!({ "ticket": empty });
-        assert!(has(&strict(args.clone()), "need-ticket"), "{args}");
-        assert!(!has(&allow(args.clone()), "has-ticket"), "{args}");
-        assert!(has(&allow(args.clone()), "no-ticket-ok"), "{args}");
+        assert!(has(&matched("t", args.clone()), "need-ticket"), "{args}");
+        assert!(has(&matched("v", args.clone()), "no-force"), "{args}");
+        assert!(!has(&matched("u", args.clone()), "has-ticket"), "{args}");
+        assert!(has(&matched("u", args.clone()), "no-ticket-ok"), "{args}");
     }
     for given in [
         json!("T-1"),
@@ -606,10 +609,12 @@ rules:
         json!({"id": 1}),
     ] {
         let args = json!({ "ticket": given });
-        assert!(!has(&strict(args.clone()), "need-ticket"), "{args}");
-        assert!(has(&allow(args.clone()), "has-ticket"), "{args}");
+        assert!(!has(&matched("t", args.clone()), "need-ticket"), "{args}");
+        assert!(has(&matched("v", args.clone()), "no-force"), "{args}");
+        assert!(has(&matched("u", args.clone()), "has-ticket"), "{args}");
     }
-    assert!(has(&strict(json!({})), "need-ticket"));
+    assert!(has(&matched("t", json!({})), "need-ticket"));
+    assert!(!has(&matched("v", json!({})), "no-force"));
 }
 
 /// Text compared in canonical form is trimmed of every whitespace and control character at

@@ -271,15 +271,15 @@ impl<'a> EvalCache<'a> {
         let s = self.slot(c.path, c.whole);
         let n = self.slots[s].cands.len();
         if n == 0 {
-            let present = self.slots[s].present;
-            // The key is there but holds no value (an empty array): a rule stronger than
-            // allow cannot tell what it would have said, so it matches (fail closed).
-            if present && strict && !c.ops.iter().all(|o| matches!(o, COp::Exists(_))) {
-                if self.doubt.is_none() {
+            // The key is there but holds no value (an empty array): whether it is set depends
+            // on who reads it, so a rule stronger than allow matches (fail closed, `exists`
+            // included) and an allow rule does not.
+            if self.slots[s].present {
+                if strict && self.doubt.is_none() {
                     let path = &self.policy.path_texts[self.slots[s].path as usize];
                     self.doubt = Some(format!("args.{path} holds no value to compare"));
                 }
-                return true;
+                return strict;
             }
             return absent(&c.ops);
         }
@@ -498,9 +498,14 @@ impl<'a> EvalCache<'a> {
                     t => t,
                 }
             }
-            // A value is there (a path with none is judged by `absent`); an empty one counts
-            // as none.
-            COp::Exists(want) => yes(*want != is_empty(cand.v)),
+            // A value is there (a path with none is judged by `absent`). An empty one (`null`,
+            // `{}`, blank text) is set to some readers (`"force" in args`) and not to others
+            // (`if args.get("force")`): doubt.
+            COp::Exists(_) if is_empty(cand.v) => doubt(
+                cand,
+                "holds an empty value, set to some readers and not to others".into(),
+            ),
+            COp::Exists(want) => yes(*want),
             COp::Not(_) | COp::Any(_) => unreachable!("handled by ops"),
         }
     }
@@ -547,8 +552,7 @@ fn float_doubt(value: &str, x: f64) -> String {
     )
 }
 
-/// Operators on a path with no value (missing, or a key holding an empty list): only
-/// `exists: false` holds, and `not` of what does not (there is nothing to doubt, so polarity
+/// Operators on a path with no value (a missing key): only `exists: false` holds, and `not` of what does not (there is nothing to doubt, so polarity
 /// does not matter).
 fn absent(ops: &[COp]) -> bool {
     ops.iter().all(|op| match op {
@@ -559,9 +563,9 @@ fn absent(ops: &[COp]) -> bool {
     })
 }
 
-/// Whether `v` holds nothing, so that `exists` counts it as absent: `null`, `[]`, `{}`, or
-/// text that is empty in canonical form (`""`, only whitespace, control or invisible
-/// characters, as `ticket=` in a query string gives).
+/// Whether `v` holds nothing, which `exists` reads as doubt: `null`, `[]`, `{}`, or text that
+/// is empty in canonical form (`""`, only whitespace, control or invisible characters, as
+/// `ticket=` or a bare `?force` in a query string gives).
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,

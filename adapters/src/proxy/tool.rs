@@ -160,6 +160,15 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
             "a proxied path may not hold `.` or `..` segments (with or without `;parameters`)",
         ));
     }
+    // Windows and IIS drop a segment's trailing dots and spaces (`/admin.`, `/admin%20` are
+    // `/admin` there).
+    let padded = |seg: &str| seg.ends_with(['.', ' ']) || seg.starts_with(' ');
+    if decoded.split('/').any(padded) {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path segment may not start with a space or end with a dot or a space (Windows servers drop them: `/admin.` is `/admin` there)",
+        ));
+    }
     if decoded.contains(';') {
         return Err(ApiError::bad_request(
             "bad_path",
@@ -390,6 +399,14 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
             format!("the {what} holds a raw `;`, which some servers read as a separator; send it as %3B"),
         ));
     }
+    // Raw bytes outside printable ASCII: a form is percent-encoded ASCII, and such a body is
+    // more likely another encoding of something else (JSON in UTF-16, behind a BOM).
+    if text.iter().any(|b| *b >= 0x80 || *b == 0) {
+        return Err(ApiError::bad_request(
+            "bad_encoding",
+            format!("the {what} holds raw bytes outside ASCII or NUL; percent-encode them"),
+        ));
+    }
     // A JSON text sent as a form: the policy would read one odd key where an upstream that
     // ignores the Content-Type reads the object.
     if matches!(text.trim_ascii_start().first(), Some(b'{' | b'[')) {
@@ -402,15 +419,12 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
         }
-        // `a[0]=5000`, `to[country]=KP`: PHP, Rails and `qs` read a nested value the policy
-        // would not see under `a` or `to.country`.
+        let v = Value::String(v.into_owned());
         if k.contains(['[', ']']) {
-            return Err(ApiError::bad_request(
-                "bad_encoding",
-                format!("`{k}` in the {what} is a bracketed name, which many servers read as a nested value; send nested values as a JSON body"),
-            ));
+            insert_bracketed(args, &k, v, what)?;
+        } else {
+            insert_once(args, &k, v, what)?;
         }
-        insert_once(args, &k, Value::String(v.into_owned()), what)?;
     }
     Ok(())
 }
@@ -437,20 +451,105 @@ fn check_utf8_pairs(text: &[u8], what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Most levels of a bracketed name (`a[b][c][d][e][f]`), as `qs` reads by default.
+const BRACKET_DEPTH_MAX: usize = 5;
+
+/// A bracketed name's value put where PHP, Rails and `qs` put it, so the policy reads what the
+/// upstream will: `to[country]=KP` is `{"to": {"country": "KP"}}`, `ids[]=1` and `a[0]=5000`
+/// are elements of a list (`{"ids": ["1"]}`, `{"a": ["5000"]}`: a rule on `a` reads each).
+/// Refused (400 `bad_encoding`): a name that is not `base[seg]...` (an empty base, a stray
+/// `]`, text after a `]`), more than [`BRACKET_DEPTH_MAX`] levels; (400 `ambiguous_args`) a
+/// name that is also given plainly, or a place given two shapes or values.
+fn insert_bracketed(
+    args: &mut Map<String, Value>,
+    key: &str,
+    v: Value,
+    what: &str,
+) -> Result<(), ApiError> {
+    let malformed = || {
+        ApiError::bad_request(
+            "bad_encoding",
+            format!("`{key}` in the {what} is not a name[key][...] path of at most {BRACKET_DEPTH_MAX} levels; send nested values as a JSON body"),
+        )
+    };
+    let (base, mut rest) = key.split_at(key.find('[').ok_or_else(malformed)?);
+    let mut segs = Vec::new();
+    while let Some(inner) = rest.strip_prefix('[') {
+        let end = inner.find(']').ok_or_else(malformed)?;
+        segs.push(&inner[..end]);
+        rest = &inner[end + 1..];
+    }
+    let bad_seg = |s: &&str| s.contains(['[', ']']);
+    if base.is_empty() || base.contains(']') || !rest.is_empty() || segs.iter().any(bad_seg) {
+        return Err(malformed());
+    }
+    if segs.len() > BRACKET_DEPTH_MAX {
+        return Err(malformed());
+    }
+    check_method_name(base, what)?;
+    let ambiguous = || {
+        ApiError::bad_request(
+            "ambiguous_args",
+            format!("`{key}` in the {what} gives a value at a place already given another; send each parameter once"),
+        )
+    };
+    let mut at = args.entry(base.to_string()).or_insert(Value::Null);
+    for seg in segs {
+        let list = seg.is_empty() || seg.bytes().all(|b| b.is_ascii_digit());
+        at = match (at, list) {
+            (slot @ Value::Null, true) => {
+                *slot = Value::Array(vec![Value::Null]);
+                slot.as_array_mut()
+                    .and_then(|a| a.last_mut())
+                    .ok_or_else(ambiguous)?
+            }
+            (Value::Array(a), true) => {
+                a.push(Value::Null);
+                a.last_mut().ok_or_else(ambiguous)?
+            }
+            (slot @ Value::Null, false) => {
+                *slot = Value::Object(Map::new());
+                slot.as_object_mut()
+                    .ok_or_else(ambiguous)?
+                    .entry(seg)
+                    .or_insert(Value::Null)
+            }
+            (Value::Object(m), false) => m.entry(seg).or_insert(Value::Null),
+            _ => return Err(ambiguous()),
+        };
+    }
+    if !at.is_null() {
+        return Err(ambiguous());
+    }
+    *at = v;
+    Ok(())
+}
+
+/// Refuses a parameter PHP reads as `_method` (leading spaces dropped, `.` and ` ` made `_`):
+/// Rails, Laravel and Symfony take it for the request's method (as the X-HTTP-Method-Override
+/// header, which is refused too).
+fn check_method_name(key: &str, what: &str) -> Result<(), ApiError> {
+    let php: String = key
+        .trim_start_matches(' ')
+        .chars()
+        .map(|c| if c == '.' || c == ' ' { '_' } else { c })
+        .collect();
+    if php.eq_ignore_ascii_case("_method") {
+        return Err(ApiError::bad_request(
+            "bad_step",
+            format!("`{key}` in the {what} overrides the method at many servers; send the request with its real method"),
+        ));
+    }
+    Ok(())
+}
+
 fn insert_once(
     args: &mut Map<String, Value>,
     key: &str,
     v: Value,
     what: &str,
 ) -> Result<(), ApiError> {
-    // Rails, Laravel and Symfony read `_method` as the request's method (as the
-    // X-HTTP-Method-Override header, which is refused too).
-    if key.eq_ignore_ascii_case("_method") {
-        return Err(ApiError::bad_request(
-            "bad_step",
-            format!("`{key}` in the {what} overrides the method at many servers; send the request with its real method"),
-        ));
-    }
+    check_method_name(key, what)?;
     if args.insert(key.to_string(), v).is_some() {
         return Err(ApiError::bad_request(
             "ambiguous_args",

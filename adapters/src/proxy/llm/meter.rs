@@ -193,8 +193,10 @@ impl Meter {
             let used = super::shape::chat_usage(u);
             self.input = used.map(|u| u.input);
             self.output = used.map(|u| u.output);
-            self.usage_final = used.is_some();
             let usage_only = v["choices"].as_array().is_some_and(Vec::is_empty);
+            // The last chunk carries usage and no choices; usage beside choices is a running
+            // count (vLLM's `continuous_usage_stats`), not the answer's.
+            self.usage_final = used.is_some() && usage_only;
             if self.hide_usage && usage_only {
                 return Next::Skip;
             }
@@ -667,6 +669,10 @@ mod tests {
             },
             "output is total less prompt when that is more"
         );
+        // A running count beside choices (vLLM's continuous usage) is not the answer's.
+        let s = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n";
+        let (m, _) = run(Api::Chat, s);
+        assert_eq!(m.used(bound, true).output, 100, "cut after a running count");
         // Messages: the last usage is in message_delta.
         let s = "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n";
         let (m, _) = run(Api::Messages, s);

@@ -197,18 +197,43 @@ async fn run(
     Ok((resp, tool))
 }
 
-/// Refuses an agent's `anthropic-beta` header (400 `unbounded_cost`): betas turn on features
-/// priced above the model's price (fast mode, a 1M-token context), so which ones an upstream
-/// gets is the node's config (`upstreams.NAME.headers`, which then replaces the agent's).
+/// Anthropic betas that change what a request may do but not what its tokens cost (each
+/// name's prefix; the date after it varies): prompt caching (whose writes the reservation
+/// covers), tool and thinking formats, longer outputs (bound by the request's own limit), and
+/// Claude Code's own.
+const PRICE_NEUTRAL_BETAS: [&str; 8] = [
+    "prompt-caching-",
+    "token-efficient-tools-",
+    "fine-grained-tool-streaming-",
+    "interleaved-thinking-",
+    "output-128k-",
+    "claude-code-",
+    "oauth-",
+    "extended-cache-ttl-",
+];
+
+/// Refuses an agent's `anthropic-beta` header (400 `unbounded_cost`) naming a beta outside
+/// [`PRICE_NEUTRAL_BETAS`]: others turn on features priced above the model's price (fast mode,
+/// a 1M-token context) or not yet known to the proxy. An upstream whose config sets the
+/// header (`upstreams.NAME.headers`) replaces the agent's, so nothing is refused there.
 fn refuse_betas(headers: &axum::http::HeaderMap, route: &Route) -> Result<(), ApiError> {
     let beta = axum::http::HeaderName::from_static("anthropic-beta");
-    if !headers.contains_key(&beta) || route.headers.iter().any(|(k, _)| *k == beta) {
+    if route.headers.iter().any(|(k, _)| *k == beta) {
         return Ok(());
     }
-    Err(ApiError::bad_request(
-        "unbounded_cost",
-        "the `anthropic-beta` header can turn on features priced above the model's price in the node's config (fast mode, a 1M-token context); leave it out, or have the operator set it for the upstream (`upstreams.NAME.headers`)",
-    ))
+    for value in headers.get_all(&beta) {
+        let text = value.to_str().unwrap_or("\u{fffd}");
+        let names = text.split(',').map(str::trim).filter(|n| !n.is_empty());
+        for name in names {
+            if !PRICE_NEUTRAL_BETAS.iter().any(|p| name.starts_with(p)) {
+                return Err(ApiError::bad_request(
+                    "unbounded_cost",
+                    format!("the beta `{name}` (`anthropic-beta`) may turn on features priced above the model's price in the node's config (fast mode, a 1M-token context); leave it out, or have the operator set the header for the upstream (`upstreams.NAME.headers`)"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the request, finds its price and upstream, bounds it and builds its step.
@@ -280,12 +305,18 @@ fn input_bound(api: Api, req: &Map<String, Value>, body_bytes: u64) -> u64 {
     if api != Api::Messages {
         return input;
     }
-    if req
+    let offers_tools = req
         .get("tools")
         .and_then(Value::as_array)
-        .is_some_and(|t| !t.is_empty())
-    {
-        input = input.saturating_add(TOOL_PROMPT_TOKENS);
+        .is_some_and(|t| !t.is_empty());
+    // Structured outputs add a system prompt of their own.
+    let structured = ["output_config", "output_format"]
+        .iter()
+        .any(|k| req.get(*k).is_some_and(|v| !v.is_null()));
+    for hidden in [offers_tools, structured] {
+        if hidden {
+            input = input.saturating_add(TOOL_PROMPT_TOKENS);
+        }
     }
     if shape::asks_cache_writes(&Value::Object(req.clone())) {
         input = input.saturating_mul(2);
@@ -612,6 +643,12 @@ mod tests {
             json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}]}),
         );
         assert_eq!(input_bound(Api::Messages, &cached, 100), 232);
+        let structured =
+            req(json!({"messages": [], "output_config": {"format": {"type": "json_schema"}}}));
+        assert_eq!(
+            input_bound(Api::Messages, &structured, 100),
+            116 + TOOL_PROMPT_TOKENS
+        );
     }
 
     #[test]

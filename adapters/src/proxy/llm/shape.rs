@@ -44,7 +44,7 @@ pub struct Used {
 /// Values of `type` a request may hold: text, function tools and their calls and results,
 /// and the settings around them. Anything else (images, audio, files, hosted tools such as
 /// web search, whose price is not per token) makes the cost unboundable: refused.
-const TYPES_ALLOWED: [&str; 22] = [
+const TYPES_ALLOWED: [&str; 25] = [
     "text",
     "input_text",
     "output_text",
@@ -66,7 +66,10 @@ const TYPES_ALLOWED: [&str; 22] = [
     "thinking",
     "redacted_thinking",
     "enabled",
+    "adaptive",
+    "disabled",
     "reasoning",
+    "summary_text",
 ];
 
 /// Keys whose values are JSON Schemas (their `type` is a schema's type, not content).
@@ -367,7 +370,10 @@ fn check_input_items(input: Option<&Value>) -> Result<(), String> {
         .flatten()
         .enumerate()
     {
-        let has = |k: &str| item.get(k).is_some_and(|v| !v.is_null());
+        let has = |k: &str| {
+            item.get(k)
+                .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+        };
         let carries = match item.get("type").and_then(Value::as_str) {
             Some("reasoning") => has("encrypted_content"),
             Some("function_call") => has("arguments"),
@@ -437,8 +443,10 @@ fn check_pricing(req: &Map<String, Value>) -> Result<(), String> {
             return Err(format!("`inference_geo: {geo}` is priced above the model's price in the node's config; leave it out"));
         }
     }
-    if req.contains_key("models") {
-        return Err("`models` routes to other models, whose prices the proxy cannot bound; send one `model`".into());
+    for key in ["models", "fallbacks"] {
+        if req.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(format!("`{key}` routes to other models, whose prices the proxy cannot bound; send one `model`"));
+        }
     }
     Ok(())
 }
@@ -517,6 +525,10 @@ mod tests {
                 json!({"messages": [], "service_tier": "priority"}),
             ),
             (Api::Chat, json!({"messages": [], "models": ["a", "b"]})),
+            (
+                Api::Messages,
+                json!({"messages": [], "fallbacks": [{"model": "b"}]}),
+            ),
             (Api::Chat, json!({"messages": [], "web_search_options": {}})),
             (
                 Api::Chat,
@@ -559,6 +571,10 @@ mod tests {
             json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
         );
         assert!(Api::Messages.prepare(&mut ok, 100).is_ok());
+        for thinking in ["adaptive", "disabled"] {
+            let mut ok = obj(json!({"messages": [], "thinking": {"type": thinking}}));
+            assert!(Api::Messages.prepare(&mut ok, 100).is_ok(), "{thinking}");
+        }
     }
 
     #[test]
@@ -593,12 +609,14 @@ mod tests {
             json!([{"type": "reasoning", "id": "rs_1", "summary": []}]),
             json!([{"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f"}]),
         ];
-        for input in refused {
+        let empty =
+            json!([{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": ""}]);
+        for input in refused.into_iter().chain([empty]) {
             let mut r = obj(json!({"model": "m", "input": input}));
             assert!(Api::Responses.prepare(&mut r, 10).is_err(), "{input}");
         }
         let fine = json!([{"role": "user", "content": "hi"},
-            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}], "encrypted_content": "gAAA"},
             {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c", "output": "ok"}]);
         let mut r = obj(json!({"model": "m", "input": fine}));
