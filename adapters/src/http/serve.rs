@@ -225,7 +225,11 @@ async fn accept_shared(
 ) {
     match shared.register() {
         Ok(listener) => accept_loop(listener, me, inbox, balance, serving, halted).await,
-        Err(e) => eprintln!("warden node: a serving thread cannot listen: {e}"),
+        Err(e) => {
+            // Never the least loaded, so no connection is handed to a thread that is gone.
+            balance.open[me].store(usize::MAX / 2, Ordering::Relaxed);
+            eprintln!("warden node: a serving thread cannot listen: {e}");
+        }
     }
 }
 

@@ -298,8 +298,9 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
 
 /// The input tokens a request can be billed, at the input price: the forwarded body's bytes
 /// plus [`INPUT_OVERHEAD_TOKENS`]; on Messages plus [`TOOL_PROMPT_TOKENS`] when it offers
-/// tools, and twice all that when it asks for cache writes (billed at up to twice the input
-/// price: [`shape::messages_input`]).
+/// tools and again when it asks for structured output (each adds a system prompt the body
+/// does not show), and twice all that when it asks for cache writes (billed at up to twice
+/// the input price: [`shape::messages_input`]).
 fn input_bound(api: Api, req: &Map<String, Value>, body_bytes: u64) -> u64 {
     let mut input = body_bytes.saturating_add(INPUT_OVERHEAD_TOKENS);
     if api != Api::Messages {
@@ -318,7 +319,10 @@ fn input_bound(api: Api, req: &Map<String, Value>, body_bytes: u64) -> u64 {
             input = input.saturating_add(TOOL_PROMPT_TOKENS);
         }
     }
-    if shape::asks_cache_writes(&Value::Object(req.clone())) {
+    let cache = req
+        .iter()
+        .any(|(k, x)| (k == "cache_control" && !x.is_null()) || shape::asks_cache_writes(x));
+    if cache {
         input = input.saturating_mul(2);
     }
     input
