@@ -17,7 +17,21 @@ const PAYMENTS: &str = include_str!("../../examples/policies/payments-agent.yaml
 static CODING_POLICY: LazyLock<PolicySet> = LazyLock::new(|| PolicySet::parse(CODING).unwrap());
 static PAYMENTS_POLICY: LazyLock<PolicySet> = LazyLock::new(|| PolicySet::parse(PAYMENTS).unwrap());
 
-fn decide(policy: &PolicySet, tool: &str, action: ActionClass, args: Value) -> (String, String) {
+/// The ids of every rule that matched the step.
+fn matched(policy: &PolicySet, tool: &str, action: ActionClass, args: Value) -> Vec<String> {
+    evaluated(policy, tool, action, args, |e| {
+        e.matched.iter().map(|m| m.id.to_string()).collect()
+    })
+}
+
+/// `read` of the policy's evaluation of a step of `tool` with `args`.
+fn evaluated<T>(
+    policy: &PolicySet,
+    tool: &str,
+    action: ActionClass,
+    args: Value,
+    read: impl FnOnce(&warden_actors::policy::Evaluation) -> T,
+) -> T {
     let step = Step::builder(tool, action).args(args).build().unwrap();
     let root = Account::root("swarm", Limits::UNLIMITED);
     let account: Arc<Account> = root.child("a", Limits::UNLIMITED).unwrap();
@@ -32,14 +46,18 @@ fn decide(policy: &PolicySet, tool: &str, action: ActionClass, args: Value) -> (
         team: "swarm",
         account: &account,
     };
-    match policy.evaluate(&ctx).outcome {
+    read(&policy.evaluate(&ctx))
+}
+
+fn decide(policy: &PolicySet, tool: &str, action: ActionClass, args: Value) -> (String, String) {
+    evaluated(policy, tool, action, args, |e| match &e.outcome {
         PolicyOutcome::Allow => ("allow".into(), String::new()),
         PolicyOutcome::RequireApproval { rule, .. } => {
             ("require_approval".into(), rule.to_string())
         }
         PolicyOutcome::Deny { rule, .. } => ("deny".into(), rule.to_string()),
         PolicyOutcome::Halt { rule, .. } => ("halt".into(), rule.to_string()),
-    }
+    })
 }
 
 fn shell(policy: &PolicySet, command: &str) -> (String, String) {
@@ -268,28 +286,12 @@ fn allow_rules_never_match_in_doubt() {
     // An allow is only ever added; it never hides what a stronger rule said, and a doubtful
     // line does not make it match (checked through the matched list).
     let matched = |c: &str| {
-        let step = Step::builder("shell", ActionClass::Execute)
-            .args(json!({"command": c}))
-            .build()
-            .unwrap();
-        let root = Account::root("swarm", Limits::UNLIMITED);
-        let account = root.child("a", Limits::UNLIMITED).unwrap();
-        let agent = AgentId::new("a").unwrap();
-        let ctx = PolicyContext {
-            agent: &agent,
-            step: &step,
-            consecutive_failures: 0,
-            steps_decided: 0,
-            now_ms: 0,
-            team: "swarm",
-            account: &account,
-        };
-        policy
-            .evaluate(&ctx)
-            .matched
-            .iter()
-            .map(|m| m.id.to_string())
-            .collect::<Vec<_>>()
+        matched(
+            &policy,
+            "shell",
+            ActionClass::Execute,
+            json!({"command": c}),
+        )
     };
     assert!(matched("git status && git log").contains(&"only-git".to_string()));
     for doubtful in [
@@ -411,23 +413,10 @@ fn args_too_large_to_scan_fail_closed_for_detector_rules() {
         decide(&policy, "t", ActionClass::Read, args.clone()),
         ("deny".to_string(), "no-injection".to_string())
     );
-    let step = Step::builder("u", ActionClass::Read)
-        .args(args)
-        .build()
-        .unwrap();
-    let root = Account::root("swarm", Limits::UNLIMITED);
-    let account = root.child("a", Limits::UNLIMITED).unwrap();
-    let agent = AgentId::new("a").unwrap();
-    let ctx = PolicyContext {
-        agent: &agent,
-        step: &step,
-        consecutive_failures: 0,
-        steps_decided: 0,
-        now_ms: 0,
-        team: "swarm",
-        account: &account,
-    };
-    assert!(policy.evaluate(&ctx).matched.is_empty(), "allow in doubt");
+    assert!(
+        matched(&policy, "u", ActionClass::Read, args).is_empty(),
+        "allow in doubt"
+    );
     let ok = json!({"a": "x".repeat(1000), "b": "hello"});
     assert_eq!(decide(&policy, "t", ActionClass::Read, ok).0, "allow");
 }
