@@ -430,6 +430,9 @@ pub struct Upstream {
     pub timeout_ms: u64,
     /// Most requests forwarded to it at once (`max_in_flight`); past it 503 `upstream_busy`.
     pub max_in_flight: usize,
+    /// `write_max_tokens` (default false): Chat Completions requests to it also get
+    /// `max_tokens` (clamped), for OpenAI-compatible servers that read only that key.
+    pub write_max_tokens: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -679,7 +682,14 @@ fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
     let m = r.mapping(
         e.value,
         &what,
-        &["url", "kind", "headers", "timeout", "max_in_flight"],
+        &[
+            "url",
+            "kind",
+            "headers",
+            "timeout",
+            "max_in_flight",
+            "write_max_tokens",
+        ],
     )?;
     let url_node = r.require(
         &m,
@@ -741,6 +751,10 @@ fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
         }
         None => UPSTREAM_IN_FLIGHT_MAX_DEFAULT,
     };
+    let write_max_tokens = match m.get("write_max_tokens") {
+        Some(n) => r.boolean(n, "write_max_tokens")?,
+        None => false,
+    };
     Some(Upstream {
         name: e.key().to_string(),
         url,
@@ -748,6 +762,7 @@ fn read_upstream(r: &mut Reader, e: &Entry<'_>) -> Option<Upstream> {
         headers,
         timeout_ms,
         max_in_flight,
+        write_max_tokens,
     })
 }
 
@@ -985,6 +1000,11 @@ prices:
             m.iter().any(|e| e.starts_with("2:17: url \"ftp://x\"")),
             "{m:?}"
         );
+        let local = read_config(
+            "upstreams:\n  vllm: {url: \"http://x\", kind: openai, write_max_tokens: true}\n",
+        )
+        .unwrap();
+        assert!(local.upstreams[0].write_max_tokens);
         let dotted = "upstreams:\n  fs.v2: {url: \"http://x\", kind: mcp}\n";
         let d = messages(&read_config(dotted).unwrap_err());
         assert_eq!(d, ["2:3: MCP upstream name `fs.v2` may not contain `.`"]);

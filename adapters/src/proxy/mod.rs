@@ -63,6 +63,8 @@ pub struct Route {
     pub timeout: Duration,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Chat Completions requests also get `max_tokens` (the config's `write_max_tokens`).
+    pub write_max_tokens: bool,
 }
 
 impl Route {
@@ -93,6 +95,7 @@ impl Route {
             timeout: Duration::from_millis(u.timeout_ms),
             in_flight: Arc::new(Semaphore::new(u.max_in_flight)),
             max_in_flight: u.max_in_flight,
+            write_max_tokens: u.write_max_tokens,
         })
     }
 
@@ -279,6 +282,7 @@ impl Proxy {
                     headers: Vec::new(),
                     timeout_ms: UPSTREAM_TIMEOUT_MS_DEFAULT,
                     max_in_flight: UPSTREAM_IN_FLIGHT_MAX_DEFAULT,
+                    write_max_tokens: false,
                 };
                 Arc::new(Route::new(&u).expect("no headers to refuse"))
             })

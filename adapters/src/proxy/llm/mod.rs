@@ -276,7 +276,7 @@ fn price_request(api: Api, state: &AppState, original: &[u8]) -> Result<Priced, 
         .and_then(|o| o.get("include_usage"))
         == Some(&Value::Bool(true));
     let (out, n) = api
-        .prepare(&mut req, price.max_output_tokens)
+        .prepare(&mut req, price.max_output_tokens, route.write_max_tokens)
         .map_err(|m| ApiError::bad_request("unbounded_cost", m))?;
     let body = Bytes::from(rewrite(text, &req));
     let bound = Bound {
@@ -661,7 +661,7 @@ mod tests {
         let Value::Object(mut req) = serde_json::from_str(sent).unwrap() else {
             unreachable!()
         };
-        Api::Chat.prepare(&mut req, 100).unwrap();
+        Api::Chat.prepare(&mut req, 100, false).unwrap();
         let out = String::from_utf8(rewrite(sent, &req)).unwrap();
         assert!(
             out.contains(r#""properties":{"reasoning":{"type":"string"},"answer""#),

@@ -115,8 +115,9 @@ impl Api {
     }
 
     /// Checks a request can be bounded and makes the bound binding: the output limit is set
-    /// (to the model's `max_output_tokens` when absent or larger), streams of Chat
-    /// Completions ask for usage. Returns the output tokens per choice and the choices.
+    /// (to the model's `max_output_tokens` when absent or larger; on Chat Completions also as
+    /// `max_tokens` with `write_max_tokens`, for servers that read only that key), streams of
+    /// Chat Completions ask for usage. Returns the output tokens per choice and the choices.
     ///
     /// # Errors
     /// A sentence saying why the request's cost cannot be bounded.
@@ -124,6 +125,7 @@ impl Api {
         self,
         req: &mut Map<String, Value>,
         model_max: u64,
+        write_max_tokens: bool,
     ) -> Result<(u64, u64), String> {
         check_types(&Value::Object(req.clone()), "")?;
         for k in STATEFUL_KEYS {
@@ -160,6 +162,9 @@ impl Api {
         // them are bound too; with none, the API's current one is written.
         if sent.is_empty() {
             sent.push(self.output_keys()[0]);
+        }
+        if self == Api::Chat && write_max_tokens && !sent.contains(&"max_tokens") {
+            sent.push("max_tokens");
         }
         for k in sent {
             req.insert(k.into(), json!(out));
@@ -487,25 +492,32 @@ mod tests {
     #[test]
     fn the_output_bound_is_written_and_never_above_the_models_maximum() {
         let mut r = obj(json!({"model": "m", "messages": [], "max_tokens": 99999}));
-        assert_eq!(Api::Chat.prepare(&mut r, 1000), Ok((1000, 1)));
+        assert_eq!(Api::Chat.prepare(&mut r, 1000, false), Ok((1000, 1)));
         assert_eq!(
             r["max_tokens"], 1000,
             "the limit the client sent is kept, clamped"
         );
         assert!(r.get("max_completion_tokens").is_none());
         let mut r = obj(json!({"model": "m", "messages": []}));
-        assert_eq!(Api::Chat.prepare(&mut r, 1000), Ok((1000, 1)));
+        assert_eq!(Api::Chat.prepare(&mut r, 1000, false), Ok((1000, 1)));
         assert_eq!(
             r["max_completion_tokens"], 1000,
             "none sent: the current key is written"
         );
+        let mut r = obj(json!({"model": "m", "messages": [], "max_completion_tokens": 9}));
+        assert_eq!(Api::Chat.prepare(&mut r, 1000, true), Ok((9, 1)));
+        assert_eq!(
+            (&r["max_completion_tokens"], &r["max_tokens"]),
+            (&json!(9), &json!(9)),
+            "write_max_tokens: servers that read only max_tokens are bound too"
+        );
         let mut r = obj(json!({"model": "m", "messages": [], "n": 3, "stream": true}));
-        assert_eq!(Api::Chat.prepare(&mut r, 50), Ok((50, 3)));
+        assert_eq!(Api::Chat.prepare(&mut r, 50, false), Ok((50, 3)));
         assert_eq!(r["stream_options"]["include_usage"], true);
         let mut r = obj(json!({"model": "m", "input": "hi", "max_output_tokens": 10}));
-        assert_eq!(Api::Responses.prepare(&mut r, 50), Ok((10, 1)));
+        assert_eq!(Api::Responses.prepare(&mut r, 50, false), Ok((10, 1)));
         let mut r = obj(json!({"model": "m", "messages": []}));
-        assert_eq!(Api::Messages.prepare(&mut r, 64), Ok((64, 1)));
+        assert_eq!(Api::Messages.prepare(&mut r, 64, false), Ok((64, 1)));
         assert_eq!(r["max_tokens"], 64);
     }
 
@@ -558,22 +570,25 @@ mod tests {
             ),
         ];
         for (api, r) in refused {
-            assert!(api.prepare(&mut obj(r.clone()), 100).is_err(), "{r}");
+            assert!(api.prepare(&mut obj(r.clone()), 100, false).is_err(), "{r}");
         }
         // Function tools with schemas (whose `type`s are schema types) are fine.
         let mut ok = obj(
             json!({"messages": [], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}}]}),
         );
-        assert!(Api::Chat.prepare(&mut ok, 100).is_ok());
+        assert!(Api::Chat.prepare(&mut ok, 100, false).is_ok());
         let mut ok = obj(json!({"messages": [], "modalities": ["text"], "audio": null}));
-        assert!(Api::Chat.prepare(&mut ok, 100).is_ok());
+        assert!(Api::Chat.prepare(&mut ok, 100, false).is_ok());
         let mut ok = obj(
             json!({"messages": [], "tools": [{"name": "f", "input_schema": {"type": "object"}}]}),
         );
-        assert!(Api::Messages.prepare(&mut ok, 100).is_ok());
+        assert!(Api::Messages.prepare(&mut ok, 100, false).is_ok());
         for thinking in ["adaptive", "disabled"] {
             let mut ok = obj(json!({"messages": [], "thinking": {"type": thinking}}));
-            assert!(Api::Messages.prepare(&mut ok, 100).is_ok(), "{thinking}");
+            assert!(
+                Api::Messages.prepare(&mut ok, 100, false).is_ok(),
+                "{thinking}"
+            );
         }
     }
 
@@ -613,14 +628,17 @@ mod tests {
             json!([{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": ""}]);
         for input in refused.into_iter().chain([empty]) {
             let mut r = obj(json!({"model": "m", "input": input}));
-            assert!(Api::Responses.prepare(&mut r, 10).is_err(), "{input}");
+            assert!(
+                Api::Responses.prepare(&mut r, 10, false).is_err(),
+                "{input}"
+            );
         }
         let fine = json!([{"role": "user", "content": "hi"},
             {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}], "encrypted_content": "gAAA"},
             {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c", "output": "ok"}]);
         let mut r = obj(json!({"model": "m", "input": fine}));
-        assert!(Api::Responses.prepare(&mut r, 10).is_ok());
+        assert!(Api::Responses.prepare(&mut r, 10, false).is_ok());
     }
 
     #[test]
