@@ -610,6 +610,19 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
     let text = resp.body_mut().read_to_string().unwrap();
     assert_eq!(resp.status().as_u16(), 400, "{text}");
     assert!(text.contains("context-1m-2025-08-07"), "{text}");
+    // Two names glued without a comma are not one allowed name.
+    let mut resp = http
+        .post(format!("{}/v1/messages", n.base))
+        .header("x-api-key", &token)
+        .header(
+            "anthropic-beta",
+            "prompt-caching-2024-07-31 context-1m-2025-08-07",
+        )
+        .header("content-type", "application/json")
+        .send(json!({"model": "claude-t", "messages": [], "max_tokens": 5}).to_string())
+        .unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "{text}");
     assert_eq!(n.rec.hits.load(Ordering::SeqCst), 0);
     assert_eq!(n.agent_view("a1")["steps_decided"], 0);
     // Betas that change no price pass.

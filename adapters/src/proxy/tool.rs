@@ -419,6 +419,13 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
         }
+        // PHP reads a name up to its first NUL (`_method%00x` is `_method` there).
+        if k.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "bad_encoding",
+                format!("a parameter name in the {what} holds a control character (`%00`, ...); send names without them"),
+            ));
+        }
         let v = Value::String(v.into_owned());
         if k.contains(['[', ']']) {
             insert_bracketed(args, &k, v, what)?;

@@ -225,7 +225,11 @@ fn refuse_betas(headers: &axum::http::HeaderMap, route: &Route) -> Result<(), Ap
         let text = value.to_str().unwrap_or("\u{fffd}");
         let names = text.split(',').map(str::trim).filter(|n| !n.is_empty());
         for name in names {
-            if !PRICE_NEUTRAL_BETAS.iter().any(|p| name.starts_with(p)) {
+            // One name per comma: `a b`, `a;b` or a tab would hide a second name.
+            let plain = name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !plain || !PRICE_NEUTRAL_BETAS.iter().any(|p| name.starts_with(p)) {
                 return Err(ApiError::bad_request(
                     "unbounded_cost",
                     format!("the beta `{name}` (`anthropic-beta`) may turn on features priced above the model's price in the node's config (fast mode, a 1M-token context); leave it out, or have the operator set the header for the upstream (`upstreams.NAME.headers`)"),
