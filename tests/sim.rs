@@ -246,7 +246,12 @@ fn a_three_node_cluster_never_overspends_and_converges() {
                 )
             })
             .collect();
-        for name in ["pool_bounds", "cluster_no_overspend", "cluster_converges"] {
+        for name in [
+            "pool_bounds",
+            "cluster_no_overspend",
+            "cluster_converges",
+            "no_allow_after_halt",
+        ] {
             assert!(
                 results.contains(&(name.into(), "pass".into())),
                 "{name}: {results:?}"

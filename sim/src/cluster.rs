@@ -5,18 +5,20 @@
 //! the scenario's policy that has limits is shared by the cluster in those dimensions.
 //!
 //! Checked after every event: Σ over the nodes of what each holds reserved or spent of a
-//! shared pool ≤ its limit (`cluster_no_overspend`). At the end the faults stop, the network
-//! heals, the agents stop, and after a quiet period every replica must hold the same state of
-//! every shared pool, with Σ held = the limit (`cluster_converges`).
+//! shared pool ≤ its limit (`cluster_no_overspend`); at every decision, that no agent its node
+//! announced halted is allowed a step (`no_allow_after_halt`). At the end the faults stop, the
+//! network heals, the agents stop, and after a quiet period every replica must hold the same
+//! state of every shared pool, with Σ held = the limit (`cluster_converges`).
 //!
 //! What this model leaves out, on purpose: a crash here restarts the replica (from the escrow
 //! states it persisted), not the swarm — the single-node runs crash and recover swarms and
 //! journals; a node's ledger survives as its journal would restore it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use warden_actors::{Decision, Outcome, StepId};
+use warden_actors::{Decision, Event, Outcome, StepId};
 use warden_supervisor::SwarmLedger;
 use warden_sync::escrow::Escrow;
 use warden_sync::members::Members;
@@ -75,6 +77,12 @@ struct ClusterWorld {
     events: u64,
     stopped: bool,
     sessions: u64,
+    /// Agents by id, for the halts each node's bus announces.
+    index: HashMap<warden_actors::AgentId, u32>,
+    /// Agents halted as their nodes announced (the oracle for `no_allow_after_halt`).
+    halted: BTreeSet<u32>,
+    /// Halts announced, by kind.
+    halts: BTreeMap<&'static str, u64>,
 }
 
 /// Runs `opts` on `opts.nodes` nodes.
@@ -148,6 +156,7 @@ impl ClusterWorld {
         };
         let mut agents = Vec::new();
         let mut specs: Vec<Vec<warden_supervisor::AgentSpec>> = vec![Vec::new(); k];
+        let mut index = HashMap::new();
         for (i, (b, pool)) in crate::world::assign(scenario, total)
             .into_iter()
             .enumerate()
@@ -160,6 +169,7 @@ impl ClusterWorld {
             let node = (i % k) as NodeIx;
             let id =
                 warden_actors::AgentId::new(format!("{}-{:06}", b.name(), i)).expect("valid id");
+            index.insert(id.clone(), i as u32);
             let mut spec = warden_supervisor::AgentSpec::new(id);
             if let Some(p) = pool {
                 spec = spec.pool(p);
@@ -221,6 +231,9 @@ impl ClusterWorld {
             events: 0,
             stopped: false,
             sessions: k as u64,
+            index,
+            halted: BTreeSet::new(),
+            halts: BTreeMap::new(),
         };
         for a in 0..w.agents.len() {
             let t = w.agents[a].model.think_ms();
@@ -355,9 +368,16 @@ impl ClusterWorld {
         let plans = slot.model.plan(&format!("agent-{a}"), "agent-0");
         self.set_clock(node);
         for plan in plans {
+            self.read_bus(usize::from(node));
             let h = &self.nodes[usize::from(node)].handles[handle];
             let d = h.step_inline(&plan.step);
             self.record(a, &d);
+            self.checks.count("no_allow_after_halt");
+            if d.is_allow() && self.halted.contains(&a) {
+                let detail = format!("agent {a} was allowed step {} while halted", d.step);
+                let (event, at) = (self.events, self.now);
+                self.checks.fail("no_allow_after_halt", detail, event, at);
+            }
             let allowed = d.is_allow();
             self.agents[a as usize].model.answered(allowed);
             if allowed {
@@ -405,6 +425,47 @@ impl ClusterWorld {
         let out = r.tick(local);
         self.dispatch(usize::from(n), out);
         self.drain_events(usize::from(n));
+    }
+
+    /// Reads node `n`'s bus: halts and resumes as its swarm announced them, and halts by
+    /// kind. A reader that fell behind rebuilds the node's halted agents from their state.
+    fn read_bus(&mut self, n: usize) {
+        if !self.nodes[n].events.may_have_events() {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            match crate::world::futures_poll(&mut self.nodes[n].events, &mut cx) {
+                Poll::Ready(Some(Ok(Event::Halt { agent, record }))) => {
+                    if let Some(&i) = self.index.get(&agent) {
+                        self.halted.insert(i);
+                    }
+                    *self.halts.entry(record.kind.name()).or_default() += 1;
+                }
+                Poll::Ready(Some(Ok(Event::Resume { agent, .. }))) => {
+                    if let Some(&i) = self.index.get(&agent) {
+                        self.halted.remove(&i);
+                    }
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(_))) => self.rebuild_halted(n),
+                Poll::Ready(None) | Poll::Pending => return,
+            }
+        }
+    }
+
+    /// Node `n`'s halted agents, from each one's state.
+    fn rebuild_halted(&mut self, n: usize) {
+        for (a, slot) in self.agents.iter().enumerate() {
+            if usize::from(slot.node) != n {
+                continue;
+            }
+            if self.nodes[n].handles[slot.handle].snapshot().halt.is_some() {
+                self.halted.insert(a as u32);
+            } else {
+                self.halted.remove(&(a as u32));
+            }
+        }
     }
 
     fn drain_events(&mut self, n: usize) {
@@ -576,7 +637,7 @@ impl ClusterWorld {
             agent_steps_per_sec: agent_steps as f64 / (wall_ms.max(1) as f64 / 1000.0),
             decisions: self.decisions,
             refusals_by_rule: self.refusals,
-            halts: BTreeMap::new(),
+            halts: self.halts,
             pools,
             overspend,
             invariants: self.checks.results_of(&crate::invariants::CLUSTER_NAMES),

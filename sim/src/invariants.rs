@@ -26,7 +26,12 @@ pub const NAMES: [&str; 6] = [
 ];
 
 /// The invariants of a multi-node run (`warden sim --nodes K`, see `cluster`).
-pub const CLUSTER_NAMES: [&str; 3] = ["pool_bounds", "cluster_no_overspend", "cluster_converges"];
+pub const CLUSTER_NAMES: [&str; 4] = [
+    "pool_bounds",
+    "cluster_no_overspend",
+    "cluster_converges",
+    "no_allow_after_halt",
+];
 
 /// The test-only invariant that a deliberately broken checker reports.
 pub const BROKEN: &str = "test_broken_checker";

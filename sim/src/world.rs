@@ -1272,7 +1272,7 @@ fn is_allow_of(e: &Entry, agent: &AgentId, step: StepId) -> bool {
     }
 }
 
-fn futures_poll(
+pub(crate) fn futures_poll(
     s: &mut warden_actors::EventStream,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Event, warden_actors::EventError>>> {

@@ -139,7 +139,21 @@ fn node_counts_outside_1_to_16_are_refused_and_a_cluster_run_reports_its_invaria
     let names: Vec<&str> = report.invariants.iter().map(|i| i.name).collect();
     assert_eq!(
         names,
-        ["pool_bounds", "cluster_no_overspend", "cluster_converges"]
+        [
+            "pool_bounds",
+            "cluster_no_overspend",
+            "cluster_converges",
+            "no_allow_after_halt"
+        ]
     );
     assert_eq!(report.nodes, 2);
+    // Halts announced by the nodes' buses are counted by kind, and every decision is checked
+    // against them.
+    assert!(!report.halts.is_empty(), "{:?}", report.halts);
+    let checked = report
+        .invariants
+        .iter()
+        .find(|i| i.name == "no_allow_after_halt")
+        .unwrap();
+    assert!(checked.checks > 0, "{checked:?}");
 }
