@@ -596,51 +596,33 @@ fn what_cannot_be_priced_or_bounded_is_refused_and_nothing_is_charged() {
     let (status, text) = post(&n.base, "/v1/chat/completions", &token, &json!([1, 2]));
     assert_eq!(status, 400, "{text}");
     // Betas turn on features priced apart: the node's config sets them, not the agent.
-    let http: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = http
-        .post(format!("{}/v1/messages", n.base))
-        .header("x-api-key", &token)
-        .header("anthropic-beta", "context-1m-2025-08-07")
-        .header("content-type", "application/json")
-        .send(json!({"model": "claude-t", "messages": [], "max_tokens": 5}).to_string())
-        .unwrap();
-    let text = resp.body_mut().read_to_string().unwrap();
-    assert_eq!(resp.status().as_u16(), 400, "{text}");
+    let with_beta = |beta: &str| {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let body = json!({"model": "claude-t", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
+        let mut resp = http
+            .post(format!("{}/v1/messages", n.base))
+            .header("x-api-key", &token)
+            .header("anthropic-beta", beta)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (resp.status().as_u16(), text)
+    };
+    let (status, text) = with_beta("context-1m-2025-08-07");
+    assert_eq!(status, 400, "{text}");
     assert!(text.contains("context-1m-2025-08-07"), "{text}");
     // Two names glued without a comma are not one allowed name.
-    let mut resp = http
-        .post(format!("{}/v1/messages", n.base))
-        .header("x-api-key", &token)
-        .header(
-            "anthropic-beta",
-            "prompt-caching-2024-07-31 context-1m-2025-08-07",
-        )
-        .header("content-type", "application/json")
-        .send(json!({"model": "claude-t", "messages": [], "max_tokens": 5}).to_string())
-        .unwrap();
-    let text = resp.body_mut().read_to_string().unwrap();
-    assert_eq!(resp.status().as_u16(), 400, "{text}");
+    let (status, text) = with_beta("prompt-caching-2024-07-31 context-1m-2025-08-07");
+    assert_eq!(status, 400, "{text}");
     assert_eq!(n.rec.hits.load(Ordering::SeqCst), 0);
     assert_eq!(n.agent_view("a1")["steps_decided"], 0);
     // Betas that change no price pass.
-    let mut resp = http
-        .post(format!("{}/v1/messages", n.base))
-        .header("x-api-key", &token)
-        .header(
-            "anthropic-beta",
-            "prompt-caching-2024-07-31, interleaved-thinking-2025-05-14",
-        )
-        .header("content-type", "application/json")
-        .send(
-            json!({"model": "claude-t", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
-                .to_string(),
-        )
-        .unwrap();
-    let text = resp.body_mut().read_to_string().unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "{text}");
+    let (status, text) = with_beta("prompt-caching-2024-07-31, interleaved-thinking-2025-05-14");
+    assert_eq!(status, 200, "{text}");
     assert_eq!(n.rec.hits.load(Ordering::SeqCst), 1);
 }
 

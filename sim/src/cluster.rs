@@ -15,10 +15,9 @@
 //! journals; a node's ledger survives as its journal would restore it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use warden_actors::{Decision, Event, Outcome, StepId};
+use warden_actors::{Decision, Outcome, StepId};
 use warden_supervisor::SwarmLedger;
 use warden_sync::escrow::Escrow;
 use warden_sync::members::Members;
@@ -430,27 +429,11 @@ impl ClusterWorld {
     /// Reads node `n`'s bus: halts and resumes as its swarm announced them, and halts by
     /// kind. A reader that fell behind rebuilds the node's halted agents from their state.
     fn read_bus(&mut self, n: usize) {
-        if !self.nodes[n].events.may_have_events() {
-            return;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            match crate::world::futures_poll(&mut self.nodes[n].events, &mut cx) {
-                Poll::Ready(Some(Ok(Event::Halt { agent, record }))) => {
-                    if let Some(&i) = self.index.get(&agent) {
-                        self.halted.insert(i);
-                    }
-                    *self.halts.entry(record.kind.name()).or_default() += 1;
-                }
-                Poll::Ready(Some(Ok(Event::Resume { agent, .. }))) => {
-                    if let Some(&i) = self.index.get(&agent) {
-                        self.halted.remove(&i);
-                    }
-                }
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(_))) => self.rebuild_halted(n),
-                Poll::Ready(None) | Poll::Pending => return,
-            }
+        let events = &mut self.nodes[n].events;
+        let behind =
+            crate::world::read_halts(events, &self.index, &mut self.halted, &mut self.halts);
+        if behind {
+            self.rebuild_halted(n);
         }
     }
 

@@ -329,10 +329,6 @@ impl<'a> World<'a> {
         self.node.as_ref().expect("the node is up")
     }
 
-    fn node_mut(&mut self) -> &mut SimNode {
-        self.node.as_mut().expect("the node is up")
-    }
-
     /// Runs to the end (or the first violation) and reports.
     pub(crate) fn run(mut self, progress: &mut dyn FnMut(&Progress)) -> (Report, Vec<String>) {
         let started = Instant::now();
@@ -729,28 +725,14 @@ impl<'a> World<'a> {
     /// `no_allow_after_halt`), and counts halts by kind. A reader that fell behind rebuilds
     /// the halted set from every agent's state.
     fn read_bus(&mut self) {
-        if !self.node().events.may_have_events() {
-            return; // nothing published since the last read found nothing
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            let polled = futures_poll(&mut self.node_mut().events, &mut cx);
-            match polled {
-                Poll::Ready(Some(Ok(Event::Halt { agent, record }))) => {
-                    if let Some(&i) = self.index.get(&agent) {
-                        self.halted.insert(i);
-                    }
-                    *self.halts.entry(record.kind.name()).or_default() += 1;
-                }
-                Poll::Ready(Some(Ok(Event::Resume { agent, .. }))) => {
-                    if let Some(&i) = self.index.get(&agent) {
-                        self.halted.remove(&i);
-                    }
-                }
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(_))) => self.rebuild_halted(),
-                Poll::Ready(None) | Poll::Pending => return,
-            }
+        let node = self.node.as_mut().expect("the node is up");
+        if read_halts(
+            &mut node.events,
+            &self.index,
+            &mut self.halted,
+            &mut self.halts,
+        ) {
+            self.rebuild_halted();
         }
     }
 
@@ -1272,7 +1254,40 @@ fn is_allow_of(e: &Entry, agent: &AgentId, step: StepId) -> bool {
     }
 }
 
-pub(crate) fn futures_poll(
+/// Reads a node's bus (the oracle for `no_allow_after_halt`): the agents (by `index`) it
+/// announced halted go into `halted`, resumed ones out of it, and halts are counted by kind.
+/// True when the reader fell behind, so the caller rebuilds `halted` from the agents' state.
+pub(crate) fn read_halts(
+    events: &mut warden_actors::EventStream,
+    index: &HashMap<AgentId, u32>,
+    halted: &mut BTreeSet<u32>,
+    halts: &mut BTreeMap<&'static str, u64>,
+) -> bool {
+    if !events.may_have_events() {
+        return false; // nothing published since the last read found nothing
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        match futures_poll(events, &mut cx) {
+            Poll::Ready(Some(Ok(Event::Halt { agent, record }))) => {
+                if let Some(&i) = index.get(&agent) {
+                    halted.insert(i);
+                }
+                *halts.entry(record.kind.name()).or_default() += 1;
+            }
+            Poll::Ready(Some(Ok(Event::Resume { agent, .. }))) => {
+                if let Some(&i) = index.get(&agent) {
+                    halted.remove(&i);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(_))) => return true,
+            Poll::Ready(None) | Poll::Pending => return false,
+        }
+    }
+}
+
+fn futures_poll(
     s: &mut warden_actors::EventStream,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Event, warden_actors::EventError>>> {
