@@ -251,11 +251,34 @@ fn a_three_node_cluster_never_overspends_and_converges() {
             "cluster_no_overspend",
             "cluster_converges",
             "no_allow_after_halt",
+            "no_leaked_reservations",
+            "fail_closed",
         ] {
             assert!(
                 results.contains(&(name.into(), "pass".into())),
                 "{name}: {results:?}"
             );
+        }
+        let checks = |name: &str| {
+            v["invariants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["name"] == name)
+                .and_then(|i| i["checks"].as_u64())
+                .unwrap()
+        };
+        if scenario == "mixed" {
+            assert!(
+                checks("fail_closed") > 0,
+                "the adversaries' steps are judged"
+            );
+        }
+        // The drain reported every outcome and timed out every approval: nothing is held.
+        for pool in v["pools"].as_array().unwrap() {
+            for (dim, held) in pool["reserved"].as_object().unwrap() {
+                assert_eq!(held, 0, "{} {dim}", pool["path"]);
+            }
         }
         assert!(
             v["faults"]["partition"].as_u64().unwrap() > 0,

@@ -6,9 +6,14 @@
 //!
 //! Checked after every event: Σ over the nodes of what each holds reserved or spent of a
 //! shared pool ≤ its limit (`cluster_no_overspend`); at every decision, that no agent its node
-//! announced halted is allowed a step (`no_allow_after_halt`). At the end the faults stop, the
-//! network heals, the agents stop, and after a quiet period every replica must hold the same
-//! state of every shared pool, with Σ held = the limit (`cluster_converges`).
+//! announced halted is allowed a step (`no_allow_after_halt`) and that no hostile step is
+//! allowed at once (`fail_closed`). Each node sweeps its heartbeats and approvals every
+//! `sweep_interval` of its own clock. At the end the faults stop, the network heals, the
+//! agents stop, and after a quiet period every replica must hold the same state of every
+//! shared pool, with Σ held = the limit (`cluster_converges`). Then the drain: the outcomes
+//! held back while the ledgers stood still are reported, the sweeps time out the approvals no
+//! one answers (there are no operators here), and nothing may stay reserved anywhere
+//! (`no_leaked_reservations`, every pool and agent account of every node).
 //!
 //! What this model leaves out, on purpose: a crash here restarts the replica (from the escrow
 //! states it persisted), not the swarm — the single-node runs crash and recover swarms and
@@ -40,16 +45,32 @@ const SETTLE_MS: u64 = 5_000;
 /// The largest clock-rate skew drawn per node, parts per million (within the replicas'
 /// assumed maximum drift).
 const SKEW_PPM_MAX: u64 = 5_000;
+/// Longest drain after the quiet period, virtual ms: past the approvals' timeout (10 min),
+/// as in single-node runs.
+const DRAIN_MS_MAX: u64 = 15 * 60_000;
+/// How often the drain looks whether anything is still reserved, virtual ms.
+const DRAIN_LOOK_MS: u64 = 1_000;
 
 enum Ev {
     Turn(u32),
     Outcome(u32, StepId, Outcome),
     Tick(NodeIx),
+    Sweep(NodeIx),
     Fault,
     Restart(NodeIx),
 }
 
+/// Where the run stands: agents acting, the ledgers holding still while the replicas
+/// converge, or the drain (outcomes reported, approvals timed out, no new steps).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Settling,
+    Draining,
+}
+
 struct AgentSlot {
+    id: warden_actors::AgentId,
     node: NodeIx,
     handle: usize,
     model: Model,
@@ -74,7 +95,10 @@ struct ClusterWorld {
     activity: Activity,
     digest: blake3::Hasher,
     events: u64,
-    stopped: bool,
+    phase: Phase,
+    /// Outcomes that came due while the ledgers held still, reported in the drain.
+    held_back: Vec<(u32, StepId, Outcome)>,
+    sweep_interval_ms: u64,
     sessions: u64,
     /// Agents by id, for the halts each node's bus announces.
     index: HashMap<warden_actors::AgentId, u32>,
@@ -91,6 +115,7 @@ pub fn run(opts: &SimOptions, progress: &mut dyn FnMut(&Progress)) -> Result<Rep
     let duration = opts.duration_ms.unwrap_or(opts.scenario.duration_ms);
     w.run_until(duration, opts.max_events, progress);
     w.settle();
+    w.drain();
     Ok(w.report(opts, duration, started))
 }
 
@@ -169,11 +194,15 @@ impl ClusterWorld {
             let id =
                 warden_actors::AgentId::new(format!("{}-{:06}", b.name(), i)).expect("valid id");
             index.insert(id.clone(), i as u32);
-            let mut spec = warden_supervisor::AgentSpec::new(id);
+            let mut spec = warden_supervisor::AgentSpec::new(id.clone());
             if let Some(p) = pool {
                 spec = spec.pool(p);
             }
+            if let Some(t) = scenario.heartbeat_timeout_ms {
+                spec = spec.heartbeat_timeout_ms(t);
+            }
             agents.push(AgentSlot {
+                id,
                 node,
                 handle: specs[usize::from(node)].len(),
                 model: Model::new(b, root.fork(i as u64 + 1)),
@@ -228,7 +257,9 @@ impl ClusterWorld {
             activity: Activity::default(),
             digest: blake3::Hasher::new(),
             events: 0,
-            stopped: false,
+            phase: Phase::Running,
+            held_back: Vec::new(),
+            sweep_interval_ms: scenario.sweep_interval_ms.max(1),
             sessions: k as u64,
             index,
             halted: BTreeSet::new(),
@@ -240,6 +271,7 @@ impl ClusterWorld {
         }
         for n in 0..k {
             w.queue.push(n as u64 % TICK_MS, Ev::Tick(n as NodeIx));
+            w.queue.push(w.sweep_interval_ms, Ev::Sweep(n as NodeIx));
         }
         w.queue.push(2_000, Ev::Fault);
         w.relink();
@@ -341,14 +373,17 @@ impl ClusterWorld {
     }
 
     fn handle(&mut self, ev: Ev) {
-        if self.stopped && !matches!(ev, Ev::Tick(_) | Ev::Restart(_)) {
-            return; // settling: the ledgers hold still
-        }
+        let running = self.phase == Phase::Running;
+        let settling = self.phase == Phase::Settling;
         match ev {
-            Ev::Turn(a) => self.turn(a),
+            Ev::Turn(a) if running => self.turn(a),
+            Ev::Fault if running => self.fault(),
+            Ev::Turn(_) | Ev::Fault => {} // no new steps or faults after the end
+            // Settling: the ledgers hold still; the outcome is reported in the drain.
+            Ev::Outcome(a, step, outcome) if settling => self.held_back.push((a, step, outcome)),
             Ev::Outcome(a, step, outcome) => self.outcome(a, step, outcome),
+            Ev::Sweep(n) => self.sweep(n),
             Ev::Tick(n) => self.tick(n),
-            Ev::Fault => self.fault(),
             Ev::Restart(n) => self.restart(n),
         }
     }
@@ -359,24 +394,19 @@ impl ClusterWorld {
     }
 
     fn turn(&mut self, a: u32) {
-        if self.stopped {
-            return;
-        }
+        let n = self.agents.len();
+        // The adversary names its neighbour (impersonation); the others name no one.
+        let other = self.agents[(a as usize + 1) % n].id.clone();
         let slot = &mut self.agents[a as usize];
         let (node, handle) = (slot.node, slot.handle);
-        let plans = slot.model.plan(&format!("agent-{a}"), "agent-0");
+        let plans = slot.model.plan(slot.id.as_str(), other.as_str());
         self.set_clock(node);
         for plan in plans {
             self.read_bus(usize::from(node));
             let h = &self.nodes[usize::from(node)].handles[handle];
             let d = h.step_inline(&plan.step);
             self.record(a, &d);
-            self.checks.count("no_allow_after_halt");
-            if d.is_allow() && self.halted.contains(&a) {
-                let detail = format!("agent {a} was allowed step {} while halted", d.step);
-                let (event, at) = (self.events, self.now);
-                self.checks.fail("no_allow_after_halt", detail, event, at);
-            }
+            self.check_decision(a, &plan, &d);
             let allowed = d.is_allow();
             self.agents[a as usize].model.answered(allowed);
             if allowed {
@@ -388,6 +418,29 @@ impl ClusterWorld {
         if !slot.model.gave_up() {
             let t = self.now + slot.model.think_ms();
             self.queue.push(t, Ev::Turn(a));
+        }
+    }
+
+    /// `no_allow_after_halt` (against the halts the agent's node announced) and
+    /// `fail_closed` (a hostile step is never allowed at once), at every decision.
+    fn check_decision(&mut self, a: u32, plan: &crate::behaviour::Plan, d: &Decision) {
+        let (event, at) = (self.events, self.now);
+        let id = &self.agents[a as usize].id;
+        self.checks.count("no_allow_after_halt");
+        if d.is_allow() && self.halted.contains(&a) {
+            let detail = format!("agent {id} was allowed step {} while halted", d.step);
+            self.checks.fail("no_allow_after_halt", detail, event, at);
+        }
+        if let Some(rule) = plan.hostile {
+            self.checks.count("fail_closed");
+            if d.is_allow() {
+                let detail = format!(
+                    "agent {id}: hostile step ({rule}) allowed: tool {} args {}",
+                    plan.step.tool(),
+                    plan.step.args()
+                );
+                self.checks.fail("fail_closed", detail, event, at);
+            }
         }
     }
 
@@ -413,6 +466,26 @@ impl ClusterWorld {
             Ok(_) => self.activity.outcomes += 1,
             Err(_) => self.activity.outcomes_refused += 1,
         }
+    }
+
+    /// Node `n` sweeps on its own clock: agents silent past their heartbeat timeout are
+    /// halted as lost, approvals past their timeout are denied (their reservations released).
+    /// While the ledgers hold still the sweep waits; in the drain, agents are silent because
+    /// the run stopped them, so only approvals are swept.
+    fn sweep(&mut self, n: NodeIx) {
+        self.queue
+            .push(self.now + self.sweep_interval_ms, Ev::Sweep(n));
+        if self.phase == Phase::Settling {
+            return;
+        }
+        self.set_clock(n);
+        let swarm = &self.nodes[usize::from(n)].swarm;
+        if self.phase == Phase::Running {
+            swarm.sweep_heartbeats();
+        }
+        let timed_out = swarm.sweep_approvals().len() as u64;
+        self.activity.approvals_timed_out += timed_out;
+        self.read_bus(usize::from(n));
     }
 
     fn tick(&mut self, n: NodeIx) {
@@ -459,9 +532,6 @@ impl ClusterWorld {
 
     /// A partition, a heal, or a replica crash, every 1–4 s of simulated time.
     fn fault(&mut self) {
-        if self.stopped {
-            return;
-        }
         self.queue
             .push(self.now + self.rng.range(1_000, 4_000), Ev::Fault);
         let k = self.k();
@@ -546,7 +616,7 @@ impl ClusterWorld {
     /// The end: faults stop, everything heals and restarts, agents stop and outcomes wait
     /// (the ledgers hold still); after a quiet period every replica must agree.
     fn settle(&mut self) {
-        self.stopped = true;
+        self.phase = Phase::Settling;
         self.sides.iter_mut().for_each(|s| *s = 0);
         for n in 0..self.k() {
             if self.replicas[n].is_none() {
@@ -568,6 +638,47 @@ impl ClusterWorld {
             let detail = format!("{detail} after {SETTLE_MS} ms of quiet");
             self.checks.fail("cluster_converges", detail, event, at);
         }
+    }
+
+    /// After convergence: the outcomes held back are reported, the sweeps go on until the
+    /// approvals no one answers time out, and then nothing may be reserved on any node.
+    fn drain(&mut self) {
+        self.phase = Phase::Draining;
+        for (a, step, outcome) in std::mem::take(&mut self.held_back) {
+            self.queue.push(self.now + 1, Ev::Outcome(a, step, outcome));
+        }
+        let end = self.now + DRAIN_MS_MAX;
+        while self.now < end && self.reserved_pool().is_some() {
+            let next = self.now + DRAIN_LOOK_MS;
+            self.run_until(next, None, &mut |_| {});
+            self.now = next;
+        }
+        self.checks.count("no_leaked_reservations");
+        if let Some(detail) = self.reserved_pool().or_else(|| self.reserved_account()) {
+            let (event, at) = (self.events, self.now);
+            self.checks
+                .fail("no_leaked_reservations", detail, event, at);
+        }
+    }
+
+    /// The first pool of any node with something still reserved.
+    fn reserved_pool(&self) -> Option<String> {
+        self.nodes.iter().enumerate().find_map(|(i, n)| {
+            let pools = n.swarm.pools();
+            pools
+                .iter()
+                .find_map(crate::invariants::still_reserved)
+                .map(|d| format!("node {i}: {d}"))
+        })
+    }
+
+    /// The first agent account with something still reserved.
+    fn reserved_account(&self) -> Option<String> {
+        self.agents.iter().find_map(|slot| {
+            let node = &self.nodes[usize::from(slot.node)];
+            let account = node.handles[slot.handle].snapshot().account;
+            crate::invariants::still_reserved(&account)
+        })
     }
 
     fn divergence(&self) -> Option<String> {
@@ -654,5 +765,45 @@ impl ClusterWorld {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Scenario;
+
+    /// The leak check sees what the agents left reserved when they stopped, and the drain
+    /// (held-back outcomes reported, approvals timed out) releases all of it.
+    #[test]
+    fn the_drain_releases_what_the_stopped_agents_held() {
+        let mut opts = SimOptions::new(Scenario::load("approvals").unwrap(), 5);
+        opts.nodes = 3;
+        opts.agents = Some(150);
+        let mut w = ClusterWorld::new(&opts).unwrap();
+        w.run_until(30_000, None, &mut |_| {});
+        w.settle();
+        assert!(
+            w.reserved_pool().is_some(),
+            "steps open and approvals parked when the agents stopped"
+        );
+        assert!(!w.held_back.is_empty(), "outcomes came due while settling");
+        let parked: usize = w
+            .agents
+            .iter()
+            .map(|s| w.nodes[usize::from(s.node)].handles[s.handle].snapshot())
+            .map(|s| s.pending_approvals)
+            .sum();
+        assert!(parked > 0, "approvals wait with no operator to answer");
+        w.drain();
+        assert_eq!(w.reserved_pool(), None);
+        assert_eq!(w.reserved_account(), None);
+        assert!(w.activity.approvals_timed_out >= parked as u64);
+        let results = w.checks.results_of(&crate::invariants::CLUSTER_NAMES);
+        let leak = results
+            .iter()
+            .find(|r| r.name == "no_leaked_reservations")
+            .unwrap();
+        assert_eq!((leak.result, leak.checks), ("pass", 1));
     }
 }

@@ -26,11 +26,13 @@ pub const NAMES: [&str; 6] = [
 ];
 
 /// The invariants of a multi-node run (`warden sim --nodes K`, see `cluster`).
-pub const CLUSTER_NAMES: [&str; 4] = [
+pub const CLUSTER_NAMES: [&str; 6] = [
     "pool_bounds",
     "cluster_no_overspend",
     "cluster_converges",
     "no_allow_after_halt",
+    "no_leaked_reservations",
+    "fail_closed",
 ];
 
 /// The test-only invariant that a deliberately broken checker reports.
