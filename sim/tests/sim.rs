@@ -143,7 +143,9 @@ fn node_counts_outside_1_to_16_are_refused_and_a_cluster_run_reports_its_invaria
             "pool_bounds",
             "cluster_no_overspend",
             "cluster_converges",
-            "no_allow_after_halt"
+            "no_allow_after_halt",
+            "no_leaked_reservations",
+            "fail_closed"
         ]
     );
     assert_eq!(report.nodes, 2);
