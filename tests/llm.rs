@@ -316,6 +316,7 @@ tools:
   search: {action: read}
 rules:
   - {id: no-rm, match: {tool: shell, args: {command: {regex: 'rm\s+-rf'}}}, decision: deny}
+  - {id: no-keys-to-models, match: {tool: [openai, anthropic], detector: secrets}, decision: deny}
 "#;
 
 struct Node {
@@ -718,6 +719,80 @@ fn a_tool_call_the_policy_forbids_never_reaches_the_agent() {
     common::wait_until(Duration::from_secs(5), "settled", || {
         n.agent_view("a1")["open_steps"] == 0
     });
+}
+
+/// What the model is asked is judged before it leaves: a credential anywhere the model reads
+/// (a message, a tool result, a tool's description, the system prompt), however it is
+/// spelled, is refused in all three APIs and never reaches the upstream; a clean prompt
+/// passes and is journaled with its text.
+#[test]
+fn a_credential_in_a_prompt_never_reaches_the_model() {
+    let n = Node::start("prompt");
+    let token = n.agent("a1", "swarm");
+    let key = "AKIAQ3EGZ7LQJ4XW2K5B";
+    let fullwidth: String = key
+        .chars()
+        .map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap())
+        .collect();
+    let percent: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+    let cases = [
+        (
+            "/v1/chat/completions",
+            chat(&format!("my key is {key}"), false),
+        ),
+        (
+            "/v1/chat/completions",
+            chat(&format!("key {fullwidth}"), true),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f", "description": format!("signs with {key}"), "parameters": {"type": "object"}}}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-t", "input": [{"role": "user", "content": [{"type": "input_text", "text": format!("key={key}")}]}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 10, "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": format!("AWS_ACCESS_KEY_ID={key}")}]}]}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 10, "system": format!("data:,{percent}"),
+                "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ];
+    for (i, (path, body)) in cases.iter().enumerate() {
+        let (status, text) = post(&n.base, path, &token, body);
+        assert_eq!(status, 403, "case {i} {path}: {text}");
+        assert!(text.contains("no-keys-to-models"), "case {i}: {text}");
+        assert!(
+            !text.contains(key),
+            "case {i}: the key is not echoed: {text}"
+        );
+    }
+    assert!(
+        n.rec.seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+    let (status, text) = post(
+        &n.base,
+        "/v1/chat/completions",
+        &token,
+        &chat("what is 2+2", false),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (_, page) = common::call(&n.op, "GET", "/v1/audit?agent=a1&limit=100", Body::None);
+    let prompts: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"]["decision"] == "allow")
+        .map(|e| &e["entry"]["step"]["args"]["prompt"])
+        .collect();
+    assert_eq!(prompts, [&json!("what is 2+2")], "{page}");
 }
 
 #[test]
