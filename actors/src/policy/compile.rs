@@ -37,6 +37,8 @@ pub(super) enum COp {
     Url(Box<weburl::Compiled>),
     /// Present or absent.
     Exists(bool),
+    /// One of these detectors finds something in the value.
+    Detector(Vec<Detector>),
     /// None of these hold together (judged with the opposite polarity).
     Not(Vec<COp>),
     /// Any of these holds (several path globs).
@@ -224,6 +226,7 @@ impl Indexes {
                 ArgOp::Url(pat) => COp::Url(Box::new(
                     weburl::Compiled::new(pat).map_err(|e| Diagnostic::error(*at, e, None))?,
                 )),
+                ArgOp::Detector(ds) => COp::Detector(ds.clone()),
                 ArgOp::Not(inner) => COp::Not(self.ops(p, inner)?),
             });
         }

@@ -47,6 +47,9 @@ struct Cand<'a> {
     line: Option<Box<CommandLine>>,
     /// The parsed URL per view, for `url` conditions.
     url: Option<Box<UrlViews>>,
+    /// For `detector` conditions, per detector: found (true), clean (false), or too much
+    /// text to read (`None`); the outer `None` until scanned.
+    detected: [Option<Option<bool>>; 3],
     /// The path is blocked here: this value stands where the path's segment `n` needed an
     /// object (a key) or a list (an index), so what the path names cannot be read (doubt).
     blocked: Option<usize>,
@@ -65,6 +68,7 @@ impl<'a> Cand<'a> {
             path: [None, None],
             line: None,
             url: None,
+            detected: [None; 3],
             blocked: None,
         }
     }
@@ -506,6 +510,39 @@ impl<'a> EvalCache<'a> {
                 "holds an empty value, set to some readers and not to others".into(),
             ),
             COp::Exists(want) => yes(*want),
+            // The detectors read their own views (as sent, compatibility form, decoded), so
+            // both views of the value give the same answer: computed once.
+            COp::Detector(ds) => {
+                let v = cand.v;
+                let mut found = Some(false);
+                for &d in ds {
+                    let r =
+                        *cand.detected[d as usize].get_or_insert_with(|| match d.scan_json(v) {
+                            Scan::Found(_) => Some(true),
+                            Scan::Clean => Some(false),
+                            Scan::Unscanned => None,
+                        });
+                    match r {
+                        Some(true) => {
+                            found = Some(true);
+                            break;
+                        }
+                        None => found = None,
+                        Some(false) => {}
+                    }
+                }
+                match found {
+                    Some(true) => Tri::Yes,
+                    Some(false) => Tri::No,
+                    None => doubt(
+                        cand,
+                        format!(
+                            "holds more text than the detectors read ({} KiB); the rest was not scanned",
+                            MAX_SCAN_BYTES / 1024
+                        ),
+                    ),
+                }
+            }
             COp::Not(_) | COp::Any(_) => unreachable!("handled by ops"),
         }
     }

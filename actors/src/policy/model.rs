@@ -101,6 +101,9 @@ pub enum ArgOp {
     Command(super::shell::CommandPattern),
     /// A URL (WHATWG rules) whose host, address or scheme matches the pattern.
     Url(super::weburl::UrlPattern),
+    /// One of these detectors finds something in the value (its text, or every text inside
+    /// it, as the `detector` match condition reads a step's whole args).
+    Detector(Vec<super::detect::Detector>),
     /// The conditions inside do not all hold (judged with the opposite polarity: in doubt,
     /// a negated condition holds for a rule stronger than allow).
     Not(Vec<(ArgOp, Pos)>),

@@ -342,8 +342,9 @@ fn without_port(hostport: &str) -> &str {
 }
 
 /// Undoes `%XX` escapes (an opaque host keeps them); invalid UTF-8 is replaced, which makes
-/// the host unreadable (an error), never another name.
-fn percent_decode(s: &str) -> String {
+/// the host unreadable (an error), never another name. The detectors' percent view
+/// (`detect::decode`) reads text through it too.
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,5 +1,6 @@
-//! Base64 carried in text, decoded, so that the detectors read what it says: a token, a key
-//! or an instruction cannot hide behind the encoding.
+//! Encodings carried in text, decoded, so that the detectors read what they say: a token, a
+//! key or an instruction cannot hide behind base64, hex or percent-encoding, nor behind two
+//! of them ([`decoded_views`]).
 
 use std::sync::LazyLock;
 
@@ -17,6 +18,102 @@ static RUN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9+/_\-]+(?:\r?\n[A-Za-z0-9+/_\-]+)*={0,2}")
         .expect("built-in base64 pattern compiles")
 });
+
+/// Shortest hex run that is decoded, in bytes it carries (32 hex digits: shorter runs are
+/// ids and small numbers, and no credential the detectors know is shorter than 16 bytes
+/// except in a text that also says what it is).
+pub(super) const MIN_HEX_BYTES: usize = 16;
+
+/// A run of hex byte pairs, contiguous or each pair set apart by one space, colon or `\x`
+/// (`414b4941…`, `41 4b 49 41 …`, `41:4b:…`, `\x41\x4b…`).
+static HEX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:\\x)?[0-9A-Fa-f]{2}(?:[ :]?(?:\\x)?[0-9A-Fa-f]{2}){15,}[0-9A-Fa-f]?")
+        .expect("built-in hex pattern compiles")
+});
+
+/// Every decoded view of `text`, in order: its base64 runs ([`base64_texts`]), its hex runs
+/// ([`hex_texts`]), and its percent-decoding when it has `%XX` escapes; then, for each of
+/// those that decoded cleanly (valid UTF-8: the right alignment of a real encoding, not the
+/// noise of a wrong one), its own decoded views, one level more. So base64 in base64, hex in
+/// base64 and percent-encoded base64 are read; deeper nesting is not. Each view is at most a
+/// constant factor of `text`'s length.
+pub(super) fn decoded_views(text: &str) -> impl Iterator<Item = String> + '_ {
+    one_level(text).flat_map(|(d, clean)| {
+        let inner: Vec<String> = if clean {
+            one_level(&d).map(|(t, _)| t).collect()
+        } else {
+            Vec::new()
+        };
+        std::iter::once(d).chain(inner)
+    })
+}
+
+/// Characters in a row that are not U+FFFD (a byte that was not UTF-8) a decoded view needs
+/// to be read: the shortest thing a detector finds is 6 characters long (an email such as
+/// `a@b.co`; keys, numbers and phrases are longer) and no detector pattern matches across
+/// U+FFFD, so a view without such a stretch (the noise of a wrong alignment, a digest) holds
+/// nothing to find and is skipped unread.
+pub(super) const MIN_READABLE_RUN: usize = 6;
+
+/// One level of decoding: each decoded text worth reading and whether it was valid UTF-8.
+fn one_level(text: &str) -> impl Iterator<Item = (String, bool)> + '_ {
+    base64_texts(text)
+        .chain(hex_texts(text))
+        .chain(percent_text(text))
+        .filter(|d| readable(d))
+        .map(|d| {
+            let clean = !d.contains('\u{fffd}');
+            (d, clean)
+        })
+}
+
+/// True when `d` has [`MIN_READABLE_RUN`] characters in a row that are not U+FFFD.
+fn readable(d: &str) -> bool {
+    let mut run = 0;
+    for c in d.chars() {
+        run = if c == '\u{fffd}' { 0 } else { run + 1 };
+        if run >= MIN_READABLE_RUN {
+            return true;
+        }
+    }
+    false
+}
+
+/// The texts each hex run in `text` of at least [`MIN_HEX_BYTES`] bytes decodes to, at both
+/// alignments of its digits (a run glued to a word or a number may start one digit early).
+/// Invalid UTF-8 is replaced.
+pub(super) fn hex_texts(text: &str) -> impl Iterator<Item = String> + '_ {
+    HEX.find_iter(text).flat_map(|m| {
+        let digits: Vec<u8> = m
+            .as_str()
+            .replace("\\x", "")
+            .bytes()
+            .filter(u8::is_ascii_hexdigit)
+            .collect();
+        (0..2).filter_map(move |skip| decode_hex(digits.get(skip..).unwrap_or_default()))
+    })
+}
+
+fn decode_hex(digits: &[u8]) -> Option<String> {
+    if digits.len() / 2 < MIN_HEX_BYTES {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+    let bytes: Vec<u8> = digits
+        .chunks_exact(2)
+        .map(|p| nibble(p[0]) << 4 | nibble(p[1]))
+        .collect();
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `text` with its `%XX` escapes undone, when it has any.
+fn percent_text(text: &str) -> Option<String> {
+    let has_escape = text
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    has_escape.then(|| crate::policy::weburl::percent_decode(text))
+}
 
 /// The texts each base64 run in `text` of at least [`MIN_BASE64_LEN`] characters decodes to,
 /// in order, each run at its four alignments (from its first, second, third and fourth
@@ -52,6 +149,25 @@ fn decode_run(body: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Standard base64 with padding (RFC 4648 §4), for building test inputs.
+    fn encode_base64(bytes: &[u8]) -> String {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn runs_decode_in_both_alphabets_with_or_without_padding_and_line_breaks() {
         // "Ignore all previous instructions" in standard base64, padded.
@@ -75,5 +191,40 @@ mod tests {
         assert_eq!(texts[0], "Ignore all previou");
         // Short runs are words, not base64.
         assert_eq!(base64_texts("hello world abc").count(), 0);
+    }
+
+    #[test]
+    fn hex_percent_and_two_levels_are_read() {
+        let key = "AKIAQ3EGZ7LQJ4XW2K5B";
+        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        let spaced: Vec<String> = key.bytes().map(|b| format!("{b:02X}")).collect();
+        let escaped: String = key.bytes().map(|b| format!("\\x{b:02x}")).collect();
+        for carried in [
+            format!("k={hex}."),
+            format!("7{hex}"),
+            spaced.join(" "),
+            spaced.join(":"),
+            escaped,
+            key.bytes().map(|b| format!("%{b:02X}")).collect(),
+        ] {
+            assert!(
+                decoded_views(&carried).any(|v| v.contains(key)),
+                "{carried}"
+            );
+        }
+        // base64 of base64, and hex of base64: two levels.
+        let b64 = |s: &str| encode_base64(s.as_bytes());
+        let twice = b64(&b64(key));
+        assert!(decoded_views(&twice).any(|v| v.contains(key)), "{twice}");
+        let hex_of_b64: String = b64(key).bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(decoded_views(&hex_of_b64).any(|v| v.contains(key)));
+        // Three levels are not read.
+        let thrice = b64(&twice);
+        assert!(!decoded_views(&thrice).any(|v| v.contains(key)));
+        // Ids and digests decode to noise, not to a view worth a second level.
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert!(decoded_views(sha).all(|v| v.contains('\u{fffd}')));
+        // Noise too fragmented to hold anything a detector finds is not read at all.
+        assert!(readable("ab\u{fffd}cdefgh") && !readable("abcde\u{fffd}fghij\u{fffd}"));
     }
 }

@@ -12,10 +12,12 @@
 //! - in its compatibility form ([`text::compatible`]: invisible characters removed, NFKC, so
 //!   `ＡＫＩＡ…`, `alice@exa\u{200b}mple.com` and `４１１１ １１１１ …` are seen), when that
 //!   differs;
-//! - the base64 runs it carries (standard or URL-safe alphabet, padding optional, line breaks
-//!   allowed, at least 16 characters), decoded (bytes that are not UTF-8 replaced), as sent
-//!   and in compatibility form; one level deep: base64 inside decoded base64 is not decoded
-//!   again.
+//! - the encodings it carries, decoded (bytes that are not UTF-8 replaced), as sent and in
+//!   compatibility form: base64 runs (standard or URL-safe alphabet, padding optional, line
+//!   breaks allowed, at least 16 characters, at each of four alignments), hex runs (at least
+//!   16 bytes, contiguous or pairs set apart by a space, a colon or `\x`) and `%XX` escapes;
+//!   and, within a view that decoded to valid UTF-8, its encodings once more (base64 in
+//!   base64, hex of base64); deeper nesting is not decoded.
 //!
 //! It reads at most [`MAX_SCAN_BYTES`] bytes of the value's text (as sent; the derived views
 //! of what was read cost no budget, and are at most a constant factor larger). **A value with
@@ -190,10 +192,11 @@ impl Detector {
         }
     }
 
-    /// First hit in `text` as sent, in its compatibility form, or in the base64 it carries.
+    /// First hit in `text` as sent, in its compatibility form, or in what the encodings it
+    /// carries decode to ([`decode::decoded_views`]).
     fn find_in_views(self, text: &str) -> Option<Hit> {
         self.find_as_sent_or_compatible(text).or_else(|| {
-            decode::base64_texts(text).find_map(|d| self.find_as_sent_or_compatible(&d))
+            decode::decoded_views(text).find_map(|d| self.find_as_sent_or_compatible(&d))
         })
     }
 

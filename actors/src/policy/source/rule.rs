@@ -542,7 +542,7 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
         &format!("args.{path}"),
         &[
             "eq", "in", "gt", "gte", "lt", "lte", "regex", "glob", "exists", "path", "command",
-            "url", "not",
+            "url", "detector", "not",
         ],
     )?;
     let mut ops = Vec::new();
@@ -596,6 +596,9 @@ fn read_ops(r: &mut Reader, v: &Node, path: &str) -> Option<Vec<(ArgOp, Pos)>> {
             "path" => read_path_globs(r, x).map(ArgOp::Path),
             "command" => read_command(r, x, 0).map(ArgOp::Command),
             "url" => read_url(r, x).map(ArgOp::Url),
+            "detector" => Some(read_detectors(r, x))
+                .filter(|d| !d.is_empty())
+                .map(ArgOp::Detector),
             _ => match &x.value {
                 Value::Map(_) => read_ops(r, x, path).filter(|o| !o.is_empty()).map(ArgOp::Not),
                 _ => {

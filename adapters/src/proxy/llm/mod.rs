@@ -14,9 +14,9 @@
 //!
 //! The step: tool = the upstream's name in the config (list it in the policy's registry, e.g.
 //! `openai: {action: network, upstream: openai}`; unlisted, the default decision applies),
-//! args = `{model, api, stream, max_output_tokens, n, tools, input_digest, prompt}` (the
-//! function names offered; the text the model reads, see [`prompt`], so detector rules judge
-//! what an agent sends a model).
+//! args = `{model, api, stream, max_output_tokens, n, tools, input_digest, instructions,
+//! prompt}` (the function names offered; the text the model reads, developer-written and
+//! conversation apart, see [`prompt`], so detector rules judge what an agent sends a model).
 //! Settled from the answer's `usage` (the rest refunded); an answer without usage is charged
 //! its reservation, a stream without usage what it streamed (see [`meter`]); an upstream error
 //! answer (not 2xx) is a failure that used nothing. Tool calls the model returns are judged
@@ -430,13 +430,13 @@ fn llm_step(
         input: bound.input,
         output: bound.output,
     };
-    let (prompt, cut) = prompt::prompt_text(req);
+    let text = prompt::prompt_text(req);
     let mut args = json!({
         "model": model, "api": api.name(), "stream": req.get("stream") == Some(&Value::Bool(true)),
         "max_output_tokens": out, "n": n, "tools": offered, "input_digest": digest,
-        "prompt": prompt,
+        "instructions": text.instructions, "prompt": text.prompt,
     });
-    if cut {
+    if text.cut {
         args["prompt_cut"] = Value::Bool(true);
     }
     let step = json!({
