@@ -44,10 +44,14 @@ pub struct Used {
 /// Values of `type` a request may hold: text, function tools and their calls and results,
 /// and the settings around them. Anything else (images, audio, files, hosted tools such as
 /// web search, whose price is not per token) makes the cost unboundable: refused.
-const TYPES_ALLOWED: [&str; 25] = [
+const TYPES_ALLOWED: [&str; 29] = [
     "text",
     "input_text",
     "output_text",
+    "refusal",
+    "reasoning_text",
+    "custom_tool_call",
+    "custom_tool_call_output",
     "function",
     "function_call",
     "function_call_output",
@@ -382,7 +386,8 @@ fn check_input_items(input: Option<&Value>) -> Result<(), String> {
         let carries = match item.get("type").and_then(Value::as_str) {
             Some("reasoning") => has("encrypted_content"),
             Some("function_call") => has("arguments"),
-            Some("function_call_output") => has("output"),
+            Some("function_call_output" | "custom_tool_call_output") => has("output"),
+            Some("custom_tool_call") => has("input"),
             Some("message") | None => has("content"),
             Some(_) => true,
         };
@@ -623,6 +628,7 @@ mod tests {
             json!([{"type": "message", "id": "msg_1", "role": "user"}]),
             json!([{"type": "reasoning", "id": "rs_1", "summary": []}]),
             json!([{"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f"}]),
+            json!([{"type": "custom_tool_call", "id": "ctc_1", "call_id": "c", "name": "f"}]),
         ];
         let empty =
             json!([{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": ""}]);
@@ -636,9 +642,18 @@ mod tests {
         let fine = json!([{"role": "user", "content": "hi"},
             {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}], "encrypted_content": "gAAA"},
             {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "c", "output": "ok"}]);
+            {"type": "function_call_output", "call_id": "c", "output": "ok"},
+            {"type": "custom_tool_call", "id": "ctc_1", "call_id": "d", "name": "g", "input": "ls"},
+            {"type": "custom_tool_call_output", "call_id": "d", "output": "a b"},
+            {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAA",
+                "content": [{"type": "reasoning_text", "text": "think"}]}]);
         let mut r = obj(json!({"model": "m", "input": fine}));
         assert!(Api::Responses.prepare(&mut r, 10, false).is_ok());
+        // A refusal a model gave earlier, sent back in the history.
+        let mut r = obj(
+            json!({"model": "m", "messages": [{"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}]}),
+        );
+        assert!(Api::Chat.prepare(&mut r, 10, false).is_ok());
     }
 
     #[test]
