@@ -9,6 +9,9 @@
 //! array items, integers and integral floats rendered in decimal) and reads each text in three
 //! views, so that an encoding or a spelling cannot hide what a detector looks for:
 //! - as sent;
+//! - folded: its compatibility form (below) with HTML character references resolved,
+//!   Cyrillic and Greek look-alikes read as Latin, and for the injection detector Markdown
+//!   marks dropped and `-`/`_` read as spaces (`fold`), when that differs;
 //! - in its compatibility form ([`text::compatible`]: invisible characters removed, NFKC, so
 //!   `ＡＫＩＡ…`, `alice@exa\u{200b}mple.com` and `４１１１ １１１１ …` are seen), when that
 //!   differs;
@@ -26,6 +29,7 @@
 //! closed) and an allow rule does not.
 
 mod decode;
+mod fold;
 mod pii;
 mod prompt_injection;
 mod secrets;
@@ -200,12 +204,17 @@ impl Detector {
         })
     }
 
-    /// First hit in `text` as sent or, if it differs, in its compatibility form.
+    /// First hit in `text` as sent or, where they differ, in its compatibility form and in
+    /// the folded view of that ([`fold::folded`]: HTML references, look-alike letters, and
+    /// for injections Markdown marks and word joiners).
     fn find_as_sent_or_compatible(self, text: &str) -> Option<Hit> {
-        self.find(text).or_else(|| match text::compatible(text) {
-            std::borrow::Cow::Owned(c) if c != text => self.find(&c),
-            _ => None,
-        })
+        let compatible = text::compatible(text);
+        self.find(text)
+            .or_else(|| match &compatible {
+                std::borrow::Cow::Owned(c) if c != text => self.find(c),
+                _ => None,
+            })
+            .or_else(|| fold::folded(self, &compatible).and_then(|f| self.find(&f)))
     }
 }
 
