@@ -1,7 +1,8 @@
 //! The `secrets` detector: credentials that must not leave the agent.
 //!
 //! Kinds, most specific first: `private_key` (PEM/OpenSSH/PGP private key header, in any
-//! case and with any Unicode spaces),
+//! case and with any Unicode spaces; its words without the dashes, in capitals; or a key's
+//! body alone, by the base64 of its DER or OpenSSH encoding's first bytes),
 //! `aws_access_key` (`AKIA`/`ASIA` + 16), `aws_secret_key` (a 40-char value assigned to
 //! `secret_access_key`), `github_token` (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`,
 //! `github_pat_`), `anthropic_key` (`sk-ant-…`), `openai_key` (`sk-…`, `sk-proj-…`),
@@ -56,6 +57,25 @@ fn re(pattern: &str) -> Regex {
 /// Any case, any Unicode space between the words (`-----begin rsa\u{a0}private key-----`).
 static PRIVATE_KEY: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)-----\s*BEGIN[A-Z0-9\s]{0,40}\sPRIVATE\s+KEY(?:\s+BLOCK)?\s*-----"));
+
+/// A private key without its PEM dashes: the header's words in capitals (`BEGIN RSA PRIVATE
+/// KEY`) followed by a body (a mention of the header, as in a `grep` for it, is not one), or
+/// the body alone, recognized by how its DER encoding starts in base64: PKCS#1 RSA
+/// (`MII…IBAAK`), PKCS#8 RSA (`…IBADANBgkqhkiG9w0BAQEFAASC`, `AASC`: an octet string, where a
+/// public key has a bit string), PKCS#8 EC (`AgEAMB.GByqGSM49AgEG`), SEC1 EC P-256/384/521
+/// (`MHcCAQEEI`, `MIGkAgEBBD`, `MIHcAgEBBEI`), PKCS#8 Ed25519 (`MC4CAQAwBQYDK2VwBCIEI`) and
+/// OpenSSH (`openssh-key-v1` in base64). Public keys and certificates start otherwise.
+static PRIVATE_KEY_BARE: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"BEGIN(?:\s+[A-Z0-9]+){0,3}\s+PRIVATE\s+KEY[\s-]*(?:Proc-Type|[A-Za-z0-9+/]{16})",
+        r"|MII[A-Za-z0-9+/]{3}IBAAK[BC]",
+        r"|MII[A-Za-z0-9+/]{3}IBADANBgkqhkiG9w0BAQEFAASC",
+        r"|AgEAMB[AM]GByqGSM49AgEG",
+        r"|MHcCAQEEI|MIGkAgEBBD|MIHcAgEBBEI",
+        r"|MC4CAQAwBQYDK2VwBCIEI",
+        r"|b3BlbnNzaC1rZXktdjE",
+    ))
+});
 static AWS_KEY_ID: LazyLock<Regex> = LazyLock::new(|| re(r"(?:AKIA|ASIA)[A-Z0-9]{16}"));
 static AWS_SECRET: LazyLock<Regex> =
     LazyLock::new(|| re(r#"(?i)secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})"#));
@@ -91,6 +111,7 @@ static PEM_HEADER: LazyLock<Regex> = LazyLock::new(|| re(r"-----BEGIN ([A-Z0-9 ]
 static GATE: LazyLock<Regex> = LazyLock::new(|| {
     let parts = [
         &PRIVATE_KEY,
+        &PRIVATE_KEY_BARE,
         &AWS_KEY_ID,
         &AWS_SECRET,
         &GITHUB,
@@ -130,11 +151,13 @@ fn placeholder_body(body: &[u8]) -> bool {
 }
 
 fn find_private_key(text: &str) -> Found {
-    if !text.contains("-----") {
-        return None;
-    }
-    PRIVATE_KEY
-        .find(text)
+    let framed = if text.contains("-----") {
+        PRIVATE_KEY.find(text)
+    } else {
+        None
+    };
+    framed
+        .or_else(|| PRIVATE_KEY_BARE.find(text))
         .map(|m| ("private_key", m.start(), m.end()))
 }
 

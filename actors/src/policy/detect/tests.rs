@@ -633,3 +633,47 @@ fn high_entropy_threshold() {
         None
     );
 }
+
+/// A private key's body without its PEM header (on one line, past the length at which a
+/// random-looking run counts as a token), or its header without the dashes, is a private
+/// key; public keys and certificates are not.
+#[test]
+fn private_key_bodies_and_bare_headers_are_found() {
+    for (text, why) in [
+        ("MIIEowIBAAKCAQEAyfTIe+qXbody", "PKCS#1 RSA"),
+        ("MIICWwIBAAKBgQC/Rf6MIzxjbody", "PKCS#1 RSA 1024"),
+        ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSj", "PKCS#8 RSA"),
+        (
+            "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgKb",
+            "PKCS#8 EC",
+        ),
+        ("MHcCAQEEIKCAK9SC3XDdmeDj", "SEC1 P-256"),
+        ("MIGkAgEBBDCNy7WZwtALXk0k", "SEC1 P-384"),
+        ("MC4CAQAwBQYDK2VwBCIEIGoa7iByAgUBcCkjX", "PKCS#8 Ed25519"),
+        ("b3BlbnNzaC1rZXktdjEAAAAABG5vbm", "OpenSSH"),
+        (
+            "key: BEGIN RSA PRIVATE KEY\nabcdefghijklmnop",
+            "bare header and a body",
+        ),
+        (
+            "BEGIN PRIVATE KEY Proc-Type: 4,ENCRYPTED",
+            "bare header of an encrypted key",
+        ),
+    ] {
+        assert_eq!(
+            Detector::Secrets.find(text).map(|h| h.kind),
+            Some("private_key"),
+            "{why}: {text}"
+        );
+    }
+    for text in [
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo",
+        "MIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw",
+        "MIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJ",
+        "Begin private key rotation on Monday",
+        "grep -rn 'BEGIN RSA PRIVATE KEY' . returned no matches",
+    ] {
+        let kind = Detector::Secrets.find(text).map(|h| h.kind);
+        assert_ne!(kind, Some("private_key"), "{text}");
+    }
+}
