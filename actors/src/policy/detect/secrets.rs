@@ -161,12 +161,16 @@ fn find_private_key(text: &str) -> Found {
         .map(|m| ("private_key", m.start(), m.end()))
 }
 
+/// An access key id may have lower-case words glued to it (`keyAKIA…`, `…K5Bok`: its own
+/// characters are upper case and digits, so where it starts and ends is still plain), but not
+/// another upper-case or digit run (then the 20 characters are part of a longer token).
 fn find_aws_key_id(text: &str) -> Found {
+    let glued_run = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     AWS_KEY_ID
         .find_iter(text)
         .find(|m| {
-            !alnum(byte_before(text, m.start()))
-                && !alnum(byte_at(text, m.end()))
+            !glued_run(byte_before(text, m.start()))
+                && !glued_run(byte_at(text, m.end()))
                 && !placeholder_body(&m.as_str().as_bytes()[4..])
         })
         .map(|m| ("aws_access_key", m.start(), m.end()))

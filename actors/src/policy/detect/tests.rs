@@ -677,3 +677,16 @@ fn private_key_bodies_and_bare_headers_are_found() {
         assert_ne!(kind, Some("private_key"), "{text}");
     }
 }
+
+/// An access key id glued to lower-case words is still one; inside a longer upper-case or
+/// digit run it is not.
+#[test]
+fn an_aws_key_id_glued_to_a_word_is_found() {
+    let kind = |t: &str| Detector::Secrets.find(t).map(|h| h.kind);
+    assert_eq!(kind("keyAKIAQ3EGZ7LQJ4XW2K5B"), Some("aws_access_key"));
+    assert_eq!(kind("my_keyAKIAQ3EGZ7LQJ4XW2K5B."), Some("aws_access_key"));
+    assert_ne!(kind("XAKIAQ3EGZ7LQJ4XW2K5B"), Some("aws_access_key"));
+    assert_ne!(kind("9AKIAQ3EGZ7LQJ4XW2K5B"), Some("aws_access_key"));
+    assert_eq!(kind("keyAKIAQ3EGZ7LQJ4XW2K5Bok"), Some("aws_access_key"));
+    assert_ne!(kind("AKIAQ3EGZ7LQJ4XW2K5B7"), Some("aws_access_key"));
+}
