@@ -104,6 +104,8 @@ struct Slot<'a> {
     whole: bool,
     /// A key on the path exists (even if it holds an empty array).
     present: bool,
+    /// More values were there than were collected ([`MAX_VALUES`]).
+    truncated: bool,
     cands: SmallVec<[Cand<'a>; 2]>,
 }
 
@@ -119,7 +121,8 @@ pub(super) struct EvalCache<'a> {
 }
 
 /// Most values one path may collect in one step (the step's own bound is larger; beyond this a
-/// wildcard path stops collecting and says so).
+/// path stops collecting, and what it did not read is doubt: a rule stronger than allow that
+/// no collected value satisfies matches, with that reason, and an allow rule does not).
 const MAX_VALUES: usize = 1_024;
 
 /// Collects the values at an args path. The rule for a path that cannot be followed to its
@@ -132,12 +135,15 @@ struct Walk<'a, 's> {
     whole: bool,
     /// The path reached its end somewhere (even at an empty list).
     present: bool,
+    /// More values were there than [`MAX_VALUES`]: the rest were not collected.
+    truncated: bool,
     out: SmallVec<[Cand<'a>; 2]>,
 }
 
 impl<'a> Walk<'a, '_> {
     fn collect(&mut self, v: &'a Value, at: usize, loose: bool) {
         if self.out.len() >= MAX_VALUES {
+            self.truncated = true;
             return;
         }
         let Some(seg) = self.segs.get(at) else {
@@ -256,6 +262,7 @@ impl<'a> EvalCache<'a> {
             segs: &self.policy.paths[path as usize],
             whole,
             present: false,
+            truncated: false,
             out: SmallVec::new(),
         };
         walk.collect(self.step.args(), 0, false);
@@ -263,6 +270,7 @@ impl<'a> EvalCache<'a> {
             path,
             whole,
             present: walk.present,
+            truncated: walk.truncated,
             cands: walk.out,
         });
         self.slots.len() - 1
@@ -287,10 +295,20 @@ impl<'a> EvalCache<'a> {
             }
             return absent(&c.ops);
         }
+        let truncated = self.slots[s].truncated;
         if strict {
-            (0..n).any(|i| (0..2).any(|view| self.ops(&c.ops, s, i, view, strict)))
+            if (0..n).any(|i| (0..2).any(|view| self.ops(&c.ops, s, i, view, strict))) {
+                return true;
+            }
+            if truncated && self.doubt.is_none() {
+                let path = &self.policy.path_texts[self.slots[s].path as usize];
+                self.doubt = Some(format!(
+                    "args.{path} holds more than {MAX_VALUES} values; the rest were not read"
+                ));
+            }
+            truncated
         } else {
-            (0..n).all(|i| (0..2).all(|view| self.ops(&c.ops, s, i, view, strict)))
+            !truncated && (0..n).all(|i| (0..2).all(|view| self.ops(&c.ops, s, i, view, strict)))
         }
     }
 
@@ -531,16 +549,15 @@ impl<'a> EvalCache<'a> {
                         Some(false) => {}
                     }
                 }
+                // Unscanned text is doubt even under a `*` key: a value's kind there is no
+                // surprise, but its size is the agent's choice.
                 match found {
                     Some(true) => Tri::Yes,
                     Some(false) => Tri::No,
-                    None => doubt(
-                        cand,
-                        format!(
-                            "holds more text than the detectors read ({} KiB); the rest was not scanned",
-                            MAX_SCAN_BYTES / 1024
-                        ),
-                    ),
+                    None => Tri::Unknown(format!(
+                        "holds more text than the detectors read ({} KiB, or too many encodings to decode); the rest was not scanned",
+                        MAX_SCAN_BYTES / 1024
+                    )),
                 }
             }
             COp::Not(_) | COp::Any(_) => unreachable!("handled by ops"),

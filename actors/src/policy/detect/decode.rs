@@ -48,10 +48,11 @@ pub(super) fn decoded_views(text: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// Characters in a row that are not U+FFFD (a byte that was not UTF-8) a decoded view needs
-/// to be read: the shortest thing a detector finds is 6 characters long (an email such as
-/// `a@b.co`; keys, numbers and phrases are longer) and no detector pattern matches across
-/// U+FFFD, so a view without such a stretch (the noise of a wrong alignment, a digest) holds
+/// Readable characters in a row a decoded view needs to be read: the shortest thing a
+/// detector finds is 6 characters long (an email such as `a@b.co`; keys, numbers and phrases
+/// are longer), and no detector pattern matches across U+FFFD (a byte that was not UTF-8) or
+/// a control character other than whitespace, so a view without such a stretch (the noise
+/// of a wrong alignment, a digest: random bytes give one in about 16 views of 30 bytes) holds
 /// nothing to find and is skipped unread.
 pub(super) const MIN_READABLE_RUN: usize = 6;
 
@@ -67,11 +68,13 @@ fn one_level(text: &str) -> impl Iterator<Item = (String, bool)> + '_ {
         })
 }
 
-/// True when `d` has [`MIN_READABLE_RUN`] characters in a row that are not U+FFFD.
+/// True when `d` has [`MIN_READABLE_RUN`] readable characters in a row: neither U+FFFD nor
+/// a control character other than whitespace (`\t \n \x0B \x0C \r`).
 fn readable(d: &str) -> bool {
     let mut run = 0;
     for c in d.chars() {
-        run = if c == '\u{fffd}' { 0 } else { run + 1 };
+        let noise = c == '\u{fffd}' || (c.is_control() && !c.is_whitespace());
+        run = if noise { 0 } else { run + 1 };
         if run >= MIN_READABLE_RUN {
             return true;
         }
@@ -226,5 +229,6 @@ mod tests {
         assert!(decoded_views(sha).all(|v| v.contains('\u{fffd}')));
         // Noise too fragmented to hold anything a detector finds is not read at all.
         assert!(readable("ab\u{fffd}cdefgh") && !readable("abcde\u{fffd}fghij\u{fffd}"));
+        assert!(readable("a\tb\nc d") && !readable("abc\u{1}def\u{7f}ghi"));
     }
 }

@@ -9,9 +9,10 @@
 //! array items, integers and integral floats rendered in decimal) and reads each text in three
 //! views, so that an encoding or a spelling cannot hide what a detector looks for:
 //! - as sent;
-//! - folded: its compatibility form (below) with HTML character references resolved,
-//!   Cyrillic and Greek look-alikes read as Latin, and for the injection detector Markdown
-//!   marks dropped and `-`/`_` read as spaces (`fold`), when that differs;
+//! - folded: its compatibility form (below) with HTML character references resolved and
+//!   Cyrillic and Greek look-alikes read as Latin, when that differs; and for the injection
+//!   detector's phrases only, that with Markdown marks dropped and `-` between letters read
+//!   as a space (`fold`);
 //! - in its compatibility form ([`text::compatible`]: invisible characters removed, NFKC, so
 //!   `ＡＫＩＡ…`, `alice@exa\u{200b}mple.com` and `４１１１ １１１１ …` are seen), when that
 //!   differs;
@@ -147,15 +148,17 @@ impl Detector {
             Key(&'a str),
         }
         let mut budget = MAX_SCAN_BYTES;
+        let mut derived = MAX_DERIVED_BYTES;
         let mut stack = vec![Item::Value(value)];
         while let Some(item) = stack.pop() {
+            let mut scan = |t: &str| self.scan_budgeted(t, &mut budget, &mut derived);
             let scan = match item {
-                Item::Key(key) => self.scan_budgeted(key, &mut budget),
-                Item::Value(Value::String(s)) => self.scan_budgeted(s, &mut budget),
+                Item::Key(key) => scan(key),
+                Item::Value(Value::String(s)) => scan(s),
                 Item::Value(Value::Number(n)) => {
                     let mut buf = [0u8; 20];
                     match digits(n, &mut buf) {
-                        Some(d) => self.scan_budgeted(d, &mut budget),
+                        Some(d) => scan(d),
                         None => Scan::Clean,
                     }
                 }
@@ -180,8 +183,10 @@ impl Detector {
     }
 
     /// Scans `text`, truncated to what is left of `budget` (bytes), in every view, and charges
-    /// the budget. [`Scan::Unscanned`] when nothing was found and part of `text` was cut.
-    fn scan_budgeted(self, text: &str, budget: &mut usize) -> Scan {
+    /// the budget; the derived views are charged to `derived`. [`Scan::Unscanned`] when
+    /// nothing was found and part of `text` was cut, or a view was left unread for want of
+    /// `derived`.
+    fn scan_budgeted(self, text: &str, budget: &mut usize, derived: &mut usize) -> Scan {
         let cut = text.len() > *budget;
         let take = if cut {
             util::floor_char_boundary(text, *budget)
@@ -189,32 +194,110 @@ impl Detector {
             text.len()
         };
         *budget -= if cut { *budget } else { take };
-        match self.find_in_views(&text[..take]) {
+        let mut work = Work {
+            left: derived,
+            short: false,
+        };
+        let hit = self.find_in_views(&text[..take], &mut work);
+        match hit {
             Some(hit) => Scan::Found(hit),
-            None if cut => Scan::Unscanned,
+            None if cut || work.short => Scan::Unscanned,
             None => Scan::Clean,
         }
     }
 
     /// First hit in `text` as sent, in its compatibility form, or in what the encodings it
     /// carries decode to ([`decode::decoded_views`]).
-    fn find_in_views(self, text: &str) -> Option<Hit> {
-        self.find_as_sent_or_compatible(text).or_else(|| {
-            decode::decoded_views(text).find_map(|d| self.find_as_sent_or_compatible(&d))
-        })
+    fn find_in_views(self, text: &str, work: &mut Work<'_>) -> Option<Hit> {
+        if let Some(hit) = self.find_as_sent_or_compatible(text, work) {
+            return Some(hit);
+        }
+        for d in decode::decoded_views(text) {
+            if !work.charge(d.len() + VIEW_OVERHEAD_BYTES) {
+                return None;
+            }
+            if let Some(hit) = self.find(&d) {
+                return Some(hit);
+            }
+            if let Some(hit) = self.find_derived(&d, work) {
+                return Some(hit);
+            }
+        }
+        None
     }
 
-    /// First hit in `text` as sent or, where they differ, in its compatibility form and in
-    /// the folded view of that ([`fold::folded`]: HTML references, look-alike letters, and
-    /// for injections Markdown marks and word joiners).
-    fn find_as_sent_or_compatible(self, text: &str) -> Option<Hit> {
+    /// First hit in `text` as sent or in its derived forms ([`Self::find_derived`]).
+    fn find_as_sent_or_compatible(self, text: &str, work: &mut Work<'_>) -> Option<Hit> {
+        self.find(text).or_else(|| self.find_derived(text, work))
+    }
+
+    /// First hit in `text`'s compatibility form, where it differs, in the folded view of that
+    /// ([`fold::folded`]: HTML references, look-alike letters) and, for injections, in its
+    /// words ([`fold::words`]: Markdown marks and word joiners, phrases only); each charged to
+    /// `work`.
+    fn find_derived(self, text: &str, work: &mut Work<'_>) -> Option<Hit> {
         let compatible = text::compatible(text);
-        self.find(text)
-            .or_else(|| match &compatible {
-                std::borrow::Cow::Owned(c) if c != text => self.find(c),
-                _ => None,
-            })
-            .or_else(|| fold::folded(self, &compatible).and_then(|f| self.find(&f)))
+        if let std::borrow::Cow::Owned(c) = &compatible {
+            if c != text {
+                if !work.charge(c.len()) {
+                    return None;
+                }
+                if let Some(hit) = self.find(c) {
+                    return Some(hit);
+                }
+            }
+        }
+        let folded = fold::folded(&compatible);
+        if let Some(f) = &folded {
+            if !work.charge(f.len()) {
+                return None;
+            }
+            if let Some(hit) = self.find(f) {
+                return Some(hit);
+            }
+        }
+        if self != Detector::PromptInjection {
+            return None;
+        }
+        let words = fold::words(folded.as_deref().unwrap_or(&compatible))?;
+        if !work.charge(words.len()) {
+            return None;
+        }
+        prompt_injection::find_phrase(&words).map(|(kind, start, end)| Hit {
+            detector: self,
+            kind,
+            start,
+            end,
+        })
+    }
+}
+
+/// Upper bound on the bytes of derived views (compatibility forms, folded views, decoded
+/// encodings) one [`Detector::scan_json`] reads besides the text as sent: eight times
+/// [`MAX_SCAN_BYTES`]. Text whose views would need more is not clean but unscanned (doubt),
+/// so that no input costs a decision more than a bounded amount of work.
+pub const MAX_DERIVED_BYTES: usize = 8 * MAX_SCAN_BYTES;
+
+/// What each decoded view costs the derived-view budget besides its bytes: reading a view has
+/// a fixed cost (the detector's passes, the forms derived from it), so a text of many short
+/// encodings cannot cost more than a text of few long ones.
+const VIEW_OVERHEAD_BYTES: usize = 64;
+
+/// What is left of the derived-view budget, and whether a view went unread for want of it.
+struct Work<'a> {
+    left: &'a mut usize,
+    short: bool,
+}
+
+impl Work<'_> {
+    /// Charges `bytes`; false (and marks the scan short) when they do not fit.
+    fn charge(&mut self, bytes: usize) -> bool {
+        if bytes > *self.left {
+            self.short = true;
+            return false;
+        }
+        *self.left -= bytes;
+        true
     }
 }
 

@@ -171,26 +171,30 @@ pub(super) fn find(text: &str) -> Found {
     find_invisible(text)
 }
 
+/// The first override, leak or role-hijack phrase in `text` (no markers, no addresses): what
+/// the detector reads in a text whose Markdown marks and word joiners were taken out
+/// (`detect::fold`), where a marker would be an artefact (`**System:**` is no role marker).
+pub(super) fn find_phrase(text: &str) -> Found {
+    let m = PHRASES.find_iter(text).find(|m| {
+        !benign_system_noun(text, m) && !quoted_mention(text, m) && !own_instructions(text, m)
+    })?;
+    let kind = PHRASES
+        .captures_at(text, m.start())
+        .map_or("override", |c| {
+            if c.name("leak").is_some() {
+                "prompt_leak"
+            } else if c.name("role").is_some() {
+                "role_hijack"
+            } else {
+                "override"
+            }
+        });
+    Some((kind, m.start(), m.end()))
+}
+
 /// Everything that can be seen in the text as written.
 fn find_visible(text: &str) -> Found {
-    let mut best = None;
-    let phrase = PHRASES.find_iter(text).find(|m| {
-        !benign_system_noun(text, m) && !quoted_mention(text, m) && !own_instructions(text, m)
-    });
-    if let Some(m) = phrase {
-        let kind = PHRASES
-            .captures_at(text, m.start())
-            .map_or("override", |c| {
-                if c.name("leak").is_some() {
-                    "prompt_leak"
-                } else if c.name("role").is_some() {
-                    "role_hijack"
-                } else {
-                    "override"
-                }
-            });
-        best = Some((kind, m.start(), m.end()));
-    }
+    let mut best = find_phrase(text);
     let marker = |m: regex::Match<'_>| ("role_marker", m.start(), m.end());
     earliest(&mut best, MARKERS_EXACT.find(text).map(marker));
     earliest(&mut best, MARKERS_MARKUP.find(text).map(marker));

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::pii::{iban_valid, luhn_valid, ssn_plausible};
 use super::util::{floor_char_boundary, shannon_entropy};
-use super::{Detector, Hit, Scan, MAX_SCAN_BYTES};
+use super::{Detector, Hit, Scan, MAX_DERIVED_BYTES, MAX_SCAN_BYTES};
 
 #[test]
 fn names_round_trip() {
@@ -651,6 +651,15 @@ fn private_key_bodies_and_bare_headers_are_found() {
         ("MIGkAgEBBDCNy7WZwtALXk0k", "SEC1 P-384"),
         ("MC4CAQAwBQYDK2VwBCIEIGoa7iByAgUBcCkjX", "PKCS#8 Ed25519"),
         ("b3BlbnNzaC1rZXktdjEAAAAABG5vbm", "OpenSSH"),
+        ("308204a30201000282010100c9f4c87bea97", "PKCS#1 RSA as hex"),
+        (
+            "308204bd020100300d06092a864886f70d0101010500048204a7",
+            "PKCS#8 RSA as hex",
+        ),
+        (
+            "Private-Key: (2048 bit, 2 primes)\nmodulus:\n    00:c9:f4",
+            "openssl rsa -text",
+        ),
         (
             "key: BEGIN RSA PRIVATE KEY\nabcdefghijklmnop",
             "bare header and a body",
@@ -672,6 +681,7 @@ fn private_key_bodies_and_bare_headers_are_found() {
         "MIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJ",
         "Begin private key rotation on Monday",
         "grep -rn 'BEGIN RSA PRIVATE KEY' . returned no matches",
+        "30820122300d06092a864886f70d01010105000382010f003082010a0282010100",
     ] {
         let kind = Detector::Secrets.find(text).map(|h| h.kind);
         assert_ne!(kind, Some("private_key"), "{text}");
@@ -689,4 +699,24 @@ fn an_aws_key_id_glued_to_a_word_is_found() {
     assert_ne!(kind("9AKIAQ3EGZ7LQJ4XW2K5B"), Some("aws_access_key"));
     assert_eq!(kind("keyAKIAQ3EGZ7LQJ4XW2K5Bok"), Some("aws_access_key"));
     assert_ne!(kind("AKIAQ3EGZ7LQJ4XW2K5B7"), Some("aws_access_key"));
+}
+
+/// Derived views are read within a budget of their own: what a view left unread for want of
+/// it could hold is doubt (unscanned), never clean.
+#[test]
+fn views_past_the_derived_budget_are_doubt() {
+    // The key only shows once base64 is decoded.
+    let text = "see QUtJQVEzRUdaN0xRSjRYVzJLNUI= here";
+    let scan = |derived: usize| {
+        let (mut budget, mut derived) = (MAX_SCAN_BYTES, derived);
+        Detector::Secrets.scan_budgeted(text, &mut budget, &mut derived)
+    };
+    assert!(matches!(scan(MAX_DERIVED_BYTES), Scan::Found(_)));
+    assert_eq!(scan(10), Scan::Unscanned);
+    // Plain text needs no derived view: clean within any budget.
+    let (mut budget, mut derived) = (MAX_SCAN_BYTES, 0);
+    assert_eq!(
+        Detector::Secrets.scan_budgeted("nothing here", &mut budget, &mut derived),
+        Scan::Clean
+    );
 }

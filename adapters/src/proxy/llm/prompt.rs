@@ -190,10 +190,15 @@ impl Texts {
                     let text = item
                         .as_str()
                         .or_else(|| item.get("text").and_then(Value::as_str));
-                    if let (Some(a), Some(b)) = (last, text) {
-                        self.seams.push(seam(a, b));
+                    match (last, text) {
+                        // An empty part between two halves does not part them.
+                        (_, Some("")) => {}
+                        (Some(a), Some(b)) => {
+                            self.seams.push(seam(a, b));
+                            last = text;
+                        }
+                        _ => last = text,
                     }
-                    last = text;
                     self.block(item);
                 }
             }
@@ -397,6 +402,10 @@ mod tests {
     fn a_key_split_across_two_parts_is_read_whole_and_no_role_marker_is_made() {
         let t = split(json!({"messages": [{"role": "user", "content": [
             {"type": "text", "text": "my key is AKIAQ3EGZ7"}, {"type": "text", "text": "LQJ4XW2K5B ok"}]}]}));
+        assert!(Detector::Secrets.find(&t.prompt).is_some(), "{t:?}");
+        let t = split(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "my key is AKIAQ3EGZ7"}, {"type": "text", "text": ""},
+            {"type": "text", "text": "LQJ4XW2K5B ok"}]}]}));
         assert!(Detector::Secrets.find(&t.prompt).is_some(), "{t:?}");
         let t = split(json!({"messages": [
             {"role": "user", "content": "status?\n"},
