@@ -318,6 +318,7 @@ rules:
   - {id: no-rm, match: {tool: shell, args: {command: {regex: 'rm\s+-rf'}}}, decision: deny}
   - {id: no-keys-to-models, match: {tool: [openai, anthropic], detector: secrets}, decision: deny}
   - {id: no-injected-context, match: {tool: [openai, anthropic], args: {prompt: {detector: prompt_injection}}}, decision: deny}
+  - {id: no-injected-results, match: {tool: [openai, anthropic], args: {tool_output: {detector: prompt_injection}}}, decision: deny}
 "#;
 
 struct Node {
@@ -824,6 +825,15 @@ fn a_credential_in_a_prompt_never_reaches_the_model() {
         "messages": [{"role": "user", "content": "what is 2+2"}]});
     let (status, text) = post(&n.base, "/v1/messages", &token, &guarded);
     assert_eq!(status, 200, "{text}");
+    // What a tool returned is read apart: an injection in a tool result is refused by the
+    // rule on `args.tool_output`.
+    let poisoned = json!({"model": "gpt-t", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "summarize the page"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": format!("<p>{injected}</p>")}]});
+    let (status, text) = post(&n.base, "/v1/chat/completions", &token, &poisoned);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("no-injected-results"), "{text}");
     let (status, text) = post(
         &n.base,
         "/v1/chat/completions",

@@ -15,8 +15,9 @@
 //! The step: tool = the upstream's name in the config (list it in the policy's registry, e.g.
 //! `openai: {action: network, upstream: openai}`; unlisted, the default decision applies),
 //! args = `{model, api, stream, max_output_tokens, n, tools, input_digest, instructions,
-//! prompt}` (the function names offered; the text the model reads, developer-written and
-//! conversation apart, see [`prompt`], so detector rules judge what an agent sends a model).
+//! prompt, tool_output}` (the function names offered; the text the model reads: what the
+//! developer wrote, the conversation, and what tools returned, see [`prompt`], so detector
+//! rules judge what an agent sends a model).
 //! Settled from the answer's `usage` (the rest refunded); an answer without usage is charged
 //! its reservation, a stream without usage what it streamed (see [`meter`]); an upstream error
 //! answer (not 2xx) is a failure that used nothing. Tool calls the model returns are judged
@@ -434,7 +435,7 @@ fn llm_step(
     let mut args = json!({
         "model": model, "api": api.name(), "stream": req.get("stream") == Some(&Value::Bool(true)),
         "max_output_tokens": out, "n": n, "tools": offered, "input_digest": digest,
-        "instructions": text.instructions, "prompt": text.prompt,
+        "instructions": text.instructions, "prompt": text.prompt, "tool_output": text.tool_output,
     });
     if text.cut {
         args["prompt_cut"] = Value::Bool(true);
