@@ -73,6 +73,7 @@ static PHRASES: LazyLock<Regex> = LazyLock::new(|| {
     ];
     let leak = [
         r"(?:reveal|print|show|output|repeat|display|leak|dump|tell\s+me|give\s+me|write\s+out|share)\s+(?:me\s+)?your\s+(?:\w+\s+){0,2}?(?:system\s+prompt|initial\s+prompt|original\s+prompt|hidden\s+prompt|prompt|instructions|system\s+message)(?-u:\b)",
+        r"(?:reveal|print|output|repeat|leak|dump|write\s+out)\s+(?:me\s+)?the\s+(?:\w+\s+){0,1}?(?:system\s+prompt|initial\s+prompt|hidden\s+prompt|system\s+message)(?-u:\b)",
     ];
     let role = [
         r"(?:you(?:\s+are|'re|’re)\s+now|from\s+now\s+on,?\s+you\s+(?:are|will\s+be)|you\s+will\s+now\s+(?:act\s+as|be)|you\s+are\s+going\s+to\s+(?:act\s+as|pretend\s+to\s+be)|you\s+have\s+become)\s+(?:(?:a|an|the|in|called|named)\s+)?(?:[\w-]+\s+){0,2}?(?:DAN(?-u:\b)|unrestricted|unfiltered|uncensored|jailbroken|evil|amoral|unethical|unlimited|developer\s+mode|god\s+mode|no\s+(?:longer\s+)?(?:bound|restricted)|free\s+(?:from|of)\s+(?:all\s+)?(?:rules|restrictions)|(?:ai|assistant|model)\s+(?:with\s+no|without)\s+(?:any\s+)?(?:rules|restrictions|filters|limits|guidelines))",

@@ -420,9 +420,22 @@ impl<'t> PublicPem<'t> {
 }
 
 /// Whether `run` is base64 of ordinary text (so: data, not a key).
+/// Also true for base64 of a file a program embeds (an icon, an archive: PNG, GIF, JPEG,
+/// WebP, PDF, gzip, zip), by its magic bytes: data, not a credential.
 fn decodes_to_text(run: &[u8]) -> bool {
+    const MAGIC: [&[u8]; 8] = [
+        b"\x89PNG",
+        b"GIF8",
+        b"\xff\xd8\xff",
+        b"RIFF",
+        b"%PDF",
+        b"\x1f\x8b",
+        b"PK\x03\x04",
+        b"<svg",
+    ];
     let mut buf = [0u8; MAX_TOKEN_LEN];
     match base64_decode(run, &mut buf) {
+        Some(d) if MAGIC.iter().any(|m| d.starts_with(m)) => true,
         Some(d) if !d.is_empty() => {
             let printable = d
                 .iter()

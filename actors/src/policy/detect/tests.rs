@@ -720,3 +720,16 @@ fn views_past_the_derived_budget_are_doubt() {
         Scan::Clean
     );
 }
+
+/// Base64 of an embedded file (an icon, an archive) is data, not an unlabelled token.
+#[test]
+fn base64_of_an_embedded_file_is_not_a_secret() {
+    // A PNG's first bytes, then random-looking bytes, in base64 (48 characters).
+    let icon = "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAYAAAAf8/9hAAAA";
+    assert_eq!(Detector::Secrets.find(&format!("ICON = \"{icon}\"")), None);
+    // The same bytes without the magic are still a random token.
+    let token = "kT9qZx2LmV8rW4yB6nH3jD7pF1sC5gA0uE2oI9wR";
+    assert!(Detector::Secrets
+        .find(&format!("x = \"{token}\""))
+        .is_some());
+}
