@@ -209,7 +209,7 @@ impl Detector {
     /// First hit in `text` as sent, in its compatibility form, or in what the encodings it
     /// carries decode to ([`decode::decoded_views`]).
     fn find_in_views(self, text: &str, work: &mut Work<'_>) -> Option<Hit> {
-        if let Some(hit) = self.find_as_sent_or_compatible(text, work) {
+        if let Some(hit) = self.find_as_sent_or_derived(text, work) {
             return Some(hit);
         }
         for d in decode::decoded_views(text) {
@@ -227,7 +227,7 @@ impl Detector {
     }
 
     /// First hit in `text` as sent or in its derived forms ([`Self::find_derived`]).
-    fn find_as_sent_or_compatible(self, text: &str, work: &mut Work<'_>) -> Option<Hit> {
+    fn find_as_sent_or_derived(self, text: &str, work: &mut Work<'_>) -> Option<Hit> {
         self.find(text).or_else(|| self.find_derived(text, work))
     }
 

@@ -41,8 +41,8 @@
 
 use serde_json::{Map, Value};
 
-/// Upper bound on each of `args.prompt` and `args.instructions`, bytes: past the detectors'
-/// scan budget (`warden_actors::policy::detect::MAX_SCAN_BYTES`, 1 MiB).
+/// Upper bound on each of `args.instructions`, `args.prompt` and `args.tool_output`, bytes:
+/// past the detectors' scan budget (`warden_actors::policy::detect::MAX_SCAN_BYTES`, 1 MiB).
 pub const PROMPT_BYTES_MAX: usize = 2 << 20;
 
 /// Characters taken from each side of a seam between two text parts.
