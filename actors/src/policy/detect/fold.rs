@@ -10,14 +10,16 @@
 //!   `a c d e h i j o p q s v w x y`), so
 //!   `ignоre` with a Cyrillic `о` or `АКIА…` with Cyrillic `А` and `К` reads as Latin.
 //!
-//! - `\uXXXX` escapes (JSON, JavaScript, Python) are resolved, and accents and other
+//! - string escapes (JSON, JavaScript, Python: `\uXXXX`, `\n`, `\t`, `\"`, …) are resolved, and accents and other
 //!   combining marks taken off (`Ignòre àll prèvious` reads as `Ignore all previous`).
 //!
-//! [`words`], for the prompt-injection detector's phrases only: HTML tags and comments,
-//! Markdown emphasis and code marks (`*`, `~`, `` ` ``) dropped, and `-`, `.`, `/`, `+`, `|`
-//! and dashes between two letters read as a space, so `Ignore <b>all</b> previous`,
-//! `Ignore *all* previous instructions` and `ignore-all-previous-instructions` read as the
-//! phrase. Only phrases are looked for there: `**System:**` without its marks is no role
+//! [`words`], for the prompt-injection detector's phrases only: HTML tags and comments and
+//! Markdown emphasis (`*`, `~`) dropped, code marks (`` ` ``) read as quotes (a phrase in a
+//! code span is a mention, as in quotes), and `-`, `.`, `/`, `+`, `|` and dashes between
+//! letters read as spaces in a word that chains three or more pieces with them, so
+//! `Ignore <b>all</b> previous`, `Ignore *all* previous instructions` and
+//! `ignore-all-previous-instructions` read as the phrase while `previous-year rules` and
+//! `system/default rules` stay words. Only phrases are looked for there: `**System:**` without its marks is no role
 //! marker, and `_` is left alone (`drop_all_constraints` is an identifier, not a sentence).
 
 /// `text` with references and `\uXXXX` escapes resolved, accents and other combining marks
@@ -49,26 +51,42 @@ pub(super) fn folded(text: &str) -> Option<String> {
     (out != text).then_some(out)
 }
 
-/// The character a `\uXXXX` escape (JSON, JavaScript, Python) at the start of `s` stands
-/// for, and its length in bytes.
+/// The character a string escape (JSON, JavaScript, Python: `\uXXXX`, `\n`, `\t`, `\r`,
+/// `\"`, `\\`, `\/`) at the start of `s` stands for, and its length in bytes.
 fn escape(s: &str) -> Option<(char, usize)> {
-    let hex = s.strip_prefix("\\u")?.get(..4)?;
+    let rest = s.strip_prefix('\\')?;
+    let simple = match rest.chars().next()? {
+        'n' => Some('\n'),
+        't' => Some('\t'),
+        'r' => Some('\r'),
+        '"' => Some('"'),
+        '\\' => Some('\\'),
+        '/' => Some('/'),
+        _ => None,
+    };
+    if let Some(c) = simple {
+        return Some((c, 2));
+    }
+    let hex = rest.strip_prefix('u')?.get(..4)?;
     let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
     Some((c, 6))
 }
 
-/// Characters that join two words when they stand between letters (`ignore-all`,
-/// `ignore.all`, `ignore/all`, `ignore+all`, `ignore|all`, dashes), read as a space.
+/// Characters that join words when they stand between letters (`ignore-all`, `ignore.all`,
+/// `ignore/all`, `ignore+all`, `ignore|all`, dashes), read as a space in a chain of three or
+/// more pieces.
 const JOINERS: [char; 7] = ['-', '.', '/', '+', '|', '\u{2013}', '\u{2014}'];
 
-/// `text` with HTML tags and comments and Markdown marks dropped, and word joiners between
-/// letters read as a space, when that differs.
+/// `text` with HTML tags and comments and Markdown emphasis (`*`, `~`) dropped, code marks
+/// (`` ` ``) read as quotes (a phrase in a code span is a mention, as in quotes), and word
+/// joiners read as spaces in a word that chains three or more pieces with them
+/// (`ignore-all-previous-instructions`, not `previous-year` or `system/default`), when that
+/// differs.
 pub(super) fn words(text: &str) -> Option<String> {
     if !text.contains(|c: char| matches!(c, '*' | '~' | '`' | '<') || JOINERS.contains(&c)) {
         return None;
     }
     let mut out = String::with_capacity(text.len());
-    let mut prev = ' ';
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
         if c == '<' {
@@ -77,35 +95,53 @@ pub(super) fn words(text: &str) -> Option<String> {
                 continue;
             }
         }
-        rest = &rest[c.len_utf8()..];
-        let next = rest.chars().next();
-        match c {
-            '*' | '~' | '`' => continue,
-            c if JOINERS.contains(&c)
-                && prev.is_alphabetic()
-                && next.is_some_and(char::is_alphabetic) =>
-            {
-                out.push(' ')
-            }
-            c => out.push(c),
+        if !c.is_whitespace() && c != '<' {
+            let end = rest
+                .find(|x: char| x.is_whitespace() || x == '<')
+                .unwrap_or(rest.len());
+            push_word(&mut out, &rest[..end]);
+            rest = &rest[end..];
+            continue;
         }
-        prev = c;
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
     (out != text).then_some(out)
 }
 
-/// The length of an HTML tag (`<b>`, `</span>`, `<a href="x">`, at most 128 bytes) or comment
-/// (`<!-- … -->`, at most 1 KiB) at the start of `s`.
+/// One word (no whitespace) into `out`: emphasis marks dropped, code marks as quotes, its
+/// joiners as spaces when it chains three or more pieces.
+fn push_word(out: &mut String, word: &str) {
+    let chars: Vec<char> = word.chars().collect();
+    let joiner_at = |i: usize| {
+        JOINERS.contains(&chars[i])
+            && i > 0
+            && chars[i - 1].is_alphabetic()
+            && chars.get(i + 1).is_some_and(|n| n.is_alphabetic())
+    };
+    let chained = (0..chars.len()).filter(|&i| joiner_at(i)).count() >= 2;
+    for (i, &c) in chars.iter().enumerate() {
+        match c {
+            '*' | '~' => {}
+            '`' => out.push('\''),
+            _ if chained && joiner_at(i) => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The length of an HTML tag (`<b>`, `</span>`, `<a href="x">`, at most 1 KiB) or comment
+/// (`<!-- … -->`, at most 4 KiB) at the start of `s`.
 fn tag(s: &str) -> Option<usize> {
     if let Some(body) = s.strip_prefix("<!--") {
-        let head = &body[..super::util::floor_char_boundary(body, 1024)];
+        let head = &body[..super::util::floor_char_boundary(body, 4096)];
         return head.find("-->").map(|i| 4 + i + 3);
     }
     let second = s.as_bytes().get(1)?;
     if !(second.is_ascii_alphabetic() || *second == b'/') {
         return None;
     }
-    let head = &s[..super::util::floor_char_boundary(s, 128)];
+    let head = &s[..super::util::floor_char_boundary(s, 1024)];
     let end = head.find('>')?;
     (!head[1..end].contains('<')).then_some(end + 1)
 }
@@ -197,8 +233,9 @@ mod tests {
         assert_eq!(folded("a & b &#xZZ; &bogus; &#1114112;"), None);
         assert_eq!(
             words("Ignore *all* ~~previous~~ `instructions`"),
-            Some("Ignore all previous instructions".into())
+            Some("Ignore all previous 'instructions'".into())
         );
+        assert_eq!(words("previous-year rules, system/default"), None);
         assert_eq!(
             words("ignore-all-previous-instructions"),
             Some("ignore all previous instructions".into())
@@ -249,6 +286,9 @@ mod tests {
             "def drop_all_constraints(conn):",
             "**System:** You are a helpful assistant.",
             "- system: You are a terse assistant",
+            "Our guard blocks strings like `ignore all previous instructions` before they reach the model.",
+            "Ignoring previous-year rules, the tax office applies the new ones.",
+            "Override the system/default rules with --rules=custom.yaml",
         ] {
             assert!(!found(Detector::PromptInjection, text), "{text}");
         }

@@ -132,6 +132,8 @@ fn alnum(b: Option<u8>) -> bool {
 }
 
 /// A body made of few distinct characters is a placeholder (`XXXX…`, `xxxx…`, `0000…`).
+/// (AWS's documented example keys are not: the labelled corpus counts them as keys, since
+/// agents copy them into real configurations.)
 fn placeholder_body(body: &[u8]) -> bool {
     distinct_bytes(body) < 6
 }
@@ -311,13 +313,33 @@ fn secret_looking_value(v: &str) -> bool {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
                 && seg.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         });
-    if dotted_ident {
+    if dotted_ident || code_reference(v) {
         return false;
     }
     let (upper, lower, digit) = class_mix(b);
     let symbol = b.iter().any(|c| !c.is_ascii_alphanumeric());
     // Letters plus a digit or a symbol; pure words and pure numbers are not secrets.
     (upper || lower) && (digit || symbol) && distinct_bytes(b) >= 6
+}
+
+/// A value that is code, not a secret: a type path or generic (`token::Bracket`,
+/// `Option<String>`, and `::UnitVariant` after `Token:`), or a snake_case or SCREAMING_CASE
+/// identifier (`key_password`, `_ALLOWED_PRIVATE_KEY_TYPES`, `current_token`), each perhaps
+/// followed by `,`, `;` or `{`. A value with digits (`Sup3r_S3cret`) or mixed case between
+/// its underscores (`hf_AOtEsxtTFSl…`) is not taken for code.
+fn code_reference(v: &str) -> bool {
+    let v = v.trim_end_matches([',', ';', '{', '}']);
+    let ident_chars = v
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'<' | b'>'));
+    if !ident_chars || v.bytes().any(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let one_case = |seg: &str| {
+        seg.bytes().all(|c| !c.is_ascii_uppercase()) || seg.bytes().all(|c| !c.is_ascii_lowercase())
+    };
+    let snake = v.contains('_') && v.split('_').all(one_case);
+    v.starts_with(':') || v.contains("::") || v.contains('<') || snake
 }
 
 fn find_credential(text: &str) -> Found {
@@ -420,19 +442,11 @@ impl<'t> PublicPem<'t> {
 }
 
 /// Whether `run` is base64 of ordinary text (so: data, not a key).
-/// Also true for base64 of a file a program embeds (an icon, an archive: PNG, GIF, JPEG,
-/// WebP, PDF, gzip, zip), by its magic bytes: data, not a credential.
+/// Also true for base64 of an image a program embeds (an icon: PNG, GIF, JPEG), by its magic
+/// bytes: data, not a credential. (Compressed files are not let through so: a key inside
+/// gzip or zip is not read, so their base64 stays a random-looking token.)
 fn decodes_to_text(run: &[u8]) -> bool {
-    const MAGIC: [&[u8]; 8] = [
-        b"\x89PNG",
-        b"GIF8",
-        b"\xff\xd8\xff",
-        b"RIFF",
-        b"%PDF",
-        b"\x1f\x8b",
-        b"PK\x03\x04",
-        b"<svg",
-    ];
+    const MAGIC: [&[u8]; 3] = [b"\x89PNG\r\n\x1a\n", b"GIF8", b"\xff\xd8\xff"];
     let mut buf = [0u8; MAX_TOKEN_LEN];
     match base64_decode(run, &mut buf) {
         Some(d) if MAGIC.iter().any(|m| d.starts_with(m)) => true,

@@ -733,3 +733,32 @@ fn base64_of_an_embedded_file_is_not_a_secret() {
         .find(&format!("x = \"{token}\""))
         .is_some());
 }
+
+/// Source code that names tokens, keys and passwords holds no credential: type paths,
+/// generics and snake_case identifiers after a credential-like name are code.
+#[test]
+fn credential_names_in_source_code_are_not_credentials() {
+    for line in [
+        "Token::UnitVariant {",
+        "pub bracket_token: token::Bracket,",
+        "cache_token = current_token",
+        "self.key_password = key_password",
+        "private_key: _ALLOWED_PRIVATE_KEY_TYPES,",
+        "pub page_token: Option<String>,",
+        "let token: cpuid_aes_sha::InitToken = x;",
+        "pub(crate) early_secret: Option<OkmBlock>,",
+    ] {
+        assert_eq!(Detector::Secrets.find(line), None, "{line}");
+    }
+    for line in [
+        "password = Sup3r_S3cret!",
+        "api_key: k7Rq_92xLm_Zt40",
+        "token=ab12cd34ef56",
+    ] {
+        assert_eq!(
+            Detector::Secrets.find(line).map(|h| h.kind),
+            Some("credential"),
+            "{line}"
+        );
+    }
+}

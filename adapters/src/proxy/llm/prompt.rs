@@ -9,7 +9,8 @@
 //! - `args.prompt`: the conversation: the user's and the model's turns (text, earlier tool
 //!   calls and their arguments, thinking), and any top-level field this proxy does not know
 //!   as a setting (a server may put it in the prompt: vLLM's `documents`, `chat_template`);
-//! - `args.tool_output`: what tools returned: `tool` and `function` messages,
+//! - `args.tool_output`: what tools returned: `tool`, `function` and `ipython` (Llama's tool
+//!   role) messages, roles in any case,
 //!   `function_call_output` and `custom_tool_call_output` items, `tool_result` blocks. This
 //!   is the content nobody in the agent's own chain wrote (fetched pages, files, other
 //!   services' answers): where injections come from.
@@ -31,9 +32,8 @@
 //!
 //! Texts are joined with `"\n "`, a separator that cannot form a role marker (`\n\nSystem:`)
 //! with the text after it, and across which phrases still read (it is whitespace). The
-//! consecutive text parts of one content list are sent to the model as one text, so their
-//! seams (the last and first [`SEAM_CHARS`] characters of each two, glued) are read too, after
-//! the texts: a key split across two parts is seen whole. Encodings (base64, hex, `%XX`, also
+//! consecutive text parts of one content list are one text to the model, so they are read as
+//! one, joined as sent: a key split across two parts is seen whole. Encodings (base64, hex, `%XX`, also
 //! in `data:` URLs) are the detectors' to read. [`PROMPT_BYTES_MAX`] bounds each field (past
 //! it, it is cut and `args.prompt_cut: true`); the bound is above the detectors' scan budget,
 //! so a prompt longer than what they read is judged unscanned (doubt), not cut into looking
@@ -44,9 +44,6 @@ use serde_json::{Map, Value};
 /// Upper bound on each of `args.instructions`, `args.prompt` and `args.tool_output`, bytes:
 /// past the detectors' scan budget (`warden_actors::policy::detect::MAX_SCAN_BYTES`, 1 MiB).
 pub const PROMPT_BYTES_MAX: usize = 2 << 20;
-
-/// Characters taken from each side of a seam between two text parts.
-pub const SEAM_CHARS: usize = 128;
 
 /// Top-level fields that are settings, not text the model reads.
 pub const SETTINGS: [&str; 42] = [
@@ -145,8 +142,7 @@ pub fn prompt_text(req: &Map<String, Value>) -> PromptText {
         match req.get(key) {
             Some(Value::Array(items)) => {
                 for item in items {
-                    let role = item.get("role").and_then(Value::as_str);
-                    if matches!(role, Some("system" | "developer")) {
+                    if role_is(item, &["system", "developer"]) {
                         dev.block(item);
                     } else {
                         message(item, &mut conv, &mut tools);
@@ -179,16 +175,22 @@ pub fn prompt_text(req: &Map<String, Value>) -> PromptText {
     }
 }
 
-/// One message or input item of the conversation: what tools returned (a `tool` or
-/// `function` message, a `function_call_output` or `custom_tool_call_output` item, the
+/// True when `item`'s role is one of `roles`, in any case (a server may read roles without
+/// case).
+fn role_is(item: &Value, roles: &[&str]) -> bool {
+    let role = item.get("role").and_then(Value::as_str).unwrap_or_default();
+    roles.iter().any(|r| role.eq_ignore_ascii_case(r))
+}
+
+/// One message or input item of the conversation: what tools returned (a `tool`, `function`
+/// or `ipython` (Llama's tool role) message, a `function_call_output` or `custom_tool_call_output` item, the
 /// `tool_result` blocks of a message) into `tools`, the rest into `conv`.
 fn message(item: &Value, conv: &mut Texts, tools: &mut Texts) {
     let Some(map) = item.as_object() else {
         return conv.block(item);
     };
-    let role = map.get("role").and_then(Value::as_str);
     let kind = map.get("type").and_then(Value::as_str);
-    let from_tool = matches!(role, Some("tool" | "function"))
+    let from_tool = role_is(item, &["tool", "function", "ipython"])
         || matches!(
             kind,
             Some("function_call_output" | "custom_tool_call_output")
@@ -211,47 +213,54 @@ fn message(item: &Value, conv: &mut Texts, tools: &mut Texts) {
     }
 }
 
-/// Texts gathered in reading order, and the seams between consecutive text parts.
+/// Texts gathered in reading order.
 #[derive(Default)]
 struct Texts {
     text: String,
-    seams: Vec<String>,
     cut: bool,
 }
 
 impl Texts {
-    /// A content value: a string, or a list of parts or blocks (consecutive text parts are
-    /// one text to the model: their seams are kept).
+    /// A content value: a string, or a list of parts or blocks; consecutive text parts are
+    /// one text to the model, so they are read as one, joined as they are sent (a key split
+    /// across two parts is read whole).
     fn blocks(&mut self, v: &Value) {
-        match v {
-            Value::Array(items) => {
-                let mut last: Option<&str> = None;
-                for item in items {
-                    let text = item
-                        .as_str()
-                        .or_else(|| item.get("text").and_then(Value::as_str));
-                    match (last, text) {
-                        // An empty part between two halves does not part them.
-                        (_, Some("")) => {}
-                        (Some(a), Some(b)) => {
-                            self.seams.push(seam(a, b));
-                            last = text;
-                        }
-                        _ => last = text,
+        let Value::Array(items) = v else {
+            return self.block(v);
+        };
+        let mut run = String::new();
+        for item in items {
+            let text = item
+                .as_str()
+                .or_else(|| item.get("text").and_then(Value::as_str));
+            match text {
+                Some(t) => {
+                    run.push_str(t);
+                    if let Value::Object(map) = item {
+                        self.members(map, true);
                     }
+                }
+                None => {
+                    self.push(&std::mem::take(&mut run));
                     self.block(item);
                 }
             }
-            other => self.block(other),
         }
+        self.push(&run);
     }
 
     /// One message, item or block: its protocol fields and sealed parts left out, its
     /// content and tool calls read as blocks, everything else read whole.
     fn block(&mut self, v: &Value) {
-        let Value::Object(map) = v else {
-            return self.all(v);
-        };
+        match v {
+            Value::Object(map) => self.members(map, false),
+            other => self.all(other),
+        }
+    }
+
+    /// The members of a message, item or block ([`Self::block`]); its `text` left out when
+    /// `text_read` (its list of parts read it, joined to its neighbours).
+    fn members(&mut self, map: &Map<String, Value>, text_read: bool) {
         let kind = map.get("type").and_then(Value::as_str);
         let sealed_only = kind == Some("redacted_thinking")
             && map
@@ -263,6 +272,7 @@ impl Texts {
         for (k, v) in map {
             match k.as_str() {
                 k if PROTOCOL.contains(&k) => {}
+                "text" if text_read => {}
                 "signature" if kind == Some("thinking") => {}
                 "encrypted_content" if kind == Some("reasoning") => {}
                 "content" | "tool_calls" | "summary" | "output" | "function" => self.blocks(v),
@@ -325,24 +335,10 @@ impl Texts {
         self.cut = true;
     }
 
-    /// The texts, then the seams; and whether it was cut.
-    fn finish(mut self) -> (String, bool) {
-        for s in std::mem::take(&mut self.seams) {
-            self.push(&s);
-        }
+    /// The texts, and whether they were cut.
+    fn finish(self) -> (String, bool) {
         (self.text, self.cut)
     }
-}
-
-/// The last [`SEAM_CHARS`] characters of `a` glued to the first [`SEAM_CHARS`] of `b`.
-fn seam(a: &str, b: &str) -> String {
-    let tail_start = a
-        .char_indices()
-        .rev()
-        .nth(SEAM_CHARS - 1)
-        .map_or(0, |(i, _)| i);
-    let head_end = b.char_indices().nth(SEAM_CHARS).map_or(b.len(), |(i, _)| i);
-    format!("{}{}", &a[tail_start..], &b[..head_end])
 }
 
 #[cfg(test)]
@@ -384,6 +380,14 @@ mod tests {
             assert!(chat.prompt.contains(want), "{want}: {chat:?}");
         }
         assert_eq!(chat.tool_output, "result");
+        let llama = split(
+            json!({"messages": [{"role": "ipython", "content": "out1"}, {"role": "Tool", "content": "out2"},
+            {"role": "SYSTEM", "content": "sys"}]}),
+        );
+        assert_eq!(
+            (llama.tool_output.as_str(), llama.instructions.as_str()),
+            ("out1\n out2", "sys")
+        );
         for not in ["call_Zx9", "assistant", "CiQB", "meta", "0.2", "be brief"] {
             assert!(!chat.prompt.contains(not), "{not}: {chat:?}");
         }
@@ -468,8 +472,12 @@ mod tests {
         assert!(t.prompt.len() <= PROMPT_BYTES_MAX && !t.prompt.contains("after"));
         let t = split(json!({"input": "small"}));
         assert_eq!((t.prompt.as_str(), t.cut), ("small", false));
-        assert_eq!(seam("abc", "def"), "abcdef");
-        let long = "x".repeat(300);
-        assert_eq!(seam(&long, &long).len(), 2 * SEAM_CHARS);
+        // Many short parts are one text, not a text and its seams: 2,500 parts of 200
+        // bytes read as 500 KB.
+        let parts: Vec<Value> = (0..2_500)
+            .map(|_| json!({"type": "text", "text": "word ".repeat(40)}))
+            .collect();
+        let t = split(json!({"messages": [{"role": "user", "content": parts}]}));
+        assert_eq!(t.prompt.len(), 2_500 * 200);
     }
 }
