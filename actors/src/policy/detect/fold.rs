@@ -87,24 +87,26 @@ pub(super) fn words(text: &str) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
+    let mut tags = Tags::default();
+    let mut at = 0;
+    while let Some(c) = text[at..].chars().next() {
         if c == '<' {
-            if let Some(len) = tag(rest) {
-                rest = &rest[len..];
+            if let Some(len) = tags.at(text, at) {
+                at += len;
                 continue;
             }
         }
         if !c.is_whitespace() && c != '<' {
+            let rest = &text[at..];
             let end = rest
                 .find(|x: char| x.is_whitespace() || x == '<')
                 .unwrap_or(rest.len());
             push_word(&mut out, &rest[..end]);
-            rest = &rest[end..];
+            at += end;
             continue;
         }
         out.push(c);
-        rest = &rest[c.len_utf8()..];
+        at += c.len_utf8();
     }
     (out != text).then_some(out)
 }
@@ -130,20 +132,55 @@ fn push_word(out: &mut String, word: &str) {
     }
 }
 
-/// The length of an HTML tag (`<b>`, `</span>`, `<a href="x">`, at most 1 KiB) or comment
-/// (`<!-- … -->`, at most 4 KiB) at the start of `s`.
-fn tag(s: &str) -> Option<usize> {
-    if let Some(body) = s.strip_prefix("<!--") {
-        let head = &body[..super::util::floor_char_boundary(body, 4096)];
-        return head.find("-->").map(|i| 4 + i + 3);
+/// Longest HTML tag dropped, bytes.
+const TAG_BYTES_MAX: usize = 1024;
+/// Longest HTML comment dropped, bytes.
+const COMMENT_BYTES_MAX: usize = 4096;
+
+/// Where the next `>` and `-->` are, found once and reused until passed, so that a text of
+/// many `<` that close late (or never) is read in linear time.
+#[derive(Default)]
+struct Tags {
+    /// The next `>` at or after the last search's start (`usize::MAX`: none).
+    gt: Option<usize>,
+    /// The next `-->` likewise.
+    close: Option<usize>,
+}
+
+impl Tags {
+    /// The length of an HTML tag (`<b>`, `</span>`, `<a href="x">`, at most
+    /// [`TAG_BYTES_MAX`]) or comment (`<!-- … -->`, at most [`COMMENT_BYTES_MAX`]) starting at
+    /// `text[at..]`.
+    fn at(&mut self, text: &str, at: usize) -> Option<usize> {
+        let s = &text[at..];
+        if s.starts_with("<!--") {
+            let close = next(&mut self.close, text, at + 4, "-->")?;
+            return (close - at <= COMMENT_BYTES_MAX).then_some(close + 3 - at);
+        }
+        let second = s.as_bytes().get(1)?;
+        if !(second.is_ascii_alphabetic() || *second == b'/') {
+            return None;
+        }
+        let gt = next(&mut self.gt, text, at + 1, ">")?;
+        if gt - at > TAG_BYTES_MAX || text[at + 1..gt].contains('<') {
+            return None;
+        }
+        Some(gt + 1 - at)
     }
-    let second = s.as_bytes().get(1)?;
-    if !(second.is_ascii_alphabetic() || *second == b'/') {
-        return None;
-    }
-    let head = &s[..super::util::floor_char_boundary(s, 1024)];
-    let end = head.find('>')?;
-    (!head[1..end].contains('<')).then_some(end + 1)
+}
+
+/// The position of the first `needle` at or after `from`, from `cache` while it is still
+/// ahead, else searched anew (and cached; `usize::MAX` when there is none).
+fn next(cache: &mut Option<usize>, text: &str, from: usize, needle: &str) -> Option<usize> {
+    let pos = match *cache {
+        Some(p) if p >= from => p,
+        _ => {
+            let p = text[from..].find(needle).map_or(usize::MAX, |i| from + i);
+            *cache = Some(p);
+            p
+        }
+    };
+    (pos != usize::MAX).then_some(pos)
 }
 
 /// The character an HTML character reference at the start of `s` stands for, and its length
