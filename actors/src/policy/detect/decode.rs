@@ -33,16 +33,21 @@ static HEX: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Every decoded view of `text`, in order: its base64 runs ([`base64_texts`]), its hex runs
 /// ([`hex_texts`]), and its percent-decoding when it has `%XX` escapes; then, for each of
-/// those that decoded cleanly (valid UTF-8: the right alignment of a real encoding, not the
-/// noise of a wrong one), its own decoded views, one level more. So base64 in base64, hex in
-/// base64 and percent-encoded base64 are read; deeper nesting is not. Each view is at most a
-/// constant factor of `text`'s length.
+/// those, its own decoded views, one level more: of the whole view when it decoded cleanly
+/// (valid UTF-8), else of each stretch of at least [`MIN_BASE64_LEN`] readable characters in
+/// it (so a junk byte before base64 in base64 does not hide the inner level, while the noise
+/// of a wrong alignment, whose readable stretches are short, costs nothing). So base64 in
+/// base64, hex in base64 and percent-encoded base64 are read; deeper nesting is not. Each
+/// view is at most a constant factor of `text`'s length.
 pub(super) fn decoded_views(text: &str) -> impl Iterator<Item = String> + '_ {
     one_level(text).flat_map(|(d, clean)| {
         let inner: Vec<String> = if clean {
             one_level(&d).map(|(t, _)| t).collect()
         } else {
-            Vec::new()
+            d.split(|c: char| c == '\u{fffd}' || (c.is_control() && !c.is_whitespace()))
+                .filter(|stretch| stretch.len() >= MIN_BASE64_LEN)
+                .flat_map(|stretch| one_level(stretch).map(|(t, _)| t).collect::<Vec<_>>())
+                .collect()
         };
         std::iter::once(d).chain(inner)
     })
@@ -221,6 +226,11 @@ mod tests {
         assert!(decoded_views(&twice).any(|v| v.contains(key)), "{twice}");
         let hex_of_b64: String = b64(key).bytes().map(|b| format!("{b:02x}")).collect();
         assert!(decoded_views(&hex_of_b64).any(|v| v.contains(key)));
+        // A junk byte before the inner level does not hide it.
+        let mut junk = vec![0xffu8];
+        junk.extend_from_slice(b64(key).as_bytes());
+        let junked = encode_base64(&junk);
+        assert!(decoded_views(&junked).any(|v| v.contains(key)), "{junked}");
         // Three levels are not read.
         let thrice = b64(&twice);
         assert!(!decoded_views(&thrice).any(|v| v.contains(key)));

@@ -219,6 +219,12 @@ impl Detector {
             if let Some(hit) = self.find(&d) {
                 return Some(hit);
             }
+            // The derived forms of a view that did not decode cleanly (the noise of a wrong
+            // alignment, binary data) are not read: its stray letters of other scripts would
+            // make them differ from it at the cost of reading it twice more, for nothing.
+            if d.contains('\u{fffd}') {
+                continue;
+            }
             if let Some(hit) = self.find_derived(&d, work) {
                 return Some(hit);
             }
