@@ -45,7 +45,7 @@ fn re(pattern: &str) -> Regex {
 static PHRASES: LazyLock<Regex> = LazyLock::new(|| {
     let override_ = [
         // ignore/disregard … previous/your/system … instructions/rules/prompt
-        r"(?:ignore|ignoring|disregard|disregarding|forget|override|overriding|bypass|discard|abandon|drop)\s+(?:[\w'-]+\s+){0,2}?(?:all|any|every|previous|prior|above|earlier|preceding|former|original|initial|your|system|these|those)\s+(?:[\w'-]+\s+){0,2}?(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|commands|constraints|restrictions|polic(?:y|ies)|programming|safeguards|filters|context|conversation|training|conditioning|alignment|principles|ethics)(?-u:\b)",
+        r"(?:ignore|ignoring|disregard|disregarding|forget|override|overriding|bypass|discard|abandon|drop)\s+(?:[\w'-]+\s+){0,2}?(?:all|any|every|previous|prior|above|earlier|preceding|former|original|initial|your|system|these|those)\s+(?:[\w'-]+\s+){0,3}?(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guidance|commands|constraints|restrictions|polic(?:y|ies)|programming|safeguards|filters|context|conversation|training|conditioning|alignment|principles|ethics)(?-u:\b)",
         // do not follow your original instructions
         r"(?:do\s+not|don'?t|never|no\s+longer|stop)\s+(?:follow|obey|adhere\s+to|listen\s+to|comply\s+with)(?:ing)?\s+(?:[\w'-]+\s+){0,2}?(?:previous|prior|original|initial|your|system|above|earlier)\s+(?:[\w'-]+\s+){0,1}?(?:instructions?|rules|guidelines|prompts?|programming|directives?)(?-u:\b)",
         // ignore the instructions you were given / the user's request
