@@ -12,8 +12,12 @@
 //! agents stop, and after a quiet period every replica must hold the same state of every
 //! shared pool, with Σ held = the limit (`cluster_converges`). Then the drain: the outcomes
 //! held back while the ledgers stood still are reported, the sweeps time out the approvals no
-//! one answers (there are no operators here), and nothing may stay reserved anywhere
-//! (`no_leaked_reservations`, every pool and agent account of every node).
+//! one answers, and nothing may stay reserved anywhere (`no_leaked_reservations`, every pool
+//! and agent account of every node).
+//!
+//! The scenario's approvers are operators, each of one node (`i % K`), answering that node's
+//! approvals as single-node operators do (late, some never, 70% approved); a granted step's
+//! agent does its work and reports the outcome. Operators do not resume halted agents here.
 //!
 //! What this model leaves out, on purpose: a crash here restarts the replica (from the escrow
 //! states it persisted), not the swarm — the single-node runs crash and recover swarms and
@@ -56,8 +60,15 @@ enum Ev {
     Outcome(u32, StepId, Outcome),
     Tick(NodeIx),
     Sweep(NodeIx),
+    Operator(u32),
     Fault,
     Restart(NodeIx),
+}
+
+/// An operator of one node: answers that node's approvals.
+struct NodeOperator {
+    node: NodeIx,
+    operator: crate::world::Operator,
 }
 
 /// Where the run stands: agents acting, the ledgers holding still while the replicas
@@ -99,6 +110,10 @@ struct ClusterWorld {
     /// Outcomes that came due while the ledgers held still, reported in the drain.
     held_back: Vec<(u32, StepId, Outcome)>,
     sweep_interval_ms: u64,
+    operators: Vec<NodeOperator>,
+    /// Steps parked for approval, with what the agent does once granted: its outcome and
+    /// how long the work takes.
+    parked: HashMap<(u32, StepId), (Outcome, u64)>,
     sessions: u64,
     /// Agents by id, for the halts each node's bus announces.
     index: HashMap<warden_actors::AgentId, u32>,
@@ -181,19 +196,20 @@ impl ClusterWorld {
         let mut agents = Vec::new();
         let mut specs: Vec<Vec<warden_supervisor::AgentSpec>> = vec![Vec::new(); k];
         let mut index = HashMap::new();
+        let mut operators = Vec::new();
         for (i, (b, pool)) in crate::world::assign(scenario, total)
             .into_iter()
             .enumerate()
         {
-            let b = if b == Behaviour::Approver {
-                Behaviour::Steady
-            } else {
-                b
-            };
             let node = (i % k) as NodeIx;
+            if b == Behaviour::Approver {
+                let operator = crate::world::Operator::new(root.fork(i as u64 + 1));
+                operators.push(NodeOperator { node, operator });
+                continue;
+            }
             let id =
                 warden_actors::AgentId::new(format!("{}-{:06}", b.name(), i)).expect("valid id");
-            index.insert(id.clone(), i as u32);
+            index.insert(id.clone(), agents.len() as u32);
             let mut spec = warden_supervisor::AgentSpec::new(id.clone());
             if let Some(p) = pool {
                 spec = spec.pool(p);
@@ -260,6 +276,8 @@ impl ClusterWorld {
             phase: Phase::Running,
             held_back: Vec::new(),
             sweep_interval_ms: scenario.sweep_interval_ms.max(1),
+            operators,
+            parked: HashMap::new(),
             sessions: k as u64,
             index,
             halted: BTreeSet::new(),
@@ -272,6 +290,9 @@ impl ClusterWorld {
         for n in 0..k {
             w.queue.push(n as u64 % TICK_MS, Ev::Tick(n as NodeIx));
             w.queue.push(w.sweep_interval_ms, Ev::Sweep(n as NodeIx));
+        }
+        for o in 0..w.operators.len() as u32 {
+            w.queue.push(1_000, Ev::Operator(o));
         }
         w.queue.push(2_000, Ev::Fault);
         w.relink();
@@ -383,6 +404,7 @@ impl ClusterWorld {
             Ev::Outcome(a, step, outcome) if settling => self.held_back.push((a, step, outcome)),
             Ev::Outcome(a, step, outcome) => self.outcome(a, step, outcome),
             Ev::Sweep(n) => self.sweep(n),
+            Ev::Operator(o) => self.operate(o),
             Ev::Tick(n) => self.tick(n),
             Ev::Restart(n) => self.restart(n),
         }
@@ -412,6 +434,9 @@ impl ClusterWorld {
             if allowed {
                 let at = self.now + plan.work_ms.max(1);
                 self.queue.push(at, Ev::Outcome(a, d.step, plan.outcome));
+            } else if d.decision == warden_actors::Verdict::RequireApproval {
+                self.parked
+                    .insert((a, d.step), (plan.outcome, plan.work_ms.max(1)));
             }
         }
         let slot = &mut self.agents[a as usize];
@@ -486,6 +511,51 @@ impl ClusterWorld {
         let timed_out = swarm.sweep_approvals().len() as u64;
         self.activity.approvals_timed_out += timed_out;
         self.read_bus(usize::from(n));
+    }
+
+    /// Operator `o` answers what is waiting on its node (at most
+    /// [`crate::world::APPROVALS_PER_TURN_MAX`] a turn); a granted step's agent does its work
+    /// and reports the outcome. While the ledgers hold still it only waits.
+    fn operate(&mut self, o: u32) {
+        let pause = self.operators[o as usize].operator.pause_ms();
+        self.queue.push(self.now + pause, Ev::Operator(o));
+        if self.phase == Phase::Settling {
+            return;
+        }
+        let node = self.operators[o as usize].node;
+        self.set_clock(node);
+        let n = usize::from(node);
+        let now = self.nodes[n].now_ms();
+        let name = format!("operator-{o}");
+        for p in self.nodes[n]
+            .swarm
+            .approvals()
+            .iter()
+            .take(crate::world::APPROVALS_PER_TURN_MAX)
+        {
+            let Some(answer) = self.operators[o as usize].operator.answer(p, now, &name) else {
+                continue;
+            };
+            let Ok(d) = self.nodes[n].swarm.answer_approval(&p.id, answer) else {
+                continue;
+            };
+            self.activity.approvals_answered += 1;
+            let Some(&a) = self.index.get(&p.agent) else {
+                continue;
+            };
+            let granted = self.parked.remove(&(a, p.step_id));
+            self.read_bus(n);
+            self.checks.count("no_allow_after_halt");
+            if d.is_allow() && self.halted.contains(&a) {
+                let detail = format!("agent {} was granted step {} while halted", p.agent, d.step);
+                let (event, at) = (self.events, self.now);
+                self.checks.fail("no_allow_after_halt", detail, event, at);
+            }
+            if let (true, Some((outcome, work_ms))) = (d.is_allow(), granted) {
+                self.queue
+                    .push(self.now + work_ms, Ev::Outcome(a, d.step, outcome));
+            }
+        }
     }
 
     fn tick(&mut self, n: NodeIx) {
@@ -722,7 +792,7 @@ impl ClusterWorld {
             seed: opts.seed,
             scenario: opts.scenario.name.clone(),
             agents: self.agents.len(),
-            operators: 0,
+            operators: self.operators.len(),
             nodes: opts.nodes,
             simulated_ms: duration.max(self.now),
             wall_ms,
@@ -774,7 +844,8 @@ mod tests {
     use crate::Scenario;
 
     /// The leak check sees what the agents left reserved when they stopped, and the drain
-    /// (held-back outcomes reported, approvals timed out) releases all of it.
+    /// (held-back outcomes reported, approvals answered by the nodes' operators or timed out,
+    /// granted steps' outcomes reported) releases all of it.
     #[test]
     fn the_drain_releases_what_the_stopped_agents_held() {
         let mut opts = SimOptions::new(Scenario::load("approvals").unwrap(), 5);
@@ -798,7 +869,12 @@ mod tests {
         w.drain();
         assert_eq!(w.reserved_pool(), None);
         assert_eq!(w.reserved_account(), None);
-        assert!(w.activity.approvals_timed_out >= parked as u64);
+        assert!(w.nodes.iter().all(|n| n.swarm.approvals().is_empty()));
+        assert!(
+            w.activity.approvals_answered > 0 && w.activity.approvals_timed_out > 0,
+            "operators answer some approvals, others time out: {:?}",
+            w.activity
+        );
         let results = w.checks.results_of(&crate::invariants::CLUSTER_NAMES);
         let leak = results
             .iter()

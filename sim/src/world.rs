@@ -39,7 +39,7 @@ const DRAIN_MS_MAX: u64 = 15 * 60_000;
 /// With `--metrics`: how often the scrape-time gauges are set from the swarm (wall time).
 const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Approvals an operator looks at per turn.
-const APPROVALS_PER_TURN_MAX: usize = 64;
+pub(crate) const APPROVALS_PER_TURN_MAX: usize = 64;
 
 #[derive(Debug)]
 enum Ev {
@@ -124,12 +124,56 @@ impl StepSet {
     }
 }
 
-struct Operator {
+/// A simulated operator: answers approvals late, some never, approving 70% of the rest.
+pub(crate) struct Operator {
     rng: Rng,
     /// Answers only approvals older than this, ms.
     lateness_ms: u64,
     /// Percent of approvals it never answers.
     never_pct: u64,
+}
+
+impl Operator {
+    /// An operator drawing its habits from `rng`.
+    pub(crate) fn new(rng: Rng) -> Self {
+        let mut r = rng.clone();
+        Operator {
+            lateness_ms: r.range(0, 90_000),
+            never_pct: r.range(0, 30),
+            rng,
+        }
+    }
+
+    /// What operator `name` answers to `p` at `now`, if it answers now: never for the
+    /// approvals it leaves alone (by the approval's id), not before its lateness.
+    pub(crate) fn answer(
+        &mut self,
+        p: &warden_actors::PendingApproval,
+        now: u64,
+        name: &str,
+    ) -> Option<ApprovalAnswer> {
+        let never = blake3::hash(p.id.as_bytes()).as_bytes()[0] as u64 * 100 / 256 < self.never_pct;
+        if never || now.saturating_sub(p.requested_at_ms) < self.lateness_ms {
+            return None;
+        }
+        Some(match self.rng.chance(70) {
+            true => ApprovalAnswer::Approve { by: name.into() },
+            false => ApprovalAnswer::Deny {
+                by: name.into(),
+                reason: "not now".into(),
+            },
+        })
+    }
+
+    /// The next turn's delay, ms.
+    pub(crate) fn pause_ms(&mut self) -> u64 {
+        self.rng.range(1_000, 5_000)
+    }
+
+    /// Whether it resumes a halted agent this turn (5%).
+    fn resumes(&mut self) -> bool {
+        self.rng.chance(5)
+    }
 }
 
 /// One run in progress.
@@ -218,12 +262,7 @@ impl<'a> World<'a> {
         for (i, (b, pool)) in roles.iter().enumerate() {
             let rng = root.fork(i as u64 + 1);
             if *b == Behaviour::Approver {
-                let mut r = rng.clone();
-                operators.push(Operator {
-                    lateness_ms: r.range(0, 90_000),
-                    never_pct: r.range(0, 30),
-                    rng,
-                });
+                operators.push(Operator::new(rng));
                 continue;
             }
             let id = AgentId::new(format!("{}-{:06}", b.name(), i)).expect("valid id");
@@ -629,21 +668,10 @@ impl<'a> World<'a> {
         let approvals = self.node().swarm.approvals();
         let now = self.node().now_ms();
         let mut answered = 0;
+        let name = format!("operator-{o}");
         for p in approvals.iter().take(APPROVALS_PER_TURN_MAX) {
-            let op = &mut self.operators[o as usize];
-            let never =
-                blake3::hash(p.id.as_bytes()).as_bytes()[0] as u64 * 100 / 256 < op.never_pct;
-            if never || now.saturating_sub(p.requested_at_ms) < op.lateness_ms {
+            let Some(answer) = self.operators[o as usize].answer(p, now, &name) else {
                 continue;
-            }
-            let answer = match op.rng.chance(70) {
-                true => ApprovalAnswer::Approve {
-                    by: format!("operator-{o}"),
-                },
-                false => ApprovalAnswer::Deny {
-                    by: format!("operator-{o}"),
-                    reason: "not now".into(),
-                },
             };
             if self.node().swarm.answer_approval(&p.id, answer).is_ok() {
                 answered += 1;
@@ -651,11 +679,10 @@ impl<'a> World<'a> {
         }
         self.activity.approvals_answered += answered;
         self.read_bus();
-        let op = &mut self.operators[o as usize];
-        if op.rng.chance(5) {
+        if self.operators[o as usize].resumes() {
             self.resume_one(o);
         }
-        let next = self.operators[o as usize].rng.range(1_000, 5_000);
+        let next = self.operators[o as usize].pause_ms();
         if !self.draining || !self.node().swarm.approvals().is_empty() {
             self.queue.push(self.now + next, Ev::Operator(o));
         }
