@@ -273,8 +273,18 @@ fn a_three_node_cluster_never_overspends_and_converges() {
                 checks("fail_closed") > 0,
                 "the adversaries' steps are judged"
             );
+            assert!(
+                v["operators"].as_u64().unwrap() > 0,
+                "approvers are operators"
+            );
+            assert!(
+                v["activity"]["approvals_answered"].as_u64().unwrap() > 0,
+                "{}",
+                v["activity"]
+            );
         }
-        // The drain reported every outcome and timed out every approval: nothing is held.
+        // The drain reported every outcome and answered or timed out every approval: nothing
+        // is held.
         for pool in v["pools"].as_array().unwrap() {
             for (dim, held) in pool["reserved"].as_object().unwrap() {
                 assert_eq!(held, 0, "{} {dim}", pool["path"]);
