@@ -417,11 +417,13 @@ impl ClusterWorld {
 
     fn turn(&mut self, a: u32) {
         let n = self.agents.len();
-        // The adversary names its neighbour (impersonation); the others name no one.
-        let other = self.agents[(a as usize + 1) % n].id.clone();
+        // Only the adversary names another agent (its neighbour, to impersonate it).
+        let other = (self.agents[a as usize].model.behaviour == Behaviour::Adversary)
+            .then(|| self.agents[(a as usize + 1) % n].id.clone());
         let slot = &mut self.agents[a as usize];
         let (node, handle) = (slot.node, slot.handle);
-        let plans = slot.model.plan(slot.id.as_str(), other.as_str());
+        let other = other.as_ref().map_or("", |o| o.as_str());
+        let plans = slot.model.plan(slot.id.as_str(), other);
         self.set_clock(node);
         for plan in plans {
             self.read_bus(usize::from(node));

@@ -91,10 +91,12 @@ pub const SETTINGS: [&str; 42] = [
     "mcp_servers",
 ];
 
-/// Top-level fields the developer writes: read into `args.instructions`.
-const DEVELOPER: [&str; 8] = [
-    "system",
-    "instructions",
+/// Top-level fields that hold the system prompt: read as content into `args.instructions`.
+const SYSTEM: [&str; 2] = ["system", "instructions"];
+
+/// Top-level fields that declare what the model may call or must answer in (tools, output
+/// schemas): read whole, keys included, into `args.instructions`.
+const DECLARATIONS: [&str; 6] = [
     "tools",
     "functions",
     "response_format",
@@ -102,6 +104,9 @@ const DEVELOPER: [&str; 8] = [
     "output_format",
     "output_config",
 ];
+
+/// Top-level fields that hold the conversation.
+const CONVERSATION: [&str; 2] = ["messages", "input"];
 
 /// Members of a message, item or block that are protocol fields, not text.
 const PROTOCOL: [&str; 8] = [
@@ -133,12 +138,12 @@ pub fn prompt_text(req: &Map<String, Value>) -> PromptText {
     let mut dev = Texts::default();
     let mut conv = Texts::default();
     let mut tools = Texts::default();
-    for key in ["system", "instructions"] {
+    for key in SYSTEM {
         if let Some(v) = req.get(key) {
             dev.blocks(v);
         }
     }
-    for key in ["messages", "input"] {
+    for key in CONVERSATION {
         match req.get(key) {
             Some(Value::Array(items)) => {
                 for item in items {
@@ -155,13 +160,13 @@ pub fn prompt_text(req: &Map<String, Value>) -> PromptText {
     }
     for (k, v) in req {
         let k = k.as_str();
-        if DEVELOPER[2..].contains(&k) {
+        if DECLARATIONS.contains(&k) {
             dev.all(v);
-        } else if !SETTINGS.contains(&k)
-            && !DEVELOPER.contains(&k)
-            && !["messages", "input"].contains(&k)
+        } else if ![&SETTINGS[..], &SYSTEM, &CONVERSATION]
+            .iter()
+            .any(|l| l.contains(&k))
         {
-            conv.all(v);
+            conv.all(v); // unknown to this proxy: a server may put it in the prompt
         }
     }
     let (instructions, cut_dev) = dev.finish();
