@@ -26,6 +26,8 @@ struct Seen {
     auth: Option<String>,
     /// The `openai-organization` and `openai-project` headers, if any arrived.
     billing: Vec<String>,
+    /// Every header name that arrived.
+    header_names: Vec<String>,
     body: Value,
 }
 
@@ -81,6 +83,7 @@ fn serve(conn: TcpStream, rec: &Record) {
                 .iter()
                 .filter_map(|h| headers.get(*h).cloned())
                 .collect(),
+            header_names: headers.keys().cloned().collect(),
             body: body.clone(),
         });
         let api = if path.ends_with("/messages") {
@@ -472,12 +475,50 @@ fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage
         .header("content-type", "application/json")
         .header("openai-organization", "org-other")
         .header("openai-project", "proj-other")
+        // Text leaving the swarm that no rule reads: not forwarded.
+        .header("x-note", "AKIAQ3EGZ7LQJ4XW2K5B")
+        .header("user-agent", "agent/AKIAQ3EGZ7LQJ4XW2K5B")
+        .header("idempotency-key", "stainless-py-retry-AKIAQ3EGZ7LQJ4XW2K5B")
+        .header("accept-encoding", "gzip")
+        // The API's own version headers, of their documented shapes: forwarded.
+        .header("openai-beta", "assistants=v2")
+        .header("anthropic-version", "2023-06-01")
         .send(chat("hi", false).to_string())
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let seen = n.rec.seen.lock().unwrap().clone();
     let last = seen.last().unwrap();
     assert!(last.billing.is_empty(), "{:?}", last.billing);
+    let mut names = last.header_names.clone();
+    names.retain(|h| {
+        !["host", "content-length", "content-type", "authorization"].contains(&h.as_str())
+    });
+    names.sort();
+    assert_eq!(
+        names,
+        ["anthropic-version", "openai-beta"],
+        "{:?}",
+        last.header_names
+    );
+    // A version header of another shape carries text: refused, nothing forwarded.
+    let hits = n.rec.hits.load(Ordering::SeqCst);
+    for (name, value) in [
+        ("openai-beta", "assistants=v2, AKIAQ3EGZ7LQJ4XW2K5B=v1"),
+        ("anthropic-version", "AKIAQ3EGZ7LQJ4XW2K5B"),
+        ("anthropic-beta", "prompt-caching-akiaq3egz7lqj4xw2k5b"),
+    ] {
+        let mut resp = http
+            .post(format!("{}/v1/chat/completions", n.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header(name, value)
+            .send(chat("hi", false).to_string())
+            .unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{name}: {text}");
+        assert!(text.contains(name), "{text}");
+    }
+    assert_eq!(n.rec.hits.load(Ordering::SeqCst), hits);
 }
 
 #[test]
@@ -794,6 +835,21 @@ fn a_credential_in_a_prompt_never_reaches_the_model() {
             "/v1/chat/completions",
             json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": "user", "content": [
                 {"type": "text", "text": format!("key {}", &key[..10])}, {"type": "text", "text": &key[10..]}]}]}),
+        ),
+        // In settings the model never reads but the provider receives and keeps.
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                "metadata": {"note": key}}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gpt-t", "input": "hi", "user": key}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                "stop_sequences": [key]}),
         ),
     ];
     for (i, (path, body)) in cases.iter().enumerate() {

@@ -150,6 +150,7 @@ rules:
   - {id: no-admin, match: {tool: search, args: {path: {regex: '^/admin'}}}, decision: deny}
   - {id: no-secrets, match: {tool: search, args: {q: {regex: password}}}, decision: halt, kind: safety}
   - {id: big-pay, match: {tool: pay, args: {amount: {gt: 100}}}, decision: require_approval}
+  - {id: no-keys-out, match: {tool: metered, detector: secrets}, decision: deny}
 "#;
 
 struct Node {
@@ -320,6 +321,97 @@ fn allowed_calls_are_forwarded_with_the_upstreams_credentials_and_nothing_of_the
     assert_eq!(agent["steps_allowed"], 2, "{agent}");
     assert_eq!(agent["open_steps"], 0, "{agent}");
     assert_eq!(n.up.seen().len(), 2, "the halted call never left the node");
+}
+
+#[test]
+fn headers_the_upstream_receives_are_judged_like_the_query() {
+    let n = Node::start("headers");
+    let token = n.agent("a1", "swarm");
+    let auth = format!("Bearer {token}");
+    let key = "AKIAQ3EGZ7LQJ4XW2K5B";
+    // A user agent and the usual accept and content types: forwarded (but the user agent and
+    // accept-encoding, which are not), no `headers` arg, so a tool with an `args:` list takes it.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("accept", "*/*"),
+            ("user-agent", &format!("agent {key}")),
+            ("accept-encoding", "gzip"),
+        ],
+        r#"{"q": "rust"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let seen = n.up.seen();
+    assert!(
+        !seen[0].headers.contains_key("user-agent"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert!(
+        !seen[0].headers.contains_key("accept-encoding"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(
+        seen[0].headers.get("accept").map(String::as_str),
+        Some("*/*")
+    );
+    // A key in a header of its own, or in an unusual accept or content type, is read by the
+    // detectors and never forwarded.
+    for (name, value) in [
+        ("x-note", key.to_string()),
+        ("accept", format!("application/vnd.{key}+json")),
+        ("content-type", format!("application/json; note={key}")),
+    ] {
+        let (status, _, text) = send(
+            &n.base,
+            "POST",
+            "/proxy/metered",
+            &[("authorization", &auth), (name, &value)],
+            r#"{"q": "rust"}"#,
+        );
+        assert_eq!(status, 403, "{name}: {text}");
+        assert_eq!(json_of(&text)["rule"], "no-keys-out", "{text}");
+    }
+    assert_eq!(n.up.seen().len(), 1);
+    // A header without a key is forwarded and shows in the step's args.
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/metered/x",
+        &[("authorization", &auth), ("x-trace", "t-1")],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        n.up.seen()[1].headers.get("x-trace").map(String::as_str),
+        Some("t-1")
+    );
+    // A tool whose `args:` list does not name `headers` takes no header of the agent's own.
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/find?q=rust",
+        &[("authorization", &auth), ("x-trace", "t-2")],
+        "",
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("headers"), "{text}");
+    // A body that names `headers` beside real headers is ambiguous: refused.
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/metered",
+        &[("authorization", &auth), ("x-trace", "t-3")],
+        r#"{"headers": {"x-trace": "t-1"}}"#,
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("ambiguous_args"), "{text}");
+    assert_eq!(n.up.seen().len(), 2);
 }
 
 #[test]

@@ -442,7 +442,7 @@ impl AgentCore {
                 sink.parked(&self.id);
             }
         }
-        (decided.decision, decided.new_halt)
+        (decided.decision, decided.new_halt.map(|h| *h))
     }
 
     fn announce_approval(&self, p: &PendingApproval) {

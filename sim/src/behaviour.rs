@@ -103,6 +103,9 @@ pub struct Plan {
     pub hostile: Option<&'static str>,
 }
 
+/// The steps of one turn: inline for the usual one (no allocation per turn).
+pub type Plans = smallvec::SmallVec<[Plan; 1]>;
+
 /// One agent's model: its behaviour and its own random stream.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -170,7 +173,7 @@ impl Model {
 
     /// The steps the agent asks for at its next turn (usually one; a burst asks for many).
     /// `me` is its id, `other` another agent's id (for the adversary's impersonations).
-    pub fn plan(&mut self, me: &str, other: &str) -> Vec<Plan> {
+    pub fn plan(&mut self, me: &str, other: &str) -> Plans {
         let n = match self.behaviour {
             Behaviour::Burst => self.rng.range(8, 40),
             _ => 1,

@@ -62,11 +62,15 @@ enum Ev {
 }
 
 enum Answer {
+    /// A decision's answer: what delivery needs of it (the full decision was checked and
+    /// digested when it was made).
     Decided {
         agent: u32,
         work_ms: u64,
         outcome: Outcome,
-        decision: Decision,
+        verdict: Verdict,
+        step: StepId,
+        audit_seq: Option<u64>,
     },
     Granted {
         agent: u32,
@@ -516,7 +520,9 @@ impl<'a> World<'a> {
                 agent: a,
                 work_ms: plan.work_ms,
                 outcome: plan.outcome,
-                decision,
+                verdict: decision.decision,
+                step: decision.step,
+                audit_seq: decision.audit_seq,
             });
         }
     }
@@ -869,17 +875,17 @@ impl<'a> World<'a> {
     /// An allow about to be answered must name an acknowledged journal entry. A granted
     /// approval read back after a restart names none (recovery re-applies the resolution
     /// without its entry's number): it is looked up in the journal at the next check instead.
-    fn check_acked(&mut self, a: u32, d: &Decision, granted: bool) {
+    fn check_acked(&mut self, a: u32, step: StepId, audit_seq: Option<u64>, granted: bool) {
         if !self.scenario.journal {
             return;
         }
         self.checks.count("journaled_before_answered");
         let acked = self.node().acked_seq;
-        match d.audit_seq {
-            Some(seq) if seq <= acked => self.answered.push((Some(seq), a, d.step)),
+        match audit_seq {
+            Some(seq) if seq <= acked => self.answered.push((Some(seq), a, step)),
             None if granted && self.node().restarts > 0 => {
                 self.activity.resolutions_without_seq += 1;
-                self.answered.push((None, a, d.step));
+                self.answered.push((None, a, step));
             }
             other => {
                 let id = &self.agents[a as usize].id;
@@ -889,7 +895,7 @@ impl<'a> World<'a> {
                     .journal_failure()
                     .map(|w| format!(" (journal failed: {w})"))
                     .unwrap_or_default();
-                let detail = format!("allow of {id} step {} answered with journal entry {other:?}, acknowledged up to {acked}{why}", d.step);
+                let detail = format!("allow of {id} step {} answered with journal entry {other:?}, acknowledged up to {acked}{why}", step);
                 self.violate("journaled_before_answered", detail);
             }
         }
@@ -901,26 +907,28 @@ impl<'a> World<'a> {
                 agent,
                 work_ms,
                 outcome,
-                decision,
+                verdict,
+                step,
+                audit_seq,
             } => {
                 let st = &mut self.agents[agent as usize];
-                match decision.decision {
+                match verdict {
                     Verdict::Allow => {
                         st.model.answered(true);
-                        st.open.insert(decision.step);
-                        self.check_acked(agent, &decision, false);
+                        st.open.insert(step);
+                        self.check_acked(agent, step, audit_seq, false);
                         let ev = Ev::Outcome {
                             agent,
-                            step: decision.step,
+                            step,
                             outcome,
                         };
                         self.queue.push(self.now + work_ms, ev);
                     }
                     Verdict::RequireApproval => {
-                        st.open.insert(decision.step);
+                        st.open.insert(step);
                         let ev = Ev::Poll {
                             agent,
-                            step: decision.step,
+                            step,
                             outcome,
                             work_ms,
                         };
@@ -939,7 +947,7 @@ impl<'a> World<'a> {
                 decision,
             } => {
                 if decision.is_allow() {
-                    self.check_acked(agent, &decision, true);
+                    self.check_acked(agent, step, decision.audit_seq, true);
                     self.queue.push(
                         self.now + work_ms,
                         Ev::Outcome {

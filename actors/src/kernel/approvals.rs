@@ -179,7 +179,7 @@ impl AgentKernel {
         Decided {
             decision,
             new_halt: None,
-            new_approval: Some(pending),
+            new_approval: Some(Box::new(pending)),
         }
     }
 

@@ -80,9 +80,9 @@ pub struct Decided {
     /// The decision for the caller.
     pub decision: Decision,
     /// Set when this step halted the agent (not when it was already halted).
-    pub new_halt: Option<HaltRecord>,
+    pub new_halt: Option<Box<HaltRecord>>,
     /// Set when this step was parked for approval.
-    pub new_approval: Option<PendingApproval>,
+    pub new_approval: Option<Box<PendingApproval>>,
 }
 
 /// Is the agent running or halted?
@@ -364,7 +364,7 @@ impl AgentKernel {
                 reason,
                 self.account.remaining_on_path(),
             ),
-            new_halt: Some(record),
+            new_halt: Some(Box::new(record)),
             new_approval: None,
         }
     }

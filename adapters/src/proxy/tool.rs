@@ -230,6 +230,9 @@ fn judge_request(
         insert_pairs(&mut args, q.as_bytes(), "query string")?;
     }
     insert_body(&mut args, &parts.headers, &body)?;
+    if let Some(h) = judged_headers(&parts.headers)? {
+        insert_once(&mut args, "headers", Value::Object(h), "headers")?;
+    }
     if !rest.is_empty() {
         insert_once(&mut args, "path", Value::String(rest.to_string()), "path")?;
     }
@@ -311,15 +314,75 @@ fn request_fingerprint(
     ])
 }
 
-/// The headers a proxied tool request reaches its upstream with: [`forward::request_headers`],
-/// and the `Content-Type` the proxy judged the body as, whatever `Connection` named (a body
-/// sent without one was judged as JSON, and goes as `application/json`).
+/// Agent headers a tool's upstream never receives: text no rule would read that a call does
+/// not need (`user-agent`; without `accept-encoding` the answer comes uncompressed). An
+/// upstream that wants a user agent has it set in its config (`upstreams.NAME.headers`).
+const NOT_FORWARDED: [HeaderName; 2] = [header::USER_AGENT, header::ACCEPT_ENCODING];
+
+/// The usual values of `content-type` and `accept` (compared without case): forwarded
+/// without being judged. Any other value is judged as the other headers are.
+const PLAIN_VALUES: [&str; 7] = [
+    "*/*",
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json, text/plain, */*",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "text/plain; charset=utf-8",
+];
+
+/// The agent's headers the upstream will receive, for the step's `args.headers` (`{name:
+/// value}`, names in lower case, a repeated header's values as a list): every header
+/// [`forwarded_headers`] passes on but a `content-type` or `accept` of [`PLAIN_VALUES`].
+/// A header's value is text leaving the swarm like a query's, so rules and detectors read
+/// it (a tool whose `args:` list lacks `headers` is then denied by `registry.args`). `None`
+/// when there are none; a value that is not text is 400 `bad_header`.
+fn judged_headers(agent: &HeaderMap) -> Result<Option<Map<String, Value>>, ApiError> {
+    let sent = forwarded_headers(agent, &[], false);
+    let mut out = Map::new();
+    for name in sent.keys() {
+        let values = sent
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().map(|t| Value::String(t.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "bad_header",
+                    format!("the {name} header is not text (visible ASCII); send it as text, or leave it out"),
+                )
+            })?;
+        let plain = (name == header::CONTENT_TYPE || name == header::ACCEPT)
+            && values.len() == 1
+            && values[0]
+                .as_str()
+                .is_some_and(|v| PLAIN_VALUES.iter().any(|p| p.eq_ignore_ascii_case(v)));
+        if !plain {
+            let value = match <[Value; 1]>::try_from(values) {
+                Ok([one]) => one,
+                Err(many) => Value::Array(many),
+            };
+            out.insert(name.as_str().to_string(), value);
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// The headers a proxied tool request reaches its upstream with: [`forward::request_headers`]
+/// without [`NOT_FORWARDED`], and the `Content-Type` the proxy judged the body as, whatever
+/// `Connection` named (a body sent without one was judged as JSON, and goes as
+/// `application/json`).
 fn forwarded_headers(
     agent: &HeaderMap,
     upstream: &[(HeaderName, HeaderValue)],
     has_body: bool,
 ) -> HeaderMap {
     let mut out = forward::request_headers(agent, upstream);
+    for n in NOT_FORWARDED {
+        if !upstream.iter().any(|(k, _)| *k == n) {
+            out.remove(n);
+        }
+    }
     match agent.get(header::CONTENT_TYPE) {
         Some(ct) => {
             out.insert(header::CONTENT_TYPE, ct.clone());

@@ -31,7 +31,7 @@ mod stream;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -40,12 +40,6 @@ use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 use warden_actors::{ActionClass, Outcome, Step, StepId, Usage, Verdict};
 
-/// Request headers that choose whom the upstream bills (OpenAI's organization and project):
-/// dropped from the agent's request unless the upstream's config sets them.
-const BILLING_HEADERS: [axum::http::HeaderName; 2] = [
-    axum::http::HeaderName::from_static("openai-organization"),
-    axum::http::HeaderName::from_static("openai-project"),
-];
 use warden_supervisor::AgentHandle;
 
 use super::gate::{admit, Refused};
@@ -152,19 +146,7 @@ async fn run(
     };
     let settlement = Settlement::new(h.clone(), step);
     let step = step.step;
-    let mut headers = forward::request_headers(&parts.headers, &p.route.headers);
-    // Answers are metered and judged: they must arrive as sent, not compressed.
-    headers.remove(header::ACCEPT_ENCODING);
-    // Whom the upstream bills is the node's config, never the agent's choice.
-    for n in BILLING_HEADERS {
-        if !p.route.headers.iter().any(|(k, _)| k == n) {
-            headers.remove(n);
-        }
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let headers = upstream_headers(&parts.headers, &p.route).map_err(fail)?;
     let uri = forward::join(&p.route.url, api.path(), None).map_err(fail)?;
     let (resp, took) = forward::send(
         state.proxy.client,
@@ -201,6 +183,77 @@ async fn run(
     Ok((resp, tool))
 }
 
+/// Whether a header's value has the shape its API documents.
+type Shape = fn(&str) -> bool;
+
+/// Agent request headers an LLM upstream receives, each with the shape its value must have:
+/// the API's version and betas, whose values are names and dates from a fixed vocabulary.
+const FORWARDED: [(&str, Shape); 3] = [
+    ("anthropic-version", is_date),
+    ("anthropic-beta", |v| {
+        v.split(',')
+            .map(str::trim)
+            .all(|n| n.is_empty() || beta_allowed(n))
+    }),
+    ("openai-beta", is_openai_beta),
+];
+
+/// The headers a request reaches an LLM upstream with: the agent's [`FORWARDED`] headers
+/// (a value of another shape is 400 `bad_request`), then the upstream's configured headers
+/// over them (its credentials, and whom it bills: `openai-organization`, `openai-project`),
+/// and `content-type: application/json`. Nothing else the agent sends is forwarded: a header
+/// is text leaving the swarm that no rule would judge (a key in `x-note`, a user agent, an
+/// idempotency key), and answers must arrive uncompressed to be metered and judged (no
+/// `accept-encoding`).
+fn upstream_headers(agent: &HeaderMap, route: &Route) -> Result<HeaderMap, ApiError> {
+    let mut out = HeaderMap::new();
+    for (name, shape) in FORWARDED {
+        if route.headers.iter().any(|(k, _)| k == name) {
+            continue; // the upstream's own value replaces the agent's
+        }
+        for v in agent.get_all(name) {
+            let text = v.to_str().unwrap_or("\u{fffd}");
+            if !shape(text) {
+                return Err(ApiError::bad_request(
+                    "bad_request",
+                    format!("the {name} header's value `{}` is not of the shape the proxy forwards (a date, or names from the API's own list); send it as the API documents it, or leave it out", text.escape_debug()),
+                ));
+            }
+            out.append(HeaderName::from_static(name), v.clone());
+        }
+    }
+    for (k, v) in route.headers.iter() {
+        out.insert(k.clone(), v.clone());
+    }
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(out)
+}
+
+/// `YYYY-MM-DD` (`anthropic-version: 2023-06-01`).
+fn is_date(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7) == (*c == b'-') && (c.is_ascii_digit() || *c == b'-'))
+}
+
+/// `name=vN` (`openai-beta: assistants=v2`), comma-separated.
+fn is_openai_beta(v: &str) -> bool {
+    v.split(',').all(|one| {
+        let Some((name, version)) = one.trim().split_once("=v") else {
+            return false;
+        };
+        (1..=32).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            && (1..=3).contains(&version.len())
+            && version.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Anthropic betas that change what a request may do but not what its tokens cost (each
 /// name's prefix; the date after it varies): prompt caching (whose writes the reservation
 /// covers), tool and thinking formats, longer outputs (bound by the request's own limit), and
@@ -229,11 +282,7 @@ fn refuse_betas(headers: &axum::http::HeaderMap, route: &Route) -> Result<(), Ap
         let text = value.to_str().unwrap_or("\u{fffd}");
         let names = text.split(',').map(str::trim).filter(|n| !n.is_empty());
         for name in names {
-            // One name per comma: `a b`, `a;b` or a tab would hide a second name.
-            let plain = name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !plain || !PRICE_NEUTRAL_BETAS.iter().any(|p| name.starts_with(p)) {
+            if !beta_allowed(name) {
                 return Err(ApiError::bad_request(
                     "unbounded_cost",
                     format!("the beta `{name}` (`anthropic-beta`) may turn on features priced above the model's price in the node's config (fast mode, a 1M-token context); leave it out, or have the operator set the header for the upstream (`upstreams.NAME.headers`)"),
@@ -242,6 +291,17 @@ fn refuse_betas(headers: &axum::http::HeaderMap, route: &Route) -> Result<(), Ap
         }
     }
     Ok(())
+}
+
+/// A [`PRICE_NEUTRAL_BETAS`] name followed by its date (`prompt-caching-2024-07-31`,
+/// `claude-code-20250219`): nothing else, so a name carries no other text (one name per
+/// comma: `a b`, `a;b` or a tab would hide a second name).
+fn beta_allowed(name: &str) -> bool {
+    PRICE_NEUTRAL_BETAS.iter().any(|p| {
+        name.strip_prefix(p).is_some_and(|date| {
+            (8..=10).contains(&date.len()) && date.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        })
+    })
 }
 
 /// Reads the request, finds its price and upstream, bounds it and builds its step.

@@ -27,8 +27,11 @@
 //! `encrypted_content`, a `redacted_thinking` block that holds only its sealed `data`, and
 //! `thought_signature`s under `extra_content` (sealed by the upstream, which alone reads
 //! them). Everything inside a tool call's input or arguments, a schema or a format is read,
-//! object keys included. Top-level settings ([`SETTINGS`]: the model, limits, sampling,
-//! `metadata`, `user`) are not text the model reads.
+//! object keys included. Top-level settings ([`SETTINGS`]: the model, limits, sampling) are
+//! not text the model reads, but those whose values are the agent's own words
+//! ([`FREE_TEXT_SETTINGS`]: `metadata`, `user`, `safety_identifier`, `prompt_cache_key`,
+//! `stop`, `stop_sequences`) reach the provider all the same, and are read into
+//! `args.prompt`: a credential put in `metadata` is judged as one in a message.
 //!
 //! Texts are joined with `"\n "`, a separator that cannot form a role marker (`\n\nSystem:`)
 //! with the text after it, and across which phrases still read (it is whitespace). The
@@ -89,6 +92,18 @@ pub const SETTINGS: [&str; 42] = [
     "max_tool_calls",
     "container",
     "mcp_servers",
+];
+
+/// Settings whose values the agent writes freely (labels, end users' ids, cache keys, stop
+/// sequences): not read by the model, but sent to and kept by the provider, so read into
+/// `args.prompt` (keys included) as text leaving the swarm.
+pub const FREE_TEXT_SETTINGS: [&str; 6] = [
+    "metadata",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "stop",
+    "stop_sequences",
 ];
 
 /// Top-level fields that hold the system prompt: read as content into `args.instructions`.
@@ -162,6 +177,8 @@ pub fn prompt_text(req: &Map<String, Value>) -> PromptText {
         let k = k.as_str();
         if DECLARATIONS.contains(&k) {
             dev.all(v);
+        } else if FREE_TEXT_SETTINGS.contains(&k) {
+            conv.all(v); // the provider keeps it: text leaving the swarm
         } else if ![&SETTINGS[..], &SYSTEM, &CONVERSATION]
             .iter()
             .any(|l| l.contains(&k))
@@ -369,7 +386,7 @@ mod tests {
             {"role": "user", "content": 4111111111111111u64},
         ], "tools": [{"type": "function", "function": {"name": "lookup", "description": "finds things",
             "parameters": {"type": "object", "properties": {"status": {"type": "string", "description": "the state"}}}}}],
-        "metadata": {"k": "meta"}}));
+        "metadata": {"k": "meta"}, "user": "end-user-7", "stop": ["STOPWORD"]}));
         assert_eq!(chat.instructions.matches("be brief").count(), 1);
         for want in ["dev note", "lookup", "finds things", "status", "the state"] {
             assert!(chat.instructions.contains(want), "{want}: {chat:?}");
@@ -381,6 +398,9 @@ mod tests {
             "4111111111111111",
             "note",
             "kept",
+            "meta",
+            "end-user-7",
+            "STOPWORD",
         ] {
             assert!(chat.prompt.contains(want), "{want}: {chat:?}");
         }
@@ -393,7 +413,7 @@ mod tests {
             (llama.tool_output.as_str(), llama.instructions.as_str()),
             ("out1\n out2", "sys")
         );
-        for not in ["call_Zx9", "assistant", "CiQB", "meta", "0.2", "be brief"] {
+        for not in ["call_Zx9", "assistant", "CiQB", "0.2", "be brief"] {
             assert!(!chat.prompt.contains(not), "{not}: {chat:?}");
         }
         let messages = split(
