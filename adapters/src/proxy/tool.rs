@@ -321,12 +321,15 @@ const NOT_FORWARDED: [HeaderName; 2] = [header::USER_AGENT, header::ACCEPT_ENCOD
 
 /// The usual values of `content-type` and `accept` (compared without case): forwarded
 /// without being judged. Any other value is judged as the other headers are.
-const PLAIN_VALUES: [&str; 7] = [
+const PLAIN_VALUES: [&str; 10] = [
     "*/*",
     "application/json",
     "application/json; charset=utf-8",
     "application/json, text/plain, */*",
     "application/x-www-form-urlencoded",
+    "application/xml",
+    "text/event-stream",
+    "text/html",
     "text/plain",
     "text/plain; charset=utf-8",
 ];
