@@ -685,6 +685,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_headers_pass_only_in_their_documented_shapes() {
+        for ok in ["2023-06-01", "2024-10-22"] {
+            assert!(is_date(ok), "{ok}");
+        }
+        for bad in [
+            "2023-06-1",
+            "2023/06/01",
+            "20230601xx",
+            "AKIAQ3EGZ7",
+            "2023-06-01 x",
+            "",
+        ] {
+            assert!(!is_date(bad), "{bad}");
+        }
+        for ok in [
+            "assistants=v2",
+            "assistants=v2, realtime=v1",
+            "responses=v1",
+        ] {
+            assert!(is_openai_beta(ok), "{ok}");
+        }
+        for bad in [
+            "assistants",
+            "assistants=v2x",
+            "AKIA=v1",
+            "a=v1;b=v2",
+            "assistants=v1234",
+            "",
+        ] {
+            assert!(!is_openai_beta(bad), "{bad}");
+        }
+        for ok in [
+            "prompt-caching-2024-07-31",
+            "claude-code-20250219",
+            "oauth-2025-04-20",
+        ] {
+            assert!(beta_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "prompt-caching-",
+            "prompt-caching-akiaq3egz7lqj4xw",
+            "prompt-caching-2024-07-31-0123456789",
+            "context-1m-2025-08-07",
+            "prompt-caching-2024-07-31 context-1m-2025-08-07",
+        ] {
+            assert!(!beta_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn every_way_of_offering_a_tool_names_it_in_the_step() {
         let req = json!({"tools": [{"type": "function", "function": {"name": "web"}},
             {"type": "custom", "custom": {"name": "shell"}}, {"type": "function", "name": "f"},
