@@ -851,6 +851,22 @@ fn a_credential_in_a_prompt_never_reaches_the_model() {
             json!({"model": "claude-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
                 "stop_sequences": [key]}),
         ),
+        // In any other setting, and in a protocol field holding a value the API does not
+        // define.
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                "logit_bias": {key: 1}}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": key, "content": "hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 10, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral", "ttl": key}}]}]}),
+        ),
     ];
     for (i, (path, body)) in cases.iter().enumerate() {
         let (status, text) = post(&n.base, path, &token, body);

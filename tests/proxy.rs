@@ -360,6 +360,36 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
         seen[0].headers.get("accept").map(String::as_str),
         Some("*/*")
     );
+    // What Node's `fetch`, axios 0.x and jQuery send on their own: not judged, so a tool with
+    // an `args:` list takes them.
+    for (ct, body) in [
+        ("application/json;charset=UTF-8", r#"{"q": "rust"}"#),
+        ("application/x-www-form-urlencoded;charset=UTF-8", "q=rust"),
+    ] {
+        let (status, _, text) = send(
+            &n.base,
+            "POST",
+            "/proxy/search",
+            &[
+                ("authorization", &auth),
+                ("content-type", ct),
+                ("accept", "*/*"),
+                ("accept-language", "*"),
+                ("sec-fetch-mode", "cors"),
+                ("user-agent", "node"),
+                ("cache-control", "no-cache"),
+            ],
+            body,
+        );
+        assert_eq!(status, 200, "{ct}: {text}");
+    }
+    let seen = n.up.seen();
+    assert!(
+        !seen[2].headers.contains_key("accept-language")
+            && !seen[2].headers.contains_key("sec-fetch-mode"),
+        "{:?}",
+        seen[2].headers
+    );
     // A key in a header of its own, or in an unusual accept or content type, is read by the
     // detectors and never forwarded.
     for (name, value) in [
@@ -377,7 +407,7 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
         assert_eq!(status, 403, "{name}: {text}");
         assert_eq!(json_of(&text)["rule"], "no-keys-out", "{text}");
     }
-    assert_eq!(n.up.seen().len(), 1);
+    assert_eq!(n.up.seen().len(), 3);
     // A header without a key is forwarded and shows in the step's args.
     let (status, _, text) = send(
         &n.base,
@@ -388,7 +418,7 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
     );
     assert_eq!(status, 200, "{text}");
     assert_eq!(
-        n.up.seen()[1].headers.get("x-trace").map(String::as_str),
+        n.up.seen()[3].headers.get("x-trace").map(String::as_str),
         Some("t-1")
     );
     // A tool whose `args:` list does not name `headers` takes no header of the agent's own.
@@ -411,7 +441,7 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
     );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("ambiguous_args"), "{text}");
-    assert_eq!(n.up.seen().len(), 2);
+    assert_eq!(n.up.seen().len(), 4);
 }
 
 #[test]

@@ -314,25 +314,55 @@ fn request_fingerprint(
     ])
 }
 
-/// Agent headers a tool's upstream never receives: text no rule would read that a call does
-/// not need (`user-agent`; without `accept-encoding` the answer comes uncompressed). An
-/// upstream that wants a user agent has it set in its config (`upstreams.NAME.headers`).
-const NOT_FORWARDED: [HeaderName; 2] = [header::USER_AGENT, header::ACCEPT_ENCODING];
+/// Agent headers a tool's upstream never receives, nor judged: what HTTP clients send on
+/// their own that a call does not need, and that would otherwise be text leaving the swarm
+/// unread (`user-agent`; without `accept-encoding` the answer comes uncompressed; `expect:
+/// 100-continue` is answered by the node, which reads the whole body before judging it; what
+/// Node's `fetch` and browsers add: `accept-language`, `sec-fetch-*` and other `sec-*`
+/// headers, `priority`, `dnt`, and caching directives). An upstream that wants a user agent
+/// or a language has it set in its config (`upstreams.NAME.headers`).
+const NOT_FORWARDED: [&str; 8] = [
+    "user-agent",
+    "accept-encoding",
+    "accept-language",
+    "expect",
+    "pragma",
+    "cache-control",
+    "priority",
+    "dnt",
+];
 
-/// The usual values of `content-type` and `accept` (compared without case): forwarded
-/// without being judged. Any other value is judged as the other headers are.
-const PLAIN_VALUES: [&str; 10] = [
+/// True for a header [`forwarded_headers`] drops: [`NOT_FORWARDED`] and `sec-*`.
+fn not_forwarded(name: &HeaderName) -> bool {
+    NOT_FORWARDED.contains(&name.as_str()) || name.as_str().starts_with("sec-")
+}
+
+/// The usual values of `content-type` and `accept`, compared without case, spaces and tabs
+/// (`application/json;charset=UTF-8` is one of them): forwarded without being judged. Any
+/// other value is judged as the other headers are.
+const PLAIN_VALUES: [&str; 11] = [
     "*/*",
     "application/json",
-    "application/json; charset=utf-8",
-    "application/json, text/plain, */*",
+    "application/json;charset=utf-8",
+    "application/json,text/plain,*/*",
     "application/x-www-form-urlencoded",
+    "application/x-www-form-urlencoded;charset=utf-8",
     "application/xml",
     "text/event-stream",
     "text/html",
     "text/plain",
-    "text/plain; charset=utf-8",
+    "text/plain;charset=utf-8",
 ];
+
+/// True when `v` is one of [`PLAIN_VALUES`].
+fn plain_value(v: &str) -> bool {
+    let bare: String = v
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\t'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    PLAIN_VALUES.contains(&bare.as_str())
+}
 
 /// The agent's headers the upstream will receive, for the step's `args.headers` (`{name:
 /// value}`, names in lower case, a repeated header's values as a list): every header
@@ -357,9 +387,7 @@ fn judged_headers(agent: &HeaderMap) -> Result<Option<Map<String, Value>>, ApiEr
             })?;
         let plain = (name == header::CONTENT_TYPE || name == header::ACCEPT)
             && values.len() == 1
-            && values[0]
-                .as_str()
-                .is_some_and(|v| PLAIN_VALUES.iter().any(|p| p.eq_ignore_ascii_case(v)));
+            && values[0].as_str().is_some_and(plain_value);
         if !plain {
             let value = match <[Value; 1]>::try_from(values) {
                 Ok([one]) => one,
@@ -381,10 +409,13 @@ fn forwarded_headers(
     has_body: bool,
 ) -> HeaderMap {
     let mut out = forward::request_headers(agent, upstream);
-    for n in NOT_FORWARDED {
-        if !upstream.iter().any(|(k, _)| *k == n) {
-            out.remove(n);
-        }
+    let dropped: Vec<HeaderName> = out
+        .keys()
+        .filter(|n| not_forwarded(n) && !upstream.iter().any(|(k, _)| k == *n))
+        .cloned()
+        .collect();
+    for n in dropped {
+        out.remove(n);
     }
     match agent.get(header::CONTENT_TYPE) {
         Some(ct) => {

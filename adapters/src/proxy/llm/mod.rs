@@ -191,9 +191,10 @@ type Shape = fn(&str) -> bool;
 const FORWARDED: [(&str, Shape); 3] = [
     ("anthropic-version", is_date),
     ("anthropic-beta", |v| {
-        v.split(',')
-            .map(str::trim)
-            .all(|n| n.is_empty() || beta_allowed(n))
+        v.split(',').count() <= PRICE_NEUTRAL_BETAS.len()
+            && v.split(',')
+                .map(str::trim)
+                .all(|n| n.is_empty() || beta_allowed(n))
     }),
     ("openai-beta", is_openai_beta),
 ];
@@ -241,17 +242,20 @@ fn is_date(v: &str) -> bool {
             .all(|(i, c)| matches!(i, 4 | 7) == (*c == b'-') && (c.is_ascii_digit() || *c == b'-'))
 }
 
-/// `name=vN` (`openai-beta: assistants=v2`), comma-separated.
+/// OpenAI's beta names (`openai-beta: assistants=v2`).
+const OPENAI_BETAS: [&str; 3] = ["assistants", "realtime", "responses"];
+
+/// `name=vN` of [`OPENAI_BETAS`] (one digit), comma-separated, each name once at most.
 fn is_openai_beta(v: &str) -> bool {
-    v.split(',').all(|one| {
-        let Some((name, version)) = one.trim().split_once("=v") else {
-            return false;
-        };
-        (1..=32).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            && (1..=3).contains(&version.len())
-            && version.bytes().all(|b| b.is_ascii_digit())
-    })
+    v.split(',').count() <= OPENAI_BETAS.len()
+        && v.split(',').all(|one| {
+            let Some((name, version)) = one.trim().split_once("=v") else {
+                return false;
+            };
+            OPENAI_BETAS.contains(&name)
+                && version.len() == 1
+                && version.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// Anthropic betas that change what a request may do but not what its tokens cost (each
@@ -299,7 +303,7 @@ fn refuse_betas(headers: &axum::http::HeaderMap, route: &Route) -> Result<(), Ap
 fn beta_allowed(name: &str) -> bool {
     PRICE_NEUTRAL_BETAS.iter().any(|p| {
         name.strip_prefix(p).is_some_and(|date| {
-            (8..=10).contains(&date.len()) && date.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            is_date(date) || (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()))
         })
     })
 }
@@ -711,8 +715,10 @@ mod tests {
             "assistants=v2x",
             "AKIA=v1",
             "a=v1;b=v2",
-            "assistants=v1234",
+            "assistants=v12",
             "",
+            "akiaqdegzglqjdxwbkfb=v1",
+            "assistants=v1,assistants=v2,assistants=v1,assistants=v2",
         ] {
             assert!(!is_openai_beta(bad), "{bad}");
         }
@@ -727,6 +733,8 @@ mod tests {
             "prompt-caching-",
             "prompt-caching-akiaq3egz7lqj4xw",
             "prompt-caching-2024-07-31-0123456789",
+            "prompt-caching-9999999999",
+            "oauth-12-34-5678",
             "context-1m-2025-08-07",
             "prompt-caching-2024-07-31 context-1m-2025-08-07",
         ] {

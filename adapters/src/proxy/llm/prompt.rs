@@ -21,17 +21,20 @@
 //! injection.
 //!
 //! **What is left out, by position, never by a key's name alone.** In a message, item or
-//! content block: its `id`, `call_id`, `tool_call_id`, `tool_use_id`, `type`, `role`,
-//! `status` and `cache_control` (protocol fields the model does not read as text, and random
-//! ids would read as credentials); a `thinking` block's `signature`, a `reasoning` item's
-//! `encrypted_content`, a `redacted_thinking` block that holds only its sealed `data`, and
-//! `thought_signature`s under `extra_content` (sealed by the upstream, which alone reads
-//! them). Everything inside a tool call's input or arguments, a schema or a format is read,
-//! object keys included. Top-level settings ([`SETTINGS`]: the model, limits, sampling) are
-//! not text the model reads, but those whose values are the agent's own words
-//! ([`FREE_TEXT_SETTINGS`]: `metadata`, `user`, `safety_identifier`, `prompt_cache_key`,
-//! `stop`, `stop_sequences`) reach the provider all the same, and are read into
-//! `args.prompt`: a credential put in `metadata` is judged as one in a message.
+//! content block: its ids (`id`, `call_id`, `tool_call_id`, `tool_use_id`: random ids would
+//! read as credentials), its `type` (checked against the proxy's list of types), and its
+//! `role`, `status` and `cache_control` when they hold one of the API's own values (`user`,
+//! `completed`, `{"type": "ephemeral", "ttl": "5m"}`; any other value is read); a `thinking`
+//! block's `signature`, a `reasoning` item's `encrypted_content`, a `redacted_thinking` block
+//! that holds only its sealed `data`, and `thought_signature`s under `extra_content` (sealed by
+//! the upstream, which alone reads them). Everything inside a tool call's input or arguments,
+//! a schema or a format is read, object keys included. Every other top-level field (limits,
+//! sampling, `metadata`, `user`, `stop`, `tool_choice`, `logit_bias`, any field this proxy
+//! does not know) is read into `args.prompt` after the conversation, keys included: the model
+//! may not read it, but the provider receives it (and may keep it, log it or echo it in an
+//! error), so it is text leaving the swarm like the conversation. Left out there: `model`
+//! (one of the `prices` the node's config names, or the request is refused), booleans, and
+//! numbers under 10^9 in size (too short to carry a card number or an id).
 //!
 //! Texts are joined with `"\n "`, a separator that cannot form a role marker (`\n\nSystem:`)
 //! with the text after it, and across which phrases still read (it is whitespace). The
@@ -48,63 +51,8 @@ use serde_json::{Map, Value};
 /// past the detectors' scan budget (`warden_actors::policy::detect::MAX_SCAN_BYTES`, 1 MiB).
 pub const PROMPT_BYTES_MAX: usize = 2 << 20;
 
-/// Top-level fields that are settings, not text the model reads.
-pub const SETTINGS: [&str; 42] = [
-    "model",
-    "stream",
-    "stream_options",
-    "max_tokens",
-    "max_completion_tokens",
-    "max_output_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "n",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "repetition_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "parallel_tool_calls",
-    "tool_choice",
-    "store",
-    "service_tier",
-    "reasoning_effort",
-    "reasoning",
-    "thinking",
-    "metadata",
-    "user",
-    "safety_identifier",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    "modalities",
-    "truncation",
-    "include",
-    "background",
-    "stop",
-    "stop_sequences",
-    "verbosity",
-    "speed",
-    "inference_geo",
-    "max_tool_calls",
-    "container",
-    "mcp_servers",
-];
-
-/// Settings whose values the agent writes freely (labels, end users' ids, cache keys, stop
-/// sequences): not read by the model, but sent to and kept by the provider, so read into
-/// `args.prompt` (keys included) as text leaving the swarm.
-pub const FREE_TEXT_SETTINGS: [&str; 6] = [
-    "metadata",
-    "user",
-    "safety_identifier",
-    "prompt_cache_key",
-    "stop",
-    "stop_sequences",
-];
+/// Numbers in settings below this size are not read ([`Texts::setting`]): nine digits at most.
+const SMALL_NUMBER: f64 = 1e9;
 
 /// Top-level fields that hold the system prompt: read as content into `args.instructions`.
 const SYSTEM: [&str; 2] = ["system", "instructions"];
@@ -123,17 +71,46 @@ const DECLARATIONS: [&str; 6] = [
 /// Top-level fields that hold the conversation.
 const CONVERSATION: [&str; 2] = ["messages", "input"];
 
-/// Members of a message, item or block that are protocol fields, not text.
-const PROTOCOL: [&str; 8] = [
-    "id",
-    "call_id",
-    "tool_call_id",
-    "tool_use_id",
-    "type",
-    "role",
-    "status",
-    "cache_control",
+/// Members of a message, item or block that are protocol fields, never read: ids and the
+/// block's `type` (checked against the proxy's list of types before this).
+const PROTOCOL: [&str; 5] = ["id", "call_id", "tool_call_id", "tool_use_id", "type"];
+
+/// The API's own roles (any case): a `role` of another value is read as text.
+const ROLES: [&str; 8] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "ipython",
+    "model",
 ];
+
+/// The Responses API's item statuses: a `status` of another value is read as text.
+const STATUSES: [&str; 3] = ["in_progress", "completed", "incomplete"];
+
+/// True when member `k` of a block is a protocol field holding one of the API's own values:
+/// left out of the text. Any other value there is the agent's own text, and is read.
+fn plain_protocol(k: &str, v: &Value) -> bool {
+    let is_one_of = |list: &[&str]| {
+        v.as_str()
+            .is_some_and(|t| list.iter().any(|x| x.eq_ignore_ascii_case(t)))
+    };
+    match k {
+        k if PROTOCOL.contains(&k) => true,
+        "role" => is_one_of(&ROLES),
+        "status" => is_one_of(&STATUSES),
+        "cache_control" => v.as_object().is_some_and(|m| {
+            m.iter().all(|(k, x)| match k.as_str() {
+                "type" => x == "ephemeral",
+                "ttl" => x == "5m" || x == "1h",
+                _ => false,
+            })
+        }),
+        _ => false,
+    }
+}
 
 /// What a request asks the model to read.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -177,13 +154,8 @@ pub fn prompt_text(req: &Map<String, Value>) -> PromptText {
         let k = k.as_str();
         if DECLARATIONS.contains(&k) {
             dev.all(v);
-        } else if FREE_TEXT_SETTINGS.contains(&k) {
-            conv.all(v); // the provider keeps it: text leaving the swarm
-        } else if ![&SETTINGS[..], &SYSTEM, &CONVERSATION]
-            .iter()
-            .any(|l| l.contains(&k))
-        {
-            conv.all(v); // unknown to this proxy: a server may put it in the prompt
+        } else if k != "model" && !SYSTEM.contains(&k) && !CONVERSATION.contains(&k) {
+            conv.setting(v); // a setting or unknown: the provider receives it all the same
         }
     }
     let (instructions, cut_dev) = dev.finish();
@@ -285,15 +257,15 @@ impl Texts {
     fn members(&mut self, map: &Map<String, Value>, text_read: bool) {
         let kind = map.get("type").and_then(Value::as_str);
         let sealed_only = kind == Some("redacted_thinking")
-            && map
-                .keys()
-                .all(|k| ["type", "data", "cache_control"].contains(&k.as_str()));
+            && map.iter().all(|(k, v)| {
+                k == "type" || k == "data" || (k == "cache_control" && plain_protocol(k, v))
+            });
         if sealed_only {
             return;
         }
         for (k, v) in map {
             match k.as_str() {
-                k if PROTOCOL.contains(&k) => {}
+                k if plain_protocol(k, v) => {}
                 "text" if text_read => {}
                 "signature" if kind == Some("thinking") => {}
                 "encrypted_content" if kind == Some("reasoning") => {}
@@ -317,6 +289,23 @@ impl Texts {
                 }
             }
             Value::Bool(_) | Value::Null => {}
+        }
+    }
+
+    /// A setting's value: as [`Self::all`], but numbers below [`SMALL_NUMBER`] in size are
+    /// left out (limits, temperatures, token ids: too short to carry a card number or an id,
+    /// and noise in the text rules read).
+    fn setting(&mut self, v: &Value) {
+        match v {
+            Value::Number(n) if n.as_f64().is_some_and(|x| x.abs() < SMALL_NUMBER) => {}
+            Value::Array(items) => items.iter().for_each(|i| self.setting(i)),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    self.push(k);
+                    self.setting(v);
+                }
+            }
+            other => self.all(other),
         }
     }
 
@@ -371,6 +360,34 @@ mod tests {
 
     fn split(v: Value) -> PromptText {
         prompt_text(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn protocol_fields_holding_anything_but_the_apis_own_values_are_read() {
+        let k = "AKIAQ3EGZ7LQJ4XW2K5B";
+        for req in [
+            json!({"messages": [{"role": k, "content": "hi"}]}),
+            json!({"input": [{"type": "message", "role": "user", "status": k, "content": "hi"}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi",
+                "cache_control": {"type": "ephemeral", "ttl": k}}]}]}),
+            json!({"system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", k: 1}}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "redacted_thinking", "data": "x",
+                "cache_control": {"type": k}}]}]}),
+            json!({"messages": [], "logit_bias": {k: 1}}),
+            json!({"messages": [], "tool_choice": {"type": "function", "function": {"name": k}}}),
+            json!({"messages": [], "stream_options": {"include_usage": true, k: 1}}),
+            json!({"input": "hi", "include": [k], "reasoning": {"summary": k}}),
+            json!({"messages": [], "seed": k, "top_k": k, "container": k}),
+        ] {
+            let t = split(req.clone());
+            let all = format!("{}{}{}", t.instructions, t.prompt, t.tool_output);
+            assert!(all.contains(k), "{req}: {t:?}");
+        }
+        let plain = split(
+            json!({"messages": [{"role": "User", "status": "completed", "content": [
+            {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]}),
+        );
+        assert_eq!(plain.prompt, "hi");
     }
 
     #[test]
@@ -464,7 +481,13 @@ mod tests {
         }
         assert_eq!(
             split(json!({"model": "m", "input": "just a string"})).prompt,
-            "just a string"
+            "just a string",
+        );
+        assert_eq!(
+            split(json!({"input": "s", "seed": 4111111111111111u64, "top_p": 0.5, "store": true}))
+                .prompt,
+            "s\n 4111111111111111",
+            "a number long enough to carry a card number is read"
         );
     }
 
