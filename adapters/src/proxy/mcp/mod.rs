@@ -431,7 +431,7 @@ async fn call(
             }
         };
     let resp = governed(
-        state, &agent, headers, id, msg, bytes, &route, &tool, step, &step_tool, modern,
+        state, &agent, headers, id, bytes, &route, &tool, step, &step_tool, modern,
     )
     .await;
     metrics::counter!("warden_proxy_requests_total", "tool" => label, "status" => resp.status().as_str().to_string()).increment(1);
@@ -444,7 +444,6 @@ async fn governed(
     agent: &warden_actors::AgentId,
     headers: &HeaderMap,
     id: &Value,
-    msg: &Value,
     bytes: &[u8],
     route: &Arc<super::Route>,
     tool: &str,
@@ -470,14 +469,14 @@ async fn governed(
     };
     let fp = fingerprint(&[b"mcp", bytes]);
     let retry = headers.get(super::tool::STEP_HEADER);
+    let forwarded_args = step.args().clone();
     let step_id = match admit(state, &h, step, || fp, retry).await {
         Ok(s) => s,
         Err(Refused::Decision(d)) => return refusal(id, &d),
         Err(Refused::Error(e)) => return e.into_response(),
     };
     let mut settlement = Settlement::new(h.clone(), step_id);
-    let mut forwarded = msg.clone();
-    forwarded["params"]["name"] = Value::String(tool.to_string());
+    let forwarded = upstream_call(tool, &forwarded_args);
     let session = state.proxy.mcp_session(&route.name);
     let answer = match upstream::request(&state.proxy, route, &session, &forwarded).await {
         Ok(Some(a)) => a,
@@ -520,6 +519,17 @@ async fn governed(
         return rpc_error(StatusCode::OK, id, codes::RESULT_REFUSED, &message, data);
     }
     rpc_result(id, complete(result.clone(), modern))
+}
+
+/// The `tools/call` an upstream receives: the tool's name and the arguments the policy
+/// judged, under a request id of the gateway's own, and nothing else of the agent's message.
+/// Its id, `_meta` (a progress token) and any other member are text no rule reads; the
+/// gateway speaks MCP 2025-11-25 to upstreams, where a call needs no more.
+fn upstream_call(tool: &str, args: &Value) -> Value {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    json!({"jsonrpc": "2.0", "id": format!("warden-call-{n}"), "method": "tools/call",
+        "params": {"name": tool, "arguments": args}})
 }
 
 /// Everything a result says in text.
