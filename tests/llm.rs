@@ -518,7 +518,21 @@ fn a_whole_answer_is_forwarded_with_the_upstreams_key_and_settled_from_its_usage
         assert_eq!(resp.status().as_u16(), 400, "{name}: {text}");
         assert!(text.contains(name), "{text}");
     }
+    // Each is sent once: a second line would carry text of its own.
+    let mut resp = http
+        .post(format!("{}/v1/chat/completions", n.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-version", "1999-12-31")
+        .send(chat("hi", false).to_string())
+        .unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "{text}");
+    assert!(text.contains("more than once"), "{text}");
     assert_eq!(n.rec.hits.load(Ordering::SeqCst), hits);
+    // Refused before anything was decided: the agent's steps are those forwarded.
+    assert_eq!(n.agent_view("a1")["steps_decided"], hits);
 }
 
 #[test]

@@ -133,6 +133,8 @@ async fn run(
     let original = super::tool::read_body(state, body).await.map_err(unknown)?;
     let p = price_request(api, state, &original).map_err(unknown)?;
     refuse_betas(&parts.headers, &p.route).map_err(unknown)?;
+    // Checked before anything is decided: a malformed request changes nothing.
+    let headers = upstream_headers(&parts.headers, &p.route).map_err(unknown)?;
     let tool = p.route.name.clone();
     let fail = |e| (e, tool.clone());
     let h = handle(state, &agent).map_err(fail)?;
@@ -146,7 +148,6 @@ async fn run(
     };
     let settlement = Settlement::new(h.clone(), step);
     let step = step.step;
-    let headers = upstream_headers(&parts.headers, &p.route).map_err(fail)?;
     let uri = forward::join(&p.route.url, api.path(), None).map_err(fail)?;
     let (resp, took) = forward::send(
         state.proxy.client,
@@ -200,7 +201,7 @@ const FORWARDED: [(&str, Shape); 3] = [
 ];
 
 /// The headers a request reaches an LLM upstream with: the agent's [`FORWARDED`] headers
-/// (a value of another shape is 400 `bad_request`), then the upstream's configured headers
+/// (a value of another shape, or one sent twice, is 400 `bad_request`), then the upstream's configured headers
 /// over them (its credentials, and whom it bills: `openai-organization`, `openai-project`),
 /// and `content-type: application/json`. Nothing else the agent sends is forwarded: a header
 /// is text leaving the swarm that no rule would judge (a key in `x-note`, a user agent, an
@@ -211,6 +212,12 @@ fn upstream_headers(agent: &HeaderMap, route: &Route) -> Result<HeaderMap, ApiEr
     for (name, shape) in FORWARDED {
         if route.headers.iter().any(|(k, _)| k == name) {
             continue; // the upstream's own value replaces the agent's
+        }
+        if agent.get_all(name).iter().count() > 1 {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("the {name} header is sent more than once; send it once (names comma-separated)"),
+            ));
         }
         for v in agent.get_all(name) {
             let text = v.to_str().unwrap_or("\u{fffd}");
@@ -245,7 +252,7 @@ fn is_date(v: &str) -> bool {
 /// OpenAI's beta names (`openai-beta: assistants=v2`).
 const OPENAI_BETAS: [&str; 3] = ["assistants", "realtime", "responses"];
 
-/// `name=vN` of [`OPENAI_BETAS`] (one digit), comma-separated, each name once at most.
+/// `name=vN` of [`OPENAI_BETAS`] (one digit), comma-separated, at most three.
 fn is_openai_beta(v: &str) -> bool {
     v.split(',').count() <= OPENAI_BETAS.len()
         && v.split(',').all(|one| {
