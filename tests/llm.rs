@@ -876,6 +876,19 @@ fn a_credential_in_a_prompt_never_reaches_the_model() {
             "/v1/chat/completions",
             json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": key, "content": "hi"}]}),
         ),
+        // In an id or a sealed field: random by nature, but a named credential there is read.
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "tool_calls": [{"id": format!("call_{key}"), "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": format!("call_{key}"), "content": "ok"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-t", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": key}]}]}),
+        ),
         (
             "/v1/messages",
             json!({"model": "claude-t", "max_tokens": 10, "messages": [{"role": "user", "content": [

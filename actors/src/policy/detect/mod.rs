@@ -122,6 +122,22 @@ impl Detector {
         })
     }
 
+    /// As [`find`](Self::find), without the hits a random id would give: for `secrets`, no
+    /// `high_entropy` (a vendor prefix, a shape or a label must name the credential); the
+    /// other detectors as `find`. For text that is random by nature (protocol ids, sealed
+    /// blobs) where a hit of `find` would be noise.
+    pub fn find_labelled(self, text: &str) -> Option<Hit> {
+        if self != Detector::Secrets {
+            return self.find(text);
+        }
+        secrets::find_labelled(text).map(|(kind, start, end)| Hit {
+            detector: self,
+            kind,
+            start,
+            end,
+        })
+    }
+
     /// First hit in any string inside a JSON value, in any view (see the module
     /// documentation); `None` both when the value is clean and when it was too large to scan
     /// to the end. Prefer [`scan_json`](Self::scan_json), which tells the two apart.

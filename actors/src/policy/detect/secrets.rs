@@ -81,6 +81,8 @@ static PRIVATE_KEY_BARE: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 static AWS_KEY_ID: LazyLock<Regex> = LazyLock::new(|| re(r"(?:AKIA|ASIA)[A-Z0-9]{16}"));
+static AWS_KEY_ID_ANY_CASE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)(?:akia|asia)[a-z0-9]{16}"));
 static AWS_SECRET: LazyLock<Regex> =
     LazyLock::new(|| re(r#"(?i)secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})"#));
 static GITHUB: LazyLock<Regex> =
@@ -113,9 +115,18 @@ static PEM_HEADER: LazyLock<Regex> = LazyLock::new(|| re(r"-----BEGIN ([A-Z0-9 ]
 /// tried: its automaton outgrew the lazy DFA's cache on long texts of random runs and fell
 /// back to the slow NFA, 0.7 s for 1 MB, against milliseconds for all the patterns apart.)
 pub(super) fn find(text: &str) -> Found {
+    let mut best = find_labelled(text);
+    earliest(&mut best, find_high_entropy(text));
+    best
+}
+
+/// [`find`] without the `high_entropy` rule: only credentials a vendor prefix, a shape or a
+/// label names, which a random id never matches.
+pub(super) fn find_labelled(text: &str) -> Found {
     let mut best = None;
     earliest(&mut best, find_private_key(text));
     earliest(&mut best, find_aws_key_id(text));
+    earliest(&mut best, find_aws_key_id_any_case(text));
     earliest(&mut best, find_aws_secret(text));
     earliest(&mut best, find_github(text));
     earliest(&mut best, find_sk_key(text));
@@ -123,7 +134,6 @@ pub(super) fn find(text: &str) -> Found {
     earliest(&mut best, find_basic_auth(text));
     earliest(&mut best, find_credential(text));
     earliest(&mut best, find_mysql_password(text));
-    earliest(&mut best, find_high_entropy(text));
     best
 }
 
@@ -160,6 +170,23 @@ fn find_aws_key_id(text: &str) -> Found {
             !glued_run(byte_before(text, m.start()))
                 && !glued_run(byte_at(text, m.end()))
                 && !placeholder_body(&m.as_str().as_bytes()[4..])
+        })
+        .map(|m| ("aws_access_key", m.start(), m.end()))
+}
+
+/// The same id in another case (`akiaq3egz7lqj4xw2k5b`: a header name reaches an upstream in
+/// lower case, and the key is its upper-case form). Stricter, since lower-case text is
+/// everywhere: 20 characters standing alone (no letter or digit either side), with at least
+/// two digits, as AWS's base-32 ids have.
+fn find_aws_key_id_any_case(text: &str) -> Found {
+    AWS_KEY_ID_ANY_CASE
+        .find_iter(text)
+        .find(|m| {
+            let id = m.as_str().as_bytes();
+            !alnum(byte_before(text, m.start()))
+                && !alnum(byte_at(text, m.end()))
+                && id.iter().filter(|b| b.is_ascii_digit()).count() >= 2
+                && !placeholder_body(&id[4..])
         })
         .map(|m| ("aws_access_key", m.start(), m.end()))
 }

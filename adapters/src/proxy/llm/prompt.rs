@@ -46,6 +46,7 @@
 //! clean.
 
 use serde_json::{Map, Value};
+use warden_actors::policy::detect::Detector;
 
 /// Upper bound on each of `args.instructions`, `args.prompt` and `args.tool_output`, bytes:
 /// past the detectors' scan budget (`warden_actors::policy::detect::MAX_SCAN_BYTES`, 1 MiB).
@@ -261,18 +262,40 @@ impl Texts {
                 k == "type" || k == "data" || (k == "cache_control" && plain_protocol(k, v))
             });
         if sealed_only {
+            if let Some(data) = map.get("data") {
+                self.if_telling(data);
+            }
             return;
         }
         for (k, v) in map {
             match k.as_str() {
+                k if k != "type" && PROTOCOL.contains(&k) => self.if_telling(v),
                 k if plain_protocol(k, v) => {}
                 "text" if text_read => {}
-                "signature" if kind == Some("thinking") => {}
-                "encrypted_content" if kind == Some("reasoning") => {}
+                "signature" if kind == Some("thinking") => self.if_telling(v),
+                "encrypted_content" if kind == Some("reasoning") => self.if_telling(v),
                 "content" | "tool_calls" | "summary" | "output" | "function" => self.blocks(v),
                 "extra_content" => self.all_but_signatures(v),
                 _ => self.all(v),
             }
+        }
+    }
+
+    /// An id or a sealed value: random by nature, so read only when it tells something: when
+    /// it holds a credential a vendor prefix, shape or label names, or personal data
+    /// ([`Detector::find_labelled`]; a random id never matches, where `high_entropy` would).
+    /// A value that is not a string is read whole.
+    fn if_telling(&mut self, v: &Value) {
+        match v {
+            Value::String(s) => {
+                let telling = [Detector::Secrets, Detector::Pii]
+                    .into_iter()
+                    .any(|d| d.find_labelled(s).is_some());
+                if telling {
+                    self.push(s);
+                }
+            }
+            other => self.all(other),
         }
     }
 
@@ -315,7 +338,9 @@ impl Texts {
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
-                    if k != "thought_signature" {
+                    if k == "thought_signature" {
+                        self.if_telling(v);
+                    } else {
                         self.push(k);
                         self.all_but_signatures(v);
                     }
@@ -356,7 +381,6 @@ impl Texts {
 mod tests {
     use super::*;
     use serde_json::json;
-    use warden_actors::policy::detect::Detector;
 
     fn split(v: Value) -> PromptText {
         prompt_text(v.as_object().unwrap())
@@ -383,6 +407,32 @@ mod tests {
             let all = format!("{}{}{}", t.instructions, t.prompt, t.tool_output);
             assert!(all.contains(k), "{req}: {t:?}");
         }
+        // Ids and sealed values are read when they hold a named credential or personal data,
+        // never for being random.
+        for req in [
+            json!({"messages": [{"role": "tool", "tool_call_id": format!("call_{k}"), "content": "r"}]}),
+            json!({"input": [{"type": "function_call_output", "call_id": "c@example.com", "output": "r"}]}),
+            json!({"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": k}]}]}),
+            json!({"input": [{"type": "reasoning", "encrypted_content": format!("x {k}"), "summary": []}]}),
+            json!({"messages": [{"role": "assistant", "content": [{"type": "redacted_thinking", "data": k}]}]}),
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": k}}}]}]}),
+        ] {
+            let t = split(req.clone());
+            let all = format!("{}{}{}", t.instructions, t.prompt, t.tool_output);
+            assert!(
+                all.contains(k) || all.contains("c@example.com"),
+                "{req}: {t:?}"
+            );
+        }
+        let random = split(json!({"messages": [{"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9Zx8Wc7Vb6Nm", "name": "f", "input": {}},
+            {"type": "thinking", "thinking": "t", "signature": "EqQBCkgIARABGAIiQL1Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVbNmAsDfGhJkL"},
+            {"type": "redacted_thinking"}]}]}));
+        assert_eq!(
+            random.prompt, "f\n t",
+            "random ids and sealed values are not read"
+        );
         let plain = split(
             json!({"messages": [{"role": "User", "status": "completed", "content": [
             {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}]}),
