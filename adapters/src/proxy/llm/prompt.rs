@@ -21,13 +21,14 @@
 //! injection.
 //!
 //! **What is left out, by position, never by a key's name alone.** In a message, item or
-//! content block: its ids (`id`, `call_id`, `tool_call_id`, `tool_use_id`: random ids would
-//! read as credentials), its `type` (checked against the proxy's list of types), and its
-//! `role`, `status` and `cache_control` when they hold one of the API's own values (`user`,
-//! `completed`, `{"type": "ephemeral", "ttl": "5m"}`; any other value is read); a `thinking`
-//! block's `signature`, a `reasoning` item's `encrypted_content`, a `redacted_thinking` block
-//! that holds only its sealed `data`, and `thought_signature`s under `extra_content` (sealed by
-//! the upstream, which alone reads them). Everything inside a tool call's input or arguments,
+//! content block: its `type` (checked against the proxy's list of types); its `role`, `status`
+//! and `cache_control` when they hold one of the API's own values (`user`, `completed`,
+//! `{"type": "ephemeral", "ttl": "5m"}`; any other value is read); its ids (`id`, `call_id`,
+//! `tool_call_id`, `tool_use_id`), a `thinking` block's `signature`, a `reasoning` item's
+//! `encrypted_content`, a `redacted_thinking` block's sealed `data` and `thought_signature`s
+//! under `extra_content` (sealed by the upstream, which alone reads them) unless they hold a
+//! named credential or personal data (`Texts::if_telling`: random by nature, they would
+//! otherwise read as `high_entropy` credentials). Everything inside a tool call's input or arguments,
 //! a schema or a format is read, object keys included. Every other top-level field (limits,
 //! sampling, `metadata`, `user`, `stop`, `tool_choice`, `logit_bias`, any field this proxy
 //! does not know) is read into `args.prompt` after the conversation, keys included: the model
