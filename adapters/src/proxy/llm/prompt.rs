@@ -73,9 +73,10 @@ const DECLARATIONS: [&str; 6] = [
 /// Top-level fields that hold the conversation.
 const CONVERSATION: [&str; 2] = ["messages", "input"];
 
-/// Members of a message, item or block that are protocol fields, never read: ids and the
-/// block's `type` (checked against the proxy's list of types before this).
-const PROTOCOL: [&str; 5] = ["id", "call_id", "tool_call_id", "tool_use_id", "type"];
+/// Members of a message, item or block that are ids: read only when they tell something
+/// (`Texts::if_telling`). A block's `type` is never read (checked against the proxy's list
+/// of types before this).
+const IDS: [&str; 4] = ["id", "call_id", "tool_call_id", "tool_use_id"];
 
 /// The API's own roles (any case): a `role` of another value is read as text.
 const ROLES: [&str; 8] = [
@@ -100,7 +101,7 @@ fn plain_protocol(k: &str, v: &Value) -> bool {
             .is_some_and(|t| list.iter().any(|x| x.eq_ignore_ascii_case(t)))
     };
     match k {
-        k if PROTOCOL.contains(&k) => true,
+        "type" => true,
         "role" => is_one_of(&ROLES),
         "status" => is_one_of(&STATUSES),
         "cache_control" => v.as_object().is_some_and(|m| {
@@ -270,7 +271,7 @@ impl Texts {
         }
         for (k, v) in map {
             match k.as_str() {
-                k if k != "type" && PROTOCOL.contains(&k) => self.if_telling(v),
+                k if IDS.contains(&k) => self.if_telling(v),
                 k if plain_protocol(k, v) => {}
                 "text" if text_read => {}
                 "signature" if kind == Some("thinking") => self.if_telling(v),
