@@ -39,6 +39,8 @@ pub use warden_sim as sim;
 pub use warden_supervisor as supervisor;
 pub use warden_sync as sync;
 
+pub mod prometheus;
+
 pub use warden_actors::{
     ActionClass, AgentId, AgentSnapshot, AgentState, Amounts, Budgets, CauseLink, Clock, Cost,
     CustomDim, Decision, Dimension, Event, EventError, EventStream, HaltKind, HaltRecord,

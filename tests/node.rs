@@ -199,6 +199,16 @@ fn agents_step_settle_and_are_governed_over_http() {
         assert!(text.contains(line), "/metrics lacks {line}:\n{text}");
     }
     assert!(!text.contains("agent=\""), "no per-agent labels");
+    // Histogram samples are folded by an upkeep thread, not held until a scrape (an
+    // unscraped node's memory grew without bound before; tests/metrics_upkeep.rs).
+    let threads = std::fs::read_dir(format!("/proc/{}/task", node.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .collect::<Vec<_>>();
+    assert!(
+        threads.iter().any(|c| c.trim() == "warden-metrics"),
+        "no metrics upkeep thread among {threads:?}"
+    );
 
     // Errors: each a JSON error with a fitting status, and nothing changes.
     let (status, e) = common::call(&a2, "POST", steps, Body::Json(search.clone()));

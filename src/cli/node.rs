@@ -87,17 +87,16 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     rt.block_on(serve(config, policy_source))
 }
 
-/// Installs the process-wide Prometheus recorder (the binary's job, never a library's), with
-/// the shared bucket layout for `*_duration_seconds`; `None` if another is installed.
+/// Installs the process-wide Prometheus recorder with its upkeep thread (the binary's job,
+/// never a library's; [`warden::prometheus`]); `None`, said on stderr, if that fails.
 pub(crate) fn install_recorder() -> Option<MetricsRender> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    use warden::supervisor::metrics::{DURATION_BUCKETS, DURATION_SUFFIX};
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix(DURATION_SUFFIX.into()), &DURATION_BUCKETS)
-        .ok()?
-        .install_recorder()
-        .ok()?;
-    Some(std::sync::Arc::new(move || handle.render()))
+    match warden::prometheus::install() {
+        Ok(handle) => Some(std::sync::Arc::new(move || handle.render())),
+        Err(e) => {
+            eprintln!("warden: metrics: {e}");
+            None
+        }
+    }
 }
 
 /// Starts the node, prints the start-up lines, serves until SIGINT or SIGTERM, then shuts down
