@@ -34,7 +34,7 @@ use warden_sync::replica::{ReplicatedPool, SyncConfig, Timing, Tuning};
 use warden_sync::{Message, Output, Replica};
 
 use crate::behaviour::{Behaviour, Model};
-use crate::invariants::Checks;
+use crate::invariants::{Checks, BROKEN};
 use crate::net::{NetConfig, Network, NodeIx};
 use crate::node::{NodeSetup, SimNode, EPOCH_MS};
 use crate::queue::EventQueue;
@@ -121,17 +121,56 @@ struct ClusterWorld {
     halted: BTreeSet<u32>,
     /// Halts announced, by kind.
     halts: BTreeMap<&'static str, u64>,
+    /// A line per event, when tracing (a shrunk run's trace).
+    trace: Option<Vec<String>>,
+    /// Allows so far, and the deliberately broken checker's bound (tests).
+    allows: u64,
+    break_after_allows: Option<u64>,
 }
 
-/// Runs `opts` on `opts.nodes` nodes.
-pub fn run(opts: &SimOptions, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SimError> {
+/// Runs `opts` on `opts.nodes` nodes; the trace (a line per event) is empty unless
+/// `opts.trace`.
+pub fn run(
+    opts: &SimOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(Report, Vec<String>), SimError> {
     let started = Instant::now();
     let mut w = ClusterWorld::new(opts)?;
     let duration = opts.duration_ms.unwrap_or(opts.scenario.duration_ms);
     w.run_until(duration, opts.max_events, progress);
-    w.settle();
-    w.drain();
-    Ok(w.report(opts, duration, started))
+    // A violation ends the run where it happened (its trace ends there too), as on one node.
+    if w.checks.violation.is_none() {
+        w.settle();
+    }
+    if w.checks.violation.is_none() {
+        w.drain();
+    }
+    let trace = w.trace.take().unwrap_or_default();
+    Ok((w.report(opts, duration, started), trace))
+}
+
+/// Adds a line for event `event` (at `now_ms`) to `trace`, when tracing; `line` is called
+/// only then.
+fn trace_line(
+    trace: &mut Option<Vec<String>>,
+    event: u64,
+    now_ms: u64,
+    line: impl FnOnce() -> String,
+) {
+    if let Some(t) = trace {
+        t.push(format!("#{event:<8} {now_ms:>10}ms  {}", line()));
+    }
+}
+
+/// The name of a sync message's kind, for the trace.
+fn message_kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Delta { .. } => "delta",
+        Message::Ack { .. } => "ack",
+        Message::Probe { .. } => "probe",
+        Message::Proof { .. } => "proof",
+    }
 }
 
 /// The nodes' names: `n00`, `n01`, ... Members are numbered in their names' sorted order and
@@ -282,6 +321,9 @@ impl ClusterWorld {
             index,
             halted: BTreeSet::new(),
             halts: BTreeMap::new(),
+            trace: opts.trace.then(Vec::new),
+            allows: 0,
+            break_after_allows: opts.break_after_allows,
         };
         for a in 0..w.agents.len() {
             let t = w.agents[a].model.think_ms();
@@ -357,16 +399,18 @@ impl ClusterWorld {
             let next_net = self.net.next_due_ms().unwrap_or(u64::MAX);
             let next_ev = self.queue.peek_time().unwrap_or(u64::MAX);
             let t = next_net.min(next_ev);
-            if t > end || max_events.is_some_and(|m| self.events >= m) {
+            let cut = max_events.is_some_and(|m| self.events >= m);
+            if t > end || cut || self.checks.violation.is_some() {
                 break;
             }
             self.now = t;
+            // The event handled now is number `events` (1-based), in checks and the trace.
+            self.events += 1;
             if next_net <= next_ev {
                 self.deliver();
             } else if let Some((_, ev)) = self.queue.pop() {
                 self.handle(ev);
             }
-            self.events += 1;
             self.check_bound();
             if self.events.is_multiple_of(10_000) {
                 progress(&Progress {
@@ -385,6 +429,10 @@ impl ClusterWorld {
             if !self.linked(from, to) {
                 continue;
             }
+            let kind = message_kind(&d.msg);
+            trace_line(&mut self.trace, self.events, self.now, || {
+                format!("{} -> {}: {kind}", node_name(from), node_name(to))
+            });
             let local = self.net.local_ms(d.to, self.now);
             let r = self.replicas[to].as_mut().expect("linked means running");
             let out = r.on_message(local, d.from, d.msg);
@@ -430,6 +478,20 @@ impl ClusterWorld {
             let h = &self.nodes[usize::from(node)].handles[handle];
             let d = h.step_inline(&plan.step);
             self.record(a, &d);
+            trace_line(&mut self.trace, self.events, self.now, || {
+                let rule = d
+                    .rule
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                format!(
+                    "{}@{} {} -> {}{rule}",
+                    self.agents[a as usize].id,
+                    node_name(usize::from(node)),
+                    plan.step.tool(),
+                    d.decision.name()
+                )
+            });
             self.check_decision(a, &plan, &d);
             let allowed = d.is_allow();
             self.agents[a as usize].model.answered(allowed);
@@ -469,6 +531,14 @@ impl ClusterWorld {
                 self.checks.fail("fail_closed", detail, event, at);
             }
         }
+        if let Some(n) = self.break_after_allows {
+            self.checks.count(BROKEN);
+            self.allows += u64::from(d.is_allow());
+            if self.allows > n {
+                let detail = format!("more than {n} allows (a deliberately broken checker)");
+                self.checks.fail(BROKEN, detail, event, at);
+            }
+        }
     }
 
     fn record(&mut self, a: u32, d: &Decision) {
@@ -489,10 +559,23 @@ impl ClusterWorld {
         let (node, handle) = (slot.node, slot.handle);
         self.set_clock(node);
         let h = &self.nodes[usize::from(node)].handles[handle];
-        match h.outcome_inline(step, &outcome) {
-            Ok(_) => self.activity.outcomes += 1,
-            Err(_) => self.activity.outcomes_refused += 1,
+        let settled = h.outcome_inline(step, &outcome).is_ok();
+        match settled {
+            true => self.activity.outcomes += 1,
+            false => self.activity.outcomes_refused += 1,
         }
+        trace_line(&mut self.trace, self.events, self.now, || {
+            let status = match outcome.status {
+                warden_actors::OutcomeStatus::Success => "success",
+                warden_actors::OutcomeStatus::Failure => "failure",
+            };
+            let refused = if settled { "" } else { " (refused)" };
+            format!(
+                "{}@{} step {step}: {status}{refused}",
+                self.agents[a as usize].id,
+                node_name(usize::from(node))
+            )
+        });
     }
 
     /// Node `n` sweeps on its own clock: agents silent past their heartbeat timeout are
@@ -542,6 +625,10 @@ impl ClusterWorld {
                 continue;
             };
             self.activity.approvals_answered += 1;
+            trace_line(&mut self.trace, self.events, self.now, || {
+                let (agent, step, verdict) = (&p.agent, p.step_id, d.decision.name());
+                format!("{name} answers {agent}'s step {step}: {verdict}")
+            });
             let Some(&a) = self.index.get(&p.agent) else {
                 continue;
             };
@@ -612,14 +699,23 @@ impl ClusterWorld {
             0..=3 => {
                 self.sides[n] ^= 1;
                 *self.faults.entry("partition").or_default() += 1;
+                trace_line(&mut self.trace, self.events, self.now, || {
+                    format!("fault: {} changes sides", node_name(n))
+                });
             }
             4..=6 => {
                 self.sides.iter_mut().for_each(|s| *s = 0);
                 *self.faults.entry("heal").or_default() += 1;
+                trace_line(&mut self.trace, self.events, self.now, || {
+                    "fault: every partition heals".to_string()
+                });
             }
             _ if self.replicas[n].is_some() => {
                 self.replicas[n] = None;
                 *self.faults.entry("crash").or_default() += 1;
+                trace_line(&mut self.trace, self.events, self.now, || {
+                    format!("fault: {}'s replica crashes", node_name(n))
+                });
                 let back = self.now + self.rng.range(200, 2_000);
                 self.queue.push(back, Ev::Restart(n as NodeIx));
             }
@@ -631,6 +727,9 @@ impl ClusterWorld {
     /// A crashed replica comes back from what it persisted, with a new session.
     fn restart(&mut self, n: NodeIx) {
         let i = usize::from(n);
+        trace_line(&mut self.trace, self.events, self.now, || {
+            format!("{}'s replica restarts", node_name(i))
+        });
         self.sessions += 1;
         let cfg = sync_config(self.k(), i, &self.pools, self.sessions);
         let local = self.net.local_ms(n, self.now);

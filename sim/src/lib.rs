@@ -164,7 +164,7 @@ fn run_traced(
         return Err(SimError::NodesUnsupported(opts.nodes));
     }
     if opts.nodes > 1 {
-        return cluster::run(opts, progress).map(|r| (r, Vec::new()));
+        return cluster::run(opts, progress);
     }
     let world = world::World::new(opts, &opts.scenario)?;
     Ok(world.run(progress))

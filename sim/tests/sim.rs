@@ -70,6 +70,55 @@ fn approvals_is_deterministic_and_seeds_differ() {
     deterministic("approvals");
 }
 
+/// The same on a simulated cluster: shrinking a multi-node run keeps the same guarantees
+/// (the shortest failing prefix) and its trace shows each node's decisions, messages and
+/// faults.
+#[test]
+fn a_broken_checker_is_caught_shrunk_and_traced_on_a_cluster() {
+    let mut o = opts("mixed", 11);
+    o.nodes = 3;
+    o.agents = Some(30);
+    o.duration_ms = Some(20_000);
+    o.break_after_allows = Some(25);
+    let (report, _) = run_quiet(&o).unwrap();
+    let found = report.violation.clone().expect("the broken checker fails");
+    assert_eq!(found.invariant, BROKEN);
+
+    let s = shrink(&o, &found);
+    assert_eq!(s.violation.invariant, BROKEN);
+    assert!(s.events <= found.event && s.events > 0);
+    let mut prefix = o.clone();
+    prefix.max_events = Some(s.events);
+    assert!(run_quiet(&prefix).unwrap().0.violation.is_some());
+    prefix.max_events = Some(s.events - 1);
+    assert!(run_quiet(&prefix).unwrap().0.violation.is_none());
+    // The trace's last line is the 26th allow, numbered as the shrunk prefix's last event,
+    // on a named node; earlier lines carry the sync messages between the nodes.
+    let last = s.trace_tail.last().expect("a trace");
+    assert!(
+        last.starts_with(&format!("#{:<8}", s.events))
+            && last.contains("-> allow")
+            && (last.contains("@n00 ") || last.contains("@n01 ") || last.contains("@n02 ")),
+        "{:?}",
+        s.trace_tail
+    );
+    let mut all = o.clone();
+    all.max_events = Some(s.events);
+    all.trace = true;
+    let (_, trace) = run_quiet(&all).unwrap();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.contains(" -> n0") && (l.ends_with(": hello") || l.ends_with(": delta"))),
+        "no sync message in the trace"
+    );
+    let line = all.command("mixed");
+    assert!(
+        line.contains("--nodes 3") && line.contains(&format!("--max-events {}", s.events)),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_broken_checker_is_caught_shrunk_and_reported() {
     let mut o = opts("mixed", 11);
