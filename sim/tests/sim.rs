@@ -70,6 +70,23 @@ fn approvals_is_deterministic_and_seeds_differ() {
     deterministic("approvals");
 }
 
+/// Runs `o` (whose broken checker must fail), shrinks it, and checks the shrunk prefix is
+/// the shortest that fails: one event less passes.
+fn caught_and_shrunk(o: &SimOptions) -> warden_sim::Shrunk {
+    let (report, _) = run_quiet(o).unwrap();
+    let found = report.violation.clone().expect("the broken checker fails");
+    assert_eq!(found.invariant, BROKEN);
+    let s = shrink(o, &found);
+    assert_eq!(s.violation.invariant, BROKEN);
+    assert!(s.events <= found.event && s.events > 0);
+    let mut prefix = o.clone();
+    prefix.max_events = Some(s.events);
+    assert!(run_quiet(&prefix).unwrap().0.violation.is_some());
+    prefix.max_events = Some(s.events - 1);
+    assert!(run_quiet(&prefix).unwrap().0.violation.is_none());
+    s
+}
+
 /// The same on a simulated cluster: shrinking a multi-node run keeps the same guarantees
 /// (the shortest failing prefix) and its trace shows each node's decisions, messages and
 /// faults.
@@ -80,18 +97,7 @@ fn a_broken_checker_is_caught_shrunk_and_traced_on_a_cluster() {
     o.agents = Some(30);
     o.duration_ms = Some(20_000);
     o.break_after_allows = Some(25);
-    let (report, _) = run_quiet(&o).unwrap();
-    let found = report.violation.clone().expect("the broken checker fails");
-    assert_eq!(found.invariant, BROKEN);
-
-    let s = shrink(&o, &found);
-    assert_eq!(s.violation.invariant, BROKEN);
-    assert!(s.events <= found.event && s.events > 0);
-    let mut prefix = o.clone();
-    prefix.max_events = Some(s.events);
-    assert!(run_quiet(&prefix).unwrap().0.violation.is_some());
-    prefix.max_events = Some(s.events - 1);
-    assert!(run_quiet(&prefix).unwrap().0.violation.is_none());
+    let s = caught_and_shrunk(&o);
     // The trace's last line is the 26th allow, numbered as the shrunk prefix's last event,
     // on a named node; earlier lines carry the sync messages between the nodes.
     let last = s.trace_tail.last().expect("a trace");
@@ -126,22 +132,12 @@ fn a_broken_checker_is_caught_shrunk_and_reported() {
     o.duration_ms = Some(60_000);
     o.break_after_allows = Some(25);
     let (report, _) = run_quiet(&o).unwrap();
-    let found = report.violation.clone().expect("the broken checker fails");
-    assert_eq!(found.invariant, BROKEN);
     assert!(report
         .invariants
         .iter()
         .any(|i| i.name == BROKEN && i.result == "fail"));
 
-    let s = shrink(&o, &found);
-    assert_eq!(s.violation.invariant, BROKEN);
-    assert!(s.events <= found.event && s.events > 0);
-    // The shrunk prefix fails; one event less does not: it is the shortest.
-    let mut prefix = o.clone();
-    prefix.max_events = Some(s.events);
-    assert!(run_quiet(&prefix).unwrap().0.violation.is_some());
-    prefix.max_events = Some(s.events - 1);
-    assert!(run_quiet(&prefix).unwrap().0.violation.is_none());
+    let s = caught_and_shrunk(&o);
     // The trace ends at the allow that broke it, and the command names the prefix.
     assert!(
         s.trace_tail.last().is_some_and(|l| l.contains("-> allow")),
