@@ -78,8 +78,12 @@ impl AgentMetrics {
     }
 }
 
-/// Most final decisions of answered approvals kept for callers that have not collected them.
-pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 65_536;
+/// Most final decisions of answered approvals kept per agent for callers that have not
+/// collected them; the oldest is dropped past it. Reading a step's status over HTTP does not
+/// collect it, so an agent answered often keeps this many (each a few hundred bytes). Equal
+/// to the default limit on unsettled steps: an agent that reads each answer before it has
+/// 1,024 more answered loses none.
+pub const MAX_UNCOLLECTED_RESOLUTIONS: usize = 1_024;
 /// Most of them a journal snapshot keeps per agent (the latest): a snapshot entry must stay
 /// well under the journal's 1 MiB entry bound.
 pub const RESOLUTIONS_IN_SNAPSHOT_MAX: usize = 256;

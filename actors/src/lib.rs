@@ -55,7 +55,7 @@ pub mod yaml;
 
 pub use actor::{
     spawn_agent_actor, AgentActor, AgentCore, AgentMetrics, AgentMsg, HaltNotice, ParkedSink,
-    StepStatus,
+    StepStatus, MAX_UNCOLLECTED_RESOLUTIONS,
 };
 pub use budget::{
     Amounts, Budgets, CustomDim, Dimension, LedgerDim, Limits, MAX_LIMIT_AMOUNT, MAX_STEP_AMOUNT,

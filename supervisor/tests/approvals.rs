@@ -673,3 +673,49 @@ async fn an_answered_approval_keeps_its_journal_entry_number_across_a_restart() 
     close(swarm, journal).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_agent_keeps_only_its_latest_answered_approvals_uncollected() {
+    use warden_actors::MAX_UNCOLLECTED_RESOLUTIONS;
+    let policy = V1
+        .replace(
+            "budgets: {steps: 100, tokens: 10000}",
+            "budgets: {steps: 100000}",
+        )
+        .replace("limits: {tokens: 50000}", "limits: {}")
+        .replace("limits: {tokens: 20000}, ", "limits: {}, ");
+    let swarm = Swarm::builder()
+        .clock(Arc::new(ManualClock::new(1_000)) as Arc<dyn Clock>)
+        .heartbeat_sweep_ms(0)
+        .policy_set(PolicySet::parse(&policy).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let a = swarm
+        .spawn_agent(AgentSpec::new(id("p1")).pool("swarm/pay"))
+        .await
+        .unwrap();
+    let mut parked = Vec::new();
+    for _ in 0..MAX_UNCOLLECTED_RESOLUTIONS + 3 {
+        let d = a.step(transfer(5_000)).await.unwrap();
+        assert_eq!(d.decision, Verdict::RequireApproval, "{}", d.reason);
+        let deny = ApprovalAnswer::Deny {
+            by: "ops".into(),
+            reason: "no".into(),
+        };
+        swarm
+            .answer_approval(d.approval.as_deref().unwrap(), deny)
+            .unwrap();
+        parked.push(d.step);
+    }
+    // Read over HTTP, nothing collects them: the three oldest are dropped, the rest kept.
+    for old in &parked[..3] {
+        assert_eq!(a.step_status(*old), StepStatus::NotKept);
+    }
+    for kept in &parked[3..] {
+        assert!(
+            matches!(a.step_status(*kept), StepStatus::Final(ref d) if d.decision == Verdict::Deny)
+        );
+    }
+    swarm.shutdown().await;
+}
