@@ -12,9 +12,11 @@
 //! warmup=2 rounds=1 conns=64 tp_conns=64 tp_seconds=10` (tool); `streams=1,64,512,1024
 //! chunks=20 chunk_ms=20 seconds=10 warmup=2 litellm=/work/litellm-venv/bin/litellm
 //! litellm_max=512` (llm; LiteLLM runs up to `litellm_max` streams); `requests=1000`
-//! (denials); `fsync=always` for every part (`always`, `batch` or `off`, the node's journal
+//! (denials); `floor=on` (tool: also measure the HTTP floor, [`floor`]: the node's HTTP stack
+//! and forward client with nothing governed); `fsync=always` for every part (`always`, `batch` or `off`, the node's journal
 //! mode). `WARDEN_BENCH_BIN=PATH` runs another build of `warden` as the node (two builds
-//! compared in one sitting). nginx is Debian's (`apt-get install nginx`): without `/usr/sbin/nginx` the tool
+//! compared in one sitting); `WARDEN_BENCH_POLICY=PATH` gives the node another policy than
+//! `policy.yaml` (what the rules cost). nginx is Debian's (`apt-get install nginx`): without `/usr/sbin/nginx` the tool
 //! part says so and runs without it; without the LiteLLM binary the llm part does likewise.
 //! Everything is on loopback; every loop is bounded in time. Results of 2026-11-30 and their
 //! reading: `docs/benchmarks.md`; raw outputs: `benches/proxy/runs/`.
@@ -26,6 +28,7 @@
 //! is 2 cores: client, upstream and proxy share them, as they would not in production.
 
 mod denials;
+mod floor;
 mod load;
 mod upstream;
 
@@ -76,6 +79,13 @@ impl Opts {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The bench's own child process: the HTTP floor (see `floor`).
+    if let [role, listen, up] = args.as_slice() {
+        if role == "floor-proxy" {
+            let parse = |a: &str| a.parse().unwrap_or_else(|e| panic!("{a}: {e}"));
+            return floor::run(parse(listen), parse(up));
+        }
+    }
     // `cargo test --all-targets` runs bench targets without `--bench`: nothing to do there.
     if !args.iter().any(|a| a == "--bench") {
         println!("benches/proxy runs under `cargo bench --bench proxy -- tool|llm|denials|all`");
@@ -273,7 +283,11 @@ impl Node {
     pub fn start(name: &str, fsync: &str, up: SocketAddr) -> Node {
         let dir = scratch(name);
         let policy = dir.join("policy.yaml");
-        std::fs::write(&policy, POLICY).unwrap();
+        // `WARDEN_BENCH_POLICY`: another policy, to see what the policy's rules cost.
+        let text = std::env::var("WARDEN_BENCH_POLICY")
+            .map(|p| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
+            .unwrap_or_else(|_| POLICY.to_string());
+        std::fs::write(&policy, text).unwrap();
         let config = dir.join("node.yaml");
         std::fs::write(
             &config,
@@ -349,6 +363,37 @@ impl Drop for Node {
     fn drop(&mut self) {
         stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The HTTP floor ([`floor`]): this bench binary again, as a child process.
+struct Floor {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Floor {
+    fn start(up: SocketAddr) -> Floor {
+        let addr = free_port();
+        let exe = std::env::current_exe().expect("the bench's own path");
+        let child = Command::new(exe)
+            .args(["floor-proxy", &addr.to_string(), &up.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the floor proxy");
+        assert!(
+            wait_listening(addr, Duration::from_secs(10)),
+            "the floor proxy did not start listening on {addr}"
+        );
+        println!("floor: warden's HTTP stack and forward client, nothing governed ({addr})");
+        Floor { child, addr }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        stop(&mut self.child);
     }
 }
 
@@ -519,6 +564,7 @@ fn tool(opts: &Opts, up: SocketAddr) {
     let node = Node::start("tool", &fsync, up);
     let tokens = Arc::new(node.agents("s", "swarm/scouts", AGENTS));
     let nginx = Nginx::start(up);
+    let floor = (opts.text("floor", "on") == "on").then(|| Floor::start(up));
     println!(
         "\n## Tool proxy, open loop ({conns} connections, {AGENTS} agents, fsync {fsync}, {warmup} s warm-up + {seconds} s measured per line)\n"
     );
@@ -534,6 +580,14 @@ fn tool(opts: &Opts, up: SocketAddr) {
             Some(vec![node.pid()]),
         ),
     ];
+    if let Some(f) = &floor {
+        targets.push((
+            "floor",
+            f.addr,
+            "/proxy/web.search",
+            Some(vec![f.child.id()]),
+        ));
+    }
     if let Some(n) = &nginx {
         targets.push(("nginx", n.addr, "", Some(family(n.child.id()))));
     }
@@ -561,29 +615,29 @@ fn tool(opts: &Opts, up: SocketAddr) {
         }
     }
     println!("\n### Added latency (proxy minus direct, same rate and round; differences of percentiles, µs)\n");
-    println!("| rate | round | warden added p50 / p99 | nginx added p50 / p99 | warden/nginx p50 / p99 |");
-    println!("|---|---|---|---|---|");
+    println!("| rate | round | warden added p50 / p99 | floor added p50 / p99 | nginx added p50 / p99 | warden/nginx p50 / p99 | floor/nginx p50 / p99 |");
+    println!("|---|---|---|---|---|---|---|");
     for (rate, round, rows) in &summary {
-        let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| (r.1, r.2));
-        let (Some(d), Some(w)) = (get("direct"), get("warden")) else {
-            continue;
+        let added = |n: &str| {
+            let d = rows.iter().find(|r| r.0 == "direct")?;
+            let p = rows.iter().find(|r| r.0 == n)?;
+            Some((p.1 - d.1, p.2 - d.2))
         };
-        let wa = (w.0 - d.0, w.1 - d.1);
-        match get("nginx") {
-            Some(n) => {
-                let na = (n.0 - d.0, n.1 - d.1);
-                println!(
-                    "| {rate}/s | {round} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x / {:.2}x |",
-                    wa.0,
-                    wa.1,
-                    na.0,
-                    na.1,
-                    wa.0 / na.0,
-                    wa.1 / na.1
-                );
-            }
-            None => println!("| {rate}/s | {round} | {:.0} / {:.0} | — | — |", wa.0, wa.1),
-        }
+        let show =
+            |a: Option<(f64, f64)>| a.map_or("—".into(), |a| format!("{:.0} / {:.0}", a.0, a.1));
+        let ratio = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}x / {:.2}x", a.0 / b.0, a.1 / b.1),
+            _ => "—".into(),
+        };
+        let (w, f, n) = (added("warden"), added("floor"), added("nginx"));
+        println!(
+            "| {rate}/s | {round} | {} | {} | {} | {} | {} |",
+            show(w),
+            show(f),
+            show(n),
+            ratio(w, n),
+            ratio(f, n)
+        );
     }
     println!("\n## Maximum throughput, closed loop ({tp_conns} connections, 1 s warm-up + {tp_seconds} s)\n");
     println!("| target | answered/s | latency p50 / p99 µs | failed | proxy CPU µs/req | proxy context switches/req | client+upstream CPU µs/req |");
@@ -619,6 +673,7 @@ fn tool(opts: &Opts, up: SocketAddr) {
         load::RECONNECTS.load(std::sync::atomic::Ordering::Relaxed)
     );
     drop(nginx);
+    drop(floor);
     drop(node);
 }
 
