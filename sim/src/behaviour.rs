@@ -148,6 +148,12 @@ impl Model {
         self.denied = if allowed { 0 } else { self.denied + 1 };
     }
 
+    /// Tells the model an operator resumed it: it starts asking again (a multi-node run counts
+    /// halts as denials).
+    pub fn resumed(&mut self) {
+        self.denied = 0;
+    }
+
     /// True once it has been denied so often in a row that it stops asking.
     pub fn gave_up(&self) -> bool {
         self.denied >= DENIALS_BEFORE_GIVING_UP

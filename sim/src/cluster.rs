@@ -17,7 +17,9 @@
 //!
 //! The scenario's approvers are operators, each of one node (`i % K`), answering that node's
 //! approvals as single-node operators do (late, some never, 70% approved); a granted step's
-//! agent does its work and reports the outcome. Operators do not resume halted agents here.
+//! agent does its work and reports the outcome. In 5% of its turns an operator also resumes
+//! one of its node's halted agents, as single-node operators do; a resumed agent that had
+//! given up starts asking again.
 //!
 //! What this model leaves out, on purpose: a crash here restarts the replica (from the escrow
 //! states it persisted), not the swarm — the single-node runs crash and recover swarms and
@@ -644,6 +646,38 @@ impl ClusterWorld {
                 self.queue
                     .push(self.now + work_ms, Ev::Outcome(a, d.step, outcome));
             }
+        }
+        if self.phase == Phase::Running && self.operators[o as usize].operator.resumes() {
+            self.resume_one(o, n);
+        }
+    }
+
+    /// Operator `o` resumes one halted agent of its node `n` (the first at or after a random
+    /// index, as single-node operators pick). A resumed agent that had given up takes a turn
+    /// again 100 ms later.
+    fn resume_one(&mut self, o: u32, n: usize) {
+        let start = self.operators[o as usize].operator.pick(self.agents.len());
+        let agents = &self.agents;
+        let mine = |a: &&u32| usize::from(agents[**a as usize].node) == n;
+        let pick = self.halted.range(start..).find(mine);
+        let Some(&a) = pick.or_else(|| self.halted.iter().find(mine)) else {
+            return;
+        };
+        let id = self.agents[a as usize].id.clone();
+        let by = format!("operator-{o}");
+        if self.nodes[n].swarm.resume_inline(&id, by).is_err() {
+            return;
+        }
+        self.activity.resumes += 1;
+        trace_line(&mut self.trace, self.events, self.now, || {
+            format!("operator-{o} resumes {id}@{}", node_name(n))
+        });
+        self.read_bus(n);
+        let model = &mut self.agents[a as usize].model;
+        let idle = model.gave_up();
+        model.resumed();
+        if idle {
+            self.queue.push(self.now + 100, Ev::Turn(a));
         }
     }
 

@@ -175,8 +175,13 @@ impl Operator {
     }
 
     /// Whether it resumes a halted agent this turn (5%).
-    fn resumes(&mut self) -> bool {
+    pub(crate) fn resumes(&mut self) -> bool {
         self.rng.chance(5)
+    }
+
+    /// Where it starts looking for a halted agent to resume: an index below `agents`.
+    pub(crate) fn pick(&mut self, agents: usize) -> u32 {
+        self.rng.range(0, agents as u64) as u32
     }
 }
 
@@ -698,9 +703,7 @@ impl<'a> World<'a> {
         if self.draining || self.halted.is_empty() {
             return;
         }
-        let start = self.operators[o as usize]
-            .rng
-            .range(0, self.agents.len() as u64) as u32;
+        let start = self.operators[o as usize].pick(self.agents.len());
         let pick = self
             .halted
             .range(start..)

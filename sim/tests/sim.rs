@@ -204,3 +204,31 @@ fn node_counts_outside_1_to_16_are_refused_and_a_cluster_run_reports_its_invaria
         .unwrap();
     assert!(checked.checks > 0, "{checked:?}");
 }
+
+#[test]
+fn operators_resume_halted_agents_in_a_cluster_and_no_resumed_agent_breaks_an_invariant() {
+    let mut o = opts("mixed", 3);
+    o.nodes = 2;
+    o.agents = Some(80);
+    o.duration_ms = Some(180_000);
+    o.trace = true;
+    let (report, trace) = run_quiet(&o).unwrap();
+    assert!(report.passed(), "{report}");
+    assert!(report.activity.resumes > 0, "{report}");
+    // Each resume is traced with the agent's node, and the agent acts again afterwards.
+    let resumed: Vec<&String> = trace.iter().filter(|l| l.contains(" resumes ")).collect();
+    assert_eq!(resumed.len() as u64, report.activity.resumes, "{resumed:?}");
+    let (at, line) = trace
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.contains(" resumes "))
+        .unwrap();
+    let who = line.rsplit(' ').next().unwrap();
+    assert!(who.contains("@n0"), "{line}");
+    assert!(
+        trace[at + 1..]
+            .iter()
+            .any(|l| l.contains(&format!("{who} "))),
+        "{who} never acted after its resume"
+    );
+}
