@@ -364,7 +364,11 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
     // an `args:` list takes them.
     for (ct, body) in [
         ("application/json;charset=UTF-8", r#"{"q": "rust"}"#),
-        ("application/x-www-form-urlencoded;charset=UTF-8", "q=rust"),
+        // A literal `%` is no escape once decoded (`100% rust`).
+        (
+            "application/x-www-form-urlencoded;charset=UTF-8",
+            "q=100%25+rust",
+        ),
     ] {
         let (status, _, text) = send(
             &n.base,
@@ -558,6 +562,80 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             "",
             502,
             "unknown_upstream",
+        ),
+        // Double encoding: `%2561` is `%61` to the policy and `a` to a server that decodes
+        // twice; so is a query or form value's.
+        (
+            "GET",
+            "/proxy/search/%2561dmin/users",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/x%252F..%252Fadmin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
+        (
+            "GET",
+            "/proxy/search/x?q=%2570assword",
+            a.to_vec(),
+            "",
+            400,
+            "bad_encoding",
+        ),
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("content-type", "application/x-www-form-urlencoded")].to_vec(),
+            "q%253D=1",
+            400,
+            "bad_encoding",
+        ),
+        // A body judged as UTF-8 is not forwarded for an upstream to read in another charset
+        // (`+AGUAdgBpAGw-` is `evil` in UTF-7).
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("content-type", "application/json; charset=utf-7")].to_vec(),
+            r#"{"q": "+AHA-assword"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/proxy/search/x",
+            [
+                a[0],
+                (
+                    "content-type",
+                    "application/json; charset=utf-8; charset=\"UTF-16\"",
+                ),
+            ]
+            .to_vec(),
+            r#"{"q": "rust"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/proxy/search/x",
+            [
+                a[0],
+                (
+                    "content-type",
+                    "application/x-www-form-urlencoded; charset=iso-8859-1",
+                ),
+            ]
+            .to_vec(),
+            "q=%E9t%E9",
+            415,
+            "unsupported_media_type",
         ),
         // What would make the upstream read another method or path than the one judged.
         (

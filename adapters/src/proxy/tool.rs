@@ -181,6 +181,12 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
             "a proxied path may not hold control characters (`%00`, `%0A`, ...)",
         ));
     }
+    if holds_escape(&decoded) {
+        return Err(ApiError::bad_request(
+            "bad_path",
+            "a proxied path may not hold an escape once decoded (`%2561` is `%61` to the policy and `a` to a server that decodes twice); send the path as the upstream should read it",
+        ));
+    }
     if decoded.contains('\\') || decoded.matches('/').count() != raw.matches('/').count() {
         return Err(ApiError::bad_request(
             "bad_path",
@@ -197,6 +203,15 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(decoded.into_owned())
+}
+
+/// Whether `text` (already percent-decoded once) still holds a percent-escape (`%` and two
+/// hex digits): sent double-encoded, it reads one way to the policy and another to an
+/// upstream or framework that decodes twice.
+fn holds_escape(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
@@ -458,6 +473,7 @@ fn insert_body(
         .unwrap_or("")
         .to_ascii_lowercase();
     let mime = ct.split(';').next().unwrap_or("").trim();
+    check_charset(&ct)?;
     if mime == "application/x-www-form-urlencoded" {
         return insert_pairs(args, body, "form body");
     }
@@ -479,6 +495,27 @@ fn insert_body(
     };
     for (k, v) in obj {
         insert_once(args, &k, v, "body")?;
+    }
+    Ok(())
+}
+
+/// 415 `unsupported_media_type` when a (lower-cased) Content-Type names a charset other than
+/// UTF-8: the body is judged as UTF-8 and forwarded with the agent's Content-Type, so an
+/// upstream that honours `charset=utf-7` (or UTF-16, Latin-1) would read other text
+/// (`+AGUAdgBpAGw-` is `evil` in UTF-7).
+fn check_charset(content_type: &str) -> Result<(), ApiError> {
+    for param in content_type.split(';').skip(1) {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        if name.trim() == "charset" && !matches!(value, "utf-8" | "utf8") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("the proxy judges bodies as UTF-8; a charset={value} body would be read as other text by the upstream, so it is not forwarded; send UTF-8 (charset=utf-8, or no charset)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -515,6 +552,12 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
     for (k, v) in form_urlencoded::parse(text) {
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
+        }
+        if holds_escape(&k) || holds_escape(&v) {
+            return Err(ApiError::bad_request(
+                "bad_encoding",
+                format!("a parameter of the {what} holds an escape once decoded (`%2565vil` is `%65vil` to the policy and `evil` to a server that decodes twice); send each value encoded once"),
+            ));
         }
         // PHP reads a name up to its first NUL (`_method%00x` is `_method` there).
         if k.chars().any(char::is_control) {
