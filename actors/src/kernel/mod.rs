@@ -552,6 +552,14 @@ impl AgentKernel {
         self.admit(step, step_id, admission, now_ms)
     }
 
+    /// What the policy would answer to `step` at `now_ms`, without deciding it: nothing is
+    /// counted (steps, rate limits, stagnation), reserved or recorded. For what an agent is
+    /// shown (the MCP gateway's tool listing), never for a step it takes.
+    pub fn judge_only(&self, step: &Step, now_ms: u64) -> PolicyOutcome {
+        self.judge(step, StepId::from_seq(self.next_seq), now_ms)
+            .outcome
+    }
+
     /// Asks the policy (none: allow).
     fn judge(&self, step: &Step, step_id: StepId, now_ms: u64) -> Judgement {
         let Some(policy) = &self.policy else {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{MessagingErr, RpcReplyPort};
 use warden_actors::{
-    AgentCore, AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, SettleError, SettleReport,
-    Step, StepId, StepStatus, Verdict,
+    AgentCore, AgentId, AgentMsg, AgentSnapshot, Decision, Outcome, PolicyOutcome, SettleError,
+    SettleReport, Step, StepId, StepStatus, Verdict,
 };
 
 use super::{AgentEntry, AgentError, Swarm, SwarmError, SwarmInner};
@@ -185,6 +185,14 @@ impl AgentHandle {
             inner: Arc::clone(&self.inner),
         }
         .wait_for(self.id(), other)
+    }
+
+    /// What the policy in force would answer to `step` for this agent now, without deciding
+    /// it ([`AgentKernel::judge_only`](warden_actors::AgentKernel::judge_only): nothing
+    /// counted, reserved or journaled). For what the agent is shown, never for its steps.
+    pub fn judge_only(&self, step: &Step) -> PolicyOutcome {
+        let now = self.inner.clock.now_ms();
+        self.core.with_kernel(|k| k.judge_only(step, now))
     }
 
     /// The agent's governance state.

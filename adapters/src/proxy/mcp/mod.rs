@@ -12,7 +12,8 @@
 //! same policy name), and a call to it is the step
 //! `mcp.srv.t` (list that name in the policy's registry; unlisted, the default decision
 //! applies), its `arguments` the step's args. `tools/list` shows an agent only the tools its
-//! policy can allow ([`warden_actors::policy::PolicySet::may_allow`]). A call that is not
+//! policy can allow ([`warden_actors::policy::PolicySet::may_allow`]), and not those whose
+//! own description the policy refuses (`listing_refused`). A call that is not
 //! allowed is a JSON-RPC error carrying the request's id and the decision (`-32060` denied,
 //! `-32061` halted, `-32062` approval required: call again with `Warden-Step`). An allowed
 //! call is forwarded (name rewritten to the upstream's), settled from the answer (a result
@@ -39,6 +40,7 @@ use rmcp::model::{
 use serde_json::{json, Map, Value};
 use warden_actors::policy::MCP_RESULT_ARG;
 use warden_actors::{ActionClass, Outcome, Step, Verdict};
+use warden_supervisor::AgentHandle;
 
 use super::gate::{admit, Refused};
 use super::judge::{judge, Proposal};
@@ -178,7 +180,7 @@ async fn gateway(agent: TokenAgent, State(state): State<AppState>, req: Request)
         "initialize" => rpc_result(&id, initialize(&msg)),
         "server/discover" => rpc_result(&id, discover()),
         "ping" => done(json!({})),
-        "tools/list" => done(list(&state).await),
+        "tools/list" => done(list(&state, &agent).await),
         "tools/call" => call(&state, agent, &parts.headers, &id, &msg, &bytes, modern).await,
         other => rpc_error(
             StatusCode::OK,
@@ -299,10 +301,12 @@ fn servers(state: &AppState) -> Vec<Arc<super::Route>> {
     state.proxy.routes_of(UpstreamKind::Mcp)
 }
 
-/// Every upstream's tools the agent's policy can allow, named `server.tool`. An upstream that
-/// fails is left out of the list.
-async fn list(state: &AppState) -> Value {
+/// Every upstream's tools the agent's policy can allow, named `server.tool`, but those whose
+/// listing the policy refuses ([`listing_refused`]). An upstream that fails is left out of
+/// the list.
+async fn list(state: &AppState, TokenAgent(agent): &TokenAgent) -> Value {
     let policy = state.swarm.policy_set();
+    let h = handle(state, agent).ok();
     let mut tools = Vec::new();
     for route in servers(state) {
         let session = state.proxy.mcp_session(&route.name);
@@ -328,7 +332,10 @@ async fn list(state: &AppState) -> Value {
                     continue;
                 };
                 let step_tool = format!("mcp.{}.{name}", route.name);
-                if policy.as_ref().is_some_and(|p| p.may_allow(&step_tool)) {
+                let shown = policy.as_ref().is_some_and(|p| p.may_allow(&step_tool))
+                    && h.as_ref()
+                        .is_some_and(|h| !listing_refused(state, h, &step_tool, t));
+                if shown {
                     let mut t = t.clone();
                     t["name"] = Value::String(format!("{}{SEPARATOR}{name}", route.name));
                     tools.push(t);
@@ -344,6 +351,34 @@ async fn list(state: &AppState) -> Value {
         }
     }
     json!({"tools": tools})
+}
+
+/// Whether what a tool says of itself (name, title, description, input schema, annotations:
+/// text a client hands to a model) is refused by the agent's policy, judged as the tool's
+/// result is ([`MCP_RESULT_ARG`]) but without deciding (nothing counted or journaled): it is
+/// refused when that text turns the policy's answer for the tool with an empty result into
+/// another one (a detector rule on a prompt injection or a secret in a description), so a
+/// tool every call of which needs approval is still listed. A listing that is not a valid
+/// step is refused.
+fn listing_refused(state: &AppState, h: &AgentHandle, step_tool: &str, tool: &Value) -> bool {
+    let mut parts = Vec::new();
+    texts_of(tool, &mut parts);
+    let text = format!("{}\n{}", parts.join("\n"), seams(&parts));
+    let action = state
+        .proxy
+        .tool_action(step_tool)
+        .unwrap_or(ActionClass::Execute);
+    let judged = |result: String| {
+        let args = Map::from_iter([(MCP_RESULT_ARG.to_string(), Value::String(result))]);
+        let step = json!({"tool": step_tool, "action": action, "args": args});
+        serde_json::from_value::<Step>(step)
+            .ok()
+            .map(|s| h.judge_only(&s))
+    };
+    match (judged(String::new()), judged(text)) {
+        (Some(empty), Some(listed)) => listed != empty,
+        _ => true,
+    }
 }
 
 /// The upstream and its tool a listed name (`server__tool`) stands for; the longest server
