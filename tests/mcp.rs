@@ -400,6 +400,27 @@ fn malformed_messages_strangers_and_halted_agents_are_refused() {
         (400, Some(-32600)),
         "{v}"
     );
+    // An id is echoed as sent, so one that could not be (too large, fractional, not a string
+    // or a number) is refused; the largest 64-bit integer comes back whole.
+    for id in [
+        "1e40",
+        "123456789012345678901234567890",
+        "1.5",
+        r#"{"a": 1}"#,
+        "[1]",
+    ] {
+        let id: Value = serde_json::from_str(id).unwrap();
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        let (status, _, v) = rpc(&n, &token, &[], &msg);
+        assert_eq!(
+            (status, v["error"]["code"].as_i64(), v["id"].is_null()),
+            (400, Some(-32600), true),
+            "{id}: {v}"
+        );
+    }
+    let msg = json!({"jsonrpc": "2.0", "id": u64::MAX, "method": "tools/list"});
+    let (_, _, v) = rpc(&n, &token, &[], &msg);
+    assert_eq!(v["id"], json!(u64::MAX), "{v}");
     let (_, _, v) = rpc(
         &n,
         &token,

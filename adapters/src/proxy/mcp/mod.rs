@@ -150,6 +150,15 @@ async fn gateway(agent: TokenAgent, State(state): State<AppState>, req: Request)
         }
     };
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    if !valid_id(&id) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            ErrorCode::INVALID_REQUEST.0,
+            "the id must be a string or an integer of at most 64 bits (it is echoed as sent)",
+            None,
+        );
+    }
     let Some(method) = msg["method"].as_str().filter(|_| msg["jsonrpc"] == "2.0") else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -189,6 +198,18 @@ async fn gateway(agent: TokenAgent, State(state): State<AppState>, req: Request)
             &format!("the warden gateway governs tools only; `{other}` is not offered"),
             None,
         ),
+    }
+}
+
+/// A JSON-RPC id the gateway can echo exactly as sent: a string, an integer that fits 64 bits,
+/// or null (JSON-RPC 2.0 §4; MCP forbids null for requests, which the client learns from its
+/// own SDK). A larger or fractional number would come back rewritten (`1e+40`), an object or
+/// an array is no id.
+fn valid_id(id: &Value) -> bool {
+    match id {
+        Value::String(_) | Value::Null => true,
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => false,
     }
 }
 
