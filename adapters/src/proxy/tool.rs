@@ -205,6 +205,14 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
     Ok(decoded.into_owned())
 }
 
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is over the node's limit of {limit} bytes"),
+    )
+}
+
 /// Whether `text` (already percent-decoded once) still holds a percent-escape (`%` and two
 /// hex digits): sent double-encoded, it reads one way to the policy and another to an
 /// upstream or framework that decodes twice.
@@ -216,14 +224,14 @@ fn holds_escape(text: &str) -> bool {
 
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.proxy.max_body_bytes;
+    // A declared length past the limit is answered at once, without waiting for the body.
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large(limit));
+    }
     let read = axum::body::to_bytes(body, limit);
     match tokio::time::timeout(state.proxy.body_timeout, read).await {
         Ok(Ok(b)) => Ok(b),
-        Ok(Err(_)) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is over the node's limit of {limit} bytes"),
-        )),
+        Ok(Err(_)) => Err(too_large(limit)),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
