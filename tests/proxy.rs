@@ -456,6 +456,7 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
     let a = [("authorization", auth.as_str())];
     let other = n.agent("a2", "swarm");
     let other_auth = format!("Bearer {other}");
+    let big = "b".repeat(40 * 1024);
     // (method, path, headers, body, status, error code)
     type Case<'a> = (
         &'a str,
@@ -902,6 +903,14 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             "unauthorized",
         ),
         ("GET", "/proxy/search", vec![], "", 401, "unauthorized"),
+        (
+            "GET",
+            "/proxy/search",
+            [a[0], ("x-big", big.as_str())].to_vec(),
+            "",
+            431,
+            "headers_too_large",
+        ),
         (
             "GET",
             "/proxy/search",

@@ -69,6 +69,10 @@ pub const UPSTREAM_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const UPSTREAM_IN_FLIGHT_MAX_DEFAULT: usize = 1_024;
 /// Largest `max_in_flight` an upstream may set.
 pub const UPSTREAM_IN_FLIGHT_MAX: usize = 65_536;
+/// Most bytes of headers (names and values) a proxied tool request may carry; past it 431
+/// `headers_too_large` before anything is decided (nginx refuses a header line past 8 KiB by
+/// default, and many upstreams past 8–16 KiB: such a call would only fail there).
+pub const PROXIED_HEADER_BYTES_MAX: usize = 32 * 1024;
 /// How long the proxy waits for a TCP (and TLS) connection to an upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle keep-alive connections kept per upstream host.

@@ -81,6 +81,7 @@ async fn proxy(
     let (route, action) = state.proxy.tool_route(tool)?;
     let (parts, body) = req.into_parts();
     forward::refuse_rewrites(&parts.headers)?;
+    refuse_large_headers(&parts.headers)?;
     let raw_rest = sub_path(parts.uri.path());
     let rest = decoded_path(raw_rest)?;
     let body = read_body(state, body).await?;
@@ -203,6 +204,24 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(decoded.into_owned())
+}
+
+/// 431 `headers_too_large` when the request's headers (names and values) add up to more than
+/// [`PROXIED_HEADER_BYTES_MAX`](crate::limits::PROXIED_HEADER_BYTES_MAX).
+fn refuse_large_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    let max = crate::limits::PROXIED_HEADER_BYTES_MAX;
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if bytes > max {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's headers hold {bytes} bytes, over the proxy's limit of {max}; send less in headers"),
+        ));
+    }
+    Ok(())
 }
 
 fn too_large(limit: usize) -> ApiError {
