@@ -110,6 +110,27 @@ fn without_a_seed_one_is_chosen_and_printed() {
 }
 
 #[test]
+fn a_swarm_larger_than_the_memory_available_is_refused_up_front() {
+    // 1 GB available: 100,000 agents (about 3.3 GB) do not fit, 10,000 do.
+    let run = |agents: &str| {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["sim", "--agents", agents, "--duration", "1s", "--seed", "1"])
+            .env("WARDEN_SIM_MEMORY", "1000000000")
+            .output()
+            .unwrap()
+    };
+    let out = run("100000");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("100000 agents need about 3.4 GB") && err.contains("--agents 27606 or fewer"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(run("10000").status.success());
+}
+
+#[test]
 fn bad_input_fails_clearly() {
     for nodes in ["0", "17"] {
         let out = warden(&["sim", "--nodes", nodes]);
