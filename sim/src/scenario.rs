@@ -22,7 +22,7 @@
 
 use std::path::Path;
 
-use warden_actors::yaml::{Diagnostic, Mapping, Node, Reader, Source};
+use warden_actors::yaml::{Diagnostic, Mapping, Node, Reader, Source, Value};
 
 use crate::behaviour::Behaviour;
 
@@ -285,6 +285,10 @@ fn read_scenario(
             Some("give at least one behaviour a share above 0".into()),
         );
     }
+    if r.error_count() == 0 {
+        check_pools(r, &top, &s.policy_text);
+        check_fault_times(r, &top, &s);
+    }
     if !s.journal {
         if let Some(f) = s.faults.iter().find(|f| f.kind.needs_journal()) {
             let msg = format!(
@@ -299,6 +303,74 @@ fn read_scenario(
         }
     }
     Some(s)
+}
+
+/// The pool a behaviour's or a fault's mapping names, if it is one.
+fn pool_node(n: &Node) -> Option<&Node> {
+    match &n.value {
+        Value::Map(m) => m
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("pool"))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// The scenario's fault nodes, in the order written.
+fn fault_nodes<'a>(top: &Mapping<'a>) -> &'a [Node] {
+    match top.get("faults").map(|n| &n.value) {
+        Some(Value::Seq(items)) => items,
+        _ => &[],
+    }
+}
+
+/// Every pool a behaviour or a `halt_pool` fault names must be one of the policy's (the root
+/// included): otherwise the run would fail when it sets the swarm up, without a place.
+fn check_pools(r: &mut Reader, top: &Mapping<'_>, policy_text: &str) {
+    let Ok(set) = warden_actors::policy::PolicySet::parse(policy_text) else {
+        return;
+    };
+    let mut known: Vec<&str> = set.doc().pools.iter().map(|p| p.path.as_str()).collect();
+    if !known.iter().any(|p| !p.contains('/')) {
+        known.insert(0, "swarm"); // the root pool's default name
+    }
+    let behaviours: Vec<&Node> = match top.get("behaviours").map(|n| &n.value) {
+        Some(Value::Map(m)) => m.iter().filter_map(|(_, v)| pool_node(v)).collect(),
+        _ => Vec::new(),
+    };
+    let faults = fault_nodes(top).iter().filter_map(pool_node);
+    for n in behaviours.into_iter().chain(faults) {
+        let Some(path) = n.as_str().filter(|p| !known.contains(p)) else {
+            continue;
+        };
+        r.error(
+            n.pos,
+            format!("no pool `{path}` in the scenario's policy"),
+            Some(format!("the policy's pools: {}", known.join(", "))),
+        );
+    }
+}
+
+/// A fault first due at or after the scenario's end would never happen: refused, so a typo
+/// (`at: 20m` in a 10-second run) does not pass silently.
+fn check_fault_times(r: &mut Reader, top: &Mapping<'_>, s: &Scenario) {
+    for (n, f) in fault_nodes(top).iter().zip(&s.faults) {
+        let Some(first) = f.at_ms.or(f.every_ms) else {
+            continue; // at half the run
+        };
+        if first >= s.duration_ms {
+            r.error(
+                n.pos,
+                format!(
+                    "fault `{}` is first due at {} ms, at or after the run's end ({} ms): it would never happen",
+                    f.kind.name(),
+                    first,
+                    s.duration_ms
+                ),
+                Some("move it before the end, or lengthen `duration`".into()),
+            );
+        }
+    }
 }
 
 /// `agents`: 1 to [`crate::loadgen::AGENTS_MAX`] (as `--agents`).
@@ -645,6 +717,20 @@ mod tests {
             (
                 "behaviours: {steady: 1}\nfaults:\n  - {kind: clock_jump, at: 2m, by: -30m}\n",
                 "3:36: error: a clock jump back by 30m",
+            ),
+            // Pools the policy does not have, found before the swarm is set up.
+            (
+                "behaviours: {steady: {share: 1, pool: swarm/nope}}\n",
+                "1:39: error: no pool `swarm/nope` in the scenario's policy",
+            ),
+            (
+                "behaviours: {steady: 1}\nfaults:\n  - {kind: halt_pool, at: 1s, pool: nowhere}\n",
+                "3:37: error: no pool `nowhere`",
+            ),
+            // A fault due after the end would never happen.
+            (
+                "duration: 10s\nbehaviours: {steady: 1}\nfaults:\n  - {kind: crash, at: 20m}\n",
+                "4:5: error: fault `crash` is first due at 1200000 ms, at or after the run's end (10000 ms)",
             ),
         ];
         for (text, want) in cases {
