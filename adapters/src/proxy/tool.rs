@@ -243,10 +243,8 @@ fn holds_escape(text: &str) -> bool {
 
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.proxy.max_body_bytes;
-    // A declared length past the limit is answered at once, without waiting for the body.
-    if http_body::Body::size_hint(&body).lower() > limit as u64 {
-        return Err(too_large(limit));
-    }
+    // Read up to the limit even when the declared length is over it: a 413 sent at once
+    // closes the connection under a client still sending, which sees a broken pipe instead.
     let read = axum::body::to_bytes(body, limit);
     match tokio::time::timeout(state.proxy.body_timeout, read).await {
         Ok(Ok(b)) => Ok(b),
