@@ -457,6 +457,7 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
     let other = n.agent("a2", "swarm");
     let other_auth = format!("Bearer {other}");
     let big = "b".repeat(40 * 1024);
+    let deep = format!(r#"{{"q": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
     // (method, path, headers, body, status, error code)
     type Case<'a> = (
         &'a str,
@@ -928,6 +929,14 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             "unauthorized",
         ),
     ];
+    // Nesting past the JSON reader's 128 levels says so.
+    let json_body = [a[0], ("content-type", "application/json")];
+    let (status, _, text) = send(&n.base, "POST", "/proxy/search/x", &json_body, &deep);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("bad_json") && text.contains("recursion limit"),
+        "{text}"
+    );
     for (method, path, headers, body, want, code) in cases {
         let (status, _, text) = send(&n.base, method, path, &headers, body);
         assert_eq!(status, want, "{method} {path}: {text}");

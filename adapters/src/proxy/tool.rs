@@ -512,11 +512,28 @@ fn insert_body(
     // The one way JSON text becomes step args: a repeated key is refused, not merged.
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("bad_json", "the body is not UTF-8"))?;
-    let Ok(Value::Object(obj)) = warden_actors::step::parse_unique_json(text) else {
-        return Err(ApiError::bad_request(
-            "bad_json",
-            "the body is not a JSON object, or repeats a key; send one object with each key once",
-        ));
+    let obj = match warden_actors::step::parse_unique_json(text) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(other) => {
+            let what = match other {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "not an object",
+            };
+            return Err(ApiError::bad_request(
+                "bad_json",
+                format!("the body is {what}; send one JSON object with each key once"),
+            ));
+        }
+        // serde_json's message says what and where: a syntax error, a repeated key, nesting
+        // past 128 levels ("recursion limit exceeded").
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                format!("the body is not JSON the proxy reads ({e}); send one object with each key once, nested at most 128 levels"),
+            ))
+        }
     };
     for (k, v) in obj {
         insert_once(args, &k, v, "body")?;
