@@ -904,6 +904,16 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             "unauthorized",
         ),
         ("GET", "/proxy/search", vec![], "", 401, "unauthorized"),
+        // Only the documented methods, spelled as HTTP spells them: a rule on `args.method`
+        // lists what it forbids, and servers read other verbs their own way.
+        (
+            "OPTIONS",
+            "/proxy/search/x",
+            a.to_vec(),
+            "",
+            405,
+            "method_not_allowed",
+        ),
         (
             "GET",
             "/proxy/search",
@@ -929,6 +939,22 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             "unauthorized",
         ),
     ];
+    // Extension methods and other spellings, sent as bytes (HTTP clients refuse to).
+    for method in ["PURGE", "delete", "Get"] {
+        let addr = n.base.trim_start_matches("http://");
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let req = format!("{method} /proxy/search/x HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        std::io::Write::write_all(&mut raw, req.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut raw, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 405"), "{method}: {answer}");
+        assert!(answer.contains("method_not_allowed"), "{method}: {answer}");
+    }
+    // HEAD (a GET to many servers) is refused too; its answer has no body.
+    let (status, _, _) = send(&n.base, "HEAD", "/proxy/search/x", &a, "");
+    assert_eq!(status, 405);
     // Nesting past the JSON reader's 128 levels says so.
     let json_body = [a[0], ("content-type", "application/json")];
     let (status, _, text) = send(&n.base, "POST", "/proxy/search/x", &json_body, &deep);

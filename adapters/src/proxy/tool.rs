@@ -80,6 +80,7 @@ async fn proxy(
 ) -> Result<Response, ApiError> {
     let (route, action) = state.proxy.tool_route(tool)?;
     let (parts, body) = req.into_parts();
+    refuse_method(&parts.method)?;
     forward::refuse_rewrites(&parts.headers)?;
     refuse_large_headers(&parts.headers)?;
     let raw_rest = sub_path(parts.uri.path());
@@ -204,6 +205,30 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(decoded.into_owned())
+}
+
+/// The methods the tool proxy forwards (docs/openapi.json).
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// 405 `method_not_allowed` for any other method, names are case-sensitive (RFC 9110 §9.1):
+/// a rule on `args.method` lists what it forbids, and a server that reads `delete`, `HEAD`
+/// (as a GET) or an extension method (`PURGE`, `MOVE`) its own way would run what no rule
+/// named.
+fn refuse_method(method: &Method) -> Result<(), ApiError> {
+    if METHODS.contains(method) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("the proxy forwards GET, POST, PUT, PATCH and DELETE; `{method}` is none of them"),
+    ))
 }
 
 /// 431 `headers_too_large` when the request's headers (names and values) add up to more than
