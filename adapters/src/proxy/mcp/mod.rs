@@ -3,7 +3,8 @@
 //!
 //! Stateless: no session is required or issued. Clients of MCP 2026-07-28 send no
 //! `initialize` (the protocol version travels in each request's `_meta`, and the `Mcp-Method`
-//! header, required from that version on, must name the body's method, `Mcp-Name` its tool);
+//! header, required from that version on, must name the body's method, and `Mcp-Name`, when
+//! sent, its tool);
 //! `server/discover` is answered. Clients still on 2025-11-25 (or 2025-06-18, 2025-03-26)
 //! send `initialize` and get an answer without a session id, which their protocol allows.
 //!
