@@ -139,15 +139,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         "--threads must be 1 to {}",
         loadgen::THREADS_MAX
     );
-    let data = match args.data {
-        Some(d) => unused_dir(d)?,
-        None => fresh_dir()?,
+    let (data, made_here) = match args.data {
+        Some(d) => (unused_dir(d)?, false),
+        None => (fresh_dir()?, true),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let node = rt.block_on(start_node(&data, args.listen))?;
+    let node = match rt.block_on(start_node(&data, args.listen)) {
+        Ok(node) => node,
+        Err(e) => {
+            // Nothing ran: a directory the demo made for it is of no use to anyone.
+            if made_here {
+                let _ = std::fs::remove_dir_all(&data);
+            }
+            return Err(e);
+        }
+    };
     let base = format!("http://{}", node.addr);
     let token_file = data.join("operator.token");
     let token = std::fs::read_to_string(&token_file)
@@ -418,7 +427,10 @@ fn status_line(demo: &Demo, rate: u64) -> String {
             .collect();
         (b.halts_by_kind(), waiting, pools.join(" "))
     });
-    let (halts, waiting, pools) = b.unwrap_or_default();
+    let (halts, waiting, mut pools) = b.unwrap_or_default();
+    if pools.is_empty() {
+        pools = "none read yet".into();
+    }
     let registered = live.registered.load(Ordering::Relaxed);
     if live.decided() == 0 && (registered as usize) < demo.agents {
         return format!(
@@ -482,8 +494,9 @@ fn summary(demo: &Demo, r: &LoadReport, pools: &[PoolView]) {
             demo.live.answered[0].load(Ordering::Relaxed),
             demo.live.answered[1].load(Ordering::Relaxed),
         );
+        let others = b.approvals.1.saturating_sub(answered.0 + answered.1);
         println!(
-            "  approvals: {} requested, {} resolved (operator approved {}, denied {})",
+            "  approvals: {} requested, {} resolved: the operator approved {} and denied {}, {others} timed out or were ended by a halt",
             b.approvals.0, b.approvals.1, answered.0, answered.1
         );
     }
