@@ -930,6 +930,7 @@ impl ClusterWorld {
             operators: self.operators.len(),
             nodes: opts.nodes,
             simulated_ms: duration.max(self.now),
+            duration_ms: duration.min(self.now),
             wall_ms,
             events: self.events,
             agent_steps,

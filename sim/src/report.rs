@@ -91,6 +91,9 @@ pub struct Report {
     pub nodes: usize,
     /// Simulated time, ms (the drain after the duration included).
     pub simulated_ms: u64,
+    /// The run's duration, ms: `simulated_ms` less the drain (outcomes reported and
+    /// approvals answered or timed out after the agents stopped), or the time of a violation.
+    pub duration_ms: u64,
     /// Wall time of the run, ms.
     pub wall_ms: u64,
     /// Events processed.
@@ -148,8 +151,16 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "simulated {}  wall {}  events {}  agent-steps {}  ({:.0} agent-steps/s)",
+            "simulated {}{}  wall {}  events {}  agent-steps {}  ({:.0} agent-steps/s)",
             human(self.simulated_ms),
+            match self.simulated_ms.saturating_sub(self.duration_ms) {
+                0 => String::new(),
+                drain => format!(
+                    " ({} run + {} drain: outcomes and approvals settled after the agents stopped)",
+                    human(self.duration_ms),
+                    human(drain)
+                ),
+            },
             human(self.wall_ms),
             self.events,
             self.agent_steps,

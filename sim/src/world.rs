@@ -1259,6 +1259,7 @@ impl<'a> World<'a> {
             operators: self.operators.len(),
             nodes: 1,
             simulated_ms: self.now,
+            duration_ms: self.now.min(self.end_ms),
             wall_ms: wall.as_millis() as u64,
             events: self.events,
             agent_steps: self.steps,
