@@ -94,11 +94,22 @@ pub enum StepError {
     #[error(transparent)]
     Cost(#[from] CostError),
     /// A risk score out of range.
-    #[error("step.signals.risk = {0} must be a number between 0 and {MAX_RISK}")]
+    #[error("step.signals.risk = {} must be a number between 0 and {MAX_RISK}", short(*.0))]
     BadRisk(f64),
     /// A progress value out of range.
-    #[error("step.signals.progress = {0} must be a number between 0 and 1")]
+    #[error("step.signals.progress = {} must be a number between 0 and 1", short(*.0))]
     BadProgress(f64),
+}
+
+/// A number for an error message: as written when short, in exponent form when its digits
+/// would run long (`1e308`, not 309 digits).
+fn short(x: f64) -> String {
+    let plain = x.to_string();
+    if plain.len() > 24 {
+        format!("{x:e}")
+    } else {
+        plain
+    }
 }
 
 /// Why an amount of a step's `cost` or an outcome's `cost` was refused. Each variant names
@@ -107,7 +118,7 @@ pub enum StepError {
 #[allow(missing_docs)] // the fields are named for what they hold
 pub enum CostError {
     /// A dollar amount was negative, not finite or above [`MAX_COST_USD`].
-    #[error("{field} = {value} is not an amount of dollars between 0 and {MAX_COST_USD}")]
+    #[error("{field} = {} is not an amount of dollars between 0 and {MAX_COST_USD}", short(*.value))]
     BadUsd { field: String, value: f64 },
     /// Both spellings of the money amount were given.
     #[error("{field} has both cost_usd and cost_micro_usd; give one")]
@@ -1064,6 +1075,22 @@ impl Serialize for Step {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn huge_numbers_in_errors_are_written_short() {
+        for (field, value) in [
+            ("cost", json!({"cost_usd": 1e308})),
+            ("signals", json!({"risk": 1e300})),
+        ] {
+            let err = serde_json::from_value::<Step>(
+                json!({"tool": "shell", "action": "execute", field: value}),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("= 1e30") && err.len() < 200, "{err}");
+        }
+        assert_eq!(short(0.5), "0.5");
+    }
 
     #[test]
     fn step_json_is_validated_on_deserialize() {
