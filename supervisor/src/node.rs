@@ -24,7 +24,7 @@ use warden_actors::policy::{PolicyErrors, PolicySet};
 
 use crate::journal::records::{Record, RecoveryClock, RecoveryReport, SnapshotItem};
 use crate::journal::seal::{self, PublicKey, SigningKey};
-use crate::journal::storage::Storage;
+use crate::journal::storage::{FileStorage, Storage};
 use crate::journal::{FsyncMode, Journal, JournalConfig, OpenReport};
 use crate::limits::{
     JOURNAL_BYTES_DEFAULT, RETENTION_CHECK_MS, SEAL_CHECK_MS, SEGMENT_BYTES_DEFAULT,
@@ -108,6 +108,11 @@ pub struct Node {
     journal: Journal,
     retention: tokio::task::JoinHandle<()>,
     sealer: Option<tokio::task::JoinHandle<()>>,
+    /// The sealer's key, and the first entry of the segment open when the node started (it
+    /// signs only segments from there on).
+    sealing: Option<(SigningKey, u64)>,
+    /// Held by retention's removals and every sealing pass, so the two never overlap.
+    removing: Arc<tokio::sync::Mutex<()>>,
     signing_key: Option<PublicKey>,
     data_dir: PathBuf,
     /// What recovery rebuilt from the journal.
@@ -132,6 +137,15 @@ impl Node {
         let mut jconfig = JournalConfig::new(&opts.data_dir);
         jconfig.fsync = opts.fsync;
         jconfig.segment_bytes = opts.segment_bytes;
+        // Read before the journal opens: the segment it will append to, or an older one.
+        let seal_from = match &opts.storage {
+            Some(_) => 0,
+            None => FileStorage::new(&opts.data_dir)
+                .segments()
+                .ok()
+                .and_then(|s| s.last().copied())
+                .unwrap_or(0),
+        };
         let mut entries = Vec::new();
         let visit = |e: &crate::journal::Entry| entries.push(e.clone());
         let opened = match &opts.storage {
@@ -173,19 +187,33 @@ impl Node {
             opts.export_marks,
             Arc::clone(&removing),
         ));
+        let sealing = opts
+            .seal
+            .as_ref()
+            .filter(|_| opts.storage.is_none())
+            .map(|seal| (seal.key.clone(), seal_from));
         let sealer = opts
             .seal
             .as_ref()
             .filter(|_| opts.storage.is_none())
             .map(|seal| {
                 let dir = opts.data_dir.clone();
-                tokio::spawn(sealer(journal.clone(), dir, seal.clone(), removing))
+                let removing = Arc::clone(&removing);
+                tokio::spawn(sealer(
+                    journal.clone(),
+                    dir,
+                    seal.clone(),
+                    removing,
+                    seal_from,
+                ))
             });
         Ok(Node {
             swarm,
             journal,
             retention,
             sealer,
+            sealing,
+            removing,
             signing_key: opts.seal.map(|s| s.key.public_key()),
             data_dir: opts.data_dir,
             recovered,
@@ -226,14 +254,33 @@ impl Node {
     }
 
     /// Stops retention and the swarm, then writes and syncs what is left of the journal and
-    /// releases its lock. Everything acknowledged is already durable.
+    /// releases its lock. Everything acknowledged is already durable. A node that seals
+    /// closes its open segment and seals it on the way out: nothing it wrote is left
+    /// unsealed, to be rewritten while it is down and signed at the next start.
     pub async fn shutdown(self) {
         self.retention.abort();
-        if let Some(sealer) = self.sealer {
+        if let Some(sealer) = &self.sealer {
             sealer.abort();
         }
         self.swarm.shutdown().await;
+        if self.sealing.is_some() {
+            self.journal.close_segment();
+        }
         self.journal.shutdown().await;
+        let Some((key, from)) = self.sealing else {
+            return;
+        };
+        let _retention_waits = self.removing.lock().await;
+        let dir = self.data_dir.clone();
+        let pass = tokio::task::spawn_blocking(move || seal::seal_closed_from(&dir, &key, from));
+        match pass.await {
+            Ok(Ok(pass)) => {
+                metrics::counter!("warden_audit_segments_sealed_total")
+                    .increment(pass.sealed.len() as u64);
+            }
+            Ok(Err(e)) => log_line(&format!("audit seal at shutdown: {e}")),
+            Err(_) => log_line("audit seal at shutdown: the sealing task failed"),
+        }
     }
 }
 
@@ -291,6 +338,7 @@ async fn retain(
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(RETENTION_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut floor = 0u64;
+    metrics::counter!("warden_audit_segments_removed_total").increment(0);
     // A snapshot whose older segments wait for the exports: (its first entry, the journal's
     // size then, whether the wait was logged).
     let mut waiting: Option<(u64, u64, bool)> = None;
@@ -336,13 +384,16 @@ async fn retain(
 }
 
 /// The sealer: closes the open segment every `interval_ms` when it holds entries, and seals
-/// every closed, unsealed segment ([`seal::seal_closed`]), never while retention removes
-/// segments (`removing`). A segment that does not verify is never sealed; it is reported once.
+/// every closed, unsealed segment from `from` on (the segment open when the node started:
+/// [`seal::seal_closed_from`]), never while retention removes segments (`removing`). A
+/// segment that does not verify, or was closed before the start and found unsealed, is never
+/// sealed; it is reported once.
 async fn sealer(
     journal: Journal,
     data_dir: PathBuf,
     opts: SealOptions,
     removing: Arc<tokio::sync::Mutex<()>>,
+    from: u64,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEAL_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,7 +415,8 @@ async fn sealer(
         }
         let (dir, key) = (data_dir.clone(), opts.key.clone());
         let retention_waits = removing.lock().await;
-        let Ok(pass) = tokio::task::spawn_blocking(move || seal::seal_closed(&dir, &key)).await
+        let Ok(pass) =
+            tokio::task::spawn_blocking(move || seal::seal_closed_from(&dir, &key, from)).await
         else {
             return;
         };

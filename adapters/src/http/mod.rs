@@ -274,6 +274,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
             ),
     );
     let listener = conn_limit::Limited::new(listener, config.max_connections, idle);
+    // Counters that may stay at 0 for long exist from the start, so queries on them read 0,
+    // not "no data".
+    metrics::counter!("warden_proxy_settle_errors_total").increment(0);
     let app = crate::api::router(state.clone(), config.max_body_bytes);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let header_read = Duration::from_millis(config.request_timeout_ms);
