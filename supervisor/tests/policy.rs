@@ -343,6 +343,13 @@ async fn hot_reload_swaps_the_policy_and_an_invalid_one_changes_nothing() {
         .replace("pools:\n", "pools:\n  - {path: swarm/new}\n")
         .replace("  - {path: swarm, limits: {tokens: 50000}}\n", "");
     assert!(swarm.reload_policy(&more).is_err());
+    // Nor removed, all at once by leaving `pools:` out.
+    let err = swarm.reload_policy("version: 1\n").unwrap_err().to_string();
+    assert!(
+        err.contains("pool swarm is missing; pools cannot be removed"),
+        "{err}"
+    );
+    assert_eq!(swarm.policy_version(), Some(2));
     swarm.shutdown().await;
 }
 

@@ -64,7 +64,12 @@ impl Swarm {
             }));
         };
         let mut tree = self.inner.tree.write();
-        let (updates, mut problems) = pool_updates(&tree, &set, recovering);
+        // A policy in force that declares pools must be followed by one that does: a reload
+        // without `pools:` would drop them all from the text served while they still bind.
+        let declared = slot
+            .policy_set()
+            .is_some_and(|old| !old.doc().pools.is_empty());
+        let (updates, mut problems) = pool_updates(&tree, &set, recovering, declared);
         if problems.is_empty() {
             problems.extend(set_limits(&tree, &updates, recovering));
         }
@@ -154,11 +159,14 @@ impl Swarm {
 }
 
 /// Matches the new policy's pools to the running pools: the updates to make (pool index,
-/// pool), and the problems (a pool added or removed while running, unless `recovering`).
+/// pool), and the problems (a pool added or removed while running, unless `recovering`). A
+/// new policy without pools keeps the running ones when the policy in force declared none
+/// either (`declared`: the pool tree came from the builder); otherwise every pool is missing.
 fn pool_updates(
     tree: &Tree,
     set: &PolicySet,
     recovering: bool,
+    declared: bool,
 ) -> (Vec<(usize, PoolDef)>, Vec<Diagnostic>) {
     let mut problems = Vec::new();
     let mut updates = Vec::new();
@@ -177,7 +185,7 @@ fn pool_updates(
             Some(&i) => updates.push((i, pool.clone())),
         }
     }
-    if !set.doc().pools.is_empty() && !recovering {
+    if (declared || !set.doc().pools.is_empty()) && !recovering {
         let mut missing: Vec<&String> = tree
             .by_path
             .keys()
