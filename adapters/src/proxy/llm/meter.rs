@@ -30,8 +30,9 @@ pub enum Next {
     Skip,
     /// Judge these calls, then pass these events on (or end the stream if one is refused).
     Judge(Vec<Proposal>, Vec<Bytes>),
-    /// End the stream with this message.
-    Fail(String),
+    /// End the stream with an error event of this code (`tool_call_refused` for a call that
+    /// cannot be judged, `upstream_error` for an event that cannot be read) and message.
+    Fail(&'static str, String),
 }
 
 /// A tool call being held.
@@ -122,6 +123,7 @@ impl Meter {
         let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
             // What cannot be read cannot be judged: it is not passed on.
             return Next::Fail(
+                "upstream_error",
                 "warden: the upstream sent an event the proxy cannot read; the stream is cut"
                     .into(),
             );
@@ -132,10 +134,13 @@ impl Meter {
             Api::Messages => self.messages(&v, e.raw),
         };
         if self.held_bytes > self.max_held_bytes {
-            return Next::Fail(format!(
-                "warden: a tool call in this stream is over {} bytes, too large to judge",
-                self.max_held_bytes
-            ));
+            return Next::Fail(
+                "tool_call_refused",
+                format!(
+                    "warden: a tool call in this stream is over {} bytes, too large to judge",
+                    self.max_held_bytes
+                ),
+            );
         }
         next
     }
@@ -502,13 +507,14 @@ fn text_or_absent(v: Option<&Value>) -> Result<Option<String>, ()> {
 
 fn not_text() -> Next {
     Next::Fail(
+        "tool_call_refused",
         "warden: the upstream sent a tool call whose arguments are not text; it cannot be judged, and the stream is cut"
             .into(),
     )
 }
 
 fn unknown_item(item: &Value) -> Next {
-    Next::Fail(format!(
+    Next::Fail("upstream_error", format!(
         "warden: the upstream sent an output of type {} that the proxy cannot judge; the stream is cut",
         item["type"]
     ))
@@ -544,10 +550,19 @@ mod tests {
                     calls[0].arguments.as_str().unwrap_or(""),
                     events.len()
                 ),
-                Next::Fail(_) => "fail".to_string(),
+                Next::Fail(code, _) => format!("fail {code}"),
             });
         }
         (m, log)
+    }
+
+    #[test]
+    fn an_unreadable_event_is_the_upstreams_fault_and_an_unjudgeable_call_a_refusal() {
+        let (_, log) = run(Api::Chat, "data: {not json\n\n");
+        assert_eq!(log, ["fail upstream_error"]);
+        let bad_args = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"shell\",\"arguments\":5}}]}}]}\n\n";
+        let (_, log) = run(Api::Chat, bad_args);
+        assert_eq!(log, ["fail tool_call_refused"]);
     }
 
     #[test]
@@ -623,7 +638,7 @@ mod tests {
         let (_, log) = run(Api::Responses, hidden);
         assert_eq!(log, ["judge f {} (1 events)"]);
         let (_, log) = run(Api::Chat, "data: {NaN}\n\n: keep-alive\n\n");
-        assert_eq!(log, ["fail", "send"]);
+        assert_eq!(log, ["fail upstream_error", "send"]);
     }
 
     #[test]
@@ -715,7 +730,7 @@ mod tests {
                 c.into_iter()
                     .map(|c| format!("{} {}", c.name, c.arguments.as_str().unwrap_or("?"))),
             ),
-            Next::Fail(_) => failed = true,
+            Next::Fail(..) => failed = true,
             _ => {}
         };
         while let Some(e) = p.next_event().unwrap() {

@@ -156,10 +156,8 @@ async fn act(live: &LiveCall, next: Next, tx: &mpsc::Sender<Frame>) -> Option<En
     let out = match next {
         Next::Send(b) => vec![b],
         Next::Hold | Next::Skip => return None,
-        Next::Fail(msg) => {
-            let _ = tx
-                .send(Ok(live.api.error_event("tool_call_refused", &msg).into()))
-                .await;
+        Next::Fail(code, msg) => {
+            let _ = tx.send(Ok(live.api.error_event(code, &msg).into())).await;
             return Some(End::Cut);
         }
         Next::Judge(calls, events) => {
