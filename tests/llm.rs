@@ -212,6 +212,10 @@ fn stream_answer(out: &mut TcpStream, api: &str, text: &str, rec: &Record) -> bo
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+            if text.starts_with("unfinished") {
+                // Ends cleanly before its end: no finish reason, usage or [DONE].
+                return out.write_all(b"0\r\n\r\n").is_ok();
+            }
             if let Some((n, a)) = &tool {
                 let (a1, a2) = a.split_at(a.len() / 2);
                 for (i, part) in [a1, a2].iter().enumerate() {
@@ -712,6 +716,25 @@ fn streams_pass_through_and_settle_from_the_streams_usage() {
     let a = n.agent_view("a1");
     assert_eq!(a["spent"]["tokens"], 39, "three streams of 13 tokens: {a}");
     assert_eq!(a["consecutive_failures"], 0, "{a}");
+    // An upstream that ends its stream before its end ([DONE]) is not passed on as a whole
+    // answer: the agent gets a final error event, and the step is a failure.
+    let (status, text) = post(
+        &n.base,
+        "/v1/chat/completions",
+        &token,
+        &chat("unfinished", true),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"content\":\"hello\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(
+        text.contains("upstream_error") && text.contains("before its end event"),
+        "{text}"
+    );
+    common::wait_until(Duration::from_secs(5), "settled", || {
+        n.agent_view("a1")["open_steps"] == 0
+    });
+    assert_eq!(n.agent_view("a1")["consecutive_failures"], 1);
 }
 
 #[test]

@@ -143,12 +143,26 @@ async fn drain(
     }
 }
 
-/// The upstream ended the stream: held calls are judged, what is left is passed on.
+/// The upstream ended the stream: held calls are judged, what is left is passed on. A stream
+/// that ended before its API's end event (`[DONE]`, `response.completed`, `message_stop`)
+/// ends with an `upstream_error` event: a client reading a bare end would take the answer
+/// for complete.
 async fn finish(live: &LiveCall, meter: &mut Meter, tx: &mpsc::Sender<Frame>) -> End {
-    match meter.finish() {
-        Some(next) => act(live, next, tx).await.unwrap_or(End::Finished),
-        None => End::Finished,
+    if let Some(end) = match meter.finish() {
+        Some(next) => act(live, next, tx).await,
+        None => None,
+    } {
+        return end;
     }
+    if meter.complete() {
+        return End::Finished;
+    }
+    let msg =
+        "warden: the upstream ended the stream before its end event; the answer is incomplete";
+    let _ = tx
+        .send(Ok(live.api.error_event("upstream_error", msg).into()))
+        .await;
+    End::Cut
 }
 
 /// Carries out what the meter said; `Some` when the stream must end.
