@@ -81,6 +81,21 @@ impl LedgerDim {
             LedgerDim::RiskMicro => "risk",
         }
     }
+
+    /// `amount` of this dimension in the unit its [`name`](Self::name) reads in: dollars and
+    /// risk points from their millionths (`100.013286`), counts as they are.
+    pub fn show(self, amount: u64) -> String {
+        match self {
+            LedgerDim::CostMicroUsd | LedgerDim::RiskMicro => {
+                let whole = amount / MICROS_PER_UNIT;
+                match amount % MICROS_PER_UNIT {
+                    0 => whole.to_string(),
+                    frac => format!("{whole}.{}", format!("{frac:06}").trim_end_matches('0')),
+                }
+            }
+            LedgerDim::Steps | LedgerDim::Tokens => amount.to_string(),
+        }
+    }
 }
 
 /// Every dimension a budget can limit.
@@ -416,6 +431,15 @@ impl Budgets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_show_in_the_unit_their_name_reads_in() {
+        assert_eq!(LedgerDim::CostMicroUsd.show(100_013_286), "100.013286");
+        assert_eq!(LedgerDim::CostMicroUsd.show(1), "0.000001");
+        assert_eq!(LedgerDim::RiskMicro.show(2_500_000), "2.5");
+        assert_eq!(LedgerDim::CostMicroUsd.show(3_000_000), "3");
+        assert_eq!(LedgerDim::Tokens.show(1_500), "1500");
+    }
 
     #[test]
     fn custom_amounts_stay_sorted_and_drop_zeroes() {

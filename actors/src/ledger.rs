@@ -325,8 +325,10 @@ fn fits(state: &AccountState, limits: &Limits) -> Result<(), String> {
             let used = state.spent.get(dim).saturating_add(state.reserved.get(dim));
             if used > limit {
                 return Err(format!(
-                    "new {} limit {limit} is below what is already spent and reserved ({used})",
-                    dim.name()
+                    "new {} limit {} is below what is already spent and reserved ({})",
+                    dim.name(),
+                    dim.show(limit),
+                    dim.show(used)
                 ));
             }
         }
