@@ -713,6 +713,31 @@ fn audit_query_replay_and_report_read_the_journal_of_a_real_node() {
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("audit &lt;drill&gt;"), "HTML-escaped");
     assert!(!html.contains("audit <drill>"));
+    assert!(
+        md.contains("Seals (Ed25519 signatures of closed segments):"),
+        "{md}"
+    );
+    // A seal that does not verify fails the report (after writing it), as it fails verify.
+    let first = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".seg")
+                .map(String::from)
+        })
+        .min()
+        .unwrap();
+    std::fs::write(
+        dir.join("journal").join(format!("{first}.sig")),
+        "not a seal",
+    )
+    .unwrap();
+    let (code, md, err) = warden(&["audit", "report"], &dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(md.contains("**FAILED**") && md.contains("bad seal"), "{md}");
+    assert!(err.contains("seals FAILED"), "{err}");
 }
 
 /// A request a receiver got: headers (lower-cased names) and body.

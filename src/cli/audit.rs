@@ -101,11 +101,17 @@ pub enum AuditCommand {
     },
     /// Write a compliance summary of the journal.
     ///
-    /// Chain check, policy versions with hashes, spend per pool, halts by kind with reasons,
-    /// approvals with who and when (for record-keeping reviews such as EU AI Act Article 12).
+    /// Chain check, seals, policy versions with hashes, spend per pool, halts by kind with
+    /// reasons, approvals with who and when (for record-keeping reviews such as EU AI Act
+    /// Article 12). Exits 1 after writing it when a seal is bad, or, with --public-key, when a
+    /// closed segment carries none (as `audit verify`).
     Report {
         /// The node's data directory.
         dir: PathBuf,
+        /// A trusted Ed25519 public key (64 hex digits; repeatable); without, seals are
+        /// self-attested.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
         /// md or html.
         #[arg(long, default_value = "md")]
         format: String,
@@ -159,10 +165,12 @@ pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             json,
             agent,
         } => replay(&dir, policy.as_deref(), json, agent),
-        AuditCommand::Report { dir, format, out } => {
-            report(&dir, &format, out.as_deref())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        AuditCommand::Report {
+            dir,
+            public_keys,
+            format,
+            out,
+        } => report(&dir, &public_keys, &format, out.as_deref()),
     }
 }
 
@@ -429,16 +437,23 @@ fn candidate_policy(file: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// `audit report`: the summary in Markdown or HTML, to standard output or `out`.
-fn report(dir: &Path, format: &str, out: Option<&Path>) -> anyhow::Result<()> {
+/// `audit report`: the summary in Markdown or HTML, to standard output or `out`; exit 1 when
+/// its seal check failed.
+fn report(
+    dir: &Path,
+    public_keys: &[String],
+    format: &str,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     use warden::supervisor::audit::ReportFormat;
+    let keys = trusted_keys(public_keys)?;
     has_journal(dir)?;
     let format = match format {
         "md" | "markdown" => ReportFormat::Markdown,
         "html" => ReportFormat::Html,
         other => bail!("--format {other:?}: expected md or html"),
     };
-    let text = runtime()?.block_on(audit::report(dir, format))?;
+    let (text, seals) = runtime()?.block_on(audit::report(dir, format, &keys))?;
     match out {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -446,5 +461,15 @@ fn report(dir: &Path, format: &str, out: Option<&Path>) -> anyhow::Result<()> {
         }
         None => print!("{text}"),
     }
-    Ok(())
+    let failed = !seals.bad.is_empty() || (!keys.is_empty() && !seals.unsealed.is_empty());
+    if failed {
+        eprintln!(
+            "{}: seals FAILED ({} bad, {} unsealed closed segment(s)): see the report's seal paragraph, or `warden audit verify`",
+            dir.display(),
+            seals.bad.len(),
+            seals.unsealed.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ use warden_actors::policy::PolicySet;
 use warden_actors::{AgentId, HaltKind, KernelRecord, LedgerDim, ManualClock, Verdict};
 
 use crate::journal::records::{AgentRecord, Note, PolicyRecord, Record, RecoveryReport};
+use crate::journal::seal::{self, PublicKey, SealReport};
 use crate::journal::{self, Entry, EntryKind, VerifyReport};
 use crate::swarm::{Swarm, SwarmError};
 
@@ -311,12 +312,19 @@ fn time(ms: u64) -> String {
     )
 }
 
-/// Writes a compliance summary of the journal in `dir`: the chain check, policy versions
-/// with hashes, spend per pool, halts by kind with reasons, approvals with who and when,
-/// resumes, and decision counts. Laid out for record-keeping reviews (EU AI Act Article 12:
-/// automatic logging over the system's lifetime, traceability of its functioning).
-pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditError> {
+/// Writes a compliance summary of the journal in `dir`: the chain check, the segments' seals
+/// (against the trusted `keys`, or self-attested without), policy versions with hashes,
+/// spend per pool, halts by kind with reasons, approvals with who and when, resumes, and
+/// decision counts. Laid out for record-keeping reviews (EU AI Act Article 12: automatic
+/// logging over the system's lifetime, traceability of its functioning). Returns the text
+/// and the seal check, for the caller's verdict.
+pub async fn report(
+    dir: &Path,
+    format: ReportFormat,
+    keys: &[PublicKey],
+) -> Result<(String, SealReport), AuditError> {
     let (entries, verified) = read_entries(dir)?;
+    let seals = seal::check_seals(dir, keys)?;
     let f = Facts::gather(&entries)?;
     let pools = rebuilt_pools(&entries, &f).await?;
     let mut t = Tables {
@@ -324,16 +332,18 @@ pub async fn report(dir: &Path, format: ReportFormat) -> Result<String, AuditErr
         blocks: Vec::new(),
     };
     intro(&mut t, dir, &entries, &verified);
+    seal_paragraph(&mut t, &seals, !keys.is_empty());
     policy_section(&mut t, &f);
     spend_section(&mut t, &pools);
     decision_section(&mut t, &f);
     halt_section(&mut t, &f);
     approval_section(&mut t, &f);
     resume_section(&mut t, &f);
-    Ok(match format {
+    let text = match format {
         ReportFormat::Markdown => t.markdown(),
         ReportFormat::Html => t.html(),
-    })
+    };
+    Ok((text, seals))
 }
 
 impl Facts {
@@ -467,6 +477,46 @@ fn intro(t: &mut Tables, dir: &Path, entries: &[Entry], verified: &VerifyReport)
         }
     ));
     t.para("Record-keeping (EU AI Act Article 12): the journal records every governance event automatically over the system's lifetime: each decision with the rule that made it, each settlement of cost, each halt with its kind, reason and cause chain, each human approval with who answered and when, and each policy version by hash. Entries are append-only, checksummed and chained with BLAKE3, so any change to a past entry is detected (`warden audit verify`).".to_string());
+}
+
+/// What the seals say: how many verified and by whom, and every unsealed or bad one.
+fn seal_paragraph(t: &mut Tables, s: &SealReport, trusted: bool) {
+    let signers: Vec<String> = s.signers.iter().map(|k| k.to_string()).collect();
+    let mut text = format!(
+        "Seals (Ed25519 signatures of closed segments): {} closed segment(s) sealed and verified{}",
+        s.sealed,
+        match (signers.is_empty(), trusted) {
+            (true, _) => String::new(),
+            (false, true) => format!(", by the trusted key(s) {}", signers.join(", ")),
+            (false, false) => format!(
+                ", by {} (self-attested: the keys were not checked against a trusted one; `--public-key` checks them)",
+                signers.join(", ")
+            ),
+        }
+    );
+    if !s.bad.is_empty() {
+        let bad: Vec<String> = s
+            .bad
+            .iter()
+            .map(|(first, why)| format!("segment {first}: {why}"))
+            .collect();
+        text.push_str(&format!(
+            ". **FAILED**: {} bad seal(s): {}",
+            bad.len(),
+            bad.join("; ")
+        ));
+    }
+    if !s.unsealed.is_empty() {
+        let list: Vec<String> = s.unsealed.iter().map(u64::to_string).collect();
+        text.push_str(&format!(
+            ". {}: {} closed segment(s) carry no seal (first entries {})",
+            if trusted { "**FAILED**" } else { "Note" },
+            list.len(),
+            list.join(", ")
+        ));
+    }
+    text.push('.');
+    t.para(text);
 }
 
 /// Policy versions, with the hash of each text.
