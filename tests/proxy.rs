@@ -446,6 +446,17 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("ambiguous_args"), "{text}");
     assert_eq!(n.up.seen().len(), 4);
+    // A URL carried as a value keeps its own escapes of reserved characters and spaces (only
+    // an escape of a letter, digit, `-`, `.`, `_`, `~` or `%` is refused once decoded).
+    let (status, _, text) = send(
+        &n.base,
+        "GET",
+        "/proxy/search/find?q=https%3A%2F%2Fx.com%2Fa%2520b%3Fc%3D%25C3%25A9",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(n.up.seen().len(), 5);
 }
 
 #[test]
@@ -595,7 +606,7 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             "POST",
             "/proxy/search/x",
             [a[0], ("content-type", "application/x-www-form-urlencoded")].to_vec(),
-            "q%253D=1",
+            "q=%252565vil",
             400,
             "bad_encoding",
         ),

@@ -183,7 +183,7 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
             "a proxied path may not hold control characters (`%00`, `%0A`, ...)",
         ));
     }
-    if holds_escape(&decoded) {
+    if holds_escape(&decoded, |_| true) {
         return Err(ApiError::bad_request(
             "bad_path",
             "a proxied path may not hold an escape once decoded (`%2561` is `%61` to the policy and `a` to a server that decodes twice); send the path as the upstream should read it",
@@ -258,12 +258,24 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Whether `text` (already percent-decoded once) still holds a percent-escape (`%` and two
-/// hex digits): sent double-encoded, it reads one way to the policy and another to an
-/// upstream or framework that decodes twice.
-fn holds_escape(text: &str) -> bool {
+/// hex digits) of a byte `of` accepts: sent double-encoded, it reads one way to the policy
+/// and another to an upstream or framework that decodes twice.
+fn holds_escape(text: &str, of: impl Fn(u8) -> bool) -> bool {
+    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
     text.as_bytes()
         .windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        .any(|w| match (w[0], hex(w[1]), hex(w[2])) {
+            (b'%', Some(hi), Some(lo)) => of(hi << 4 | lo),
+            _ => false,
+        })
+}
+
+/// A byte no one needs to escape (RFC 3986 §2.3's unreserved characters), or `%` itself: its
+/// escape inside a decoded value is there to hide a letter from a check (`%65vil`), while an
+/// escape of a reserved character or a space is how a URL carried as a value is written
+/// (`url=https%3A%2F%2Fx.com%2Fa%2520b`).
+fn needless(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
 }
 
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
@@ -620,10 +632,10 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
         }
-        if holds_escape(&k) || holds_escape(&v) {
+        if holds_escape(&k, needless) || holds_escape(&v, needless) {
             return Err(ApiError::bad_request(
                 "bad_encoding",
-                format!("a parameter of the {what} holds an escape once decoded (`%2565vil` is `%65vil` to the policy and `evil` to a server that decodes twice); send each value encoded once"),
+                format!("a parameter of the {what} holds an escape of a letter, digit, `-`, `.`, `_`, `~` or `%` once decoded (`%2565vil` is `%65vil` to the policy and `evil` to a server that decodes twice); send each value encoded once"),
             ));
         }
         // PHP reads a name up to its first NUL (`_method%00x` is `_method` there).
