@@ -162,3 +162,38 @@ fn recovery_applies_the_journaled_verdict_whatever_the_policy_says_now() {
     );
     assert_eq!(kept[0].step, StepId::from_seq(1));
 }
+
+#[test]
+fn a_denied_approval_says_what_is_left_once_its_reservation_is_released() {
+    use warden_actors::LedgerDim;
+    let root = Account::root(
+        "swarm",
+        Limits::UNLIMITED.with(LedgerDim::Tokens, Some(100)),
+    );
+    let account = root.child("a1", Limits::UNLIMITED).unwrap();
+    let mut k = AgentKernel::new(
+        AgentId::new("a1").unwrap(),
+        account,
+        &KernelConfig::default(),
+        Some(swappable(ASK)),
+        0,
+    );
+    let d = k.decide(&pay(), 1_000).decision;
+    assert_eq!(d.decision, Verdict::RequireApproval);
+    assert_eq!(
+        d.remaining.0.get(LedgerDim::Tokens),
+        Some(90),
+        "10 held while it waits"
+    );
+    let deny = ApprovalAnswer::Deny {
+        by: "ops".into(),
+        reason: "no".into(),
+    };
+    let denied = k.answer_approval(d.step, &deny, 1_500).unwrap();
+    assert_eq!(denied.decision, Verdict::Deny);
+    assert_eq!(
+        denied.remaining.0.get(LedgerDim::Tokens),
+        Some(100),
+        "released"
+    );
+}

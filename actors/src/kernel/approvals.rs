@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{Decision, HaltKind, HaltRecord, Verdict};
+use crate::decision::{Decision, HaltKind, HaltRecord, RemainingView, Verdict};
 use crate::ids::{AgentId, StepId};
 use crate::ledger::{Remaining, Reservation};
 use crate::record::KernelRecord;
@@ -203,8 +203,11 @@ impl AgentKernel {
             .ok_or_else(|| ApprovalError::NotPending(PendingApproval::id_for(&self.id, step)))?;
         self.resume_clock(now_ms);
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
-        let Resolution { decision, halt } = self.resolve(&parked, answer, now_ms);
+        let Resolution { mut decision, halt } = self.resolve(&parked, answer, now_ms);
         self.apply_resolution(parked, decision.decision);
+        // What is left once the answer took effect (a denial released the reservation), as
+        // a resolution restored after a restart reads it.
+        decision.remaining = RemainingView(self.account.remaining_on_path());
         // Before the records of a halt it sets off, so recovery meets them in that order.
         self.push_record(mark, || KernelRecord::Approval {
             step_id: step,
