@@ -19,7 +19,7 @@ use crate::ids::{AgentId, StepId};
 use crate::kernel::{
     AgentKernel, ApprovalAnswer, ApprovalError, Outcome, PendingApproval, SettleError, SettleReport,
 };
-use crate::record::Recorder;
+use crate::record::{KernelRecord, Recorder};
 use crate::step::Step;
 
 /// A halt that happened inside an agent actor, sent to the supervisor for cascading.
@@ -213,6 +213,17 @@ impl AgentCore {
             let mut k = self.kernel.lock();
             let out = f(&mut k);
             let records = k.take_records();
+            // Where each approval's record sits among them: a final decision a halt made
+            // names its own entry.
+            let approvals: Vec<(StepId, u64)> = records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| match r {
+                    KernelRecord::Approval { step_id, .. } => Some((*step_id, i as u64)),
+                    _ => None,
+                })
+                .collect();
+            let count = records.len() as u64;
             let recorded = match (records.is_empty(), self.recorder.get()) {
                 (false, Some(r)) => r.record(&self.id, records),
                 _ => None,
@@ -223,7 +234,15 @@ impl AgentCore {
                     .store(r.last, std::sync::atomic::Ordering::Release);
             }
             let seq = recorded.map(|r| r.first);
-            let denials = k.take_resolutions();
+            let mut denials = k.take_resolutions();
+            // Numbered one after another (nothing else took a number between them).
+            if let Some(r) = recorded.filter(|r| r.last + 1 - r.first == count) {
+                for d in denials.iter_mut().filter(|d| d.audit_seq.is_none()) {
+                    if let Some((_, i)) = approvals.iter().find(|(s, _)| *s == d.step) {
+                        d.audit_seq = Some(r.first + i);
+                    }
+                }
+            }
             // Stored before the kernel lock is released: whoever then finds the step no
             // longer parked is sure to find its final decision.
             self.store_resolutions(&denials);

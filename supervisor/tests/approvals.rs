@@ -252,9 +252,20 @@ async fn a_halt_that_ends_pending_approvals_journals_each_resolution_with_its_re
     let reason = "agent halted (external) while the step waited: drill";
     assert_eq!(final_decision(&swarm, "p1", 1).reason, reason);
     assert_eq!(pool_reserved_tokens(&swarm), 0);
+    // Each final decision names its own approval entry.
+    let live: Vec<Option<u64>> = [1, 2]
+        .iter()
+        .map(|s| final_decision(&swarm, "p1", *s).audit_seq)
+        .collect();
     close(swarm, journal).await;
 
     let (swarm, journal, entries) = open(&dir, &clock).await;
+    let journaled: Vec<Option<u64>> = entries
+        .iter()
+        .filter(|e| e.kind.name() == "approval")
+        .map(|e| Some(e.seq))
+        .collect();
+    assert_eq!(live, journaled);
     // Two resolutions, each before the halt's own entry.
     let records = approval_records(&entries);
     assert_eq!(records.len(), 2, "{records:?}");
