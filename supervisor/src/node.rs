@@ -24,7 +24,7 @@ use warden_actors::policy::{PolicyErrors, PolicySet};
 
 use crate::journal::records::{Record, RecoveryClock, RecoveryReport, SnapshotItem};
 use crate::journal::seal::{self, PublicKey, SigningKey};
-use crate::journal::storage::{FileStorage, Storage};
+use crate::journal::storage::Storage;
 use crate::journal::{FsyncMode, Journal, JournalConfig, OpenReport};
 use crate::limits::{
     JOURNAL_BYTES_DEFAULT, RETENTION_CHECK_MS, SEAL_CHECK_MS, SEGMENT_BYTES_DEFAULT,
@@ -107,10 +107,13 @@ pub struct Node {
     swarm: Swarm,
     journal: Journal,
     retention: tokio::task::JoinHandle<()>,
-    sealer: Option<tokio::task::JoinHandle<()>>,
-    /// The sealer's key, and the first entry of the segment open when the node started (it
-    /// signs only segments from there on).
-    sealing: Option<(SigningKey, u64)>,
+    /// The sealer, and how to stop it between two passes.
+    sealer: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
+    /// The sealer's key.
+    sealing: Option<SigningKey>,
     /// Held by retention's removals and every sealing pass, so the two never overlap.
     removing: Arc<tokio::sync::Mutex<()>>,
     signing_key: Option<PublicKey>,
@@ -137,15 +140,6 @@ impl Node {
         let mut jconfig = JournalConfig::new(&opts.data_dir);
         jconfig.fsync = opts.fsync;
         jconfig.segment_bytes = opts.segment_bytes;
-        // Read before the journal opens: the segment it will append to, or an older one.
-        let seal_from = match &opts.storage {
-            Some(_) => 0,
-            None => FileStorage::new(&opts.data_dir)
-                .segments()
-                .ok()
-                .and_then(|s| s.last().copied())
-                .unwrap_or(0),
-        };
         let mut entries = Vec::new();
         let visit = |e: &crate::journal::Entry| entries.push(e.clone());
         let opened = match &opts.storage {
@@ -191,7 +185,7 @@ impl Node {
             .seal
             .as_ref()
             .filter(|_| opts.storage.is_none())
-            .map(|seal| (seal.key.clone(), seal_from));
+            .map(|seal| seal.key.clone());
         let sealer = opts
             .seal
             .as_ref()
@@ -199,13 +193,9 @@ impl Node {
             .map(|seal| {
                 let dir = opts.data_dir.clone();
                 let removing = Arc::clone(&removing);
-                tokio::spawn(sealer(
-                    journal.clone(),
-                    dir,
-                    seal.clone(),
-                    removing,
-                    seal_from,
-                ))
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let task = sealer(journal.clone(), dir, seal.clone(), removing, stopped);
+                (tokio::spawn(task), stop)
             });
         Ok(Node {
             swarm,
@@ -255,24 +245,25 @@ impl Node {
 
     /// Stops retention and the swarm, then writes and syncs what is left of the journal and
     /// releases its lock. Everything acknowledged is already durable. A node that seals
-    /// closes its open segment and seals it on the way out: nothing it wrote is left
-    /// unsealed, to be rewritten while it is down and signed at the next start.
+    /// closes its open segment and seals it on the way out (the sealer stopped first, after
+    /// its pass in progress): nothing it wrote is left unsealed while it is down.
     pub async fn shutdown(self) {
         self.retention.abort();
-        if let Some(sealer) = &self.sealer {
-            sealer.abort();
+        if let Some((task, stop)) = self.sealer {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         self.swarm.shutdown().await;
         if self.sealing.is_some() {
             self.journal.close_segment();
         }
         self.journal.shutdown().await;
-        let Some((key, from)) = self.sealing else {
+        let Some(key) = self.sealing else {
             return;
         };
         let _retention_waits = self.removing.lock().await;
         let dir = self.data_dir.clone();
-        let pass = tokio::task::spawn_blocking(move || seal::seal_closed_from(&dir, &key, from));
+        let pass = tokio::task::spawn_blocking(move || seal::seal_closed(&dir, &key));
         match pass.await {
             Ok(Ok(pass)) => {
                 metrics::counter!("warden_audit_segments_sealed_total")
@@ -384,16 +375,15 @@ async fn retain(
 }
 
 /// The sealer: closes the open segment every `interval_ms` when it holds entries, and seals
-/// every closed, unsealed segment from `from` on (the segment open when the node started:
-/// [`seal::seal_closed_from`]), never while retention removes segments (`removing`). A
-/// segment that does not verify, or was closed before the start and found unsealed, is never
-/// sealed; it is reported once.
+/// every closed, unsealed segment ([`seal::seal_closed`]), never while retention removes
+/// segments (`removing`). A segment that does not verify is never sealed; it is reported
+/// once. Ends between two passes when `stop` fires.
 async fn sealer(
     journal: Journal,
     data_dir: PathBuf,
     opts: SealOptions,
     removing: Arc<tokio::sync::Mutex<()>>,
-    from: u64,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(SEAL_CHECK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -408,15 +398,17 @@ async fn sealer(
     let mut reported = std::collections::BTreeSet::new();
     let mut last_error = String::new();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
         if closed_at.elapsed().as_millis() >= u128::from(opts.interval_ms) {
             journal.close_segment();
             closed_at = tokio::time::Instant::now();
         }
         let (dir, key) = (data_dir.clone(), opts.key.clone());
         let retention_waits = removing.lock().await;
-        let Ok(pass) =
-            tokio::task::spawn_blocking(move || seal::seal_closed_from(&dir, &key, from)).await
+        let Ok(pass) = tokio::task::spawn_blocking(move || seal::seal_closed(&dir, &key)).await
         else {
             return;
         };

@@ -295,22 +295,6 @@ pub struct SealPass {
 /// # Errors
 /// Listing the directory or writing a seal failed.
 pub fn seal_closed(data_dir: &Path, key: &SigningKey) -> Result<SealPass, JournalError> {
-    seal_closed_from(data_dir, key, 0)
-}
-
-/// [`seal_closed`] for the segments whose first entry is `from` or later: those a running
-/// node wrote itself (`from` is the segment open when it started). An unsealed closed
-/// segment before `from` was closed before the node started and may have been rewritten
-/// while it was down (its seal deleted, the chain rebuilt): it is never signed, only
-/// reported in [`SealPass::refused`].
-///
-/// # Errors
-/// Listing the directory or writing a seal failed.
-pub fn seal_closed_from(
-    data_dir: &Path,
-    key: &SigningKey,
-    from: u64,
-) -> Result<SealPass, JournalError> {
     let storage = FileStorage::new(data_dir);
     let jdir = storage.location();
     let io = |path: PathBuf| move |source| JournalError::Io { path, source };
@@ -320,13 +304,6 @@ pub fn seal_closed_from(
     for (i, &first) in closed.iter().enumerate() {
         let sig = jdir.join(seal_name(first));
         if sig.exists() {
-            continue;
-        }
-        if first < from {
-            pass.refused.push((
-                first,
-                "it was closed before this node started and carries no seal: it may have been altered while the node was down (check it with `warden audit replay`)".into(),
-            ));
             continue;
         }
         let path = jdir.join(super::format::segment_name(first));
