@@ -60,6 +60,9 @@ pub struct Meter {
     /// arguments they were judged with.
     judged: std::collections::HashMap<u64, String>,
     done: bool,
+    /// The stream reached an end event of its API, successful or not (`[DONE]`,
+    /// `response.completed`/`incomplete`/`failed`, `message_stop`, or an `error` event).
+    ended: bool,
     /// The usage read is the answer's last (Chat's usage chunk, a Responses end event,
     /// Messages' `message_delta`).
     usage_final: bool,
@@ -81,6 +84,7 @@ impl Meter {
             max_held_bytes,
             judged: std::collections::HashMap::new(),
             done: false,
+            ended: false,
             usage_final: false,
             hide_usage,
         }
@@ -89,6 +93,12 @@ impl Meter {
     /// True once the stream said it is complete.
     pub fn complete(&self) -> bool {
         self.done
+    }
+
+    /// True once the stream reached one of its API's end events, a failed or incomplete
+    /// answer's or an error event included: it did not stop short.
+    pub fn ended(&self) -> bool {
+        self.done || self.ended
     }
 
     /// What the stream used: its reported usage, else the bound's input and (at least) the
@@ -128,6 +138,11 @@ impl Meter {
                     .into(),
             );
         };
+        // An error event is its stream's end (Responses and Messages name it so; Chat sends an
+        // object with `error` and no `choices`).
+        if v["type"] == "error" || (v.get("error").is_some() && v.get("choices").is_none()) {
+            self.ended = true;
+        }
         let next = match self.api {
             Api::Chat => self.chat(&v, e.raw),
             Api::Responses => self.responses(&v, e.raw),
@@ -287,6 +302,7 @@ impl Meter {
                     self.usage_final = self.input.is_some() && self.output.is_some();
                 }
                 self.done = kind == "response.completed" || kind == "response.done";
+                self.ended = true;
                 return self.final_response(&v["response"], raw);
             }
             "response.output_item.added" | "response.output_item.done" => {
@@ -554,6 +570,21 @@ mod tests {
             });
         }
         (m, log)
+    }
+
+    #[test]
+    fn a_stream_ends_at_any_end_event_of_its_api_and_not_before() {
+        let incomplete = "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"output\":[]}}\n\n";
+        let (m, _) = run(Api::Responses, incomplete);
+        assert!(m.ended() && !m.complete());
+        let error = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+        let (m, _) = run(Api::Messages, error);
+        assert!(m.ended() && !m.complete());
+        let (m, _) = run(Api::Chat, "data: {\"error\":{\"message\":\"boom\"}}\n\n");
+        assert!(m.ended());
+        let cut = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let (m, _) = run(Api::Chat, cut);
+        assert!(!m.ended(), "a stream cut before [DONE] did not end");
     }
 
     #[test]

@@ -144,9 +144,9 @@ async fn drain(
 }
 
 /// The upstream ended the stream: held calls are judged, what is left is passed on. A stream
-/// that ended before its API's end event (`[DONE]`, `response.completed`, `message_stop`)
-/// ends with an `upstream_error` event: a client reading a bare end would take the answer
-/// for complete.
+/// that stopped before any of its API's end events (`[DONE]`; `response.completed`,
+/// `incomplete` or `failed`; `message_stop`; an `error` event) ends with an `upstream_error`
+/// event: a client reading a bare end would take the answer for complete.
 async fn finish(live: &LiveCall, meter: &mut Meter, tx: &mpsc::Sender<Frame>) -> End {
     if let Some(end) = match meter.finish() {
         Some(next) => act(live, next, tx).await,
@@ -154,7 +154,7 @@ async fn finish(live: &LiveCall, meter: &mut Meter, tx: &mpsc::Sender<Frame>) ->
     } {
         return end;
     }
-    if meter.complete() {
+    if meter.ended() {
         return End::Finished;
     }
     let msg =
