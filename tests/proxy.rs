@@ -457,6 +457,23 @@ fn headers_the_upstream_receives_are_judged_like_the_query() {
     );
     assert_eq!(status, 200, "{text}");
     assert_eq!(n.up.seen().len(), 5);
+    // US-ASCII is read as UTF-8 reads it: not refused for its charset (an unusual
+    // Content-Type is then judged as a header: this tool takes none).
+    let (status, _, text) = send(
+        &n.base,
+        "POST",
+        "/proxy/search/find",
+        &[
+            ("authorization", &auth),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=US-ASCII",
+            ),
+        ],
+        "q=rust",
+    );
+    assert_eq!(status, 403, "{text}");
+    assert_eq!(json_of(&text)["rule"], "registry.args", "{text}");
 }
 
 #[test]
@@ -964,8 +981,12 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
         assert!(answer.contains("method_not_allowed"), "{method}: {answer}");
     }
     // HEAD (a GET to many servers) is refused too; its answer has no body.
-    let (status, _, _) = send(&n.base, "HEAD", "/proxy/search/x", &a, "");
+    let (status, hs, _) = send(&n.base, "HEAD", "/proxy/search/x", &a, "");
     assert_eq!(status, 405);
+    assert_eq!(
+        hs.get("allow").map(String::as_str),
+        Some("GET, POST, PUT, PATCH, DELETE")
+    );
     // Nesting past the JSON reader's 128 levels says so.
     let json_body = [a[0], ("content-type", "application/json")];
     let (status, _, text) = send(&n.base, "POST", "/proxy/search/x", &json_body, &deep);

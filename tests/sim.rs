@@ -128,6 +128,14 @@ fn a_swarm_larger_than_the_memory_available_is_refused_up_front() {
     );
     assert!(out.stdout.is_empty());
     assert!(run("10000").status.success());
+    // A figure that is not a number of bytes is refused, not ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["sim", "--agents", "10", "--duration", "1s"])
+        .env("WARDEN_SIM_MEMORY", "8GB")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARDEN_SIM_MEMORY"));
 }
 
 #[test]

@@ -929,7 +929,11 @@ impl ClusterWorld {
             agents: self.agents.len(),
             operators: self.operators.len(),
             nodes: opts.nodes,
-            simulated_ms: duration.max(self.now),
+            // A violation stops the run where it happened: no settling or drain after it.
+            simulated_ms: match violation {
+                Some(_) => self.now,
+                None => duration.max(self.now),
+            },
             duration_ms: duration.min(self.now),
             wall_ms,
             events: self.events,

@@ -177,14 +177,20 @@ const BYTES_BASE: u64 = 64 << 20;
 /// `WARDEN_SIM_MEMORY` bytes when set), rather than letting it swap or be killed after
 /// minutes with nothing printed. Without either figure (not Linux), nothing is checked.
 fn check_memory(agents: usize) -> anyhow::Result<()> {
-    let available = std::env::var("WARDEN_SIM_MEMORY")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .or_else(mem_available);
+    let set = std::env::var("WARDEN_SIM_MEMORY").ok();
+    let given = match set.as_deref().map(str::trim) {
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            anyhow!("WARDEN_SIM_MEMORY={v:?} is not a number of bytes (e.g. 8000000000)")
+        })?),
+        None => None,
+    };
+    let available = given.or_else(mem_available);
     let Some(available) = available else {
         return Ok(());
     };
-    let needed = agents as u64 * BYTES_PER_AGENT + BYTES_BASE;
+    let needed = (agents as u64)
+        .saturating_mul(BYTES_PER_AGENT)
+        .saturating_add(BYTES_BASE);
     if needed > available {
         let fits = available.saturating_sub(BYTES_BASE) / BYTES_PER_AGENT;
         bail!(

@@ -228,6 +228,10 @@ fn refuse_method(method: &Method) -> Result<(), ApiError> {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("the proxy forwards GET, POST, PUT, PATCH and DELETE; `{method}` is none of them"),
+    )
+    .with_header(
+        header::ALLOW,
+        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
     ))
 }
 
@@ -588,7 +592,8 @@ fn check_charset(content_type: &str) -> Result<(), ApiError> {
             continue;
         };
         let value = value.trim().trim_matches('"');
-        if name.trim() == "charset" && !matches!(value, "utf-8" | "utf8") {
+        // US-ASCII is UTF-8's first 128 characters: read the same either way.
+        if name.trim() == "charset" && !matches!(value, "utf-8" | "utf8" | "us-ascii") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -40,7 +40,7 @@ use rmcp::model::{
 };
 use serde_json::{json, Map, Value};
 use warden_actors::policy::MCP_RESULT_ARG;
-use warden_actors::{ActionClass, Outcome, Step, Verdict};
+use warden_actors::{ActionClass, Outcome, PolicyOutcome, Step, Verdict};
 use warden_supervisor::AgentHandle;
 
 use super::gate::{admit, Refused};
@@ -381,7 +381,9 @@ async fn list(state: &AppState, TokenAgent(agent): &TokenAgent) -> Value {
 /// refused when that text turns the policy's answer for the tool with an empty result into
 /// another one (a detector rule on a prompt injection or a secret in a description), so a
 /// tool every call of which needs approval is still listed. A listing that is not a valid
-/// step is refused.
+/// step is refused. Compared by verdict and rule: a detector's hit on the listing is not
+/// seen when a stronger or tying rule already refuses the tool with an empty result (a time
+/// window's deny, say); the tool's calls are refused then anyway.
 fn listing_refused(state: &AppState, h: &AgentHandle, step_tool: &str, tool: &Value) -> bool {
     let mut parts = Vec::new();
     texts_of(tool, &mut parts);
@@ -398,8 +400,19 @@ fn listing_refused(state: &AppState, h: &AgentHandle, step_tool: &str, tool: &Va
             .map(|s| h.judge_only(&s))
     };
     match (judged(String::new()), judged(text)) {
-        (Some(empty), Some(listed)) => listed != empty,
+        (Some(empty), Some(listed)) => verdict_and_rule(&listed) != verdict_and_rule(&empty),
         _ => true,
+    }
+}
+
+/// An outcome's verdict and rule, without its reason (a rate limit's names a wait in ms,
+/// which differs between two reads of the clock).
+fn verdict_and_rule(o: &PolicyOutcome) -> (u8, Option<&str>) {
+    match o {
+        PolicyOutcome::Allow => (0, None),
+        PolicyOutcome::RequireApproval { rule, .. } => (1, Some(rule)),
+        PolicyOutcome::Deny { rule, .. } => (2, Some(rule)),
+        PolicyOutcome::Halt { rule, .. } => (3, Some(rule)),
     }
 }
 
