@@ -213,16 +213,11 @@ impl AgentCore {
             let mut k = self.kernel.lock();
             let out = f(&mut k);
             let records = k.take_records();
-            // Where each approval's record sits among them: a final decision a halt made
-            // names its own entry.
-            let approvals: Vec<(StepId, u64)> = records
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| match r {
-                    KernelRecord::Approval { step_id, .. } => Some((*step_id, i as u64)),
-                    _ => None,
-                })
-                .collect();
+            let mut denials = k.take_resolutions();
+            let approvals = match denials.is_empty() {
+                true => Vec::new(),
+                false => approval_positions(&records),
+            };
             let count = records.len() as u64;
             let recorded = match (records.is_empty(), self.recorder.get()) {
                 (false, Some(r)) => r.record(&self.id, records),
@@ -234,7 +229,6 @@ impl AgentCore {
                     .store(r.last, std::sync::atomic::Ordering::Release);
             }
             let seq = recorded.map(|r| r.first);
-            let mut denials = k.take_resolutions();
             // Numbered one after another (nothing else took a number between them).
             if let Some(r) = recorded.filter(|r| r.last + 1 - r.first == count) {
                 for d in denials.iter_mut().filter(|d| d.audit_seq.is_none()) {
@@ -491,6 +485,19 @@ impl AgentCore {
                 .await;
         }
     }
+}
+
+/// Where each approval record sits among `records` (its index), so that a final decision a
+/// halt made can name its own journal entry.
+fn approval_positions(records: &[KernelRecord]) -> Vec<(StepId, u64)> {
+    records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            KernelRecord::Approval { step_id, .. } => Some((*step_id, i as u64)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Messages an agent actor handles.

@@ -203,13 +203,18 @@ async fn a_clean_stop_closes_and_seals_the_open_segment() {
         });
         Node::open(opts)
     };
-    let node = open().await.unwrap();
-    for n in 0..40 {
-        let id = AgentId::new(format!("a{n}")).unwrap();
-        node.swarm().spawn_agent(AgentSpec::new(id)).await.unwrap();
-    }
-    let head = node.journal().head().0;
-    node.shutdown().await;
+    // Registers agents `ids` on a fresh run, stops it cleanly; the journal's head then.
+    let run = |ids: std::ops::Range<u32>| async {
+        let node = open().await.unwrap();
+        for n in ids {
+            let id = AgentId::new(format!("a{n}")).unwrap();
+            node.swarm().spawn_agent(AgentSpec::new(id)).await.unwrap();
+        }
+        let head = node.journal().head().0;
+        node.shutdown().await;
+        head
+    };
+    let head = run(0..40).await;
     let report = check_seals(&dir, &[key.public_key()]).unwrap();
     assert!(
         report.sealed >= 2 && report.unsealed.is_empty() && report.bad.is_empty(),
@@ -221,13 +226,7 @@ async fn a_clean_stop_closes_and_seals_the_open_segment() {
         "the segment open at the stop was closed and sealed; the one left open is empty"
     );
     // Again after a restart: what the second run wrote is sealed at its stop too.
-    let node = open().await.unwrap();
-    for n in 40..50 {
-        let id = AgentId::new(format!("a{n}")).unwrap();
-        node.swarm().spawn_agent(AgentSpec::new(id)).await.unwrap();
-    }
-    let head = node.journal().head().0;
-    node.shutdown().await;
+    let head = run(40..50).await;
     let report = check_seals(&dir, &[key.public_key()]).unwrap();
     assert!(
         report.unsealed.is_empty() && report.bad.is_empty(),

@@ -253,14 +253,6 @@ fn refuse_large_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the request body is over the node's limit of {limit} bytes"),
-    )
-}
-
 /// Whether `text` (already percent-decoded once) still holds a percent-escape (`%` and two
 /// hex digits) of a byte `of` accepts: sent double-encoded, it reads one way to the policy
 /// and another to an upstream or framework that decodes twice.
@@ -285,11 +277,15 @@ fn needless(b: u8) -> bool {
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.proxy.max_body_bytes;
     // Read up to the limit even when the declared length is over it: a 413 sent at once
-    // closes the connection under a client still sending, which sees a broken pipe instead.
+    // would close the connection under a client still sending (a broken pipe, not the 413).
     let read = axum::body::to_bytes(body, limit);
     match tokio::time::timeout(state.proxy.body_timeout, read).await {
         Ok(Ok(b)) => Ok(b),
-        Ok(Err(_)) => Err(too_large(limit)),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the node's limit of {limit} bytes"),
+        )),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",

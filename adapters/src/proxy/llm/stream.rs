@@ -148,11 +148,10 @@ async fn drain(
 /// `incomplete` or `failed`; `message_stop`; an `error` event) ends with an `upstream_error`
 /// event: a client reading a bare end would take the answer for complete.
 async fn finish(live: &LiveCall, meter: &mut Meter, tx: &mpsc::Sender<Frame>) -> End {
-    if let Some(end) = match meter.finish() {
-        Some(next) => act(live, next, tx).await,
-        None => None,
-    } {
-        return end;
+    if let Some(next) = meter.finish() {
+        if let Some(end) = act(live, next, tx).await {
+            return end;
+        }
     }
     if meter.ended() {
         return End::Finished;
