@@ -627,12 +627,46 @@ fn refused_calls_never_reach_the_upstream_and_say_why() {
             400,
             "bad_encoding",
         ),
+        // IIS's `%uXXXX` and an overlong UTF-8 `e` (`%C1%A5`), each encoded once more.
+        (
+            "GET",
+            "/proxy/search/x?q=%25u0065vil",
+            a.to_vec(),
+            "",
+            400,
+            "bad_encoding",
+        ),
+        (
+            "GET",
+            "/proxy/search/x?q=%25C1%25A5vil",
+            a.to_vec(),
+            "",
+            400,
+            "bad_encoding",
+        ),
+        (
+            "GET",
+            "/proxy/search/%25u0061dmin",
+            a.to_vec(),
+            "",
+            400,
+            "bad_path",
+        ),
         // A body judged as UTF-8 is not forwarded for an upstream to read in another charset
         // (`+AGUAdgBpAGw-` is `evil` in UTF-7).
         (
             "POST",
             "/proxy/search/x",
             [a[0], ("content-type", "application/json; charset=utf-7")].to_vec(),
+            r#"{"q": "+AHA-assword"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        // RFC 2231's extended form of the parameter names a charset too.
+        (
+            "POST",
+            "/proxy/search/x",
+            [a[0], ("content-type", "application/json; charset*=utf-7''")].to_vec(),
             r#"{"q": "+AHA-assword"}"#,
             415,
             "unsupported_media_type",

@@ -183,10 +183,10 @@ fn decoded_path(raw: &str) -> Result<String, ApiError> {
             "a proxied path may not hold control characters (`%00`, `%0A`, ...)",
         ));
     }
-    if holds_escape(&decoded, |_| true) {
+    if holds_escape(&decoded, |_| true) || holds_u_escape(&decoded) {
         return Err(ApiError::bad_request(
             "bad_path",
-            "a proxied path may not hold an escape once decoded (`%2561` is `%61` to the policy and `a` to a server that decodes twice); send the path as the upstream should read it",
+            "a proxied path may not hold an escape once decoded (`%2561` is `%61` to the policy and `a` to a server that decodes twice; `%25u0061` is `a` to IIS); send the path as the upstream should read it",
         ));
     }
     if decoded.contains('\\') || decoded.matches('/').count() != raw.matches('/').count() {
@@ -264,6 +264,30 @@ fn holds_escape(text: &str, of: impl Fn(u8) -> bool) -> bool {
             (b'%', Some(hi), Some(lo)) => of(hi << 4 | lo),
             _ => false,
         })
+}
+
+/// Whether `text` (already percent-decoded once) holds IIS's non-standard `%uXXXX` escape
+/// (`%u0065` is `e` to IIS and to decoders that copied it), which [`holds_escape`] does not
+/// see: its third byte is `u`, not a hex digit.
+fn holds_u_escape(text: &str) -> bool {
+    text.as_bytes().windows(6).any(|w| {
+        w[0] == b'%' && matches!(w[1], b'u' | b'U') && w[2..].iter().all(u8::is_ascii_hexdigit)
+    })
+}
+
+/// Whether a query or form value (already percent-decoded once) would read as other text to
+/// a server that decodes it again: an escape of a byte no one needs to escape ([`needless`]),
+/// an IIS `%uXXXX` escape, or escapes whose bytes are not UTF-8 (`%25C1%25A5` is `%C1%A5`,
+/// an overlong `e` that lenient decoders read as `e`). Escapes of reserved characters and of
+/// UTF-8 text stay allowed: that is how a URL is carried as a value.
+fn hides_text(text: &str) -> bool {
+    if !text.contains('%') {
+        return false;
+    }
+    holds_escape(text, needless)
+        || holds_u_escape(text)
+        || std::str::from_utf8(&percent_encoding::percent_decode_str(text).collect::<Vec<u8>>())
+            .is_err()
 }
 
 /// A byte no one needs to escape (RFC 3986 §2.3's unreserved characters), or `%` itself: its
@@ -589,7 +613,9 @@ fn check_charset(content_type: &str) -> Result<(), ApiError> {
         };
         let value = value.trim().trim_matches('"');
         // US-ASCII is UTF-8's first 128 characters: read the same either way.
-        if name.trim() == "charset" && !matches!(value, "utf-8" | "utf8" | "us-ascii") {
+        // `charset*=utf-7''x` is RFC 2231's extended form of the same parameter.
+        let name = name.trim();
+        if name.starts_with("charset") && !matches!(value, "utf-8" | "utf8" | "us-ascii") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -633,10 +659,10 @@ fn insert_pairs(args: &mut Map<String, Value>, text: &[u8], what: &str) -> Resul
         if k.contains('\u{FFFD}') || v.contains('\u{FFFD}') {
             check_utf8_pairs(text, what)?;
         }
-        if holds_escape(&k, needless) || holds_escape(&v, needless) {
+        if hides_text(&k) || hides_text(&v) {
             return Err(ApiError::bad_request(
                 "bad_encoding",
-                format!("a parameter of the {what} holds an escape of a letter, digit, `-`, `.`, `_`, `~` or `%` once decoded (`%2565vil` is `%65vil` to the policy and `evil` to a server that decodes twice); send each value encoded once"),
+                format!("a parameter of the {what} holds, once decoded, an escape of a letter, digit, `-`, `.`, `_`, `~` or `%`, a `%uXXXX` escape, or escaped bytes that are not UTF-8 (`%2565vil` is `%65vil` to the policy and `evil` to a server that decodes twice); send each value encoded once"),
             ));
         }
         // PHP reads a name up to its first NUL (`_method%00x` is `_method` there).
