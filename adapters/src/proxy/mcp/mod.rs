@@ -562,9 +562,14 @@ async fn governed(
         Err(e) => return rpc_error(StatusCode::OK, id, codes::UPSTREAM, &e.message, None),
     };
     let Some(result) = answer.get("result") else {
-        // The tool's own protocol error: a failure, passed on with the client's id.
-        let mut r =
-            Json(json!({"jsonrpc": "2.0", "id": id, "error": answer["error"]})).into_response();
+        // The tool's own protocol error: a failure, judged like a result (its message and
+        // data reach the agent too), passed on with the client's id.
+        drop(settlement);
+        let error = upstream_error(&answer["error"]);
+        if let Some(refused) = judge_result(state, &h, step_tool, texts(&error), id).await {
+            return refused;
+        }
+        let mut r = Json(json!({"jsonrpc": "2.0", "id": id, "error": error})).into_response();
         r.extensions_mut().insert(super::Forwarded);
         return r;
     };
@@ -572,7 +577,61 @@ async fn governed(
         settlement.set(Outcome::success());
     }
     drop(settlement);
-    let text = result_text(result);
+    if let Some(refused) = judge_result(state, &h, step_tool, result_text(result), id).await {
+        return refused;
+    }
+    rpc_result(id, complete(result.clone(), modern))
+}
+
+/// An upstream's JSON-RPC error as the agent receives it: its code, unless it is one of the
+/// gateway's own (`-32060` to `-32069`: a tool that answered with one would pass for warden's
+/// decision, whose `data` and `reason` clients trust), which becomes [`codes::UPSTREAM`] with
+/// the upstream's code kept in `data.upstream_code`; its message; its `data`. An error that is
+/// not an object with an integer code and a string message becomes an [`codes::UPSTREAM`]
+/// error saying so.
+fn upstream_error(error: &Value) -> Value {
+    let (Some(code), Some(message)) = (
+        error["code"].as_i64(),
+        error["message"].as_str().map(str::to_string),
+    ) else {
+        return json!({"code": codes::UPSTREAM,
+            "message": "the MCP upstream answered with neither a result nor a JSON-RPC error"});
+    };
+    let mut out = Map::new();
+    if (-32069..=-32060).contains(&code) {
+        out.insert("code".into(), json!(codes::UPSTREAM));
+        out.insert("message".into(), Value::String(message));
+        out.insert(
+            "data".into(),
+            json!({"upstream_code": code, "upstream_data": error["data"]}),
+        );
+    } else {
+        out.insert("code".into(), json!(code));
+        out.insert("message".into(), Value::String(message));
+        if let Some(data) = error.get("data") {
+            out.insert("data".into(), data.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// The text of any JSON value, strings and keys a line apart (for an upstream's error).
+fn texts(v: &Value) -> String {
+    let mut parts = Vec::new();
+    texts_of(v, &mut parts);
+    parts.join("\n")
+}
+
+/// What the agent would receive from a tool, `text`, judged as the tool's result
+/// (`{result: text}`, the detectors' rules): the JSON-RPC error `-32063` to answer instead
+/// when the policy refuses it.
+async fn judge_result(
+    state: &AppState,
+    h: &AgentHandle,
+    step_tool: &str,
+    text: String,
+    id: &Value,
+) -> Option<Response> {
     let proposal = Proposal {
         name: step_tool.to_string(),
         arguments: Value::Object(Map::from_iter([(
@@ -580,15 +639,19 @@ async fn governed(
             Value::String(text),
         )])),
     };
-    if let Some(f) = judge(state, &h, &[proposal]).await {
-        let data = f
-            .decision
-            .as_ref()
-            .map(|d| super::tool::decision_body("result_refused", d));
-        let message = f.message.replace("the model's call to", "the result of");
-        return rpc_error(StatusCode::OK, id, codes::RESULT_REFUSED, &message, data);
-    }
-    rpc_result(id, complete(result.clone(), modern))
+    let f = judge(state, h, &[proposal]).await?;
+    let data = f
+        .decision
+        .as_ref()
+        .map(|d| super::tool::decision_body("result_refused", d));
+    let message = f.message.replace("the model's call to", "the result of");
+    Some(rpc_error(
+        StatusCode::OK,
+        id,
+        codes::RESULT_REFUSED,
+        &message,
+        data,
+    ))
 }
 
 /// The `tools/call` an upstream receives: the tool's name and the arguments the policy
