@@ -635,8 +635,8 @@ async fn concurrent_reloads_are_journaled_in_version_order() {
 }
 
 /// A policy under the policy size limit whose journal record would not fit in an entry (JSON
-/// escapes every quote) is refused like any invalid policy: the old one stays in force and the
-/// journal keeps working.
+/// escapes every quote) is refused like any invalid policy: the old one stays in force, its
+/// pools' limits too (the new one raises one), and the journal keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_too_large_to_journal_is_refused_and_changes_nothing() {
     let dir = std::env::temp_dir().join(format!("warden-sup-big-policy-{}", std::process::id()));
@@ -644,7 +644,13 @@ async fn a_policy_too_large_to_journal_is_refused_and_changes_nothing() {
     let (swarm, journal) = journaled_swarm(&dir).await;
     let before = swarm.policy_text().unwrap();
     let comment = format!("# {}\n", "\"".repeat(100));
-    let big = format!("{POLICY}{}", comment.repeat(8_500));
+    let limits = swarm.pool("swarm/a").unwrap().limits;
+    let raised = POLICY.replace(
+        "swarm/a, limits: {tokens: 6000}",
+        "swarm/a, limits: {tokens: 999999}",
+    );
+    assert_ne!(raised, POLICY);
+    let big = format!("{raised}{}", comment.repeat(8_500));
     assert!(big.len() < 1 << 20, "under the policy limit");
     let err = swarm.reload_policy(&big).unwrap_err();
     assert!(matches!(err, SwarmError::Policy(_)), "{err}");
@@ -654,6 +660,11 @@ async fn a_policy_too_large_to_journal_is_refused_and_changes_nothing() {
         swarm.policy_text().unwrap(),
         before,
         "the old policy stays in force"
+    );
+    assert_eq!(
+        swarm.pool("swarm/a").unwrap().limits,
+        limits,
+        "its pools' limits too"
     );
     swarm.durable().await.unwrap();
     swarm.shutdown().await;

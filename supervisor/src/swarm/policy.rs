@@ -70,6 +70,20 @@ impl Swarm {
             .policy_set()
             .is_some_and(|old| !old.doc().pools.is_empty());
         let (updates, mut problems) = pool_updates(&tree, &set, recovering, declared);
+        // Every check before anything changes: the record's size too, so a policy the
+        // journal could not hold never puts its pools' limits in force.
+        let version = slot.next_version();
+        let record = match recovering {
+            true => None,
+            false => Some(self.policy_record(version, text)?),
+        };
+        let before: Vec<(Arc<Account>, Limits)> = updates
+            .iter()
+            .map(|(i, _)| {
+                let team = &tree.teams[*i];
+                (Arc::clone(&team.account), team.spec.limits.clone())
+            })
+            .collect();
         if problems.is_empty() {
             problems.extend(set_limits(&tree, &updates, recovering));
         }
@@ -78,6 +92,16 @@ impl Swarm {
             return Err(SwarmError::Policy(PolicyErrors {
                 diagnostics: problems,
             }));
+        }
+        // Journaled before it is in force, under the tree lock: every decision made under the
+        // new version comes after its policy_change in the journal, and concurrent reloads
+        // are journaled in version order. A record the journal refuses changes nothing: the
+        // limits just set are put back.
+        if let Some(payload) = record {
+            if let Err(e) = self.submit_policy(payload) {
+                let _ = Account::restore_limits_all(&before);
+                return Err(e);
+            }
         }
         for (i, pool) in updates {
             let team = &mut tree.teams[i];
@@ -90,13 +114,6 @@ impl Swarm {
             set.inherit_rate_limits(&old);
         }
         let warnings = set.warnings().to_vec();
-        // Journaled before it is in force, under the tree lock: every decision made under the
-        // new version comes after its policy_change in the journal, and concurrent reloads
-        // are journaled in version order. A record the journal refuses changes nothing.
-        let version = slot.next_version();
-        if !recovering {
-            self.record_policy(version, text)?;
-        }
         let stored = slot.store(Arc::new(set));
         debug_assert_eq!(stored, version, "policies are stored under the tree lock");
         *self.inner.policy_text.lock() = Some(text.to_string());
@@ -107,13 +124,22 @@ impl Swarm {
     /// Journals `text` as the policy in force at `version` (no-op without a journal).
     ///
     /// # Errors
-    /// A policy whose record is larger than a journal entry may be (JSON escaping can make a
-    /// policy under the 1 MiB policy limit larger than that) is refused as invalid, and
-    /// nothing is written; a record the journal refuses otherwise fails the journal.
+    /// As [`policy_record`](Self::policy_record) and [`submit_policy`](Self::submit_policy).
     pub(super) fn record_policy(&self, version: u64, text: &str) -> Result<(), SwarmError> {
-        let Some((journal, _)) = self.inner.journal.get() else {
-            return Ok(());
-        };
+        let payload = self.policy_record(version, text)?;
+        self.submit_policy(payload)
+    }
+
+    /// The journal entry's payload of `text` as the policy at `version`: `None` without a
+    /// journal.
+    ///
+    /// # Errors
+    /// A policy whose record is larger than a journal entry may be (JSON escaping can make a
+    /// policy under the 1 MiB policy limit larger than that) is refused as invalid.
+    fn policy_record(&self, version: u64, text: &str) -> Result<Option<Vec<u8>>, SwarmError> {
+        if self.inner.journal.get().is_none() {
+            return Ok(None);
+        }
         let record = PolicyRecord {
             version,
             hash: PolicyRecord::hash_of(text),
@@ -136,6 +162,17 @@ impl Swarm {
                 }],
             }));
         }
+        Ok(Some(payload))
+    }
+
+    /// Submits a [`policy_record`](Self::policy_record) payload (nothing for `None`).
+    ///
+    /// # Errors
+    /// A record the journal refuses fails the journal.
+    fn submit_policy(&self, payload: Option<Vec<u8>>) -> Result<(), SwarmError> {
+        let (Some(payload), Some((journal, _))) = (payload, self.inner.journal.get()) else {
+            return Ok(());
+        };
         let at = self.inner.clock.now_ms();
         journal
             .submit(EntryKind::PolicyChange, at, payload)
