@@ -467,8 +467,12 @@ pub struct RawUsage {
     /// Micro-dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_micro_usd: Option<u64>,
-    /// Custom dimensions by name.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// Custom dimensions by name (each once).
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "unique_custom"
+    )]
     pub custom: std::collections::BTreeMap<String, u64>,
 }
 
@@ -879,7 +883,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
             let UniqueKeys(v) = map.next_value()?;
             if out.contains_key(&key) {
                 return Err(serde::de::Error::custom(format!(
-                    "step.args repeats the key {key:?}; give each key once"
+                    "an object repeats the key {key:?}; give each key once"
                 )));
             }
             out.insert(key, v);
@@ -889,7 +893,39 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
 }
 
 fn unique_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-    UniqueKeys::deserialize(d).map(|v| v.0)
+    UniqueKeys::deserialize(d)
+        .map(|v| v.0)
+        .map_err(|e| serde::de::Error::custom(format!("step.args: {e}")))
+}
+
+/// A cost's `custom` object with each dimension once: read into a map, a repeated name would
+/// keep its last copy (`{"gpu": 5, "gpu": 0}` reserved at 0).
+fn unique_custom<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, u64>, D::Error> {
+    struct Custom;
+    impl<'de> serde::de::Visitor<'de> for Custom {
+        type Value = std::collections::BTreeMap<String, u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of custom dimensions and their amounts")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some((name, amount)) = map.next_entry::<String, u64>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "cost.custom repeats the dimension {name:?}; give each once"
+                    )));
+                }
+                out.insert(name, amount);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Custom)
 }
 
 /// FNV-1a, 64 bit: tiny, stable across platforms and Rust versions (unlike `DefaultHasher`),
@@ -997,8 +1033,12 @@ pub struct RawCost {
     /// Micro-dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_micro_usd: Option<u64>,
-    /// Custom dimensions by name.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// Custom dimensions by name (each once).
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "unique_custom"
+    )]
     pub custom: std::collections::BTreeMap<String, u64>,
 }
 
@@ -1144,6 +1184,16 @@ mod tests {
             assert!(err.contains("step.args"), "{bad}: {err}");
             assert!(err.contains(why), "{bad}: {err}");
         }
+        // A custom dimension named twice is refused, in a step's cost and an outcome's.
+        let twice = r#"{"tool": "t", "action": "read", "cost": {"custom": {"gpu": 5, "gpu": 0}}}"#;
+        let err = serde_json::from_str::<Step>(twice).unwrap_err().to_string();
+        assert!(err.contains("repeats the dimension \"gpu\""), "{err}");
+        let err = serde_json::from_str::<RawUsage>(r#"{"custom": {"gpu": 5, "gpu": 0}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repeats the dimension"), "{err}");
+        let once = r#"{"tool": "t", "action": "read", "cost": {"custom": {"gpu": 5, "GPU": 1}}}"#;
+        assert!(serde_json::from_str::<Step>(once).is_ok());
         let built = Step::builder("t", ActionClass::Read)
             .args(json!(["x"]))
             .build();

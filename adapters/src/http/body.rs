@@ -26,7 +26,7 @@ where
         let value = warden_actors::step::parse_unique_json(raw.get()).map_err(|e| {
             ApiError::bad_request(
                 "bad_json",
-                format!("the body repeats a key or is not JSON ({e}); send each key once"),
+                format!("the body cannot be read: {e}; send a JSON object with each key once"),
             )
         })?;
         object(value).map(JsonObject)
