@@ -91,14 +91,22 @@ def test_operator_approves_and_wait_for_approval_returns_allow(
     assert parked.approval == f"{agent.agent_id}/{parked.step}"
     assert parked.approval in [a["id"] for a in operator.approvals()]
 
-    approver = _approve_when_listed(operator, parked)
+    approver, answers = _approve_when_listed(operator, parked)
     final = agent.wait_for_approval(parked, timeout_s=15)
     approver.join(timeout=15)
+    assert not approver.is_alive()
+    assert [(a.decision, a.step) for a in answers] == [("allow", parked.step)]
     assert final.decision == "allow", final
     assert final.step == parked.step
-    agent.outcome(final, True, cost_usd=0.01)
-    # Read again later, by approval id: the final decision is kept.
+    # Read again before it is settled, by approval id: the final decision is kept.
     assert agent.wait_for_approval(parked.approval or "", timeout_s=0).decision == "allow"
+    settled = agent.outcome(final, True, cost_usd=0.01)
+    assert settled.step == parked.step and settled.charged["cost_micro_usd"] == 10_000
+    # Once settled, its allow may not run the action again.
+    for again in (parked, parked.step, parked.approval or ""):
+        with pytest.raises(WardenError) as caught:
+            agent.wait_for_approval(again, timeout_s=0)
+        assert caught.value.code == "step_settled"
 
 
 def test_a_denied_approval_is_the_final_decision(
@@ -184,7 +192,12 @@ def test_governed_block_waits_for_an_approval_when_asked_to(
         assert step.decision is not None and step.decision.allowed
         step.report(cost_usd=0.1)
     approver.join(timeout=15)
-    assert listed.is_set()
+    assert not approver.is_alive() and listed.is_set()
+    # The block settled the step it was approved for, with what it reported.
+    assert step.result is not None and step.result.step == step.decision.step
+    assert step.result.charged["cost_micro_usd"] == 100_000
+    record = operator.get_agent(agent.agent_id)
+    assert record.raw["open_steps"] == 0 and record.spent["cost_micro_usd"] == 100_000
 
 
 def test_wrong_token_is_unauthorized(node: Node, agent: WardenClient) -> None:
@@ -242,17 +255,21 @@ def test_a_client_without_an_agent_says_so(operator: WardenClient) -> None:
     assert caught.value.code == "no_agent"
 
 
-def _approve_when_listed(operator: WardenClient, parked: Decision) -> threading.Thread:
-    """Approves `parked` from another thread as soon as the node lists it."""
+def _approve_when_listed(
+    operator: WardenClient, parked: Decision
+) -> tuple[threading.Thread, list[Decision]]:
+    """Approves `parked` from another thread as soon as the node lists it; the list gets
+    the operator's answer."""
+    answers: list[Decision] = []
 
     def run() -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if parked.approval in [a["id"] for a in operator.approvals()]:
-                operator.approve(parked, reason="looks fine", by="test")
+                answers.append(operator.approve(parked, reason="looks fine", by="test"))
                 return
             time.sleep(0.02)
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread
+    return thread, answers

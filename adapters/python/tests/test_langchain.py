@@ -203,11 +203,16 @@ async def test_middleware_async_path_with_an_async_client(
 async def test_middleware_async_path_with_only_a_sync_client(
     operator: WardenClient, agent: WardenClient, tools: list[Any], ran: Ran
 ) -> None:
-    model = turns(calls(("lookup", {"query": "z"})), AIMessage(content="done"))
+    model = turns(
+        calls(("lookup", {"query": "z"}), ("delete_database", {"name": "prod"})),
+        AIMessage(content="done"),
+    )
     graph = create_agent(model, tools=tools, middleware=[WardenMiddleware(agent)])
-    await graph.ainvoke({"messages": [HumanMessage("go")]})
-    assert ran.calls == [("lookup", "z")]
-    assert operator.get_agent(agent.agent_id).raw["open_steps"] == 0
+    result = await graph.ainvoke({"messages": [HumanMessage("go")]})
+    assert ran.calls == [("lookup", "z")], "the denied tool never ran"
+    assert tool_messages(result)["call-1"].status == "error"
+    record = operator.get_agent(agent.agent_id).raw
+    assert (record["steps_decided"], record["steps_allowed"], record["open_steps"]) == (2, 1, 0)
 
 
 def test_callback_handler_lets_allowed_tools_run_and_stops_denied_ones(

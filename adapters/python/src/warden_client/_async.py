@@ -68,6 +68,7 @@ class AsyncWardenClient:
     def _init(self, config: ClientConfig, transport: httpx.AsyncBaseTransport | None) -> None:
         self.config = config
         self._transport = transport
+        self._settled = _api.Settled()
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             headers={"authorization": f"Bearer {config.token}", "accept": "application/json"},
@@ -140,9 +141,7 @@ class AsyncWardenClient:
 
     async def approvals(self) -> list[Mapping[str, Any]]:
         """The steps waiting for a human, oldest first (operator token)."""
-        answer = await self._object(_api.approvals(), "approvals")
-        items = answer.get("approvals")
-        return [a for a in items if isinstance(a, Mapping)] if isinstance(items, list) else []
+        return _api.approvals_of(await self._object(_api.approvals(), "approvals"))
 
     async def approve(
         self, approval: str | Decision, *, reason: str | None = None, by: str | None = None
@@ -229,18 +228,21 @@ class AsyncWardenClient:
         """Waits for the final decision of a step parked for approval: allow, deny or halt.
 
         `step` is the require_approval Decision, its step id (`s-91`) or its approval id
-        (`agent/s-91`). Long-polls the node (at most 30 s a request) until the decision is
-        final or `timeout_s` has passed, then raises `ApprovalTimeout` with the last decision.
+        (`agent/s-91`; another agent's is refused, `wrong_agent`). Long-polls the node (at
+        most 30 s a request) until the decision is final or `timeout_s` has passed, then
+        raises `ApprovalTimeout` with the last decision. A step this client has already
+        settled is refused (`step_settled`): its allow may not run the action again.
         """
         agent_id = self.config.agent()
-        step_id = _api.step_id_of(step)
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        step_id = _api.step_id_of(step, agent_id)
+        self._settled.check(step_id)
+        deadline = time.monotonic() + _api.check_wait(timeout_s)
         while True:
             left = deadline - time.monotonic()
             wait_s = min(_api.LONG_POLL_S_MAX, max(0.0, left))
             asked = time.monotonic()
             req = _api.read_step(agent_id, step_id, wait_s)
-            decision = Decision.from_json(await self._object(req, f"step {step_id}"))
+            decision = _api.decision_of(await self._object(req, f"step {step_id}"), step_id)
             if decision.decision != "require_approval":
                 return decision
             now = time.monotonic()
@@ -259,12 +261,14 @@ class AsyncWardenClient:
         cost_micro_usd: int | None = None,
     ) -> OutcomeResult:
         """Settles an allowed step with what it really used; the rest of the reservation is
-        refunded. Every dimension not reported is settled as reserved (never as zero)."""
+        refunded. Every dimension not reported is settled as reserved (never as zero). A cost
+        the node would refuse raises `bad_outcome` before anything is sent."""
         agent_id = self.config.agent()
-        step_id = _api.step_id_of(step)
+        step_id = _api.step_id_of(step, agent_id)
         spent = _api.outcome_cost(cost, tokens, cost_usd, cost_micro_usd)
         req = _api.outcome(agent_id, step_id, success, spent)
-        return OutcomeResult.from_json(await self._object(req, f"outcome of {step_id}"))
+        self._settled.add(step_id)
+        return _api.outcome_of(await self._object(req, f"outcome of {step_id}"), step_id)
 
     async def heartbeat(self) -> None:
         """A sign of life, so the node does not halt the agent as `lost`."""
@@ -307,24 +311,35 @@ class AsyncWardenClient:
 
     async def _send(self, req: _api.Request, what: str) -> Any:
         cfg = self.config
+        limit_s = cfg.timeout_s + req.extra_timeout_s
+        deadline = time.monotonic() + limit_s
         attempts = 1 + (cfg.retries if req.idempotent else 0)
-        timeout = httpx.Timeout(cfg.timeout_s + req.extra_timeout_s, connect=cfg.connect_timeout_s)
         for attempt in range(attempts):
             try:
-                async with self._http.stream(
-                    req.method, req.path, json=req.body, params=req.params, timeout=timeout
-                ) as resp:
-                    body = bytearray()
-                    async for chunk in resp.aiter_bytes():
-                        _api.append_bounded(body, chunk, cfg.answer_bytes_max, what)
-                    return _api.read_answer(resp.status_code, bytes(body), what)
+                # httpx bounds each read, not a whole answer: a node that trickles bytes
+                # must not hold the caller past its timeout.
+                left = max(0.0, deadline - time.monotonic())
+                status, body = await asyncio.wait_for(self._exchange(req, what), left)
+                return _api.read_answer(status, body, what, req.status)
             except _api.RETRYABLE as e:
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(_api.RETRY_BACKOFF_S * 2**attempt)
+                pause = _api.RETRY_BACKOFF_S * 2**attempt
+                if attempt + 1 < attempts and time.monotonic() + pause < deadline:
+                    await asyncio.sleep(pause)
                     continue
                 raise _api.unreachable(cfg.base_url, what, e) from e
-            except httpx.TimeoutException as e:
-                raise _api.too_slow(cfg.base_url, what, e) from e
+            except (httpx.TimeoutException, asyncio.TimeoutError):
+                raise _api.too_slow(cfg.base_url, what, limit_s) from None
             except httpx.HTTPError as e:
                 raise _api.unreachable(cfg.base_url, what, e) from e
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _exchange(self, req: _api.Request, what: str) -> tuple[int, bytes]:
+        cfg = self.config
+        timeout = httpx.Timeout(cfg.timeout_s + req.extra_timeout_s, connect=cfg.connect_timeout_s)
+        async with self._http.stream(
+            req.method, req.path, json=req.body, params=req.params, timeout=timeout
+        ) as resp:
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                _api.append_bounded(body, chunk, cfg.answer_bytes_max, what)
+            return resp.status_code, bytes(body)

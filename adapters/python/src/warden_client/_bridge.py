@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from ._sync import WardenClient
@@ -22,5 +23,7 @@ class InThread:
     async def wait_for_approval(self, step: Decision, timeout_s: float) -> Decision:
         return await asyncio.to_thread(self._client.wait_for_approval, step, timeout_s)
 
-    async def outcome(self, step: Decision, success: bool) -> OutcomeResult:
-        return await asyncio.to_thread(self._client.outcome, step, success)
+    async def outcome(
+        self, step: Decision, success: bool, *, cost: Mapping[str, Any] | None = None
+    ) -> OutcomeResult:
+        return await asyncio.to_thread(self._client.outcome, step, success, cost=cost)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,10 @@ class _Step:
     reports, and the outcome once left."""
 
     def __init__(self) -> None:
+        self._begin()
+
+    def _begin(self) -> None:
+        """A fresh block: nothing of a block this object governed before is carried over."""
         self._cost: dict[str, Any] = {}
         self._success: bool | None = None
         self.decision: Decision | None = None
@@ -32,9 +37,13 @@ class _Step:
         success: bool | None = None,
     ) -> None:
         """What the block really used (a dimension not named settles as reserved, never as
-        zero), and, if given, whether it succeeded, whatever the block raises."""
+        zero), and, if given, whether it succeeded, whatever the block raises. A cost the node
+        would refuse (negative, fractional tokens, both spellings of money) raises
+        `WardenError` (`bad_outcome`) here, and the step then settles as reserved."""
         extra: Cost = {"custom": dict(custom)} if custom else {}
-        self._cost = _api.outcome_cost({**self._cost, **extra}, tokens, cost_usd, cost_micro_usd)
+        merged = _api.outcome_cost({**self._cost, **extra}, tokens, cost_usd, cost_micro_usd)
+        step = self.decision.step if self.decision else "?"
+        self._cost = _api.check_cost(merged, f"report of step {step}")
         if success is not None:
             self._success = success
 
@@ -42,6 +51,11 @@ class _Step:
         assert self.decision is not None, "a governed block is entered before it is left"
         success = self._success if self._success is not None else exc is None
         return self.decision, success, self._cost
+
+    def _refused(self, e: WardenError, cost: Mapping[str, Any]) -> bool:
+        """Whether to settle again without a cost (as reserved) after `e`: the node
+        refused what the block reported, and the step must not stay open."""
+        return bool(cost) and _api.refused(e)
 
     def _not_recorded(self, exc: BaseException | None, e: WardenError) -> None:
         """The outcome failed: raise that, unless the block's own exception is on its way
@@ -55,7 +69,9 @@ class _Step:
 class Governed(_Step):
     """The step of a `with client.governed(...) as step:` block. `step.decision` is the
     allow; `step.report(tokens=..., cost_usd=...)` sets what the block really used. Leaving
-    settles the step: success, or failure when the block raised."""
+    settles the step: success, or failure when the block raised. When the node refuses
+    the reported cost, the step is settled as reserved and the refusal raised. The object
+    may be entered again: each block starts afresh (a new step, nothing reported)."""
 
     def __init__(self, ask: Callable[[], Decision], settle: Settle) -> None:
         super().__init__()
@@ -63,6 +79,7 @@ class Governed(_Step):
         self._settle = settle
 
     def __enter__(self) -> Governed:
+        self._begin()
         self.decision = self._ask()
         return self
 
@@ -76,6 +93,11 @@ class Governed(_Step):
         try:
             self.result = self._settle(decision, success, cost=cost)
         except WardenError as e:
+            if self._refused(e, cost):
+                try:
+                    self.result = self._settle(decision, success)
+                except WardenError as again:
+                    _api.add_note(e, f"warden: settling it as reserved failed too: {again}")
             self._not_recorded(exc, e)
 
 
@@ -90,6 +112,7 @@ class AsyncGoverned(_Step):
         self._settle = settle
 
     async def __aenter__(self) -> AsyncGoverned:
+        self._begin()
         self.decision = await self._ask()
         return self
 
@@ -100,7 +123,13 @@ class AsyncGoverned(_Step):
         tb: TracebackType | None,
     ) -> None:
         decision, success, cost = self._settlement(exc)
+        # Shielded: a task cancelled again while it reports still sends the outcome.
         try:
-            self.result = await self._settle(decision, success, cost=cost)
+            self.result = await asyncio.shield(self._settle(decision, success, cost=cost))
         except WardenError as e:
+            if self._refused(e, cost):
+                try:
+                    self.result = await asyncio.shield(self._settle(decision, success))
+                except WardenError as again:
+                    _api.add_note(e, f"warden: settling it as reserved failed too: {again}")
             self._not_recorded(exc, e)

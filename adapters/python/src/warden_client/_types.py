@@ -126,14 +126,15 @@ class Agent:
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Agent:
         """Reads an agent record; raises `WardenError` (code `bad_answer`) on another shape."""
-        if not isinstance(body.get("id"), str):
+        state = body.get("state")
+        if not isinstance(body.get("id"), str) or state not in ("running", "halted"):
             raise WardenError(
                 f"the node's answer is not an agent: {_short(body)}", code="bad_answer"
             )
         return cls(
             id=body["id"],
             pool=str(body.get("pool", "")),
-            state="halted" if body.get("state") == "halted" else "running",
+            state=state,
             spent=_amounts(body.get("spent")),
             reserved=_amounts(body.get("reserved")),
             remaining=_amounts(body.get("remaining")),

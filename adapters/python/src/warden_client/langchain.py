@@ -33,9 +33,17 @@ from langgraph.types import Command
 from . import _api
 from ._async import AsyncWardenClient
 from ._bridge import InThread
-from ._integrations import StepCost, refusal_text
+from ._integrations import Abandoned, StepCost, refusal_text
 from ._sync import WardenClient
-from ._types import ApprovalTimeout, Cost, Decision, OutcomeResult, WardenError, decision_error
+from ._types import (
+    ApprovalRequired,
+    ApprovalTimeout,
+    Cost,
+    Decision,
+    OutcomeResult,
+    WardenError,
+    decision_error,
+)
 
 
 class WardenMiddleware(AgentMiddleware):
@@ -49,6 +57,8 @@ class WardenMiddleware(AgentMiddleware):
     - halt: raises `AgentHalted`; the agent's run ends.
     - require_approval: with `approval_timeout_s` set, waits that long for a human and acts
       on the final decision; otherwise (or when nobody answers) it is handled like a deny.
+      An operator may still approve it later: each call of the middleware first collects
+      such steps and settles a late allow as not run (failure, zero tokens and money).
 
     `client` serves `invoke`/`stream`; `aclient` serves `ainvoke`/`astream` (without one,
     the sync client's calls run in a worker thread). The tool's action class comes from the
@@ -77,6 +87,7 @@ class WardenMiddleware(AgentMiddleware):
         self._on_deny = on_deny
         self._approval_timeout_s = approval_timeout_s
         self._names = _Names(tool_names, step_cost)
+        self._abandoned = Abandoned()
         self.tools = []
 
     def wrap_tool_call(
@@ -92,6 +103,7 @@ class WardenMiddleware(AgentMiddleware):
                 code="no_client",
             )
         client = self._client
+        self._abandoned.collect(client)
         tool, args, cost = self._names.step_of(request.tool_call)
         decision = client.step(tool, args=args, cost=cost)
         if decision.decision == "require_approval" and self._approval_timeout_s is not None:
@@ -116,6 +128,7 @@ class WardenMiddleware(AgentMiddleware):
     ) -> ToolMessage | Command[Any]:
         """Asks, runs the tool if allowed, reports the outcome (async agents)."""
         client = self._async_client()
+        await self._abandoned.acollect(client)
         tool, args, cost = self._names.step_of(request.tool_call)
         decision = await client.step(tool, args=args, cost=cost)
         if decision.decision == "require_approval" and self._approval_timeout_s is not None:
@@ -144,6 +157,7 @@ class WardenMiddleware(AgentMiddleware):
     ) -> ToolMessage:
         """The answer for a call that may not run: an error ToolMessage for the model, or
         an exception (a halt always; a deny or an unanswered approval when on_deny='raise')."""
+        self._abandoned.add(decision)
         if decision.decision == "halt" or self._on_deny == "raise":
             if timed_out:
                 raise _api.approval_timeout(decision, self._approval_timeout_s or 0.0)
@@ -162,7 +176,9 @@ class WardenCallbackHandler(BaseCallbackHandler):
     `tool.invoke(args, config={"callbacks": [handler]})` (or any runnable that runs tools):
     `on_tool_start` asks warden, and anything but an allow raises (`StepDenied`,
     `AgentHalted`, `ApprovalRequired`, `ApprovalTimeout`), so the tool does not run;
-    `on_tool_end` / `on_tool_error` report the outcome.
+    `on_tool_end` / `on_tool_error` report the outcome. A step whose approval was not
+    waited for, or not answered in time, is collected at a later `on_tool_start`: a late
+    allow is settled as not run (failure, zero tokens and money).
 
     It is a synchronous handler on purpose: LangChain swallows the errors of async handlers
     on sync code paths, which would let a denied tool run. On async paths LangChain runs it
@@ -187,6 +203,7 @@ class WardenCallbackHandler(BaseCallbackHandler):
         # start to its end or error, so the map holds at most the tools running at once.
         self._open: dict[UUID, Decision] = {}
         self._lock = threading.Lock()
+        self._abandoned = Abandoned()
 
     def on_tool_start(
         self,
@@ -201,9 +218,14 @@ class WardenCallbackHandler(BaseCallbackHandler):
         name = serialized.get("name") or kwargs.get("name") or "unknown"
         args = inputs if inputs is not None else input_str
         tool, args, cost = self._names.step_of({"name": str(name), "args": args})
-        decision = self._client.check(
-            tool, args=args, cost=cost, approval_timeout_s=self._approval_timeout_s
-        )
+        self._abandoned.collect(self._client)
+        try:
+            decision = self._client.check(
+                tool, args=args, cost=cost, approval_timeout_s=self._approval_timeout_s
+            )
+        except (ApprovalRequired, ApprovalTimeout) as e:
+            self._abandoned.add(e.decision)
+            raise
         with self._lock:
             self._open[run_id] = decision
 

@@ -26,8 +26,9 @@ when tracing is first used).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Literal
 
 from agents import (
@@ -50,13 +51,14 @@ from agents.models.openai_responses import OpenAIResponsesModel
 from agents.tool import default_tool_error_function
 from openai import AsyncOpenAI
 
+from . import _api
 from ._async import AsyncWardenClient
 from ._bridge import InThread
-from ._integrations import StepCost, refusal_text
+from ._integrations import Abandoned, StepCost, refusal_text
 from ._llm import async_openai_client
-from ._mcp import mcp_headers, mcp_refusal, mcp_url
+from ._mcp import MCP_REFUSALS, mcp_headers, mcp_refusal, mcp_url
 from ._sync import WardenClient
-from ._types import Agent, ApprovalTimeout, Cost, Decision, WardenError
+from ._types import Agent, ApprovalTimeout, Cost, Decision, OutcomeResult, WardenError
 
 OPEN_CALLS_MAX = 10_000
 """The most tool calls a guard tracks between their ask and their outcome; past it, a new
@@ -73,7 +75,18 @@ class WardenToolGuard:
     for a human if set, else (and when nobody answers) is handled like a deny.
     `output_guardrail` reports the outcome after the tool returned: success, unless the
     tool raised and its `failure_error_function` was this guard's. `govern(*tools)` adds
-    both to tools, so the outcome is always reported.
+    both to tools.
+
+    The SDK does not always run a tool the guard allowed: a later input guardrail may
+    reject the call, the SDK may cancel it with its siblings, or its own `needs_approval`
+    may be rejected (with `pre_approval_tool_input_guardrails`, an approved call is asked
+    again when it runs). So: an allowed call asked again settles its first step as not run
+    (failure, zero tokens and money); a step request cancelled after it was sent is still
+    read, and an allow settled as not run; and `await guard.close()` after a run settles
+    every call still open, as failure at its reservation (the guard cannot know whether
+    the tool started), and collects late approvals. Approvals not waited for, or not
+    answered in time, are collected at each call of the guard (a late allow is settled as
+    not run) and by `close()`.
 
     The tool's action class comes from the client's `actions`/`default_action`;
     `tool_names` renames SDK tools to the policy's names; `step_cost(name, args)` declares
@@ -100,6 +113,8 @@ class WardenToolGuard:
         # those whose tool raised. Entries leave when the outcome is reported.
         self._open: dict[str, Decision] = {}
         self._failed: set[str] = set()
+        self._abandoned = Abandoned()
+        self._background: set[asyncio.Task[Any]] = set()
         self.input_guardrail: ToolInputGuardrail[Any] = ToolInputGuardrail(
             guardrail_function=self._ask, name="warden"
         )
@@ -127,31 +142,87 @@ class WardenToolGuard:
             self._failed.add(call_id)
         return f"The tool failed: {type(error).__name__}."
 
+    async def close(self) -> None:
+        """Settles what the SDK left: every call still open (allowed, its outcome never
+        reported) as a failure at its reservation, and approvals answered late (a late allow
+        as not run). Call it when a run has ended (no tool of this guard running); the
+        guard may be used again after."""
+        open_calls, self._open = self._open, {}
+        self._failed.clear()
+        for decision in open_calls.values():
+            await self._settle_quietly(decision, None)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._abandoned.acollect(self._client)
+
     async def _ask(self, data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
         ctx = data.context
-        name = ctx.tool_name
+        name = ctx.qualified_tool_name
         args = _arguments(ctx.tool_arguments)
         if len(self._open) >= OPEN_CALLS_MAX:
             raise WardenError(
                 f"{OPEN_CALLS_MAX} tool calls are waiting for their outcome; refusing more",
                 code="too_many_open_calls",
             )
+        await self._abandoned.acollect(self._client)
         cost: Cost | None = self._step_cost(name, args) if self._step_cost else None
-        decision = await self._client.step(self._tool_names.get(name, name), args=args, cost=cost)
+        decision = await self._decide(self._tool_names.get(name, name), args, cost)
         timed_out = False
         if decision.decision == "require_approval" and self._approval_timeout_s is not None:
             try:
                 decision = await self._client.wait_for_approval(decision, self._approval_timeout_s)
             except ApprovalTimeout as e:
                 decision, timed_out = e.decision, True
+            except asyncio.CancelledError:
+                self._abandoned.add(decision)
+                raise
         if decision.allowed:
+            earlier = self._open.pop(ctx.tool_call_id, None)
             self._open[ctx.tool_call_id] = decision
+            if earlier is not None:  # asked again before it ran (SDK approvals)
+                self._failed.discard(ctx.tool_call_id)
+                await self._settle_quietly(earlier, _api.NOT_RUN)
             return ToolGuardrailFunctionOutput.allow(output_info=decision)
+        self._abandoned.add(decision)
         if decision.decision == "halt" or self._on_deny == "raise":
             return ToolGuardrailFunctionOutput.raise_exception(output_info=decision)
         return ToolGuardrailFunctionOutput.reject_content(
             refusal_text(decision, timed_out), output_info=decision
         )
+
+    async def _decide(self, tool: str, args: Any, cost: Cost | None) -> Decision:
+        """The step's decision. Shielded: if the SDK cancels the call once the request is
+        sent, the answer is still read, and an allow settled as not run (a parked step
+        is collected later), so no reservation is lost in flight."""
+        asking = asyncio.ensure_future(self._client.step(tool, args=args, cost=cost))
+        try:
+            return await asyncio.shield(asking)
+        except asyncio.CancelledError:
+            asking.add_done_callback(self._abandon_in_flight)
+            raise
+
+    def _abandon_in_flight(self, asking: asyncio.Future[Decision]) -> None:
+        if asking.cancelled() or asking.exception() is not None:
+            return
+        decision = asking.result()
+        if decision.allowed:
+            self._in_background(self._settle_quietly(decision, _api.NOT_RUN))
+        self._abandoned.add(decision)
+
+    def _in_background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _settle_quietly(
+        self, decision: Decision, cost: Mapping[str, int] | None
+    ) -> OutcomeResult | None:
+        """Settles a call that did not run as a failure; a failure to settle is not the
+        run's concern (the node releases the reservation of an agent halted as lost)."""
+        try:
+            return await self._client.outcome(decision, False, cost=cost)
+        except WardenError:
+            return None
 
     async def _report(self, data: ToolOutputGuardrailData) -> ToolGuardrailFunctionOutput:
         call_id = data.context.tool_call_id
@@ -226,7 +297,8 @@ def mcp_failure_error_function(ctx: RunContextWrapper[Any], error: Exception) ->
     decision = mcp_refusal(error)
     if decision is None:
         return default_tool_error_function(ctx, error)
-    if decision.raw.get("error", {}).get("code") == "result_refused":
+    code = getattr(getattr(error, "error", error), "code", None)
+    if isinstance(code, int) and MCP_REFUSALS.get(code) == "result_refused":
         rule = f" (rule {decision.rule})" if decision.rule else ""
         return f"warden withheld this tool's result{rule}: {decision.reason}."
     return refusal_text(decision)
