@@ -80,7 +80,19 @@ enum Command {
 /// Exit codes: 0 success, 1 a negative answer (policy errors, a corrupt journal, replay
 /// differences), 2 an error (bad input, unreadable files, an unreachable node).
 fn main() -> ExitCode {
-    let (prefix, result) = match Cli::parse().command {
+    let command = Cli::parse().command;
+    if matches!(
+        command,
+        Command::Policy(_)
+            | Command::Audit(_)
+            | Command::Agents(_)
+            | Command::Approvals(_)
+            | Command::Cluster(_)
+            | Command::Certs(_)
+    ) {
+        quiet_on_closed_pipe();
+    }
+    let (prefix, result) = match command {
         Command::Node(args) => (
             "warden node",
             cli::node::run(args).map(|()| ExitCode::SUCCESS),
@@ -107,4 +119,17 @@ fn main() -> ExitCode {
         eprintln!("{prefix}: {e:#}");
         ExitCode::from(2)
     })
+}
+
+/// The commands that print a listing and exit end quietly, as Unix tools do, when what reads
+/// their output stops (`warden agents list | head -1`): SIGPIPE back to its default action.
+/// Rust ignores it, so `println!` would panic on the closed pipe instead. Their sockets are
+/// not affected: the standard library (and tokio over it) writes to them with `MSG_NOSIGNAL`.
+/// The node, the simulator and the demo keep ignoring it.
+fn quiet_on_closed_pipe() {
+    // SAFETY: called first thing on the main thread, before any other thread exists; setting a
+    // signal's disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -957,3 +957,32 @@ fn certs_issue_refuses_bad_names_and_a_missing_ca_with_exit_2() {
         );
     }
 }
+
+/// A listing piped into a reader that stops early (`warden policy check F | head -0`) ends
+/// quietly, as Unix tools do, instead of panicking on the closed pipe.
+#[test]
+fn a_closed_output_pipe_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies");
+    let file = std::fs::read_dir(policy)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["policy", "check"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}

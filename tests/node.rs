@@ -803,6 +803,24 @@ fn weak_or_exposed_operator_tokens_are_refused() {
         .unwrap();
     assert_eq!(short.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&short.stderr).contains("use at least 16"));
+    // Long enough, but guessed in one try (and no header carries it intact).
+    let blank = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.to_str().unwrap(),
+        ])
+        .env("WARDEN_OPERATOR_TOKEN", " ".repeat(20))
+        .output()
+        .unwrap();
+    assert_eq!(blank.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&blank.stderr).contains("holds a space"),
+        "{}",
+        String::from_utf8_lossy(&blank.stderr)
+    );
     let file = dir.join("operator.token");
     std::fs::write(&file, "0123456789abcdef0123").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -928,4 +946,95 @@ fn a_node_that_cannot_bind_leaves_its_data_untouched() {
     assert!(err.contains(&format!("listening on {addr}")), "{err}");
     assert!(!dir.join("journal").exists(), "the journal was not opened");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One raw request with a byte body (ureq, any status): status and JSON answer.
+fn raw(
+    node: &Node,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", node.base))
+        .header("authorization", format!("Bearer {OPERATOR}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = agent.run(req.body(body.to_vec()).unwrap()).unwrap();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+/// Edges a hostile review found: a charset other than UTF-8 on any route, a policy that is
+/// not UTF-8 (located), a heartbeat timeout shorter than a heartbeat can arrive in; and an
+/// operator halting an agent without a body, as one does in a hurry.
+#[test]
+fn the_api_refuses_other_charsets_short_heartbeats_and_halts_without_a_body() {
+    let node = Node::start("edges");
+    let (status, e) = raw(
+        &node,
+        "POST",
+        "/v1/agents",
+        &[("content-type", "application/json; charset=latin1")],
+        br#"{"id": "l1", "pool": "swarm"}"#,
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{e}"
+    );
+    let (_, old) = node.op.policy().unwrap();
+    let mut bad = old.clone().into_bytes();
+    bad.extend_from_slice(b"\n# caf\xe9\n");
+    let (status, e) = raw(
+        &node,
+        "PUT",
+        "/v1/policy",
+        &[("content-type", "application/yaml")],
+        &bad,
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_policy")),
+        "{e}"
+    );
+    let at = &e["error"]["details"][0];
+    assert_eq!(
+        at["line"].as_u64(),
+        Some(old.lines().count() as u64 + 2),
+        "{e}"
+    );
+    assert_eq!(at["col"], 6, "{e}");
+    assert_eq!(node.op.policy().unwrap().1, old, "the old policy stays");
+    for timeout in ["0s", "999ms"] {
+        let (status, e) = common::call(
+            &node.op,
+            "POST",
+            "/v1/agents",
+            Body::Json(json!({"id": "hb", "pool": "swarm", "heartbeat_timeout": timeout})),
+        );
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (400, Some("bad_duration")),
+            "{e}"
+        );
+    }
+    common::register(&node.op, "h1", "swarm");
+    let (status, e) = raw(&node, "POST", "/v1/agents/h1/halt", &[], b"");
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(node.op.agent("h1").unwrap().state, AgentState::Halted);
+    let (status, e) = raw(&node, "POST", "/v1/agents/h1/resume", &[], b"");
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(node.op.agent("h1").unwrap().state, AgentState::Running);
 }

@@ -69,6 +69,7 @@ pub use kernel::{
     AgentKernel, AgentSnapshot, AgentState, ApprovalAnswer, ApprovalError, Decided, Judgement,
     KernelConfig, Outcome, OutcomeStatus, PendingApproval, PolicyContext, PolicyOutcome,
     RateCommit, SettleError, SettleReport, StepPolicy, MAX_RELEASED_STEPS,
+    MIN_HEARTBEAT_TIMEOUT_MS,
 };
 pub use ledger::{
     Account, AccountSnapshot, Billing, Remaining, Reservation, Settlement, Shortfall,

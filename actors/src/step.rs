@@ -952,6 +952,40 @@ impl Fnv64 {
 
 /// Hashes a JSON value canonically (serde_json's map is a BTreeMap: keys come sorted) and
 /// enforces the depth and size bounds on the way.
+/// Hashes a text value in the form the repeat count reads: its canonical form
+/// ([`crate::policy::text::canonical`]: invisible characters, width and case folded, trimmed),
+/// without quotes (`"`, `'`, `` ` ``) or trailing `;`, and with each run of whitespace or of
+/// `/` written once, so an agent cannot escape the loop detector by respelling one call
+/// (`cat /tmp/x`, ` cat  "/tmp//x";`). Lossy on purpose: two texts that differ only so count
+/// as the same call; rules never read this form.
+fn hash_repeat_form(s: &str, h: &mut Fnv64) {
+    let canonical = crate::policy::text::canonical(s);
+    let text = canonical.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    let mut last = '\0';
+    for c in text.chars() {
+        if matches!(c, '"' | '\'' | '`') {
+            continue;
+        }
+        let c = if c.is_whitespace() { ' ' } else { c };
+        if c == last && matches!(c, ' ' | '/') {
+            continue;
+        }
+        last = c;
+        let mut buf = [0u8; 4];
+        h.write(c.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+/// Hashes a number by its normalized decimal parts: one tag for every spelling of it.
+fn hash_decimal(d: &crate::policy::decimal::Decimal, h: &mut Fnv64) {
+    let (neg, digits, exp) = d.parts();
+    h.write_u8(2);
+    h.write_u8(neg as u8);
+    h.write(&(digits.len() as u64).to_le_bytes());
+    h.write(digits);
+    h.write(&exp.to_le_bytes());
+}
+
 fn hash_value(v: &Value, depth: usize, nodes: &mut usize, h: &mut Fnv64) -> Result<(), StepError> {
     if depth > MAX_ARGS_DEPTH {
         return Err(StepError::ArgsTooDeep);
@@ -967,14 +1001,26 @@ fn hash_value(v: &Value, depth: usize, nodes: &mut usize, h: &mut Fnv64) -> Resu
             h.write_u8(*b as u8);
         }
         Value::Number(n) => {
-            h.write_u8(2);
-            h.write(n.to_string().as_bytes());
+            let text = n.to_string();
+            match crate::policy::decimal::Decimal::parse(&text) {
+                Some(d) => hash_decimal(&d, h),
+                None => {
+                    h.write_u8(2);
+                    h.write(text.as_bytes());
+                    h.write_u8(0xff);
+                }
+            }
         }
-        Value::String(s) => {
-            h.write_u8(3);
-            h.write(&(s.len() as u64).to_le_bytes());
-            h.write(s.as_bytes());
-        }
+        // A number written as text is that number, as rules read it (`"5.00"` is `5`).
+        Value::String(s) => match crate::policy::decimal::Decimal::parse(s) {
+            Some(d) => hash_decimal(&d, h),
+            None => {
+                h.write_u8(3);
+                hash_repeat_form(s, h);
+                // 0xff never occurs in UTF-8: the end of the text, unambiguously.
+                h.write_u8(0xff);
+            }
+        },
         Value::Array(items) => {
             h.write_u8(4);
             h.write(&(items.len() as u64).to_le_bytes());
@@ -985,9 +1031,10 @@ fn hash_value(v: &Value, depth: usize, nodes: &mut usize, h: &mut Fnv64) -> Resu
         Value::Object(map) => {
             h.write_u8(5);
             h.write(&(map.len() as u64).to_le_bytes());
+            // Keys as rules read them (`URL` is `url`), in the same lossy form as texts.
             for (k, item) in map {
-                h.write(&(k.len() as u64).to_le_bytes());
-                h.write(k.as_bytes());
+                hash_repeat_form(k, h);
+                h.write_u8(0xff);
                 hash_value(item, depth + 1, nodes, h)?;
             }
         }
@@ -1213,6 +1260,71 @@ mod tests {
                 .unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    /// Respellings of one call count as repeats: the loop detector reads texts in a lossy
+    /// canonical form; other calls stay apart.
+    #[test]
+    fn fingerprint_reads_respellings_of_one_call_as_the_same() {
+        let fp = |cmd: &str| {
+            Step::builder("shell", ActionClass::Execute)
+                .args(json!({ "command": cmd }))
+                .build()
+                .unwrap()
+                .fingerprint()
+        };
+        let base = fp("cat /tmp/x");
+        for same in [
+            "cat /tmp/x ",
+            " cat /tmp/x",
+            "cat  /tmp/x",
+            "\tcat /tmp/x",
+            "cat /tmp//x",
+            "cat \"/tmp/x\"",
+            "cat '/tmp/x'",
+            "cat /tmp/x;",
+            "CAT /TMP/X",
+            "ｃａｔ /tmp/x",
+            "ca\u{200b}t /tmp/x",
+        ] {
+            assert_eq!(fp(same), base, "{same:?}");
+        }
+        for other in ["cat /tmp/y", "cat /tmp/xy", "cat/tmp/x", "cat /tmp /x"] {
+            assert_ne!(fp(other), base, "{other:?}");
+        }
+        // Keys as rules read them, and numbers in any spelling.
+        let args = |v: serde_json::Value| {
+            Step::builder("web.fetch", ActionClass::Network)
+                .args(v)
+                .build()
+                .unwrap()
+                .fingerprint()
+        };
+        let url = args(json!({"url": "https://x.com"}));
+        for key in ["URL", "Url", "url\u{200b}", "ｕｒｌ"] {
+            assert_eq!(args(json!({ key: "https://x.com" })), url, "{key:?}");
+        }
+        let five = args(json!({"n": 5}));
+        for n in [
+            json!(5.0),
+            json!("5"),
+            json!("5.0"),
+            json!("5.00"),
+            json!(" 5e0 "),
+        ] {
+            assert_eq!(args(json!({ "n": n })), five, "{n}");
+        }
+        assert_ne!(args(json!({"n": 6})), five);
+        assert_ne!(args(json!({"n": "-5"})), five);
+        // A text ends where it ends: ["ab", "c"] is not ["a", "bc"].
+        let arr = |v: serde_json::Value| {
+            Step::builder("t", ActionClass::Read)
+                .args(json!({ "a": v }))
+                .build()
+                .unwrap()
+                .fingerprint()
+        };
+        assert_ne!(arr(json!(["ab", "c"])), arr(json!(["a", "bc"])));
     }
 
     #[test]

@@ -413,6 +413,81 @@ fn outcomes_settle_the_dimensions_they_do_not_report_as_reserved() {
     assert!(pool.snapshot().reserved.is_zero());
 }
 
+/// A `lost` halt as journals written before lost halts settled open steps record it, re-applied
+/// as recovery does: the open reservations are released and remembered, so late outcomes are
+/// charged with nothing held (the legacy path these tests keep working).
+fn lost_as_earlier_journals_record_it(k: &mut AgentKernel, at_ms: u64) {
+    let record = warden_actors::HaltRecord {
+        kind: HaltKind::Lost,
+        rule: None,
+        reason: "silent".into(),
+        at_ms,
+        cause: Vec::new(),
+    };
+    k.restore(&warden_actors::KernelRecord::Halt { record })
+        .unwrap();
+}
+
+/// A live `lost` halt settles every open step as a failure at its whole reservation,
+/// recorded as settlements before the halt, so recovery charges the same; their outcomes are
+/// then refused as unknown.
+#[test]
+fn a_lost_halt_settles_open_steps_at_their_reservation() {
+    let pool = Account::root(
+        "swarm",
+        Limits::UNLIMITED.with(LedgerDim::Tokens, Some(1_000)),
+    );
+    let mut a = kernel("a1", &pool, Budgets::default(), None);
+    a.set_recording(true);
+    let t = |n: u64, i: u64| {
+        step("t", ActionClass::Read)
+            .args(json!({ "i": i }))
+            .tokens(n)
+            .build()
+            .unwrap()
+    };
+    let s1 = a.decide(&t(400, 1), 1).decision.step;
+    a.decide(&t(300, 2), 2);
+    a.halt(HaltKind::Lost, None, "silent".into(), Vec::new(), 3);
+    let snap = pool.snapshot();
+    assert_eq!(
+        (
+            snap.reserved.get(LedgerDim::Tokens),
+            snap.spent.get(LedgerDim::Tokens)
+        ),
+        (0, 700)
+    );
+    assert_eq!((a.open_steps(), a.released_steps()), (0, 0));
+    let err = a.settle(s1, &Outcome::success(), 4).unwrap_err();
+    assert!(matches!(err, SettleError::UnknownStep { .. }), "{err}");
+    let records = a.take_records();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| match r {
+            warden_actors::KernelRecord::Decision { .. } => "decision",
+            warden_actors::KernelRecord::Settlement { .. } => "settlement",
+            warden_actors::KernelRecord::Halt { .. } => "halt",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["decision", "decision", "settlement", "settlement", "halt"]
+    );
+    // Recovery from the records charges the same.
+    let pool2 = Account::root(
+        "swarm",
+        Limits::UNLIMITED.with(LedgerDim::Tokens, Some(1_000)),
+    );
+    let mut b = kernel("a1", &pool2, Budgets::default(), None);
+    for r in &records {
+        b.restore(r).unwrap();
+    }
+    assert_eq!(pool2.snapshot(), pool.snapshot());
+    assert_eq!(b.account().snapshot(), a.account().snapshot());
+    assert_eq!(b.open_steps(), 0);
+}
+
 fn pool_reserved_of_llm() -> Amounts {
     let mut a = Amounts::new(1, 500, 1_000, 0);
     a.set_custom(gpu(), 2);
@@ -436,7 +511,7 @@ fn a_late_outcome_after_a_lost_halt_is_charged_as_far_as_there_is_room() {
     };
     let s1 = a.decide(&t(400, 1), 1).decision.step;
     let s2 = a.decide(&t(300, 2), 2).decision.step;
-    a.halt(HaltKind::Lost, None, "silent".into(), Vec::new(), 3);
+    lost_as_earlier_journals_record_it(&mut a, 3);
     assert_eq!(pool.snapshot().reserved.get(LedgerDim::Tokens), 0);
     assert_eq!(a.released_steps(), 2);
     // The released room goes to another agent.
@@ -480,7 +555,7 @@ fn a_late_outcome_of_a_resumed_agent_that_overruns_halts_it() {
         .decide(&step("t", ActionClass::Read).tokens(10).build().unwrap(), 1)
         .decision
         .step;
-    a.halt(HaltKind::Lost, None, "silent".into(), Vec::new(), 2);
+    lost_as_earlier_journals_record_it(&mut a, 2);
     a.resume(3);
     let r = a
         .settle(
@@ -517,7 +592,7 @@ fn released_steps_are_remembered_up_to_the_bound_and_the_oldest_forgotten() {
         assert!(d.is_allow(), "{d:?}");
         ids.push(d.step);
     }
-    k.halt(HaltKind::Lost, None, "silent".into(), Vec::new(), 2);
+    lost_as_earlier_journals_record_it(&mut k, 2);
     assert_eq!(k.released_steps(), MAX_RELEASED_STEPS);
     let err = k.settle(ids[0], &Outcome::success(), 3).unwrap_err();
     assert!(err.to_string().contains("released"), "{err}");
@@ -548,7 +623,7 @@ fn late_settlements_are_recovered_exactly_from_records_and_snapshots() {
     let s1 = a.decide(&t(300, 1), 1).decision.step;
     let s2 = a.decide(&t(100, 2), 2).decision.step;
     let s3 = a.decide(&t(50, 3), 3).decision.step;
-    a.halt(HaltKind::Lost, None, "silent".into(), Vec::new(), 4);
+    lost_as_earlier_journals_record_it(&mut a, 4);
     a.settle(
         s1,
         &Outcome::success().with_usage(Usage::new().tokens(900)),
@@ -924,7 +999,14 @@ proptest! {
                     }
                 }
                 Act::Lost { agent } => {
+                    // Its open steps are settled at their reservation: charged like outcomes.
+                    let (root_before, team_before) = (root.snapshot().used(), team.snapshot().used());
                     agents[agent].halt(HaltKind::Lost, None, "silent".into(), Vec::new(), now);
+                    outstanding[agent].clear();
+                    let root_delta = root.snapshot().used().saturating_sub(&root_before);
+                    charged_root = charged_root.saturating_add(&root_delta);
+                    let team_delta = team.snapshot().used().saturating_sub(&team_before);
+                    charged_team = charged_team.saturating_add(&team_delta);
                 }
                 Act::Resume { agent } => {
                     agents[agent].resume(now);

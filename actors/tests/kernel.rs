@@ -290,6 +290,7 @@ fn lost_halt_releases_open_reservations_other_halts_keep_them_for_settling() {
     k.decide(&step("t", 2, 300), 5);
     k.halt(HaltKind::Lost, None, "silent".into(), Vec::new(), 6);
     assert_eq!(root.snapshot().reserved.get(LedgerDim::Tokens), 0);
+    assert_eq!(root.snapshot().spent.get(LedgerDim::Tokens), 400 + 300);
     assert_eq!(k.open_steps(), 0);
 }
 
@@ -546,4 +547,27 @@ fn a_sealed_step_settles_only_with_its_seal() {
     // Unsealed steps settle as before.
     let t = k.decide(&step("t", 2, 10), 5).decision.step;
     k.settle(t, &Outcome::success(), 6).unwrap();
+}
+
+/// An agent whose proxied request is in flight (a sealed open step) is waiting on the node,
+/// not silent: it is not lost, however long the upstream takes; once that step settles, the
+/// silence counts again.
+#[test]
+fn an_agent_with_a_proxied_step_in_flight_is_not_lost() {
+    let root = Account::root("swarm", Limits::UNLIMITED);
+    let account = root.child("a1", Limits::UNLIMITED).unwrap();
+    let config = KernelConfig {
+        heartbeat_timeout_ms: Some(1_000),
+        ..Default::default()
+    };
+    let mut k = AgentKernel::new(AgentId::new("a1").unwrap(), account, &config, None, 0);
+    let sealed = step("t", 1, 10).sealed(42);
+    let s = k.decide(&sealed, 10).decision.step;
+    assert!(!k.is_lost(60_000), "the proxy carries its request");
+    k.settle(s, &Outcome::success().with_seal(42), 60_000).unwrap();
+    assert!(!k.is_lost(60_500));
+    assert!(k.is_lost(61_001), "silent again after its request");
+    // An unsealed open step (the agent reports its own outcome) does not count.
+    k.decide(&step("t", 2, 10), 61_001);
+    assert!(k.is_lost(62_002));
 }

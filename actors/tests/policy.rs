@@ -831,3 +831,20 @@ rules:
     let w = warnings(&closed);
     assert!(!w.iter().any(|w| w.contains("matches on action")), "{w:?}");
 }
+
+/// A heartbeat timeout below 1s would halt agents as lost before their first heartbeat: a
+/// warning, not an error, since journals hold policies written before the check and recovery
+/// reads them with the same parser.
+#[test]
+fn a_heartbeat_timeout_below_a_second_is_a_warning() {
+    let text = "version: 1\ndefaults:\n  heartbeat_timeout: 500ms\n";
+    let w = warnings(text);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("3:22: warning: heartbeat_timeout is below 1s"),
+        "{w:?}"
+    );
+    let set = PolicySet::parse(text).expect("still a valid policy");
+    assert_eq!(set.doc().defaults.heartbeat_timeout_ms, Some(500));
+    assert!(warnings("version: 1\ndefaults:\n  heartbeat_timeout: 1s\n").is_empty());
+}

@@ -12,7 +12,7 @@
 //! | `flaky` | steps that mostly fail | the failures budget |
 //! | `colluder` | declares that it waits on its partner, who waits on it | deadlock detection |
 //! | `burst` | many steps at once | atomic admission, open-step bounds |
-//! | `slow` | long silences | heartbeats (`lost`), late outcomes of released steps |
+//! | `slow` | long silences | heartbeats (`lost`: open steps settled at their reservation) |
 //! | `approver` | an operator, not an agent: answers approvals late or never, and now and then resumes a halted agent | approval timeouts, resumes |
 
 use serde_json::{json, Value};

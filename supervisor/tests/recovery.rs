@@ -239,7 +239,6 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
                     2 => outcome.with_usage(Usage::new().cost_micro_usd(used)),
                     _ => outcome,
                 };
-                // Steps a lost halt released are settled late; none is unknown.
                 h.outcome(step, outcome).await.unwrap();
             }
             Op::Halt { agent, lost } => {
@@ -248,9 +247,12 @@ async fn run(ops: Vec<Op>, case: u64) -> Result<(), TestCaseError> {
                 } else {
                     HaltKind::External
                 };
-                let _ = swarm
-                    .halt_with_kind(AgentId::new(AGENTS[agent].0).unwrap(), kind, "drill")
-                    .await;
+                let id = AgentId::new(AGENTS[agent].0).unwrap();
+                let halted = swarm.halt_with_kind(id.clone(), kind, "drill").await;
+                // A lost halt settles the agent's open steps at their reservation.
+                if lost && halted.is_ok_and(|h| h.contains(&id)) {
+                    open[agent].clear();
+                }
             }
             Op::Resume { agent } => {
                 let _ = swarm

@@ -48,6 +48,9 @@ pub const DEFAULT_MAX_OPEN_STEPS: usize = 1_024;
 /// and charged. Past this many, the oldest is forgotten and its outcome is refused as
 /// unknown (404 over HTTP), as before this memory existed.
 pub const MAX_RELEASED_STEPS: usize = 4_096;
+/// The shortest `heartbeat_timeout` a policy or a registration may set (1 s): shorter, an
+/// agent would be halted as `lost` before its first heartbeat could arrive.
+pub const MIN_HEARTBEAT_TIMEOUT_MS: u64 = 1_000;
 /// Distinct tools remembered per agent when exploration is unlimited (only the count matters
 /// then, and it saturates here).
 pub const MAX_EXPLORED_TRACKED: usize = 4_096;
@@ -371,8 +374,10 @@ impl AgentKernel {
 
     fn apply_halt(&mut self, record: HaltRecord) {
         if record.kind == HaltKind::Lost {
-            // A lost agent may never report its outcomes: give its holds back, and remember
-            // what each held, so an outcome that arrives after all is still charged.
+            // Journals written before a lost halt settled its open steps (see
+            // `settle_open_as_reserved`): their holds were given back, and what each held
+            // remembered, so an outcome that arrived after all was still charged. Recovery
+            // and replay of such journals do the same; a live lost halt finds nothing open.
             let mut open: Vec<(StepId, Reservation)> = self.open.drain().collect();
             open.sort_by_key(|(id, _)| *id);
             for (step, reservation) in open {
@@ -833,6 +838,9 @@ impl AgentKernel {
         if self.halt.is_some() {
             return None;
         }
+        if kind == HaltKind::Lost {
+            self.settle_open_as_reserved(now_ms);
+        }
         let record = HaltRecord {
             kind,
             rule,
@@ -880,7 +888,9 @@ impl AgentKernel {
     /// True when the agent has a heartbeat timeout, is running, and has been silent longer.
     pub fn is_lost(&self, now_ms: u64) -> bool {
         match self.heartbeat_timeout_ms {
-            Some(timeout) if self.halt.is_none() => {
+            // A sealed open step is one the node's proxy is carrying for the agent right now
+            // (bounded by the upstream's timeout): the agent is waiting on the node, not gone.
+            Some(timeout) if self.halt.is_none() && self.seals.is_empty() => {
                 now_ms.saturating_sub(self.last_seen_ms) > timeout
             }
             _ => false,

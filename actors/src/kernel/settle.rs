@@ -117,10 +117,38 @@ pub struct SettleReport {
 }
 
 impl AgentKernel {
+    /// Settles every open step as a failure that used its whole reservation, each journaled
+    /// as a settlement (before the halt that calls this): a `lost` agent's steps were allowed
+    /// and may have run, and a cost nobody reports is not zero. Its outcomes, if they come
+    /// after all, are then refused as for any settled step. No halt follows from these
+    /// settlements (the caller is halting the agent).
+    pub(super) fn settle_open_as_reserved(&mut self, now_ms: u64) {
+        let mut open: Vec<(StepId, crate::Reservation)> = self.open.drain().collect();
+        open.sort_by_key(|(id, _)| *id);
+        for (step, reservation) in open {
+            let mark = self.outbox_len();
+            let actual = reservation.amounts().clone();
+            let s = reservation.settle(&actual);
+            self.seals.remove(&step);
+            self.consecutive_failures += 1;
+            self.push_record(mark, || KernelRecord::Settlement {
+                step_id: step,
+                status: OutcomeStatus::Failure,
+                actual: Some(actual),
+                charged: s.charged,
+                refunded: s.refunded,
+                overrun: s.overrun,
+                late: false,
+                at_ms: now_ms,
+            });
+        }
+    }
+
     /// Settles an allowed step with its outcome at `now_ms`. A dimension the outcome does
     /// not report is settled as reserved. A step whose reservation was released while it was
-    /// open (a `lost` halt) is settled *late*: its usage is charged with nothing held, as far
-    /// as the agent's budget and pools have room; the rest is overrun.
+    /// open (a `lost` halt of a journal written before lost halts settled open steps) is
+    /// settled *late*: its usage is charged with nothing held, as far as the agent's budget
+    /// and pools have room; the rest is overrun.
     pub fn settle(
         &mut self,
         step: StepId,

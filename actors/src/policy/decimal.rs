@@ -32,6 +32,13 @@ pub struct Decimal {
 }
 
 impl Decimal {
+    /// Its normalized parts: sign, significant digits (no leading or trailing zeros; none for
+    /// zero) and exponent, as in `0.d1d2d3... × 10^exp`. Equal numbers have equal parts
+    /// (`5`, `5.0`, `"0.5e1"`), and they stay small for any input (`1e999999999` is one digit).
+    pub fn parts(&self) -> (bool, &[u8], i64) {
+        (self.neg, &self.digits, self.exp)
+    }
+
     /// Reads a decimal number written as text: optional surrounding ASCII whitespace, an
     /// optional sign, digits with an optional decimal point, an optional exponent of at most
     /// nine digits (`5000`, `"5000.00"`, `" 5e3 "`, `-.5`, `1e400`). `None` for anything else:

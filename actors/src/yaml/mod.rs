@@ -418,6 +418,30 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
     Some(total)
 }
 
+/// Why [`parse_duration_ms`] refused `text`, for an error message: written as a duration but
+/// longer than a `u64` of milliseconds holds, or not a duration at all.
+pub fn duration_problem(text: &str) -> &'static str {
+    let mut rest = text.trim();
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |u| digits + u);
+        if digits == 0 || !matches!(&rest[digits..unit], "ms" | "s" | "m" | "h" | "d") {
+            return "is not a duration";
+        }
+        rest = &rest[unit..];
+        parts += 1;
+    }
+    match parts {
+        0 => "is not a duration",
+        _ => "is too long (a duration holds at most about 584 million years)",
+    }
+}
+
 /// `4096`, `64KiB`, `1 MiB`, `4GiB`, `10MB`: a whole number of bytes with an optional unit
 /// (`B`, `KB`/`MB`/`GB`/`TB` in powers of 1000, `KiB`/`MiB`/`GiB`/`TiB` in powers of 1024).
 ///

@@ -423,7 +423,8 @@ impl Reader {
         };
         let ms = parse_duration_ms(text);
         if ms.is_none() {
-            self.error(n.pos, format!("{what} = {text:?} is not a duration"), hint);
+            let problem = super::duration_problem(text);
+            self.error(n.pos, format!("{what} = {text:?} {problem}"), hint);
         }
         ms
     }

@@ -103,11 +103,11 @@ fn durations_parse_with_units_only() {
 
 #[test]
 fn duration_values_report_a_missing_unit_or_a_bad_text() {
-    let (root, mut r) = read("a: 30s\nb: 30\nc: soon\nd: [1]\n");
+    let (root, mut r) = read("a: 30s\nb: 30\nc: soon\nd: [1]\ne: 99999999999999d\n");
     let root = root.unwrap();
     let m = r.mapping(&root, "t", &[]).unwrap();
     let got: Vec<Option<u64>> = m.iter().map(|e| r.duration_ms(e.value, e.key())).collect();
-    assert_eq!(got, [Some(30_000), None, None, None]);
+    assert_eq!(got, [Some(30_000), None, None, None, None]);
     let out = shown(r);
     assert!(
         out[0].starts_with("2:4: error: b = 30 has no unit\n  hint: write a duration"),
@@ -123,6 +123,11 @@ fn duration_values_report_a_missing_unit_or_a_bad_text() {
         out[2].starts_with("4:4: error: d must be a duration, found a list"),
         "{}",
         out[2]
+    );
+    assert!(
+        out[3].starts_with("5:4: error: e = \"99999999999999d\" is too long"),
+        "{}",
+        out[3]
     );
 }
 

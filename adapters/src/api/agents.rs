@@ -16,7 +16,7 @@ use warden_supervisor::{AgentHandle, AgentSpec, SwarmError};
 use crate::http::auth::{
     agent_id, random_token, token_digest, AgentCaller, AgentOrOperator, Operator,
 };
-use crate::http::body::JsonObject;
+use crate::http::body::{JsonObject, OptionalJsonObject};
 use crate::http::error::ApiError;
 use crate::http::wire::{AgentPage, AgentView, BudgetsRequest, ReasonRequest, RegisterRequest};
 use crate::http::AppState;
@@ -62,7 +62,10 @@ pub fn duration(field: &str, text: &str) -> Result<u64, ApiError> {
     warden_actors::yaml::parse_duration_ms(text).ok_or_else(|| {
         ApiError::bad_request(
             "bad_duration",
-            format!("{field} = {text:?} is not a duration; write e.g. 30s, 10m, 1h"),
+            format!(
+                "{field} = {text:?} {}; write e.g. 30s, 10m, 1h",
+                warden_actors::yaml::duration_problem(text)
+            ),
         )
     })
 }
@@ -185,7 +188,14 @@ fn spec(state: &AppState, id: AgentId, body: &RegisterRequest) -> Result<AgentSp
         spec = spec.budgets(budgets(state.swarm.policy_defaults().budgets, b)?);
     }
     if let Some(h) = &body.heartbeat_timeout {
-        spec = spec.heartbeat_timeout_ms(duration("heartbeat_timeout", h)?);
+        let ms = duration("heartbeat_timeout", h)?;
+        if ms < warden_actors::MIN_HEARTBEAT_TIMEOUT_MS {
+            return Err(ApiError::bad_request(
+                "bad_duration",
+                format!("heartbeat_timeout = {h:?} is below 1s: the agent would be halted as lost before its first heartbeat; give 1s or more, or leave it out for none"),
+            ));
+        }
+        spec = spec.heartbeat_timeout_ms(ms);
     }
     Ok(spec)
 }
@@ -306,7 +316,7 @@ async fn halt(
     _: Operator,
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    JsonObject(body): JsonObject<ReasonRequest>,
+    OptionalJsonObject(body): OptionalJsonObject<ReasonRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = agent_id(&id)?;
     let body = reason_body(body)?;
@@ -332,7 +342,7 @@ async fn resume(
     _: Operator,
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    JsonObject(body): JsonObject<ReasonRequest>,
+    OptionalJsonObject(body): OptionalJsonObject<ReasonRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let id = agent_id(&id)?;
     let body = reason_body(body)?;

@@ -78,6 +78,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(
+            crate::http::body::refuse_other_charsets,
+        ))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use warden_actors::yaml::{Diagnostic, Severity};
 use warden_supervisor::SwarmError;
 
 use crate::http::auth::Operator;
@@ -39,12 +40,42 @@ async fn show(_: Operator, State(state): State<AppState>) -> Result<Response, Ap
         .into_response())
 }
 
+/// The body as policy text: 400 `invalid_policy` at the line and column of the first byte
+/// that is not UTF-8.
+fn policy_text(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = body[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = body[..at]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let col = std::str::from_utf8(&body[line_start..at]).map_or(1, |s| s.chars().count() + 1);
+        let d = Diagnostic {
+            severity: Severity::Error,
+            line,
+            col,
+            message: format!("byte {} is not UTF-8", at + 1),
+            hint: Some("save the policy as UTF-8".into()),
+        };
+        let e = ApiError::bad_request(
+            "invalid_policy",
+            format!("the policy has errors; the previous policy stays active. {d}"),
+        );
+        match serde_json::to_value([&d]) {
+            Ok(details) => e.with_details(details),
+            Err(_) => e,
+        }
+    })
+}
+
 async fn replace(
     _: Operator,
     State(state): State<AppState>,
-    body: String,
+    body: axum::body::Bytes,
 ) -> Result<Json<PolicyVersionView>, ApiError> {
-    match state.swarm.reload_policy(&body) {
+    let body = policy_text(&body)?;
+    match state.swarm.reload_policy(body) {
         Ok((version, warnings)) => {
             state.swarm.durable().await?;
             let warnings = warnings

@@ -101,6 +101,9 @@ async fn set_halted(
             ));
         }
         state.swarm.reopen_pool(&path)?;
+        // Answered once its journal note is durable, like every other change an operator
+        // makes: a reopening acknowledged and then lost in a crash would surprise them.
+        state.swarm.durable().await?;
     }
     let p = state.swarm.pool(&path).ok_or_else(|| unknown(&path))?;
     Ok(Json(view(&state, &p)))

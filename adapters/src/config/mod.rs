@@ -27,9 +27,8 @@ use warden_supervisor::NodeOptions;
 use crate::http::MetricsRender;
 use crate::limits::{
     BODY_BYTES_MAX_DEFAULT, BODY_BYTES_MAX_MIN, CONNECTIONS_MAX_DEFAULT, JOURNAL_BYTES_MIN,
-    OPERATOR_TOKEN_LEN_MIN, REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MIN, SEGMENT_BYTES_MIN,
-    UPSTREAM_IN_FLIGHT_MAX, UPSTREAM_IN_FLIGHT_MAX_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT,
-    WEBHOOKS_MAX,
+    REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MIN, SEGMENT_BYTES_MIN, UPSTREAM_IN_FLIGHT_MAX,
+    UPSTREAM_IN_FLIGHT_MAX_DEFAULT, UPSTREAM_TIMEOUT_MS_DEFAULT, WEBHOOKS_MAX,
 };
 use crate::webhook::WebhookConfig;
 
@@ -532,10 +531,10 @@ fn read_key(r: &mut Reader, cfg: &mut FileConfig, e: &Entry<'_>) {
 
 fn operator_token(r: &mut Reader, v: &Node) -> Option<String> {
     let t = r.text(v, "operator_token")?;
-    if t.len() < OPERATOR_TOKEN_LEN_MIN {
+    if let Some(problem) = crate::http::auth::token_problem(&t) {
         r.error(
             v.pos,
-            format!("operator_token must be at least {OPERATOR_TOKEN_LEN_MIN} characters"),
+            format!("operator_token {problem}"),
             Some("leave it out and the node makes one in DATA_DIR/operator.token".into()),
         );
         return None;

@@ -295,7 +295,7 @@ pub fn operator_token(
             let t = t.trim().to_string();
             check_len(&t, &path.display().to_string()).map_err(|_| {
                 TokenError::Refused(format!(
-                    "{} holds a token shorter than {OPERATOR_TOKEN_LEN_MIN} characters; remove the file to get a new one",
+                    "{} holds a token shorter than {OPERATOR_TOKEN_LEN_MIN} characters or with characters other than visible ASCII; remove the file to get a new one",
                     path.display()
                 ))
             })?;
@@ -312,13 +312,27 @@ pub fn operator_token(
 }
 
 fn check_len(t: &str, what: &str) -> Result<(), TokenError> {
-    if t.len() < OPERATOR_TOKEN_LEN_MIN {
-        return Err(TokenError::Refused(format!(
-            "{what} is {} characters long; use at least {OPERATOR_TOKEN_LEN_MIN}",
-            t.len()
-        )));
+    match token_problem(t) {
+        Some(problem) => Err(TokenError::Refused(format!("{what} {problem}"))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// What is wrong with an operator token chosen by hand, if anything: shorter than
+/// [`OPERATOR_TOKEN_LEN_MIN`], or holding a character other than visible ASCII (a token of
+/// spaces passes a length check but guesses in one try; a space or a control character
+/// does not survive an `Authorization` header intact).
+pub fn token_problem(t: &str) -> Option<String> {
+    if t.len() < OPERATOR_TOKEN_LEN_MIN {
+        return Some(format!(
+            "is {} characters long; use at least {OPERATOR_TOKEN_LEN_MIN}",
+            t.len()
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("holds a space, a control character or a character outside ASCII; use letters, digits and punctuation".into());
+    }
+    None
 }
 
 /// Refuses a token file other users may read.

@@ -33,6 +33,42 @@ where
     }
 }
 
+/// A JSON object body read as `T`, or `T::default()` when the request's body is empty
+/// (for requests whose every field is optional: an operator halting an agent in a hurry need
+/// not send `{}`). A body that is there is read as [`JsonObject`] reads it.
+pub struct OptionalJsonObject<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJsonObject<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        // Read whole (within the body limit) to see whether there is one: a chunked body
+        // may be empty too.
+        let whole = Request::from_parts(parts.clone(), body);
+        let bytes = axum::body::Bytes::from_request(whole, state)
+            .await
+            .map_err(|e| {
+                let code = match e.status() {
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                    _ => "bad_request",
+                };
+                ApiError::new(e.status(), code, e.body_text())
+            })?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonObject(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        JsonObject::from_request(req, state)
+            .await
+            .map(|JsonObject(t)| OptionalJsonObject(t))
+    }
+}
+
 /// `value` as `T` if it is a JSON object; 400 `bad_json` naming what is wrong otherwise.
 pub fn object<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     if !value.is_object() {
@@ -47,6 +83,46 @@ pub fn object<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
             format!("Failed to deserialize the JSON body into the target type: {e}"),
         )
     })
+}
+
+/// 415 `unsupported_media_type` when a (lower-cased) Content-Type names a charset other than
+/// UTF-8: the body is judged as UTF-8 and forwarded with the agent's Content-Type, so an
+/// upstream that honours `charset=utf-7` (or UTF-16, Latin-1) would read other text
+/// (`+AGUAdgBpAGw-` is `evil` in UTF-7).
+pub(crate) fn check_charset(content_type: &str) -> Result<(), ApiError> {
+    for param in content_type.split(';').skip(1) {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        // US-ASCII is UTF-8's first 128 characters: read the same either way.
+        // `charset*=utf-7''x` is RFC 2231's extended form of the same parameter.
+        let name = name.trim();
+        if name.starts_with("charset") && !matches!(value, "utf-8" | "utf8" | "us-ascii") {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("warden reads bodies as UTF-8; a charset={value} body would be read as other text (the proxy's upstreams would read it so too), so it is refused; send UTF-8 (charset=utf-8, or no charset)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Middleware: a request whose `Content-Type` names a charset other than UTF-8 (or US-ASCII)
+/// gets 415 on every route, as `check_charset` says: bodies are read as UTF-8 everywhere.
+pub async fn refuse_other_charsets(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+        let ct = String::from_utf8_lossy(ct.as_bytes()).to_ascii_lowercase();
+        if let Err(e) = check_charset(&ct) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// A request body that notes when it has been read to its end.

@@ -559,7 +559,7 @@ fn insert_body(
         .unwrap_or("")
         .to_ascii_lowercase();
     let mime = ct.split(';').next().unwrap_or("").trim();
-    check_charset(&ct)?;
+    crate::http::body::check_charset(&ct)?;
     if mime == "application/x-www-form-urlencoded" {
         return insert_pairs(args, body, "form body");
     }
@@ -598,30 +598,6 @@ fn insert_body(
     };
     for (k, v) in obj {
         insert_once(args, &k, v, "body")?;
-    }
-    Ok(())
-}
-
-/// 415 `unsupported_media_type` when a (lower-cased) Content-Type names a charset other than
-/// UTF-8: the body is judged as UTF-8 and forwarded with the agent's Content-Type, so an
-/// upstream that honours `charset=utf-7` (or UTF-16, Latin-1) would read other text
-/// (`+AGUAdgBpAGw-` is `evil` in UTF-7).
-fn check_charset(content_type: &str) -> Result<(), ApiError> {
-    for param in content_type.split(';').skip(1) {
-        let Some((name, value)) = param.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"');
-        // US-ASCII is UTF-8's first 128 characters: read the same either way.
-        // `charset*=utf-7''x` is RFC 2231's extended form of the same parameter.
-        let name = name.trim();
-        if name.starts_with("charset") && !matches!(value, "utf-8" | "utf8" | "us-ascii") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("the proxy judges bodies as UTF-8; a charset={value} body would be read as other text by the upstream, so it is not forwarded; send UTF-8 (charset=utf-8, or no charset)"),
-            ));
-        }
     }
     Ok(())
 }

@@ -266,6 +266,6 @@ fn set_limits(tree: &Tree, updates: &[(usize, PoolDef)], recovering: bool) -> Op
         line: at.line,
         col: at.col,
         message: format!("pool {msg}"),
-        hint: Some("raise the limit, or wait for reservations to settle".into()),
+        hint: Some("raise the limit, or let the reservations settle first (on a running node: wait, or halt the agents holding them, then reload; at start: start with the policy in force, then reload)".into()),
     })
 }

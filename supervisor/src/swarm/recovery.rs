@@ -321,6 +321,12 @@ impl Walk<'_> {
             Err(SwarmError::PoolHalted(_)) => {
                 self.skipping.insert(agent);
             }
+            Err(e @ SwarmError::UnknownPool { .. }) => {
+                return Err(at(
+                    entry,
+                    format!("re-registering agent {agent}: {e}; the journal has agents in a pool the policy given at start no longer declares: start with a policy that keeps it (the journaled one is used without --policy)"),
+                ))
+            }
             Err(e) => return Err(at(entry, format!("re-registering agent {agent}: {e}"))),
         }
         Ok(())

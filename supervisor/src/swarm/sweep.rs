@@ -163,7 +163,7 @@ impl SwarmInner {
                 let record = k.halt(
                     HaltKind::Lost,
                     Some(Arc::from(warden_actors::rules::HEARTBEAT)),
-                    format!("no heartbeat, step or outcome for more than {timeout} ms; open reservations released"),
+                    format!("no heartbeat, step or outcome for more than {timeout} ms; open steps settled as failures at their reservation"),
                     Vec::new(),
                     now,
                 );

@@ -187,7 +187,20 @@ fn read_defaults(r: &mut Reader, n: &Node) -> Defaults {
                     d.approval_timeout_ms = ms;
                 }
             }
-            "heartbeat_timeout" => d.heartbeat_timeout_ms = r.duration_ms(v, "heartbeat_timeout"),
+            "heartbeat_timeout" => {
+                let ms = r.duration_ms(v, "heartbeat_timeout");
+                // A warning, not an error: journals hold policies written before this check,
+                // and recovery and replay read them with this parser.
+                if ms.is_some_and(|ms| ms < crate::MIN_HEARTBEAT_TIMEOUT_MS) {
+                    let msg = "heartbeat_timeout is below 1s: agents would be halted as lost before their first heartbeat";
+                    r.warning(
+                        v.pos,
+                        msg,
+                        Some("give 1s or more, or leave it out for none".into()),
+                    );
+                }
+                d.heartbeat_timeout_ms = ms;
+            }
             "min_cost" => d.min_cost = min_cost::read_class_min_costs(r, v),
             _ => {}
         }
