@@ -564,7 +564,8 @@ fn an_agent_with_a_proxied_step_in_flight_is_not_lost() {
     let sealed = step("t", 1, 10).sealed(42);
     let s = k.decide(&sealed, 10).decision.step;
     assert!(!k.is_lost(60_000), "the proxy carries its request");
-    k.settle(s, &Outcome::success().with_seal(42), 60_000).unwrap();
+    k.settle(s, &Outcome::success().with_seal(42), 60_000)
+        .unwrap();
     assert!(!k.is_lost(60_500));
     assert!(k.is_lost(61_001), "silent again after its request");
     // An unsealed open step (the agent reports its own outcome) does not count.

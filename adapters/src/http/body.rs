@@ -116,7 +116,11 @@ pub async fn refuse_other_charsets(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+    let with_params = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .filter(|ct| ct.as_bytes().contains(&b';'));
+    if let Some(ct) = with_params {
         let ct = String::from_utf8_lossy(ct.as_bytes()).to_ascii_lowercase();
         if let Err(e) = check_charset(&ct) {
             return e.into_response();
