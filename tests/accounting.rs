@@ -376,6 +376,76 @@ fn outcomes_report_any_dimension_and_settle_the_rest_as_reserved() {
 /// A lost agent's allowed steps may have run: its lost halt settles them as failures at
 /// their whole reservation (a cost nobody reports is not zero), journaled, so a restart
 /// keeps the charge; an outcome that comes after is refused like any settled step's.
+/// A custom dimension nothing declares is refused: a misspelled one would escape its limit,
+/// and made-up names would grow every account on the path without bound.
+#[test]
+fn an_undeclared_custom_dimension_is_refused_in_steps_and_outcomes() {
+    let node = Node::start("undeclared");
+    let a = node.agent("u1", "swarm/llm", RegisterRequest::default());
+    let step = |args: Value, custom: Value| {
+        let body = json!({"tool": "llm.metered", "action": "network", "args": args,
+                          "cost": {"custom": custom}});
+        common::call(&a, "POST", "/v1/agents/u1/steps", Body::Json(body))
+    };
+    let before = node.pool("swarm/llm");
+    // Misspelled (gpu_second for gpu_seconds), and a name nothing mentions: denied.
+    for (n, custom) in [
+        json!({"gpu_second": 500}),
+        json!({"gpu_seconds": 1, "zz9": 1}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, d) = step(json!({"n": n}), custom);
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(
+            (d["decision"].as_str(), d["rule"].as_str()),
+            (Some("deny"), Some("cost.undeclared")),
+            "{d}"
+        );
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("gpu_second") || reason.contains("zz9"),
+            "{reason}"
+        );
+    }
+    assert_eq!(node.op.agent("u1").unwrap().open_steps, 0);
+    // Declared by the policy: allowed.
+    let (_, d) = step(json!({"n": 9}), json!({"gpu_seconds": 5}));
+    assert_eq!(d["decision"], "allow", "{d}");
+    let s = d["step"].as_str().unwrap().to_string();
+    // An outcome naming an undeclared dimension is refused and settles nothing.
+    let (status, e) = post_outcome(&a, "u1", &s, outcome(json!({"custom": {"gpu_second": 7}})));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("bad_outcome")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gpu_second"),
+        "{e}"
+    );
+    assert_eq!(node.op.agent("u1").unwrap().open_steps, 1);
+    let (status, r) = post_outcome(&a, "u1", &s, outcome(json!({"custom": {"gpu_seconds": 7}})));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["charged"]["gpu_seconds"], 7, "{r}");
+    // No account on the path grew a dimension: only what the policy declares.
+    let after = node.pool("swarm/llm");
+    for view in [&before, &after] {
+        let dims: Vec<&String> = view.spent.keys().chain(view.reserved.keys()).collect();
+        assert!(
+            dims.iter()
+                .all(|d| !d.starts_with("gpu_second") || *d == "gpu_seconds"),
+            "{dims:?}"
+        );
+        assert!(!dims.iter().any(|d| *d == "zz9"), "{dims:?}");
+    }
+    assert_eq!(after.spent["gpu_seconds"], 7, "{after:?}");
+}
+
 #[test]
 fn a_lost_halt_settles_open_steps_at_their_reservation() {
     let mut node = Node::start("late");

@@ -757,6 +757,19 @@ impl Account {
         self.state.lock().used_of(dim)
     }
 
+    /// Whether this account or one above it bounds custom `dim` (a limit, or an escrow
+    /// ceiling of a replicated pool).
+    pub fn bounds_custom_on_path(&self, dim: &CustomDim) -> bool {
+        let mut at = Some(self);
+        while let Some(account) = at {
+            if account.state.lock().bound_custom(dim).is_some() {
+                return true;
+            }
+            at = account.parent.as_deref();
+        }
+        false
+    }
+
     /// The account's escrow ceilings (`UNLIMITED` unless the pool is replicated).
     pub fn ceilings(&self) -> Limits {
         self.state.lock().ceilings.clone()

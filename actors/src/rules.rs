@@ -92,6 +92,10 @@ pub const REGISTRY_ACTION: &str = "registry.action";
 /// registry): deny.
 pub const REGISTRY_ARGS: &str = "registry.args";
 
+/// The step's `cost.custom` names a dimension that the policy never names and no budget on
+/// the agent's path limits (a misspelled dimension would escape its limit): deny.
+pub const COST_UNDECLARED: &str = "cost.undeclared";
+
 /// A step of an agent whose halt record names no rule: halt, with the record's kind.
 pub const HALTED: &str = "halted";
 /// A parked step restored from a journal record that named no rule (journals written before
@@ -99,7 +103,7 @@ pub const HALTED: &str = "halted";
 pub const APPROVAL: &str = "approval";
 
 /// Every id without a variable part, in the order `docs/policy.md` lists them.
-pub const FIXED: [&str; 20] = [
+pub const FIXED: [&str; 21] = [
     BUDGET_STEPS,
     BUDGET_TOKENS,
     BUDGET_COST_USD,
@@ -108,6 +112,7 @@ pub const FIXED: [&str; 20] = [
     BUDGET_FAILURES,
     BUDGET_EXPLORATION,
     BUDGET_OVERRUN,
+    COST_UNDECLARED,
     LIMIT_OPEN_STEPS,
     STAGNATION_REPEAT,
     STAGNATION_PROGRESS,

@@ -225,6 +225,72 @@ fn an_exhausted_custom_dimension_refuses_steps_billed_in_it() {
     );
 }
 
+/// A custom dimension nothing declares (no policy names it, no budget on the path limits it)
+/// is denied in a step and refused in an outcome; one the agent's own budget or a pool above
+/// limits, or the policy names, is accepted.
+#[test]
+fn an_undeclared_custom_dimension_is_denied_and_refused() {
+    let tpu = CustomDim::new("tpu").unwrap();
+    let pool = Account::root("swarm", Limits::UNLIMITED.with_custom(gpu(), 100));
+    let budgets = Budgets {
+        custom: vec![(tpu.clone(), 50)],
+        ..Default::default()
+    };
+    let mut k = kernel("a1", &pool, budgets, None);
+    let take = |k: &mut AgentKernel, dim: &str, n: u64| {
+        let s = step("t", ActionClass::Read)
+            .args(json!({ "n": n }))
+            .custom(dim, 1);
+        k.decide(&s.build().unwrap(), n).decision
+    };
+    let d = take(&mut k, "gpu_second", 1);
+    assert_eq!(
+        (d.decision, d.rule.as_deref()),
+        (Verdict::Deny, Some("cost.undeclared")),
+        "{d:?}"
+    );
+    assert!(d.reason.contains("gpu_second"), "{}", d.reason);
+    for (i, dim) in ["gpu_seconds", "tpu"].into_iter().enumerate() {
+        let d = take(&mut k, dim, 2 + i as u64);
+        assert_eq!(d.decision, Verdict::Allow, "{dim}: {d:?}");
+    }
+    // Named only by the policy (a min_cost of another tool): accepted.
+    let policy: Arc<dyn StepPolicy> = Arc::new(
+        PolicySet::parse(
+            "version: 1
+default_decision: allow
+tools:
+  render: {action: execute, min_cost: {custom: {frames: 1}}}
+",
+        )
+        .unwrap(),
+    );
+    let mut p = kernel("a2", &pool, Budgets::default(), Some(policy));
+    assert_eq!(take(&mut p, "frames", 1).decision, Verdict::Allow);
+    assert_eq!(
+        take(&mut p, "frame", 2).rule.as_deref(),
+        Some("cost.undeclared")
+    );
+    // Outcomes: an undeclared dimension settles nothing; the step stays open.
+    let open = take(&mut k, "tpu", 9).step;
+    let bad = Outcome::success().with_usage(Usage::new().custom(CustomDim::new("zz").unwrap(), 5));
+    match k.settle(open, &bad, 10) {
+        Err(SettleError::BadUsage(m)) => assert!(m.contains("zz"), "{m}"),
+        other => panic!("expected BadUsage, got {other:?}"),
+    }
+    let good = Outcome::success().with_usage(Usage::new().custom(tpu.clone(), 5));
+    let r = k.settle(open, &good, 11).unwrap();
+    assert_eq!(r.settlement.charged.custom(&tpu), 5);
+    let snap = pool.snapshot();
+    assert!(
+        snap.spent
+            .custom_entries()
+            .iter()
+            .all(|(d, _)| d.as_str() != "zz"),
+        "{snap:?}"
+    );
+}
+
 /// `tokens: 0` grants no tokens: every step billed in tokens is denied (not a halt: nothing
 /// was used up), and a tool exempt from tokens (`min_cost: {tokens: 0}`) still runs.
 #[test]
@@ -862,7 +928,8 @@ proptest! {
             "swarm",
             Limits::UNLIMITED
                 .with(LedgerDim::Tokens, Some(pool_tokens))
-                .with(LedgerDim::CostMicroUsd, Some(pool_money)),
+                .with(LedgerDim::CostMicroUsd, Some(pool_money))
+                .with_custom(gpu(), u64::MAX / 4), // declared, never binding
         );
         let mut k = kernel("a1", &pool, Budgets::default(), None);
         let (t, m, g) = s.declared;

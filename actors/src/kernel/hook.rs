@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::budget::CustomDim;
 use crate::decision::HaltKind;
 use crate::ids::AgentId;
 use crate::ledger::Account;
@@ -28,6 +29,13 @@ pub trait StepPolicy: Send + Sync + 'static {
     /// default: the step is billed in every dimension and reserved at what it declares.
     fn min_cost(&self, _step: &Step) -> MinCost {
         MinCost::default()
+    }
+
+    /// Whether the policy names custom dimension `dim` anywhere (agents' budgets, pools'
+    /// limits, a `min_cost`). A step may declare, and an outcome report, a custom dimension
+    /// only if the policy names it or a budget on the agent's path limits it. None by default.
+    fn names_custom(&self, _dim: &CustomDim) -> bool {
+        false
     }
 
     /// How long a `require_approval` step waits for an answer before it is denied.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{Amounts, Budgets, Dimension, LedgerDim};
+use crate::budget::{Amounts, Budgets, CustomDim, Dimension, LedgerDim};
 use crate::decision::{CauseLink, Decision, HaltKind, HaltRecord, RemainingView, Verdict};
 use crate::ids::{AgentId, StepId};
 use crate::ledger::{Account, AccountSnapshot, Remaining, Reservation, Shortfall};
@@ -191,6 +191,10 @@ impl Released {
                 self.amounts.remove(&old);
             }
         }
+    }
+
+    fn held(&self, step: StepId) -> Option<&Amounts> {
+        self.amounts.get(&step)
     }
 
     fn take(&mut self, step: StepId) -> Option<Amounts> {
@@ -542,6 +546,13 @@ impl AgentKernel {
             PolicyOutcome::Allow | PolicyOutcome::Halt { .. } => None,
         };
 
+        if let Some(dim) = self.undeclared(step.cost().custom(), None) {
+            let reason = format!(
+                "cost.custom names {}, a dimension the policy does not name and no budget on this agent's path limits; check its spelling, or declare it (budgets.custom, a pool's limits.custom or a min_cost)",
+                dim.as_str()
+            );
+            return self.deny(step_id, Arc::from(rules::COST_UNDECLARED), reason);
+        }
         let new_tool = !self.explored.contains_key(&step.tool_key());
         if let Some(denied) = self.over_limits(step, step_id, new_tool) {
             return denied;
@@ -614,6 +625,22 @@ impl AgentKernel {
             reason,
             now_ms,
         ))
+    }
+
+    /// The first custom dimension of `dims` that nothing declares: the policy does not name
+    /// it, no budget on the agent's path limits it, and `held` (a step's reservation) holds
+    /// none of it. Such a dimension would be accounted without limit, and a misspelled one
+    /// would let a cost escape the dimension that limits it.
+    fn undeclared<'a>(
+        &self,
+        dims: &'a [(CustomDim, u64)],
+        held: Option<&Amounts>,
+    ) -> Option<&'a CustomDim> {
+        dims.iter().map(|(d, _)| d).find(|d| {
+            held.is_none_or(|h| h.custom(d) == 0)
+                && !self.policy.as_ref().is_some_and(|p| p.names_custom(d))
+                && !self.account.bounds_custom_on_path(d)
+        })
     }
 
     /// The agent-local limits that deny without touching the ledger: distinct tools

@@ -192,6 +192,15 @@ impl AgentKernel {
                 });
             }
         }
+        let held = (self.open.get(&step).map(|r| r.amounts())).or_else(|| self.released.held(step));
+        if let Some(dim) =
+            held.and_then(|h| self.undeclared(outcome.usage.reported_custom(), Some(h)))
+        {
+            return Err(SettleError::BadUsage(format!(
+                "outcome.cost.custom names {}, which this step did not reserve, the policy does not name and no budget on this agent's path limits; check its spelling (nothing was settled)",
+                dim.as_str()
+            )));
+        }
         let (settlement, actual, late) = match self.open.remove(&step) {
             Some(reservation) => {
                 let actual = outcome.usage.settle_against(reservation.amounts());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use regex::RegexSet;
 use serde_json::Value;
 
-use crate::budget::LedgerDim;
+use crate::budget::{CustomDim, LedgerDim};
 use crate::decision::{HaltKind, Verdict};
 use crate::step::ActionClass;
 use crate::yaml::Pos;
@@ -363,6 +363,31 @@ fn build_set(patterns: &[String]) -> Result<RegexSet, Diagnostic> {
         })
 }
 
+/// Every custom dimension `doc` names: in agents' budgets, pools' limits, the action
+/// classes' and tools' minimum costs. Sorted, without repeats.
+fn named_custom_dims(doc: &PolicyDoc) -> Vec<CustomDim> {
+    let limits = [doc.defaults.budgets.ledger_limits()]
+        .into_iter()
+        .chain(doc.pools.iter().map(|p| p.limits.clone()));
+    let mut dims: Vec<CustomDim> = limits
+        .flat_map(|l| {
+            l.custom_entries()
+                .iter()
+                .map(|(d, _)| d.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let minimums = doc
+        .defaults
+        .min_cost
+        .iter()
+        .chain(doc.tools.iter().map(|t| &t.min_cost));
+    dims.extend(minimums.flat_map(|m| m.custom.iter().map(|(d, _)| d.clone())));
+    dims.sort();
+    dims.dedup();
+    dims
+}
+
 impl PolicySet {
     pub(super) fn compile(
         doc: PolicyDoc,
@@ -383,6 +408,7 @@ impl PolicySet {
                 (Arc::from(&*text::canonical(&t.name)), info)
             })
             .collect();
+        let custom_dims = named_custom_dims(&doc);
         let mut ix = Indexes::default();
         let mut rules = Vec::with_capacity(doc.rules.len());
         for (i, r) in doc.rules.iter().enumerate() {
@@ -441,6 +467,7 @@ impl PolicySet {
             by_action: ix.by_action,
             any: ix.any,
             limiter: Arc::new(RateLimiter::default()),
+            custom_dims,
         })
     }
 }

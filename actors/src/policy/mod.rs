@@ -53,7 +53,7 @@ use regex::RegexSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::budget::Budgets;
+use crate::budget::{Budgets, CustomDim};
 use crate::decision::{HaltKind, Verdict};
 use crate::kernel::{Judgement, KernelConfig, PolicyContext, PolicyOutcome, StepPolicy};
 use crate::step::{ActionClass, MinCost, Step};
@@ -183,6 +183,8 @@ pub struct PolicySet {
     by_action: [Vec<u32>; 5],
     any: Vec<u32>,
     limiter: Arc<RateLimiter>,
+    /// Every custom dimension the policy names (budgets, pool limits, minimum costs), sorted.
+    custom_dims: Vec<CustomDim>,
 }
 
 impl fmt::Debug for PolicySet {
@@ -582,6 +584,10 @@ impl StepPolicy for PolicySet {
 
     fn approval_timeout_ms(&self) -> u64 {
         self.doc.defaults.approval_timeout_ms
+    }
+
+    fn names_custom(&self, dim: &CustomDim) -> bool {
+        self.custom_dims.binary_search(dim).is_ok()
     }
 
     fn judge(&self, ctx: &PolicyContext<'_>) -> Judgement {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::PolicySet;
+use crate::budget::CustomDim;
 use crate::kernel::{Judgement, PolicyContext, PolicyOutcome, StepPolicy};
 use crate::step::{MinCost, Step};
 
@@ -111,6 +112,10 @@ impl StepPolicy for SwappablePolicy {
 
     fn approval_timeout_ms(&self) -> u64 {
         self.current.load().policy.approval_timeout_ms()
+    }
+
+    fn names_custom(&self, dim: &CustomDim) -> bool {
+        self.current.load().policy.names_custom(dim)
     }
 
     fn judge(&self, ctx: &PolicyContext<'_>) -> Judgement {

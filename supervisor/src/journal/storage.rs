@@ -104,6 +104,29 @@ impl SegmentWriter for FileSegment {
     }
 }
 
+/// Refuses a directory every user may write in (without the sticky bit, which keeps others
+/// from renaming or removing what is not theirs): anyone could replace the journal's
+/// segments or its parent directory. Group write is allowed (shared volumes, Kubernetes'
+/// `fsGroup`).
+fn refuse_open_to_all(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir)?.permissions().mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is writable by every user (mode {:o}): anyone could replace the journal; run chmod o-w on it (700 is best)",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Storage for FileStorage {
     fn location(&self) -> PathBuf {
         self.jdir.clone()
@@ -111,6 +134,12 @@ impl Storage for FileStorage {
 
     fn lock(&self) -> io::Result<Box<dyn Send>> {
         fs::create_dir_all(&self.jdir)?;
+        for dir in [self.jdir.parent(), Some(self.jdir.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            refuse_open_to_all(dir)?;
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -613,3 +613,34 @@ fn with_inline_writes_each_entry_is_written_or_refused_before_submit_returns() {
     assert!(why.contains("injected write fault"), "{why}");
     assert!(j.submit(EntryKind::Note, 55, vec![]).is_err());
 }
+
+/// A data directory or journal directory every user may write in is refused (anyone could
+/// replace the segments); one with the sticky bit (like /tmp) or only group write is used.
+#[cfg(unix)]
+#[test]
+fn a_data_directory_writable_by_every_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tmp("world-writable");
+    std::fs::create_dir_all(dir.join("journal")).unwrap();
+    for (target, mode) in [(dir.clone(), 0o777), (dir.join("journal"), 0o757)] {
+        set(&target, mode);
+        let Err(err) = Journal::open(JournalConfig::new(&dir), |_| {}) else {
+            panic!("{} with mode {mode:o} was accepted", target.display());
+        };
+        let message = err.to_string();
+        assert!(message.contains("writable by every user"), "{message}");
+        assert!(message.contains(&target.display().to_string()), "{message}");
+        set(&target, 0o755);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for mode in [0o1777, 0o770] {
+        let dir = tmp(&format!("shared-{mode:o}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        set(&dir, mode);
+        assert!(Journal::open(JournalConfig::new(&dir), |_| {}).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
