@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -234,6 +235,39 @@ def test_middleware_collects_an_approval_answered_after_its_wait(
     after = record(operator, agent.agent_id)
     assert ran == ["q"] and after["open_steps"] == 0
     assert after["spent"]["cost_micro_usd"] == 0, "settled as not run"
+
+
+def test_close_collects_late_approvals_and_settles_tools_cut_off(
+    operator: WardenClient, agent: WardenClient
+) -> None:
+    ran: list[Any] = []
+    middleware = WardenMiddleware(agent, approval_timeout_s=0.2)
+    graph = create_agent(
+        turns(calls(("payments.transfer", BIG)), AIMessage(content="done")),
+        tools=pay_tools(ran),
+        middleware=[middleware],
+    )
+    graph.invoke({"messages": [HumanMessage("pay")]})
+    assert approve_all(operator, agent.agent_id) == 1
+    assert record(operator, agent.agent_id)["open_steps"] == 1
+    middleware.close()
+    after = record(operator, agent.agent_id)
+    assert (after["open_steps"], after["spent"]["cost_micro_usd"]) == (0, 0), after
+
+    # A handler whose tool started and never ended (the run was cut off), and a late
+    # approval: close settles both, the first at its reservation.
+    pay, lookup = pay_tools(ran)
+    handler = WardenCallbackHandler(agent, approval_timeout_s=0.2)
+    handler.on_tool_start({"name": "lookup"}, "q", run_id=uuid.uuid4(), inputs={"query": "q"})
+    with pytest.raises(ApprovalTimeout):
+        pay.invoke(BIG, config={"callbacks": [handler]})
+    assert approve_all(operator, agent.agent_id) == 1
+    assert record(operator, agent.agent_id)["open_steps"] == 2
+    handler.close()
+    after = record(operator, agent.agent_id)
+    assert after["open_steps"] == 0, after
+    assert after["spent"]["steps"] == 3, after  # the two late allows and the cut-off lookup
+    assert ran == []
 
 
 def test_callback_handler_acts_on_approvals_during_and_after_the_wait(

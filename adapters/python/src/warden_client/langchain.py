@@ -146,6 +146,21 @@ class WardenMiddleware(AgentMiddleware):
         await client.outcome(decision, _succeeded(result))
         return result
 
+    def close(self) -> None:
+        """Collects what is left when the agent is done: approvals answered after their
+        wait (a late allow is settled as not run), which otherwise wait for the
+        middleware's next call. Sync agents; `aclose` for async ones."""
+        if self._client is None:
+            raise WardenError(
+                "WardenMiddleware has only an AsyncWardenClient: await aclose() instead",
+                code="no_client",
+            )
+        self._abandoned.collect(self._client)
+
+    async def aclose(self) -> None:
+        """`close` for async agents."""
+        await self._abandoned.acollect(self._async_client())
+
     def _async_client(self) -> AsyncWardenClient | InThread:
         if self._aclient is not None:
             return self._aclient
@@ -236,6 +251,24 @@ class WardenCallbackHandler(BaseCallbackHandler):
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Reports failure."""
         self._settle(run_id, False)
+
+    def close(self) -> None:
+        """Settles what is left when the tools are done: a tool started but never ended
+        (its run was cut off) as a failure at its reservation, and approvals answered after
+        their wait (a late allow as not run), which otherwise wait for the next
+        `on_tool_start`. Raises the first error the node gave, after trying every step.
+        The handler may be used again after."""
+        with self._lock:
+            running, self._open = self._open, {}
+        first: WardenError | None = None
+        for decision in running.values():
+            try:
+                self._client.outcome(decision, False)
+            except WardenError as e:  # settle the others first; say so after
+                first = first or e
+        self._abandoned.collect(self._client)
+        if first is not None:
+            raise first
 
     def _settle(self, run_id: UUID, success: bool) -> OutcomeResult | None:
         with self._lock:
