@@ -1066,7 +1066,7 @@ fn slow_bodies_time_out_and_connections_beyond_the_limit_wait() {
     let node = Node::start_with(
         &dir,
         &policy,
-        "limits: {request_timeout: 1s, max_connections: 2}\n",
+        "limits: {request_timeout: 1s, max_connections: 2, max_connections_per_client: 2}\n",
     );
     // Raw TCP: what is tested is the wire itself (a body trickled slower than the timeout,
     // connections held open and counted), which an HTTP client does not let a test control.

@@ -11,8 +11,8 @@
 //! policy: /etc/warden/policy.yaml
 //! operator_token: "at least 16 characters"
 //! fsync: always            # always | batch | off
-//! limits: {max_body_bytes: 1048576, max_connections: 4096, request_timeout: 30s,
-//!          journal_bytes: 4294967296, segment_bytes: 67108864}
+//! limits: {max_body_bytes: 1048576, max_connections: 4096, max_connections_per_client: 2048,
+//!          request_timeout: 30s, journal_bytes: 4294967296, segment_bytes: 67108864}
 //! webhooks:
 //!   - {url: "https://ops.example/hook", events: [halt, approval_requested], secret: "..."}
 //! ```
@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Of those, the most one client (IPv4 address, IPv6 /64) holds at once; past it its new
+    /// connections are answered 503 and closed. `None`: half of `max_connections`.
+    pub max_connections_per_client: Option<usize>,
     /// How long one request may take (event streams excepted).
     pub request_timeout_ms: u64,
     /// Where to announce halts and approval requests.
@@ -115,6 +118,14 @@ impl std::fmt::Debug for Redacted {
 }
 
 impl NodeConfig {
+    /// The most connections one client holds at once: `max_connections_per_client`, else
+    /// half of `max_connections` (at least 1).
+    pub fn connections_per_client(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or(self.max_connections.div_ceil(2))
+            .max(1)
+    }
+
     /// A config with the defaults of `warden node`: the given address, data directory and
     /// policy text; operator token from `DATA_DIR/operator.token`; 1 MiB bodies; fsync
     /// always.
@@ -125,6 +136,7 @@ impl NodeConfig {
             operator_token: None,
             max_body_bytes: BODY_BYTES_MAX_DEFAULT,
             max_connections: CONNECTIONS_MAX_DEFAULT,
+            max_connections_per_client: None,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             webhooks: Vec::new(),
             metrics: None,
@@ -248,6 +260,9 @@ pub fn resolve(
     }
     if let Some(v) = file.max_connections {
         config.max_connections = v;
+    }
+    if let Some(v) = file.max_connections_per_client {
+        config.max_connections_per_client = Some(v);
     }
     if let Some(v) = file.request_timeout_ms {
         config.request_timeout_ms = v;
@@ -380,6 +395,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// `limits: {max_connections: 4096}`
     pub max_connections: Option<usize>,
+    /// `limits: {max_connections_per_client: 2048}`
+    pub max_connections_per_client: Option<usize>,
     /// `limits: {request_timeout: 30s}`
     pub request_timeout_ms: Option<u64>,
     /// `limits: {journal_bytes: 4GiB}`
@@ -543,9 +560,10 @@ fn operator_token(r: &mut Reader, v: &Node) -> Option<String> {
 }
 
 fn read_limits(r: &mut Reader, cfg: &mut FileConfig, v: &Node) {
-    const LIMITS: [&str; 5] = [
+    const LIMITS: [&str; 6] = [
         "max_body_bytes",
         "max_connections",
+        "max_connections_per_client",
         "request_timeout",
         "journal_bytes",
         "segment_bytes",
@@ -564,6 +582,11 @@ fn read_limits(r: &mut Reader, cfg: &mut FileConfig, v: &Node) {
             "max_connections" => {
                 cfg.max_connections = r
                     .uint_at_least(n, "limits.max_connections", 1)
+                    .map(|c| c as usize)
+            }
+            "max_connections_per_client" => {
+                cfg.max_connections_per_client = r
+                    .uint_at_least(n, "limits.max_connections_per_client", 1)
                     .map(|c| c as usize)
             }
             "request_timeout" => {
@@ -895,6 +918,24 @@ mod tests {
         );
         assert!(messages(&read_config("listen: [\n").unwrap_err())[0].contains("YAML"));
         assert!(read_config("").unwrap() == FileConfig::default());
+    }
+
+    #[test]
+    fn connections_per_client_default_to_half_of_the_connections() {
+        let file = read_config("limits: {max_connections: 10, max_connections_per_client: 3}\n");
+        assert_eq!(file.unwrap().max_connections_per_client, Some(3));
+        let zero = read_config("limits: {max_connections_per_client: 0}\n").unwrap_err();
+        let m = &messages(&zero)[0];
+        assert!(
+            m.starts_with("1:38: limits.max_connections_per_client"),
+            "{m}"
+        );
+        let mut c = NodeConfig::new("127.0.0.1:0".parse().unwrap(), "/tmp/w", String::new());
+        assert_eq!(c.connections_per_client(), 2_048);
+        c.max_connections = 1;
+        assert_eq!(c.connections_per_client(), 1);
+        c.max_connections_per_client = Some(7);
+        assert_eq!(c.connections_per_client(), 7);
     }
 
     #[test]

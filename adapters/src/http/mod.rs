@@ -273,7 +273,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
                     .saturating_add(config.request_timeout_ms),
             ),
     );
-    let listener = conn_limit::Limited::new(listener, config.max_connections, idle);
+    let listener = conn_limit::Limited::new(listener, config.max_connections, idle)
+        .per_client(config.connections_per_client());
     // Counters that may stay at 0 for long exist from the start, so queries on them read 0,
     // not "no data".
     metrics::counter!("warden_proxy_settle_errors_total").increment(0);

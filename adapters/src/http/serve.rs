@@ -282,6 +282,41 @@ mod tests {
         text.rsplit("\r\n\r\n").next().unwrap_or("").to_string()
     }
 
+    /// One client holds at most its share of the connections: past it, a new connection is
+    /// answered 503 and closed (while the listener still has room), and a slot given back is
+    /// usable again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn one_client_holds_at_most_its_share_of_the_connections() {
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = Limited::new(tcp, 64, Duration::from_secs(30)).per_client(2);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(listener, app, Duration::from_secs(5), stopped));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            assert_eq!(ask(&mut c).await, "ok");
+            held.push(c);
+        }
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer));
+        read.await.expect("closed at once").unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("too_many_connections"), "{text}");
+        let body = text.rsplit("\r\n\r\n").next().unwrap();
+        serde_json::from_str::<serde_json::Value>(body).expect("a JSON body of its stated length");
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(ask(&mut again).await, "ok");
+        let _ = stop.send(());
+        drop((held, again));
+        server.await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn connections_are_spread_evenly_over_the_serving_threads() {
         let app = Router::new().route(
